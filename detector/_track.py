@@ -1,0 +1,67 @@
+"""numba kernels of the pipeline's per-series bookkeeping (no detector arithmetic).
+
+``track`` applies the sample rules every family relies on: a timestamp older than or
+equal to the series' last one is out of order and dropped (so a retried batch is
+idempotent); the staleness marker (NaN with bits 0x7ff0000000000002) marks the series
+stale and is not learned; any other value, NaN and ±Inf included, becomes the series'
+last value. ``record`` keeps each series' latest score and band. numpy and numba only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+
+STALE_BITS = np.uint64(0x7FF0000000000002)
+
+C_ACCEPTED, C_OUT_OF_ORDER, C_STALE = range(3)
+
+_i32 = types.Array(types.int32, 1, "C")
+_i64 = types.Array(types.int64, 1, "C")
+_u64 = types.Array(types.uint64, 1, "C")
+_f64 = types.Array(types.float64, 1, "C")
+_u8 = types.Array(types.uint8, 1, "C")
+
+TRACK_SIG = types.void(_i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _i64)
+RECORD_SIG = types.int64(_i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, types.float64)
+
+
+@njit(TRACK_SIG, cache=True, nogil=True)
+def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarray,
+          last_value: np.ndarray, n_samples: np.ndarray, stale: np.ndarray, keep: np.ndarray,
+          counters: np.ndarray) -> None:
+    """Mark in ``keep`` the samples the detectors should see; update per-series state."""
+    values = bits.view(np.float64)
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        keep[i] = 0
+        if ts[i] <= last_ts[s]:
+            counters[C_OUT_OF_ORDER] += 1
+            continue
+        last_ts[s] = ts[i]
+        counters[C_ACCEPTED] += 1
+        if bits[i] == STALE_BITS:
+            stale[s] = 1
+            counters[C_STALE] += 1
+            continue
+        stale[s] = 0
+        last_value[s] = values[i]
+        n_samples[s] += 1
+        keep[i] = 1
+
+
+@njit(RECORD_SIG, cache=True, nogil=True)
+def record(slots: np.ndarray, score: np.ndarray, expected: np.ndarray, lower: np.ndarray,
+           upper: np.ndarray, last_score: np.ndarray, last_expected: np.ndarray,
+           last_lower: np.ndarray, last_upper: np.ndarray, threshold: float) -> int:
+    """Keep the latest outputs per series; return how many samples scored >= threshold."""
+    hits = 0
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        last_score[s] = score[i]
+        last_expected[s] = expected[i]
+        last_lower[s] = lower[i]
+        last_upper[s] = upper[i]
+        if score[i] >= threshold:
+            hits += 1
+    return hits

@@ -1,0 +1,71 @@
+"""GET /api/v1/series: the tracked series with their latest sample and score, as JSON.
+
+This module owns the JSON shape of the series listing. Values are strings formatted the
+way Prometheus's HTTP API formats them ("NaN", "+Inf"), since JSON has no NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+
+from detector.errors import SelectorError
+from detector.pipeline import Pipeline
+from detector.selector import parse_selector
+from detector.series import SeriesRegistry
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000
+
+
+def format_value(value: float) -> str:
+    """A float as Prometheus's API writes it: shortest round-trip text, NaN, +Inf, -Inf."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def list_series(request: web.Request, registry: SeriesRegistry,
+                pipeline: Pipeline) -> web.Response:
+    try:
+        selectors = [parse_selector(text) for text in request.query.getall("match[]", [])]
+        limit = int(request.query.get("limit", DEFAULT_LIMIT))
+    except SelectorError as exc:
+        return web.json_response({"status": "error", "error": str(exc)}, status=400)
+    except ValueError:
+        return web.json_response(
+            {"status": "error", "error": "limit must be a whole number"}, status=400)
+    if not 1 <= limit <= MAX_LIMIT:
+        return web.json_response(
+            {"status": "error", "error": f"limit must be between 1 and {MAX_LIMIT}"},
+            status=400)
+    data: list[dict[str, Any]] = []
+    total = 0
+    p = pipeline
+    for slot in registry.select(selectors):
+        total += 1
+        if len(data) >= limit:
+            continue
+        seen = slot < p.capacity and int(p.n_samples[slot]) + int(p.stale[slot]) > 0
+        data.append({
+            "labels": dict(registry.labels[slot]),
+            "rule": registry.rule_of(slot).name,
+            "last_timestamp_ms": int(p.last_ts[slot]) if seen else None,
+            "last_value": format_value(float(p.last_value[slot])) if seen else None,
+            "samples": int(p.n_samples[slot]) if seen else 0,
+            "stale": bool(p.stale[slot]) if seen else False,
+            "score": _number(float(p.last_score[slot])) if seen else None,
+            "expected": _number(float(p.last_expected[slot])) if seen else None,
+            "lower": _number(float(p.last_lower[slot])) if seen else None,
+            "upper": _number(float(p.last_upper[slot])) if seen else None,
+        })
+    return web.json_response({"status": "success", "total": total, "truncated": total > limit,
+                              "data": data})

@@ -1,0 +1,117 @@
+"""DetectorConfig: the YAML configuration of ``vigil-detector serve``, validated at load.
+
+This module owns the configuration models and ``load_config``. It must not start anything:
+the app builds its objects from the returned model. Every problem in a file is reported at
+once as ``file:line: path: message``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from detector import yamlsrc
+from detector.errors import ConfigError, SelectorError
+from detector.selector import Selector, parse_selector
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RobustParams(_Model):
+    """The robust-level detector: Huber-clipped exponentially weighted level and scale."""
+
+    kind: Literal["robust"] = "robust"
+    alpha: float = Field(0.02, gt=0.0, lt=1.0, description="weight of each new sample once warm")
+    clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many sigmas are clipped before learning")
+    warmup_samples: int = Field(30, ge=2, le=100_000, description="samples learned before scores are reported")
+    band_sigmas: float = Field(3.29, gt=0.0, description="half-width of the expected band, in sigmas (3.29 ~ 0.999)")
+    protect_above: float = Field(math.inf, gt=0.0, description="samples scoring at or above this are not learned")
+    min_scale: float = Field(1e-9, ge=0.0, description="absolute floor of the scale, so a flat series does not divide by zero")
+
+
+class SeriesRule(_Model):
+    """Which series are tracked, and with which detector settings. First match wins."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    match: str | None = Field(None, description='PromQL-style selector, e.g. {__name__=~"http_.*", job="api"}; none = every series')
+    max_series: int | None = Field(None, ge=1, description="series this rule may track; new ones beyond are dropped and counted")
+    detector: RobustParams = RobustParams()
+
+    @field_validator("match")
+    @classmethod
+    def _selector_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_selector(value)
+            except SelectorError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    def selector(self) -> Selector | None:
+        return None if self.match is None else parse_selector(self.match)
+
+
+class Limits(_Model):
+    """Bounds that keep the service alive whatever it is sent."""
+
+    max_series: int = Field(1_000_000, ge=1, description="tracked series, all rules together")
+    max_ignored_series: int = Field(2_000_000, ge=0, description="untracked or over-limit series remembered so they cost nothing")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="compressed request body")
+    max_decompressed_bytes: int = Field(64 << 20, ge=1024, description="decompressed size announced by the snappy header")
+    max_labels_per_series: int = Field(64, ge=1)
+    max_label_name_bytes: int = Field(1024, ge=1)
+    max_label_value_bytes: int = Field(16 << 10, ge=1)
+    queue_max_samples: int = Field(4_000_000, ge=1000, description="samples waiting for the detectors before writes get 503")
+
+
+class AuthConfig(_Model):
+    bearer_token_file: Path | None = Field(None, description="file holding the token remote-write senders must present")
+
+
+DEFAULT_RULE = SeriesRule(name="default")
+
+
+class DetectorConfig(_Model):
+    limits: Limits = Limits()
+    auth: AuthConfig = AuthConfig()
+    series: tuple[SeriesRule, ...] = (DEFAULT_RULE,)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> DetectorConfig:
+        seen: set[str] = set()
+        for rule in self.series:
+            if rule.name in seen:
+                raise ValueError(f"series rule name {rule.name!r} is used twice")
+            seen.add(rule.name)
+        if not self.series:
+            raise ValueError("series: at least one rule is needed (omit the key for the default)")
+        return self
+
+
+def load_config(path: Path | None) -> DetectorConfig:
+    """Load and validate ``path``; no path gives the defaults (track everything)."""
+    if path is None:
+        return DetectorConfig()
+    try:
+        return yamlsrc.load(path, DetectorConfig)
+    except yamlsrc.YamlSourceError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def read_bearer_token(cfg: DetectorConfig) -> str | None:
+    """The configured remote-write bearer token, or None when auth is off."""
+    path = cfg.auth.bearer_token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"auth.bearer_token_file: cannot read {path}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"auth.bearer_token_file: {path} is empty")
+    return token

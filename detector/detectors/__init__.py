@@ -1,0 +1,1 @@
+"""Detector families: one module per family, each a state table over many series."""

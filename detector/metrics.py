@@ -1,0 +1,80 @@
+"""The detector's Prometheus metrics, registered on a registry passed in (never the default).
+
+This module owns metric names, help texts and units (``vigil_`` prefix, base units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestMetrics:
+    requests: Counter
+    samples_received: Counter
+    samples_accepted: Counter
+    samples_dropped: Counter
+    histograms_received: Counter
+    exemplars_received: Counter
+    metadata_received: Counter
+    series_new: Counter
+    series_dropped: Counter
+    anomalous_samples: Counter
+    active_series: Gauge
+    queue_samples: Gauge
+    queue_capacity: Gauge
+    decode_seconds: Histogram
+    request_seconds: Histogram
+    detect_seconds: Histogram
+    loop_lag_seconds: Histogram
+    worker_errors: Counter
+
+
+def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
+    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, doc, labels, registry=registry)
+
+    def hist(name: str, doc: str) -> Histogram:
+        return Histogram(name, doc, buckets=_LATENCY_BUCKETS, registry=registry)
+
+    return IngestMetrics(
+        requests=counter("vigil_remote_write_requests", "Remote-write requests by protocol "
+                         "version and HTTP status.", ("version", "code")),
+        samples_received=counter("vigil_samples_received", "Float samples decoded from "
+                                 "accepted remote-write requests."),
+        samples_accepted=counter("vigil_samples_accepted", "Samples applied to tracked "
+                                 "series (including staleness markers)."),
+        samples_dropped=counter("vigil_samples_dropped", "Samples not applied, by reason.",
+                                ("reason",)),
+        histograms_received=counter("vigil_histograms_received", "Native histogram samples "
+                                    "received (counted, not analysed yet)."),
+        exemplars_received=counter("vigil_exemplars_received", "Exemplars received (counted, "
+                                   "not analysed yet)."),
+        metadata_received=counter("vigil_metadata_received", "Metric metadata entries "
+                                  "received."),
+        series_new=counter("vigil_series_created", "Series that started being tracked."),
+        series_dropped=counter("vigil_series_dropped", "New series not tracked, by reason.",
+                               ("reason",)),
+        anomalous_samples=counter("vigil_anomalous_samples", "Samples whose anomaly score "
+                                  "reached the reporting threshold."),
+        active_series=Gauge("vigil_active_series", "Series tracked now.", registry=registry),
+        queue_samples=Gauge("vigil_ingest_queue_samples", "Samples waiting for the "
+                            "detectors.", registry=registry),
+        queue_capacity=Gauge("vigil_ingest_queue_capacity_samples", "Samples the ingest "
+                             "queue holds before writes are refused with 503.",
+                             registry=registry),
+        decode_seconds=hist("vigil_remote_write_decode_seconds", "Time to decompress, decode "
+                            "and resolve the series of one request."),
+        request_seconds=hist("vigil_remote_write_request_seconds", "Time to handle one "
+                             "remote-write request."),
+        detect_seconds=hist("vigil_detect_batch_seconds", "Time the detector worker spends "
+                            "on one batch."),
+        loop_lag_seconds=hist("vigil_event_loop_lag_seconds", "How late the event loop runs "
+                              "a timer scheduled every 100 ms."),
+        worker_errors=counter("vigil_worker_errors", "Unexpected errors in the detector "
+                              "worker (the batch is dropped and logged)."),
+    )

@@ -1,0 +1,208 @@
+"""Routes decoded samples to the detector families and owns every per-series table.
+
+The event loop hands each accepted request's samples over as a ``Batch`` through the
+bounded ``SampleQueue``; one worker thread drains it and calls ``Pipeline.process``, so
+every table has exactly one writer. This module does no network I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector import _track
+from detector.config import RobustParams
+from detector.detectors.base import Scores
+from detector.detectors.robust import RobustFamily
+from detector.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+REPORT_THRESHOLD = 0.999
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Samples of tracked series from one request, plus the slots it created."""
+
+    slots: NDArray[np.int32]
+    ts: NDArray[np.int64]
+    bits: NDArray[np.uint64]  # raw value bits: the staleness marker is one specific NaN
+    new_slots: Sequence[tuple[int, RobustParams]] = field(default=())
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.slots.shape[0])
+
+
+class SampleQueue:
+    """A FIFO of batches bounded by the number of samples it holds; thread-safe."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self._items: deque[Batch] = deque()
+        self._samples = 0
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Samples waiting in the queue."""
+        return self._samples
+
+    @property
+    def pending(self) -> int:
+        """Samples waiting or taken but not yet marked done."""
+        return self._samples + self._in_flight
+
+    def offer(self, batch: Batch) -> bool:
+        """Enqueue unless that would exceed the bound. Batches that create slots always go
+        in, since the registry has already assigned them."""
+        with self._cond:
+            if self._closed:
+                return False
+            if self._samples + batch.n_samples > self.max_samples and not batch.new_slots:
+                return False
+            self._items.append(batch)
+            self._samples += batch.n_samples
+            self._cond.notify()
+            return True
+
+    def take(self, timeout_s: float) -> list[Batch]:
+        """All queued batches, waiting up to ``timeout_s`` for the first; [] when closed."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout_s)
+            items = list(self._items)
+            self._items.clear()
+            self._in_flight += self._samples
+            self._samples = 0
+            return items
+
+    def done(self, batches: Sequence[Batch]) -> None:
+        """Mark batches returned by ``take`` as processed."""
+        with self._cond:
+            self._in_flight -= sum(b.n_samples for b in batches)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class Pipeline:
+    """Per-series tables (last sample, staleness, latest score) and the detector families."""
+
+    def __init__(self, metrics: IngestMetrics, capacity: int = 1024) -> None:
+        self.metrics = metrics
+        self.capacity = 0
+        self.last_ts = np.zeros(0, dtype=np.int64)
+        self.last_value = np.zeros(0, dtype=np.float64)
+        self.n_samples = np.zeros(0, dtype=np.int64)
+        self.stale = np.zeros(0, dtype=np.uint8)
+        self.last_score = np.zeros(0, dtype=np.float64)
+        self.last_expected = np.zeros(0, dtype=np.float64)
+        self.last_lower = np.zeros(0, dtype=np.float64)
+        self.last_upper = np.zeros(0, dtype=np.float64)
+        self.robust = RobustFamily(capacity)
+        self.processed = 0  # samples taken off the queue, for tests and /readyz
+        self._ensure(capacity)
+
+    def _ensure(self, n: int) -> None:
+        if n <= self.capacity:
+            return
+        size = max(n, 2 * self.capacity, 1024)
+
+        def grow(arr: NDArray, fill: float | int) -> NDArray:  # type: ignore[type-arg]
+            out = np.full(size, fill, dtype=arr.dtype)
+            out[: arr.shape[0]] = arr
+            return out
+
+        self.last_ts = grow(self.last_ts, np.iinfo(np.int64).min)
+        self.last_value = grow(self.last_value, np.nan)
+        self.n_samples = grow(self.n_samples, 0)
+        self.stale = grow(self.stale, 0)
+        self.last_score = grow(self.last_score, np.nan)
+        self.last_expected = grow(self.last_expected, np.nan)
+        self.last_lower = grow(self.last_lower, np.nan)
+        self.last_upper = grow(self.last_upper, np.nan)
+        self.robust.ensure(size)
+        self.capacity = size
+
+    def process(self, batches: Sequence[Batch]) -> None:
+        """Apply batches in order: new slots first, then one kernel pass over all samples."""
+        for batch in batches:
+            for slot, params in batch.new_slots:
+                self._ensure(slot + 1)
+                self.robust.configure(slot, params)
+        if len(batches) == 1:
+            slots, ts, bits = batches[0].slots, batches[0].ts, batches[0].bits
+        else:
+            slots = np.concatenate([b.slots for b in batches])
+            ts = np.concatenate([b.ts for b in batches])
+            bits = np.concatenate([b.bits for b in batches])
+        n = int(slots.shape[0])
+        if n == 0:
+            return
+        keep = np.empty(n, dtype=np.uint8)
+        counters = np.zeros(3, dtype=np.int64)
+        _track.track(slots, ts, bits, self.last_ts, self.last_value, self.n_samples,
+                     self.stale, keep, counters)
+        mask = keep.view(np.bool_)
+        k_slots = slots[mask]
+        k_values = bits[mask].view(np.float64)
+        out = Scores.empty(int(k_slots.shape[0]))
+        self.robust.score_learn(k_slots, k_values, out)
+        hits = _track.record(k_slots, out.score, out.expected, out.lower, out.upper,
+                             self.last_score, self.last_expected, self.last_lower,
+                             self.last_upper, REPORT_THRESHOLD)
+        m = self.metrics
+        m.samples_accepted.inc(int(counters[_track.C_ACCEPTED]))
+        if counters[_track.C_OUT_OF_ORDER]:
+            m.samples_dropped.labels("out_of_order").inc(int(counters[_track.C_OUT_OF_ORDER]))
+        if hits:
+            m.anomalous_samples.inc(hits)
+        self.processed += n
+
+
+def run_worker(queue: SampleQueue, pipeline: Pipeline, *,
+               on_idle: Callable[[], None] | None = None,
+               perf_counter: Callable[[], float] = time.perf_counter) -> None:
+    """Drain ``queue`` into ``pipeline`` until the queue is closed and empty.
+
+    The only broad ``except`` of the detector worker: a batch that fails is logged,
+    counted and dropped, and the worker goes on.
+    """
+    while True:
+        batches = queue.take(0.5)
+        if not batches:
+            if queue.closed:
+                return
+            if on_idle is not None:
+                on_idle()
+            continue
+        start = perf_counter()
+        try:
+            pipeline.process(batches)
+        except Exception:
+            pipeline.metrics.worker_errors.inc()
+            log.exception("detector worker failed on %d batches; they are dropped",
+                          len(batches))
+        finally:
+            queue.done(batches)
+        pipeline.metrics.detect_seconds.observe(perf_counter() - start)
+        pipeline.metrics.queue_samples.set(queue.depth)
+        if on_idle is not None:
+            on_idle()

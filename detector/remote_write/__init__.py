@@ -1,0 +1,2 @@
+"""Remote-write ingestion: wire decoding (``_wire``, ``decode``), encoding for tests and
+write-back (``encode``), and the HTTP handler (``handler``)."""

@@ -1,0 +1,197 @@
+"""Remote-write bytes -> ``DecodedRequest`` arrays. Pure: no I/O, no registry, no clock.
+
+This module owns content negotiation (which protobuf message a request carries), the
+snappy block format with its size limits, and turning the wire scan's error codes into
+messages a sender can act on. It raises only ``DecodeError`` and its subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cramjam
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.errors import DecodeError, TooLargeError, UnsupportedError
+from detector.remote_write import _wire
+
+PROTO_V1 = "prometheus.WriteRequest"
+PROTO_V2 = "io.prometheus.write.v2.Request"
+STALE_NAN_BITS = np.uint64(0x7FF0000000000002)
+
+_MESSAGES = {
+    _wire.E_VARINT: "truncated or over-long varint",
+    _wire.E_LENGTH: "length-delimited field runs past the end of its message",
+    _wire.E_FIXED: "fixed-width field runs past the end of its message",
+    _wire.E_WIRETYPE: "unsupported protobuf wire type (groups are not allowed)",
+    _wire.E_FIELD0: "protobuf field number 0",
+    _wire.E_EMPTY_NAME: "label with an empty name",
+    _wire.E_UNSORTED: "labels are not sorted by name or a name is repeated",
+    _wire.E_NO_LABELS: "series without labels",
+    _wire.E_ODD_REFS: "odd number of label refs (refs come in name/value pairs)",
+    _wire.E_BAD_REF: "label ref points past the end of the symbols table",
+    _wire.E_V1_AS_V2: (
+        "body has fields 1-3, reserved in io.prometheus.write.v2.Request: "
+        "a 1.0 WriteRequest sent with the 2.0 content type?"
+    ),
+    _wire.E_FIELD_TYPE: "known field has the wrong wire type",
+}
+
+
+def parse_content_type(content_type: str | None, content_encoding: str | None) -> int:
+    """Return the remote-write protocol version (1 or 2) a request announces.
+
+    Raises UnsupportedError (HTTP 415) for anything but snappy-encoded protobuf.
+    """
+    encoding = (content_encoding or "").strip().lower()
+    if encoding != "snappy":
+        raise UnsupportedError(
+            f"unsupported Content-Encoding {content_encoding!r}: remote-write bodies must be "
+            "snappy block-compressed (Content-Encoding: snappy)"
+        )
+    if content_type is None or not content_type.strip():
+        return 1  # Remote-Write 1.0 senders may omit it; the spec's default is 1.0
+    media, *params = (part.strip() for part in content_type.split(";"))
+    if media.lower() != "application/x-protobuf":
+        raise UnsupportedError(
+            f"unsupported Content-Type {content_type!r}: expected application/x-protobuf"
+        )
+    proto = PROTO_V1
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "proto":
+            proto = value.strip().strip('"')
+    if proto == PROTO_V1:
+        return 1
+    if proto == PROTO_V2:
+        return 2
+    raise UnsupportedError(
+        f"unsupported proto {proto!r} in Content-Type: this receiver speaks {PROTO_V1} "
+        f"and {PROTO_V2}"
+    )
+
+
+def snappy_length(body: bytes) -> int:
+    """The decompressed length announced in a snappy block header (a leading varint)."""
+    result = 0
+    for i, b in enumerate(body[:10]):
+        result |= (b & 0x7F) << (7 * i)
+        if b < 0x80:
+            return result
+    raise DecodeError("invalid snappy block: the length header is truncated or too long")
+
+
+def decompress(body: bytes, *, max_decompressed_bytes: int) -> NDArray[np.uint8]:
+    """Snappy block -> bytes, refusing before any work if the header announces too much."""
+    announced = snappy_length(body)
+    if announced > max_decompressed_bytes:
+        raise TooLargeError(
+            f"snappy header announces {announced} decompressed bytes, over the limit of "
+            f"{max_decompressed_bytes}; send smaller batches (queue_config.max_samples_per_send)"
+        )
+    try:
+        raw = cramjam.snappy.decompress_raw(body)
+    except Exception as exc:  # cramjam raises its own DecompressionError (not exported)
+        raise DecodeError(f"invalid snappy block: {exc}") from exc
+    out = np.frombuffer(memoryview(raw), dtype=np.uint8)
+    if out.shape[0] != announced:
+        raise DecodeError(
+            f"invalid snappy block: header announces {announced} bytes but {out.shape[0]} "
+            "were decoded"
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRequest:
+    """A remote-write request as flat arrays; strings stay as byte spans into ``buf``."""
+
+    version: int
+    buf: NDArray[np.uint8]
+    lab_noff: NDArray[np.int32]
+    lab_nlen: NDArray[np.int32]
+    lab_voff: NDArray[np.int32]
+    lab_vlen: NDArray[np.int32]
+    ser_first: NDArray[np.int32]
+    ser_count: NDArray[np.int32]
+    smp_series: NDArray[np.int32]
+    smp_ts: NDArray[np.int64]
+    smp_bits: NDArray[np.uint64]
+    n_histograms: int
+    n_exemplars: int
+    n_metadata: int
+
+    @property
+    def n_series(self) -> int:
+        return int(self.ser_first.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.smp_ts.shape[0])
+
+    @property
+    def smp_value(self) -> NDArray[np.float64]:
+        """Sample values; NaN payloads (the staleness marker) are kept bit for bit."""
+        return self.smp_bits.view(np.float64)
+
+    def labels(self, series: int) -> tuple[tuple[str, str], ...]:
+        """The label pairs of request series ``series``, decoded as UTF-8 (DecodeError if not)."""
+        data = self.buf.data
+        first = int(self.ser_first[series])
+        out = []
+        for k in range(first, first + int(self.ser_count[series])):
+            n0, n1 = int(self.lab_noff[k]), int(self.lab_noff[k]) + int(self.lab_nlen[k])
+            v0, v1 = int(self.lab_voff[k]), int(self.lab_voff[k]) + int(self.lab_vlen[k])
+            try:
+                out.append((str(data[n0:n1], "utf-8"), str(data[v0:v1], "utf-8")))
+            except UnicodeDecodeError as exc:
+                raise DecodeError(
+                    f"series {series}: label {k - first} is not valid UTF-8 ({exc.reason} at "
+                    f"byte {exc.start})"
+                ) from exc
+        return tuple(out)
+
+
+def _empty32(n: int) -> NDArray[np.int32]:
+    return np.empty(n, dtype=np.int32)
+
+
+def decode_request(buf: NDArray[np.uint8], version: int) -> DecodedRequest:
+    """Decode decompressed protobuf bytes of the given protocol version (1 or 2)."""
+    if version not in (1, 2):
+        raise UnsupportedError(f"remote-write version {version} is not supported")
+    if not buf.flags.c_contiguous:
+        buf = np.ascontiguousarray(buf)
+    info = np.zeros(_wire.INFO_LEN, dtype=np.int64)
+    z32 = _empty32(0)
+    _wire.scan(buf, version, 0, z32, z32, z32, z32, z32, z32, z32, z32, z32,
+               np.empty(0, np.int64), np.empty(0, np.uint64), info)
+    _raise_for(info, version)
+    n_sym, n_lab = int(info[_wire.I_SYMBOLS]), int(info[_wire.I_LABELS])
+    n_ser, n_smp = int(info[_wire.I_SERIES]), int(info[_wire.I_SAMPLES])
+    out = DecodedRequest(
+        version=version, buf=buf,
+        lab_noff=_empty32(n_lab), lab_nlen=_empty32(n_lab),
+        lab_voff=_empty32(n_lab), lab_vlen=_empty32(n_lab),
+        ser_first=_empty32(n_ser), ser_count=_empty32(n_ser),
+        smp_series=_empty32(n_smp), smp_ts=np.empty(n_smp, np.int64),
+        smp_bits=np.empty(n_smp, np.uint64),
+        n_histograms=int(info[_wire.I_HIST]), n_exemplars=int(info[_wire.I_EXEMPLARS]),
+        n_metadata=int(info[_wire.I_META]),
+    )
+    _wire.scan(buf, version, 1, _empty32(n_sym), _empty32(n_sym), out.lab_noff, out.lab_nlen,
+               out.lab_voff, out.lab_vlen, out.ser_first, out.ser_count, out.smp_series,
+               out.smp_ts, out.smp_bits, info)
+    _raise_for(info, version)
+    return out
+
+
+def _raise_for(info: NDArray[np.int64], version: int) -> None:
+    code = int(info[_wire.I_ERR])
+    if code:
+        proto = PROTO_V1 if version == 1 else PROTO_V2
+        raise DecodeError(
+            f"malformed {proto} at byte {int(info[_wire.I_POS])}: "
+            f"{_MESSAGES.get(code, f'error {code}')}"
+        )

@@ -1,0 +1,95 @@
+"""Build remote-write bodies (1.0 and 2.0) from label sets and samples.
+
+This module owns encoding, the inverse of ``decode``: the detector uses it to write its
+own series back to Prometheus, and tests and benchmarks use it to build requests. It is
+plain Python and not on the ingest hot path.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import cramjam
+
+Labels = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series to encode: sorted labels and (timestamp ms, value) samples."""
+
+    labels: Labels
+    samples: Sequence[tuple[int, float]] = ()
+    n_exemplars: int = 0
+    n_histograms: int = 0
+    extra: bytes = field(default=b"")  # raw unknown fields appended to the TimeSeries
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _sample(ts_ms: int, value: float) -> bytes:
+    return b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ts_ms)
+
+
+def encode_v1(series: Iterable[Series], *, n_metadata: int = 0) -> bytes:
+    """A ``prometheus.WriteRequest`` (uncompressed protobuf)."""
+    out = bytearray()
+    for s in series:
+        ts = bytearray()
+        for name, value in s.labels:
+            ts += _field(1, _field(1, name.encode()) + _field(2, value.encode()))
+        for t, v in s.samples:
+            ts += _field(2, _sample(t, v))
+        for _ in range(s.n_exemplars):
+            ts += _field(3, _field(1, _field(1, b"trace_id") + _field(2, b"abc")))
+        for _ in range(s.n_histograms):
+            ts += _field(4, b"\x08\x01")
+        ts += s.extra
+        out += _field(1, bytes(ts))
+    for k in range(n_metadata):
+        out += _field(3, b"\x08\x01" + _field(2, f"metric_{k}".encode()))
+    return bytes(out)
+
+
+def encode_v2(series: Iterable[Series]) -> bytes:
+    """An ``io.prometheus.write.v2.Request`` (uncompressed protobuf) with a symbols table."""
+    symbols: dict[str, int] = {"": 0}
+
+    def ref(text: str) -> int:
+        return symbols.setdefault(text, len(symbols))
+
+    body = bytearray()
+    for s in series:
+        refs = bytearray()
+        for name, value in s.labels:
+            refs += _varint(ref(name)) + _varint(ref(value))
+        ts = _field(1, bytes(refs))
+        for t, v in s.samples:
+            ts += _field(2, _sample(t, v))
+        for _ in range(s.n_histograms):
+            ts += _field(3, b"\x08\x01")
+        for _ in range(s.n_exemplars):
+            ts += _field(4, b"\x08\x01")
+        ts += s.extra
+        body += _field(5, bytes(ts))
+    head = b"".join(_field(4, sym.encode()) for sym in symbols)
+    return head + bytes(body)
+
+
+def compress(raw: bytes) -> bytes:
+    """Snappy block format, as remote-write requires."""
+    return bytes(cramjam.snappy.compress_raw(raw))

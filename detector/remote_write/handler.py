@@ -1,0 +1,126 @@
+"""POST /api/v1/write: HTTP in, status out. Thin: the steps live in ``detector.ingest``.
+
+Status codes follow both remote-write specs: 204 written; 400 malformed (the sender drops
+the batch); 401 bad token; 413 over a size limit; 415 unknown encoding, type or proto;
+503 with Retry-After when the detector queue is full (the sender retries). Nothing a client
+sends can make it answer 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from concurrent.futures import Executor
+
+from aiohttp import web
+
+from detector.errors import DecodeError, TooLargeError, UnsupportedError
+from detector.ingest import Ingested, Ingestor
+from detector.metrics import IngestMetrics
+from detector.pipeline import SampleQueue
+from detector.remote_write import decode
+
+log = logging.getLogger(__name__)
+
+# bodies whose snappy header announces more than this are decoded off the event loop
+INLINE_DECODE_BYTES = 1 << 20
+
+
+class WriteHandler:
+    """Holds what the handler needs; built once in ``build_app``."""
+
+    def __init__(self, *, ingestor: Ingestor, queue: SampleQueue, metrics: IngestMetrics,
+                 executor: Executor, token: str | None, max_body_bytes: int) -> None:
+        self.ingestor = ingestor
+        self.queue = queue
+        self.metrics = metrics
+        self.executor = executor
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self.token is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.encode())
+
+    async def handle_write(self, request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        version = 0
+        try:
+            if not self._authorized(request):
+                return self._reply(version, 401, "missing or wrong bearer token",
+                                   {"WWW-Authenticate": 'Bearer realm="vigil"'})
+            version = decode.parse_content_type(request.headers.get("Content-Type"),
+                                                request.headers.get("Content-Encoding"))
+            if (request.content_length or 0) > self.max_body_bytes:
+                raise TooLargeError(f"body of {request.content_length} bytes is over the "
+                                    f"limit of {self.max_body_bytes} (limits.max_body_bytes)")
+            body = await request.read()
+            result = await self._ingest(body, version)
+        except web.HTTPRequestEntityTooLarge:
+            return self._reply(version, 413, f"body is over the limit of {self.max_body_bytes} "
+                                             "bytes (limits.max_body_bytes)")
+        except UnsupportedError as exc:
+            return self._reply(version, 415, str(exc))
+        except TooLargeError as exc:
+            return self._reply(version, 413, str(exc))
+        except DecodeError as exc:
+            log.debug("refused remote-write request: %s", exc)
+            return self._reply(version, 400, str(exc))
+        finally:
+            self.metrics.request_seconds.observe(time.perf_counter() - start)
+        self._count(result)
+        if not self.queue.offer(result.batch):
+            self.metrics.samples_dropped.labels("queue_full").inc(result.batch.n_samples)
+            return self._reply(version, 503, "detector queue is full; retry later",
+                               {"Retry-After": "1"})
+        self.metrics.queue_samples.set(self.queue.depth)
+        headers = {}
+        if version == 2:
+            headers = {
+                "X-Prometheus-Remote-Write-Samples-Written": str(result.n_samples),
+                "X-Prometheus-Remote-Write-Histograms-Written": str(result.n_histograms),
+                "X-Prometheus-Remote-Write-Exemplars-Written": str(result.n_exemplars),
+            }
+        self.metrics.requests.labels(str(version), "204").inc()
+        return web.Response(status=204, headers=headers)
+
+    async def _ingest(self, body: bytes, version: int) -> Ingested:
+        if len(body) < 10 or decode.snappy_length(body) <= INLINE_DECODE_BYTES:
+            t0 = time.perf_counter()
+            result = self.ingestor.ingest(body, version)
+            self.metrics.decode_seconds.observe(time.perf_counter() - t0)
+            return result
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        result = await loop.run_in_executor(self.executor, self.ingestor.ingest, body, version)
+        self.metrics.decode_seconds.observe(time.perf_counter() - t0)
+        return result
+
+    def _count(self, result: Ingested) -> None:
+        m = self.metrics
+        m.samples_received.inc(result.n_samples)
+        if result.n_untracked:
+            m.samples_dropped.labels("untracked").inc(result.n_untracked)
+        if result.n_over_limit:
+            m.samples_dropped.labels("series_limit").inc(result.n_over_limit)
+        if result.n_histograms:
+            m.histograms_received.inc(result.n_histograms)
+        if result.n_exemplars:
+            m.exemplars_received.inc(result.n_exemplars)
+        if result.n_metadata:
+            m.metadata_received.inc(result.n_metadata)
+        if result.new_tracked:
+            m.series_new.inc(result.new_tracked)
+            m.active_series.set(self.ingestor.registry.n_tracked)
+        if result.new_over_limit:
+            m.series_dropped.labels("series_limit").inc(result.new_over_limit)
+
+    def _reply(self, version: int, status: int, reason: str,
+               headers: dict[str, str] | None = None) -> web.Response:
+        self.metrics.requests.labels(str(version), str(status)).inc()
+        return web.Response(status=status, text=reason + "\n", headers=headers)
