@@ -1,0 +1,34 @@
+"""Shared test settings: the hypothesis profile and paths to the shared samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=300, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _shared() -> Path:
+    for candidate in (ROOT.parent / "shared", ROOT / "shared"):
+        if (candidate / "samples").is_dir():
+            return candidate
+    raise RuntimeError("../shared/samples not found next to the checkout")
+
+
+SHARED = _shared()
+SAMPLES = SHARED / "samples"
+
+
+@pytest.fixture
+def samples() -> Path:
+    return SAMPLES

@@ -1,0 +1,61 @@
+import pytest
+
+from detector.config import DetectorConfig, load_config
+from detector.errors import ConfigError
+
+
+def test_no_file_tracks_everything_with_defaults():
+    cfg = load_config(None)
+    assert [r.name for r in cfg.series] == ["default"]
+    assert cfg.series[0].match is None
+
+
+def test_valid_file_loads(tmp_path):
+    path = tmp_path / "vigil.yaml"
+    path.write_text(
+        "limits:\n  max_series: 10\n"
+        "series:\n"
+        "  - name: api\n    match: '{job=\"api\"}'\n    max_series: 5\n"
+        "    detector: {kind: robust, alpha: 0.1}\n"
+        "  - name: rest\n"
+    )
+    cfg = load_config(path)
+    assert isinstance(cfg, DetectorConfig)
+    assert cfg.limits.max_series == 10
+    assert cfg.series[0].detector.alpha == 0.1
+
+
+def test_errors_carry_file_line_and_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "limits:\n"
+        "  max_series: 0\n"
+        "series:\n"
+        "  - name: api\n"
+        "    match: '{job=\"api\"'\n"
+        "    detector:\n"
+        "      alpha: 2\n"
+        "  - name: api\n"
+        "    colour: red\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert f"{path}:2: limits.max_series: Input should be greater than or equal to 1" in text
+    assert f"{path}:5: series[0].match: Value error, selector" in text
+    assert f"{path}:7: series[0].detector.alpha: Input should be less than 1" in text
+    assert f"{path}:9: series[1].colour: Extra inputs are not permitted" in text
+
+
+def test_duplicate_rule_names_are_refused(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("series:\n  - name: a\n  - name: a\n")
+    with pytest.raises(ConfigError, match="used twice"):
+        load_config(path)
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("limits:\n  max_series: [1,\n")
+    with pytest.raises(ConfigError, match=rf"{path}:\d+: \(root\): invalid YAML"):
+        load_config(path)
