@@ -1,0 +1,146 @@
+import math
+
+from detector.config import DetectorConfig, Limits, SeriesRule
+from detector.remote_write import encode
+from tests.conftest import SAMPLES
+from tests.unit.detector.apphelpers import V1, V2, body, series, start
+
+
+async def test_prometheus_sample_is_written_and_listed(aiohttp_client):
+    client, rt = await start(aiohttp_client)
+    resp = await client.post("/api/v1/write", data=(SAMPLES / "rw_data_1.snappy.bin").read_bytes(),
+                             headers=V1)
+    assert resp.status == 204
+    await rt.wait_idle()
+    resp = await client.get("/api/v1/series", params={"match[]": 'go_goroutines{job="node"}'})
+    doc = await resp.json()
+    assert doc["total"] == 1
+    entry = doc["data"][0]
+    assert entry["labels"]["instance"] == "127.0.0.1:19100"
+    assert entry["last_timestamp_ms"] == 1795734175383
+    assert entry["samples"] == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert "vigil_samples_received_total 1022.0" in metrics
+    assert "vigil_active_series 1022.0" in metrics
+
+
+async def test_v2_answers_with_written_headers(aiohttp_client):
+    client, rt = await start(aiohttp_client)
+    s = [encode.Series(labels=[("__name__", "a")], samples=[(1, 1.0), (2, 2.0)],
+                       n_histograms=1, n_exemplars=3)]
+    resp = await client.post("/api/v1/write", data=body(s, 2), headers=V2)
+    assert resp.status == 204
+    assert resp.headers["X-Prometheus-Remote-Write-Samples-Written"] == "2"
+    assert resp.headers["X-Prometheus-Remote-Write-Histograms-Written"] == "1"
+    assert resp.headers["X-Prometheus-Remote-Write-Exemplars-Written"] == "3"
+
+
+async def test_malformed_body_is_400_with_reason(aiohttp_client):
+    client, _ = await start(aiohttp_client)
+    bad = encode.compress(encode.encode_v1([series("x", 1, 1.0)])[:-2])
+    resp = await client.post("/api/v1/write", data=bad, headers=V1)
+    assert resp.status == 400
+    assert "malformed prometheus.WriteRequest" in await resp.text()
+    resp = await client.post("/api/v1/write", data=b"\x05abc", headers=V1)
+    assert resp.status == 400
+
+
+async def test_wrong_encoding_and_type_are_415(aiohttp_client):
+    client, _ = await start(aiohttp_client)
+    data = body([series("x", 1, 1.0)])
+    resp = await client.post("/api/v1/write", data=data,
+                             headers={**V1, "Content-Encoding": "gzip"})
+    assert resp.status == 415
+    resp = await client.post("/api/v1/write", data=data,
+                             headers={**V1, "Content-Type": "application/x-protobuf;proto=x.Y"})
+    assert resp.status == 415
+
+
+async def test_size_limits_are_413_before_decompressing(aiohttp_client):
+    cfg = DetectorConfig(limits=Limits(max_body_bytes=2048, max_decompressed_bytes=4096))
+    client, _ = await start(aiohttp_client, cfg)
+    big = encode.compress(b"\x00" * 10_000)  # compresses small, announces 10 000 bytes
+    resp = await client.post("/api/v1/write", data=big, headers=V1)
+    assert resp.status == 413
+    assert "announces 10000" in await resp.text()
+    resp = await client.post("/api/v1/write", data=bytes(range(256)) * 20, headers=V1)
+    assert resp.status == 413
+
+
+async def test_bearer_token_is_required_when_configured(aiohttp_client):
+    client, _ = await start(aiohttp_client, token="s3cret")
+    data = body([series("x", 1, 1.0)])
+    assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 401
+    wrong = {**V1, "Authorization": "Bearer nope"}
+    assert (await client.post("/api/v1/write", data=data, headers=wrong)).status == 401
+    right = {**V1, "Authorization": "Bearer s3cret"}
+    assert (await client.post("/api/v1/write", data=data, headers=right)).status == 204
+
+
+async def test_full_queue_answers_503_so_prometheus_retries(aiohttp_client):
+    client, rt = await start(aiohttp_client)
+    data = body([series("x", 1, 1.0)])
+    assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt.wait_idle()
+    rt.queue.max_samples = 0
+    resp = await client.post("/api/v1/write", data=body([series("x", 2, 1.0)]), headers=V1)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    rt.queue.max_samples = 1000
+    resp = await client.post("/api/v1/write", data=body([series("x", 2, 1.0)]), headers=V1)
+    assert resp.status == 204
+    await rt.wait_idle()
+    assert int(rt.pipeline.last_ts[0]) == 2
+
+
+async def test_untracked_series_cost_no_slot(aiohttp_client):
+    cfg = DetectorConfig(series=(SeriesRule(name="api", match='{job="api"}'),))
+    client, rt = await start(aiohttp_client, cfg)
+    data = body([series("x", 1, 1.0, job="api"), series("y", 1, 1.0, job="db")])
+    assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt.wait_idle()
+    assert rt.registry.n_tracked == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_samples_dropped_total{reason="untracked"} 1.0' in metrics
+
+
+async def test_series_api_refuses_bad_selector_and_limit(aiohttp_client):
+    client, _ = await start(aiohttp_client)
+    assert (await client.get("/api/v1/series", params={"match[]": "{"})).status == 400
+    assert (await client.get("/api/v1/series", params={"limit": "x"})).status == 400
+    assert (await client.get("/api/v1/series", params={"limit": "0"})).status == 400
+
+
+async def test_values_are_formatted_like_prometheus(aiohttp_client):
+    client, rt = await start(aiohttp_client)
+    data = body([series("a", 1, math.inf), series("b", 1, math.nan), series("c", 1, 0.1)])
+    assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt.wait_idle()
+    doc = await (await client.get("/api/v1/series")).json()
+    values = {d["labels"]["__name__"]: d["last_value"] for d in doc["data"]}
+    assert values == {"a": "+Inf", "b": "NaN", "c": "0.1"}
+
+
+async def test_health_and_readiness(aiohttp_client):
+    client, _ = await start(aiohttp_client)
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_state_dir_checkpoint_survives_restart(aiohttp_client, tmp_path):
+    client, rt = await start(aiohttp_client, state_dir=tmp_path)
+    for t in range(1, 41):
+        data = body([series("x", t, 10.0 + t % 3), series("y", t, 5.0)])
+        assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt.wait_idle()
+    level = float(rt.pipeline.robust.arrays["level"][0])
+    await client.close()
+    assert (tmp_path / "series.jsonl").exists()
+    client2, rt2 = await start(aiohttp_client, state_dir=tmp_path)
+    assert rt2.registry.n_tracked == 2
+    assert int(rt2.pipeline.last_ts[0]) == 40
+    assert float(rt2.pipeline.robust.arrays["level"][0]) == level
+    data = body([series("x", 40, 99.0)])  # a retried old batch stays a no-op
+    assert (await client2.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt2.wait_idle()
+    assert rt2.pipeline.last_value[0] != 99.0
