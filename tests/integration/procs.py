@@ -54,7 +54,8 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60.0,
 
 @contextlib.contextmanager
 def process(name: str, argv: list[str], workdir: Path, ready_url: str | None = None,
-            timeout_s: float = 90.0, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+            timeout_s: float = 90.0,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,

@@ -1,0 +1,280 @@
+"""Remote-write ingestion throughput: Vigil (with its detector on every sample) against
+Debian's VictoriaMetrics and Prometheus receivers, on the same bodies, in the same run.
+
+Bodies: N series (10k and 100k) with 10 labels each, 2,000 series per request, one sample
+per series per request, snappy. Every receiver is pinned to CPU 0 (Go receivers also get
+GOMAXPROCS=1); the load generator runs as a separate process on CPU 1 with one connection
+per group of series, so each series' samples arrive in time order. The first round (series
+creation) is sent untimed; the timed part is the steady state that follows.
+
+Prints a table, the ratios, and as its last line one JSON object with every figure.
+Usage: python bench/ingest.py [--sizes 10000,100000] [--samples 1500000] [--only vigil,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pickle
+import platform
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import cramjam
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.procs import free_port, http_ok, wait_until  # noqa: E402
+
+SERIES_PER_REQUEST = 2000
+CONNECTIONS = 4
+HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+           "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _label_bytes(i: int) -> bytes:
+    labels = [
+        ("__name__", f"http_requests_total_{i % 50}"),
+        ("cluster", "prod-eu-1"),
+        ("code", ("200", "404", "500")[i % 3]),
+        ("container", f"app-{i % 97}"),
+        ("endpoint", "http-metrics"),
+        ("instance", f"10.0.{(i // 250) % 256}.{i % 250}:8080"),
+        ("job", f"service-{i % 37}"),
+        ("method", ("GET", "POST")[i % 2]),
+        ("namespace", f"team-{i % 13}"),
+        ("pod", f"app-{i % 97}-{i:08x}"),
+    ]
+    return b"".join(_field(1, _field(1, n.encode()) + _field(2, v.encode())) for n, v in labels)
+
+
+def build_bodies(n_series: int, rounds: int, start_ms: int) -> list[list[bytes]]:
+    """bodies[chunk][round]: the request for series chunk ``chunk`` at round ``round``."""
+    labels = [_label_bytes(i) for i in range(n_series)]
+    chunks = []
+    for c0 in range(0, n_series, SERIES_PER_REQUEST):
+        per_round = []
+        for r in range(rounds):
+            ts = _varint(start_ms + r * 1000)
+            parts = []
+            for i in range(c0, min(c0 + SERIES_PER_REQUEST, n_series)):
+                value = 100.0 + (i % 17) + ((r * 7 + i) % 11) * 0.5
+                sample = b"\x09" + struct.pack("<d", value) + b"\x10" + ts
+                parts.append(_field(1, labels[i] + _field(2, sample)))
+            per_round.append(bytes(cramjam.snappy.compress_raw(b"".join(parts))))
+        chunks.append(per_round)
+    return chunks
+
+
+# ---------------------------------------------------------------- load generator process
+
+async def _load(url: str, chunks: list[list[bytes]], rounds: range) -> dict[str, float]:
+    import aiohttp
+
+    codes: dict[int, int] = {}
+    groups: list[list[list[bytes]]] = [[] for _ in range(min(CONNECTIONS, len(chunks)))]
+    for k, chunk in enumerate(chunks):
+        groups[k % len(groups)].append(chunk)
+
+    async def worker(session: aiohttp.ClientSession, group: list[list[bytes]]) -> None:
+        for r in rounds:
+            for chunk in group:
+                while True:
+                    async with session.post(url, data=chunk[r], headers=HEADERS) as resp:
+                        await resp.read()
+                        codes[resp.status] = codes.get(resp.status, 0) + 1
+                        if resp.status not in (429, 503):
+                            break
+                        await asyncio.sleep(0.05)  # honour the receiver's backpressure
+
+    connector = aiohttp.TCPConnector(limit=len(groups))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(session, g) for g in groups))
+        wall = time.perf_counter() - t0
+    return {"wall_s": wall, "codes": {str(k): v for k, v in codes.items()}}  # type: ignore[dict-item]
+
+
+def run_loader(url: str, bodies_file: Path, first: int, last: int) -> dict[str, float]:
+    """Run the load generator in its own process pinned to CPU 1."""
+    out = subprocess.run(
+        ["taskset", "-c", "1", sys.executable, __file__, "--loader", url, str(bodies_file),
+         str(first), str(last)],
+        check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- receivers
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def _threads_cpu_s(pid: int) -> float:
+    return _cpu_s(pid)  # utime+stime of the process include all its threads
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def receiver_argv(name: str, port: int, workdir: Path) -> tuple[list[str], str, str, dict[str, str]]:
+    """argv, write URL, readiness URL, extra environment."""
+    base = f"http://127.0.0.1:{port}"
+    if name == "vigil":
+        cfg = workdir / "vigil.yaml"
+        cfg.write_text("limits:\n  max_series: 2000000\n")
+        return ([sys.executable, "-m", "detector", "serve", "--listen", f"127.0.0.1:{port}",
+                 "--config", str(cfg), "--log-level", "WARNING"],
+                f"{base}/api/v1/write", f"{base}/readyz", {})
+    if name == "victoriametrics":
+        return ([shutil.which("victoria-metrics") or "victoria-metrics",
+                 f"-storageDataPath={workdir / 'vm'}", f"-httpListenAddr=127.0.0.1:{port}",
+                 "-retentionPeriod=1", "-loggerLevel=ERROR"],
+                f"{base}/api/v1/write", f"{base}/health", {"GOMAXPROCS": "1"})
+    if name == "prometheus":
+        conf = workdir / "prom.yml"
+        conf.write_text("global: {}\n")
+        return ([shutil.which("prometheus") or "prometheus", f"--config.file={conf}",
+                 f"--storage.tsdb.path={workdir / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
+                 "--log.level=error"],
+                f"{base}/api/v1/write", f"{base}/-/ready", {"GOMAXPROCS": "1"})
+    raise ValueError(name)
+
+
+def measure(name: str, bodies_file: Path, n_series: int, rounds: int) -> dict[str, float]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        workdir = Path(tmp)
+        argv, url, ready, env = receiver_argv(name, port, workdir)
+        log = (workdir / "receiver.log").open("wb")
+        proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT)
+        try:
+            wait_until(f"{name} ready", lambda: http_ok(ready), timeout_s=180,
+                       log=workdir / "receiver.log")
+            create = run_loader(url, bodies_file, 0, 1)  # first sight of every series
+            cpu0 = _cpu_s(proc.pid)
+            timed = run_loader(url, bodies_file, 1, rounds)
+            cpu1 = _cpu_s(proc.pid)
+            samples = n_series * (rounds - 1)
+            result = {
+                "samples": samples,
+                "samples_per_s": samples / timed["wall_s"],
+                "cpu_s_per_million": (cpu1 - cpu0) / samples * 1e6,
+                "peak_rss_mb": _peak_rss_mb(proc.pid),
+                "create_s": create["wall_s"],
+                "codes": timed["codes"],
+            }
+            if name == "vigil":
+                result["accepted"] = _vigil_accepted(url.replace("/api/v1/write", ""),
+                                                     n_series * rounds)
+            return result
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+
+def _vigil_accepted(base: str, expected: int) -> float:
+    """Wait for the detector queue to drain; return samples accepted by the detectors."""
+    def accepted() -> float:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("vigil_samples_accepted_total "):
+                    return float(line.split()[1])
+        return 0.0
+
+    try:
+        wait_until("vigil drained", lambda: accepted() >= expected, timeout_s=60)
+    except TimeoutError:
+        pass
+    return accepted()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--loader":
+        url, path, first, last = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        chunks = pickle.loads(path.read_bytes())
+        result = asyncio.run(_load(url, chunks, range(first, last)))
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--samples", type=int, default=1_500_000,
+                        help="timed samples per receiver and size")
+    parser.add_argument("--only", default="vigil,victoriametrics,prometheus")
+    args = parser.parse_args()
+    receivers = args.only.split(",")
+    figures: dict[str, object] = {
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "series_per_request": SERIES_PER_REQUEST, "labels_per_series": 10,
+    }
+    rows = []
+    for n_series in (int(s) for s in args.sizes.split(",")):
+        rounds = max(3, args.samples // n_series + 1)
+        start_ms = int(time.time() * 1000) - rounds * 1000
+        t0 = time.perf_counter()
+        chunks = build_bodies(n_series, rounds, start_ms)
+        build_s = time.perf_counter() - t0
+        with tempfile.NamedTemporaryFile(prefix="bench-bodies-", delete=False) as fh:
+            fh.write(pickle.dumps(chunks))
+            bodies_file = Path(fh.name)
+        try:
+            size = {"build_s": build_s, "rounds": rounds,
+                    "mean_body_bytes": sum(len(b) for c in chunks for b in c) /
+                    sum(len(c) for c in chunks)}
+            for name in receivers:
+                size[name] = measure(name, bodies_file, n_series, rounds)
+                r = size[name]
+                rows.append((n_series, name, r["samples_per_s"], r["cpu_s_per_million"],
+                             r["peak_rss_mb"]))
+                print(f"{n_series:>7} series  {name:<16} {r['samples_per_s']:>12,.0f} samples/s"
+                      f"  {r['cpu_s_per_million']:6.2f} CPU s/M  {r['peak_rss_mb']:8.1f} MB peak"
+                      f"  codes={r['codes']}", flush=True)
+            for other in ("victoriametrics", "prometheus"):
+                if "vigil" in size and other in size:
+                    size[f"vigil_vs_{other}"] = (size["vigil"]["samples_per_s"] /
+                                                 size[other]["samples_per_s"])
+                    print(f"{n_series:>7} series  vigil / {other}: "
+                          f"{size[f'vigil_vs_{other}']:.2f}x", flush=True)
+        finally:
+            bodies_file.unlink()
+        figures[str(n_series)] = size
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
