@@ -29,33 +29,28 @@ INSERT_SIG = types.int64(*_LABELS, _i64, _i32, _i32, _i32, _i64, _i32, _i32, _i6
 REHASH_SIG = types.void(_i64, types.int64, _i32)
 
 
-@njit(cache=True, nogil=True)
-def _mix_varint(h: int, n: int) -> int:
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            b |= 0x80
-        h = (h ^ b) * _FNV_PRIME
-        if not n:
-            return h
-
-
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _hash(buf: np.ndarray, first: int, count: int, lab_noff: np.ndarray, lab_nlen: np.ndarray,
           lab_voff: np.ndarray, lab_vlen: np.ndarray) -> int:
+    """Hash of a label set: each name and value, length first, folded 8 bytes at a time.
+
+    Written as one loop nest without calls: numba calls that pass arrays cost more than
+    the hashing itself here.
+    """
     h = _FNV_OFFSET
     for k in range(first, first + count):
-        off = lab_noff[k]
-        n = lab_nlen[k]
-        h = _mix_varint(h, n)
-        for j in range(off, off + n):
-            h = (h ^ np.int64(buf[j])) * _FNV_PRIME
-        off = lab_voff[k]
-        n = lab_vlen[k]
-        h = _mix_varint(h, n)
-        for j in range(off, off + n):
-            h = (h ^ np.int64(buf[j])) * _FNV_PRIME
+        for part in range(2):
+            off = lab_noff[k] if part == 0 else lab_voff[k]
+            n = lab_nlen[k] if part == 0 else lab_vlen[k]
+            h = (h ^ n) * _FNV_PRIME
+            end = off + n
+            while off < end:
+                w = 0
+                for j in range(min(end - off, 8)):
+                    w |= np.int64(buf[off + j]) << (8 * j)
+                h = (h ^ w) * _FNV_PRIME
+                h ^= (h >> 29) & 0x7FFFFFFFF
+                off += 8
     # final avalanche so that linear probing sees well-spread low bits
     h ^= (h >> 33) & 0x7FFFFFFF
     h *= np.int64(-49064778989728563)
@@ -63,30 +58,26 @@ def _hash(buf: np.ndarray, first: int, count: int, lab_noff: np.ndarray, lab_nle
     return h
 
 
-@njit(cache=True, nogil=True)
-def _read_varint(arena: np.ndarray, pos: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        b = np.int64(arena[pos])
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _equal(buf: np.ndarray, first: int, count: int, lab_noff: np.ndarray, lab_nlen: np.ndarray,
            lab_voff: np.ndarray, lab_vlen: np.ndarray, arena: np.ndarray, off: int,
            length: int) -> bool:
+    """Whether the label set equals the canonical bytes arena[off:off+length]."""
     pos = off
     stop = off + length
     for k in range(first, first + count):
         for part in range(2):
             if pos >= stop:
                 return False
-            n, pos = _read_varint(arena, pos)
+            n = 0
+            shift = 0
+            while True:
+                b = np.int64(arena[pos])
+                pos += 1
+                n |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
             src = lab_noff[k] if part == 0 else lab_voff[k]
             want = lab_nlen[k] if part == 0 else lab_vlen[k]
             if n != want or pos + n > stop:
