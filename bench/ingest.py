@@ -129,13 +129,10 @@ def run_loader(url: str, bodies_file: Path, first: int, last: int) -> dict[str, 
 # ---------------------------------------------------------------------------- receivers
 
 def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, all its threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick
-
-
-def _threads_cpu_s(pid: int) -> float:
-    return _cpu_s(pid)  # utime+stime of the process include all its threads
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -145,7 +142,8 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def receiver_argv(name: str, port: int, workdir: Path) -> tuple[list[str], str, str, dict[str, str]]:
+def receiver_argv(name: str, port: int,
+                  workdir: Path) -> tuple[list[str], str, str, dict[str, str]]:
     """argv, write URL, readiness URL, extra environment."""
     base = f"http://127.0.0.1:{port}"
     if name == "vigil":
@@ -195,8 +193,9 @@ def measure(name: str, bodies_file: Path, n_series: int, rounds: int) -> dict[st
                 "codes": timed["codes"],
             }
             if name == "vigil":
-                result["accepted"] = _vigil_accepted(url.replace("/api/v1/write", ""),
-                                                     n_series * rounds)
+                base = url.replace("/api/v1/write", "")
+                result["accepted"] = _vigil_accepted(base, n_series * rounds)
+                result.update(_vigil_loop_lag(base))
             return result
         finally:
             proc.terminate()
@@ -221,6 +220,25 @@ def _vigil_accepted(base: str, expected: int) -> float:
     except TimeoutError:
         pass
     return accepted()
+
+
+def _vigil_loop_lag(base: str) -> dict[str, float]:
+    """Event-loop lag seen by Vigil's 100 ms timer during the run: worst bucket and mean."""
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("vigil_event_loop_lag_seconds_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                buckets.append((float(le), float(line.split()[-1])))
+            elif line.startswith("vigil_event_loop_lag_seconds_sum"):
+                total = float(line.split()[-1])
+            elif line.startswith("vigil_event_loop_lag_seconds_count"):
+                count = float(line.split()[-1])
+    worst = next((le for le, n in buckets if n >= count), float("inf"))
+    p99 = next((le for le, n in buckets if n >= 0.99 * count), float("inf"))
+    return {"loop_lag_mean_ms": 1000 * total / max(count, 1), "loop_lag_p99_le_ms": 1000 * p99,
+            "loop_lag_max_le_ms": 1000 * worst}
 
 
 def main() -> None:
@@ -261,9 +279,11 @@ def main() -> None:
                 r = size[name]
                 rows.append((n_series, name, r["samples_per_s"], r["cpu_s_per_million"],
                              r["peak_rss_mb"]))
+                lag = (f"  loop lag mean {r['loop_lag_mean_ms']:.2f} ms, p99 <= "
+                       f"{r['loop_lag_p99_le_ms']:g} ms" if name == "vigil" else "")
                 print(f"{n_series:>7} series  {name:<16} {r['samples_per_s']:>12,.0f} samples/s"
                       f"  {r['cpu_s_per_million']:6.2f} CPU s/M  {r['peak_rss_mb']:8.1f} MB peak"
-                      f"  codes={r['codes']}", flush=True)
+                      f"  codes={r['codes']}{lag}", flush=True)
             for other in ("victoriametrics", "prometheus"):
                 if "vigil" in size and other in size:
                     size[f"vigil_vs_{other}"] = (size["vigil"]["samples_per_s"] /
