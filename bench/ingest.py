@@ -33,25 +33,13 @@ import cramjam
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.procs import free_port, http_ok, wait_until  # noqa: E402
+from detector.remote_write.encode import field, varint  # noqa: E402
+from tests.integration.procs import free_port, process, wait_until  # noqa: E402
 
 SERIES_PER_REQUEST = 2000
 CONNECTIONS = 4
 HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
            "X-Prometheus-Remote-Write-Version": "0.1.0"}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _label_bytes(i: int) -> bytes:
@@ -67,7 +55,7 @@ def _label_bytes(i: int) -> bytes:
         ("namespace", f"team-{i % 13}"),
         ("pod", f"app-{i % 97}-{i:08x}"),
     ]
-    return b"".join(_field(1, _field(1, n.encode()) + _field(2, v.encode())) for n, v in labels)
+    return b"".join(field(1, field(1, n.encode()) + field(2, v.encode())) for n, v in labels)
 
 
 def build_bodies(n_series: int, rounds: int, start_ms: int) -> list[list[bytes]]:
@@ -77,12 +65,12 @@ def build_bodies(n_series: int, rounds: int, start_ms: int) -> list[list[bytes]]
     for c0 in range(0, n_series, SERIES_PER_REQUEST):
         per_round = []
         for r in range(rounds):
-            ts = _varint(start_ms + r * 1000)
+            ts = varint(start_ms + r * 1000)
             parts = []
             for i in range(c0, min(c0 + SERIES_PER_REQUEST, n_series)):
                 value = 100.0 + (i % 17) + ((r * 7 + i) % 11) * 0.5
                 sample = b"\x09" + struct.pack("<d", value) + b"\x10" + ts
-                parts.append(_field(1, labels[i] + _field(2, sample)))
+                parts.append(field(1, labels[i] + field(2, sample)))
             per_round.append(bytes(cramjam.snappy.compress_raw(b"".join(parts))))
         chunks.append(per_round)
     return chunks
@@ -173,12 +161,8 @@ def measure(name: str, bodies_file: Path, n_series: int, rounds: int) -> dict[st
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         workdir = Path(tmp)
         argv, url, ready, env = receiver_argv(name, port, workdir)
-        log = (workdir / "receiver.log").open("wb")
-        proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT)
-        try:
-            wait_until(f"{name} ready", lambda: http_ok(ready), timeout_s=180,
-                       log=workdir / "receiver.log")
+        with process(name, ["taskset", "-c", "0", *argv], workdir, ready_url=ready,
+                     timeout_s=180, env=env) as proc:
             create = run_loader(url, bodies_file, 0, 1)  # first sight of every series
             cpu0 = _cpu_s(proc.pid)
             timed = run_loader(url, bodies_file, 1, rounds)
@@ -197,13 +181,6 @@ def measure(name: str, bodies_file: Path, n_series: int, rounds: int) -> dict[st
                 result["accepted"] = _vigil_accepted(base, n_series * rounds)
                 result.update(_vigil_loop_lag(base))
             return result
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
 
 
 def _vigil_accepted(base: str, expected: int) -> float:

@@ -27,7 +27,8 @@ class Series:
     extra: bytes = field(default=b"")  # raw unknown fields appended to the TimeSeries
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint (negative int64 values as ten bytes)."""
     n &= (1 << 64) - 1
     out = bytearray()
     while n >= 0x80:
@@ -37,12 +38,13 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def _sample(ts_ms: int, value: float) -> bytes:
-    return b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ts_ms)
+    return b"\x09" + struct.pack("<d", value) + b"\x10" + varint(ts_ms)
 
 
 def encode_v1(series: Iterable[Series], *, n_metadata: int = 0) -> bytes:
@@ -51,17 +53,17 @@ def encode_v1(series: Iterable[Series], *, n_metadata: int = 0) -> bytes:
     for s in series:
         ts = bytearray()
         for name, value in s.labels:
-            ts += _field(1, _field(1, name.encode()) + _field(2, value.encode()))
+            ts += field(1, field(1, name.encode()) + field(2, value.encode()))
         for t, v in s.samples:
-            ts += _field(2, _sample(t, v))
+            ts += field(2, _sample(t, v))
         for _ in range(s.n_exemplars):
-            ts += _field(3, _field(1, _field(1, b"trace_id") + _field(2, b"abc")))
+            ts += field(3, field(1, field(1, b"trace_id") + field(2, b"abc")))
         for _ in range(s.n_histograms):
-            ts += _field(4, b"\x08\x01")
+            ts += field(4, b"\x08\x01")
         ts += s.extra
-        out += _field(1, bytes(ts))
+        out += field(1, bytes(ts))
     for k in range(n_metadata):
-        out += _field(3, b"\x08\x01" + _field(2, f"metric_{k}".encode()))
+        out += field(3, b"\x08\x01" + field(2, f"metric_{k}".encode()))
     return bytes(out)
 
 
@@ -76,17 +78,17 @@ def encode_v2(series: Iterable[Series]) -> bytes:
     for s in series:
         refs = bytearray()
         for name, value in s.labels:
-            refs += _varint(ref(name)) + _varint(ref(value))
-        ts = _field(1, bytes(refs))
+            refs += varint(ref(name)) + varint(ref(value))
+        ts = field(1, bytes(refs))
         for t, v in s.samples:
-            ts += _field(2, _sample(t, v))
+            ts += field(2, _sample(t, v))
         for _ in range(s.n_histograms):
-            ts += _field(3, b"\x08\x01")
+            ts += field(3, b"\x08\x01")
         for _ in range(s.n_exemplars):
-            ts += _field(4, b"\x08\x01")
+            ts += field(4, b"\x08\x01")
         ts += s.extra
-        body += _field(5, bytes(ts))
-    head = b"".join(_field(4, sym.encode()) for sym in symbols)
+        body += field(5, bytes(ts))
+    head = b"".join(field(4, sym.encode()) for sym in symbols)
     return head + bytes(body)
 
 
