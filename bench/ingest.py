@@ -33,7 +33,7 @@ import cramjam
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detector.remote_write.encode import field, varint  # noqa: E402
+from detector.remote_write.encode import delimited, label_fields, varint  # noqa: E402
 from tests.integration.procs import free_port, process, wait_until  # noqa: E402
 
 SERIES_PER_REQUEST = 2000
@@ -55,7 +55,7 @@ def _label_bytes(i: int) -> bytes:
         ("namespace", f"team-{i % 13}"),
         ("pod", f"app-{i % 97}-{i:08x}"),
     ]
-    return b"".join(field(1, field(1, n.encode()) + field(2, v.encode())) for n, v in labels)
+    return label_fields(labels)
 
 
 def build_bodies(n_series: int, rounds: int, start_ms: int) -> list[list[bytes]]:
@@ -70,7 +70,7 @@ def build_bodies(n_series: int, rounds: int, start_ms: int) -> list[list[bytes]]
             for i in range(c0, min(c0 + SERIES_PER_REQUEST, n_series)):
                 value = 100.0 + (i % 17) + ((r * 7 + i) % 11) * 0.5
                 sample = b"\x09" + struct.pack("<d", value) + b"\x10" + ts
-                parts.append(field(1, labels[i] + field(2, sample)))
+                parts.append(delimited(1, labels[i] + delimited(2, sample)))
             per_round.append(bytes(cramjam.snappy.compress_raw(b"".join(parts))))
         chunks.append(per_round)
     return chunks

@@ -1,10 +1,14 @@
-"""numba kernels of the series index: label set -> series value, without Python objects.
+"""numba kernels of the series index: byte key -> int32 value, without Python objects.
 
-This module owns the open-addressing hash table that maps the exact label set of a series
-to an int32 value (a slot, or a negative marker) and the arena that stores each label set's
-canonical bytes (per label: varint name length, name, varint value length, value). A
-lookup compares those bytes, not only the hash, so a hash collision can never merge two
-series. It imports numpy and numba only; ``series.py`` owns sizing and growth.
+This module owns an open-addressing hash table whose keys are byte strings kept in an
+arena, and the canonical key of a label set (per label: varint name length, name, varint
+value length, value). A lookup compares the stored bytes, not only the hash, so a hash
+collision can never merge two keys. The registry keeps two such tables: canonical label
+sets, and the raw wire bytes of 1.0 label fields (which recognise a known series without
+parsing its labels). numpy and numba only; ``series.py`` owns sizing and growth.
+
+The loops are written out in each kernel on purpose: numba calls that pass arrays cost
+more than the hashing itself here.
 """
 
 from __future__ import annotations
@@ -15,157 +19,180 @@ from numba import njit, types
 UNKNOWN = -1
 
 _FNV_OFFSET = np.int64(-3750763034362895579)  # 0xcbf29ce484222325 as int64
-_FNV_PRIME = np.int64(1099511628211)
+_PRIME = np.int64(1099511628211)
+_MIX = np.int64(-49064778989728563)
 
 _i32 = types.Array(types.int32, 1, "C")
 _i64 = types.Array(types.int64, 1, "C")
 _u8 = types.Array(types.uint8, 1, "C")
 _u8r = types.Array(types.uint8, 1, "C", readonly=True)
 
-_LABELS = (_u8r, _i32, _i32, _i32, _i32, _i32, _i32)  # buf, 4 label span arrays, 2 series arrays
-LOOKUP_SIG = types.void(*_LABELS, _i32, _i64, _i32, _i64, _i32, _u8, _i64, _i32)
-INSERT_SIG = types.int64(*_LABELS, _i64, _i32, _i32, _i32, _i64, _i32, _i32, _i64, _u8,
-                         types.int64, types.int64)
+_w64r = types.Array(types.int64, 2, "A", readonly=True, aligned=False)
+_w64 = types.Array(types.int64, 2, "A", aligned=False)
+# keys, keys_w, key_off, key_len, ht, entry_off, entry_len, entry_hash, entry_value, arena,
+# arena_w, out_hash, out_value
+LOOKUP_SIG = types.void(_u8r, _w64r, _i32, _i32, _i32, _i64, _i32, _i64, _i32, _u8, _w64, _i64,
+                        _i32)
+# keys, key_off, key_len, key_hash, which, values, ht, entry_off, entry_len, entry_value,
+# entry_hash, arena, n_entries, arena_used
+INSERT_SIG = types.int64(_u8r, _i32, _i32, _i64, _i64, _i32, _i32, _i64, _i32, _i32, _i64,
+                         _u8, types.int64, types.int64)
 REHASH_SIG = types.void(_i64, types.int64, _i32)
+# buf, lab_noff, lab_nlen, lab_voff, lab_vlen, ser_first, ser_count, which, out, key_off,
+# key_len
+CANON_SIG = types.int64(_u8r, _i32, _i32, _i32, _i32, _i32, _i32, _i64, _u8, _i32, _i32)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _hash(buf: np.ndarray, first: int, count: int, lab_noff: np.ndarray, lab_nlen: np.ndarray,
-          lab_voff: np.ndarray, lab_vlen: np.ndarray) -> int:
-    """Hash of a label set: each name and value, length first, folded 8 bytes at a time.
-
-    Written as one loop nest without calls: numba calls that pass arrays cost more than
-    the hashing itself here.
-    """
-    h = _FNV_OFFSET
-    for k in range(first, first + count):
-        for part in range(2):
-            off = lab_noff[k] if part == 0 else lab_voff[k]
-            n = lab_nlen[k] if part == 0 else lab_vlen[k]
-            h = (h ^ n) * _FNV_PRIME
-            end = off + n
-            while off < end:
-                w = 0
-                for j in range(min(end - off, 8)):
-                    w |= np.int64(buf[off + j]) << (8 * j)
-                h = (h ^ w) * _FNV_PRIME
-                h ^= (h >> 29) & 0x7FFFFFFFF
-                off += 8
-    # final avalanche so that linear probing sees well-spread low bits
-    h ^= (h >> 33) & 0x7FFFFFFF
-    h *= np.int64(-49064778989728563)
-    h ^= (h >> 33) & 0x7FFFFFFF
-    return h
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _equal(buf: np.ndarray, first: int, count: int, lab_noff: np.ndarray, lab_nlen: np.ndarray,
-           lab_voff: np.ndarray, lab_vlen: np.ndarray, arena: np.ndarray, off: int,
-           length: int) -> bool:
-    """Whether the label set equals the canonical bytes arena[off:off+length]."""
-    pos = off
-    stop = off + length
-    for k in range(first, first + count):
-        for part in range(2):
-            if pos >= stop:
-                return False
-            n = 0
-            shift = 0
-            while True:
-                b = np.int64(arena[pos])
-                pos += 1
-                n |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
-            src = lab_noff[k] if part == 0 else lab_voff[k]
-            want = lab_nlen[k] if part == 0 else lab_vlen[k]
-            if n != want or pos + n > stop:
-                return False
-            for j in range(n):
-                if arena[pos + j] != buf[src + j]:
-                    return False
-            pos += n
-    return pos == stop
+def words(arr: np.ndarray) -> np.ndarray:
+    """An (8, n) int64 view of a byte array: ``words(a)[p & 7, p >> 3]`` is the
+    little-endian word at byte ``p`` (unaligned loads; numba cannot fold byte loads into
+    one). Bytes whose word would run past the end are read one by one by the kernels."""
+    n = max(0, (arr.shape[0] - 7) // 8)
+    return np.ndarray(shape=(8, n), dtype=np.int64, buffer=arr, offset=0, strides=(1, 8))
 
 
 @njit(LOOKUP_SIG, cache=True, nogil=True)
-def lookup(buf: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray, lab_voff: np.ndarray,
-           lab_vlen: np.ndarray, ser_first: np.ndarray, ser_count: np.ndarray,
-           ht_entry: np.ndarray, entry_off: np.ndarray, entry_len: np.ndarray,
+def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: np.ndarray,
+           ht: np.ndarray, entry_off: np.ndarray, entry_len: np.ndarray,
            entry_hash: np.ndarray, entry_value: np.ndarray, arena: np.ndarray,
-           out_hash: np.ndarray, out_value: np.ndarray) -> None:
-    """For each request series, its hash and its value in the index (UNKNOWN if absent)."""
-    mask = ht_entry.shape[0] - 1
-    for s in range(ser_first.shape[0]):
-        first = ser_first[s]
-        count = ser_count[s]
-        h = _hash(buf, first, count, lab_noff, lab_nlen, lab_voff, lab_vlen)
-        out_hash[s] = h
-        out_value[s] = UNKNOWN
+           arena_w: np.ndarray, out_hash: np.ndarray, out_value: np.ndarray) -> None:
+    """For each key ``keys[key_off[j]:+key_len[j]]``, its hash and value (UNKNOWN if absent).
+
+    ``keys_w`` and ``arena_w`` are ``words()`` views of ``keys`` and ``arena``. A negative
+    ``key_len`` means "no key": the value is UNKNOWN.
+    """
+    mask = ht.shape[0] - 1
+    kw = keys_w.shape[1]
+    aw = arena_w.shape[1]
+    for j in range(key_off.shape[0]):
+        out_value[j] = UNKNOWN
+        n = key_len[j]
+        if n < 0:
+            out_hash[j] = 0
+            continue
+        off = key_off[j]
+        end = off + n
+        h = _FNV_OFFSET ^ n
+        p = off
+        while p + 8 <= end:
+            q = p >> 3
+            if q < kw:
+                w = keys_w[p & 7, q]
+            else:
+                w = 0
+                for k in range(8):
+                    w |= np.int64(keys[p + k]) << (8 * k)
+            h = (h ^ w) * _PRIME
+            h ^= (h >> 29) & 0x7FFFFFFFF
+            p += 8
+        w = 0
+        for k in range(end - p):
+            w |= np.int64(keys[p + k]) << (8 * k)
+        h = (h ^ w) * _PRIME
+        h ^= (h >> 33) & 0x7FFFFFFF
+        h *= _MIX
+        h ^= (h >> 33) & 0x7FFFFFFF
+        out_hash[j] = h
         i = h & mask
         while True:
-            e = ht_entry[i]
+            e = ht[i]
             if e < 0:
                 break
-            if entry_hash[e] == h and _equal(buf, first, count, lab_noff, lab_nlen, lab_voff,
-                                             lab_vlen, arena, entry_off[e], entry_len[e]):
-                out_value[s] = entry_value[e]
-                break
+            if entry_hash[e] == h and entry_len[e] == n:
+                a = entry_off[e]
+                same = True
+                k = 0
+                while k + 8 <= n and same:
+                    pa = a + k
+                    pk = off + k
+                    if (pa >> 3) < aw and (pk >> 3) < kw:
+                        same = arena_w[pa & 7, pa >> 3] == keys_w[pk & 7, pk >> 3]
+                    else:
+                        for t in range(8):
+                            if arena[pa + t] != keys[pk + t]:
+                                same = False
+                                break
+                    k += 8
+                while k < n and same:
+                    same = arena[a + k] == keys[off + k]
+                    k += 1
+                if same:
+                    out_value[j] = entry_value[e]
+                    break
             i = (i + 1) & mask
 
 
 @njit(INSERT_SIG, cache=True, nogil=True)
-def insert(buf: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray, lab_voff: np.ndarray,
-           lab_vlen: np.ndarray, ser_first: np.ndarray, ser_count: np.ndarray,
-           ser_hash: np.ndarray, which: np.ndarray, values: np.ndarray, ht_entry: np.ndarray,
-           entry_off: np.ndarray, entry_len: np.ndarray, entry_value: np.ndarray,
-           entry_hash: np.ndarray, arena: np.ndarray, n_entries: int, arena_used: int) -> int:
-    """Add request series ``which[j]`` with value ``values[j]``; return the new arena use.
+def insert(keys: np.ndarray, key_off: np.ndarray, key_len: np.ndarray, key_hash: np.ndarray,
+           which: np.ndarray, values: np.ndarray, ht: np.ndarray, entry_off: np.ndarray,
+           entry_len: np.ndarray, entry_value: np.ndarray, entry_hash: np.ndarray,
+           arena: np.ndarray, n_entries: int, arena_used: int) -> int:
+    """Add keys ``which[m]`` with value ``values[m]``; return the new arena use.
 
-    The caller has checked that none of them is present, that they are distinct, and that
-    the table, entry arrays and arena have room.
+    The caller has checked that none is present, that they are distinct, and that the
+    table (at most half full afterwards), entry arrays and arena have room.
     """
-    mask = ht_entry.shape[0] - 1
+    mask = ht.shape[0] - 1
     pos = arena_used
-    for j in range(which.shape[0]):
-        s = which[j]
-        e = n_entries + j
+    for m in range(which.shape[0]):
+        j = which[m]
+        e = n_entries + m
+        off = key_off[j]
+        n = key_len[j]
+        for k in range(n):
+            arena[pos + k] = keys[off + k]
         entry_off[e] = pos
-        for k in range(ser_first[s], ser_first[s] + ser_count[s]):
-            for part in range(2):
-                src = lab_noff[k] if part == 0 else lab_voff[k]
-                n = lab_nlen[k] if part == 0 else lab_vlen[k]
-                while True:
-                    b = n & 0x7F
-                    n >>= 7
-                    if n:
-                        b |= 0x80
-                    arena[pos] = b
-                    pos += 1
-                    if not n:
-                        break
-                n = lab_nlen[k] if part == 0 else lab_vlen[k]
-                for t in range(n):
-                    arena[pos + t] = buf[src + t]
-                pos += n
-        entry_len[e] = pos - entry_off[e]
-        entry_value[e] = values[j]
-        h = ser_hash[s]
-        entry_hash[e] = h
-        i = h & mask
-        while ht_entry[i] >= 0:
+        entry_len[e] = n
+        entry_value[e] = values[m]
+        entry_hash[e] = key_hash[j]
+        pos += n
+        i = key_hash[j] & mask
+        while ht[i] >= 0:
             i = (i + 1) & mask
-        ht_entry[i] = e
+        ht[i] = e
     return pos
 
 
 @njit(REHASH_SIG, cache=True, nogil=True)
-def rehash(entry_hash: np.ndarray, n_entries: int, ht_entry: np.ndarray) -> None:
+def rehash(entry_hash: np.ndarray, n_entries: int, ht: np.ndarray) -> None:
     """Fill an empty (all -1) table of a new size with entries 0..n_entries-1."""
-    mask = ht_entry.shape[0] - 1
+    mask = ht.shape[0] - 1
     for e in range(n_entries):
         i = entry_hash[e] & mask
-        while ht_entry[i] >= 0:
+        while ht[i] >= 0:
             i = (i + 1) & mask
-        ht_entry[i] = e
+        ht[i] = e
+
+
+@njit(CANON_SIG, cache=True, nogil=True)
+def canonical(buf: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray,
+              lab_voff: np.ndarray, lab_vlen: np.ndarray, ser_first: np.ndarray,
+              ser_count: np.ndarray, which: np.ndarray, out: np.ndarray, key_off: np.ndarray,
+              key_len: np.ndarray) -> int:
+    """Write the canonical key of series ``which[j]`` to ``out``; return bytes used.
+
+    The caller sizes ``out`` as the label bytes plus 10 per name and per value.
+    """
+    pos = 0
+    for j in range(which.shape[0]):
+        s = which[j]
+        key_off[j] = pos
+        for k in range(ser_first[s], ser_first[s] + ser_count[s]):
+            for part in range(2):
+                src = lab_noff[k] if part == 0 else lab_voff[k]
+                n = lab_nlen[k] if part == 0 else lab_vlen[k]
+                v = n
+                while True:
+                    b = v & 0x7F
+                    v >>= 7
+                    if v:
+                        b |= 0x80
+                    out[pos] = b
+                    pos += 1
+                    if not v:
+                        break
+                for t in range(n):
+                    out[pos + t] = buf[src + t]
+                pos += n
+        key_len[j] = pos - key_off[j]
+    return pos

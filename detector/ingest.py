@@ -41,13 +41,20 @@ class Ingestor:
         self.registry = registry
         self.max_decompressed_bytes = max_decompressed_bytes
         self._lock = threading.Lock()
+        self._local = threading.local()  # one Decoder (and its arrays) per thread
+
+    def _decoder(self) -> decode.Decoder:
+        decoder: decode.Decoder | None = getattr(self._local, "decoder", None)
+        if decoder is None:
+            decoder = self._local.decoder = decode.Decoder()
+        return decoder
 
     def ingest(self, body: bytes, version: int) -> Ingested:
         """Raise DecodeError (or TooLargeError) for a body that cannot be accepted."""
         if not body:
             raise DecodeError("empty body: expected a snappy-compressed protobuf message")
         raw = decode.decompress(body, max_decompressed_bytes=self.max_decompressed_bytes)
-        req = decode.decode_request(raw, version)
+        req = self._decoder().decode(raw, version)
         with self._lock:
             res = self.registry.resolve(req)
             first_new = self.registry.n_tracked - res.new_tracked

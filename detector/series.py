@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from detector import _index
 from detector.config import DetectorConfig, SeriesRule
 from detector.errors import DecodeError
+from detector.remote_write import decode
 from detector.remote_write.decode import DecodedRequest
 from detector.selector import Selector
 
@@ -40,8 +41,76 @@ class Resolution:
     new_over_limit: int
 
 
+class ByteIndex:
+    """Growable byte-key -> int32 table over the ``_index`` kernels; one thread at a time."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._ht = np.full(1024, -1, dtype=np.int32)
+        self._off = np.empty(512, dtype=np.int64)
+        self._len = np.empty(512, dtype=np.int32)
+        self._hash = np.empty(512, dtype=np.int64)
+        self._value = np.empty(512, dtype=np.int32)
+        self._arena = np.empty(1 << 16, dtype=np.uint8)
+        self._arena_used = 0
+        self.n_entries = 0
+
+    def lookup(self, keys: NDArray[np.uint8], key_off: NDArray[np.int32],
+               key_len: NDArray[np.int32]) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+        """(hashes, values) of the keys; values are UNKNOWN where absent."""
+        n = key_off.shape[0]
+        hashes = np.empty(n, dtype=np.int64)
+        values = np.empty(n, dtype=np.int32)
+        _index.lookup(keys, _index.words(keys), key_off, key_len, self._ht, self._off,
+                      self._len, self._hash, self._value, self._arena,
+                      _index.words(self._arena), hashes, values)
+        return hashes, values
+
+    def insert(self, keys: NDArray[np.uint8], key_off: NDArray[np.int32],
+               key_len: NDArray[np.int32], hashes: NDArray[np.int64], which: NDArray[np.int64],
+               values: NDArray[np.int32]) -> int:
+        """Add keys ``which`` (absent and distinct) with ``values``; return how many fit."""
+        room = max(0, self.max_entries - self.n_entries)
+        if which.shape[0] > room:
+            which, values = which[:room], values[:room]
+        k = int(which.shape[0])
+        if k == 0:
+            return 0
+        need = self.n_entries + k
+        if need > self._off.shape[0]:
+            size = max(2 * self._off.shape[0], need)
+            self._off = np.resize(self._off, size)
+            self._len = np.resize(self._len, size)
+            self._hash = np.resize(self._hash, size)
+            self._value = np.resize(self._value, size)
+        if 2 * need > self._ht.shape[0]:
+            size = self._ht.shape[0]
+            while 2 * need > size:
+                size *= 2
+            self._ht = np.full(size, -1, dtype=np.int32)
+            _index.rehash(self._hash, self.n_entries, self._ht)
+        bytes_needed = int(key_len[which].sum())
+        if self._arena_used + bytes_needed > self._arena.shape[0]:
+            size = self._arena.shape[0]
+            while self._arena_used + bytes_needed > size:
+                size *= 2
+            self._arena = np.resize(self._arena, size)
+        self._arena_used = int(_index.insert(
+            keys, key_off, key_len, hashes, np.ascontiguousarray(which, dtype=np.int64),
+            np.ascontiguousarray(values, dtype=np.int32), self._ht, self._off, self._len,
+            self._value, self._hash, self._arena, self.n_entries, self._arena_used))
+        self.n_entries = need
+        return k
+
+
 class SeriesRegistry:
-    """Assigns slots to label sets under the configured rules and limits."""
+    """Assigns slots to label sets under the configured rules and limits.
+
+    Two indexes: ``canonical`` (label set -> value) is the identity of a series; ``wire``
+    (the raw bytes of a 1.0 series' label fields -> value) lets a known series be found
+    without parsing its labels. A wire key is added only after its labels were parsed and
+    validated, so an identical byte string is known to be valid.
+    """
 
     def __init__(self, cfg: DetectorConfig) -> None:
         self.limits = cfg.limits
@@ -52,14 +121,10 @@ class SeriesRegistry:
         self.slot_rule = np.empty(1024, dtype=np.int32)
         self.n_ignored = 0
         self._limit_logged: set[int] = set()
-        self._ht = np.full(1024, -1, dtype=np.int32)
-        self._entry_off = np.empty(512, dtype=np.int64)
-        self._entry_len = np.empty(512, dtype=np.int32)
-        self._entry_hash = np.empty(512, dtype=np.int64)
-        self._entry_value = np.empty(512, dtype=np.int32)
-        self._n_entries = 0
-        self._arena = np.empty(1 << 16, dtype=np.uint8)
-        self._arena_used = 0
+        known = cfg.limits.max_series + cfg.limits.max_ignored_series
+        self.canonical = ByteIndex(known)
+        self.wire = ByteIndex(2 * known)
+        self._canon_buf = np.empty(1 << 16, dtype=np.uint8)
 
     @property
     def n_tracked(self) -> int:
@@ -71,20 +136,50 @@ class SeriesRegistry:
     def resolve(self, req: DecodedRequest) -> Resolution:
         """Find or assign the value of every series in ``req``.
 
-        New label sets are validated first (UTF-8, label limits); if any is invalid the
-        whole request is refused with DecodeError and nothing is added.
+        New label sets are validated first (labels well-formed and sorted, UTF-8, label
+        limits); if any is invalid the whole request is refused with DecodeError and
+        nothing is added.
         """
-        n = req.n_series
-        hashes = np.empty(n, dtype=np.int64)
-        values = np.empty(n, dtype=np.int32)
-        _index.lookup(req.buf, req.lab_noff, req.lab_nlen, req.lab_voff, req.lab_vlen,
-                      req.ser_first, req.ser_count, self._ht, self._entry_off,
-                      self._entry_len, self._entry_hash, self._entry_value, self._arena,
-                      hashes, values)
-        unknown = np.flatnonzero(values == UNKNOWN)
-        if unknown.shape[0] == 0:
-            return Resolution(values, 0, 0, 0)
-        return self._admit(req, hashes, values, unknown)
+        if req.version == 1:
+            wire_hashes, values = self.wire.lookup(req.buf, req.ser_key_off, req.ser_key_len)
+            unknown = np.flatnonzero(values == UNKNOWN)
+            if unknown.shape[0] == 0:
+                return Resolution(values, 0, 0, 0)
+            decode.parse_labels(req, unknown)
+        else:
+            values = np.full(req.n_series, UNKNOWN, dtype=np.int32)
+            unknown = np.arange(req.n_series, dtype=np.int64)
+        keys, key_off, key_len = self._canonical_keys(req, unknown)
+        canon_hashes, canon_values = self.canonical.lookup(keys, key_off, key_len)
+        values[unknown] = canon_values
+        new = np.flatnonzero(canon_values == UNKNOWN)  # positions within `unknown`
+        counts = (0, 0, 0)
+        forgotten: set[int] = set()
+        if new.shape[0]:
+            counts = self._admit(req, unknown, new, values, keys, key_off, key_len,
+                                 canon_hashes, forgotten)
+        if req.version == 1:
+            self._remember_wire_keys(req, unknown, values, wire_hashes, forgotten)
+        return Resolution(values, *counts)
+
+    def _canonical_keys(self, req: DecodedRequest, which: NDArray[np.int64]
+                        ) -> tuple[NDArray[np.uint8], NDArray[np.int32], NDArray[np.int32]]:
+        # a bound over the whole request: 1.0 Label messages hold their name and value
+        # (the spans of unparsed series are stale), 2.0 spans are all filled by the scan
+        if req.version == 1:
+            label_bytes = int(req.lab_len.sum())
+        else:
+            label_bytes = int(req.lab_nlen.sum()) + int(req.lab_vlen.sum())
+        bound = label_bytes + 20 * int(req.lab_off.shape[0])
+        if bound > self._canon_buf.shape[0]:
+            self._canon_buf = np.empty(max(bound, 2 * self._canon_buf.shape[0]), np.uint8)
+        key_off = np.empty(which.shape[0], dtype=np.int32)
+        key_len = np.empty(which.shape[0], dtype=np.int32)
+        _index.canonical(req.buf, req.lab_noff, req.lab_nlen, req.lab_voff, req.lab_vlen,
+                         req.ser_first, req.ser_count,
+                         np.ascontiguousarray(which, dtype=np.int64), self._canon_buf,
+                         key_off, key_len)
+        return self._canon_buf, key_off, key_len
 
     def _check(self, req: DecodedRequest, series: int) -> Labels:
         count = int(req.ser_count[series])
@@ -129,65 +224,68 @@ class SeriesRegistry:
             return slot
         return UNTRACKED
 
-    def _admit(self, req: DecodedRequest, hashes: NDArray[np.int64], values: NDArray[np.int32],
-               unknown: NDArray[np.intp]) -> Resolution:
-        checked = [(int(s), self._check(req, int(s))) for s in unknown]  # may raise: adds nothing
+    def _admit(self, req: DecodedRequest, unknown: NDArray[np.int64], new: NDArray[np.intp],
+               values: NDArray[np.int32], keys: NDArray[np.uint8], key_off: NDArray[np.int32],
+               key_len: NDArray[np.int32], hashes: NDArray[np.int64],
+               forgotten: set[int]) -> tuple[int, int, int]:
+        """Decide new label sets (positions ``new`` of ``unknown``) and index them.
+
+        Series that are not remembered (the ignored-series bound is reached) are added to
+        ``forgotten``; they will be looked at again when they come back.
+        """
+        checked = [(int(j), self._check(req, int(unknown[j]))) for j in new]  # may raise
         firsts: dict[Labels, int] = {}
         which: list[int] = []
         new_values: list[int] = []
-        counts = {"tracked": 0, "untracked": 0, "over": 0}
-        for s, labels in checked:
+        tracked = untracked = over = 0
+        for j, labels in checked:
+            s = int(unknown[j])
             if labels in firsts:  # the same series twice in one request
                 values[s] = values[firsts[labels]]
                 continue
             value = self._choose(labels)
             values[s] = value
             firsts[labels] = s
-            key = "tracked" if value >= 0 else ("untracked" if value == UNTRACKED else "over")
-            counts[key] += 1
+            if value >= 0:
+                tracked += 1
+            elif value == UNTRACKED:
+                untracked += 1
+            else:
+                over += 1
             if value < 0:
                 if self.n_ignored >= self.limits.max_ignored_series:
-                    continue  # not remembered: it will be looked at again next time
+                    forgotten.add(s)
+                    continue
                 self.n_ignored += 1
-            which.append(s)
+            which.append(j)
             new_values.append(value)
         if which:
-            self._insert(req, hashes, np.array(which, dtype=np.int32),
-                         np.array(new_values, dtype=np.int32))
-        return Resolution(values, counts["tracked"], counts["untracked"], counts["over"])
+            self.canonical.insert(keys, key_off, key_len, hashes,
+                                  np.array(which, dtype=np.int64),
+                                  np.array(new_values, dtype=np.int32))
+        return tracked, untracked, over
 
-    def _insert(self, req: DecodedRequest, hashes: NDArray[np.int64], which: NDArray[np.int32],
-                values: NDArray[np.int32]) -> None:
-        k = which.shape[0]
-        need_entries = self._n_entries + k
-        if need_entries > self._entry_off.shape[0]:
-            size = max(2 * self._entry_off.shape[0], need_entries)
-            self._entry_off = np.resize(self._entry_off, size)
-            self._entry_len = np.resize(self._entry_len, size)
-            self._entry_hash = np.resize(self._entry_hash, size)
-            self._entry_value = np.resize(self._entry_value, size)
-        if 2 * need_entries > self._ht.shape[0]:
-            size = self._ht.shape[0]
-            while 2 * need_entries > size:
-                size *= 2
-            self._ht = np.full(size, -1, dtype=np.int32)
-            _index.rehash(self._entry_hash, self._n_entries, self._ht)
-        firsts = req.ser_first[which]
-        counts = req.ser_count[which]
-        bound = 0
-        for f, c in zip(firsts.tolist(), counts.tolist(), strict=True):
-            bound += int(req.lab_nlen[f:f + c].sum()) + int(req.lab_vlen[f:f + c].sum()) + 10 * c
-        if self._arena_used + bound > self._arena.shape[0]:
-            size = self._arena.shape[0]
-            while self._arena_used + bound > size:
-                size *= 2
-            self._arena = np.resize(self._arena, size)
-        self._arena_used = int(_index.insert(
-            req.buf, req.lab_noff, req.lab_nlen, req.lab_voff, req.lab_vlen, req.ser_first,
-            req.ser_count, hashes, which, values, self._ht, self._entry_off, self._entry_len,
-            self._entry_value, self._entry_hash, self._arena, self._n_entries,
-            self._arena_used))
-        self._n_entries = need_entries
+    def _remember_wire_keys(self, req: DecodedRequest, unknown: NDArray[np.int64],
+                            values: NDArray[np.int32], hashes: NDArray[np.int64],
+                            forgotten: set[int]) -> None:
+        """Add the wire keys of series just resolved through their labels."""
+        data = req.buf
+        seen: set[bytes] = set()
+        which: list[int] = []
+        for s in unknown.tolist():
+            n = int(req.ser_key_len[s])
+            if n < 0:
+                continue
+            off = int(req.ser_key_off[s])
+            key = data[off:off + n].tobytes()
+            if key in seen or s in forgotten:
+                continue
+            seen.add(key)
+            which.append(s)
+        if which:
+            idx = np.array(which, dtype=np.int64)
+            self.wire.insert(req.buf, req.ser_key_off, req.ser_key_len, hashes, idx,
+                             values[idx])
 
     def select(self, selectors: Sequence[Selector]) -> Iterator[int]:
         """Slots of tracked series matching any of ``selectors`` (all when none given)."""

@@ -1,13 +1,19 @@
 """numba pass over protobuf wire bytes of a remote-write request (1.0 and 2.0).
 
-This module owns the compiled scan that turns decompressed bytes into flat arrays:
-per label the byte spans of its name and value, per series its first label and label
-count, per sample its series index, timestamp and the raw 64 bits of its value. It builds
-no Python object, never allocates, and reports problems as an error code and byte offset
-in ``info``; ``decode.py`` turns those into messages. It imports numpy and numba only.
+This module owns the compiled scans that turn decompressed bytes into flat arrays. It
+builds no Python object, never allocates, and reports problems as an error code and byte
+offset in ``info``; ``decode.py`` turns those into messages. numpy and numba only.
 
-Two calls make one decode: ``fill=0`` counts what the body holds so the caller can size
-the output arrays exactly, ``fill=1`` writes them.
+``scan`` makes one pass over a request and writes, while the caller's arrays have room
+(it keeps counting past that, so the caller can grow them and scan again):
+
+- per 1.0 label the span of its ``Label`` message (names and values are parsed later, and
+  only for series seen for the first time, by ``parse_labels``); per 2.0 label the spans
+  of its name and value, resolved through the symbols table;
+- per series its first label, label count and, for 1.0, the span of its consecutive label
+  fields: the series' *wire key*, which the registry uses to recognise a known series
+  without parsing its labels (-1 when the labels are not consecutive, and for 2.0);
+- per sample its series index, timestamp and the raw 64 bits of its value.
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ E_V1_AS_V2 = 11
 E_FIELD_TYPE = 12
 
 _i32 = types.Array(types.int32, 1, "C")
-SIGNATURE = types.void(
-    types.Array(types.uint8, 1, "C", readonly=True), types.int64, types.int64,
-    _i32, _i32, _i32, _i32, _i32, _i32, _i32, _i32, _i32,
-    types.Array(types.int64, 1, "C"), types.Array(types.uint64, 1, "C"),
-    types.Array(types.int64, 1, "C"),
-)
+_i64 = types.Array(types.int64, 1, "C")
+_u8r = types.Array(types.uint8, 1, "C", readonly=True)
+# buf, version, sym_off, sym_len, lab_off, lab_len, lab_noff, lab_nlen, lab_voff, lab_vlen,
+# ser_first, ser_count, ser_key_off, ser_key_len, smp_series, smp_ts, smp_bits, info
+SCAN_SIG = types.void(_u8r, types.int64, _i32, _i32, _i32, _i32, _i32, _i32, _i32, _i32,
+                      _i32, _i32, _i32, _i32, _i32, _i64, types.Array(types.uint64, 1, "C"),
+                      _i64)
+# buf, lab_off, lab_len, ser_first, ser_count, which, lab_noff, lab_nlen, lab_voff,
+# lab_vlen, info
+PARSE_SIG = types.void(_u8r, _i32, _i32, _i32, _i32, _i64, _i32, _i32, _i32, _i32, _i64)
 
 
 @njit(cache=True, nogil=True)
@@ -149,21 +159,26 @@ def _sample(buf: np.ndarray, pos: int, end: int) -> tuple[int, int, int, int]:
     return ts, bits, 0, pos
 
 
-@njit(SIGNATURE, cache=True, nogil=True)
+@njit(SCAN_SIG, cache=True, nogil=True)
 def scan(
-    buf: np.ndarray, version: int, fill: int, sym_off: np.ndarray, sym_len: np.ndarray,
-    lab_noff: np.ndarray, lab_nlen: np.ndarray, lab_voff: np.ndarray, lab_vlen: np.ndarray,
-    ser_first: np.ndarray, ser_count: np.ndarray, smp_series: np.ndarray, smp_ts: np.ndarray,
-    smp_bits: np.ndarray, info: np.ndarray,
+    buf: np.ndarray, version: int, sym_off: np.ndarray, sym_len: np.ndarray,
+    lab_off: np.ndarray, lab_len: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray,
+    lab_voff: np.ndarray, lab_vlen: np.ndarray, ser_first: np.ndarray, ser_count: np.ndarray,
+    ser_key_off: np.ndarray, ser_key_len: np.ndarray, smp_series: np.ndarray,
+    smp_ts: np.ndarray, smp_bits: np.ndarray, info: np.ndarray,
 ) -> None:
     """Scan a whole request. ``version`` 1 = prometheus.WriteRequest, 2 = io.prometheus.write.v2.
 
-    With ``fill == 0`` the output arrays may be empty and only the counts in ``info`` are
-    produced; with ``fill == 1`` they must be sized from a counting pass. Everything is in
-    one function with local counters on purpose: numba calls that pass many arrays, and
-    counters kept in memory, made the scan several times slower.
+    Writes only while an output array has room; ``info`` always holds the full counts, so
+    a caller whose arrays were too small grows them to those counts and scans again.
+    Everything is in one function with local counters on purpose: counters kept in memory
+    and numba calls that pass many arrays made the scan several times slower.
     """
     end = buf.shape[0]
+    cap_sym = sym_off.shape[0]
+    cap_lab = lab_off.shape[0]
+    cap_ser = ser_first.shape[0]
+    cap_smp = smp_ts.shape[0]
     n_sym = 0
     n_ser = 0
     n_lab = 0
@@ -186,7 +201,7 @@ def scan(
                 where = pos
                 break
             if field == 4 and wire == 2:
-                if fill:
+                if n_sym < cap_sym:
                     sym_off[n_sym] = a
                     sym_len[n_sym] = b - a
                 n_sym += 1
@@ -199,12 +214,14 @@ def scan(
                     where = a
                     break
         pos = 0 if err == 0 else end
+        if n_sym > cap_sym:
+            pos = end  # the caller grows the symbol arrays and scans again
+    series_field = 1 if version == 1 else 5
     while pos < end:
         field, wire, a, b, err = _field(buf, pos, end)
         if err:
             where = pos
             break
-        series_field = 1 if version == 1 else 5
         if field != series_field or wire != 2:
             if version == 1 and field == 3 and wire == 2:
                 n_meta += 1
@@ -221,6 +238,9 @@ def scan(
         pos = b
         first = n_lab
         pending = -1
+        key_off = -1
+        key_end = -1
+        key_state = 0  # 0 before the labels, 1 in the run of label fields, 2 after it
         while a < b and err == 0:
             f, w, x, y, err = _field(buf, a, b)
             if err:
@@ -231,53 +251,21 @@ def scan(
                     err = E_FIELD_TYPE
                     where = a
                     break
-                noff = x
-                nlen = 0
-                voff = x
-                vlen = 0
-                a = y
-                while x < y:
-                    f2, w2, x2, y2, err = _field(buf, x, y)
-                    if err:
-                        where = x
-                        break
-                    if f2 <= 2:
-                        if w2 != 2:
-                            err = E_FIELD_TYPE
-                            where = x
-                            break
-                        if f2 == 1:
-                            noff = x2
-                            nlen = y2 - x2
-                        else:
-                            voff = x2
-                            vlen = y2 - x2
-                        x = y2
-                    elif w2 == 2:
-                        x = y2
-                    else:
-                        x, err = _skip(buf, x2, y, w2)
-                        if err:
-                            where = x2
-                            break
-                if err:
-                    break
-                if nlen == 0:
-                    err = E_EMPTY_NAME
-                    where = start
-                    break
-                if fill:
-                    if n_lab > first and not _less(buf, lab_noff[n_lab - 1],
-                                                   lab_nlen[n_lab - 1], noff, nlen):
-                        err = E_UNSORTED
-                        where = start
-                        break
-                    lab_noff[n_lab] = noff
-                    lab_nlen[n_lab] = nlen
-                    lab_voff[n_lab] = voff
-                    lab_vlen[n_lab] = vlen
+                if key_state == 0:
+                    key_off = a
+                    key_state = 1
+                elif key_state == 2:
+                    key_state = 3  # labels interleaved with other fields: no wire key
+                key_end = y
+                if n_lab < cap_lab:
+                    lab_off[n_lab] = x
+                    lab_len[n_lab] = y - x
                 n_lab += 1
-            elif version == 2 and f == 1:
+                a = y
+                continue
+            if key_state == 1:
+                key_state = 2
+            if version == 2 and f == 1:
                 # label refs: packed (wire 2) or one varint each (wire 0)
                 if w == 2:
                     p = x
@@ -303,11 +291,11 @@ def scan(
                     if pending < 0:
                         pending = ref
                     else:
-                        if fill:
-                            if sym_len[pending] == 0:
-                                err = E_EMPTY_NAME
-                                where = start
-                                break
+                        if sym_len[pending] == 0:
+                            err = E_EMPTY_NAME
+                            where = start
+                            break
+                        if n_lab < cap_lab:
                             if n_lab > first and not _less(
                                 buf, lab_noff[n_lab - 1], lab_nlen[n_lab - 1],
                                 sym_off[pending], sym_len[pending]
@@ -333,7 +321,7 @@ def scan(
                 ts, bits, err, where = _sample(buf, x, y)
                 if err:
                     break
-                if fill:
+                if n_smp < cap_smp:
                     smp_series[n_smp] = n_ser
                     smp_ts[n_smp] = ts
                     smp_bits[n_smp] = np.uint64(bits)
@@ -363,9 +351,15 @@ def scan(
             err = E_NO_LABELS
             where = start
             break
-        if fill:
+        if n_ser < cap_ser:
             ser_first[n_ser] = first
             ser_count[n_ser] = n_lab - first
+            if version == 1 and key_state != 3:
+                ser_key_off[n_ser] = key_off
+                ser_key_len[n_ser] = key_end - key_off
+            else:
+                ser_key_off[n_ser] = 0
+                ser_key_len[n_ser] = -1
         n_ser += 1
     info[I_ERR] = err
     info[I_POS] = where
@@ -376,3 +370,65 @@ def scan(
     info[I_EXEMPLARS] = n_ex
     info[I_META] = n_meta
     info[I_SYMBOLS] = n_sym
+
+
+@njit(PARSE_SIG, cache=True, nogil=True)
+def parse_labels(
+    buf: np.ndarray, lab_off: np.ndarray, lab_len: np.ndarray, ser_first: np.ndarray,
+    ser_count: np.ndarray, which: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray,
+    lab_voff: np.ndarray, lab_vlen: np.ndarray, info: np.ndarray,
+) -> None:
+    """Parse the 1.0 ``Label`` messages of series ``which``: name and value spans.
+
+    Checks each name is non-empty and names are strictly increasing (sorted, no repeats).
+    The first problem goes to info[I_ERR] / info[I_POS]; the rest is then left unparsed.
+    """
+    info[I_ERR] = 0
+    for j in range(which.shape[0]):
+        s = which[j]
+        first = ser_first[s]
+        for k in range(first, first + ser_count[s]):
+            x = lab_off[k]
+            y = x + lab_len[k]
+            noff = x
+            nlen = 0
+            voff = x
+            vlen = 0
+            while x < y:
+                f2, w2, x2, y2, err = _field(buf, x, y)
+                if err:
+                    info[I_ERR] = err
+                    info[I_POS] = x
+                    return
+                if f2 <= 2:
+                    if w2 != 2:
+                        info[I_ERR] = E_FIELD_TYPE
+                        info[I_POS] = x
+                        return
+                    if f2 == 1:
+                        noff = x2
+                        nlen = y2 - x2
+                    else:
+                        voff = x2
+                        vlen = y2 - x2
+                    x = y2
+                elif w2 == 2:
+                    x = y2
+                else:
+                    x, err = _skip(buf, x2, y, w2)
+                    if err:
+                        info[I_ERR] = err
+                        info[I_POS] = x2
+                        return
+            if nlen == 0:
+                info[I_ERR] = E_EMPTY_NAME
+                info[I_POS] = lab_off[k]
+                return
+            if k > first and not _less(buf, lab_noff[k - 1], lab_nlen[k - 1], noff, nlen):
+                info[I_ERR] = E_UNSORTED
+                info[I_POS] = lab_off[k]
+                return
+            lab_noff[k] = noff
+            lab_nlen[k] = nlen
+            lab_voff[k] = voff
+            lab_vlen[k] = vlen

@@ -105,16 +105,24 @@ def decompress(body: bytes, *, max_decompressed_bytes: int) -> NDArray[np.uint8]
 
 @dataclass(frozen=True, slots=True)
 class DecodedRequest:
-    """A remote-write request as flat arrays; strings stay as byte spans into ``buf``."""
+    """A remote-write request as flat arrays; strings stay as byte spans into ``buf``.
+
+    For 1.0 the name/value spans of a series are filled only once ``Decoder.parse_labels``
+    has run for it; ``decode_request`` parses every series.
+    """
 
     version: int
     buf: NDArray[np.uint8]
+    lab_off: NDArray[np.int32]  # 1.0: span of each Label message
+    lab_len: NDArray[np.int32]
     lab_noff: NDArray[np.int32]
     lab_nlen: NDArray[np.int32]
     lab_voff: NDArray[np.int32]
     lab_vlen: NDArray[np.int32]
     ser_first: NDArray[np.int32]
     ser_count: NDArray[np.int32]
+    ser_key_off: NDArray[np.int32]  # 1.0: span of the series' consecutive label fields
+    ser_key_len: NDArray[np.int32]  # -1: no wire key (2.0, or labels not consecutive)
     smp_series: NDArray[np.int32]
     smp_ts: NDArray[np.int64]
     smp_bits: NDArray[np.uint64]
@@ -153,38 +161,106 @@ class DecodedRequest:
         return tuple(out)
 
 
-def _empty32(n: int) -> NDArray[np.int32]:
-    return np.empty(n, dtype=np.int32)
+_SCRATCH_FIELDS = {
+    "sym": ("sym_off", "sym_len"),
+    "lab": ("lab_off", "lab_len", "lab_noff", "lab_nlen", "lab_voff", "lab_vlen"),
+    "ser": ("ser_first", "ser_count", "ser_key_off", "ser_key_len"),
+}
+
+
+class Decoder:
+    """Decodes requests into arrays it reuses from one request to the next.
+
+    One scan per request: the arrays grow (and the scan runs again) only when a request
+    holds more than they have room for. The arrays of a returned DecodedRequest are views
+    that the next ``decode`` overwrites, so a Decoder belongs to one thread, and callers
+    copy what they keep.
+    """
+
+    def __init__(self, *, initial: int = 4096) -> None:
+        self._info = np.zeros(_wire.INFO_LEN, dtype=np.int64)
+        self._arrays: dict[str, NDArray[np.int32]] = {}
+        self._cap = {"sym": 0, "lab": 0, "ser": 0}
+        for kind in self._cap:
+            self._grow(kind, initial)
+        self._smp_series = np.empty(initial, np.int32)
+        self._smp_ts = np.empty(initial, np.int64)
+        self._smp_bits = np.empty(initial, np.uint64)
+
+    def _grow(self, kind: str, need: int) -> None:
+        size = max(need, 2 * self._cap[kind], 1024)
+        for name in _SCRATCH_FIELDS[kind]:
+            self._arrays[name] = np.empty(size, dtype=np.int32)
+        self._cap[kind] = size
+
+    def _scan(self, buf: NDArray[np.uint8], version: int) -> None:
+        a = self._arrays
+        _wire.scan(buf, version, a["sym_off"], a["sym_len"], a["lab_off"], a["lab_len"],
+                   a["lab_noff"], a["lab_nlen"], a["lab_voff"], a["lab_vlen"], a["ser_first"],
+                   a["ser_count"], a["ser_key_off"], a["ser_key_len"], self._smp_series,
+                   self._smp_ts, self._smp_bits, self._info)
+
+    def decode(self, buf: NDArray[np.uint8], version: int) -> DecodedRequest:
+        """Decode decompressed protobuf bytes of the given protocol version (1 or 2)."""
+        if version not in (1, 2):
+            raise UnsupportedError(f"remote-write version {version} is not supported")
+        if not buf.flags.c_contiguous:
+            buf = np.ascontiguousarray(buf)
+        info = self._info
+        self._scan(buf, version)
+        _raise_for(info, version)
+        need = {"sym": int(info[_wire.I_SYMBOLS]), "lab": int(info[_wire.I_LABELS]),
+                "ser": int(info[_wire.I_SERIES])}
+        n_smp = int(info[_wire.I_SAMPLES])
+        short = [kind for kind, n in need.items() if n > self._cap[kind]]
+        if short or n_smp > self._smp_ts.shape[0]:
+            for kind in short:
+                self._grow(kind, need[kind])
+            if n_smp > self._smp_ts.shape[0]:
+                size = max(n_smp, 2 * self._smp_ts.shape[0])
+                self._smp_series = np.empty(size, np.int32)
+                self._smp_ts = np.empty(size, np.int64)
+                self._smp_bits = np.empty(size, np.uint64)
+            self._scan(buf, version)
+            _raise_for(info, version)
+        a = self._arrays
+        n_lab, n_ser = need["lab"], need["ser"]
+        return DecodedRequest(
+            version=version, buf=buf,
+            lab_off=a["lab_off"][:n_lab], lab_len=a["lab_len"][:n_lab],
+            lab_noff=a["lab_noff"][:n_lab], lab_nlen=a["lab_nlen"][:n_lab],
+            lab_voff=a["lab_voff"][:n_lab], lab_vlen=a["lab_vlen"][:n_lab],
+            ser_first=a["ser_first"][:n_ser], ser_count=a["ser_count"][:n_ser],
+            ser_key_off=a["ser_key_off"][:n_ser], ser_key_len=a["ser_key_len"][:n_ser],
+            smp_series=self._smp_series[:n_smp], smp_ts=self._smp_ts[:n_smp],
+            smp_bits=self._smp_bits[:n_smp],
+            n_histograms=int(info[_wire.I_HIST]), n_exemplars=int(info[_wire.I_EXEMPLARS]),
+            n_metadata=int(info[_wire.I_META]),
+        )
+
+
+def parse_labels(req: DecodedRequest, which: NDArray[np.int64]) -> None:
+    """Fill the name/value spans of 1.0 series ``which`` (2.0 has them already).
+
+    Raises DecodeError for a malformed label, an empty name, or names not sorted.
+    """
+    if req.version != 1 or which.shape[0] == 0:
+        return
+    info = np.zeros(_wire.INFO_LEN, dtype=np.int64)
+    _wire.parse_labels(req.buf, req.lab_off, req.lab_len, req.ser_first, req.ser_count,
+                       np.ascontiguousarray(which, dtype=np.int64), req.lab_noff,
+                       req.lab_nlen, req.lab_voff, req.lab_vlen, info)
+    _raise_for(info, 1)
 
 
 def decode_request(buf: NDArray[np.uint8], version: int) -> DecodedRequest:
-    """Decode decompressed protobuf bytes of the given protocol version (1 or 2)."""
-    if version not in (1, 2):
-        raise UnsupportedError(f"remote-write version {version} is not supported")
-    if not buf.flags.c_contiguous:
-        buf = np.ascontiguousarray(buf)
-    info = np.zeros(_wire.INFO_LEN, dtype=np.int64)
-    z32 = _empty32(0)
-    _wire.scan(buf, version, 0, z32, z32, z32, z32, z32, z32, z32, z32, z32,
-               np.empty(0, np.int64), np.empty(0, np.uint64), info)
-    _raise_for(info, version)
-    n_sym, n_lab = int(info[_wire.I_SYMBOLS]), int(info[_wire.I_LABELS])
-    n_ser, n_smp = int(info[_wire.I_SERIES]), int(info[_wire.I_SAMPLES])
-    out = DecodedRequest(
-        version=version, buf=buf,
-        lab_noff=_empty32(n_lab), lab_nlen=_empty32(n_lab),
-        lab_voff=_empty32(n_lab), lab_vlen=_empty32(n_lab),
-        ser_first=_empty32(n_ser), ser_count=_empty32(n_ser),
-        smp_series=_empty32(n_smp), smp_ts=np.empty(n_smp, np.int64),
-        smp_bits=np.empty(n_smp, np.uint64),
-        n_histograms=int(info[_wire.I_HIST]), n_exemplars=int(info[_wire.I_EXEMPLARS]),
-        n_metadata=int(info[_wire.I_META]),
-    )
-    _wire.scan(buf, version, 1, _empty32(n_sym), _empty32(n_sym), out.lab_noff, out.lab_nlen,
-               out.lab_voff, out.lab_vlen, out.ser_first, out.ser_count, out.smp_series,
-               out.smp_ts, out.smp_bits, info)
-    _raise_for(info, version)
-    return out
+    """Decode a whole request into arrays of its own, every label parsed (tests, tools)."""
+    req = Decoder(initial=16).decode(buf, version)
+    fields = {name: getattr(req, name).copy() if isinstance(getattr(req, name), np.ndarray)
+              and name != "buf" else getattr(req, name) for name in req.__dataclass_fields__}
+    own = DecodedRequest(**fields)
+    parse_labels(own, np.arange(own.n_series, dtype=np.int64))
+    return own
 
 
 def _raise_for(info: NDArray[np.int64], version: int) -> None:

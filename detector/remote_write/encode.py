@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cramjam
 
@@ -24,7 +24,7 @@ class Series:
     samples: Sequence[tuple[int, float]] = ()
     n_exemplars: int = 0
     n_histograms: int = 0
-    extra: bytes = field(default=b"")  # raw unknown fields appended to the TimeSeries
+    extra: bytes = b""  # raw unknown fields appended to the TimeSeries
 
 
 def varint(n: int) -> bytes:
@@ -38,7 +38,7 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def field(number: int, payload: bytes) -> bytes:
+def delimited(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
@@ -47,23 +47,27 @@ def _sample(ts_ms: int, value: float) -> bytes:
     return b"\x09" + struct.pack("<d", value) + b"\x10" + varint(ts_ms)
 
 
+def label_fields(labels: Labels) -> bytes:
+    """The ``Label`` fields (field 1) of a 1.0 ``TimeSeries``, in the given order."""
+    return b"".join(delimited(1, delimited(1, name.encode()) + delimited(2, value.encode()))
+                    for name, value in labels)
+
+
 def encode_v1(series: Iterable[Series], *, n_metadata: int = 0) -> bytes:
     """A ``prometheus.WriteRequest`` (uncompressed protobuf)."""
     out = bytearray()
     for s in series:
-        ts = bytearray()
-        for name, value in s.labels:
-            ts += field(1, field(1, name.encode()) + field(2, value.encode()))
+        ts = bytearray(label_fields(s.labels))
         for t, v in s.samples:
-            ts += field(2, _sample(t, v))
+            ts += delimited(2, _sample(t, v))
         for _ in range(s.n_exemplars):
-            ts += field(3, field(1, field(1, b"trace_id") + field(2, b"abc")))
+            ts += delimited(3, delimited(1, delimited(1, b"trace_id") + delimited(2, b"abc")))
         for _ in range(s.n_histograms):
-            ts += field(4, b"\x08\x01")
+            ts += delimited(4, b"\x08\x01")
         ts += s.extra
-        out += field(1, bytes(ts))
+        out += delimited(1, bytes(ts))
     for k in range(n_metadata):
-        out += field(3, b"\x08\x01" + field(2, f"metric_{k}".encode()))
+        out += delimited(3, b"\x08\x01" + delimited(2, f"metric_{k}".encode()))
     return bytes(out)
 
 
@@ -79,16 +83,16 @@ def encode_v2(series: Iterable[Series]) -> bytes:
         refs = bytearray()
         for name, value in s.labels:
             refs += varint(ref(name)) + varint(ref(value))
-        ts = field(1, bytes(refs))
+        ts = delimited(1, bytes(refs))
         for t, v in s.samples:
-            ts += field(2, _sample(t, v))
+            ts += delimited(2, _sample(t, v))
         for _ in range(s.n_histograms):
-            ts += field(3, b"\x08\x01")
+            ts += delimited(3, b"\x08\x01")
         for _ in range(s.n_exemplars):
-            ts += field(4, b"\x08\x01")
+            ts += delimited(4, b"\x08\x01")
         ts += s.extra
-        body += field(5, bytes(ts))
-    head = b"".join(field(4, sym.encode()) for sym in symbols)
+        body += delimited(5, bytes(ts))
+    head = b"".join(delimited(4, sym.encode()) for sym in symbols)
     return head + bytes(body)
 
 

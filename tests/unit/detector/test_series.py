@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
+from detector import _index
 from detector.config import DetectorConfig, Limits, SeriesRule
 from detector.errors import DecodeError
 from detector.remote_write import decode, encode
-from detector.series import OVER_LIMIT, UNKNOWN, UNTRACKED, SeriesRegistry
+from detector.series import OVER_LIMIT, UNKNOWN, UNTRACKED, ByteIndex, SeriesRegistry
 
 
 def _req(*label_sets):
@@ -50,28 +51,61 @@ def test_rule_and_global_limits_drop_new_series():
     assert reg.rule_series == [1, 2]
 
 
-def test_hash_collision_never_merges_series():
-    reg = SeriesRegistry(DetectorConfig())
-    a, b = _labels("a"), _labels("b")
-    reg.resolve(_req(a))
-    req_b = _req(b)
-    hashes = np.empty(1, np.int64)
-    values = np.empty(1, np.int32)
-    from detector import _index
+def test_hash_collision_never_merges_keys():
+    index = ByteIndex(max_entries=10)
+    keys = np.frombuffer(b"series-aseries-b", np.uint8)
+    off = np.array([0, 8], np.int32)
+    length = np.array([8, 8], np.int32)
+    hashes, values = index.lookup(keys, off, length)
+    assert values.tolist() == [UNKNOWN, UNKNOWN]
+    index.insert(keys, off, length, hashes, np.array([0]), np.array([7], np.int32))
+    # forge a collision: key a now claims key b's hash, placed where b probes first
+    index._hash[0] = hashes[1]
+    index._ht[:] = -1
+    _index.rehash(index._hash, 1, index._ht)
+    _, values = index.lookup(keys, off, length)
+    assert values.tolist() == [UNKNOWN, UNKNOWN]
 
-    _index.lookup(req_b.buf, req_b.lab_noff, req_b.lab_nlen, req_b.lab_voff, req_b.lab_vlen,
-                  req_b.ser_first, req_b.ser_count, reg._ht, reg._entry_off, reg._entry_len,
-                  reg._entry_hash, reg._entry_value, reg._arena, hashes, values)
-    # forge a collision: make a's stored hash equal b's and put a where b would probe first
-    reg._entry_hash[0] = hashes[0]
-    reg._ht[:] = -1
-    _index.rehash(reg._entry_hash, 1, reg._ht)
-    _index.lookup(req_b.buf, req_b.lab_noff, req_b.lab_nlen, req_b.lab_voff, req_b.lab_vlen,
-                  req_b.ser_first, req_b.ser_count, reg._ht, reg._entry_off, reg._entry_len,
-                  reg._entry_hash, reg._entry_value, reg._arena, hashes, values)
-    assert values[0] == UNKNOWN
-    assert reg.resolve(_req(b)).values.tolist() == [1]
-    assert reg.labels == [a, b]
+
+def test_one_series_one_slot_whatever_the_encoding():
+    reg = SeriesRegistry(DetectorConfig())
+    labels = _labels("x", job="a")
+    assert reg.resolve(_req(labels)).values.tolist() == [0]
+    raw2 = encode.encode_v2([encode.Series(labels=labels, samples=[(2, 1.0)])])
+    assert reg.resolve(decode.decode_request(np.frombuffer(raw2, np.uint8), 2)
+                       ).values.tolist() == [0]
+    # the same labels with an unknown field inside one Label message: other wire bytes
+    odd = _v1_with_extra_label_field(labels)
+    assert reg.resolve(decode.decode_request(np.frombuffer(odd, np.uint8), 1)
+                       ).values.tolist() == [0]
+    assert reg.n_tracked == 1
+
+
+def _v1_with_extra_label_field(labels):
+    """Build a 1.0 body whose 'job' Label message carries an extra unknown varint field."""
+    def delimited(n, payload):
+        return encode.delimited(n, payload)
+
+    ts = b""
+    for name, value in labels:
+        inner = delimited(1, name.encode()) + delimited(2, value.encode())
+        if name == "job":
+            inner += b"\x18\x01"
+        ts += delimited(1, inner)
+    ts += delimited(2, b"\x09" + b"\x00" * 8 + b"\x10\x03")
+    return delimited(1, ts)
+
+
+def test_series_with_interleaved_label_fields_still_resolve():
+    reg = SeriesRegistry(DetectorConfig())
+    labels = _labels("x", job="a")
+    sample = encode.delimited(2, b"\x09" + b"\x00" * 8 + b"\x10\x05")
+    body = encode.delimited(1, encode.label_fields(labels[:1]) + sample
+                            + encode.label_fields(labels[1:]))
+    req = decode.decode_request(np.frombuffer(body, np.uint8), 1)
+    assert int(req.ser_key_len[0]) == -1
+    assert reg.resolve(req).values.tolist() == [0]
+    assert reg.resolve(_req(labels)).values.tolist() == [0]
 
 
 def test_registry_grows_past_initial_capacity():
