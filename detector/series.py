@@ -133,6 +133,17 @@ class SeriesRegistry:
     def rule_of(self, slot: int) -> SeriesRule:
         return self.rules[int(self.slot_rule[slot])]
 
+    def resolve_known(self, req: DecodedRequest) -> Resolution | None:
+        """The values of a request whose series are all known, or None; changes nothing."""
+        if req.version == 1:
+            _, values = self.wire.lookup(req.buf, req.ser_key_off, req.ser_key_len)
+        else:
+            which = np.arange(req.n_series, dtype=np.int64)
+            _, values = self.canonical.lookup(*self._canonical_keys(req, which))
+        if np.any(values == UNKNOWN):
+            return None
+        return Resolution(values, 0, 0, 0)
+
     def resolve(self, req: DecodedRequest) -> Resolution:
         """Find or assign the value of every series in ``req``.
 
