@@ -56,7 +56,7 @@ def list_series(request: web.Request, registry: SeriesRegistry,
             continue
         seen = slot < p.capacity and int(p.n_samples[slot]) + int(p.stale[slot]) > 0
         data.append({
-            "labels": dict(registry.labels[slot]),
+            "labels": dict(registry.labels_of(slot)),
             "rule": registry.rule_of(slot).name,
             "last_timestamp_ms": int(p.last_ts[slot]) if seen else None,
             "last_value": format_value(float(p.last_value[slot])) if seen else None,

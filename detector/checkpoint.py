@@ -37,8 +37,8 @@ def save(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> int:
     n = registry.n_tracked
     tmp = state_dir / (SERIES_FILE + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
-        for labels in registry.labels:
-            fh.write(json.dumps(labels, ensure_ascii=False) + "\n")
+        for slot in range(n):
+            fh.write(json.dumps(registry.labels_of(slot), ensure_ascii=False) + "\n")
     tables = {name: getattr(pipeline, name)[:n] for name in _PIPELINE_TABLES}
     tables.update({f"robust_{k}": pipeline.robust.arrays[k][:n] for k in _ROBUST_STATE})
     tmp_tables = state_dir / "tables.tmp.npz"

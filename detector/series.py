@@ -41,6 +41,28 @@ class Resolution:
     new_over_limit: int
 
 
+def decode_canonical(key: bytes) -> Labels:
+    """Canonical key bytes (varint length + name, varint length + value, ...) -> labels."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    parts: list[str] = []
+    while pos < len(key):
+        n = shift = 0
+        while True:
+            b = key[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        parts.append(key[pos:pos + n].decode("utf-8"))
+        pos += n
+        if len(parts) == 2:
+            out.append((parts[0], parts[1]))
+            parts = []
+    return tuple(out)
+
+
 class ByteIndex:
     """Growable byte-key -> int32 table over the ``_index`` kernels; one thread at a time."""
 
@@ -54,6 +76,11 @@ class ByteIndex:
         self._arena = np.empty(1 << 16, dtype=np.uint8)
         self._arena_used = 0
         self.n_entries = 0
+
+    def key(self, entry: int) -> bytes:
+        """The stored bytes of entry ``entry``."""
+        off = int(self._off[entry])
+        return self._arena[off:off + int(self._len[entry])].tobytes()
 
     def lookup(self, keys: NDArray[np.uint8], key_off: NDArray[np.int32],
                key_len: NDArray[np.int32]) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
@@ -117,8 +144,9 @@ class SeriesRegistry:
         self.rules: tuple[SeriesRule, ...] = cfg.series
         self._selectors: tuple[Selector | None, ...] = tuple(r.selector() for r in self.rules)
         self.rule_series = [0] * len(self.rules)
-        self.labels: list[Labels] = []  # by slot
+        self.n_tracked = 0
         self.slot_rule = np.empty(1024, dtype=np.int32)
+        self.slot_entry = np.empty(1024, dtype=np.int32)  # slot -> canonical index entry
         self.n_ignored = 0
         self._limit_logged: set[int] = set()
         known = cfg.limits.max_series + cfg.limits.max_ignored_series
@@ -126,9 +154,13 @@ class SeriesRegistry:
         self.wire = ByteIndex(2 * known)
         self._canon_buf = np.empty(1 << 16, dtype=np.uint8)
 
-    @property
-    def n_tracked(self) -> int:
-        return len(self.labels)
+    def labels_of(self, slot: int) -> Labels:
+        """The label set of a tracked series, decoded from the canonical index.
+
+        Labels are not kept as Python objects per series: at 100k series that alone was
+        about 190 MB.
+        """
+        return decode_canonical(self.canonical.key(int(self.slot_entry[slot])))
 
     def rule_of(self, slot: int) -> SeriesRule:
         return self.rules[int(self.slot_rule[slot])]
@@ -219,17 +251,18 @@ class SeriesRegistry:
             if selector is not None and not selector.matches(as_dict):
                 continue
             full_rule = rule.max_series is not None and self.rule_series[index] >= rule.max_series
-            if full_rule or len(self.labels) >= self.limits.max_series:
+            if full_rule or self.n_tracked >= self.limits.max_series:
                 if index not in self._limit_logged:
                     self._limit_logged.add(index)
                     which = f"rule {rule.name!r} max_series" if full_rule else "limits.max_series"
                     log.warning("series limit reached (%s); new series of rule %r are dropped "
                                 "and counted in vigil_series_dropped_total", which, rule.name)
                 return OVER_LIMIT
-            slot = len(self.labels)
-            self.labels.append(labels)
+            slot = self.n_tracked
+            self.n_tracked += 1
             if slot >= self.slot_rule.shape[0]:
                 self.slot_rule = np.resize(self.slot_rule, 2 * self.slot_rule.shape[0])
+                self.slot_entry = np.resize(self.slot_entry, self.slot_rule.shape[0])
             self.slot_rule[slot] = index
             self.rule_series[index] += 1
             return slot
@@ -271,9 +304,13 @@ class SeriesRegistry:
             which.append(j)
             new_values.append(value)
         if which:
-            self.canonical.insert(keys, key_off, key_len, hashes,
-                                  np.array(which, dtype=np.int64),
-                                  np.array(new_values, dtype=np.int32))
+            first_entry = self.canonical.n_entries
+            added = self.canonical.insert(keys, key_off, key_len, hashes,
+                                          np.array(which, dtype=np.int64),
+                                          np.array(new_values, dtype=np.int32))
+            for m, value in enumerate(new_values[:added]):
+                if value >= 0:
+                    self.slot_entry[value] = first_entry + m
         return tracked, untracked, over
 
     def _remember_wire_keys(self, req: DecodedRequest, unknown: NDArray[np.int64],
@@ -300,10 +337,10 @@ class SeriesRegistry:
 
     def select(self, selectors: Sequence[Selector]) -> Iterator[int]:
         """Slots of tracked series matching any of ``selectors`` (all when none given)."""
-        for slot, labels in enumerate(self.labels):
+        for slot in range(self.n_tracked):
             if not selectors:
                 yield slot
                 continue
-            as_dict = dict(labels)
+            as_dict = dict(self.labels_of(slot))
             if any(sel.matches(as_dict) for sel in selectors):
                 yield slot

@@ -27,7 +27,7 @@ def test_known_series_keep_their_slot_and_untracked_are_remembered():
     again = reg.resolve(_req(c, b, a))
     assert again.values.tolist() == [UNTRACKED, 1, 0]
     assert again.new_tracked == again.new_untracked == 0
-    assert reg.labels == [a, b]
+    assert [reg.labels_of(slot) for slot in range(reg.n_tracked)] == [a, b]
 
 
 def test_same_series_twice_in_one_request_gets_one_slot():
