@@ -32,6 +32,7 @@ class IngestMetrics:
     detect_seconds: Histogram
     loop_lag_seconds: Histogram
     worker_errors: Counter
+    ingest_path: Counter
 
 
 def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
@@ -77,4 +78,7 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
                               "a timer scheduled every 100 ms."),
         worker_errors=counter("vigil_worker_errors", "Unexpected errors in the detector "
                               "worker (the batch is dropped and logged)."),
+        ingest_path=counter("vigil_remote_write_ingest_path", "Requests decoded on the event "
+                            "loop (inline: all series known) or in the decode thread (thread: "
+                            "new series, a big body, or the registry busy).", ("path",)),
     )

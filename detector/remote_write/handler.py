@@ -101,6 +101,9 @@ class WriteHandler:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self.executor, self.ingestor.ingest, body,
                                                 version)
+            self.metrics.ingest_path.labels("thread").inc()
+        else:
+            self.metrics.ingest_path.labels("inline").inc()
         self.metrics.decode_seconds.observe(time.perf_counter() - t0)
         return result
 

@@ -144,3 +144,17 @@ async def test_state_dir_checkpoint_survives_restart(aiohttp_client, tmp_path):
     assert (await client2.post("/api/v1/write", data=data, headers=V1)).status == 204
     await rt2.wait_idle()
     assert rt2.pipeline.last_value[0] != 99.0
+
+
+async def test_known_series_are_decoded_inline_and_new_ones_in_the_thread(aiohttp_client):
+    client, rt = await start(aiohttp_client)
+    for t in (1, 2, 3):
+        data = body([series("x", t, 1.0), series("y", t, 2.0)])
+        assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    data = body([series("x", 4, 1.0), series("z", 4, 2.0)])
+    assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_remote_write_ingest_path_total{path="thread"} 2.0' in metrics
+    assert 'vigil_remote_write_ingest_path_total{path="inline"} 2.0' in metrics
+    await rt.wait_idle()
+    assert int(rt.pipeline.last_ts[0]) == 4
