@@ -27,6 +27,7 @@ setup: $(VENV)/.installed debs
 lint: setup
 	$(VENV)/bin/ruff check detector remediator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)

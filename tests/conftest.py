@@ -32,3 +32,20 @@ SAMPLES = SHARED / "samples"
 @pytest.fixture
 def samples() -> Path:
     return SAMPLES
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks():
+    """Fail a test that leaves asyncio tasks of its own running (kopf's habit)."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        yield
+        return
+    before = asyncio.all_tasks(loop)
+    yield
+    leaked = [t for t in asyncio.all_tasks(loop) - before
+              if not t.done() and t is not asyncio.current_task()]
+    assert not leaked, f"test left tasks running: {leaked}"

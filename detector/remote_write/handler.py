@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 
 # bodies whose snappy header announces more than this are decoded off the event loop
 INLINE_DECODE_BYTES = 1 << 20
+# requests waiting for the decode thread before new ones get 503 (a flood of new series
+# must not pile up bodies in memory)
+MAX_THREAD_BACKLOG = 16
+
+
+class DecodeThreadBusyError(Exception):
+    """Too many requests are waiting for the decode thread."""
 
 
 class WriteHandler:
@@ -39,6 +46,7 @@ class WriteHandler:
         self.executor = executor
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self._thread_backlog = 0
 
     def _authorized(self, request: web.Request) -> bool:
         if self.token is None:
@@ -71,6 +79,9 @@ class WriteHandler:
         except DecodeError as exc:
             log.debug("refused remote-write request: %s", exc)
             return self._reply(version, 400, str(exc))
+        except DecodeThreadBusyError:
+            return self._reply(version, 503, "too many requests with new series are waiting "
+                               "to be decoded; retry later", {"Retry-After": "1"})
         finally:
             self.metrics.request_seconds.observe(time.perf_counter() - start)
         self._count(result)
@@ -79,15 +90,15 @@ class WriteHandler:
             return self._reply(version, 503, "detector queue is full; retry later",
                                {"Retry-After": "1"})
         self.metrics.queue_samples.set(self.queue.depth)
-        headers = {}
-        if version == 2:
-            headers = {
-                "X-Prometheus-Remote-Write-Samples-Written": str(result.n_samples),
-                "X-Prometheus-Remote-Write-Histograms-Written": str(result.n_histograms),
-                "X-Prometheus-Remote-Write-Exemplars-Written": str(result.n_exemplars),
-            }
-        self.metrics.requests.labels(str(version), "204").inc()
-        return web.Response(status=204, headers=headers)
+        written = (result.n_samples - result.n_over_limit, result.n_histograms,
+                   result.n_exemplars)
+        if version == 2 and result.n_over_limit:
+            # 2.0 forbids a 2xx when something was not written; a 400 with the counts says
+            # what was, and the sender does not retry
+            return self._reply(version, 400, f"{result.n_over_limit} samples of series over "
+                               "the series limit were not written (limits.max_series or a "
+                               "rule's max_series)", written=written)
+        return self._reply(version, 204, "", written=written)
 
     async def _ingest(self, body: bytes, version: int) -> Ingested:
         """The steady state (small body, known series) runs inline: a few hundred µs of
@@ -98,9 +109,15 @@ class WriteHandler:
         if len(body) < 10 or decode.snappy_length(body) <= INLINE_DECODE_BYTES:
             result = self.ingestor.ingest_known(body, version)
         if result is None:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.executor, self.ingestor.ingest, body,
-                                                version)
+            if self._thread_backlog >= MAX_THREAD_BACKLOG:
+                raise DecodeThreadBusyError
+            self._thread_backlog += 1
+            try:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self.executor, self.ingestor.ingest, body,
+                                                    version)
+            finally:
+                self._thread_backlog -= 1
             self.metrics.ingest_path.labels("thread").inc()
         else:
             self.metrics.ingest_path.labels("inline").inc()
@@ -127,6 +144,15 @@ class WriteHandler:
             m.series_dropped.labels("series_limit").inc(result.new_over_limit)
 
     def _reply(self, version: int, status: int, reason: str,
-               headers: dict[str, str] | None = None) -> web.Response:
+               headers: dict[str, str] | None = None,
+               written: tuple[int, int, int] = (0, 0, 0)) -> web.Response:
+        """A response; 2.0 always carries the -Written headers, on errors too."""
         self.metrics.requests.labels(str(version), str(status)).inc()
+        headers = dict(headers or {})
+        if version == 2:
+            headers["X-Prometheus-Remote-Write-Samples-Written"] = str(written[0])
+            headers["X-Prometheus-Remote-Write-Histograms-Written"] = str(written[1])
+            headers["X-Prometheus-Remote-Write-Exemplars-Written"] = str(written[2])
+        if status == 204:
+            return web.Response(status=204, headers=headers)
         return web.Response(status=status, text=reason + "\n", headers=headers)

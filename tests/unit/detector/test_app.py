@@ -158,3 +158,38 @@ async def test_known_series_are_decoded_inline_and_new_ones_in_the_thread(aiohtt
     assert 'vigil_remote_write_ingest_path_total{path="inline"} 2.0' in metrics
     await rt.wait_idle()
     assert int(rt.pipeline.last_ts[0]) == 4
+
+
+async def test_v2_over_limit_is_400_with_counts_and_v1_stays_204(aiohttp_client):
+    cfg = DetectorConfig(limits=Limits(max_series=1))
+    client, rt = await start(aiohttp_client, cfg)
+    s = [encode.Series(labels=[("__name__", "a")], samples=[(1, 1.0)]),
+         encode.Series(labels=[("__name__", "b")], samples=[(1, 1.0), (2, 2.0)])]
+    resp = await client.post("/api/v1/write", data=body(s, 2), headers=V2)
+    assert resp.status == 400
+    assert "not written" in await resp.text()
+    assert resp.headers["X-Prometheus-Remote-Write-Samples-Written"] == "1"
+    resp = await client.post("/api/v1/write", data=body(s, 1), headers=V1)
+    assert resp.status == 204
+    await rt.wait_idle()
+    assert rt.registry.n_tracked == 1
+
+
+async def test_v2_errors_carry_zero_written_headers(aiohttp_client):
+    client, _ = await start(aiohttp_client)
+    resp = await client.post("/api/v1/write", data=b"\x05abc", headers=V2)
+    assert resp.status == 400
+    assert resp.headers["X-Prometheus-Remote-Write-Samples-Written"] == "0"
+
+
+async def test_decode_thread_backlog_answers_503(aiohttp_client, monkeypatch):
+    from detector.remote_write import handler
+
+    client, rt = await start(aiohttp_client)
+    monkeypatch.setattr(handler, "MAX_THREAD_BACKLOG", 0)
+    resp = await client.post("/api/v1/write", data=body([series("new", 1, 1.0)]), headers=V1)
+    assert resp.status == 503
+    assert rt.registry.n_tracked == 0
+    monkeypatch.setattr(handler, "MAX_THREAD_BACKLOG", 16)
+    resp = await client.post("/api/v1/write", data=body([series("new", 1, 1.0)]), headers=V1)
+    assert resp.status == 204
