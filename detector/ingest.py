@@ -1,5 +1,5 @@
-"""One remote-write request, from body bytes to a queued Batch. Pure except for the
-registry and queue it is given; no HTTP here.
+"""One remote-write request, from body bytes to a Batch for the detectors. No HTTP and no
+queue here; the only state it changes is the series registry it is given.
 
 This module owns the order of the steps (size limits, snappy, decode, series resolution,
 routing of samples) and their outcome as a value the handler maps to a status code.
