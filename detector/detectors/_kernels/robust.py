@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, types
 
 from detector.detectors._kernels import SAFE_FASTMATH
+from detector.detectors._kernels.tail import score_from_z
 
 _f64 = types.Array(types.float64, 1, "C")
 _i32 = types.Array(types.int32, 1, "C")
@@ -37,7 +38,7 @@ def robust_score_learn(
     """Score then learn ``values[i]`` for series ``slots[i]``, in order.
 
     ``score`` is the probability that a normal sample is less extreme (two-sided Gaussian
-    tail of the robust z-score); it is 0 while the series warms up.
+    tail of the robust z-score, see ``tail.py``); it is 0 while the series warms up.
     """
     for i in range(slots.shape[0]):
         s = slots[i]
@@ -57,8 +58,7 @@ def robust_score_learn(
         if n[s] < warmup[s]:
             p = 0.0
         else:
-            z = abs(x - level[s]) / sigma
-            p = math.erf(z / math.sqrt(2.0))
+            p = score_from_z(abs(x - level[s]) / sigma)
         score[i] = p
         if p >= protect[s]:
             continue

@@ -1,0 +1,246 @@
+"""The Numenta Anomaly Benchmark: run Vigil's detectors over NAB's files and score them.
+
+Our own implementation of NAB's published scoring (see ../shared/nab/README.md): labelled
+windows, the scaled sigmoid, the probationary period, the three cost profiles, one
+threshold per profile chosen by sweeping every distinct score of the corpus, and the
+normalisation between the null and the perfect detector. ``tests/unit/bench`` checks it
+reproduces the reference figures of NAB's windowed-Gaussian baseline.
+
+    python -m bench.nab run --detector default --data DIR --out DIR
+    python -m bench.nab score --results DIR/default --data DIR [--windows FILE]
+
+``run`` streams every CSV under DIR through a fresh detector, one row at a time in file
+order, and writes ``OUT/NAME/<category>/NAME_<file>.csv`` (timestamp,value,anomaly_score).
+``score`` prints a table, and as its last line one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PROFILES = {
+    "standard": (1.0, 0.11, 1.0),
+    "reward_low_FP_rate": (1.0, 0.22, 1.0),
+    "reward_low_FN_rate": (1.0, 0.11, 2.0),
+}
+PROBATION = "probationary"
+
+
+def scaled_sigmoid(y: float) -> float:
+    """NAB's scaled sigmoid: 2/(1+e^(5y)) - 1, and -1 beyond y = 3."""
+    if y > 3.0:
+        return -1.0
+    return 2.0 / (1.0 + math.exp(5.0 * y)) - 1.0
+
+
+def probation_rows(n: int) -> int:
+    return min(math.floor(0.15 * n), 750)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One scored row: its score, its sweep value and the window it belongs to."""
+
+    score: float
+    sweep: float  # credit if detected (inside a window) or cost (outside)
+    window: object  # None outside windows, PROBATION, or a (file, index) key
+
+
+def read_series(path: Path) -> tuple[list[str], list[float]]:
+    """NAB CSV -> (timestamps as written, values). Copes with CRLF and repeated stamps."""
+    stamps: list[str] = []
+    values: list[float] = []
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        if header[:2] != ["timestamp", "value"]:
+            raise ValueError(f"{path}:1: expected a 'timestamp,value' header, got {header}")
+        for row in reader:
+            if row:
+                stamps.append(row[0].strip())
+                values.append(float(row[1]))
+    return stamps, values
+
+
+def _stamp(text: str) -> str:
+    """Windows are written with microseconds; data rows without."""
+    return text.split(".")[0]
+
+
+def file_points(name: str, stamps: Sequence[str], scores: Sequence[float],
+                windows: Sequence[Sequence[str]], weights: tuple[float, float, float]
+                ) -> list[Point]:
+    """NAB's per-file sweep values for one profile (``weights`` = A_TP, A_FP, A_FN)."""
+    a_tp, a_fp, _ = weights
+    limits = [(_stamp(a), _stamp(b)) for a, b in windows]
+    probation = probation_rows(len(stamps))
+    points: list[Point] = []
+    cur: int | None = None
+    right = width = 0
+    prev_right: int | None = None
+    prev_width = 0
+    next_window = 0
+    for i, (stamp, score) in enumerate(zip(stamps, scores, strict=True)):
+        if cur is None and next_window < len(limits) and stamp == limits[next_window][0]:
+            cur = next_window
+            next_window += 1
+            end = limits[cur][1]
+            right = next(j for j in range(i, len(stamps)) if stamps[j] == end)
+            width = right - i + 1
+        if cur is not None:
+            sweep = scaled_sigmoid(-(right - i + 1) / width) * a_tp / scaled_sigmoid(-1.0)
+        elif prev_right is None:
+            sweep = -1.0 * a_fp
+        else:
+            sweep = scaled_sigmoid(abs(prev_right - i) / (prev_width - 1)) * a_fp
+        window: object = PROBATION if i < probation else (None if cur is None else (name, cur))
+        points.append(Point(score, sweep, window))
+        if cur is not None and i == right:
+            prev_right, prev_width = right, width
+            cur = None
+    return points
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileResult:
+    threshold: float
+    raw: float
+    normalised: float
+    tp: int
+    fp: int
+    fn: int
+
+
+def sweep(points: Iterable[Point], n_windows: int, weights: tuple[float, float, float]
+          ) -> ProfileResult:
+    """Best threshold over every distinct score, and the normalised corpus score there."""
+    _, _, a_fn = weights
+    pts = list(points)
+    parts: dict[object, float] = {}
+    for p in pts:
+        if p.window is not None and p.window != PROBATION:
+            parts[p.window] = -a_fn
+    fp_cost = 0.0
+    best = (-math.inf, 1.1, 0, 0)
+    tp_windows: set[object] = set()
+    fp_rows = 0
+    ordered = sorted(pts, key=lambda p: p.score, reverse=True)
+    current = 1.1
+    window_total = sum(parts.values())
+    for p in [*ordered, Point(-1.0, 0.0, PROBATION)]:
+        if p.score != current:
+            score = window_total + fp_cost
+            if score > best[0]:
+                best = (score, current, len(tp_windows), fp_rows)
+            current = p.score
+        if p.window is None:
+            fp_cost += p.sweep
+            fp_rows += 1
+        elif p.window != PROBATION:
+            if p.sweep > parts[p.window]:
+                window_total += p.sweep - parts[p.window]
+                parts[p.window] = p.sweep
+            tp_windows.add(p.window)
+    raw, threshold, tp, fp = best
+    a_tp = weights[0]
+    perfect, null = a_tp * n_windows, -a_fn * n_windows
+    return ProfileResult(threshold=threshold, raw=raw,
+                         normalised=100.0 * (raw - null) / (perfect - null),
+                         tp=tp, fp=fp, fn=len(parts) - tp)
+
+
+def load_windows(path: Path) -> dict[str, list[list[str]]]:
+    data: dict[str, list[list[str]]] = json.loads(path.read_text())
+    return data
+
+
+def result_file(results: Path, name: str, key: str) -> Path:
+    category, filename = key.split("/")
+    return results / category / f"{name}_{filename}"
+
+
+def score_results(results: Path, name: str, windows: dict[str, list[list[str]]]
+                  ) -> dict[str, ProfileResult]:
+    """Score the result files of detector ``name`` for every file listed in ``windows``."""
+    out = {}
+    files = []
+    for key in sorted(windows):
+        path = result_file(results, name, key)
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        files.append((key, [r["timestamp"].strip() for r in rows],
+                      [float(r["anomaly_score"]) for r in rows]))
+    n_windows = sum(len(w) for w in windows.values())
+    for profile, weights in PROFILES.items():
+        points: list[Point] = []
+        for key, stamps, scores in files:
+            points.extend(file_points(key, stamps, scores, windows[key], weights))
+        out[profile] = sweep(points, n_windows, weights)
+    return out
+
+
+# ------------------------------------------------------------------------------- running
+
+def run(detector: str, data: Path, out: Path) -> dict[str, float]:
+    """Stream every CSV under ``data`` through a fresh detector; write NAB result files."""
+    from bench.nabdetect import build_detector
+
+    t0 = time.perf_counter()
+    rows = 0
+    for path in sorted(data.glob("*/*.csv")):
+        stamps, values = read_series(path)
+        det = build_detector(detector)
+        scores = det.score_stream(stamps, values)
+        target = out / detector / path.parent.name / f"{detector}_{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["timestamp", "value", "anomaly_score"])
+            for stamp, value, score in zip(stamps, values, scores, strict=True):
+                w.writerow([stamp, repr(value), repr(float(score))])
+        rows += len(values)
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.nab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--detector", default="default")
+    r.add_argument("--data", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True)
+    s = sub.add_parser("score")
+    s.add_argument("--results", type=Path, required=True, help="OUT/NAME from `run`")
+    s.add_argument("--name", help="file prefix (default: the results folder's name)")
+    s.add_argument("--windows", type=Path, help="labelled windows (default: DATA/../windows_dev.json)")
+    s.add_argument("--data", type=Path, help="the data folder (to find windows_dev.json)")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        figures = run(args.detector, args.data, args.out)
+        print(json.dumps(figures))
+        return 0
+    windows_path = args.windows or (args.data.parent / "windows_dev.json" if args.data else None)
+    if windows_path is None:
+        parser.error("score needs --windows or --data")
+    name = args.name or args.results.name
+    results = score_results(args.results, name, load_windows(windows_path))
+    figures: dict[str, object] = {"detector": name}
+    for profile, res in results.items():
+        print(f"{profile:<20} {res.normalised:7.2f}  threshold {res.threshold:.6g}  "
+              f"windows detected {res.tp}, missed {res.fn}, FP rows {res.fp}")
+        figures[profile] = {"score": round(res.normalised, 4), "threshold": res.threshold,
+                            "raw": res.raw, "tp": res.tp, "fn": res.fn, "fp_rows": res.fp}
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
