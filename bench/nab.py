@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("score")
     s.add_argument("--results", type=Path, required=True, help="OUT/NAME from `run`")
     s.add_argument("--name", help="file prefix (default: the results folder's name)")
-    s.add_argument("--windows", type=Path, help="labelled windows (default: DATA/../windows_dev.json)")
+    s.add_argument("--windows", type=Path,
+                   help="labelled windows (default: DATA/../windows_dev.json)")
     s.add_argument("--data", type=Path, help="the data folder (to find windows_dev.json)")
     args = parser.parse_args(argv)
     if args.command == "run":

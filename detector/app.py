@@ -75,10 +75,11 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
     req = decode.decode_request(raw, 1)
     reg.resolve(req)
     p = Pipeline(pipeline_metrics, capacity=4)
-    from detector.config import RobustParams
+    from detector.config import EnsembleParams, RobustParams
 
-    p.process([Batch(slots=np.zeros(1, np.int32), ts=np.ones(1, np.int64),
-                     bits=np.zeros(1, np.uint64), new_slots=[(0, RobustParams())])])
+    p.process([Batch(slots=np.arange(2, dtype=np.int32), ts=np.ones(2, np.int64),
+                     bits=np.zeros(2, np.uint64),
+                     new_slots=[(0, RobustParams()), (1, EnsembleParams())])])
 
 
 def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from detector import yamlsrc
 from detector.errors import ConfigError, SelectorError
@@ -34,13 +42,45 @@ class RobustParams(_Model):
     min_scale: float = Field(1e-9, ge=0.0, description="absolute floor of the scale, so a flat series does not divide by zero")
 
 
+class EnsembleParams(_Model):
+    """The default detector: level, sustained-shift and daily-profile signals, each
+    calibrated by its own history (see docs/detectors.md)."""
+
+    kind: Literal["ensemble"] = "ensemble"
+    alpha_fast: float = Field(0.01, gt=0.0, lt=1.0, description="weight of a new sample in the fast level and variance")
+    alpha_slow: float = Field(0.002, gt=0.0, lt=1.0, description="weight of a new sample in the slow level (shift and seasonal signals)")
+    alpha_season: float = Field(0.05, gt=0.0, le=1.0, description="weight of a new visit in its time-of-day bin")
+    clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many sigmas are clipped before the fast level learns them")
+    decay: float = Field(0.9995, gt=0.0, lt=1.0, description="per-sample forgetting of the calibration histograms")
+    short_samples: int = Field(10, ge=2, le=1000, description="samples averaged by the sustained-shift signal")
+    season_bins: int = Field(48, ge=0, le=2016, description="time-of-day bins of the seasonal profile; 0 turns it off")
+    season_period_s: float = Field(86400.0, gt=0.0, description="period of the seasonal profile")
+    season_min_visits: int = Field(7, ge=1, description="visits of a bin before the seasonal signal uses it")
+    refractory_samples: int = Field(300, ge=0, description="samples damped after a score at or above refractory_above")
+    refractory_above: float = Field(0.997, gt=0.0, le=1.0)
+    band_sigmas: float = Field(3.29, gt=0.0, description="half-width of the expected band, in sigmas")
+
+
+def _kind_of(value: object) -> str:
+    """The detector kind of raw or built params; ``ensemble`` when the key is omitted."""
+    if isinstance(value, dict):
+        return str(value.get("kind", "ensemble"))
+    return str(getattr(value, "kind", "ensemble"))
+
+
+DetectorParams = Annotated[
+    Annotated[RobustParams, Tag("robust")] | Annotated[EnsembleParams, Tag("ensemble")],
+    Discriminator(_kind_of),
+]
+
+
 class SeriesRule(_Model):
     """Which series are tracked, and with which detector settings. First match wins."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     match: str | None = Field(None, description='PromQL-style selector, e.g. {__name__=~"http_.*", job="api"}; none = every series')
     max_series: int | None = Field(None, ge=1, description="series this rule may track; new ones beyond are dropped and counted")
-    detector: RobustParams = RobustParams()
+    detector: DetectorParams = EnsembleParams()
 
     @field_validator("match")
     @classmethod

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.config import RobustParams
+from detector.config import DetectorParams
 from detector.errors import DecodeError
 from detector.pipeline import Batch
 from detector.remote_write import decode
@@ -83,7 +83,7 @@ class Ingestor:
         return self._route(req, res, new_slots)
 
     def _route(self, req: decode.DecodedRequest, res: Resolution,
-               new_slots: list[tuple[int, RobustParams]]) -> Ingested:
+               new_slots: list[tuple[int, DetectorParams]]) -> Ingested:
         per_sample = res.values[req.smp_series]
         tracked = per_sample >= 0
         batch = Batch(

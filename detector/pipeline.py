@@ -18,9 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector import _track
-from detector.config import RobustParams
+from detector.config import DetectorParams
 from detector.detectors.base import Scores
-from detector.detectors.robust import RobustFamily
+from detector.detectors.router import DetectorSet
 from detector.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Batch:
     slots: NDArray[np.int32]
     ts: NDArray[np.int64]
     bits: NDArray[np.uint64]  # raw value bits: the staleness marker is one specific NaN
-    new_slots: Sequence[tuple[int, RobustParams]] = field(default=())
+    new_slots: Sequence[tuple[int, DetectorParams]] = field(default=())
 
     @property
     def n_samples(self) -> int:
@@ -116,7 +116,7 @@ class Pipeline:
         self.last_expected = np.zeros(0, dtype=np.float64)
         self.last_lower = np.zeros(0, dtype=np.float64)
         self.last_upper = np.zeros(0, dtype=np.float64)
-        self.robust = RobustFamily(capacity)
+        self.detectors = DetectorSet()
         self.processed = 0  # samples taken off the queue, for tests and /readyz
         self._ensure(capacity)
 
@@ -138,15 +138,23 @@ class Pipeline:
         self.last_expected = grow(self.last_expected, np.nan)
         self.last_lower = grow(self.last_lower, np.nan)
         self.last_upper = grow(self.last_upper, np.nan)
-        self.robust.ensure(size)
         self.capacity = size
+
+    def _reset(self, slot: int) -> None:
+        self.last_ts[slot] = np.iinfo(np.int64).min
+        self.last_value[slot] = np.nan
+        self.n_samples[slot] = 0
+        self.stale[slot] = 0
+        for table in (self.last_score, self.last_expected, self.last_lower, self.last_upper):
+            table[slot] = np.nan
 
     def process(self, batches: Sequence[Batch]) -> None:
         """Apply batches in order: new slots first, then one kernel pass over all samples."""
         for batch in batches:
             for slot, params in batch.new_slots:
                 self._ensure(slot + 1)
-                self.robust.configure(slot, params)
+                self._reset(slot)
+                self.detectors.configure(slot, params)
         if len(batches) == 1:
             slots, ts, bits = batches[0].slots, batches[0].ts, batches[0].bits
         else:
@@ -164,7 +172,7 @@ class Pipeline:
         k_slots = slots[mask]
         k_values = bits[mask].view(np.float64)
         out = Scores.empty(int(k_slots.shape[0]))
-        self.robust.score_learn(k_slots, k_values, out)
+        self.detectors.score_learn(k_slots, ts[mask], k_values, out)
         hits = _track.record(k_slots, out.score, out.expected, out.lower, out.upper,
                              self.last_score, self.last_expected, self.last_lower,
                              self.last_upper, REPORT_THRESHOLD)

@@ -59,6 +59,29 @@ def format_loc(loc: Loc) -> str:
     return out or "(root)"
 
 
+def _source_loc(data: Any, loc: Loc) -> Loc:
+    """The part of a validation error's ``loc`` that names places in the document.
+
+    pydantic inserts the names of union members and tags (``robust``,
+    ``function-after[...]``) into ``loc``; they are skipped by walking the data itself.
+    A missing or extra key is the last part of ``loc`` and is kept.
+    """
+    out: list[str | int] = []
+    node = data
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and not last:
+            continue  # a union member's name
+        else:
+            node = None
+        out.append(part)
+    return tuple(out)
+
+
 def _line_for(loc: Loc, lines: dict[Loc, int]) -> int:
     while loc not in lines and loc:
         loc = loc[:-1]
@@ -88,7 +111,7 @@ def parse_text(text: str, model: type[M], *, source: str) -> M:
     except pydantic.ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            loc = _source_loc(data, tuple(err["loc"]))
             problems.append(f"{source}:{_line_for(loc, lines)}: {format_loc(loc)}: {err['msg']}")
         raise YamlSourceError(problems) from exc
 

@@ -1,8 +1,9 @@
-"""What every detector family provides, and the per-sample output they share.
+"""What every detector family provides, the per-sample output they share, and the table
+of families (``KINDS``).
 
-A family keeps the state of all the series it watches in one struct-of-arrays table and
-updates a whole batch in one kernel call. This module owns the shared output type
-``Scores`` and the family protocol; it holds no state.
+A family keeps the state of all the series it watches, for one parameter set, in
+struct-of-arrays tables, and updates a whole batch in one kernel call. This module holds
+no state.
 """
 
 from __future__ import annotations
@@ -27,16 +28,34 @@ class Scores:
     def empty(cls, n: int) -> Scores:
         return cls(*(np.empty(n, dtype=np.float64) for _ in range(4)))
 
+    def take(self, index: NDArray[np.intp]) -> Scores:
+        return Scores(self.score[index], self.expected[index], self.lower[index],
+                      self.upper[index])
+
+    def put(self, index: NDArray[np.intp], part: Scores) -> None:
+        self.score[index] = part.score
+        self.expected[index] = part.expected
+        self.lower[index] = part.lower
+        self.upper[index] = part.upper
+
 
 class Family(Protocol):
-    """One detector family: the state of every series it watches, in one table."""
+    """One detector family with one parameter set: the state of every series it watches."""
+
+    capacity: int
 
     def ensure(self, n_slots: int) -> None:
-        """Grow the table to hold at least ``n_slots`` series."""
+        """Grow the tables to hold at least ``n_slots`` series."""
 
-    def configure(self, slot: int, params: object) -> None:
-        """Give slot ``slot`` fresh state and the given parameters."""
+    def configure(self, slot: int) -> None:
+        """Give slot ``slot`` fresh state."""
 
-    def score_learn(self, slots: NDArray[np.int32], values: NDArray[np.float64],
-                    out: Scores) -> None:
+    def arrays(self) -> dict[str, NDArray[np.float64] | NDArray[np.float32]]:
+        """The state tables by name, one row per slot (for checkpoints and tests)."""
+
+    def bytes_per_series(self) -> int:
+        """State bytes per series."""
+
+    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
+                    values: NDArray[np.float64], out: Scores) -> None:
         """Score each sample against the state before it, then learn it."""

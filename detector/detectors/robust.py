@@ -1,8 +1,7 @@
-"""The robust-level family: parameters per slot, the state table and its kernel call.
+"""The robust-level family: its state table, parameters and kernel call.
 
-This module owns the table of the robust-level detector (count, level, scale per slot and
-the per-slot parameters chosen by the series rule). The arithmetic lives in
-``_kernels/robust.py``.
+This module owns the table of the robust-level detector (count, level, scale per slot)
+for one parameter set. The arithmetic lives in ``_kernels/robust.py``.
 """
 
 from __future__ import annotations
@@ -11,48 +10,53 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.config import RobustParams
-from detector.detectors._kernels.robust import robust_score_learn
+from detector.detectors._kernels import robust as k
 from detector.detectors.base import Scores
 
-_STATE = ("n", "level", "scale")
-_PARAMS = ("alpha", "clip", "warmup", "band", "protect", "min_scale")
+
+def params_vector(p: RobustParams) -> NDArray[np.float64]:
+    v = np.zeros(k.N_PARAMS, dtype=np.float64)
+    v[k.P_ALPHA] = p.alpha
+    v[k.P_CLIP] = p.clip_sigmas
+    v[k.P_WARMUP] = p.warmup_samples
+    v[k.P_BAND] = p.band_sigmas
+    v[k.P_PROTECT] = p.protect_above
+    v[k.P_MIN_SCALE] = p.min_scale
+    return v
 
 
 class RobustFamily:
     """Struct-of-arrays state of the robust-level detector for many series."""
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, params: RobustParams, capacity: int = 1024) -> None:
+        self.params = params
+        self.vector = params_vector(params)
         self.capacity = 0
-        self.arrays: dict[str, NDArray[np.float64]] = {
-            name: np.zeros(0, dtype=np.float64) for name in _STATE + _PARAMS
-        }
+        self.state = np.zeros((0, k.N_STATE), dtype=np.float64)
         self.ensure(capacity)
+
+    def arrays(self) -> dict[str, NDArray[np.float64]]:
+        return {"state": self.state}
+
+    def bytes_per_series(self) -> int:
+        return int(self.state.itemsize * self.state.shape[1])
 
     def ensure(self, n_slots: int) -> None:
         if n_slots <= self.capacity:
             return
         size = max(n_slots, 2 * self.capacity, 1024)
-        for name, arr in self.arrays.items():
-            grown = np.zeros(size, dtype=np.float64)
-            grown[: arr.shape[0]] = arr
-            self.arrays[name] = grown
+        grown = np.zeros((size, k.N_STATE), dtype=np.float64)
+        grown[: self.state.shape[0]] = self.state
+        self.state = grown
         self.capacity = size
 
-    def configure(self, slot: int, params: RobustParams) -> None:
+    def configure(self, slot: int) -> None:
         self.ensure(slot + 1)
-        a = self.arrays
-        a["n"][slot] = 0.0
-        a["level"][slot] = 0.0
-        a["scale"][slot] = 0.0
-        a["alpha"][slot] = params.alpha
-        a["clip"][slot] = params.clip_sigmas
-        a["warmup"][slot] = params.warmup_samples
-        a["band"][slot] = params.band_sigmas
-        a["protect"][slot] = params.protect_above
-        a["min_scale"][slot] = params.min_scale
+        self.state[slot] = 0.0
 
-    def score_learn(self, slots: NDArray[np.int32], values: NDArray[np.float64],
-                    out: Scores) -> None:
+    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
+                    values: NDArray[np.float64], out: Scores) -> None:
+        del ts_ms  # the robust level does not depend on time
         if slots.shape != values.shape or slots.shape != out.score.shape:
             raise ValueError(
                 f"robust: {slots.shape[0]} slots, {values.shape[0]} values and "
@@ -61,10 +65,7 @@ class RobustFamily:
         if slots.shape[0] and int(slots.max()) >= self.capacity:
             raise ValueError(f"robust: slot {int(slots.max())} is beyond the table "
                              f"({self.capacity}); call ensure() first")
-        a = self.arrays
-        robust_score_learn(
-            np.ascontiguousarray(slots, dtype=np.int32),
-            np.ascontiguousarray(values, dtype=np.float64),
-            a["n"], a["level"], a["scale"], a["alpha"], a["clip"], a["warmup"], a["band"],
-            a["protect"], a["min_scale"], out.score, out.expected, out.lower, out.upper,
-        )
+        k.robust_score_learn(np.ascontiguousarray(slots, dtype=np.int32),
+                             np.ascontiguousarray(values, dtype=np.float64),
+                             self.state, self.vector, out.score, out.expected, out.lower,
+                             out.upper)

@@ -1,6 +1,10 @@
 import math
 
+import numpy as np
+import pytest
+
 from detector.config import DetectorConfig, Limits, SeriesRule
+from detector.errors import DetectorError
 from detector.remote_write import encode
 from tests.conftest import SAMPLES
 from tests.unit.detector.apphelpers import V1, V2, body, series, start
@@ -130,20 +134,35 @@ async def test_health_and_readiness(aiohttp_client):
 async def test_state_dir_checkpoint_survives_restart(aiohttp_client, tmp_path):
     client, rt = await start(aiohttp_client, state_dir=tmp_path)
     for t in range(1, 41):
-        data = body([series("x", t, 10.0 + t % 3), series("y", t, 5.0)])
+        data = body([series("x", t * 1000, 10.0 + t % 3), series("y", t * 1000, 5.0)])
         assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
     await rt.wait_idle()
-    level = float(rt.pipeline.robust.arrays["level"][0])
+    before = {k: v[:2].copy() for k, v in rt.pipeline.detectors.families[0].arrays().items()}
     await client.close()
-    assert (tmp_path / "series.jsonl").exists()
+    assert (tmp_path / "CURRENT").exists()
     client2, rt2 = await start(aiohttp_client, state_dir=tmp_path)
     assert rt2.registry.n_tracked == 2
-    assert int(rt2.pipeline.last_ts[0]) == 40
-    assert float(rt2.pipeline.robust.arrays["level"][0]) == level
-    data = body([series("x", 40, 99.0)])  # a retried old batch stays a no-op
+    assert int(rt2.pipeline.last_ts[0]) == 40_000
+    after = rt2.pipeline.detectors.families[0].arrays()
+    for name, rows in before.items():
+        assert np.array_equal(after[name][:2], rows), name
+    data = body([series("x", 40_000, 99.0)])  # a retried old batch stays a no-op
     assert (await client2.post("/api/v1/write", data=data, headers=V1)).status == 204
     await rt2.wait_idle()
     assert rt2.pipeline.last_value[0] != 99.0
+
+
+async def test_damaged_checkpoint_refuses_to_start(aiohttp_client, tmp_path):
+    client, rt = await start(aiohttp_client, state_dir=tmp_path)
+    data = body([series("x", 1, 1.0)])
+    assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt.wait_idle()
+    await client.close()
+    where = tmp_path / "checkpoints" / (tmp_path / "CURRENT").read_text()
+    with (where / "tables.npz").open("ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(DetectorError, match="checksum mismatch"):
+        await start(aiohttp_client, state_dir=tmp_path)
 
 
 async def test_known_series_are_decoded_inline_and_new_ones_in_the_thread(aiohttp_client):

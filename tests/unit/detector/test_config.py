@@ -34,6 +34,7 @@ def test_errors_carry_file_line_and_path(tmp_path):
         "  - name: api\n"
         "    match: '{job=\"api\"'\n"
         "    detector:\n"
+        "      kind: robust\n"
         "      alpha: 2\n"
         "  - name: api\n"
         "    colour: red\n"
@@ -43,8 +44,8 @@ def test_errors_carry_file_line_and_path(tmp_path):
     text = str(info.value)
     assert f"{path}:2: limits.max_series: Input should be greater than or equal to 1" in text
     assert f"{path}:5: series[0].match: Value error, selector" in text
-    assert f"{path}:7: series[0].detector.alpha: Input should be less than 1" in text
-    assert f"{path}:9: series[1].colour: Extra inputs are not permitted" in text
+    assert f"{path}:8: series[0].detector.alpha: Input should be less than 1" in text
+    assert f"{path}:10: series[1].colour: Extra inputs are not permitted" in text
 
 
 def test_duplicate_rule_names_are_refused(tmp_path):
@@ -59,3 +60,14 @@ def test_invalid_yaml_reports_line(tmp_path):
     path.write_text("limits:\n  max_series: [1,\n")
     with pytest.raises(ConfigError, match=rf"{path}:\d+: \(root\): invalid YAML"):
         load_config(path)
+
+
+def test_detector_kind_defaults_to_ensemble_and_unknown_kind_is_refused(tmp_path):
+    path = tmp_path / "k.yaml"
+    path.write_text("series:\n  - name: a\n    detector: {alpha_fast: 0.05}\n"
+                    "  - name: b\n    detector: {kind: prophet}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:5: series[1].detector: Input tag 'prophet'" in str(info.value)
+    path.write_text("series:\n  - name: a\n    detector: {alpha_fast: 0.05}\n")
+    assert load_config(path).series[0].detector.kind == "ensemble"

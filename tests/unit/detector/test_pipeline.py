@@ -4,8 +4,6 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from detector.config import RobustParams
-from detector.detectors.base import Scores
-from detector.detectors.robust import RobustFamily
 from detector.metrics import build_metrics
 from detector.pipeline import Batch, Pipeline, SampleQueue
 
@@ -19,6 +17,11 @@ def _bits(values):
 def _batch(slots, ts, values, new=()):
     return Batch(slots=np.array(slots, np.int32), ts=np.array(ts, np.int64),
                  bits=_bits(values), new_slots=new)
+
+
+def _state(p, slot):
+    """The robust family's state row of ``slot``: (n, level, scale)."""
+    return p.detectors.families[0].state[p.detectors.row_of[slot]]
 
 
 def _pipeline():
@@ -40,7 +43,7 @@ def test_staleness_marker_marks_stale_and_is_not_learned():
     p.process([_batch([0, 0], [1, 2], [5.0, stale], new=[(0, RobustParams())])])
     assert p.stale[0] == 1
     assert p.last_value[0] == 5.0
-    assert p.robust.arrays["n"][0] == 1.0
+    assert _state(p, 0)[0] == 1.0
     p.process([_batch([0], [3], [6.0])])
     assert p.stale[0] == 0
 
@@ -50,33 +53,8 @@ def test_nan_and_inf_are_kept_as_values_but_not_learned():
     p.process([_batch([0, 0, 0], [1, 2, 3], [5.0, np.nan, np.inf], new=[(0, RobustParams())])])
     assert np.isinf(p.last_value[0])
     assert int(p.n_samples[0]) == 3
-    assert p.robust.arrays["n"][0] == 1.0
+    assert _state(p, 0)[0] == 1.0
     assert np.isnan(p.last_score[0])
-
-
-def test_robust_scores_level_shift_above_noise_and_is_chunk_invariant():
-    rng = np.random.default_rng(7)
-    x = np.concatenate([rng.normal(10, 1, 300), rng.normal(20, 1, 20)])
-    slots = np.zeros(x.shape[0], np.int32)
-    whole, parts = RobustFamily(2), RobustFamily(2)
-    whole.configure(0, RobustParams())
-    parts.configure(0, RobustParams())
-    out = Scores.empty(x.shape[0])
-    whole.score_learn(slots, x, out)
-    pieces = [Scores.empty(n) for n in (1, 99, 150, 70)]
-    start = 0
-    for piece in pieces:
-        n = piece.score.shape[0]
-        parts.score_learn(slots[start:start + n], x[start:start + n], piece)
-        start += n
-    joined = np.concatenate([p.score for p in pieces])
-    assert np.array_equal(out.score, joined)
-    for key in ("n", "level", "scale"):
-        assert np.array_equal(whole.arrays[key], parts.arrays[key])
-    assert out.score[:30].max() == 0.0  # warming up
-    assert np.quantile(out.score[30:300], 0.99) < 0.999
-    assert out.score[300] > 0.999999
-    assert out.lower[299] < 10 < out.upper[299]
 
 
 def test_queue_refuses_past_its_bound_but_never_loses_new_slots():

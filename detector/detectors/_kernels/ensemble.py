@@ -1,0 +1,167 @@
+"""Kernel of the ensemble family, the default detector: three signals, each calibrated by
+its own history, combined into one score.
+
+Per series, per sample (scored against the state before it, then learned):
+
+1. *level*: |z| of the value against a fast exponentially weighted level and variance
+   (``alpha_fast``), which learn residuals clipped at ``clip_sigmas`` so one outlier does
+   not drag them;
+2. *shift*: |mean| of the last ``short`` residuals against a slow level (``alpha_slow``),
+   standardised: a sustained shift too small to stand out sample by sample;
+3. *seasonal*: |z| of the residual of a daily profile of ``season_bins`` time-of-day bins
+   (bin means learned at ``alpha_season``) on top of a slow level; used once the sample's
+   bin has been seen ``season_min_visits`` times.
+
+Each signal's tail probability is its *empirical* one: a histogram of past values of that
+signal (``HIST_BINS`` log-spaced bins, forgetting at ``decay`` per sample) gives the share
+of past samples at least as extreme; beyond everything seen, the Gaussian tail breaks
+ties. The score is ``1 - min(1, k * min(p))`` over the k signals consulted (Bonferroni),
+so 0.999 means about one normal sample in a thousand scores as high. After a score of at
+least ``refractory_above``, scores of the next ``refractory_samples`` samples of the series
+are damped (x0.9): one incident is reported at its onset, not on every sample.
+
+Non-finite values score NaN and leave the state unchanged. numpy and numba only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+
+from detector.detectors._kernels import SAFE_FASTMATH
+
+HIST_BINS = 32
+N_SIGNALS = 3
+_HIST_SCALE = HIST_BINS / 4.0  # log1p(z) in [0, 4) spread over the bins: z up to ~53
+
+# per-series scalar state, one row of ``state`` per slot
+S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE = range(9)
+N_STATE = 9
+# parameters, one vector for the family
+(P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
+ P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND) = range(12)
+N_PARAMS = 12
+
+_f64 = types.Array(types.float64, 1, "C")
+_f64_2 = types.Array(types.float64, 2, "C")
+_f32_2 = types.Array(types.float32, 2, "C")
+_i32 = types.Array(types.int32, 1, "C")
+_i64 = types.Array(types.int64, 1, "C")
+# slots, ts_ms, values, state, ring, season, visits, hist, htot, params, score, expected,
+# lower, upper
+SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64,
+                       _f64, _f64, _f64, _f64)
+
+
+@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+def _tail(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: float) -> float:
+    """Empirical tail probability of ``z`` for signal k of series s, then learn z."""
+    b = min(int(math.log1p(z) * _HIST_SCALE), HIST_BINS - 1)
+    base = k * HIST_BINS
+    ge = 0.0
+    for j in range(b, HIST_BINS):
+        ge += hist[s, base + j]
+    p = (ge + 1.0) / (htot[s, k] + 2.0)
+    if ge < 1.0:  # beyond what this series has shown: the Gaussian tail breaks ties
+        p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
+    for j in range(HIST_BINS):
+        hist[s, base + j] *= decay
+    hist[s, base + b] += 1.0
+    htot[s, k] = htot[s, k] * decay + 1.0
+    return p
+
+
+@njit(SIGNATURE, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+def ensemble_score_learn(
+    slots: np.ndarray, ts_ms: np.ndarray, values: np.ndarray, state: np.ndarray,
+    ring: np.ndarray, season: np.ndarray, visits: np.ndarray, hist: np.ndarray,
+    htot: np.ndarray, params: np.ndarray, score: np.ndarray, expected: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray,
+) -> None:
+    """Score then learn ``values[i]`` (at ``ts_ms[i]``) for series ``slots[i]``, in order."""
+    a1 = params[P_ALPHA_FAST]
+    a2 = params[P_ALPHA_SLOW]
+    sa = params[P_ALPHA_SEASON]
+    clip = params[P_CLIP]
+    decay = params[P_DECAY]
+    short = int(params[P_SHORT])
+    nbins = int(params[P_BINS])
+    period = np.int64(params[P_PERIOD_MS])
+    min_visits = params[P_MIN_VISITS]
+    refractory = params[P_REFRACTORY]
+    refractory_above = params[P_REFRACTORY_ABOVE]
+    band = params[P_BAND]
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        x = values[i]
+        st = state[s]
+        b = int((ts_ms[i] % period) * nbins // period) if nbins > 0 else 0
+        seasonal_on = nbins > 0 and visits[s, b] >= min_visits
+        s1 = math.sqrt(st[S_V1])
+        ss = math.sqrt(st[S_SV])
+        if st[S_N] == 0:
+            expected[i] = np.nan
+            lower[i] = np.nan
+            upper[i] = np.nan
+        elif seasonal_on:
+            expected[i] = st[S_L] + season[s, b]
+            lower[i] = expected[i] - band * ss
+            upper[i] = expected[i] + band * ss
+        else:
+            expected[i] = st[S_M1]
+            lower[i] = st[S_M1] - band * s1
+            upper[i] = st[S_M1] + band * s1
+        if not math.isfinite(x):
+            score[i] = np.nan
+            continue
+        if st[S_N] == 0:
+            st[S_M1] = x
+            st[S_M2] = x
+            st[S_L] = x
+        # 1. level
+        d1 = x - st[S_M1]
+        if s1 > 0.0:
+            z1 = abs(d1) / s1
+        else:
+            z1 = 0.0 if d1 == 0.0 else 50.0
+        # 2. shift: mean of the last `short` standardised residuals against the slow level
+        s2 = math.sqrt(st[S_V2])
+        e2 = (x - st[S_M2]) / s2 if s2 > 0.0 else 0.0
+        r = int(st[S_N]) % short
+        st[S_RSUM] += e2 - ring[s, r]
+        ring[s, r] = e2
+        zs = abs(st[S_RSUM]) / math.sqrt(short)
+        p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 1, zs, decay))
+        k = 2.0
+        # 3. seasonal
+        if nbins > 0:
+            e3 = x - st[S_L] - season[s, b]
+            if seasonal_on:
+                z3 = abs(e3) / ss if ss > 0.0 else 0.0
+                p = min(p, _tail(hist, htot, s, 2, z3, decay))
+                k = 3.0
+            resid = x - st[S_L]
+            st[S_L] += a2 * (x - season[s, b] - st[S_L])
+            if visits[s, b] == 0:
+                season[s, b] = resid
+            else:
+                season[s, b] += sa * (resid - season[s, b])
+            visits[s, b] += 1.0
+            st[S_SV] = (1.0 - a1) * (st[S_SV] + a1 * e3 * e3)
+        sc = 1.0 - min(1.0, k * p)
+        if st[S_N] - st[S_LAST_FIRE] < refractory:
+            sc *= 0.9
+        elif sc >= refractory_above:
+            st[S_LAST_FIRE] = st[S_N]
+        score[i] = sc
+        # learn the levels: the fast one from a clipped residual, its variance from the full
+        if s1 > 0.0 and abs(d1) > clip * s1:
+            d1 = clip * s1 if d1 > 0.0 else -clip * s1
+        st[S_M1] += a1 * d1
+        st[S_V1] = (1.0 - a1) * (st[S_V1] + a1 * d1 * d1)
+        d2 = x - st[S_M2]
+        st[S_M2] += a2 * d2
+        st[S_V2] = (1.0 - a2) * (st[S_V2] + a2 * d2 * d2)
+        st[S_N] += 1.0

@@ -1,0 +1,91 @@
+"""The ensemble family (the default detector): state table, parameters and kernel call.
+
+This module owns the struct-of-arrays table of the ensemble detector for many series and
+the translation of ``EnsembleParams`` into the kernel's parameter vector. The arithmetic
+and its documentation live in ``_kernels/ensemble.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.config import EnsembleParams
+from detector.detectors._kernels import ensemble as k
+from detector.detectors.base import Scores
+
+_NEVER = -1e18  # "last fired" of a series that never fired
+
+
+def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
+    v = np.zeros(k.N_PARAMS, dtype=np.float64)
+    v[k.P_ALPHA_FAST] = p.alpha_fast
+    v[k.P_ALPHA_SLOW] = p.alpha_slow
+    v[k.P_ALPHA_SEASON] = p.alpha_season
+    v[k.P_CLIP] = p.clip_sigmas
+    v[k.P_DECAY] = p.decay
+    v[k.P_SHORT] = p.short_samples
+    v[k.P_BINS] = p.season_bins
+    v[k.P_PERIOD_MS] = p.season_period_s * 1000.0
+    v[k.P_MIN_VISITS] = p.season_min_visits
+    v[k.P_REFRACTORY] = p.refractory_samples
+    v[k.P_REFRACTORY_ABOVE] = p.refractory_above
+    v[k.P_BAND] = p.band_sigmas
+    return v
+
+
+class EnsembleFamily:
+    """Struct-of-arrays state of the ensemble detector for many series, one params set."""
+
+    def __init__(self, params: EnsembleParams, capacity: int = 1024) -> None:
+        self.params = params
+        self.vector = params_vector(params)
+        self.capacity = 0
+        self.state = np.zeros((0, k.N_STATE), dtype=np.float64)
+        self.ring = np.zeros((0, params.short_samples), dtype=np.float32)
+        self.season = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
+        self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
+        self.hist = np.zeros((0, k.N_SIGNALS * k.HIST_BINS), dtype=np.float32)
+        self.htot = np.zeros((0, k.N_SIGNALS), dtype=np.float64)
+        self.ensure(capacity)
+
+    def arrays(self) -> dict[str, NDArray[np.float64] | NDArray[np.float32]]:
+        return {"state": self.state, "ring": self.ring, "season": self.season,
+                "visits": self.visits, "hist": self.hist, "htot": self.htot}
+
+    def bytes_per_series(self) -> int:
+        return sum(a.itemsize * (a.size // max(a.shape[0], 1)) for a in self.arrays().values())
+
+    def ensure(self, n_slots: int) -> None:
+        if n_slots <= self.capacity:
+            return
+        size = max(n_slots, 2 * self.capacity, 1024)
+        for name, arr in self.arrays().items():
+            grown = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype)
+            grown[: arr.shape[0]] = arr
+            setattr(self, name, grown)
+        self.capacity = size
+
+    def configure(self, slot: int) -> None:
+        """Fresh state for ``slot``."""
+        self.ensure(slot + 1)
+        for arr in self.arrays().values():
+            arr[slot] = 0
+        self.state[slot, k.S_LAST_FIRE] = _NEVER
+
+    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
+                    values: NDArray[np.float64], out: Scores) -> None:
+        n = slots.shape[0]
+        if ts_ms.shape[0] != n or values.shape[0] != n or out.score.shape[0] != n:
+            raise ValueError(f"ensemble: {n} slots, {ts_ms.shape[0]} timestamps, "
+                             f"{values.shape[0]} values and {out.score.shape[0]} outputs "
+                             "must have one length")
+        if n and int(slots.max()) >= self.capacity:
+            raise ValueError(f"ensemble: slot {int(slots.max())} is beyond the table "
+                             f"({self.capacity}); call ensure() first")
+        k.ensemble_score_learn(
+            np.ascontiguousarray(slots, dtype=np.int32),
+            np.ascontiguousarray(ts_ms, dtype=np.int64),
+            np.ascontiguousarray(values, dtype=np.float64),
+            self.state, self.ring, self.season, self.visits, self.hist, self.htot,
+            self.vector, out.score, out.expected, out.lower, out.upper)

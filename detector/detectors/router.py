@@ -1,0 +1,61 @@
+"""``DetectorSet``: every family instance of the service and which series each one holds.
+
+This module owns the mapping slot -> (family, row in that family's tables). Series that
+share a parameter set share one family instance, so one kernel call covers them all;
+a batch is split by family only when several are in use. One writer: the detector worker.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.config import DetectorParams
+from detector.detectors.base import Family, Scores
+from detector.detectors.kinds import build_family
+
+
+class DetectorSet:
+    def __init__(self) -> None:
+        self.families: list[Family] = []
+        self.params: list[DetectorParams] = []
+        self.sizes: list[int] = []
+        self._index: dict[DetectorParams, int] = {}
+        self.family_of = np.full(1024, -1, dtype=np.int16)
+        self.row_of = np.zeros(1024, dtype=np.int32)
+
+    def configure(self, slot: int, params: DetectorParams) -> None:
+        """Give ``slot`` fresh state in the family for ``params`` (created on first use)."""
+        f = self._index.get(params)
+        if f is None:
+            f = len(self.families)
+            self._index[params] = f
+            self.families.append(build_family(params))
+            self.params.append(params)
+            self.sizes.append(0)
+        if slot >= self.family_of.shape[0]:
+            size = max(slot + 1, 2 * self.family_of.shape[0])
+            family_of = np.full(size, -1, dtype=np.int16)
+            family_of[: self.family_of.shape[0]] = self.family_of
+            self.family_of = family_of
+            self.row_of = np.resize(self.row_of, size)
+        row = self.sizes[f]
+        self.sizes[f] += 1
+        self.families[f].configure(row)
+        self.family_of[slot] = f
+        self.row_of[slot] = row
+
+    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
+                    values: NDArray[np.float64], out: Scores) -> None:
+        rows = self.row_of[slots]
+        if len(self.families) == 1:
+            self.families[0].score_learn(rows, ts_ms, values, out)
+            return
+        fams = self.family_of[slots]
+        for f, family in enumerate(self.families):
+            index = np.flatnonzero(fams == f)
+            if index.shape[0] == 0:
+                continue
+            part = Scores.empty(int(index.shape[0]))
+            family.score_learn(rows[index], ts_ms[index], values[index], part)
+            out.put(index, part)

@@ -1,0 +1,134 @@
+"""Slow, obviously-correct Python versions of each detector family, one series at a time.
+
+They follow the documented algorithm line by line with plain floats, so a numba kernel
+that compiles to something else (fast-math, integer conversions, a missed state update)
+disagrees with them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from detector.config import EnsembleParams, RobustParams
+
+MAD_TO_SIGMA = math.sqrt(math.pi / 2.0)
+
+
+def f32(x: float) -> float:
+    """Round as the kernels' float32 tables store."""
+    return float(np.float32(x))
+
+
+def _score_from_z(z: float) -> float:
+    x = abs(z) / math.sqrt(2.0)
+    if x < 20.0 and math.erfc(x) > 0.0:
+        lp = math.log10(math.erfc(x))
+    else:
+        lp = (-x * x - math.log(x * math.sqrt(math.pi))) / math.log(10.0)
+    return 1.0 - 10.0 ** lp if lp > -6.0 else 1.0 - 1e-6 / (1.0 + (-6.0 - lp))
+
+
+def robust(params: RobustParams, values: list[float]) -> list[float]:
+    n = level = scale = 0.0
+    out = []
+    for x in values:
+        sigma = max(scale * MAD_TO_SIGMA, params.min_scale + 1e-9 * abs(level))
+        if not math.isfinite(x):
+            out.append(math.nan)
+            continue
+        p = 0.0 if n < params.warmup_samples else _score_from_z(abs(x - level) / sigma)
+        out.append(p)
+        if p >= params.protect_above:
+            continue
+        n += 1
+        if n == 1:
+            level, scale = x, 0.0
+            continue
+        a = max(params.alpha, 1.0 / n)
+        r = x - level
+        if n > params.warmup_samples:
+            r = min(max(r, -params.clip_sigmas * sigma), params.clip_sigmas * sigma)
+        level += a * r
+        scale += a * (abs(r) - scale)
+    return out
+
+
+class _Calibration:
+    """Empirical tail of one signal: a forgetting histogram over log1p(z) (float32)."""
+
+    BINS = 32
+
+    def __init__(self) -> None:
+        self.hist = [0.0] * self.BINS
+        self.total = 0.0
+
+    def tail(self, z: float, decay: float) -> float:
+        b = min(int(math.log1p(z) * self.BINS / 4.0), self.BINS - 1)
+        ge = sum(self.hist[b:])
+        p = (ge + 1.0) / (self.total + 2.0)
+        if ge < 1.0:
+            p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
+        self.hist = [f32(h * decay) for h in self.hist]
+        self.hist[b] = f32(self.hist[b] + 1.0)
+        self.total = self.total * decay + 1.0
+        return p
+
+
+def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> list[float]:
+    q = params
+    n = 0
+    m1 = v1 = m2 = v2 = level = sv = rsum = 0.0
+    ring = [0.0] * q.short_samples
+    season = [0.0] * max(q.season_bins, 1)
+    visits = [0] * max(q.season_bins, 1)
+    cal = [_Calibration(), _Calibration(), _Calibration()]
+    last_fire = -1e18
+    period = int(q.season_period_s * 1000)
+    out = []
+    for t, x in zip(ts_ms, values, strict=True):
+        if not math.isfinite(x):
+            out.append(math.nan)
+            continue
+        b = (t % period) * q.season_bins // period if q.season_bins else 0
+        seasonal_on = q.season_bins > 0 and visits[b] >= q.season_min_visits
+        s1, ss = math.sqrt(v1), math.sqrt(sv)
+        if n == 0:
+            m1 = m2 = level = x
+        d1 = x - m1
+        z1 = abs(d1) / s1 if s1 > 0 else (0.0 if d1 == 0 else 50.0)
+        s2 = math.sqrt(v2)
+        e2 = (x - m2) / s2 if s2 > 0 else 0.0
+        rsum += e2 - ring[n % q.short_samples]
+        ring[n % q.short_samples] = f32(e2)
+        zs = abs(rsum) / math.sqrt(q.short_samples)
+        p = min(cal[0].tail(z1, q.decay), cal[1].tail(zs, q.decay))
+        k = 2.0
+        if q.season_bins:
+            e3 = x - level - season[b]
+            if seasonal_on:
+                z3 = abs(e3) / ss if ss > 0 else 0.0
+                p = min(p, cal[2].tail(z3, q.decay))
+                k = 3.0
+            resid = x - level
+            level += q.alpha_slow * (x - season[b] - level)
+            season[b] = f32(resid if visits[b] == 0 else season[b] + q.alpha_season * (
+                resid - season[b]))
+            visits[b] += 1
+            sv = (1 - q.alpha_fast) * (sv + q.alpha_fast * e3 * e3)
+        sc = 1.0 - min(1.0, k * p)
+        if n - last_fire < q.refractory_samples:
+            sc *= 0.9
+        elif sc >= q.refractory_above:
+            last_fire = n
+        out.append(sc)
+        if s1 > 0 and abs(d1) > q.clip_sigmas * s1:
+            d1 = math.copysign(q.clip_sigmas * s1, d1)
+        m1 += q.alpha_fast * d1
+        v1 = (1 - q.alpha_fast) * (v1 + q.alpha_fast * d1 * d1)
+        d2 = x - m2
+        m2 += q.alpha_slow * d2
+        v2 = (1 - q.alpha_slow) * (v2 + q.alpha_slow * d2 * d2)
+        n += 1
+    return out
