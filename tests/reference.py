@@ -61,17 +61,21 @@ class _Calibration:
     BINS = 32
 
     def __init__(self) -> None:
-        self.hist = [0.0] * self.BINS
+        self.hist = [0.0] * self.BINS  # true weight / self.scale
+        self.scale = 1.0
         self.total = 0.0
 
     def tail(self, z: float, decay: float) -> float:
         b = min(int(math.log1p(z) * self.BINS / 4.0), self.BINS - 1)
-        ge = sum(self.hist[b:])
+        ge = sum(self.hist[b:]) * self.scale
         p = (ge + 1.0) / (self.total + 2.0)
-        if ge < 1.0:
+        if ge < 1.0 - 1e-6:
             p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
-        self.hist = [f32(h * decay) for h in self.hist]
-        self.hist[b] = f32(self.hist[b] + 1.0)
+        self.scale *= decay
+        if self.scale < 1e-30:
+            self.hist = [f32(h * self.scale) for h in self.hist]
+            self.scale = 1.0
+        self.hist[b] = f32(self.hist[b] + 1.0 / self.scale)
         self.total = self.total * decay + 1.0
         return p
 

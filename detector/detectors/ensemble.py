@@ -46,7 +46,8 @@ class EnsembleFamily:
         self.season = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         self.hist = np.zeros((0, k.N_SIGNALS * k.HIST_BINS), dtype=np.float32)
-        self.htot = np.zeros((0, k.N_SIGNALS), dtype=np.float64)
+        # per signal: total weight, then the lazy-forgetting divisor of its bins
+        self.htot = np.zeros((0, 2 * k.N_SIGNALS), dtype=np.float64)
         self.ensure(capacity)
 
     def arrays(self) -> dict[str, NDArray[np.float64] | NDArray[np.float32]]:
@@ -72,6 +73,7 @@ class EnsembleFamily:
         for arr in self.arrays().values():
             arr[slot] = 0
         self.state[slot, k.S_LAST_FIRE] = _NEVER
+        self.htot[slot, k.N_SIGNALS:] = 1.0
 
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:

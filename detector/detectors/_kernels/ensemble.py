@@ -57,18 +57,31 @@ SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f32_2,
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def _tail(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: float) -> float:
-    """Empirical tail probability of ``z`` for signal k of series s, then learn z."""
+    """Empirical tail probability of ``z`` for signal k of series s, then learn z.
+
+    Forgetting is lazy: the stored bins are the true weights divided by
+    ``htot[s, N_SIGNALS + k]`` (decay**n), so a sample touches one bin instead of all,
+    and the bins are rescaled only when that divisor gets tiny.
+    """
     b = min(int(math.log1p(z) * _HIST_SCALE), HIST_BINS - 1)
     base = k * HIST_BINS
+    g = htot[s, N_SIGNALS + k]
     ge = 0.0
     for j in range(b, HIST_BINS):
         ge += hist[s, base + j]
+    ge *= g
     p = (ge + 1.0) / (htot[s, k] + 2.0)
-    if ge < 1.0:  # beyond what this series has shown: the Gaussian tail breaks ties
+    # beyond what this series has shown (less than one sample's weight, allowing for the
+    # rounding of the float32 bins): the Gaussian tail breaks ties
+    if ge < 1.0 - 1e-6:
         p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
-    for j in range(HIST_BINS):
-        hist[s, base + j] *= decay
-    hist[s, base + b] += 1.0
+    g *= decay
+    if g < 1e-30:
+        for j in range(HIST_BINS):
+            hist[s, base + j] *= g
+        g = 1.0
+    hist[s, base + b] += 1.0 / g
+    htot[s, N_SIGNALS + k] = g
     htot[s, k] = htot[s, k] * decay + 1.0
     return p
 
