@@ -45,9 +45,11 @@ class EnsembleFamily:
         self.ring = np.zeros((0, params.short_samples), dtype=np.float32)
         self.season = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
-        self.hist = np.zeros((0, k.N_SIGNALS * k.HIST_BINS), dtype=np.float32)
-        # per signal: total weight, then the lazy-forgetting divisor of its bins
-        self.htot = np.zeros((0, 2 * k.N_SIGNALS), dtype=np.float64)
+        # the seasonal signal's calibration exists only with a seasonal profile
+        self.n_signals = k.N_SIGNALS if params.season_bins > 0 else k.N_SIGNALS - 1
+        self.hist = np.zeros((0, self.n_signals * k.HIST_BINS), dtype=np.float32)
+        # per signal: total weight; then per signal the lazy-forgetting divisor of its bins
+        self.htot = np.zeros((0, 2 * self.n_signals), dtype=np.float64)
         self.ensure(capacity)
 
     def arrays(self) -> dict[str, NDArray[np.float64] | NDArray[np.float32]]:
@@ -73,7 +75,7 @@ class EnsembleFamily:
         for arr in self.arrays().values():
             arr[slot] = 0
         self.state[slot, k.S_LAST_FIRE] = _NEVER
-        self.htot[slot, k.N_SIGNALS:] = 1.0
+        self.htot[slot, self.n_signals:] = 1.0
 
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:

@@ -61,11 +61,13 @@ def _tail(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: f
 
     Forgetting is lazy: the stored bins are the true weights divided by
     ``htot[s, N_SIGNALS + k]`` (decay**n), so a sample touches one bin instead of all,
-    and the bins are rescaled only when that divisor gets tiny.
+    and the bins are rescaled only when that divisor gets tiny. ``htot`` holds, per series,
+    the total weight of each signal, then each signal's divisor.
     """
     b = min(int(math.log1p(z) * _HIST_SCALE), HIST_BINS - 1)
     base = k * HIST_BINS
-    g = htot[s, N_SIGNALS + k]
+    n_signals = htot.shape[1] // 2
+    g = htot[s, n_signals + k]
     ge = 0.0
     for j in range(b, HIST_BINS):
         ge += hist[s, base + j]
@@ -81,7 +83,7 @@ def _tail(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: f
             hist[s, base + j] *= g
         g = 1.0
     hist[s, base + b] += 1.0 / g
-    htot[s, N_SIGNALS + k] = g
+    htot[s, n_signals + k] = g
     htot[s, k] = htot[s, k] * decay + 1.0
     return p
 

@@ -39,5 +39,10 @@ def log10_two_sided_tail(z: float) -> float:
 
 @njit(cache=True, nogil=True)
 def score_from_z(z: float) -> float:
-    """Score of a Gaussian z-score (two-sided)."""
+    """Score of a Gaussian z-score (two-sided). The common case costs one erfc."""
+    x = abs(z) / math.sqrt(2.0)
+    if x < 3.3:  # tail probability above ~3e-6: no logarithms needed
+        p = math.erfc(x)
+        if p > _KNEE:
+            return 1.0 - p
     return score_from_log10_tail(log10_two_sided_tail(z))
