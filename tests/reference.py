@@ -56,7 +56,7 @@ def robust(params: RobustParams, values: list[float]) -> list[float]:
 
 
 class _Calibration:
-    """Empirical tail of one signal: a forgetting histogram over log1p(z) (float32)."""
+    """Empirical tail of one signal: a forgetting histogram over log2(1 + z) (float32)."""
 
     BINS = 32
 
@@ -66,7 +66,10 @@ class _Calibration:
         self.total = 0.0
 
     def tail(self, z: float, decay: float) -> float:
-        b = min(int(math.log1p(z) * self.BINS / 4.0), self.BINS - 1)
+        m, e = math.frexp(1.0 + z)
+        x = 2.0 * m
+        log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
+        b = min(int(log2 * self.BINS / math.log2(math.exp(4.0))), self.BINS - 1)
         ge = sum(self.hist[b:]) * self.scale
         p = (ge + 1.0) / (self.total + 2.0)
         if ge < 1.0 - 1e-6:
