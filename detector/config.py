@@ -53,6 +53,7 @@ class EnsembleParams(_Model):
     clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many sigmas are clipped before the fast level learns them")
     decay: float = Field(0.9995, gt=0.0, lt=1.0, description="per-sample forgetting of the calibration histograms")
     short_samples: int = Field(10, ge=2, le=1000, description="samples averaged by the sustained-shift signal")
+    cusum_k: float = Field(1.0, ge=0.0, description="slack of the CUSUM signal, in sigmas of the slow level")
     season_bins: int = Field(48, ge=0, le=2016, description="time-of-day bins of the seasonal profile; 0 turns it off")
     season_period_s: float = Field(86400.0, gt=0.0, description="period of the seasonal profile")
     season_min_visits: int = Field(7, ge=1, description="visits of a bin before the seasonal signal uses it")

@@ -90,7 +90,8 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
     ring = [0.0] * q.short_samples
     season = [0.0] * max(q.season_bins, 1)
     visits = [0] * max(q.season_bins, 1)
-    cal = [_Calibration(), _Calibration(), _Calibration()]
+    cal = [_Calibration() for _ in range(4)]
+    cup = cdown = 0.0
     last_fire = -1e18
     period = int(q.season_period_s * 1000)
     out = []
@@ -110,14 +111,17 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         rsum += e2 - ring[n % q.short_samples]
         ring[n % q.short_samples] = f32(e2)
         zs = abs(rsum) / math.sqrt(q.short_samples)
-        p = min(cal[0].tail(z1, q.decay), cal[1].tail(zs, q.decay))
-        k = 2.0
+        cup = max(0.0, cup + e2 - q.cusum_k)
+        cdown = max(0.0, cdown - e2 - q.cusum_k)
+        p = min(cal[0].tail(z1, q.decay), cal[1].tail(zs, q.decay),
+                cal[2].tail(max(cup, cdown), q.decay))
+        k = 3.0
         if q.season_bins:
             e3 = x - level - season[b]
             if seasonal_on:
                 z3 = abs(e3) / ss if ss > 0 else 0.0
-                p = min(p, cal[2].tail(z3, q.decay))
-                k = 3.0
+                p = min(p, cal[3].tail(z3, q.decay))
+                k = 4.0
             resid = x - level
             level += q.alpha_slow * (x - season[b] - level)
             season[b] = f32(resid if visits[b] == 0 else season[b] + q.alpha_season * (

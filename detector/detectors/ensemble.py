@@ -31,6 +31,7 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     v[k.P_REFRACTORY] = p.refractory_samples
     v[k.P_REFRACTORY_ABOVE] = p.refractory_above
     v[k.P_BAND] = p.band_sigmas
+    v[k.P_CUSUM_K] = p.cusum_k
     return v
 
 

@@ -8,7 +8,9 @@ Per series, per sample (scored against the state before it, then learned):
    not drag them;
 2. *shift*: |mean| of the last ``short`` residuals against a slow level (``alpha_slow``),
    standardised: a sustained shift too small to stand out sample by sample;
-3. *seasonal*: |z| of the residual of a daily profile of ``season_bins`` time-of-day bins
+3. *cusum*: a two-sided CUSUM of those standardised residuals (slack ``cusum_k``): a
+   drift that accumulates;
+4. *seasonal*: |z| of the residual of a daily profile of ``season_bins`` time-of-day bins
    (bin means learned at ``alpha_season``) on top of a slow level; used once the sample's
    bin has been seen ``season_min_visits`` times.
 
@@ -33,16 +35,16 @@ from numba import njit, types
 from detector.detectors._kernels import SAFE_FASTMATH
 
 HIST_BINS = 32
-N_SIGNALS = 3
+N_SIGNALS = 4  # level, shift, cusum, seasonal (last, so it can be left out)
 _BIN_SCALE = HIST_BINS / math.log2(math.exp(4.0))  # log2(1 + z) for z up to ~53
 
 # per-series scalar state, one row of ``state`` per slot
-S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE = range(9)
-N_STATE = 9
+S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN = range(11)
+N_STATE = 11
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
- P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND) = range(12)
-N_PARAMS = 12
+ P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K) = range(13)
+N_PARAMS = 13
 
 _f64 = types.Array(types.float64, 1, "C")
 _f64_2 = types.Array(types.float64, 2, "C")
@@ -121,6 +123,7 @@ def ensemble_score_learn(
     refractory = params[P_REFRACTORY]
     refractory_above = params[P_REFRACTORY_ABOVE]
     band = params[P_BAND]
+    cusum_k = params[P_CUSUM_K]
     for i in range(slots.shape[0]):
         s = slots[i]
         x = values[i]
@@ -161,15 +164,20 @@ def ensemble_score_learn(
         st[S_RSUM] += e2 - ring[s, r]
         ring[s, r] = e2
         zs = abs(st[S_RSUM]) / math.sqrt(short)
+        # 3. cusum: two-sided CUSUM of the same standardised residuals, slack cusum_k
+        st[S_CUP] = max(0.0, st[S_CUP] + e2 - cusum_k)
+        st[S_CDOWN] = max(0.0, st[S_CDOWN] - e2 - cusum_k)
+        zc = max(st[S_CUP], st[S_CDOWN])
         p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 1, zs, decay))
-        k = 2.0
-        # 3. seasonal
+        p = min(p, _tail(hist, htot, s, 2, zc, decay))
+        k = 3.0
+        # 4. seasonal
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
             if seasonal_on:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
-                p = min(p, _tail(hist, htot, s, 2, z3, decay))
-                k = 3.0
+                p = min(p, _tail(hist, htot, s, 3, z3, decay))
+                k = 4.0
             resid = x - st[S_L]
             st[S_L] += a2 * (x - season[s, b] - st[S_L])
             if visits[s, b] == 0:
