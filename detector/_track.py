@@ -4,10 +4,14 @@
 equal to the series' last one is out of order and dropped (so a retried batch is
 idempotent); the staleness marker (NaN with bits 0x7ff0000000000002) marks the series
 stale and is not learned; any other value, NaN and ±Inf included, becomes the series'
-last value. ``record`` keeps each series' latest score and band. numpy and numba only.
+last value; counter series are turned into per-second rates (a decrease is a counter
+reset), so detectors see how fast a counter grows, not its ever-growing total. ``record``
+keeps each series' latest score and band. numpy and numba only.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, types
@@ -22,15 +26,25 @@ _u64 = types.Array(types.uint64, 1, "C")
 _f64 = types.Array(types.float64, 1, "C")
 _u8 = types.Array(types.uint8, 1, "C")
 
-TRACK_SIG = types.void(_i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _i64)
+TRACK_SIG = types.void(_i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _f64, _i64, _f64, _u8,
+                       _i64)
+NEVER = np.iinfo(np.int64).min
 RECORD_SIG = types.int64(_i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, types.float64)
 
 
 @njit(TRACK_SIG, cache=True, nogil=True)
 def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarray,
-          last_value: np.ndarray, n_samples: np.ndarray, stale: np.ndarray, keep: np.ndarray,
-          counters: np.ndarray) -> None:
-    """Mark in ``keep`` the samples the detectors should see; update per-series state."""
+          last_value: np.ndarray, n_samples: np.ndarray, stale: np.ndarray,
+          is_counter: np.ndarray, rate_prev: np.ndarray, rate_prev_ts: np.ndarray,
+          out_values: np.ndarray, keep: np.ndarray, counters: np.ndarray) -> None:
+    """Apply the sample rules in order; mark in ``keep`` the samples the detectors score.
+
+    ``out_values[i]`` is what the detectors see: the value, or for a counter series its
+    per-second rate since the previous sample (a decrease is a reset, the increase is the
+    new value). A counter's first sample, and its first after a staleness marker, has no
+    rate and is not scored. Non-finite values pass through (the detectors score them NaN)
+    and do not move a counter's reference point.
+    """
     values = bits.view(np.float64)
     for i in range(slots.shape[0]):
         s = slots[i]
@@ -42,12 +56,24 @@ def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarr
         counters[C_ACCEPTED] += 1
         if bits[i] == STALE_BITS:
             stale[s] = 1
+            rate_prev_ts[s] = NEVER
             counters[C_STALE] += 1
             continue
+        x = values[i]
         stale[s] = 0
-        last_value[s] = values[i]
+        last_value[s] = x
         n_samples[s] += 1
+        out_values[i] = x
         keep[i] = 1
+        if not is_counter[s] or not math.isfinite(x):
+            continue
+        if rate_prev_ts[s] == NEVER:
+            keep[i] = 0
+        else:
+            increase = x - rate_prev[s] if x >= rate_prev[s] else x
+            out_values[i] = increase * 1000.0 / (ts[i] - rate_prev_ts[s])
+        rate_prev[s] = x
+        rate_prev_ts[s] = ts[i]
 
 
 @njit(RECORD_SIG, cache=True, nogil=True)

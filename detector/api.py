@@ -58,6 +58,8 @@ def list_series(request: web.Request, registry: SeriesRegistry,
         data.append({
             "labels": dict(registry.labels_of(slot)),
             "rule": registry.rule_of(slot).name,
+            # for a counter, score, expected value and band are about its per-second rate
+            "detected_as": "rate" if registry.is_counter(slot) else "value",
             "last_timestamp_ms": int(p.last_ts[slot]) if seen else None,
             "last_value": format_value(float(p.last_value[slot])) if seen else None,
             "samples": int(p.n_samples[slot]) if seen else 0,

@@ -24,7 +24,7 @@ from detector import api, checkpoint
 from detector.config import DetectorConfig, read_bearer_token
 from detector.ingest import Ingestor
 from detector.metrics import IngestMetrics, build_metrics
-from detector.pipeline import Batch, Pipeline, SampleQueue, run_worker
+from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
 from detector.remote_write.handler import WriteHandler
 from detector.series import SeriesRegistry
 
@@ -79,7 +79,8 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
 
     p.process([Batch(slots=np.arange(2, dtype=np.int32), ts=np.ones(2, np.int64),
                      bits=np.zeros(2, np.uint64),
-                     new_slots=[(0, RobustParams()), (1, EnsembleParams())])])
+                     new_slots=[SlotSpec(0, RobustParams()),
+                                SlotSpec(1, EnsembleParams(), counter=True)])])
 
 
 def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from detector import ingest
 from detector.errors import DetectorError
 from detector.pipeline import Batch, Pipeline
 from detector.remote_write import decode, encode
@@ -40,7 +41,7 @@ FORMAT = "vigil-detector-checkpoint"
 VERSION = 1
 KEEP = 2
 _PIPELINE_TABLES = ("last_ts", "last_value", "n_samples", "stale", "last_score",
-                    "last_expected", "last_lower", "last_upper")
+                    "last_expected", "last_lower", "last_upper", "rate_prev", "rate_prev_ts")
 _CHUNK = 5000
 
 
@@ -145,8 +146,7 @@ def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> in
         res = registry.resolve(req)
         pipeline.process([Batch(
             slots=np.empty(0, np.int32), ts=np.empty(0, np.int64), bits=np.empty(0, np.uint64),
-            new_slots=[(s, registry.rule_of(s).detector)
-                       for s in range(first_new, registry.n_tracked)])])
+            new_slots=ingest.slot_specs(registry, first_new))])
         for i, new_slot in enumerate(res.values.tolist()):
             if new_slot < 0:
                 continue

@@ -82,6 +82,7 @@ class SeriesRule(_Model):
     match: str | None = Field(None, description='PromQL-style selector, e.g. {__name__=~"http_.*", job="api"}; none = every series')
     max_series: int | None = Field(None, ge=1, description="series this rule may track; new ones beyond are dropped and counted")
     detector: DetectorParams = EnsembleParams()
+    transform: Literal["auto", "rate", "none"] = Field("auto", description="rate: detect on the per-second rate of a counter; auto: rate for names ending in _total, _count, _sum or _bucket")
 
     @field_validator("match")
     @classmethod

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.config import DetectorParams
 from detector.errors import DecodeError
-from detector.pipeline import Batch
+from detector.pipeline import Batch, SlotSpec
 from detector.remote_write import decode
 from detector.series import OVER_LIMIT, UNTRACKED, Resolution, SeriesRegistry
 
@@ -33,6 +32,12 @@ class Ingested:
     new_tracked: int
     new_untracked: int
     new_over_limit: int
+
+
+def slot_specs(registry: SeriesRegistry, first: int) -> list[SlotSpec]:
+    """How the slots from ``first`` on (just created) are to be watched."""
+    return [SlotSpec(slot, registry.rule_of(slot).detector, registry.is_counter(slot))
+            for slot in range(first, registry.n_tracked)]
 
 
 class Ingestor:
@@ -78,12 +83,11 @@ class Ingestor:
         with self._lock:
             res = self.registry.resolve(req)
             first_new = self.registry.n_tracked - res.new_tracked
-            new_slots = [(slot, self.registry.rule_of(slot).detector)
-                         for slot in range(first_new, self.registry.n_tracked)]
+            new_slots = slot_specs(self.registry, first_new)
         return self._route(req, res, new_slots)
 
     def _route(self, req: decode.DecodedRequest, res: Resolution,
-               new_slots: list[tuple[int, DetectorParams]]) -> Ingested:
+               new_slots: list[SlotSpec]) -> Ingested:
         per_sample = res.values[req.smp_series]
         tracked = per_sample >= 0
         batch = Batch(

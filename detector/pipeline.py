@@ -29,13 +29,22 @@ REPORT_THRESHOLD = 0.999
 
 
 @dataclass(frozen=True, slots=True)
+class SlotSpec:
+    """How a new slot is watched: its detector parameters, and whether it is a counter."""
+
+    slot: int
+    params: DetectorParams
+    counter: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Samples of tracked series from one request, plus the slots it created."""
 
     slots: NDArray[np.int32]
     ts: NDArray[np.int64]
     bits: NDArray[np.uint64]  # raw value bits: the staleness marker is one specific NaN
-    new_slots: Sequence[tuple[int, DetectorParams]] = field(default=())
+    new_slots: Sequence[SlotSpec] = field(default=())
 
     @property
     def n_samples(self) -> int:
@@ -116,6 +125,9 @@ class Pipeline:
         self.last_expected = np.zeros(0, dtype=np.float64)
         self.last_lower = np.zeros(0, dtype=np.float64)
         self.last_upper = np.zeros(0, dtype=np.float64)
+        self.is_counter = np.zeros(0, dtype=np.uint8)
+        self.rate_prev = np.zeros(0, dtype=np.float64)
+        self.rate_prev_ts = np.zeros(0, dtype=np.int64)
         self.detectors = DetectorSet()
         self.processed = 0  # samples taken off the queue, for tests and /readyz
         self._ensure(capacity)
@@ -138,6 +150,9 @@ class Pipeline:
         self.last_expected = grow(self.last_expected, np.nan)
         self.last_lower = grow(self.last_lower, np.nan)
         self.last_upper = grow(self.last_upper, np.nan)
+        self.is_counter = grow(self.is_counter, 0)
+        self.rate_prev = grow(self.rate_prev, np.nan)
+        self.rate_prev_ts = grow(self.rate_prev_ts, _track.NEVER)
         self.capacity = size
 
     def _reset(self, slot: int) -> None:
@@ -145,16 +160,19 @@ class Pipeline:
         self.last_value[slot] = np.nan
         self.n_samples[slot] = 0
         self.stale[slot] = 0
-        for table in (self.last_score, self.last_expected, self.last_lower, self.last_upper):
+        for table in (self.last_score, self.last_expected, self.last_lower, self.last_upper,
+                      self.rate_prev):
             table[slot] = np.nan
+        self.rate_prev_ts[slot] = _track.NEVER
 
     def process(self, batches: Sequence[Batch]) -> None:
         """Apply batches in order: new slots first, then one kernel pass over all samples."""
         for batch in batches:
-            for slot, params in batch.new_slots:
-                self._ensure(slot + 1)
-                self._reset(slot)
-                self.detectors.configure(slot, params)
+            for spec in batch.new_slots:
+                self._ensure(spec.slot + 1)
+                self._reset(spec.slot)
+                self.is_counter[spec.slot] = spec.counter
+                self.detectors.configure(spec.slot, spec.params)
         if len(batches) == 1:
             slots, ts, bits = batches[0].slots, batches[0].ts, batches[0].bits
         else:
@@ -166,13 +184,14 @@ class Pipeline:
             return
         keep = np.empty(n, dtype=np.uint8)
         counters = np.zeros(3, dtype=np.int64)
+        values = np.empty(n, dtype=np.float64)
         _track.track(slots, ts, bits, self.last_ts, self.last_value, self.n_samples,
-                     self.stale, keep, counters)
+                     self.stale, self.is_counter, self.rate_prev, self.rate_prev_ts, values,
+                     keep, counters)
         mask = keep.view(np.bool_)
-        k_slots = slots[mask]
-        k_values = bits[mask].view(np.float64)
+        k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
         out = Scores.empty(int(k_slots.shape[0]))
-        self.detectors.score_learn(k_slots, ts[mask], k_values, out)
+        self.detectors.score_learn(k_slots, k_ts, k_values, out)
         hits = _track.record(k_slots, out.score, out.expected, out.lower, out.upper,
                              self.last_score, self.last_expected, self.last_lower,
                              self.last_upper, REPORT_THRESHOLD)

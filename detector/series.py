@@ -41,6 +41,15 @@ class Resolution:
     new_over_limit: int
 
 
+COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
+
+
+def _counter(rule: SeriesRule, name: str) -> bool:
+    if rule.transform == "auto":
+        return name.endswith(COUNTER_SUFFIXES)
+    return rule.transform == "rate"
+
+
 def decode_canonical(key: bytes) -> Labels:
     """Canonical key bytes (varint length + name, varint length + value, ...) -> labels."""
     out: list[tuple[str, str]] = []
@@ -147,12 +156,17 @@ class SeriesRegistry:
         self.n_tracked = 0
         self.slot_rule = np.empty(1024, dtype=np.int32)
         self.slot_entry = np.empty(1024, dtype=np.int32)  # slot -> canonical index entry
+        self.slot_counter = np.zeros(1024, dtype=np.uint8)
         self.n_ignored = 0
         self._limit_logged: set[int] = set()
         known = cfg.limits.max_series + cfg.limits.max_ignored_series
         self.canonical = ByteIndex(known)
         self.wire = ByteIndex(2 * known)
         self._canon_buf = np.empty(1 << 16, dtype=np.uint8)
+
+    def is_counter(self, slot: int) -> bool:
+        """Whether the detectors should see this series as a rate (see SeriesRule.transform)."""
+        return bool(self.slot_counter[slot])
 
     def labels_of(self, slot: int) -> Labels:
         """The label set of a tracked series, decoded from the canonical index.
@@ -263,7 +277,9 @@ class SeriesRegistry:
             if slot >= self.slot_rule.shape[0]:
                 self.slot_rule = np.resize(self.slot_rule, 2 * self.slot_rule.shape[0])
                 self.slot_entry = np.resize(self.slot_entry, self.slot_rule.shape[0])
+                self.slot_counter = np.resize(self.slot_counter, self.slot_rule.shape[0])
             self.slot_rule[slot] = index
+            self.slot_counter[slot] = _counter(rule, as_dict.get("__name__", ""))
             self.rule_series[index] += 1
             return slot
         return UNTRACKED

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.config import RobustParams
 from detector.metrics import build_metrics
-from detector.pipeline import Batch, Pipeline, SampleQueue
+from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec
 
 STALE_BITS = 0x7FF0000000000002
 
@@ -30,7 +30,7 @@ def _pipeline():
 
 def test_out_of_order_and_duplicates_are_dropped_idempotently():
     p = _pipeline()
-    p.process([_batch([0, 0, 0], [10, 20, 20], [1.0, 2.0, 3.0], new=[(0, RobustParams())])])
+    p.process([_batch([0, 0, 0], [10, 20, 20], [1.0, 2.0, 3.0], new=[SlotSpec(0, RobustParams())])])
     p.process([_batch([0, 0], [15, 30], [9.0, 4.0])])
     assert int(p.last_ts[0]) == 30
     assert p.last_value[0] == 4.0
@@ -40,7 +40,7 @@ def test_out_of_order_and_duplicates_are_dropped_idempotently():
 def test_staleness_marker_marks_stale_and_is_not_learned():
     p = _pipeline()
     stale = struct.unpack("<d", struct.pack("<Q", STALE_BITS))[0]
-    p.process([_batch([0, 0], [1, 2], [5.0, stale], new=[(0, RobustParams())])])
+    p.process([_batch([0, 0], [1, 2], [5.0, stale], new=[SlotSpec(0, RobustParams())])])
     assert p.stale[0] == 1
     assert p.last_value[0] == 5.0
     assert _state(p, 0)[0] == 1.0
@@ -50,7 +50,8 @@ def test_staleness_marker_marks_stale_and_is_not_learned():
 
 def test_nan_and_inf_are_kept_as_values_but_not_learned():
     p = _pipeline()
-    p.process([_batch([0, 0, 0], [1, 2, 3], [5.0, np.nan, np.inf], new=[(0, RobustParams())])])
+    spec = SlotSpec(0, RobustParams())
+    p.process([_batch([0, 0, 0], [1, 2, 3], [5.0, np.nan, np.inf], new=[spec])])
     assert np.isinf(p.last_value[0])
     assert int(p.n_samples[0]) == 3
     assert _state(p, 0)[0] == 1.0
@@ -61,8 +62,32 @@ def test_queue_refuses_past_its_bound_but_never_loses_new_slots():
     q = SampleQueue(max_samples=3)
     assert q.offer(_batch([0, 0], [1, 2], [1.0, 2.0]))
     assert not q.offer(_batch([0, 0], [3, 4], [1.0, 2.0]))
-    assert q.offer(_batch([1, 1], [3, 4], [1.0, 2.0], new=[(1, RobustParams())]))
+    assert q.offer(_batch([1, 1], [3, 4], [1.0, 2.0], new=[SlotSpec(1, RobustParams())]))
     taken = q.take(0.0)
     assert len(taken) == 2 and q.depth == 0 and q.pending == 4
     q.done(taken)
     assert q.pending == 0
+
+
+def test_counters_are_scored_as_rates_with_resets():
+    p = _pipeline()
+    spec = SlotSpec(0, RobustParams(warmup_samples=2), counter=True)
+    p.process([_batch([0, 0, 0], [0, 10_000, 20_000], [100.0, 150.0, 250.0], new=[spec])])
+    # first sample: no rate yet; then 5/s and 10/s
+    assert p.last_expected[0] == 5.0  # the robust level after learning 5/s, before 10/s
+    assert p.last_value[0] == 250.0  # the raw value stays the series' value
+    p.process([_batch([0], [30_000], [30.0])])  # a reset: 30 counted since
+    assert p.rate_prev[0] == 30.0
+    assert _state(p, 0)[1] != 0.0
+
+
+def test_staleness_restarts_a_counter_rate():
+    p = _pipeline()
+    stale = struct.unpack("<d", struct.pack("<Q", STALE_BITS))[0]
+    spec = SlotSpec(0, RobustParams(), counter=True)
+    p.process([_batch([0, 0, 0], [0, 10_000, 20_000], [1.0, 2.0, stale], new=[spec])])
+    n_before = _state(p, 0)[0]
+    p.process([_batch([0], [30_000], [1000.0])])  # first sample after staleness: not scored
+    assert _state(p, 0)[0] == n_before
+    p.process([_batch([0], [40_000], [1010.0])])  # then 1/s: scored again
+    assert _state(p, 0)[0] == n_before + 1

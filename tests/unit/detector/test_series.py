@@ -129,3 +129,17 @@ def test_too_many_labels_is_refused():
     reg = SeriesRegistry(DetectorConfig(limits=Limits(max_labels_per_series=2)))
     with pytest.raises(DecodeError, match="max_labels_per_series"):
         reg.resolve(_req(_labels("x", a="1", b="2")))
+
+
+def test_counter_names_and_rule_transform_decide_rates():
+    cfg = DetectorConfig(series=(SeriesRule(name="raw", match='{job="raw"}', transform="none"),
+                                 SeriesRule(name="gauge_as_rate", match='{job="g"}',
+                                            transform="rate"),
+                                 SeriesRule(name="rest")))
+    reg = SeriesRegistry(cfg)
+    res = reg.resolve(_req(_labels("http_requests_total", job="api"),
+                           _labels("http_requests_total", job="raw"),
+                           _labels("temperature", job="g"),
+                           _labels("temperature", job="api"),
+                           _labels("rpc_duration_seconds_bucket", le="0.1")))
+    assert [reg.is_counter(int(s)) for s in res.values] == [True, False, True, False, True]
