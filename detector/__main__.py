@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", type=Path, help="YAML config (default: track everything)")
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to listen on")
     serve.add_argument("--state-dir", type=Path, help="where series state is checkpointed")
+    serve.add_argument("--prometheus", metavar="URL",
+                       help="Prometheus to read history from (warm starts of new series)")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("config", type=Path)
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args.log_level)
         cfg = load_config(args.config)
         host, port = parse_listen(args.listen)
-        app = build_app(cfg, token=read_bearer_token(cfg), state_dir=args.state_dir)
+        app = build_app(cfg, token=read_bearer_token(cfg), state_dir=args.state_dir,
+                        prometheus_url=args.prometheus)
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from detector.metrics import IngestMetrics, build_metrics
 from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
 from detector.remote_write.handler import WriteHandler
 from detector.series import SeriesRegistry
+from detector.warmstart import WarmStarter
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Runtime:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     worker: threading.Thread | None = None
     state_dir: Path | None = None
+    warm: WarmStarter | None = None
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until the worker has processed everything queued so far."""
@@ -84,25 +86,34 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
 
 
 def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
-              token: str | None = None, state_dir: Path | None = None) -> web.Application:
-    """The detector's aiohttp application. ``metrics`` None means a fresh registry."""
+              token: str | None = None, state_dir: Path | None = None,
+              prometheus_url: str | None = None) -> web.Application:
+    """The detector's aiohttp application. ``metrics`` None means a fresh registry;
+    ``prometheus_url`` turns on warm starts (when the config allows)."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     m = build_metrics(registry_metrics)
     if token is None:
         token = read_bearer_token(cfg)
     registry = SeriesRegistry(cfg)
+    warm = prometheus_url is not None and cfg.warm_start.enabled
     rt = Runtime(
         cfg=cfg, metrics=m, registry=registry, pipeline=Pipeline(m),
         queue=SampleQueue(cfg.limits.queue_max_samples),
-        ingestor=Ingestor(registry, max_decompressed_bytes=cfg.limits.max_decompressed_bytes),
+        ingestor=Ingestor(registry, max_decompressed_bytes=cfg.limits.max_decompressed_bytes,
+                          warm_start=warm),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
         state_dir=state_dir,
     )
+    if warm:
+        assert prometheus_url is not None
+        rt.warm = WarmStarter(cfg=cfg.warm_start, prometheus_url=prometheus_url,
+                              queue=rt.queue, labels_of=registry.labels_of, metrics=m)
     m.queue_capacity.set(cfg.limits.queue_max_samples)
     app = web.Application(client_max_size=cfg.limits.max_body_bytes)
     app[RUNTIME] = rt
     writer = WriteHandler(ingestor=rt.ingestor, queue=rt.queue, metrics=m, executor=rt.executor,
-                          token=token, max_body_bytes=cfg.limits.max_body_bytes)
+                          token=token, max_body_bytes=cfg.limits.max_body_bytes,
+                          on_new_slots=rt.warm.request if rt.warm is not None else None)
 
     async def handle_series(request: web.Request) -> web.Response:
         return api.list_series(request, rt.registry, rt.pipeline)
@@ -124,7 +135,19 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app.cleanup_ctx.append(_executor_ctx)
     app.cleanup_ctx.append(_worker_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
+    if rt.warm is not None:
+        app.cleanup_ctx.append(_warm_start_ctx)
     return app
+
+
+async def _warm_start_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    assert rt.warm is not None
+    task = asyncio.create_task(rt.warm.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -54,11 +54,13 @@ class EnsembleParams(_Model):
     decay: float = Field(0.9995, gt=0.0, lt=1.0, description="per-sample forgetting of the calibration histograms")
     short_samples: int = Field(10, ge=2, le=1000, description="samples averaged by the sustained-shift signal")
     cusum_k: float = Field(1.0, ge=0.0, description="slack of the CUSUM signal, in sigmas of the slow level")
+    warmup_samples: int = Field(30, ge=0, le=100_000, description="samples learned before a series is scored (they score 0)")
     season_bins: int = Field(48, ge=0, le=2016, description="time-of-day bins of the seasonal profile; 0 turns it off")
     season_period_s: float = Field(86400.0, gt=0.0, description="period of the seasonal profile")
     season_min_visits: int = Field(7, ge=1, description="visits of a bin before the seasonal signal uses it")
-    refractory_samples: int = Field(300, ge=0, description="samples damped after a score at or above refractory_above")
+    refractory_samples: int = Field(300, ge=0, description="samples after a score at or above refractory_above that count as less rare")
     refractory_above: float = Field(0.997, gt=0.0, le=1.0)
+    refractory_factor: float = Field(100.0, ge=1.0, description="how much less rare samples count during the refractory period")
     band_sigmas: float = Field(3.29, gt=0.0, description="half-width of the expected band, in sigmas")
 
 
@@ -115,6 +117,16 @@ class AuthConfig(_Model):
     bearer_token_file: Path | None = Field(None, description="file holding the token remote-write senders must present")
 
 
+class WarmStartConfig(_Model):
+    """Learn a new series' recent history from Prometheus before its live samples."""
+
+    enabled: bool = Field(True, description="on when --prometheus is given")
+    history_s: float = Field(6 * 3600.0, gt=0.0, le=7 * 86400.0, description="how much history to read")
+    max_concurrent: int = Field(4, ge=1, le=64, description="queries to Prometheus at once")
+    timeout_s: float = Field(10.0, gt=0.0, description="per query; live samples are held meanwhile")
+    max_backlog: int = Field(10_000, ge=0, description="series waiting for a query; beyond, new series start cold")
+
+
 DEFAULT_RULE = SeriesRule(name="default")
 
 
@@ -122,6 +134,7 @@ class DetectorConfig(_Model):
     limits: Limits = Limits()
     auth: AuthConfig = AuthConfig()
     series: tuple[SeriesRule, ...] = (DEFAULT_RULE,)
+    warm_start: WarmStartConfig = WarmStartConfig()
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> DetectorConfig:

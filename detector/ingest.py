@@ -34,17 +34,19 @@ class Ingested:
     new_over_limit: int
 
 
-def slot_specs(registry: SeriesRegistry, first: int) -> list[SlotSpec]:
+def slot_specs(registry: SeriesRegistry, first: int, *, warm: bool = False) -> list[SlotSpec]:
     """How the slots from ``first`` on (just created) are to be watched."""
-    return [SlotSpec(slot, registry.rule_of(slot).detector, registry.is_counter(slot))
+    return [SlotSpec(slot, registry.rule_of(slot).detector, registry.is_counter(slot), warm)
             for slot in range(first, registry.n_tracked)]
 
 
 class Ingestor:
     """Decodes requests and resolves their series under one lock (one registry writer)."""
 
-    def __init__(self, registry: SeriesRegistry, *, max_decompressed_bytes: int) -> None:
+    def __init__(self, registry: SeriesRegistry, *, max_decompressed_bytes: int,
+                 warm_start: bool = False) -> None:
         self.registry = registry
+        self.warm_start = warm_start
         self.max_decompressed_bytes = max_decompressed_bytes
         self._lock = threading.Lock()
         self._local = threading.local()  # one Decoder (and its arrays) per thread
@@ -83,7 +85,7 @@ class Ingestor:
         with self._lock:
             res = self.registry.resolve(req)
             first_new = self.registry.n_tracked - res.new_tracked
-            new_slots = slot_specs(self.registry, first_new)
+            new_slots = slot_specs(self.registry, first_new, warm=self.warm_start)
         return self._route(req, res, new_slots)
 
     def _route(self, req: decode.DecodedRequest, res: Resolution,

@@ -33,6 +33,8 @@ class IngestMetrics:
     loop_lag_seconds: Histogram
     worker_errors: Counter
     ingest_path: Counter
+    warm_starts: Counter
+    warm_start_samples: Counter
 
 
 def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
@@ -78,6 +80,10 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
                               "a timer scheduled every 100 ms."),
         worker_errors=counter("vigil_worker_errors", "Unexpected errors in the detector "
                               "worker (the batch is dropped and logged)."),
+        warm_starts=counter("vigil_warm_starts", "Warm starts of new series from Prometheus "
+                            "history, by result (ok, empty, error, skipped).", ("result",)),
+        warm_start_samples=counter("vigil_warm_start_samples", "History samples learned by "
+                                   "warm starts."),
         ingest_path=counter("vigil_remote_write_ingest_path", "Requests decoded on the event "
                             "loop (inline: all series known) or in the decode thread (thread: "
                             "new series, a big body, or the registry busy).", ("path",)),

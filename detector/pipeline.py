@@ -26,6 +26,7 @@ from detector.metrics import IngestMetrics
 log = logging.getLogger(__name__)
 
 REPORT_THRESHOLD = 0.999
+MAX_HELD_SAMPLES = 10_000  # per series, while its warm start runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class SlotSpec:
     slot: int
     params: DetectorParams
     counter: bool = False
+    warm: bool = False  # hold its live samples until its history from Prometheus arrives
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class Batch:
     ts: NDArray[np.int64]
     bits: NDArray[np.uint64]  # raw value bits: the staleness marker is one specific NaN
     new_slots: Sequence[SlotSpec] = field(default=())
+    warmed: Sequence[int] = field(default=())  # history batch: these slots' warm start is done
 
     @property
     def n_samples(self) -> int:
@@ -73,12 +76,14 @@ class SampleQueue:
         return self._samples + self._in_flight
 
     def offer(self, batch: Batch) -> bool:
-        """Enqueue unless that would exceed the bound. Batches that create slots always go
-        in, since the registry has already assigned them."""
+        """Enqueue unless that would exceed the bound. Batches that create slots or finish a
+        warm start always go in: the registry has already assigned the slots, and held
+        samples wait for the history."""
         with self._cond:
             if self._closed:
                 return False
-            if self._samples + batch.n_samples > self.max_samples and not batch.new_slots:
+            if (self._samples + batch.n_samples > self.max_samples and not batch.new_slots
+                    and not batch.warmed):
                 return False
             self._items.append(batch)
             self._samples += batch.n_samples
@@ -129,6 +134,10 @@ class Pipeline:
         self.rate_prev = np.zeros(0, dtype=np.float64)
         self.rate_prev_ts = np.zeros(0, dtype=np.int64)
         self.detectors = DetectorSet()
+        self.warming = np.zeros(0, dtype=np.uint8)
+        self.n_warming = 0
+        self._held: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint64]]]] = {}
+        self._held_count: dict[int, int] = {}
         self.processed = 0  # samples taken off the queue, for tests and /readyz
         self._ensure(capacity)
 
@@ -153,6 +162,7 @@ class Pipeline:
         self.is_counter = grow(self.is_counter, 0)
         self.rate_prev = grow(self.rate_prev, np.nan)
         self.rate_prev_ts = grow(self.rate_prev_ts, _track.NEVER)
+        self.warming = grow(self.warming, 0)
         self.capacity = size
 
     def _reset(self, slot: int) -> None:
@@ -165,6 +175,40 @@ class Pipeline:
             table[slot] = np.nan
         self.rate_prev_ts[slot] = _track.NEVER
 
+    def _segments(self, batch: Batch) -> list[tuple[NDArray[np.int32], NDArray[np.int64],
+                                                        NDArray[np.uint64]]]:
+        """The samples of ``batch`` to apply now, in order.
+
+        Live samples of series still warming up are held back; a history batch is followed
+        by the held samples of the series it warms, which then stop warming.
+        """
+        segments = []
+        slots, ts, bits = batch.slots, batch.ts, batch.bits
+        if self.n_warming and not batch.warmed and slots.shape[0]:
+            held = self.warming[slots].view(np.bool_)
+            if held.any():
+                for slot in np.unique(slots[held]).tolist():
+                    sel = slots == slot
+                    count = self._held_count.get(slot, 0)
+                    if count + int(sel.sum()) > MAX_HELD_SAMPLES:
+                        self.metrics.samples_dropped.labels("warm_start_backlog").inc(
+                            int(sel.sum()))
+                        continue
+                    self._held.setdefault(slot, []).append((ts[sel], bits[sel]))
+                    self._held_count[slot] = count + int(sel.sum())
+                live = ~held
+                slots, ts, bits = slots[live], ts[live], bits[live]
+        segments.append((slots, ts, bits))
+        for slot in batch.warmed:
+            if slot >= self.warming.shape[0] or not self.warming[slot]:
+                continue
+            self.warming[slot] = 0
+            self.n_warming -= 1
+            self._held_count.pop(slot, None)
+            for h_ts, h_bits in self._held.pop(slot, []):
+                segments.append((np.full(h_ts.shape[0], slot, dtype=np.int32), h_ts, h_bits))
+        return segments
+
     def process(self, batches: Sequence[Batch]) -> None:
         """Apply batches in order: new slots first, then one kernel pass over all samples."""
         for batch in batches:
@@ -173,12 +217,16 @@ class Pipeline:
                 self._reset(spec.slot)
                 self.is_counter[spec.slot] = spec.counter
                 self.detectors.configure(spec.slot, spec.params)
-        if len(batches) == 1:
+                if spec.warm and not self.warming[spec.slot]:
+                    self.warming[spec.slot] = 1
+                    self.n_warming += 1
+        if len(batches) == 1 and not self.n_warming and not batches[0].warmed:
             slots, ts, bits = batches[0].slots, batches[0].ts, batches[0].bits
         else:
-            slots = np.concatenate([b.slots for b in batches])
-            ts = np.concatenate([b.ts for b in batches])
-            bits = np.concatenate([b.bits for b in batches])
+            segments = [seg for b in batches for seg in self._segments(b)]
+            slots = np.concatenate([seg[0] for seg in segments])
+            ts = np.concatenate([seg[1] for seg in segments])
+            bits = np.concatenate([seg[2] for seg in segments])
         n = int(slots.shape[0])
         if n == 0:
             return

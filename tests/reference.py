@@ -113,12 +113,14 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         zs = abs(rsum) / math.sqrt(q.short_samples)
         cup = max(0.0, cup + e2 - q.cusum_k)
         cdown = max(0.0, cdown - e2 - q.cusum_k)
-        p = min(cal[0].tail(z1, q.decay), cal[1].tail(zs, q.decay),
-                cal[2].tail(max(cup, cdown), q.decay))
-        k = 3.0
+        warm = n >= q.warmup_samples
+        p, k = 1.0, 3.0
+        if warm:
+            p = min(cal[0].tail(z1, q.decay), cal[1].tail(zs, q.decay),
+                    cal[2].tail(max(cup, cdown), q.decay))
         if q.season_bins:
             e3 = x - level - season[b]
-            if seasonal_on:
+            if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0 else 0.0
                 p = min(p, cal[3].tail(z3, q.decay))
                 k = 4.0
@@ -128,11 +130,14 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 resid - season[b]))
             visits[b] += 1
             sv = (1 - q.alpha_fast) * (sv + q.alpha_fast * e3 * e3)
-        sc = 1.0 - min(1.0, k * p)
-        if n - last_fire < q.refractory_samples:
-            sc *= 0.9
-        elif sc >= q.refractory_above:
-            last_fire = n
+        if not warm:
+            sc = 0.0
+        elif n - last_fire < q.refractory_samples:
+            sc = 1.0 - min(1.0, k * p * q.refractory_factor)
+        else:
+            sc = 1.0 - min(1.0, k * p)
+            if sc >= q.refractory_above:
+                last_fire = n
         out.append(sc)
         if s1 > 0 and abs(d1) > q.clip_sigmas * s1:
             d1 = math.copysign(q.clip_sigmas * s1, d1)

@@ -32,6 +32,8 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     v[k.P_REFRACTORY_ABOVE] = p.refractory_above
     v[k.P_BAND] = p.band_sigmas
     v[k.P_CUSUM_K] = p.cusum_k
+    v[k.P_WARMUP] = p.warmup_samples
+    v[k.P_REFRACTORY_FACTOR] = p.refractory_factor
     return v
 
 

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from aiohttp import web
@@ -39,7 +40,8 @@ class WriteHandler:
     """Holds what the handler needs; built once in ``build_app``."""
 
     def __init__(self, *, ingestor: Ingestor, queue: SampleQueue, metrics: IngestMetrics,
-                 executor: Executor, token: str | None, max_body_bytes: int) -> None:
+                 executor: Executor, token: str | None, max_body_bytes: int,
+                 on_new_slots: Callable[[list[int]], None] | None = None) -> None:
         self.ingestor = ingestor
         self.queue = queue
         self.metrics = metrics
@@ -47,6 +49,7 @@ class WriteHandler:
         self.token = token
         self.max_body_bytes = max_body_bytes
         self._thread_backlog = 0
+        self.on_new_slots = on_new_slots
 
     def _authorized(self, request: web.Request) -> bool:
         if self.token is None:
@@ -90,6 +93,8 @@ class WriteHandler:
             return self._reply(version, 503, "detector queue is full; retry later",
                                {"Retry-After": "1"})
         self.metrics.queue_samples.set(self.queue.depth)
+        if self.on_new_slots is not None and result.batch.new_slots:
+            self.on_new_slots([spec.slot for spec in result.batch.new_slots])
         written = (result.n_samples - result.n_over_limit, result.n_histograms,
                    result.n_exemplars)
         if version == 2 and result.n_over_limit:

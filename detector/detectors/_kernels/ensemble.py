@@ -18,9 +18,12 @@ Each signal's tail probability is its *empirical* one: a histogram of past value
 signal (``HIST_BINS`` log-spaced bins, forgetting at ``decay`` per sample) gives the share
 of past samples at least as extreme; beyond everything seen, the Gaussian tail breaks
 ties. The score is ``1 - min(1, k * min(p))`` over the k signals consulted (Bonferroni),
-so 0.999 means about one normal sample in a thousand scores as high. After a score of at
-least ``refractory_above``, scores of the next ``refractory_samples`` samples of the series
-are damped (x0.9): one incident is reported at its onset, not on every sample.
+so 0.999 means about one normal sample in a thousand scores as high. The first
+``warmup_samples`` samples of a series are learned but score 0 and do not enter the
+calibration (a fresh variance makes every early sample look extreme). After a score of at
+least ``refractory_above``, the next ``refractory_samples`` samples of the series count as
+``refractory_factor`` times less rare: one incident is reported at its onset rather than
+on every sample, while something far rarer still stands out.
 
 Non-finite values score NaN and leave the state unchanged. numpy and numba only.
 """
@@ -43,8 +46,9 @@ S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN = ra
 N_STATE = 11
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
- P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K) = range(13)
-N_PARAMS = 13
+ P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K, P_WARMUP,
+ P_REFRACTORY_FACTOR) = range(15)
+N_PARAMS = 15
 
 _f64 = types.Array(types.float64, 1, "C")
 _f64_2 = types.Array(types.float64, 2, "C")
@@ -124,6 +128,8 @@ def ensemble_score_learn(
     refractory_above = params[P_REFRACTORY_ABOVE]
     band = params[P_BAND]
     cusum_k = params[P_CUSUM_K]
+    warmup = params[P_WARMUP]
+    refractory_factor = params[P_REFRACTORY_FACTOR]
     for i in range(slots.shape[0]):
         s = slots[i]
         x = values[i]
@@ -168,13 +174,16 @@ def ensemble_score_learn(
         st[S_CUP] = max(0.0, st[S_CUP] + e2 - cusum_k)
         st[S_CDOWN] = max(0.0, st[S_CDOWN] - e2 - cusum_k)
         zc = max(st[S_CUP], st[S_CDOWN])
-        p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 1, zs, decay))
-        p = min(p, _tail(hist, htot, s, 2, zc, decay))
+        warm = st[S_N] >= warmup  # before, levels learn but nothing is scored or calibrated
+        p = 1.0
         k = 3.0
+        if warm:
+            p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 1, zs, decay))
+            p = min(p, _tail(hist, htot, s, 2, zc, decay))
         # 4. seasonal
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
-            if seasonal_on:
+            if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
                 p = min(p, _tail(hist, htot, s, 3, z3, decay))
                 k = 4.0
@@ -186,11 +195,14 @@ def ensemble_score_learn(
                 season[s, b] += sa * (resid - season[s, b])
             visits[s, b] += 1.0
             st[S_SV] = (1.0 - a1) * (st[S_SV] + a1 * e3 * e3)
-        sc = 1.0 - min(1.0, k * p)
-        if st[S_N] - st[S_LAST_FIRE] < refractory:
-            sc *= 0.9
-        elif sc >= refractory_above:
-            st[S_LAST_FIRE] = st[S_N]
+        if not warm:
+            sc = 0.0
+        elif st[S_N] - st[S_LAST_FIRE] < refractory:
+            sc = 1.0 - min(1.0, k * p * refractory_factor)
+        else:
+            sc = 1.0 - min(1.0, k * p)
+            if sc >= refractory_above:
+                st[S_LAST_FIRE] = st[S_N]
         score[i] = sc
         # learn the levels: the fast one from a clipped residual, its variance from the full
         if s1 > 0.0 and abs(d1) > clip * s1:

@@ -91,3 +91,27 @@ def test_staleness_restarts_a_counter_rate():
     assert _state(p, 0)[0] == n_before
     p.process([_batch([0], [40_000], [1010.0])])  # then 1/s: scored again
     assert _state(p, 0)[0] == n_before + 1
+
+
+def test_warm_start_applies_history_before_the_held_live_samples():
+    p = _pipeline()
+    spec = SlotSpec(0, RobustParams(warmup_samples=5), warm=True)
+    p.process([_batch([0, 0], [1000, 1001], [50.0, 51.0], new=[spec])])
+    assert int(p.n_samples[0]) == 0  # held while the history is fetched
+    history = Batch(slots=np.zeros(4, np.int32), ts=np.array([10, 20, 30, 1000], np.int64),
+                    bits=_bits([10.0, 11.0, 12.0, 13.0]), warmed=(0,))
+    p.process([history])
+    # history, then the held samples; the held sample at 1000 collides with history: dropped
+    assert int(p.n_samples[0]) == 5
+    assert int(p.last_ts[0]) == 1001 and p.last_value[0] == 51.0
+    assert p.n_warming == 0
+    p.process([_batch([0], [1002], [52.0])])  # live again
+    assert int(p.n_samples[0]) == 6
+
+
+def test_an_empty_history_just_releases_held_samples():
+    p = _pipeline()
+    p.process([_batch([0], [5], [1.0], new=[SlotSpec(0, RobustParams(), warm=True)])])
+    p.process([Batch(slots=np.zeros(0, np.int32), ts=np.zeros(0, np.int64),
+                     bits=np.zeros(0, np.uint64), warmed=(0,))])
+    assert int(p.n_samples[0]) == 1

@@ -1,0 +1,123 @@
+"""Warm start: a new series' recent history, read from Prometheus, is learned before its
+live samples, so it is scored from its first sample instead of after a warm-up.
+
+This module owns the queries (prometheus-api-client, a blocking client, run in threads
+with a timeout and bounded concurrency) and turning their answers into history batches.
+The pipeline holds the series' live samples meanwhile (``SlotSpec.warm``) and applies
+them right after the history; a failed or empty query just releases them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from prometheus_api_client import PrometheusConnect
+
+from detector.config import WarmStartConfig
+from detector.metrics import IngestMetrics
+from detector.pipeline import Batch, SampleQueue
+from detector.series import Labels
+
+log = logging.getLogger(__name__)
+
+
+def selector_of(labels: Labels) -> str:
+    """An exact PromQL selector for one label set."""
+    def quote(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ", ".join(f'{name}="{quote(value)}"' for name, value in labels) + "}"
+
+
+def parse_matrix(result: Sequence[dict[str, object]]) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of a range-vector answer for one series: (ts_ms, value bits), in order."""
+    ts: list[int] = []
+    values: list[float] = []
+    for series in result:
+        for stamp, text in series.get("values", []):  # type: ignore[attr-defined]
+            ts.append(round(float(stamp) * 1000))
+            values.append(float(text))
+    order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
+    ts_arr = np.array(ts, dtype=np.int64)[order]
+    bits = np.array(values, dtype=np.float64)[order].view(np.uint64)
+    return ts_arr, bits
+
+
+class WarmStarter:
+    """Fetches the history of new series and queues it for the detector worker."""
+
+    def __init__(self, *, cfg: WarmStartConfig, prometheus_url: str, queue: SampleQueue,
+                 labels_of: Callable[[int], Labels], metrics: IngestMetrics) -> None:
+        self.cfg = cfg
+        self.queue = queue
+        self.labels_of = labels_of
+        self.metrics = metrics
+        self.client = PrometheusConnect(url=prometheus_url, disable_ssl=True)
+        self._todo: asyncio.Queue[int] = asyncio.Queue()
+        self.backlog = 0
+
+    def request(self, slots: Sequence[int]) -> None:
+        """Warm these new slots up (their live samples are being held)."""
+        for slot in slots:
+            if self.backlog >= self.cfg.max_backlog:
+                self.metrics.warm_starts.labels("skipped").inc()
+                self._release(slot)
+                continue
+            self.backlog += 1
+            self._todo.put_nowait(slot)
+
+    def _release(self, slot: int, ts: np.ndarray | None = None,
+                 bits: np.ndarray | None = None) -> None:
+        ts = np.empty(0, np.int64) if ts is None else ts
+        bits = np.empty(0, np.uint64) if bits is None else bits
+        self.queue.offer(Batch(slots=np.full(ts.shape[0], slot, dtype=np.int32), ts=ts,
+                               bits=bits, warmed=(slot,)))
+
+    def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        hours = max(1, math.ceil(self.cfg.history_s / 3600))
+        query = f"{selector_of(self.labels_of(slot))}[{hours}h]"
+        result = self.client.custom_query(query, timeout=self.cfg.timeout_s)
+        return parse_matrix(result)
+
+    async def _one(self, slot: int) -> None:
+        try:
+            ts, bits = await asyncio.wait_for(asyncio.to_thread(self._fetch, slot),
+                                              self.cfg.timeout_s + 1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed query must release the held samples
+            log.warning("warm start of series %s failed: %s", slot, exc)
+            self.metrics.warm_starts.labels("error").inc()
+            self._release(slot)
+            return
+        self.metrics.warm_starts.labels("ok" if ts.shape[0] else "empty").inc()
+        self.metrics.warm_start_samples.inc(int(ts.shape[0]))
+        self._release(slot, ts, bits)
+
+    async def run(self) -> None:
+        """Serve requests until cancelled, ``max_concurrent`` queries at a time."""
+        limit = asyncio.Semaphore(self.cfg.max_concurrent)
+
+        async def guarded(slot: int) -> None:
+            try:
+                await self._one(slot)
+            finally:
+                self.backlog -= 1
+                limit.release()
+
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                slot = await self._todo.get()
+                await limit.acquire()
+                task = asyncio.create_task(guarded(slot))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
