@@ -51,6 +51,7 @@ class EnsembleParams(_Model):
     alpha_slow: float = Field(0.002, gt=0.0, lt=1.0, description="weight of a new sample in the slow level (shift and seasonal signals)")
     alpha_season: float = Field(0.05, gt=0.0, le=1.0, description="weight of a new visit in its time-of-day bin")
     clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many sigmas are clipped before the fast level learns them")
+    adopt_samples: int = Field(30, ge=0, description="clipped residuals in a row on one side after which the fast level adopts the new value (0: never)")
     decay: float = Field(0.9995, gt=0.0, lt=1.0, description="per-sample forgetting of the calibration histograms")
     short_samples: int = Field(10, ge=2, le=1000, description="samples averaged by the sustained-shift signal")
     cusum_k: float = Field(1.0, ge=0.0, description="slack of the CUSUM signal, in sigmas of the slow level")

@@ -91,7 +91,7 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
     season = [0.0] * max(q.season_bins, 1)
     visits = [0] * max(q.season_bins, 1)
     cal = [_Calibration() for _ in range(4)]
-    cup = cdown = 0.0
+    cup = cdown = run = 0.0
     last_fire = -1e18
     period = int(q.season_period_s * 1000)
     out = []
@@ -140,7 +140,14 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 last_fire = n
         out.append(sc)
         if s1 > 0 and abs(d1) > q.clip_sigmas * s1:
-            d1 = math.copysign(q.clip_sigmas * s1, d1)
+            side = math.copysign(1.0, d1)
+            run = run + side if run * side > 0 else side
+            if q.adopt_samples and abs(run) >= q.adopt_samples:
+                m1, run, d1 = x, 0.0, 0.0
+            else:
+                d1 = q.clip_sigmas * s1 * side
+        else:
+            run = 0.0
         m1 += q.alpha_fast * d1
         v1 = (1 - q.alpha_fast) * (v1 + q.alpha_fast * d1 * d1)
         d2 = x - m2

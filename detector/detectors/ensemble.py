@@ -34,6 +34,7 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     v[k.P_CUSUM_K] = p.cusum_k
     v[k.P_WARMUP] = p.warmup_samples
     v[k.P_REFRACTORY_FACTOR] = p.refractory_factor
+    v[k.P_ADOPT] = p.adopt_samples
     return v
 
 

@@ -5,7 +5,8 @@ Per series, per sample (scored against the state before it, then learned):
 
 1. *level*: |z| of the value against a fast exponentially weighted level and variance
    (``alpha_fast``), which learn residuals clipped at ``clip_sigmas`` so one outlier does
-   not drag them;
+   not drag them; after ``adopt_samples`` clipped residuals in a row on one side the level
+   adopts the new value (a lasting shift becomes the new normal);
 2. *shift*: |mean| of the last ``short`` residuals against a slow level (``alpha_slow``),
    standardised: a sustained shift too small to stand out sample by sample;
 3. *cusum*: a two-sided CUSUM of those standardised residuals (slack ``cusum_k``): a
@@ -42,13 +43,13 @@ N_SIGNALS = 4  # level, shift, cusum, seasonal (last, so it can be left out)
 _BIN_SCALE = HIST_BINS / math.log2(math.exp(4.0))  # log2(1 + z) for z up to ~53
 
 # per-series scalar state, one row of ``state`` per slot
-S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN = range(11)
-N_STATE = 11
+S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN = range(12)
+N_STATE = 12
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
  P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K, P_WARMUP,
- P_REFRACTORY_FACTOR) = range(15)
-N_PARAMS = 15
+ P_REFRACTORY_FACTOR, P_ADOPT) = range(16)
+N_PARAMS = 16
 
 _f64 = types.Array(types.float64, 1, "C")
 _f64_2 = types.Array(types.float64, 2, "C")
@@ -130,6 +131,7 @@ def ensemble_score_learn(
     cusum_k = params[P_CUSUM_K]
     warmup = params[P_WARMUP]
     refractory_factor = params[P_REFRACTORY_FACTOR]
+    adopt = params[P_ADOPT]
     for i in range(slots.shape[0]):
         s = slots[i]
         x = values[i]
@@ -204,9 +206,19 @@ def ensemble_score_learn(
             if sc >= refractory_above:
                 st[S_LAST_FIRE] = st[S_N]
         score[i] = sc
-        # learn the levels: the fast one from a clipped residual, its variance from the full
+        # learn the fast level from a clipped residual; a run of ``adopt`` clipped residuals
+        # on one side is a lasting shift: the level jumps to it, the variance is kept
         if s1 > 0.0 and abs(d1) > clip * s1:
-            d1 = clip * s1 if d1 > 0.0 else -clip * s1
+            side = 1.0 if d1 > 0.0 else -1.0
+            st[S_RUN] = st[S_RUN] + side if st[S_RUN] * side > 0.0 else side
+            if adopt > 0.0 and abs(st[S_RUN]) >= adopt:
+                st[S_M1] = x
+                st[S_RUN] = 0.0
+                d1 = 0.0
+            else:
+                d1 = clip * s1 * side
+        else:
+            st[S_RUN] = 0.0
         st[S_M1] += a1 * d1
         st[S_V1] = (1.0 - a1) * (st[S_V1] + a1 * d1 * d1)
         d2 = x - st[S_M2]

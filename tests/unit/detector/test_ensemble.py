@@ -1,0 +1,47 @@
+import numpy as np
+
+from detector.config import EnsembleParams
+from detector.detectors._kernels import ensemble as k
+from detector.detectors.base import Scores
+from detector.detectors.ensemble import EnsembleFamily
+
+
+def _feed(family, x, t0=0):
+    t = t0 + np.arange(x.shape[0], dtype=np.int64) * 60_000
+    out = Scores.empty(x.shape[0])
+    family.score_learn(np.zeros(x.shape[0], np.int32), t, x, out)
+    return out
+
+
+def _family(**kw):
+    family = EnsembleFamily(EnsembleParams(season_bins=0, **kw), capacity=1)
+    family.configure(0)
+    return family
+
+
+def test_one_outlier_barely_moves_the_level():
+    rng = np.random.default_rng(1)
+    family = _family()
+    _feed(family, 100 + rng.normal(0, 1, 500))
+    before = family.state[0, k.S_M1]
+    sigma = np.sqrt(family.state[0, k.S_V1])
+    out = _feed(family, np.array([1e6]), t0=500 * 60_000)
+    assert out.score[0] > 0.999
+    assert abs(family.state[0, k.S_M1] - before) <= 0.01 * 3.0 * sigma + 1e-9
+
+
+def test_a_lasting_shift_is_adopted_and_stops_paging():
+    rng = np.random.default_rng(2)
+    family = _family(adopt_samples=30)
+    _feed(family, 100 + rng.normal(0, 1, 1000))
+    out = _feed(family, 150 + rng.normal(0, 1, 600), t0=1000 * 60_000)
+    assert out.score[0] > 0.999  # the onset pages
+    assert abs(family.state[0, k.S_M1] - 150) < 2  # the new level is the normal now
+    assert np.mean(out.score[400:] >= 0.999) < 0.01  # and it stopped paging
+
+
+def test_warm_up_scores_zero_and_keeps_the_calibration_clean():
+    family = _family(warmup_samples=30)
+    out = _feed(family, np.array([1.0, 5.0, -3.0] * 10 + [1.0]))
+    assert (out.score[:30] == 0).all()
+    assert family.htot[0, :2].tolist() == [1.0, 1.0]  # only the 31st sample calibrated
