@@ -47,7 +47,7 @@ class EnsembleParams(_Model):
     calibrated by its own history (see docs/detectors.md)."""
 
     kind: Literal["ensemble"] = "ensemble"
-    alpha_fast: float = Field(0.01, gt=0.0, lt=1.0, description="weight of a new sample in the fast level and variance")
+    alpha_fast: float = Field(0.005, gt=0.0, lt=1.0, description="weight of a new sample in the fast level and variance")
     alpha_slow: float = Field(0.002, gt=0.0, lt=1.0, description="weight of a new sample in the slow level (shift and seasonal signals)")
     alpha_season: float = Field(0.05, gt=0.0, le=1.0, description="weight of a new visit in its time-of-day bin")
     clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many sigmas are clipped before the fast level learns them")
