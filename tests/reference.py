@@ -56,12 +56,13 @@ def robust(params: RobustParams, values: list[float]) -> list[float]:
 
 
 class _Calibration:
-    """Empirical tail of one signal: a forgetting histogram over log2(1 + z) (float32)."""
+    """Empirical tail of one signal: a forgetting histogram over log2(1 + z)."""
 
     BINS = 32
 
     def __init__(self) -> None:
         self.hist = [0.0] * self.BINS  # true weight / self.scale
+        self.stored = 0.0  # sum of self.hist
         self.scale = 1.0
         self.total = 0.0
 
@@ -70,15 +71,20 @@ class _Calibration:
         x = 2.0 * m
         log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
         b = min(int(log2 * self.BINS / math.log2(math.exp(4.0))), self.BINS - 1)
-        ge = sum(self.hist[b:]) * self.scale
+        if b < self.BINS // 2:
+            ge = max(0.0, self.stored - sum(self.hist[:b])) * self.scale
+        else:
+            ge = sum(self.hist[b:]) * self.scale
         p = (ge + 1.0) / (self.total + 2.0)
         if ge < 1.0 - 1e-6:
             p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
         self.scale *= decay
         if self.scale < 1e-30:
-            self.hist = [f32(h * self.scale) for h in self.hist]
+            self.hist = [h * self.scale for h in self.hist]
+            self.stored *= self.scale
             self.scale = 1.0
-        self.hist[b] = f32(self.hist[b] + 1.0 / self.scale)
+        self.hist[b] += 1.0 / self.scale
+        self.stored += 1.0 / self.scale
         self.total = self.total * decay + 1.0
         return p
 
@@ -87,19 +93,21 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
     q = params
     n = 0
     m1 = v1 = m2 = v2 = level = sv = rsum = 0.0
-    ring = [0.0] * q.short_samples
+    ring = [0.0] * max(q.short_samples, 1)
     season = [0.0] * max(q.season_bins, 1)
     visits = [0] * max(q.season_bins, 1)
     cal = [_Calibration() for _ in range(4)]
     cup = cdown = run = 0.0
     last_fire = -1e18
-    period = int(q.season_period_s * 1000)
     out = []
     for t, x in zip(ts_ms, values, strict=True):
         if not math.isfinite(x):
             out.append(math.nan)
             continue
-        b = (t % period) * q.season_bins // period if q.season_bins else 0
+        b = 0
+        if q.season_bins:
+            cycles = t / (q.season_period_s * 1000.0)
+            b = min(int((cycles - math.floor(cycles)) * q.season_bins), q.season_bins - 1)
         seasonal_on = q.season_bins > 0 and visits[b] >= q.season_min_visits
         s1, ss = math.sqrt(v1), math.sqrt(sv)
         if n == 0:
@@ -108,22 +116,26 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         z1 = abs(d1) / s1 if s1 > 0 else (0.0 if d1 == 0 else 50.0)
         s2 = math.sqrt(v2)
         e2 = (x - m2) / s2 if s2 > 0 else 0.0
-        rsum += e2 - ring[n % q.short_samples]
-        ring[n % q.short_samples] = f32(e2)
-        zs = abs(rsum) / math.sqrt(q.short_samples)
+        zs = 0.0
+        if q.short_samples:
+            rsum += e2 - ring[n % q.short_samples]
+            ring[n % q.short_samples] = f32(e2)
+            zs = abs(rsum) / math.sqrt(q.short_samples)
         cup = max(0.0, cup + e2 - q.cusum_k)
         cdown = max(0.0, cdown - e2 - q.cusum_k)
         warm = n >= q.warmup_samples
-        p, k = 1.0, 3.0
+        p, k = 1.0, 2.0
         if warm:
-            p = min(cal[0].tail(z1, q.decay), cal[1].tail(zs, q.decay),
-                    cal[2].tail(max(cup, cdown), q.decay))
+            p = min(cal[0].tail(z1, q.decay), cal[2].tail(max(cup, cdown), q.decay))
+            if q.short_samples:
+                p = min(p, cal[1].tail(zs, q.decay))
+                k = 3.0
         if q.season_bins:
             e3 = x - level - season[b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0 else 0.0
                 p = min(p, cal[3].tail(z3, q.decay))
-                k = 4.0
+                k += 1.0
             resid = x - level
             level += q.alpha_slow * (x - season[b] - level)
             season[b] = f32(resid if visits[b] == 0 else season[b] + q.alpha_season * (

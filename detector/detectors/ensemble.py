@@ -46,14 +46,14 @@ class EnsembleFamily:
         self.vector = params_vector(params)
         self.capacity = 0
         self.state = np.zeros((0, k.N_STATE), dtype=np.float64)
-        self.ring = np.zeros((0, params.short_samples), dtype=np.float32)
+        self.ring = np.zeros((0, max(params.short_samples, 1)), dtype=np.float32)
         self.season = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         # the seasonal signal's calibration exists only with a seasonal profile
         self.n_signals = k.N_SIGNALS if params.season_bins > 0 else k.N_SIGNALS - 1
-        self.hist = np.zeros((0, self.n_signals * k.HIST_BINS), dtype=np.float32)
-        # per signal: total weight; then per signal the lazy-forgetting divisor of its bins
-        self.htot = np.zeros((0, 2 * self.n_signals), dtype=np.float64)
+        self.hist = np.zeros((0, self.n_signals * k.HIST_BINS), dtype=np.float64)
+        # per signal: total weight; its lazy-forgetting divisor; the sum of its stored bins
+        self.htot = np.zeros((0, 3 * self.n_signals), dtype=np.float64)
         self.ensure(capacity)
 
     def arrays(self) -> dict[str, NDArray[np.float64] | NDArray[np.float32]]:
@@ -79,7 +79,7 @@ class EnsembleFamily:
         for arr in self.arrays().values():
             arr[slot] = 0
         self.state[slot, k.S_LAST_FIRE] = _NEVER
-        self.htot[slot, self.n_signals:] = 1.0
+        self.htot[slot, self.n_signals:2 * self.n_signals] = 1.0
 
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:

@@ -10,7 +10,8 @@ from detector.detectors.base import Scores
 from detector.detectors.kinds import KINDS, build_family
 from tests import reference
 
-PARAMS = {"robust": RobustParams(), "ensemble": EnsembleParams(season_min_visits=2)}
+PARAMS = {"robust": RobustParams(),
+          "ensemble": EnsembleParams(season_min_visits=2, short_samples=10)}
 STEP_MS = 300_000  # 5 minutes: the seasonal profile sees each bin several times
 
 

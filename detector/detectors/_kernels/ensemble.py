@@ -43,8 +43,8 @@ N_SIGNALS = 4  # level, shift, cusum, seasonal (last, so it can be left out)
 _BIN_SCALE = HIST_BINS / math.log2(math.exp(4.0))  # log2(1 + z) for z up to ~53
 
 # per-series scalar state, one row of ``state`` per slot
-S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN = range(12)
-N_STATE = 12
+S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN, S_RPOS = range(13)
+N_STATE = 13
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
  P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K, P_WARMUP,
@@ -58,7 +58,7 @@ _i32 = types.Array(types.int32, 1, "C")
 _i64 = types.Array(types.int64, 1, "C")
 # slots, ts_ms, values, state, ring, season, visits, hist, htot, params, score, expected,
 # lower, upper
-SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64,
+SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64_2, _f64,
                        _f64, _f64, _f64, _f64)
 
 
@@ -79,31 +79,41 @@ def _bin(z: float) -> int:
 def _tail(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: float) -> float:
     """Empirical tail probability of ``z`` for signal k of series s, then learn z.
 
-    Forgetting is lazy: the stored bins are the true weights divided by
-    ``htot[s, N_SIGNALS + k]`` (decay**n), so a sample touches one bin instead of all,
-    and the bins are rescaled only when that divisor gets tiny. ``htot`` holds, per series,
-    the total weight of each signal, then each signal's divisor.
+    ``htot`` holds per series, for each of its n signals: the total weight (column k), the
+    lazy-forgetting divisor g = decay**t (column n + k) and the sum of the stored bins
+    (column 2n + k). Stored bins are true weights divided by g, so a sample touches one
+    bin instead of decaying all of them; they are rescaled only when g gets tiny. The
+    weight at least as extreme as z is summed from whichever end of the histogram is
+    nearer (most samples land in the low bins).
     """
     b = _bin(z)
     base = k * HIST_BINS
-    n_signals = htot.shape[1] // 2
-    g = htot[s, n_signals + k]
-    ge = 0.0
-    for j in range(b, HIST_BINS):
-        ge += hist[s, base + j]
-    ge *= g
+    n = htot.shape[1] // 3
+    g = htot[s, n + k]
+    if b < HIST_BINS // 2:
+        below = 0.0
+        for j in range(b):
+            below += hist[s, base + j]
+        ge = max(0.0, htot[s, 2 * n + k] - below) * g
+    else:
+        ge = 0.0
+        for j in range(b, HIST_BINS):
+            ge += hist[s, base + j]
+        ge *= g
     p = (ge + 1.0) / (htot[s, k] + 2.0)
-    # beyond what this series has shown (less than one sample's weight, allowing for the
-    # rounding of the float32 bins): the Gaussian tail breaks ties
+    # beyond what this series has shown (less than one sample's weight, allowing for
+    # rounding): the Gaussian tail breaks ties
     if ge < 1.0 - 1e-6:
         p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
     g *= decay
     if g < 1e-30:
         for j in range(HIST_BINS):
             hist[s, base + j] *= g
+        htot[s, 2 * n + k] *= g
         g = 1.0
     hist[s, base + b] += 1.0 / g
-    htot[s, n_signals + k] = g
+    htot[s, 2 * n + k] += 1.0 / g
+    htot[s, n + k] = g
     htot[s, k] = htot[s, k] * decay + 1.0
     return p
 
@@ -123,7 +133,7 @@ def ensemble_score_learn(
     decay = params[P_DECAY]
     short = int(params[P_SHORT])
     nbins = int(params[P_BINS])
-    period = np.int64(params[P_PERIOD_MS])
+    period = params[P_PERIOD_MS]
     min_visits = params[P_MIN_VISITS]
     refractory = params[P_REFRACTORY]
     refractory_above = params[P_REFRACTORY_ABOVE]
@@ -136,7 +146,10 @@ def ensemble_score_learn(
         s = slots[i]
         x = values[i]
         st = state[s]
-        b = int((ts_ms[i] % period) * nbins // period) if nbins > 0 else 0
+        b = 0
+        if nbins > 0:  # time of day as a fraction of the period, in floats: no division
+            cycles = ts_ms[i] / period
+            b = min(int((cycles - math.floor(cycles)) * nbins), nbins - 1)
         seasonal_on = nbins > 0 and visits[s, b] >= min_visits
         s1 = math.sqrt(st[S_V1])
         ss = math.sqrt(st[S_SV])
@@ -168,27 +181,32 @@ def ensemble_score_learn(
         # 2. shift: mean of the last `short` standardised residuals against the slow level
         s2 = math.sqrt(st[S_V2])
         e2 = (x - st[S_M2]) / s2 if s2 > 0.0 else 0.0
-        r = int(st[S_N]) % short
-        st[S_RSUM] += e2 - ring[s, r]
-        ring[s, r] = e2
-        zs = abs(st[S_RSUM]) / math.sqrt(short)
+        zs = 0.0
+        if short > 0:
+            r = int(st[S_RPOS])
+            st[S_RPOS] = r + 1 if r + 1 < short else 0
+            st[S_RSUM] += e2 - ring[s, r]
+            ring[s, r] = e2
+            zs = abs(st[S_RSUM]) / math.sqrt(short)
         # 3. cusum: two-sided CUSUM of the same standardised residuals, slack cusum_k
         st[S_CUP] = max(0.0, st[S_CUP] + e2 - cusum_k)
         st[S_CDOWN] = max(0.0, st[S_CDOWN] - e2 - cusum_k)
         zc = max(st[S_CUP], st[S_CDOWN])
         warm = st[S_N] >= warmup  # before, levels learn but nothing is scored or calibrated
         p = 1.0
-        k = 3.0
+        k = 2.0
         if warm:
-            p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 1, zs, decay))
-            p = min(p, _tail(hist, htot, s, 2, zc, decay))
+            p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 2, zc, decay))
+            if short > 0:
+                p = min(p, _tail(hist, htot, s, 1, zs, decay))
+                k = 3.0
         # 4. seasonal
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
                 p = min(p, _tail(hist, htot, s, 3, z3, decay))
-                k = 4.0
+                k += 1.0
             resid = x - st[S_L]
             st[S_L] += a2 * (x - season[s, b] - st[S_L])
             if visits[s, b] == 0:
