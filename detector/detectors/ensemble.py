@@ -50,7 +50,8 @@ class EnsembleFamily:
         self.season = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         # the seasonal signal's calibration exists only with a seasonal profile
-        self.n_signals = k.N_SIGNALS if params.season_bins > 0 else k.N_SIGNALS - 1
+        # calibration only for the signals that are on: level, cusum, seasonal, shift
+        self.n_signals = 2 + (params.season_bins > 0) + (params.short_samples > 0)
         self.hist = np.zeros((0, self.n_signals * k.HIST_BINS), dtype=np.float64)
         # per signal: total weight; its lazy-forgetting divisor; the sum of its stored bins
         self.htot = np.zeros((0, 3 * self.n_signals), dtype=np.float64)

@@ -39,11 +39,12 @@ from numba import njit, types
 from detector.detectors._kernels import SAFE_FASTMATH
 
 HIST_BINS = 32
-N_SIGNALS = 4  # level, shift, cusum, seasonal (last, so it can be left out)
+N_SIGNALS = 4  # level, cusum, then seasonal and shift when they are on (calibration rows)
 _BIN_SCALE = HIST_BINS / math.log2(math.exp(4.0))  # log2(1 + z) for z up to ~53
 
 # per-series scalar state, one row of ``state`` per slot
-S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN, S_RPOS = range(13)
+(S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
+ S_RPOS) = range(13)
 N_STATE = 13
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
@@ -196,16 +197,16 @@ def ensemble_score_learn(
         p = 1.0
         k = 2.0
         if warm:
-            p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 2, zc, decay))
+            p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 1, zc, decay))
             if short > 0:
-                p = min(p, _tail(hist, htot, s, 1, zs, decay))
+                p = min(p, _tail(hist, htot, s, 2 + (nbins > 0), zs, decay))
                 k = 3.0
         # 4. seasonal
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
-                p = min(p, _tail(hist, htot, s, 3, z3, decay))
+                p = min(p, _tail(hist, htot, s, 2, z3, decay))
                 k += 1.0
             resid = x - st[S_L]
             st[S_L] += a2 * (x - season[s, b] - st[S_L])

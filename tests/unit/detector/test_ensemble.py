@@ -44,4 +44,4 @@ def test_warm_up_scores_zero_and_keeps_the_calibration_clean():
     family = _family(warmup_samples=30)
     out = _feed(family, np.array([1.0, 5.0, -3.0] * 10 + [1.0]))
     assert (out.score[:30] == 0).all()
-    assert family.htot[0, [0, 2]].tolist() == [1.0, 1.0]  # only the 31st sample calibrated
+    assert family.htot[0, :2].tolist() == [1.0, 1.0]  # only the 31st sample calibrated
