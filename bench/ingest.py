@@ -12,6 +12,7 @@ For Vigil the clock stops when its detectors have processed every sample (HTTP 2
 means queued), so its figure is end-to-end. Prints a table, the ratios, and as its last
 line one JSON object with every figure.
 Usage: python bench/ingest.py [--sizes 10000,100000] [--samples 1500000] [--only vigil,...]
+VIGIL_BENCH_EXTRA (YAML text) is appended to Vigil's config, e.g. to try another detector.
 """
 
 from __future__ import annotations
