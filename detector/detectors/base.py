@@ -9,7 +9,7 @@ no state.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -59,3 +59,49 @@ class Family(Protocol):
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:
         """Score each sample against the state before it, then learn it."""
+
+
+class TableFamily:
+    """What every family's table does the same way: named 2-D arrays with one row per
+    slot, grown together, cleared per slot, and the checks done before a kernel call.
+    A subclass sets ``KIND`` and ``TABLES`` (attribute names) and allocates them with
+    zero rows in ``__init__`` before calling ``ensure``."""
+
+    KIND = "family"
+    TABLES: tuple[str, ...] = ()
+
+    capacity = 0
+
+    def arrays(self) -> dict[str, NDArray[Any]]:
+        return {name: getattr(self, name) for name in self.TABLES}
+
+    def bytes_per_series(self) -> int:
+        return sum(a.itemsize * (a.size // max(a.shape[0], 1)) for a in self.arrays().values())
+
+    def ensure(self, n_slots: int) -> None:
+        if n_slots <= self.capacity:
+            return
+        size = max(n_slots, 2 * self.capacity, 1024)
+        for name, arr in self.arrays().items():
+            grown = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype)
+            grown[: arr.shape[0]] = arr
+            setattr(self, name, grown)
+        self.capacity = size
+
+    def configure(self, slot: int) -> None:
+        """Fresh (all-zero) state for ``slot``; subclasses set non-zero initial values."""
+        self.ensure(slot + 1)
+        for arr in self.arrays().values():
+            arr[slot] = 0
+
+    def check(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
+              values: NDArray[np.float64], out: Scores) -> None:
+        """ValueError (naming the family) unless the arrays fit each other and the table."""
+        n = slots.shape[0]
+        if ts_ms.shape[0] != n or values.shape[0] != n or out.score.shape[0] != n:
+            raise ValueError(f"{self.KIND}: {n} slots, {ts_ms.shape[0]} timestamps, "
+                             f"{values.shape[0]} values and {out.score.shape[0]} outputs "
+                             "must have one length")
+        if n and int(slots.max()) >= self.capacity:
+            raise ValueError(f"{self.KIND}: slot {int(slots.max())} is beyond the table "
+                             f"({self.capacity}); call ensure() first")

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from detector.config import EnsembleParams
 from detector.detectors._kernels import ensemble as k
-from detector.detectors.base import Scores
+from detector.detectors.base import Scores, TableFamily
 
 _NEVER = -1e18  # "last fired" of a series that never fired
 
@@ -38,18 +38,19 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     return v
 
 
-class EnsembleFamily:
+class EnsembleFamily(TableFamily):
     """Struct-of-arrays state of the ensemble detector for many series, one params set."""
+
+    KIND = "ensemble"
+    TABLES = ("state", "ring", "season", "visits", "hist", "htot")
 
     def __init__(self, params: EnsembleParams, capacity: int = 1024) -> None:
         self.params = params
         self.vector = params_vector(params)
-        self.capacity = 0
         self.state = np.zeros((0, k.N_STATE), dtype=np.float64)
         self.ring = np.zeros((0, max(params.short_samples, 1)), dtype=np.float32)
         self.season = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
-        # the seasonal signal's calibration exists only with a seasonal profile
         # calibration only for the signals that are on: level, cusum, seasonal, shift
         self.n_signals = 2 + (params.season_bins > 0) + (params.short_samples > 0)
         self.hist = np.zeros((0, self.n_signals * k.HIST_BINS), dtype=np.float64)
@@ -57,41 +58,14 @@ class EnsembleFamily:
         self.htot = np.zeros((0, 3 * self.n_signals), dtype=np.float64)
         self.ensure(capacity)
 
-    def arrays(self) -> dict[str, NDArray[np.float64] | NDArray[np.float32]]:
-        return {"state": self.state, "ring": self.ring, "season": self.season,
-                "visits": self.visits, "hist": self.hist, "htot": self.htot}
-
-    def bytes_per_series(self) -> int:
-        return sum(a.itemsize * (a.size // max(a.shape[0], 1)) for a in self.arrays().values())
-
-    def ensure(self, n_slots: int) -> None:
-        if n_slots <= self.capacity:
-            return
-        size = max(n_slots, 2 * self.capacity, 1024)
-        for name, arr in self.arrays().items():
-            grown = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype)
-            grown[: arr.shape[0]] = arr
-            setattr(self, name, grown)
-        self.capacity = size
-
     def configure(self, slot: int) -> None:
-        """Fresh state for ``slot``."""
-        self.ensure(slot + 1)
-        for arr in self.arrays().values():
-            arr[slot] = 0
+        super().configure(slot)
         self.state[slot, k.S_LAST_FIRE] = _NEVER
         self.htot[slot, self.n_signals:2 * self.n_signals] = 1.0
 
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:
-        n = slots.shape[0]
-        if ts_ms.shape[0] != n or values.shape[0] != n or out.score.shape[0] != n:
-            raise ValueError(f"ensemble: {n} slots, {ts_ms.shape[0]} timestamps, "
-                             f"{values.shape[0]} values and {out.score.shape[0]} outputs "
-                             "must have one length")
-        if n and int(slots.max()) >= self.capacity:
-            raise ValueError(f"ensemble: slot {int(slots.max())} is beyond the table "
-                             f"({self.capacity}); call ensure() first")
+        self.check(slots, ts_ms, values, out)
         k.ensemble_score_learn(
             np.ascontiguousarray(slots, dtype=np.int32),
             np.ascontiguousarray(ts_ms, dtype=np.int64),
