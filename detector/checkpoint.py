@@ -31,7 +31,7 @@ import numpy as np
 
 from detector import ingest
 from detector.errors import DetectorError
-from detector.pipeline import Batch, Pipeline
+from detector.pipeline import CHECKPOINTED, Batch, Pipeline
 from detector.remote_write import decode, encode
 from detector.series import SeriesRegistry
 
@@ -40,8 +40,7 @@ log = logging.getLogger(__name__)
 FORMAT = "vigil-detector-checkpoint"
 VERSION = 1
 KEEP = 2
-_PIPELINE_TABLES = ("last_ts", "last_value", "n_samples", "stale", "last_score",
-                    "last_expected", "last_lower", "last_upper", "rate_prev", "rate_prev_ts")
+_PIPELINE_TABLES = CHECKPOINTED
 _CHUNK = 5000
 
 

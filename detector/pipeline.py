@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -116,64 +117,67 @@ class SampleQueue:
         return self._closed
 
 
+# per-slot tables of the pipeline: name, dtype, value of a fresh slot
+SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
+    ("last_ts", np.int64, _track.NEVER),
+    ("last_value", np.float64, np.nan),
+    ("n_samples", np.int64, 0),
+    ("stale", np.uint8, 0),
+    ("last_score", np.float64, np.nan),
+    ("last_expected", np.float64, np.nan),
+    ("last_lower", np.float64, np.nan),
+    ("last_upper", np.float64, np.nan),
+    ("is_counter", np.uint8, 0),  # set from the registry when the slot is created
+    ("rate_prev", np.float64, np.nan),
+    ("rate_prev_ts", np.int64, _track.NEVER),
+    ("warming", np.uint8, 0),  # set while a warm start holds the slot's samples
+)
+# what a checkpoint keeps; the other two are set again when the slot is re-created
+CHECKPOINTED = tuple(name for name, _, _ in SLOT_TABLES if name not in ("is_counter", "warming"))
+
+
 class Pipeline:
     """Per-series tables (last sample, staleness, latest score) and the detector families."""
+
+    # the SLOT_TABLES, typed for mypy (they are created and grown from that list)
+    last_ts: NDArray[np.int64]
+    last_value: NDArray[np.float64]
+    n_samples: NDArray[np.int64]
+    stale: NDArray[np.uint8]
+    last_score: NDArray[np.float64]
+    last_expected: NDArray[np.float64]
+    last_lower: NDArray[np.float64]
+    last_upper: NDArray[np.float64]
+    is_counter: NDArray[np.uint8]
+    rate_prev: NDArray[np.float64]
+    rate_prev_ts: NDArray[np.int64]
+    warming: NDArray[np.uint8]
 
     def __init__(self, metrics: IngestMetrics, capacity: int = 1024) -> None:
         self.metrics = metrics
         self.capacity = 0
-        self.last_ts = np.zeros(0, dtype=np.int64)
-        self.last_value = np.zeros(0, dtype=np.float64)
-        self.n_samples = np.zeros(0, dtype=np.int64)
-        self.stale = np.zeros(0, dtype=np.uint8)
-        self.last_score = np.zeros(0, dtype=np.float64)
-        self.last_expected = np.zeros(0, dtype=np.float64)
-        self.last_lower = np.zeros(0, dtype=np.float64)
-        self.last_upper = np.zeros(0, dtype=np.float64)
-        self.is_counter = np.zeros(0, dtype=np.uint8)
-        self.rate_prev = np.zeros(0, dtype=np.float64)
-        self.rate_prev_ts = np.zeros(0, dtype=np.int64)
+        for name, dtype, _ in SLOT_TABLES:
+            setattr(self, name, np.zeros(0, dtype=dtype))
         self.detectors = DetectorSet()
-        self.warming = np.zeros(0, dtype=np.uint8)
         self.n_warming = 0
         self._held: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint64]]]] = {}
         self._held_count: dict[int, int] = {}
-        self.processed = 0  # samples taken off the queue, for tests and /readyz
         self._ensure(capacity)
 
     def _ensure(self, n: int) -> None:
         if n <= self.capacity:
             return
         size = max(n, 2 * self.capacity, 1024)
-
-        def grow(arr: NDArray, fill: float | int) -> NDArray:  # type: ignore[type-arg]
-            out = np.full(size, fill, dtype=arr.dtype)
-            out[: arr.shape[0]] = arr
-            return out
-
-        self.last_ts = grow(self.last_ts, np.iinfo(np.int64).min)
-        self.last_value = grow(self.last_value, np.nan)
-        self.n_samples = grow(self.n_samples, 0)
-        self.stale = grow(self.stale, 0)
-        self.last_score = grow(self.last_score, np.nan)
-        self.last_expected = grow(self.last_expected, np.nan)
-        self.last_lower = grow(self.last_lower, np.nan)
-        self.last_upper = grow(self.last_upper, np.nan)
-        self.is_counter = grow(self.is_counter, 0)
-        self.rate_prev = grow(self.rate_prev, np.nan)
-        self.rate_prev_ts = grow(self.rate_prev_ts, _track.NEVER)
-        self.warming = grow(self.warming, 0)
+        for name, dtype, fill in SLOT_TABLES:
+            grown: NDArray[Any] = np.full(size, fill, dtype=dtype)
+            old = getattr(self, name)
+            grown[: old.shape[0]] = old
+            setattr(self, name, grown)
         self.capacity = size
 
     def _reset(self, slot: int) -> None:
-        self.last_ts[slot] = np.iinfo(np.int64).min
-        self.last_value[slot] = np.nan
-        self.n_samples[slot] = 0
-        self.stale[slot] = 0
-        for table in (self.last_score, self.last_expected, self.last_lower, self.last_upper,
-                      self.rate_prev):
-            table[slot] = np.nan
-        self.rate_prev_ts[slot] = _track.NEVER
+        for name, _, fill in SLOT_TABLES:
+            getattr(self, name)[slot] = fill
 
     def _segments(self, batch: Batch) -> list[tuple[NDArray[np.int32], NDArray[np.int64],
                                                         NDArray[np.uint64]]]:
@@ -249,7 +253,6 @@ class Pipeline:
             m.samples_dropped.labels("out_of_order").inc(int(counters[_track.C_OUT_OF_ORDER]))
         if hits:
             m.anomalous_samples.inc(hits)
-        self.processed += n
 
 
 def run_worker(queue: SampleQueue, pipeline: Pipeline, *,
