@@ -21,10 +21,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from detector import api, checkpoint
-from detector.config import DetectorConfig, read_bearer_token
+from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
 from detector.ingest import Ingestor
 from detector.metrics import IngestMetrics, build_metrics
 from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
+from detector.remote_write import decode, encode
 from detector.remote_write.handler import WriteHandler
 from detector.series import SeriesRegistry
 from detector.warmstart import WarmStarter
@@ -66,19 +67,15 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def _warm_up(pipeline_metrics: IngestMetrics) -> None:
     """Run every kernel once on tiny arrays so the first real request is not slow."""
-    from detector.remote_write import decode, encode
-
     body = encode.compress(encode.encode_v1([encode.Series(labels=[("__name__", "w")],
                                                            samples=[(1, 1.0)])]))
     raw = decode.decompress(body, max_decompressed_bytes=1 << 20)
-    decode.decode_request(raw, 1)
     decode.decode_request(np.frombuffer(encode.encode_v2([]), dtype=np.uint8), 2)
     reg = SeriesRegistry(DetectorConfig())
     req = decode.decode_request(raw, 1)
     reg.resolve(req)
+    reg.resolve_known(req)
     p = Pipeline(pipeline_metrics, capacity=4)
-    from detector.config import EnsembleParams, RobustParams
-
     p.process([Batch(slots=np.arange(2, dtype=np.int32), ts=np.ones(2, np.int64),
                      bits=np.zeros(2, np.uint64),
                      new_slots=[SlotSpec(0, RobustParams()),
