@@ -26,8 +26,10 @@ _u64 = types.Array(types.uint64, 1, "C")
 _f64 = types.Array(types.float64, 1, "C")
 _u8 = types.Array(types.uint8, 1, "C")
 
-TRACK_SIG = types.void(_i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _f64, _i64, _f64, _u8,
-                       _i64)
+TRACK_SIG = types.void(_i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _f64, _i64, _f64, _i64,
+                       _f64, _f64, _u8, _i64)
+INTERVAL_ALPHA = 0.1  # weight of a new gap in a series' typical sampling interval
+RUN_DECAY = 0.999  # per sample: how fast the memory of a long run of equal values fades
 NEVER = np.iinfo(np.int64).min
 RECORD_SIG = types.int64(_i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, types.float64)
 
@@ -36,6 +38,7 @@ RECORD_SIG = types.int64(_i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, t
 def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarray,
           last_value: np.ndarray, n_samples: np.ndarray, stale: np.ndarray,
           is_counter: np.ndarray, rate_prev: np.ndarray, rate_prev_ts: np.ndarray,
+          interval_ms: np.ndarray, run_same: np.ndarray, run_max: np.ndarray,
           out_values: np.ndarray, keep: np.ndarray, counters: np.ndarray) -> None:
     """Apply the sample rules in order; mark in ``keep`` the samples the detectors score.
 
@@ -44,6 +47,10 @@ def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarr
     new value). A counter's first sample, and its first after a staleness marker, has no
     rate and is not scored. Non-finite values pass through (the detectors score them NaN)
     and do not move a counter's reference point.
+
+    It also keeps what flatline and absence checks need: the series' typical interval
+    between samples (not across staleness), the current run of identical values and a
+    slowly fading memory of its longest past run.
     """
     values = bits.view(np.float64)
     for i in range(slots.shape[0]):
@@ -52,6 +59,7 @@ def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarr
         if ts[i] <= last_ts[s]:
             counters[C_OUT_OF_ORDER] += 1
             continue
+        previous_ts = last_ts[s]
         last_ts[s] = ts[i]
         counters[C_ACCEPTED] += 1
         if bits[i] == STALE_BITS:
@@ -60,6 +68,16 @@ def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarr
             counters[C_STALE] += 1
             continue
         x = values[i]
+        if previous_ts != NEVER and not stale[s]:
+            gap = float(ts[i] - previous_ts)
+            interval_ms[s] = gap if interval_ms[s] == 0.0 else (
+                interval_ms[s] + INTERVAL_ALPHA * (gap - interval_ms[s]))
+        run_max[s] *= RUN_DECAY
+        if n_samples[s] > 0 and x == last_value[s]:
+            run_same[s] += 1
+        else:
+            run_max[s] = max(run_max[s], float(run_same[s]))
+            run_same[s] = 0
         stale[s] = 0
         last_value[s] = x
         n_samples[s] += 1

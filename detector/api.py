@@ -11,7 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
+from detector import presence
+from detector.config import PresenceConfig
 from detector.errors import SelectorError
+from detector.pipeline import REPORT_THRESHOLD as ANOMALOUS
 from detector.pipeline import Pipeline
 from detector.selector import parse_selector
 from detector.series import SeriesRegistry
@@ -33,8 +36,18 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def list_series(request: web.Request, registry: SeriesRegistry,
-                pipeline: Pipeline) -> web.Response:
+STATES = ("all", "anomalous", "stuck", "absent")
+
+
+def list_series(request: web.Request, registry: SeriesRegistry, pipeline: Pipeline, *,
+                presence_rules: PresenceConfig, now_ms: int) -> web.Response:
+    """``match[]`` selectors, ``limit``, and ``state``: all, anomalous (latest score at or
+    above 0.999), stuck or absent."""
+    state = request.query.get("state", "all")
+    if state not in STATES:
+        return web.json_response(
+            {"status": "error", "error": f"state must be one of {', '.join(STATES)}"},
+            status=400)
     try:
         selectors = [parse_selector(text) for text in request.query.getall("match[]", [])]
         limit = int(request.query.get("limit", DEFAULT_LIMIT))
@@ -50,11 +63,18 @@ def list_series(request: web.Request, registry: SeriesRegistry,
     data: list[dict[str, Any]] = []
     total = 0
     p = pipeline
+    n = min(registry.n_tracked, p.capacity)
+    stuck = presence.stuck(p, n, presence_rules)
+    absent = presence.absent(p, n, now_ms, presence_rules)
+    wanted = {"all": None, "stuck": stuck, "absent": absent,
+              "anomalous": p.last_score[:n] >= ANOMALOUS}[state]
     for slot in registry.select(selectors):
+        if slot >= n or (wanted is not None and not wanted[slot]):
+            continue
         total += 1
         if len(data) >= limit:
             continue
-        seen = slot < p.capacity and int(p.n_samples[slot]) + int(p.stale[slot]) > 0
+        seen = int(p.n_samples[slot]) + int(p.stale[slot]) > 0
         data.append({
             "labels": dict(registry.labels_of(slot)),
             "rule": registry.rule_of(slot).name,
@@ -68,6 +88,10 @@ def list_series(request: web.Request, registry: SeriesRegistry,
             "expected": _number(float(p.last_expected[slot])) if seen else None,
             "lower": _number(float(p.last_lower[slot])) if seen else None,
             "upper": _number(float(p.last_upper[slot])) if seen else None,
+            "interval_s": float(p.interval_ms[slot]) / 1000.0 if seen else None,
+            "unchanged_samples": int(p.run_same[slot]),
+            "stuck": bool(stuck[slot]),
+            "absent": bool(absent[slot]),
         })
     return web.json_response({"status": "success", "total": total, "truncated": total > limit,
                               "data": data})

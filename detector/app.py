@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from detector import api, checkpoint
+from detector import api, checkpoint, presence
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
 from detector.ingest import Ingestor
 from detector.metrics import IngestMetrics, build_metrics
@@ -51,6 +52,18 @@ class Runtime:
     worker: threading.Thread | None = None
     state_dir: Path | None = None
     warm: WarmStarter | None = None
+    clock: Callable[[], float] = time.time
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def refresh_presence(self) -> None:
+        """Update the stuck/absent gauges."""
+        n = min(self.registry.n_tracked, self.pipeline.capacity)
+        rules = self.cfg.presence
+        self.metrics.stuck_series.set(int(presence.stuck(self.pipeline, n, rules).sum()))
+        self.metrics.absent_series.set(
+            int(presence.absent(self.pipeline, n, self.now_ms(), rules).sum()))
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until the worker has processed everything queued so far."""
@@ -84,9 +97,11 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
 
 def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
               token: str | None = None, state_dir: Path | None = None,
-              prometheus_url: str | None = None) -> web.Application:
+              prometheus_url: str | None = None,
+              clock: Callable[[], float] = time.time) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
-    ``prometheus_url`` turns on warm starts (when the config allows)."""
+    ``prometheus_url`` turns on warm starts (when the config allows); ``clock`` gives the
+    wall time in seconds (absence is judged against it)."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     m = build_metrics(registry_metrics)
     if token is None:
@@ -99,7 +114,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
         ingestor=Ingestor(registry, max_decompressed_bytes=cfg.limits.max_decompressed_bytes,
                           warm_start=warm),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
-        state_dir=state_dir,
+        state_dir=state_dir, clock=clock,
     )
     if warm:
         assert prometheus_url is not None
@@ -113,7 +128,8 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                           on_new_slots=rt.warm.request if rt.warm is not None else None)
 
     async def handle_series(request: web.Request) -> web.Response:
-        return api.list_series(request, rt.registry, rt.pipeline)
+        return api.list_series(request, rt.registry, rt.pipeline,
+                               presence_rules=cfg.presence, now_ms=rt.now_ms())
 
     async def handle_healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -132,9 +148,25 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app.cleanup_ctx.append(_executor_ctx)
     app.cleanup_ctx.append(_worker_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
+    app.cleanup_ctx.append(_presence_ctx)
     if rt.warm is not None:
         app.cleanup_ctx.append(_warm_start_ctx)
     return app
+
+
+async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+
+    async def refresh() -> None:
+        while True:
+            rt.refresh_presence()
+            await asyncio.sleep(rt.cfg.presence.check_interval_s)
+
+    task = asyncio.create_task(refresh())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _warm_start_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -128,6 +128,17 @@ class WarmStartConfig(_Model):
     max_backlog: int = Field(10_000, ge=0, description="series waiting for a query; beyond, new series start cold")
 
 
+class PresenceConfig(_Model):
+    """When a series counts as stuck (one value repeated) or absent (silent, not stale)."""
+
+    warmup_samples: int = Field(30, ge=1, description="samples before a series can be stuck or absent")
+    stuck_min_samples: int = Field(10, ge=2, description="a run of identical values shorter than this is never stuck")
+    stuck_factor: float = Field(3.0, ge=1.0, description="stuck when the run is this many times the longest recent run")
+    absent_intervals: float = Field(5.0, ge=1.0, description="absent after this many of the series' usual intervals")
+    absent_min_s: float = Field(60.0, ge=0.0, description="and after at least this long")
+    check_interval_s: float = Field(15.0, gt=0.0, description="how often the stuck/absent gauges are refreshed")
+
+
 DEFAULT_RULE = SeriesRule(name="default")
 
 
@@ -136,6 +147,7 @@ class DetectorConfig(_Model):
     auth: AuthConfig = AuthConfig()
     series: tuple[SeriesRule, ...] = (DEFAULT_RULE,)
     warm_start: WarmStartConfig = WarmStartConfig()
+    presence: PresenceConfig = PresenceConfig()
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> DetectorConfig:

@@ -34,6 +34,8 @@ class IngestMetrics:
     worker_errors: Counter
     ingest_path: Counter
     warm_starts: Counter
+    stuck_series: Gauge
+    absent_series: Gauge
     warm_start_samples: Counter
 
 
@@ -80,6 +82,10 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
                               "a timer scheduled every 100 ms."),
         worker_errors=counter("vigil_worker_errors", "Unexpected errors in the detector "
                               "worker (the batch is dropped and logged)."),
+        stuck_series=Gauge("vigil_stuck_series", "Tracked series repeating one value "
+                           "unusually long (see presence in the config).", registry=registry),
+        absent_series=Gauge("vigil_absent_series", "Tracked series silent for many of their "
+                            "usual intervals without a staleness marker.", registry=registry),
         warm_starts=counter("vigil_warm_starts", "Warm starts of new series from Prometheus "
                             "history, by result (ok, empty, error, skipped).", ("result",)),
         warm_start_samples=counter("vigil_warm_start_samples", "History samples learned by "

@@ -131,6 +131,9 @@ SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("rate_prev", np.float64, np.nan),
     ("rate_prev_ts", np.int64, _track.NEVER),
     ("warming", np.uint8, 0),  # set while a warm start holds the slot's samples
+    ("interval_ms", np.float64, 0.0),  # typical time between samples
+    ("run_same", np.int64, 0),  # current run of identical values
+    ("run_max", np.float64, 0.0),  # fading memory of the longest past run
 )
 # what a checkpoint keeps; the other two are set again when the slot is re-created
 CHECKPOINTED = tuple(name for name, _, _ in SLOT_TABLES if name not in ("is_counter", "warming"))
@@ -152,6 +155,9 @@ class Pipeline:
     rate_prev: NDArray[np.float64]
     rate_prev_ts: NDArray[np.int64]
     warming: NDArray[np.uint8]
+    interval_ms: NDArray[np.float64]
+    run_same: NDArray[np.int64]
+    run_max: NDArray[np.float64]
 
     def __init__(self, metrics: IngestMetrics, capacity: int = 1024) -> None:
         self.metrics = metrics
@@ -238,8 +244,8 @@ class Pipeline:
         counters = np.zeros(3, dtype=np.int64)
         values = np.empty(n, dtype=np.float64)
         _track.track(slots, ts, bits, self.last_ts, self.last_value, self.n_samples,
-                     self.stale, self.is_counter, self.rate_prev, self.rate_prev_ts, values,
-                     keep, counters)
+                     self.stale, self.is_counter, self.rate_prev, self.rate_prev_ts,
+                     self.interval_ms, self.run_same, self.run_max, values, keep, counters)
         mask = keep.view(np.bool_)
         k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
         out = Scores.empty(int(k_slots.shape[0]))

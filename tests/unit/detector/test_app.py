@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from detector.config import DetectorConfig, Limits, SeriesRule
+from detector.config import DetectorConfig, Limits, PresenceConfig, SeriesRule
 from detector.errors import DetectorError
 from detector.remote_write import encode
 from tests.conftest import SAMPLES
@@ -212,3 +212,28 @@ async def test_decode_thread_backlog_answers_503(aiohttp_client, monkeypatch):
     monkeypatch.setattr(handler, "MAX_THREAD_BACKLOG", 16)
     resp = await client.post("/api/v1/write", data=body([series("new", 1, 1.0)]), headers=V1)
     assert resp.status == 204
+
+
+async def test_series_api_filters_stuck_and_absent_by_the_injected_clock(aiohttp_client):
+    now = [1_700_000_000.0]
+    cfg = DetectorConfig(presence=PresenceConfig(warmup_samples=5))
+    client, rt = await start(aiohttp_client, cfg, clock=lambda: now[0])
+    t0 = int(now[0] * 1000)
+    for i in range(40):
+        ts = t0 + i * 15_000
+        data = body([series("flat", ts, 1.0 if i < 5 else 7.0),
+                     series("lively", ts, float(i % 7)),
+                     series("gone", ts, float(i % 5))] if i < 20 else
+                    [series("flat", ts, 7.0), series("lively", ts, float(i % 7))])
+        assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt.wait_idle()
+    now[0] = (t0 + 40 * 15_000) / 1000
+    names = {}
+    for state in ("stuck", "absent", "all"):
+        doc = await (await client.get("/api/v1/series", params={"state": state})).json()
+        names[state] = sorted(d["labels"]["__name__"] for d in doc["data"])
+    assert names == {"stuck": ["flat"], "absent": ["gone"], "all": ["flat", "gone", "lively"]}
+    assert (await client.get("/api/v1/series", params={"state": "x"})).status == 400
+    rt.refresh_presence()
+    metrics = await (await client.get("/metrics")).text()
+    assert "vigil_stuck_series 1.0" in metrics and "vigil_absent_series 1.0" in metrics
