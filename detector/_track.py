@@ -31,7 +31,8 @@ TRACK_SIG = types.void(_i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _f64, _i64,
 INTERVAL_ALPHA = 0.1  # weight of a new gap in a series' typical sampling interval
 RUN_DECAY = 0.999  # per sample: how fast the memory of a long run of equal values fades
 NEVER = np.iinfo(np.int64).min
-RECORD_SIG = types.int64(_i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, types.float64)
+RECORD_SIG = types.int64(_i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64,
+                         types.float64)
 
 
 @njit(TRACK_SIG, cache=True, nogil=True)
@@ -95,13 +96,16 @@ def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarr
 
 
 @njit(RECORD_SIG, cache=True, nogil=True)
-def record(slots: np.ndarray, score: np.ndarray, expected: np.ndarray, lower: np.ndarray,
-           upper: np.ndarray, last_score: np.ndarray, last_expected: np.ndarray,
-           last_lower: np.ndarray, last_upper: np.ndarray, threshold: float) -> int:
-    """Keep the latest outputs per series; return how many samples scored >= threshold."""
+def record(slots: np.ndarray, inputs: np.ndarray, score: np.ndarray, expected: np.ndarray,
+           lower: np.ndarray, upper: np.ndarray, last_input: np.ndarray,
+           last_score: np.ndarray, last_expected: np.ndarray, last_lower: np.ndarray,
+           last_upper: np.ndarray, threshold: float) -> int:
+    """Keep the latest input (value or rate) and outputs per series; return how many
+    samples scored >= threshold."""
     hits = 0
     for i in range(slots.shape[0]):
         s = slots[i]
+        last_input[s] = inputs[i]
         last_score[s] = score[i]
         last_expected[s] = expected[i]
         last_lower[s] = lower[i]

@@ -123,6 +123,7 @@ SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("last_value", np.float64, np.nan),
     ("n_samples", np.int64, 0),
     ("stale", np.uint8, 0),
+    ("last_input", np.float64, np.nan),  # what the detectors saw last: value or rate
     ("last_score", np.float64, np.nan),
     ("last_expected", np.float64, np.nan),
     ("last_lower", np.float64, np.nan),
@@ -147,6 +148,7 @@ class Pipeline:
     last_value: NDArray[np.float64]
     n_samples: NDArray[np.int64]
     stale: NDArray[np.uint8]
+    last_input: NDArray[np.float64]
     last_score: NDArray[np.float64]
     last_expected: NDArray[np.float64]
     last_lower: NDArray[np.float64]
@@ -250,9 +252,9 @@ class Pipeline:
         k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
         out = Scores.empty(int(k_slots.shape[0]))
         self.detectors.score_learn(k_slots, k_ts, k_values, out)
-        hits = _track.record(k_slots, out.score, out.expected, out.lower, out.upper,
-                             self.last_score, self.last_expected, self.last_lower,
-                             self.last_upper, REPORT_THRESHOLD)
+        hits = _track.record(k_slots, k_values, out.score, out.expected, out.lower, out.upper,
+                             self.last_input, self.last_score, self.last_expected,
+                             self.last_lower, self.last_upper, REPORT_THRESHOLD)
         m = self.metrics
         m.samples_accepted.inc(int(counters[_track.C_ACCEPTED]))
         if counters[_track.C_OUT_OF_ORDER]:

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from detector.config import EnsembleParams
 from detector.detectors._kernels import ensemble as k
+from detector.detectors._kernels.calibration import HIST_BINS
 from detector.detectors.base import Scores, TableFamily
 
 _NEVER = -1e18  # "last fired" of a series that never fired
@@ -53,7 +54,7 @@ class EnsembleFamily(TableFamily):
         self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
         # calibration only for the signals that are on: level, cusum, seasonal, shift
         self.n_signals = 2 + (params.season_bins > 0) + (params.short_samples > 0)
-        self.hist = np.zeros((0, self.n_signals * k.HIST_BINS), dtype=np.float64)
+        self.hist = np.zeros((0, self.n_signals * HIST_BINS), dtype=np.float64)
         # per signal: total weight; its lazy-forgetting divisor; the sum of its stored bins
         self.htot = np.zeros((0, 3 * self.n_signals), dtype=np.float64)
         self.ensure(capacity)

@@ -37,10 +37,9 @@ import numpy as np
 from numba import njit, types
 
 from detector.detectors._kernels import SAFE_FASTMATH
+from detector.detectors._kernels.calibration import tail_probability
 
-HIST_BINS = 32
 N_SIGNALS = 4  # level, cusum, then seasonal and shift when they are on (calibration rows)
-_BIN_SCALE = HIST_BINS / math.log2(math.exp(4.0))  # log2(1 + z) for z up to ~53
 
 # per-series scalar state, one row of ``state`` per slot
 (S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
@@ -61,62 +60,6 @@ _i64 = types.Array(types.int64, 1, "C")
 # lower, upper
 SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64_2, _f64,
                        _f64, _f64, _f64, _f64)
-
-
-@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def _bin(z: float) -> int:
-    """Histogram bin of z: log2(1 + z) spread over the bins, z up to ~53.
-
-    log2 comes from the float's exponent plus a quadratic in its mantissa (within 0.005
-    of the true value, monotone, no transcendental call).
-    """
-    m, e = math.frexp(1.0 + z)
-    x = 2.0 * m  # 1 + z = x * 2**(e - 1), x in [1, 2)
-    log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
-    return min(int(log2 * _BIN_SCALE), HIST_BINS - 1)
-
-
-@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def _tail(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: float) -> float:
-    """Empirical tail probability of ``z`` for signal k of series s, then learn z.
-
-    ``htot`` holds per series, for each of its n signals: the total weight (column k), the
-    lazy-forgetting divisor g = decay**t (column n + k) and the sum of the stored bins
-    (column 2n + k). Stored bins are true weights divided by g, so a sample touches one
-    bin instead of decaying all of them; they are rescaled only when g gets tiny. The
-    weight at least as extreme as z is summed from whichever end of the histogram is
-    nearer (most samples land in the low bins).
-    """
-    b = _bin(z)
-    base = k * HIST_BINS
-    n = htot.shape[1] // 3
-    g = htot[s, n + k]
-    if b < HIST_BINS // 2:
-        below = 0.0
-        for j in range(b):
-            below += hist[s, base + j]
-        ge = max(0.0, htot[s, 2 * n + k] - below) * g
-    else:
-        ge = 0.0
-        for j in range(b, HIST_BINS):
-            ge += hist[s, base + j]
-        ge *= g
-    p = (ge + 1.0) / (htot[s, k] + 2.0)
-    # beyond what this series has shown (less than one sample's weight, allowing for
-    # rounding): the Gaussian tail breaks ties
-    if ge < 1.0 - 1e-6:
-        p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
-    g *= decay
-    if g < 1e-30:
-        for j in range(HIST_BINS):
-            hist[s, base + j] *= g
-        htot[s, 2 * n + k] *= g
-        g = 1.0
-    hist[s, base + b] += 1.0 / g
-    htot[s, 2 * n + k] += 1.0 / g
-    htot[s, n + k] = g
-    htot[s, k] = htot[s, k] * decay + 1.0
-    return p
 
 
 @njit(SIGNATURE, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
@@ -197,16 +140,17 @@ def ensemble_score_learn(
         p = 1.0
         k = 2.0
         if warm:
-            p = min(_tail(hist, htot, s, 0, z1, decay), _tail(hist, htot, s, 1, zc, decay))
+            p = min(tail_probability(hist, htot, s, 0, z1, decay),
+                    tail_probability(hist, htot, s, 1, zc, decay))
             if short > 0:
-                p = min(p, _tail(hist, htot, s, 2 + (nbins > 0), zs, decay))
+                p = min(p, tail_probability(hist, htot, s, 2 + (nbins > 0), zs, decay))
                 k = 3.0
         # 4. seasonal
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
-                p = min(p, _tail(hist, htot, s, 2, z3, decay))
+                p = min(p, tail_probability(hist, htot, s, 2, z3, decay))
                 k += 1.0
             resid = x - st[S_L]
             st[S_L] += a2 * (x - season[s, b] - st[S_L])
