@@ -13,6 +13,7 @@ from aiohttp import web
 
 from detector import presence
 from detector.config import PresenceConfig
+from detector.entities import EntityTracker
 from detector.errors import SelectorError
 from detector.pipeline import REPORT_THRESHOLD as ANOMALOUS
 from detector.pipeline import Pipeline
@@ -95,3 +96,24 @@ def list_series(request: web.Request, registry: SeriesRegistry, pipeline: Pipeli
         })
     return web.json_response({"status": "success", "total": total, "truncated": total > limit,
                               "data": data})
+
+
+def list_entities(request: web.Request, tracker: EntityTracker | None) -> web.Response:
+    """Entities scored together, most anomalous first: ``limit`` and ``min_score``."""
+    try:
+        limit = int(request.query.get("limit", DEFAULT_LIMIT))
+        min_score = float(request.query.get("min_score", "0"))
+    except ValueError:
+        return web.json_response(
+            {"status": "error", "error": "limit must be a whole number, min_score a number"},
+            status=400)
+    if not 1 <= limit <= MAX_LIMIT:
+        return web.json_response(
+            {"status": "error", "error": f"limit must be between 1 and {MAX_LIMIT}"},
+            status=400)
+    views = [] if tracker is None else [v for v in tracker.snapshot if v.score >= min_score]
+    views.sort(key=lambda v: v.score, reverse=True)
+    data = [{"rule": v.rule, "labels": v.labels, "members": list(v.members), "score": v.score,
+             "raw": v.raw, "top": v.top, "evaluations": v.evaluations,
+             "evaluated_ms": v.evaluated_ms} for v in views[:limit]]
+    return web.json_response({"status": "success", "total": len(views), "data": data})

@@ -23,6 +23,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from detector import api, checkpoint, presence
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
+from detector.entities import EntityTracker
 from detector.ingest import Ingestor
 from detector.metrics import IngestMetrics, build_metrics
 from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
@@ -52,10 +53,18 @@ class Runtime:
     worker: threading.Thread | None = None
     state_dir: Path | None = None
     warm: WarmStarter | None = None
+    entities: EntityTracker | None = None
     clock: Callable[[], float] = time.time
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def on_new_slots(self, slots: list[int]) -> None:
+        """Slots just created by a request: warm them up, give them to their entities."""
+        if self.warm is not None:
+            self.warm.request(slots)
+        if self.entities is not None:
+            self.entities.add_slots(slots)
 
     def refresh_presence(self) -> None:
         """Update the stuck/absent gauges."""
@@ -120,16 +129,21 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
         assert prometheus_url is not None
         rt.warm = WarmStarter(cfg=cfg.warm_start, prometheus_url=prometheus_url,
                               queue=rt.queue, labels_of=registry.labels_of, metrics=m)
+    if cfg.entities:
+        rt.entities = EntityTracker(cfg.entities, registry.labels_of)
     m.queue_capacity.set(cfg.limits.queue_max_samples)
     app = web.Application(client_max_size=cfg.limits.max_body_bytes)
     app[RUNTIME] = rt
     writer = WriteHandler(ingestor=rt.ingestor, queue=rt.queue, metrics=m, executor=rt.executor,
                           token=token, max_body_bytes=cfg.limits.max_body_bytes,
-                          on_new_slots=rt.warm.request if rt.warm is not None else None)
+                          on_new_slots=rt.on_new_slots)
 
     async def handle_series(request: web.Request) -> web.Response:
         return api.list_series(request, rt.registry, rt.pipeline,
                                presence_rules=cfg.presence, now_ms=rt.now_ms())
+
+    async def handle_entities(request: web.Request) -> web.Response:
+        return api.list_entities(request, rt.entities)
 
     async def handle_healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -142,6 +156,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
 
     app.router.add_post("/api/v1/write", writer.handle_write)
     app.router.add_get("/api/v1/series", handle_series)
+    app.router.add_get("/api/v1/entities", handle_entities)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
@@ -151,6 +166,8 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app.cleanup_ctx.append(_presence_ctx)
     if rt.warm is not None:
         app.cleanup_ctx.append(_warm_start_ctx)
+    if rt.entities is not None:
+        app.cleanup_ctx.append(_entities_ctx)
     return app
 
 
@@ -163,6 +180,32 @@ async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(rt.cfg.presence.check_interval_s)
 
     task = asyncio.create_task(refresh())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _entities_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    tracker = rt.entities
+    assert tracker is not None
+    tracker.add_slots(range(rt.registry.n_tracked))  # series restored from a checkpoint
+
+    async def evaluate_forever() -> None:
+        while True:
+            await asyncio.sleep(rt.cfg.entity_interval_s)
+            start = time.perf_counter()
+            try:
+                done = await asyncio.to_thread(tracker.evaluate, rt.pipeline, rt.now_ms())
+            except Exception:
+                log.exception("entity evaluation failed; retrying next interval")
+                continue
+            rt.metrics.entity_evaluations.inc(done)
+            rt.metrics.entities.set(tracker.n_entities)
+            rt.metrics.entity_eval_seconds.observe(time.perf_counter() - start)
+
+    task = asyncio.create_task(evaluate_forever())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -78,6 +78,15 @@ DetectorParams = Annotated[
 ]
 
 
+def _check_selector(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_selector(value)
+        except SelectorError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
+
+
 class SeriesRule(_Model):
     """Which series are tracked, and with which detector settings. First match wins."""
 
@@ -90,12 +99,7 @@ class SeriesRule(_Model):
     @field_validator("match")
     @classmethod
     def _selector_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_selector(value)
-            except SelectorError as exc:
-                raise ValueError(str(exc)) from exc
-        return value
+        return _check_selector(value)
 
     def selector(self) -> Selector | None:
         return None if self.match is None else parse_selector(self.match)
@@ -128,6 +132,42 @@ class WarmStartConfig(_Model):
     max_backlog: int = Field(10_000, ge=0, description="series waiting for a query; beyond, new series start cold")
 
 
+class EntityModel(_Model):
+    """How an entity's vector of member deviations is scored.
+
+    ``mahalanobis`` (default): distance from an exponentially weighted mean under an
+    exponentially weighted covariance, so a break in how members move *together* stands
+    out; ``halfspacetrees``: river's HalfSpaceTrees (density by random half-spaces).
+    """
+
+    kind: Literal["mahalanobis", "halfspacetrees"] = "mahalanobis"
+    window_size: int = Field(250, ge=10, le=100_000, description="evaluations remembered (EW span, or HST's reference window)")
+    n_trees: int = Field(10, ge=1, le=100, description="halfspacetrees only")
+    height: int = Field(8, ge=2, le=16, description="halfspacetrees only")
+    seed: int = 42
+
+
+class EntityRule(_Model):
+    """Several series of one entity (e.g. a pod's CPU, memory, latency, errors) scored together."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    match: str | None = Field(None, description="tracked series taking part; none = all")
+    by: tuple[str, ...] = Field(min_length=1, description="labels naming the entity, e.g. [namespace, pod]")
+    min_series: int = Field(2, ge=2, description="members needed before an entity is scored")
+    max_features: int = Field(32, ge=2, le=256, description="members per entity; more are ignored")
+    max_entities: int = Field(10_000, ge=1, description="entities of this rule; more are counted and ignored")
+    warmup_evaluations: int = Field(300, ge=1, description="evaluations before an entity is scored")
+    model: EntityModel = EntityModel()
+
+    @field_validator("match")
+    @classmethod
+    def _selector_parses(cls, value: str | None) -> str | None:
+        return _check_selector(value)
+
+    def selector(self) -> Selector | None:
+        return None if self.match is None else parse_selector(self.match)
+
+
 class PresenceConfig(_Model):
     """When a series counts as stuck (one value repeated) or absent (silent, not stale)."""
 
@@ -148,6 +188,8 @@ class DetectorConfig(_Model):
     series: tuple[SeriesRule, ...] = (DEFAULT_RULE,)
     warm_start: WarmStartConfig = WarmStartConfig()
     presence: PresenceConfig = PresenceConfig()
+    entities: tuple[EntityRule, ...] = ()
+    entity_interval_s: float = Field(15.0, gt=0.0, description="how often entities are scored (about the scrape interval)")
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> DetectorConfig:

@@ -35,6 +35,9 @@ class IngestMetrics:
     ingest_path: Counter
     warm_starts: Counter
     stuck_series: Gauge
+    entities: Gauge
+    entity_evaluations: Counter
+    entity_eval_seconds: Histogram
     absent_series: Gauge
     warm_start_samples: Counter
 
@@ -82,6 +85,11 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
                               "a timer scheduled every 100 ms."),
         worker_errors=counter("vigil_worker_errors", "Unexpected errors in the detector "
                               "worker (the batch is dropped and logged)."),
+        entities=Gauge("vigil_entities", "Entities scored together (entities rules).",
+                       registry=registry),
+        entity_evaluations=counter("vigil_entity_evaluations", "Entity vectors scored."),
+        entity_eval_seconds=hist("vigil_entity_evaluation_seconds", "Time to score every "
+                                 "entity with new data once."),
         stuck_series=Gauge("vigil_stuck_series", "Tracked series repeating one value "
                            "unusually long (see presence in the config).", registry=registry),
         absent_series=Gauge("vigil_absent_series", "Tracked series silent for many of their "
