@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import anomaly
 
 from detector.config import EntityRule
 from detector.detectors._kernels.calibration import HIST_BINS, tail_probability
@@ -76,6 +75,8 @@ class HalfSpaceTrees:
     """river's HalfSpaceTrees on deviations mapped into [0, 1]; its score times ten."""
 
     def __init__(self, rule: EntityRule) -> None:
+        from river import anomaly  # imported only when configured: river is heavy
+
         m = rule.model
         self.model = anomaly.HalfSpaceTrees(n_trees=m.n_trees, height=m.height,
                                             window_size=m.window_size, seed=m.seed)
