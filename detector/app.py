@@ -139,8 +139,10 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                           on_new_slots=rt.on_new_slots)
 
     async def handle_series(request: web.Request) -> web.Response:
-        return api.list_series(request, rt.registry, rt.pipeline,
-                               presence_rules=cfg.presence, now_ms=rt.now_ms())
+        # a thread: with a million series the listing takes seconds of Python, which must
+        # not hold up remote-write requests
+        return await asyncio.to_thread(api.list_series, request, rt.registry, rt.pipeline,
+                                       presence_rules=cfg.presence, now_ms=rt.now_ms())
 
     async def handle_entities(request: web.Request) -> web.Response:
         return api.list_entities(request, rt.entities)
