@@ -130,6 +130,8 @@ class WarmStartConfig(_Model):
     max_concurrent: int = Field(4, ge=1, le=64, description="queries to Prometheus at once")
     timeout_s: float = Field(10.0, gt=0.0, description="per query; live samples are held meanwhile")
     max_backlog: int = Field(10_000, ge=0, description="series waiting for a query; beyond, new series start cold")
+    detect_period: bool = Field(True, description="give a series the candidate period its history repeats best")
+    period_candidates_s: tuple[float, ...] = Field((86400.0, 604800.0), description="periods to try (daily, weekly)")
 
 
 class EntityModel(_Model):

@@ -40,6 +40,7 @@ class IngestMetrics:
     entity_eval_seconds: Histogram
     absent_series: Gauge
     warm_start_samples: Counter
+    periods_detected: Counter
 
 
 def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
@@ -98,6 +99,8 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
                             "history, by result (ok, empty, error, skipped).", ("result",)),
         warm_start_samples=counter("vigil_warm_start_samples", "History samples learned by "
                                    "warm starts."),
+        periods_detected=counter("vigil_seasonal_periods_detected", "Series given their own "
+                                 "seasonal period from their warm-start history."),
         ingest_path=counter("vigil_remote_write_ingest_path", "Requests decoded on the event "
                             "loop (inline: all series known) or in the decode thread (thread: "
                             "new series, a big body, or the registry busy).", ("path",)),

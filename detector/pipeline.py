@@ -49,6 +49,7 @@ class Batch:
     bits: NDArray[np.uint64]  # raw value bits: the staleness marker is one specific NaN
     new_slots: Sequence[SlotSpec] = field(default=())
     warmed: Sequence[int] = field(default=())  # history batch: these slots' warm start is done
+    periods: Sequence[tuple[int, float]] = field(default=())  # (slot, seasonal period ms)
 
     @property
     def n_samples(self) -> int:
@@ -232,6 +233,8 @@ class Pipeline:
                 if spec.warm and not self.warming[spec.slot]:
                     self.warming[spec.slot] = 1
                     self.n_warming += 1
+            for slot, period_ms in batch.periods:
+                self.detectors.set_period(slot, period_ms)
         if len(batches) == 1 and not self.n_warming and not batches[0].warmed:
             slots, ts, bits = batches[0].slots, batches[0].ts, batches[0].bits
         else:

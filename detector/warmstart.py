@@ -19,6 +19,7 @@ from prometheus_api_client import PrometheusConnect
 
 from detector.config import WarmStartConfig
 from detector.metrics import IngestMetrics
+from detector.periods import detect_period
 from detector.pipeline import Batch, SampleQueue
 from detector.series import Labels
 
@@ -74,8 +75,14 @@ class WarmStarter:
                  bits: np.ndarray | None = None) -> None:
         ts = np.empty(0, np.int64) if ts is None else ts
         bits = np.empty(0, np.uint64) if bits is None else bits
+        periods: list[tuple[int, float]] = []
+        if self.cfg.detect_period and ts.shape[0]:
+            period_s = detect_period(ts, bits.view(np.float64), self.cfg.period_candidates_s)
+            if period_s is not None:
+                periods.append((slot, period_s * 1000.0))
+                self.metrics.periods_detected.inc()
         self.queue.offer(Batch(slots=np.full(ts.shape[0], slot, dtype=np.int32), ts=ts,
-                               bits=bits, warmed=(slot,)))
+                               bits=bits, warmed=(slot,), periods=periods))
 
     def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
         hours = max(1, math.ceil(self.cfg.history_s / 3600))

@@ -64,6 +64,13 @@ class EnsembleFamily(TableFamily):
         self.state[slot, k.S_LAST_FIRE] = _NEVER
         self.htot[slot, self.n_signals:2 * self.n_signals] = 1.0
 
+    def set_period(self, row: int, period_ms: float) -> None:
+        """Give one series its own seasonal period (detected from its history); its
+        profile starts over."""
+        self.state[row, k.S_PERIOD] = period_ms
+        self.season[row] = 0
+        self.visits[row] = 0
+
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:
         self.check(slots, ts_ms, values, out)

@@ -45,6 +45,15 @@ class DetectorSet:
         self.family_of[slot] = f
         self.row_of[slot] = row
 
+    def set_period(self, slot: int, period_ms: float) -> bool:
+        """Give ``slot`` its own seasonal period if its family has a seasonal profile."""
+        family = self.families[int(self.family_of[slot])]
+        set_period = getattr(family, "set_period", None)
+        if set_period is None:
+            return False
+        set_period(int(self.row_of[slot]), period_ms)
+        return True
+
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:
         rows = self.row_of[slots]

@@ -43,8 +43,8 @@ N_SIGNALS = 4  # level, cusum, then seasonal and shift when they are on (calibra
 
 # per-series scalar state, one row of ``state`` per slot
 (S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
- S_RPOS) = range(13)
-N_STATE = 13
+ S_RPOS, S_PERIOD) = range(14)
+N_STATE = 14  # S_PERIOD: the series' own seasonal period in ms (0: the family's)
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
  P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K, P_WARMUP,
@@ -92,7 +92,7 @@ def ensemble_score_learn(
         st = state[s]
         b = 0
         if nbins > 0:  # time of day as a fraction of the period, in floats: no division
-            cycles = ts_ms[i] / period
+            cycles = ts_ms[i] / (st[S_PERIOD] if st[S_PERIOD] > 0.0 else period)
             b = min(int((cycles - math.floor(cycles)) * nbins), nbins - 1)
         seasonal_on = nbins > 0 and visits[s, b] >= min_visits
         s1 = math.sqrt(st[S_V1])

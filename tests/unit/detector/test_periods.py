@@ -1,0 +1,43 @@
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from detector.config import EnsembleParams
+from detector.detectors._kernels import ensemble as k
+from detector.metrics import build_metrics
+from detector.periods import detect_period
+from detector.pipeline import Batch, Pipeline, SlotSpec
+
+DAY, WEEK = 86_400.0, 604_800.0
+CANDIDATES = (DAY, WEEK)
+
+
+def _history(days: float, step_s: float, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    ts = (np.arange(0, days * DAY, step_s) * 1000).astype(np.int64) + 1_700_000_000_000
+    return ts, shape(ts / 1000.0) + rng.normal(0, 0.3, ts.shape[0])
+
+
+def test_daily_weekly_and_none_are_told_apart():
+    daily = _history(4, 300, lambda t: np.sin(2 * np.pi * t / DAY))
+    weekly = _history(21, 900, lambda t: np.where((t // DAY) % 7 < 5, 3.0, 0.0))
+    noise = _history(4, 300, lambda t: 0.0 * t)
+    assert detect_period(*daily, CANDIDATES) == DAY
+    assert detect_period(*weekly, CANDIDATES) == WEEK
+    assert detect_period(*noise, CANDIDATES) is None
+
+
+def test_too_little_history_detects_nothing():
+    short = _history(1.5, 300, lambda t: np.sin(2 * np.pi * t / DAY))
+    assert detect_period(*short, CANDIDATES) is None
+    ts, x = _history(4, 300, lambda t: np.sin(2 * np.pi * t / DAY))
+    assert detect_period(ts[:10], x[:10], CANDIDATES) is None
+
+
+def test_a_history_batch_gives_its_series_its_own_period():
+    p = Pipeline(build_metrics(CollectorRegistry()), capacity=2)
+    p.process([Batch(slots=np.empty(0, np.int32), ts=np.empty(0, np.int64),
+                     bits=np.empty(0, np.uint64), new_slots=[SlotSpec(0, EnsembleParams())])])
+    p.process([Batch(slots=np.zeros(1, np.int32), ts=np.ones(1, np.int64),
+                     bits=np.ones(1).view(np.uint64), periods=[(0, WEEK * 1000)])])
+    family = p.detectors.families[0]
+    assert family.state[p.detectors.row_of[0], k.S_PERIOD] == WEEK * 1000
