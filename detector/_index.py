@@ -21,6 +21,9 @@ UNKNOWN = -1
 _FNV_OFFSET = np.int64(-3750763034362895579)  # 0xcbf29ce484222325 as int64
 _PRIME = np.int64(1099511628211)
 _MIX = np.int64(-49064778989728563)
+_LANE1 = np.int64(0x1F83D9ABFB41BD6B)
+_LANE2 = np.int64(0x5BE0CD19137E2179)
+_LANE3 = np.int64(0x3C6EF372FE94F82B)
 
 _i32 = types.Array(types.int32, 1, "C")
 _i64 = types.Array(types.int64, 1, "C")
@@ -72,8 +75,27 @@ def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: n
             continue
         off = key_off[j]
         end = off + n
+        # four independent lanes over 32-byte strides, so the multiplications overlap
         h = _FNV_OFFSET ^ n
+        h1 = _LANE1
+        h2 = _LANE2
+        h3 = _LANE3
         p = off
+        r = p & 7
+        while p + 32 <= end and (p >> 3) + 3 < kw:
+            q = p >> 3
+            h = (h ^ keys_w[r, q]) * _PRIME
+            h1 = (h1 ^ keys_w[r, q + 1]) * _PRIME
+            h2 = (h2 ^ keys_w[r, q + 2]) * _PRIME
+            h3 = (h3 ^ keys_w[r, q + 3]) * _PRIME
+            h ^= (h >> 29) & 0x7FFFFFFFF
+            h1 ^= (h1 >> 29) & 0x7FFFFFFFF
+            h2 ^= (h2 >> 29) & 0x7FFFFFFFF
+            h3 ^= (h3 >> 29) & 0x7FFFFFFFF
+            p += 32
+        h = (h ^ (h1 * _MIX)) * _PRIME
+        h = (h ^ (h2 * _MIX)) * _PRIME
+        h = (h ^ (h3 * _MIX)) * _PRIME
         while p + 8 <= end:
             q = p >> 3
             if q < kw:
@@ -102,6 +124,19 @@ def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: n
                 a = entry_off[e]
                 same = True
                 k = 0
+                # whole words while both sides have them, four at a time, no bound checks
+                ra = a & 7
+                rk = off & 7
+                qa = a >> 3
+                qk = off >> 3
+                words = min(n >> 3, aw - qa, kw - qk)
+                while k + 4 <= words and same:
+                    same = (arena_w[ra, qa + k] == keys_w[rk, qk + k]
+                            and arena_w[ra, qa + k + 1] == keys_w[rk, qk + k + 1]
+                            and arena_w[ra, qa + k + 2] == keys_w[rk, qk + k + 2]
+                            and arena_w[ra, qa + k + 3] == keys_w[rk, qk + k + 3])
+                    k += 4
+                k *= 8
                 while k + 8 <= n and same:
                     pa = a + k
                     pk = off + k
