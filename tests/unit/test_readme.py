@@ -1,0 +1,16 @@
+"""The configuration shown in the README is a valid configuration."""
+
+from detector.config import load_config
+from tests.conftest import ROOT
+
+
+def test_readme_configuration_example_loads(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### Configuration")[1].split("```yaml")[1].split("```")[0]
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    config = tmp_path / "vigil.yaml"
+    config.write_text(block.replace("/etc/vigil/token", str(token)))
+    cfg = load_config(config)
+    assert [rule.name for rule in cfg.series] == ["api", "everything-else"]
+    assert cfg.entities[0].by == ("namespace", "pod")
