@@ -11,10 +11,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp import web
@@ -173,6 +174,18 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     return app
 
 
+@contextlib.asynccontextmanager
+async def _running(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``coro`` as a background task for the duration of the block; cancel it after."""
+    task = asyncio.create_task(coro)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
 
@@ -181,11 +194,8 @@ async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
             rt.refresh_presence()
             await asyncio.sleep(rt.cfg.presence.check_interval_s)
 
-    task = asyncio.create_task(refresh())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(refresh()):
+        yield
 
 
 async def _entities_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -207,21 +217,15 @@ async def _entities_ctx(app: web.Application) -> AsyncIterator[None]:
             rt.metrics.entities.set(tracker.n_entities)
             rt.metrics.entity_eval_seconds.observe(time.perf_counter() - start)
 
-    task = asyncio.create_task(evaluate_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(evaluate_forever()):
+        yield
 
 
 async def _warm_start_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     assert rt.warm is not None
-    task = asyncio.create_task(rt.warm.run())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(rt.warm.run()):
+        yield
 
 
 async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -267,8 +271,5 @@ async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(LOOP_LAG_INTERVAL_S)
             rt.metrics.loop_lag_seconds.observe(max(0.0, loop.time() - due))
 
-    task = asyncio.create_task(measure())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(measure()):
+        yield

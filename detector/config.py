@@ -87,14 +87,10 @@ def _check_selector(value: str | None) -> str | None:
     return value
 
 
-class SeriesRule(_Model):
-    """Which series are tracked, and with which detector settings. First match wins."""
+class _Matching(_Model):
+    """A rule that applies to the tracked series its ``match`` selector selects."""
 
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     match: str | None = Field(None, description='PromQL-style selector, e.g. {__name__=~"http_.*", job="api"}; none = every series')
-    max_series: int | None = Field(None, ge=1, description="series this rule may track; new ones beyond are dropped and counted")
-    detector: DetectorParams = EnsembleParams()
-    transform: Literal["auto", "rate", "none"] = Field("auto", description="rate: detect on the per-second rate of a counter; auto: rate for names ending in _total, _count, _sum or _bucket")
 
     @field_validator("match")
     @classmethod
@@ -103,6 +99,15 @@ class SeriesRule(_Model):
 
     def selector(self) -> Selector | None:
         return None if self.match is None else parse_selector(self.match)
+
+
+class SeriesRule(_Matching):
+    """Which series are tracked, and with which detector settings. First match wins."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    max_series: int | None = Field(None, ge=1, description="series this rule may track; new ones beyond are dropped and counted")
+    detector: DetectorParams = EnsembleParams()
+    transform: Literal["auto", "rate", "none"] = Field("auto", description="rate: detect on the per-second rate of a counter; auto: rate for names ending in _total, _count, _sum or _bucket")
 
 
 class Limits(_Model):
@@ -149,25 +154,16 @@ class EntityModel(_Model):
     seed: int = 42
 
 
-class EntityRule(_Model):
+class EntityRule(_Matching):
     """Several series of one entity (e.g. a pod's CPU, memory, latency, errors) scored together."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    match: str | None = Field(None, description="tracked series taking part; none = all")
     by: tuple[str, ...] = Field(min_length=1, description="labels naming the entity, e.g. [namespace, pod]")
     min_series: int = Field(2, ge=2, description="members needed before an entity is scored")
     max_features: int = Field(32, ge=2, le=256, description="members per entity; more are ignored")
     max_entities: int = Field(10_000, ge=1, description="entities of this rule; more are counted and ignored")
     warmup_evaluations: int = Field(300, ge=1, description="evaluations before an entity is scored")
     model: EntityModel = EntityModel()
-
-    @field_validator("match")
-    @classmethod
-    def _selector_parses(cls, value: str | None) -> str | None:
-        return _check_selector(value)
-
-    def selector(self) -> Selector | None:
-        return None if self.match is None else parse_selector(self.match)
 
 
 class PresenceConfig(_Model):
