@@ -1,5 +1,5 @@
-"""Kernel of the ensemble family, the default detector: three signals, each calibrated by
-its own history, combined into one score.
+"""Kernel of the ensemble family, the default detector: up to four signals, each
+calibrated by its own history, combined into one score.
 
 Per series, per sample (scored against the state before it, then learned):
 
@@ -7,24 +7,25 @@ Per series, per sample (scored against the state before it, then learned):
    (``alpha_fast``), which learn residuals clipped at ``clip_sigmas`` so one outlier does
    not drag them; after ``adopt_samples`` clipped residuals in a row on one side the level
    adopts the new value (a lasting shift becomes the new normal);
-2. *shift*: |mean| of the last ``short`` residuals against a slow level (``alpha_slow``),
-   standardised: a sustained shift too small to stand out sample by sample;
-3. *cusum*: a two-sided CUSUM of those standardised residuals (slack ``cusum_k``): a
-   drift that accumulates;
+2. *cusum*: a two-sided CUSUM of the residuals against a slow level (``alpha_slow``),
+   standardised (slack ``cusum_k``): a shift or drift too small to stand out sample by
+   sample accumulates;
+3. *shift* (off unless ``short`` > 0): |mean| of the last ``short`` of those standardised
+   residuals;
 4. *seasonal*: |z| of the residual of a daily profile of ``season_bins`` time-of-day bins
    (bin means learned at ``alpha_season``) on top of a slow level; used once the sample's
    bin has been seen ``season_min_visits`` times.
 
-Each signal's tail probability is its *empirical* one: a histogram of past values of that
-signal (``HIST_BINS`` log-spaced bins, forgetting at ``decay`` per sample) gives the share
-of past samples at least as extreme; beyond everything seen, the Gaussian tail breaks
-ties. The score is ``1 - min(1, k * min(p))`` over the k signals consulted (Bonferroni),
-so 0.999 means about one normal sample in a thousand scores as high. The first
-``warmup_samples`` samples of a series are learned but score 0 and do not enter the
-calibration (a fresh variance makes every early sample look extreme). After a score of at
-least ``refractory_above``, the next ``refractory_samples`` samples of the series count as
-``refractory_factor`` times less rare: one incident is reported at its onset rather than
-on every sample, while something far rarer still stands out.
+Each signal's tail probability is its *empirical* one (``calibration.py``): a forgetting
+histogram of that signal's past values gives the share at least as extreme; beyond
+everything seen, the Gaussian tail breaks ties. The score is ``1 - min(1, k * min(p))``
+over the k signals consulted (Bonferroni), so 0.999 means about one normal sample in a
+thousand scores as high. The first ``warmup_samples`` samples of a series are learned but
+score 0 and do not enter the calibration (a fresh variance makes every early sample look
+extreme). After a score of at least ``refractory_above``, the next ``refractory_samples``
+samples of the series count as ``refractory_factor`` times less rare: one incident is
+reported at its onset rather than on every sample, while something far rarer still stands
+out.
 
 Non-finite values score NaN and leave the state unchanged. numpy and numba only.
 """
@@ -38,8 +39,6 @@ from numba import njit, types
 
 from detector.detectors._kernels import SAFE_FASTMATH
 from detector.detectors._kernels.calibration import tail_probability
-
-N_SIGNALS = 4  # level, cusum, then seasonal and shift when they are on (calibration rows)
 
 # per-series scalar state, one row of ``state`` per slot
 (S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
