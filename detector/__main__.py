@@ -50,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to listen on")
     serve.add_argument("--state-dir", type=Path, help="where series state is checkpointed")
     serve.add_argument("--prometheus", metavar="URL",
-                       help="Prometheus to read history from (warm starts of new series)")
+                       help="Prometheus to read history from (warm starts of new series) "
+                       "and to link alerts to")
+    serve.add_argument("--alertmanager", metavar="URL", action="append", default=[],
+                       help="Alertmanager to send alerts to (repeat for an HA set)")
+    serve.add_argument("--external-url", metavar="URL",
+                       help="how people reach this detector (runbook links); default "
+                       "http://<listen>")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("config", type=Path)
@@ -63,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args.log_level)
         cfg = load_config(args.config)
         host, port = parse_listen(args.listen)
+        for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else [])]:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
         app = build_app(cfg, token=read_bearer_token(cfg), state_dir=args.state_dir,
-                        prometheus_url=args.prometheus)
+                        prometheus_url=args.prometheus, alertmanagers=args.alertmanager,
+                        external_url=args.external_url or f"http://{host}:{port}")
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2

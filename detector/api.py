@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from detector import presence
+from detector import presence, wording
+from detector.alerts import AlertBook
 from detector.config import PresenceConfig
 from detector.entities import EntityTracker
 from detector.errors import SelectorError
@@ -117,3 +118,22 @@ def list_entities(request: web.Request, tracker: EntityTracker | None) -> web.Re
              "raw": v.raw, "top": v.top, "evaluations": v.evaluations,
              "evaluated_ms": v.evaluated_ms} for v in views[:limit]]
     return web.json_response({"status": "success", "total": len(views), "data": data})
+
+
+def list_anomalies(request: web.Request, book: AlertBook, *, now_ms: int) -> web.Response:
+    """GET /api/v1/anomalies: the alerts firing now, with the fields the alert carries."""
+    out = []
+    for alert in sorted(book.firing(), key=lambda a: a.starts_ms):
+        book.refresh(alert)
+        out.append({
+            "labels": book.labels(alert),
+            "annotations": book.annotations(alert, now_ms),
+            "startsAt": wording.iso(min(alert.starts_ms, now_ms)),
+            "members": [{"series": wording.selector(m.labels), "since": wording.iso(m.since_ms),
+                         "score": _number(m.reading.score), "peak": _number(m.peak),
+                         "value": _number(m.reading.value),
+                         "expected": _number(m.reading.expected),
+                         "lower": _number(m.reading.lower), "upper": _number(m.reading.upper)}
+                        for m in alert.worst()],
+        })
+    return web.json_response({"status": "success", "data": out})

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,19 +23,25 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from detector import api, checkpoint, presence
+from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
+from detector.alerts import AlertBook, Labels, Links, Reading
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
 from detector.entities import EntityTracker
 from detector.ingest import Ingestor
-from detector.metrics import IngestMetrics, build_metrics
+from detector.lifecycle import AlertEvent, AlertState
+from detector.metrics import AlertMetrics, IngestMetrics, build_alert_metrics, build_metrics
 from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
 from detector.remote_write import decode, encode
 from detector.remote_write.handler import WriteHandler
 from detector.series import SeriesRegistry
 from detector.warmstart import WarmStarter
+from detector.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 
 LOOP_LAG_INTERVAL_S = 0.1
+SWEEP_INTERVAL_S = 1.0
+RUNBOOKS = Path(__file__).parent / "runbooks"
 
 
 @dataclass
@@ -56,6 +62,12 @@ class Runtime:
     warm: WarmStarter | None = None
     entities: EntityTracker | None = None
     clock: Callable[[], float] = time.time
+    alert_metrics: AlertMetrics | None = None
+    book: AlertBook | None = None
+    dispatcher: AlertDispatcher | None = None
+    alertmanagers: Sequence[str] = ()
+    writeback_token: str | None = None
+    writeback: WriteBack | None = None
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -88,6 +100,34 @@ class Runtime:
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
+@dataclass(frozen=True)
+class TableFacts:
+    """Answers the alert book's questions about a series from the registry and tables."""
+
+    registry: SeriesRegistry
+    pipeline: Pipeline
+
+    def labels_of(self, slot: int) -> Labels:
+        return list(self.registry.labels_of(slot))
+
+    def is_rate(self, slot: int) -> bool:
+        return self.registry.is_counter(slot)
+
+    def detector_of(self, slot: int) -> tuple[str, dict[str, Any]]:
+        params = self.registry.rule_of(slot).detector
+        return params.kind, params.model_dump(mode="json", exclude={"kind"})
+
+    def reading(self, slot: int) -> Reading:
+        p = self.pipeline
+        return Reading(int(p.last_ts[slot]), float(p.last_input[slot]),
+                       float(p.last_expected[slot]), float(p.last_lower[slot]),
+                       float(p.last_upper[slot]), float(p.last_score[slot]))
+
+    def weekly(self, slot: int) -> bool | None:
+        period = self.pipeline.detectors.period_of(slot)
+        return None if period is None else period >= 6 * 86400_000
+
+
 def _warm_up(pipeline_metrics: IngestMetrics) -> None:
     """Run every kernel once on tiny arrays so the first real request is not slow."""
     body = encode.compress(encode.encode_v1([encode.Series(labels=[("__name__", "w")],
@@ -107,25 +147,39 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
 
 def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
               token: str | None = None, state_dir: Path | None = None,
-              prometheus_url: str | None = None,
+              prometheus_url: str | None = None, alertmanagers: Sequence[str] = (),
+              external_url: str | None = None,
               clock: Callable[[], float] = time.time) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
-    ``prometheus_url`` turns on warm starts (when the config allows); ``clock`` gives the
-    wall time in seconds (absence is judged against it)."""
+    ``prometheus_url`` turns on warm starts (when the config allows) and links alerts to
+    its graphs; alerts go to every URL of ``alertmanagers``; ``external_url`` is how people
+    reach this service (runbook links); ``clock`` gives the wall time in seconds."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     m = build_metrics(registry_metrics)
+    am = build_alert_metrics(registry_metrics)
     if token is None:
         token = read_bearer_token(cfg)
     registry = SeriesRegistry(cfg)
     warm = prometheus_url is not None and cfg.warm_start.enabled
+    alert_state = AlertState(cfg.alerts, stale_intervals=cfg.alerting.stale_intervals,
+                             stale_min_s=cfg.alerting.stale_min_s)
+    pipeline = Pipeline(m, alerts=alert_state)
     rt = Runtime(
-        cfg=cfg, metrics=m, registry=registry, pipeline=Pipeline(m),
+        cfg=cfg, metrics=m, registry=registry, pipeline=pipeline,
         queue=SampleQueue(cfg.limits.queue_max_samples),
         ingestor=Ingestor(registry, max_decompressed_bytes=cfg.limits.max_decompressed_bytes,
                           warm_start=warm),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
-        state_dir=state_dir, clock=clock,
+        state_dir=state_dir, clock=clock, alert_metrics=am, alertmanagers=tuple(alertmanagers),
     )
+    links = Links(external_url=cfg.alerting.external_url or external_url
+                  or "http://127.0.0.1:9420", prometheus_url=prometheus_url,
+                  grafana_url=cfg.alerting.grafana_url, dashboard_uid=cfg.alerting.dashboard_uid)
+    rt.book = AlertBook(cfg.alerts, info=TableFacts(registry, pipeline), links=links,
+                        related_window_s=cfg.alerting.related_window_s,
+                        max_related=cfg.alerting.max_related)
+    if cfg.writeback.url is not None and cfg.writeback.bearer_token_file is not None:
+        rt.writeback_token = cfg.writeback.bearer_token_file.read_text().strip()
     if warm:
         assert prometheus_url is not None
         rt.warm = WarmStarter(cfg=cfg.warm_start, prometheus_url=prometheus_url,
@@ -148,6 +202,18 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     async def handle_entities(request: web.Request) -> web.Response:
         return api.list_entities(request, rt.entities)
 
+    async def handle_anomalies(request: web.Request) -> web.Response:
+        assert rt.book is not None
+        return api.list_anomalies(request, rt.book, now_ms=rt.now_ms())
+
+    async def handle_runbook(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        path = RUNBOOKS / f"{name}.md"
+        if not name.replace("_", "").replace("-", "").isalnum() or not path.is_file():
+            raise web.HTTPNotFound(text=f"no runbook named {name!r}\n")
+        return web.Response(text=path.read_text(encoding="utf-8"),
+                            content_type="text/markdown")
+
     async def handle_healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -160,11 +226,14 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app.router.add_post("/api/v1/write", writer.handle_write)
     app.router.add_get("/api/v1/series", handle_series)
     app.router.add_get("/api/v1/entities", handle_entities)
+    app.router.add_get("/api/v1/anomalies", handle_anomalies)
+    app.router.add_get("/runbooks/{name}", handle_runbook)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.cleanup_ctx.append(_executor_ctx)
     app.cleanup_ctx.append(_worker_ctx)
+    app.cleanup_ctx.append(_alerting_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_presence_ctx)
     if rt.warm is not None:
@@ -241,7 +310,13 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     loop = asyncio.get_running_loop()
 
+    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+
     def on_idle() -> None:
+        nonlocal next_sweep
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+            rt.pipeline.sweep(rt.now_ms())
         loop.call_soon_threadsafe(rt.idle.set)
 
     def work() -> None:
@@ -273,3 +348,68 @@ async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async with _running(measure()):
         yield
+
+
+def _enrichers(rt: Runtime, session: Any, kube: Any) -> list[Enricher]:
+    """The configured context enrichers (Kubernetes rollouts, Loki log lines)."""
+    from detector import enrich  # only here: it pulls in kubernetes_asyncio
+
+    out: list[Enricher] = []
+    cfg = rt.cfg.enrichment
+    if kube is not None:
+        out.append(enrich.RolloutEnricher(kube, cfg.kubernetes))
+    if cfg.loki.url is not None:
+        out.append(enrich.LogEnricher(session, cfg.loki))
+    return out
+
+
+async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Alert delivery, re-sends, enrichment and write-back; events arrive from the worker."""
+    rt = app[RUNTIME]
+    assert rt.book is not None and rt.alert_metrics is not None
+    loop = asyncio.get_running_loop()
+    acfg = rt.cfg.alerting
+    async with contextlib.AsyncExitStack() as stack:
+        import aiohttp
+
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        kube = None
+        if rt.cfg.enrichment.kubernetes.enabled:
+            from detector import changes
+
+            try:
+                kube = await changes.build_api_client(
+                    kubeconfig=rt.cfg.enrichment.kubernetes.kubeconfig,
+                    context=rt.cfg.enrichment.kubernetes.context)
+                stack.push_async_callback(kube.close)
+            except Exception as exc:  # enrichment is optional: say why and go on without
+                log.warning("Kubernetes enrichment is off: %s", exc)
+        clients = [AlertmanagerClient(session, url=url, cfg=acfg, metrics=rt.alert_metrics)
+                   for url in rt.alertmanagers]
+        registry = rt.registry
+        dispatcher = AlertDispatcher(book=rt.book, clients=clients, cfg=acfg,
+                                     metrics=rt.alert_metrics, rule_of=registry.alert_rule_of,
+                                     clock=rt.clock, enrichers=_enrichers(rt, session, kube))
+        rt.dispatcher = dispatcher
+
+        def on_events(events: list[AlertEvent]) -> None:
+            loop.call_soon_threadsafe(dispatcher.handle_events, events, time.perf_counter())
+
+        rt.pipeline.on_events = on_events
+        # alerts firing at the restored checkpoint go on (no request is served yet, so
+        # the worker is idle and these events come before any new one)
+        rt.pipeline.on_events = dispatcher.handle_events
+        rt.pipeline.announce_firing(rt.now_ms())
+        rt.pipeline.on_events = on_events
+        for client in clients:
+            await stack.enter_async_context(_running(client.run()))
+        await stack.enter_async_context(_running(dispatcher.resend_forever()))
+        if rt.cfg.writeback.url is not None:
+            wb = WriteBack(session, cfg=rt.cfg.writeback, registry=registry,
+                           pipeline=rt.pipeline, metrics=rt.alert_metrics,
+                           token=rt.writeback_token)
+            rt.writeback = wb
+            await stack.enter_async_context(_running(wb.run_forever()))
+        stack.push_async_callback(dispatcher.close)
+        yield
+        rt.pipeline.on_events = None

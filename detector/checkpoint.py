@@ -152,7 +152,8 @@ def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> in
             old_slot = start + i
             _, old_family, old_row = chunk[i]
             for name in _PIPELINE_TABLES:
-                getattr(pipeline, name)[new_slot] = tables[name][old_slot]
+                if name in tables:  # a table added since the checkpoint starts fresh
+                    getattr(pipeline, name)[new_slot] = tables[name][old_slot]
             f = int(dets.family_of[new_slot])
             if json.dumps(dets.params[f].model_dump(mode="json"), sort_keys=True) \
                     != saved_params[old_family]:

@@ -8,6 +8,7 @@ once as ``file:line: path: message``.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -179,6 +180,155 @@ class PresenceConfig(_Model):
 
 DEFAULT_RULE = SeriesRule(name="default")
 
+LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+# what an annotation template may name: {value}, {labels.namespace}, ...
+TEMPLATE_FIELDS = frozenset({
+    "alertname", "severity", "value", "expected", "lower", "upper", "band", "direction",
+    "score", "since", "duration", "series", "metric", "what", "context", "detector",
+    "members", "worst",
+})
+
+
+def check_template(text: str) -> str:
+    """Refuse a template naming a field that does not exist (see TEMPLATE_FIELDS)."""
+    for name in TEMPLATE_FIELD.findall(text):
+        if name.startswith("labels.") and re.fullmatch(r"labels\.[A-Za-z_][A-Za-z0-9_]*", name):
+            continue
+        if name not in TEMPLATE_FIELDS:
+            known = ", ".join(sorted(TEMPLATE_FIELDS))
+            raise ValueError(f"unknown template field {{{name}}}; known: {known}, "
+                             "labels.<name>")
+    return text
+
+
+class SeverityLevel(_Model):
+    """A score threshold and the ``severity`` label an alert gets at or above it."""
+
+    severity: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    score: float = Field(gt=0.0, lt=1.0, description="anomaly_score at or above which this severity applies")
+
+
+class AlertRule(_Matching):
+    """Which tracked series page, how readily, and what the alert says. First match wins."""
+
+    name: str = Field("VigilAnomaly", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$", description="the alertname label")
+    severities: tuple[SeverityLevel, ...] = Field(
+        (SeverityLevel(severity="warning", score=0.9999),
+         SeverityLevel(severity="critical", score=0.999999)),
+        min_length=1, max_length=4, description="ascending thresholds; the highest reached names the severity")
+    for_samples: int = Field(3, ge=1, le=10_000, description="anomalous samples in a row before the alert fires")
+    for_s: float = Field(0.0, ge=0.0, description="and the anomaly must have lasted this long")
+    resolve_below: float | None = Field(0.999, gt=0.0, lt=1.0, description="a sample counts as normal below this score (hysteresis); none: below the lowest threshold")
+    resolve_samples: int = Field(5, ge=1, le=100_000, description="normal samples in a row before a firing alert resolves")
+    resolve_s: float = Field(0.0, ge=0.0, description="and the series must have been normal this long")
+    by: tuple[str, ...] | None = Field(None, description="aggregate: one alert per value of these labels, listing its worst series")
+    max_listed: int = Field(5, ge=1, le=50, description="series listed in an aggregated alert")
+    labels: dict[str, str] = Field(default_factory=dict, description="extra labels (team, ...); they win over the series' labels")
+    annotations: dict[str, str] = Field(default_factory=dict, description="annotation templates; {value}, {expected}, {labels.pod}, ... (may replace summary and description)")
+    runbook_url: str | None = Field(None, description="template; default: the detector's own /runbooks/<alertname>")
+
+    @field_validator("severities")
+    @classmethod
+    def _ascending(cls, value: tuple[SeverityLevel, ...]) -> tuple[SeverityLevel, ...]:
+        scores = [level.score for level in value]
+        if scores != sorted(set(scores)):
+            raise ValueError("thresholds must be strictly ascending")
+        if len({level.severity for level in value}) != len(value):
+            raise ValueError("severity names must differ")
+        return value
+
+    @field_validator("by")
+    @classmethod
+    def _label_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
+            if not re.fullmatch(LABEL_NAME, name):
+                raise ValueError(f"{name!r} is not a label name")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _extra_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(LABEL_NAME, name) or name in ("alertname", "severity"):
+                raise ValueError(f"{name!r} cannot be an extra label (alertname and "
+                                 "severity are set by the rule)")
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(LABEL_NAME, name):
+                raise ValueError(f"{name!r} is not an annotation name")
+            check_template(text)
+        return value
+
+    @field_validator("runbook_url")
+    @classmethod
+    def _runbook(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AlertRule:
+        if self.resolve_below is not None and self.resolve_below > self.severities[0].score:
+            raise ValueError(f"resolve_below ({self.resolve_below}) must not be above the "
+                             f"lowest threshold ({self.severities[0].score})")
+        return self
+
+    @property
+    def normal_below(self) -> float:
+        return self.severities[0].score if self.resolve_below is None else self.resolve_below
+
+
+class AlertingConfig(_Model):
+    """Delivery of alerts to Alertmanager and the links they carry."""
+
+    resend_s: float = Field(30.0, gt=0.0, description="firing alerts are re-sent this often, with endsAt 4 x ahead")
+    timeout_s: float = Field(5.0, gt=0.0, description="per POST to an Alertmanager")
+    retry_initial_s: float = Field(0.5, gt=0.0, description="first retry delay after a failed POST (doubles up to retry_max_s)")
+    retry_max_s: float = Field(30.0, gt=0.0)
+    max_pending: int = Field(10_000, ge=1, description="alerts waiting per Alertmanager; beyond, the oldest are dropped and counted")
+    max_batch: int = Field(500, ge=1, description="alerts per POST")
+    stale_intervals: float = Field(5.0, ge=1.0, description="a firing series silent this many of its intervals resolves")
+    stale_min_s: float = Field(60.0, ge=0.0, description="and silent at least this long")
+    external_url: str | None = Field(None, description="how people reach this detector (runbook links); default http://<listen>")
+    grafana_url: str | None = Field(None, description="Grafana base URL for dashboard_url")
+    dashboard_uid: str = Field("vigil-anomaly", description="the Grafana dashboard that draws a series and its band")
+    related_window_s: float = Field(900.0, ge=0.0, description="anomalies this close in time count as related")
+    max_related: int = Field(5, ge=0, le=50)
+
+
+class KubernetesEnrichment(_Model):
+    enabled: bool = Field(False, description="look up recent rollouts of the series' workload")
+    kubeconfig: Path | None = Field(None, description="kubeconfig file; none: the in-cluster service account")
+    context: str | None = None
+    window_s: float = Field(1800.0, gt=0.0, description="rollouts this long before the anomaly count")
+    budget_s: float = Field(2.0, gt=0.0, description="time allowed; after it the alert goes without")
+
+
+class LokiEnrichment(_Model):
+    url: str | None = Field(None, description="Loki base URL; none: no log lines")
+    limit: int = Field(5, ge=1, le=50)
+    line_filter: str = Field("(?i)(error|exception|fatal|panic|traceback)", description="LogQL line regex")
+    tenant: str | None = Field(None, description="X-Scope-OrgID")
+    budget_s: float = Field(2.0, gt=0.0)
+
+
+class EnrichmentConfig(_Model):
+    kubernetes: KubernetesEnrichment = KubernetesEnrichment()
+    loki: LokiEnrichment = LokiEnrichment()
+
+
+class WritebackConfig(_Matching):
+    """The detector's view (score, expected value, band) written back by remote-write."""
+
+    url: str | None = Field(None, description="remote-write URL (Prometheus /api/v1/write, VictoriaMetrics); none: off")
+    interval_s: float = Field(15.0, gt=0.0, description="the latest values of updated series are sent this often")
+    timeout_s: float = Field(10.0, gt=0.0)
+    max_series: int = Field(100_000, ge=1, description="series per interval; beyond, the most anomalous are kept and the rest counted")
+    bearer_token_file: Path | None = None
+
 
 class DetectorConfig(_Model):
     limits: Limits = Limits()
@@ -188,6 +338,10 @@ class DetectorConfig(_Model):
     presence: PresenceConfig = PresenceConfig()
     entities: tuple[EntityRule, ...] = ()
     entity_interval_s: float = Field(15.0, gt=0.0, description="how often entities are scored (about the scrape interval)")
+    alerts: tuple[AlertRule, ...] = Field((AlertRule(),), max_length=255, description="alert rules; the default covers every series")
+    alerting: AlertingConfig = AlertingConfig()
+    enrichment: EnrichmentConfig = EnrichmentConfig()
+    writeback: WritebackConfig = WritebackConfig()
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> DetectorConfig:

@@ -5,6 +5,7 @@
     DetectorError
     ├── ConfigError          bad configuration file or flag (file:line: path: message)
     ├── SelectorError        a PromQL-style series selector that does not parse
+    ├── EnrichmentError      alert context (rollouts, logs) that could not be fetched
     └── DecodeError          a remote-write body that cannot be accepted (HTTP 400)
         ├── TooLargeError    body or announced decompressed size over a limit (HTTP 413)
         └── UnsupportedError content type, encoding or proto we do not speak (HTTP 415)
@@ -35,3 +36,8 @@ class TooLargeError(DecodeError):
 
 class UnsupportedError(DecodeError):
     """The request uses a content type, encoding or protobuf message we do not accept."""
+
+
+class EnrichmentError(DetectorError):
+    """Context for an alert (rollouts, logs) could not be fetched; the alert goes out without it.
+    """

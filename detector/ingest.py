@@ -36,7 +36,8 @@ class Ingested:
 
 def slot_specs(registry: SeriesRegistry, first: int, *, warm: bool = False) -> list[SlotSpec]:
     """How the slots from ``first`` on (just created) are to be watched."""
-    return [SlotSpec(slot, registry.rule_of(slot).detector, registry.is_counter(slot), warm)
+    return [SlotSpec(slot, registry.rule_of(slot).detector, registry.is_counter(slot), warm,
+                     registry.alert_rule_of(slot))
             for slot in range(first, registry.n_tracked)]
 
 

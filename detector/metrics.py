@@ -105,3 +105,67 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
                             "loop (inline: all series known) or in the decode thread (thread: "
                             "new series, a big body, or the registry busy).", ("path",)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMetrics:
+    events: Counter
+    firing: Gauge
+    sent: Counter
+    send_failures: Counter
+    rejected: Counter
+    dropped: Counter
+    pending: Gauge
+    post_seconds: Histogram
+    delivery_seconds: Histogram
+    enrich_failures: Counter
+    enrich_seconds: Histogram
+    writeback_samples: Counter
+    writeback_failures: Counter
+    writeback_dropped: Counter
+    writeback_seconds: Histogram
+
+
+def build_alert_metrics(registry: CollectorRegistry) -> AlertMetrics:
+    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, doc, labels, registry=registry)
+
+    def hist(name: str, doc: str, labels: tuple[str, ...] = ()) -> Histogram:
+        return Histogram(name, doc, labels, buckets=_LATENCY_BUCKETS, registry=registry)
+
+    return AlertMetrics(
+        events=counter("vigil_alert_events", "Alert lifecycle transitions of series, by kind "
+                       "(fire, escalate, resolve, stale, restored).", ("kind",)),
+        firing=Gauge("vigil_alerts_firing", "Alerts firing now (aggregated alerts count once).",
+                     registry=registry),
+        sent=counter("vigil_alerts_sent", "Alerts accepted by an Alertmanager.",
+                     ("alertmanager",)),
+        send_failures=counter("vigil_alert_send_failures", "POSTs to an Alertmanager that "
+                              "failed and will be retried (connection, timeout, 5xx).",
+                              ("alertmanager",)),
+        rejected=counter("vigil_alerts_rejected", "Alerts an Alertmanager refused with a 4xx "
+                         "(not retried; logged).", ("alertmanager",)),
+        dropped=counter("vigil_alerts_dropped", "Alert updates dropped because the queue of "
+                        "an Alertmanager was full.", ("alertmanager",)),
+        pending=Gauge("vigil_alerts_pending", "Alert updates waiting to be sent, per "
+                      "Alertmanager.", ("alertmanager",), registry=registry),
+        post_seconds=hist("vigil_alert_post_seconds", "Time of one POST to an Alertmanager.",
+                          ("alertmanager",)),
+        delivery_seconds=hist("vigil_alert_delivery_seconds", "From the lifecycle event "
+                              "(fire or resolve) to its acceptance by an Alertmanager.",
+                              ("alertmanager",)),
+        enrich_failures=counter("vigil_alert_enrichment_failures", "Enrichments that failed "
+                                "or ran out of time; the alert went without.", ("enricher",)),
+        enrich_seconds=hist("vigil_alert_enrichment_seconds", "Time of one enrichment.",
+                            ("enricher",)),
+        writeback_samples=counter("vigil_writeback_samples", "Samples of anomaly_score, "
+                                  "anomaly_expected, anomaly_lower and anomaly_upper written "
+                                  "back."),
+        writeback_failures=counter("vigil_writeback_failures", "Write-back requests that "
+                                   "failed, by reason.", ("reason",)),
+        writeback_dropped=counter("vigil_writeback_dropped_series", "Series left out of a "
+                                  "write-back (over writeback.max_series, or a send still "
+                                  "retrying)."),
+        writeback_seconds=hist("vigil_writeback_seconds", "Time to build and send one "
+                               "write-back."),
+    )

@@ -22,6 +22,7 @@ from detector import _track
 from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
+from detector.lifecycle import ALERT_TABLES, AlertEvent, AlertState
 from detector.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class SlotSpec:
     params: DetectorParams
     counter: bool = False
     warm: bool = False  # hold its live samples until its history from Prometheus arrives
+    alert_rule: int = -1  # index of its alert rule; -1: it never alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +138,10 @@ SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("interval_ms", np.float64, 0.0),  # typical time between samples
     ("run_same", np.int64, 0),  # current run of identical values
     ("run_max", np.float64, 0.0),  # fading memory of the longest past run
-)
-# what a checkpoint keeps; the other two are set again when the slot is re-created
-CHECKPOINTED = tuple(name for name, _, _ in SLOT_TABLES if name not in ("is_counter", "warming"))
+) + ALERT_TABLES
+# what a checkpoint keeps; the others are set again when the slot is re-created
+CHECKPOINTED = tuple(name for name, _, _ in SLOT_TABLES
+                     if name not in ("is_counter", "warming", "al_rule"))
 
 
 class Pipeline:
@@ -161,9 +164,22 @@ class Pipeline:
     interval_ms: NDArray[np.float64]
     run_same: NDArray[np.int64]
     run_max: NDArray[np.float64]
+    al_rule: NDArray[np.int16]
+    al_state: NDArray[np.uint8]
+    al_level: NDArray[np.uint8]
+    al_since: NDArray[np.int64]
+    al_run: NDArray[np.int64]
+    al_normal_since: NDArray[np.int64]
+    al_peak: NDArray[np.float64]
 
-    def __init__(self, metrics: IngestMetrics, capacity: int = 1024) -> None:
+    def __init__(self, metrics: IngestMetrics, capacity: int = 1024, *,
+                 alerts: AlertState | None = None,
+                 on_events: Callable[[list[AlertEvent]], None] | None = None) -> None:
+        """``alerts`` advances each series' alert state after scoring; ``on_events`` gets
+        the transitions (on the worker thread)."""
         self.metrics = metrics
+        self.alerts = alerts
+        self.on_events = on_events
         self.capacity = 0
         for name, dtype, _ in SLOT_TABLES:
             setattr(self, name, np.zeros(0, dtype=dtype))
@@ -229,6 +245,7 @@ class Pipeline:
                 self._ensure(spec.slot + 1)
                 self._reset(spec.slot)
                 self.is_counter[spec.slot] = spec.counter
+                self.al_rule[spec.slot] = spec.alert_rule
                 self.detectors.configure(spec.slot, spec.params)
                 if spec.warm and not self.warming[spec.slot]:
                     self.warming[spec.slot] = 1
@@ -258,12 +275,30 @@ class Pipeline:
         hits = _track.record(k_slots, k_values, out.score, out.expected, out.lower, out.upper,
                              self.last_input, self.last_score, self.last_expected,
                              self.last_lower, self.last_upper, REPORT_THRESHOLD)
+        if self.alerts is not None:
+            self._emit(self.alerts.step(self, k_slots, k_ts, out.score, k_values, out.expected,
+                                        out.lower, out.upper))
         m = self.metrics
         m.samples_accepted.inc(int(counters[_track.C_ACCEPTED]))
         if counters[_track.C_OUT_OF_ORDER]:
             m.samples_dropped.labels("out_of_order").inc(int(counters[_track.C_OUT_OF_ORDER]))
         if hits:
             m.anomalous_samples.inc(hits)
+
+
+    def _emit(self, events: list[AlertEvent]) -> None:
+        if events and self.on_events is not None:
+            self.on_events(events)
+
+    def sweep(self, now_ms: int) -> None:
+        """Resolve the alerts of series that went stale or silent. Worker thread only."""
+        if self.alerts is not None:
+            self._emit(self.alerts.sweep(self, self.capacity, now_ms))
+
+    def announce_firing(self, now_ms: int) -> None:
+        """Emit RESTORED events for the series firing now (after a checkpoint restore)."""
+        if self.alerts is not None:
+            self._emit(self.alerts.firing(self, self.capacity, now_ms))
 
 
 def run_worker(queue: SampleQueue, pipeline: Pipeline, *,

@@ -152,11 +152,14 @@ class SeriesRegistry:
         self.limits = cfg.limits
         self.rules: tuple[SeriesRule, ...] = cfg.series
         self._selectors: tuple[Selector | None, ...] = tuple(r.selector() for r in self.rules)
+        self._alert_selectors: tuple[Selector | None, ...] = tuple(
+            r.selector() for r in cfg.alerts)
         self.rule_series = [0] * len(self.rules)
         self.n_tracked = 0
         self.slot_rule = np.empty(1024, dtype=np.int32)
         self.slot_entry = np.empty(1024, dtype=np.int32)  # slot -> canonical index entry
         self.slot_counter = np.zeros(1024, dtype=np.uint8)
+        self.slot_alert = np.full(1024, -1, dtype=np.int16)  # slot -> alert rule, -1 none
         self.n_ignored = 0
         self._limit_logged: set[int] = set()
         known = cfg.limits.max_series + cfg.limits.max_ignored_series
@@ -175,6 +178,10 @@ class SeriesRegistry:
         about 190 MB.
         """
         return decode_canonical(self.canonical.key(int(self.slot_entry[slot])))
+
+    def alert_rule_of(self, slot: int) -> int:
+        """Index of the first alert rule matching the series, or -1."""
+        return int(self.slot_alert[slot])
 
     def rule_of(self, slot: int) -> SeriesRule:
         return self.rules[int(self.slot_rule[slot])]
@@ -278,7 +285,11 @@ class SeriesRegistry:
                 self.slot_rule = np.resize(self.slot_rule, 2 * self.slot_rule.shape[0])
                 self.slot_entry = np.resize(self.slot_entry, self.slot_rule.shape[0])
                 self.slot_counter = np.resize(self.slot_counter, self.slot_rule.shape[0])
+                self.slot_alert = np.resize(self.slot_alert, self.slot_rule.shape[0])
             self.slot_rule[slot] = index
+            self.slot_alert[slot] = next(
+                (a for a, sel in enumerate(self._alert_selectors)
+                 if sel is None or sel.matches(as_dict)), -1)
             self.slot_counter[slot] = _counter(rule, as_dict.get("__name__", ""))
             self.rule_series[index] += 1
             return slot

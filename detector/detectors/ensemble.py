@@ -71,6 +71,13 @@ class EnsembleFamily(TableFamily):
         self.season[row] = 0
         self.visits[row] = 0
 
+    def period_of(self, row: int) -> float | None:
+        """The seasonal period of a series in ms, or None without a seasonal profile."""
+        if self.params.season_bins == 0:
+            return None
+        period = float(self.state[row, k.S_PERIOD])
+        return period if period > 0 else self.params.season_period_s * 1000.0
+
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:
         self.check(slots, ts_ms, values, out)

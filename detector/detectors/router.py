@@ -54,6 +54,12 @@ class DetectorSet:
         set_period(int(self.row_of[slot]), period_ms)
         return True
 
+    def period_of(self, slot: int) -> float | None:
+        """The seasonal period (ms) of ``slot``'s detector, or None if it has none."""
+        f = int(self.family_of[slot]) if slot < self.family_of.shape[0] else -1
+        period_of = getattr(self.families[f], "period_of", None) if f >= 0 else None
+        return None if period_of is None else period_of(int(self.row_of[slot]))
+
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:
         rows = self.row_of[slots]

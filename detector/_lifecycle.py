@@ -1,0 +1,122 @@
+"""numba kernels of the alert lifecycle: per series, normal → pending → firing → resolved.
+
+One pass over a batch's scores (in sample order) updates each series' alert state and
+writes an event for every transition into preallocated arrays. Kernels only: the rule
+tables come from ``detector.lifecycle``; nothing here touches Python objects.
+
+States per series: NORMAL, PENDING (anomalous samples in a row, not yet ``for`` long),
+FIRING. A NaN score (still warming up) changes nothing. While pending, one sample below
+the lowest threshold ends the run (as Prometheus's ``for`` does). While firing, a sample
+at or above the lowest threshold restarts the normal run; one between ``normal_below``
+and the lowest threshold neither counts as normal nor as anomalous (hysteresis), so a
+series hovering at the edge does not resolve and page again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+NEVER = np.int64(-(2**62))
+NORMAL, PENDING, FIRING = 0, 1, 2
+EV_FIRE, EV_ESCALATE, EV_RESOLVE = 1, 2, 3
+
+STEP_SIG = (
+    "int64(int32[::1], int64[::1], float64[::1], int16[::1], float64[:, ::1], int64[::1], "
+    "int64[::1], float64[::1], int64[::1], int64[::1], uint8[::1], uint8[::1], int64[::1], "
+    "int64[::1], int64[::1], float64[::1], int32[::1], uint8[::1], uint8[::1], int64[::1], "
+    "float64[::1])"
+)
+
+
+@njit(STEP_SIG, cache=True, nogil=True)
+def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, rule_of: np.ndarray,
+         thresholds: np.ndarray, for_samples: np.ndarray, for_ms: np.ndarray,
+         normal_below: np.ndarray, resolve_samples: np.ndarray, resolve_ms: np.ndarray,
+         state: np.ndarray, level: np.ndarray, since: np.ndarray, run: np.ndarray,
+         normal_since: np.ndarray, peak: np.ndarray,
+         ev_index: np.ndarray, ev_kind: np.ndarray, ev_level: np.ndarray,
+         ev_since: np.ndarray, ev_peak: np.ndarray) -> int:
+    """Advance the alert state of each sample's series; return the number of events.
+
+    ``thresholds[r]`` holds rule r's ascending severity thresholds, padded with +inf.
+    ``level`` is the severity (1-based; 0 none) reached by the pending run or the alert.
+    ``ev_index`` receives the sample index of each event, ``ev_kind`` FIRE/ESCALATE/
+    RESOLVE, ``ev_level`` the level it concerns, ``ev_since`` the first anomalous sample's
+    timestamp and ``ev_peak`` the highest score of the run.
+    """
+    n_ev = 0
+    n_levels = thresholds.shape[1]
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        r = rule_of[s]
+        x = score[i]
+        if r < 0 or x != x:
+            continue
+        lv = 0
+        for k in range(n_levels):
+            if x >= thresholds[r, k]:
+                lv = k + 1
+        t = ts[i]
+        if state[s] == FIRING:
+            if lv > 0:
+                run[s] = 0
+                normal_since[s] = NEVER
+                if x > peak[s]:
+                    peak[s] = x
+                if lv > level[s]:
+                    level[s] = lv
+                    ev_index[n_ev] = i
+                    ev_kind[n_ev] = EV_ESCALATE
+                    ev_level[n_ev] = lv
+                    ev_since[n_ev] = since[s]
+                    ev_peak[n_ev] = peak[s]
+                    n_ev += 1
+            elif x < normal_below[r]:
+                if normal_since[s] == NEVER:
+                    normal_since[s] = t
+                    run[s] = 0
+                run[s] += 1
+                if run[s] >= resolve_samples[r] and t - normal_since[s] >= resolve_ms[r]:
+                    ev_index[n_ev] = i
+                    ev_kind[n_ev] = EV_RESOLVE
+                    ev_level[n_ev] = level[s]
+                    ev_since[n_ev] = since[s]
+                    ev_peak[n_ev] = peak[s]
+                    n_ev += 1
+                    state[s] = NORMAL
+                    level[s] = 0
+                    run[s] = 0
+                    since[s] = NEVER
+                    normal_since[s] = NEVER
+            else:
+                run[s] = 0
+                normal_since[s] = NEVER
+        elif lv > 0:
+            if state[s] == NORMAL:
+                state[s] = PENDING
+                since[s] = t
+                run[s] = 0
+                level[s] = 0
+                peak[s] = 0.0
+            run[s] += 1
+            if x > peak[s]:
+                peak[s] = x
+            if lv > level[s]:
+                level[s] = lv
+            if run[s] >= for_samples[r] and t - since[s] >= for_ms[r]:
+                state[s] = FIRING
+                run[s] = 0
+                normal_since[s] = NEVER
+                ev_index[n_ev] = i
+                ev_kind[n_ev] = EV_FIRE
+                ev_level[n_ev] = level[s]
+                ev_since[n_ev] = since[s]
+                ev_peak[n_ev] = peak[s]
+                n_ev += 1
+        elif state[s] == PENDING:
+            state[s] = NORMAL
+            run[s] = 0
+            level[s] = 0
+            since[s] = NEVER
+    return n_ev

@@ -1,0 +1,231 @@
+"""Sends alerts to Alertmanager: per-Alertmanager queues, retries, re-sends, enrichment.
+
+This module owns delivery. Each configured Alertmanager gets an ``AlertmanagerClient``
+holding the *latest* version of every alert not yet accepted (keyed by its labels, so an
+update replaces an older unsent one and a retry never sends stale news), posted in batches
+with a timeout, retried with doubling back-off, bounded (overflow drops the oldest and is
+counted; firing alerts come back at the next re-send). ``AlertDispatcher`` turns lifecycle
+events into alerts through the book, re-sends firing alerts every ``resend_s`` with
+``endsAt`` ahead, and runs the enrichers, each within its own time budget: an alert is
+sent at once and sent again with its context when that arrives, so a slow or failing
+enricher never delays or drops it. The ClientSession is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from detector.alerts import Alert, AlertBook
+from detector.config import AlertingConfig
+from detector.errors import EnrichmentError
+from detector.lifecycle import AlertEvent
+from detector.metrics import AlertMetrics
+
+log = logging.getLogger(__name__)
+
+Payload = dict[str, Any]
+
+
+def _identity(alert: Payload) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(alert["labels"].items()))
+
+
+@dataclass
+class _Entry:
+    payload: Payload
+    created: float  # perf_counter when the news it carries was made
+
+
+class AlertmanagerClient:
+    """One Alertmanager: the alerts waiting for it, and the loop that posts them."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, url: str, cfg: AlertingConfig,
+                 metrics: AlertMetrics,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.session = session
+        self.url = url.rstrip("/") + "/api/v2/alerts"
+        self.name = url
+        self.cfg = cfg
+        self.metrics = metrics
+        self._sleep = sleep
+        self._pending: OrderedDict[tuple[tuple[str, str], ...], _Entry] = OrderedDict()
+        self._wake = asyncio.Event()
+        self.delivered = asyncio.Event()  # set after each accepted POST (tests wait on it)
+
+    @property
+    def n_pending(self) -> int:
+        return len(self._pending)
+
+    def offer(self, payloads: Sequence[Payload], created: float) -> None:
+        for payload in payloads:
+            key = _identity(payload)
+            self._pending.pop(key, None)
+            self._pending[key] = _Entry(payload, created)
+        overflow = len(self._pending) - self.cfg.max_pending
+        for _ in range(max(0, overflow)):
+            self._pending.popitem(last=False)
+        if overflow > 0:
+            self.metrics.dropped.labels(self.name).inc(overflow)
+            log.warning("alert queue for %s is full (%d); dropped the %d oldest updates",
+                        self.name, self.cfg.max_pending, overflow)
+        self.metrics.pending.labels(self.name).set(len(self._pending))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Post whatever is pending, forever; back off while the Alertmanager fails."""
+        backoff = self.cfg.retry_initial_s
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = list(self._pending.items())[: self.cfg.max_batch]
+                ok = await self._post([entry.payload for _, entry in batch])
+                if ok is None:
+                    await self._sleep(backoff)
+                    backoff = min(2 * backoff, self.cfg.retry_max_s)
+                    continue
+                backoff = self.cfg.retry_initial_s
+                now = time.perf_counter()
+                for key, entry in batch:
+                    if self._pending.get(key) is entry:  # not replaced while in flight
+                        del self._pending[key]
+                    if ok:
+                        self.metrics.delivery_seconds.labels(self.name).observe(
+                            now - entry.created)
+                if ok:
+                    self.metrics.sent.labels(self.name).inc(len(batch))
+                self.metrics.pending.labels(self.name).set(len(self._pending))
+                self.delivered.set()
+
+    async def _post(self, alerts: list[Payload]) -> bool | None:
+        """True: accepted; False: refused for good (4xx, logged); None: retry later."""
+        start = time.perf_counter()
+        try:
+            async with self.session.post(
+                    self.url, json=alerts,
+                    timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s)) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.metrics.send_failures.labels(self.name).inc()
+            log.warning("alertmanager %s unreachable (%s); retrying", self.name,
+                        type(exc).__name__)
+            return None
+        finally:
+            self.metrics.post_seconds.labels(self.name).observe(time.perf_counter() - start)
+        if 200 <= status < 300:
+            return True
+        if 400 <= status < 500 and status != 429:
+            if len(alerts) > 1:  # find the bad one: the others must not pay for it
+                results = [await self._post([a]) for a in alerts]
+                return None if any(r is None for r in results) else all(results)
+            self.metrics.rejected.labels(self.name).inc()
+            log.error("alertmanager %s refused alert %s: %s %s", self.name,
+                      alerts[0].get("labels"), status, text[:500])
+            return False
+        self.metrics.send_failures.labels(self.name).inc()
+        log.warning("alertmanager %s answered %s; retrying", self.name, status)
+        return None
+
+
+class Enricher(Protocol):
+    """Context for an alert: extra annotations, or EnrichmentError."""
+
+    name: str
+    budget_s: float
+
+    async def __call__(self, alert: Alert) -> dict[str, str]: ...
+
+
+class AlertDispatcher:
+    """Lifecycle events → the book → every Alertmanager; re-sends; enrichment."""
+
+    def __init__(self, *, book: AlertBook, clients: Sequence[AlertmanagerClient],
+                 cfg: AlertingConfig, metrics: AlertMetrics, rule_of: Callable[[int], int],
+                 clock: Callable[[], float] = time.time,
+                 enrichers: Sequence[Enricher] = ()) -> None:
+        self.book = book
+        self.clients = list(clients)
+        self.cfg = cfg
+        self.metrics = metrics
+        self.rule_of = rule_of
+        self.clock = clock
+        self.enrichers = list(enrichers)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def handle_events(self, events: list[AlertEvent], created: float | None = None) -> None:
+        """Apply events (on the event loop) and send what changed at once."""
+        created = time.perf_counter() if created is None else created
+        for ev in events:
+            self.metrics.events.labels(ev.kind.value).inc()
+        before = set(self.book.alerts)
+        changed = self.book.apply(events, self.rule_of, self.now_ms())
+        self._send(changed, created)
+        for alert in changed:
+            if alert.key not in before and alert.is_firing and self.enrichers:
+                task = asyncio.create_task(self._enrich(alert))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        self.metrics.firing.set(len(self.book.alerts))
+
+    def _send(self, alerts: Sequence[Alert], created: float) -> None:
+        if not alerts:
+            return
+        now = self.now_ms()
+        payloads = [p for a in alerts for p in self.book.render(a, now_ms=now,
+                                                                 resend_s=self.cfg.resend_s)]
+        for client in self.clients:
+            client.offer(payloads, created)
+
+    def resend(self) -> None:
+        """Re-send every firing alert with fresh values and endsAt ahead."""
+        alerts = self.book.firing()
+        for alert in alerts:
+            self.book.refresh(alert)
+        self._send(alerts, time.perf_counter())
+
+    async def resend_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.resend_s)
+            self.resend()
+
+    async def _enrich(self, alert: Alert) -> None:
+        results = await asyncio.gather(*(self._one(e, alert) for e in self.enrichers))
+        for extra in results:
+            alert.extra.update(extra)
+        if alert.is_firing and any(results):
+            self._send([alert], time.perf_counter())
+
+    async def _one(self, enricher: Enricher, alert: Alert) -> dict[str, str]:
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(enricher.budget_s):
+                return await enricher(alert)
+        except (EnrichmentError, TimeoutError) as exc:
+            self.metrics.enrich_failures.labels(enricher.name).inc()
+            log.warning("enrichment %s of alert %s failed (%s); sent without it",
+                        enricher.name, alert.rule.name, exc or "out of time")
+            return {}
+        except Exception:  # an enricher bug must not stop the alert: count, log, go on
+            self.metrics.enrich_failures.labels(enricher.name).inc()
+            log.exception("enrichment %s crashed; the alert went without it", enricher.name)
+            return {}
+        finally:
+            self.metrics.enrich_seconds.labels(enricher.name).observe(
+                time.perf_counter() - start)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

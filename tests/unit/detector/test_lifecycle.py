@@ -1,0 +1,129 @@
+"""The alert lifecycle kernel: for, hysteresis, escalation, staleness, chunk invariance."""
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from detector.config import AlertRule, SeverityLevel
+from detector.lifecycle import ALERT_TABLES, FIRING, NORMAL, AlertState, EventKind
+
+RULE = AlertRule(severities=(SeverityLevel(severity="warning", score=0.99),
+                             SeverityLevel(severity="critical", score=0.9999)),
+                 for_samples=3, resolve_below=0.9, resolve_samples=2)
+
+
+class Tables:
+    """The pipeline's per-slot arrays, as many as a test needs."""
+
+    def __init__(self, n, rule_of=0):
+        for name, dtype, fill in ALERT_TABLES:
+            setattr(self, name, np.full(n, fill, dtype=dtype))
+        self.al_rule[:] = rule_of
+        self.last_ts = np.zeros(n, np.int64)
+        self.stale = np.zeros(n, np.uint8)
+        self.interval_ms = np.full(n, 1000.0)
+        for name in ("last_input", "last_score", "last_expected", "last_lower", "last_upper"):
+            setattr(self, name, np.zeros(n))
+
+
+def run(state, tables, slots, scores, ts=None):
+    slots = np.asarray(slots, np.int32)
+    scores = np.asarray(scores, np.float64)
+    ts = np.arange(1, len(slots) + 1, dtype=np.int64) * 1000 if ts is None else np.asarray(
+        ts, np.int64)
+    zeros = np.zeros(len(slots))
+    return state.step(tables, slots, ts, scores, scores * 10, zeros, zeros, zeros)
+
+
+def kinds(events):
+    return [(e.kind, e.level) for e in events]
+
+
+def test_fires_after_for_samples_and_resolves_after_normal_run():
+    state, t = AlertState([RULE]), Tables(1)
+    ev = run(state, t, [0] * 7, [0.5, 0.995, 0.995, 0.995, 0.5, 0.5, 0.5])
+    assert kinds(ev) == [(EventKind.FIRE, 1), (EventKind.RESOLVE, 1)]
+    fire, resolve = ev
+    assert fire.since_ms == 2000 and fire.ts_ms == 4000 and fire.value == 9.95
+    assert resolve.ts_ms == 6000  # two normal samples
+    assert t.al_state[0] == NORMAL
+
+
+def test_a_normal_sample_ends_a_pending_run():
+    state, t = AlertState([RULE]), Tables(1)
+    assert run(state, t, [0] * 6, [0.995, 0.995, 0.5, 0.995, 0.995, 0.5]) == []
+    assert t.al_state[0] == NORMAL
+
+
+def test_hysteresis_samples_between_normal_and_threshold_do_not_resolve():
+    state, t = AlertState([RULE]), Tables(1)
+    ev = run(state, t, [0] * 9, [0.995] * 3 + [0.95, 0.5, 0.95, 0.5, 0.95, 0.5])
+    assert kinds(ev) == [(EventKind.FIRE, 1)]  # never two normal samples in a row
+    assert t.al_state[0] == FIRING
+
+
+def test_escalates_once_when_the_higher_threshold_is_reached():
+    state, t = AlertState([RULE]), Tables(1)
+    ev = run(state, t, [0] * 6, [0.995, 0.995, 0.995, 0.99999, 0.99999, 0.995])
+    assert kinds(ev) == [(EventKind.FIRE, 1), (EventKind.ESCALATE, 2)]
+    assert ev[1].peak == 0.99999
+
+
+def test_fires_at_the_highest_level_reached_while_pending():
+    state, t = AlertState([RULE]), Tables(1)
+    assert kinds(run(state, t, [0] * 3, [0.99999, 0.995, 0.995])) == [(EventKind.FIRE, 2)]
+
+
+def test_for_seconds_and_resolve_seconds_are_both_required():
+    rule = RULE.model_copy(update={"for_samples": 1, "for_s": 10.0, "resolve_samples": 1,
+                                   "resolve_s": 5.0})
+    state, t = AlertState([rule]), Tables(1)
+    ev = run(state, t, [0] * 8, [0.995] * 4 + [0.5] * 4,
+             ts=[0, 5000, 9000, 10000, 11000, 13000, 16000, 17000])
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 10000),
+                                               (EventKind.RESOLVE, 16000)]
+
+
+def test_nan_scores_and_series_without_rule_change_nothing():
+    state, t = AlertState([RULE]), Tables(2)
+    t.al_rule[1] = -1
+    assert run(state, t, [0, 1, 0, 1, 0, 1], [0.995, 1.0, math.nan, 1.0, 0.995, 1.0]) == []
+    assert t.al_state[1] == NORMAL and t.al_state[0] != NORMAL
+
+
+def test_sweep_resolves_stale_and_silent_firing_series():
+    state = AlertState([RULE], stale_intervals=5.0, stale_min_s=10.0)
+    t = Tables(3)
+    run(state, t, [0, 1, 2] * 3, [0.995] * 9)
+    assert list(t.al_state) == [FIRING] * 3
+    t.last_ts[:] = 100_000
+    t.stale[1] = 1  # a staleness marker
+    t.last_ts[2] = 80_000  # silent for 30 s > max(5 intervals, 10 s)
+    ev = state.sweep(t, 3, now_ms=110_000)
+    assert sorted((e.slot, e.kind) for e in ev) == [(1, EventKind.STALE), (2, EventKind.STALE)]
+    assert list(t.al_state) == [FIRING, NORMAL, NORMAL]
+    assert [e.slot for e in state.firing(t, 3, now_ms=110_000)] == [0]
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0.1, 0.95, 0.995, 0.99999,
+                                                                math.nan])),
+                max_size=80),
+       st.lists(st.integers(1, 79), max_size=5))
+def test_feeding_in_pieces_gives_the_same_events_and_state(samples, cuts):
+    slots = [s for s, _ in samples]
+    scores = [x for _, x in samples]
+    ts = list(range(1000, 1000 * (len(samples) + 1), 1000))
+    whole_state, whole = AlertState([RULE]), Tables(3)
+    expected = run(whole_state, whole, slots, scores, ts) if samples else []
+    piece_state, pieces = AlertState([RULE]), Tables(3)
+    got = []
+    bounds = [0, *sorted(c for c in set(cuts) if c < len(samples)), len(samples)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        if b > a:
+            got += run(piece_state, pieces, slots[a:b], scores[a:b], ts[a:b])
+    assert [(e.slot, e.kind, e.level, e.ts_ms) for e in got] == \
+        [(e.slot, e.kind, e.level, e.ts_ms) for e in expected]
+    for name, _, _ in ALERT_TABLES:
+        assert np.array_equal(getattr(whole, name), getattr(pieces, name)), name
