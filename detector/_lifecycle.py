@@ -5,11 +5,13 @@ writes an event for every transition into preallocated arrays. Kernels only: the
 tables come from ``detector.lifecycle``; nothing here touches Python objects.
 
 States per series: NORMAL, PENDING (anomalous samples in a row, not yet ``for`` long),
-FIRING. A NaN score (still warming up) changes nothing. While pending, one sample below
-the lowest threshold ends the run (as Prometheus's ``for`` does). While firing, a sample
-at or above the lowest threshold restarts the normal run; one between ``normal_below``
-and the lowest threshold neither counts as normal nor as anomalous (hysteresis), so a
-series hovering at the edge does not resolve and page again.
+FIRING. A NaN score (still warming up) changes nothing. A run starts with a score at or
+above the lowest threshold; after that, a sample is anomalous if it scores that high *or*
+its value lies outside the expected band. While pending, one sample that is neither ends
+the run (as Prometheus's ``for`` does). While firing, a sample counts as normal only if it
+is inside the band and scores below ``normal_below``; one in between restarts the normal
+run without counting as anomalous (hysteresis), so a series hovering at the edge does not
+resolve and page again. Severity comes from the score alone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ NORMAL, PENDING, FIRING = 0, 1, 2
 EV_FIRE, EV_ESCALATE, EV_RESOLVE = 1, 2, 3
 
 STEP_SIG = (
-    "int64(int32[::1], int64[::1], float64[::1], int16[::1], float64[:, ::1], int64[::1], "
+    "int64(int32[::1], int64[::1], float64[::1], float64[::1], float64[::1], float64[::1], "
+    "int16[::1], float64[:, ::1], int64[::1], "
     "int64[::1], float64[::1], int64[::1], int64[::1], uint8[::1], uint8[::1], int64[::1], "
     "int64[::1], int64[::1], float64[::1], int32[::1], uint8[::1], uint8[::1], int64[::1], "
     "float64[::1])"
@@ -30,7 +33,8 @@ STEP_SIG = (
 
 
 @njit(STEP_SIG, cache=True, nogil=True)
-def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, rule_of: np.ndarray,
+def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray,
+         lower: np.ndarray, upper: np.ndarray, rule_of: np.ndarray,
          thresholds: np.ndarray, for_samples: np.ndarray, for_ms: np.ndarray,
          normal_below: np.ndarray, resolve_samples: np.ndarray, resolve_ms: np.ndarray,
          state: np.ndarray, level: np.ndarray, since: np.ndarray, run: np.ndarray,
@@ -58,8 +62,12 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, rule_of: np.ndarr
             if x >= thresholds[r, k]:
                 lv = k + 1
         t = ts[i]
+        # once a run has started, a value still outside the expected band keeps it going
+        # (the score of a lasting shift fades as the calibration sees more of it; the band
+        # moves only when the detector adopts the new level)
+        outside = value[i] < lower[i] or value[i] > upper[i]
         if state[s] == FIRING:
-            if lv > 0:
+            if lv > 0 or outside:
                 run[s] = 0
                 normal_since[s] = NEVER
                 if x > peak[s]:
@@ -92,7 +100,7 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, rule_of: np.ndarr
             else:
                 run[s] = 0
                 normal_since[s] = NEVER
-        elif lv > 0:
+        elif lv > 0 or (state[s] == PENDING and outside):
             if state[s] == NORMAL:
                 state[s] = PENDING
                 since[s] = t

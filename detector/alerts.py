@@ -119,7 +119,7 @@ class Alert:
         return self.resolved_ms is None
 
     def worst(self) -> list[Member]:
-        return sorted(self.members.values(), key=lambda m: (-m.reading.score, -m.peak,
+        return sorted(self.members.values(), key=lambda m: (-m.peak, -m.reading.score,
                                                              m.slot))
 
 
@@ -293,7 +293,7 @@ class AlertBook:
             "severity": alert.rule.severities[max(1, alert.level) - 1].severity,
             "value": fmt(r.value), "expected": fmt(r.expected), "lower": fmt(r.lower),
             "upper": fmt(r.upper), "band": f"{fmt(r.lower)}–{fmt(r.upper)}",
-            "direction": direction, "score": f"{r.score:.6f}",
+            "direction": direction, "score": f"{member.peak:.6f}",
             "since": wording.iso(member.since_ms),
             "duration": wording.format_duration(max(now_ms, r.ts_ms) - member.since_ms),
             "series": wording.selector(member.labels), "metric": metric,
@@ -325,7 +325,7 @@ class AlertBook:
             ann["description"] = (
                 f"{f['what']} {state} {f['value']}, {f['direction']} the expected band "
                 f"{f['band']}{f['context']} (expected {f['expected']}). Anomaly score "
-                f"{f['score']} (one normal sample in {_rarity(member.reading.score)} scores "
+                f"{f['score']} (one normal sample in {_rarity(member.peak)} scores "
                 f"as high); anomalous since {f['since']} ({f['duration']}), detector "
                 f"{f['detector']}.")
         else:
@@ -336,7 +336,7 @@ class AlertBook:
             ann["members"] = "\n".join(
                 f"{wording.selector(m.labels)}: {self._fields(alert, m, now_ms)['value']} "
                 f"(expected {self._fields(alert, m, now_ms)['band']}), score "
-                f"{m.reading.score:.6f}" for m in worst[: alert.rule.max_listed])
+                f"{m.peak:.6f}" for m in worst[: alert.rule.max_listed])
         related = self.related(alert, now_ms)
         if related:
             ann["related"] = "\n".join(related)

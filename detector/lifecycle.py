@@ -142,8 +142,9 @@ class AlertState:
         ev_since = np.empty(n, dtype=np.int64)
         ev_peak = np.empty(n, dtype=np.float64)
         t = self.tables
-        n_ev = _lifecycle.step(slots, ts, score, p.al_rule, t.thresholds, t.for_samples,
-                               t.for_ms, t.normal_below, t.resolve_samples, t.resolve_ms,
+        n_ev = _lifecycle.step(slots, ts, score, value, lower, upper, p.al_rule, t.thresholds,
+                               t.for_samples, t.for_ms, t.normal_below, t.resolve_samples,
+                               t.resolve_ms,
                                p.al_state, p.al_level, p.al_since, p.al_run,
                                p.al_normal_since, p.al_peak, ev_index, ev_kind, ev_level,
                                ev_since, ev_peak)

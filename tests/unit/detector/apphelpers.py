@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import numpy as np
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from detector.app import RUNTIME, Runtime, build_app
@@ -34,3 +38,42 @@ async def start(aiohttp_client, cfg: DetectorConfig | None = None, **kwargs):
     rt: Runtime = app[RUNTIME]
     await rt.ready.wait()
     return client, rt
+
+
+class FakeAlertmanager:
+    """Records what the detector POSTs to /api/v2/alerts; tests wait on ``received``."""
+
+    def __init__(self) -> None:
+        self.posts: list[list[dict]] = []
+        self.received = asyncio.Event()
+
+    def app(self) -> web.Application:
+        async def handle(request: web.Request) -> web.Response:
+            self.posts.append(await request.json())
+            self.received.set()
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/api/v2/alerts", handle)
+        return app
+
+    async def wait_for(self, predicate, timeout_s: float = 10.0) -> list[dict]:
+        """The latest alerts once some POSTed alert satisfies ``predicate``."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                found = [a for post in self.posts for a in post if predicate(a)]
+                if found:
+                    return found
+                self.received.clear()
+                await self.received.wait()
+
+
+def level_shift(name: str, *, start_ms: int, n_normal: int, n_shift: int, step_ms: int = 1000,
+                seed: int = 7, shift: float = 10.0, **labels: str) -> list[encode.Series]:
+    """One series per request chunk: noise around 1.0, then a shift by ``shift`` sigmas."""
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([1.0 + 0.1 * rng.standard_normal(n_normal),
+                             1.0 + 0.1 * shift + 0.1 * rng.standard_normal(n_shift)])
+    samples = [(start_ms + i * step_ms, float(v)) for i, v in enumerate(values)]
+    return [encode.Series(labels=tuple(sorted([("__name__", name), *labels.items()])),
+                          samples=samples)]

@@ -28,13 +28,16 @@ class Tables:
             setattr(self, name, np.zeros(n))
 
 
-def run(state, tables, slots, scores, ts=None):
+def run(state, tables, slots, scores, ts=None, outside=None):
+    """Values inside their band unless ``outside`` (a bool per sample) says otherwise."""
     slots = np.asarray(slots, np.int32)
     scores = np.asarray(scores, np.float64)
     ts = np.arange(1, len(slots) + 1, dtype=np.int64) * 1000 if ts is None else np.asarray(
         ts, np.int64)
-    zeros = np.zeros(len(slots))
-    return state.step(tables, slots, ts, scores, scores * 10, zeros, zeros, zeros)
+    values = scores * 10
+    out = np.zeros(len(slots), bool) if outside is None else np.asarray(outside, bool)
+    lower, upper = values - 1 + 2 * out, values + 1
+    return state.step(tables, slots, ts, scores, values, np.zeros(len(slots)), lower, upper)
 
 
 def kinds(events):
@@ -62,6 +65,18 @@ def test_hysteresis_samples_between_normal_and_threshold_do_not_resolve():
     ev = run(state, t, [0] * 9, [0.995] * 3 + [0.95, 0.5, 0.95, 0.5, 0.95, 0.5])
     assert kinds(ev) == [(EventKind.FIRE, 1)]  # never two normal samples in a row
     assert t.al_state[0] == FIRING
+
+
+def test_a_value_outside_the_band_keeps_a_started_run_going():
+    state, t = AlertState([RULE]), Tables(1)
+    # a shift: the first sample scores high, the next ones fade but stay outside the band
+    ev = run(state, t, [0] * 9, [0.5, 0.995, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+             outside=[0, 1, 1, 1, 1, 0, 0, 0, 0])
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 4000),
+                                               (EventKind.RESOLVE, 7000)]
+    # outside the band alone never starts a run
+    state, t = AlertState([RULE]), Tables(1)
+    assert run(state, t, [0] * 5, [0.5] * 5, outside=[1] * 5) == []
 
 
 def test_escalates_once_when_the_higher_threshold_is_reached():

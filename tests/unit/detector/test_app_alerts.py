@@ -1,0 +1,145 @@
+"""The detector app end to end in-process: remote-write in, alerts out to an Alertmanager
+double, /api/v1/anomalies, resolution, write-back and runbooks."""
+
+import time
+from datetime import datetime
+
+import numpy as np
+
+from detector.config import AlertingConfig, DetectorConfig, WarmStartConfig, WritebackConfig
+from detector.remote_write import decode
+from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _firing(alert) -> bool:
+    return alert["labels"].get("metric_name") == "latency_seconds" and \
+        _ms(alert["endsAt"]) > time.time() * 1000 + 1000
+
+
+async def test_level_shift_fires_one_enriched_alert_then_resolves(aiohttp_client,
+                                                                   aiohttp_server):
+    am = FakeAlertmanager()
+    server = await aiohttp_server(am.app())
+    cold = DetectorConfig(warm_start=WarmStartConfig(enabled=False))
+    client, rt = await start(aiohttp_client, cold, alertmanagers=[str(server.make_url(""))],
+                             prometheus_url="http://prom.example:9090",
+                             external_url="http://vigil.example:9420")
+    now = int(time.time() * 1000)
+    start_ms = now - 400_000
+    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8,
+                          namespace="shop", service="checkout")
+    resp = await client.post("/api/v1/write", data=body(shifted), headers=V1)
+    assert resp.status == 204
+    [alert] = await am.wait_for(_firing)
+    labels, ann = alert["labels"], alert["annotations"]
+    assert labels == {"alertname": "VigilAnomaly", "severity": labels["severity"],
+                      "metric_name": "latency_seconds", "namespace": "shop",
+                      "service": "checkout"}
+    assert labels["severity"] in ("warning", "critical")
+    assert ann["direction"] == "above"
+    assert float(ann["score"]) >= 0.9999
+    assert ann["value"].endswith(" s") and ann["lower"].endswith("ms")
+    assert ann["summary"].startswith("latency_seconds (namespace=shop, service=checkout) is ")
+    assert "expected" in ann["summary"] and "anomalous for" in ann["summary"]
+    assert ann["detector"] == "ensemble" and '"alpha_fast"' in ann["detector_settings"]
+    assert ann["runbook_url"] == "http://vigil.example:9420/runbooks/VigilAnomaly"
+    assert ann["dashboard_url"].startswith("http://prom.example:9090/graph?")
+    assert "anomaly_upper" in ann["dashboard_url"]
+    assert alert["generatorURL"].startswith("http://prom.example:9090/graph?g0.expr=latency_")
+    since = _ms(ann["anomalous_since"])
+    assert start_ms + 300_000 <= since <= start_ms + 303_000
+    assert _ms(alert["startsAt"]) == since
+
+    listed = (await (await client.get("/api/v1/anomalies")).json())["data"]
+    assert [a["labels"] for a in listed] == [labels]
+    assert listed[0]["members"][0]["series"] == \
+        'latency_seconds{namespace="shop",service="checkout"}'
+
+    runbook = await client.get("/runbooks/VigilAnomaly")
+    assert runbook.status == 200 and "expected band" in await runbook.text()
+    assert (await client.get("/runbooks/..%2Fapp")).status == 404
+
+    recovered = level_shift("latency_seconds", start_ms=start_ms + 308_000, n_normal=60,
+                            n_shift=0, seed=8, namespace="shop", service="checkout")
+    resp = await client.post("/api/v1/write", data=body(recovered), headers=V1)
+    assert resp.status == 204
+    resolved = await am.wait_for(lambda a: a["labels"] == labels
+                                 and _ms(a["endsAt"]) <= time.time() * 1000)
+    assert resolved[-1]["annotations"]["summary"].startswith(
+        "latency_seconds (namespace=shop, service=checkout) was ")
+    assert (await (await client.get("/api/v1/anomalies")).json())["data"] == []
+    fired = [a for post in am.posts for a in post if _firing(a)]
+    assert {tuple(sorted(a["labels"].items())) for a in fired} == \
+        {tuple(sorted(labels.items()))}  # one alert, however often it was sent
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_alert_events_total{kind="fire"} 1.0' in metrics
+    assert 'vigil_alert_events_total{kind="resolve"} 1.0' in metrics
+
+
+async def test_stale_series_resolves_its_alert(aiohttp_client, aiohttp_server):
+    am = FakeAlertmanager()
+    server = await aiohttp_server(am.app())
+    clock = [time.time()]
+    client, rt = await start(aiohttp_client, alertmanagers=[str(server.make_url(""))],
+                             clock=lambda: clock[0])
+    start_ms = int(clock[0] * 1000) - 400_000
+    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8)
+    await client.post("/api/v1/write", data=body(shifted), headers=V1)
+    [alert] = await am.wait_for(_firing)
+    clock[0] += 3600  # an hour of silence, no staleness marker
+    resolved = await am.wait_for(lambda a: a["labels"] == alert["labels"]
+                                 and _ms(a["endsAt"]) == int(clock[0] * 1000))
+    assert resolved
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_alert_events_total{kind="stale"} 1.0' in metrics
+
+
+async def test_no_alert_rules_means_no_alerts(aiohttp_client, aiohttp_server):
+    am = FakeAlertmanager()
+    server = await aiohttp_server(am.app())
+    client, rt = await start(aiohttp_client, DetectorConfig(alerts=()),
+                             alertmanagers=[str(server.make_url(""))])
+    now = int(time.time() * 1000)
+    shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8)
+    await client.post("/api/v1/write", data=body(shifted), headers=V1)
+    await rt.wait_idle()
+    assert rt.book is not None and rt.book.firing() == []
+    assert am.posts == []
+
+
+async def test_writeback_sends_score_and_band_series(aiohttp_client, aiohttp_server):
+    received = []
+
+    async def receive(request):
+        raw = decode.decompress(await request.read(), max_decompressed_bytes=1 << 24)
+        received.append(decode.decode_request(np.frombuffer(raw, np.uint8), 1))
+        return web.Response(status=204)
+
+    from aiohttp import web
+    sink = web.Application()
+    sink.router.add_post("/api/v1/write", receive)
+    server = await aiohttp_server(sink)
+    cfg = DetectorConfig(alerting=AlertingConfig(),
+                         writeback=WritebackConfig(url=str(server.make_url("/api/v1/write")),
+                                                   interval_s=3600))
+    client, rt = await start(aiohttp_client, cfg)
+    now = int(time.time() * 1000)
+    series = level_shift("latency_seconds", start_ms=now - 100_000, n_normal=60, n_shift=0,
+                         job="api")
+    await client.post("/api/v1/write", data=body(series), headers=V1)
+    await rt.wait_idle()
+    assert rt.writeback is not None
+    assert await rt.writeback.flush()
+    [req] = received
+    names = sorted(dict(req.labels(i))["__name__"] for i in range(req.n_series))
+    assert names == ["anomaly_expected", "anomaly_lower", "anomaly_score", "anomaly_upper"]
+    labels = dict(req.labels(0))
+    assert labels["job"] == "api" and labels["metric_name"] == "latency_seconds"
+    assert labels["detector"] == "ensemble"
+    assert int(req.smp_ts[0]) == now - 100_000 + 59_000
+    assert await rt.writeback.flush()  # nothing new: no request
+    assert len(received) == 1
