@@ -87,26 +87,26 @@ class AlertmanagerClient:
             self._wake.clear()
             while self._pending:
                 batch = list(self._pending.items())[: self.cfg.max_batch]
-                ok = await self._post([entry.payload for _, entry in batch])
-                if ok is None:
+                accepted = await self._post([entry.payload for _, entry in batch])
+                if accepted is None:
                     await self._sleep(backoff)
                     backoff = min(2 * backoff, self.cfg.retry_max_s)
                     continue
                 backoff = self.cfg.retry_initial_s
                 now = time.perf_counter()
-                for key, entry in batch:
+                for (key, entry), ok in zip(batch, accepted, strict=True):
                     if self._pending.get(key) is entry:  # not replaced while in flight
                         del self._pending[key]
                     if ok:
                         self.metrics.delivery_seconds.labels(self.name).observe(
                             now - entry.created)
-                if ok:
-                    self.metrics.sent.labels(self.name).inc(len(batch))
+                self.metrics.sent.labels(self.name).inc(sum(accepted))
                 self.metrics.pending.labels(self.name).set(len(self._pending))
                 self.delivered.set()
 
-    async def _post(self, alerts: list[Payload]) -> bool | None:
-        """True: accepted; False: refused for good (4xx, logged); None: retry later."""
+    async def _post(self, alerts: list[Payload]) -> list[bool] | None:
+        """Per alert, True: accepted; False: refused for good (4xx, logged); or None: retry
+        the whole batch later."""
         start = time.perf_counter()
         try:
             async with self.session.post(
@@ -122,15 +122,20 @@ class AlertmanagerClient:
         finally:
             self.metrics.post_seconds.labels(self.name).observe(time.perf_counter() - start)
         if 200 <= status < 300:
-            return True
+            return [True] * len(alerts)
         if 400 <= status < 500 and status != 429:
             if len(alerts) > 1:  # find the bad one: the others must not pay for it
-                results = [await self._post([a]) for a in alerts]
-                return None if any(r is None for r in results) else all(results)
+                accepted: list[bool] = []
+                for a in alerts:
+                    one = await self._post([a])
+                    if one is None:
+                        return None
+                    accepted += one
+                return accepted
             self.metrics.rejected.labels(self.name).inc()
             log.error("alertmanager %s refused alert %s: %s %s", self.name,
                       alerts[0].get("labels"), status, text[:500])
-            return False
+            return [False]
         self.metrics.send_failures.labels(self.name).inc()
         log.warning("alertmanager %s answered %s; retrying", self.name, status)
         return None
@@ -215,7 +220,7 @@ class AlertDispatcher:
         except (EnrichmentError, TimeoutError) as exc:
             self.metrics.enrich_failures.labels(enricher.name).inc()
             log.warning("enrichment %s of alert %s failed (%s); sent without it",
-                        enricher.name, alert.rule.name, exc or "out of time")
+                        enricher.name, alert.rule.name, str(exc) or "out of time")
             return {}
         except Exception:  # an enricher bug must not stop the alert: count, log, go on
             self.metrics.enrich_failures.labels(enricher.name).inc()

@@ -273,7 +273,7 @@ class AlertBook:
         out = []
         for _, _, m, other in ranked[: self.max_related]:
             state = "firing" if other.is_firing else "resolved"
-            out.append(f"{wording.selector(m.labels)} score {m.peak:.6f} since "
+            out.append(f"{wording.selector(m.labels)} score {wording.score(m.peak)} since "
                        f"{wording.iso(m.since_ms)} ({state})")
         return out
 
@@ -293,7 +293,7 @@ class AlertBook:
             "severity": alert.rule.severities[max(1, alert.level) - 1].severity,
             "value": fmt(r.value), "expected": fmt(r.expected), "lower": fmt(r.lower),
             "upper": fmt(r.upper), "band": f"{fmt(r.lower)}–{fmt(r.upper)}",
-            "direction": direction, "score": f"{member.peak:.6f}",
+            "direction": direction, "score": wording.score(member.peak),
             "since": wording.iso(member.since_ms),
             "duration": wording.format_duration(max(now_ms, r.ts_ms) - member.since_ms),
             "series": wording.selector(member.labels), "metric": metric,
@@ -336,7 +336,7 @@ class AlertBook:
             ann["members"] = "\n".join(
                 f"{wording.selector(m.labels)}: {self._fields(alert, m, now_ms)['value']} "
                 f"(expected {self._fields(alert, m, now_ms)['band']}), score "
-                f"{m.peak:.6f}" for m in worst[: alert.rule.max_listed])
+                f"{wording.score(m.peak)}" for m in worst[: alert.rule.max_listed])
         related = self.related(alert, now_ms)
         if related:
             ann["related"] = "\n".join(related)

@@ -88,6 +88,22 @@ def format_value(x: float, *, metric: str = "", rate: bool = False) -> str:
     return text + "/s" if rate else text
 
 
+def score(x: float) -> str:
+    """An anomaly score with enough decimals to tell 0.9999 from 0.9999995 (never "1")."""
+    if not math.isfinite(x):
+        return "NaN"
+    if x >= 1.0:
+        return "1"
+    decimals = min(15, max(6, math.floor(-math.log10(1.0 - x) + 1e-9) + 2))
+    text = f"{x:.{decimals}f}"
+    while text.startswith("1") and decimals < 15:  # rounding must not make it "1.0000"
+        decimals += 1
+        text = f"{x:.{decimals}f}"
+    while len(text) > 8 and text.endswith("0"):  # keep at least six decimals
+        text = text[:-1]
+    return text
+
+
 def format_duration(ms: float) -> str:
     """``45 s``, ``6 min``, ``2 h 5 min``, ``3 d 4 h``."""
     s = max(0.0, ms / 1000.0)

@@ -44,3 +44,11 @@ def test_times():
     assert wording.iso(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
     assert wording.time_of_week(1_700_000_000_000, weekly=True) == "for a Tuesday 22:13 UTC"
     assert wording.time_of_week(1_700_000_000_000, weekly=False) == "for 22:13 UTC"
+
+
+@pytest.mark.parametrize(("x", "text"), [
+    (0.5, "0.500000"), (0.99991, "0.999910"), (0.9999995, "0.9999995"), (1.0, "1"),
+    (math.nan, "NaN"),
+])
+def test_scores_keep_their_nines(x, text):
+    assert wording.score(x) == text
