@@ -6,7 +6,14 @@ from datetime import datetime
 
 import numpy as np
 
-from detector.config import AlertingConfig, DetectorConfig, WarmStartConfig, WritebackConfig
+from detector.config import (
+    AlertingConfig,
+    DetectorConfig,
+    EnrichmentConfig,
+    LokiEnrichment,
+    WarmStartConfig,
+    WritebackConfig,
+)
 from detector.remote_write import decode
 from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
 
@@ -143,3 +150,53 @@ async def test_writeback_sends_score_and_band_series(aiohttp_client, aiohttp_ser
     assert int(req.smp_ts[0]) == now - 100_000 + 59_000
     assert await rt.writeback.flush()  # nothing new: no request
     assert len(received) == 1
+
+
+async def test_firing_alerts_come_back_after_a_restart_without_a_new_page(aiohttp_client,
+                                                                           aiohttp_server,
+                                                                           tmp_path):
+    am = FakeAlertmanager()
+    server = await aiohttp_server(am.app())
+    url = str(server.make_url(""))
+    client, rt = await start(aiohttp_client, alertmanagers=[url], state_dir=tmp_path)
+    now = int(time.time() * 1000)
+    shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8)
+    await client.post("/api/v1/write", data=body(shifted), headers=V1)
+    [first] = await am.wait_for(_firing)
+    await client.close()
+    am.posts.clear()
+    client2, rt2 = await start(aiohttp_client, alertmanagers=[url], state_dir=tmp_path)
+    [again] = await am.wait_for(_firing)
+    assert again["labels"] == first["labels"]
+    assert again["startsAt"] == first["startsAt"]  # the same alert, still firing
+    metrics = await (await client2.get("/metrics")).text()
+    assert 'vigil_alert_events_total{kind="restored"} 1.0' in metrics
+    assert 'vigil_alert_events_total{kind="fire"}' not in metrics
+
+
+async def test_log_lines_from_loki_join_the_alert_when_they_arrive(aiohttp_client,
+                                                                    aiohttp_server):
+    async def query_range(request):
+        assert 'pod="checkout-1"' in request.query["query"]
+        ns = str(int(time.time() * 1e9))
+        return web.json_response({"status": "success", "data": {
+            "resultType": "streams",
+            "result": [{"stream": {"pod": "checkout-1"},
+                        "values": [[ns, "ERROR payment gateway timeout"]]}]}})
+
+    from aiohttp import web
+    am = FakeAlertmanager()
+    loki = web.Application()
+    loki.router.add_get("/loki/api/v1/query_range", query_range)
+    am_server, loki_server = await aiohttp_server(am.app()), await aiohttp_server(loki)
+    cfg = DetectorConfig(enrichment=EnrichmentConfig(
+        loki=LokiEnrichment(url=str(loki_server.make_url("")))))
+    client, rt = await start(aiohttp_client, cfg, alertmanagers=[str(am_server.make_url(""))])
+    now = int(time.time() * 1000)
+    shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8,
+                          namespace="shop", pod="checkout-1")
+    await client.post("/api/v1/write", data=body(shifted), headers=V1)
+    [enriched] = await am.wait_for(lambda a: "logs" in a["annotations"])
+    assert enriched["annotations"]["logs"].endswith("ERROR payment gateway timeout")
+    first = next(a for post in am.posts for a in post if _firing(a))
+    assert "logs" not in first["annotations"]  # sent at once, context after

@@ -71,3 +71,44 @@ def test_detector_kind_defaults_to_ensemble_and_unknown_kind_is_refused(tmp_path
     assert f"{path}:5: series[1].detector: Input tag 'prophet'" in str(info.value)
     path.write_text("series:\n  - name: a\n    detector: {alpha_fast: 0.05}\n")
     assert load_config(path).series[0].detector.kind == "ensemble"
+
+
+def test_alert_rules_load_and_default_covers_everything(tmp_path):
+    assert [r.name for r in load_config(None).alerts] == ["VigilAnomaly"]
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        "alerts:\n"
+        "  - name: LatencyAnomaly\n"
+        "    match: '{__name__=~\".*_seconds\"}'\n"
+        "    severities: [{severity: ticket, score: 0.999}, {severity: page, score: 0.99999}]\n"
+        "    for_samples: 4\n"
+        "    resolve_below: 0.99\n"
+        "    by: [namespace, service]\n"
+        "    labels: {team: payments}\n"
+        "    annotations: {note: 'p99 of {labels.service} is {value}'}\n"
+        "    runbook_url: 'https://runbooks.example/{alertname}'\n"
+    )
+    [rule] = load_config(path).alerts
+    assert rule.by == ("namespace", "service") and rule.normal_below == 0.99
+
+
+def test_alert_rule_errors_name_file_line_and_path(tmp_path):
+    path = tmp_path / "bad-alerts.yaml"
+    path.write_text(
+        "alerts:\n"
+        "  - name: A\n"
+        "    severities: [{severity: hi, score: 0.999}, {severity: lo, score: 0.99}]\n"
+        "  - name: B\n"
+        "    annotations: {x: '{valu}'}\n"
+        "    labels: {alertname: nope}\n"
+        "  - name: C\n"
+        "    resolve_below: 0.99999\n"
+        "    by: ['not a label']\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert f"{path}:3: alerts[0].severities: " in text and "strictly ascending" in text
+    assert f"{path}:5: alerts[1].annotations: " in text and "unknown template field {valu}" in text
+    assert f"{path}:6: alerts[1].labels: " in text and "cannot be an extra label" in text
+    assert f"{path}:9: alerts[2].by: " in text and "'not a label' is not a label name" in text
