@@ -14,3 +14,13 @@ def test_readme_configuration_example_loads(tmp_path):
     cfg = load_config(config)
     assert [rule.name for rule in cfg.series] == ["api", "everything-else"]
     assert cfg.entities[0].by == ("namespace", "pod")
+
+
+def test_alerting_doc_configuration_example_loads(tmp_path):
+    text = (ROOT / "docs" / "alerting.md").read_text()
+    block = text.split("## Configuration")[1].split("```yaml")[1].split("```")[0]
+    config = tmp_path / "alerting.yaml"
+    config.write_text(block)
+    cfg = load_config(config)
+    assert [rule.name for rule in cfg.alerts] == ["LatencyAnomaly", "VigilAnomaly"]
+    assert cfg.writeback.url is not None and cfg.enrichment.kubernetes.enabled
