@@ -22,6 +22,7 @@ from detector.lifecycle import AlertEvent, EventKind
 
 Labels = list[tuple[str, str]]
 RELATED_LABELS = ("namespace", "service", "deployment", "pod", "node", "instance", "job")
+RELATED_SCAN = 200  # newest alerts looked at per shared label: bounded work in a storm
 _BAD_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -113,6 +114,7 @@ class Alert:
     extra: dict[str, str] = field(default_factory=dict)  # enrichment annotations
     resolved_ms: int | None = None
     retired: list[dict[str, str]] = field(default_factory=list)  # label sets to resolve
+    pairs: set[tuple[str, str]] = field(default_factory=set)  # its entries in the book's index
 
     @property
     def is_firing(self) -> bool:
@@ -164,6 +166,8 @@ class AlertBook:
         self.alerts: dict[tuple[Any, ...], Alert] = {}
         self._by_slot: dict[int, tuple[Any, ...]] = {}
         self.recent: list[Alert] = []  # resolved within the related window
+        # (label, value) -> alerts (firing or recent) with a member carrying it, oldest first
+        self._index: dict[tuple[str, str], dict[int, Alert]] = {}
 
     # --- state ---------------------------------------------------------------------
     def _key(self, rule_index: int, labels: Labels) -> tuple[tuple[Any, ...], Labels]:
@@ -203,6 +207,10 @@ class AlertBook:
         if member is None:
             alert.members[ev.slot] = Member(ev.slot, labels, ev.level, ev.since_ms, ev.peak,
                                             reading)
+            for pair in labels:
+                if pair[0] in RELATED_LABELS and pair not in alert.pairs:
+                    alert.pairs.add(pair)
+                    self._index.setdefault(pair, {})[id(alert)] = alert
         else:
             member.level = max(member.level, ev.level)
             member.peak = max(member.peak, ev.peak)
@@ -232,9 +240,18 @@ class AlertBook:
         return alert
 
     def _forget(self, now_ms: int) -> None:
-        self.recent = [a for a in self.recent
-                       if a.resolved_ms is not None
-                       and now_ms - a.resolved_ms <= self.related_window_ms]
+        keep = []
+        for a in self.recent:
+            if a.resolved_ms is not None and now_ms - a.resolved_ms <= self.related_window_ms:
+                keep.append(a)
+                continue
+            for pair in a.pairs:
+                entries = self._index.get(pair)
+                if entries is not None:
+                    entries.pop(id(a), None)
+                    if not entries:
+                        del self._index[pair]
+        self.recent = keep
 
     def firing(self) -> list[Alert]:
         return list(self.alerts.values())
@@ -261,7 +278,12 @@ class AlertBook:
         mine = {(k, v) for m in alert.members.values() for k, v in m.labels
                 if k in RELATED_LABELS}
         ranked = []
-        for other in [*self.alerts.values(), *self.recent]:
+        candidates: dict[int, Alert] = {}
+        for pair in mine:
+            entries = self._index.get(pair, {})
+            for other in list(entries.values())[-RELATED_SCAN:]:
+                candidates[id(other)] = other
+        for other in candidates.values():
             if other.key == alert.key or abs(other.starts_ms - alert.starts_ms) \
                     > self.related_window_ms:
                 continue
