@@ -88,8 +88,8 @@ def _line_for(loc: Loc, lines: dict[Loc, int]) -> int:
     return lines.get(loc, 1)
 
 
-def parse_text(text: str, model: type[M], *, source: str) -> M:
-    """Parse YAML ``text`` (named ``source`` in messages) into ``model``."""
+def compose(text: str, *, source: str) -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML ``text`` into plain data and the line of every key path in it."""
     loader = _LineLoader(text)
     try:
         node = loader.get_single_node()
@@ -104,16 +104,38 @@ def parse_text(text: str, model: type[M], *, source: str) -> M:
     lines: dict[Loc, int] = {}
     if node is not None:
         _walk(node, (), lines)
-    if data is None:
-        data = {}
+    return ({} if data is None else data), lines
+
+
+def problem(source: str, data: Any, loc: Loc, lines: dict[Loc, int], message: str) -> str:
+    """One ``file:line: path: message`` line for a place in composed data."""
+    where = _source_loc(data, loc)
+    return f"{source}:{_line_for(where, lines)}: {format_loc(where)}: {message}"
+
+
+def validate(data: Any, lines: dict[Loc, int], model: type[M], *, source: str,
+             at: Loc = ()) -> M:
+    """Validate composed ``data`` (found at ``at`` in the file) as ``model``."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            loc = _source_loc(data, tuple(err["loc"]))
-            problems.append(f"{source}:{_line_for(loc, lines)}: {format_loc(loc)}: {err['msg']}")
-        raise YamlSourceError(problems) from exc
+        root = _walk_to(data, at)
+        raise YamlSourceError([
+            problem(source, root, (*at, *err["loc"]), lines, err["msg"])
+            for err in exc.errors(include_url=False)]) from exc
+
+
+def _walk_to(data: Any, at: Loc) -> Any:
+    """The document root that ``at`` was taken from (``data`` is the part at ``at``)."""
+    for part in reversed(at):
+        data = {part: data} if isinstance(part, str) else [None] * part + [data]
+    return data
+
+
+def parse_text(text: str, model: type[M], *, source: str) -> M:
+    """Parse YAML ``text`` (named ``source`` in messages) into ``model``."""
+    data, lines = compose(text, source=source)
+    return validate(data, lines, model, source=source)
 
 
 def load(path: Path, model: type[M]) -> M:

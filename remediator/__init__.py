@@ -1,5 +1,3 @@
-"""Vigil remediator: Alertmanager webhook -> YAML playbooks -> guarded Kubernetes actions.
-
-Not built yet (issue 5). The package exists so the distribution layout is final; it must
-never import ``detector``.
-"""
+"""Vigil remediator: Alertmanager webhook -> YAML playbooks -> guarded, verified, undoable
+actions with a durable audit trail. It must never import ``detector``; the two share only
+the Alertmanager alert JSON (tests/contract)."""

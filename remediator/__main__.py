@@ -1,0 +1,134 @@
+"""Command line: ``vigil-remediator serve | check | simulate | schema``. argv -> app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from remediator.app import build_app, build_registry
+from remediator.catalog import load_catalog
+from remediator.config import env_overrides, load_config, read_token
+from remediator.errors import ConfigError, WebhookError
+from remediator.playbook import Playbook
+from remediator.simulate import simulate
+from remediator.webhook import alert_from_json, parse_notification
+
+DEFAULT_LISTEN = "127.0.0.1:9421"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event = {"ts": self.formatTime(record), "level": record.levelname,
+                 "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            event["exc"] = self.formatException(record.exc_info)
+        return json.dumps(event)
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if sys.stderr.isatty():
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check(paths: list[Path]) -> int:
+    catalog = load_catalog(paths, build_registry())
+    for problem in catalog.problems:
+        print(problem, file=sys.stderr)
+    for entry in catalog.entries:
+        print(f"{entry.path}: ok ({entry.playbook.name})")
+    return 1 if catalog.problems else 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(Path(args.alert).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--alert {args.alert}: {exc}") from exc
+    if isinstance(data, dict) and "body" in data:  # a recorded webhook request
+        data = data["body"]
+    try:
+        alerts = parse_notification(json.dumps(data).encode()).alerts \
+            if isinstance(data, dict) and "alerts" in data else (alert_from_json(data),)
+    except WebhookError as exc:
+        raise ConfigError(f"--alert {args.alert}: {exc}") from exc
+    cfg = load_config(args.config)
+    registry = build_registry()
+    catalog = load_catalog([args.playbooks], registry)
+    for problem in catalog.problems:
+        print(problem, file=sys.stderr)
+    audit = args.state_dir / "audit.db" if args.state_dir else None
+    reports = [simulate(a, catalog, registry, cfg, now_ms=int(time.time() * 1000),
+                        audit_path=audit) for a in alerts]
+    print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vigil-remediator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="receive Alertmanager webhooks and run playbooks")
+    serve.add_argument("--config", type=Path)
+    serve.add_argument("--listen", default=DEFAULT_LISTEN)
+    serve.add_argument("--playbooks", type=Path, default=Path("playbooks"))
+    serve.add_argument("--alertmanager", metavar="URL", help="silences and escalations")
+    serve.add_argument("--prometheus", metavar="URL", help="pre-conditions and verification")
+    serve.add_argument("--state-dir", type=Path, default=Path("state"),
+                       help="audit database (audit.db) lives here")
+    serve.add_argument("--log-level", default="INFO")
+    check = sub.add_parser("check", help="validate playbook files and folders")
+    check.add_argument("paths", type=Path, nargs="+")
+    sim = sub.add_parser("simulate", help="what would happen for an alert (no side effects)")
+    sim.add_argument("--alert", type=Path, required=True,
+                     help="an alert, a webhook body, or a recorded webhook request (JSON)")
+    sim.add_argument("--playbooks", type=Path, default=Path("playbooks"))
+    sim.add_argument("--config", type=Path)
+    sim.add_argument("--state-dir", type=Path, help="read cooldowns and limits from here")
+    sub.add_parser("schema", help="print the playbook JSON Schema (for editors)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            return _check(args.paths)
+        if args.command == "schema":
+            print(json.dumps(Playbook.model_json_schema(), indent=2, sort_keys=True))
+            return 0
+        if args.command == "simulate":
+            return _simulate(args)
+        _setup_logging(args.log_level)
+        cfg = env_overrides(load_config(args.config), os.environ)
+        host, port = _listen(args.listen)
+        for url in (args.alertmanager, args.prometheus):
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
+        app = build_app(cfg, playbook_dirs=[args.playbooks], state_dir=args.state_dir,
+                        alertmanager_url=args.alertmanager, prometheus_url=args.prometheus,
+                        token=read_token(cfg.auth.bearer_token_file, "auth.bearer_token_file"),
+                        admin_token=read_token(cfg.auth.admin_token_file,
+                                               "auth.admin_token_file"),
+                        external_url=f"http://{host}:{port}")
+    except ConfigError as exc:
+        print(f"vigil-remediator: {exc}", file=sys.stderr)
+        return 2
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

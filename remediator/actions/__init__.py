@@ -1,0 +1,1 @@
+"""Actions a playbook step may name; ``registry`` declares and collects them."""

@@ -1,0 +1,221 @@
+"""Actions that need no cluster: HTTP calls to allow-listed endpoints, Alertmanager
+silences and escalations, chat notifications, PromQL checks and waits.
+
+Each declares its params model, whether it mutates, its inverse and how it dry-runs (none
+of these APIs has a server-side dry-run, so a dry run describes the request instead of
+sending it). The network goes only through ``ActionContext.services``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from remediator.actions.registry import (
+    ActionContext,
+    DryRun,
+    Executed,
+    Failed,
+    Outcome,
+    action,
+)
+from remediator.matchers import parse_matcher
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _status_failure(what: str, status: int, text: str) -> Failed:
+    temporary = status == 429 or status >= 500 or status == 0
+    return Failed(f"{what}: HTTP {status} {text[:300]}", temporary=temporary)
+
+
+# --- http.request ------------------------------------------------------------------------
+class SecretRef(_Params):
+    secret: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="file name in the secrets directory")
+
+
+class HttpRequestParams(_Params):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str = Field(pattern=r"^https?://", max_length=2048)
+    headers: dict[str, str | SecretRef] = Field(default_factory=dict)
+    json_body: Any = Field(None, alias="json")
+    expect_status: tuple[int, ...] = (200, 201, 202, 204)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not name or any(c in name for c in ":\r\n ") or not name.isascii():
+                raise ValueError(f"{name!r} is not an HTTP header name")
+        return value
+
+
+def _describe_http(p: HttpRequestParams) -> dict[str, Any]:
+    headers = {k: (f"<secret {v.secret}>" if isinstance(v, SecretRef) else v)
+               for k, v in p.headers.items()}
+    return {"method": p.method, "url": p.url, "headers": headers, "json": p.json_body}
+
+
+@action("http.request", params=HttpRequestParams, mutates=True, describe=_describe_http)
+async def http_request(ctx: ActionContext, p: HttpRequestParams) -> Outcome:
+    if not ctx.services.url_allowed(p.url):
+        return Failed(f"{p.url} is not in http.allowed_urls of the remediator config")
+    if ctx.dry_run:
+        return DryRun({"would_send": _describe_http(p)})
+    headers = {k: (ctx.services.secret(v.secret) if isinstance(v, SecretRef) else v)
+               for k, v in p.headers.items()}
+    status, text = await ctx.services.http(p.method, p.url, headers=headers, body=p.json_body,
+                                           timeout_s=p.timeout_s)
+    if status not in p.expect_status:
+        return _status_failure(f"{p.method} {p.url}", status, text)
+    return Executed({"status": status, "response": text[:1000]})
+
+
+# --- alertmanager.silence / expire_silence ------------------------------------------------
+class SilenceParams(_Params):
+    matchers: tuple[str, ...] = Field(min_length=1, description='e.g. alertname="X", pod="{{ labels.pod }}"')
+    duration_s: float = Field(3600.0, gt=0, le=7 * 86400)
+    comment: str = Field("silenced by a Vigil playbook", min_length=1, max_length=1000)
+    created_by: str = "vigil-remediator"
+
+    @field_validator("matchers")
+    @classmethod
+    def _parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            parse_matcher(text)
+        return value
+
+
+def _silence_body(p: SilenceParams, now: datetime) -> dict[str, Any]:
+    return {"matchers": [parse_matcher(m).to_silence() for m in p.matchers],
+            "startsAt": _iso(now), "endsAt": _iso(now + timedelta(seconds=p.duration_s)),
+            "createdBy": p.created_by, "comment": p.comment}
+
+
+def _describe_silence(p: SilenceParams) -> dict[str, Any]:
+    return {"method": "POST", "path": "/api/v2/silences",
+            "matchers": [parse_matcher(m).to_silence() for m in p.matchers],
+            "duration_s": p.duration_s, "comment": p.comment}
+
+
+@action("alertmanager.silence", params=SilenceParams, mutates=True,
+        describe=_describe_silence, inverse="alertmanager.expire_silence")
+async def alertmanager_silence(ctx: ActionContext, p: SilenceParams) -> Outcome:
+    now = datetime.fromtimestamp(ctx.clock(), UTC)
+    body = _silence_body(p, now)
+    if ctx.dry_run:
+        return DryRun({"would_send": body})
+    status, doc = await ctx.services.alertmanager("POST", "/api/v2/silences", body)
+    if status != 200 or not isinstance(doc, dict) or "silenceID" not in doc:
+        return _status_failure("create silence", status, str(doc))
+    silence_id = str(doc["silenceID"])
+    return Executed({"silence_id": silence_id, "ends_at": body["endsAt"]},
+                    inverse=("alertmanager.expire_silence", {"silence_id": silence_id}))
+
+
+class ExpireSilenceParams(_Params):
+    silence_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+
+
+@action("alertmanager.expire_silence", params=ExpireSilenceParams, mutates=True,
+        describe=lambda p: {"method": "DELETE", "path": f"/api/v2/silence/{p.silence_id}"})
+async def alertmanager_expire_silence(ctx: ActionContext, p: ExpireSilenceParams) -> Outcome:
+    if ctx.dry_run:
+        return DryRun({"would_delete": p.silence_id})
+    status, doc = await ctx.services.alertmanager("DELETE", f"/api/v2/silence/{p.silence_id}")
+    if status != 200:
+        return _status_failure("expire silence", status, str(doc))
+    return Executed({"expired": p.silence_id})
+
+
+# --- alertmanager.escalate ----------------------------------------------------------------
+class EscalateParams(_Params):
+    alertname: str = Field("VigilRemediationEscalated", pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+    severity: str = "critical"
+    summary: str = Field(min_length=1, max_length=2000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    duration_s: float = Field(3600.0, gt=0, le=7 * 86400)
+
+
+def escalation_alert(p: EscalateParams, *, alert: Any, run_id: str, run_url: str,
+                     now: datetime) -> dict[str, Any]:
+    """The alert an escalation posts: the original alert's identity plus the run's link."""
+    labels = {k: v for k, v in alert.labels.items() if k not in ("alertname", "severity")}
+    labels.update(p.labels)
+    labels.update({"alertname": p.alertname, "severity": p.severity,
+                   "original_alertname": alert.labels.get("alertname", ""), "run_id": run_id})
+    return {"labels": labels,
+            "annotations": {"summary": p.summary, "run_url": run_url,
+                            "original_fingerprint": str(alert.fingerprint)},
+            "startsAt": _iso(now), "endsAt": _iso(now + timedelta(seconds=p.duration_s)),
+            "generatorURL": run_url}
+
+
+@action("alertmanager.escalate", params=EscalateParams, mutates=False,
+        describe=lambda p: {"method": "POST", "path": "/api/v2/alerts",
+                            "alertname": p.alertname, "severity": p.severity})
+async def alertmanager_escalate(ctx: ActionContext, p: EscalateParams) -> Outcome:
+    body = [escalation_alert(p, alert=ctx.alert, run_id=ctx.run_id, run_url=ctx.run_url,
+                             now=datetime.fromtimestamp(ctx.clock(), UTC))]
+    status, doc = await ctx.services.alertmanager("POST", "/api/v2/alerts", body)
+    if status != 200:
+        return _status_failure("post escalation", status, str(doc))
+    return Executed({"alert": body[0]["labels"]})
+
+
+# --- notify -------------------------------------------------------------------------------
+class NotifyParams(_Params):
+    url: str | SecretRef = Field(description="Slack-compatible incoming webhook (a secret, usually)")
+    text: str = Field(min_length=1, max_length=4000)
+
+
+@action("notify", params=NotifyParams, mutates=False,
+        describe=lambda p: {"method": "POST", "url": "<secret>" if isinstance(p.url, SecretRef)
+                            else p.url, "text": p.text})
+async def notify(ctx: ActionContext, p: NotifyParams) -> Outcome:
+    url = ctx.services.secret(p.url.secret) if isinstance(p.url, SecretRef) else p.url
+    if not isinstance(p.url, SecretRef) and not ctx.services.url_allowed(url):
+        return Failed(f"{url} is not in http.allowed_urls of the remediator config")
+    status, text = await ctx.services.http("POST", url, headers={}, body={"text": p.text},
+                                           timeout_s=10.0)
+    if not 200 <= status < 300:
+        return _status_failure("notify", status, text)
+    return Executed({"status": status})
+
+
+# --- promql.check / wait ------------------------------------------------------------------
+class PromqlCheckParams(_Params):
+    query: str = Field(min_length=1, max_length=10_000)
+    expect: Literal["nonempty", "empty"] = "nonempty"
+
+
+@action("promql.check", params=PromqlCheckParams, mutates=False,
+        describe=lambda p: {"promql": p.query, "expect": p.expect})
+async def promql_check(ctx: ActionContext, p: PromqlCheckParams) -> Outcome:
+    result = await ctx.services.prometheus_query(p.query)
+    ok = bool(result) if p.expect == "nonempty" else not result
+    if not ok:
+        return Failed(f"{p.query!r} returned {len(result)} series; expected {p.expect}")
+    return Executed({"series": len(result)})
+
+
+class WaitParams(_Params):
+    seconds: float = Field(gt=0, le=3600)
+
+
+@action("wait", params=WaitParams, mutates=False, describe=lambda p: {"wait_s": p.seconds})
+async def wait(ctx: ActionContext, p: WaitParams) -> Outcome:
+    await (ctx.sleep or asyncio.sleep)(p.seconds)
+    return Executed({"waited_s": p.seconds})

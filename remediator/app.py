@@ -1,0 +1,303 @@
+"""build_app(): wires the audit thread, the catalog, the runner and the routes.
+
+No domain logic here: handlers read, call one domain function and map the result to a
+status. Each resource is created in its own cleanup context; app state lives only in
+the typed ``AppKey`` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from remediator import guards
+from remediator.actions import basic
+from remediator.actions.registry import ActionRegistry, Services
+from remediator.audit import AuditLog, RunRecord, RunState
+from remediator.audit_thread import AuditThread
+from remediator.catalog import Catalog, load_catalog
+from remediator.config import RemediatorConfig
+from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
+from remediator.metrics import RemediatorMetrics, build_metrics
+from remediator.runner import Runner
+from remediator.services import LiveServices
+from remediator.webhook import parse_notification
+
+log = logging.getLogger(__name__)
+
+EXPIRE_INTERVAL_S = 30.0
+
+
+def build_registry() -> ActionRegistry:
+    """Every action the service offers."""
+    return ActionRegistry.collect(basic)
+
+
+@dataclass
+class State:
+    """The live objects of one app, built by build_app and its cleanup contexts."""
+
+    cfg: RemediatorConfig
+    metrics: RemediatorMetrics
+    registry: ActionRegistry
+    playbook_dirs: list[Path]
+    audit_path: Path
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+    token: str | None
+    admin_token: str | None
+    external_url: str
+    alertmanager_url: str | None
+    prometheus_url: str | None
+    catalog: Catalog = field(default_factory=Catalog)
+    audit: AuditThread | None = None
+    runner: Runner | None = None
+    services: Services | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def reload(self) -> Catalog:
+        """Load the playbooks again; with problems, the last good set stays."""
+        fresh = load_catalog(self.playbook_dirs, self.registry)
+        for problem in fresh.problems:
+            log.error("playbook problem: %s", problem)
+        if fresh.problems and self.catalog.entries:
+            log.error("playbooks not reloaded: %d problems; the %d loaded stay",
+                      len(fresh.problems), len(self.catalog.entries))
+        else:
+            self.catalog = fresh
+        self.metrics.playbooks_loaded.set(len(self.catalog.entries))
+        self.metrics.playbook_problems.set(len(fresh.problems))
+        return fresh
+
+
+STATE = web.AppKey("state", State)
+
+
+def _authorized(request: web.Request, token: str | None) -> bool:
+    if token is None:
+        return True
+    got = request.headers.get("Authorization", "")
+    return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+
+
+def _run_json(run: RunRecord) -> dict[str, Any]:
+    return {"id": run.id, "playbook": run.playbook, "fingerprint": run.fingerprint,
+            "startsAt": run.starts_at, "alertname": run.alertname, "target": run.target,
+            "mode": str(run.mode), "state": str(run.state), "outcome": run.outcome,
+            "created_ms": run.created_ms, "updated_ms": run.updated_ms,
+            "executed_ms": run.executed_ms, "plan_hash": run.plan_hash,
+            "approval_expires_ms": run.approval_expires_ms, "approved_by": run.approved_by}
+
+
+def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Path,
+              alertmanager_url: str | None = None, prometheus_url: str | None = None,
+              token: str | None = None, admin_token: str | None = None,
+              external_url: str = "http://127.0.0.1:9421",
+              metrics: CollectorRegistry | None = None,
+              services: Services | None = None,
+              clock: Callable[[], float] = time.time,
+              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> web.Application:
+    """The remediator's aiohttp application. ``services`` None means the live clients."""
+    registry_metrics = metrics if metrics is not None else CollectorRegistry()
+    st = State(cfg=cfg, metrics=build_metrics(registry_metrics), registry=build_registry(),
+               playbook_dirs=playbook_dirs,
+               audit_path=cfg.audit_path or state_dir / "audit.db", clock=clock, sleep=sleep,
+               token=token, admin_token=admin_token,
+               external_url=(cfg.external_url or external_url).rstrip("/"),
+               alertmanager_url=alertmanager_url, prometheus_url=prometheus_url,
+               services=services)
+    app = web.Application(client_max_size=cfg.max_body_bytes)
+    app[STATE] = st
+
+    async def handle_webhook(request: web.Request) -> web.Response:
+        if not _authorized(request, st.token):
+            st.metrics.webhooks.labels("401").inc()
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        received = time.perf_counter()
+        body = await request.read()
+        try:
+            note = parse_notification(body, max_alerts=cfg.max_alerts_per_webhook)
+        except WebhookError as exc:
+            st.metrics.webhooks.labels("400").inc()
+            return web.json_response({"error": str(exc)}, status=400)
+        assert st.audit is not None and st.runner is not None
+        try:
+            nid = await st.audit.run(lambda db: db.record_notification(
+                received_ms=int(st.clock() * 1000), receiver=note.receiver,
+                status=note.status, group_key=note.group_key, n_alerts=len(note.alerts),
+                body=body.decode("utf-8", "replace")))
+        except AuditError as exc:
+            log.error("webhook not recorded: %s", exc)
+            st.metrics.webhooks.labels("503").inc()
+            return web.json_response({"error": f"could not record the notification: {exc}"},
+                                     status=503)
+        for alert in note.alerts:
+            st.metrics.alerts_received.labels(alert.status).inc()
+        st.runner.spawn(st.runner.handle(nid, note, received))
+        st.metrics.webhooks.labels("200").inc()
+        return web.json_response({"status": "recorded", "notification": nid})
+
+    async def handle_runs(request: web.Request) -> web.Response:
+        assert st.audit is not None
+        q = request.query
+        try:
+            limit = min(1000, max(1, int(q.get("limit", "100"))))
+            state = RunState(q["state"]) if "state" in q else None
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"bad query: {exc}\n") from exc
+        runs = await st.audit.run(lambda db: db.list_runs(
+            limit=limit, playbook=q.get("playbook"), state=state, before_id=q.get("before")))
+        return web.json_response({"data": [_run_json(r) for r in runs]})
+
+    async def handle_run(request: web.Request) -> web.Response:
+        assert st.audit is not None
+        run_id = request.match_info["id"]
+        run = await st.audit.run(lambda db: db.get_run(run_id))
+        if run is None:
+            raise web.HTTPNotFound(text=f"no run {run_id}\n")
+        events = await st.audit.run(lambda db: db.events(run_id))
+        doc = _run_json(run) | {"alert": run.alert, "plan": run.plan, "events": [
+            {"ts_ms": e.ts_ms, "kind": str(e.kind), "name": e.name, "verdict": e.verdict,
+             "detail": e.detail} for e in events]}
+        return web.json_response(doc)
+
+    async def handle_approve(request: web.Request) -> web.Response:
+        if st.admin_token is None or not _authorized(request, st.admin_token):
+            return web.json_response({"error": "approvals need the admin token "
+                                      "(auth.admin_token_file)"}, status=401)
+        assert st.runner is not None
+        try:
+            doc = await request.json()
+            plan_hash = str(doc["plan_hash"])
+            by = str(doc.get("by", "api"))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return web.json_response({"error": 'expected {"plan_hash": "...", "by": "..."}'},
+                                     status=400)
+        try:
+            result = await st.runner.approve(request.match_info["id"], plan_hash_seen=plan_hash,
+                                             by=by)
+        except (ApprovalError, TemplateError, WebhookError) as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        except AuditError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response(result)
+
+    async def handle_pause(request: web.Request) -> web.Response:
+        return await _switch(request, paused=True)
+
+    async def handle_resume(request: web.Request) -> web.Response:
+        return await _switch(request, paused=False)
+
+    async def _switch(request: web.Request, *, paused: bool) -> web.Response:
+        if st.admin_token is None or not _authorized(request, st.admin_token):
+            return web.json_response({"error": "the kill switch needs the admin token "
+                                      "(auth.admin_token_file)"}, status=401)
+        assert st.audit is not None
+        value = "paused via API" if paused else None
+        await st.audit.run(lambda db: db.set_flag("paused", value,
+                                                  now_ms=int(st.clock() * 1000)))
+        st.metrics.paused.set(1 if paused else 0)
+        log.warning("remediation %s via the API", "paused" if paused else "resumed")
+        return web.json_response({"paused": paused})
+
+    async def handle_playbooks(request: web.Request) -> web.Response:
+        return web.json_response({
+            "loaded": [{"name": e.playbook.name, "file": str(e.path),
+                        "mode": e.playbook.spec.mode.value,
+                        "description": e.playbook.metadata.description}
+                       for e in st.catalog.entries],
+            "problems": list(load_catalog(st.playbook_dirs, st.registry).problems)})
+
+    async def handle_reload(request: web.Request) -> web.Response:
+        if st.admin_token is None or not _authorized(request, st.admin_token):
+            return web.json_response({"error": "reload needs the admin token"}, status=401)
+        fresh = st.reload()
+        status = 200 if fresh.ok else 422
+        return web.json_response({"loaded": len(st.catalog.entries),
+                                  "problems": list(fresh.problems)}, status=status)
+
+    async def handle_healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def handle_readyz(request: web.Request) -> web.Response:
+        if st.ready.is_set():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="starting\n")
+
+    app.router.add_post("/webhook", handle_webhook)
+    app.router.add_get("/api/v1/runs", handle_runs)
+    app.router.add_get("/api/v1/runs/{id}", handle_run)
+    app.router.add_post("/api/v1/runs/{id}/approve", handle_approve)
+    app.router.add_post("/api/v1/pause", handle_pause)
+    app.router.add_post("/api/v1/resume", handle_resume)
+    app.router.add_get("/api/v1/playbooks", handle_playbooks)
+    app.router.add_post("/-/reload", handle_reload)
+    app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.cleanup_ctx.append(_runtime_ctx)
+    return app
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    st = app[STATE]
+    st.reload()
+    audit_log = await asyncio.to_thread(AuditLog.open, st.audit_path)
+    st.audit = AuditThread(audit_log)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(st.audit.close)
+        if st.services is None:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            st.services = LiveServices(session, alertmanager_url=st.alertmanager_url,
+                                       prometheus_url=st.prometheus_url,
+                                       secrets_dir=st.cfg.secrets_dir,
+                                       allowed_urls=st.cfg.http.allowed_urls,
+                                       timeout_s=st.cfg.request_timeout_s)
+        gl = st.cfg.guards
+        st.runner = Runner(audit=st.audit, catalog=lambda: st.catalog, registry=st.registry,
+                           services=st.services, metrics=st.metrics,
+                           limits=guards.GlobalLimits(rate=gl.rate,
+                                                      max_concurrent=gl.max_concurrent,
+                                                      freeze=gl.freeze),
+                           external_url=st.external_url, clock=st.clock, sleep=st.sleep)
+        stack.push_async_callback(st.runner.close)
+        interrupted = await st.runner.recover()
+        if interrupted:
+            log.warning("%d runs were interrupted by the last stop; marked and escalated",
+                        interrupted)
+        paused = await st.audit.run(lambda db: db.get_flag("paused"))
+        st.metrics.paused.set(1 if paused else 0)
+        task = asyncio.create_task(_expire_forever(st))
+        st.ready.set()
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _expire_forever(st: State) -> None:
+    assert st.audit is not None
+    while True:
+        try:
+            expired = await st.audit.run(lambda db: db.expire_approvals(
+                now_ms=int(st.clock() * 1000)))
+            for run_id in expired:
+                log.info("approval of run %s expired", run_id)
+        except AuditError:
+            log.exception("could not expire approvals; trying again")
+        await asyncio.sleep(EXPIRE_INTERVAL_S)

@@ -1,0 +1,546 @@
+"""The remediator's durable record: one SQLite database (WAL) of everything it did and why.
+
+This module owns the audit schema and its migrations, the run lifecycle rows (one run per
+``(playbook, fingerprint, startsAt)`` for ever: the unique key is the dedup mechanism, across
+restarts and an Alertmanager HA pair sending the same notification twice), the event trail
+(decisions, guard verdicts, action requests and responses, verification, undo, escalation,
+approvals), the flags (kill switch ``paused``, circuit breakers ``breaker:<playbook>``), and
+the queries guards answer from, so that every guard survives a restart. It decides nothing:
+guard verdicts are computed elsewhere from what these queries return.
+
+Threading: ``AuditLog`` is synchronous and holds one connection that must be used from ONE
+thread at a time; the app calls it only through its single-thread executor. The connection is
+opened with ``check_same_thread=False`` because that executor thread is not the one that opens
+it; sqlite3 would otherwise refuse. Durability: ``synchronous=FULL`` with WAL fsyncs the log
+on every commit, so a call that returned survives a crash or power loss (``NORMAL`` could lose
+the last commits on power loss). No clock is read here: every timestamp is an epoch-ms int
+passed in by the caller (``now_ms`` and the like). Every sqlite3 error becomes ``AuditError``.
+
+Events are written by the caller; the log adds one itself only for what it changes on its own
+(an approval expiring) or what belongs to no run (a flag change: a ``note`` with run_id None).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from remediator.errors import ApprovalError, AuditError
+from remediator.playbook import Mode
+
+SCHEMA_VERSION = 1
+Json = dict[str, Any] | list[Any]  # a JSON object or array as json.loads returns it
+BUSY_TIMEOUT_S = 5.0  # another process holding the write lock (a second replica, a CLI)
+E = TypeVar("E", bound=Enum)
+
+
+class RunState(StrEnum):
+    PLANNED = "planned"
+    REFUSED = "refused"  # a guard said no
+    SHADOW = "shadow"  # decided, not executed
+    WAITING_APPROVAL = "waiting_approval"
+    APPROVED = "approved"
+    RUNNING = "running"
+    VERIFYING = "verifying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNDONE = "undone"
+    ESCALATED = "escalated"
+    INTERRUPTED = "interrupted"  # found unfinished at start-up; escalated, never repeated
+    EXPIRED = "expired"  # approval not given in time
+    DRY_RUN = "dry_run"  # executed with the API server's dry-run
+
+
+TERMINAL = frozenset({
+    RunState.REFUSED, RunState.SHADOW, RunState.SUCCEEDED, RunState.FAILED, RunState.UNDONE,
+    RunState.ESCALATED, RunState.INTERRUPTED, RunState.EXPIRED, RunState.DRY_RUN,
+})
+NON_TERMINAL = frozenset(RunState) - TERMINAL
+ACTIVE = frozenset({RunState.APPROVED, RunState.RUNNING, RunState.VERIFYING})
+# mark_executing accepts these; ``running`` too, for a caller that set the state first
+STARTABLE = frozenset({RunState.PLANNED, RunState.APPROVED, RunState.RUNNING})
+
+
+class EventKind(StrEnum):
+    DECISION = "decision"
+    GUARD = "guard"
+    PLAN = "plan"
+    ACTION_REQUEST = "action_request"
+    ACTION_RESPONSE = "action_response"
+    VERIFY = "verify"
+    UNDO = "undo"
+    ESCALATE = "escalate"
+    APPROVAL = "approval"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRecord:
+    id: int
+    received_ms: int
+    receiver: str
+    status: str
+    group_key: str
+    n_alerts: int
+    body: str  # the webhook body as received
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str  # f"{created_ms:013d}-{8 hex}": sorts by creation time
+    playbook: str
+    fingerprint: str
+    starts_at: str  # the alert's raw startsAt string, part of the unique key
+    alertname: str
+    target: str | None  # e.g. "deployment/shop/checkout"
+    mode: Mode
+    state: RunState
+    created_ms: int
+    updated_ms: int
+    executed_ms: int | None  # when the run started acting; what rate limits and cooldowns count
+    notification_id: int | None
+    alert: dict[str, Any]
+    plan: Json | None
+    plan_hash: str | None
+    approval_expires_ms: int | None
+    approved_by: str | None
+    approved_ms: int | None
+    outcome: str | None  # a short reason for the last state
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    run_id: str | None  # None: not about one run (a flag change)
+    ts_ms: int
+    kind: EventKind
+    name: str
+    verdict: str | None  # allow/refuse, ok/failed, ...
+    detail: dict[str, Any]
+
+
+_V1 = (
+    """CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, receiver TEXT NOT NULL,
+        status TEXT NOT NULL, group_key TEXT NOT NULL, n_alerts INTEGER NOT NULL,
+        body TEXT NOT NULL)""",
+    """CREATE TABLE runs (
+        id TEXT PRIMARY KEY, playbook TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        starts_at TEXT NOT NULL, alertname TEXT NOT NULL, target TEXT, mode TEXT NOT NULL,
+        state TEXT NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+        executed_ms INTEGER, notification_id INTEGER REFERENCES notifications(id),
+        alert TEXT NOT NULL, plan TEXT, plan_hash TEXT, approval_expires_ms INTEGER,
+        approved_by TEXT, approved_ms INTEGER, outcome TEXT,
+        UNIQUE (playbook, fingerprint, starts_at))""",
+    "CREATE INDEX runs_state ON runs(state)",
+    "CREATE INDEX runs_executed ON runs(executed_ms)",
+    "CREATE INDEX runs_playbook_executed ON runs(playbook, executed_ms)",
+    "CREATE INDEX runs_target_executed ON runs(target, executed_ms)",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY, run_id TEXT REFERENCES runs(id), ts_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL, name TEXT NOT NULL, verdict TEXT, detail TEXT NOT NULL)""",
+    "CREATE INDEX events_run ON events(run_id, id)",
+    "CREATE INDEX events_kind_verdict_ts ON events(kind, verdict, ts_ms)",
+    """CREATE TABLE flags (
+        name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL)""",
+)
+# MIGRATIONS[n - 1] takes the schema from version n - 1 to n; append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+
+
+def _json(value: Json) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _marks(states: frozenset[RunState]) -> str:
+    return ",".join(f"'{s.value}'" for s in sorted(states))  # enum values, not user input
+
+
+class AuditLog:
+    """The audit database. Use from one thread only (see the module docstring)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self._path = path
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> AuditLog:
+        """Open (creating it and its parent directory if needed) and migrate the database."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditError(f"audit database {path}: cannot create its directory: {exc}; "
+                             "point the remediator at a writable path") from exc
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise AuditError(f"audit database {path}: cannot open: {exc}") from exc
+        log = cls(path, conn)
+        try:
+            log._setup()
+        except AuditError:
+            conn.close()
+            raise
+        return log
+
+    def close(self) -> None:
+        with self._failing("close"):
+            self._conn.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise AuditError(f"audit database {self._path}: {what}: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # json.dumps of a value it cannot encode
+            raise AuditError(f"audit database {self._path}: {what}: not storable as JSON: "
+                             f"{exc}; pass JSON-serialisable values") from exc
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: takes the write lock first, so a read-then-write inside
+        it cannot race another connection."""
+        with self._failing(what):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+
+    def _setup(self) -> None:
+        with self._failing("set pragmas"):
+            self._conn.row_factory = sqlite3.Row
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        if str(mode).lower() != "wal":
+            raise AuditError(f"audit database {self._path}: journal_mode is {mode}, not wal; "
+                             "put the database on a local filesystem that supports WAL")
+        with self._write("migrate schema") as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+            found = int(db.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+                        .fetchone()[0])
+            if found > SCHEMA_VERSION:
+                raise AuditError(
+                    f"audit database {self._path}: schema version {found} is newer than this "
+                    f"remediator knows ({SCHEMA_VERSION}); run a newer remediator or use "
+                    "another database file")
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def schema_version(self) -> int:
+        with self._failing("read schema version"):
+            return int(self._conn.execute("SELECT max(version) FROM schema_version")
+                       .fetchone()[0])
+
+    def _enum(self, cls: type[E], value: str, what: str) -> E:
+        """``value`` as a member of ``cls``: callers may pass the plain string."""
+        try:
+            return cls(value)
+        except ValueError as exc:
+            choices = ", ".join(str(m.value) for m in cls)
+            raise AuditError(f"audit database {self._path}: {what}: unknown {cls.__name__} "
+                             f"{value!r}; use one of {choices}") from exc
+
+    def _run(self, db: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else _run_record(row)
+
+    def _event(self, db: sqlite3.Connection, run_id: str | None, *, kind: EventKind, name: str,
+               verdict: str | None, detail: dict[str, Any] | None, now_ms: int) -> int:
+        cur = db.execute(
+            "INSERT INTO events (run_id, ts_ms, kind, name, verdict, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, now_ms, kind.value, name, verdict, _json(detail or {})))
+        return int(cur.lastrowid or 0)
+
+    def _must_exist(self, db: sqlite3.Connection, run_id: str, what: str) -> RunRecord:
+        run = self._run(db, run_id)
+        if run is None:
+            raise AuditError(f"audit database {self._path}: {what}: no run {run_id!r}; "
+                             "pass an id returned by create_run")
+        return run
+
+    # -- notifications and runs ---------------------------------------------------------------
+
+    def record_notification(self, *, received_ms: int, receiver: str, status: str,
+                            group_key: str, n_alerts: int, body: str) -> int:
+        with self._write("record notification") as db:
+            cur = db.execute(
+                "INSERT INTO notifications (received_ms, receiver, status, group_key,"
+                " n_alerts, body) VALUES (?, ?, ?, ?, ?, ?)",
+                (received_ms, receiver, status, group_key, n_alerts, body))
+            return int(cur.lastrowid or 0)
+
+    def get_notification(self, notification_id: int) -> NotificationRecord | None:
+        with self._failing(f"read notification {notification_id}"):
+            row = self._conn.execute("SELECT * FROM notifications WHERE id = ?",
+                                     (notification_id,)).fetchone()
+        return None if row is None else NotificationRecord(**dict(row))
+
+    def create_run(self, *, playbook: str, fingerprint: str, starts_at: str, alertname: str,
+                   alert: dict[str, Any], mode: str, notification_id: int | None,
+                   target: str | None, now_ms: int) -> RunRecord | None:
+        """Insert a ``planned`` run, or return None when this (playbook, fingerprint,
+        starts_at) already has one: that alert was handled before and must not run again."""
+        run_id = f"{now_ms:013d}-{secrets.token_hex(4)}"
+        mode_value = self._enum(Mode, mode, f"create run for {playbook}").value
+        with self._write(f"create run for {playbook}") as db:
+            cur = db.execute(
+                "INSERT INTO runs (id, playbook, fingerprint, starts_at, alertname, target,"
+                " mode, state, created_ms, updated_ms, notification_id, alert)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (playbook, fingerprint, starts_at) DO NOTHING",
+                (run_id, playbook, fingerprint, starts_at, alertname, target, mode_value,
+                 RunState.PLANNED.value, now_ms, now_ms, notification_id, _json(alert)))
+            return self._run(db, run_id) if cur.rowcount == 1 else None
+
+    def set_state(self, run_id: str, state: RunState, *, now_ms: int,
+                  outcome: str | None = None) -> None:
+        """Move a run to ``state``. A terminal run may move only to another terminal state
+        (failed -> undone -> escalated); it is never made live again."""
+        new = self._enum(RunState, state, f"set state of run {run_id}")
+        with self._write(f"set run {run_id} to {new.value}") as db:
+            cur = db.execute(
+                "UPDATE runs SET state = ?, updated_ms = ?, outcome = coalesce(?, outcome)"
+                f" WHERE id = ? AND (? OR state NOT IN ({_marks(TERMINAL)}))",
+                (new.value, now_ms, outcome, run_id, new in TERMINAL))
+            if cur.rowcount == 0:
+                run = self._must_exist(db, run_id, f"set state {new.value}")
+                raise AuditError(f"run {run_id} is {run.state.value}, which is final; it "
+                                 f"cannot become {new.value}. Create a new run instead")
+
+    def set_plan(self, run_id: str, *, plan: Json, plan_hash: str,
+                 now_ms: int) -> None:
+        self._update(run_id, "set plan", "plan = ?, plan_hash = ?", (_json(plan), plan_hash),
+                     now_ms=now_ms)
+
+    def set_target(self, run_id: str, target: str | None, *, now_ms: int) -> None:
+        self._update(run_id, "set target", "target = ?", (target,), now_ms=now_ms)
+
+    def _update(self, run_id: str, what: str, assignments: str, args: tuple[object, ...], *,
+                now_ms: int) -> None:
+        with self._write(f"{what} of run {run_id}") as db:
+            cur = db.execute(f"UPDATE runs SET {assignments}, updated_ms = ? WHERE id = ?",
+                             (*args, now_ms, run_id))
+            if cur.rowcount == 0:
+                self._must_exist(db, run_id, what)
+
+    def mark_executing(self, run_id: str, *, now_ms: int) -> None:
+        """Set state ``running`` and ``executed_ms`` (kept if already set). Only a planned,
+        approved or running run may start: an interrupted or finished run never acts again."""
+        with self._write(f"mark run {run_id} executing") as db:
+            cur = db.execute(
+                "UPDATE runs SET state = ?, executed_ms = coalesce(executed_ms, ?),"
+                f" updated_ms = ? WHERE id = ? AND state IN ({_marks(STARTABLE)})",
+                (RunState.RUNNING.value, now_ms, now_ms, run_id))
+            if cur.rowcount == 0:
+                run = self._must_exist(db, run_id, "mark executing")
+                raise AuditError(f"run {run_id} is {run.state.value}; only a planned, approved "
+                                 "or running run may act, so it was not started")
+
+    def add_event(self, run_id: str | None, *, kind: EventKind, name: str,
+                  verdict: str | None = None, detail: dict[str, Any] | None = None,
+                  now_ms: int) -> int:
+        """Append an event (``run_id`` None: not about one run). Returns its id."""
+        what = f"add {kind} event {name!r} to run {run_id}"
+        kind = self._enum(EventKind, kind, what)
+        with self._write(what) as db:
+            return self._event(db, run_id, kind=kind, name=name, verdict=verdict,
+                               detail=detail, now_ms=now_ms)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._failing(f"read run {run_id}"):
+            return self._run(self._conn, run_id)
+
+    def list_runs(self, *, limit: int = 100, playbook: str | None = None,
+                  state: RunState | None = None, before_id: str | None = None
+                  ) -> list[RunRecord]:
+        """Newest first; pass the last id of a page as ``before_id`` for the next page."""
+        sql, args = "SELECT * FROM runs WHERE 1", []
+        # rowid is the insertion order: ids made in the same millisecond sort at random
+        for clause, value in (("playbook = ?", playbook),
+                              ("rowid < (SELECT rowid FROM runs WHERE id = ?)", before_id),
+                              ("state = ?", state and self._enum(RunState, state, "list runs"))):
+            if value is not None:
+                sql += f" AND {clause}"
+                args.append(value)
+        with self._failing("list runs"):
+            rows = self._conn.execute(sql + " ORDER BY rowid DESC LIMIT ?",
+                                      (*args, limit)).fetchall()
+        return [_run_record(row) for row in rows]
+
+    def events(self, run_id: str | None) -> list[EventRecord]:
+        """A run's events in the order they were added (None: the events of no run)."""
+        with self._failing(f"read events of run {run_id}"):
+            rows = self._conn.execute(
+                "SELECT * FROM events WHERE run_id IS ? ORDER BY id", (run_id,)).fetchall()
+        return [EventRecord(id=r["id"], run_id=r["run_id"], ts_ms=r["ts_ms"],
+                            kind=EventKind(r["kind"]), name=r["name"], verdict=r["verdict"],
+                            detail=json.loads(r["detail"])) for r in rows]
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    def request_approval(self, run_id: str, *, plan_hash: str, expires_ms: int,
+                         now_ms: int) -> None:
+        """Put a planned run in ``waiting_approval`` for the plan with ``plan_hash``. Like
+        ``approve``, it records no event: the caller adds the ``approval`` event it wants."""
+        with self._write(f"request approval for run {run_id}") as db:
+            run = self._must_exist(db, run_id, "request approval")
+            if run.state not in (RunState.PLANNED, RunState.WAITING_APPROVAL):
+                raise AuditError(f"run {run_id} is {run.state.value}; only a planned run can "
+                                 "wait for approval")
+            if run.plan_hash is not None and run.plan_hash != plan_hash:
+                raise AuditError(f"run {run_id}: approval requested for plan {plan_hash} but "
+                                 f"the recorded plan is {run.plan_hash}; call set_plan first")
+            db.execute("UPDATE runs SET state = ?, plan_hash = ?, approval_expires_ms = ?,"
+                       " updated_ms = ? WHERE id = ?",
+                       (RunState.WAITING_APPROVAL.value, plan_hash, expires_ms, now_ms, run_id))
+
+    def approve(self, run_id: str, *, plan_hash: str, by: str, now_ms: int) -> RunRecord:
+        """Approve the exact plan ``plan_hash``. Raises AuditError when the run does not exist,
+        is not waiting, the plan changed, or the approval expired (the run then becomes
+        ``expired`` and gets an ``approval``/``expired`` event, as in ``expire_approvals``)."""
+        refusal, approved = "", None
+        with self._write(f"approve run {run_id}") as db:
+            run = self._must_exist(db, run_id, "approve")
+            expires = run.approval_expires_ms
+            if run.state is not RunState.WAITING_APPROVAL:
+                refusal = (f"it is {run.state.value}, not waiting for approval; only a run in "
+                           "waiting_approval can be approved")
+            elif expires is not None and now_ms >= expires:
+                self._expire(db, run_id, now_ms=now_ms)
+                refusal = (f"approval expired at {expires} ms (now {now_ms} ms); the run is now "
+                           "expired and will not act")
+            elif plan_hash != run.plan_hash:
+                refusal = (f"the plan changed since approval was requested (requested for "
+                           f"{run.plan_hash}, approval given for {plan_hash}); review the "
+                           f"current plan and approve {run.plan_hash}")
+            else:
+                db.execute("UPDATE runs SET state = ?, approved_by = ?, approved_ms = ?,"
+                           " updated_ms = ? WHERE id = ?",
+                           (RunState.APPROVED.value, by, now_ms, now_ms, run_id))
+                approved = self._must_exist(db, run_id, "approve")
+        if approved is None:
+            raise ApprovalError(f"run {run_id}: cannot approve: {refusal}")
+        return approved
+
+    def _expire(self, db: sqlite3.Connection, run_id: str, *, now_ms: int) -> None:
+        db.execute("UPDATE runs SET state = ?, updated_ms = ?, outcome = ? WHERE id = ?",
+                   (RunState.EXPIRED.value, now_ms, "approval not given in time", run_id))
+        self._event(db, run_id, kind=EventKind.APPROVAL, name="expired", verdict="expired",
+                    detail={}, now_ms=now_ms)
+
+    def expire_approvals(self, *, now_ms: int) -> list[str]:
+        """Expire every waiting run whose deadline is at or before ``now_ms``; their ids."""
+        with self._write("expire approvals") as db:
+            ids = [str(r[0]) for r in db.execute(
+                "SELECT id FROM runs WHERE state = ? AND approval_expires_ms <= ? ORDER BY id",
+                (RunState.WAITING_APPROVAL.value, now_ms))]
+            for run_id in ids:
+                self._expire(db, run_id, now_ms=now_ms)
+        return ids
+
+    # -- guard queries -----------------------------------------------------------------------
+
+    def _scalar(self, what: str, sql: str, args: tuple[object, ...]) -> int | None:
+        with self._failing(what):
+            value = self._conn.execute(sql, args).fetchone()[0]
+        return None if value is None else int(value)
+
+    def count_executed(self, *, since_ms: int, playbook: str | None = None) -> int:
+        """Runs that started acting at or after ``since_ms`` (playbook None: all)."""
+        return self._scalar("count executed runs",
+                            "SELECT count(*) FROM runs WHERE executed_ms >= ?"
+                            " AND (? IS NULL OR playbook = ?)", (since_ms, playbook, playbook)) or 0
+
+    def last_executed_on_target(self, target: str, *, playbook: str | None = None
+                                ) -> int | None:
+        """When a run last started acting on ``target`` (playbook None: any); None if never."""
+        return self._scalar(f"read last execution on {target}",
+                            "SELECT max(executed_ms) FROM runs WHERE target = ?"
+                            " AND (? IS NULL OR playbook = ?)", (target, playbook, playbook))
+
+    def count_active(self, *, playbook: str | None = None) -> int:
+        """Runs approved, running or verifying (playbook None: all)."""
+        return self._scalar("count active runs",
+                            f"SELECT count(*) FROM runs WHERE state IN ({_marks(ACTIVE)})"
+                            " AND (? IS NULL OR playbook = ?)", (playbook, playbook)) or 0
+
+    def count_failed_verifications(self, playbook: str, *, since_ms: int) -> int:
+        """``verify`` events with verdict ``failed`` of ``playbook``'s runs since ``since_ms``."""
+        return self._scalar("count failed verifications",
+                            "SELECT count(*) FROM events e JOIN runs r ON r.id = e.run_id"
+                            " WHERE e.kind = ? AND e.verdict = 'failed' AND e.ts_ms >= ?"
+                            " AND r.playbook = ?",
+                            (EventKind.VERIFY.value, since_ms, playbook)) or 0
+
+    def non_terminal_runs(self) -> list[RunRecord]:
+        """Runs left unfinished, oldest first: at start-up these were interrupted by a crash."""
+        with self._failing("list unfinished runs"):
+            rows = self._conn.execute(f"SELECT * FROM runs WHERE state IN "
+                                      f"({_marks(NON_TERMINAL)}) ORDER BY rowid").fetchall()
+        return [_run_record(row) for row in rows]
+
+    # -- flags and metrics -------------------------------------------------------------------
+
+    def get_flag(self, name: str) -> str | None:
+        with self._failing(f"read flag {name}"):
+            row = self._conn.execute("SELECT value FROM flags WHERE name = ?",
+                                     (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_flag(self, name: str, value: str | None, *, now_ms: int) -> None:
+        """Set a flag (None deletes it); the change is also recorded as a ``note`` event."""
+        with self._write(f"set flag {name}") as db:
+            if value is None:
+                db.execute("DELETE FROM flags WHERE name = ?", (name,))
+            else:
+                db.execute("INSERT INTO flags (name, value, updated_ms) VALUES (?, ?, ?)"
+                           " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                           " updated_ms = excluded.updated_ms", (name, value, now_ms))
+            self._event(db, None, kind=EventKind.NOTE, name=f"flag {name}", verdict=None,
+                        detail={"value": value}, now_ms=now_ms)
+
+    def stats(self) -> dict[str, int]:
+        """Number of runs in each state (every state present, zero included)."""
+        counts = {state.value: 0 for state in RunState}
+        with self._failing("count runs per state"):
+            for state, n in self._conn.execute(
+                    "SELECT state, count(*) FROM runs GROUP BY state"):
+                counts[str(state)] = int(n)
+        return counts
+
+
+def _run_record(row: sqlite3.Row) -> RunRecord:
+    plan = row["plan"]
+    return RunRecord(
+        id=row["id"], playbook=row["playbook"], fingerprint=row["fingerprint"],
+        starts_at=row["starts_at"], alertname=row["alertname"], target=row["target"],
+        mode=Mode(row["mode"]), state=RunState(row["state"]), created_ms=row["created_ms"],
+        updated_ms=row["updated_ms"], executed_ms=row["executed_ms"],
+        notification_id=row["notification_id"], alert=json.loads(row["alert"]),
+        plan=None if plan is None else json.loads(plan), plan_hash=row["plan_hash"],
+        approval_expires_ms=row["approval_expires_ms"], approved_by=row["approved_by"],
+        approved_ms=row["approved_ms"], outcome=row["outcome"])

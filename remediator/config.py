@@ -1,0 +1,74 @@
+"""RemediatorConfig: the YAML configuration of ``vigil-remediator serve``, validated at load.
+
+This module owns the configuration models, ``load_config`` and the one function that
+reads documented environment overrides. It must not start anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from remediator import yamlsrc
+from remediator.errors import ConfigError
+from remediator.playbook import FreezeWindow, RateLimit
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AuthConfig(_Model):
+    bearer_token_file: Path | None = Field(None, description="token Alertmanager must present on /webhook")
+    admin_token_file: Path | None = Field(None, description="token for approve, pause and resume; none: those endpoints are refused")
+
+
+class HttpConfig(_Model):
+    allowed_urls: tuple[str, ...] = Field((), description="URL prefixes http.request and notify may call")
+
+
+class GlobalGuards(_Model):
+    rate: RateLimit | None = Field(RateLimit(max_runs=30, window_s=3600.0), description="runs that act, all playbooks together")
+    max_concurrent: int = Field(5, ge=1, le=1000)
+    freeze: tuple[FreezeWindow, ...] = ()
+
+
+class RemediatorConfig(_Model):
+    auth: AuthConfig = AuthConfig()
+    http: HttpConfig = HttpConfig()
+    guards: GlobalGuards = GlobalGuards()
+    secrets_dir: Path | None = Field(None, description="one file per secret named in playbooks")
+    audit_path: Path | None = Field(None, description="SQLite file; default <state-dir>/audit.db")
+    external_url: str | None = Field(None, description="how people reach this service (run links); default http://<listen>")
+    max_alerts_per_webhook: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+    request_timeout_s: float = Field(10.0, gt=0, description="calls to Alertmanager and Prometheus")
+
+
+def load_config(path: Path | None) -> RemediatorConfig:
+    if path is None:
+        return RemediatorConfig()
+    try:
+        return yamlsrc.load(path, RemediatorConfig)
+    except yamlsrc.YamlSourceError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def read_token(path: Path | None, what: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"{what}: {path} is empty")
+    return token
+
+
+def env_overrides(cfg: RemediatorConfig, env: Mapping[str, str]) -> RemediatorConfig:
+    """``VIGIL_REMEDIATOR_EXTERNAL_URL`` overrides ``external_url``; nothing else."""
+    url = env.get("VIGIL_REMEDIATOR_EXTERNAL_URL")
+    return cfg.model_copy(update={"external_url": url}) if url else cfg

@@ -1,0 +1,68 @@
+"""The remediator's Prometheus metrics, registered on a registry passed in (never the
+default). This module owns their names, help texts and units (``vigil_`` prefix)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RemediatorMetrics:
+    webhooks: Counter
+    alerts_received: Counter
+    duplicates: Counter
+    runs: Counter
+    refusals: Counter
+    action_seconds: Histogram
+    verifications: Counter
+    escalations: Counter
+    breakers: Counter
+    errors: Counter
+    first_action_seconds: Histogram
+    playbooks_loaded: Gauge
+    playbook_problems: Gauge
+    paused: Gauge
+
+
+def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
+    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, doc, labels, registry=registry)
+
+    def hist(name: str, doc: str, labels: tuple[str, ...] = ()) -> Histogram:
+        return Histogram(name, doc, labels, buckets=_BUCKETS, registry=registry)
+
+    def gauge(name: str, doc: str) -> Gauge:
+        return Gauge(name, doc, registry=registry)
+
+    return RemediatorMetrics(
+        webhooks=counter("vigil_webhook_requests", "Webhook requests by HTTP status.",
+                         ("code",)),
+        alerts_received=counter("vigil_webhook_alerts", "Alerts in accepted notifications, "
+                                "by status.", ("status",)),
+        duplicates=counter("vigil_runs_deduplicated", "Runs not started because one already "
+                           "exists for (playbook, fingerprint, startsAt).", ("playbook",)),
+        runs=counter("vigil_runs", "Runs by playbook and the state they reached.",
+                     ("playbook", "state")),
+        refusals=counter("vigil_guard_refusals", "Guard verdicts that refused a run.",
+                         ("playbook", "guard")),
+        action_seconds=hist("vigil_action_seconds", "Time of one action call, by action and "
+                            "outcome.", ("action", "outcome")),
+        verifications=counter("vigil_verifications", "Verification results by playbook.",
+                              ("playbook", "result")),
+        escalations=counter("vigil_escalations", "Escalations sent to Alertmanager, by "
+                            "playbook and result.", ("playbook", "result")),
+        breakers=counter("vigil_circuit_breaker_trips", "Times a playbook's circuit breaker "
+                         "tripped it to shadow mode.", ("playbook",)),
+        errors=counter("vigil_remediator_errors", "Unexpected errors, by where they "
+                       "happened.", ("where",)),
+        first_action_seconds=hist("vigil_webhook_to_first_action_seconds", "From a "
+                                  "notification's arrival to its run's first action call."),
+        playbooks_loaded=gauge("vigil_playbooks_loaded", "Playbooks loaded and valid."),
+        playbook_problems=gauge("vigil_playbook_problems", "Problems found in playbook files "
+                                "at the last (re)load."),
+        paused=gauge("vigil_remediator_paused", "1 while the kill switch is on."),
+    )

@@ -1,0 +1,532 @@
+"""A run: plan → guards → (approval) → steps → verification → undo / escalation.
+
+This module owns the order of a remediation and its record: every decision, verdict,
+request, response, verification and undo goes to the audit log as it happens, so a run
+can be followed (and questioned) while it runs and after. It is the only place with a
+broad ``except``: an unexpected error fails the run, is recorded and escalated, and the
+service goes on. The audit database is reached through ``AuditCalls`` (one thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+
+from remediator import guards, templating
+from remediator.actions.basic import EscalateParams, escalation_alert
+from remediator.actions.registry import (
+    ActionContext,
+    ActionRegistry,
+    DryRun,
+    Executed,
+    Failed,
+    Outcome,
+    Services,
+    Skipped,
+)
+from remediator.audit import AuditLog, EventKind, RunState
+from remediator.audit_thread import AuditThread
+from remediator.catalog import Catalog, Entry
+from remediator.errors import (
+    ActionError,
+    ActionPermanentError,
+    ActionTemporaryError,
+    ApprovalError,
+    AuditError,
+    TemplateError,
+)
+from remediator.matchers import Matcher
+from remediator.metrics import RemediatorMetrics
+from remediator.playbook import Mode, Playbook, Step
+from remediator.webhook import Alert, Notification, alert_from_json
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    name: str
+    action: str
+    params: pydantic.BaseModel
+    request: dict[str, Any]
+    retries: int
+    timeout_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.name, "action": self.action,
+                "params": self.params.model_dump(mode="json", by_alias=True),
+                "request": self.request}
+
+
+def plan_hash(plan: list[PlannedStep]) -> str:
+    text = json.dumps([s.to_json() for s in plan], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def target_of(alert: Alert) -> str | None:
+    """What the run acts on, named from the alert's labels (refined by the Kubernetes
+    target resolution when it exists): ``namespace/kind/name`` or ``node/name``."""
+    labels = alert.labels
+    ns = labels.get("namespace")
+    for kind in ("pod", "deployment", "statefulset", "daemonset", "job", "service"):
+        if labels.get(kind):
+            return f"{ns or '-'}/{kind}/{labels[kind]}"
+    if labels.get("node"):
+        return f"node/{labels['node']}"
+    if labels.get("instance"):
+        return f"instance/{labels['instance']}"
+    return None
+
+
+def build_plan(steps: tuple[Step, ...], alert: Alert, registry: ActionRegistry, *,
+               run_id: str, run_url: str) -> list[PlannedStep]:
+    """Render each step's params for the alert and validate them; TemplateError if any
+    cannot be (names the step and the reason)."""
+    scope = templating.scope_of(alert, run_id=run_id, run_url=run_url)
+    out = []
+    for step in steps:
+        spec = registry.get(step.action)
+        if spec is None:
+            raise TemplateError(f"step {step.name}: unknown action {step.action!r}")
+        rendered = templating.render_tree(step.params, scope)
+        try:
+            params = spec.params.model_validate(rendered)
+        except pydantic.ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise TemplateError(f"step {step.name}: params.{where}: {first['msg']} "
+                                f"(rendered from the alert)") from exc
+        out.append(PlannedStep(step.name, step.action, params, spec.describe(params),
+                               step.retries, step.timeout_s))
+    return out
+
+
+class Runner:
+    """Turns notifications into runs and carries each run through to its end."""
+
+    def __init__(self, *, audit: AuditThread, catalog: Callable[[], Catalog],
+                 registry: ActionRegistry, services: Services, metrics: RemediatorMetrics,
+                 limits: guards.GlobalLimits, external_url: str,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.audit = audit
+        self.catalog = catalog
+        self.registry = registry
+        self.services = services
+        self.metrics = metrics
+        self.limits = limits
+        self.external_url = external_url.rstrip("/")
+        self.clock = clock
+        self.sleep = sleep
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.first_action: asyncio.Event = asyncio.Event()  # tests and the bench wait on it
+        self.settled: asyncio.Event = asyncio.Event()  # set whenever a run reaches a state
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.external_url}/api/v1/runs/{run_id}"
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # --- intake -----------------------------------------------------------------------
+    async def handle(self, notification_id: int, notification: Notification,
+                     received: float) -> None:
+        """Create (at most once, ever) the runs a notification calls for and start them."""
+        catalog = self.catalog()
+        for alert in notification.alerts:
+            for entry in catalog.matching(dict(alert.labels), alert.status):
+                pb = entry.playbook
+                fields: dict[str, Any] = {
+                    "playbook": pb.name, "fingerprint": str(alert.fingerprint),
+                    "starts_at": alert.starts_at, "alertname": alert.labels.get("alertname", ""),
+                    "alert": alert.to_json(), "mode": pb.spec.mode.value,
+                    "notification_id": notification_id, "target": target_of(alert),
+                    "now_ms": self.now_ms()}
+                run = await self.audit.run(functools.partial(AuditLog.create_run, **fields))
+                if run is None:
+                    self.metrics.duplicates.labels(pb.name).inc()
+                    continue
+                self.spawn(self.execute(run.id, entry, alert, received))
+
+    # --- one run ----------------------------------------------------------------------
+    async def _event(self, run_id: str, kind: str, name: str, verdict: str | None = None,
+                     detail: dict[str, Any] | None = None) -> None:
+        ek = EventKind(kind)
+        await self.audit.run(lambda db: db.add_event(run_id, kind=ek, name=name, verdict=verdict,
+                              detail=detail or {}, now_ms=self.now_ms()))
+
+    async def _finish(self, run_id: str, playbook: str, state: str, outcome: str) -> None:
+        rs = RunState(state)
+        await self.audit.run(lambda db: db.set_state(run_id, rs, now_ms=self.now_ms(),
+                                                       outcome=outcome))
+        self.metrics.runs.labels(playbook, state).inc()
+        self.settled.set()
+        log.info("run %s of %s: %s (%s)", run_id, playbook, state, outcome)
+
+    async def execute(self, run_id: str, entry: Entry, alert: Alert, received: float) -> None:
+        pb = entry.playbook
+        try:
+            await self._execute(run_id, pb, alert, received)
+        except AuditError:
+            log.exception("run %s: the audit log failed; the run stops here", run_id)
+            self.metrics.errors.labels("audit").inc()
+        except Exception as exc:  # the task root: record, escalate, go on
+            log.exception("run %s of %s failed unexpectedly", run_id, pb.name)
+            self.metrics.errors.labels("runner").inc()
+            try:
+                await self._event(run_id, "note", "error", "failed",
+                                  {"error": f"{type(exc).__name__}: {exc}"})
+                await self._escalate(run_id, pb, alert, f"unexpected error: {exc}")
+                await self._finish(run_id, pb.name, "escalated", f"unexpected error: {exc}")
+            except Exception:
+                log.exception("run %s: could not record its failure", run_id)
+
+    async def _execute(self, run_id: str, pb: Playbook, alert: Alert, received: float) -> None:
+        url = self.run_url(run_id)
+        try:
+            plan = build_plan(pb.spec.steps, alert, self.registry, run_id=run_id, run_url=url)
+        except TemplateError as exc:
+            await self._event(run_id, "decision", "plan", "failed", {"error": str(exc)})
+            await self._escalate(run_id, pb, alert, f"cannot plan: {exc}")
+            await self._finish(run_id, pb.name, "escalated", f"cannot plan: {exc}")
+            return
+        digest = plan_hash(plan)
+        steps = {"steps": [s.to_json() for s in plan]}
+        await self.audit.run(lambda db: db.set_plan(run_id, plan=steps, plan_hash=digest,
+                                                    now_ms=self.now_ms()))
+        await self._event(run_id, "plan", "plan", None, {"steps": [s.to_json() for s in plan],
+                                                         "plan_hash": digest})
+        verdicts = await self._judge(run_id, pb, alert)
+        allowed, shadow, reason = guards.decide(verdicts)
+        if not allowed:
+            await self._event(run_id, "decision", "refuse", "refuse", {"reason": reason})
+            await self._finish(run_id, pb.name, "refused", reason)
+            return
+        mode = Mode.SHADOW if shadow else pb.spec.mode
+        await self._event(run_id, "decision", "act", mode.value, {"reason": reason})
+        if mode is Mode.SHADOW:
+            await self._finish(run_id, pb.name, "shadow", "decided, not executed (shadow)")
+            return
+        if mode is Mode.APPROVAL:
+            expires = self.now_ms() + int(pb.spec.guards.approval_ttl_s * 1000)
+            await self.audit.run(lambda db: db.request_approval(run_id, plan_hash=digest,
+                                  expires_ms=expires, now_ms=self.now_ms()))
+            await self._event(run_id, "approval", "requested", None,
+                              {"plan_hash": digest, "expires_ms": expires})
+            self.metrics.runs.labels(pb.name, "waiting_approval").inc()
+            self.settled.set()
+            return
+        await self.act(run_id, pb, alert, plan, dry_run=mode is Mode.DRY_RUN, received=received)
+
+    async def _judge(self, run_id: str, pb: Playbook, alert: Alert) -> list[guards.Verdict]:
+        facts = await self._facts(pb, alert)
+        verdicts = guards.evaluate(pb.spec.guards, labels=alert.labels, facts=facts,
+                                   limits=self.limits, target=target_of(alert))
+        for v in verdicts:
+            await self._event(run_id, "guard", v.guard, "allow" if v.allow else "refuse",
+                              {"reason": v.reason, "shadow": v.shadow})
+            if not v.allow:
+                self.metrics.refusals.labels(pb.name, v.guard).inc()
+        return verdicts
+
+    async def _facts(self, pb: Playbook, alert: Alert) -> guards.Facts:
+        g = pb.spec.guards
+        now = self.now_ms()
+        a = self.audit
+        rate_since = now - int((g.rate.window_s if g.rate else 3600.0) * 1000)
+        global_since = now - int((self.limits.rate.window_s if self.limits.rate else 3600.0)
+                                 * 1000)
+        target = target_of(alert)
+        breaker = await a.run(lambda db: db.get_flag(f"breaker:{pb.name}"))
+        silences: tuple[str, ...] = ()
+        if g.respect_silences:
+            silences = await self._silences(alert)
+        pre = []
+        scope = templating.scope_of(alert)
+        for p in g.preconditions:
+            pre.append(await self._precondition(templating.render(p.query, scope),
+                                                p.description or p.query))
+        return guards.Facts(
+            now_ms=now,
+            paused=await a.run(lambda db: db.get_flag("paused")) is not None,
+            breaker_tripped=breaker is not None,
+            executed_playbook=await a.run(lambda db: db.count_executed(since_ms=rate_since,
+                                           playbook=pb.name)),
+            executed_all=await a.run(lambda db: db.count_executed(since_ms=global_since)),
+            active_playbook=await a.run(lambda db: db.count_active(playbook=pb.name)),
+            active_all=await a.run(lambda db: db.count_active()),
+            last_on_target_ms=(await a.run(lambda db: db.last_executed_on_target(target,
+                                            playbook=pb.name)) if target else None),
+            silences=silences, preconditions=tuple(pre),
+            targets_in_flight=await a.run(lambda db: db.count_active(playbook=pb.name)),
+        )
+
+    async def _silences(self, alert: Alert) -> tuple[str, ...]:
+        """Active Alertmanager silences whose matchers all hold for the alert's labels."""
+        try:
+            status, doc = await self.services.alertmanager("GET", "/api/v2/silences")
+        except ActionError as exc:
+            return (f"(unknown: {exc})",)  # cannot tell: refuse rather than act blind
+        if status != 200 or not isinstance(doc, list):
+            return (f"(unknown: Alertmanager answered {status})",)
+        out = []
+        labels = alert.labels
+        for s in doc:
+            if not isinstance(s, dict) or s.get("status", {}).get("state") != "active":
+                continue
+            if all(_silence_matcher_holds(m, labels) for m in s.get("matchers", [])):
+                out.append(str(s.get("id")))
+        return tuple(out)
+
+    async def _precondition(self, query: str, what: str) -> tuple[str, bool, str]:
+        try:
+            result = await self.services.prometheus_query(query)
+        except ActionError as exc:
+            return what, False, f"cannot evaluate: {exc}"
+        return what, bool(result), f"{len(result)} series"
+
+    async def act(self, run_id: str, pb: Playbook, alert: Alert, plan: list[PlannedStep], *,
+                  dry_run: bool, received: float | None = None) -> None:
+        """Run the steps; then verify, undo or escalate as the outcome asks."""
+        await self.audit.run(lambda db: db.set_state(run_id, RunState.RUNNING,
+                                                       now_ms=self.now_ms()))
+        await self.audit.run(lambda db: db.mark_executing(run_id, now_ms=self.now_ms()))
+        undo: list[tuple[str, dict[str, Any]]] = []
+        for i, step in enumerate(plan):
+            if i == 0 and received is not None:
+                self.metrics.first_action_seconds.observe(time.perf_counter() - received)
+                self.first_action.set()
+            outcome = await self._step(run_id, alert, step, dry_run=dry_run)
+            if isinstance(outcome, Executed) and outcome.inverse is not None:
+                undo.append(outcome.inverse)
+            if isinstance(outcome, Failed):
+                await self._undo(run_id, pb, alert, undo, dry_run=dry_run)
+                await self._escalate(run_id, pb, alert, f"step {step.name} failed: "
+                                     f"{outcome.error}")
+                await self._finish(run_id, pb.name, "failed", f"step {step.name}: "
+                                   f"{outcome.error}")
+                return
+        if dry_run:
+            await self._finish(run_id, pb.name, "dry_run", "every step accepted in dry-run")
+            return
+        if not pb.spec.verify:
+            await self._finish(run_id, pb.name, "succeeded", "steps done; nothing to verify")
+            return
+        await self.audit.run(lambda db: db.set_state(run_id, RunState.VERIFYING,
+                                                           now_ms=self.now_ms()))
+        ok, why = await self._verify(run_id, pb, alert)
+        if ok:
+            await self._finish(run_id, pb.name, "succeeded", why)
+            return
+        await self._trip_breaker(run_id, pb)
+        await self._undo(run_id, pb, alert, undo, dry_run=False)
+        await self._escalate(run_id, pb, alert, f"verification failed: {why}")
+        await self._finish(run_id, pb.name, "undone" if undo or isinstance(pb.spec.undo, tuple)
+                           else "escalated", f"verification failed: {why}")
+
+    async def _step(self, run_id: str, alert: Alert, step: PlannedStep, *,
+                    dry_run: bool) -> Outcome:
+        spec = self.registry.get(step.action)
+        assert spec is not None  # the plan was built from the registry
+        ctx = ActionContext(run_id=run_id, run_url=self.run_url(run_id), dry_run=dry_run,
+                            services=self.services, alert=alert, clock=self.clock,
+                            sleep=self.sleep,
+                            log=logging.LoggerAdapter(log, {"run": run_id, "step": step.name}))
+        attempt = 0
+        while True:
+            await self._event(run_id, "action_request", step.name, None,
+                              {"action": step.action, "request": step.request,
+                               "dry_run": dry_run, "attempt": attempt})
+            start = time.perf_counter()
+            try:
+                async with asyncio.timeout(step.timeout_s):
+                    outcome = await spec.func(ctx, step.params)
+            except TimeoutError:
+                outcome = Failed(f"timed out after {step.timeout_s:.0f} s", temporary=False)
+            except ActionTemporaryError as exc:
+                outcome = Failed(str(exc), temporary=True, delay_s=exc.delay_s)
+            except ActionPermanentError as exc:
+                outcome = Failed(str(exc))
+            kind = type(outcome).__name__.lower()
+            self.metrics.action_seconds.labels(step.action, kind).observe(
+                time.perf_counter() - start)
+            await self._event(run_id, "action_response", step.name, kind,
+                              _outcome_detail(outcome))
+            if isinstance(outcome, Failed) and outcome.temporary and attempt < step.retries:
+                attempt += 1
+                await self.sleep(min(MAX_RETRY_DELAY_S, outcome.delay_s * 2 ** (attempt - 1)))
+                continue
+            return outcome
+
+    async def _verify(self, run_id: str, pb: Playbook, alert: Alert) -> tuple[bool, str]:
+        scope = templating.scope_of(alert, run_id=run_id, run_url=self.run_url(run_id))
+        for check in pb.spec.verify:
+            query = templating.render(check.query, scope)
+            deadline = self.clock() + check.within_s
+            while True:
+                try:
+                    result = await self.services.prometheus_query(query)
+                    detail = f"{len(result)} series"
+                except ActionError as exc:
+                    result, detail = [], f"query failed: {exc}"
+                if result:
+                    await self._event(run_id, "verify", check.description or query, "ok",
+                                      {"query": query, "detail": detail})
+                    self.metrics.verifications.labels(pb.name, "ok").inc()
+                    break
+                if self.clock() + check.interval_s > deadline:
+                    await self._event(run_id, "verify", check.description or query, "failed",
+                                      {"query": query, "detail": detail,
+                                       "within_s": check.within_s})
+                    self.metrics.verifications.labels(pb.name, "failed").inc()
+                    return False, f"{check.description or query} did not hold within " \
+                                  f"{check.within_s:.0f} s ({detail})"
+                await self.sleep(check.interval_s)
+        return True, "verified"
+
+    async def _trip_breaker(self, run_id: str, pb: Playbook) -> None:
+        cb = pb.spec.guards.circuit_breaker
+        failures = await self.audit.run(lambda db: db.count_failed_verifications(pb.name,
+                                         since_ms=self.now_ms() - int(cb.window_s * 1000)))
+        if failures >= cb.failures:
+            await self.audit.run(lambda db: db.set_flag(f"breaker:{pb.name}", "tripped",
+                                  now_ms=self.now_ms()))
+            await self._event(run_id, "note", "circuit_breaker", "tripped",
+                              {"failures": failures, "window_s": cb.window_s})
+            self.metrics.breakers.labels(pb.name).inc()
+
+    async def _undo(self, run_id: str, pb: Playbook, alert: Alert,
+                    inverses: list[tuple[str, dict[str, Any]]], *, dry_run: bool) -> None:
+        undo = pb.spec.undo
+        if undo == "none":
+            return
+        if isinstance(undo, tuple):
+            try:
+                steps = build_plan(undo, alert, self.registry, run_id=run_id,
+                                   run_url=self.run_url(run_id))
+            except TemplateError as exc:
+                await self._event(run_id, "undo", "plan", "failed", {"error": str(exc)})
+                return
+        else:
+            steps = []
+            for i, (name, params) in enumerate(reversed(inverses)):
+                spec = self.registry.get(name)
+                if spec is None:
+                    continue
+                model = spec.params.model_validate(params)
+                steps.append(PlannedStep(f"undo-{i}-{name}", name, model,
+                                         spec.describe(model), 2, 30.0))
+        for step in steps:
+            outcome = await self._step(run_id, alert, step, dry_run=dry_run)
+            await self._event(run_id, "undo", step.name, type(outcome).__name__.lower(),
+                              _outcome_detail(outcome))
+
+    async def _escalate(self, run_id: str, pb: Playbook, alert: Alert, reason: str) -> None:
+        esc = pb.spec.escalate
+        if not esc.enabled:
+            return
+        params = EscalateParams(alertname="VigilRemediationFailed", severity=esc.severity,
+                                labels={**esc.labels, "playbook": pb.name},
+                                summary=f"Playbook {pb.name} could not fix "
+                                        f"{alert.labels.get('alertname', 'an alert')}: {reason}")
+        body = [escalation_alert(params, alert=alert, run_id=run_id,
+                                 run_url=self.run_url(run_id),
+                                 now=datetime.fromtimestamp(self.clock(), UTC))]
+        try:
+            status, doc = await self.services.alertmanager("POST", "/api/v2/alerts", body)
+            verdict = "ok" if status == 200 else "failed"
+            detail: dict[str, Any] = {"status": status, "reason": reason}
+        except ActionError as exc:
+            verdict, detail = "failed", {"error": str(exc), "reason": reason}
+        await self._event(run_id, "escalate", "VigilRemediationFailed", verdict, detail)
+        self.metrics.escalations.labels(pb.name, verdict).inc()
+
+    # --- approvals and recovery -------------------------------------------------------
+    async def approve(self, run_id: str, *, plan_hash_seen: str, by: str) -> dict[str, Any]:
+        """Approve a waiting run if its plan is still the one the approver saw; act."""
+        run = await self.audit.run(lambda db: db.get_run(run_id))
+        if run is None:
+            raise ApprovalError(f"run {run_id} does not exist")
+        entry = self.catalog().by_name(run.playbook)
+        if entry is None:
+            raise ApprovalError(f"run {run_id}: playbook {run.playbook} is no longer loaded")
+        alert = alert_from_json(json.loads(run.alert) if isinstance(run.alert, str)
+                                else run.alert)
+        plan = build_plan(entry.playbook.spec.steps, alert, self.registry, run_id=run_id,
+                          run_url=self.run_url(run_id))
+        if plan_hash(plan) != plan_hash_seen:
+            raise ApprovalError(f"run {run_id}: the plan changed since approval was requested "
+                             "(or the hash is wrong); look at the run again")
+        await self.audit.run(lambda db: db.approve(run_id, plan_hash=plan_hash_seen, by=by,
+                              now_ms=self.now_ms()))
+        await self._event(run_id, "approval", "approved", "ok", {"by": by})
+        self.spawn(self._approved(run_id, entry.playbook, alert, plan))
+        return {"id": run_id, "state": "approved"}
+
+    async def _approved(self, run_id: str, pb: Playbook, alert: Alert,
+                        plan: list[PlannedStep]) -> None:
+        try:
+            await self.act(run_id, pb, alert, plan, dry_run=False)
+        except Exception as exc:  # task root
+            log.exception("approved run %s failed", run_id)
+            await self._finish(run_id, pb.name, "failed", f"unexpected error: {exc}")
+
+    async def recover(self) -> int:
+        """At start: runs a crash interrupted are marked so and escalated, never repeated."""
+        n = 0
+        for run in await self.audit.run(lambda db: db.non_terminal_runs()):
+            if run.state == "waiting_approval":
+                continue
+            entry = self.catalog().by_name(run.playbook)
+            await self._event(run.id, "note", "interrupted", "interrupted",
+                              {"state": run.state})
+            if entry is not None:
+                alert = alert_from_json(json.loads(run.alert) if isinstance(run.alert, str)
+                                        else run.alert)
+                await self._escalate(run.id, entry.playbook, alert,
+                                     f"interrupted by a restart while {run.state}; "
+                                     "not repeated")
+            await self._finish(run.id, run.playbook, "interrupted",
+                               f"interrupted while {run.state}; not repeated")
+            n += 1
+        return n
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, Executed | DryRun):
+        return dict(outcome.detail)
+    if isinstance(outcome, Skipped):
+        return {"reason": outcome.reason}
+    return {"error": outcome.error, "temporary": outcome.temporary}
+
+
+def _silence_matcher_holds(m: dict[str, Any], labels: Any) -> bool:
+    op = ("=~" if m.get("isRegex") else "=") if m.get("isEqual", True) else \
+        ("!~" if m.get("isRegex") else "!=")
+    try:
+        return Matcher(str(m.get("name", "")), op, str(m.get("value", ""))).matches(labels)
+    except re.error:  # a regex Alertmanager accepts but Python does not: assume it holds
+        return True

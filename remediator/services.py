@@ -1,0 +1,90 @@
+"""The network clients actions and guards use: Alertmanager, Prometheus, plain HTTP, and
+the secrets directory. The I/O shell behind ``actions.registry.Services``.
+
+Library errors are wrapped here: a connection failure or timeout is an
+``ActionTemporaryError`` (worth retrying), anything else an ``ActionPermanentError``.
+prometheus-api-client is synchronous, so its calls run in a thread with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_api_client import PrometheusConnect
+
+from remediator.errors import ActionPermanentError, ActionTemporaryError
+
+
+class LiveServices:
+    def __init__(self, session: aiohttp.ClientSession, *, alertmanager_url: str | None,
+                 prometheus_url: str | None, secrets_dir: Path | None,
+                 allowed_urls: tuple[str, ...], timeout_s: float = 10.0) -> None:
+        self.session = session
+        self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
+        self.prometheus_url = prometheus_url
+        self.secrets_dir = secrets_dir
+        self.allowed_urls = allowed_urls
+        self.timeout_s = timeout_s
+        self._prom = (PrometheusConnect(url=prometheus_url, disable_ssl=True)
+                      if prometheus_url else None)
+
+    async def _request(self, method: str, url: str, *, headers: Mapping[str, str],
+                       body: Any, timeout_s: float) -> tuple[int, str]:
+        try:
+            async with self.session.request(
+                    method, url, headers=dict(headers),
+                    data=None if body is None else json.dumps(body),
+                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ActionTemporaryError(f"{method} {url}: {type(exc).__name__}: {exc}",
+                                       delay_s=1.0) from exc
+
+    async def alertmanager(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if self.alertmanager_url is None:
+            raise ActionPermanentError("no Alertmanager is configured (--alertmanager URL)")
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        status, text = await self._request(method, self.alertmanager_url + path,
+                                           headers=headers, body=body,
+                                           timeout_s=self.timeout_s)
+        try:
+            return status, json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return status, text
+
+    async def prometheus_query(self, query: str) -> list[dict[str, Any]]:
+        if self._prom is None:
+            raise ActionPermanentError("no Prometheus is configured (--prometheus URL)")
+        prom = self._prom
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await asyncio.to_thread(prom.custom_query, query)
+        except TimeoutError as exc:
+            raise ActionTemporaryError(f"PromQL {query!r}: no answer within "
+                                       f"{self.timeout_s:.0f} s") from exc
+        except Exception as exc:  # the library raises bare Exception subclasses of its own
+            raise ActionPermanentError(f"PromQL {query!r}: {exc}") from exc
+        return list(result) if isinstance(result, list) else []
+
+    async def http(self, method: str, url: str, *, headers: Mapping[str, str], body: Any,
+                   timeout_s: float) -> tuple[int, str]:
+        merged = {"Content-Type": "application/json", **headers} if body is not None \
+            else dict(headers)
+        return await self._request(method, url, headers=merged, body=body, timeout_s=timeout_s)
+
+    def secret(self, name: str) -> str:
+        if self.secrets_dir is None:
+            raise ActionPermanentError(f"secret {name!r}: no secrets_dir is configured")
+        path = self.secrets_dir / name
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ActionPermanentError(f"secret {name!r}: cannot read {path}: {exc}") from exc
+
+    def url_allowed(self, url: str) -> bool:
+        return any(url.startswith(prefix) for prefix in self.allowed_urls)

@@ -1,0 +1,77 @@
+"""``vigil-remediator simulate``: what would happen for an alert, with no side effect.
+
+This module owns the simulation report: which playbooks match, each guard's verdict and
+why, and the exact requests each step would make. It reads the audit database only if
+one is given (for cooldowns, rate limits and the kill switch) and never writes anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from remediator import guards
+from remediator.actions.registry import ActionRegistry
+from remediator.audit import AuditLog
+from remediator.catalog import Catalog
+from remediator.config import RemediatorConfig
+from remediator.errors import TemplateError
+from remediator.runner import build_plan, plan_hash, target_of
+from remediator.webhook import Alert
+
+
+def _facts(pb_name: str, g: Any, cfg: RemediatorConfig, now_ms: int, target: str | None,
+           audit: AuditLog | None) -> guards.Facts:
+    if audit is None:
+        return guards.Facts(now_ms=now_ms)
+    rate_s = g.rate.window_s if g.rate else 3600.0
+    global_s = cfg.guards.rate.window_s if cfg.guards.rate else 3600.0
+    return guards.Facts(
+        now_ms=now_ms, paused=audit.get_flag("paused") is not None,
+        breaker_tripped=audit.get_flag(f"breaker:{pb_name}") is not None,
+        executed_playbook=audit.count_executed(since_ms=now_ms - int(rate_s * 1000),
+                                               playbook=pb_name),
+        executed_all=audit.count_executed(since_ms=now_ms - int(global_s * 1000)),
+        active_playbook=audit.count_active(playbook=pb_name),
+        active_all=audit.count_active(),
+        last_on_target_ms=audit.last_executed_on_target(target, playbook=pb_name)
+        if target else None)
+
+
+def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: RemediatorConfig,
+             *, now_ms: int, audit_path: Path | None = None) -> dict[str, Any]:
+    """The report for one alert (JSON-ready)."""
+    audit = AuditLog.open(audit_path) if audit_path is not None and audit_path.exists() \
+        else None
+    limits = guards.GlobalLimits(rate=cfg.guards.rate, max_concurrent=cfg.guards.max_concurrent,
+                                 freeze=cfg.guards.freeze)
+    out: list[dict[str, Any]] = []
+    try:
+        for entry in catalog.matching(dict(alert.labels), alert.status):
+            pb = entry.playbook
+            target = target_of(alert)
+            report: dict[str, Any] = {"playbook": pb.name, "file": str(entry.path),
+                                      "mode": pb.spec.mode.value, "target": target}
+            try:
+                plan = build_plan(pb.spec.steps, alert, registry, run_id="<simulated>",
+                                  run_url="<simulated>")
+                report["plan"] = [s.to_json() for s in plan]
+                report["plan_hash"] = plan_hash(plan)
+            except TemplateError as exc:
+                report["plan_error"] = str(exc)
+            facts = _facts(pb.name, pb.spec.guards, cfg, now_ms, target, audit)
+            verdicts = guards.evaluate(pb.spec.guards, labels=alert.labels, facts=facts,
+                                       limits=limits, target=target)
+            report["guards"] = [{"guard": v.guard, "allow": v.allow, "reason": v.reason}
+                                for v in verdicts]
+            if pb.spec.guards.preconditions:
+                report["not_evaluated"] = [p.query for p in pb.spec.guards.preconditions]
+            allowed, shadow, reason = guards.decide(verdicts)
+            report["decision"] = {"act": allowed and "plan" in report, "shadow": shadow,
+                                  "reason": reason if "plan" in report
+                                  else report["plan_error"]}
+            out.append(report)
+    finally:
+        if audit is not None:
+            audit.close()
+    return {"alert": alert.to_json(), "matches": out}

@@ -1,0 +1,134 @@
+"""Alertmanager webhook notifications (version 4): bytes → ``Notification``.
+
+This module owns the wire format of ``POST /webhook``. Everything Alertmanager may send is
+validated here, once; the rest of the remediator sees frozen dataclasses only. Unknown
+fields are ignored (newer Alertmanagers add some). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Literal, NewType
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from remediator.errors import WebhookError
+
+Fingerprint = NewType("Fingerprint", str)
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RawAlert(_Raw):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(min_length=1)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str  # noqa: N815 (wire name)
+    endsAt: str = ZERO_TIME  # noqa: N815
+    generatorURL: str = ""  # noqa: N815
+    fingerprint: str = Field(min_length=1, max_length=64)
+
+
+class RawWebhook(_Raw):
+    version: Literal["4"]
+    receiver: str = ""
+    status: Literal["firing", "resolved"]
+    alerts: list[RawAlert]
+    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    externalURL: str = ""  # noqa: N815
+    groupKey: str = ""  # noqa: N815
+    truncatedAlerts: int = 0  # noqa: N815
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert of a notification, as playbooks see it."""
+
+    status: Literal["firing", "resolved"]
+    labels: MappingProxyType[str, str]
+    annotations: MappingProxyType[str, str]
+    starts_at: str  # as Alertmanager sent it: part of the run's identity
+    starts_ms: int
+    ends_at: str
+    generator_url: str
+    fingerprint: Fingerprint
+
+    @property
+    def is_firing(self) -> bool:
+        return self.status == "firing"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "labels": dict(self.labels),
+                "annotations": dict(self.annotations), "startsAt": self.starts_at,
+                "endsAt": self.ends_at, "generatorURL": self.generator_url,
+                "fingerprint": self.fingerprint}
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    receiver: str
+    status: Literal["firing", "resolved"]
+    alerts: tuple[Alert, ...]
+    group_key: str
+    external_url: str
+    truncated_alerts: int
+
+
+def _ms(text: str, where: str) -> int:
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError as exc:
+        raise WebhookError(f"{where}: {text!r} is not an RFC 3339 time") from exc
+
+
+def _alert(raw: RawAlert, index: int) -> Alert:
+    return Alert(status=raw.status, labels=MappingProxyType(dict(raw.labels)),
+                 annotations=MappingProxyType(dict(raw.annotations)), starts_at=raw.startsAt,
+                 starts_ms=_ms(raw.startsAt, f"alerts[{index}].startsAt"), ends_at=raw.endsAt,
+                 generator_url=raw.generatorURL, fingerprint=Fingerprint(raw.fingerprint))
+
+
+def alert_from_json(data: Any) -> Alert:
+    """One alert in webhook form (for ``simulate`` and the audit); WebhookError if not."""
+    try:
+        return _alert(RawAlert.model_validate(data), 0)
+    except ValidationError as exc:
+        raise WebhookError(_explain(exc)) from exc
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_notification(body: bytes, *, max_alerts: int = 1000) -> Notification:
+    """Validate a webhook body; WebhookError saying what is wrong and where."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WebhookError(f"body is not JSON: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("alerts"), list) \
+            and len(data["alerts"]) > max_alerts:
+        raise WebhookError(f"alerts: {len(data['alerts'])} alerts, more than the limit of "
+                           f"{max_alerts} (webhook.max_alerts); set max_alerts in the "
+                           "Alertmanager webhook_config")
+    try:
+        raw = RawWebhook.model_validate(data)
+    except ValidationError as exc:
+        raise WebhookError(f"not an Alertmanager version 4 notification: {_explain(exc)}") \
+            from exc
+    return Notification(receiver=raw.receiver, status=raw.status,
+                        alerts=tuple(_alert(a, i) for i, a in enumerate(raw.alerts)),
+                        group_key=raw.groupKey, external_url=raw.externalURL,
+                        truncated_alerts=raw.truncatedAlerts)

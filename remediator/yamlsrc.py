@@ -1,0 +1,147 @@
+"""Load a YAML file into a pydantic model, reporting every error as ``file:line: path: message``.
+
+This module owns YAML parsing and the mapping of validation errors back to source lines.
+It must not know any model of its own. It is copied verbatim into ``remediator`` on purpose
+(a contract test keeps the two copies identical), so it only imports the standard library,
+PyYAML and pydantic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+Loc = tuple[str | int, ...]
+
+
+class YamlSourceError(Exception):
+    """The file cannot be read, is not YAML, or does not validate; ``problems`` lists each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that keeps scalars such as ``2024-01-01`` as strings."""
+
+
+_LineLoader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+            _walk(value_node, (*loc, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*loc, index), lines)
+
+
+def format_loc(loc: Loc) -> str:
+    """``("steps", 0, "params")`` -> ``steps[0].params``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def _source_loc(data: Any, loc: Loc) -> Loc:
+    """The part of a validation error's ``loc`` that names places in the document.
+
+    pydantic inserts the names of union members and tags (``robust``,
+    ``function-after[...]``) into ``loc``; they are skipped by walking the data itself.
+    A missing or extra key is the last part of ``loc`` and is kept.
+    """
+    out: list[str | int] = []
+    node = data
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and not last:
+            continue  # a union member's name
+        else:
+            node = None
+        out.append(part)
+    return tuple(out)
+
+
+def _line_for(loc: Loc, lines: dict[Loc, int]) -> int:
+    while loc not in lines and loc:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def compose(text: str, *, source: str) -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML ``text`` into plain data and the line of every key path in it."""
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        data: Any = loader.construct_document(node) if node is not None else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YamlSourceError([f"{source}:{line}: (root): invalid YAML: {problem}"]) from exc
+    finally:
+        loader.dispose()
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return ({} if data is None else data), lines
+
+
+def problem(source: str, data: Any, loc: Loc, lines: dict[Loc, int], message: str) -> str:
+    """One ``file:line: path: message`` line for a place in composed data."""
+    where = _source_loc(data, loc)
+    return f"{source}:{_line_for(where, lines)}: {format_loc(where)}: {message}"
+
+
+def validate(data: Any, lines: dict[Loc, int], model: type[M], *, source: str,
+             at: Loc = ()) -> M:
+    """Validate composed ``data`` (found at ``at`` in the file) as ``model``."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        root = _walk_to(data, at)
+        raise YamlSourceError([
+            problem(source, root, (*at, *err["loc"]), lines, err["msg"])
+            for err in exc.errors(include_url=False)]) from exc
+
+
+def _walk_to(data: Any, at: Loc) -> Any:
+    """The document root that ``at`` was taken from (``data`` is the part at ``at``)."""
+    for part in reversed(at):
+        data = {part: data} if isinstance(part, str) else [None] * part + [data]
+    return data
+
+
+def parse_text(text: str, model: type[M], *, source: str) -> M:
+    """Parse YAML ``text`` (named ``source`` in messages) into ``model``."""
+    data, lines = compose(text, source=source)
+    return validate(data, lines, model, source=source)
+
+
+def load(path: Path, model: type[M]) -> M:
+    """Read ``path`` and validate it as ``model``; raise YamlSourceError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise YamlSourceError([f"{path}:1: (root): cannot read file: {exc}"]) from exc
+    return parse_text(text, model, source=str(path))

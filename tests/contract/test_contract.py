@@ -1,0 +1,61 @@
+"""What detector and remediator share: the YAML loader (copied on purpose) and the alert
+JSON (the detector's alerts, as Alertmanager delivers them, are what the remediator reads)."""
+
+import json
+
+from detector import yamlsrc as detector_yamlsrc
+from detector.alerts import AlertBook, Links, Reading
+from detector.config import AlertRule
+from detector.lifecycle import AlertEvent, EventKind
+from remediator import yamlsrc as remediator_yamlsrc
+from remediator.webhook import parse_notification
+from tests.conftest import ROOT
+
+
+def test_yamlsrc_copies_are_identical():
+    a = (ROOT / "detector" / "yamlsrc.py").read_text()
+    b = (ROOT / "remediator" / "yamlsrc.py").read_text()
+    assert a == b, "edit detector/yamlsrc.py and copy it to remediator/yamlsrc.py"
+    assert detector_yamlsrc.format_loc(("a", 0)) == remediator_yamlsrc.format_loc(("a", 0))
+
+
+class _Info:
+    def labels_of(self, slot):
+        return [("__name__", "http_request_duration_seconds"), ("namespace", "shop"),
+                ("pod", "checkout-7d9f-x2"), ("service", "checkout")]
+
+    def is_rate(self, slot):
+        return False
+
+    def detector_of(self, slot):
+        return "ensemble", {"alpha_fast": 0.005}
+
+    def reading(self, slot):
+        return Reading(1_795_734_000_000, 2.3, 0.28, 0.21, 0.35, 0.99999)
+
+    def weekly(self, slot):
+        return None
+
+
+def test_a_detector_alert_as_alertmanager_delivers_it_is_a_valid_webhook():
+    book = AlertBook([AlertRule()], info=_Info(), links=Links("http://vigil:9420"))
+    now = 1_795_734_060_000
+    event = AlertEvent(slot=0, kind=EventKind.FIRE, level=2, ts_ms=now - 60_000,
+                       since_ms=now - 360_000, score=0.99999, value=2.3, expected=0.28,
+                       lower=0.21, upper=0.35, peak=0.99999)
+    [alert] = book.apply([event], lambda slot: 0, now)
+    [posted] = book.render(alert, now_ms=now, resend_s=30)
+    # what Alertmanager 0.25 adds when it notifies a webhook (samples/webhook_01.json)
+    delivered = {**posted, "status": "firing", "endsAt": "0001-01-01T00:00:00Z",
+                 "fingerprint": "3b1c4f2a9d8e7f60"}
+    body = {"version": "4", "receiver": "vigil-remediator", "status": "firing",
+            "alerts": [delivered], "groupLabels": {"alertname": "VigilAnomaly"},
+            "commonLabels": posted["labels"], "commonAnnotations": {},
+            "externalURL": "http://am:9093", "groupKey": "{}:{alertname=\"VigilAnomaly\"}",
+            "truncatedAlerts": 0}
+    note = parse_notification(json.dumps(body).encode())
+    [got] = note.alerts
+    assert got.labels["alertname"] == "VigilAnomaly"
+    assert got.labels["namespace"] == "shop" and got.labels["pod"] == "checkout-7d9f-x2"
+    assert got.annotations["direction"] == "above"
+    assert got.starts_ms == now - 360_000

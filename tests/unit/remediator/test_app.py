@@ -1,0 +1,228 @@
+"""The remediator service in-process: webhook → durable record → one run per alert, guards,
+actions, verification, undo, escalation, approvals, kill switch, crash recovery."""
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from remediator.app import STATE, build_app
+from remediator.audit import AuditLog, RunState
+from remediator.config import RemediatorConfig
+from tests.conftest import SAMPLES
+from tests.unit.remediator.fakes import FakeServices
+
+HERE = Path(__file__).parent
+T0 = 1_795_734_200.0  # 2026-11-27, a Friday
+
+
+class Clock:
+    """Wall time that moves only when the runner sleeps."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def notification(alertname="DiskFlapping", *, fingerprint="f1", starts="2026-11-27T10:00:00Z",
+                 status="firing", **labels):
+    alert = {"status": status, "labels": {"alertname": alertname, "instance": "db-1:9100",
+                                           **labels},
+             "annotations": {"summary": "disk flapping"}, "startsAt": starts,
+             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph",
+             "fingerprint": fingerprint}
+    return {"version": "4", "receiver": "vigil", "status": status, "alerts": [alert],
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://am", "groupKey": "{}:{}", "truncatedAlerts": 0}
+
+
+async def start(aiohttp_client, tmp_path, *, services=None, playbooks=None, admin=None,
+                cfg=None, clock=None):
+    services = services or FakeServices()
+    clock = clock or Clock()
+    book = tmp_path / "playbooks"
+    if not book.exists():
+        book.mkdir()
+        for p in playbooks or [HERE / "playbooks" / "silence-noisy-disk.yaml"]:
+            shutil.copy(p, book)
+    app = build_app(cfg or RemediatorConfig(), playbook_dirs=[book], state_dir=tmp_path,
+                    services=services, admin_token=admin, clock=clock, sleep=clock.sleep,
+                    external_url="http://vigil:9421")
+    client = await aiohttp_client(app)
+    st = app[STATE]
+    await st.ready.wait()
+    return client, st, services, clock
+
+
+async def settle(st, predicate, timeout_s=5.0):
+    """Wait until ``predicate(runs)`` holds, woken by the runner (no sleeping)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            st.runner.settled.clear()
+            runs = await st.audit.run(lambda db: db.list_runs())
+            if predicate(runs):
+                return runs
+            await st.runner.settled.wait()
+
+
+async def test_a_notification_runs_its_playbook_once_and_verifies(aiohttp_client, tmp_path):
+    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    fake.query_results['up{instance="db-1:9100"} == 1'] = [{"value": [0, "1"]}]
+    resp = await client.post("/webhook", json=notification())
+    assert resp.status == 200 and (await resp.json())["status"] == "recorded"
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.SUCCEEDED)
+    assert fake.count("alertmanager", "POST", "/api/v2/silences") == 1
+    silence = next(b for b in fake.bodies if isinstance(b, dict) and "matchers" in b)
+    assert {"name": "instance", "value": "db-1:9100", "isRegex": False,
+            "isEqual": True} in silence["matchers"]
+    assert silence["comment"] == f"run {run.id}: flapping disk on db-1:9100"
+    # the same notification again, as an HA pair's second Alertmanager sends it: no new run
+    for _ in range(3):
+        assert (await client.post("/webhook", json=notification())).status == 200
+    await asyncio.sleep(0)
+    doc = await (await client.get(f"/api/v1/runs/{run.id}")).json()
+    kinds = [(e["kind"], e["name"], e["verdict"]) for e in doc["events"]]
+    assert ("plan", "plan", None) in kinds
+    assert ("guard", "cooldown", "allow") in kinds and ("guard", "kill_switch", "allow") in kinds
+    assert ("action_request", "silence", None) in kinds
+    assert ("action_response", "silence", "executed") in kinds
+    assert ("verify", "the instance is up", "ok") in kinds
+    runs = await st.audit.run(lambda db: db.list_runs())
+    assert len(runs) == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_runs_total{playbook="silence-noisy-disk",state="succeeded"} 1.0' in metrics
+
+
+async def test_failed_verification_undoes_and_escalates(aiohttp_client, tmp_path):
+    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    await client.post("/webhook", json=notification())
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)
+    assert clock.now - T0 >= 60  # polled every 15 s until the 60 s deadline
+    deletes = [c for c in fake.calls if c[:2] == ("alertmanager", "DELETE")]
+    assert deletes == [("alertmanager", "DELETE", "/api/v2/silence/s-2")]
+    [escalation] = [b for b in fake.bodies if isinstance(b, list)]
+    assert escalation[0]["labels"]["alertname"] == "VigilRemediationFailed"
+    assert escalation[0]["labels"]["severity"] == "critical"
+    assert escalation[0]["annotations"]["run_url"] == f"http://vigil:9421/api/v1/runs/{run.id}"
+    assert "verification failed" in run.outcome
+
+
+async def test_a_second_alert_on_the_target_waits_for_the_cooldown(aiohttp_client, tmp_path):
+    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    fake.query_results['up{instance="db-1:9100"} == 1'] = [{}]
+    await client.post("/webhook", json=notification(fingerprint="a"))
+    await settle(st, lambda runs: runs and runs[0].state == RunState.SUCCEEDED)
+    await client.post("/webhook", json=notification(fingerprint="b"))
+    runs = await settle(st, lambda runs: len(runs) == 2 and runs[0].state == RunState.REFUSED)
+    assert runs[0].outcome.startswith("cooldown: ")
+    clock.now += 601
+    await client.post("/webhook", json=notification(fingerprint="c"))
+    runs = await settle(st, lambda runs: len(runs) == 3 and runs[0].state in (
+        RunState.SUCCEEDED, RunState.REFUSED))
+    assert runs[0].state == RunState.SUCCEEDED
+
+
+async def test_kill_switch_refuses_and_needs_the_admin_token(aiohttp_client, tmp_path):
+    client, st, fake, clock = await start(aiohttp_client, tmp_path, admin="adm")
+    assert (await client.post("/api/v1/pause")).status == 401
+    headers = {"Authorization": "Bearer adm"}
+    assert (await client.post("/api/v1/pause", headers=headers)).status == 200
+    await client.post("/webhook", json=notification())
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.REFUSED)
+    assert run.outcome.startswith("kill_switch: ")
+    assert fake.count("alertmanager", "POST", "/api/v2/silences") == 0
+    assert (await client.post("/api/v1/resume", headers=headers)).status == 200
+    assert await st.audit.run(lambda db: db.get_flag("paused")) is None
+
+
+async def test_an_active_silence_holds_the_playbook(aiohttp_client, tmp_path):
+    fake = FakeServices()
+    fake.silences = [{"id": "maint-1", "status": {"state": "active"},
+                      "matchers": [{"name": "instance", "value": "db-.*", "isRegex": True,
+                                    "isEqual": True}]}]
+    client, st, fake, clock = await start(aiohttp_client, tmp_path, services=fake)
+    await client.post("/webhook", json=notification())
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.REFUSED)
+    assert run.outcome == "silence: silenced by maint-1"
+
+
+async def test_approval_is_bound_to_the_plan(aiohttp_client, tmp_path):
+    pb = tmp_path / "src" / "silence-noisy-disk.yaml"
+    pb.parent.mkdir()
+    pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text()
+                  .replace("mode: auto", "mode: approval"))
+    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="a")
+    fake.query_results['up{instance="db-1:9100"} == 1'] = [{}]
+    await client.post("/webhook", json=notification())
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.WAITING_APPROVAL)
+    assert fake.count("alertmanager", "POST", "/api/v2/silences") == 0
+    headers = {"Authorization": "Bearer a"}
+    bad = await client.post(f"/api/v1/runs/{run.id}/approve", headers=headers,
+                            json={"plan_hash": "0" * 64, "by": "alice"})
+    assert bad.status == 409 and "plan changed" in (await bad.json())["error"]
+    ok = await client.post(f"/api/v1/runs/{run.id}/approve", headers=headers,
+                           json={"plan_hash": run.plan_hash, "by": "alice"})
+    assert ok.status == 200
+    [run] = await settle(st, lambda runs: runs[0].state == RunState.SUCCEEDED)
+    assert run.approved_by == "alice"
+    assert fake.count("alertmanager", "POST", "/api/v2/silences") == 1
+
+
+async def test_malformed_webhooks_get_4xx_and_nothing_is_recorded(aiohttp_client, tmp_path):
+    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    for body in (b"{", b"[]", json.dumps({"version": "3", "alerts": []}).encode(),
+                 json.dumps({**notification(), "alerts": [{"labels": {}}]}).encode()):
+        resp = await client.post("/webhook", data=body)
+        assert resp.status == 400, body
+        assert (await resp.json())["error"]
+    assert await st.audit.run(lambda db: db.list_runs()) == []
+
+
+async def test_the_real_alertmanager_sample_is_accepted(aiohttp_client, tmp_path):
+    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    body = json.loads((SAMPLES / "webhook_01.json").read_text())["body"]
+    resp = await client.post("/webhook", json=body)
+    assert resp.status == 200
+    nid = (await resp.json())["notification"]
+    note = await st.audit.run(lambda db: db.get_notification(nid))
+    assert note.n_alerts == 1 and json.loads(note.body) == body
+
+
+async def test_a_run_interrupted_by_a_crash_is_escalated_not_repeated(aiohttp_client,
+                                                                       tmp_path):
+    with AuditLog.open(tmp_path / "audit.db") as db:
+        alert = notification()["alerts"][0]
+        run = db.create_run(playbook="silence-noisy-disk", fingerprint="f1",
+                            starts_at=alert["startsAt"], alertname="DiskFlapping", alert=alert,
+                            mode="auto", notification_id=None, target="x", now_ms=1)
+        db.set_state(run.id, RunState.RUNNING, now_ms=2)
+    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    [after] = await st.audit.run(lambda db: db.list_runs())
+    assert after.state == RunState.INTERRUPTED
+    assert [b[0]["labels"]["alertname"] for b in fake.bodies if isinstance(b, list)] == \
+        ["VigilRemediationFailed"]
+    # the notification comes again: the run is not repeated
+    await client.post("/webhook", json=notification())
+    await asyncio.sleep(0)
+    assert fake.count("alertmanager", "POST", "/api/v2/silences") == 0
+    assert len(await st.audit.run(lambda db: db.list_runs())) == 1
+
+
+@pytest.mark.parametrize("token,status", [(None, 401), ("nope", 401), ("s3", 200)])
+async def test_webhook_bearer_token(aiohttp_client, tmp_path, token, status):
+    services = FakeServices()
+    app = build_app(RemediatorConfig(), playbook_dirs=[HERE / "playbooks"], state_dir=tmp_path,
+                    services=services, token="s3")
+    client = await aiohttp_client(app)
+    await app[STATE].ready.wait()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = await client.post("/webhook", json=notification(alertname="Other"), headers=headers)
+    assert resp.status == status
