@@ -37,7 +37,7 @@ _LineLoader.yaml_implicit_resolvers = {
 
 
 def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
-    lines[loc] = node.start_mark.line + 1
+    lines.setdefault(loc, node.start_mark.line + 1)  # a key's own line wins over its value's
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
@@ -76,6 +76,8 @@ def _source_loc(data: Any, loc: Loc) -> Loc:
             node = node[part]
         elif isinstance(node, dict) and not last:
             continue  # a union member's name
+        elif isinstance(part, str) and node is not None and not isinstance(node, dict):
+            continue  # a union member's name where the data is a list or a scalar
         else:
             node = None
         out.append(part)

@@ -11,7 +11,7 @@ them and, on reload, keeps its last good set).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,19 @@ def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
     return data
 
 
+def _strings(value: Any, loc: tuple[str | int, ...] = ()
+             ) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every string in nested dicts and lists, with its location."""
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*loc, key if isinstance(key, str | int) else str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*loc, index))
+
+
 def check_step(step: Step, registry: ActionRegistry) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems of one step as (location inside the step, message)."""
     spec = registry.get(step.action)
@@ -90,10 +103,11 @@ def check_step(step: Step, registry: ActionRegistry) -> list[tuple[tuple[str | i
         known = ", ".join(registry.names())
         return [(("action",), f"unknown action {step.action!r}; known: {known}")]
     out: list[tuple[tuple[str | int, ...], str]] = []
-    try:
-        templating.check_tree(step.params)
-    except ValueError as exc:
-        out.append((("params",), str(exc)))
+    for loc, text in _strings(step.params):
+        try:
+            templating.check(text)
+        except ValueError as exc:
+            out.append((("params", *loc), str(exc)))
     try:
         spec.params.model_validate(step.params)
     except pydantic.ValidationError as exc:

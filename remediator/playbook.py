@@ -128,7 +128,7 @@ class Guards(_Model):
 
 class Step(_Model):
     name: str = Field(pattern=STEP_NAME)
-    action: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", description="e.g. alertmanager.silence")
+    action: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", description="e.g. alertmanager.silence or notify")
     params: dict[str, Any] = Field(default_factory=dict, description="validated by the action's model; strings may be templates")
     retries: int = Field(2, ge=0, le=10, description="retries of temporary faults")
     timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -153,10 +153,19 @@ class Spec(_Model):
     match: Match
     mode: Mode = Mode.DRY_RUN
     guards: Guards = Guards()
-    steps: tuple[Step, ...] = Field(min_length=1)
+    # not Field(min_length=1): pydantic counts a tuple's length after dropping the items
+    # that failed, adding a false "at least 1 item" error to every invalid step
+    steps: tuple[Step, ...] = Field(json_schema_extra={"minItems": 1})
     verify: tuple[Verify, ...] = ()
     undo: Literal["auto", "none"] | tuple[Step, ...] = Field("auto", description="auto: the inverse of each executed step, newest first")
     escalate: Escalate = Escalate()
+
+    @field_validator("steps")
+    @classmethod
+    def _some_steps(cls, value: tuple[Step, ...]) -> tuple[Step, ...]:
+        if not value:
+            raise ValueError("at least one step is needed")
+        return value
 
     @model_validator(mode="after")
     def _unique_steps(self) -> Spec:

@@ -101,7 +101,10 @@ def build_plan(steps: tuple[Step, ...], alert: Alert, registry: ActionRegistry, 
         spec = registry.get(step.action)
         if spec is None:
             raise TemplateError(f"step {step.name}: unknown action {step.action!r}")
-        rendered = templating.render_tree(step.params, scope)
+        try:
+            rendered = templating.render_tree(step.params, scope)
+        except TemplateError as exc:
+            raise TemplateError(f"step {step.name}: {exc}") from exc
         try:
             params = spec.params.model_validate(rendered)
         except pydantic.ValidationError as exc:
