@@ -24,3 +24,15 @@ def test_alerting_doc_configuration_example_loads(tmp_path):
     cfg = load_config(config)
     assert [rule.name for rule in cfg.alerts] == ["LatencyAnomaly", "VigilAnomaly"]
     assert cfg.writeback.url is not None and cfg.enrichment.kubernetes.enabled
+
+
+def test_remediator_doc_playbook_example_is_valid(tmp_path):
+    from remediator.app import build_registry
+    from remediator.catalog import load_catalog
+
+    text = (ROOT / "docs" / "remediator.md").read_text()
+    block = text.split("## Playbook example")[1].split("```yaml")[1].split("```")[0]
+    path = tmp_path / "silence-disk-flapping.yaml"
+    path.write_text(block)
+    catalog = load_catalog([path], build_registry())
+    assert catalog.problems == () and len(catalog.entries) == 1
