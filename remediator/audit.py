@@ -167,6 +167,7 @@ class AuditLog:
     """The audit database. Use from one thread only (see the module docstring)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self._depth = 0  # > 0 inside atomic()
         self._path = path
         self._conn = conn
 
@@ -217,6 +218,10 @@ class AuditLog:
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: takes the write lock first, so a read-then-write inside
         it cannot race another connection."""
+        if self._depth:  # inside atomic(): part of the outer transaction
+            with self._failing(what):
+                yield self._conn
+            return
         with self._failing(what):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -225,6 +230,16 @@ class AuditLog:
             finally:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Several writes as one transaction: one commit (one fsync), all or nothing."""
+        with self._write("atomic writes"):
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
 
     def _setup(self) -> None:
         with self._failing("set pragmas"):

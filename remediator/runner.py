@@ -71,6 +71,14 @@ class PlannedStep:
                 "request": self.request}
 
 
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    verdicts: list[guards.Verdict]
+    mode: Mode | None
+    state: RunState | None  # where the run stopped; None: it goes on to act
+    reason: str
+
+
 def plan_hash(plan: list[PlannedStep]) -> str:
     text = json.dumps([s.to_json() for s in plan], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -211,76 +219,88 @@ class Runner:
             await self._escalate(run_id, pb, alert, f"cannot plan: {exc}")
             await self._finish(run_id, pb.name, "escalated", f"cannot plan: {exc}")
             return
-        digest = plan_hash(plan)
-        steps = {"steps": [s.to_json() for s in plan]}
-        await self.audit.run(lambda db: db.set_plan(run_id, plan=steps, plan_hash=digest,
-                                                    now_ms=self.now_ms()))
-        await self._event(run_id, "plan", "plan", None, {"steps": [s.to_json() for s in plan],
-                                                         "plan_hash": digest})
-        verdicts = await self._judge(run_id, pb, alert)
-        allowed, shadow, reason = guards.decide(verdicts)
-        if not allowed:
-            await self._event(run_id, "decision", "refuse", "refuse", {"reason": reason})
-            await self._finish(run_id, pb.name, "refused", reason)
-            return
-        mode = Mode.SHADOW if shadow else pb.spec.mode
-        await self._event(run_id, "decision", "act", mode.value, {"reason": reason})
-        if mode is Mode.SHADOW:
-            await self._finish(run_id, pb.name, "shadow", "decided, not executed (shadow)")
-            return
-        if mode is Mode.APPROVAL:
-            expires = self.now_ms() + int(pb.spec.guards.approval_ttl_s * 1000)
-            await self.audit.run(lambda db: db.request_approval(run_id, plan_hash=digest,
-                                  expires_ms=expires, now_ms=self.now_ms()))
-            await self._event(run_id, "approval", "requested", None,
-                              {"plan_hash": digest, "expires_ms": expires})
-            self.metrics.runs.labels(pb.name, "waiting_approval").inc()
-            self.settled.set()
-            return
-        await self.act(run_id, pb, alert, plan, dry_run=mode is Mode.DRY_RUN, received=received)
-
-    async def _judge(self, run_id: str, pb: Playbook, alert: Alert) -> list[guards.Verdict]:
-        facts = await self._facts(pb, alert)
-        verdicts = guards.evaluate(pb.spec.guards, labels=alert.labels, facts=facts,
-                                   limits=self.limits, target=target_of(alert))
-        for v in verdicts:
-            await self._event(run_id, "guard", v.guard, "allow" if v.allow else "refuse",
-                              {"reason": v.reason, "shadow": v.shadow})
+        silences, pre = await self._outside_facts(pb, alert)
+        decision = await self.audit.run(functools.partial(
+            self._decide, run_id=run_id, pb=pb, alert=alert, plan=plan, silences=silences,
+            preconditions=pre))
+        for v in decision.verdicts:
             if not v.allow:
                 self.metrics.refusals.labels(pb.name, v.guard).inc()
-        return verdicts
+        if decision.state is not None:
+            self.metrics.runs.labels(pb.name, decision.state.value).inc()
+            self.settled.set()
+            log.info("run %s of %s: %s (%s)", run_id, pb.name, decision.state.value,
+                     decision.reason)
+            return
+        await self.act(run_id, pb, alert, plan, dry_run=decision.mode is Mode.DRY_RUN,
+                       received=received, started=True)
 
-    async def _facts(self, pb: Playbook, alert: Alert) -> guards.Facts:
-        g = pb.spec.guards
+    def _decide(self, db: AuditLog, *, run_id: str, pb: Playbook, alert: Alert,
+                plan: list[PlannedStep], silences: tuple[str, ...],
+                preconditions: tuple[tuple[str, bool, str], ...]) -> _Decision:
+        """On the audit thread, in one transaction: read the counts the guards need, judge,
+        and record the plan, every verdict and the decision. Runs are decided one at a
+        time here, so two runs can never both pass a limit only one of them fits."""
         now = self.now_ms()
-        a = self.audit
-        rate_since = now - int((g.rate.window_s if g.rate else 3600.0) * 1000)
-        global_since = now - int((self.limits.rate.window_s if self.limits.rate else 3600.0)
-                                 * 1000)
+        g = pb.spec.guards
         target = target_of(alert)
-        breaker = await a.run(lambda db: db.get_flag(f"breaker:{pb.name}"))
-        silences: tuple[str, ...] = ()
-        if g.respect_silences:
-            silences = await self._silences(alert)
-        pre = []
+        rate_s = g.rate.window_s if g.rate else 3600.0
+        global_s = self.limits.rate.window_s if self.limits.rate else 3600.0
+        with db.atomic():
+            facts = guards.Facts(
+                now_ms=now, paused=db.get_flag("paused") is not None,
+                breaker_tripped=db.get_flag(f"breaker:{pb.name}") is not None,
+                executed_playbook=db.count_executed(since_ms=now - int(rate_s * 1000),
+                                                    playbook=pb.name),
+                executed_all=db.count_executed(since_ms=now - int(global_s * 1000)),
+                active_playbook=db.count_active(playbook=pb.name),
+                active_all=db.count_active(),
+                last_on_target_ms=(db.last_executed_on_target(target, playbook=pb.name)
+                                   if target else None),
+                silences=silences, preconditions=preconditions,
+                targets_in_flight=db.count_active(playbook=pb.name))
+            verdicts = guards.evaluate(g, labels=alert.labels, facts=facts, limits=self.limits,
+                                       target=target)
+            digest = plan_hash(plan)
+            steps = [s.to_json() for s in plan]
+            db.set_plan(run_id, plan={"steps": steps}, plan_hash=digest, now_ms=now)
+            db.add_event(run_id, kind=EventKind.PLAN, name="plan",
+                         detail={"steps": steps, "plan_hash": digest}, now_ms=now)
+            for v in verdicts:
+                db.add_event(run_id, kind=EventKind.GUARD, name=v.guard,
+                             verdict="allow" if v.allow else "refuse",
+                             detail={"reason": v.reason, "shadow": v.shadow}, now_ms=now)
+            allowed, shadow, reason = guards.decide(verdicts)
+            if not allowed:
+                db.add_event(run_id, kind=EventKind.DECISION, name="refuse", verdict="refuse",
+                             detail={"reason": reason}, now_ms=now)
+                db.set_state(run_id, RunState.REFUSED, now_ms=now, outcome=reason)
+                return _Decision(verdicts, None, RunState.REFUSED, reason)
+            mode = Mode.SHADOW if shadow else pb.spec.mode
+            db.add_event(run_id, kind=EventKind.DECISION, name="act", verdict=mode.value,
+                         detail={"reason": reason}, now_ms=now)
+            if mode is Mode.SHADOW:
+                why = "decided, not executed (shadow)"
+                db.set_state(run_id, RunState.SHADOW, now_ms=now, outcome=why)
+                return _Decision(verdicts, mode, RunState.SHADOW, why)
+            if mode is Mode.APPROVAL:
+                expires = now + int(g.approval_ttl_s * 1000)
+                db.request_approval(run_id, plan_hash=digest, expires_ms=expires, now_ms=now)
+                db.add_event(run_id, kind=EventKind.APPROVAL, name="requested",
+                             detail={"plan_hash": digest, "expires_ms": expires}, now_ms=now)
+                return _Decision(verdicts, mode, RunState.WAITING_APPROVAL, "waiting")
+            db.mark_executing(run_id, now_ms=now)
+            return _Decision(verdicts, mode, None, reason)
+
+    async def _outside_facts(self, pb: Playbook, alert: Alert
+                             ) -> tuple[tuple[str, ...], tuple[tuple[str, bool, str], ...]]:
+        """The facts that need the network: matching silences and pre-conditions."""
+        g = pb.spec.guards
+        silences = await self._silences(alert) if g.respect_silences else ()
         scope = templating.scope_of(alert)
-        for p in g.preconditions:
-            pre.append(await self._precondition(templating.render(p.query, scope),
-                                                p.description or p.query))
-        return guards.Facts(
-            now_ms=now,
-            paused=await a.run(lambda db: db.get_flag("paused")) is not None,
-            breaker_tripped=breaker is not None,
-            executed_playbook=await a.run(lambda db: db.count_executed(since_ms=rate_since,
-                                           playbook=pb.name)),
-            executed_all=await a.run(lambda db: db.count_executed(since_ms=global_since)),
-            active_playbook=await a.run(lambda db: db.count_active(playbook=pb.name)),
-            active_all=await a.run(lambda db: db.count_active()),
-            last_on_target_ms=(await a.run(lambda db: db.last_executed_on_target(target,
-                                            playbook=pb.name)) if target else None),
-            silences=silences, preconditions=tuple(pre),
-            targets_in_flight=await a.run(lambda db: db.count_active(playbook=pb.name)),
-        )
+        pre = [await self._precondition(templating.render(p.query, scope),
+                                        p.description or p.query) for p in g.preconditions]
+        return silences, tuple(pre)
 
     async def _silences(self, alert: Alert) -> tuple[str, ...]:
         """Active Alertmanager silences whose matchers all hold for the alert's labels."""
@@ -307,11 +327,11 @@ class Runner:
         return what, bool(result), f"{len(result)} series"
 
     async def act(self, run_id: str, pb: Playbook, alert: Alert, plan: list[PlannedStep], *,
-                  dry_run: bool, received: float | None = None) -> None:
-        """Run the steps; then verify, undo or escalate as the outcome asks."""
-        await self.audit.run(lambda db: db.set_state(run_id, RunState.RUNNING,
-                                                       now_ms=self.now_ms()))
-        await self.audit.run(lambda db: db.mark_executing(run_id, now_ms=self.now_ms()))
+                  dry_run: bool, received: float | None = None, started: bool = False) -> None:
+        """Run the steps; then verify, undo or escalate as the outcome asks. ``started``:
+        the run was already marked as acting (with its decision)."""
+        if not started:
+            await self.audit.run(lambda db: db.mark_executing(run_id, now_ms=self.now_ms()))
         undo: list[tuple[str, dict[str, Any]]] = []
         for i, step in enumerate(plan):
             if i == 0 and received is not None:
