@@ -226,3 +226,22 @@ async def test_webhook_bearer_token(aiohttp_client, tmp_path, token, status):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     resp = await client.post("/webhook", json=notification(alertname="Other"), headers=headers)
     assert resp.status == status
+
+
+async def test_concurrent_alerts_never_exceed_the_rate_limit(aiohttp_client, tmp_path):
+    pb = tmp_path / "src" / "silence-noisy-disk.yaml"
+    pb.parent.mkdir()
+    pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text()
+                  .replace("max_runs: 5", "max_runs: 2")
+                  .replace("cooldown_s: 600", "cooldown_s: 600\n    max_concurrent: 10"))
+    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb])
+    fake.query_results.update({f'up{{instance="db-{i}:9100"}} == 1': [{}] for i in range(8)})
+    posts = [client.post("/webhook", json=notification(fingerprint=f"f{i}",
+                                                       instance=f"db-{i}:9100"))
+             for i in range(8)]
+    assert all(r.status == 200 for r in await asyncio.gather(*posts))
+    runs = await settle(st, lambda runs: len(runs) == 8 and all(
+        r.state in (RunState.SUCCEEDED, RunState.REFUSED) for r in runs))
+    assert sorted(r.state.value for r in runs) == ["refused"] * 6 + ["succeeded"] * 2
+    assert all(r.outcome.startswith("rate: ") for r in runs if r.state == RunState.REFUSED)
+    assert fake.count("alertmanager", "POST", "/api/v2/silences") == 2
