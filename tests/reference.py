@@ -109,6 +109,8 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
             cycles = t / (q.season_period_s * 1000.0)
             b = min(int((cycles - math.floor(cycles)) * q.season_bins), q.season_bins - 1)
         seasonal_on = q.season_bins > 0 and visits[b] >= q.season_min_visits
+        b1 = max(q.alpha_fast, 1.0 / (n + 1))  # running mean/variance while young
+        b2 = max(q.alpha_slow, 1.0 / (n + 1))
         s1, ss = math.sqrt(v1), math.sqrt(sv)
         if n == 0:
             m1 = m2 = level = x
@@ -137,11 +139,11 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 p = min(p, cal[3].tail(z3, q.decay))
                 k += 1.0
             resid = x - level
-            level += q.alpha_slow * (x - season[b] - level)
+            level += b2 * (x - season[b] - level)
             season[b] = f32(resid if visits[b] == 0 else season[b] + q.alpha_season * (
                 resid - season[b]))
             visits[b] += 1
-            sv = (1 - q.alpha_fast) * (sv + q.alpha_fast * e3 * e3)
+            sv = (1 - b1) * (sv + b1 * e3 * e3)
         if not warm:
             sc = 0.0
         elif n - last_fire < q.refractory_samples:
@@ -160,10 +162,10 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 d1 = q.clip_sigmas * s1 * side
         else:
             run = 0.0
-        m1 += q.alpha_fast * d1
-        v1 = (1 - q.alpha_fast) * (v1 + q.alpha_fast * d1 * d1)
+        m1 += b1 * d1
+        v1 = (1 - b1) * (v1 + b1 * d1 * d1)
         d2 = x - m2
-        m2 += q.alpha_slow * d2
-        v2 = (1 - q.alpha_slow) * (v2 + q.alpha_slow * d2 * d2)
+        m2 += b2 * d2
+        v2 = (1 - b2) * (v2 + b2 * d2 * d2)
         n += 1
     return out

@@ -94,6 +94,12 @@ def ensemble_score_learn(
             cycles = ts_ms[i] / (st[S_PERIOD] if st[S_PERIOD] > 0.0 else period)
             b = min(int((cycles - math.floor(cycles)) * nbins), nbins - 1)
         seasonal_on = nbins > 0 and visits[s, b] >= min_visits
+        # while a series is young its weights are those of a plain running mean and
+        # variance (1/(n+1)): a fixed small weight from a zero start would leave the
+        # variance far too small for hundreds of samples and make noise look extreme
+        young = 1.0 / (st[S_N] + 1.0)
+        b1 = max(a1, young)
+        b2 = max(a2, young)
         s1 = math.sqrt(st[S_V1])
         ss = math.sqrt(st[S_SV])
         if st[S_N] == 0:
@@ -152,13 +158,13 @@ def ensemble_score_learn(
                 p = min(p, tail_probability(hist, htot, s, 2, z3, decay))
                 k += 1.0
             resid = x - st[S_L]
-            st[S_L] += a2 * (x - season[s, b] - st[S_L])
+            st[S_L] += b2 * (x - season[s, b] - st[S_L])
             if visits[s, b] == 0:
                 season[s, b] = resid
             else:
                 season[s, b] += sa * (resid - season[s, b])
             visits[s, b] += 1.0
-            st[S_SV] = (1.0 - a1) * (st[S_SV] + a1 * e3 * e3)
+            st[S_SV] = (1.0 - b1) * (st[S_SV] + b1 * e3 * e3)
         if not warm:
             sc = 0.0
         elif st[S_N] - st[S_LAST_FIRE] < refractory:
@@ -181,9 +187,9 @@ def ensemble_score_learn(
                 d1 = clip * s1 * side
         else:
             st[S_RUN] = 0.0
-        st[S_M1] += a1 * d1
-        st[S_V1] = (1.0 - a1) * (st[S_V1] + a1 * d1 * d1)
+        st[S_M1] += b1 * d1
+        st[S_V1] = (1.0 - b1) * (st[S_V1] + b1 * d1 * d1)
         d2 = x - st[S_M2]
-        st[S_M2] += a2 * d2
-        st[S_V2] = (1.0 - a2) * (st[S_V2] + a2 * d2 * d2)
+        st[S_M2] += b2 * d2
+        st[S_V2] = (1.0 - b2) * (st[S_V2] + b2 * d2 * d2)
         st[S_N] += 1.0
