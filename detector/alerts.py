@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -165,7 +166,7 @@ class AlertBook:
         self.max_related = max_related
         self.alerts: dict[tuple[Any, ...], Alert] = {}
         self._by_slot: dict[int, tuple[Any, ...]] = {}
-        self.recent: list[Alert] = []  # resolved within the related window
+        self.recent: deque[Alert] = deque()  # resolved within the related window, oldest first
         # (label, value) -> alerts (firing or recent) with a member carrying it, oldest first
         self._index: dict[tuple[str, str], dict[int, Alert]] = {}
 
@@ -240,18 +241,19 @@ class AlertBook:
         return alert
 
     def _forget(self, now_ms: int) -> None:
-        keep = []
-        for a in self.recent:
+        """Drop resolved alerts older than the related window (they resolve in time order,
+        so only the front of the queue is looked at)."""
+        while self.recent:
+            a = self.recent[0]
             if a.resolved_ms is not None and now_ms - a.resolved_ms <= self.related_window_ms:
-                keep.append(a)
-                continue
+                break
+            self.recent.popleft()
             for pair in a.pairs:
                 entries = self._index.get(pair)
                 if entries is not None:
                     entries.pop(id(a), None)
                     if not entries:
                         del self._index[pair]
-        self.recent = keep
 
     def firing(self) -> list[Alert]:
         return list(self.alerts.values())

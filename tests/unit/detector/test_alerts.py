@@ -251,7 +251,7 @@ def test_the_only_member_leaving_resolves_the_alert_now(info, kind):
     later = NOW + MIN
     (resolved,) = apply(book, event(1, kind, ts=later, value=0.3, score=0.5), now=later)
     assert resolved is alert and not alert.is_firing
-    assert book.firing() == [] and book.recent == [alert]
+    assert book.firing() == [] and list(book.recent) == [alert]
     body = render_one(book, alert, now=later)
     assert body["startsAt"] == "2024-06-01T11:54:00.000Z"
     assert body["endsAt"] == wording.iso(later)
@@ -268,7 +268,7 @@ def test_resolved_alerts_are_forgotten_after_the_related_window(info):
     apply(book, now=NOW + 15 * MIN)
     assert len(book.recent) == 1
     apply(book, now=NOW + 15 * MIN + 1)
-    assert book.recent == []
+    assert list(book.recent) == []
 
 
 def test_start_never_follows_end_when_samples_are_in_the_future(info):
