@@ -16,6 +16,7 @@ from remediator.app import build_app, build_registry
 from remediator.catalog import load_catalog
 from remediator.config import env_overrides, load_config, read_token
 from remediator.errors import ConfigError, WebhookError
+from remediator.kube import Kube, build_api_client
 from remediator.playbook import Playbook
 from remediator.simulate import simulate
 from remediator.webhook import alert_from_json, parse_notification
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--prometheus", metavar="URL", help="pre-conditions and verification")
     serve.add_argument("--state-dir", type=Path, default=Path("state"),
                        help="audit database (audit.db) lives here")
+    serve.add_argument("--kubeconfig", type=Path, help="cluster for Kubernetes actions")
+    serve.add_argument("--kube-context", help="context in the kubeconfig")
+    serve.add_argument("--in-cluster", action="store_true",
+                       help="use the pod's service account for Kubernetes actions")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check", help="validate playbook files and folders")
     check.add_argument("paths", type=Path, nargs="+")
@@ -117,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         for url in (args.alertmanager, args.prometheus):
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
-        app = build_app(cfg, playbook_dirs=[args.playbooks], state_dir=args.state_dir,
+        kube = None
+        if args.kubeconfig is not None or args.in_cluster:
+            kubeconfig, context = args.kubeconfig, args.kube_context
+
+            async def kube() -> Kube:
+                api = await build_api_client(kubeconfig=kubeconfig, context=context)
+                return Kube(api)
+        app = build_app(cfg, playbook_dirs=[args.playbooks], state_dir=args.state_dir, kube=kube,
                         alertmanager_url=args.alertmanager, prometheus_url=args.prometheus,
                         token=read_token(cfg.auth.bearer_token_file, "auth.bearer_token_file"),
                         admin_token=read_token(cfg.auth.admin_token_file,

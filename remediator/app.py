@@ -24,13 +24,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from remediator import guards
-from remediator.actions import basic
+from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit import AuditLog, RunRecord, RunState
 from remediator.audit_thread import AuditThread
 from remediator.catalog import Catalog, load_catalog
 from remediator.config import RemediatorConfig
 from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
+from remediator.kube import Kube
 from remediator.metrics import RemediatorMetrics, build_metrics
 from remediator.runner import Runner
 from remediator.services import LiveServices
@@ -43,7 +44,7 @@ EXPIRE_INTERVAL_S = 30.0
 
 def build_registry() -> ActionRegistry:
     """Every action the service offers."""
-    return ActionRegistry.collect(basic)
+    return ActionRegistry.collect(basic, k8s)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class State:
     audit: AuditThread | None = None
     runner: Runner | None = None
     services: Services | None = None
+    kube_factory: Callable[[], Awaitable[Kube]] | None = None
+    kube: Kube | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def reload(self) -> Catalog:
@@ -109,8 +112,10 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
               metrics: CollectorRegistry | None = None,
               services: Services | None = None,
               clock: Callable[[], float] = time.time,
-              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> web.Application:
-    """The remediator's aiohttp application. ``services`` None means the live clients."""
+              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+              kube: Callable[[], Awaitable[Kube]] | None = None) -> web.Application:
+    """The remediator's aiohttp application. ``services`` None means the live clients;
+    ``kube`` builds the Kubernetes client at start-up (None: no cluster actions)."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     st = State(cfg=cfg, metrics=build_metrics(registry_metrics), registry=build_registry(),
                playbook_dirs=playbook_dirs,
@@ -118,7 +123,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                token=token, admin_token=admin_token,
                external_url=(cfg.external_url or external_url).rstrip("/"),
                alertmanager_url=alertmanager_url, prometheus_url=prometheus_url,
-               services=services)
+               services=services, kube_factory=kube)
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[STATE] = st
 
@@ -266,13 +271,17 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                                        secrets_dir=st.cfg.secrets_dir,
                                        allowed_urls=st.cfg.http.allowed_urls,
                                        timeout_s=st.cfg.request_timeout_s)
+        if st.kube_factory is not None:
+            st.kube = await st.kube_factory()
+            stack.push_async_callback(st.kube.api.close)
         gl = st.cfg.guards
         st.runner = Runner(audit=st.audit, catalog=lambda: st.catalog, registry=st.registry,
                            services=st.services, metrics=st.metrics,
                            limits=guards.GlobalLimits(rate=gl.rate,
                                                       max_concurrent=gl.max_concurrent,
                                                       freeze=gl.freeze),
-                           external_url=st.external_url, clock=st.clock, sleep=st.sleep)
+                           external_url=st.external_url, clock=st.clock, sleep=st.sleep,
+                           kube=st.kube)
         stack.push_async_callback(st.runner.close)
         interrupted = await st.runner.recover()
         if interrupted:

@@ -18,6 +18,8 @@ from remediator.matchers import Matcher, parse_matcher
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 STEP_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+GUARD_NAMES = ("kill_switch", "namespace", "freeze", "silence", "cooldown", "rate",
+               "rate:global", "concurrency", "blast_radius", "precondition", "circuit_breaker")
 
 
 class _Model(BaseModel):
@@ -147,6 +149,16 @@ class Escalate(_Model):
     enabled: bool = True
     severity: str = "critical"
     labels: dict[str, str] = Field(default_factory=dict)
+    on_refused: tuple[str, ...] = Field((), description="guards whose refusal escalates too, e.g. [cooldown]: act once, then escalate")
+
+    @field_validator("on_refused")
+    @classmethod
+    def _guard_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name not in GUARD_NAMES and not name.startswith("label:"):
+                raise ValueError(f"{name!r} is not a guard; known: {', '.join(GUARD_NAMES)}, "
+                                 "label:<name>")
+        return value
 
 
 class Spec(_Model):

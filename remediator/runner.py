@@ -23,7 +23,7 @@ from typing import Any
 
 import pydantic
 
-from remediator import guards, templating
+from remediator import guards, targets, templating
 from remediator.actions.basic import EscalateParams, escalation_alert
 from remediator.actions.registry import (
     ActionContext,
@@ -46,9 +46,11 @@ from remediator.errors import (
     AuditError,
     TemplateError,
 )
+from remediator.kube import Kube
 from remediator.matchers import Matcher
 from remediator.metrics import RemediatorMetrics
 from remediator.playbook import Mode, Playbook, Step
+from remediator.targets import Target
 from remediator.webhook import Alert, Notification, alert_from_json
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,11 @@ class _Decision:
     reason: str
 
 
-def plan_hash(plan: list[PlannedStep]) -> str:
-    text = json.dumps([s.to_json() for s in plan], sort_keys=True, default=str)
+def plan_hash(plan: list[PlannedStep], target: Target | None = None) -> str:
+    """The identity of a plan: its steps and the exact object they act on."""
+    doc = {"steps": [s.to_json() for s in plan],
+           "target": target.identity() if target else None}
+    text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -100,10 +105,11 @@ def target_of(alert: Alert) -> str | None:
 
 
 def build_plan(steps: tuple[Step, ...], alert: Alert, registry: ActionRegistry, *,
-               run_id: str, run_url: str) -> list[PlannedStep]:
-    """Render each step's params for the alert and validate them; TemplateError if any
-    cannot be (names the step and the reason)."""
-    scope = templating.scope_of(alert, run_id=run_id, run_url=run_url)
+               run_id: str, run_url: str, target: Target | None = None) -> list[PlannedStep]:
+    """Render each step's params for the alert (and resolved target) and validate them;
+    TemplateError if any cannot be (names the step and the reason)."""
+    scope = templating.scope_of(alert, run_id=run_id, run_url=run_url,
+                                target=target.scope() if target else None)
     out = []
     for step in steps:
         spec = registry.get(step.action)
@@ -132,8 +138,10 @@ class Runner:
                  registry: ActionRegistry, services: Services, metrics: RemediatorMetrics,
                  limits: guards.GlobalLimits, external_url: str,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 kube: Kube | None = None) -> None:
         self.audit = audit
+        self.kube = kube
         self.catalog = catalog
         self.registry = registry
         self.services = services
@@ -210,10 +218,28 @@ class Runner:
             except Exception:
                 log.exception("run %s: could not record its failure", run_id)
 
+    def needs_cluster(self, pb: Playbook) -> bool:
+        steps = pb.spec.steps + (pb.spec.undo if isinstance(pb.spec.undo, tuple) else ())
+        return any((spec := self.registry.get(s.action)) is not None and spec.needs_cluster
+                   for s in steps)
+
+    async def resolve_target(self, pb: Playbook, alert: Alert) -> Target | None:
+        """The Kubernetes object a cluster playbook acts on (None without a cluster)."""
+        if self.kube is None or not self.needs_cluster(pb):
+            return None
+        return await targets.resolve(self.kube, alert.labels)
+
     async def _execute(self, run_id: str, pb: Playbook, alert: Alert, received: float) -> None:
         url = self.run_url(run_id)
         try:
-            plan = build_plan(pb.spec.steps, alert, self.registry, run_id=run_id, run_url=url)
+            target = await self.resolve_target(pb, alert)
+            plan = build_plan(pb.spec.steps, alert, self.registry, run_id=run_id, run_url=url,
+                              target=target)
+        except ActionError as exc:
+            await self._event(run_id, "decision", "target", "failed", {"error": str(exc)})
+            await self._escalate(run_id, pb, alert, f"cannot resolve the target: {exc}")
+            await self._finish(run_id, pb.name, "escalated", f"cannot resolve the target: {exc}")
+            return
         except TemplateError as exc:
             await self._event(run_id, "decision", "plan", "failed", {"error": str(exc)})
             await self._escalate(run_id, pb, alert, f"cannot plan: {exc}")
@@ -222,10 +248,14 @@ class Runner:
         silences, pre = await self._outside_facts(pb, alert)
         decision = await self.audit.run(functools.partial(
             self._decide, run_id=run_id, pb=pb, alert=alert, plan=plan, silences=silences,
-            preconditions=pre))
+            preconditions=pre, target=target))
         for v in decision.verdicts:
             if not v.allow:
                 self.metrics.refusals.labels(pb.name, v.guard).inc()
+        refused = [v.guard for v in decision.verdicts if not v.allow]
+        if refused and refused[0] in pb.spec.escalate.on_refused:
+            await self._escalate(run_id, pb, alert, f"refused by {decision.reason}; the "
+                                 "playbook escalates instead of acting again")
         if decision.state is not None:
             self.metrics.runs.labels(pb.name, decision.state.value).inc()
             self.settled.set()
@@ -233,17 +263,18 @@ class Runner:
                      decision.reason)
             return
         await self.act(run_id, pb, alert, plan, dry_run=decision.mode is Mode.DRY_RUN,
-                       received=received, started=True)
+                       received=received, started=True, target=target)
 
     def _decide(self, db: AuditLog, *, run_id: str, pb: Playbook, alert: Alert,
                 plan: list[PlannedStep], silences: tuple[str, ...],
-                preconditions: tuple[tuple[str, bool, str], ...]) -> _Decision:
+                preconditions: tuple[tuple[str, bool, str], ...],
+                target: Target | None) -> _Decision:
         """On the audit thread, in one transaction: read the counts the guards need, judge,
         and record the plan, every verdict and the decision. Runs are decided one at a
         time here, so two runs can never both pass a limit only one of them fits."""
         now = self.now_ms()
         g = pb.spec.guards
-        target = target_of(alert)
+        key = target.key if target is not None else target_of(alert)
         rate_s = g.rate.window_s if g.rate else 3600.0
         global_s = self.limits.rate.window_s if self.limits.rate else 3600.0
         with db.atomic():
@@ -255,17 +286,23 @@ class Runner:
                 executed_all=db.count_executed(since_ms=now - int(global_s * 1000)),
                 active_playbook=db.count_active(playbook=pb.name),
                 active_all=db.count_active(),
-                last_on_target_ms=(db.last_executed_on_target(target, playbook=pb.name)
-                                   if target else None),
+                last_on_target_ms=(db.last_executed_on_target(key, playbook=pb.name)
+                                   if key else None),
                 silences=silences, preconditions=preconditions,
-                targets_in_flight=db.count_active(playbook=pb.name))
+                targets_in_flight=db.count_active(playbook=pb.name),
+                targets_total=target.replicas if target is not None else None)
             verdicts = guards.evaluate(g, labels=alert.labels, facts=facts, limits=self.limits,
-                                       target=target)
-            digest = plan_hash(plan)
+                                       target=key)
+            digest = plan_hash(plan, target)
             steps = [s.to_json() for s in plan]
-            db.set_plan(run_id, plan={"steps": steps}, plan_hash=digest, now_ms=now)
+            identity = target.identity() if target is not None else None
+            if target is not None:
+                db.set_target(run_id, key, now_ms=now)
+            db.set_plan(run_id, plan={"steps": steps, "target": identity}, plan_hash=digest,
+                        now_ms=now)
             db.add_event(run_id, kind=EventKind.PLAN, name="plan",
-                         detail={"steps": steps, "plan_hash": digest}, now_ms=now)
+                         detail={"steps": steps, "target": identity, "plan_hash": digest},
+                         now_ms=now)
             for v in verdicts:
                 db.add_event(run_id, kind=EventKind.GUARD, name=v.guard,
                              verdict="allow" if v.allow else "refuse",
@@ -327,7 +364,8 @@ class Runner:
         return what, bool(result), f"{len(result)} series"
 
     async def act(self, run_id: str, pb: Playbook, alert: Alert, plan: list[PlannedStep], *,
-                  dry_run: bool, received: float | None = None, started: bool = False) -> None:
+                  dry_run: bool, received: float | None = None, started: bool = False,
+                  target: Target | None = None) -> None:
         """Run the steps; then verify, undo or escalate as the outcome asks. ``started``:
         the run was already marked as acting (with its decision)."""
         if not started:
@@ -341,7 +379,7 @@ class Runner:
             if isinstance(outcome, Executed) and outcome.inverse is not None:
                 undo.append(outcome.inverse)
             if isinstance(outcome, Failed):
-                await self._undo(run_id, pb, alert, undo, dry_run=dry_run)
+                await self._undo(run_id, pb, alert, undo, dry_run=dry_run, target=target)
                 await self._escalate(run_id, pb, alert, f"step {step.name} failed: "
                                      f"{outcome.error}")
                 await self._finish(run_id, pb.name, "failed", f"step {step.name}: "
@@ -360,7 +398,7 @@ class Runner:
             await self._finish(run_id, pb.name, "succeeded", why)
             return
         await self._trip_breaker(run_id, pb)
-        await self._undo(run_id, pb, alert, undo, dry_run=False)
+        await self._undo(run_id, pb, alert, undo, dry_run=False, target=target)
         await self._escalate(run_id, pb, alert, f"verification failed: {why}")
         await self._finish(run_id, pb.name, "undone" if undo or isinstance(pb.spec.undo, tuple)
                            else "escalated", f"verification failed: {why}")
@@ -371,7 +409,7 @@ class Runner:
         assert spec is not None  # the plan was built from the registry
         ctx = ActionContext(run_id=run_id, run_url=self.run_url(run_id), dry_run=dry_run,
                             services=self.services, alert=alert, clock=self.clock,
-                            sleep=self.sleep,
+                            sleep=self.sleep, kube=self.kube,
                             log=logging.LoggerAdapter(log, {"run": run_id, "step": step.name}))
         attempt = 0
         while True:
@@ -437,14 +475,15 @@ class Runner:
             self.metrics.breakers.labels(pb.name).inc()
 
     async def _undo(self, run_id: str, pb: Playbook, alert: Alert,
-                    inverses: list[tuple[str, dict[str, Any]]], *, dry_run: bool) -> None:
+                    inverses: list[tuple[str, dict[str, Any]]], *, dry_run: bool,
+                    target: Target | None = None) -> None:
         undo = pb.spec.undo
         if undo == "none":
             return
         if isinstance(undo, tuple):
             try:
                 steps = build_plan(undo, alert, self.registry, run_id=run_id,
-                                   run_url=self.run_url(run_id))
+                                   run_url=self.run_url(run_id), target=target)
             except TemplateError as exc:
                 await self._event(run_id, "undo", "plan", "failed", {"error": str(exc)})
                 return
@@ -493,21 +532,22 @@ class Runner:
             raise ApprovalError(f"run {run_id}: playbook {run.playbook} is no longer loaded")
         alert = alert_from_json(json.loads(run.alert) if isinstance(run.alert, str)
                                 else run.alert)
+        target = await self.resolve_target(entry.playbook, alert)
         plan = build_plan(entry.playbook.spec.steps, alert, self.registry, run_id=run_id,
-                          run_url=self.run_url(run_id))
-        if plan_hash(plan) != plan_hash_seen:
+                          run_url=self.run_url(run_id), target=target)
+        if plan_hash(plan, target) != plan_hash_seen:
             raise ApprovalError(f"run {run_id}: the plan changed since approval was requested "
                              "(or the hash is wrong); look at the run again")
         await self.audit.run(lambda db: db.approve(run_id, plan_hash=plan_hash_seen, by=by,
                               now_ms=self.now_ms()))
         await self._event(run_id, "approval", "approved", "ok", {"by": by})
-        self.spawn(self._approved(run_id, entry.playbook, alert, plan))
+        self.spawn(self._approved(run_id, entry.playbook, alert, plan, target))
         return {"id": run_id, "state": "approved"}
 
     async def _approved(self, run_id: str, pb: Playbook, alert: Alert,
-                        plan: list[PlannedStep]) -> None:
+                        plan: list[PlannedStep], target: Target | None) -> None:
         try:
-            await self.act(run_id, pb, alert, plan, dry_run=False)
+            await self.act(run_id, pb, alert, plan, dry_run=False, target=target)
         except Exception as exc:  # task root
             log.exception("approved run %s failed", run_id)
             await self._finish(run_id, pb.name, "failed", f"unexpected error: {exc}")

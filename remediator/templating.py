@@ -3,7 +3,8 @@
 This module owns the template language of step parameters, pre-conditions and
 verifications. A template may only *name* a value: ``labels.<name>``,
 ``annotations.<name>``, ``alert.fingerprint``, ``alert.startsAt``, ``alert.status``,
-``alert.generatorURL``, ``run.id`` and ``run.url``. No expressions, no attribute access, no
+``alert.generatorURL``, ``run.id``, ``run.url`` and the resolved Kubernetes object's
+``target.kind|namespace|name|pod|node``. No expressions, no attribute access, no
 calls: rendering is string substitution, and the result is validated by the parameter's
 model afterwards (a Kubernetes name must be a valid name, a replica count a bounded
 integer). Nothing is ever passed to a shell. Pure.
@@ -19,7 +20,8 @@ from remediator.errors import TemplateError
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _NAME = re.compile(r"^(labels|annotations)\.([A-Za-z_][A-Za-z0-9_]*)$|"
-                   r"^(alert)\.(fingerprint|startsAt|status|generatorURL)$|^(run)\.(id|url)$")
+                   r"^(alert)\.(fingerprint|startsAt|status|generatorURL)$|^(run)\.(id|url)$|"
+                   r"^(target)\.(kind|namespace|name|pod|node)$")
 
 
 def check(text: str) -> None:
@@ -28,7 +30,8 @@ def check(text: str) -> None:
         if not _NAME.match(expr):
             raise ValueError(f"template {{{{ {expr} }}}}: only labels.<name>, "
                              "annotations.<name>, alert.fingerprint|startsAt|status|"
-                             "generatorURL and run.id|url can be used")
+                             "generatorURL, run.id|url and target.kind|namespace|name|pod|"
+                             "node can be used")
     rest = _TEMPLATE.sub("", text)
     if "{{" in rest or "}}" in rest:
         raise ValueError(f"template {text!r}: unbalanced {{{{ }}}}")
@@ -74,9 +77,11 @@ def render_tree(value: Any, scope: Mapping[str, Mapping[str, str]]) -> Any:
     return value
 
 
-def scope_of(alert: Any, *, run_id: str = "", run_url: str = "") -> dict[str, dict[str, str]]:
-    """The names a template may use, for one alert (a ``webhook.Alert``) and run."""
+def scope_of(alert: Any, *, run_id: str = "", run_url: str = "",
+             target: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The names a template may use, for one alert (a ``webhook.Alert``), run and target."""
     return {
+        "target": dict(target or {}),
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
         "alert": {"fingerprint": str(alert.fingerprint), "startsAt": alert.starts_at,

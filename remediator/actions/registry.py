@@ -14,9 +14,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
+
+from remediator.errors import ActionPermanentError
+
+if TYPE_CHECKING:
+    from remediator.kube import Kube
 
 ACTION_ATTR = "__vigil_action__"
 
@@ -77,6 +82,14 @@ class ActionContext:
     log: logging.LoggerAdapter[logging.Logger]
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] | None = None
+    kube: Kube | None = None  # when a cluster is configured
+
+    def cluster(self) -> Kube:
+        """The Kubernetes client; ActionPermanentError when none is configured."""
+        if self.kube is None:
+            raise ActionPermanentError("no Kubernetes cluster is configured (--kubeconfig, or "
+                                       "run in a pod with a service account)")
+        return self.kube
 
 
 ActionFunc = Callable[[ActionContext, Any], Awaitable[Outcome]]

@@ -11,7 +11,7 @@ from remediator.templating import check, check_tree, render, render_tree, scope_
 from remediator.webhook import alert_from_json
 
 ALLOWED = ("only labels.<name>, annotations.<name>, alert.fingerprint|startsAt|status|"
-           "generatorURL and run.id|url can be used")
+           "generatorURL, run.id|url and target.kind|namespace|name|pod|node can be used")
 SCOPE = {
     "labels": {"pod": "web-1", "namespace": "prod", "empty": ""},
     "annotations": {"summary": "pod web-1 is stuck"},
@@ -163,6 +163,7 @@ def test_scope_of_an_alert() -> None:
         "annotations": {"summary": "s"}, "startsAt": "2026-11-27T10:00:00Z",
         "generatorURL": "http://prom/g", "fingerprint": "fp1"})
     assert scope_of(alert, run_id="r", run_url="http://v/r") == {
+        "target": {},
         "labels": {"alertname": "X", "pod": "web-1"},
         "annotations": {"summary": "s"},
         "alert": {"fingerprint": "fp1", "startsAt": "2026-11-27T10:00:00Z",
@@ -170,3 +171,6 @@ def test_scope_of_an_alert() -> None:
         "run": {"id": "r", "url": "http://v/r"},
     }
     assert render("{{ alert.fingerprint }}:{{ run.id }}", scope_of(alert)) == "fp1:"
+    target = {"kind": "deployment", "namespace": "shop", "name": "web"}
+    assert render("{{ target.kind }}/{{ target.name }}",
+                  scope_of(alert, target=target)) == "deployment/web"
