@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit import AuditLog, RunRecord, RunState
 from remediator.audit_thread import AuditThread
 from remediator.catalog import Catalog, load_catalog
+from remediator.cluster_state import ClusterState
 from remediator.config import RemediatorConfig
 from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
 from remediator.kube import Kube
+from remediator.leases import LeaderElector, LeaseLock
 from remediator.metrics import RemediatorMetrics, build_metrics
 from remediator.runner import Runner
 from remediator.services import LiveServices
@@ -69,6 +72,7 @@ class State:
     services: Services | None = None
     kube_factory: Callable[[], Awaitable[Kube]] | None = None
     kube: Kube | None = None
+    elector: LeaderElector | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def reload(self) -> Catalog:
@@ -214,6 +218,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         value = "paused via API" if paused else None
         await st.audit.run(lambda db: db.set_flag("paused", value,
                                                   now_ms=int(st.clock() * 1000)))
+        if st.runner is not None and st.runner.shared is not None:
+            await st.runner.shared.set_flag("paused", value)  # every replica stops
         st.metrics.paused.set(1 if paused else 0)
         log.warning("remediation %s via the API", "paused" if paused else "resumed")
         return web.json_response({"paused": paused})
@@ -275,13 +281,19 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             st.kube = await st.kube_factory()
             stack.push_async_callback(st.kube.api.close)
         gl = st.cfg.guards
+        cl = st.cfg.cluster
+        shared = None
+        if st.kube is not None and cl.namespace is not None:
+            shared = ClusterState(st.kube, namespace=cl.namespace)
         st.runner = Runner(audit=st.audit, catalog=lambda: st.catalog, registry=st.registry,
                            services=st.services, metrics=st.metrics,
                            limits=guards.GlobalLimits(rate=gl.rate,
                                                       max_concurrent=gl.max_concurrent,
                                                       freeze=gl.freeze),
                            external_url=st.external_url, clock=st.clock, sleep=st.sleep,
-                           kube=st.kube)
+                           kube=st.kube, shared=shared,
+                           identity=cl.identity or socket.gethostname(),
+                           lock_namespace=cl.namespace, replay_s=cl.replay_s)
         stack.push_async_callback(st.runner.close)
         interrupted = await st.runner.recover()
         if interrupted:
@@ -289,14 +301,33 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                         interrupted)
         paused = await st.audit.run(lambda db: db.get_flag("paused"))
         st.metrics.paused.set(1 if paused else 0)
-        task = asyncio.create_task(_expire_forever(st))
+        tasks = [asyncio.create_task(_expire_forever(st))]
+        if shared is not None and st.kube is not None and cl.namespace is not None:
+            runner = st.runner
+
+            async def on_change(leading: bool) -> None:
+                st.metrics.leader.set(1 if leading else 0)
+                await runner.on_leadership(leading)
+
+            st.elector = LeaderElector(
+                LeaseLock(st.kube, namespace=cl.namespace, name=cl.lease_name, clock=st.clock),
+                identity=runner.identity, duration_s=cl.lease_duration_s, retry_s=cl.retry_s,
+                on_change=on_change)
+            tasks.append(asyncio.create_task(st.elector.run()))
+        else:
+            st.metrics.leader.set(1)
         st.ready.set()
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if st.elector is not None:
+                with contextlib.suppress(Exception):  # best effort: the lease expires anyway
+                    await st.elector.resign()
 
 
 async def _expire_forever(st: State) -> None:

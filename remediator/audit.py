@@ -314,6 +314,14 @@ class AuditLog:
                                      (notification_id,)).fetchone()
         return None if row is None else NotificationRecord(**dict(row))
 
+    def notifications_since(self, since_ms: int) -> list[NotificationRecord]:
+        """Notifications received at or after ``since_ms``, oldest first (replayed by a
+        replica that has just become the leader)."""
+        with self._failing("list notifications"):
+            rows = self._conn.execute("SELECT * FROM notifications WHERE received_ms >= ?"
+                                      " ORDER BY id", (since_ms,)).fetchall()
+        return [NotificationRecord(**dict(row)) for row in rows]
+
     def create_run(self, *, playbook: str, fingerprint: str, starts_at: str, alertname: str,
                    alert: dict[str, Any], mode: str, notification_id: int | None,
                    target: str | None, now_ms: int) -> RunRecord | None:

@@ -35,6 +35,17 @@ class GlobalGuards(_Model):
     freeze: tuple[FreezeWindow, ...] = ()
 
 
+class ClusterConfig(_Model):
+    """Several replicas: leader election, target locks and shared state in one namespace."""
+
+    namespace: str | None = Field(None, description="where the Leases and the state ConfigMap live; none: one replica, no leases")
+    identity: str | None = Field(None, description="this replica's name; default: the host name (POD_NAME in a pod)")
+    lease_name: str = "vigil-remediator-leader"
+    lease_duration_s: float = Field(15.0, ge=2.0, le=300.0, description="a leader that stops renewing loses the lease after this")
+    retry_s: float = Field(2.0, gt=0, le=60.0)
+    replay_s: float = Field(900.0, ge=0, description="a new leader handles the notifications it recorded this long before")
+
+
 class RemediatorConfig(_Model):
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
@@ -45,6 +56,7 @@ class RemediatorConfig(_Model):
     max_alerts_per_webhook: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 << 20, ge=1024)
     request_timeout_s: float = Field(10.0, gt=0, description="calls to Alertmanager and Prometheus")
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def load_config(path: Path | None) -> RemediatorConfig:
@@ -69,6 +81,13 @@ def read_token(path: Path | None, what: str) -> str | None:
 
 
 def env_overrides(cfg: RemediatorConfig, env: Mapping[str, str]) -> RemediatorConfig:
-    """``VIGIL_REMEDIATOR_EXTERNAL_URL`` overrides ``external_url``; nothing else."""
+    """``VIGIL_REMEDIATOR_EXTERNAL_URL`` overrides ``external_url``; ``POD_NAME`` (the
+    downward API) gives ``cluster.identity`` when it is not set; nothing else."""
     url = env.get("VIGIL_REMEDIATOR_EXTERNAL_URL")
-    return cfg.model_copy(update={"external_url": url}) if url else cfg
+    if url:
+        cfg = cfg.model_copy(update={"external_url": url})
+    pod = env.get("POD_NAME")
+    if pod and cfg.cluster.identity is None:
+        cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(
+            update={"identity": pod})})
+    return cfg

@@ -26,6 +26,7 @@ class RemediatorMetrics:
     playbooks_loaded: Gauge
     playbook_problems: Gauge
     paused: Gauge
+    leader: Gauge
 
 
 def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
@@ -65,4 +66,5 @@ def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
         playbook_problems=gauge("vigil_playbook_problems", "Problems found in playbook files "
                                 "at the last (re)load."),
         paused=gauge("vigil_remediator_paused", "1 while the kill switch is on."),
+        leader=gauge("vigil_remediator_leader", "1 while this replica leads (starts runs)."),
     )

@@ -35,9 +35,11 @@ from remediator.actions.registry import (
     Services,
     Skipped,
 )
+from remediator.audit import TERMINAL as TERMINAL_STATES
 from remediator.audit import AuditLog, EventKind, RunState
 from remediator.audit_thread import AuditThread
 from remediator.catalog import Catalog, Entry
+from remediator.cluster_state import ClusterState, run_key
 from remediator.errors import (
     ActionError,
     ActionPermanentError,
@@ -45,13 +47,15 @@ from remediator.errors import (
     ApprovalError,
     AuditError,
     TemplateError,
+    WebhookError,
 )
 from remediator.kube import Kube
+from remediator.leases import LeaseLock, target_lease_name
 from remediator.matchers import Matcher
 from remediator.metrics import RemediatorMetrics
 from remediator.playbook import Mode, Playbook, Step
 from remediator.targets import Target
-from remediator.webhook import Alert, Notification, alert_from_json
+from remediator.webhook import Alert, Notification, alert_from_json, parse_notification
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +143,18 @@ class Runner:
                  limits: guards.GlobalLimits, external_url: str,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 kube: Kube | None = None) -> None:
+                 kube: Kube | None = None, shared: ClusterState | None = None,
+                 identity: str = "vigil-remediator", lock_namespace: str | None = None,
+                 replay_s: float = 900.0) -> None:
+        """``shared`` (with ``kube``) makes this replica one of several: runs are claimed in
+        the cluster before they act, and only the leader (``leading``) starts runs."""
         self.audit = audit
         self.kube = kube
+        self.shared = shared
+        self.identity = identity
+        self.lock_namespace = lock_namespace
+        self.replay_s = replay_s
+        self.leading = shared is None  # a lone replica always leads
         self.catalog = catalog
         self.registry = registry
         self.services = services
@@ -169,6 +182,8 @@ class Runner:
     async def handle(self, notification_id: int, notification: Notification,
                      received: float) -> None:
         """Create (at most once, ever) the runs a notification calls for and start them."""
+        if not self.leading:
+            return  # recorded; replayed if this replica becomes the leader
         catalog = self.catalog()
         for alert in notification.alerts:
             for entry in catalog.matching(dict(alert.labels), alert.status):
@@ -183,7 +198,44 @@ class Runner:
                 if run is None:
                     self.metrics.duplicates.labels(pb.name).inc()
                     continue
+                if not await self._claim(run.id, pb, alert):
+                    continue
                 self.spawn(self.execute(run.id, entry, alert, received))
+
+    async def _claim(self, run_id: str, pb: Playbook, alert: Alert) -> bool:
+        """Claim the run in the cluster (several replicas); False if another replica has."""
+        if self.shared is None:
+            return True
+        key = run_key(pb.name, str(alert.fingerprint), alert.starts_at)
+        record = {"run_id": run_id, "replica": self.identity, "playbook": pb.name,
+                  "mode": pb.spec.mode.value,
+                  "fingerprint": str(alert.fingerprint), "starts_at": alert.starts_at,
+                  "alert": alert.to_json(), "created_ms": self.now_ms(), "state": "planned"}
+        try:
+            claimed = await self.shared.claim(key, record)
+        except ActionError as exc:
+            await self._finish(run_id, pb.name, "refused", f"cannot claim the run in the "
+                               f"cluster ({exc}); not acting without it")
+            return False
+        if not claimed:
+            self.metrics.duplicates.labels(pb.name).inc()
+            await self._finish(run_id, pb.name, "refused",
+                               "already handled by another replica")
+        return claimed
+
+    async def _share(self, run_id: str, pb_name: str, state: str) -> None:
+        """Tell the other replicas how a run ended (best effort: logged on failure)."""
+        if self.shared is None:
+            return
+        run = await self.audit.run(lambda db: db.get_run(run_id))
+        if run is None:
+            return
+        try:
+            await self.shared.update(run_key(pb_name, run.fingerprint, run.starts_at),
+                                     {"state": state, "executed_ms": run.executed_ms,
+                                      "target": run.target})
+        except ActionError as exc:
+            log.warning("run %s: could not share its state %s: %s", run_id, state, exc)
 
     # --- one run ----------------------------------------------------------------------
     async def _event(self, run_id: str, kind: str, name: str, verdict: str | None = None,
@@ -197,6 +249,7 @@ class Runner:
         await self.audit.run(lambda db: db.set_state(run_id, rs, now_ms=self.now_ms(),
                                                        outcome=outcome))
         self.metrics.runs.labels(playbook, state).inc()
+        await self._share(run_id, playbook, state)
         self.settled.set()
         log.info("run %s of %s: %s (%s)", run_id, playbook, state, outcome)
 
@@ -262,6 +315,8 @@ class Runner:
             log.info("run %s of %s: %s (%s)", run_id, pb.name, decision.state.value,
                      decision.reason)
             return
+        if decision.mode is not Mode.DRY_RUN:
+            await self._share(run_id, pb.name, "running")
         await self.act(run_id, pb, alert, plan, dry_run=decision.mode is Mode.DRY_RUN,
                        received=received, started=True, target=target)
 
@@ -368,6 +423,37 @@ class Runner:
                   target: Target | None = None) -> None:
         """Run the steps; then verify, undo or escalate as the outcome asks. ``started``:
         the run was already marked as acting (with its decision)."""
+        lock = None
+        if self.kube is not None and target is not None and self.lock_namespace and not dry_run:
+            lock = LeaseLock(self.kube, namespace=self.lock_namespace,
+                             name=target_lease_name(target.key), clock=self.clock)
+            budget = sum(st.timeout_s for st in plan) + sum(v.within_s for v in pb.spec.verify)
+            holder: str | None = None
+            try:
+                got = await lock.acquire(run_id, duration_s=budget + 60.0,
+                                         annotations={"vigil.dev/target": target.key})
+            except ActionError as exc:
+                got, holder = False, f"unknown ({exc})"
+            else:
+                holder = lock.holder(await lock.read()) if not got else None
+            if not got:
+                await self._finish(run_id, pb.name, "refused",
+                                   f"{target.key} is locked by run {holder}")
+                return
+        try:
+            await self._act(run_id, pb, alert, plan, dry_run=dry_run, received=received,
+                            started=started, target=target)
+        finally:
+            if lock is not None:
+                try:
+                    await lock.release(run_id)
+                except ActionError as exc:
+                    log.warning("run %s: lease on %s not released (%s); it expires by "
+                                "itself", run_id, lock.name, exc)
+
+    async def _act(self, run_id: str, pb: Playbook, alert: Alert, plan: list[PlannedStep], *,
+                   dry_run: bool, received: float | None, started: bool,
+                   target: Target | None) -> None:
         if not started:
             await self.audit.run(lambda db: db.mark_executing(run_id, now_ms=self.now_ms()))
         undo: list[tuple[str, dict[str, Any]]] = []
@@ -571,6 +657,76 @@ class Runner:
                                f"interrupted while {run.state}; not repeated")
             n += 1
         return n
+
+    # --- several replicas ---------------------------------------------------------------
+    async def on_leadership(self, leading: bool) -> None:
+        """Called by the leader elector. A new leader first learns what the others did,
+        then handles the notifications it recorded while it was following."""
+        if leading:
+            await self.sync_from_cluster()
+        self.leading = leading
+        if leading:
+            await self.replay()
+
+    async def sync_from_cluster(self) -> int:
+        """Import the runs and flags other replicas shared; escalate the ones a crashed
+        leader left unfinished. Returns how many runs were imported."""
+        if self.shared is None:
+            return 0
+        doc = await self.shared.load()
+        for name, value in doc["flags"].items():
+            await self.audit.run(functools.partial(AuditLog.set_flag, name=name,
+                                                   value=str(value), now_ms=self.now_ms()))
+        imported = 0
+        for key, rec in sorted(doc["runs"].items(), key=lambda kv: kv[1].get("created_ms", 0)):
+            if rec.get("replica") == self.identity:
+                continue
+            fields: dict[str, Any] = {
+                "playbook": rec["playbook"], "fingerprint": rec["fingerprint"],
+                "starts_at": rec["starts_at"], "alertname": rec.get("alert", {}).get(
+                    "labels", {}).get("alertname", ""), "alert": rec.get("alert", {}),
+                "mode": rec.get("mode", "auto"), "notification_id": None,
+                "target": rec.get("target"), "now_ms": int(rec.get("created_ms", 0))}
+            run = await self.audit.run(functools.partial(AuditLog.create_run, **fields))
+            if run is None:
+                continue
+            imported += 1
+            await self._import(run.id, key, rec)
+        return imported
+
+    async def _import(self, run_id: str, key: str, rec: dict[str, Any]) -> None:
+        state = str(rec.get("state", "planned"))
+        executed = rec.get("executed_ms")
+        origin = f"run {rec.get('run_id')} of replica {rec.get('replica')}"
+        if executed is not None or state in ("running", "verifying"):
+            when = int(executed if executed is not None else rec.get("created_ms", 0))
+            await self.audit.run(lambda db: db.mark_executing(run_id, now_ms=when))
+        if RunState(state) in TERMINAL_STATES:
+            await self.audit.run(lambda db: db.set_state(
+                run_id, RunState(state), now_ms=self.now_ms(), outcome=f"done by {origin}"))
+            return
+        # the leader that owned it stopped mid-run: never repeat, escalate
+        await self._event(run_id, "note", "interrupted", "interrupted",
+                          {"origin": origin, "state": state})
+        entry = self.catalog().by_name(str(rec["playbook"]))
+        if entry is not None and rec.get("alert"):
+            await self._escalate(run_id, entry.playbook, alert_from_json(rec["alert"]),
+                                 f"{origin} was interrupted while {state}; not repeated")
+        await self.audit.run(lambda db: db.set_state(
+            run_id, RunState.INTERRUPTED, now_ms=self.now_ms(),
+            outcome=f"{origin} was interrupted while {state}; not repeated"))
+        if self.shared is not None:
+            await self.shared.update(key, {"state": "interrupted"})
+
+    async def replay(self) -> None:
+        """Handle the notifications recorded in the last ``replay_s`` (idempotent)."""
+        since = self.now_ms() - int(self.replay_s * 1000)
+        for note in await self.audit.run(lambda db: db.notifications_since(since)):
+            try:
+                parsed = parse_notification(note.body.encode())
+            except WebhookError:
+                continue
+            await self.handle(note.id, parsed, time.perf_counter())
 
     async def close(self) -> None:
         for task in list(self.tasks):
