@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from aiohttp import web
 
+from remediator import rbac
 from remediator.app import build_app, build_registry
 from remediator.catalog import load_catalog
 from remediator.config import env_overrides, load_config, read_token
@@ -107,10 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--config", type=Path)
     sim.add_argument("--state-dir", type=Path, help="read cooldowns and limits from here")
     sub.add_parser("schema", help="print the playbook JSON Schema (for editors)")
+    rb = sub.add_parser("rbac", help="print the least-privilege RBAC for the playbooks")
+    rb.add_argument("--playbooks", type=Path, default=Path("playbooks"))
+    rb.add_argument("--namespace", default="vigil", help="where the remediator runs")
+    rb.add_argument("--service-account", default="vigil-remediator")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
             return _check(args.paths)
+        if args.command == "rbac":
+            registry = build_registry()
+            catalog = load_catalog([args.playbooks], registry)
+            for problem in catalog.problems:
+                print(problem, file=sys.stderr)
+            objects = rbac.render(catalog, registry, namespace=args.namespace,
+                                  service_account=args.service_account)
+            print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+            return 1 if catalog.problems else 0
         if args.command == "schema":
             print(json.dumps(Playbook.model_json_schema(), indent=2, sort_keys=True))
             return 0

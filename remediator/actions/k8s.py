@@ -68,7 +68,7 @@ async def _retry_conflicts(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 # --- rollout_restart ----------------------------------------------------------------------
-@action("kubernetes.rollout_restart", params=WorkloadRef, mutates=True,
+@action("kubernetes.rollout_restart", rbac=(("apps", "deployments", ("get", "patch")), ("apps", "statefulsets", ("get", "patch")), ("apps", "daemonsets", ("get", "patch"))), params=WorkloadRef, mutates=True,
         dry_run=DryRunStyle.SERVER, needs_cluster=True,
         describe=lambda p: {"method": "PATCH", "kind": p.kind,
                             "object": f"{p.namespace}/{p.name}", "patch": "merge",
@@ -104,7 +104,7 @@ class ScaleParams(_Params):
         return self
 
 
-@action("kubernetes.scale", params=ScaleParams, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.scale", rbac=(("apps", "deployments/scale", ("get", "patch")), ("apps", "statefulsets/scale", ("get", "patch")), ("apps", "replicasets/scale", ("get", "patch"))), params=ScaleParams, mutates=True, dry_run=DryRunStyle.SERVER,
         inverse="kubernetes.scale", needs_cluster=True,
         describe=lambda p: {"method": "PATCH", "kind": p.kind, "subresource": "scale",
                             "object": f"{p.namespace}/{p.name}",
@@ -164,7 +164,7 @@ async def owned_replicasets(kube: Kube, namespace: str, deployment: Obj) -> list
                    for ref in rs.get("metadata", {}).get("ownerReferences", []))]
 
 
-@action("kubernetes.rollout_undo", params=UndoParams, mutates=True,
+@action("kubernetes.rollout_undo", rbac=(("apps", "deployments", ("get", "patch")), ("apps", "replicasets", ("list",))), params=UndoParams, mutates=True,
         dry_run=DryRunStyle.SERVER, inverse="kubernetes.rollout_undo", needs_cluster=True,
         describe=lambda p: {"method": "PATCH", "kind": "deployment", "patch": "json",
                             "object": f"{p.namespace}/{p.name}",
@@ -209,7 +209,7 @@ class PodRef(_Params):
     name: str = Field(pattern=DNS_NAME, max_length=253)
 
 
-@action("kubernetes.delete_pod", params=PodRef, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.delete_pod", rbac=(("", "pods", ("get", "delete")),), params=PodRef, mutates=True, dry_run=DryRunStyle.SERVER,
         needs_cluster=True, describe=lambda p: {"method": "DELETE", "kind": "pod",
                                                 "object": f"{p.namespace}/{p.name}"})
 async def delete_pod(ctx: ActionContext, p: PodRef) -> Outcome:
@@ -220,7 +220,7 @@ async def delete_pod(ctx: ActionContext, p: PodRef) -> Outcome:
     return _server(ctx, obj, f"delete pod {p.namespace}/{p.name}")
 
 
-@action("kubernetes.evict_pod", params=PodRef, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.evict_pod", rbac=(("", "pods/eviction", ("create",)),), params=PodRef, mutates=True, dry_run=DryRunStyle.SERVER,
         needs_cluster=True, describe=lambda p: {"method": "POST", "kind": "pod",
                                                 "subresource": "eviction",
                                                 "object": f"{p.namespace}/{p.name}"})
@@ -246,7 +246,7 @@ async def _set_unschedulable(ctx: ActionContext, node: str, value: bool) -> tupl
     return was, obj
 
 
-@action("kubernetes.cordon", params=NodeRef, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.cordon", rbac=(("", "nodes", ("get", "patch")),), params=NodeRef, mutates=True, dry_run=DryRunStyle.SERVER,
         inverse="kubernetes.uncordon", needs_cluster=True,
         describe=lambda p: {"method": "PATCH", "kind": "node", "object": p.node,
                             "body": {"spec": {"unschedulable": True}}})
@@ -259,7 +259,7 @@ async def cordon(ctx: ActionContext, p: NodeRef) -> Outcome:
                     inverse=None if was else ("kubernetes.uncordon", {"node": p.node}))
 
 
-@action("kubernetes.uncordon", params=NodeRef, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.uncordon", rbac=(("", "nodes", ("get", "patch")),), params=NodeRef, mutates=True, dry_run=DryRunStyle.SERVER,
         inverse="kubernetes.cordon", needs_cluster=True,
         describe=lambda p: {"method": "PATCH", "kind": "node", "object": p.node,
                             "body": {"spec": {"unschedulable": False}}})
@@ -288,7 +288,7 @@ def _skip_reason(pod: Obj) -> str | None:
     return None
 
 
-@action("kubernetes.drain", params=DrainParams, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.drain", rbac=(("", "nodes", ("get", "patch")), ("", "pods", ("list",)), ("", "pods/eviction", ("create",))), params=DrainParams, mutates=True, dry_run=DryRunStyle.SERVER,
         inverse="kubernetes.uncordon", needs_cluster=True,
         describe=lambda p: {"steps": [f"cordon node {p.node}",
                                       f"evict its pods (not DaemonSet or mirror pods), "
@@ -342,7 +342,7 @@ class RunJobParams(_Params):
     ttl_seconds_after_finished: int = Field(3600, ge=0, le=7 * 86400)
 
 
-@action("kubernetes.run_job", params=RunJobParams, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.run_job", rbac=(("batch", "jobs", ("create",)),), params=RunJobParams, mutates=True, dry_run=DryRunStyle.SERVER,
         inverse="kubernetes.delete_job", needs_cluster=True,
         describe=lambda p: {"method": "POST", "kind": "job", "namespace": p.namespace,
                             "generateName": f"{p.name_prefix}-"})
@@ -365,7 +365,7 @@ class JobRef(_Params):
     name: str = Field(pattern=DNS_NAME, max_length=253)
 
 
-@action("kubernetes.delete_job", params=JobRef, mutates=True, dry_run=DryRunStyle.SERVER,
+@action("kubernetes.delete_job", rbac=(("batch", "jobs", ("delete",)),), params=JobRef, mutates=True, dry_run=DryRunStyle.SERVER,
         needs_cluster=True, describe=lambda p: {"method": "DELETE", "kind": "job",
                                                 "object": f"{p.namespace}/{p.name}"})
 async def delete_job(ctx: ActionContext, p: JobRef) -> Outcome:
@@ -389,7 +389,7 @@ class AnnotateParams(_Params):
         return self
 
 
-@action("kubernetes.annotate", params=AnnotateParams, mutates=True,
+@action("kubernetes.annotate", rbac=(("apps", "deployments", ("get", "patch")), ("apps", "statefulsets", ("get", "patch")), ("apps", "daemonsets", ("get", "patch")), ("", "pods", ("get", "patch")), ("", "nodes", ("get", "patch"))), params=AnnotateParams, mutates=True,
         dry_run=DryRunStyle.SERVER, inverse="kubernetes.annotate", needs_cluster=True,
         describe=lambda p: {"method": "PATCH", "kind": p.kind,
                             "object": f"{p.namespace + '/' if p.namespace else ''}{p.name}",

@@ -93,6 +93,7 @@ class ActionContext:
 
 
 ActionFunc = Callable[[ActionContext, Any], Awaitable[Outcome]]
+RbacRule = tuple[str, str, tuple[str, ...]]  # (API group, resource[/subresource], verbs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +106,20 @@ class ActionSpec:
     describe: Callable[[Any], dict[str, Any]]  # the request(s) it would make, for plans
     inverse: str | None = None  # the action that undoes it (its params come from Executed)
     needs_cluster: bool = False
+    rbac: tuple[RbacRule, ...] = ()  # Kubernetes permissions it needs
 
 
 def action(name: str, *, params: type[BaseModel], mutates: bool,
            describe: Callable[[Any], dict[str, Any]], inverse: str | None = None,
-           dry_run: DryRunStyle = DryRunStyle.DESCRIBE,
-           needs_cluster: bool = False) -> Callable[[ActionFunc], ActionFunc]:
+           dry_run: DryRunStyle = DryRunStyle.DESCRIBE, needs_cluster: bool = False,
+           rbac: tuple[RbacRule, ...] = ()) -> Callable[[ActionFunc], ActionFunc]:
     """Declare an action; the registry collects it. Attaches an ActionSpec, nothing else."""
 
     def mark(func: ActionFunc) -> ActionFunc:
         setattr(func, ACTION_ATTR, ActionSpec(name=name, params=params, mutates=mutates,
                                               dry_run=dry_run, func=func, describe=describe,
-                                              inverse=inverse, needs_cluster=needs_cluster))
+                                              inverse=inverse, needs_cluster=needs_cluster,
+                                              rbac=rbac))
         return func
 
     return mark
