@@ -43,12 +43,13 @@ class Resource:
 
     def path(self, namespace: str | None, name: str | None = None,
              subresource: str | None = None) -> str:
+        """The API path; a namespaced kind without a namespace lists every namespace."""
         base = f"/api/{self.version}" if not self.group else \
             f"/apis/{self.group}/{self.version}"
-        if self.namespaced:
-            if not namespace:
-                raise ActionPermanentError(f"{self.plural} are namespaced: a namespace is needed")
+        if self.namespaced and namespace:
             base += f"/namespaces/{namespace}"
+        elif self.namespaced and name is not None:
+            raise ActionPermanentError(f"{self.plural} are namespaced: a namespace is needed")
         base += f"/{self.plural}"
         if name is not None:
             base += f"/{name}"

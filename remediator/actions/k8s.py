@@ -11,7 +11,6 @@ as blocked, not retried blindly. The API is reached only through ``ctx.cluster()
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -302,7 +301,7 @@ async def drain(ctx: ActionContext, p: DrainParams) -> Outcome:
     todo = [q for q in pods if _skip_reason(q) is None]
     evicted: list[str] = []
     blocked: dict[str, str] = {}
-    deadline = time.monotonic() + p.timeout_s
+    deadline = ctx.clock() + p.timeout_s
     sleep = ctx.sleep or asyncio.sleep
     while todo:
         left = []
@@ -319,7 +318,7 @@ async def drain(ctx: ActionContext, p: DrainParams) -> Outcome:
                 blocked[key] = str(exc)
                 left.append(pod)
         todo = left
-        if not todo or ctx.dry_run or time.monotonic() + p.retry_interval_s > deadline:
+        if not todo or ctx.dry_run or ctx.clock() + p.retry_interval_s > deadline:
             break
         await sleep(p.retry_interval_s)
     detail: dict[str, Any] = {"node": p.node, "evicted": evicted, "skipped": skipped,
