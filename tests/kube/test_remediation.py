@@ -191,7 +191,8 @@ async def test_each_shipped_playbook_turns_its_alert_into_this_exact_plan(kube_d
     entry = load_catalog([ROOT / "playbooks" / f"{name}.yaml"], registry).entries[0]
     alert = alert_from_json({
         "status": "firing", "labels": {**LIBRARY_ALERTS[name], "namespace": NS, "pod": pod},
-        "annotations": {"summary": "expires in 6 days"}, "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "c0ffee"})
+        "annotations": {"summary": "expires in 6 days"}, "startsAt": "2026-11-27T10:00:00Z",
+        "fingerprint": "c0ffee"})
     target = await targets.resolve(Kube(await kube_double.api_client()), alert.labels)
     plan = [s.to_json() for s in build_plan(entry.playbook.spec.steps, alert, registry,
                                             run_id="r-1", run_url="http://vigil/r-1",
