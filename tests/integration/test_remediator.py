@@ -119,6 +119,10 @@ def test_repeated_notifications_make_one_run_with_a_real_silence(stack):
         doc = get_json(f"http://127.0.0.1:{port}/api/v1/runs/{run['id']}")
         verify = [e for e in doc["events"] if e["kind"] == "verify"]
         assert verify and verify[0]["verdict"] == "ok"
+        [pre] = [e for e in doc["events"] if e["kind"] == "guard"
+                 and e["name"] == "precondition"]
+        assert pre["verdict"] == "allow"
+        assert pre["detail"]["reason"] == "Prometheus is up to verify the outcome: 1 series"
 
 
 def test_failed_verification_is_undone_and_escalated_to_alertmanager(stack):

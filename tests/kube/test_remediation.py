@@ -200,3 +200,24 @@ async def test_each_shipped_playbook_turns_its_alert_into_this_exact_plan(kube_d
     expected = json.loads((Path(__file__).parent / "plans" / f"{name}.json").read_text()
                           .replace("POD", pod))
     assert plan == expected
+
+
+async def test_an_approval_is_refused_when_the_target_changed_since(aiohttp_client, tmp_path,
+                                                                    kube_double):
+    d = kube_double.double
+    d.seed_namespace(NS)
+    pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
+    pb = SCALE_PLAYBOOK.replace("mode: auto", "mode: approval")
+    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double,
+                                           {"scale-up.yaml": pb})
+    st.admin_token = "adm"
+    await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.WAITING_APPROVAL)
+    kube = Kube(await kube_double.api_client())
+    await kube.patch("deployment", NS, "worker", {"spec": {"template": {"metadata": {
+        "annotations": {"changed-by": "someone-else"}}}}})
+    resp = await client.post(f"/api/v1/runs/{run.id}/approve",
+                             headers={"Authorization": "Bearer adm"},
+                             json={"plan_hash": run.plan_hash, "by": "alice"})
+    assert resp.status == 409 and "plan changed" in (await resp.json())["error"]
+    assert d.get("Deployment", NS, "worker")["spec"]["replicas"] == 3
