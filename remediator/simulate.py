@@ -51,7 +51,8 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
             pb = entry.playbook
             target = target_of(alert)
             report: dict[str, Any] = {"playbook": pb.name, "file": str(entry.path),
-                                      "mode": pb.spec.mode.value, "target": target}
+                                      "mode": pb.spec.mode.value, "target": target,
+                                      "steps": [f"{s.name}: {s.action}" for s in pb.spec.steps]}
             try:
                 plan = build_plan(pb.spec.steps, alert, registry, run_id="<simulated>",
                                   run_url="<simulated>")

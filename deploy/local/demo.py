@@ -1,0 +1,421 @@
+"""``make demo``: the whole chain on one machine, narrated.
+
+Starts on 127.0.0.1 (state and logs in ``.demo/``): node_exporter, the demo shop, Vigil's
+detector and remediator, Alertmanager and Prometheus (scraping all of them, remote-writing
+to the detector, alerting to Alertmanager). The shop's history is backfilled into
+Prometheus with ``promtool tsdb create-blocks-from openmetrics`` so the detector starts
+warm. Then the scenario: a latency fault is injected into the shop, Vigil detects it,
+Alertmanager routes the enriched alert to the remediator, the playbook restarts the shop
+through its admin endpoint, the verification passes and the alert resolves. A timeline
+with timings and the URLs to look at are printed; the stack keeps running until Ctrl-C
+(``DEMO_EXIT=1``: exit after the scenario, 0 only if every step happened). ``make stop``
+(``python -m deploy.local.demo stop``) stops what a previous run left. ``DEMO_WORKDIR``
+moves ``.demo/``; ``summary.json`` there records the timeline.
+
+Ports (``DEMO_PORT_BASE`` moves them all): Prometheus 9090, Alertmanager 9093, detector
+9420, remediator 9421, node_exporter 9100, shop 8080, blackbox_exporter 9115 (probing the
+shop's health endpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.local import shop
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+STEP_TIMEOUT_S = 90.0
+
+
+@dataclass
+class Ports:
+    prometheus: int = 9090
+    alertmanager: int = 9093
+    detector: int = 9420
+    remediator: int = 9421
+    node: int = 9100
+    shop: int = 8080
+    blackbox: int = 9115
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        base = os.environ.get("DEMO_PORT_BASE")
+        if not base:
+            return cls()
+        b = int(base)
+        return cls(b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
+
+
+@dataclass
+class Timeline:
+    start: float = field(default_factory=time.monotonic)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def mark(self, step: str, detail: str = "") -> None:
+        at = time.monotonic() - self.start
+        self.steps.append({"step": step, "at_s": round(at, 1), "detail": detail})
+        print(f"  [{at:6.1f} s] {step}" + (f": {detail}" if detail else ""), flush=True)
+
+
+def _get(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        body = resp.read()
+    return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+
+
+def _post(url: str, doc: Any) -> Any:
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(what: str, check: Any, timeout_s: float = STEP_TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
+            got = None
+        if got:
+            return got
+        time.sleep(0.5)  # polling a process we started
+    raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"{name} is missing: run `make demo` (it installs the Debian "
+                         f"packages) or apt-get install it")
+    return path
+
+
+class Stack:
+    """The processes of the demo, their configs in ``work``, their logs and pids."""
+
+    def __init__(self, work: Path, ports: Ports) -> None:
+        self.work = work
+        self.ports = ports
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], ready: str | None,
+              timeout_s: float = 120.0) -> None:
+        log = (self.work / f"{name}.log").open("wb")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
+                                env=env, start_new_session=True)
+        self.procs.append((name, proc))
+        with (self.work / "pids").open("a") as fh:
+            fh.write(f"{proc.pid} {name}\n")
+        if ready is not None:
+            def up() -> bool:
+                if proc.poll() is not None:
+                    tail = (self.work / f"{name}.log").read_text(errors="replace")[-2000:]
+                    raise SystemExit(f"{name} exited with {proc.returncode}:\n{tail}")
+                return _ok(ready)
+            _wait(f"{name} ready at {ready}", up, timeout_s)
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        (self.work / "pids").unlink(missing_ok=True)
+
+
+def stop_previous(work: Path) -> None:
+    """Stop what a previous ``make demo`` left running (``make stop``)."""
+    pids = work / "pids"
+    if not pids.exists():
+        return
+    for line in pids.read_text().splitlines():
+        pid = int(line.split()[0])
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            continue
+    pids.unlink()
+
+
+def backfill(work: Path, ports: Ports, now_s: int) -> Path:
+    """Six hours of the shop's gauges, ending two hours ago (the head block's range is
+    left to Prometheus), as TSDB blocks."""
+    rng = random.Random(11)
+    labels = f'instance="127.0.0.1:{ports.shop}",job="demo-shop"'
+    times = range(now_s - 8 * 3600, now_s - 2 * 3600, 15)
+    readings = [(t, shop.normal_gauges(rng)) for t in times]
+    lines = []
+    for name in readings[0][1]:
+        lines += [f"# HELP {name} backfilled history", f"# TYPE {name} gauge"]
+        lines += [f"{name}{{{labels}}} {values[name]:.6g} {t}" for t, values in readings]
+    lines.append("# EOF")
+    source = work / "history.om"
+    source.write_text("\n".join(lines) + "\n")
+    tsdb = work / "prometheus-data"
+    subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
+                    str(source), str(tsdb)], check=True, capture_output=True)
+    return tsdb
+
+
+def write_configs(work: Path, p: Ports) -> None:
+    (work / "prometheus.yml").write_text(f"""
+global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+alerting:
+  alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{p.alertmanager}']}}]}}]
+scrape_configs:
+  - job_name: demo-shop
+    static_configs: [{{targets: ['127.0.0.1:{p.shop}']}}]
+  - job_name: node
+    scrape_interval: 5s
+    static_configs: [{{targets: ['127.0.0.1:{p.node}']}}]
+  - job_name: blackbox
+    metrics_path: /probe
+    params: {{module: [http_2xx]}}
+    static_configs: [{{targets: ['http://127.0.0.1:{p.shop}/healthz']}}]
+    relabel_configs:
+      - {{source_labels: [__address__], target_label: __param_target}}
+      - {{source_labels: [__param_target], target_label: instance}}
+      - {{target_label: __address__, replacement: '127.0.0.1:{p.blackbox}'}}
+  - job_name: vigil-detector
+    scrape_interval: 5s
+    static_configs: [{{targets: ['127.0.0.1:{p.detector}']}}]
+  - job_name: vigil-remediator
+    scrape_interval: 5s
+    static_configs: [{{targets: ['127.0.0.1:{p.remediator}']}}]
+remote_write:
+  - url: http://127.0.0.1:{p.detector}/api/v1/write
+    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: 'demo_(latency_p99_seconds|error_ratio|memory_bytes)'
+        action: keep
+""")
+    (work / "alertmanager.yml").write_text(f"""
+route:
+  receiver: log
+  group_by: [alertname, job]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 1h
+  routes:
+    - matchers: ['alertname="VigilAnomaly"']
+      receiver: vigil-remediator
+receivers:
+  - name: log
+  - name: vigil-remediator
+    webhook_configs:
+      - url: http://127.0.0.1:{p.remediator}/webhook
+        send_resolved: false
+""")
+    (work / "blackbox.yml").write_text("""
+modules:
+  http_2xx: {prober: http, timeout: 2s, http: {valid_status_codes: [200]}}
+""")
+    (work / "detector.yaml").write_text("""
+alerts:
+  - name: VigilAnomaly
+    match: '{job="demo-shop", __name__=~"demo_(latency_p99_seconds|error_ratio)"}'
+    for_samples: 3
+    resolve_samples: 5
+alerting: {resend_s: 10, stale_min_s: 30}
+""")
+    (work / "remediator.yaml").write_text(f"""
+http:
+  allowed_urls: ['http://127.0.0.1:{p.shop}/']
+""")
+
+
+def start_stack(stack: Stack) -> None:
+    p, w = stack.ports, stack.work
+    py = sys.executable
+    stack.start("node_exporter", [_binary("prometheus-node-exporter"),
+                                  f"--web.listen-address=127.0.0.1:{p.node}",
+                                  "--no-collector.systemd"], f"http://127.0.0.1:{p.node}/metrics")
+    stack.start("blackbox_exporter", [_binary("prometheus-blackbox-exporter"),
+                                      f"--config.file={w / 'blackbox.yml'}",
+                                      f"--web.listen-address=127.0.0.1:{p.blackbox}"],
+                f"http://127.0.0.1:{p.blackbox}/metrics")
+    stack.start("shop", [py, "-m", "deploy.local.shop", "--listen", f"127.0.0.1:{p.shop}"],
+                f"http://127.0.0.1:{p.shop}/healthz")
+    stack.start("prometheus", [_binary("prometheus"), f"--config.file={w / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={w / 'prometheus-data'}",
+                               f"--web.listen-address=127.0.0.1:{p.prometheus}"],
+                f"http://127.0.0.1:{p.prometheus}/-/ready")
+    stack.start("alertmanager", [_binary("prometheus-alertmanager"),
+                                 f"--config.file={w / 'alertmanager.yml'}",
+                                 f"--storage.path={w / 'alertmanager-data'}",
+                                 f"--web.listen-address=127.0.0.1:{p.alertmanager}",
+                                 f"--web.external-url=http://127.0.0.1:{p.alertmanager}/",
+                                 "--cluster.listen-address="],
+                f"http://127.0.0.1:{p.alertmanager}/-/ready")
+    stack.start("remediator", [py, "-m", "remediator", "serve",
+                               "--listen", f"127.0.0.1:{p.remediator}",
+                               "--config", str(w / "remediator.yaml"),
+                               "--playbooks", str(HERE / "playbooks"),
+                               "--alertmanager", f"http://127.0.0.1:{p.alertmanager}",
+                               "--prometheus", f"http://127.0.0.1:{p.prometheus}",
+                               "--state-dir", str(w / "remediator")],
+                f"http://127.0.0.1:{p.remediator}/readyz")
+    stack.start("detector", [py, "-m", "detector", "serve",
+                             "--listen", f"127.0.0.1:{p.detector}",
+                             "--config", str(w / "detector.yaml"),
+                             "--state-dir", str(w / "detector"),
+                             "--prometheus", f"http://127.0.0.1:{p.prometheus}",
+                             "--alertmanager", f"http://127.0.0.1:{p.alertmanager}"],
+                f"http://127.0.0.1:{p.detector}/readyz", timeout_s=300)
+
+
+def _am_alert(p: Ports, *, active: bool) -> dict[str, Any] | None:
+    for a in _get(f"http://127.0.0.1:{p.alertmanager}/api/v2/alerts?active={str(active).lower()}"
+                  "&silenced=true&inhibited=true"):
+        if a["labels"].get("metric_name") == "demo_latency_p99_seconds":
+            return dict(a)
+    return None
+
+
+def _runs(p: Ports) -> list[dict[str, Any]]:
+    return list(_get(f"http://127.0.0.1:{p.remediator}/api/v1/runs")["data"])
+
+
+def scenario(stack: Stack, tl: Timeline) -> dict[str, Any]:
+    p = stack.ports
+    shop = f"http://127.0.0.1:{p.shop}"
+
+    def warm() -> bool:
+        q = urllib.parse.urlencode({"match[]": "demo_latency_p99_seconds"})
+        data = _get(f"http://127.0.0.1:{p.detector}/api/v1/series?{q}")["data"]
+        return bool(data) and data[0]["samples"] >= 20 and data[0]["score"] is not None
+    _wait("the detector to see the shop's latency", warm)
+    tl.mark("detector watching", "demo_latency_p99_seconds warmed from 6 h of history")
+    _post(f"{shop}/admin/fault", {"latency_s": 2.0})
+    tl.mark("fault injected", "the shop's checkouts now take ~2 s more")
+    alert = _wait("Vigil's alert in Alertmanager", lambda: _am_alert(p, active=True))
+    tl.mark("anomaly detected and routed", alert["annotations"].get("summary", ""))
+    done = ("succeeded", "undone", "failed", "escalated", "refused")
+    run = _wait("the remediator's run", lambda: [
+        r for r in _runs(p) if r["fingerprint"] == alert["fingerprint"]
+        and r["state"] in done])[0]
+    detail = _get(f"http://127.0.0.1:{p.remediator}/api/v1/runs/{run['id']}")
+    acted = [e for e in detail["events"] if e["kind"] == "action_response"]
+    if acted:
+        tl.mark("playbook acted", f"{run['playbook']}: POST {shop}/admin/restart "
+                f"({acted[0]['verdict']})")
+    verified = [e for e in detail["events"] if e["kind"] == "verify" and e["verdict"] == "ok"]
+    if run["state"] != "succeeded":
+        tl.mark("run ended badly", f"{run['state']}: {run['outcome']}")
+        return {"ok": False, "run": detail, "alert": alert}
+    if verified:
+        tl.mark("verification passed", verified[0]["name"])
+
+    def resolved() -> bool:
+        return _am_alert(p, active=True) is None
+    _wait("the alert to resolve", resolved)
+    tl.mark("alert resolved", "the shop's latency is back inside its band")
+    return {"ok": True, "run": detail, "alert": alert}
+
+
+def _simulate_cluster(alert: dict[str, Any]) -> str:
+    """What the equivalent cluster playbook would do, via `vigil-remediator simulate`."""
+    doc = {"status": "firing", "labels": {**alert["labels"], "namespace": "shop",
+                                          "metric_name": "http_request_latency_seconds"},
+           "annotations": alert.get("annotations", {}), "startsAt": alert["startsAt"],
+           "fingerprint": alert["fingerprint"]}
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / "vigil-demo-alert.json"
+    path.write_text(json.dumps(doc))
+    out = subprocess.run([sys.executable, "-m", "remediator", "simulate", "--alert", str(path),
+                          "--playbooks", str(ROOT / "playbooks")], capture_output=True,
+                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        report = json.loads(out.stdout)
+    except ValueError:
+        return "(simulate failed: " + out.stderr.strip()[-200:] + ")"
+    lines = [f"    {m['playbook']} ({m['mode']}): " + ", ".join(m.get("steps", []))
+             + ("" if "plan" in m else " (its target is resolved in the cluster: "
+                "pod -> ReplicaSet -> Deployment)") for m in report.get("matches", [])]
+    return "\n".join(lines) or "    (no cluster playbook matches)"
+
+
+def main() -> int:
+    work = Path(os.environ.get("DEMO_WORKDIR") or ROOT / ".demo")
+    if sys.argv[1:] == ["stop"]:
+        stop_previous(work)
+        print("stopped")
+        return 0
+    stop_previous(work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    ports = Ports.from_env()
+    stack = Stack(work, ports)
+    tl = Timeline()
+    print("Vigil demo: starting the stack on 127.0.0.1 (logs in .demo/)", flush=True)
+    result: dict[str, Any] = {"ok": False}
+    try:
+        backfill(work, ports, int(time.time()))
+        tl.mark("history backfilled", "6 h of the shop's gauges, with promtool")
+        write_configs(work, ports)
+        start_stack(stack)
+        tl.mark("stack ready", "node_exporter, blackbox_exporter, shop, Prometheus, "
+                "Alertmanager, remediator, detector")
+        result = scenario(stack, tl)
+    except (TimeoutError, subprocess.CalledProcessError) as exc:
+        tl.mark("scenario stopped", str(exc))
+    finally:
+        summary = {"ok": bool(result.get("ok")), "timeline": tl.steps,
+                   "run_id": result.get("run", {}).get("id"),
+                   "alert": result.get("alert"), "ports": ports.__dict__}
+        (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    p = ports
+    if result.get("alert"):
+        print("\nThe same alert in a cluster (vigil-remediator simulate, playbooks/):")
+        print(_simulate_cluster(result["alert"]))
+    print(f"""
+Where to look:
+  Prometheus, the shop's latency:  http://127.0.0.1:{p.prometheus}/graph?g0.expr=demo_latency_p99_seconds&g0.range_input=15m
+  Alertmanager:                     http://127.0.0.1:{p.alertmanager}/#/alerts
+  Vigil, anomalies now:             http://127.0.0.1:{p.detector}/api/v1/anomalies
+  Vigil, the series it watches:     http://127.0.0.1:{p.detector}/api/v1/series
+  Remediation runs (audit):         http://127.0.0.1:{p.remediator}/api/v1/runs
+  The shop (faults: POST /admin/fault {{"latency_s": 2}}): http://127.0.0.1:{p.shop}/admin/state
+Result: {"every step happened" if result.get("ok") else "NOT every step happened"}""",
+          flush=True)
+    if os.environ.get("DEMO_EXIT") == "1":
+        stack.stop()
+        return 0 if result.get("ok") else 1
+    print("Running until Ctrl-C (or `make stop` from another terminal).", flush=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
