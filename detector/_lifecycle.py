@@ -28,7 +28,8 @@ STEP_SIG = (
     "int16[::1], float64[:, ::1], int64[::1], "
     "int64[::1], float64[::1], int64[::1], int64[::1], uint8[::1], uint8[::1], int64[::1], "
     "int64[::1], int64[::1], float64[::1], int32[::1], uint8[::1], uint8[::1], int64[::1], "
-    "float64[::1])"
+    "float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], "
+    "float64[::1], float64[::1])"
 )
 
 
@@ -40,14 +41,19 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
          state: np.ndarray, level: np.ndarray, since: np.ndarray, run: np.ndarray,
          normal_since: np.ndarray, peak: np.ndarray,
          ev_index: np.ndarray, ev_kind: np.ndarray, ev_level: np.ndarray,
-         ev_since: np.ndarray, ev_peak: np.ndarray) -> int:
+         ev_since: np.ndarray, ev_peak: np.ndarray, expected: np.ndarray,
+         base_exp: np.ndarray, base_lo: np.ndarray, base_hi: np.ndarray,
+         ev_exp: np.ndarray, ev_lo: np.ndarray, ev_hi: np.ndarray) -> int:
     """Advance the alert state of each sample's series; return the number of events.
 
     ``thresholds[r]`` holds rule r's ascending severity thresholds, padded with +inf.
     ``level`` is the severity (1-based; 0 none) reached by the pending run or the alert.
     ``ev_index`` receives the sample index of each event, ``ev_kind`` FIRE/ESCALATE/
     RESOLVE, ``ev_level`` the level it concerns, ``ev_since`` the first anomalous sample's
-    timestamp and ``ev_peak`` the highest score of the run.
+    timestamp and ``ev_peak`` the highest score of the run. ``base_*`` keep, per series,
+    the expected value and band of the sample that started the run (before any anomalous
+    sample was learned): an alert says what was expected, not what the anomaly has since
+    taught the detector; ``ev_exp``/``ev_lo``/``ev_hi`` receive them for each event.
     """
     n_ev = 0
     n_levels = thresholds.shape[1]
@@ -79,6 +85,9 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                     ev_level[n_ev] = lv
                     ev_since[n_ev] = since[s]
                     ev_peak[n_ev] = peak[s]
+                    ev_exp[n_ev] = base_exp[s]
+                    ev_lo[n_ev] = base_lo[s]
+                    ev_hi[n_ev] = base_hi[s]
                     n_ev += 1
             elif x < normal_below[r]:
                 if normal_since[s] == NEVER:
@@ -91,6 +100,9 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                     ev_level[n_ev] = level[s]
                     ev_since[n_ev] = since[s]
                     ev_peak[n_ev] = peak[s]
+                    ev_exp[n_ev] = base_exp[s]
+                    ev_lo[n_ev] = base_lo[s]
+                    ev_hi[n_ev] = base_hi[s]
                     n_ev += 1
                     state[s] = NORMAL
                     level[s] = 0
@@ -104,6 +116,9 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
             if state[s] == NORMAL:
                 state[s] = PENDING
                 since[s] = t
+                base_exp[s] = expected[i]
+                base_lo[s] = lower[i]
+                base_hi[s] = upper[i]
                 run[s] = 0
                 level[s] = 0
                 peak[s] = 0.0
@@ -121,6 +136,9 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                 ev_level[n_ev] = level[s]
                 ev_since[n_ev] = since[s]
                 ev_peak[n_ev] = peak[s]
+                ev_exp[n_ev] = base_exp[s]
+                ev_lo[n_ev] = base_lo[s]
+                ev_hi[n_ev] = base_hi[s]
                 n_ev += 1
         elif state[s] == PENDING:
             state[s] = NORMAL

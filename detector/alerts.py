@@ -215,7 +215,8 @@ class AlertBook:
         else:
             member.level = max(member.level, ev.level)
             member.peak = max(member.peak, ev.peak)
-            member.reading = reading
+            member.reading = Reading(ev.ts_ms, ev.value, member.reading.expected,
+                                     member.reading.lower, member.reading.upper, ev.score)
         self._by_slot[ev.slot] = key
         alert.starts_ms = min(alert.starts_ms, ev.since_ms)
         if ev.level > alert.level:
@@ -259,9 +260,13 @@ class AlertBook:
         return list(self.alerts.values())
 
     def refresh(self, alert: Alert) -> None:
-        """Update the members' readings from the detector's latest values."""
+        """Update the members' values and scores from the detector's latest; the expected
+        value and band stay those from before the anomaly (what was expected)."""
         for member in alert.members.values():
-            member.reading = self.info.reading(member.slot)
+            now = self.info.reading(member.slot)
+            was = member.reading
+            member.reading = Reading(now.ts_ms, now.value, was.expected, was.lower,
+                                     was.upper, now.score)
 
     # --- rendering -----------------------------------------------------------------
     def labels(self, alert: Alert) -> dict[str, str]:

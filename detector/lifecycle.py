@@ -95,6 +95,9 @@ ALERT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("al_run", np.int64, 0),
     ("al_normal_since", np.int64, NEVER),
     ("al_peak", np.float64, 0.0),
+    ("al_base_exp", np.float64, np.nan),  # expected value and band when the run started
+    ("al_base_lo", np.float64, np.nan),
+    ("al_base_hi", np.float64, np.nan),
 )
 
 
@@ -108,6 +111,9 @@ class AlertTables(Protocol):
     al_run: NDArray[np.int64]
     al_normal_since: NDArray[np.int64]
     al_peak: NDArray[np.float64]
+    al_base_exp: NDArray[np.float64]
+    al_base_lo: NDArray[np.float64]
+    al_base_hi: NDArray[np.float64]
     last_ts: NDArray[np.int64]
     stale: NDArray[np.uint8]
     interval_ms: NDArray[np.float64]
@@ -141,13 +147,17 @@ class AlertState:
         ev_level = np.empty(n, dtype=np.uint8)
         ev_since = np.empty(n, dtype=np.int64)
         ev_peak = np.empty(n, dtype=np.float64)
+        ev_exp = np.empty(n, dtype=np.float64)
+        ev_lo = np.empty(n, dtype=np.float64)
+        ev_hi = np.empty(n, dtype=np.float64)
         t = self.tables
         n_ev = _lifecycle.step(slots, ts, score, value, lower, upper, p.al_rule, t.thresholds,
                                t.for_samples, t.for_ms, t.normal_below, t.resolve_samples,
                                t.resolve_ms,
                                p.al_state, p.al_level, p.al_since, p.al_run,
                                p.al_normal_since, p.al_peak, ev_index, ev_kind, ev_level,
-                               ev_since, ev_peak)
+                               ev_since, ev_peak, expected, p.al_base_exp, p.al_base_lo,
+                               p.al_base_hi, ev_exp, ev_lo, ev_hi)
         events = []
         for e in range(int(n_ev)):
             i = int(ev_index[e])
@@ -156,8 +166,8 @@ class AlertState:
             events.append(AlertEvent(
                 slot=s, kind=_KINDS[int(ev_kind[e])], level=int(ev_level[e]),
                 ts_ms=int(ts[i]), since_ms=since if since != NEVER else int(ts[i]),
-                score=float(score[i]), value=float(value[i]), expected=float(expected[i]),
-                lower=float(lower[i]), upper=float(upper[i]), peak=float(ev_peak[e])))
+                score=float(score[i]), value=float(value[i]), expected=float(ev_exp[e]),
+                lower=float(ev_lo[e]), upper=float(ev_hi[e]), peak=float(ev_peak[e])))
         return events
 
     def _latest(self, p: AlertTables, s: int, kind: EventKind, ts_ms: int) -> AlertEvent:
@@ -165,8 +175,8 @@ class AlertState:
         return AlertEvent(
             slot=s, kind=kind, level=int(p.al_level[s]), ts_ms=ts_ms,
             since_ms=since if since != NEVER else ts_ms, score=float(p.last_score[s]),
-            value=float(p.last_input[s]), expected=float(p.last_expected[s]),
-            lower=float(p.last_lower[s]), upper=float(p.last_upper[s]),
+            value=float(p.last_input[s]), expected=float(p.al_base_exp[s]),
+            lower=float(p.al_base_lo[s]), upper=float(p.al_base_hi[s]),
             peak=float(p.al_peak[s]))
 
     def sweep(self, p: AlertTables, n: int, now_ms: int) -> list[AlertEvent]:

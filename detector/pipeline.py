@@ -171,6 +171,9 @@ class Pipeline:
     al_run: NDArray[np.int64]
     al_normal_since: NDArray[np.int64]
     al_peak: NDArray[np.float64]
+    al_base_exp: NDArray[np.float64]
+    al_base_lo: NDArray[np.float64]
+    al_base_hi: NDArray[np.float64]
 
     def __init__(self, metrics: IngestMetrics, capacity: int = 1024, *,
                  alerts: AlertState | None = None,

@@ -19,6 +19,7 @@ shop's health endpoint).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.config import render
 from deploy.local import shop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,18 +152,31 @@ class Stack:
         (self.work / "pids").unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def stop_previous(work: Path) -> None:
-    """Stop what a previous ``make demo`` left running (``make stop``)."""
-    pids = work / "pids"
-    if not pids.exists():
+    """Stop what a previous ``make demo`` left running (``make stop``): SIGTERM, then
+    SIGKILL after 20 s; returns once they are gone."""
+    pids_file = work / "pids"
+    if not pids_file.exists():
         return
-    for line in pids.read_text().splitlines():
-        pid = int(line.split()[0])
-        try:
+    pids = [int(line.split()[0]) for line in pids_file.read_text().splitlines() if line]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            continue
-    pids.unlink()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)  # waiting for processes to exit
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    pids_file.unlink()
 
 
 def backfill(work: Path, ports: Ports, now_s: int) -> Path:
@@ -185,55 +200,36 @@ def backfill(work: Path, ports: Ports, now_s: int) -> Path:
 
 
 def write_configs(work: Path, p: Ports) -> None:
-    (work / "prometheus.yml").write_text(f"""
-global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-alerting:
-  alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{p.alertmanager}']}}]}}]
-scrape_configs:
-  - job_name: demo-shop
-    static_configs: [{{targets: ['127.0.0.1:{p.shop}']}}]
-  - job_name: node
-    scrape_interval: 5s
-    static_configs: [{{targets: ['127.0.0.1:{p.node}']}}]
-  - job_name: blackbox
-    metrics_path: /probe
-    params: {{module: [http_2xx]}}
-    static_configs: [{{targets: ['http://127.0.0.1:{p.shop}/healthz']}}]
-    relabel_configs:
-      - {{source_labels: [__address__], target_label: __param_target}}
-      - {{source_labels: [__param_target], target_label: instance}}
-      - {{target_label: __address__, replacement: '127.0.0.1:{p.blackbox}'}}
-  - job_name: vigil-detector
-    scrape_interval: 5s
-    static_configs: [{{targets: ['127.0.0.1:{p.detector}']}}]
-  - job_name: vigil-remediator
-    scrape_interval: 5s
-    static_configs: [{{targets: ['127.0.0.1:{p.remediator}']}}]
-remote_write:
-  - url: http://127.0.0.1:{p.detector}/api/v1/write
-    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}
-    write_relabel_configs:
-      - source_labels: [__name__]
-        regex: 'demo_(latency_p99_seconds|error_ratio|memory_bytes)'
-        action: keep
-""")
-    (work / "alertmanager.yml").write_text(f"""
-route:
-  receiver: log
-  group_by: [alertname, job]
-  group_wait: 1s
-  group_interval: 2s
-  repeat_interval: 1h
-  routes:
-    - matchers: ['alertname="VigilAnomaly"']
-      receiver: vigil-remediator
-receivers:
-  - name: log
-  - name: vigil-remediator
-    webhook_configs:
-      - url: http://127.0.0.1:{p.remediator}/webhook
-        send_resolved: false
-""")
+    """The local form of deploy/config/: its rules, routes and remote-write selection,
+    rendered with this machine's addresses (deploy/config/render.py); only the demo's own
+    pieces (scrape intervals, the detector's and remediator's settings) are written here."""
+    secrets = work / "secrets"
+    secrets.mkdir()
+    token = secrets_token()
+    values = {"slack-url": "http://127.0.0.1:9/slack-not-configured-in-the-demo",
+              "smtp-password": "not-configured-in-the-demo",
+              "pagerduty-routing-key": "not-configured-in-the-demo",
+              "vigil-remediator-token": token}
+    for name in render.SECRET_FILES:
+        (secrets / name).write_text(values.get(name, "not-configured-in-the-demo") + "\n")
+    blackbox = {"job_name": "blackbox", "metrics_path": "/probe",
+                "params": {"module": ["http_2xx"]},
+                "static_configs": [{"targets": [f"http://127.0.0.1:{p.shop}/healthz"]}],
+                "relabel_configs": [
+                    {"source_labels": ["__address__"], "target_label": "__param_target"},
+                    {"source_labels": ["__param_target"], "target_label": "instance"},
+                    {"target_label": "__address__", "replacement": f"127.0.0.1:{p.blackbox}"}]}
+    prometheus = render.render_prometheus(
+        scrape_targets={"demo-shop": [f"127.0.0.1:{p.shop}"],
+                        "node": [f"127.0.0.1:{p.node}"],
+                        "vigil-detector": [f"127.0.0.1:{p.detector}"],
+                        "vigil-remediator": [f"127.0.0.1:{p.remediator}"]},
+        alertmanagers=[f"127.0.0.1:{p.alertmanager}"],
+        remote_write_urls=[f"http://127.0.0.1:{p.detector}/api/v1/write"],
+        extra_scrape_configs=[blackbox], scrape_interval="1s", evaluation_interval="1s")
+    (work / "prometheus.yml").write_text(prometheus)
+    (work / "alertmanager.yml").write_text(render.render_alertmanager(
+        remediator_url=f"http://127.0.0.1:{p.remediator}/webhook", secrets_dir=secrets))
     (work / "blackbox.yml").write_text("""
 modules:
   http_2xx: {prober: http, timeout: 2s, http: {valid_status_codes: [200]}}
@@ -249,7 +245,13 @@ alerting: {resend_s: 10, stale_min_s: 30}
     (work / "remediator.yaml").write_text(f"""
 http:
   allowed_urls: ['http://127.0.0.1:{p.shop}/']
+auth:
+  bearer_token_file: {secrets / "vigil-remediator-token"}
 """)
+
+
+def secrets_token() -> str:
+    return "".join(random.SystemRandom().choices("abcdefghijklmnopqrstuvwxyz0123456789", k=32))
 
 
 def start_stack(stack: Stack) -> None:
@@ -370,9 +372,16 @@ def main() -> int:
         return 0
     stop_previous(work)
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     ports = Ports.from_env()
     stack = Stack(work, ports)
+    try:
+        return _run(work, ports, stack)
+    finally:
+        stack.stop()
+
+
+def _run(work: Path, ports: Ports, stack: Stack) -> int:
     tl = Timeline()
     print("Vigil demo: starting the stack on 127.0.0.1 (logs in .demo/)", flush=True)
     result: dict[str, Any] = {"ok": False}
@@ -406,14 +415,10 @@ Where to look:
 Result: {"every step happened" if result.get("ok") else "NOT every step happened"}""",
           flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        stack.stop()
         return 0 if result.get("ok") else 1
     print("Running until Ctrl-C (or `make stop` from another terminal).", flush=True)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    finally:
-        stack.stop()
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
     return 0
 
 

@@ -141,4 +141,19 @@ def test_feeding_in_pieces_gives_the_same_events_and_state(samples, cuts):
     assert [(e.slot, e.kind, e.level, e.ts_ms) for e in got] == \
         [(e.slot, e.kind, e.level, e.ts_ms) for e in expected]
     for name, _, _ in ALERT_TABLES:
-        assert np.array_equal(getattr(whole, name), getattr(pieces, name)), name
+        assert np.array_equal(getattr(whole, name), getattr(pieces, name), equal_nan=True), name
+
+
+def test_events_carry_the_band_from_before_the_anomaly():
+    state, t = AlertState([RULE]), Tables(1)
+    slots = np.zeros(4, np.int32)
+    ts = np.arange(1, 5, dtype=np.int64) * 1000
+    scores = np.array([0.5, 0.995, 0.995, 0.995])
+    values = np.array([1.0, 9.0, 9.0, 9.0])
+    # the band widens as the detector learns the anomalous samples
+    lower = np.array([0.0, 0.5, 0.0, -1.0])
+    upper = np.array([2.0, 2.5, 4.0, 6.0])
+    expected = np.array([1.0, 1.5, 2.0, 2.5])
+    [fire] = state.step(t, slots, ts, scores, values, expected, lower, upper)
+    assert fire.kind == EventKind.FIRE and fire.value == 9.0
+    assert (fire.expected, fire.lower, fire.upper) == (1.5, 0.5, 2.5)  # the run's first sample

@@ -1,0 +1,1 @@
+"""deploy/config/: the rules, routes and remote-write selection both forms use."""
