@@ -66,18 +66,22 @@ class Links:
         return f"{self.prometheus_url.rstrip('/')}/graph?{query}"
 
     def dashboard(self, labels: Labels, *, since_ms: int, now_ms: int) -> str | None:
+        """The series with its written-back band over the anomaly and the hour before:
+        Grafana's vigil-anomaly dashboard (variables ``metric`` and ``selector``, the
+        label matchers without braces), else a Prometheus graph of the four series."""
         start = min(since_ms, now_ms) - 3600_000
         end = max(now_ms, since_ms) + 600_000
+        name = dict(labels).get("__name__", "")
+        inner = wording.matchers(labels)[1:-1]
         if self.grafana_url is not None:
-            query = urlencode({"orgId": "1", "var-metric": dict(labels).get("__name__", ""),
-                               "var-matchers": wording.matchers(labels),
+            query = urlencode({"orgId": "1", "var-metric": name, "var-selector": inner,
                                "from": str(start), "to": str(end)})
             return f"{self.grafana_url.rstrip('/')}/d/{self.dashboard_uid}/vigil-anomaly?{query}"
         if self.prometheus_url is None:
             return None
-        matchers = wording.matchers(labels)
+        band = wording.matchers([("metric_name", name), *labels])
         exprs = [wording.selector(labels)] + [
-            f"anomaly_{name}{matchers}" for name in ("expected", "lower", "upper")]
+            f"anomaly_{kind}{band}" for kind in ("expected", "lower", "upper")]
         params: dict[str, str] = {}
         for i, expr in enumerate(exprs):
             params.update({f"g{i}.expr": expr, f"g{i}.tab": "0",

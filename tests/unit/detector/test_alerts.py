@@ -205,8 +205,8 @@ def test_dashboard_url_is_the_grafana_dashboard_when_grafana_is_configured(info)
         "https", "grafana.example", "/d/vigil-anomaly/vigil-anomaly")
     assert parse_qs(parts.query) == {
         "orgId": ["1"], "var-metric": [LATENCY],
-        "var-matchers": ['{instance="10.1.2.3:8080",job="api",namespace="shop",'
-                         'pod="checkout-1",service="checkout"}'],
+        "var-selector": ['instance="10.1.2.3:8080",job="api",namespace="shop",'
+                         'pod="checkout-1",service="checkout"'],
         "from": [str(SINCE - 3600_000)], "to": [str(NOW + 600_000)]}
 
 
@@ -216,7 +216,7 @@ def test_dashboard_url_is_a_prometheus_graph_of_series_and_band_without_grafana(
     parts = urlsplit(render_one(book, alert)["annotations"]["dashboard_url"])
     assert (parts.netloc, parts.path) == ("prom.example:9090", "/graph")
     query = parse_qs(parts.query)
-    matchers = CHECKOUT_SELECTOR.removeprefix(LATENCY)
+    matchers = '{metric_name="' + LATENCY + '",' + CHECKOUT_SELECTOR.removeprefix(LATENCY)[1:]
     assert [query[f"g{i}.expr"] for i in range(4)] == [
         [CHECKOUT_SELECTOR], [f"anomaly_expected{matchers}"], [f"anomaly_lower{matchers}"],
         [f"anomaly_upper{matchers}"]]

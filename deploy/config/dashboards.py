@@ -1,0 +1,160 @@
+"""Grafana dashboards as code: ``python -m deploy.config.dashboards`` writes
+deploy/config/dashboards/*.json (checked in; a test keeps them up to date).
+
+* ``vigil-anomaly``: one series with the band Vigil expected and its anomaly score, from
+  the write-back series; the alerts' ``dashboard_url`` opens it with the variables
+  ``metric`` (the metric name) and ``selector`` (the label matchers, without braces).
+* ``vigil-overview``: Vigil itself: ingestion, queue, detection, alerts and their
+  delivery, remediation runs, guard refusals, leadership.
+
+Only JSON is produced here; the cluster form provisions it through Grafana's sidecar and
+the one-machine form has no Grafana (its Prometheus links draw the same series).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def _panel(title: str, targets: list[tuple[str, str]], *, x: int, y: int, w: int = 12,
+           h: int = 8, unit: str = "short", description: str = "",
+           overrides: list[dict[str, Any]] | None = None,
+           thresholds: list[tuple[float, str]] | None = None) -> dict[str, Any]:
+    steps = [{"color": "green", "value": None}] + [
+        {"color": color, "value": value} for value, color in (thresholds or [])]
+    return {
+        "type": "timeseries", "title": title, "description": description, "datasource": DS,
+        "gridPos": {"h": h, "w": w, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit,
+                                     "thresholds": {"mode": "absolute", "steps": steps},
+                                     "custom": {"lineWidth": 1, "fillOpacity": 0}},
+                        "overrides": overrides or []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"},
+                    "tooltip": {"mode": "multi"}},
+        "targets": [{"datasource": DS, "expr": expr, "legendFormat": legend,
+                     "refId": chr(ord("A") + i)} for i, (expr, legend) in enumerate(targets)],
+    }
+
+
+def _datasource_var() -> dict[str, Any]:
+    return {"name": "datasource", "type": "datasource", "query": "prometheus",
+            "label": "Prometheus", "current": {}, "hide": 0}
+
+
+def _textbox(name: str, label: str, default: str) -> dict[str, Any]:
+    return {"name": name, "type": "textbox", "label": label, "query": default,
+            "current": {"text": default, "value": default}, "hide": 0}
+
+
+def _dashboard(uid: str, title: str, panels: list[dict[str, Any]],
+               variables: list[dict[str, Any]], time_from: str) -> dict[str, Any]:
+    for i, panel in enumerate(panels, start=1):
+        panel["id"] = i
+    return {"uid": uid, "title": title, "tags": ["vigil"], "timezone": "utc",
+            "schemaVersion": 39, "version": 1, "editable": True, "refresh": "30s",
+            "time": {"from": time_from, "to": "now"},
+            "templating": {"list": [_datasource_var(), *variables]}, "panels": panels,
+            "annotations": {"list": []}, "links": []}
+
+
+def anomaly() -> dict[str, Any]:
+    band = 'metric_name="$metric", $selector'
+    fill = {"matcher": {"id": "byName", "options": "upper"},
+            "properties": [{"id": "custom.fillBelowTo", "value": "lower"},
+                           {"id": "custom.fillOpacity", "value": 15},
+                           {"id": "color", "value": {"mode": "fixed",
+                                                     "fixedColor": "green"}}]}
+    quiet = [{"matcher": {"id": "byName", "options": name},
+              "properties": [{"id": "custom.lineWidth", "value": 0},
+                             {"id": "color", "value": {"mode": "fixed",
+                                                       "fixedColor": "green"}}]}
+             for name in ("lower", "upper")]
+    panels = [
+        _panel("$metric and the band Vigil expected", [
+            ("$metric{$selector}", "value"),
+            (f"anomaly_expected{{{band}}}", "expected"),
+            (f"anomaly_lower{{{band}}}", "lower"),
+            (f"anomaly_upper{{{band}}}", "upper")], x=0, y=0, w=24, h=12,
+            description="The series, the value Vigil expected and the band it judged by "
+                        "(written back by the detector).", overrides=[*quiet, fill]),
+        _panel("Anomaly score", [(f"anomaly_score{{{band}}}", "{{detector}}")], x=0, y=12,
+               w=24, h=6, unit="percentunit", thresholds=[(0.9999, "orange"),
+                                                          (0.999999, "red")],
+               description="About the probability that a normal sample is less extreme; "
+                           "the default alert thresholds are 0.9999 and 0.999999."),
+    ]
+    variables = [_textbox("metric", "metric", "up"),
+                 _textbox("selector", "label matchers", 'job=~".+"')]
+    return _dashboard("vigil-anomaly", "Vigil: a series and its expected band", panels,
+                      variables, "now-6h")
+
+
+def overview() -> dict[str, Any]:
+    rate = "[5m]"
+    panels = [
+        _panel("Samples received / s", [
+            (f"sum(rate(vigil_samples_received_total{rate}))", "received"),
+            (f"sum(rate(vigil_samples_accepted_total{rate}))", "accepted"),
+            (f"sum by (reason) (rate(vigil_samples_dropped_total{rate}))", "dropped: {{reason}}")],
+            x=0, y=0),
+        _panel("Remote-write answers / s", [
+            (f"sum by (code) (rate(vigil_remote_write_requests_total{rate}))", "{{code}}")],
+            x=12, y=0),
+        _panel("Detector queue fill", [
+            ("max(vigil_ingest_queue_samples / vigil_ingest_queue_capacity_samples)", "fill")],
+            x=0, y=8, unit="percentunit", thresholds=[(0.5, "orange"), (0.9, "red")]),
+        _panel("Series tracked, stuck, absent", [
+            ("sum(vigil_active_series)", "tracked"), ("sum(vigil_stuck_series)", "stuck"),
+            ("sum(vigil_absent_series)", "absent")], x=12, y=8),
+        _panel("Alerts firing and sent", [
+            ("sum(vigil_alerts_firing)", "firing"),
+            (f"sum(rate(vigil_alerts_sent_total{rate}))", "sent / s"),
+            (f"sum(rate(vigil_alert_send_failures_total{rate}))", "send failures / s")],
+            x=0, y=16),
+        _panel("Alert delivery latency p99", [
+            ("histogram_quantile(0.99, sum by (le) "
+             f"(rate(vigil_alert_delivery_seconds_bucket{rate})))", "p99")],
+            x=12, y=16, unit="s", thresholds=[(0.05, "orange"), (1, "red")]),
+        _panel("Remediation runs by state (1 h)", [
+            ("sum by (playbook, state) (increase(vigil_runs_total[1h]))",
+             "{{playbook}}: {{state}}")], x=0, y=24),
+        _panel("Guard refusals (1 h)", [
+            ("sum by (guard) (increase(vigil_guard_refusals_total[1h]))", "{{guard}}")],
+            x=12, y=24),
+        _panel("Webhook to first action p99", [
+            ("histogram_quantile(0.99, sum by (le) "
+             f"(rate(vigil_webhook_to_first_action_seconds_bucket{rate})))", "p99")],
+            x=0, y=32, unit="s", thresholds=[(0.1, "orange")]),
+        _panel("Remediator leader, kill switch, escalations", [
+            ("max by (instance) (vigil_remediator_leader)", "leader {{instance}}"),
+            ("max(vigil_remediator_paused)", "paused"),
+            (f"sum(increase(vigil_escalations_total{rate}))", "escalations (5 m)")],
+            x=12, y=32),
+    ]
+    return _dashboard("vigil-overview", "Vigil: overview", panels, [], "now-3h")
+
+
+DASHBOARDS = {"vigil-anomaly.json": anomaly, "vigil-overview.json": overview}
+
+
+def render() -> dict[str, str]:
+    return {name: json.dumps(build(), indent=2, sort_keys=True) + "\n"
+            for name, build in DASHBOARDS.items()}
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
