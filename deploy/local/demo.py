@@ -12,9 +12,9 @@ with timings and the URLs to look at are printed; the stack keeps running until 
 (``python -m deploy.local.demo stop``) stops what a previous run left. ``DEMO_WORKDIR``
 moves ``.demo/``; ``summary.json`` there records the timeline.
 
-Ports (``DEMO_PORT_BASE`` moves them all): Prometheus 9090, Alertmanager 9093, detector
-9420, remediator 9421, node_exporter 9100, shop 8080, blackbox_exporter 9115 (probing the
-shop's health endpoint).
+Ports (``DEMO_PORT_BASE`` moves them all; ``DEMO_PORTS`` lists all seven): Prometheus 9090,
+Alertmanager 9093, detector 9420, remediator 9421, node_exporter 9100, shop 8080,
+blackbox_exporter 9115 (probing the shop's health endpoint).
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ class Ports:
 
     @classmethod
     def from_env(cls) -> Ports:
+        listed = os.environ.get("DEMO_PORTS")  # seven ports, in the order of the fields
+        if listed:
+            return cls(*(int(x) for x in listed.split(",")))
         base = os.environ.get("DEMO_PORT_BASE")
         if not base:
             return cls()

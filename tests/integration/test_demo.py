@@ -19,10 +19,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_demo_scenario_runs_end_to_end(tmp_path: Path):
-    base = free_port()
-    while base > 60000:  # the demo takes seven consecutive ports from the base
-        base = free_port()
-    env = {**os.environ, "DEMO_EXIT": "1", "DEMO_PORT_BASE": str(base),
+    ports: list[int] = []
+    while len(ports) < 7:  # seven distinct free ports (not a consecutive range: busier)
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    env = {**os.environ, "DEMO_EXIT": "1", "DEMO_PORTS": ",".join(map(str, ports)),
            "DEMO_WORKDIR": str(tmp_path / "demo"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "deploy.local.demo"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
