@@ -299,9 +299,10 @@ class Runner:
             await self._finish(run_id, pb.name, "escalated", f"cannot plan: {exc}")
             return
         silences, pre = await self._outside_facts(pb, alert)
+        shared_flags = await self._shared_flags()
         decision = await self.audit.run(functools.partial(
             self._decide, run_id=run_id, pb=pb, alert=alert, plan=plan, silences=silences,
-            preconditions=pre, target=target))
+            preconditions=pre, target=target, shared_flags=shared_flags))
         for v in decision.verdicts:
             if not v.allow:
                 self.metrics.refusals.labels(pb.name, v.guard).inc()
@@ -323,7 +324,7 @@ class Runner:
     def _decide(self, db: AuditLog, *, run_id: str, pb: Playbook, alert: Alert,
                 plan: list[PlannedStep], silences: tuple[str, ...],
                 preconditions: tuple[tuple[str, bool, str], ...],
-                target: Target | None) -> _Decision:
+                target: Target | None, shared_flags: dict[str, Any] | None = None) -> _Decision:
         """On the audit thread, in one transaction: read the counts the guards need, judge,
         and record the plan, every verdict and the decision. Runs are decided one at a
         time here, so two runs can never both pass a limit only one of them fits."""
@@ -334,8 +335,10 @@ class Runner:
         global_s = self.limits.rate.window_s if self.limits.rate else 3600.0
         with db.atomic():
             facts = guards.Facts(
-                now_ms=now, paused=db.get_flag("paused") is not None,
-                breaker_tripped=db.get_flag(f"breaker:{pb.name}") is not None,
+                now_ms=now,
+                paused=db.get_flag("paused") is not None or "paused" in (shared_flags or {}),
+                breaker_tripped=db.get_flag(f"breaker:{pb.name}") is not None
+                or f"breaker:{pb.name}" in (shared_flags or {}),
                 executed_playbook=db.count_executed(since_ms=now - int(rate_s * 1000),
                                                     playbook=pb.name),
                 executed_all=db.count_executed(since_ms=now - int(global_s * 1000)),
@@ -383,6 +386,17 @@ class Runner:
                 return _Decision(verdicts, mode, RunState.WAITING_APPROVAL, "waiting")
             db.mark_executing(run_id, now_ms=now)
             return _Decision(verdicts, mode, None, reason)
+
+    async def _shared_flags(self) -> dict[str, Any] | None:
+        """The kill switch and breakers as every replica sees them (several replicas);
+        when the cluster cannot be read, act as if paused: refuse rather than guess."""
+        if self.shared is None:
+            return None
+        try:
+            return dict((await self.shared.load())["flags"])
+        except ActionError as exc:
+            log.warning("shared flags unreadable (%s); treating the remediator as paused", exc)
+            return {"paused": f"unknown: {exc}"}
 
     async def _outside_facts(self, pb: Playbook, alert: Alert
                              ) -> tuple[tuple[str, ...], tuple[tuple[str, bool, str], ...]]:
@@ -556,6 +570,11 @@ class Runner:
         if failures >= cb.failures:
             await self.audit.run(lambda db: db.set_flag(f"breaker:{pb.name}", "tripped",
                                   now_ms=self.now_ms()))
+            if self.shared is not None:  # every replica's runs of it go to shadow
+                try:
+                    await self.shared.set_flag(f"breaker:{pb.name}", "tripped")
+                except ActionError as exc:
+                    log.warning("breaker of %s not shared: %s", pb.name, exc)
             await self._event(run_id, "note", "circuit_breaker", "tripped",
                               {"failures": failures, "window_s": cb.window_s})
             self.metrics.breakers.labels(pb.name).inc()

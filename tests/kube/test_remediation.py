@@ -221,3 +221,24 @@ async def test_an_approval_is_refused_when_the_target_changed_since(aiohttp_clie
                              json={"plan_hash": run.plan_hash, "by": "alice"})
     assert resp.status == 409 and "plan changed" in (await resp.json())["error"]
     assert d.get("Deployment", NS, "worker")["spec"]["replicas"] == 3
+
+
+async def test_pausing_any_replica_stops_the_leader(aiohttp_client, tmp_path, kube_double):
+    d = kube_double.double
+    d.seed_namespace(NS)
+    d.seed_namespace("vigil")
+    pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
+    a_client, a, a_fake, _ = await _start(
+        aiohttp_client, tmp_path, kube_double, {"scale-up.yaml": SCALE_PLAYBOOK}, name="a",
+        cluster=ClusterConfig(namespace="vigil", identity="a"))
+    b_client, b, _, _ = await _start(
+        aiohttp_client, tmp_path, kube_double, {"scale-up.yaml": SCALE_PLAYBOOK}, name="b",
+        cluster=ClusterConfig(namespace="vigil", identity="b"))
+    assert await a.elector.step() and not await b.elector.step()
+    b.admin_token = "adm"
+    resp = await b_client.post("/api/v1/pause", headers={"Authorization": "Bearer adm"})
+    assert resp.status == 200  # asked of the follower
+    await a_client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
+    [run] = await settle(a, lambda runs: runs and runs[0].state == RunState.REFUSED)
+    assert run.outcome.startswith("kill_switch: ")
+    assert d.get("Deployment", NS, "worker")["spec"]["replicas"] == 3
