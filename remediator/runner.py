@@ -336,7 +336,10 @@ class Runner:
         with db.atomic():
             facts = guards.Facts(
                 now_ms=now,
-                paused=db.get_flag("paused") is not None or "paused" in (shared_flags or {}),
+                # several replicas: the shared flag is the kill switch (set and cleared
+                # through any replica); one replica: its own audit log
+                paused=("paused" in shared_flags) if shared_flags is not None
+                else db.get_flag("paused") is not None,
                 breaker_tripped=db.get_flag(f"breaker:{pb.name}") is not None
                 or f"breaker:{pb.name}" in (shared_flags or {}),
                 executed_playbook=db.count_executed(since_ms=now - int(rate_s * 1000),
