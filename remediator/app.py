@@ -224,6 +224,18 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         log.warning("remediation %s via the API", "paused" if paused else "resumed")
         return web.json_response({"paused": paused})
 
+    async def handle_reset_breaker(request: web.Request) -> web.Response:
+        if st.admin_token is None or not _authorized(request, st.admin_token):
+            return web.json_response({"error": "resetting a breaker needs the admin token"},
+                                     status=401)
+        assert st.runner is not None
+        playbook = request.match_info["playbook"]
+        by = request.query.get("by", "api")
+        if not await st.runner.reset_breaker(playbook, by=by):
+            return web.json_response({"error": f"the breaker of {playbook!r} is not "
+                                      "tripped"}, status=404)
+        return web.json_response({"playbook": playbook, "breaker": "closed"})
+
     async def handle_playbooks(request: web.Request) -> web.Response:
         return web.json_response({
             "loaded": [{"name": e.playbook.name, "file": str(e.path),
@@ -255,6 +267,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     app.router.add_post("/api/v1/pause", handle_pause)
     app.router.add_post("/api/v1/resume", handle_resume)
     app.router.add_get("/api/v1/playbooks", handle_playbooks)
+    app.router.add_post("/api/v1/breakers/{playbook}/reset", handle_reset_breaker)
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     app.router.add_get("/healthz", handle_healthz)

@@ -680,6 +680,23 @@ class Runner:
             n += 1
         return n
 
+    async def reset_breaker(self, playbook: str, *, by: str) -> bool:
+        """Close a playbook's circuit breaker (here and in the shared state); recorded.
+        False when it was not tripped."""
+        name = f"breaker:{playbook}"
+        was = await self.audit.run(lambda db: db.get_flag(name))
+        shared = (await self._shared_flags()) or {}
+        if was is None and name not in shared:
+            return False
+        await self.audit.run(lambda db: db.set_flag(name, None, now_ms=self.now_ms()))
+        if self.shared is not None:
+            await self.shared.set_flag(name, None)
+        await self.audit.run(lambda db: db.add_event(
+            None, kind=EventKind.NOTE, name="circuit_breaker", verdict="reset",
+            detail={"playbook": playbook, "by": by}, now_ms=self.now_ms()))
+        log.warning("circuit breaker of %s reset by %s", playbook, by)
+        return True
+
     # --- several replicas ---------------------------------------------------------------
     async def on_leadership(self, leading: bool) -> None:
         """Called by the leader elector. A new leader first learns what the others did,

@@ -245,3 +245,27 @@ async def test_concurrent_alerts_never_exceed_the_rate_limit(aiohttp_client, tmp
     assert sorted(r.state.value for r in runs) == ["refused"] * 6 + ["succeeded"] * 2
     assert all(r.outcome.startswith("rate: ") for r in runs if r.state == RunState.REFUSED)
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 2
+
+
+async def test_a_tripped_breaker_runs_in_shadow_until_reset(aiohttp_client, tmp_path):
+    pb = tmp_path / "src" / "silence-noisy-disk.yaml"
+    pb.parent.mkdir()
+    pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text()
+                  .replace("cooldown_s: 600", "cooldown_s: 0\n    circuit_breaker: {failures: 1}"))
+    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="a")
+    headers = {"Authorization": "Bearer a"}
+    await client.post("/webhook", json=notification(fingerprint="f1"))
+    await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)  # verify failed
+    await client.post("/webhook", json=notification(fingerprint="f2"))
+    runs = await settle(st, lambda runs: len(runs) == 2 and runs[0].state == RunState.SHADOW)
+    assert runs[0].outcome == "decided, not executed (shadow)"
+    reset = await client.post("/api/v1/breakers/silence-noisy-disk/reset?by=alice",
+                              headers=headers)
+    assert reset.status == 200
+    assert (await client.post("/api/v1/breakers/silence-noisy-disk/reset",
+                              headers=headers)).status == 404
+    fake.query_results['up{instance="db-1:9100"} == 1'] = [{}]
+    await client.post("/webhook", json=notification(fingerprint="f3"))
+    runs = await settle(st, lambda runs: len(runs) == 3 and runs[0].state == RunState.SUCCEEDED)
+    notes = await st.audit.run(lambda db: db.events(None))
+    assert ("circuit_breaker", "reset") in [(e.name, e.verdict) for e in notes]
