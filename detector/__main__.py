@@ -1,4 +1,4 @@
-"""Command line: ``vigil-detector serve`` and ``vigil-detector check``. argv -> config -> app."""
+"""Command line: ``vigil-detector serve``, ``check`` and ``slo``. argv -> config -> app."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from detector import slo
 from detector.app import build_app
 from detector.config import load_config, read_bearer_token
 from detector.errors import ConfigError
@@ -42,6 +43,20 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _slo(args: argparse.Namespace) -> int:
+    specs = slo.load_specs(args.specs)
+    if args.slo_command == "check":
+        for path in args.specs:
+            print(f"{path}: ok")
+        return 0
+    text = slo.render(specs)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vigil-detector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,8 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("config", type=Path)
+    slos = sub.add_parser("slo", help="SLO specs (Sloth prometheus/v1) -> Prometheus rules")
+    slo_sub = slos.add_subparsers(dest="slo_command", required=True)
+    generate = slo_sub.add_parser("generate", help="write the recording and alerting rules")
+    generate.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    generate.add_argument("--out", type=Path, metavar="FILE", help="default: stdout")
+    slo_check = slo_sub.add_parser("check", help="validate SLO spec files and exit")
+    slo_check.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
     args = parser.parse_args(argv)
     try:
+        if args.command == "slo":
+            return _slo(args)
         if args.command == "check":
             load_config(args.config)
             print(f"{args.config}: ok")
