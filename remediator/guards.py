@@ -23,6 +23,7 @@ class Verdict:
     allow: bool
     reason: str
     shadow: bool = False  # allowed, but only in shadow mode (circuit breaker)
+    approval: bool = False  # allowed, but only with an approval (error budget low)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class Facts:
     last_on_target_ms: int | None = None
     silences: tuple[str, ...] = ()  # active silences matching the alert
     preconditions: tuple[tuple[str, bool, str], ...] = ()  # (what, holds, detail)
+    budget_remaining: float | None = None  # the error_budget SLO's remaining share
     targets_in_flight: int = 0  # this playbook's targets being acted on now
     targets_total: int | None = None  # replicas of the workload or nodes of the cluster
 
@@ -136,7 +138,28 @@ def evaluate(guards: Guards, *, labels: Mapping[str, str], facts: Facts, limits:
         add("precondition", None if holds else f"{what}: {detail}", f"{what}: {detail}")
     add("circuit_breaker", None, "tripped: the playbook runs in shadow mode until reset"
         if facts.breaker_tripped else "closed", shadow=facts.breaker_tripped)
+    if guards.error_budget is not None:
+        out.append(_budget(guards, facts))
     return out
+
+
+def _budget(guards: Guards, facts: Facts) -> Verdict:
+    assert guards.error_budget is not None
+    slo, floor = guards.error_budget.slo, guards.error_budget.min_remaining
+    left = facts.budget_remaining
+    if left is None:
+        return Verdict("error_budget", True, f"the error budget of SLO {slo} cannot be read: "
+                       "approval required", approval=True)
+    if left < floor:
+        return Verdict("error_budget", True, f"{left:.0%} of SLO {slo}'s error budget remains "
+                       f"(floor {floor:.0%}): approval required", approval=True)
+    return Verdict("error_budget", True, f"{left:.0%} of SLO {slo}'s error budget remains "
+                   f"(floor {floor:.0%})")
+
+
+def needs_approval(verdicts: Sequence[Verdict]) -> bool:
+    """Whether a guard asks for an approval before an automatic run acts."""
+    return any(v.approval for v in verdicts)
 
 
 def _blast_radius(guards: Guards, facts: Facts) -> Verdict:

@@ -114,6 +114,14 @@ class CircuitBreaker(_Model):
     window_s: float = Field(86400.0, gt=0)
 
 
+class ErrorBudget(_Model):
+    """Act automatically only while an SLO's remaining error budget is above a floor;
+    below it (or when it cannot be read) the run waits for an approval instead."""
+
+    slo: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="the SLO's sloth_id, e.g. demo-shop-availability")
+    min_remaining: float = Field(0.25, ge=0.0, le=1.0, description="share of the 30-day budget that must remain")
+
+
 class Guards(_Model):
     namespaces: AllowDeny = AllowDeny()
     labels: dict[str, AllowDeny] = Field(default_factory=dict, description="per alert label")
@@ -126,6 +134,7 @@ class Guards(_Model):
     freeze: tuple[FreezeWindow, ...] = ()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     approval_ttl_s: float = Field(1800.0, gt=0, description="an approval expires after this")
+    error_budget: ErrorBudget | None = None
 
 
 class Step(_Model):

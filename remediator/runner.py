@@ -300,9 +300,10 @@ class Runner:
             return
         silences, pre = await self._outside_facts(pb, alert)
         shared_flags = await self._shared_flags()
+        budget = await self._budget_remaining(pb)
         decision = await self.audit.run(functools.partial(
             self._decide, run_id=run_id, pb=pb, alert=alert, plan=plan, silences=silences,
-            preconditions=pre, target=target, shared_flags=shared_flags))
+            preconditions=pre, target=target, shared_flags=shared_flags, budget=budget))
         for v in decision.verdicts:
             if not v.allow:
                 self.metrics.refusals.labels(pb.name, v.guard).inc()
@@ -324,7 +325,8 @@ class Runner:
     def _decide(self, db: AuditLog, *, run_id: str, pb: Playbook, alert: Alert,
                 plan: list[PlannedStep], silences: tuple[str, ...],
                 preconditions: tuple[tuple[str, bool, str], ...],
-                target: Target | None, shared_flags: dict[str, Any] | None = None) -> _Decision:
+                target: Target | None, shared_flags: dict[str, Any] | None = None,
+                budget: float | None = None) -> _Decision:
         """On the audit thread, in one transaction: read the counts the guards need, judge,
         and record the plan, every verdict and the decision. Runs are decided one at a
         time here, so two runs can never both pass a limit only one of them fits."""
@@ -351,7 +353,8 @@ class Runner:
                                    if key else None),
                 silences=silences, preconditions=preconditions,
                 targets_in_flight=db.count_active(playbook=pb.name),
-                targets_total=target.replicas if target is not None else None)
+                targets_total=target.replicas if target is not None else None,
+                budget_remaining=budget)
             verdicts = guards.evaluate(g, labels=alert.labels, facts=facts, limits=self.limits,
                                        target=key)
             digest = plan_hash(plan, target)
@@ -375,6 +378,8 @@ class Runner:
                 db.set_state(run_id, RunState.REFUSED, now_ms=now, outcome=reason)
                 return _Decision(verdicts, None, RunState.REFUSED, reason)
             mode = Mode.SHADOW if shadow else pb.spec.mode
+            if mode is Mode.AUTO and guards.needs_approval(verdicts):
+                mode = Mode.APPROVAL  # e.g. the error budget is low: a person decides
             db.add_event(run_id, kind=EventKind.DECISION, name="act", verdict=mode.value,
                          detail={"reason": reason}, now_ms=now)
             if mode is Mode.SHADOW:
@@ -389,6 +394,19 @@ class Runner:
                 return _Decision(verdicts, mode, RunState.WAITING_APPROVAL, "waiting")
             db.mark_executing(run_id, now_ms=now)
             return _Decision(verdicts, mode, None, reason)
+
+    async def _budget_remaining(self, pb: Playbook) -> float | None:
+        """The remaining share of the playbook's error-budget SLO, or None if unknown."""
+        eb = pb.spec.guards.error_budget
+        if eb is None:
+            return None
+        query = f'slo:period_error_budget_remaining:ratio{{sloth_id="{eb.slo}"}}'
+        try:
+            result = await self.services.prometheus_query(query)
+            return float(result[0]["value"][1]) if result else None
+        except (ActionError, KeyError, IndexError, TypeError, ValueError) as exc:
+            log.warning("error budget of %s unreadable: %s", eb.slo, exc)
+            return None
 
     async def _shared_flags(self) -> dict[str, Any] | None:
         """The kill switch and breakers as every replica sees them (several replicas);

@@ -269,3 +269,26 @@ async def test_a_tripped_breaker_runs_in_shadow_until_reset(aiohttp_client, tmp_
     runs = await settle(st, lambda runs: len(runs) == 3 and runs[0].state == RunState.SUCCEEDED)
     notes = await st.audit.run(lambda db: db.events(None))
     assert ("circuit_breaker", "reset") in [(e.name, e.verdict) for e in notes]
+
+
+@pytest.mark.parametrize(("remaining", "state"), [
+    ("0.9", RunState.SUCCEEDED), ("0.1", RunState.WAITING_APPROVAL),
+    (None, RunState.WAITING_APPROVAL)])
+async def test_a_low_error_budget_turns_an_automatic_run_into_an_approval(
+        aiohttp_client, tmp_path, remaining, state):
+    pb = tmp_path / "src" / "silence-noisy-disk.yaml"
+    pb.parent.mkdir()
+    pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text().replace(
+        "cooldown_s: 600", "cooldown_s: 600\n    error_budget: {slo: db-availability, "
+        "min_remaining: 0.25}"))
+    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb])
+    fake.query_results['up{instance="db-1:9100"} == 1'] = [{}]
+    if remaining is not None:
+        fake.query_results['slo:period_error_budget_remaining:ratio{sloth_id="db-availability"}'] \
+            = [{"metric": {}, "value": [0, remaining]}]
+    await client.post("/webhook", json=notification())
+    [run] = await settle(st, lambda runs: runs and runs[0].state == state)
+    doc = await (await client.get(f"/api/v1/runs/{run.id}")).json()
+    [verdict] = [e for e in doc["events"] if e["name"] == "error_budget"]
+    assert verdict["verdict"] == "allow"
+    assert ("approval required" in verdict["detail"]["reason"]) == (state != RunState.SUCCEEDED)
