@@ -6,6 +6,10 @@ deploy/config/dashboards/*.json (checked in; a test keeps them up to date).
   ``metric`` (the metric name) and ``selector`` (the label matchers, without braces).
 * ``vigil-overview``: Vigil itself: ingestion, queue, detection, alerts and their
   delivery, remediation runs, guard refusals, leadership.
+* ``vigil-slos``: every SLO's remaining error budget, burn rates and SLI (the rules of
+  ``vigil-detector slo generate``).
+* ``vigil-remediation``: runs by outcome, guard refusals, action latency, verifications,
+  escalations and breaker trips, duplicates avoided.
 
 Only JSON is produced here; the cluster form provisions it through Grafana's sidecar and
 the one-machine form has no Grafana (its Prometheus links draw the same series).
@@ -140,7 +144,67 @@ def overview() -> dict[str, Any]:
     return _dashboard("vigil-overview", "Vigil: overview", panels, [], "now-3h")
 
 
-DASHBOARDS = {"vigil-anomaly.json": anomaly, "vigil-overview.json": overview}
+def _query_var(name: str, label: str, query: str) -> dict[str, Any]:
+    return {"name": name, "type": "query", "label": label, "datasource": DS,
+            "query": {"query": query, "refId": "var"}, "refresh": 2, "includeAll": True,
+            "multi": True, "current": {"text": "All", "value": "$__all"}, "hide": 0}
+
+
+def slos() -> dict[str, Any]:
+    sel = 'sloth_service=~"$service"'
+    panels = [
+        _panel("Error budget remaining (30 days)", [
+            (f"slo:period_error_budget_remaining:ratio{{{sel}}}", "{{sloth_id}}")],
+            x=0, y=0, unit="percentunit", thresholds=[(0.25, "orange"), (0.0, "red")],
+            description="1 = untouched, 0 = spent; the remediator's error_budget guard asks "
+                        "for approvals below its floor."),
+        _panel("Burn rate now (5 m)", [
+            (f"slo:current_burn_rate:ratio{{{sel}}}", "{{sloth_id}}")], x=12, y=0,
+            thresholds=[(1, "orange"), (14.4, "red")],
+            description="1 spends the budget exactly over 30 days; 14.4 pages."),
+        _panel("SLI error ratio, 1 h and 6 h", [
+            (f"slo:sli_error:ratio_rate1h{{{sel}}}", "{{sloth_id}} 1h"),
+            (f"slo:sli_error:ratio_rate6h{{{sel}}}", "{{sloth_id}} 6h"),
+            (f"slo:error_budget:ratio{{{sel}}}", "{{sloth_id}} budget")], x=0, y=8,
+            unit="percentunit"),
+        _panel("Burn over the period (30 d)", [
+            (f"slo:period_burn_rate:ratio{{{sel}}}", "{{sloth_id}}")], x=12, y=8,
+            thresholds=[(1, "red")]),
+    ]
+    return _dashboard("vigil-slos", "Vigil: SLOs and error budgets", panels,
+                      [_query_var("service", "service",
+                                  "label_values(slo:objective:ratio, sloth_service)")],
+                      "now-7d")
+
+
+def remediation() -> dict[str, Any]:
+    panels = [
+        _panel("Runs by outcome / h", [
+            ("sum by (state) (increase(vigil_runs_total[1h]))", "{{state}}")], x=0, y=0),
+        _panel("Guard refusals / h", [
+            ("sum by (playbook, guard) (increase(vigil_guard_refusals_total[1h]))",
+             "{{playbook}}: {{guard}}")], x=12, y=0),
+        _panel("Action latency p99", [
+            ("histogram_quantile(0.99, sum by (le, action) "
+             "(rate(vigil_action_seconds_bucket[5m])))", "{{action}}")], x=0, y=8, unit="s"),
+        _panel("Verifications / h", [
+            ("sum by (playbook, result) (increase(vigil_verifications_total[1h]))",
+             "{{playbook}}: {{result}}")], x=12, y=8),
+        _panel("Escalations and breaker trips / h", [
+            ("sum by (playbook) (increase(vigil_escalations_total[1h]))",
+             "escalated: {{playbook}}"),
+            ("sum by (playbook) (increase(vigil_circuit_breaker_trips_total[1h]))",
+             "breaker: {{playbook}}")], x=0, y=16),
+        _panel("Duplicates avoided / h", [
+            ("sum by (playbook) (increase(vigil_runs_deduplicated_total[1h]))",
+             "{{playbook}}")], x=12, y=16,
+            description="Notifications whose run already existed (repeats, HA pairs)."),
+    ]
+    return _dashboard("vigil-remediation", "Vigil: remediation runs", panels, [], "now-24h")
+
+
+DASHBOARDS = {"vigil-anomaly.json": anomaly, "vigil-overview.json": overview,
+              "vigil-slos.json": slos, "vigil-remediation.json": remediation}
 
 
 def render() -> dict[str, str]:

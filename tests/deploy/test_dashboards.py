@@ -28,7 +28,8 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path):
         for panel in doc["panels"]:
             for target in panel["targets"]:
                 exprs.append(target["expr"].replace("$metric", "http_requests_total")
-                             .replace("$selector", 'job="api", namespace="shop"'))
+                             .replace("$selector", 'job="api", namespace="shop"')
+                             .replace("$service", "demo-shop"))
     rules = {"groups": [{"name": "dashboards", "rules": [
         {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
     path = tmp_path / "queries.yml"
