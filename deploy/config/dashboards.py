@@ -203,8 +203,147 @@ def remediation() -> dict[str, Any]:
     return _dashboard("vigil-remediation", "Vigil: remediation runs", panels, [], "now-24h")
 
 
+def cluster() -> dict[str, Any]:
+    panels = [
+        _panel("Nodes ready / not ready", [
+            ('sum(kube_node_status_condition{condition="Ready", status="true"})', "ready"),
+            ('sum(kube_node_status_condition{condition="Ready", status=~"false|unknown"})',
+             "not ready")], x=0, y=0),
+        _panel("Pods by phase", [
+            ("sum by (phase) (kube_pod_status_phase)", "{{phase}}")], x=12, y=0),
+        _panel("Container restarts / h by namespace", [
+            ("sum by (namespace) (increase(kube_pod_container_status_restarts_total[1h]))",
+             "{{namespace}}")], x=0, y=8),
+        _panel("Deployments missing replicas", [
+            ("sum by (namespace, deployment) (kube_deployment_spec_replicas "
+             "- kube_deployment_status_replicas_available) > 0",
+             "{{namespace}}/{{deployment}}")], x=12, y=8),
+        _panel("CPU used by namespace (cores)", [
+            ('sum by (namespace) (rate(container_cpu_usage_seconds_total{container!=""}[5m]))',
+             "{{namespace}}")], x=0, y=16),
+        _panel("Memory working set by namespace", [
+            ('sum by (namespace) (container_memory_working_set_bytes{container!=""})',
+             "{{namespace}}")], x=12, y=16, unit="bytes"),
+    ]
+    return _dashboard("vigil-cluster", "Cluster overview", panels, [], "now-6h")
+
+
+def nodes() -> dict[str, Any]:
+    inst = 'instance=~"$instance"'
+    panels = [
+        _panel("CPU busy", [
+            (f'1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle", {inst}}}[5m]))',
+             "{{instance}}")], x=0, y=0, unit="percentunit"),
+        _panel("Memory available", [
+            (f"node_memory_MemAvailable_bytes{{{inst}}} / node_memory_MemTotal_bytes{{{inst}}}",
+             "{{instance}}")], x=12, y=0, unit="percentunit"),
+        _panel("Load (1 m) per core", [
+            (f'node_load1{{{inst}}} / count by (instance) (node_cpu_seconds_total{{mode="idle", '
+             f'{inst}}})', "{{instance}}")], x=0, y=8),
+        _panel("Disk busy", [
+            (f"rate(node_disk_io_time_seconds_total{{{inst}}}[5m])", "{{instance}} {{device}}")],
+            x=12, y=8, unit="percentunit"),
+    ]
+    return _dashboard("vigil-nodes", "Node resources", panels,
+                      [_query_var("instance", "node", "label_values(node_uname_info, instance)")],
+                      "now-6h")
+
+
+def network() -> dict[str, Any]:
+    dev = 'device!~"lo|veth.*|cali.*|cni.*|flannel.*|docker.*"'
+    panels = [
+        _panel("Node traffic (bytes/s)", [
+            (f"sum by (instance) (rate(node_network_receive_bytes_total{{{dev}}}[5m]))",
+             "{{instance}} in"),
+            (f"sum by (instance) (rate(node_network_transmit_bytes_total{{{dev}}}[5m]))",
+             "{{instance}} out")], x=0, y=0, unit="Bps"),
+        _panel("Errors and drops / s", [
+            (f"sum by (instance) (rate(node_network_receive_errs_total{{{dev}}}[5m]) "
+             f"+ rate(node_network_transmit_errs_total{{{dev}}}[5m]))", "{{instance}} errors"),
+            (f"sum by (instance) (rate(node_network_receive_drop_total{{{dev}}}[5m]) "
+             f"+ rate(node_network_transmit_drop_total{{{dev}}}[5m]))", "{{instance}} drops")],
+            x=12, y=0),
+        _panel("Pod traffic by namespace (bytes/s)", [
+            ("sum by (namespace) (rate(container_network_receive_bytes_total[5m]))",
+             "{{namespace}} in")], x=0, y=8, unit="Bps"),
+        _panel("Probe latency and success", [
+            ("max by (instance) (probe_duration_seconds)", "{{instance}}"),
+            ("min by (instance) (probe_success)", "{{instance}} up")], x=12, y=8, unit="s"),
+    ]
+    return _dashboard("vigil-network", "Network", panels, [], "now-6h")
+
+
+def storage() -> dict[str, Any]:
+    fs = 'fstype!~"tmpfs|ramfs|overlay|squashfs|nsfs"'
+    panels = [
+        _panel("Filesystem used", [
+            (f"1 - node_filesystem_avail_bytes{{{fs}}} / node_filesystem_size_bytes{{{fs}}}",
+             "{{instance}} {{mountpoint}}")], x=0, y=0, unit="percentunit",
+            thresholds=[(0.8, "orange"), (0.9, "red")]),
+        _panel("Filesystem free in 24 h (linear prediction)", [
+            (f"predict_linear(node_filesystem_avail_bytes{{{fs}}}[6h], 86400)",
+             "{{instance}} {{mountpoint}}")], x=12, y=0, unit="bytes",
+            thresholds=[(0, "red")]),
+        _panel("Persistent volumes used", [
+            ("kubelet_volume_stats_used_bytes / kubelet_volume_stats_capacity_bytes",
+             "{{namespace}}/{{persistentvolumeclaim}}")], x=0, y=8, unit="percentunit"),
+        _panel("Persistent volumes free in 4 days (linear prediction)", [
+            ("predict_linear(kubelet_volume_stats_available_bytes[6h], 4 * 86400)",
+             "{{namespace}}/{{persistentvolumeclaim}}")], x=12, y=8, unit="bytes",
+            thresholds=[(0, "red")]),
+    ]
+    return _dashboard("vigil-storage", "Storage", panels, [], "now-24h")
+
+
+def application() -> dict[str, Any]:
+    panels = [
+        _panel("Request rate by job", [
+            ("sum by (job) (rate(demo_requests_total[5m]))", "{{job}}"),
+            ("sum by (job) (rate(http_requests_total[5m]))", "{{job}}")], x=0, y=0,
+            unit="reqps"),
+        _panel("Error ratio by job", [
+            ('sum by (job) (rate(demo_requests_total{code=~"5.."}[5m])) '
+             "/ sum by (job) (rate(demo_requests_total[5m]))", "{{job}}"),
+            ('sum by (job) (rate(http_requests_total{code=~"5.."}[5m])) '
+             "/ sum by (job) (rate(http_requests_total[5m]))", "{{job}}")], x=12, y=0,
+            unit="percentunit", thresholds=[(0.01, "orange"), (0.05, "red")]),
+        _panel("Latency p99 by job", [
+            ("histogram_quantile(0.99, sum by (job, le) "
+             "(rate(demo_request_duration_seconds_bucket[5m])))", "{{job}}"),
+            ("histogram_quantile(0.99, sum by (job, le) "
+             "(rate(http_request_duration_seconds_bucket[5m])))", "{{job}}")], x=0, y=8,
+            unit="s"),
+        _panel("Saturation: CPU of requests", [
+            ('sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{container!=""}'
+             "[5m])) / sum by (namespace, pod) (kube_pod_container_resource_requests"
+             '{resource="cpu"})', "{{namespace}}/{{pod}}")], x=12, y=8, unit="percentunit"),
+    ]
+    return _dashboard("vigil-application", "Application health (rate, errors, duration)",
+                      panels, [], "now-6h")
+
+
+def business() -> dict[str, Any]:
+    panels = [
+        _panel("Checkouts per minute", [
+            ('sum(rate(demo_requests_total{code="200"}[5m])) * 60', "completed"),
+            ('sum(rate(demo_requests_total{code=~"5.."}[5m])) * 60', "failed")], x=0, y=0),
+        _panel("Checkout p99 latency (what customers feel)", [
+            ("max(demo_latency_p99_seconds)", "p99 (15 s window)")], x=12, y=0, unit="s",
+            thresholds=[(0.5, "red")]),
+        _panel("Vigil's view of the checkout latency", [
+            ("demo_latency_p99_seconds", "value"),
+            ('anomaly_lower{metric_name="demo_latency_p99_seconds"}', "lower"),
+            ('anomaly_upper{metric_name="demo_latency_p99_seconds"}', "upper")],
+            x=0, y=8, w=24, unit="s"),
+    ]
+    return _dashboard("vigil-business", "Business: the demo shop", panels, [], "now-3h")
+
+
 DASHBOARDS = {"vigil-anomaly.json": anomaly, "vigil-overview.json": overview,
-              "vigil-slos.json": slos, "vigil-remediation.json": remediation}
+              "vigil-slos.json": slos, "vigil-remediation.json": remediation,
+              "vigil-cluster.json": cluster, "vigil-nodes.json": nodes,
+              "vigil-network.json": network, "vigil-storage.json": storage,
+              "vigil-application.json": application, "vigil-business.json": business}
 
 
 def render() -> dict[str, str]:

@@ -29,7 +29,8 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path):
             for target in panel["targets"]:
                 exprs.append(target["expr"].replace("$metric", "http_requests_total")
                              .replace("$selector", 'job="api", namespace="shop"')
-                             .replace("$service", "demo-shop"))
+                             .replace("$service", "demo-shop")
+                             .replace("$instance", "node-1:9100"))
     rules = {"groups": [{"name": "dashboards", "rules": [
         {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
     path = tmp_path / "queries.yml"
