@@ -136,11 +136,15 @@ def test_no_runbook_for_an_alert_we_do_not_ship():
     assert not stray, f"runbooks for alerts nothing defines or posts: {stray}"
 
 
+def _runbook(alertname: str) -> Path:
+    path = RUNBOOKS / f"{alertname}.md"
+    assert path.is_file(), f"{path} is missing: write the runbook of {alertname}"
+    return path
+
+
 @pytest.mark.parametrize("alertname", [a for a in ALL_RUNBOOK_ALERTS if a != "VigilAnomaly"])
 def test_runbook_has_the_five_sections(alertname):
-    path = RUNBOOKS / f"{alertname}.md"
-    if not path.is_file():
-        pytest.skip("missing; test_every_alert_has_a_runbook fails for it")
+    path = _runbook(alertname)
     text = path.read_text(encoding="utf-8")
     assert text.startswith(f"# {alertname}"), f"{path.name}: the title names the alert"
     headings = [line.strip() for line in text.splitlines() if line.startswith("## ")]
@@ -153,9 +157,7 @@ def test_runbook_has_the_five_sections(alertname):
 
 @pytest.mark.parametrize("alertname", [a for a in ALERTNAMES if a != "VigilAnomaly"])
 def test_runbook_names_the_playbooks_that_react(alertname):
-    path = RUNBOOKS / f"{alertname}.md"
-    if not path.is_file():
-        pytest.skip("missing; test_every_alert_has_a_runbook fails for it")
+    path = _runbook(alertname)
     does = _sections(path.read_text(encoding="utf-8")).get("## What Vigil does", "")
     for playbook in _playbooks_reacting_to(alertname):
         assert playbook in does, f"{path.name}: 'What Vigil does' must name {playbook}"
@@ -168,9 +170,7 @@ def _commands(text: str) -> list[str]:
 
 @pytest.mark.parametrize("alertname", [a for a in ALL_RUNBOOK_ALERTS if a != "VigilAnomaly"])
 def test_silencing_advice_is_narrow(alertname):
-    path = RUNBOOKS / f"{alertname}.md"
-    if not path.is_file():
-        pytest.skip("missing; test_every_alert_has_a_runbook fails for it")
+    path = _runbook(alertname)
     section = _sections(path.read_text(encoding="utf-8")).get("## How to silence safely", "")
     commands = [c for c in _commands(section) if "amtool silence add" in c]
     assert commands, f"{path.name}: show the amtool silence add command"

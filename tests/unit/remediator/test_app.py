@@ -29,7 +29,7 @@ class Clock:
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a fake sleep still yields to the other tasks; no wait
 
 
 def notification(alertname="DiskFlapping", *, fingerprint="f1", starts="2026-11-27T10:00:00Z",
@@ -62,6 +62,13 @@ async def start(aiohttp_client, tmp_path, *, services=None, playbooks=None, admi
     return client, st, services, clock
 
 
+async def drained(st, timeout_s=5.0):
+    """Wait until every task the runner started (notification handling, runs) is done."""
+    async with asyncio.timeout(timeout_s):
+        while st.runner.tasks:
+            await asyncio.gather(*list(st.runner.tasks), return_exceptions=True)
+
+
 async def settle(st, predicate, timeout_s=5.0):
     """Wait until ``predicate(runs)`` holds, woken by the runner (no sleeping)."""
     async with asyncio.timeout(timeout_s):
@@ -87,7 +94,7 @@ async def test_a_notification_runs_its_playbook_once_and_verifies(aiohttp_client
     # the same notification again, as an HA pair's second Alertmanager sends it: no new run
     for _ in range(3):
         assert (await client.post("/webhook", json=notification())).status == 200
-    await asyncio.sleep(0)
+    await drained(st)
     doc = await (await client.get(f"/api/v1/runs/{run.id}")).json()
     kinds = [(e["kind"], e["name"], e["verdict"]) for e in doc["events"]]
     assert ("plan", "plan", None) in kinds
@@ -211,7 +218,7 @@ async def test_a_run_interrupted_by_a_crash_is_escalated_not_repeated(aiohttp_cl
         ["VigilRemediationFailed"]
     # the notification comes again: the run is not repeated
     await client.post("/webhook", json=notification())
-    await asyncio.sleep(0)
+    await drained(st)
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 0
     assert len(await st.audit.run(lambda db: db.list_runs())) == 1
 
