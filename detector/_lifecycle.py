@@ -33,6 +33,25 @@ STEP_SIG = (
 )
 
 
+@njit(cache=True, nogil=True)
+def _event(n_ev: int, i: int, s: int, kind: int, lv: int, since: np.ndarray,
+           peak: np.ndarray, base_exp: np.ndarray, base_lo: np.ndarray, base_hi: np.ndarray,
+           ev_index: np.ndarray, ev_kind: np.ndarray, ev_level: np.ndarray,
+           ev_since: np.ndarray, ev_peak: np.ndarray, ev_exp: np.ndarray, ev_lo: np.ndarray,
+           ev_hi: np.ndarray) -> int:
+    """Write event ``n_ev`` (sample ``i`` of series ``s``) with the run's start, peak and
+    band as they are now; the next event's index."""
+    ev_index[n_ev] = i
+    ev_kind[n_ev] = kind
+    ev_level[n_ev] = lv
+    ev_since[n_ev] = since[s]
+    ev_peak[n_ev] = peak[s]
+    ev_exp[n_ev] = base_exp[s]
+    ev_lo[n_ev] = base_lo[s]
+    ev_hi[n_ev] = base_hi[s]
+    return n_ev + 1
+
+
 @njit(STEP_SIG, cache=True, nogil=True)
 def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray,
          lower: np.ndarray, upper: np.ndarray, rule_of: np.ndarray,
@@ -80,30 +99,18 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                     peak[s] = x
                 if lv > level[s]:
                     level[s] = lv
-                    ev_index[n_ev] = i
-                    ev_kind[n_ev] = EV_ESCALATE
-                    ev_level[n_ev] = lv
-                    ev_since[n_ev] = since[s]
-                    ev_peak[n_ev] = peak[s]
-                    ev_exp[n_ev] = base_exp[s]
-                    ev_lo[n_ev] = base_lo[s]
-                    ev_hi[n_ev] = base_hi[s]
-                    n_ev += 1
+                    n_ev = _event(n_ev, i, s, EV_ESCALATE, lv, since, peak,
+                                  base_exp, base_lo, base_hi, ev_index, ev_kind, ev_level,
+                                  ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
             elif x < normal_below[r]:
                 if normal_since[s] == NEVER:
                     normal_since[s] = t
                     run[s] = 0
                 run[s] += 1
                 if run[s] >= resolve_samples[r] and t - normal_since[s] >= resolve_ms[r]:
-                    ev_index[n_ev] = i
-                    ev_kind[n_ev] = EV_RESOLVE
-                    ev_level[n_ev] = level[s]
-                    ev_since[n_ev] = since[s]
-                    ev_peak[n_ev] = peak[s]
-                    ev_exp[n_ev] = base_exp[s]
-                    ev_lo[n_ev] = base_lo[s]
-                    ev_hi[n_ev] = base_hi[s]
-                    n_ev += 1
+                    n_ev = _event(n_ev, i, s, EV_RESOLVE, level[s], since, peak,
+                                  base_exp, base_lo, base_hi, ev_index, ev_kind, ev_level,
+                                  ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
                     state[s] = NORMAL
                     level[s] = 0
                     run[s] = 0
@@ -131,15 +138,9 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                 state[s] = FIRING
                 run[s] = 0
                 normal_since[s] = NEVER
-                ev_index[n_ev] = i
-                ev_kind[n_ev] = EV_FIRE
-                ev_level[n_ev] = level[s]
-                ev_since[n_ev] = since[s]
-                ev_peak[n_ev] = peak[s]
-                ev_exp[n_ev] = base_exp[s]
-                ev_lo[n_ev] = base_lo[s]
-                ev_hi[n_ev] = base_hi[s]
-                n_ev += 1
+                n_ev = _event(n_ev, i, s, EV_FIRE, level[s], since, peak,
+                              base_exp, base_lo, base_hi, ev_index, ev_kind, ev_level,
+                              ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
         elif state[s] == PENDING:
             state[s] = NORMAL
             run[s] = 0
