@@ -174,11 +174,11 @@ class AlertDispatcher:
         created = time.perf_counter() if created is None else created
         for ev in events:
             self.metrics.events.labels(ev.kind.value).inc()
-        before = set(self.book.alerts)
         changed = self.book.apply(events, self.rule_of, self.now_ms())
         self._send(changed, created)
         for alert in changed:
-            if alert.key not in before and alert.is_firing and self.enrichers:
+            if alert.is_firing and not alert.enriching and self.enrichers:
+                alert.enriching = True
                 task = asyncio.create_task(self._enrich(alert))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)

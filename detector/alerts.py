@@ -120,6 +120,7 @@ class Alert:
     resolved_ms: int | None = None
     retired: list[dict[str, str]] = field(default_factory=list)  # label sets to resolve
     pairs: set[tuple[str, str]] = field(default_factory=set)  # its entries in the book's index
+    enriching: bool = False  # its enrichers were started (once per alert)
 
     @property
     def is_firing(self) -> bool:
@@ -366,10 +367,10 @@ class AlertBook:
             ann["summary"] = (f"{len(alert.members)} anomalous series in {group}; worst: "
                               f"{f['what']} {state} {f['value']}, expected {f['band']}")
             ann["description"] = ann["summary"] + f", anomalous for {f['duration']}."
+            listed = [(m, self._fields(alert, m, now_ms)) for m in worst[: alert.rule.max_listed]]
             ann["members"] = "\n".join(
-                f"{wording.selector(m.labels)}: {self._fields(alert, m, now_ms)['value']} "
-                f"(expected {self._fields(alert, m, now_ms)['band']}), score "
-                f"{wording.score(m.peak)}" for m in worst[: alert.rule.max_listed])
+                f"{wording.selector(m.labels)}: {mf['value']} (expected {mf['band']}), score "
+                f"{wording.score(m.peak)}" for m, mf in listed)
         related = self.related(alert, now_ms)
         if related:
             ann["related"] = "\n".join(related)

@@ -88,8 +88,9 @@ class WriteBack:
         series = []
         families = p.detectors
         for s in fresh.tolist():
-            labels = [(k, v) for k, v in self.registry.labels_of(s) if k != "__name__"]
-            metric = dict(self.registry.labels_of(s)).get("__name__", "")
+            all_labels = self.registry.labels_of(s)
+            labels = [(k, v) for k, v in all_labels if k != "__name__"]
+            metric = dict(all_labels).get("__name__", "")
             kind = families.params[int(families.family_of[s])].kind
             extra = [("detector", kind)] + ([("metric_name", metric)] if metric else [])
             base = sorted(dict(extra + labels).items())  # the series' own labels win

@@ -100,6 +100,14 @@ def _authorized(request: web.Request, token: str | None) -> bool:
     return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
 
 
+def _admin_refusal(request: web.Request, token: str | None, what: str) -> web.Response | None:
+    """The 401 for an admin endpoint without the admin token; None when it may go on."""
+    if token is not None and _authorized(request, token):
+        return None
+    return web.json_response({"error": f"{what} needs the admin token "
+                              "(auth.admin_token_file)"}, status=401)
+
+
 def _run_json(run: RunRecord) -> dict[str, Any]:
     return {"id": run.id, "playbook": run.playbook, "fingerprint": run.fingerprint,
             "startsAt": run.starts_at, "alertname": run.alertname, "target": run.target,
@@ -184,9 +192,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         return web.json_response(doc)
 
     async def handle_approve(request: web.Request) -> web.Response:
-        if st.admin_token is None or not _authorized(request, st.admin_token):
-            return web.json_response({"error": "approvals need the admin token "
-                                      "(auth.admin_token_file)"}, status=401)
+        if (refused := _admin_refusal(request, st.admin_token, "approvals")) is not None:
+            return refused
         assert st.runner is not None
         try:
             doc = await request.json()
@@ -211,9 +218,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         return await _switch(request, paused=False)
 
     async def _switch(request: web.Request, *, paused: bool) -> web.Response:
-        if st.admin_token is None or not _authorized(request, st.admin_token):
-            return web.json_response({"error": "the kill switch needs the admin token "
-                                      "(auth.admin_token_file)"}, status=401)
+        if (refused := _admin_refusal(request, st.admin_token, "the kill switch")) is not None:
+            return refused
         assert st.audit is not None
         value = "paused via API" if paused else None
         await st.audit.run(lambda db: db.set_flag("paused", value,
@@ -225,9 +231,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         return web.json_response({"paused": paused})
 
     async def handle_reset_breaker(request: web.Request) -> web.Response:
-        if st.admin_token is None or not _authorized(request, st.admin_token):
-            return web.json_response({"error": "resetting a breaker needs the admin token"},
-                                     status=401)
+        if (refused := _admin_refusal(request, st.admin_token, "resetting a breaker")) is not None:
+            return refused
         assert st.runner is not None
         playbook = request.match_info["playbook"]
         by = request.query.get("by", "api")
@@ -245,8 +250,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             "problems": list(load_catalog(st.playbook_dirs, st.registry).problems)})
 
     async def handle_reload(request: web.Request) -> web.Response:
-        if st.admin_token is None or not _authorized(request, st.admin_token):
-            return web.json_response({"error": "reload needs the admin token"}, status=401)
+        if (refused := _admin_refusal(request, st.admin_token, "reload")) is not None:
+            return refused
         fresh = st.reload()
         status = 200 if fresh.ok else 422
         return web.json_response({"loaded": len(st.catalog.entries),

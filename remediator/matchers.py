@@ -35,6 +35,14 @@ class Matcher:
         hit = self._regex.match(got) is not None
         return hit if self.op == "=~" else not hit
 
+    @classmethod
+    def from_silence(cls, m: Mapping[str, object]) -> Matcher:
+        """A matcher of Alertmanager's v2 silence API (the inverse of ``to_silence``);
+        re.error when its regex is not one Python accepts."""
+        regex, equal = bool(m.get("isRegex")), bool(m.get("isEqual", True))
+        op = ("=~" if regex else "=") if equal else ("!~" if regex else "!=")
+        return cls(str(m.get("name", "")), op, str(m.get("value", "")))
+
     def to_silence(self) -> dict[str, object]:
         """The matcher as Alertmanager's v2 silence API takes it."""
         return {"name": self.name, "value": self.value, "isRegex": self.op in ("=~", "!~"),

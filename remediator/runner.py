@@ -108,6 +108,35 @@ def target_of(alert: Alert) -> str | None:
     return None
 
 
+def read_facts(db: AuditLog, *, pb: Playbook, key: str | None, now_ms: int,
+               limits: guards.GlobalLimits, shared_flags: dict[str, Any] | None = None,
+               silences: tuple[str, ...] = (),
+               preconditions: tuple[tuple[str, bool, str], ...] = (),
+               targets_total: int | None = None, budget: float | None = None) -> guards.Facts:
+    """The guards' facts from the audit log (and, with several replicas, the shared
+    flags); the network facts are passed in. Runs on the audit thread."""
+    g = pb.spec.guards
+    rate_s = g.rate.window_s if g.rate else 3600.0
+    global_s = limits.rate.window_s if limits.rate else 3600.0
+    return guards.Facts(
+        now_ms=now_ms,
+        # several replicas: the shared flag is the kill switch (set and cleared through
+        # any replica); one replica: its own audit log
+        paused=("paused" in shared_flags) if shared_flags is not None
+        else db.get_flag("paused") is not None,
+        breaker_tripped=db.get_flag(f"breaker:{pb.name}") is not None
+        or f"breaker:{pb.name}" in (shared_flags or {}),
+        executed_playbook=db.count_executed(since_ms=now_ms - int(rate_s * 1000),
+                                            playbook=pb.name),
+        executed_all=db.count_executed(since_ms=now_ms - int(global_s * 1000)),
+        active_playbook=db.count_active(playbook=pb.name),
+        active_all=db.count_active(),
+        last_on_target_ms=db.last_executed_on_target(key, playbook=pb.name) if key else None,
+        silences=silences, preconditions=preconditions,
+        targets_in_flight=db.count_active(playbook=pb.name),
+        targets_total=targets_total, budget_remaining=budget)
+
+
 def build_plan(steps: tuple[Step, ...], alert: Alert, registry: ActionRegistry, *,
                run_id: str, run_url: str, target: Target | None = None) -> list[PlannedStep]:
     """Render each step's params for the alert (and resolved target) and validate them;
@@ -333,28 +362,12 @@ class Runner:
         now = self.now_ms()
         g = pb.spec.guards
         key = target.key if target is not None else target_of(alert)
-        rate_s = g.rate.window_s if g.rate else 3600.0
-        global_s = self.limits.rate.window_s if self.limits.rate else 3600.0
         with db.atomic():
-            facts = guards.Facts(
-                now_ms=now,
-                # several replicas: the shared flag is the kill switch (set and cleared
-                # through any replica); one replica: its own audit log
-                paused=("paused" in shared_flags) if shared_flags is not None
-                else db.get_flag("paused") is not None,
-                breaker_tripped=db.get_flag(f"breaker:{pb.name}") is not None
-                or f"breaker:{pb.name}" in (shared_flags or {}),
-                executed_playbook=db.count_executed(since_ms=now - int(rate_s * 1000),
-                                                    playbook=pb.name),
-                executed_all=db.count_executed(since_ms=now - int(global_s * 1000)),
-                active_playbook=db.count_active(playbook=pb.name),
-                active_all=db.count_active(),
-                last_on_target_ms=(db.last_executed_on_target(key, playbook=pb.name)
-                                   if key else None),
-                silences=silences, preconditions=preconditions,
-                targets_in_flight=db.count_active(playbook=pb.name),
-                targets_total=target.replicas if target is not None else None,
-                budget_remaining=budget)
+            facts = read_facts(db, pb=pb, key=key, now_ms=now, limits=self.limits,
+                               shared_flags=shared_flags, silences=silences,
+                               preconditions=preconditions,
+                               targets_total=target.replicas if target is not None else None,
+                               budget=budget)
             verdicts = guards.evaluate(g, labels=alert.labels, facts=facts, limits=self.limits,
                                        target=key)
             digest = plan_hash(plan, target)
@@ -800,9 +813,7 @@ def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
 
 
 def _silence_matcher_holds(m: dict[str, Any], labels: Any) -> bool:
-    op = ("=~" if m.get("isRegex") else "=") if m.get("isEqual", True) else \
-        ("!~" if m.get("isRegex") else "!=")
     try:
-        return Matcher(str(m.get("name", "")), op, str(m.get("value", ""))).matches(labels)
+        return Matcher.from_silence(m).matches(labels)
     except re.error:  # a regex Alertmanager accepts but Python does not: assume it holds
         return True

@@ -16,26 +16,8 @@ from remediator.audit import AuditLog
 from remediator.catalog import Catalog
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError
-from remediator.runner import build_plan, plan_hash, target_of
+from remediator.runner import build_plan, plan_hash, read_facts, target_of
 from remediator.webhook import Alert
-
-
-def _facts(pb_name: str, g: Any, cfg: RemediatorConfig, now_ms: int, target: str | None,
-           audit: AuditLog | None) -> guards.Facts:
-    if audit is None:
-        return guards.Facts(now_ms=now_ms)
-    rate_s = g.rate.window_s if g.rate else 3600.0
-    global_s = cfg.guards.rate.window_s if cfg.guards.rate else 3600.0
-    return guards.Facts(
-        now_ms=now_ms, paused=audit.get_flag("paused") is not None,
-        breaker_tripped=audit.get_flag(f"breaker:{pb_name}") is not None,
-        executed_playbook=audit.count_executed(since_ms=now_ms - int(rate_s * 1000),
-                                               playbook=pb_name),
-        executed_all=audit.count_executed(since_ms=now_ms - int(global_s * 1000)),
-        active_playbook=audit.count_active(playbook=pb_name),
-        active_all=audit.count_active(),
-        last_on_target_ms=audit.last_executed_on_target(target, playbook=pb_name)
-        if target else None)
 
 
 def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: RemediatorConfig,
@@ -60,7 +42,8 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
                 report["plan_hash"] = plan_hash(plan)
             except TemplateError as exc:
                 report["plan_error"] = str(exc)
-            facts = _facts(pb.name, pb.spec.guards, cfg, now_ms, target, audit)
+            facts = read_facts(audit, pb=pb, key=target, now_ms=now_ms, limits=limits) \
+                if audit is not None else guards.Facts(now_ms=now_ms)
             verdicts = guards.evaluate(pb.spec.guards, labels=alert.labels, facts=facts,
                                        limits=limits, target=target)
             report["guards"] = [{"guard": v.guard, "allow": v.allow, "reason": v.reason}
