@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--external-url", metavar="URL",
                        help="how people reach this detector (runbook links); default "
                        "http://<listen>")
+    serve.add_argument("--runbooks", type=Path, metavar="DIR",
+                       help="a folder of <AlertName>.md runbooks to serve at /runbooks/ "
+                       "(docs/runbooks/; the rules' runbook_url point there)")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("config", type=Path)
@@ -96,9 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else [])]:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
+        if args.runbooks is not None and not args.runbooks.is_dir():
+            raise ConfigError(f"--runbooks {args.runbooks}: not a folder (give the folder "
+                              "of <AlertName>.md files, e.g. docs/runbooks)")
         app = build_app(cfg, token=read_bearer_token(cfg), state_dir=args.state_dir,
                         prometheus_url=args.prometheus, alertmanagers=args.alertmanager,
-                        external_url=args.external_url or f"http://{host}:{port}")
+                        external_url=args.external_url or f"http://{host}:{port}",
+                        runbooks_dir=args.runbooks)
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2

@@ -148,12 +148,14 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
 def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
               token: str | None = None, state_dir: Path | None = None,
               prometheus_url: str | None = None, alertmanagers: Sequence[str] = (),
-              external_url: str | None = None,
+              external_url: str | None = None, runbooks_dir: Path | None = None,
               clock: Callable[[], float] = time.time) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
     ``prometheus_url`` turns on warm starts (when the config allows) and links alerts to
     its graphs; alerts go to every URL of ``alertmanagers``; ``external_url`` is how people
-    reach this service (runbook links); ``clock`` gives the wall time in seconds."""
+    reach this service (runbook links); ``runbooks_dir`` holds more runbooks to serve at
+    /runbooks/<name> (docs/runbooks/, which the rules' runbook_url point at), looked up
+    before the packaged VigilAnomaly one; ``clock`` gives the wall time in seconds."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     m = build_metrics(registry_metrics)
     am = build_alert_metrics(registry_metrics)
@@ -207,12 +209,14 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
         return api.list_anomalies(request, rt.book, now_ms=rt.now_ms())
 
     async def handle_runbook(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        path = RUNBOOKS / f"{name}.md"
-        if not name.replace("_", "").replace("-", "").isalnum() or not path.is_file():
-            raise web.HTTPNotFound(text=f"no runbook named {name!r}\n")
-        return web.Response(text=path.read_text(encoding="utf-8"),
-                            content_type="text/markdown")
+        name = request.match_info["name"].removesuffix(".md")
+        if name.replace("_", "").replace("-", "").isalnum():
+            for folder in (*([runbooks_dir] if runbooks_dir else []), RUNBOOKS):
+                path = folder / f"{name}.md"
+                if path.is_file():
+                    return web.Response(text=path.read_text(encoding="utf-8"),
+                                        content_type="text/markdown")
+        raise web.HTTPNotFound(text=f"no runbook named {name!r}\n")
 
     async def handle_healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -15,7 +15,10 @@ What it writes (paths relative to deploy/cluster/):
 - ``vigil/base/rbac.yaml``: ``python -m remediator rbac --playbooks playbooks
   --namespace vigil``, the least-privilege RBAC of the shipped playbooks.
 - ``vigil/base/prometheusrules.yaml``: one ``monitoring.coreos.com/v1`` PrometheusRule per
-  file of deploy/config/rules/ (the local demo's rules excepted), its ``spec`` the file.
+  file of deploy/config/rules/ (the local demo's rules excepted), its ``spec`` the file
+  with every alert's ``runbook_url`` set to ``RUNBOOK_BASE/<alertname>``.
+- ``vigil/base/runbooks/``: copies of docs/runbooks/*.md and a kustomization making them
+  the ``vigil-runbooks`` ConfigMap, which the detector serves at ``/runbooks/``.
 - ``vigil/base/playbooks/``: copies of playbooks/*.yaml and a kustomization whose
   configMapGenerator makes them the ``vigil-playbooks`` ConfigMap (kustomize reads files
   only inside its root, hence the copies).
@@ -53,7 +56,11 @@ ENVIRONMENTS = ("dev", "prod")
 # deploy/config/rules files that only make sense on one machine (`make demo`)
 LOCAL_ONLY_RULES = frozenset({"demo.yaml"})
 # generated as whole directories: files there that the generator no longer writes go
-GENERATED_DIRS = ("vigil/base/playbooks", "values/generated", "monitoring/dashboards")
+GENERATED_DIRS = ("vigil/base/playbooks", "vigil/base/runbooks", "values/generated",
+                  "monitoring/dashboards")
+# the detector's Service serves docs/runbooks/ (the vigil-runbooks ConfigMap); the rules'
+# runbook_url point there (reach it through an Ingress or a port-forward)
+RUNBOOK_BASE = "http://vigil-detector.vigil.svc:9420/runbooks"
 DETECTOR_URL = "http://vigil-detector-{i}.vigil-detector-headless.vigil.svc:9420/api/v1/write"
 REMEDIATOR_URL = "http://vigil-remediator-{i}.vigil-remediator-headless.vigil.svc:9421/webhook"
 
@@ -124,6 +131,8 @@ def rule_files(root: Path) -> list[Path]:
 
 
 def prometheus_rules(root: Path) -> str:
+    from deploy.config import render
+
     objects = []
     for path in rule_files(root):
         doc = _load(path)
@@ -134,7 +143,7 @@ def prometheus_rules(root: Path) -> str:
             "kind": "PrometheusRule",
             "metadata": {"name": f"vigil-{path.stem}",
                          "labels": {"vigil.dev/rules": path.stem}},
-            "spec": {"groups": doc["groups"]},
+            "spec": {"groups": render.with_runbook_urls(doc, RUNBOOK_BASE)["groups"]},
         })
     sources = [_rel(p) for p in rule_files(root)] or ["deploy/config/rules/ (no files yet)"]
     return header(*sources) + (dump(*objects) if objects else "[]\n")
@@ -174,6 +183,20 @@ def playbooks(root: Path) -> dict[str, bytes]:
     }
     out["vigil/base/playbooks/kustomization.yaml"] = (
         header("playbooks/*.yaml (copied next to this file)") + dump(kustomization)).encode()
+    return out
+
+
+def runbooks(root: Path) -> dict[str, bytes]:
+    files = sorted((root / "docs/runbooks").glob("*.md"))
+    files = [p for p in files if p.name != "README.md"]
+    out = {f"vigil/base/runbooks/{p.name}": p.read_bytes() for p in files}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "configMapGenerator": [{"name": "vigil-runbooks", "files": [p.name for p in files]}],
+    }
+    out["vigil/base/runbooks/kustomization.yaml"] = (
+        header("docs/runbooks/*.md (copied next to this file)") + dump(kustomization)).encode()
     return out
 
 
@@ -388,6 +411,7 @@ def build(root: Path = ROOT, here: Path = HERE) -> dict[str, bytes]:
         out[f"values/generated/remote-write.{env}.yaml"] = \
             remote_write_values(here, env).encode()
     out.update(playbooks(root))
+    out.update(runbooks(root))
     out.update(dashboards(root))
     return out
 

@@ -14,6 +14,13 @@ API::
 
     rule_files() -> list[Path]
         every rule file of deploy/config/rules/, sorted, absolute
+    with_runbook_urls(groups_doc, runbook_base: str) -> dict
+        a copy of a rule file's document where every alert also carries
+        ``runbook_url: <runbook_base>/<alertname>`` (the rules state the runbook as
+        ``runbook: docs/runbooks/<alertname>.md``; the detector serves that folder at
+        ``/runbooks/``, so the base is ``<detector URL>/runbooks`` in both forms)
+    render_rules(path: Path, *, runbook_base: str) -> str
+        that document of one rule file, as YAML
     render_alertmanager(*, remediator_url: str, secrets_dir: Path) -> str
         alertmanager.yml with the vigil-remediator webhook URL set to ``remediator_url``
         and every ``*_file`` secret moved to ``secrets_dir`` (same file names). The
@@ -96,6 +103,23 @@ def rule_files() -> list[Path]:
 
 
 _all_rule_files = rule_files  # render_prometheus's parameter shadows the name
+
+
+def with_runbook_urls(doc: Mapping[str, Any], runbook_base: str) -> dict[str, Any]:
+    """A copy of a rule file's document whose alerts carry ``runbook_url`` too."""
+    out = copy.deepcopy(dict(doc))
+    base = runbook_base.rstrip("/")
+    for group in out.get("groups") or []:
+        for rule in group.get("rules") or []:
+            if "alert" in rule:
+                annotations = rule.setdefault("annotations", {})
+                annotations["runbook_url"] = f"{base}/{rule['alert']}"
+    return out
+
+
+def render_rules(path: Path, *, runbook_base: str) -> str:
+    """One rule file of deploy/config/rules/ with every alert's runbook_url set."""
+    return _dump(with_runbook_urls(_load(path), runbook_base), path)
 
 
 # --- Alertmanager ----------------------------------------------------------------------

@@ -222,6 +222,14 @@ def write_configs(work: Path, p: Ports) -> None:
                     {"source_labels": ["__address__"], "target_label": "__param_target"},
                     {"source_labels": ["__param_target"], "target_label": "instance"},
                     {"target_label": "__address__", "replacement": f"127.0.0.1:{p.blackbox}"}]}
+    # the rules with runbook_url pointing at the detector, which serves docs/runbooks/
+    rules = work / "rules"
+    rules.mkdir()
+    rule_files = []
+    for source in render.rule_files():
+        rule_files.append(rules / source.name)
+        rule_files[-1].write_text(render.render_rules(
+            source, runbook_base=f"http://127.0.0.1:{p.detector}/runbooks"))
     prometheus = render.render_prometheus(
         scrape_targets={"demo-shop": [f"127.0.0.1:{p.shop}"],
                         "node": [f"127.0.0.1:{p.node}"],
@@ -229,7 +237,8 @@ def write_configs(work: Path, p: Ports) -> None:
                         "vigil-remediator": [f"127.0.0.1:{p.remediator}"]},
         alertmanagers=[f"127.0.0.1:{p.alertmanager}"],
         remote_write_urls=[f"http://127.0.0.1:{p.detector}/api/v1/write"],
-        extra_scrape_configs=[blackbox], scrape_interval="1s", evaluation_interval="1s")
+        extra_scrape_configs=[blackbox], scrape_interval="1s", evaluation_interval="1s",
+        rule_files=rule_files)
     (work / "prometheus.yml").write_text(prometheus)
     (work / "alertmanager.yml").write_text(render.render_alertmanager(
         remediator_url=f"http://127.0.0.1:{p.remediator}/webhook", secrets_dir=secrets))
@@ -292,6 +301,7 @@ def start_stack(stack: Stack) -> None:
                              "--listen", f"127.0.0.1:{p.detector}",
                              "--config", str(w / "detector.yaml"),
                              "--state-dir", str(w / "detector"),
+                             "--runbooks", str(ROOT / "docs" / "runbooks"),
                              "--prometheus", f"http://127.0.0.1:{p.prometheus}",
                              "--alertmanager", f"http://127.0.0.1:{p.alertmanager}"],
                 f"http://127.0.0.1:{p.detector}/readyz", timeout_s=300)

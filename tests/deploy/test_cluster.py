@@ -386,6 +386,31 @@ def test_the_playbooks_configmap_holds_every_playbook() -> None:
             assert text == (ROOT / "playbooks" / key).read_text(encoding="utf-8")
 
 
+def test_the_detector_serves_every_runbook_the_rules_link_to() -> None:
+    runbooks = sorted(p.name for p in (ROOT / "docs/runbooks").glob("*.md")
+                      if p.name != "README.md")
+    for name in VIGIL:
+        objects = rendered(name)
+        maps = [c for c in of_kind(objects, "ConfigMap")
+                if c["metadata"]["name"].startswith("vigil-runbooks")]
+        assert len(maps) == 1 and sorted(maps[0]["data"]) == runbooks
+        detector = find(objects, "StatefulSet", "vigil-detector")
+        pod = detector["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name")
+                      == maps[0]["metadata"]["name"])
+        container = pod["containers"][0]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+        args = container["args"]
+        assert args[args.index("--runbooks") + 1] == mount["mountPath"]
+        for rules in of_kind(objects, "PrometheusRule"):
+            for group in rules["spec"]["groups"]:
+                for rule in group["rules"]:
+                    if "alert" in rule:
+                        url = rule["annotations"]["runbook_url"]
+                        assert url == f"{generate.RUNBOOK_BASE}/{rule['alert']}"
+                        assert f"{rule['alert']}.md" in runbooks
+
+
 def test_rbac_is_the_renderers() -> None:
     rbac = [o for o in rendered("base") if o["apiVersion"].startswith("rbac.")
             and o["metadata"]["name"].startswith("vigil-remediator")]

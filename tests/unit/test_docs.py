@@ -126,6 +126,33 @@ def test_every_rule_points_at_its_runbook():
     assert not problems, "\n".join(problems)
 
 
+async def test_the_detector_serves_the_runbook_every_rendered_rule_links_to(aiohttp_client):
+    from deploy.config import render
+    from detector.app import build_app
+    from detector.config import DetectorConfig
+
+    client = await aiohttp_client(build_app(DetectorConfig(), runbooks_dir=RUNBOOKS,
+                                            external_url="http://vigil.example:9420"))
+    base = "http://vigil.example:9420/runbooks"
+    seen = 0
+    for path in render.rule_files():
+        doc = yaml.safe_load(render.render_rules(path, runbook_base=base))
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if "alert" not in rule:
+                    continue
+                url = rule["annotations"]["runbook_url"]
+                assert url == f"{base}/{rule['alert']}"
+                served = await client.get(url.removeprefix("http://vigil.example:9420"))
+                assert served.status == 200, url
+                assert await served.text() == \
+                    (RUNBOOKS / f"{rule['alert']}.md").read_text(encoding="utf-8")
+                seen += 1
+    assert seen >= 20
+    assert (await client.get("/runbooks/NoSuchAlert")).status == 404
+    assert (await client.get("/runbooks/..%2F..%2Fpyproject")).status == 404
+
+
 def test_vigil_anomaly_runbook_is_the_one_the_detector_serves():
     assert (RUNBOOKS / "VigilAnomaly.md").read_bytes() == SERVED.read_bytes()
 
