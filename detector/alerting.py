@@ -55,6 +55,8 @@ class AlertmanagerClient:
         self.name = url
         self.cfg = cfg
         self.metrics = metrics
+        for counted in (metrics.sent, metrics.send_failures, metrics.rejected, metrics.dropped):
+            counted.labels(url)  # 0 from the start: a rate over it is 0, not "no data"
         self._sleep = sleep
         self._pending: OrderedDict[tuple[tuple[str, str], ...], _Entry] = OrderedDict()
         self._wake = asyncio.Event()

@@ -35,7 +35,7 @@ from remediator.config import RemediatorConfig
 from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
 from remediator.kube import Kube
 from remediator.leases import LeaderElector, LeaseLock
-from remediator.metrics import RemediatorMetrics, build_metrics
+from remediator.metrics import RemediatorMetrics, build_metrics, zero_playbook_series
 from remediator.runner import Runner
 from remediator.services import LiveServices
 from remediator.webhook import parse_notification
@@ -87,6 +87,8 @@ class State:
             self.catalog = fresh
         self.metrics.playbooks_loaded.set(len(self.catalog.entries))
         self.metrics.playbook_problems.set(len(fresh.problems))
+        zero_playbook_series(self.metrics, (e.playbook.name for e in self.catalog.entries),
+                             guards.GUARD_NAMES)
         return fresh
 
 

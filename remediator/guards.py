@@ -14,6 +14,11 @@ from datetime import UTC, datetime
 
 from remediator.playbook import FreezeWindow, Guards, RateLimit
 
+# every guard a verdict can name (metrics export a 0 for each before one refuses)
+GUARD_NAMES = ("kill_switch", "namespace", "freeze", "silence", "cooldown", "rate",
+               "rate:global", "concurrency", "circuit_breaker", "blast_radius", "precondition",
+               "error_budget")
+
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 

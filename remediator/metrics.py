@@ -3,9 +3,17 @@ default). This module owns their names, help texts and units (``vigil_`` prefix)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -30,6 +38,10 @@ class RemediatorMetrics:
 
 
 def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
+    # process_* (CPU, resident memory, open files) and python_info, as every Prometheus
+    # client exports them: the dashboards and VigilDown's runbook read them
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
         return Counter(name, doc, labels, registry=registry)
 
@@ -68,3 +80,20 @@ def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
         paused=gauge("vigil_remediator_paused", "1 while the kill switch is on."),
         leader=gauge("vigil_remediator_leader", "1 while this replica leads (starts runs)."),
     )
+
+
+def zero_playbook_series(m: RemediatorMetrics, playbooks: Iterable[str],
+                         guards: Iterable[str]) -> None:
+    """Export 0 for each loaded playbook's counters before anything happens, so a rate
+    or increase over them is 0, not an absent series that a dashboard shows as "no data"
+    and an alert rule cannot tell from a broken scrape."""
+    guards = tuple(guards)
+    for name in playbooks:
+        m.duplicates.labels(name)
+        m.breakers.labels(name)
+        for guard in guards:
+            m.refusals.labels(name, guard)
+        for result in ("ok", "failed"):
+            m.escalations.labels(name, result)
+    for where in ("audit", "runner"):
+        m.errors.labels(where)

@@ -19,6 +19,7 @@ blackbox_exporter 9115 (probing the shop's health endpoint).
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import os
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.config import render
+from deploy.config import dashboards, render
 from deploy.local import shop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,7 +235,9 @@ def write_configs(work: Path, p: Ports) -> None:
         scrape_targets={"demo-shop": [f"127.0.0.1:{p.shop}"],
                         "node": [f"127.0.0.1:{p.node}"],
                         "vigil-detector": [f"127.0.0.1:{p.detector}"],
-                        "vigil-remediator": [f"127.0.0.1:{p.remediator}"]},
+                        "vigil-remediator": [f"127.0.0.1:{p.remediator}"],
+                        "prometheus": [f"127.0.0.1:{p.prometheus}"],
+                        "alertmanager": [f"127.0.0.1:{p.alertmanager}"]},
         alertmanagers=[f"127.0.0.1:{p.alertmanager}"],
         remote_write_urls=[f"http://127.0.0.1:{p.detector}/api/v1/write"],
         extra_scrape_configs=[blackbox], scrape_interval="1s", evaluation_interval="1s",
@@ -246,13 +249,17 @@ def write_configs(work: Path, p: Ports) -> None:
 modules:
   http_2xx: {prober: http, timeout: 2s, http: {valid_status_codes: [200]}}
 """)
-    (work / "detector.yaml").write_text("""
+    (work / "detector.yaml").write_text(f"""
 alerts:
   - name: VigilAnomaly
-    match: '{job="demo-shop", __name__=~"demo_(latency_p99_seconds|error_ratio)"}'
+    match: '{{job="demo-shop", __name__=~"demo_(latency_p99_seconds|error_ratio)"}}'
     for_samples: 3
     resolve_samples: 5
-alerting: {resend_s: 10, stale_min_s: 30}
+alerting: {{resend_s: 10, stale_min_s: 30}}
+writeback:
+  url: http://127.0.0.1:{p.prometheus}/api/v1/write
+  match: '{{job="demo-shop"}}'
+  interval_s: 2
 """)
     (work / "remediator.yaml").write_text(f"""
 http:
@@ -280,7 +287,8 @@ def start_stack(stack: Stack) -> None:
                 f"http://127.0.0.1:{p.shop}/healthz")
     stack.start("prometheus", [_binary("prometheus"), f"--config.file={w / 'prometheus.yml'}",
                                f"--storage.tsdb.path={w / 'prometheus-data'}",
-                               f"--web.listen-address=127.0.0.1:{p.prometheus}"],
+                               f"--web.listen-address=127.0.0.1:{p.prometheus}",
+                               "--web.enable-remote-write-receiver"],
                 f"http://127.0.0.1:{p.prometheus}/-/ready")
     stack.start("alertmanager", [_binary("prometheus-alertmanager"),
                                  f"--config.file={w / 'alertmanager.yml'}",
@@ -356,6 +364,45 @@ def scenario(stack: Stack, tl: Timeline) -> dict[str, Any]:
     return {"ok": True, "run": detail, "alert": alert}
 
 
+def check_dashboards(p: Ports) -> dict[str, Any]:
+    """Every PromQL query of every dashboard, asked of this stack's Prometheus: which
+    return data, which read what only a cluster has, which return nothing."""
+    values = {"metric": "demo_latency_p99_seconds", "selector": 'job="demo-shop"',
+              "service": ".+", "instance": ".+", "job": ".+"}
+    report: dict[str, Any] = {"with_data": 0, "cluster_only": 0, "empty": []}
+    for name, build in dashboards.DASHBOARDS.items():
+        for q in dashboards.prometheus_queries(build(), values):
+            if q.cluster_source() is not None:
+                report["cluster_only"] += 1
+                continue
+            url = f"http://127.0.0.1:{p.prometheus}/api/v1/query?" + \
+                urllib.parse.urlencode({"query": q.expr})
+            if _get(url)["data"]["result"]:
+                report["with_data"] += 1
+            else:
+                report["empty"].append(f"{name}: {q.panel} [{q.ref}]: {q.expr}")
+    return report
+
+
+def check_alert_link(p: Ports, alert: dict[str, Any]) -> dict[str, Any]:
+    """The alert's dashboard_url (a Prometheus graph here; Grafana's vigil-anomaly in a
+    cluster): does each series it draws return data over the range it shows?"""
+    parts = urllib.parse.urlsplit(alert["annotations"]["dashboard_url"])
+    query = urllib.parse.parse_qs(parts.query)
+    out: dict[str, Any] = {"url": alert["annotations"]["dashboard_url"], "series": {}}
+    i = 0
+    while f"g{i}.expr" in query:
+        end = calendar.timegm(time.strptime(query[f"g{i}.end_input"][0], "%Y-%m-%d %H:%M:%S"))
+        minutes = int(query[f"g{i}.range_input"][0].removesuffix("m"))
+        url = f"http://127.0.0.1:{p.prometheus}/api/v1/query_range?" + urllib.parse.urlencode(
+            {"query": query[f"g{i}.expr"][0], "start": end - 60 * minutes,
+             "end": min(end, time.time()), "step": "5"})
+        result = _get(url)["data"]["result"]
+        out["series"][query[f"g{i}.expr"][0]] = sum(len(r["values"]) for r in result)
+        i += 1
+    return out
+
+
 def _simulate_cluster(alert: dict[str, Any]) -> str:
     """What the equivalent cluster playbook would do, via `vigil-remediator simulate`."""
     doc = {"status": "firing", "labels": {**alert["labels"], "namespace": "shop",
@@ -406,12 +453,20 @@ def _run(work: Path, ports: Ports, stack: Stack) -> int:
         tl.mark("stack ready", "node_exporter, blackbox_exporter, shop, Prometheus, "
                 "Alertmanager, remediator, detector")
         result = scenario(stack, tl)
+        if result.get("ok"):
+            report = check_dashboards(ports)
+            report["alert_link"] = check_alert_link(ports, result["alert"])
+            result["dashboards"] = report
+            tl.mark("dashboards checked", f"{report['with_data']} panel queries return data "
+                    f"here, {report['cluster_only']} read what only a cluster has "
+                    f"(kube-state-metrics, cAdvisor, Tempo), {len(report['empty'])} empty")
     except (TimeoutError, subprocess.CalledProcessError) as exc:
         tl.mark("scenario stopped", str(exc))
     finally:
         summary = {"ok": bool(result.get("ok")), "timeline": tl.steps,
                    "run_id": result.get("run", {}).get("id"),
-                   "alert": result.get("alert"), "ports": ports.__dict__}
+                   "alert": result.get("alert"), "ports": ports.__dict__,
+                   "dashboards": result.get("dashboards")}
         (work / "summary.json").write_text(json.dumps(summary, indent=2))
     p = ports
     if result.get("alert"):

@@ -34,9 +34,17 @@ def test_the_demo_scenario_runs_end_to_end(tmp_path: Path):
     steps = [s["step"] for s in summary["timeline"]]
     assert steps == ["history backfilled", "stack ready", "detector watching",
                      "fault injected", "anomaly detected and routed", "playbook acted",
-                     "verification passed", "alert resolved"]
+                     "verification passed", "alert resolved", "dashboards checked"]
     at = {s["step"]: s["at_s"] for s in summary["timeline"]}
     assert at["anomaly detected and routed"] - at["fault injected"] < 30
+    # every dashboard query returns data here unless it reads what only a cluster has
+    dashboards = summary["dashboards"]
+    assert dashboards["empty"] == [] and dashboards["with_data"] >= 60, dashboards
+    # the alert's dashboard_url draws the series and the band Vigil expected, with data
+    link = dashboards["alert_link"]["series"]
+    assert len(link) == 4 and all(n > 0 for n in link.values()), dashboards["alert_link"]
+    assert [e.split("{")[0] for e in link] == ["demo_latency_p99_seconds", "anomaly_expected",
+                                               "anomaly_lower", "anomaly_upper"]
     alert = summary["alert"]  # as Alertmanager's API returned it
     assert alert["labels"]["alertname"] == "VigilAnomaly"
     assert alert["labels"]["job"] == "demo-shop"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remediator.guards import Facts, GlobalLimits, Verdict, decide, evaluate, in_window
+from remediator.guards import GUARD_NAMES, Facts, GlobalLimits, Verdict, decide, evaluate, in_window
 from remediator.playbook import AllowDeny, BlastRadius, FreezeWindow, Guards, RateLimit
 
 WED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday, noon UTC
@@ -58,6 +58,8 @@ def test_defaults_allow_and_every_guard_gives_a_verdict_in_a_fixed_order() -> No
     ]
     assert not any(v.shadow for v in vs)
     assert decide(vs) == (True, False, "all guards allow")
+    # the metrics export a 0 per guard; a guard missing there would start as "no data"
+    assert {v.guard for v in vs} | {"precondition", "error_budget"} == set(GUARD_NAMES)
 
 
 def test_no_rate_limit_means_no_rate_verdicts() -> None:
