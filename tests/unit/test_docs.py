@@ -300,3 +300,29 @@ def test_instrumentation_example_serves_its_metrics():
                  'shop_requests_total{code="200",route="/checkout"} 1.0',
                  "shop_cart_items_count 1.0"):
         assert line in body, line
+
+
+def test_detectors_md_documents_every_knob_with_its_default(tmp_path):
+    import math
+
+    from detector.config import EnsembleParams, RobustParams, load_config
+
+    text = (DOCS / "detectors.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(2) for m in
+            re.finditer(r"^\| `((?:ensemble|robust)\.\w+)` \| ([^|]*) \|", text, re.M)}
+    for kind, model in (("ensemble", EnsembleParams), ("robust", RobustParams)):
+        for name, field in model.model_fields.items():
+            if name == "kind":
+                continue
+            key = f"{kind}.{name}"
+            assert key in rows, f"docs/detectors.md: the knob table lacks `{key}`"
+            default = field.default
+            shown = rows[key].strip()
+            assert (shown == "inf" if default == math.inf else float(shown) == default), \
+                f"docs/detectors.md: `{key}` says {shown}, the default is {default}"
+    example = re.search(r"## Choosing a detector.*?```yaml\n(.*?)```", text, re.S)
+    assert example is not None
+    path = tmp_path / "detector.yaml"
+    path.write_text(example.group(1))
+    assert [r.detector.kind for r in load_config(path).series] == \
+        ["ensemble", "robust", "ensemble"]
