@@ -259,7 +259,7 @@ DASHBOARDS = {"vigil-anomaly.json": anomaly, "vigil-overview.json": overview,
 
 # metric name prefixes of sources only a cluster has, and what exports them
 CLUSTER_SOURCES = {"kube_": "kube-state-metrics", "container_": "cAdvisor (kubelet)",
-                   "kubelet_": "the kubelet",
+                   "kubelet_": "the kubelet", "coredns_": "CoreDNS",
                    "traces_": "Tempo's metrics generator (span metrics, service graph)"}
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

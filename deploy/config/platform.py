@@ -80,6 +80,13 @@ def network() -> dict[str, Any]:
         g.panel("Probe latency and success", [
             ("max by (instance) (probe_duration_seconds)", "{{instance}}"),
             ("min by (instance) (probe_success)", "{{instance}} up")], x=12, y=8, unit="s"),
+        g.panel("DNS latency", [
+            ("max by (instance) (probe_dns_lookup_time_seconds)", "probe {{instance}}"),
+            ("histogram_quantile(0.99, sum by (le) "
+             "(rate(coredns_dns_request_duration_seconds_bucket[5m])))", "CoreDNS p99")],
+            x=0, y=16, w=24, unit="s",
+            description="What a blackbox probe spent resolving its target, and the "
+                        "cluster DNS's own p99 (CoreDNS)."),
     ]
     return g.dashboard("vigil-network", "Network", panels, [], "now-6h")
 

@@ -459,7 +459,7 @@ def _run(work: Path, ports: Ports, stack: Stack) -> int:
             result["dashboards"] = report
             tl.mark("dashboards checked", f"{report['with_data']} panel queries return data "
                     f"here, {report['cluster_only']} read what only a cluster has "
-                    f"(kube-state-metrics, cAdvisor, Tempo), {len(report['empty'])} empty")
+                    f"(kube-state-metrics, cAdvisor, CoreDNS, Tempo), {len(report['empty'])} empty")
     except (TimeoutError, subprocess.CalledProcessError) as exc:
         tl.mark("scenario stopped", str(exc))
     finally:
