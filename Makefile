@@ -3,8 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-DEB_PKGS := prometheus prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter victoria-metrics
-DEB_BINS := prometheus promtool amtool prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter victoria-metrics
+DEB_PKGS := prometheus prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter victoria-metrics buildah debootstrap chromium
+DEB_BINS := prometheus promtool amtool prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter victoria-metrics buildah debootstrap chromium
 
 .PHONY: test demo stop setup debs lint bench clean
 
@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-# Install the Debian packages the integration tests and benchmarks run, when missing.
+# Install the Debian packages the integration tests and benchmarks run, when missing
+# (buildah and debootstrap: tests/image builds the Containerfile and runs the image).
 debs:
 	@missing=0; for b in $(DEB_BINS); do command -v $$b >/dev/null 2>&1 || missing=1; done; \
 	if [ $$missing = 1 ]; then \

@@ -1,8 +1,10 @@
-"""Command line: ``vigil-detector serve``, ``check`` and ``slo``. argv -> config -> app."""
+"""Command line: ``vigil-detector serve``, ``check``, ``slo`` and ``verify``.
+argv -> config -> app (or one verification, whose verdict is the exit code)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from detector import slo
+from detector import slo, verification, verify
 from detector.app import build_app
 from detector.config import load_config, read_bearer_token
 from detector.errors import ConfigError
@@ -41,6 +43,81 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    unit = text[-1:] if text[-1:] in _UNITS else "s"
+    number = text[:-1] if text[-1:] in _UNITS else text
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected a duration like 900, 15m, 2h or 1d") \
+            from None
+    if value <= 0:
+        raise ConfigError(f"{flag} {text!r}: must be positive")
+    return value
+
+
+def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    v = sub.add_parser("verify", help="judge a deployment: pass (0), fail (1) or "
+                       "inconclusive (2)", description=verify.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--prometheus", required=True, metavar="URL")
+    v.add_argument("--spec", type=Path, help="YAML/JSON request (flags override it)")
+    v.add_argument("--selector", help='label matchers of the changed workload, e.g. '
+                   'job="shop"; without --query: the standard queries')
+    v.add_argument("--query", action="append", default=[], metavar="NAME=PROMQL",
+                   help="a query to judge (repeatable); higher is worse unless "
+                   "NAME ends in :down or :both")
+    v.add_argument("--change-time", help="unix seconds or RFC 3339 (default: now - observe)")
+    v.add_argument("--baseline", help="window before the change (default 30m)")
+    v.add_argument("--observe", help="window after the change (default 15m)")
+    v.add_argument("--skip", help="left out right after the change (default 0)")
+    v.add_argument("--step", help="range query step (default 15s)")
+    v.add_argument("--canary", help="canary's label matchers (with --baseline-selector)")
+    v.add_argument("--baseline-selector", help="stable version's label matchers")
+    v.add_argument("--json", action="store_true", help="print the JSON report")
+
+
+def _verify_request(args: argparse.Namespace) -> verify.VerifyRequest:
+    doc: dict[str, object] = {}
+    if args.spec is not None:
+        doc = verification.load_spec(args.spec).model_dump(exclude_unset=True)
+    queries = []
+    for item in args.query:
+        name, sep, query = item.partition("=")
+        if not sep or not name or not query:
+            raise ConfigError(f"--query {item!r}: expected NAME=PROMQL")
+        name, _, way = name.partition(":")
+        direction = {"": "up_is_bad", "up": "up_is_bad", "down": "down_is_bad",
+                     "both": "both"}.get(way)
+        if direction is None:
+            raise ConfigError(f"--query {item!r}: the direction after ':' is up, down or both")
+        queries.append({"name": name, "query": query, "direction": direction})
+    if queries:
+        doc["queries"] = queries
+    for key in ("selector", "canary", "baseline_selector", "change_time"):
+        if getattr(args, key) is not None:
+            doc[key] = getattr(args, key)
+    for key, flag in (("baseline", "baseline_s"), ("observe", "observe_s"),
+                      ("skip", "skip_s"), ("step", "step_s")):
+        if getattr(args, key) is not None:
+            doc[flag] = parse_duration(getattr(args, key), f"--{key}")
+    try:
+        return verify.VerifyRequest.model_validate(doc)
+    except ValueError as exc:  # pydantic's ValidationError
+        raise ConfigError(f"verify: {exc}") from exc
+
+
+def _verify(args: argparse.Namespace) -> int:
+    req = _verify_request(args)
+    doc = asyncio.run(verification.run(req, prometheus_url=args.prometheus))
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else verify.render_text(doc))
+    return verify.EXIT_CODES[doc["verdict"]]
 
 
 def _slo(args: argparse.Namespace) -> int:
@@ -75,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--runbooks", type=Path, metavar="DIR",
                        help="a folder of <AlertName>.md runbooks to serve at /runbooks/ "
                        "(docs/runbooks/; the rules' runbook_url point there)")
+    serve.add_argument("--remediator-url", metavar="URL",
+                       help="the remediator's console, linked from each anomaly in this "
+                       "detector's console at / (default: console.remediator_url)")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("config", type=Path)
@@ -85,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--out", type=Path, metavar="FILE", help="default: stdout")
     slo_check = slo_sub.add_parser("check", help="validate SLO spec files and exit")
     slo_check.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    _add_verify(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "slo":
             return _slo(args)
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "check":
             load_config(args.config)
             print(f"{args.config}: ok")
@@ -96,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args.log_level)
         cfg = load_config(args.config)
         host, port = parse_listen(args.listen)
-        for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else [])]:
+        for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else []),
+                    *([args.remediator_url] if args.remediator_url else [])]:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
         if args.runbooks is not None and not args.runbooks.is_dir():
@@ -105,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         app = build_app(cfg, token=read_bearer_token(cfg), state_dir=args.state_dir,
                         prometheus_url=args.prometheus, alertmanagers=args.alertmanager,
                         external_url=args.external_url or f"http://{host}:{port}",
-                        runbooks_dir=args.runbooks)
+                        runbooks_dir=args.runbooks, remediator_url=args.remediator_url)
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2

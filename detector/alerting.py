@@ -8,7 +8,8 @@ counted; firing alerts come back at the next re-send). ``AlertDispatcher`` turns
 events into alerts through the book, re-sends firing alerts every ``resend_s`` with
 ``endsAt`` ahead, and runs the enrichers, each within its own time budget: an alert is
 sent at once and sent again with its context when that arrives, so a slow or failing
-enricher never delays or drops it. The ClientSession is injected.
+enricher never delays or drops it. At shutdown ``AlertDispatcher.flush`` gives the queues
+a bounded time to empty before the clients stop. The ClientSession is injected.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class AlertmanagerClient:
         self._sleep = sleep
         self._pending: OrderedDict[tuple[tuple[str, str], ...], _Entry] = OrderedDict()
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set while nothing is pending
+        self._drained.set()
         self.delivered = asyncio.Event()  # set after each accepted POST (tests wait on it)
 
     @property
@@ -79,7 +82,13 @@ class AlertmanagerClient:
             log.warning("alert queue for %s is full (%d); dropped the %d oldest updates",
                         self.name, self.cfg.max_pending, overflow)
         self.metrics.pending.labels(self.name).set(len(self._pending))
+        if self._pending:
+            self._drained.clear()
         self._wake.set()
+
+    async def drained(self) -> None:
+        """Return once nothing is pending (``run`` must be running to get there)."""
+        await self._drained.wait()
 
     async def run(self) -> None:
         """Post whatever is pending, forever; back off while the Alertmanager fails."""
@@ -105,6 +114,7 @@ class AlertmanagerClient:
                 self.metrics.sent.labels(self.name).inc(sum(accepted))
                 self.metrics.pending.labels(self.name).set(len(self._pending))
                 self.delivered.set()
+            self._drained.set()
 
     async def _post(self, alerts: list[Payload]) -> list[bool] | None:
         """Per alert, True: accepted; False: refused for good (4xx, logged); or None: retry
@@ -231,6 +241,24 @@ class AlertDispatcher:
         finally:
             self.metrics.enrich_seconds.labels(enricher.name).observe(
                 time.perf_counter() - start)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Give every Alertmanager up to ``timeout_s`` to accept what is queued (at
+        shutdown, while the clients still run); True if all of it went out. What is left
+        is logged: firing alerts come back from the checkpoint, resolves are lost and
+        Alertmanager resolves those alerts itself at their ``endsAt``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(client.drained() for client in self.clients))
+        except TimeoutError:
+            for client in self.clients:
+                if client.n_pending:
+                    log.warning("%d alert updates for %s not delivered within "
+                                "alerting.flush_timeout_s (%.1f s) at shutdown; firing alerts "
+                                "are re-sent from the checkpoint at start, resolves expire at "
+                                "their endsAt", client.n_pending, client.name, timeout_s)
+            return False
+        return True
 
     async def close(self) -> None:
         for task in list(self._tasks):

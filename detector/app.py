@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -21,15 +22,24 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
+from pydantic import ValidationError
 
-from detector import api, checkpoint, presence
+from detector import api, checkpoint, console, presence, verification, verify
 from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
 from detector.alerts import AlertBook, Labels, Links, Reading
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
 from detector.entities import EntityTracker
+from detector.history import History
 from detector.ingest import Ingestor
 from detector.lifecycle import AlertEvent, AlertState
-from detector.metrics import AlertMetrics, IngestMetrics, build_alert_metrics, build_metrics
+from detector.metrics import (
+    AlertMetrics,
+    CheckpointMetrics,
+    IngestMetrics,
+    build_alert_metrics,
+    build_checkpoint_metrics,
+    build_metrics,
+)
 from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
 from detector.remote_write import decode, encode
 from detector.remote_write.handler import WriteHandler
@@ -41,6 +51,7 @@ log = logging.getLogger(__name__)
 
 LOOP_LAG_INTERVAL_S = 0.1
 SWEEP_INTERVAL_S = 1.0
+SNAPSHOT_TIMEOUT_S = 30.0  # the worker finishes its current batch first; longer: it is stuck
 RUNBOOKS = Path(__file__).parent / "runbooks"
 
 
@@ -68,9 +79,68 @@ class Runtime:
     alertmanagers: Sequence[str] = ()
     writeback_token: str | None = None
     writeback: WriteBack | None = None
+    checkpoint_metrics: CheckpointMetrics | None = None
+    snapshots: checkpoint.SnapshotRequest = field(default_factory=checkpoint.SnapshotRequest)
+    checkpointed: asyncio.Event = field(default_factory=asyncio.Event)  # set after each write
+    last_checkpoint_s: float = math.nan  # when the newest checkpoint's state was taken
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def checkpoint_age_s(self) -> float:
+        return self.clock() - self.last_checkpoint_s
+
+    def take_snapshot(self) -> checkpoint.Snapshot:
+        """Copy the state; only where no batch is half-applied (the worker between
+        batches, or after it stopped)."""
+        start = time.perf_counter()
+        snap = checkpoint.snapshot(self.registry, self.pipeline, now_ms=self.now_ms())
+        if self.checkpoint_metrics is not None:
+            self.checkpoint_metrics.snapshot_seconds.observe(time.perf_counter() - start)
+        return snap
+
+    async def write_checkpoint(self, reason: str) -> bool:
+        """Write a checkpoint of the state as it is between two batches; True if written.
+
+        The worker copies the tables when it is next between batches (or, stopped, they are
+        copied here); the copy is written in a thread. A failure is logged and counted and
+        the previous checkpoint stays current. Once the write has begun it finishes even if
+        this is cancelled, so two writes never overlap.
+        """
+        assert self.state_dir is not None and self.checkpoint_metrics is not None
+        m, state_dir = self.checkpoint_metrics, self.state_dir
+        try:
+            if self.worker is not None and self.worker.is_alive():
+                snap = await asyncio.wait_for(asyncio.wrap_future(self.snapshots.ask()),
+                                              SNAPSHOT_TIMEOUT_S)
+            else:  # stopped: nothing writes the tables any more
+                snap = await asyncio.to_thread(self.take_snapshot)
+        except Exception as exc:  # the worker's error or timeout: log, count, keep serving
+            m.failures.inc()
+            log.error("checkpoint not taken (%s: %s); the previous one stays current",
+                      type(exc).__name__, exc, exc_info=not isinstance(exc, TimeoutError))
+            return False
+        start = time.perf_counter()
+        write = asyncio.ensure_future(asyncio.to_thread(checkpoint.write, state_dir, snap))
+        try:
+            where = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait([write])  # let the thread finish: never two writers at once
+            raise
+        except Exception:  # disk full, permissions: log, count, keep serving
+            m.failures.inc()
+            log.exception("checkpoint write to %s failed; the previous one stays current",
+                          state_dir)
+            return False
+        m.write_seconds.observe(time.perf_counter() - start)
+        m.written.labels(reason).inc()
+        m.series.set(snap.n_series)
+        self.last_checkpoint_s = snap.taken_ms / 1000
+        m.last_success.set(self.last_checkpoint_s)
+        log.info("checkpointed %d series to %s (%s, %.2f s)", snap.n_series, where, reason,
+                 time.perf_counter() - start)
+        self.checkpointed.set()
+        return True
 
     def on_new_slots(self, slots: list[int]) -> None:
         """Slots just created by a request: warm them up, give them to their entities."""
@@ -149,23 +219,29 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
               token: str | None = None, state_dir: Path | None = None,
               prometheus_url: str | None = None, alertmanagers: Sequence[str] = (),
               external_url: str | None = None, runbooks_dir: Path | None = None,
+              remediator_url: str | None = None,
               clock: Callable[[], float] = time.time) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
     ``prometheus_url`` turns on warm starts (when the config allows) and links alerts to
     its graphs; alerts go to every URL of ``alertmanagers``; ``external_url`` is how people
     reach this service (runbook links); ``runbooks_dir`` holds more runbooks to serve at
     /runbooks/<name> (docs/runbooks/, which the rules' runbook_url point at), looked up
-    before the packaged VigilAnomaly one; ``clock`` gives the wall time in seconds."""
+    before the packaged VigilAnomaly one; ``remediator_url`` (else console.remediator_url)
+    is the remediator console the anomalies link to; ``clock`` gives the wall time."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     m = build_metrics(registry_metrics)
     am = build_alert_metrics(registry_metrics)
+    cm = build_checkpoint_metrics(registry_metrics)
     if token is None:
         token = read_bearer_token(cfg)
     registry = SeriesRegistry(cfg)
     warm = prometheus_url is not None and cfg.warm_start.enabled
     alert_state = AlertState(cfg.alerts, stale_intervals=cfg.alerting.stale_intervals,
                              stale_min_s=cfg.alerting.stale_min_s)
-    pipeline = Pipeline(m, alerts=alert_state)
+    cc = cfg.console
+    pipeline = Pipeline(m, alerts=alert_state, history=History(
+        max_series=cc.history_series, samples_per_series=cc.history_samples,
+        record_after_s=cc.history_after_s, keep_s=cc.history_keep_s))
     rt = Runtime(
         cfg=cfg, metrics=m, registry=registry, pipeline=pipeline,
         queue=SampleQueue(cfg.limits.queue_max_samples),
@@ -173,7 +249,9 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                           warm_start=warm),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
         state_dir=state_dir, clock=clock, alert_metrics=am, alertmanagers=tuple(alertmanagers),
+        checkpoint_metrics=cm,
     )
+    cm.age.set_function(rt.checkpoint_age_s)
     links = Links(external_url=cfg.alerting.external_url or external_url
                   or "http://127.0.0.1:9420", prometheus_url=prometheus_url,
                   grafana_url=cfg.alerting.grafana_url, dashboard_uid=cfg.alerting.dashboard_uid)
@@ -227,17 +305,43 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
             return web.Response(text="ready\n")
         return web.Response(status=503, text="warming up\n" if alive else "worker stopped\n")
 
+    async def handle_verify(request: web.Request) -> web.Response:
+        if not writer.authorized(request):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        if prometheus_url is None:
+            return web.json_response({"error": "this detector runs without --prometheus; "
+                                      "verification reads its range queries there"},
+                                     status=503)
+        try:
+            req = verify.VerifyRequest.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return web.json_response({"error": "invalid verification request", "problems": [
+                f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
+                for e in exc.errors()]}, status=400)
+        return web.json_response(await verification.run(
+            req, prometheus_url=prometheus_url, now_s=clock()))
+
     app.router.add_post("/api/v1/write", writer.handle_write)
     app.router.add_get("/api/v1/series", handle_series)
     app.router.add_get("/api/v1/entities", handle_entities)
     app.router.add_get("/api/v1/anomalies", handle_anomalies)
+    app.router.add_post("/api/v1/verify", handle_verify)
     app.router.add_get("/runbooks/{name}", handle_runbook)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
+    assert pipeline.history is not None  # the console: /, its assets, recent anomalies
+    console.add_routes(app, console.Sources(
+        history=pipeline.history, registry=registry, pipeline=pipeline, book=rt.book,
+        now_ms=rt.now_ms, alertmanagers=rt.alertmanagers, prometheus_url=prometheus_url,
+        remediator_url=remediator_url or cfg.console.remediator_url))
+    # torn down in reverse: periodic checkpoints stop, the worker stops and the last
+    # checkpoint is written, then queued alerts get alerting.flush_timeout_s to go out
     app.cleanup_ctx.append(_executor_ctx)
-    app.cleanup_ctx.append(_worker_ctx)
+    app.cleanup_ctx.append(_restore_ctx)
     app.cleanup_ctx.append(_alerting_ctx)
+    app.cleanup_ctx.append(_worker_ctx)
+    app.cleanup_ctx.append(_checkpoint_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_presence_ctx)
     if rt.warm is not None:
@@ -321,23 +425,55 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
         if time.monotonic() >= next_sweep:
             next_sweep = time.monotonic() + SWEEP_INTERVAL_S
             rt.pipeline.sweep(rt.now_ms())
+        rt.snapshots.serve(rt.take_snapshot)  # between batches: nothing is half-applied
         loop.call_soon_threadsafe(rt.idle.set)
 
     def work() -> None:
         run_worker(rt.queue, rt.pipeline, on_idle=on_idle)
 
-    if rt.state_dir is not None:
-        restored = checkpoint.restore(rt.state_dir, rt.registry, rt.pipeline)
-        rt.metrics.active_series.set(rt.registry.n_tracked)
-        rt.metrics.series_new.inc(restored)
     rt.worker = threading.Thread(target=work, name="vigil-detect", daemon=True)
     rt.worker.start()
     yield
     rt.queue.close()
     await asyncio.to_thread(rt.worker.join)
     if rt.state_dir is not None:
-        saved = checkpoint.save(rt.state_dir, rt.registry, rt.pipeline)
-        log.info("checkpointed %d series to %s", saved, rt.state_dir)
+        await rt.write_checkpoint("shutdown")
+
+
+async def _restore_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The state of the newest usable checkpoint, before alerting and the worker start."""
+    rt = app[RUNTIME]
+    if rt.state_dir is not None:
+        assert rt.checkpoint_metrics is not None
+        m = rt.checkpoint_metrics
+        result = checkpoint.restore(rt.state_dir, rt.registry, rt.pipeline)
+        for skipped in result.skipped:
+            m.skipped.labels(skipped.reason).inc()
+        if result.created_ms is not None:
+            rt.last_checkpoint_s = result.created_ms / 1000
+            m.last_success.set(rt.last_checkpoint_s)
+            m.series.set(result.series)
+        rt.metrics.active_series.set(rt.registry.n_tracked)
+        rt.metrics.series_new.inc(result.restored)
+    yield
+
+
+async def _checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A checkpoint every checkpoint.interval_s while serving (the last one is written
+    when the worker stops)."""
+    rt = app[RUNTIME]
+    interval_s = rt.cfg.checkpoint.interval_s
+    if rt.state_dir is None or interval_s <= 0:
+        yield
+        return
+
+    async def every_interval() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await rt.write_checkpoint("periodic")
+
+    async with _running(every_interval()):
+        yield
 
 
 async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -400,8 +536,8 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
             loop.call_soon_threadsafe(dispatcher.handle_events, events, time.perf_counter())
 
         rt.pipeline.on_events = on_events
-        # alerts firing at the restored checkpoint go on (no request is served yet, so
-        # the worker is idle and these events come before any new one)
+        # alerts firing at the restored checkpoint go on (the worker has not started yet,
+        # so these events come before any new one)
         rt.pipeline.on_events = dispatcher.handle_events
         rt.pipeline.announce_firing(rt.now_ms())
         rt.pipeline.on_events = on_events
@@ -417,3 +553,6 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(dispatcher.close)
         yield
         rt.pipeline.on_events = None
+        # the worker has stopped and the last checkpoint is written: what is queued (a
+        # resolve, say) gets a bounded time to go out before the clients stop
+        await dispatcher.flush(acfg.flush_timeout_s)

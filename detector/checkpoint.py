@@ -6,42 +6,161 @@ This module owns the checkpoint format (version 1)::
     STATE_DIR/CURRENT                     name of the newest complete checkpoint
     STATE_DIR/checkpoints/<ms>/manifest.json  format, version, sha256 of each file,
                                           the parameters of each detector family
-    STATE_DIR/checkpoints/<ms>/series.jsonl   per slot: [labels, family, row]
-    STATE_DIR/checkpoints/<ms>/tables.npz     per-slot pipeline tables and family tables
+    STATE_DIR/checkpoints/<ms>/series.jsonl   per saved series: [labels, family, row]
+    STATE_DIR/checkpoints/<ms>/tables.npz     per saved series: the pipeline tables (row i
+                                          is line i of series.jsonl); per family: its tables
 
-A checkpoint directory is complete before ``CURRENT`` (replaced atomically) names it, so
-a crash never leaves a half-written checkpoint in use; the previous one is kept. Restoring
-verifies every checksum, then re-admits the label sets through the registry under the
-*current* rules: a series whose detector parameters are unchanged gets its state back,
-one whose parameters changed starts fresh.
+Saving has two steps. ``snapshot`` copies the tables of every series the pipeline has
+configured; it must run where no batch is half-applied: on the detector worker between
+two batches (``SnapshotRequest``), or with the worker stopped. ``write`` then writes that
+copy from any thread while the worker goes on. A checkpoint directory is complete (and
+fsynced) before ``CURRENT`` (replaced atomically) names it, so a crash, even ``kill -9``,
+never leaves a half-written checkpoint in use; the newest one and the one before it are
+kept, older ones are pruned.
+
+Restoring verifies the format, version and every checksum of the checkpoint ``CURRENT``
+names. A damaged one (truncated, a flipped byte, another version, a missing directory) is
+reported and skipped, and the one before it is tried, then none: a bad checkpoint costs
+state, never the start. The label sets are re-admitted through the registry under the
+*current* rules: a series whose detector parameters are unchanged gets its state back, one
+whose parameters changed starts fresh. This module logs but keeps no metrics; the caller
+counts what ``restore`` reports.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
+import threading
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from detector import ingest
-from detector.errors import DetectorError
+from detector.config import DetectorParams
+from detector.errors import DecodeError, DetectorError
 from detector.pipeline import CHECKPOINTED, Batch, Pipeline
 from detector.remote_write import decode, encode
-from detector.series import SeriesRegistry
+from detector.series import Labels, SeriesRegistry
 
 log = logging.getLogger(__name__)
 
 FORMAT = "vigil-detector-checkpoint"
 VERSION = 1
-KEEP = 2
+KEEP = 2  # the newest checkpoint and the one before it
 _PIPELINE_TABLES = CHECKPOINTED
 _CHUNK = 5000
+_FILES = ("series.jsonl", "tables.npz")
+
+SkipReason = Literal["missing", "version", "checksum", "unreadable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A consistent copy of the state of every series the pipeline has configured."""
+
+    taken_ms: int
+    slots: NDArray[np.int32]  # registry slots, one per saved series, ascending
+    family_of: NDArray[np.int16]  # per saved series
+    row_of: NDArray[np.int32]  # per saved series: its row in its family's tables
+    tables: Mapping[str, NDArray[Any]]  # pipeline tables (one row per saved series) and
+    # f<family>_<name> family tables (one row per family row)
+    params: tuple[DetectorParams, ...]  # per family
+    labels_of: Callable[[int], Labels]  # the registry's: slots never change their labels
+
+    @property
+    def n_series(self) -> int:
+        return int(self.slots.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A checkpoint that could not be used, and why."""
+
+    path: Path
+    reason: SkipReason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What ``restore`` did: where the state came from, how much came back, what was
+    skipped on the way."""
+
+    source: Path | None  # None: nothing usable, the detector starts empty
+    created_ms: int | None
+    series: int  # series in the checkpoint used
+    restored: int  # series whose detector state came back
+    skipped: tuple[Skipped, ...] = ()
+
+
+class _DamagedError(DetectorError):
+    """A checkpoint that fails a check; turned into a ``Skipped`` value, never raised out."""
+
+    def __init__(self, reason: SkipReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def snapshot(registry: SeriesRegistry, pipeline: Pipeline, *, now_ms: int) -> Snapshot:
+    """Copy the tables of every configured series. Call it where no batch is
+    half-applied: on the worker thread between batches, or with the worker stopped.
+
+    A slot the registry has assigned but whose batch the worker has not reached yet has
+    no state: it is left out (it will be created again when its series comes back).
+    """
+    dets = pipeline.detectors
+    n = min(registry.n_tracked, pipeline.capacity, int(dets.family_of.shape[0]))
+    family_of = dets.family_of[:n]
+    slots = np.flatnonzero(family_of >= 0).astype(np.int32)
+    tables: dict[str, NDArray[Any]] = {
+        name: getattr(pipeline, name)[slots] for name in _PIPELINE_TABLES}  # copies
+    for f, family in enumerate(dets.families):
+        for name, arr in family.arrays().items():
+            tables[f"f{f}_{name}"] = arr[: dets.sizes[f]].copy()
+    return Snapshot(taken_ms=now_ms, slots=slots, family_of=family_of[slots],
+                    row_of=dets.row_of[slots], tables=tables, params=tuple(dets.params),
+                    labels_of=registry.labels_of)
+
+
+class SnapshotRequest:
+    """Hands one snapshot at a time from the worker thread to whoever asked for it.
+
+    ``ask`` (any thread) returns a future; the worker calls ``serve`` between batches,
+    which takes the snapshot if one was asked for. A request the worker never reaches
+    (it stopped) is cancelled by the asker after its own timeout.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: concurrent.futures.Future[Snapshot] | None = None
+
+    def ask(self) -> concurrent.futures.Future[Snapshot]:
+        with self._lock:
+            if self._waiting is None or self._waiting.done():
+                self._waiting = concurrent.futures.Future()
+            return self._waiting
+
+    def serve(self, take: Callable[[], Snapshot]) -> None:
+        """Worker thread, between batches: take the snapshot asked for, if any. An error
+        goes to the asker (who logs and counts it); the worker goes on."""
+        with self._lock:
+            fut, self._waiting = self._waiting, None
+        if fut is None or not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(take())
+        except Exception as exc:  # the asker reports it: the worker must not die of it
+            fut.set_exception(exc)
 
 
 def _sha256(path: Path) -> str:
@@ -59,94 +178,217 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def save(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline,
-         *, now_ms: int | None = None) -> int:
-    """Write a checkpoint; return the number of series saved. The worker must be stopped."""
-    stamp = str(now_ms if now_ms is not None else int(time.time() * 1000))
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename itself is atomic
+    finally:
+        os.close(fd)
+
+
+def _current_name(state_dir: Path) -> str | None:
+    try:
+        return (state_dir / "CURRENT").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _point_current(state_dir: Path, name: str) -> None:
+    current_tmp = state_dir / "CURRENT.tmp"
+    _fsync_write(current_tmp, name.encode())
+    os.replace(current_tmp, state_dir / "CURRENT")
+    _fsync_dir(state_dir)
+
+
+def write(state_dir: Path, snap: Snapshot) -> Path:
+    """Write ``snap`` as a new checkpoint, point ``CURRENT`` at it, prune older ones;
+    return its directory. Any thread; one writer per state dir at a time."""
     root = state_dir / "checkpoints"
-    target = root / stamp
+    root.mkdir(parents=True, exist_ok=True)
+    previous = _current_name(state_dir)
+    stamp = snap.taken_ms
+    while (root / str(stamp)).exists() or str(stamp) == previous:
+        stamp += 1  # two checkpoints in one millisecond (or a clock that went back)
+    target = root / str(stamp)
     tmp = root / f".{stamp}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    n = registry.n_tracked
-    dets = pipeline.detectors
+    for stale in root.glob(".*.tmp"):  # left by a crash during an earlier write
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
     with (tmp / "series.jsonl").open("w", encoding="utf-8") as fh:
-        for slot in range(n):
-            fh.write(json.dumps([registry.labels_of(slot), int(dets.family_of[slot]),
-                                 int(dets.row_of[slot])], ensure_ascii=False) + "\n")
-    tables: dict[str, Any] = {name: getattr(pipeline, name)[:n] for name in _PIPELINE_TABLES}
-    for f, family in enumerate(dets.families):
-        for name, arr in family.arrays().items():
-            tables[f"f{f}_{name}"] = arr[: dets.sizes[f]]
+        for slot, family, row in zip(snap.slots.tolist(), snap.family_of.tolist(),
+                                     snap.row_of.tolist(), strict=True):
+            fh.write(json.dumps([snap.labels_of(slot), family, row], ensure_ascii=False)
+                     + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     with (tmp / "tables.npz").open("wb") as fh:
-        np.savez(fh, **tables)
+        arrays: dict[str, Any] = dict(snap.tables)  # Any: savez's keywords include a bool
+        np.savez(fh, **arrays)
         fh.flush()
         os.fsync(fh.fileno())
     manifest = {
-        "format": FORMAT, "version": VERSION, "created_ms": int(stamp), "series": n,
-        "files": {name: _sha256(tmp / name) for name in ("series.jsonl", "tables.npz")},
-        "families": [p.model_dump(mode="json") for p in dets.params],
+        "format": FORMAT, "version": VERSION, "created_ms": snap.taken_ms,
+        "series": snap.n_series,
+        "files": {name: _sha256(tmp / name) for name in _FILES},
+        "families": [p.model_dump(mode="json") for p in snap.params],
     }
     _fsync_write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
-    shutil.rmtree(target, ignore_errors=True)
+    _fsync_dir(tmp)
     os.replace(tmp, target)
-    current_tmp = state_dir / "CURRENT.tmp"
-    _fsync_write(current_tmp, stamp.encode())
-    os.replace(current_tmp, state_dir / "CURRENT")
-    for old in sorted((p for p in root.iterdir() if p.name.isdigit()),
-                      key=lambda p: int(p.name))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return n
+    _fsync_dir(root)
+    _point_current(state_dir, target.name)
+    keep = {target.name, previous}
+    for old in root.iterdir():
+        if old.name.isdigit() and old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
-def _load(state_dir: Path) -> tuple[dict[str, Any], list[str], dict[str, Any]] | None:
-    current = state_dir / "CURRENT"
-    if not current.exists():
-        return None
-    where = state_dir / "checkpoints" / current.read_text().strip()
+def save(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline, *, now_ms: int) -> int:
+    """Snapshot and write in one go; return the number of series saved. The worker must
+    be stopped (or this must run on it)."""
+    snap = snapshot(registry, pipeline, now_ms=now_ms)
+    write(state_dir, snap)
+    return snap.n_series
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    where: Path
+    manifest: dict[str, Any]
+    entries: list[tuple[Labels, int, int]]
+    tables: dict[str, NDArray[Any]]
+
+
+def _candidates(state_dir: Path) -> list[Path]:
+    """The checkpoint ``CURRENT`` names, then the others, newest first; [] without
+    ``CURRENT`` (a first start, or an operator who removed it to start empty). A
+    ``CURRENT`` that names no checkpoint directory (damaged) is a candidate that fails."""
+    root = state_dir / "checkpoints"
+    if not (state_dir / "CURRENT").exists():
+        if root.is_dir() and any(p.name.isdigit() for p in root.iterdir()):
+            log.warning("%s has checkpoints but no CURRENT file naming one; starting with "
+                        "empty state (write the name of a directory under %s into CURRENT "
+                        "to restore it)", state_dir, root)
+        return []
+    name = _current_name(state_dir)
+    named = root / name if name is not None and name.isdigit() else state_dir / "CURRENT"
+    others = sorted((p for p in root.iterdir() if p.name.isdigit() and p != named),
+                    key=lambda p: int(p.name), reverse=True) if root.is_dir() else []
+    return [named, *others]
+
+
+def _entry(line: str) -> tuple[Labels, int, int]:
+    labels, family, row = json.loads(line)
+    if not isinstance(family, int) or not isinstance(row, int) or row < 0:
+        raise ValueError(f"bad family or row in {line[:200]!r}")
+    return tuple((str(k), str(v)) for k, v in labels), family, row
+
+
+def _read(where: Path) -> _Loaded:
+    """Load and check one checkpoint directory; _DamagedError says what is wrong."""
+    if where.name == "CURRENT":
+        raise _DamagedError("unreadable", f"{where}: does not name a checkpoint directory")
+    if not (where / "manifest.json").is_file():
+        raise _DamagedError("missing", f"{where}: no such checkpoint (manifest.json missing)")
     try:
-        manifest = json.loads((where / "manifest.json").read_text())
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise DetectorError(f"{where}: checkpoint format {manifest.get('format')!r} "
-                                f"version {manifest.get('version')!r} is not {FORMAT} "
-                                f"version {VERSION}")
-        for name, digest in manifest["files"].items():
-            if _sha256(where / name) != digest:
-                raise DetectorError(f"{where / name}: checksum mismatch; the checkpoint is "
-                                    "damaged. Move it away to start with empty state")
-        lines = (where / "series.jsonl").read_text(encoding="utf-8").splitlines()
-        with np.load(where / "tables.npz") as npz:
+        manifest = json.loads((where / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("manifest.json is not an object")
+    except (OSError, ValueError) as exc:
+        raise _DamagedError("unreadable", f"{where / 'manifest.json'}: {exc}") from exc
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise _DamagedError("version", f"{where}: checkpoint format "
+                            f"{manifest.get('format')!r} version {manifest.get('version')!r}"
+                            f", this detector reads {FORMAT} version {VERSION}")
+    try:
+        files = manifest["files"]
+        for name in _FILES:
+            path = where / name
+            if not path.is_file():
+                raise _DamagedError("missing", f"{path}: missing")
+            if _sha256(path) != files[name]:
+                raise _DamagedError("checksum", f"{path}: checksum mismatch (truncated or "
+                                    "altered since it was written)")
+        entries = [_entry(line) for line in
+                   (where / "series.jsonl").read_text(encoding="utf-8").splitlines()]
+        with (where / "tables.npz").open("rb") as fh, np.load(fh) as npz:
             tables = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DetectorError(f"{where}: checkpoint is unreadable ({exc}); move it away to "
-                            "start with empty state") from exc
-    return manifest, lines, tables
+        families = manifest["families"]
+        n = len(entries)
+        if manifest["series"] != n:
+            raise ValueError(f"manifest says {manifest['series']} series, series.jsonl has {n}")
+        for name in _PIPELINE_TABLES:
+            if name in tables and tables[name].shape[0] != n:
+                raise ValueError(f"table {name} has {tables[name].shape[0]} rows for {n} "
+                                 "series")
+        rows: dict[int, int] = {}  # family -> rows in its tables
+        for key, table in tables.items():
+            if key[:1] == "f" and "_" in key and key[1:key.index("_")].isdigit():
+                f = int(key[1:key.index("_")])
+                rows[f] = min(rows.get(f, table.shape[0]), table.shape[0])
+        for labels, family, row in entries:
+            if not 0 <= family < len(families) or row >= rows.get(family, row + 1):
+                raise ValueError(f"series {dict(labels)}: family {family} row {row} is not "
+                                 "in the tables")
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise _DamagedError("unreadable", f"{where}: {type(exc).__name__}: {exc}") from exc
+    return _Loaded(where, manifest, entries, tables)
 
 
-def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> int:
-    """Load the current checkpoint into an empty registry and pipeline; return the number
-    of series whose state came back. No checkpoint restores nothing; a damaged one raises
-    DetectorError naming the file, so the operator can move it away rather than lose it
-    silently."""
-    loaded = _load(state_dir)
-    if loaded is None:
-        return 0
-    manifest, lines, tables = loaded
-    saved_params = [json.dumps(p, sort_keys=True) for p in manifest["families"]]
-    entries = [json.loads(line) for line in lines]
-    restored = 0
+def _admit(registry: SeriesRegistry, sets: Sequence[Labels]) -> list[int]:
+    """The slots of ``sets`` (negative: not tracked under the current rules). A label set
+    the current limits refuse is left out alone, not with its chunk."""
+    def resolve(chunk: Sequence[Labels]) -> list[int]:
+        raw = encode.encode_v1([encode.Series(labels=labels) for labels in chunk])
+        req = decode.decode_request(np.frombuffer(raw, dtype=np.uint8), 1)
+        return [int(v) for v in registry.resolve(req).values.tolist()]
+
+    try:
+        return resolve(sets)
+    except DecodeError:
+        out = []
+        for labels in sets:
+            try:
+                out += resolve([labels])
+            except DecodeError as exc:
+                log.warning("checkpointed series %s is refused by the current limits (%s); "
+                            "it starts fresh when it comes back", dict(labels), exc)
+                out.append(-1)
+        return out
+
+
+def _compatible(tables: Mapping[str, NDArray[Any]], old_family: int,
+                arrays: Mapping[str, NDArray[Any]]) -> bool:
+    """Whether the saved tables of ``old_family`` fit the family's arrays now (a table
+    added or reshaped by a newer detector version means: learn afresh)."""
+    for name, arr in arrays.items():
+        saved = tables.get(f"f{old_family}_{name}")
+        if saved is None or saved.shape[1:] != arr.shape[1:]:
+            return False
+    return True
+
+
+def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline) -> int:
+    saved_params = [json.dumps(p, sort_keys=True) for p in loaded.manifest["families"]]
+    entries, tables = loaded.entries, loaded.tables
     dets = pipeline.detectors
+    fits: dict[tuple[int, int], bool] = {}
+    restored = 0
     for start in range(0, len(entries), _CHUNK):
         chunk = entries[start:start + _CHUNK]
-        sets = [tuple((str(k), str(v)) for k, v in labels) for labels, _, _ in chunk]
-        raw = encode.encode_v1([encode.Series(labels=labels) for labels in sets])
-        req = decode.decode_request(np.frombuffer(raw, dtype=np.uint8), 1)
         first_new = registry.n_tracked
-        res = registry.resolve(req)
+        values = _admit(registry, [labels for labels, _, _ in chunk])
         pipeline.process([Batch(
             slots=np.empty(0, np.int32), ts=np.empty(0, np.int64), bits=np.empty(0, np.uint64),
             new_slots=ingest.slot_specs(registry, first_new))])
-        for i, new_slot in enumerate(res.values.tolist()):
+        for i, new_slot in enumerate(values):
             if new_slot < 0:
                 continue
             old_slot = start + i
@@ -158,10 +400,50 @@ def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> in
             if json.dumps(dets.params[f].model_dump(mode="json"), sort_keys=True) \
                     != saved_params[old_family]:
                 continue  # detector settings changed: this series learns afresh
+            arrays = dets.families[f].arrays()
+            fit = fits.get((old_family, f))
+            if fit is None:
+                fit = fits[(old_family, f)] = _compatible(tables, old_family, arrays)
+            if not fit:
+                continue
             row = int(dets.row_of[new_slot])
-            for name, arr in dets.families[f].arrays().items():
+            for name, arr in arrays.items():
                 arr[row] = tables[f"f{old_family}_{name}"][old_row]
             restored += 1
-    log.info("restored the state of %d of %d checkpointed series from %s", restored,
-             len(entries), state_dir)
     return restored
+
+
+def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> Restored:
+    """Load the newest usable checkpoint into an empty registry and pipeline.
+
+    No ``CURRENT``: nothing is restored. A damaged checkpoint is logged (what, where, what
+    to do), reported in ``Restored.skipped`` and the one before it is tried; when none is
+    usable the detector starts empty. Never raises for a bad checkpoint.
+    """
+    skipped: list[Skipped] = []
+    for where in _candidates(state_dir):
+        try:
+            loaded = _read(where)
+        except _DamagedError as exc:
+            skipped.append(Skipped(where, exc.reason, str(exc)))
+            log.warning("checkpoint skipped (%s): %s. Trying an older one; the damaged one "
+                        "stays for inspection until the next checkpoint is written (copy it "
+                        "elsewhere to keep it)", exc.reason, exc)
+            continue
+        restored = _apply(loaded, registry, pipeline)
+        log.info("restored the state of %d of %d checkpointed series from %s", restored,
+                 len(loaded.entries), where)
+        if skipped:  # the next checkpoint keeps this good one, not the damaged one
+            try:
+                _point_current(state_dir, where.name)
+            except OSError as exc:
+                log.warning("could not point %s at %s (%s); the next checkpoint fixes it",
+                            state_dir / "CURRENT", where.name, exc)
+        created = loaded.manifest.get("created_ms")
+        return Restored(where, int(created) if isinstance(created, int) else None,
+                        len(loaded.entries), restored, tuple(skipped))
+    if skipped:
+        log.warning("no usable checkpoint in %s (%d skipped); starting with empty state. "
+                    "With --prometheus new series warm up from history", state_dir,
+                    len(skipped))
+    return Restored(None, None, 0, 0, tuple(skipped))

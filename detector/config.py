@@ -122,6 +122,8 @@ class Limits(_Model):
     max_label_name_bytes: int = Field(1024, ge=1)
     max_label_value_bytes: int = Field(16 << 10, ge=1)
     queue_max_samples: int = Field(4_000_000, ge=1000, description="samples waiting for the detectors before writes get 503")
+    max_series_per_request: int = Field(100_000, ge=1, description="series in one request (Prometheus sends at most queue_config.max_samples_per_send); more is 413 before any label is looked at")
+    max_samples_per_request: int = Field(1_000_000, ge=1, description="samples in one request; more is 413 before the decode arrays grow")
 
 
 class AuthConfig(_Model):
@@ -297,6 +299,7 @@ class AlertingConfig(_Model):
     dashboard_uid: str = Field("vigil-anomaly", description="the Grafana dashboard that draws a series and its band")
     related_window_s: float = Field(900.0, ge=0.0, description="anomalies this close in time count as related")
     max_related: int = Field(5, ge=0, le=50)
+    flush_timeout_s: float = Field(5.0, ge=0.0, description="at shutdown, after the last checkpoint, time allowed to deliver the alert updates still queued")
 
 
 class KubernetesEnrichment(_Model):
@@ -330,6 +333,22 @@ class WritebackConfig(_Matching):
     bearer_token_file: Path | None = None
 
 
+class CheckpointConfig(_Model):
+    """Checkpoints of the series state in --state-dir (one is always written at shutdown)."""
+
+    interval_s: float = Field(60.0, ge=0.0, description="a checkpoint is also written this often while serving, so a crash loses at most this much; 0: only at shutdown")
+
+
+class ConsoleConfig(_Model):
+    """The browser console at / and the recent history its charts draw."""
+
+    history_series: int = Field(200, ge=0, le=100_000, description="series whose recent samples are kept for the charts (the most recently anomalous); 0: no charts")
+    history_samples: int = Field(720, ge=8, le=100_000, description="samples kept per series (a ring: the newest)")
+    history_after_s: float = Field(600.0, ge=0.0, description="a series is still recorded this long after its anomaly ended")
+    history_keep_s: float = Field(6 * 3600.0, gt=0.0, description="and its chart is kept this long after that")
+    remediator_url: str | None = Field(None, pattern=r"^https?://", description="the remediator's console, linked from each anomaly (its runs)")
+
+
 class DetectorConfig(_Model):
     limits: Limits = Limits()
     auth: AuthConfig = AuthConfig()
@@ -342,6 +361,8 @@ class DetectorConfig(_Model):
     alerting: AlertingConfig = AlertingConfig()
     enrichment: EnrichmentConfig = EnrichmentConfig()
     writeback: WritebackConfig = WritebackConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> DetectorConfig:

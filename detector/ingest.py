@@ -55,7 +55,11 @@ class Ingestor:
     def _decoder(self) -> decode.Decoder:
         decoder: decode.Decoder | None = getattr(self._local, "decoder", None)
         if decoder is None:
-            decoder = self._local.decoder = decode.Decoder()
+            limits = self.registry.limits
+            decoder = self._local.decoder = decode.Decoder(
+                max_series=limits.max_series_per_request,
+                max_labels=limits.max_series_per_request * limits.max_labels_per_series,
+                max_samples=limits.max_samples_per_request)
         return decoder
 
     def _decode(self, body: bytes, version: int) -> decode.DecodedRequest:

@@ -181,3 +181,52 @@ def build_alert_metrics(registry: CollectorRegistry) -> AlertMetrics:
         writeback_seconds=hist("vigil_writeback_seconds", "Time to build and send one "
                                "write-back."),
     )
+
+
+_CHECKPOINT_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointMetrics:
+    written: Counter
+    failures: Counter
+    skipped: Counter
+    last_success: Gauge
+    age: Gauge  # its value comes from a function the app sets (it owns the clock)
+    series: Gauge
+    snapshot_seconds: Histogram
+    write_seconds: Histogram
+
+
+def build_checkpoint_metrics(registry: CollectorRegistry) -> CheckpointMetrics:
+    def hist(name: str, doc: str) -> Histogram:
+        return Histogram(name, doc, buckets=_CHECKPOINT_BUCKETS, registry=registry)
+
+    m = CheckpointMetrics(
+        written=Counter("vigil_checkpoints_written", "Checkpoints written to --state-dir, by "
+                        "reason (periodic, shutdown).", ("reason",), registry=registry),
+        failures=Counter("vigil_checkpoint_failures", "Checkpoints that could not be taken "
+                         "or written (logged; the previous one stays current).",
+                         registry=registry),
+        skipped=Counter("vigil_checkpoints_skipped", "Checkpoints found unusable at start "
+                        "and skipped, by reason (missing, version, checksum, unreadable).",
+                        ("reason",), registry=registry),
+        last_success=Gauge("vigil_checkpoint_last_success_timestamp_seconds", "When the "
+                           "state in the newest checkpoint (written or restored) was taken; "
+                           "0 before any.", registry=registry),
+        age=Gauge("vigil_checkpoint_age_seconds", "Seconds since the state in the newest "
+                  "checkpoint (written or restored) was taken; NaN before any.",
+                  registry=registry),
+        series=Gauge("vigil_checkpoint_series", "Series in the newest checkpoint written or "
+                     "restored.", registry=registry),
+        snapshot_seconds=hist("vigil_checkpoint_snapshot_seconds", "Time the detector "
+                              "worker paused between two batches to copy the state."),
+        write_seconds=hist("vigil_checkpoint_write_seconds", "Time to write one checkpoint "
+                           "(in a thread, off the event loop and the worker)."),
+    )
+    # 0 from the start: a rate over them is 0, not "no data"
+    for reason in ("periodic", "shutdown"):
+        m.written.labels(reason)
+    for reason in ("missing", "version", "checksum", "unreadable"):
+        m.skipped.labels(reason)
+    return m

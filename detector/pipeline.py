@@ -22,6 +22,7 @@ from detector import _track
 from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
+from detector.history import History
 from detector.lifecycle import ALERT_TABLES, AlertEvent, AlertState
 from detector.metrics import IngestMetrics
 
@@ -177,12 +178,15 @@ class Pipeline:
 
     def __init__(self, metrics: IngestMetrics, capacity: int = 1024, *,
                  alerts: AlertState | None = None,
-                 on_events: Callable[[list[AlertEvent]], None] | None = None) -> None:
+                 on_events: Callable[[list[AlertEvent]], None] | None = None,
+                 history: History | None = None) -> None:
         """``alerts`` advances each series' alert state after scoring; ``on_events`` gets
-        the transitions (on the worker thread)."""
+        the transitions (on the worker thread); ``history`` keeps the recent samples of
+        the series in or just after an anomaly (the console's charts)."""
         self.metrics = metrics
         self.alerts = alerts
         self.on_events = on_events
+        self.history = history
         self.capacity = 0
         for name, dtype, _ in SLOT_TABLES:
             setattr(self, name, np.zeros(0, dtype=dtype))
@@ -281,6 +285,8 @@ class Pipeline:
         if self.alerts is not None:
             self._emit(self.alerts.step(self, k_slots, k_ts, out.score, k_values, out.expected,
                                         out.lower, out.upper))
+            if self.history is not None:
+                self.history.record(k_slots, k_ts, k_values, out, self.al_state)
         m = self.metrics
         m.samples_accepted.inc(int(counters[_track.C_ACCEPTED]))
         if counters[_track.C_OUT_OF_ORDER]:
@@ -290,6 +296,8 @@ class Pipeline:
 
 
     def _emit(self, events: list[AlertEvent]) -> None:
+        if events and self.history is not None:
+            self.history.observe(events)
         if events and self.on_events is not None:
             self.on_events(events)
 

@@ -26,8 +26,29 @@ class YamlSourceError(Exception):
         self.problems = problems
 
 
+# A hand-written file needs neither; past them a document is hostile: PyYAML's composer
+# recurses per level (RecursionError), and aliases share nodes, so a few lines can stand
+# for billions of values ("billion laughs") that the walk and validation would visit.
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that keeps scalars such as ``2024-01-01`` as strings."""
+    """A SafeLoader that keeps scalars such as ``2024-01-01`` as strings and refuses
+    documents nested deeper than ``MAX_DEPTH``."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _LineLoader.yaml_implicit_resolvers = {
@@ -36,16 +57,32 @@ _LineLoader.yaml_implicit_resolvers = {
 }
 
 
-def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
-    lines.setdefault(loc, node.start_mark.line + 1)  # a key's own line wins over its value's
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-            _walk(value_node, (*loc, key), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, (*loc, index), lines)
+def _walk(root: yaml.Node, lines: dict[Loc, int]) -> None:
+    """Record the line of every key path; YAMLError past MAX_NODES or MAX_DEPTH.
+
+    Aliases are followed, so both bounds count the document as the data it stands for.
+    """
+    stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
+    seen = 0
+    while stack:
+        node, loc = stack.pop()
+        seen += 1
+        if seen > MAX_NODES or len(loc) > MAX_DEPTH:
+            what = (f"hold more than {MAX_NODES} values" if seen > MAX_NODES
+                    else f"nest deeper than {MAX_DEPTH} levels")
+            raise yaml.MarkedYAMLError(problem=f"aliases make the document {what}",
+                                       problem_mark=node.start_mark)
+        lines.setdefault(loc, node.start_mark.line + 1)  # a key's own line wins over its value's
+        if isinstance(node, yaml.MappingNode):
+            children = []
+            for key_node, value_node in node.value:  # in order: a repeated key's last line wins
+                # a complex key never constructs (unhashable); str() of one may not end
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else key_node.tag
+                lines[(*loc, key)] = key_node.start_mark.line + 1
+                children.append((value_node, (*loc, key)))
+            stack += reversed(children)
+        elif isinstance(node, yaml.SequenceNode):
+            stack += reversed([(item, (*loc, i)) for i, item in enumerate(node.value)])
 
 
 def format_loc(loc: Loc) -> str:
@@ -92,21 +129,29 @@ def _line_for(loc: Loc, lines: dict[Loc, int]) -> int:
 
 def compose(text: str, *, source: str) -> tuple[Any, dict[Loc, int]]:
     """Parse YAML ``text`` into plain data and the line of every key path in it."""
-    loader = _LineLoader(text)
+    lines: dict[Loc, int] = {}
+    loader = None
     try:
+        loader = _LineLoader(text)  # its reader refuses control characters already
         node = loader.get_single_node()
+        if node is not None:
+            _walk(node, lines)  # first: it bounds what construction and validation visit
         data: Any = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark is not None else _reader_line(text, exc)
+        problem = getattr(exc, "problem", None) or str(exc).split("\n", 1)[0]
         raise YamlSourceError([f"{source}:{line}: (root): invalid YAML: {problem}"]) from exc
     finally:
-        loader.dispose()
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _walk(node, (), lines)
+        if loader is not None:
+            loader.dispose()
     return ({} if data is None else data), lines
+
+
+def _reader_line(text: str, exc: yaml.YAMLError) -> int:
+    """The line of a ReaderError (a character YAML does not allow), which has no mark."""
+    position = getattr(exc, "position", None)
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
 
 
 def problem(source: str, data: Any, loc: Loc, lines: dict[Loc, int], message: str) -> str:

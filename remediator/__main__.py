@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 from aiohttp import web
 
-from remediator import rbac
+from remediator import rbac, report, review
 from remediator.app import build_app, build_registry
 from remediator.catalog import load_catalog
 from remediator.config import env_overrides, load_config, read_token
-from remediator.errors import ConfigError, WebhookError
+from remediator.errors import AuditError, ConfigError, WebhookError
 from remediator.kube import Kube, build_api_client
 from remediator.playbook import Playbook
-from remediator.simulate import simulate
-from remediator.webhook import alert_from_json, parse_notification
+from remediator.simulate import parse_alerts, simulate
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
 
@@ -62,15 +63,8 @@ def _check(paths: list[Path]) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     try:
-        data = json.loads(Path(args.alert).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--alert {args.alert}: {exc}") from exc
-    if isinstance(data, dict) and "body" in data:  # a recorded webhook request
-        data = data["body"]
-    try:
-        alerts = parse_notification(json.dumps(data).encode()).alerts \
-            if isinstance(data, dict) and "alerts" in data else (alert_from_json(data),)
-    except WebhookError as exc:
+        alerts = parse_alerts(Path(args.alert).read_bytes())
+    except (OSError, WebhookError) as exc:
         raise ConfigError(f"--alert {args.alert}: {exc}") from exc
     cfg = load_config(args.config)
     registry = build_registry()
@@ -81,6 +75,32 @@ def _simulate(args: argparse.Namespace) -> int:
     reports = [simulate(a, catalog, registry, cfg, now_ms=int(time.time() * 1000),
                         audit_path=audit) for a in alerts]
     print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+    return 0
+
+
+def _flag(name: str, parse: Callable[[str], float], text: str) -> float:
+    try:
+        return parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{name} {exc}") from exc
+
+
+def _report(args: argparse.Namespace) -> int:
+    since_s = _flag("--since", report.parse_duration, args.since)
+    self_resolve_s = _flag("--self-resolve-minutes", review.parse_minutes,
+                           args.self_resolve_minutes)
+    if args.alertmanager is not None and not args.alertmanager.startswith(("http://",
+                                                                          "https://")):
+        raise ConfigError(f"--alertmanager {args.alertmanager}: expected an http:// or "
+                          "https:// URL")
+    try:
+        done = asyncio.run(review.review_cli(
+            audit_path=args.audit or args.state_dir / "audit.db", now_ms=int(time.time() * 1000),
+            alertmanager_url=args.alertmanager, since_s=since_s, self_resolve_s=self_resolve_s))
+    except AuditError as exc:
+        print(f"vigil-remediator: {exc}", file=sys.stderr)
+        return 1
+    print(report.render_markdown(done) if args.format == "markdown" else report.report_json(done))
     return 0
 
 
@@ -99,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--kube-context", help="context in the kubeconfig")
     serve.add_argument("--in-cluster", action="store_true",
                        help="use the pod's service account for Kubernetes actions")
+    serve.add_argument("--detector-url", metavar="URL",
+                       help="the detector's console, linked from this console at /")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check", help="validate playbook files and folders")
     check.add_argument("paths", type=Path, nargs="+")
@@ -109,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--config", type=Path)
     sim.add_argument("--state-dir", type=Path, help="read cooldowns and limits from here")
     sub.add_parser("schema", help="print the playbook JSON Schema (for editors)")
+    rep = sub.add_parser("report", help="alert-quality review from the audit log (read-only)")
+    rep.add_argument("--since", default="30d", help="the window: 30d, 12h, 90m, ...")
+    where = rep.add_mutually_exclusive_group()
+    where.add_argument("--state-dir", type=Path, default=Path("state"), help="has audit.db")
+    where.add_argument("--audit", type=Path, metavar="PATH", help="the audit database")
+    rep.add_argument("--alertmanager", metavar="URL", help="count silences (GET /api/v2/silences)")
+    rep.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    rep.add_argument("--self-resolve-minutes", default="5", help="'resolved by itself' bound")
     rb = sub.add_parser("rbac", help="print the least-privilege RBAC for the playbooks")
     rb.add_argument("--playbooks", type=Path, default=Path("playbooks"))
     rb.add_argument("--namespace", default="vigil", help="where the remediator runs")
@@ -129,12 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(Playbook.model_json_schema(), indent=2, sort_keys=True))
             return 0
+        if args.command == "report":
+            return _report(args)
         if args.command == "simulate":
             return _simulate(args)
         _setup_logging(args.log_level)
         cfg = env_overrides(load_config(args.config), os.environ)
         host, port = _listen(args.listen)
-        for url in (args.alertmanager, args.prometheus):
+        for url in (args.alertmanager, args.prometheus, args.detector_url):
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
         kube = None
@@ -149,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                         token=read_token(cfg.auth.bearer_token_file, "auth.bearer_token_file"),
                         admin_token=read_token(cfg.auth.admin_token_file,
                                                "auth.admin_token_file"),
-                        external_url=f"http://{host}:{port}")
+                        external_url=f"http://{host}:{port}", detector_url=args.detector_url)
     except ConfigError as exc:
         print(f"vigil-remediator: {exc}", file=sys.stderr)
         return 2

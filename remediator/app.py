@@ -24,14 +24,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import guards
+from remediator import console, guards, review
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit import AuditLog, RunRecord, RunState
 from remediator.audit_thread import AuditThread
 from remediator.catalog import Catalog, load_catalog
 from remediator.cluster_state import ClusterState
-from remediator.config import RemediatorConfig
+from remediator.config import RemediatorConfig, read_token
 from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
 from remediator.kube import Kube
 from remediator.leases import LeaderElector, LeaseLock
@@ -122,14 +122,15 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
 def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Path,
               alertmanager_url: str | None = None, prometheus_url: str | None = None,
               token: str | None = None, admin_token: str | None = None,
-              external_url: str = "http://127.0.0.1:9421",
+              external_url: str = "http://127.0.0.1:9421", detector_url: str | None = None,
               metrics: CollectorRegistry | None = None,
               services: Services | None = None,
               clock: Callable[[], float] = time.time,
               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
               kube: Callable[[], Awaitable[Kube]] | None = None) -> web.Application:
     """The remediator's aiohttp application. ``services`` None means the live clients;
-    ``kube`` builds the Kubernetes client at start-up (None: no cluster actions)."""
+    ``kube`` builds the Kubernetes client at start-up (None: no cluster actions);
+    ``detector_url`` is the detector console that the console at / links to."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     st = State(cfg=cfg, metrics=build_metrics(registry_metrics), registry=build_registry(),
                playbook_dirs=playbook_dirs,
@@ -157,7 +158,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             nid = await st.audit.run(lambda db: db.record_notification(
                 received_ms=int(st.clock() * 1000), receiver=note.receiver,
                 status=note.status, group_key=note.group_key, n_alerts=len(note.alerts),
-                body=body.decode("utf-8", "replace")))
+                body=body.decode("utf-8", "replace"), alerts=note.alerts))
         except AuditError as exc:
             log.error("webhook not recorded: %s", exc)
             st.metrics.webhooks.labels("503").inc()
@@ -178,7 +179,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"bad query: {exc}\n") from exc
         runs = await st.audit.run(lambda db: db.list_runs(
-            limit=limit, playbook=q.get("playbook"), state=state, before_id=q.get("before")))
+            limit=limit, playbook=q.get("playbook"), state=state, before_id=q.get("before"),
+            fingerprint=q.get("fingerprint")))
         return web.json_response({"data": [_run_json(r) for r in runs]})
 
     async def handle_run(request: web.Request) -> web.Response:
@@ -243,6 +245,10 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                                       "tripped"}, status=404)
         return web.json_response({"playbook": playbook, "breaker": "closed"})
 
+    async def handle_report(request: web.Request) -> web.Response:
+        return await review.respond(request.query, audit_path=st.audit_path,
+                                    services=st.services, now_ms=int(st.clock() * 1000))
+
     async def handle_playbooks(request: web.Request) -> web.Response:
         return web.json_response({
             "loaded": [{"name": e.playbook.name, "file": str(e.path),
@@ -274,11 +280,15 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     app.router.add_post("/api/v1/pause", handle_pause)
     app.router.add_post("/api/v1/resume", handle_resume)
     app.router.add_get("/api/v1/playbooks", handle_playbooks)
+    app.router.add_get("/api/v1/report", handle_report)
     app.router.add_post("/api/v1/breakers/{playbook}/reset", handle_reset_breaker)
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
+    console.add_routes(app, console.Sources(  # /, its assets, /api/v1/status and simulate
+        catalog=lambda: st.catalog, registry=st.registry, cfg=cfg, audit=lambda: st.audit,
+        clock=clock, detector_url=detector_url))
     app.cleanup_ctx.append(_runtime_ctx)
     return app
 
@@ -296,7 +306,12 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                                        prometheus_url=st.prometheus_url,
                                        secrets_dir=st.cfg.secrets_dir,
                                        allowed_urls=st.cfg.http.allowed_urls,
-                                       timeout_s=st.cfg.request_timeout_s)
+                                       timeout_s=st.cfg.request_timeout_s,
+                                       detector_url=st.cfg.detector.url,
+                                       detector_token=read_token(
+                                           st.cfg.detector.bearer_token_file,
+                                           "detector.bearer_token_file"),
+                                       detector_timeout_s=st.cfg.detector.timeout_s)
         if st.kube_factory is not None:
             st.kube = await st.kube_factory()
             stack.push_async_callback(st.kube.api.close)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -34,8 +34,9 @@ from typing import Any, TypeVar
 
 from remediator.errors import ApprovalError, AuditError
 from remediator.playbook import Mode
+from remediator.webhook import Alert
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Json = dict[str, Any] | list[Any]  # a JSON object or array as json.loads returns it
 BUSY_TIMEOUT_S = 5.0  # another process holding the write lock (a second replica, a CLI)
 E = TypeVar("E", bound=Enum)
@@ -90,6 +91,24 @@ class NotificationRecord:
     group_key: str
     n_alerts: int
     body: str  # the webhook body as received
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRecord:
+    """One alert episode, (fingerprint, startsAt), as the notifications showed it."""
+
+    fingerprint: str
+    starts_at: str
+    starts_ms: int
+    alertname: str
+    labels: dict[str, str]
+    detector: str | None  # the ``detector`` annotation: the alert came from Vigil's detector
+    first_ms: int  # first and last notification received about it
+    last_ms: int
+    status: str  # "resolved" once a resolved notification came, else "firing"
+    ends_ms: int | None  # endsAt of the resolved notification
+    peak_score: float | None  # highest numeric ``score`` annotation seen
+    notifications: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +170,50 @@ _V1 = (
     """CREATE TABLE flags (
         name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL)""",
 )
+# RFC 3339 text -> epoch ms in SQL (julianday reads any number of fractional digits and Z
+# or an offset); only the version 2 back-fill uses it, Python parses everything else
+_SQL_MS = "CAST(round((julianday({}) - 2440587.5) * 86400000) AS INTEGER)"
+_A = "json_extract(a.value, '$.{}')"
+# One row per alert episode, (fingerprint, startsAt) as in runs: what the alert-quality
+# report reads instead of re-parsing every stored webhook body. Upserted with the
+# notification, in its transaction (no extra fsync). The back-fill rebuilds the episodes of
+# the notifications an older version stored.
+_V2 = (
+    """CREATE TABLE episodes (
+        fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, starts_ms INTEGER NOT NULL,
+        alertname TEXT NOT NULL, labels TEXT NOT NULL, detector TEXT,
+        first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, status TEXT NOT NULL,
+        ends_ms INTEGER, peak_score REAL, notifications INTEGER NOT NULL,
+        PRIMARY KEY (fingerprint, starts_at))""",
+    "CREATE INDEX episodes_last ON episodes(last_ms)",
+    f"""INSERT INTO episodes SELECT
+        {_A.format("fingerprint")}, {_A.format("startsAt")},
+        {_SQL_MS.format(_A.format("startsAt"))},
+        coalesce({_A.format("labels.alertname")}, ''), json({_A.format("labels")}),
+        max({_A.format("annotations.detector")}), min(n.received_ms), max(n.received_ms),
+        CASE WHEN max({_A.format("status")} = 'resolved') THEN 'resolved' ELSE 'firing' END,
+        min(CASE WHEN {_A.format("status")} = 'resolved'
+            THEN {_SQL_MS.format(_A.format("endsAt"))} END),
+        max(CASE WHEN trim({_A.format("annotations.score")}) GLOB '[0-9]*'
+            THEN CAST({_A.format("annotations.score")} AS REAL) END),
+        count(*)
+        FROM notifications n, json_each(n.body, '$.alerts') a
+        WHERE json_valid(n.body) AND {_A.format("fingerprint")} IS NOT NULL
+            AND {_A.format("startsAt")} IS NOT NULL
+        GROUP BY 1, 2""",
+)
 # MIGRATIONS[n - 1] takes the schema from version n - 1 to n; append, never edit.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_UPSERT_EPISODE = """INSERT INTO episodes (fingerprint, starts_at, starts_ms, alertname, labels,
+        detector, first_ms, last_ms, status, ends_ms, peak_score, notifications)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+    ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+        last_ms = max(last_ms, excluded.last_ms),
+        status = CASE WHEN status = 'resolved' THEN status ELSE excluded.status END,
+        ends_ms = coalesce(ends_ms, excluded.ends_ms),
+        peak_score = max(coalesce(peak_score, excluded.peak_score),
+                         coalesce(excluded.peak_score, peak_score)),
+        notifications = notifications + 1"""
 
 
 def _json(value: Json) -> str:
@@ -191,6 +252,27 @@ class AuditLog:
             conn.close()
             raise
         return log
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> AuditLog:
+        """Open an existing database for reading only (``mode=ro``; WAL lets it read while
+        the service writes). No migration: a schema older than this code is an error."""
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                   timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            found = int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+                        .fetchone()[0])
+        except sqlite3.Error as exc:
+            raise AuditError(f"audit database {path}: cannot read it: {exc}; pass the "
+                             "remediator's --state-dir or the file itself") from exc
+        if found != SCHEMA_VERSION:
+            conn.close()
+            hint = ("start `vigil-remediator serve` of this version once to migrate it"
+                    if found < SCHEMA_VERSION else "use a newer vigil-remediator")
+            raise AuditError(f"audit database {path}: schema version {found}, this "
+                             f"remediator reads version {SCHEMA_VERSION}; {hint}")
+        return cls(path, conn)
 
     def close(self) -> None:
         with self._failing("close"):
@@ -300,12 +382,20 @@ class AuditLog:
     # -- notifications and runs ---------------------------------------------------------------
 
     def record_notification(self, *, received_ms: int, receiver: str, status: str,
-                            group_key: str, n_alerts: int, body: str) -> int:
+                            group_key: str, n_alerts: int, body: str,
+                            alerts: Sequence[Alert] = ()) -> int:
+        """Store a notification and, in the same transaction, update the episodes of its
+        ``alerts`` (the parsed alerts of ``body``)."""
+        rows = [(str(a.fingerprint), a.starts_at, a.starts_ms, a.labels.get("alertname", ""),
+                 _json(dict(a.labels)), a.annotations.get("detector"), received_ms,
+                 received_ms, a.status, None if a.is_firing else a.ends_ms, a.score)
+                for a in alerts]
         with self._write("record notification") as db:
             cur = db.execute(
                 "INSERT INTO notifications (received_ms, receiver, status, group_key,"
                 " n_alerts, body) VALUES (?, ?, ?, ?, ?, ?)",
                 (received_ms, receiver, status, group_key, n_alerts, body))
+            db.executemany(_UPSERT_EPISODE, rows)
             return int(cur.lastrowid or 0)
 
     def get_notification(self, notification_id: int) -> NotificationRecord | None:
@@ -398,12 +488,12 @@ class AuditLog:
             return self._run(self._conn, run_id)
 
     def list_runs(self, *, limit: int = 100, playbook: str | None = None,
-                  state: RunState | None = None, before_id: str | None = None
-                  ) -> list[RunRecord]:
+                  state: RunState | None = None, before_id: str | None = None,
+                  fingerprint: str | None = None) -> list[RunRecord]:
         """Newest first; pass the last id of a page as ``before_id`` for the next page."""
         sql, args = "SELECT * FROM runs WHERE 1", []
         # rowid is the insertion order: ids made in the same millisecond sort at random
-        for clause, value in (("playbook = ?", playbook),
+        for clause, value in (("playbook = ?", playbook), ("fingerprint = ?", fingerprint),
                               ("rowid < (SELECT rowid FROM runs WHERE id = ?)", before_id),
                               ("state = ?", state and self._enum(RunState, state, "list runs"))):
             if value is not None:
@@ -419,9 +509,33 @@ class AuditLog:
         with self._failing(f"read events of run {run_id}"):
             rows = self._conn.execute(
                 "SELECT * FROM events WHERE run_id IS ? ORDER BY id", (run_id,)).fetchall()
-        return [EventRecord(id=r["id"], run_id=r["run_id"], ts_ms=r["ts_ms"],
-                            kind=EventKind(r["kind"]), name=r["name"], verdict=r["verdict"],
-                            detail=json.loads(r["detail"])) for r in rows]
+        return [_event_record(r) for r in rows]
+
+    # -- the alert-quality report ------------------------------------------------------------
+
+    def episodes_since(self, since_ms: int) -> list[EpisodeRecord]:
+        """Episodes with a notification received at or after ``since_ms``, oldest first."""
+        with self._failing("list episodes"):
+            rows = self._conn.execute("SELECT * FROM episodes WHERE last_ms >= ?"
+                                      " ORDER BY starts_ms, fingerprint", (since_ms,)).fetchall()
+        return [EpisodeRecord(**(dict(r) | {"labels": json.loads(r["labels"])})) for r in rows]
+
+    def runs_since(self, since_ms: int) -> list[RunRecord]:
+        """Runs created at or after ``since_ms``, oldest first."""
+        with self._failing("list runs since"):
+            rows = self._conn.execute("SELECT * FROM runs WHERE created_ms >= ? ORDER BY rowid",
+                                      (since_ms,)).fetchall()
+        return [_run_record(row) for row in rows]
+
+    def run_events_since(self, since_ms: int, kinds: frozenset[EventKind]) -> list[EventRecord]:
+        """The events of ``kinds`` of the runs created at or after ``since_ms``."""
+        marks = ",".join(f"'{k.value}'" for k in sorted(kinds))  # enum values, not user input
+        with self._failing("list run events"):
+            rows = self._conn.execute(
+                "SELECT e.* FROM events e JOIN runs r ON r.id = e.run_id"
+                f" WHERE r.created_ms >= ? AND e.kind IN ({marks}) ORDER BY e.id",
+                (since_ms,)).fetchall()
+        return [_event_record(r) for r in rows]
 
     # -- approvals ---------------------------------------------------------------------------
 
@@ -567,3 +681,9 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         plan=None if plan is None else json.loads(plan), plan_hash=row["plan_hash"],
         approval_expires_ms=row["approval_expires_ms"], approved_by=row["approved_by"],
         approved_ms=row["approved_ms"], outcome=row["outcome"])
+
+
+def _event_record(r: sqlite3.Row) -> EventRecord:
+    return EventRecord(id=r["id"], run_id=r["run_id"], ts_ms=r["ts_ms"],
+                       kind=EventKind(r["kind"]), name=r["name"], verdict=r["verdict"],
+                       detail=json.loads(r["detail"]))

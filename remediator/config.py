@@ -46,6 +46,14 @@ class ClusterConfig(_Model):
     replay_s: float = Field(900.0, ge=0, description="a new leader handles the notifications it recorded this long before")
 
 
+class DetectorLink(_Model):
+    """Vigil's detector, for the ``vigil.verify`` step (its POST /api/v1/verify)."""
+
+    url: str | None = Field(None, pattern=r"^https?://", description="e.g. http://vigil-detector.vigil.svc:9420; none: vigil.verify steps fail")
+    bearer_token_file: Path | None = Field(None, description="the detector's auth.bearer_token_file, when it has one")
+    timeout_s: float = Field(60.0, gt=0, le=600, description="a verification reads many range queries")
+
+
 class RemediatorConfig(_Model):
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
@@ -57,6 +65,7 @@ class RemediatorConfig(_Model):
     max_body_bytes: int = Field(4 << 20, ge=1024)
     request_timeout_s: float = Field(10.0, gt=0, description="calls to Alertmanager and Prometheus")
     cluster: ClusterConfig = ClusterConfig()
+    detector: DetectorLink = DetectorLink()
 
 
 def load_config(path: Path | None) -> RemediatorConfig:

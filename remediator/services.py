@@ -23,8 +23,13 @@ from remediator.errors import ActionPermanentError, ActionTemporaryError
 class LiveServices:
     def __init__(self, session: aiohttp.ClientSession, *, alertmanager_url: str | None,
                  prometheus_url: str | None, secrets_dir: Path | None,
-                 allowed_urls: tuple[str, ...], timeout_s: float = 10.0) -> None:
+                 allowed_urls: tuple[str, ...], timeout_s: float = 10.0,
+                 detector_url: str | None = None, detector_token: str | None = None,
+                 detector_timeout_s: float = 60.0) -> None:
         self.session = session
+        self.detector_url = detector_url.rstrip("/") if detector_url else None
+        self.detector_token = detector_token
+        self.detector_timeout_s = detector_timeout_s
         self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
         self.prometheus_url = prometheus_url
         self.secrets_dir = secrets_dir
@@ -52,6 +57,21 @@ class LiveServices:
         status, text = await self._request(method, self.alertmanager_url + path,
                                            headers=headers, body=body,
                                            timeout_s=self.timeout_s)
+        try:
+            return status, json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return status, text
+
+    async def detector(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A call to Vigil's detector API (the JSON answer, or its text if not JSON)."""
+        if self.detector_url is None:
+            raise ActionPermanentError("no Vigil detector is configured (detector.url in the "
+                                       "remediator config)")
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.detector_token:
+            headers["Authorization"] = f"Bearer {self.detector_token}"
+        status, text = await self._request(method, self.detector_url + path, headers=headers,
+                                           body=body, timeout_s=self.detector_timeout_s)
         try:
             return status, json.loads(text) if text else None
         except json.JSONDecodeError:

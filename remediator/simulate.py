@@ -7,6 +7,7 @@ one is given (for cooldowns, rate limits and the kill switch) and never writes a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,32 @@ from remediator.actions.registry import ActionRegistry
 from remediator.audit import AuditLog
 from remediator.catalog import Catalog
 from remediator.config import RemediatorConfig
-from remediator.errors import TemplateError
+from remediator.errors import TemplateError, WebhookError
 from remediator.runner import build_plan, plan_hash, read_facts, target_of
-from remediator.webhook import Alert
+from remediator.webhook import Alert, alert_from_json, parse_notification
+
+
+def parse_alerts(body: bytes, *, max_alerts: int = 1000) -> tuple[Alert, ...]:
+    """The alerts of an alert, a webhook body or a recorded webhook request (JSON with the
+    body under ``body``); WebhookError saying what is wrong."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise WebhookError(f"not JSON: {exc}") from exc
+    if isinstance(data, dict) and "body" in data:  # a recorded webhook request
+        data = data["body"]
+    if isinstance(data, dict) and "alerts" in data:
+        return parse_notification(json.dumps(data).encode(), max_alerts=max_alerts).alerts
+    return (alert_from_json(data),)
 
 
 def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: RemediatorConfig,
-             *, now_ms: int, audit_path: Path | None = None) -> dict[str, Any]:
-    """The report for one alert (JSON-ready)."""
-    audit = AuditLog.open(audit_path) if audit_path is not None and audit_path.exists() \
-        else None
+             *, now_ms: int, audit_path: Path | None = None,
+             audit_log: AuditLog | None = None) -> dict[str, Any]:
+    """The report for one alert (JSON-ready). Cooldowns, limits and the kill switch come
+    from ``audit_log`` (the caller's, left open) or the database at ``audit_path``."""
+    audit = audit_log if audit_log is not None else AuditLog.open(audit_path) \
+        if audit_path is not None and audit_path.exists() else None
     limits = guards.GlobalLimits(rate=cfg.guards.rate, max_concurrent=cfg.guards.max_concurrent,
                                  freeze=cfg.guards.freeze)
     out: list[dict[str, Any]] = []
@@ -56,6 +73,6 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
                                   else report["plan_error"]}
             out.append(report)
     finally:
-        if audit is not None:
+        if audit is not None and audit_log is None:
             audit.close()
     return {"alert": alert.to_json(), "matches": out}

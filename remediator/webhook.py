@@ -8,6 +8,8 @@ fields are ignored (newer Alertmanagers add some). Pure: no I/O.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -65,6 +67,23 @@ class Alert:
     def is_firing(self) -> bool:
         return self.status == "firing"
 
+    @property
+    def ends_ms(self) -> int | None:
+        """``endsAt`` in epoch ms; None for the zero time or a value that is not RFC 3339."""
+        try:
+            return None if self.ends_at == ZERO_TIME else _ms(self.ends_at, "endsAt")
+        except WebhookError:
+            return None
+
+    @property
+    def score(self) -> float | None:
+        """The ``score`` annotation as a finite number (Vigil's detector sets it); else None."""
+        try:
+            value = float(self.annotations.get("score", ""))
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "labels": dict(self.labels),
                 "annotations": dict(self.annotations), "startsAt": self.starts_at,
@@ -112,16 +131,31 @@ def _explain(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_notification(body: bytes, *, max_alerts: int = 1000) -> Notification:
     """Validate a webhook body; WebhookError saying what is wrong and where."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through
+        data = json.loads(body.decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
         raise WebhookError(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # json recurses per nesting level
+        raise WebhookError("body is not an Alertmanager notification: JSON nested too "
+                           "deeply") from exc
+    if _SURROGATE_ESCAPE.search(body):
+        # json accepts an escaped lone surrogate ("\ud800"), which no UTF-8 writer (the
+        # audit, the logs, the Kubernetes API) can encode; Alertmanager never sends one
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise WebhookError(f"body is not valid Unicode: a lone UTF-16 surrogate "
+                               f"{exc.object[exc.start:exc.end]!r}") from exc
     if isinstance(data, dict) and isinstance(data.get("alerts"), list) \
             and len(data["alerts"]) > max_alerts:
         raise WebhookError(f"alerts: {len(data['alerts'])} alerts, more than the limit of "
-                           f"{max_alerts} (webhook.max_alerts); set max_alerts in the "
+                           f"{max_alerts} (max_alerts_per_webhook); set max_alerts in the "
                            "Alertmanager webhook_config")
     try:
         raw = RawWebhook.model_validate(data)

@@ -272,6 +272,12 @@ def scan(
                     stop = y
                     a = y
                 elif w == 0:
+                    if x >= b:
+                        # the tag ends the series: without this, `a` never moves past it
+                        # and the scan loops forever (found by bench/fuzz.py)
+                        err = E_VARINT
+                        where = a
+                        break
                     p = x
                     stop = b
                 else:

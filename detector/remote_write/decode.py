@@ -177,7 +177,13 @@ class Decoder:
     copy what they keep.
     """
 
-    def __init__(self, *, initial: int = 4096) -> None:
+    def __init__(self, *, initial: int = 4096, max_series: int | None = None,
+                 max_labels: int | None = None, max_samples: int | None = None) -> None:
+        # a request's arrays take up to ~24 bytes per wire byte (a sample can be 2 bytes),
+        # and they are kept for the next request: past these counts it is refused first
+        self._max = {"ser": max_series, "lab": max_labels,
+                     "sym": None if max_labels is None else 2 * max_labels,
+                     "smp": max_samples}
         self._info = np.zeros(_wire.INFO_LEN, dtype=np.int64)
         self._arrays: dict[str, NDArray[np.int32]] = {}
         self._cap = {"sym": 0, "lab": 0, "ser": 0}
@@ -212,6 +218,7 @@ class Decoder:
         need = {"sym": int(info[_wire.I_SYMBOLS]), "lab": int(info[_wire.I_LABELS]),
                 "ser": int(info[_wire.I_SERIES])}
         n_smp = int(info[_wire.I_SAMPLES])
+        self._check_counts({**need, "smp": n_smp})
         short = [kind for kind, n in need.items() if n > self._cap[kind]]
         if short or n_smp > self._smp_ts.shape[0]:
             for kind in short:
@@ -237,6 +244,18 @@ class Decoder:
             n_histograms=int(info[_wire.I_HIST]), n_exemplars=int(info[_wire.I_EXEMPLARS]),
             n_metadata=int(info[_wire.I_META]),
         )
+
+    def _check_counts(self, counts: dict[str, int]) -> None:
+        for kind, what, limit in (("ser", "series", "limits.max_series_per_request"),
+                                  ("smp", "samples", "limits.max_samples_per_request"),
+                                  ("lab", "labels", "limits.max_series_per_request times "
+                                   "limits.max_labels_per_series"),
+                                  ("sym", "symbols", "twice the labels limit")):
+            most = self._max[kind]
+            if most is not None and counts[kind] > most:
+                raise TooLargeError(
+                    f"request holds {counts[kind]} {what}, over the limit of {most} ({limit}); "
+                    "send smaller batches (queue_config.max_samples_per_send)")
 
 
 def parse_labels(req: DecodedRequest, which: NDArray[np.int64]) -> None:

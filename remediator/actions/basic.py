@@ -1,5 +1,6 @@
 """Actions that need no cluster: HTTP calls to allow-listed endpoints, Alertmanager
-silences and escalations, chat notifications, PromQL checks and waits.
+silences and escalations, chat notifications, PromQL checks, waits, and Vigil's own
+deployment verification (``vigil.verify``, the detector's POST /api/v1/verify).
 
 Each declares its params model, whether it mutates, its inverse and how it dry-runs (none
 of these APIs has a server-side dry-run, so a dry run describes the request instead of
@@ -219,3 +220,61 @@ class WaitParams(_Params):
 async def wait(ctx: ActionContext, p: WaitParams) -> Outcome:
     await (ctx.sleep or asyncio.sleep)(p.seconds)
     return Executed({"waited_s": p.seconds})
+
+
+# --- vigil.verify -------------------------------------------------------------------------
+class VerifyQueryParams(_Params):
+    """One query of the verification (the detector's VerifyQuery)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    query: str = Field(min_length=1, max_length=4096)
+    direction: Literal["up_is_bad", "down_is_bad", "both"] = "up_is_bad"
+    min_relative_change: float | None = Field(None, ge=0)
+    min_absolute_change: float | None = Field(None, ge=0)
+
+
+class VerifyParams(_Params):
+    """Ask Vigil's detector to judge a change (POST /api/v1/verify, docs/verify.md)."""
+
+    selector: str | None = Field(None, description="label matchers; without queries: the standard ones")
+    queries: tuple[VerifyQueryParams, ...] = Field((), max_length=50)
+    change_time: str | None = Field(None, description="RFC 3339 or unix seconds, e.g. {{ alert.startsAt }}; none: now - observe_s")
+    baseline_s: float = Field(1800.0, gt=0, le=7 * 86400)
+    observe_s: float = Field(900.0, gt=0, le=86400)
+    skip_s: float = Field(0.0, ge=0)
+    step_s: float = Field(15.0, ge=1, le=3600)
+    expect: Literal["pass", "fail"] = Field("pass", description="pass: the step succeeds if the change is judged harmless; fail: only if Vigil confirms it made things worse (a gate before undoing it)")
+
+    def body(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"baseline_s": self.baseline_s, "observe_s": self.observe_s,
+                               "skip_s": self.skip_s, "step_s": self.step_s}
+        if self.selector is not None:
+            doc["selector"] = self.selector
+        if self.change_time is not None:
+            doc["change_time"] = self.change_time
+        if self.queries:
+            doc["queries"] = [q.model_dump(exclude_none=True) for q in self.queries]
+        return doc
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    parts = []
+    for q in doc.get("queries") or []:
+        reasons = "; ".join(q.get("reasons") or [])
+        parts.append(f"{q.get('name')}: {q.get('verdict')} ({reasons})")
+    return " | ".join(parts)[:1500]
+
+
+@action("vigil.verify", params=VerifyParams, mutates=False,
+        describe=lambda p: {"verify": p.body(), "expect": p.expect})
+async def vigil_verify(ctx: ActionContext, p: VerifyParams) -> Outcome:
+    status, doc = await ctx.services.detector("POST", "/api/v1/verify", p.body())
+    if status != 200 or not isinstance(doc, dict) or "verdict" not in doc:
+        return _status_failure("POST /api/v1/verify", status, str(doc))
+    verdict = doc["verdict"]
+    detail = {"verdict": verdict, "expect": p.expect, "queries": [
+        {k: q.get(k) for k in ("name", "verdict", "reasons")} for q in doc.get("queries") or []]}
+    if verdict != p.expect:
+        return Failed(f"Vigil's verification says {verdict}, the step expects {p.expect}: "
+                      f"{_summary(doc)}")
+    return Executed(detail)

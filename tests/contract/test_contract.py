@@ -59,3 +59,29 @@ def test_a_detector_alert_as_alertmanager_delivers_it_is_a_valid_webhook():
     assert got.labels["namespace"] == "shop" and got.labels["pod"] == "checkout-7d9f-x2"
     assert got.annotations["direction"] == "above"
     assert got.starts_ms == now - 360_000
+
+
+def test_the_verify_step_sends_what_the_detector_accepts():
+    """rollback-bad-rollout's vigil.verify step, rendered for a VigilAnomaly alert, posts
+    a body the detector's POST /api/v1/verify validates, with the same meaning."""
+    from detector.verify import VerifyRequest, plan
+    from remediator.app import build_registry
+    from remediator.catalog import load_catalog
+    from remediator.runner import build_plan
+    from remediator.webhook import alert_from_json
+
+    registry = build_registry()
+    catalog = load_catalog([ROOT / "playbooks" / "rollback-bad-rollout.yaml"], registry)
+    alert = alert_from_json({
+        "status": "firing", "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "f00d",
+        "labels": {"alertname": "VigilAnomaly", "metric_name": "http_request_errors_ratio",
+                   "namespace": "shop", "pod": "checkout-1"}, "annotations": {}})
+    gate = tuple(s for s in catalog.entries[0].playbook.spec.steps if s.action == "vigil.verify")
+    (confirm,) = build_plan(gate, alert, registry, run_id="r", run_url="http://vigil/r")
+    body = confirm.params.body()  # type: ignore[attr-defined]
+    req = VerifyRequest.model_validate_json(json.dumps(body))
+    assert req.change_time == 1795773600.0 and req.mode == "before_after"
+    ((q, base, seen),) = plan(req, now_s=1795773600.0 + 900)
+    assert base.query == seen.query == \
+        'max({__name__="http_request_errors_ratio", namespace="shop"})'
+    assert (base.start_s, seen.end_s) == (1795773600.0 - 1800, 1795773600.0 + 900)

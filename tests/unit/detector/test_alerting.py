@@ -141,7 +141,7 @@ async def test_offers_are_posted_in_batches_of_at_most_max_batch(am, make_client
     assert metric(registry, "vigil_alerts_pending", client) == 0
     assert metric(registry, "vigil_alert_delivery_seconds_count", client) == 7
     assert metric(registry, "vigil_alert_post_seconds_count", client) == 3
-    assert metric(registry, "vigil_alert_send_failures_total", client) == 0  # exported as 0 from the start
+    assert metric(registry, "vigil_alert_send_failures_total", client) == 0  # 0 from start
 
 
 async def test_a_newer_version_of_an_alert_replaces_the_unsent_older_one(am, make_client,

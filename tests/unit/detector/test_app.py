@@ -1,10 +1,8 @@
 import math
 
 import numpy as np
-import pytest
 
 from detector.config import DetectorConfig, Limits, PresenceConfig, SeriesRule
-from detector.errors import DetectorError
 from detector.remote_write import encode
 from tests.conftest import SAMPLES
 from tests.unit.detector.apphelpers import V1, V2, body, series, start
@@ -152,7 +150,7 @@ async def test_state_dir_checkpoint_survives_restart(aiohttp_client, tmp_path):
     assert rt2.pipeline.last_value[0] != 99.0
 
 
-async def test_damaged_checkpoint_refuses_to_start(aiohttp_client, tmp_path):
+async def test_damaged_checkpoint_is_skipped_and_counted_not_fatal(aiohttp_client, tmp_path):
     client, rt = await start(aiohttp_client, state_dir=tmp_path)
     data = body([series("x", 1, 1.0)])
     assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
@@ -161,8 +159,11 @@ async def test_damaged_checkpoint_refuses_to_start(aiohttp_client, tmp_path):
     where = tmp_path / "checkpoints" / (tmp_path / "CURRENT").read_text()
     with (where / "tables.npz").open("ab") as fh:
         fh.write(b"x")
-    with pytest.raises(DetectorError, match="checksum mismatch"):
-        await start(aiohttp_client, state_dir=tmp_path)
+    client2, rt2 = await start(aiohttp_client, state_dir=tmp_path)
+    assert rt2.registry.n_tracked == 0  # no older checkpoint: empty, but serving
+    assert (await client2.get("/readyz")).status == 200
+    metrics = await (await client2.get("/metrics")).text()
+    assert 'vigil_checkpoints_skipped_total{reason="checksum"} 1.0' in metrics
 
 
 async def test_known_series_are_decoded_inline_and_new_ones_in_the_thread(aiohttp_client):

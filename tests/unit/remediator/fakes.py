@@ -16,6 +16,7 @@ class FakeServices:
         self.bodies: list[Any] = []
         self.silences: list[dict] = []
         self.query_results: dict[str, list[dict]] = {}
+        self.verdicts: list[tuple[int, Any]] = []  # answers of the detector, in order
         self.am_down = 0  # calls to fail with a connection error first
         self.called = asyncio.Event()
 
@@ -31,6 +32,11 @@ class FakeServices:
         if method == "POST" and path == "/api/v2/silences":
             return 200, {"silenceID": f"s-{len(self.calls)}"}
         return 200, None
+
+    async def detector(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        self.calls.append(("detector", method, path))
+        self.bodies.append(body)
+        return self.verdicts.pop(0) if self.verdicts else (503, {"error": "no answer set"})
 
     async def prometheus_query(self, query: str) -> list[dict[str, Any]]:
         self.calls.append(("prometheus", query))

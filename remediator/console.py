@@ -1,0 +1,113 @@
+"""The remediator's part of the Vigil console: the page at /, its assets, status, simulator.
+
+This module owns the console routes of the remediator: ``/`` and ``/console/<asset>`` (the
+static files shipped in ``remediator/console/``, served with a strict Content-Security-
+Policy), ``GET /api/v1/status`` (kill switch and catalog state, for the page's header) and
+``POST /api/v1/simulate`` (``remediator.simulate`` over HTTP: an alert, a webhook body or a
+recorded webhook request in, the plan and guard verdicts out, no side effect). The runs,
+approvals and kill switch endpoints the page also calls stay in ``remediator.app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from remediator.actions.registry import ActionRegistry
+from remediator.audit_thread import AuditThread
+from remediator.catalog import Catalog
+from remediator.config import RemediatorConfig
+from remediator.errors import AuditError, WebhookError
+from remediator.simulate import parse_alerts, simulate
+
+ASSETS = Path(__file__).parent / "console"
+CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript",
+                 ".svg": "image/svg+xml", ".png": "image/png"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",
+}
+MAX_SIMULATED_ALERTS = 50
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the console reads, handed over by build_app (the audit thread exists only
+    once the app runs, hence a getter)."""
+
+    catalog: Callable[[], Catalog]
+    registry: ActionRegistry
+    cfg: RemediatorConfig
+    audit: Callable[[], AuditThread | None]
+    clock: Callable[[], float]
+    detector_url: str | None = None
+
+
+def _load_assets() -> dict[str, tuple[bytes, str]]:
+    return {path.name: (path.read_bytes(), CONTENT_TYPES[path.suffix])
+            for path in sorted(ASSETS.iterdir()) if path.suffix in CONTENT_TYPES}
+
+
+def add_routes(app: web.Application, src: Sources) -> None:
+    """Register the console's page, assets, status and simulator on ``app``."""
+    assets = _load_assets()  # a few kB, read once: the package's files do not change
+
+    def asset(name: str) -> web.Response:
+        found = assets.get(name)
+        if found is None:
+            raise web.HTTPNotFound(text=f"no console asset {name!r}\n")
+        body, content_type = found
+        charset = None if content_type.startswith("image/") else "utf-8"
+        return web.Response(body=body, content_type=content_type, charset=charset,
+                            headers=SECURITY_HEADERS)
+
+    async def handle_index(request: web.Request) -> web.Response:
+        return asset("index.html")
+
+    async def handle_asset(request: web.Request) -> web.Response:
+        return asset(request.match_info["name"])
+
+    async def handle_status(request: web.Request) -> web.Response:
+        audit = src.audit()
+        if audit is None:
+            return web.json_response({"error": "starting"}, status=503)
+        try:
+            paused = await audit.run(lambda db: db.get_flag("paused"))
+        except AuditError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        catalog = src.catalog()
+        return web.json_response({"paused": paused is not None, "paused_reason": paused,
+                                  "playbooks": len(catalog.entries),
+                                  "problems": len(catalog.problems),
+                                  "detector_url": src.detector_url},
+                                 headers=SECURITY_HEADERS)
+
+    async def handle_simulate(request: web.Request) -> web.Response:
+        audit = src.audit()
+        try:
+            alerts = parse_alerts(await request.read(), max_alerts=MAX_SIMULATED_ALERTS)
+        except WebhookError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if audit is None:
+            return web.json_response({"error": "starting"}, status=503)
+        catalog, now_ms = src.catalog(), int(src.clock() * 1000)
+        try:  # on the audit thread: cooldowns, rate limits and the kill switch, read only
+            reports = await audit.run(lambda db: [simulate(
+                a, catalog, src.registry, src.cfg, now_ms=now_ms, audit_log=db)
+                for a in alerts])
+        except AuditError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response({"reports": reports}, headers=SECURITY_HEADERS)
+
+    app.router.add_get("/", handle_index)
+    app.router.add_get("/console/{name}", handle_asset)
+    app.router.add_get("/api/v1/status", handle_status)
+    app.router.add_post("/api/v1/simulate", handle_simulate)
