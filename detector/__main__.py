@@ -7,35 +7,18 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
-from detector import slo, verification, verify
+from detector import slo, telemetry, tls, verification, verify
 from detector.app import build_app
 from detector.config import load_config, read_bearer_token
 from detector.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:9420"
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        event = {"ts": self.formatTime(record), "level": record.levelname,
-                 "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            event["exc"] = self.formatException(record.exc_info)
-        return json.dumps(event)
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(_JsonFormatter())
-    logging.basicConfig(level=level, handlers=[handler])
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -176,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             load_config(args.config)
             print(f"{args.config}: ok")
             return 0
-        _setup_logging(args.log_level)
+        telemetry.setup_logging(args.log_level)
         cfg = load_config(args.config)
+        try:
+            provider = telemetry.tracer_provider_from_env(os.environ,
+                                                          service_name="vigil-detector")
+        except telemetry.TelemetryError as exc:
+            raise ConfigError(str(exc)) from exc
         host, port = parse_listen(args.listen)
         for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else []),
                     *([args.remediator_url] if args.remediator_url else [])]:
@@ -186,17 +174,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.runbooks is not None and not args.runbooks.is_dir():
             raise ConfigError(f"--runbooks {args.runbooks}: not a folder (give the folder "
                               "of <AlertName>.md files, e.g. docs/runbooks)")
-        app = build_app(cfg, token=read_bearer_token(cfg), state_dir=args.state_dir,
+        ssl_context = tls.build_server_context(cfg.tls)
+        scheme = "https" if ssl_context is not None else "http"
+        if cfg.outgoing_tls.insecure_skip_verify:
+            logging.getLogger("detector").warning(
+                "outgoing_tls.insecure_skip_verify: peers' certificates are NOT checked")
+        app = build_app(cfg, token=read_bearer_token(cfg, os.environ),
+                        state_dir=args.state_dir,
                         prometheus_url=args.prometheus, alertmanagers=args.alertmanager,
-                        external_url=args.external_url or f"http://{host}:{port}",
-                        runbooks_dir=args.runbooks, remediator_url=args.remediator_url)
+                        external_url=args.external_url or f"{scheme}://{host}:{port}",
+                        runbooks_dir=args.runbooks, remediator_url=args.remediator_url,
+                        tracer=provider.get_tracer("vigil.detector") if provider else None)
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2
-    # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled gzip
-    # must get our 415, not a decompression error inside aiohttp
-    web.run_app(app, host=host, port=port, print=None, access_log=None,
-                handler_cancellation=False, auto_decompress=False)
+    try:
+        # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled
+        # gzip must get our 415, not a decompression error inside aiohttp
+        web.run_app(app, host=host, port=port, print=None, access_log=None,
+                    handler_cancellation=False, auto_decompress=False,
+                    ssl_context=ssl_context)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # the spans still batched go out
     return 0
 
 

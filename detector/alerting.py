@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+from opentelemetry.trace import SpanContext, SpanKind, Tracer
 
+from detector import telemetry, tls
 from detector.alerts import Alert, AlertBook
 from detector.config import AlertingConfig
 from detector.errors import EnrichmentError
@@ -43,6 +45,7 @@ def _identity(alert: Payload) -> tuple[tuple[str, str], ...]:
 class _Entry:
     payload: Payload
     created: float  # perf_counter when the news it carries was made
+    trace: SpanContext | None = None  # the alert span this news came from, when traced
 
 
 class AlertmanagerClient:
@@ -50,8 +53,10 @@ class AlertmanagerClient:
 
     def __init__(self, session: aiohttp.ClientSession, *, url: str, cfg: AlertingConfig,
                  metrics: AlertMetrics,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 tracer: Tracer | None = None) -> None:
         self.session = session
+        self.tracer = tracer
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.name = url
         self.cfg = cfg
@@ -69,11 +74,17 @@ class AlertmanagerClient:
     def n_pending(self) -> int:
         return len(self._pending)
 
-    def offer(self, payloads: Sequence[Payload], created: float) -> None:
-        for payload in payloads:
+    def offer(self, payloads: Sequence[Payload], created: float,
+              traces: Sequence[SpanContext | None] = ()) -> None:
+        """Queue the latest version of each alert; ``traces`` (one per payload, when
+        traced) joins the POST that delivers it to the trace that made the news."""
+        for i, payload in enumerate(payloads):
             key = _identity(payload)
-            self._pending.pop(key, None)
-            self._pending[key] = _Entry(payload, created)
+            old = self._pending.pop(key, None)
+            trace = traces[i] if i < len(traces) else None
+            if trace is None and old is not None:
+                trace = old.trace  # the news it replaces was not delivered yet
+            self._pending[key] = _Entry(payload, created, trace)
         overflow = len(self._pending) - self.cfg.max_pending
         for _ in range(max(0, overflow)):
             self._pending.popitem(last=False)
@@ -98,7 +109,7 @@ class AlertmanagerClient:
             self._wake.clear()
             while self._pending:
                 batch = list(self._pending.items())[: self.cfg.max_batch]
-                accepted = await self._post([entry.payload for _, entry in batch])
+                accepted = await self._post_traced([entry for _, entry in batch])
                 if accepted is None:
                     await self._sleep(backoff)
                     backoff = min(2 * backoff, self.cfg.retry_max_s)
@@ -116,6 +127,21 @@ class AlertmanagerClient:
                 self.delivered.set()
             self._drained.set()
 
+    async def _post_traced(self, entries: list[_Entry]) -> list[bool] | None:
+        """``_post``, in a span joining the traces of the news it carries (if any)."""
+        payloads = [entry.payload for entry in entries]
+        traces = [e.trace for e in entries if e.trace is not None] if self.tracer else []
+        if self.tracer is None or not traces:
+            return await self._post(payloads)
+        with self.tracer.start_as_current_span(
+                "alertmanager.post", context=telemetry.parent_of(traces[0]),
+                links=telemetry.links_to(traces[1:]), kind=SpanKind.CLIENT) as span:
+            span.set_attribute("server.address", self.name)
+            span.set_attribute("vigil.alerts", len(payloads))
+            accepted = await self._post(payloads)
+            span.set_attribute("vigil.accepted", -1 if accepted is None else sum(accepted))
+            return accepted
+
     async def _post(self, alerts: list[Payload]) -> list[bool] | None:
         """Per alert, True: accepted; False: refused for good (4xx, logged); or None: retry
         the whole batch later."""
@@ -129,7 +155,7 @@ class AlertmanagerClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.metrics.send_failures.labels(self.name).inc()
             log.warning("alertmanager %s unreachable (%s); retrying", self.name,
-                        type(exc).__name__)
+                        tls.explain(exc))
             return None
         finally:
             self.metrics.post_seconds.labels(self.name).observe(time.perf_counter() - start)
@@ -168,8 +194,9 @@ class AlertDispatcher:
     def __init__(self, *, book: AlertBook, clients: Sequence[AlertmanagerClient],
                  cfg: AlertingConfig, metrics: AlertMetrics, rule_of: Callable[[int], int],
                  clock: Callable[[], float] = time.time,
-                 enrichers: Sequence[Enricher] = ()) -> None:
+                 enrichers: Sequence[Enricher] = (), tracer: Tracer | None = None) -> None:
         self.book = book
+        self.tracer = tracer
         self.clients = list(clients)
         self.cfg = cfg
         self.metrics = metrics
@@ -187,7 +214,8 @@ class AlertDispatcher:
         for ev in events:
             self.metrics.events.labels(ev.kind.value).inc()
         changed = self.book.apply(events, self.rule_of, self.now_ms())
-        self._send(changed, created)
+        traces = self._trace_changes(events, changed) if self.tracer is not None else {}
+        self._send(changed, created, traces)
         for alert in changed:
             if alert.is_firing and not alert.enriching and self.enrichers:
                 alert.enriching = True
@@ -196,14 +224,40 @@ class AlertDispatcher:
                 task.add_done_callback(self._tasks.discard)
         self.metrics.firing.set(len(self.book.alerts))
 
-    def _send(self, alerts: Sequence[Alert], created: float) -> None:
+    def _trace_changes(self, events: list[AlertEvent],
+                       changed: Sequence[Alert]) -> dict[int, SpanContext]:
+        """An ``alert`` span per alert changed by traced events, child of the detect span
+        that decided it; returns id(alert) -> that span's context (for the POST)."""
+        assert self.tracer is not None
+        by_slot = {ev.slot: ev for ev in events if ev.trace is not None}
+        out: dict[int, SpanContext] = {}
+        for alert in changed:
+            ev = next((by_slot[s] for s in alert.members if s in by_slot), None)
+            if ev is None or ev.trace is None:
+                continue
+            with self.tracer.start_as_current_span(
+                    "alert", context=telemetry.parent_of(ev.trace)) as span:
+                span.set_attribute("vigil.alertname", alert.rule.name)
+                span.set_attribute("vigil.event", ev.kind.value)
+                span.set_attribute("vigil.level", ev.level)
+                span.set_attribute("vigil.score", ev.score)
+                span.set_attribute("vigil.series", len(alert.members))
+                out[id(alert)] = span.get_span_context()
+        return out
+
+    def _send(self, alerts: Sequence[Alert], created: float,
+              traces: dict[int, SpanContext] | None = None) -> None:
         if not alerts:
             return
         now = self.now_ms()
-        payloads = [p for a in alerts for p in self.book.render(a, now_ms=now,
-                                                                 resend_s=self.cfg.resend_s)]
+        payloads: list[Payload] = []
+        payload_traces: list[SpanContext | None] = []
+        for a in alerts:
+            rendered = self.book.render(a, now_ms=now, resend_s=self.cfg.resend_s)
+            payloads += rendered
+            payload_traces += [(traces or {}).get(id(a))] * len(rendered)
         for client in self.clients:
-            client.offer(payloads, created)
+            client.offer(payloads, created, payload_traces if traces else ())
 
     def resend(self) -> None:
         """Re-send every firing alert with fresh values and endsAt ahead."""

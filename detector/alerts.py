@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
-from detector import wording
+from opentelemetry.trace import SpanContext
+
+from detector import telemetry, wording
 from detector.config import TEMPLATE_FIELD, AlertRule
 from detector.lifecycle import AlertEvent, EventKind
 
@@ -121,6 +123,7 @@ class Alert:
     retired: list[dict[str, str]] = field(default_factory=list)  # label sets to resolve
     pairs: set[tuple[str, str]] = field(default_factory=set)  # its entries in the book's index
     enriching: bool = False  # its enrichers were started (once per alert)
+    trace: SpanContext | None = None  # the detect span of its first traced event
 
     @property
     def is_firing(self) -> bool:
@@ -208,6 +211,8 @@ class AlertBook:
             alert = self.alerts[key] = Alert(key=key, rule_index=rule_index,
                                              rule=self.rules[rule_index], group=group,
                                              starts_ms=ev.since_ms)
+        if alert.trace is None and ev.trace is not None:
+            alert.trace = ev.trace
         reading = Reading(ev.ts_ms, ev.value, ev.expected, ev.lower, ev.upper, ev.score)
         member = alert.members.get(ev.slot)
         if member is None:
@@ -379,6 +384,10 @@ class AlertBook:
         dashboard = self.links.dashboard(member.labels, since_ms=alert.starts_ms, now_ms=now_ms)
         if dashboard is not None:
             ann["dashboard_url"] = dashboard
+        if alert.trace is not None:  # the request, detection and delivery that raised it
+            trace_id, span_id = telemetry.hex_ids(alert.trace)
+            ann["trace_id"] = trace_id
+            ann["traceparent"] = f"00-{trace_id}-{span_id}-01"
         for name, template in alert.rule.annotations.items():
             ann[name] = render_template(template, f, labels)
         ann.update(alert.extra)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -20,11 +21,12 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 
-from detector import api, checkpoint, console, presence, verification, verify
+from detector import api, checkpoint, console, presence, tls, verification, verify
 from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
 from detector.alerts import AlertBook, Labels, Links, Reading
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
@@ -77,7 +79,9 @@ class Runtime:
     book: AlertBook | None = None
     dispatcher: AlertDispatcher | None = None
     alertmanagers: Sequence[str] = ()
+    tracer: Tracer | None = None  # None: traces off (docs/observability.md)
     writeback_token: str | None = None
+    client_ssl: ssl.SSLContext | None = None  # every outgoing https:// connection
     writeback: WriteBack | None = None
     checkpoint_metrics: CheckpointMetrics | None = None
     snapshots: checkpoint.SnapshotRequest = field(default_factory=checkpoint.SnapshotRequest)
@@ -219,7 +223,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
               token: str | None = None, state_dir: Path | None = None,
               prometheus_url: str | None = None, alertmanagers: Sequence[str] = (),
               external_url: str | None = None, runbooks_dir: Path | None = None,
-              remediator_url: str | None = None,
+              remediator_url: str | None = None, tracer: Tracer | None = None,
               clock: Callable[[], float] = time.time) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
     ``prometheus_url`` turns on warm starts (when the config allows) and links alerts to
@@ -227,7 +231,9 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     reach this service (runbook links); ``runbooks_dir`` holds more runbooks to serve at
     /runbooks/<name> (docs/runbooks/, which the rules' runbook_url point at), looked up
     before the packaged VigilAnomaly one; ``remediator_url`` (else console.remediator_url)
-    is the remediator console the anomalies link to; ``clock`` gives the wall time."""
+    is the remediator console the anomalies link to; ``tracer`` (None: off) traces
+    remote-write requests, detection, alerts and their delivery; ``clock`` gives the wall
+    time."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     m = build_metrics(registry_metrics)
     am = build_alert_metrics(registry_metrics)
@@ -241,7 +247,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     cc = cfg.console
     pipeline = Pipeline(m, alerts=alert_state, history=History(
         max_series=cc.history_series, samples_per_series=cc.history_samples,
-        record_after_s=cc.history_after_s, keep_s=cc.history_keep_s))
+        record_after_s=cc.history_after_s, keep_s=cc.history_keep_s), tracer=tracer)
     rt = Runtime(
         cfg=cfg, metrics=m, registry=registry, pipeline=pipeline,
         queue=SampleQueue(cfg.limits.queue_max_samples),
@@ -249,7 +255,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                           warm_start=warm),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
         state_dir=state_dir, clock=clock, alert_metrics=am, alertmanagers=tuple(alertmanagers),
-        checkpoint_metrics=cm,
+        checkpoint_metrics=cm, tracer=tracer,
     )
     cm.age.set_function(rt.checkpoint_age_s)
     links = Links(external_url=cfg.alerting.external_url or external_url
@@ -260,10 +266,12 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                         max_related=cfg.alerting.max_related)
     if cfg.writeback.url is not None and cfg.writeback.bearer_token_file is not None:
         rt.writeback_token = cfg.writeback.bearer_token_file.read_text().strip()
+    rt.client_ssl = tls.build_client_context(cfg.outgoing_tls)
     if warm:
         assert prometheus_url is not None
         rt.warm = WarmStarter(cfg=cfg.warm_start, prometheus_url=prometheus_url,
-                              queue=rt.queue, labels_of=registry.labels_of, metrics=m)
+                              queue=rt.queue, labels_of=registry.labels_of, metrics=m,
+                              outgoing_tls=cfg.outgoing_tls)
     if cfg.entities:
         rt.entities = EntityTracker(cfg.entities, registry.labels_of)
     m.queue_capacity.set(cfg.limits.queue_max_samples)
@@ -271,7 +279,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app[RUNTIME] = rt
     writer = WriteHandler(ingestor=rt.ingestor, queue=rt.queue, metrics=m, executor=rt.executor,
                           token=token, max_body_bytes=cfg.limits.max_body_bytes,
-                          on_new_slots=rt.on_new_slots)
+                          on_new_slots=rt.on_new_slots, tracer=tracer)
 
     async def handle_series(request: web.Request) -> web.Response:
         # a thread: with a million series the listing takes seconds of Python, which must
@@ -319,7 +327,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                 f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
                 for e in exc.errors()]}, status=400)
         return web.json_response(await verification.run(
-            req, prometheus_url=prometheus_url, now_s=clock()))
+            req, prometheus_url=prometheus_url, now_s=clock(), outgoing_tls=cfg.outgoing_tls))
 
     app.router.add_post("/api/v1/write", writer.handle_write)
     app.router.add_get("/api/v1/series", handle_series)
@@ -512,7 +520,8 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         import aiohttp
 
-        session = await stack.enter_async_context(aiohttp.ClientSession())
+        session = await stack.enter_async_context(aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=rt.client_ssl or True)))
         kube = None
         if rt.cfg.enrichment.kubernetes.enabled:
             from detector import changes
@@ -524,12 +533,14 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
                 stack.push_async_callback(kube.close)
             except Exception as exc:  # enrichment is optional: say why and go on without
                 log.warning("Kubernetes enrichment is off: %s", exc)
-        clients = [AlertmanagerClient(session, url=url, cfg=acfg, metrics=rt.alert_metrics)
+        clients = [AlertmanagerClient(session, url=url, cfg=acfg, metrics=rt.alert_metrics,
+                                      tracer=rt.tracer)
                    for url in rt.alertmanagers]
         registry = rt.registry
         dispatcher = AlertDispatcher(book=rt.book, clients=clients, cfg=acfg,
                                      metrics=rt.alert_metrics, rule_of=registry.alert_rule_of,
-                                     clock=rt.clock, enrichers=_enrichers(rt, session, kube))
+                                     clock=rt.clock, enrichers=_enrichers(rt, session, kube),
+                                     tracer=rt.tracer)
         rt.dispatcher = dispatcher
 
         def on_events(events: list[AlertEvent]) -> None:

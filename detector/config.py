@@ -7,8 +7,10 @@ once as ``file:line: path: message``.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +27,7 @@ from pydantic import (
 from detector import yamlsrc
 from detector.errors import ConfigError, SelectorError
 from detector.selector import Selector, parse_selector
+from detector.tls import OutgoingTLS, ServerTLS
 
 
 class _Model(BaseModel):
@@ -66,6 +69,29 @@ class EnsembleParams(_Model):
     band_sigmas: float = Field(3.29, gt=0.0, description="half-width of the expected band, in sigmas")
 
 
+class SpotParams(_Model):
+    """DSPOT: peaks over threshold with a generalised Pareto tail per side, on the
+    residuals of a robust exponentially weighted level (see docs/detectors.md)."""
+
+    kind: Literal["spot"] = "spot"
+    risk: float = Field(1e-3, gt=0.0, lt=0.5, description="false-alarm rate q (both tails): the band and the protection threshold are the DSPOT thresholds at q/2 per tail")
+    alpha: float = Field(0.01, gt=0.0, lt=1.0, description="weight of each new sample in the level and scale once warm")
+    clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many robust sigmas are clipped before the level learns them")
+    adopt_samples: int = Field(30, ge=0, description="alarms in a row on one side after which the level adopts the new value (0: never)")
+    warmup_samples: int = Field(30, ge=2, le=100_000, description="samples learning only the level and scale (they score 0)")
+    threshold_sigmas: float = Field(1.5, gt=0.0, description="peaks-over-threshold threshold t, in robust sigmas of the residual")
+    peaks: int = Field(64, ge=4, le=1024, description="most recent excesses over t kept per tail (4 bytes each)")
+    min_peaks: int = Field(10, ge=3, description="excesses a tail needs before its GPD fit is used (a Gaussian tail until then)")
+    rate_alpha: float = Field(0.002, gt=0.0, lt=1.0, description="weight of a sample in each tail's exceedance-rate estimate")
+    min_scale: float = Field(1e-9, ge=0.0, description="absolute floor of the scale, so a flat series does not divide by zero")
+
+    @model_validator(mode="after")
+    def _min_peaks_fit(self) -> SpotParams:
+        if self.min_peaks > self.peaks:
+            raise ValueError(f"min_peaks ({self.min_peaks}) must not exceed peaks ({self.peaks})")
+        return self
+
+
 def _kind_of(value: object) -> str:
     """The detector kind of raw or built params; ``ensemble`` when the key is omitted."""
     if isinstance(value, dict):
@@ -74,7 +100,8 @@ def _kind_of(value: object) -> str:
 
 
 DetectorParams = Annotated[
-    Annotated[RobustParams, Tag("robust")] | Annotated[EnsembleParams, Tag("ensemble")],
+    Annotated[RobustParams, Tag("robust")] | Annotated[EnsembleParams, Tag("ensemble")]
+    | Annotated[SpotParams, Tag("spot")],
     Discriminator(_kind_of),
 ]
 
@@ -127,7 +154,7 @@ class Limits(_Model):
 
 
 class AuthConfig(_Model):
-    bearer_token_file: Path | None = Field(None, description="file holding the token remote-write senders must present")
+    bearer_token_file: Path | None = Field(None, description="file holding the token remote-write senders (and POST /api/v1/verify) must present; VIGIL_DETECTOR_TOKEN overrides it")
 
 
 class WarmStartConfig(_Model):
@@ -152,6 +179,14 @@ class EntityModel(_Model):
 
     kind: Literal["mahalanobis", "halfspacetrees"] = "mahalanobis"
     window_size: int = Field(250, ge=10, le=100_000, description="evaluations remembered (EW span, or HST's reference window)")
+
+    @field_validator("kind")
+    @classmethod
+    def _river_installed(cls, value: str) -> str:
+        if value == "halfspacetrees" and importlib.util.find_spec("river") is None:
+            raise ValueError("halfspacetrees needs the river package, which is not "
+                             "installed: pip install 'vigil[river]', or use mahalanobis")
+        return value
     n_trees: int = Field(10, ge=1, le=100, description="halfspacetrees only")
     height: int = Field(8, ge=2, le=16, description="halfspacetrees only")
     seed: int = 42
@@ -363,6 +398,8 @@ class DetectorConfig(_Model):
     writeback: WritebackConfig = WritebackConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     console: ConsoleConfig = ConsoleConfig()
+    tls: ServerTLS = Field(ServerTLS(), description="HTTPS (and mTLS) for the listener")
+    outgoing_tls: OutgoingTLS = Field(OutgoingTLS(), description="trust for every https:// peer: Alertmanager, Prometheus, Loki, write-back")
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> DetectorConfig:
@@ -386,8 +423,16 @@ def load_config(path: Path | None) -> DetectorConfig:
         raise ConfigError(str(exc)) from exc
 
 
-def read_bearer_token(cfg: DetectorConfig) -> str | None:
-    """The configured remote-write bearer token, or None when auth is off."""
+TOKEN_ENV = "VIGIL_DETECTOR_TOKEN"
+
+
+def read_bearer_token(cfg: DetectorConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """The remote-write bearer token, or None when auth is off: ``VIGIL_DETECTOR_TOKEN``
+    in ``env`` (the only documented environment override) wins over
+    ``auth.bearer_token_file``. The token itself never appears in an error."""
+    given = (env or {}).get(TOKEN_ENV, "").strip()
+    if given:
+        return given
     path = cfg.auth.bearer_token_file
     if path is None:
         return None

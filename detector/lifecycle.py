@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry.trace import SpanContext
 
 from detector import _lifecycle
 from detector.config import AlertRule
@@ -52,6 +53,7 @@ class AlertEvent:
     lower: float
     upper: float
     peak: float
+    trace: SpanContext | None = None  # the detect span that decided it, when traced
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from detector import tls
 from detector.errors import EnrichmentError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class LogFetcher:
             raise EnrichmentError(f"{where}: no answer within {self._timeout_s} s; check that "
                                   "Loki is up or raise request_timeout_s") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise EnrichmentError(f"{where}: request failed ({exc!r}); check the Loki URL") from exc
+            raise EnrichmentError(f"{where}: request failed ({tls.explain(exc)}); check the "
+                                  "Loki URL") from exc
         if status != 200:
             raise EnrichmentError(f"{where}: HTTP {status} {body[:200]!r}; check the query, the "
                                   "tenant and Loki's limits")

@@ -37,6 +37,8 @@ class IngestMetrics:
     decode_seconds: Histogram
     request_seconds: Histogram
     detect_seconds: Histogram
+    detector_samples: Counter
+    detector_seconds: Counter
     loop_lag_seconds: Histogram
     worker_errors: Counter
     ingest_path: Counter
@@ -96,6 +98,11 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
                             "on one batch."),
         loop_lag_seconds=hist("vigil_event_loop_lag_seconds", "How late the event loop runs "
                               "a timer scheduled every 100 ms."),
+        detector_samples=counter("vigil_detector_samples", "Samples scored, by detector "
+                                 "family.", ("detector",)),
+        detector_seconds=counter("vigil_detector_seconds", "Time in each detector family's "
+                                 "kernel (its rate is the share of a core it takes).",
+                                 ("detector",)),
         worker_errors=counter("vigil_worker_errors", "Unexpected errors in the detector "
                               "worker (the batch is dropped and logged)."),
         entities=Gauge("vigil_entities", "Entities scored together (entities rules).",

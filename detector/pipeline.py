@@ -7,6 +7,7 @@ every table has exactly one writer. This module does no network I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -17,8 +18,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry.trace import SpanContext, Tracer
 
-from detector import _track
+from detector import _track, telemetry
 from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
@@ -53,6 +55,7 @@ class Batch:
     new_slots: Sequence[SlotSpec] = field(default=())
     warmed: Sequence[int] = field(default=())  # history batch: these slots' warm start is done
     periods: Sequence[tuple[int, float]] = field(default=())  # (slot, seasonal period ms)
+    trace: SpanContext | None = None  # the sampled request span its samples came with
 
     @property
     def n_samples(self) -> int:
@@ -179,11 +182,15 @@ class Pipeline:
     def __init__(self, metrics: IngestMetrics, capacity: int = 1024, *,
                  alerts: AlertState | None = None,
                  on_events: Callable[[list[AlertEvent]], None] | None = None,
-                 history: History | None = None) -> None:
+                 history: History | None = None, tracer: Tracer | None = None) -> None:
         """``alerts`` advances each series' alert state after scoring; ``on_events`` gets
         the transitions (on the worker thread); ``history`` keeps the recent samples of
-        the series in or just after an anomaly (the console's charts)."""
+        the series in or just after an anomaly (the console's charts); with ``tracer``,
+        batches that came with a sampled request span are processed in a ``detect``
+        span, and the alert events they cause carry it."""
         self.metrics = metrics
+        self.tracer = tracer
+        self._trace: SpanContext | None = None
         self.alerts = alerts
         self.on_events = on_events
         self.history = history
@@ -191,6 +198,7 @@ class Pipeline:
         for name, dtype, _ in SLOT_TABLES:
             setattr(self, name, np.zeros(0, dtype=dtype))
         self.detectors = DetectorSet()
+        self.detectors.on_scored = self._count_scored
         self.n_warming = 0
         self._held: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint64]]]] = {}
         self._held_count: dict[int, int] = {}
@@ -247,6 +255,22 @@ class Pipeline:
 
     def process(self, batches: Sequence[Batch]) -> None:
         """Apply batches in order: new slots first, then one kernel pass over all samples."""
+        traced = [b.trace for b in batches if b.trace is not None] if self.tracer else []
+        if self.tracer is None or not traced:
+            self._process(batches)
+            return
+        with self.tracer.start_as_current_span(
+                "detect", context=telemetry.parent_of(traced[0]),
+                links=telemetry.links_to(traced[1:])) as span:
+            span.set_attribute("vigil.batches", len(batches))
+            span.set_attribute("vigil.samples", sum(b.n_samples for b in batches))
+            self._trace = span.get_span_context()
+            try:
+                self._process(batches)
+            finally:
+                self._trace = None
+
+    def _process(self, batches: Sequence[Batch]) -> None:
         for batch in batches:
             for spec in batch.new_slots:
                 self._ensure(spec.slot + 1)
@@ -295,7 +319,13 @@ class Pipeline:
             m.anomalous_samples.inc(hits)
 
 
+    def _count_scored(self, kind: str, n: int, seconds: float) -> None:
+        self.metrics.detector_samples.labels(kind).inc(n)
+        self.metrics.detector_seconds.labels(kind).inc(seconds)
+
     def _emit(self, events: list[AlertEvent]) -> None:
+        if events and self._trace is not None:  # inside a traced detect span
+            events = [dataclasses.replace(e, trace=self._trace) for e in events]
         if events and self.history is not None:
             self.history.observe(events)
         if events and self.on_events is not None:

@@ -20,7 +20,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 
-from detector import verify, yamlsrc
+from detector import tls, verify, yamlsrc
 from detector.errors import ConfigError
 
 
@@ -60,15 +60,18 @@ def fetch(client: PrometheusConnect, window: verify.Window, *,
     except PrometheusApiClientException as exc:
         raise RangeError(f"Prometheus refused {window.query!r}: {exc}") from exc
     except RequestException as exc:
-        raise RangeError(f"Prometheus unreachable: {exc}") from exc
+        raise RangeError(f"Prometheus unreachable: {tls.explain(exc)}") from exc
     return _series(result, window.query)
 
 
 async def run(req: verify.VerifyRequest, *, prometheus_url: str, now_s: float | None = None,
-              timeout_s: float = 30.0, max_concurrent: int = 4) -> dict[str, Any]:
-    """Fetch every window, judge every query, return the report document."""
+              timeout_s: float = 30.0, max_concurrent: int = 4,
+              outgoing_tls: tls.OutgoingTLS | None = None) -> dict[str, Any]:
+    """Fetch every window, judge every query, return the report document. An https://
+    Prometheus is checked against ``outgoing_tls`` (default: the system's CAs)."""
     now = time.time() if now_s is None else now_s
-    client = PrometheusConnect(url=prometheus_url, disable_ssl=True)
+    client = PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
+        outgoing_tls or tls.OutgoingTLS()))
     gate = asyncio.Semaphore(max_concurrent)
 
     async def one(q: verify.VerifyQuery, base: verify.Window,

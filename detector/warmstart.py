@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from prometheus_api_client import PrometheusConnect
 
+from detector import tls
 from detector.config import WarmStartConfig
 from detector.metrics import IngestMetrics
 from detector.periods import detect_period
@@ -52,12 +53,14 @@ class WarmStarter:
     """Fetches the history of new series and queues it for the detector worker."""
 
     def __init__(self, *, cfg: WarmStartConfig, prometheus_url: str, queue: SampleQueue,
-                 labels_of: Callable[[int], Labels], metrics: IngestMetrics) -> None:
+                 labels_of: Callable[[int], Labels], metrics: IngestMetrics,
+                 outgoing_tls: tls.OutgoingTLS | None = None) -> None:
         self.cfg = cfg
         self.queue = queue
         self.labels_of = labels_of
         self.metrics = metrics
-        self.client = PrometheusConnect(url=prometheus_url, disable_ssl=True)
+        self.client = PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
+            outgoing_tls or tls.OutgoingTLS()))
         self._todo: asyncio.Queue[int] = asyncio.Queue()
         self.backlog = 0
 
@@ -97,7 +100,7 @@ class WarmStarter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed query must release the held samples
-            log.warning("warm start of series %s failed: %s", slot, exc)
+            log.warning("warm start of series %s failed: %s", slot, tls.explain(exc))
             self.metrics.warm_starts.labels("error").inc()
             self._release(slot)
             return

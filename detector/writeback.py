@@ -22,6 +22,7 @@ import aiohttp
 import numpy as np
 from numpy.typing import NDArray
 
+from detector import tls
 from detector.config import WritebackConfig
 from detector.metrics import AlertMetrics
 from detector.pipeline import Pipeline
@@ -143,7 +144,7 @@ class WriteBack:
                 return "status"
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("write-back to %s failed (%s); retrying", self.url,
-                        type(exc).__name__)
+                        tls.explain(exc))
             return "unreachable"
 
     async def run_forever(self) -> None:

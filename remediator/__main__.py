@@ -15,34 +15,16 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from remediator import rbac, report, review
+from remediator import rbac, report, review, telemetry, tls
 from remediator.app import build_app, build_registry
 from remediator.catalog import load_catalog
-from remediator.config import env_overrides, load_config, read_token
+from remediator.config import env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
 from remediator.kube import Kube, build_api_client
 from remediator.playbook import Playbook
 from remediator.simulate import parse_alerts, simulate
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        event = {"ts": self.formatTime(record), "level": record.levelname,
-                 "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            event["exc"] = self.formatException(record.exc_info)
-        return json.dumps(event)
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(_JsonFormatter())
-    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -163,8 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "simulate":
             return _simulate(args)
-        _setup_logging(args.log_level)
+        telemetry.setup_logging(args.log_level)
         cfg = env_overrides(load_config(args.config), os.environ)
+        try:
+            provider = telemetry.tracer_provider_from_env(os.environ,
+                                                          service_name="vigil-remediator")
+        except telemetry.TelemetryError as exc:
+            raise ConfigError(str(exc)) from exc
         host, port = _listen(args.listen)
         for url in (args.alertmanager, args.prometheus, args.detector_url):
             if url is not None and not url.startswith(("http://", "https://")):
@@ -176,16 +163,27 @@ def main(argv: list[str] | None = None) -> int:
             async def kube() -> Kube:
                 api = await build_api_client(kubeconfig=kubeconfig, context=context)
                 return Kube(api)
+        ssl_context = tls.build_server_context(cfg.tls)
+        tls.build_client_context(cfg.outgoing_tls)  # a bad CA file stops here, not at start
+        if cfg.outgoing_tls.insecure_skip_verify:
+            logging.getLogger("remediator").warning(
+                "outgoing_tls.insecure_skip_verify: peers' certificates are NOT checked")
+        tokens = read_tokens(cfg, os.environ)
+        scheme = "https" if ssl_context is not None else "http"
         app = build_app(cfg, playbook_dirs=[args.playbooks], state_dir=args.state_dir, kube=kube,
                         alertmanager_url=args.alertmanager, prometheus_url=args.prometheus,
-                        token=read_token(cfg.auth.bearer_token_file, "auth.bearer_token_file"),
-                        admin_token=read_token(cfg.auth.admin_token_file,
-                                               "auth.admin_token_file"),
-                        external_url=f"http://{host}:{port}", detector_url=args.detector_url)
+                        token=tokens.webhook, admin_token=tokens.admin,
+                        external_url=f"{scheme}://{host}:{port}", detector_url=args.detector_url,
+                        tracer=provider.get_tracer("vigil.remediator") if provider else None)
     except ConfigError as exc:
         print(f"vigil-remediator: {exc}", file=sys.stderr)
         return 2
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None,
+                    ssl_context=ssl_context)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # the spans still batched go out
     return 0
 
 

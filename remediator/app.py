@@ -21,10 +21,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import console, guards, review
+from remediator import console, guards, review, telemetry, tls
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit import AuditLog, RunRecord, RunState
@@ -71,6 +72,7 @@ class State:
     runner: Runner | None = None
     services: Services | None = None
     kube_factory: Callable[[], Awaitable[Kube]] | None = None
+    tracer: Tracer | None = None
     kube: Kube | None = None
     elector: LeaderElector | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -116,7 +118,8 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
             "mode": str(run.mode), "state": str(run.state), "outcome": run.outcome,
             "created_ms": run.created_ms, "updated_ms": run.updated_ms,
             "executed_ms": run.executed_ms, "plan_hash": run.plan_hash,
-            "approval_expires_ms": run.approval_expires_ms, "approved_by": run.approved_by}
+            "approval_expires_ms": run.approval_expires_ms, "approved_by": run.approved_by,
+            "trace_id": run.trace_id}
 
 
 def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Path,
@@ -127,10 +130,12 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
               services: Services | None = None,
               clock: Callable[[], float] = time.time,
               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-              kube: Callable[[], Awaitable[Kube]] | None = None) -> web.Application:
+              kube: Callable[[], Awaitable[Kube]] | None = None,
+              tracer: Tracer | None = None) -> web.Application:
     """The remediator's aiohttp application. ``services`` None means the live clients;
     ``kube`` builds the Kubernetes client at start-up (None: no cluster actions);
-    ``detector_url`` is the detector console that the console at / links to."""
+    ``detector_url`` is the detector console that the console at / links to; ``tracer``
+    (None: off) traces each webhook and the runs it starts."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     st = State(cfg=cfg, metrics=build_metrics(registry_metrics), registry=build_registry(),
                playbook_dirs=playbook_dirs,
@@ -138,11 +143,21 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                token=token, admin_token=admin_token,
                external_url=(cfg.external_url or external_url).rstrip("/"),
                alertmanager_url=alertmanager_url, prometheus_url=prometheus_url,
-               services=services, kube_factory=kube)
+               services=services, kube_factory=kube, tracer=tracer)
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[STATE] = st
 
     async def handle_webhook(request: web.Request) -> web.Response:
+        if st.tracer is None:  # traces off: nothing else is paid
+            return await webhook(request)
+        with st.tracer.start_as_current_span(
+                "webhook", context=telemetry.remote_parent(request.headers),
+                kind=SpanKind.SERVER) as span:
+            response = await webhook(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    async def webhook(request: web.Request) -> web.Response:
         if not _authorized(request, st.token):
             st.metrics.webhooks.labels("401").inc()
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
@@ -301,7 +316,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(st.audit.close)
         if st.services is None:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            session = await stack.enter_async_context(aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=tls.build_client_context(
+                    st.cfg.outgoing_tls))))
             st.services = LiveServices(session, alertmanager_url=st.alertmanager_url,
                                        prometheus_url=st.prometheus_url,
                                        secrets_dir=st.cfg.secrets_dir,
@@ -311,7 +328,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                                        detector_token=read_token(
                                            st.cfg.detector.bearer_token_file,
                                            "detector.bearer_token_file"),
-                                       detector_timeout_s=st.cfg.detector.timeout_s)
+                                       detector_timeout_s=st.cfg.detector.timeout_s,
+                                       outgoing_tls=st.cfg.outgoing_tls)
         if st.kube_factory is not None:
             st.kube = await st.kube_factory()
             stack.push_async_callback(st.kube.api.close)
@@ -328,7 +346,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                            external_url=st.external_url, clock=st.clock, sleep=st.sleep,
                            kube=st.kube, shared=shared,
                            identity=cl.identity or socket.gethostname(),
-                           lock_namespace=cl.namespace, replay_s=cl.replay_s)
+                           lock_namespace=cl.namespace, replay_s=cl.replay_s,
+                           tracer=st.tracer)
         stack.push_async_callback(st.runner.close)
         interrupted = await st.runner.recover()
         if interrupted:

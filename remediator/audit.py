@@ -36,7 +36,7 @@ from remediator.errors import ApprovalError, AuditError
 from remediator.playbook import Mode
 from remediator.webhook import Alert
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Json = dict[str, Any] | list[Any]  # a JSON object or array as json.loads returns it
 BUSY_TIMEOUT_S = 5.0  # another process holding the write lock (a second replica, a CLI)
 E = TypeVar("E", bound=Enum)
@@ -132,6 +132,7 @@ class RunRecord:
     approved_by: str | None
     approved_ms: int | None
     outcome: str | None  # a short reason for the last state
+    trace_id: str | None = None  # its trace (webhook, guards, actions, verification)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +203,10 @@ _V2 = (
             AND {_A.format("startsAt")} IS NOT NULL
         GROUP BY 1, 2""",
 )
+# version 3: the trace a run belongs to (OpenTelemetry trace id, 32 hex digits)
+_V3 = ("ALTER TABLE runs ADD COLUMN trace_id TEXT",)
 # MIGRATIONS[n - 1] takes the schema from version n - 1 to n; append, never edit.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 _UPSERT_EPISODE = """INSERT INTO episodes (fingerprint, starts_at, starts_ms, alertname, labels,
         detector, first_ms, last_ms, status, ends_ms, peak_score, notifications)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
@@ -414,19 +417,22 @@ class AuditLog:
 
     def create_run(self, *, playbook: str, fingerprint: str, starts_at: str, alertname: str,
                    alert: dict[str, Any], mode: str, notification_id: int | None,
-                   target: str | None, now_ms: int) -> RunRecord | None:
+                   target: str | None, now_ms: int,
+                   trace_id: str | None = None) -> RunRecord | None:
         """Insert a ``planned`` run, or return None when this (playbook, fingerprint,
-        starts_at) already has one: that alert was handled before and must not run again."""
+        starts_at) already has one: that alert was handled before and must not run again.
+        ``trace_id`` names the trace of the notification that started it."""
         run_id = f"{now_ms:013d}-{secrets.token_hex(4)}"
         mode_value = self._enum(Mode, mode, f"create run for {playbook}").value
         with self._write(f"create run for {playbook}") as db:
             cur = db.execute(
                 "INSERT INTO runs (id, playbook, fingerprint, starts_at, alertname, target,"
-                " mode, state, created_ms, updated_ms, notification_id, alert)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " mode, state, created_ms, updated_ms, notification_id, alert, trace_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (playbook, fingerprint, starts_at) DO NOTHING",
                 (run_id, playbook, fingerprint, starts_at, alertname, target, mode_value,
-                 RunState.PLANNED.value, now_ms, now_ms, notification_id, _json(alert)))
+                 RunState.PLANNED.value, now_ms, now_ms, notification_id, _json(alert),
+                 trace_id))
             return self._run(db, run_id) if cur.rowcount == 1 else None
 
     def set_state(self, run_id: str, state: RunState, *, now_ms: int,
@@ -626,12 +632,16 @@ class AuditLog:
                             " AND (? IS NULL OR playbook = ?)", (playbook, playbook)) or 0
 
     def count_failed_verifications(self, playbook: str, *, since_ms: int) -> int:
-        """``verify`` events with verdict ``failed`` of ``playbook``'s runs since ``since_ms``."""
+        """Failures of ``playbook``'s runs since ``since_ms`` that count toward its circuit
+        breaker: ``verify`` events with verdict ``failed`` and ``step_failed`` notes (a step
+        that failed for good, e.g. the Kubernetes API answering 5xx past the retries)."""
         return self._scalar("count failed verifications",
                             "SELECT count(*) FROM events e JOIN runs r ON r.id = e.run_id"
-                            " WHERE e.kind = ? AND e.verdict = 'failed' AND e.ts_ms >= ?"
+                            " WHERE ((e.kind = ? AND e.verdict = 'failed') OR (e.kind = ?"
+                            " AND e.name = 'step_failed')) AND e.ts_ms >= ?"
                             " AND r.playbook = ?",
-                            (EventKind.VERIFY.value, since_ms, playbook)) or 0
+                            (EventKind.VERIFY.value, EventKind.NOTE.value, since_ms,
+                             playbook)) or 0
 
     def non_terminal_runs(self) -> list[RunRecord]:
         """Runs left unfinished, oldest first: at start-up these were interrupted by a crash."""
@@ -680,7 +690,7 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         notification_id=row["notification_id"], alert=json.loads(row["alert"]),
         plan=None if plan is None else json.loads(plan), plan_hash=row["plan_hash"],
         approval_expires_ms=row["approval_expires_ms"], approved_by=row["approved_by"],
-        approved_ms=row["approved_ms"], outcome=row["outcome"])
+        approved_ms=row["approved_ms"], outcome=row["outcome"], trace_id=row["trace_id"])
 
 
 def _event_record(r: sqlite3.Row) -> EventRecord:

@@ -1,12 +1,14 @@
 """RemediatorConfig: the YAML configuration of ``vigil-remediator serve``, validated at load.
 
-This module owns the configuration models, ``load_config`` and the one function that
-reads documented environment overrides. It must not start anything.
+This module owns the configuration models, ``load_config`` and the functions that read
+documented environment overrides (``env_overrides`` for settings, ``read_tokens`` for the
+two tokens) from the mapping ``__main__`` passes. It must not start anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from remediator import yamlsrc
 from remediator.errors import ConfigError
 from remediator.playbook import FreezeWindow, RateLimit
+from remediator.tls import OutgoingTLS, ServerTLS
 
 
 class _Model(BaseModel):
@@ -21,8 +24,8 @@ class _Model(BaseModel):
 
 
 class AuthConfig(_Model):
-    bearer_token_file: Path | None = Field(None, description="token Alertmanager must present on /webhook")
-    admin_token_file: Path | None = Field(None, description="token for approve, pause and resume; none: those endpoints are refused")
+    bearer_token_file: Path | None = Field(None, description="token Alertmanager must present on /webhook; VIGIL_REMEDIATOR_WEBHOOK_TOKEN overrides it")
+    admin_token_file: Path | None = Field(None, description="token for approve, pause and resume; none: those endpoints are refused; VIGIL_REMEDIATOR_ADMIN_TOKEN overrides it")
 
 
 class HttpConfig(_Model):
@@ -66,6 +69,8 @@ class RemediatorConfig(_Model):
     request_timeout_s: float = Field(10.0, gt=0, description="calls to Alertmanager and Prometheus")
     cluster: ClusterConfig = ClusterConfig()
     detector: DetectorLink = DetectorLink()
+    tls: ServerTLS = Field(ServerTLS(), description="HTTPS (and mTLS) for the listener")
+    outgoing_tls: OutgoingTLS = Field(OutgoingTLS(), description="trust for every https:// peer: Alertmanager, Prometheus, the detector, http.request and notify")
 
 
 def load_config(path: Path | None) -> RemediatorConfig:
@@ -87,6 +92,32 @@ def read_token(path: Path | None, what: str) -> str | None:
     if not token:
         raise ConfigError(f"{what}: {path} is empty")
     return token
+
+
+WEBHOOK_TOKEN_ENV = "VIGIL_REMEDIATOR_WEBHOOK_TOKEN"
+ADMIN_TOKEN_ENV = "VIGIL_REMEDIATOR_ADMIN_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    webhook: str | None  # POST /webhook
+    admin: str | None  # approvals, pause/resume, breaker reset, reload
+
+    def __repr__(self) -> str:  # never printed by accident
+        return f"Tokens(webhook={'set' if self.webhook else None}, " \
+               f"admin={'set' if self.admin else None})"
+
+
+def read_tokens(cfg: RemediatorConfig, env: Mapping[str, str]) -> Tokens:
+    """The webhook and admin tokens: ``VIGIL_REMEDIATOR_WEBHOOK_TOKEN`` and
+    ``VIGIL_REMEDIATOR_ADMIN_TOKEN`` in ``env`` win over ``auth.bearer_token_file`` and
+    ``auth.admin_token_file``. A token never appears in an error."""
+    def one(name: str, path: Path | None, what: str) -> str | None:
+        return env.get(name, "").strip() or read_token(path, what)
+
+    return Tokens(webhook=one(WEBHOOK_TOKEN_ENV, cfg.auth.bearer_token_file,
+                              "auth.bearer_token_file"),
+                  admin=one(ADMIN_TOKEN_ENV, cfg.auth.admin_token_file, "auth.admin_token_file"))
 
 
 def env_overrides(cfg: RemediatorConfig, env: Mapping[str, str]) -> RemediatorConfig:

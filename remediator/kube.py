@@ -6,7 +6,10 @@ configuration, authentication and TLS), so objects stay dicts shaped like the AP
 generated model is built per object. Every call has a timeout. Errors are wrapped where
 they appear: a 409 is ``Conflict``, a 404 ``NotFound``, a 429 ``TooManyRequests`` (for an
 eviction: a disruption budget said no), 422 ``Invalid``; connection faults, timeouts and
-5xx are ``ActionTemporaryError``; 401/403 say which permission is missing.
+5xx are ``ActionTemporaryError``; 401/403 say which permission is missing. The exception:
+a write (POST, PUT, PATCH, DELETE) that times out may have been applied, so it is an
+``ActionPermanentError`` (not retried: a relative change such as ``delta: 2`` repeated
+would act twice).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 PatchType = Literal["merge", "json", "strategic"]
+# a DNS-1123 subdomain: what every object and namespace name here must be. Checked before a
+# name goes into a URL path, so a label value such as ``../../etc`` or ``a/b`` (they come
+# from alerts) can never reach another endpoint
+OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 CONTENT_TYPES = {"merge": "application/merge-patch+json",
                  "json": "application/json-patch+json",
                  "strategic": "application/strategic-merge-patch+json"}
@@ -43,7 +51,14 @@ class Resource:
 
     def path(self, namespace: str | None, name: str | None = None,
              subresource: str | None = None) -> str:
-        """The API path; a namespaced kind without a namespace lists every namespace."""
+        """The API path; a namespaced kind without a namespace lists every namespace.
+        ActionPermanentError, before any request, when a name is not a Kubernetes name."""
+        for what, value in (("namespace", namespace), ("name", name)):
+            if value is not None and (not OBJECT_NAME.fullmatch(value) or ".." in value):
+                shown = value if len(value) <= 80 else value[:80] + "..."
+                raise ActionPermanentError(
+                    f"{self.plural}: {what} {shown!r} is not a Kubernetes name (lower-case "
+                    "letters, digits, '-' and '.', at most 253); refused before any request")
         base = f"/api/{self.version}" if not self.group else \
             f"/apis/{self.group}/{self.version}"
         if self.namespaced and namespace:
@@ -127,8 +142,13 @@ class Kube:
                 async with resp:
                     status, raw = resp.status, await resp.read()
         except TimeoutError as exc:
+            if method != "GET":
+                raise ActionPermanentError(
+                    f"{what}: no answer from the Kubernetes API within {self.timeout_s:g} s; "
+                    "the change may or may not have been applied, so it is not retried "
+                    "(check the object)") from exc
             raise ActionTemporaryError(f"{what}: no answer from the Kubernetes API within "
-                                       f"{self.timeout_s:.0f} s", delay_s=1.0) from exc
+                                       f"{self.timeout_s:g} s", delay_s=1.0) from exc
         except (aiohttp.ClientError, OSError, OpenApiException) as exc:
             raise ActionTemporaryError(f"{what}: Kubernetes API unreachable ({exc!r})",
                                        delay_s=1.0) from exc

@@ -110,7 +110,7 @@ class FreezeWindow(_Model):
 
 
 class CircuitBreaker(_Model):
-    failures: int = Field(3, ge=1, description="failed verifications that trip the playbook to shadow")
+    failures: int = Field(3, ge=1, description="failed verifications or failed steps (within window_s) that trip the playbook to shadow")
     window_s: float = Field(86400.0, gt=0)
 
 

@@ -10,6 +10,7 @@ service goes on. The audit database is reached through ``AuditCalls`` (one threa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -22,11 +23,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
+from opentelemetry import trace
+from opentelemetry.trace import Span, Tracer
 
-from remediator import guards, targets, templating
+from remediator import guards, targets, telemetry, templating
 from remediator.actions.basic import EscalateParams, escalation_alert
 from remediator.actions.registry import (
     ActionContext,
+    ActionFunc,
     ActionRegistry,
     DryRun,
     Executed,
@@ -174,10 +178,13 @@ class Runner:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  kube: Kube | None = None, shared: ClusterState | None = None,
                  identity: str = "vigil-remediator", lock_namespace: str | None = None,
-                 replay_s: float = 900.0) -> None:
+                 replay_s: float = 900.0, tracer: Tracer | None = None) -> None:
         """``shared`` (with ``kube``) makes this replica one of several: runs are claimed in
-        the cluster before they act, and only the leader (``leading``) starts runs."""
+        the cluster before they act, and only the leader (``leading``) starts runs.
+        ``tracer`` (None: off) traces each run: its guards, actions, verification, undo
+        and escalation, in the trace of the webhook that started it."""
         self.audit = audit
+        self.tracer = tracer
         self.kube = kube
         self.shared = shared
         self.identity = identity
@@ -202,6 +209,19 @@ class Runner:
     def run_url(self, run_id: str) -> str:
         return f"{self.external_url}/api/v1/runs/{run_id}"
 
+    def _span(self, name: str, *, links: list[trace.Link] | None = None,
+              **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
+        """A child span of the current one, or nothing when traces are off."""
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(name, links=links, attributes={
+            f"vigil.{k}": v for k, v in attributes.items() if v is not None})
+
+    @staticmethod
+    def _current_trace_id() -> str | None:
+        ctx = trace.get_current_span().get_span_context()
+        return telemetry.hex_ids(ctx)[0] if ctx.is_valid and ctx.trace_flags.sampled else None
+
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
@@ -222,7 +242,7 @@ class Runner:
                     "starts_at": alert.starts_at, "alertname": alert.labels.get("alertname", ""),
                     "alert": alert.to_json(), "mode": pb.spec.mode.value,
                     "notification_id": notification_id, "target": target_of(alert),
-                    "now_ms": self.now_ms()}
+                    "now_ms": self.now_ms(), "trace_id": self._current_trace_id()}
                 run = await self.audit.run(functools.partial(AuditLog.create_run, **fields))
                 if run is None:
                     self.metrics.duplicates.labels(pb.name).inc()
@@ -280,12 +300,16 @@ class Runner:
         self.metrics.runs.labels(playbook, state).inc()
         await self._share(run_id, playbook, state)
         self.settled.set()
-        log.info("run %s of %s: %s (%s)", run_id, playbook, state, outcome)
+        log.info("run %s of %s: %s (%s)", run_id, playbook, state, outcome,
+                 extra={"run_id": run_id, "playbook": playbook})
 
     async def execute(self, run_id: str, entry: Entry, alert: Alert, received: float) -> None:
         pb = entry.playbook
         try:
-            await self._execute(run_id, pb, alert, received)
+            with self._span("run", links=_detector_links(alert), run_id=run_id,
+                            playbook=pb.name, fingerprint=str(alert.fingerprint),
+                            alertname=alert.labels.get("alertname")):
+                await self._execute(run_id, pb, alert, received)
         except AuditError:
             log.exception("run %s: the audit log failed; the run stops here", run_id)
             self.metrics.errors.labels("audit").inc()
@@ -336,6 +360,9 @@ class Runner:
         for v in decision.verdicts:
             if not v.allow:
                 self.metrics.refusals.labels(pb.name, v.guard).inc()
+            with self._span(f"guard {v.guard}", guard=v.guard, allow=v.allow,
+                            reason=v.reason, shadow=v.shadow):
+                pass  # a verdict is instant; its span records it in the run's trace
         refused = [v.guard for v in decision.verdicts if not v.allow]
         if refused and refused[0] in pb.spec.escalate.on_refused:
             await self._escalate(run_id, pb, alert, f"refused by {decision.reason}; the "
@@ -396,7 +423,8 @@ class Runner:
             db.add_event(run_id, kind=EventKind.DECISION, name="act", verdict=mode.value,
                          detail={"reason": reason}, now_ms=now)
             if mode is Mode.SHADOW:
-                why = "decided, not executed (shadow)"
+                why = f"decided, not executed (shadow: {reason})" if shadow \
+                    else "decided, not executed (shadow)"
                 db.set_state(run_id, RunState.SHADOW, now_ms=now, outcome=why)
                 return _Decision(verdicts, mode, RunState.SHADOW, why)
             if mode is Mode.APPROVAL:
@@ -513,6 +541,10 @@ class Runner:
             if isinstance(outcome, Executed) and outcome.inverse is not None:
                 undo.append(outcome.inverse)
             if isinstance(outcome, Failed):
+                if not dry_run:  # a step failing for good counts toward the breaker
+                    await self._event(run_id, "note", "step_failed", "failed",
+                                      {"step": step.name, "error": outcome.error})
+                    await self._trip_breaker(run_id, pb)
                 await self._undo(run_id, pb, alert, undo, dry_run=dry_run, target=target)
                 await self._escalate(run_id, pb, alert, f"step {step.name} failed: "
                                      f"{outcome.error}")
@@ -544,7 +576,18 @@ class Runner:
         ctx = ActionContext(run_id=run_id, run_url=self.run_url(run_id), dry_run=dry_run,
                             services=self.services, alert=alert, clock=self.clock,
                             sleep=self.sleep, kube=self.kube,
-                            log=logging.LoggerAdapter(log, {"run": run_id, "step": step.name}))
+                            log=logging.LoggerAdapter(log, {"run_id": run_id, "step": step.name}))
+        with self._span(f"action {step.action}", step=step.name, action=step.action,
+                        dry_run=dry_run) as span:
+            outcome = await self._attempts(run_id, step, spec.func, ctx)
+            if span is not None:
+                span.set_attribute("vigil.outcome", type(outcome).__name__.lower())
+            return outcome
+
+    async def _attempts(self, run_id: str, step: PlannedStep, func: ActionFunc,
+                        ctx: ActionContext) -> Outcome:
+        """Call the action, retrying temporary failures with backoff up to its retries."""
+        dry_run = ctx.dry_run
         attempt = 0
         while True:
             await self._event(run_id, "action_request", step.name, None,
@@ -553,7 +596,7 @@ class Runner:
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(step.timeout_s):
-                    outcome = await spec.func(ctx, step.params)
+                    outcome = await func(ctx, step.params)
             except TimeoutError:
                 outcome = Failed(f"timed out after {step.timeout_s:.0f} s", temporary=False)
             except ActionTemporaryError as exc:
@@ -572,6 +615,15 @@ class Runner:
             return outcome
 
     async def _verify(self, run_id: str, pb: Playbook, alert: Alert) -> tuple[bool, str]:
+        with self._span("verify", checks=len(pb.spec.verify)) as span:
+            ok, detail = await self._verify_checks(run_id, pb, alert)
+            if span is not None:
+                span.set_attribute("vigil.ok", ok)
+                span.set_attribute("vigil.detail", detail)
+            return ok, detail
+
+    async def _verify_checks(self, run_id: str, pb: Playbook,
+                             alert: Alert) -> tuple[bool, str]:
         scope = templating.scope_of(alert, run_id=run_id, run_url=self.run_url(run_id))
         for check in pb.spec.verify:
             query = templating.render(check.query, scope)
@@ -635,10 +687,11 @@ class Runner:
                 model = spec.params.model_validate(params)
                 steps.append(PlannedStep(f"undo-{i}-{name}", name, model,
                                          spec.describe(model), 2, 30.0))
-        for step in steps:
-            outcome = await self._step(run_id, alert, step, dry_run=dry_run)
-            await self._event(run_id, "undo", step.name, type(outcome).__name__.lower(),
-                              _outcome_detail(outcome))
+        with self._span("undo", steps=len(steps)):
+            for step in steps:
+                outcome = await self._step(run_id, alert, step, dry_run=dry_run)
+                await self._event(run_id, "undo", step.name, type(outcome).__name__.lower(),
+                                  _outcome_detail(outcome))
 
     async def _escalate(self, run_id: str, pb: Playbook, alert: Alert, reason: str) -> None:
         esc = pb.spec.escalate
@@ -651,12 +704,16 @@ class Runner:
         body = [escalation_alert(params, alert=alert, run_id=run_id,
                                  run_url=self.run_url(run_id),
                                  now=datetime.fromtimestamp(self.clock(), UTC))]
-        try:
-            status, doc = await self.services.alertmanager("POST", "/api/v2/alerts", body)
-            verdict = "ok" if status == 200 else "failed"
-            detail: dict[str, Any] = {"status": status, "reason": reason}
-        except ActionError as exc:
-            verdict, detail = "failed", {"error": str(exc), "reason": reason}
+        trace_id = self._current_trace_id()
+        if trace_id is not None:  # on-call opens the run's trace from the escalation
+            body[0].setdefault("annotations", {})["trace_id"] = trace_id
+        with self._span("escalate", reason=reason):
+            try:
+                status, doc = await self.services.alertmanager("POST", "/api/v2/alerts", body)
+                verdict = "ok" if status == 200 else "failed"
+                detail: dict[str, Any] = {"status": status, "reason": reason}
+            except ActionError as exc:
+                verdict, detail = "failed", {"error": str(exc), "reason": reason}
         await self._event(run_id, "escalate", "VigilRemediationFailed", verdict, detail)
         self.metrics.escalations.labels(pb.name, verdict).inc()
 
@@ -817,3 +874,13 @@ def _silence_matcher_holds(m: dict[str, Any], labels: Any) -> bool:
         return Matcher.from_silence(m).matches(labels)
     except re.error:  # a regex Alertmanager accepts but Python does not: assume it holds
         return True
+
+
+def _detector_links(alert: Alert) -> list[trace.Link]:
+    """A link to the trace that raised the alert (Vigil's detector writes it into the
+    ``traceparent`` annotation), so the run's trace leads back to the detection."""
+    parts = str(alert.annotations.get("traceparent", "")).split("-")
+    if len(parts) != 4:
+        return []
+    ctx = telemetry.context_from_hex(parts[1], parts[2])
+    return [] if ctx is None else [trace.Link(ctx)]

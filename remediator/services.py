@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from prometheus_api_client import PrometheusConnect
 
+from remediator import tls
 from remediator.errors import ActionPermanentError, ActionTemporaryError
 
 
@@ -25,7 +26,8 @@ class LiveServices:
                  prometheus_url: str | None, secrets_dir: Path | None,
                  allowed_urls: tuple[str, ...], timeout_s: float = 10.0,
                  detector_url: str | None = None, detector_token: str | None = None,
-                 detector_timeout_s: float = 60.0) -> None:
+                 detector_timeout_s: float = 60.0,
+                 outgoing_tls: tls.OutgoingTLS | None = None) -> None:
         self.session = session
         self.detector_url = detector_url.rstrip("/") if detector_url else None
         self.detector_token = detector_token
@@ -35,8 +37,9 @@ class LiveServices:
         self.secrets_dir = secrets_dir
         self.allowed_urls = allowed_urls
         self.timeout_s = timeout_s
-        self._prom = (PrometheusConnect(url=prometheus_url, disable_ssl=True)
-                      if prometheus_url else None)
+        # an https:// Prometheus is checked against outgoing_tls (default: the system's CAs)
+        self._prom = (PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
+            outgoing_tls or tls.OutgoingTLS())) if prometheus_url else None)
 
     async def _request(self, method: str, url: str, *, headers: Mapping[str, str],
                        body: Any, timeout_s: float) -> tuple[int, str]:
@@ -47,7 +50,7 @@ class LiveServices:
                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ActionTemporaryError(f"{method} {url}: {type(exc).__name__}: {exc}",
+            raise ActionTemporaryError(f"{method} {url}: {tls.explain(exc)}",
                                        delay_s=1.0) from exc
 
     async def alertmanager(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -88,7 +91,7 @@ class LiveServices:
             raise ActionTemporaryError(f"PromQL {query!r}: no answer within "
                                        f"{self.timeout_s:.0f} s") from exc
         except Exception as exc:  # the library raises bare Exception subclasses of its own
-            raise ActionPermanentError(f"PromQL {query!r}: {exc}") from exc
+            raise ActionPermanentError(f"PromQL {query!r}: {tls.explain(exc)}") from exc
         return list(result) if isinstance(result, list) else []
 
     async def http(self, method: str, url: str, *, headers: Mapping[str, str], body: Any,

@@ -49,3 +49,17 @@ async def _no_leaked_tasks():
     leaked = [t for t in asyncio.all_tasks(loop) - before
               if not t.done() and t is not asyncio.current_task()]
     assert not leaked, f"test left tasks running: {leaked}"
+
+
+@pytest.fixture
+def spans():
+    """(provider, exporter): a tracer provider whose spans end up in memory, at once."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()

@@ -303,13 +303,15 @@ def start_stack(stack: Stack) -> None:
                                "--playbooks", str(HERE / "playbooks"),
                                "--alertmanager", f"http://127.0.0.1:{p.alertmanager}",
                                "--prometheus", f"http://127.0.0.1:{p.prometheus}",
-                               "--state-dir", str(w / "remediator")],
+                               "--state-dir", str(w / "remediator"),
+                               "--detector-url", f"http://127.0.0.1:{p.detector}"],
                 f"http://127.0.0.1:{p.remediator}/readyz")
     stack.start("detector", [py, "-m", "detector", "serve",
                              "--listen", f"127.0.0.1:{p.detector}",
                              "--config", str(w / "detector.yaml"),
                              "--state-dir", str(w / "detector"),
                              "--runbooks", str(ROOT / "docs" / "runbooks"),
+                             "--remediator-url", f"http://127.0.0.1:{p.remediator}",
                              "--prometheus", f"http://127.0.0.1:{p.prometheus}",
                              "--alertmanager", f"http://127.0.0.1:{p.alertmanager}"],
                 f"http://127.0.0.1:{p.detector}/readyz", timeout_s=300)
@@ -474,6 +476,8 @@ def _run(work: Path, ports: Ports, stack: Stack) -> int:
         print(_simulate_cluster(result["alert"]))
     print(f"""
 Where to look:
+  The console (anomalies, charts):  http://127.0.0.1:{p.detector}/
+  The console (runs, playbooks):    http://127.0.0.1:{p.remediator}/
   Prometheus, the shop's latency:  http://127.0.0.1:{p.prometheus}/graph?g0.expr=demo_latency_p99_seconds&g0.range_input=15m
   Alertmanager:                     http://127.0.0.1:{p.alertmanager}/#/alerts
   Vigil, anomalies now:             http://127.0.0.1:{p.detector}/api/v1/anomalies

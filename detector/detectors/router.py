@@ -7,6 +7,9 @@ a batch is split by family only when several are in use. One writer: the detecto
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -23,6 +26,8 @@ class DetectorSet:
         self._index: dict[DetectorParams, int] = {}
         self.family_of = np.full(1024, -1, dtype=np.int16)
         self.row_of = np.zeros(1024, dtype=np.int32)
+        # (detector kind, samples, seconds) after each family's kernel call: metrics
+        self.on_scored: Callable[[str, int, float], None] | None = None
 
     def configure(self, slot: int, params: DetectorParams) -> None:
         """Give ``slot`` fresh state in the family for ``params`` (created on first use)."""
@@ -64,13 +69,21 @@ class DetectorSet:
                     values: NDArray[np.float64], out: Scores) -> None:
         rows = self.row_of[slots]
         if len(self.families) == 1:
+            start = time.perf_counter()
             self.families[0].score_learn(rows, ts_ms, values, out)
+            if self.on_scored is not None:
+                self.on_scored(self.params[0].kind, int(slots.shape[0]),
+                               time.perf_counter() - start)
             return
         fams = self.family_of[slots]
         for f, family in enumerate(self.families):
             index = np.flatnonzero(fams == f)
             if index.shape[0] == 0:
                 continue
+            start = time.perf_counter()
             part = Scores.empty(int(index.shape[0]))
             family.score_learn(rows[index], ts_ms[index], values[index], part)
             out.put(index, part)
+            if self.on_scored is not None:
+                self.on_scored(self.params[f].kind, int(index.shape[0]),
+                               time.perf_counter() - start)

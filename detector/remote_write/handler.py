@@ -9,6 +9,7 @@ sends can make it answer 500.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import time
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from aiohttp import web
+from opentelemetry.trace import SpanContext, SpanKind, Tracer
 
+from detector import telemetry
 from detector.errors import DecodeError, TooLargeError, UnsupportedError
 from detector.ingest import Ingested, Ingestor
 from detector.metrics import IngestMetrics
@@ -41,8 +44,10 @@ class WriteHandler:
 
     def __init__(self, *, ingestor: Ingestor, queue: SampleQueue, metrics: IngestMetrics,
                  executor: Executor, token: str | None, max_body_bytes: int,
-                 on_new_slots: Callable[[list[int]], None] | None = None) -> None:
+                 on_new_slots: Callable[[list[int]], None] | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.ingestor = ingestor
+        self.tracer = tracer
         self.queue = queue
         self.metrics = metrics
         self.executor = executor
@@ -60,6 +65,21 @@ class WriteHandler:
             given.strip().encode(), self.token.encode())
 
     async def handle_write(self, request: web.Request) -> web.StreamResponse:
+        if self.tracer is None:  # traces off: nothing else is paid
+            return await self._handle_write(request, None)
+        with self.tracer.start_as_current_span(
+                "remote_write", context=telemetry.remote_parent(request.headers),
+                kind=SpanKind.SERVER) as span:
+            ctx = span.get_span_context()
+            response = await self._handle_write(request, ctx if ctx.trace_flags.sampled
+                                                else None)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    async def _handle_write(self, request: web.Request,
+                            trace: SpanContext | None) -> web.StreamResponse:
+        """The request; a sampled ``trace`` goes with its samples to the detectors, so
+        an alert they raise joins this request's trace."""
         start = time.perf_counter()
         version = 0
         try:
@@ -89,6 +109,9 @@ class WriteHandler:
         finally:
             self.metrics.request_seconds.observe(time.perf_counter() - start)
         self._count(result)
+        if trace is not None and result.batch.n_samples:
+            result = dataclasses.replace(result, batch=dataclasses.replace(result.batch,
+                                                                           trace=trace))
         if not self.queue.offer(result.batch):
             self.metrics.samples_dropped.labels("queue_full").inc(result.batch.n_samples)
             return self._reply(version, 503, "detector queue is full; retry later",

@@ -56,8 +56,11 @@ def test_the_analysis_template_posts_a_valid_request_and_reads_the_verdict():
 
 
 def test_the_job_is_a_valid_job_whose_arguments_the_cli_parses():
-    job = yaml.safe_load((VERIFY / "job.yaml").read_text())
-    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    job, policy = yaml.safe_load_all((VERIFY / "job.yaml").read_text())
+    for obj in (job, policy):
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert policy["spec"]["podSelector"]["matchLabels"] == \
+        job["spec"]["template"]["metadata"]["labels"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["vigil-detector"]
     env = {e["name"]: e["value"] for e in container["env"]}

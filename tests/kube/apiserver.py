@@ -64,8 +64,12 @@ class _Fault:
     resource: str | None
     subresource: str | None
     name: str | None
-    error: ApiError
+    error: ApiError | None  # None: a delay only
     times: int
+    delay_s: float = 0.0  # before answering (or applying): a slow API server
+
+
+_DELAY = web.RequestKey("vigil_delay_s", float)  # seconds to hold the answer (inject_delay)
 
 
 @dataclass
@@ -124,6 +128,9 @@ class ApiServerDouble(Seeder):
         self.requests: list[RequestRecord] = []
         self.nonresource_requests: list[str] = []
         self._faults: list[_Fault] = []
+        self.delayed = 0  # requests being held by inject_delay now
+        self.none_held = asyncio.Event()  # set while no answer is held
+        self.none_held.set()
         self.url = ""
         for ns in namespaces:
             self.seed_namespace(ns)
@@ -150,13 +157,20 @@ class ApiServerDouble(Seeder):
         self._faults.append(_Fault(verb, resource, subresource, name,
                                    ApiError(code, reason, message), times))
 
-    def _fault(self, rec: RequestRecord) -> ApiError | None:
+    def inject_delay(self, delay_s: float, *, verb: str | None = None,
+                     resource: str | None = None, subresource: str | None = None,
+                     name: str | None = None, times: int = 1) -> None:
+        """Handle the next ``times`` matching requests as usual (a write is applied), then
+        hold their answers ``delay_s``: a slow API server the client may give up on."""
+        self._faults.append(_Fault(verb, resource, subresource, name, None, times, delay_s))
+
+    def _fault(self, rec: RequestRecord) -> _Fault | None:
         for f in self._faults:
             if f.times > 0 and f.verb in (None, rec.verb) and \
                     f.resource in (None, rec.resource) and \
                     f.subresource in (None, rec.subresource) and f.name in (None, rec.name):
                 f.times -= 1
-                return f.error
+                return f
         return None
 
     def compact(self) -> None:
@@ -189,9 +203,19 @@ class ApiServerDouble(Seeder):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            return await self._dispatch(request)
+            resp: web.StreamResponse = await self._dispatch(request)
         except ApiError as e:
-            return web.json_response(e.body(), status=e.code, headers=e.headers or None)
+            resp = web.json_response(e.body(), status=e.code, headers=e.headers or None)
+        if request.get(_DELAY):  # an injected slow answer: handled (applied), then held
+            self.delayed += 1
+            self.none_held.clear()
+            try:
+                await asyncio.sleep(request[_DELAY])
+            finally:
+                self.delayed -= 1
+                if not self.delayed:
+                    self.none_held.set()
+        return resp
 
     def _nonresource(self, path: str) -> Any:
         parts = [p for p in path.split("/") if p]
@@ -253,7 +277,9 @@ class ApiServerDouble(Seeder):
                             or "All" in ((options or {}).get("dryRun") or []))
         self.requests.append(rec)
         if (fault := self._fault(rec)) is not None:
-            raise fault
+            request[_DELAY] = fault.delay_s
+            if fault.error is not None:
+                raise fault.error
         if watch:
             return await self._watch(request, r)
         status, out, warnings = self._call(request, r, verb, body, options)

@@ -326,3 +326,24 @@ def test_detectors_md_documents_every_knob_with_its_default(tmp_path):
     path.write_text(example.group(1))
     assert [r.detector.kind for r in load_config(path).series] == \
         ["ensemble", "robust", "ensemble"]
+
+
+def test_observability_md_lists_every_metric_vigil_exports(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from detector.metrics import build_alert_metrics, build_checkpoint_metrics, build_metrics
+    from remediator.metrics import build_metrics as build_remediator_metrics
+
+    detector, remediator = CollectorRegistry(), CollectorRegistry()
+    build_metrics(detector)
+    build_alert_metrics(detector)
+    build_checkpoint_metrics(detector)
+    build_remediator_metrics(remediator)
+    names = {m.name for reg in (detector, remediator) for m in reg.collect()
+             if m.name.startswith("vigil_")}
+    assert len(names) > 60
+    text = (DOCS / "observability.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"vigil_[a-z_]+", text))
+    # a counter's family name drops _total; the doc may name either form
+    missing = sorted(n for n in names if n not in documented and f"{n}_total" not in documented)
+    assert not missing, f"docs/observability.md does not list {missing}"

@@ -285,7 +285,7 @@ class RecordingClient:
     def __init__(self):
         self.offers = asyncio.Queue()
 
-    def offer(self, payloads, created):
+    def offer(self, payloads, created, traces=()):
         self.offers.put_nowait(list(payloads))
 
 

@@ -112,3 +112,18 @@ def test_alert_rule_errors_name_file_line_and_path(tmp_path):
     assert f"{path}:5: alerts[1].annotations: " in text and "unknown template field {valu}" in text
     assert f"{path}:6: alerts[1].labels: " in text and "cannot be an extra label" in text
     assert f"{path}:9: alerts[2].by: " in text and "'not a label' is not a label name" in text
+
+
+def test_halfspacetrees_without_river_is_a_config_error_saying_what_to_install(monkeypatch):
+    import importlib.util
+
+    from pydantic import ValidationError
+
+    from detector.config import EntityModel
+
+    assert EntityModel(kind="halfspacetrees").kind == "halfspacetrees"  # river is here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "river" else real(name, *a))
+    with pytest.raises(ValidationError, match=r"pip install 'vigil\[river\]'"):
+        EntityModel(kind="halfspacetrees")

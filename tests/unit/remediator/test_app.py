@@ -265,7 +265,8 @@ async def test_a_tripped_breaker_runs_in_shadow_until_reset(aiohttp_client, tmp_
     await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)  # verify failed
     await client.post("/webhook", json=notification(fingerprint="f2"))
     runs = await settle(st, lambda runs: len(runs) == 2 and runs[0].state == RunState.SHADOW)
-    assert runs[0].outcome == "decided, not executed (shadow)"
+    assert runs[0].outcome == \
+        "decided, not executed (shadow: circuit breaker tripped: shadow only)"
     reset = await client.post("/api/v1/breakers/silence-noisy-disk/reset?by=alice",
                               headers=headers)
     assert reset.status == 200

@@ -347,10 +347,11 @@ def test_the_episodes_of_a_version_1_database_are_back_filled(tmp_path):
     conn.commit()
     conn.close()
     with pytest.raises(audit.AuditError, match="schema version 1, this remediator reads "
-                                               "version 2; start `vigil-remediator serve`"):
+                                               f"version {audit.SCHEMA_VERSION}; start "
+                                               "`vigil-remediator serve`"):
         AuditLog.open_readonly(old)
     with AuditLog.open(old) as db:
-        assert db.schema_version() == 2
+        assert db.schema_version() == audit.SCHEMA_VERSION
         assert db.episodes_since(0) == expected
     assert len(expected) == 23  # VigilAnomaly f has two label sets
 

@@ -1,0 +1,156 @@
+"""Traces of an alert's path: the remote-write request, the detection it fed, the alert it
+raised and the POST that delivered it are one connected trace, whose id the alert
+carries; with traces off nothing of it exists. Also the telemetry settings and the JSON
+log lines with trace ids."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from detector import telemetry
+from detector.config import DetectorConfig, WarmStartConfig
+from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
+
+
+def _firing(alert) -> bool:
+    return alert["labels"].get("metric_name") == "latency_seconds"
+
+
+async def _raise_alert(aiohttp_client, aiohttp_server, tracer, headers=None):
+    am = FakeAlertmanager()
+    server = await aiohttp_server(am.app())
+    cfg = DetectorConfig(warm_start=WarmStartConfig(enabled=False))
+    client, rt = await start(aiohttp_client, cfg, alertmanagers=[str(server.make_url(""))],
+                             tracer=tracer)
+    shifted = level_shift("latency_seconds", start_ms=int(time.time() * 1000) - 400_000,
+                          n_normal=300, n_shift=8, namespace="shop", service="checkout")
+    resp = await client.post("/api/v1/write", data=body(shifted), headers={**V1,
+                                                                            **(headers or {})})
+    assert resp.status == 204
+    [alert] = await am.wait_for(_firing)
+    assert rt.dispatcher is not None  # the POST's span ends just after Alertmanager answers
+    await asyncio.wait_for(rt.dispatcher.clients[0].delivered.wait(), 10)
+    return alert
+
+
+async def test_an_alert_path_is_one_trace_and_the_alert_names_it(aiohttp_client,
+                                                                aiohttp_server, spans):
+    provider, exporter = spans
+    alert = await _raise_alert(aiohttp_client, aiohttp_server,
+                               provider.get_tracer("vigil.detector"))
+    got = {s.name: s for s in exporter.get_finished_spans()}
+    assert {"remote_write", "detect", "alert", "alertmanager.post"} <= set(got)
+    request, detect, raised, post = (got[n] for n in ("remote_write", "detect", "alert",
+                                                      "alertmanager.post"))
+    trace_id = request.context.trace_id
+    assert {s.context.trace_id for s in (detect, raised, post)} == {trace_id}
+    assert detect.parent.span_id == request.context.span_id
+    assert raised.parent.span_id == detect.context.span_id
+    assert post.parent.span_id == raised.context.span_id
+    assert request.attributes["http.response.status_code"] == 204
+    assert detect.attributes["vigil.samples"] == 308
+    assert raised.attributes["vigil.alertname"] == "VigilAnomaly"
+    assert raised.attributes["vigil.event"] == "fire"
+    assert post.attributes["vigil.accepted"] == 1
+    ann = alert["annotations"]
+    assert ann["trace_id"] == format(trace_id, "032x")
+    assert ann["traceparent"] == f"00-{ann['trace_id']}-{format(detect.context.span_id, '016x')}-01"
+
+
+async def test_a_sampled_remote_parent_is_continued(aiohttp_client, aiohttp_server, spans):
+    provider, exporter = spans
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    alert = await _raise_alert(aiohttp_client, aiohttp_server,
+                               provider.get_tracer("vigil.detector"),
+                               headers={"traceparent": parent})
+    request = next(s for s in exporter.get_finished_spans() if s.name == "remote_write")
+    assert format(request.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert request.parent.span_id == 0xb7ad6b7169203331
+    assert alert["annotations"]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+async def test_unsampled_requests_leave_no_trace_on_the_alert(aiohttp_client, aiohttp_server):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    alert = await _raise_alert(aiohttp_client, aiohttp_server,
+                               provider.get_tracer("vigil.detector"))
+    assert exporter.get_finished_spans() == ()
+    assert "trace_id" not in alert["annotations"]
+    provider.shutdown()
+
+
+async def test_traces_off_means_no_trace_annotations(aiohttp_client, aiohttp_server):
+    alert = await _raise_alert(aiohttp_client, aiohttp_server, None)
+    assert "trace_id" not in alert["annotations"]
+    assert "traceparent" not in alert["annotations"]
+
+
+def test_traces_are_off_unless_an_endpoint_is_set():
+    assert telemetry.tracer_provider_from_env({}, service_name="x") is None
+    on = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    assert telemetry.tracer_provider_from_env({**on, "OTEL_SDK_DISABLED": "true"},
+                                              service_name="x") is None
+    assert telemetry.tracer_provider_from_env({**on, "OTEL_TRACES_EXPORTER": "none"},
+                                              service_name="x") is None
+    provider = telemetry.tracer_provider_from_env(
+        {**on, "OTEL_SERVICE_NAME": "vigil-detector-7"}, service_name="x")
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "vigil-detector-7"
+    assert "ParentBased" in provider.sampler.get_description()
+    assert "TraceIdRatioBased{1.0}" in provider.sampler.get_description()
+    provider.shutdown()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"OTEL_TRACES_SAMPLER_ARG": "half"}, "OTEL_TRACES_SAMPLER_ARG='half'"),
+    ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "expected a ratio in [0, 1]"),
+    ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER='sometimes': one of"),
+])
+def test_bad_sampler_settings_are_named(env, message):
+    with pytest.raises(telemetry.TelemetryError, match=message.replace("[", r"\[")):
+        telemetry.sampler_from_env(env)
+
+
+def test_sampler_ratio_is_read():
+    sampler = telemetry.sampler_from_env({"OTEL_TRACES_SAMPLER_ARG": "0.25"})
+    assert "TraceIdRatioBased{0.25}" in sampler.get_description()
+
+
+def test_json_log_lines_carry_the_trace_and_the_context_fields(spans):
+    provider, _ = spans
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(telemetry.JsonFormatter())
+    log = logging.getLogger("test.telemetry")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        with provider.get_tracer("t").start_as_current_span("s") as span:
+            log.warning("alert %s fired", "X", extra={"fingerprint": "abc", "series": "up"})
+        log.warning("no span")
+    finally:
+        log.removeHandler(handler)
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    trace_id, span_id = telemetry.hex_ids(span.get_span_context())
+    assert first == {"ts": first["ts"], "level": "WARNING", "logger": "test.telemetry",
+                     "msg": "alert X fired", "trace_id": trace_id, "span_id": span_id,
+                     "fingerprint": "abc", "series": "up"}
+    assert "trace_id" not in second
+
+
+def test_context_from_hex_refuses_malformed_ids():
+    assert telemetry.context_from_hex("0" * 32, "1" * 16) is None
+    assert telemetry.context_from_hex("xyz", "1" * 16) is None
+    ctx = telemetry.context_from_hex("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert ctx is not None and ctx.is_remote
