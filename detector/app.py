@@ -80,6 +80,8 @@ class Runtime:
     dispatcher: AlertDispatcher | None = None
     alertmanagers: Sequence[str] = ()
     tracer: Tracer | None = None  # None: traces off (docs/observability.md)
+    writer: WriteHandler | None = None  # the remote-write handler (load shedding)
+    lag_measured: asyncio.Event = field(default_factory=asyncio.Event)  # set each lag tick
     writeback_token: str | None = None
     client_ssl: ssl.SSLContext | None = None  # every outgoing https:// connection
     writeback: WriteBack | None = None
@@ -280,6 +282,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     writer = WriteHandler(ingestor=rt.ingestor, queue=rt.queue, metrics=m, executor=rt.executor,
                           token=token, max_body_bytes=cfg.limits.max_body_bytes,
                           on_new_slots=rt.on_new_slots, tracer=tracer)
+    rt.writer = writer
 
     async def handle_series(request: web.Request) -> web.Response:
         # a thread: with a million series the listing takes seconds of Python, which must
@@ -492,7 +495,11 @@ async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             due = loop.time() + LOOP_LAG_INTERVAL_S
             await asyncio.sleep(LOOP_LAG_INTERVAL_S)
-            rt.metrics.loop_lag_seconds.observe(max(0.0, loop.time() - due))
+            lag = max(0.0, loop.time() - due)
+            rt.metrics.loop_lag_seconds.observe(lag)
+            if rt.writer is not None:  # shed writes while the loop runs late
+                rt.writer.overloaded = lag > rt.cfg.limits.max_loop_lag_s
+            rt.lag_measured.set()
 
     async with _running(measure()):
         yield

@@ -55,6 +55,8 @@ class WriteHandler:
         self.max_body_bytes = max_body_bytes
         self._thread_backlog = 0
         self.on_new_slots = on_new_slots
+        # set by the app's event-loop lag monitor: while True, writes are shed with 503
+        self.overloaded = False
 
     def authorized(self, request: web.Request) -> bool:
         """The request carries the bearer token (always, when none is configured)."""
@@ -88,6 +90,10 @@ class WriteHandler:
                                    {"WWW-Authenticate": 'Bearer realm="vigil"'})
             version = decode.parse_content_type(request.headers.get("Content-Type"),
                                                 request.headers.get("Content-Encoding"))
+            if self.overloaded:  # counted as a 503 in vigil_remote_write_requests_total
+                return self._reply(version, 503, "overloaded: the detector's event loop is "
+                                   "running late (limits.max_loop_lag_s); retry later",
+                                   {"Retry-After": "1"})
             if (request.content_length or 0) > self.max_body_bytes:
                 raise TooLargeError(f"body of {request.content_length} bytes is over the "
                                     f"limit of {self.max_body_bytes} (limits.max_body_bytes)")

@@ -1,3 +1,4 @@
+import asyncio
 import math
 
 import numpy as np
@@ -93,6 +94,28 @@ async def test_full_queue_answers_503_so_prometheus_retries(aiohttp_client):
     assert resp.status == 204
     await rt.wait_idle()
     assert int(rt.pipeline.last_ts[0]) == 2
+
+
+async def test_a_late_event_loop_sheds_writes_with_503_and_recovers(aiohttp_client):
+    # a limit no loop can meet: the lag monitor's first tick turns shedding on
+    client, rt = await start(aiohttp_client, DetectorConfig(limits=Limits(
+        max_loop_lag_s=1e-9)))
+    assert rt.writer is not None
+    rt.lag_measured.clear()
+    await asyncio.wait_for(rt.lag_measured.wait(), 5)  # the monitor ticks every 100 ms
+    assert rt.writer.overloaded
+    resp = await client.post("/api/v1/write", data=body([series("x", 1, 1.0)]), headers=V1)
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert "max_loop_lag_s" in await resp.text()
+    assert (await client.get("/healthz")).status == 200  # the loop still answers
+    rt.cfg = rt.cfg.model_copy(update={"limits": Limits(max_loop_lag_s=60.0)})
+    rt.lag_measured.clear()
+    await asyncio.wait_for(rt.lag_measured.wait(), 5)
+    assert not rt.writer.overloaded
+    resp = await client.post("/api/v1/write", data=body([series("x", 1, 1.0)]), headers=V1)
+    assert resp.status == 204
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_remote_write_requests_total{code="503",version="1"} 1.0' in metrics
 
 
 async def test_untracked_series_cost_no_slot(aiohttp_client):
