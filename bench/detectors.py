@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detector.config import DetectorParams, EnsembleParams, RobustParams  # noqa: E402
+from detector.config import DetectorParams, EnsembleParams, RobustParams, SpotParams  # noqa: E402
 from detector.detectors.base import Scores  # noqa: E402
 from detector.detectors.kinds import build_family  # noqa: E402
 
@@ -36,6 +36,7 @@ FAMILIES: dict[str, DetectorParams] = {
     "robust": RobustParams(),
     "ensemble_no_season": EnsembleParams(season_bins=0),
     "ensemble_default": EnsembleParams(),
+    "spot": SpotParams(),
 }
 
 
@@ -110,8 +111,27 @@ def river_equivalent(name: str) -> Any:
                 self.hw.learn_one(x)
             return z
 
+    class Tails:
+        """river has no SPOT/DSPOT: the nearest is a level (EWMean + EWVar) and two
+        streaming quantiles (P², ``stats.Quantile``) of the residual as the thresholds."""
+
+        def __init__(self) -> None:
+            self.level = Level(0.002)
+            self.hi, self.lo = stats.Quantile(0.999), stats.Quantile(0.001)
+
+        def score_learn(self, x: float) -> float:
+            r = x - self.level.mean.get()
+            hi, lo = self.hi.get(), self.lo.get()
+            out = float(hi is not None and lo is not None and not lo <= r <= hi)
+            self.level.score_learn(x)
+            self.hi.update(r)
+            self.lo.update(r)
+            return out
+
     if name == "robust":
         return lambda: Level(0.02)
+    if name == "spot":
+        return Tails
     return lambda: Ensemble(seasonal=name == "ensemble_default")
 
 

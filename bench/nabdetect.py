@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from detector.config import DetectorParams, EnsembleParams, RobustParams, SeriesRule
+from detector.config import (
+    DetectorParams,
+    EnsembleParams,
+    RobustParams,
+    SeriesRule,
+    SpotParams,
+)
 from detector.detectors.base import Scores
 from detector.detectors.kinds import build_family
 
@@ -22,6 +28,7 @@ DETECTORS: dict[str, DetectorParams] = {
     "default": SeriesRule(name="default").detector,
     "ensemble": EnsembleParams(),
     "robust": RobustParams(),
+    "spot": SpotParams(),
 }
 
 

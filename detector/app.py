@@ -52,6 +52,9 @@ from detector.writeback import WriteBack
 log = logging.getLogger(__name__)
 
 LOOP_LAG_INTERVAL_S = 0.1
+# writes are shed once the loop is late this many ticks in a row (one stall, a GC pause or
+# a compile, is not overload)
+SHED_AFTER_LATE_TICKS = 3
 SWEEP_INTERVAL_S = 1.0
 SNAPSHOT_TIMEOUT_S = 30.0  # the worker finishes its current batch first; longer: it is stuck
 RUNBOOKS = Path(__file__).parent / "runbooks"
@@ -492,13 +495,15 @@ async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
 
     async def measure() -> None:
+        late = 0  # ticks in a row later than the limit
         while True:
             due = loop.time() + LOOP_LAG_INTERVAL_S
             await asyncio.sleep(LOOP_LAG_INTERVAL_S)
             lag = max(0.0, loop.time() - due)
             rt.metrics.loop_lag_seconds.observe(lag)
-            if rt.writer is not None:  # shed writes while the loop runs late
-                rt.writer.overloaded = lag > rt.cfg.limits.max_loop_lag_s
+            late = late + 1 if lag > rt.cfg.limits.max_loop_lag_s else 0
+            if rt.writer is not None:  # shed writes while the loop is late, not after one stall
+                rt.writer.overloaded = late >= SHED_AFTER_LATE_TICKS
             rt.lag_measured.set()
 
     async with _running(measure()):

@@ -74,14 +74,15 @@ class SpotParams(_Model):
     residuals of a robust exponentially weighted level (see docs/detectors.md)."""
 
     kind: Literal["spot"] = "spot"
-    risk: float = Field(1e-3, gt=0.0, lt=0.5, description="false-alarm rate q (both tails): the band and the protection threshold are the DSPOT thresholds at q/2 per tail")
-    alpha: float = Field(0.01, gt=0.0, lt=1.0, description="weight of each new sample in the level and scale once warm")
-    clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many robust sigmas are clipped before the level learns them")
-    adopt_samples: int = Field(30, ge=0, description="alarms in a row on one side after which the level adopts the new value (0: never)")
+    risk: float = Field(1e-3, gt=0.0, lt=0.5, description="false-alarm rate q (both tails): the band edges are the DSPOT thresholds at q/2 per tail")
+    protect_risk: float = Field(1e-9, gt=0.0, lt=0.5, description="samples beyond the DSPOT threshold at this rate are not peaks and move the level only clipped")
+    alpha: float = Field(0.002, gt=0.0, lt=1.0, description="weight of each new sample in the level and scale once warm")
+    clip_sigmas: float = Field(2.0, gt=0.0, description="residuals beyond this many robust sigmas are clipped before the level learns them")
+    adopt_samples: int = Field(30, ge=0, description="protected samples in a row on one side after which the level adopts the new value (0: never)")
     warmup_samples: int = Field(30, ge=2, le=100_000, description="samples learning only the level and scale (they score 0)")
     threshold_sigmas: float = Field(1.5, gt=0.0, description="peaks-over-threshold threshold t, in robust sigmas of the residual")
     peaks: int = Field(64, ge=4, le=1024, description="most recent excesses over t kept per tail (4 bytes each)")
-    min_peaks: int = Field(10, ge=3, description="excesses a tail needs before its GPD fit is used (a Gaussian tail until then)")
+    min_peaks: int = Field(10, ge=3, description="excesses a tail needs before its GPD fit is used (that side scores 0 until then)")
     rate_alpha: float = Field(0.002, gt=0.0, lt=1.0, description="weight of a sample in each tail's exceedance-rate estimate")
     min_scale: float = Field(1e-9, ge=0.0, description="absolute floor of the scale, so a flat series does not divide by zero")
 
@@ -149,7 +150,7 @@ class Limits(_Model):
     max_label_name_bytes: int = Field(1024, ge=1)
     max_label_value_bytes: int = Field(16 << 10, ge=1)
     queue_max_samples: int = Field(4_000_000, ge=1000, description="samples waiting for the detectors before writes get 503")
-    max_loop_lag_s: float = Field(0.25, gt=0.0, description="while the event loop runs this late, new writes get 503 (load shedding keeps /healthz and the API answering)")
+    max_loop_lag_s: float = Field(1.0, gt=0.0, description="while the event loop runs this late, new writes get 503 (load shedding keeps /healthz and the API answering)")
     max_series_per_request: int = Field(100_000, ge=1, description="series in one request (Prometheus sends at most queue_config.max_samples_per_send); more is 413 before any label is looked at")
     max_samples_per_request: int = Field(1_000_000, ge=1, description="samples in one request; more is 413 before the decode arrays grow")
 

@@ -307,10 +307,12 @@ class Pipeline:
                              self.last_input, self.last_score, self.last_expected,
                              self.last_lower, self.last_upper, REPORT_THRESHOLD)
         if self.alerts is not None:
-            self._emit(self.alerts.step(self, k_slots, k_ts, out.score, k_values, out.expected,
-                                        out.lower, out.upper))
-            if self.history is not None:
-                self.history.record(k_slots, k_ts, k_values, out, self.al_state)
+            events = self.alerts.step(self, k_slots, k_ts, out.score, k_values, out.expected,
+                                      out.lower, out.upper)
+            history = self.history
+            # the console's history holds these samples before anyone hears of the alert
+            self._emit(events, before_send=None if history is None else (
+                lambda: history.record(k_slots, k_ts, k_values, out, self.al_state)))
         m = self.metrics
         m.samples_accepted.inc(int(counters[_track.C_ACCEPTED]))
         if counters[_track.C_OUT_OF_ORDER]:
@@ -323,11 +325,15 @@ class Pipeline:
         self.metrics.detector_samples.labels(kind).inc(n)
         self.metrics.detector_seconds.labels(kind).inc(seconds)
 
-    def _emit(self, events: list[AlertEvent]) -> None:
+    def _emit(self, events: list[AlertEvent],
+              before_send: Callable[[], None] | None = None) -> None:
+        """Record the events (history), run ``before_send``, then hand them on."""
         if events and self._trace is not None:  # inside a traced detect span
             events = [dataclasses.replace(e, trace=self._trace) for e in events]
         if events and self.history is not None:
             self.history.observe(events)
+        if before_send is not None:
+            before_send()
         if events and self.on_events is not None:
             self.on_events(events)
 

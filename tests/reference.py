@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from detector.config import EnsembleParams, RobustParams
+from detector.config import EnsembleParams, RobustParams, SpotParams
 
 MAD_TO_SIGMA = math.sqrt(math.pi / 2.0)
 
@@ -21,13 +21,19 @@ def f32(x: float) -> float:
     return float(np.float32(x))
 
 
-def _score_from_z(z: float) -> float:
+def _log10_two_sided(z: float) -> float:
     x = abs(z) / math.sqrt(2.0)
     if x < 20.0 and math.erfc(x) > 0.0:
-        lp = math.log10(math.erfc(x))
-    else:
-        lp = (-x * x - math.log(x * math.sqrt(math.pi))) / math.log(10.0)
+        return math.log10(math.erfc(x))
+    return (-x * x - math.log(x * math.sqrt(math.pi))) / math.log(10.0)
+
+
+def _score_from_log10(lp: float) -> float:
     return 1.0 - 10.0 ** lp if lp > -6.0 else 1.0 - 1e-6 / (1.0 + (-6.0 - lp))
+
+
+def _score_from_z(z: float) -> float:
+    return _score_from_log10(_log10_two_sided(z))
 
 
 def robust(params: RobustParams, values: list[float]) -> list[float]:
@@ -168,4 +174,94 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         m2 += b2 * d2
         v2 = (1 - b2) * (v2 + b2 * d2 * d2)
         n += 1
+    return out
+
+
+class _Tail:
+    """One side of DSPOT: exceedance rate and the most recent excesses over t."""
+
+    def __init__(self, size: int) -> None:
+        self.rate = 0.0
+        self.ring: list[float] = []  # oldest first, at most `size`
+        self.size = size
+
+    def fit(self) -> tuple[float, float]:
+        """GPD (gamma, sigma) by the method of moments, gamma in [0, 0.45]."""
+        n = len(self.ring)
+        m = sum(self.ring) / n
+        v = sum((e - m) ** 2 for e in self.ring) / (n - 1)
+        if m <= 0.0:
+            return 0.0, 1e-12
+        g = 0.0 if v <= 0.0 else min(max(0.5 * (1.0 - m * m / v), 0.0), 0.45)
+        return g, max(m * (1.0 - g), 1e-12)
+
+    def log10_tail(self, yz: float, t: float) -> float:
+        g, sg = self.fit()
+        lr = math.log10(max(self.rate, 1e-9))
+        if yz <= t:
+            return min(yz / t, 1.0) * lr
+        y = yz - t
+        if g < 1e-9:  # exponential
+            return lr - y / sg / math.log(10.0)
+        return lr - math.log10(1.0 + g * y / sg) / g
+
+    def threshold(self, t: float, q: float) -> float:
+        g, sg = self.fit()
+        r = max(self.rate, 1e-9)
+        if q >= r:
+            return t * math.log10(q) / math.log10(r) if r < 1.0 else 0.0
+        if g < 1e-9:
+            return t + sg * math.log(r / q)
+        return t + sg / g * ((q / r) ** (-g) - 1.0)
+
+
+def spot(params: SpotParams, values: list[float]) -> list[float]:
+    """DSPOT on the residuals of the robust level, as docs/detectors.md describes it."""
+    q = params
+    n = m = 0
+    level = scale = run = 0.0
+    tails = (_Tail(q.peaks), _Tail(q.peaks))  # upper, lower
+    out = []
+    for x in values:
+        if not math.isfinite(x):
+            out.append(math.nan)
+            continue
+        if n == 0:
+            n, level, scale = 1, x, 0.0
+            out.append(0.0)
+            continue
+        sigma = max(scale * MAD_TO_SIGMA, q.min_scale + 1e-9 * abs(level))
+        r = x - level
+        z = r / sigma
+        tail = tails[0] if z >= 0 else tails[1]
+        calibrated = len(tail.ring) >= q.min_peaks
+        warm = n >= q.warmup_samples
+        if warm and calibrated:
+            lp = math.log10(2.0) + tail.log10_tail(abs(z), q.threshold_sigmas)
+            out.append(_score_from_log10(min(lp, 0.0)))
+        else:  # warming up, or this side has too few peaks yet
+            out.append(0.0)
+        zp = tail.threshold(q.threshold_sigmas, q.protect_risk / 2) if calibrated else math.inf
+        n += 1
+        if warm and abs(z) > zp:  # protected: no peak, no rate, the level learns it clipped
+            side = 1.0 if z >= 0 else -1.0
+            run = run + side if run * side > 0 else side
+            if q.adopt_samples and abs(run) >= q.adopt_samples:
+                level, run = x, 0.0
+                continue
+        else:
+            run = 0.0
+            if warm:
+                m += 1
+                a = max(q.rate_alpha, 1.0 / m)
+                tails[0].rate += a * (float(z > q.threshold_sigmas) - tails[0].rate)
+                tails[1].rate += a * (float(z < -q.threshold_sigmas) - tails[1].rate)
+                if abs(z) > q.threshold_sigmas:
+                    tail.ring.append(f32(abs(z) - q.threshold_sigmas))
+                    tail.ring = tail.ring[-q.peaks:]
+        a = max(q.alpha, 1.0 / n)
+        if warm:
+            r = min(max(r, -q.clip_sigmas * sigma), q.clip_sigmas * sigma)
+        level += a * r
+        scale += a * (abs(r) - scale)
     return out

@@ -9,8 +9,10 @@ from detector.config import DetectorParams
 from detector.detectors.base import Family
 from detector.detectors.ensemble import EnsembleFamily
 from detector.detectors.robust import RobustFamily
+from detector.detectors.spot import SpotFamily
 
-KINDS: Mapping[str, Any] = {"robust": RobustFamily, "ensemble": EnsembleFamily}
+KINDS: Mapping[str, Any] = {"robust": RobustFamily, "ensemble": EnsembleFamily,
+                             "spot": SpotFamily}
 
 
 def build_family(params: DetectorParams, capacity: int = 1024) -> Family:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.config import EnsembleParams, RobustParams
+from detector.config import EnsembleParams, RobustParams, SpotParams
 from detector.detectors.base import Scores
 from detector.detectors.kinds import KINDS, build_family
 from tests import reference
 
 PARAMS = {"robust": RobustParams(),
-          "ensemble": EnsembleParams(season_min_visits=2, short_samples=10)}
+          "ensemble": EnsembleParams(season_min_visits=2, short_samples=10),
+          # a small ring so the 2,000-sample reference stream wraps it many times
+          "spot": SpotParams(peaks=16, min_peaks=8)}
 STEP_MS = 300_000  # 5 minutes: the seasonal profile sees each bin several times
 
 
@@ -113,6 +115,8 @@ def test_matches_the_python_reference(kind):
     _, out = _run(kind, np.zeros(x.shape[0], np.int32), t, x)
     if kind == "robust":
         want = reference.robust(PARAMS[kind], x.tolist())
+    elif kind == "spot":
+        want = reference.spot(PARAMS[kind], x.tolist())
     else:
         want = reference.ensemble(PARAMS[kind], t.tolist(), x.tolist())
     np.testing.assert_allclose(out.score, np.array(want), rtol=1e-9, atol=1e-12)
@@ -125,3 +129,4 @@ def test_state_bytes_per_series():
     assert robust.bytes_per_series() <= 256
     assert daily.bytes_per_series() <= 4096
     assert flat.bytes_per_series() < daily.bytes_per_series()
+    assert build_family(SpotParams(), capacity=1).bytes_per_series() <= 1024

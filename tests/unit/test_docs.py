@@ -305,12 +305,13 @@ def test_instrumentation_example_serves_its_metrics():
 def test_detectors_md_documents_every_knob_with_its_default(tmp_path):
     import math
 
-    from detector.config import EnsembleParams, RobustParams, load_config
+    from detector.config import EnsembleParams, RobustParams, SpotParams, load_config
 
     text = (DOCS / "detectors.md").read_text(encoding="utf-8")
     rows = {m.group(1): m.group(2) for m in
-            re.finditer(r"^\| `((?:ensemble|robust)\.\w+)` \| ([^|]*) \|", text, re.M)}
-    for kind, model in (("ensemble", EnsembleParams), ("robust", RobustParams)):
+            re.finditer(r"^\| `((?:ensemble|robust|spot)\.\w+)` \| ([^|]*) \|", text, re.M)}
+    for kind, model in (("ensemble", EnsembleParams), ("robust", RobustParams),
+                        ("spot", SpotParams)):
         for name, field in model.model_fields.items():
             if name == "kind":
                 continue

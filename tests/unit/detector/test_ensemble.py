@@ -45,3 +45,20 @@ def test_warm_up_scores_zero_and_keeps_the_calibration_clean():
     out = _feed(family, np.array([1.0, 5.0, -3.0] * 10 + [1.0]))
     assert (out.score[:30] == 0).all()
     assert family.htot[0, :2].tolist() == [1.0, 1.0]  # only the 31st sample calibrated
+
+
+def test_fresh_noise_series_rarely_page():
+    """Young series learn with running-mean weights: plain noise on a new series must not
+    look extreme after warm-up (docs/detectors.md, "Young series"; 100% before, ~9% now)."""
+    rng = np.random.default_rng(8)
+    family = EnsembleFamily(EnsembleParams(season_bins=0), capacity=1000)
+    for s in range(1000):
+        family.configure(s)
+    x = 100 + rng.normal(0, 1, (300, 1000))
+    slots = np.arange(1000, dtype=np.int32)
+    paged = np.zeros(1000, bool)
+    out = Scores.empty(1000)
+    for i in range(300):
+        family.score_learn(slots, np.full(1000, i * 60_000, np.int64), x[i], out)
+        paged |= out.score >= 0.9999
+    assert paged.mean() < 0.15
