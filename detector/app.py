@@ -480,6 +480,8 @@ async def _checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
     if rt.state_dir is None or interval_s <= 0:
         yield
         return
+    if rt.checkpoint_metrics is not None:  # VigilCheckpointStale compares the age with it
+        rt.checkpoint_metrics.interval.set(interval_s)
 
     async def every_interval() -> None:
         while True:

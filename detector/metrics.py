@@ -201,6 +201,7 @@ class CheckpointMetrics:
     last_success: Gauge
     age: Gauge  # its value comes from a function the app sets (it owns the clock)
     series: Gauge
+    interval: Gauge
     snapshot_seconds: Histogram
     write_seconds: Histogram
 
@@ -226,6 +227,9 @@ def build_checkpoint_metrics(registry: CollectorRegistry) -> CheckpointMetrics:
                   registry=registry),
         series=Gauge("vigil_checkpoint_series", "Series in the newest checkpoint written or "
                      "restored.", registry=registry),
+        interval=Gauge("vigil_checkpoint_interval_seconds", "How often a checkpoint is "
+                       "written while serving (checkpoint.interval_s); 0: only at shutdown "
+                       "or no --state-dir.", registry=registry),
         snapshot_seconds=hist("vigil_checkpoint_snapshot_seconds", "Time the detector "
                               "worker paused between two batches to copy the state."),
         write_seconds=hist("vigil_checkpoint_write_seconds", "Time to write one checkpoint "

@@ -62,6 +62,7 @@ async def test_checkpoints_are_written_every_interval_while_serving(aiohttp_clie
     assert metrics["vigil_checkpoint_series"] == 2
     assert metrics["vigil_checkpoint_failures_total"] == 0
     assert 0.0 <= metrics["vigil_checkpoint_age_seconds"] < WAIT_S
+    assert metrics["vigil_checkpoint_interval_seconds"] == 0.05  # VigilCheckpointStale's base
 
 
 async def test_a_checkpoint_taken_under_load_holds_whole_batches(aiohttp_client, tmp_path):
