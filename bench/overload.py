@@ -19,7 +19,7 @@ reported). Phases:
 
 Prints the figures and, last, one JSON object with all of them.
 Usage: python bench/overload.py [--seconds 60] [--cpu-share 0.05] [--factor 3]
-       [--queue-max-samples 200000] [--rss-bound-mb 2048]
+       [--queue-max-samples 200000] [--rss-bound-mb 2048] [--max-loop-lag-s 0.25]
 """
 
 from __future__ import annotations
@@ -286,6 +286,8 @@ def main() -> None:
     ap.add_argument("--rss-bound-mb", type=float, default=2048.0,
                     help="the bound to compare RSS with (the pod limit in deploy/)")
     ap.add_argument("--drain-timeout", type=float, default=300.0)
+    ap.add_argument("--max-loop-lag-s", type=float, default=None,
+                    help="the detector's load-shedding limit (default: its config default)")
     args = ap.parse_args()
 
     prom_bin = require("prometheus")
@@ -293,7 +295,9 @@ def main() -> None:
     vigil_port, prom_port, exp_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{vigil_port}"
     cfg = workdir / "vigil.yaml"
-    cfg.write_text(f"limits:\n  queue_max_samples: {args.queue_max_samples}\n")
+    cfg.write_text(f"limits:\n  queue_max_samples: {args.queue_max_samples}\n"
+                   + (f"  max_loop_lag_s: {args.max_loop_lag_s}\n"
+                      if args.max_loop_lag_s is not None else ""))
     vigil_argv = ["taskset", "-c", "0", sys.executable, "-m", "detector", "serve",
                   "--listen", f"127.0.0.1:{vigil_port}", "--config", str(cfg),
                   "--log-level", "WARNING"]

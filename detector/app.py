@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 LOOP_LAG_INTERVAL_S = 0.1
 # writes are shed once the loop is late this many ticks in a row (one stall, a GC pause or
 # a compile, is not overload)
-SHED_AFTER_LATE_TICKS = 3
+SHED_AFTER_LATE_TICKS = 2
 SWEEP_INTERVAL_S = 1.0
 SNAPSHOT_TIMEOUT_S = 30.0  # the worker finishes its current batch first; longer: it is stuck
 RUNBOOKS = Path(__file__).parent / "runbooks"

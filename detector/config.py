@@ -150,7 +150,7 @@ class Limits(_Model):
     max_label_name_bytes: int = Field(1024, ge=1)
     max_label_value_bytes: int = Field(16 << 10, ge=1)
     queue_max_samples: int = Field(4_000_000, ge=1000, description="samples waiting for the detectors before writes get 503")
-    max_loop_lag_s: float = Field(1.0, gt=0.0, description="while the event loop runs this late, new writes get 503 (load shedding keeps /healthz and the API answering)")
+    max_loop_lag_s: float = Field(0.25, gt=0.0, description="while the event loop runs this late, new writes get 503 (load shedding keeps /healthz and the API answering)")
     max_series_per_request: int = Field(100_000, ge=1, description="series in one request (Prometheus sends at most queue_config.max_samples_per_send); more is 413 before any label is looked at")
     max_samples_per_request: int = Field(1_000_000, ge=1, description="samples in one request; more is 413 before the decode arrays grow")
 
