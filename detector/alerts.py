@@ -385,9 +385,8 @@ class AlertBook:
         if dashboard is not None:
             ann["dashboard_url"] = dashboard
         if alert.trace is not None:  # the request, detection and delivery that raised it
-            trace_id, span_id = telemetry.hex_ids(alert.trace)
-            ann["trace_id"] = trace_id
-            ann["traceparent"] = f"00-{trace_id}-{span_id}-01"
+            ann["trace_id"] = telemetry.hex_ids(alert.trace)[0]
+            ann["traceparent"] = telemetry.traceparent(alert.trace)
         for name, template in alert.rule.annotations.items():
             ann[name] = render_template(template, f, labels)
         ann.update(alert.extra)

@@ -199,6 +199,7 @@ class Pipeline:
             setattr(self, name, np.zeros(0, dtype=dtype))
         self.detectors = DetectorSet()
         self.detectors.on_scored = self._count_scored
+        self._scored: dict[str, tuple[Any, Any]] = {}  # family kind -> its two counters
         self.n_warming = 0
         self._held: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint64]]]] = {}
         self._held_count: dict[int, int] = {}
@@ -322,8 +323,12 @@ class Pipeline:
 
 
     def _count_scored(self, kind: str, n: int, seconds: float) -> None:
-        self.metrics.detector_samples.labels(kind).inc(n)
-        self.metrics.detector_seconds.labels(kind).inc(seconds)
+        children = self._scored.get(kind)
+        if children is None:  # labels() hashes and locks: once per family, not per batch
+            children = self._scored[kind] = (self.metrics.detector_samples.labels(kind),
+                                             self.metrics.detector_seconds.labels(kind))
+        children[0].inc(n)
+        children[1].inc(seconds)
 
     def _emit(self, events: list[AlertEvent],
               before_send: Callable[[], None] | None = None) -> None:

@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanContext, TraceFlags
+from opentelemetry.trace import Link, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 CONTEXT_FIELDS = ("series", "fingerprint", "alertname", "playbook", "run_id", "step")
@@ -127,15 +127,17 @@ def hex_ids(ctx: SpanContext) -> tuple[str, str]:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
-def context_from_hex(trace_id: str, span_id: str) -> SpanContext | None:
-    """A remote span context from hex ids (alert annotations), or None if malformed."""
-    try:
-        t, s = int(trace_id, 16), int(span_id, 16)
-    except ValueError:
-        return None
-    if len(trace_id) != 32 or len(span_id) != 16 or not t or not s:
-        return None
-    return SpanContext(t, s, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+def traceparent(ctx: SpanContext) -> str:
+    """The W3C ``traceparent`` value naming ``ctx`` (for an alert annotation)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=parent_of(ctx))
+    return carrier["traceparent"]
+
+
+def context_from_traceparent(value: str) -> SpanContext | None:
+    """The remote span context a ``traceparent`` value names, or None if malformed."""
+    ctx = trace.get_current_span(remote_parent({"traceparent": value})).get_span_context()
+    return ctx if ctx.is_valid else None
 
 
 class JsonFormatter(logging.Formatter):

@@ -244,15 +244,11 @@ def score_against(baseline_ts: NDArray[np.int64], baseline: NDArray[np.float64],
     return out
 
 
-def _finite(values: NDArray[np.float64]) -> NDArray[np.bool_]:
-    return np.isfinite(values)
-
-
 def judge(q: VerifyQuery, th: Thresholds, *, base: Window, seen: Window,
           baseline_ts: NDArray[np.int64], baseline: NDArray[np.float64],
           observed_ts: NDArray[np.int64], observed: NDArray[np.float64]) -> Judgement:
     """The verdict of one query from its two sample sets (non-finite samples dropped)."""
-    keep_b, keep_o = _finite(baseline), _finite(observed)
+    keep_b, keep_o = np.isfinite(baseline), np.isfinite(observed)
     baseline_ts, baseline = baseline_ts[keep_b], baseline[keep_b]
     observed_ts, observed = observed_ts[keep_o], observed[keep_o]
     nb, no = int(baseline.shape[0]), int(observed.shape[0])

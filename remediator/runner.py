@@ -879,8 +879,5 @@ def _silence_matcher_holds(m: dict[str, Any], labels: Any) -> bool:
 def _detector_links(alert: Alert) -> list[trace.Link]:
     """A link to the trace that raised the alert (Vigil's detector writes it into the
     ``traceparent`` annotation), so the run's trace leads back to the detection."""
-    parts = str(alert.annotations.get("traceparent", "")).split("-")
-    if len(parts) != 4:
-        return []
-    ctx = telemetry.context_from_hex(parts[1], parts[2])
+    ctx = telemetry.context_from_traceparent(str(alert.annotations.get("traceparent", "")))
     return [] if ctx is None else [trace.Link(ctx)]

@@ -18,8 +18,6 @@ import subprocess
 import tarfile
 import time
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.image.conftest import BUILDAH, Measured, buildah
+from tests.integration.procs import http_ok, wait_until
 
 # the first tests carry the base (debootstrap, ~2 min once) and the build (~1.5 min)
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
@@ -68,21 +67,17 @@ def serve_until_ready(ctr: str, argv: list[str], port: int, log: Path,
         proc = subprocess.Popen([*BUILDAH, "run", "--isolation", "chroot", *flags, ctr, "--",
                                  *argv], stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"{argv[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        return http_ok(f"http://127.0.0.1:{port}/readyz")
+
     try:
-        deadline = started + 2 * READY_WITHIN_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return time.monotonic() - started
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"{argv[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{argv[0]} not ready in {deadline - started:.0f} s:\n"
-                            f"{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            wait_until(f"{argv[0]} /readyz", ready, timeout_s=2 * READY_WITHIN_S, log=log)
+        except TimeoutError as exc:
+            pytest.fail(str(exc))
+        return time.monotonic() - started
     finally:
         # buildah, buildah-chroot-exec and the program share the session started above
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):

@@ -264,3 +264,13 @@ async def test_series_api_filters_stuck_and_absent_by_the_injected_clock(aiohttp
     rt.refresh_presence()
     metrics = await (await client.get("/metrics")).text()
     assert "vigil_stuck_series 1.0" in metrics and "vigil_absent_series 1.0" in metrics
+
+
+async def test_samples_and_time_are_counted_per_detector_family(aiohttp_client):
+    client, rt = await start(aiohttp_client)
+    data = body([series("x", t, float(t)) for t in range(1, 6)])
+    assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
+    await rt.wait_idle()
+    text = await (await client.get("/metrics")).text()
+    assert 'vigil_detector_samples_total{detector="ensemble"} 5.0' in text
+    assert 'vigil_detector_seconds_total{detector="ensemble"}' in text

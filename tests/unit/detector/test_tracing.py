@@ -64,7 +64,9 @@ async def test_an_alert_path_is_one_trace_and_the_alert_names_it(aiohttp_client,
     assert post.attributes["vigil.accepted"] == 1
     ann = alert["annotations"]
     assert ann["trace_id"] == format(trace_id, "032x")
-    assert ann["traceparent"] == f"00-{ann['trace_id']}-{format(detect.context.span_id, '016x')}-01"
+    assert ann["traceparent"].startswith(
+        f"00-{ann['trace_id']}-{format(detect.context.span_id, '016x')}-")
+    assert ann["traceparent"] == telemetry.traceparent(detect.context)  # its real flags
 
 
 async def test_a_sampled_remote_parent_is_continued(aiohttp_client, aiohttp_server, spans):
@@ -149,8 +151,12 @@ def test_json_log_lines_carry_the_trace_and_the_context_fields(spans):
     assert "trace_id" not in second
 
 
-def test_context_from_hex_refuses_malformed_ids():
-    assert telemetry.context_from_hex("0" * 32, "1" * 16) is None
-    assert telemetry.context_from_hex("xyz", "1" * 16) is None
-    ctx = telemetry.context_from_hex("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+def test_traceparent_values_are_read_and_malformed_ones_refused():
+    assert telemetry.context_from_traceparent(f"00-{'0' * 32}-{'1' * 16}-01") is None
+    assert telemetry.context_from_traceparent(f"00-xyz-{'1' * 16}-01") is None
+    assert telemetry.context_from_traceparent("") is None
+    ctx = telemetry.context_from_traceparent(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     assert ctx is not None and ctx.is_remote
+    assert telemetry.traceparent(ctx) == \
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
