@@ -105,7 +105,10 @@ def test_hostile_yaml_is_refused_quickly_with_a_located_problem(tmp_path: Path, 
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert time.perf_counter() - t0 < 2.0
+    # a hang guard, not a speed target (speed lives in bench/): walking the bomb's 10^9
+    # values took hours; PyYAML's scanner alone needs ~1 s for 5000 brackets on a busy
+    # 2-core machine under tracemalloc
+    assert time.perf_counter() - t0 < 30.0
     assert peak < 64 << 20, peak
     assert not catalog.entries
     assert len(catalog.problems) == 1
