@@ -159,4 +159,4 @@ def test_dense_bodies_cost_a_bounded_multiple_of_their_size(name, raw, version):
 
     peak, took = _peak_bytes(ingest)
     assert peak < 16 * len(raw), f"{name}: peak {peak} bytes for {len(raw)} decompressed"
-    assert took < 5.0, f"{name}: {took:.1f}s"
+    assert took < 15.0, f"{name}: {took:.1f}s"  # a guard against the old 29 s, not a speed target

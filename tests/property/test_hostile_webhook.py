@@ -110,7 +110,7 @@ def test_deep_and_wide_bodies_stay_within_a_memory_bound():
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
         assert peak < 20 * len(body) + (1 << 20), peak
-        assert time.perf_counter() - t0 < 5.0
+        assert time.perf_counter() - t0 < 30.0  # a hang guard; speed lives in bench/
 
 
 # ---------------------------------------------------------------------------- over HTTP
