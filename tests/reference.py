@@ -71,19 +71,31 @@ class _Calibration:
         self.stored = 0.0  # sum of self.hist
         self.scale = 1.0
         self.total = 0.0
+        self.last_bin = 0
 
-    def tail(self, z: float, decay: float) -> float:
+    def tail(self, z: float, decay: float, tail_index: float) -> float:
+        """log10 of the share of past values at least as extreme as z; then learn z."""
         m, e = math.frexp(1.0 + z)
         x = 2.0 * m
         log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
-        b = min(int(log2 * self.BINS / math.log2(math.exp(4.0))), self.BINS - 1)
+        width = math.log2(math.exp(4.0)) / self.BINS  # bin width in log2(1 + z)
+        b = min(int(log2 / width), self.BINS - 1)
         if b < self.BINS // 2:
             ge = max(0.0, self.stored - sum(self.hist[:b])) * self.scale
         else:
             ge = sum(self.hist[b:]) * self.scale
-        p = (ge + 1.0) / (self.total + 2.0)
-        if ge < 1.0 - 1e-6:
-            p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
+        lp = math.log10((ge + 1.0) / (self.total + 2.0))
+        if ge < 1.0 - 1e-6:  # beyond the history: extrapolate
+            gauss = _log10_two_sided(z)
+            # the highest bin with at least one sample's weight at or above it
+            tops = [j for j in range(self.BINS) if sum(self.hist[j:]) * self.scale >= 1.0]
+            if tail_index <= 0.0 or not tops:
+                lp = min(lp, gauss)
+            else:
+                edge = (max(tops) + 1) * width
+                lp -= tail_index * max(0.0, math.log2(1.0 + z) - edge) * math.log10(2.0)
+                if self.total < 100.0:  # a young history: no rarer than Gaussian
+                    lp = max(lp, gauss)
         self.scale *= decay
         if self.scale < 1e-30:
             self.hist = [h * self.scale for h in self.hist]
@@ -92,7 +104,14 @@ class _Calibration:
         self.hist[b] += 1.0 / self.scale
         self.stored += 1.0 / self.scale
         self.total = self.total * decay + 1.0
-        return p
+        self.last_bin = b
+        return lp
+
+    def take_back(self, amount: float) -> None:
+        """Learn the last value at 1 - amount of its weight instead."""
+        self.hist[self.last_bin] -= amount / self.scale
+        self.stored -= amount / self.scale
+        self.total -= amount
 
 
 def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> list[float]:
@@ -132,17 +151,22 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         cup = max(0.0, cup + e2 - q.cusum_k)
         cdown = max(0.0, cdown - e2 - q.cusum_k)
         warm = n >= q.warmup_samples
-        p, k = 1.0, 2.0
+        lp, k = 0.0, 2.0  # log10 of the smallest tail probability; signals consulted
+        used = []
         if warm:
-            p = min(cal[0].tail(z1, q.decay), cal[2].tail(max(cup, cdown), q.decay))
+            lp = min(cal[0].tail(z1, q.decay, q.tail_index),
+                     cal[2].tail(max(cup, cdown), q.decay, q.tail_index))
+            used += [cal[0], cal[2]]
             if q.short_samples:
-                p = min(p, cal[1].tail(zs, q.decay))
+                lp = min(lp, cal[1].tail(zs, q.decay, q.tail_index))
+                used.append(cal[1])
                 k = 3.0
         if q.season_bins:
             e3 = x - level - season[b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0 else 0.0
-                p = min(p, cal[3].tail(z3, q.decay))
+                lp = min(lp, cal[3].tail(z3, q.decay, q.tail_index))
+                used.append(cal[3])
                 k += 1.0
             resid = x - level
             level += b2 * (x - season[b] - level)
@@ -153,12 +177,15 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         if not warm:
             sc = 0.0
         elif n - last_fire < q.refractory_samples:
-            sc = 1.0 - min(1.0, k * p * q.refractory_factor)
+            sc = _score_from_log10(min(0.0, lp + math.log10(k * q.refractory_factor)))
         else:
-            sc = 1.0 - min(1.0, k * p)
+            sc = _score_from_log10(min(0.0, lp + math.log10(k)))
             if sc >= q.refractory_above:
                 last_fire = n
         out.append(sc)
+        if warm and sc >= q.refractory_above:  # an alarm is learned at alarm_weight only
+            for c in used:
+                c.take_back(1.0 - q.alarm_weight)
         if s1 > 0 and abs(d1) > q.clip_sigmas * s1:
             side = math.copysign(1.0, d1)
             run = run + side if run * side > 0 else side

@@ -36,6 +36,8 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     v[k.P_WARMUP] = p.warmup_samples
     v[k.P_REFRACTORY_FACTOR] = p.refractory_factor
     v[k.P_ADOPT] = p.adopt_samples
+    v[k.P_TAIL_INDEX] = p.tail_index
+    v[k.P_ALARM_WEIGHT] = p.alarm_weight
     return v
 
 

@@ -2,7 +2,8 @@
 given that signal's own recent history?
 
 A forgetting histogram per (series, signal) over log2(1 + z) gives the share of past
-values at least as extreme; beyond everything seen, the Gaussian tail of z breaks ties.
+values at least as extreme; beyond everything seen, a power-law tail from the edge of
+the largest values (or the Gaussian tail of z) keeps ordering them.
 numpy and numba only.
 """
 
@@ -14,8 +15,11 @@ import numpy as np
 from numba import njit
 
 from detector.detectors._kernels import SAFE_FASTMATH
+from detector.detectors._kernels.tail import log10_two_sided_tail
 
 HIST_BINS = 32
+_LOG10_2 = math.log10(2.0)
+_TRUSTED_WEIGHT = 100.0  # history weight from which a signal's own tail edge is trusted
 _BIN_SCALE = HIST_BINS / math.log2(math.exp(4.0))  # log2(1 + z) for z up to ~53
 
 
@@ -35,7 +39,16 @@ def bin_of(z: float) -> int:
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
                      decay: float) -> float:
-    """Empirical tail probability of ``z`` for signal k of series s, then learn z.
+    """Empirical tail probability of ``z`` for signal k of series s, then learn z."""
+    return 10.0 ** log10_tail_probability(hist, htot, s, k, z, decay, 0.0)
+
+
+@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
+                           decay: float, tail_index: float) -> float:
+    """log10 of the empirical tail probability of ``z`` for signal k of series s, then
+    learn z. In logarithms so that values beyond anything seen keep their order (a plain
+    probability underflows to 0 from z of about 38).
 
     ``htot`` holds per series, for each of its n signals: the total weight (column k), the
     lazy-forgetting divisor g = decay**t (column n + k) and the sum of the stored bins
@@ -58,11 +71,30 @@ def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: floa
         for j in range(b, HIST_BINS):
             ge += hist[s, base + j]
         ge *= g
-    p = (ge + 1.0) / (htot[s, k] + 2.0)
-    # beyond what this series has shown (less than one sample's weight, allowing for
-    # rounding): the Gaussian tail breaks ties
+    lp = math.log10((ge + 1.0) / (htot[s, k] + 2.0))
+    # beyond what this series has shown (less than one sample's weight at or beyond z,
+    # allowing for rounding): extrapolate from the edge of the largest values seen. With a
+    # tail index the tail falls on from there as (1 + z) ** -tail_index, a power law, so a
+    # heavy-tailed signal's new record is rare but not impossible; while the history is
+    # young (under _TRUSTED_WEIGHT samples) its edge is itself noise and the extrapolation
+    # is never rarer than the Gaussian tail. Without a tail index, the Gaussian tail alone.
     if ge < 1.0 - 1e-6:
-        p = min(p, max(math.erfc(z / math.sqrt(2.0)), 1e-300))
+        lg = log10_two_sided_tail(z)
+        top = -1
+        if tail_index > 0.0:
+            acc = 0.0
+            for j in range(HIST_BINS - 1, -1, -1):
+                acc += hist[s, base + j] * g
+                if acc >= 1.0:
+                    top = j
+                    break
+        if top < 0:
+            lp = min(lp, lg)
+        else:  # bins are log2(1 + z) * _BIN_SCALE: the upper edge of bin `top`, in log2
+            excess = max(0.0, math.log2(1.0 + z) - (top + 1) / _BIN_SCALE)
+            lp -= tail_index * excess * _LOG10_2
+            if htot[s, k] < _TRUSTED_WEIGHT:
+                lp = max(lp, lg)
     g *= decay
     if g < 1e-30:
         for j in range(HIST_BINS):
@@ -73,4 +105,18 @@ def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: floa
     htot[s, 2 * n + k] += 1.0 / g
     htot[s, n + k] = g
     htot[s, k] = htot[s, k] * decay + 1.0
-    return p
+    return lp
+
+
+@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+def take_back(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
+              amount: float) -> None:
+    """Take back ``amount`` (at most 1) of the weight that the last
+    ``log10_tail_probability`` call for signal k of series s learned for ``z``."""
+    base = k * HIST_BINS
+    n = htot.shape[1] // 3
+    g = htot[s, n + k]
+    b = bin_of(z)
+    hist[s, base + b] -= amount / g
+    htot[s, 2 * n + k] -= amount / g
+    htot[s, k] -= amount

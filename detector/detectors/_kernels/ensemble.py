@@ -38,7 +38,9 @@ import numpy as np
 from numba import njit, types
 
 from detector.detectors._kernels import SAFE_FASTMATH
-from detector.detectors._kernels.calibration import tail_probability
+from detector.detectors._kernels.calibration import log10_tail_probability as tail_lp
+from detector.detectors._kernels.calibration import take_back
+from detector.detectors._kernels.tail import score_from_log10_tail
 
 # per-series scalar state, one row of ``state`` per slot
 (S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
@@ -47,8 +49,8 @@ N_STATE = 14  # S_PERIOD: the series' own seasonal period in ms (0: the family's
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
  P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K, P_WARMUP,
- P_REFRACTORY_FACTOR, P_ADOPT) = range(16)
-N_PARAMS = 16
+ P_REFRACTORY_FACTOR, P_ADOPT, P_TAIL_INDEX, P_ALARM_WEIGHT) = range(18)
+N_PARAMS = 18
 
 _f64 = types.Array(types.float64, 1, "C")
 _f64_2 = types.Array(types.float64, 2, "C")
@@ -85,6 +87,8 @@ def ensemble_score_learn(
     warmup = params[P_WARMUP]
     refractory_factor = params[P_REFRACTORY_FACTOR]
     adopt = params[P_ADOPT]
+    tail_index = params[P_TAIL_INDEX]
+    alarm_weight = params[P_ALARM_WEIGHT]
     for i in range(slots.shape[0]):
         s = slots[i]
         x = values[i]
@@ -142,20 +146,19 @@ def ensemble_score_learn(
         st[S_CDOWN] = max(0.0, st[S_CDOWN] - e2 - cusum_k)
         zc = max(st[S_CUP], st[S_CDOWN])
         warm = st[S_N] >= warmup  # before, levels learn but nothing is scored or calibrated
-        p = 1.0
+        lp = 0.0  # log10 of the smallest tail probability among the signals consulted
         k = 2.0
         if warm:
-            p = min(tail_probability(hist, htot, s, 0, z1, decay),
-                    tail_probability(hist, htot, s, 1, zc, decay))
+            lp = min(tail_lp(hist, htot, s, 0, z1, decay, tail_index), tail_lp(hist, htot, s, 1, zc, decay, tail_index))
             if short > 0:
-                p = min(p, tail_probability(hist, htot, s, 2 + (nbins > 0), zs, decay))
+                lp = min(lp, tail_lp(hist, htot, s, 2 + (nbins > 0), zs, decay, tail_index))
                 k = 3.0
         # 4. seasonal
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
-                p = min(p, tail_probability(hist, htot, s, 2, z3, decay))
+                lp = min(lp, tail_lp(hist, htot, s, 2, z3, decay, tail_index))
                 k += 1.0
             resid = x - st[S_L]
             st[S_L] += b2 * (x - season[s, b] - st[S_L])
@@ -168,12 +171,22 @@ def ensemble_score_learn(
         if not warm:
             sc = 0.0
         elif st[S_N] - st[S_LAST_FIRE] < refractory:
-            sc = 1.0 - min(1.0, k * p * refractory_factor)
+            sc = score_from_log10_tail(min(0.0, lp + math.log10(k * refractory_factor)))
         else:
-            sc = 1.0 - min(1.0, k * p)
+            sc = score_from_log10_tail(min(0.0, lp + math.log10(k)))
             if sc >= refractory_above:
                 st[S_LAST_FIRE] = st[S_N]
         score[i] = sc
+        if warm and sc >= refractory_above and alarm_weight < 1.0:
+            # an alarming sample enters the calibration at alarm_weight only, so the next
+            # incident is not judged against this one as if it were normal
+            back = 1.0 - alarm_weight
+            take_back(hist, htot, s, 0, z1, back)
+            take_back(hist, htot, s, 1, zc, back)
+            if short > 0:
+                take_back(hist, htot, s, 2 + (nbins > 0), zs, back)
+            if seasonal_on:
+                take_back(hist, htot, s, 2, z3, back)
         # learn the fast level from a clipped residual; a run of ``adopt`` clipped residuals
         # on one side is a lasting shift: the level jumps to it, the variance is kept
         if s1 > 0.0 and abs(d1) > clip * s1:
