@@ -10,22 +10,23 @@ Per series, per sample (scored against the state before it, then learned):
 2. *cusum*: a two-sided CUSUM of the residuals against a slow level (``alpha_slow``),
    standardised (slack ``cusum_k``): a shift or drift too small to stand out sample by
    sample accumulates;
-3. *shift* (off unless ``short`` > 0): |mean| of the last ``short`` of those standardised
-   residuals;
+3. *shift* (``short`` > 0): |mean| of the last ``short`` of those standardised residuals;
 4. *seasonal*: |z| of the residual of a daily profile of ``season_bins`` time-of-day bins
    (bin means learned at ``alpha_season``) on top of a slow level; used once the sample's
    bin has been seen ``season_min_visits`` times.
 
 Each signal's tail probability is its *empirical* one (``calibration.py``): a forgetting
 histogram of that signal's past values gives the share at least as extreme; beyond
-everything seen, the Gaussian tail breaks ties. The score is ``1 - min(1, k * min(p))``
-over the k signals consulted (Bonferroni), so 0.999 means about one normal sample in a
-thousand scores as high. The first ``warmup_samples`` samples of a series are learned but
+everything seen, a power-law tail (``tail_index``) from the edge of the largest values.
+The score is ``1 - min(1, k * min(p))`` over the k signals consulted (Bonferroni), so
+0.999 means about one normal sample in a thousand scores as high; it is computed in
+logarithms (``tail.py``), so extreme samples keep their order instead of tying at 1.0. The first ``warmup_samples`` samples of a series are learned but
 score 0 and do not enter the calibration (a fresh variance makes every early sample look
 extreme). After a score of at least ``refractory_above``, the next ``refractory_samples``
 samples of the series count as ``refractory_factor`` times less rare: one incident is
 reported at its onset rather than on every sample, while something far rarer still stands
-out.
+out. A sample scoring at least ``refractory_above`` enters the calibration at
+``alarm_weight`` only, so an incident does not make the next one like it look normal.
 
 Non-finite values score NaN and leave the state unchanged. numpy and numba only.
 """
@@ -149,7 +150,8 @@ def ensemble_score_learn(
         lp = 0.0  # log10 of the smallest tail probability among the signals consulted
         k = 2.0
         if warm:
-            lp = min(tail_lp(hist, htot, s, 0, z1, decay, tail_index), tail_lp(hist, htot, s, 1, zc, decay, tail_index))
+            lp = min(tail_lp(hist, htot, s, 0, z1, decay, tail_index),
+                     tail_lp(hist, htot, s, 1, zc, decay, tail_index))
             if short > 0:
                 lp = min(lp, tail_lp(hist, htot, s, 2 + (nbins > 0), zs, decay, tail_index))
                 k = 3.0

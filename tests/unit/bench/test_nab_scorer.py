@@ -52,3 +52,15 @@ def test_probationary_rows_are_not_scored():
     stamps, points = _points(scores, [], n)
     assert points[3].window == nab.PROBATION
     assert nab.sweep(points, 1, nab.PROFILES["standard"]).fp == 0
+
+
+def test_folds_alternate_files_within_each_category_and_cover_the_half_once():
+    windows = nab.load_windows(NAB / "windows_dev.json")
+    a, b = nab.fold(windows, "a"), nab.fold(windows, "b")
+    assert not set(a) & set(b)
+    assert set(a) | set(b) == set(windows)
+    for category in {key.split("/")[0] for key in windows}:
+        files = sorted(k for k in windows if k.startswith(category + "/"))
+        assert [k in a for k in files] == [i % 2 == 0 for i in range(len(files))]
+    with pytest.raises(ValueError, match="fold must be 'a' or 'b'"):
+        nab.fold(windows, "c")

@@ -1,0 +1,97 @@
+"""The empirical calibration shared by the detectors: its extrapolation beyond the history
+and the weight an alarm is learned at."""
+
+import math
+
+import numpy as np
+import pytest
+
+from detector.detectors._kernels import calibration as c
+from detector.detectors._kernels.tail import log10_two_sided_tail
+
+DECAY = 0.9995
+
+
+def _tables(signals=1):
+    hist = np.zeros((1, signals * c.HIST_BINS))
+    htot = np.zeros((1, 3 * signals))
+    htot[0, signals:2 * signals] = 1.0  # the lazy-forgetting divisor starts at 1
+    return hist, htot
+
+
+def _learned(zs, tail_index=10.0):
+    hist, htot = _tables()
+    for z in zs:
+        c.log10_tail_probability(hist, htot, 0, 0, float(z), DECAY, tail_index)
+    return hist, htot
+
+
+def _lp(tables, z, tail_index=10.0):
+    hist, htot = (t.copy() for t in tables)
+    return c.log10_tail_probability(hist, htot, 0, 0, z, DECAY, tail_index)
+
+
+def test_a_heavy_tailed_record_is_rare_but_not_impossible():
+    history = np.abs(np.random.default_rng(3).standard_t(4, 2000))
+    tables = _learned(history)
+    record = 1.2 * history.max()
+    assert record < 40  # inside the histogram's range (z up to about 53)
+    power = _lp(tables, record)
+    gaussian = _lp(tables, record, tail_index=0.0)
+    assert gaussian < -30  # the Gaussian tail calls a record 20% above the largest impossible
+    assert -6.0 < power < math.log10(1.0 / 1000)  # rarer than anything seen, not absurdly so
+
+
+def test_farther_beyond_the_history_is_rarer_and_nothing_ties():
+    tables = _learned(np.abs(np.random.default_rng(4).normal(0, 1, 2000)))
+    lps = [_lp(tables, z) for z in (6.0, 10.0, 100.0, 1e4, 1e8)]
+    assert lps == sorted(lps, reverse=True) and len(set(lps)) == len(lps)
+    assert all(math.isfinite(lp) for lp in lps)
+
+
+def test_a_young_history_is_never_rarer_than_gaussian_beyond_its_edge():
+    tables = _learned(np.abs(np.random.default_rng(5).normal(0, 1, 40)))
+    assert tables[1][0, 0] < 100.0  # under _TRUSTED_WEIGHT
+    for z in (4.0, 8.0, 30.0):
+        assert _lp(tables, z) >= log10_two_sided_tail(z) - 1e-12
+
+
+def test_within_the_history_the_share_at_least_as_extreme_is_used():
+    tables = _learned(np.full(1000, 2.0))
+    # all the weight sits at z = 2: a value in that bin is not rare at all
+    assert _lp(tables, 2.0) > math.log10(0.9)
+
+
+@pytest.mark.parametrize("back", [0.5, 1.0])
+def test_take_back_leaves_the_value_learned_at_the_remaining_weight(back):
+    hist, htot = _learned([1.0] * 50)
+    c.log10_tail_probability(hist, htot, 0, 0, 9.0, DECAY, 10.0)
+    c.take_back(hist, htot, 0, 0, 9.0, back)
+    g = htot[0, 1]
+    stored = hist[0, c.bin_of(9.0)] * g
+    assert stored == pytest.approx(1.0 - back, abs=1e-12)
+    assert htot[0, 2] * g == pytest.approx(hist[0].sum() * g)
+    assert htot[0, 0] == pytest.approx(sum(DECAY ** i for i in range(51)) - back, rel=1e-12)
+
+
+def test_an_incident_does_not_teach_the_calibration_that_it_is_normal():
+    """With alarms learned at half weight, a second incident like the first, 500 samples
+    later, is judged at least twice as rare as with full weight."""
+    from detector.config import EnsembleParams
+    from detector.detectors.base import Scores
+    from detector.detectors.ensemble import EnsembleFamily
+
+    x = 100 + np.random.default_rng(6).normal(0, 1, 2600)
+    x[1000:1003] -= 12  # the first incident
+    x[1500:1503] -= 12  # the second, after the refractory period
+    rarity = {}
+    for weight in (0.5, 1.0):
+        family = EnsembleFamily(EnsembleParams(season_bins=0, alarm_weight=weight),
+                                capacity=1)
+        family.configure(0)
+        out = Scores.empty(x.shape[0])
+        family.score_learn(np.zeros(x.shape[0], np.int32),
+                           np.arange(x.shape[0], dtype=np.int64) * 60_000, x, out)
+        assert out.score[1000:1003].max() >= 0.9999
+        rarity[weight] = 1.0 - out.score[1500:1503].max()
+    assert rarity[0.5] < 0.5 * rarity[1.0]
