@@ -218,7 +218,8 @@ class EntityTracker:
         if entity.evaluations <= rule.warmup_evaluations:
             entity.score = 0.0
             return
-        tail = tail_probability(self.hist, self.htot, entity.row, 0, raw, CALIBRATION_DECAY)
+        tail = tail_probability(self.hist, self.htot, entity.row, 0, raw, CALIBRATION_DECAY,
+                                0.0)
         entity.score = 1.0 - min(1.0, tail)
 
     def _view(self, e: Entity) -> EntityView:

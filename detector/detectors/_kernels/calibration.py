@@ -19,6 +19,7 @@ from detector.detectors._kernels.tail import log10_two_sided_tail
 
 HIST_BINS = 32
 _LOG10_2 = math.log10(2.0)
+_FLOOR_LOG10 = -300.0  # the smallest probability returned
 _TRUSTED_WEIGHT = 100.0  # history weight from which a signal's own tail edge is trusted
 _BIN_SCALE = HIST_BINS / math.log2(math.exp(4.0))  # log2(1 + z) for z up to ~53
 
@@ -37,18 +38,21 @@ def bin_of(z: float) -> int:
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
-                     decay: float) -> float:
-    """Empirical tail probability of ``z`` for signal k of series s, then learn z."""
-    return 10.0 ** log10_tail_probability(hist, htot, s, k, z, decay, 0.0)
+def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
+                           decay: float, tail_index: float) -> float:
+    """log10 of ``tail_probability`` (which see)."""
+    return math.log10(tail_probability(hist, htot, s, k, z, decay, tail_index))
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
-                           decay: float, tail_index: float) -> float:
-    """log10 of the empirical tail probability of ``z`` for signal k of series s, then
-    learn z. In logarithms so that values beyond anything seen keep their order (a plain
-    probability underflows to 0 from z of about 38).
+def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
+                     decay: float, tail_index: float) -> float:
+    """Empirical tail probability of ``z`` for signal k of series s, then learn z.
+
+    Within the history it is a ratio of weights (no logarithm on the common path); beyond
+    it, the extrapolation is computed in logarithms and floored at 1e-300 (a z-score
+    beyond 37 on a series too young to extrapolate from its own edge), so callers take
+    one logarithm of the smallest probability they combine.
 
     ``htot`` holds per series, for each of its n signals: the total weight (column k), the
     lazy-forgetting divisor g = decay**t (column n + k) and the sum of the stored bins
@@ -71,7 +75,7 @@ def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z
         for j in range(b, HIST_BINS):
             ge += hist[s, base + j]
         ge *= g
-    lp = math.log10((ge + 1.0) / (htot[s, k] + 2.0))
+    p = (ge + 1.0) / (htot[s, k] + 2.0)
     # beyond what this series has shown (less than one sample's weight at or beyond z,
     # allowing for rounding): extrapolate from the edge of the largest values seen. With a
     # tail index the tail falls on from there as (1 + z) ** -tail_index, a power law, so a
@@ -88,6 +92,7 @@ def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z
                 if acc >= 1.0:
                     top = j
                     break
+        lp = math.log10(p)
         if top < 0:
             lp = min(lp, lg)
         else:  # bins are log2(1 + z) * _BIN_SCALE: the upper edge of bin `top`, in log2
@@ -95,6 +100,7 @@ def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z
             lp -= tail_index * excess * _LOG10_2
             if htot[s, k] < _TRUSTED_WEIGHT:
                 lp = max(lp, lg)
+        p = 10.0 ** max(lp, _FLOOR_LOG10)
     g *= decay
     if g < 1e-30:
         for j in range(HIST_BINS):
@@ -105,7 +111,7 @@ def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z
     htot[s, 2 * n + k] += 1.0 / g
     htot[s, n + k] = g
     htot[s, k] = htot[s, k] * decay + 1.0
-    return lp
+    return p
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)

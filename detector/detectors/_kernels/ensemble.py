@@ -19,10 +19,10 @@ Each signal's tail probability is its *empirical* one (``calibration.py``): a fo
 histogram of that signal's past values gives the share at least as extreme; beyond
 everything seen, a power-law tail (``tail_index``) from the edge of the largest values.
 The score is ``1 - min(1, k * min(p))`` over the k signals consulted (Bonferroni), so
-0.999 means about one normal sample in a thousand scores as high; it is computed in
-logarithms (``tail.py``), so extreme samples keep their order instead of tying at 1.0. The first ``warmup_samples`` samples of a series are learned but
-score 0 and do not enter the calibration (a fresh variance makes every early sample look
-extreme). After a score of at least ``refractory_above``, the next ``refractory_samples``
+0.999 means about one normal sample in a thousand scores as high; below 1e-6 it goes
+through logarithms (``tail.py``), so extreme samples keep their order instead of tying
+at 1.0. The first ``warmup_samples`` samples of a series are learned but score 0 and do
+not enter the calibration (a fresh variance makes every early sample look extreme). After a score of at least ``refractory_above``, the next ``refractory_samples``
 samples of the series count as ``refractory_factor`` times less rare: one incident is
 reported at its onset rather than on every sample, while something far rarer still stands
 out. A sample scoring at least ``refractory_above`` enters the calibration at
@@ -39,9 +39,9 @@ import numpy as np
 from numba import njit, types
 
 from detector.detectors._kernels import SAFE_FASTMATH
-from detector.detectors._kernels.calibration import log10_tail_probability as tail_lp
+from detector.detectors._kernels.calibration import tail_probability as tail_p
 from detector.detectors._kernels.calibration import take_back
-from detector.detectors._kernels.tail import score_from_log10_tail
+from detector.detectors._kernels.tail import score_from_probability
 
 # per-series scalar state, one row of ``state`` per slot
 (S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
@@ -147,20 +147,20 @@ def ensemble_score_learn(
         st[S_CDOWN] = max(0.0, st[S_CDOWN] - e2 - cusum_k)
         zc = max(st[S_CUP], st[S_CDOWN])
         warm = st[S_N] >= warmup  # before, levels learn but nothing is scored or calibrated
-        lp = 0.0  # log10 of the smallest tail probability among the signals consulted
+        p = 1.0  # the smallest tail probability among the signals consulted
         k = 2.0
         if warm:
-            lp = min(tail_lp(hist, htot, s, 0, z1, decay, tail_index),
-                     tail_lp(hist, htot, s, 1, zc, decay, tail_index))
+            p = min(tail_p(hist, htot, s, 0, z1, decay, tail_index),
+                    tail_p(hist, htot, s, 1, zc, decay, tail_index))
             if short > 0:
-                lp = min(lp, tail_lp(hist, htot, s, 2 + (nbins > 0), zs, decay, tail_index))
+                p = min(p, tail_p(hist, htot, s, 2 + (nbins > 0), zs, decay, tail_index))
                 k = 3.0
         # 4. seasonal
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
-                lp = min(lp, tail_lp(hist, htot, s, 2, z3, decay, tail_index))
+                p = min(p, tail_p(hist, htot, s, 2, z3, decay, tail_index))
                 k += 1.0
             resid = x - st[S_L]
             st[S_L] += b2 * (x - season[s, b] - st[S_L])
@@ -170,12 +170,15 @@ def ensemble_score_learn(
                 season[s, b] += sa * (resid - season[s, b])
             visits[s, b] += 1.0
             st[S_SV] = (1.0 - b1) * (st[S_SV] + b1 * e3 * e3)
+        # Bonferroni over the k signals, k times less rare during the refractory period;
+        # the score is 1 - kp, through logarithms only when that would round to 1
+        kp = k * p
         if not warm:
             sc = 0.0
         elif st[S_N] - st[S_LAST_FIRE] < refractory:
-            sc = score_from_log10_tail(min(0.0, lp + math.log10(k * refractory_factor)))
+            sc = score_from_probability(kp * refractory_factor)
         else:
-            sc = score_from_log10_tail(min(0.0, lp + math.log10(k)))
+            sc = score_from_probability(kp)
             if sc >= refractory_above:
                 st[S_LAST_FIRE] = st[S_N]
         score[i] = sc

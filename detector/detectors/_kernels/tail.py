@@ -26,6 +26,15 @@ def score_from_log10_tail(log10_p: float) -> float:
 
 
 @njit(cache=True, nogil=True)
+def score_from_probability(p: float) -> float:
+    """Score of a sample whose tail probability is ``p`` (1 or more scores 0); a logarithm
+    only below the knee."""
+    if p > _KNEE:
+        return 1.0 - min(1.0, p)
+    return score_from_log10_tail(math.log10(p))
+
+
+@njit(cache=True, nogil=True)
 def log10_two_sided_tail(z: float) -> float:
     """log10 of P(|N(0,1)| >= z), accurate far into the tail."""
     x = abs(z) / math.sqrt(2.0)
