@@ -25,7 +25,8 @@ at 1.0. The first ``warmup_samples`` samples of a series are learned but score 0
 not enter the calibration (a fresh variance makes every early sample look extreme).
 After a score of at least ``refractory_above``, the next ``refractory_samples`` samples
 of the series count as ``refractory_factor`` times less rare: one incident is reported
-at its onset rather than on every sample, while something far rarer still stands out. A sample scoring at least ``refractory_above`` enters the calibration at
+at its onset rather than on every sample, while something far rarer still stands out.
+A sample scoring at least ``refractory_above`` enters the calibration at
 ``alarm_weight`` only, so an incident does not make the next one like it look normal.
 
 Non-finite values score NaN and leave the state unchanged. numpy and numba only.
