@@ -64,7 +64,7 @@ def robust(params: RobustParams, values: list[float]) -> list[float]:
 class _Calibration:
     """Empirical tail of one signal: a forgetting histogram over log2(1 + z)."""
 
-    BINS = 32
+    BINS = 16
 
     def __init__(self) -> None:
         self.hist = [0.0] * self.BINS  # true weight / self.scale

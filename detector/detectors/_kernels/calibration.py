@@ -17,7 +17,7 @@ from numba import njit
 from detector.detectors._kernels import SAFE_FASTMATH
 from detector.detectors._kernels.tail import log10_two_sided_tail
 
-HIST_BINS = 32
+HIST_BINS = 16
 _LOG10_2 = math.log10(2.0)
 _FLOOR_LOG10 = -300.0  # the smallest probability returned
 _TRUSTED_WEIGHT = 100.0  # history weight from which a signal's own tail edge is trusted
