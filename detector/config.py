@@ -59,7 +59,7 @@ class EnsembleParams(_Model):
     decay: float = Field(0.9995, gt=0.0, lt=1.0, description="per-sample forgetting of the calibration histograms")
     tail_index: float = Field(10.0, ge=0.0, description="beyond every value a signal has shown, its tail probability falls as (1 + z) to this power from the largest seen (0: the Gaussian tail)")
     alarm_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight at which a sample scoring at least refractory_above enters the calibration histograms")
-    short_samples: int = Field(30, ge=0, le=1000, description="samples averaged by the sustained-shift signal (0: off)")
+    short_samples: int = Field(0, ge=0, le=1000, description="samples averaged by the optional sustained-shift signal (0: off)")
     cusum_k: float = Field(1.0, ge=0.0, description="slack of the CUSUM signal, in sigmas of the slow level")
     warmup_samples: int = Field(30, ge=0, le=100_000, description="samples learned before a series is scored (they score 0)")
     season_bins: int = Field(48, ge=0, le=2016, description="time-of-day bins of the seasonal profile; 0 turns it off")
