@@ -117,8 +117,9 @@ def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: floa
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def take_back(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
               amount: float) -> None:
-    """Take back ``amount`` (at most 1) of the weight that the last
-    ``log10_tail_probability`` call for signal k of series s learned for ``z``."""
+    """Take back ``amount`` (at most 1) of the weight that the last ``tail_probability``
+    call for signal k of series s learned for ``z`` (the same divisor g is still current,
+    so the stored bin loses exactly ``amount`` of true weight)."""
     base = k * HIST_BINS
     n = htot.shape[1] // 3
     g = htot[s, n + k]
