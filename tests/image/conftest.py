@@ -129,8 +129,9 @@ def buildah_ready() -> None:
     for path in (STORAGE, CACHE, Path(tempfile.gettempdir()), Path("/var/tmp")):
         free = _free_gib(path)
         if free < MIN_FREE_GIB:
-            pytest.skip(f"image build needs {MIN_FREE_GIB:.0f} GiB free on the filesystem of "
-                        f"{path}, it has {free:.1f} GiB")
+            pytest.fail(f"image build needs {MIN_FREE_GIB:.0f} GiB free on the filesystem of "
+                        f"{path}, it has {free:.1f} GiB: free space there (buildah storage "
+                        f"{STORAGE}, base cache {CACHE}) and run the suite again")
 
 
 def _debootstrap(tarball: Path) -> None:

@@ -38,13 +38,6 @@ def bin_of(z: float) -> int:
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def log10_tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
-                           decay: float, tail_index: float) -> float:
-    """log10 of ``tail_probability`` (which see)."""
-    return math.log10(tail_probability(hist, htot, s, k, z, decay, tail_index))
-
-
-@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
                      decay: float, tail_index: float) -> float:
     """Empirical tail probability of ``z`` for signal k of series s, then learn z.

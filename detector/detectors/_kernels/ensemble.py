@@ -91,6 +91,7 @@ def ensemble_score_learn(
     adopt = params[P_ADOPT]
     tail_index = params[P_TAIL_INDEX]
     alarm_weight = params[P_ALARM_WEIGHT]
+    shift_signal = 2 + (nbins > 0)  # calibration column of the shift signal
     for i in range(slots.shape[0]):
         s = slots[i]
         x = values[i]
@@ -154,7 +155,7 @@ def ensemble_score_learn(
             p = min(tail_p(hist, htot, s, 0, z1, decay, tail_index),
                     tail_p(hist, htot, s, 1, zc, decay, tail_index))
             if short > 0:
-                p = min(p, tail_p(hist, htot, s, 2 + (nbins > 0), zs, decay, tail_index))
+                p = min(p, tail_p(hist, htot, s, shift_signal, zs, decay, tail_index))
                 k = 3.0
         # 4. seasonal
         if nbins > 0:
@@ -190,7 +191,7 @@ def ensemble_score_learn(
             take_back(hist, htot, s, 0, z1, back)
             take_back(hist, htot, s, 1, zc, back)
             if short > 0:
-                take_back(hist, htot, s, 2 + (nbins > 0), zs, back)
+                take_back(hist, htot, s, shift_signal, zs, back)
             if seasonal_on:
                 take_back(hist, htot, s, 2, z3, back)
         # learn the fast level from a clipped residual; a run of ``adopt`` clipped residuals

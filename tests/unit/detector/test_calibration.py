@@ -22,13 +22,13 @@ def _tables(signals=1):
 def _learned(zs, tail_index=10.0):
     hist, htot = _tables()
     for z in zs:
-        c.log10_tail_probability(hist, htot, 0, 0, float(z), DECAY, tail_index)
+        c.tail_probability(hist, htot, 0, 0, float(z), DECAY, tail_index)
     return hist, htot
 
 
 def _lp(tables, z, tail_index=10.0):
     hist, htot = (t.copy() for t in tables)
-    return c.log10_tail_probability(hist, htot, 0, 0, z, DECAY, tail_index)
+    return math.log10(c.tail_probability(hist, htot, 0, 0, z, DECAY, tail_index))
 
 
 def test_a_heavy_tailed_record_is_rare_but_not_impossible():
@@ -65,7 +65,7 @@ def test_within_the_history_the_share_at_least_as_extreme_is_used():
 @pytest.mark.parametrize("back", [0.5, 1.0])
 def test_take_back_leaves_the_value_learned_at_the_remaining_weight(back):
     hist, htot = _learned([1.0] * 50)
-    c.log10_tail_probability(hist, htot, 0, 0, 9.0, DECAY, 10.0)
+    c.tail_probability(hist, htot, 0, 0, 9.0, DECAY, 10.0)
     c.take_back(hist, htot, 0, 0, 9.0, back)
     g = htot[0, 1]
     stored = hist[0, c.bin_of(9.0)] * g
