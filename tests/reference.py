@@ -131,8 +131,8 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
             continue
         b = 0
         if q.season_bins:
-            cycles = t / (q.season_period_s * 1000.0)
-            b = min(int((cycles - math.floor(cycles)) * q.season_bins), q.season_bins - 1)
+            period = max(1, round(q.season_period_s * 1000.0))
+            b = min((t % period) * q.season_bins // period, q.season_bins - 1)
         seasonal_on = q.season_bins > 0 and visits[b] >= q.season_min_visits
         b1 = max(q.alpha_fast, 1.0 / (n + 1))  # running mean/variance while young
         b2 = max(q.alpha_slow, 1.0 / (n + 1))

@@ -97,9 +97,10 @@ def ensemble_score_learn(
         x = values[i]
         st = state[s]
         b = 0
-        if nbins > 0:  # time of day as a fraction of the period, in floats: no division
-            cycles = ts_ms[i] / (st[S_PERIOD] if st[S_PERIOD] > 0.0 else period)
-            b = min(int((cycles - math.floor(cycles)) * nbins), nbins - 1)
+        if nbins > 0:  # time of day in whole ms, so a sample on a bin's edge is in it
+            pms = max(np.int64(1), np.int64(round(st[S_PERIOD] if st[S_PERIOD] > 0.0
+                                                   else period)))
+            b = min(int((ts_ms[i] % pms) * nbins // pms), nbins - 1)
         seasonal_on = nbins > 0 and visits[s, b] >= min_visits
         # while a series is young its weights are those of a plain running mean and
         # variance (1/(n+1)): a fixed small weight from a zero start would leave the

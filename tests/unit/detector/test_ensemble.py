@@ -62,3 +62,33 @@ def test_fresh_noise_series_rarely_page():
         family.score_learn(slots, np.full(1000, i * 60_000, np.int64), x[i], out)
         paged |= out.score >= 0.9999
     assert paged.mean() < 0.15
+
+
+def test_a_sample_on_a_bins_edge_is_in_that_bin_every_day():
+    """Timestamps on whole hours fall exactly on the edges of 24 hourly bins. The bin
+    used to come from a float fraction of the day, which put 8 of 24 such samples of a
+    day into the bin before; the profile then learned each hour's first value as the
+    previous hour's, and a noise-free daily shape paged (NAB art_daily_no_noise)."""
+    family = EnsembleFamily(EnsembleParams(season_bins=24, season_min_visits=3), capacity=1)
+    family.configure(0)
+    t0 = 1_396_310_400_000  # 2014-04-01 00:00 UTC, where the float version went wrong
+    t = t0 + np.arange(10 * 288, dtype=np.int64) * 300_000  # ten days, every 5 minutes
+    hour = (t - t0) // 3_600_000 % 24
+    x = 10.0 * hour.astype(np.float64)  # a step at every hour, the same every day
+    out = Scores.empty(x.shape[0])
+    family.score_learn(np.zeros(x.shape[0], np.int32), t, x, out)
+    firsts = np.flatnonzero((t - t0) % 3_600_000 == 0)[24 * 3:]  # from day four on
+    # nearer its own hour's value than the one before (the steps are 10 apart)
+    assert np.abs(out.expected[firsts] - x[firsts]).max() < 5.0
+
+
+def test_the_time_of_day_bin_is_exact_for_any_timestamp():
+    family = EnsembleFamily(EnsembleParams(season_bins=48), capacity=1)
+    family.configure(0)
+    t = np.array([-1, 0, 1_799_999, 1_800_000, 86_399_999, 86_400_000,
+                  1_396_310_400_000 + 36_000_000], dtype=np.int64)
+    family.score_learn(np.zeros(t.shape[0], np.int32), t, np.ones(t.shape[0]),
+                       Scores.empty(t.shape[0]))
+    visited = np.flatnonzero(family.visits[0]).tolist()
+    assert visited == [0, 1, 20, 47]  # -1 ms is the day's last bin; 10:00 starts bin 20
+    assert family.visits[0, 0] == 3 and family.visits[0, 47] == 2
