@@ -65,6 +65,7 @@ class EnsembleParams(_Model):
     season_bins: int = Field(48, ge=0, le=2016, description="time-of-day bins of the seasonal profile; 0 turns it off")
     season_period_s: float = Field(86400.0, gt=0.0, description="period of the seasonal profile")
     season_min_visits: int = Field(7, ge=1, description="visits of a bin before the seasonal signal uses it")
+    season_sample_s: float = Field(300.0, gt=0.0, description="a sample is one visit of its bin, or the share dt / season_sample_s of one when it follows the previous sample sooner")
     refractory_samples: int = Field(300, ge=0, description="samples after a score at or above refractory_above that count as less rare")
     refractory_above: float = Field(0.997, gt=0.0, le=1.0)
     refractory_factor: float = Field(100.0, ge=1.0, description="how much less rare samples count during the refractory period")

@@ -120,7 +120,8 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
     m1 = v1 = m2 = v2 = level = sv = rsum = 0.0
     ring = [0.0] * max(q.short_samples, 1)
     season = [0.0] * max(q.season_bins, 1)
-    visits = [0] * max(q.season_bins, 1)
+    visits = [0.0] * max(q.season_bins, 1)
+    last_t = 0.0
     cal = [_Calibration() for _ in range(4)]
     cup = cdown = run = 0.0
     last_fire = -1e18
@@ -170,9 +171,12 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 k += 1.0
             resid = x - level
             level += b2 * (x - season[b] - level)
-            season[b] = f32(resid if visits[b] == 0 else season[b] + q.alpha_season * (
+            # a visit, or the share dt / season_sample_s of one for a sample that follows
+            # the previous one sooner
+            f = 1.0 if n == 0 else min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
+            season[b] = f32(resid if visits[b] == 0 else season[b] + q.alpha_season * f * (
                 resid - season[b]))
-            visits[b] += 1
+            visits[b] = f32(visits[b] + f)
             sv = (1 - b1) * (sv + b1 * e3 * e3)
         if not warm:
             sc = 0.0
@@ -200,6 +204,7 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         d2 = x - m2
         m2 += b2 * d2
         v2 = (1 - b2) * (v2 + b2 * d2 * d2)
+        last_t = t if n == 0 else max(last_t, t)
         n += 1
     return out
 

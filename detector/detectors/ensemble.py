@@ -38,6 +38,7 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     v[k.P_ADOPT] = p.adopt_samples
     v[k.P_TAIL_INDEX] = p.tail_index
     v[k.P_ALARM_WEIGHT] = p.alarm_weight
+    v[k.P_SEASON_SAMPLE_MS] = p.season_sample_s * 1000.0
     return v
 
 

@@ -12,8 +12,10 @@ Per series, per sample (scored against the state before it, then learned):
    sample accumulates;
 3. *shift* (``short`` > 0): |mean| of the last ``short`` of those standardised residuals;
 4. *seasonal*: |z| of the residual of a daily profile of ``season_bins`` time-of-day bins
-   (bin means learned at ``alpha_season``) on top of a slow level; used once the sample's
-   bin has been seen ``season_min_visits`` times.
+   (bin means learned at ``alpha_season`` a visit) on top of a slow level; used once the
+   sample's bin has had ``season_min_visits`` visits. A sample is one visit, or the share
+   dt / ``season_sample`` of one when it follows the previous sample sooner, so the profile
+   learns as much a day at a 15 s scrape interval as from 5-minute data.
 
 Each signal's tail probability is its *empirical* one (``calibration.py``): a forgetting
 histogram of that signal's past values gives the share at least as extreme; beyond
@@ -46,13 +48,13 @@ from detector.detectors._kernels.tail import score_from_probability
 
 # per-series scalar state, one row of ``state`` per slot
 (S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
- S_RPOS, S_PERIOD) = range(14)
-N_STATE = 14  # S_PERIOD: the series' own seasonal period in ms (0: the family's)
+ S_RPOS, S_PERIOD, S_LAST_T) = range(15)
+N_STATE = 15  # S_PERIOD: the series' own seasonal period in ms (0: the family's)
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
  P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K, P_WARMUP,
- P_REFRACTORY_FACTOR, P_ADOPT, P_TAIL_INDEX, P_ALARM_WEIGHT) = range(18)
-N_PARAMS = 18
+ P_REFRACTORY_FACTOR, P_ADOPT, P_TAIL_INDEX, P_ALARM_WEIGHT, P_SEASON_SAMPLE_MS) = range(19)
+N_PARAMS = 19
 
 _f64 = types.Array(types.float64, 1, "C")
 _f64_2 = types.Array(types.float64, 2, "C")
@@ -91,6 +93,7 @@ def ensemble_score_learn(
     adopt = params[P_ADOPT]
     tail_index = params[P_TAIL_INDEX]
     alarm_weight = params[P_ALARM_WEIGHT]
+    season_sample = params[P_SEASON_SAMPLE_MS]
     shift_signal = 2 + (nbins > 0)  # calibration column of the shift signal
     for i in range(slots.shape[0]):
         s = slots[i]
@@ -167,11 +170,17 @@ def ensemble_score_learn(
                 k += 1.0
             resid = x - st[S_L]
             st[S_L] += b2 * (x - season[s, b] - st[S_L])
+            # a sample is one visit of its bin, or the share dt / season_sample of one when
+            # samples come closer together: a 15 s scrape makes as many visits a day as
+            # 5-minute data, so the profile remembers days whatever the scrape interval
+            f = 1.0
+            if st[S_N] > 0:
+                f = min(1.0, max(0.0, (ts_ms[i] - st[S_LAST_T]) / season_sample))
             if visits[s, b] == 0:
                 season[s, b] = resid
             else:
-                season[s, b] += sa * (resid - season[s, b])
-            visits[s, b] += 1.0
+                season[s, b] += sa * f * (resid - season[s, b])
+            visits[s, b] += f
             st[S_SV] = (1.0 - b1) * (st[S_SV] + b1 * e3 * e3)
         # Bonferroni over the k signals, k times less rare during the refractory period;
         # the score is 1 - kp, through logarithms only when that would round to 1
@@ -213,4 +222,5 @@ def ensemble_score_learn(
         d2 = x - st[S_M2]
         st[S_M2] += b2 * d2
         st[S_V2] = (1.0 - b2) * (st[S_V2] + b2 * d2 * d2)
+        st[S_LAST_T] = ts_ms[i] if st[S_N] == 0 else max(st[S_LAST_T], float(ts_ms[i]))
         st[S_N] += 1.0

@@ -83,7 +83,7 @@ def test_a_sample_on_a_bins_edge_is_in_that_bin_every_day():
 
 
 def test_the_time_of_day_bin_is_exact_for_any_timestamp():
-    family = EnsembleFamily(EnsembleParams(season_bins=48), capacity=1)
+    family = EnsembleFamily(EnsembleParams(season_bins=48, season_sample_s=0.001), capacity=1)
     family.configure(0)
     t = np.array([-1, 0, 1_799_999, 1_800_000, 86_399_999, 86_400_000,
                   1_396_310_400_000 + 36_000_000], dtype=np.int64)
@@ -92,3 +92,38 @@ def test_the_time_of_day_bin_is_exact_for_any_timestamp():
     visited = np.flatnonzero(family.visits[0]).tolist()
     assert visited == [0, 1, 20, 47]  # -1 ms is the day's last bin; 10:00 starts bin 20
     assert family.visits[0, 0] == 3 and family.visits[0, 47] == 2
+
+
+def _daily(step_ms: int, days: int, blip_day: int = -1):
+    """A daily sine, plus 50 over the last five minutes of 10:00-10:30 on ``blip_day``."""
+    t = np.arange(days * 86_400_000 // step_ms, dtype=np.int64) * step_ms
+    x = 100.0 + 20.0 * np.sin(2 * np.pi * (t % 86_400_000) / 86_400_000)
+    blip = (t // 86_400_000 == blip_day) & (t % 86_400_000 >= 37_500_000) & (
+        t % 86_400_000 < 37_800_000)
+    return t, x + 50.0 * blip
+
+
+def _run(t, x, **kw):
+    family = EnsembleFamily(EnsembleParams(season_bins=48, **kw), capacity=1)
+    family.configure(0)
+    out = Scores.empty(x.shape[0])
+    family.score_learn(np.zeros(x.shape[0], np.int32), t, x, out)
+    return family, out
+
+
+def test_the_profile_learns_as_much_a_day_at_any_scrape_interval():
+    """A 30-minute bin gets 6 visits a day from 5-minute data and, with samples counting
+    dt / season_sample_s of a visit, the same 6 from a 15 s scrape (it used to get 120,
+    so the 'daily' profile remembered only the last five minutes of the bin's visit)."""
+    slow, _ = _run(*_daily(300_000, 3))
+    fast, _ = _run(*_daily(15_000, 3))
+    assert np.allclose(slow.visits[0], 18.0)
+    # bin 0 also holds the series' first sample, a whole visit on its own
+    assert np.allclose(fast.visits[0, 1:], 18.0, atol=1e-3)
+
+
+def test_five_minutes_of_one_day_barely_move_the_profile_at_a_15s_scrape():
+    t, x = _daily(15_000, 4, blip_day=2)
+    _, out = _run(t, x)
+    first = np.flatnonzero(t == 3 * 86_400_000 + 36_000_000)[0]  # day 4, 10:00
+    assert abs(out.expected[first] - x[first]) < 5.0  # 32 when each sample was a visit
