@@ -62,7 +62,8 @@ def robust(params: RobustParams, values: list[float]) -> list[float]:
 
 
 class _Calibration:
-    """Empirical tail of one signal: a forgetting histogram over log2(1 + z)."""
+    """Empirical tail of one signal: a forgetting histogram over log2(1 + z), its bins
+    stored as float32 like the ensemble's table (their sum is kept in float64)."""
 
     BINS = 16
 
@@ -98,10 +99,10 @@ class _Calibration:
                     lp = max(lp, gauss)
         self.scale *= decay
         if self.scale < 1e-30:
-            self.hist = [h * self.scale for h in self.hist]
+            self.hist = [f32(h * self.scale) for h in self.hist]
             self.stored *= self.scale
             self.scale = 1.0
-        self.hist[b] += 1.0 / self.scale
+        self.hist[b] = f32(self.hist[b] + 1.0 / self.scale)
         self.stored += 1.0 / self.scale
         self.total = self.total * decay + 1.0
         self.last_bin = b
@@ -109,7 +110,7 @@ class _Calibration:
 
     def take_back(self, amount: float) -> None:
         """Learn the last value at 1 - amount of its weight instead."""
-        self.hist[self.last_bin] -= amount / self.scale
+        self.hist[self.last_bin] = f32(self.hist[self.last_bin] - amount / self.scale)
         self.stored -= amount / self.scale
         self.total -= amount
 

@@ -51,13 +51,16 @@ class EnsembleFamily(TableFamily):
     def __init__(self, params: EnsembleParams, capacity: int = 1024) -> None:
         self.params = params
         self.vector = params_vector(params)
-        self.state = np.zeros((0, k.N_STATE), dtype=np.float64)
-        self.ring = np.zeros((0, max(params.short_samples, 1)), dtype=np.float32)
-        self.season = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
-        self.visits = np.zeros((0, max(params.season_bins, 1)), dtype=np.float32)
+        # only the state and tables of the signals that are on (a signal that is off has
+        # zero-width tables: 248 bytes a series without the seasonal profile)
+        columns = k.state_columns(params.season_bins, params.short_samples)
+        self.state = np.zeros((0, columns), dtype=np.float64)
+        self.ring = np.zeros((0, params.short_samples), dtype=np.float32)
+        self.season = np.zeros((0, params.season_bins), dtype=np.float32)
+        self.visits = np.zeros((0, params.season_bins), dtype=np.float32)
         # calibration only for the signals that are on: level, cusum, seasonal, shift
         self.n_signals = 2 + (params.season_bins > 0) + (params.short_samples > 0)
-        self.hist = np.zeros((0, self.n_signals * HIST_BINS), dtype=np.float64)
+        self.hist = np.zeros((0, self.n_signals * HIST_BINS), dtype=np.float32)
         # per signal: total weight; its lazy-forgetting divisor; the sum of its stored bins
         self.htot = np.zeros((0, 3 * self.n_signals), dtype=np.float64)
         self.ensure(capacity)
@@ -69,7 +72,9 @@ class EnsembleFamily(TableFamily):
 
     def set_period(self, row: int, period_ms: float) -> None:
         """Give one series its own seasonal period (detected from its history); its
-        profile starts over."""
+        profile starts over. Without a seasonal profile there is nothing to set."""
+        if self.params.season_bins == 0:
+            return
         self.state[row, k.S_PERIOD] = period_ms
         self.season[row] = 0
         self.visits[row] = 0

@@ -46,10 +46,20 @@ from detector.detectors._kernels.calibration import tail_probability as tail_p
 from detector.detectors._kernels.calibration import take_back
 from detector.detectors._kernels.tail import score_from_probability
 
-# per-series scalar state, one row of ``state`` per slot
-(S_N, S_M1, S_V1, S_M2, S_V2, S_L, S_SV, S_RSUM, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
- S_RPOS, S_PERIOD, S_LAST_T) = range(15)
-N_STATE = 15  # S_PERIOD: the series' own seasonal period in ms (0: the family's)
+# per-series scalar state, one row of ``state`` per slot: the columns every series needs,
+# then those of the seasonal signal, then those of the shift signal; a family allocates
+# only the columns of the signals it has (``state_columns``), and the kernel touches no
+# other (S_PERIOD: the series' own seasonal period in ms, 0: the family's)
+(S_N, S_M1, S_V1, S_M2, S_V2, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
+ S_L, S_SV, S_PERIOD, S_LAST_T,
+ S_RSUM, S_RPOS) = range(15)
+N_CORE, N_SEASONAL, N_STATE = 9, 13, 15
+
+
+def state_columns(season_bins: int, short_samples: int) -> int:
+    """Columns of ``state`` a family with these signals needs."""
+    return N_STATE if short_samples > 0 else N_SEASONAL if season_bins > 0 else N_CORE
+
 # parameters, one vector for the family
 (P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_SHORT, P_BINS, P_PERIOD_MS,
  P_MIN_VISITS, P_REFRACTORY, P_REFRACTORY_ABOVE, P_BAND, P_CUSUM_K, P_WARMUP,
@@ -63,7 +73,7 @@ _i32 = types.Array(types.int32, 1, "C")
 _i64 = types.Array(types.int64, 1, "C")
 # slots, ts_ms, values, state, ring, season, visits, hist, htot, params, score, expected,
 # lower, upper
-SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64_2, _f64,
+SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64,
                        _f64, _f64, _f64, _f64)
 
 
@@ -112,7 +122,7 @@ def ensemble_score_learn(
         b1 = max(a1, young)
         b2 = max(a2, young)
         s1 = math.sqrt(st[S_V1])
-        ss = math.sqrt(st[S_SV])
+        ss = math.sqrt(st[S_SV]) if nbins > 0 else 0.0
         if st[S_N] == 0:
             expected[i] = np.nan
             lower[i] = np.nan
@@ -131,7 +141,8 @@ def ensemble_score_learn(
         if st[S_N] == 0:
             st[S_M1] = x
             st[S_M2] = x
-            st[S_L] = x
+            if nbins > 0:
+                st[S_L] = x
         # 1. level
         d1 = x - st[S_M1]
         if s1 > 0.0:
@@ -222,5 +233,6 @@ def ensemble_score_learn(
         d2 = x - st[S_M2]
         st[S_M2] += b2 * d2
         st[S_V2] = (1.0 - b2) * (st[S_V2] + b2 * d2 * d2)
-        st[S_LAST_T] = ts_ms[i] if st[S_N] == 0 else max(st[S_LAST_T], float(ts_ms[i]))
+        if nbins > 0:
+            st[S_LAST_T] = ts_ms[i] if st[S_N] == 0 else max(st[S_LAST_T], float(ts_ms[i]))
         st[S_N] += 1.0
