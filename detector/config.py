@@ -84,7 +84,7 @@ class SpotParams(_Model):
     adopt_samples: int = Field(30, ge=0, description="protected samples in a row on one side after which the level adopts the new value (0: never)")
     warmup_samples: int = Field(30, ge=2, le=100_000, description="samples learning only the level and scale (they score 0)")
     threshold_sigmas: float = Field(1.5, gt=0.0, description="peaks-over-threshold threshold t, in robust sigmas of the residual")
-    peaks: int = Field(64, ge=4, le=1024, description="most recent excesses over t kept per tail (4 bytes each)")
+    peaks: int = Field(64, ge=4, le=1024, description="span, in peaks, of the exponentially weighted moments of each tail's excesses over t (the memory of the tail fit)")
     min_peaks: int = Field(10, ge=3, description="excesses a tail needs before its GPD fit is used (that side scores 0 until then)")
     rate_alpha: float = Field(0.002, gt=0.0, lt=1.0, description="weight of a sample in each tail's exceedance-rate estimate")
     min_scale: float = Field(1e-9, ge=0.0, description="absolute floor of the scale, so a flat series does not divide by zero")

@@ -211,18 +211,26 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
 
 
 class _Tail:
-    """One side of DSPOT: exceedance rate and the most recent excesses over t."""
+    """One side of DSPOT: exceedance rate and the moments of its recent excesses over t,
+    exponentially weighted with the span of a window of `size` peaks."""
 
     def __init__(self, size: int) -> None:
         self.rate = 0.0
-        self.ring: list[float] = []  # oldest first, at most `size`
+        self.count = 0
+        self.mean = self.mean2 = 0.0
         self.size = size
+
+    def learn(self, e: float) -> None:
+        self.count += 1
+        w = max(2.0 / (self.size + 1.0), 1.0 / self.count)
+        self.mean += w * (e - self.mean)
+        self.mean2 += w * (e * e - self.mean2)
 
     def fit(self) -> tuple[float, float]:
         """GPD (gamma, sigma) by the method of moments, gamma in [0, 0.45]."""
-        n = len(self.ring)
-        m = sum(self.ring) / n
-        v = sum((e - m) ** 2 for e in self.ring) / (n - 1)
+        n = min(self.count, self.size)
+        m = self.mean
+        v = (self.mean2 - m * m) * n / (n - 1)
         if m <= 0.0:
             return 0.0, 1e-12
         g = 0.0 if v <= 0.0 else min(max(0.5 * (1.0 - m * m / v), 0.0), 0.45)
@@ -267,7 +275,7 @@ def spot(params: SpotParams, values: list[float]) -> list[float]:
         r = x - level
         z = r / sigma
         tail = tails[0] if z >= 0 else tails[1]
-        calibrated = len(tail.ring) >= q.min_peaks
+        calibrated = tail.count >= q.min_peaks
         warm = n >= q.warmup_samples
         if warm and calibrated:
             lp = math.log10(2.0) + tail.log10_tail(abs(z), q.threshold_sigmas)
@@ -290,8 +298,7 @@ def spot(params: SpotParams, values: list[float]) -> list[float]:
                 tails[0].rate += a * (float(z > q.threshold_sigmas) - tails[0].rate)
                 tails[1].rate += a * (float(z < -q.threshold_sigmas) - tails[1].rate)
                 if abs(z) > q.threshold_sigmas:
-                    tail.ring.append(f32(abs(z) - q.threshold_sigmas))
-                    tail.ring = tail.ring[-q.peaks:]
+                    tail.learn(abs(z) - q.threshold_sigmas)
         a = max(q.alpha, 1.0 / n)
         if warm:
             r = min(max(r, -q.clip_sigmas * sigma), q.clip_sigmas * sigma)

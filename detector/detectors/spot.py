@@ -1,9 +1,9 @@
 """The spot family (DSPOT): its state table, parameters and kernel call.
 
-This module owns the tables of the DSPOT detector for one parameter set: per slot the
-robust level and scale, each tail's exceedance rate and running sums (``state``) and each
-tail's ring of recent excesses (``peaks``, float32). The arithmetic and its documentation
-live in ``_kernels/spot.py``.
+This module owns the table of the DSPOT detector for one parameter set: per slot the
+robust level and scale and each tail's exceedance rate, peak count and moments of its
+recent excesses (``state``, 104 bytes). The arithmetic and its documentation live in
+``_kernels/spot.py``.
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ class SpotFamily(TableFamily):
     """Struct-of-arrays state of the DSPOT detector for many series."""
 
     KIND = "spot"
-    TABLES = ("state", "peaks")
+    TABLES = ("state",)
 
     def __init__(self, params: SpotParams, capacity: int = 1024) -> None:
         self.params = params
         self.vector = params_vector(params)
         self.state = np.zeros((0, k.N_STATE), dtype=np.float64)
-        self.peaks = np.zeros((0, 2 * params.peaks), dtype=np.float32)
         self.ensure(capacity)
 
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
@@ -51,5 +50,5 @@ class SpotFamily(TableFamily):
         self.check(slots, ts_ms, values, out)
         k.spot_score_learn(np.ascontiguousarray(slots, dtype=np.int32),
                            np.ascontiguousarray(values, dtype=np.float64),
-                           self.state, self.peaks, self.vector, out.score, out.expected,
-                           out.lower, out.upper)
+                           self.state, self.vector, out.score, out.expected, out.lower,
+                           out.upper)

@@ -7,14 +7,14 @@ Per series, per sample (scored against the state before it, then learned):
   level and mean absolute deviation of the robust family (``sigma`` = MAD * sqrt(pi/2));
   the level is the drift-aware part of DSPOT (the paper subtracts a moving mean);
 - *tails*: per side, the excesses ``|z| - t`` of the residuals beyond the threshold ``t``
-  (``threshold_sigmas``) are the peaks; the most recent ``peaks`` of them are kept in a
-  float32 ring with their running sum and sum of squares, so the generalised Pareto fit
-  (method of moments: ``gamma = (1 - m^2/v) / 2``, ``sigma_gpd = m (1 - gamma)``, gamma
-  clamped to [0, 0.45]: at least an exponential tail, since a bounded tail fitted from a
-  few dozen peaks puts an end point just past the largest one) costs O(1) per peak; the
-  sums are recomputed from the ring each time it wraps so rounding never accumulates.
-  ``rate`` is each side's exceedance rate (an exponentially weighted share of the learned
-  samples beyond ``t``);
+  (``threshold_sigmas``) are the peaks; their first two moments are exponentially
+  weighted over the recent peaks (weight ``2 / (peaks + 1)``, the span of a window of
+  ``peaks``; a plain running mean until that many), so the generalised Pareto fit (method
+  of moments: ``gamma = (1 - m^2/v) / 2``, ``sigma_gpd = m (1 - gamma)``, gamma clamped to
+  [0, 0.45]: at least an exponential tail, since a bounded tail fitted from a few dozen
+  peaks puts an end point just past the largest one) costs O(1) per peak and four scalars
+  per side. ``rate`` is each side's exceedance rate (an exponentially weighted share of
+  the learned samples beyond ``t``);
 - *tail probability* of a residual on one side: ``rate * (1 + gamma y / sigma_gpd) **
   (-1 / gamma)`` for an excess ``y`` over ``t``; below ``t``, ``rate ** (|z| / t)``
   (log-linear from 1 at the level to ``rate`` at ``t``). A side with fewer than
@@ -50,8 +50,8 @@ from detector.detectors._kernels.tail import score_from_log10_tail
 # per-series scalars; then, per tail (0: upper, 1: lower), TAIL_FIELDS more from S_TAIL
 S_N, S_LEVEL, S_SCALE, S_RUN, S_M = range(5)
 S_TAIL = 5
-T_RATE, T_COUNT, T_POS, T_SUM, T_SUM2 = range(5)
-TAIL_FIELDS = 5
+T_RATE, T_COUNT, T_MEAN, T_MEAN2 = range(4)  # T_MEAN(2): moments of the excesses
+TAIL_FIELDS = 4
 N_STATE = S_TAIL + 2 * TAIL_FIELDS
 (P_ALPHA, P_CLIP, P_WARMUP, P_T, P_PEAKS, P_MIN_PEAKS, P_RATE_ALPHA, P_RISK, P_ADOPT,
  P_MIN_SCALE, P_PROTECT_RISK) = range(11)
@@ -66,20 +66,19 @@ MAD_TO_SIGMA = math.sqrt(math.pi / 2.0)
 
 _f64 = types.Array(types.float64, 1, "C")
 _f64_2 = types.Array(types.float64, 2, "C")
-_f32_2 = types.Array(types.float32, 2, "C")
 _i32 = types.Array(types.int32, 1, "C")
-# slots, values, state, peaks, params, score, expected, lower, upper
-SIGNATURE = types.void(_i32, _f64, _f64_2, _f32_2, _f64, _f64, _f64, _f64, _f64)
+# slots, values, state, params, score, expected, lower, upper
+SIGNATURE = types.void(_i32, _f64, _f64_2, _f64, _f64, _f64, _f64, _f64)
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def gpd_fit(count: float, total: float, total2: float) -> tuple[float, float]:
-    """(gamma, sigma) of a generalised Pareto by the method of moments from the count, sum
-    and sum of squares of the excesses; gamma clamped to [GAMMA_MIN, GAMMA_MAX] with the
-    mean kept (sigma = mean * (1 - gamma)). The one-pass variance loses precision only
-    when v << m^2, where gamma is clamped to GAMMA_MIN anyway."""
-    m = total / count
-    v = (total2 - count * m * m) / (count - 1.0)
+def gpd_fit(n: float, m: float, m2: float) -> tuple[float, float]:
+    """(gamma, sigma) of a generalised Pareto by the method of moments from the mean ``m``
+    and mean square ``m2`` of ``n`` (n > 1) excesses; gamma clamped to [GAMMA_MIN,
+    GAMMA_MAX] with the mean kept (sigma = mean * (1 - gamma)). The variance from the two
+    moments loses precision only when v << m^2, where gamma is clamped to GAMMA_MIN
+    anyway."""
+    v = (m2 - m * m) * n / (n - 1.0)
     if m <= 0.0:
         return 0.0, 1e-12
     if v <= 0.0:
@@ -119,16 +118,16 @@ def alarm_threshold(t: float, rate: float, g: float, sg: float, q: float) -> flo
 
 @njit(SIGNATURE, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def spot_score_learn(
-    slots: np.ndarray, values: np.ndarray, state: np.ndarray, peaks: np.ndarray,
-    params: np.ndarray, score: np.ndarray, expected: np.ndarray, lower: np.ndarray,
-    upper: np.ndarray,
+    slots: np.ndarray, values: np.ndarray, state: np.ndarray, params: np.ndarray,
+    score: np.ndarray, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
 ) -> None:
     """Score then learn ``values[i]`` for series ``slots[i]``, in order."""
     alpha = params[P_ALPHA]
     clip = params[P_CLIP]
     warmup = params[P_WARMUP]
     t = params[P_T]
-    k_peaks = int(params[P_PEAKS])
+    k_peaks = params[P_PEAKS]
+    w_peak = 2.0 / (k_peaks + 1.0)  # weight of a new peak in its side's moments
     min_peaks = params[P_MIN_PEAKS]
     rate_alpha = params[P_RATE_ALPHA]
     q = 0.5 * params[P_RISK]
@@ -148,12 +147,14 @@ def spot_score_learn(
         zq_up = zq_dn = zp_up = zp_dn = np.inf  # an uncalibrated tail: no band, no alarm
         if cal_up:
             o = S_TAIL
-            g_up, sg_up = gpd_fit(st[o + T_COUNT], st[o + T_SUM], st[o + T_SUM2])
+            g_up, sg_up = gpd_fit(min(st[o + T_COUNT], k_peaks), st[o + T_MEAN],
+                                  st[o + T_MEAN2])
             zq_up = alarm_threshold(t, st[o + T_RATE], g_up, sg_up, q)
             zp_up = alarm_threshold(t, st[o + T_RATE], g_up, sg_up, qp)
         if cal_dn:
             o = S_TAIL + TAIL_FIELDS
-            g_dn, sg_dn = gpd_fit(st[o + T_COUNT], st[o + T_SUM], st[o + T_SUM2])
+            g_dn, sg_dn = gpd_fit(min(st[o + T_COUNT], k_peaks), st[o + T_MEAN],
+                                  st[o + T_MEAN2])
             zq_dn = alarm_threshold(t, st[o + T_RATE], g_dn, sg_dn, q)
             zp_dn = alarm_threshold(t, st[o + T_RATE], g_dn, sg_dn, qp)
         if st[S_N] == 0:
@@ -207,34 +208,13 @@ def spot_score_learn(
                 o_dn = S_TAIL + TAIL_FIELDS + T_RATE
                 st[o_up] += a * ((1.0 if z > t else 0.0) - st[o_up])
                 st[o_dn] += a * ((1.0 if z < -t else 0.0) - st[o_dn])
-                if yz > t:  # a peak: into this side's ring, replacing its oldest
+                if yz > t:  # a peak: into this side's moments
                     o = S_TAIL if up else S_TAIL + TAIL_FIELDS
-                    col = 0 if up else k_peaks
-                    pos = int(st[o + T_POS])
-                    if st[o + T_COUNT] >= k_peaks:
-                        old = np.float64(peaks[s, col + pos])
-                        st[o + T_SUM] -= old
-                        st[o + T_SUM2] -= old * old
-                    else:
-                        st[o + T_COUNT] += 1.0
-                    # stored as float32, read back as float64 (numba's float() of a
-                    # float32 stays float32: the squares would lose precision)
-                    peaks[s, col + pos] = yz - t
-                    e = np.float64(peaks[s, col + pos])
-                    st[o + T_SUM] += e
-                    st[o + T_SUM2] += e * e
-                    pos += 1
-                    if pos == k_peaks:  # wrapped: the sums afresh, no drift in rounding
-                        pos = 0
-                        tot = 0.0
-                        tot2 = 0.0
-                        for j in range(k_peaks):
-                            e = np.float64(peaks[s, col + j])
-                            tot += e
-                            tot2 += e * e
-                        st[o + T_SUM] = tot
-                        st[o + T_SUM2] = tot2
-                    st[o + T_POS] = pos
+                    st[o + T_COUNT] += 1.0
+                    w = max(w_peak, 1.0 / st[o + T_COUNT])
+                    e = yz - t
+                    st[o + T_MEAN] += w * (e - st[o + T_MEAN])
+                    st[o + T_MEAN2] += w * (e * e - st[o + T_MEAN2])
         # exact running mean / MAD while warming up, then EW with Huber-clipped residuals
         a = max(alpha, 1.0 / st[S_N])
         if warm:
