@@ -170,15 +170,6 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 lp = min(lp, cal[3].tail(z3, q.decay, q.tail_index))
                 used.append(cal[3])
                 k += 1.0
-            resid = x - level
-            level += b2 * (x - season[b] - level)
-            # a visit, or the share dt / season_sample_s of one for a sample that follows
-            # the previous one sooner
-            f = 1.0 if n == 0 else min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
-            season[b] = f32(resid if visits[b] == 0 else season[b] + q.alpha_season * f * (
-                resid - season[b]))
-            visits[b] = f32(visits[b] + f)
-            sv = (1 - b1) * (sv + b1 * e3 * e3)
         if not warm:
             sc = 0.0
         elif n - last_fire < q.refractory_samples:
@@ -188,7 +179,19 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
             if sc >= q.refractory_above:
                 last_fire = n
         out.append(sc)
-        if warm and sc >= q.refractory_above:  # an alarm is learned at alarm_weight only
+        alarm = warm and sc >= q.refractory_above  # an alarm is learned at alarm_weight only
+        if q.season_bins:
+            w = q.alarm_weight if alarm else 1.0
+            resid = x - level
+            level += w * b2 * (x - season[b] - level)
+            # a visit, or the share dt / season_sample_s of one for a sample that follows
+            # the previous one sooner
+            f = 1.0 if n == 0 else min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
+            season[b] = f32(resid if visits[b] == 0 else season[b] + w * q.alpha_season * f * (
+                resid - season[b]))
+            visits[b] = f32(visits[b] + f)
+            sv = (1 - b1) * (sv + b1 * e3 * e3)
+        if alarm:
             for c in used:
                 c.take_back(1.0 - q.alarm_weight)
         if s1 > 0 and abs(d1) > q.clip_sigmas * s1:

@@ -28,8 +28,9 @@ not enter the calibration (a fresh variance makes every early sample look extrem
 After a score of at least ``refractory_above``, the next ``refractory_samples`` samples
 of the series count as ``refractory_factor`` times less rare: one incident is reported
 at its onset rather than on every sample, while something far rarer still stands out.
-A sample scoring at least ``refractory_above`` enters the calibration at
-``alarm_weight`` only, so an incident does not make the next one like it look normal.
+A sample scoring at least ``refractory_above`` enters the calibration, the seasonal
+profile and the level under it at ``alarm_weight`` only, so an incident does not make the
+next one like it look normal, nor tomorrow at the same time look abnormal.
 
 Non-finite values score NaN and leave the state unchanged. numpy and numba only.
 """
@@ -172,27 +173,14 @@ def ensemble_score_learn(
             if short > 0:
                 p = min(p, tail_p(hist, htot, s, shift_signal, zs, decay, tail_index))
                 k = 3.0
-        # 4. seasonal
+        # 4. seasonal (learned after the score, below)
+        e3 = 0.0
         if nbins > 0:
             e3 = x - st[S_L] - season[s, b]
             if seasonal_on and warm:
                 z3 = abs(e3) / ss if ss > 0.0 else 0.0
                 p = min(p, tail_p(hist, htot, s, 2, z3, decay, tail_index))
                 k += 1.0
-            resid = x - st[S_L]
-            st[S_L] += b2 * (x - season[s, b] - st[S_L])
-            # a sample is one visit of its bin, or the share dt / season_sample of one when
-            # samples come closer together: a 15 s scrape makes as many visits a day as
-            # 5-minute data, so the profile remembers days whatever the scrape interval
-            f = 1.0
-            if st[S_N] > 0:
-                f = min(1.0, max(0.0, (ts_ms[i] - st[S_LAST_T]) / season_sample))
-            if visits[s, b] == 0:
-                season[s, b] = resid
-            else:
-                season[s, b] += sa * f * (resid - season[s, b])
-            visits[s, b] += f
-            st[S_SV] = (1.0 - b1) * (st[S_SV] + b1 * e3 * e3)
         # Bonferroni over the k signals, k times less rare during the refractory period;
         # the score is 1 - kp, through logarithms only when that would round to 1
         kp = k * p
@@ -205,7 +193,26 @@ def ensemble_score_learn(
             if sc >= refractory_above:
                 st[S_LAST_FIRE] = st[S_N]
         score[i] = sc
-        if warm and sc >= refractory_above and alarm_weight < 1.0:
+        alarm = warm and sc >= refractory_above
+        if nbins > 0:  # learn the seasonal profile and the level under it
+            # an alarming sample at alarm_weight only: an incident must not teach the
+            # profile that tomorrow at this time looks like it
+            w = alarm_weight if alarm else 1.0
+            resid = x - st[S_L]
+            st[S_L] += w * b2 * (x - season[s, b] - st[S_L])
+            # a sample is one visit of its bin, or the share dt / season_sample of one when
+            # samples come closer together: a 15 s scrape makes as many visits a day as
+            # 5-minute data, so the profile remembers days whatever the scrape interval
+            f = 1.0
+            if st[S_N] > 0:
+                f = min(1.0, max(0.0, (ts_ms[i] - st[S_LAST_T]) / season_sample))
+            if visits[s, b] == 0:
+                season[s, b] = resid
+            else:
+                season[s, b] += w * sa * f * (resid - season[s, b])
+            visits[s, b] += f
+            st[S_SV] = (1.0 - b1) * (st[S_SV] + b1 * e3 * e3)
+        if alarm and alarm_weight < 1.0:
             # an alarming sample enters the calibration at alarm_weight only, so the next
             # incident is not judged against this one as if it were normal
             back = 1.0 - alarm_weight

@@ -127,3 +127,23 @@ def test_five_minutes_of_one_day_barely_move_the_profile_at_a_15s_scrape():
     _, out = _run(t, x)
     first = np.flatnonzero(t == 3 * 86_400_000 + 36_000_000)[0]  # day 4, 10:00
     assert abs(out.expected[first] - x[first]) < 5.0  # 32 when each sample was a visit
+
+
+def test_an_alarm_teaches_the_profile_at_alarm_weight_only():
+    """A spike of +60 on day 8 at 10:00 pages; the next day in that time-of-day bin the
+    expected value has moved toward it half as far as when alarms were learned in full.
+    (Samples that no longer alarm once the levels have followed a long incident are
+    learned in full: that is how a lasting change is adopted.)"""
+    t, shape = _daily(300_000, 10)
+    x = shape + np.random.default_rng(9).normal(0, 1, shape.shape[0])
+    day, minute = t // 86_400_000, (t % 86_400_000) // 60_000
+    spike = np.flatnonzero((day == 7) & (minute == 600))
+    x[spike] += 60.0
+    after = np.flatnonzero((day == 8) & (minute >= 600) & (minute < 630))
+    moved = {}
+    for weight in (1.0, 0.5):
+        _, out = _run(t, x, alarm_weight=weight)
+        assert out.score[spike[0]] >= 0.9999
+        moved[weight] = float(np.mean(out.expected[after] - shape[after]))
+    assert moved[1.0] > 1.5  # learned in full, the spike shows up the next day
+    assert 0.3 * moved[1.0] < moved[0.5] < 0.7 * moved[1.0]
