@@ -176,8 +176,8 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
             sc = _score_from_log10(min(0.0, lp + math.log10(k * q.refractory_factor)))
         else:
             sc = _score_from_log10(min(0.0, lp + math.log10(k)))
-            if sc >= q.refractory_above:
-                last_fire = n
+            if sc >= q.refractory_above and n >= q.warmup_samples + q.refractory_samples:
+                last_fire = n  # a young series' alarms start no refractory period
         out.append(sc)
         alarm = warm and sc >= q.refractory_above  # an alarm is learned at alarm_weight only
         if q.season_bins:

@@ -28,6 +28,8 @@ not enter the calibration (a fresh variance makes every early sample look extrem
 After a score of at least ``refractory_above``, the next ``refractory_samples`` samples
 of the series count as ``refractory_factor`` times less rare: one incident is reported
 at its onset rather than on every sample, while something far rarer still stands out.
+Alarms in the first ``refractory_samples`` samples after the warm-up start no refractory
+period (a young baseline's alarms are mostly its own noise).
 A sample scoring at least ``refractory_above`` enters the calibration, the seasonal
 profile and the level under it at ``alarm_weight`` only, so an incident does not make the
 next one like it look normal, nor tomorrow at the same time look abnormal.
@@ -190,7 +192,10 @@ def ensemble_score_learn(
             sc = score_from_probability(kp * refractory_factor)
         else:
             sc = score_from_probability(kp)
-            if sc >= refractory_above:
+            # a young series' alarms start no refractory period: its baseline is too
+            # young for one to mean an incident is under way, and silencing it would
+            # leave it deaf to a real one
+            if sc >= refractory_above and st[S_N] >= warmup + refractory:
                 st[S_LAST_FIRE] = st[S_N]
         score[i] = sc
         alarm = warm and sc >= refractory_above

@@ -17,3 +17,4 @@ def test_the_calibration_bench_ends_with_its_figures(monkeypatch, capsys):
         assert 0.01 / 5 < rates[noise]["spot"]["0.01"] < 0.01 * 3, noise
     assert rates["student3"]["robust"]["0.001"] > 5 * rates["student3"]["spot"]["0.001"]
     assert set(figures["fresh_series_paged"]) == {"spot", "robust", "ensemble"}
+    assert figures["ten_sigma"]["ensemble_default"]["ten_sigma_caught"] > 0.99
