@@ -250,3 +250,22 @@ def test_a_failed_or_abandoned_snapshot_request_does_not_reach_the_worker():
     abandoned.cancel()  # the asker timed out
     requests.serve(broken)  # not called: nothing raised here
     assert abandoned.cancelled()
+
+
+def test_a_family_whose_tables_changed_shape_restores_as_fresh_state(tmp_path, monkeypatch):
+    """A detector release that changes a family's table layout (as the ensemble's state
+    columns and spot's peaks did) keeps the series and their pipeline rows; their detector
+    state starts fresh instead of being read into the wrong columns."""
+    from detector.detectors._kernels import ensemble as kernel
+
+    d = _fed(40)
+    _save(tmp_path, d, 1000)
+    monkeypatch.setattr(kernel, "state_columns", lambda bins, short: kernel.N_STATE + 1)
+    back = Detector()
+    result = checkpoint.restore(tmp_path, back.registry, back.pipeline)
+    assert (result.series, result.restored, result.skipped) == (20, 0, ())
+    family = back.pipeline.detectors.families[0]
+    assert family.state.shape[1] == kernel.N_STATE + 1
+    assert not family.state[:20, kernel.S_N].any() and not family.hist[:20].any()
+    for name in CHECKPOINTED:
+        assert np.array_equal(_table(back, name), _table(d, name), equal_nan=True), name
