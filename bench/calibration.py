@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detector.config import EnsembleParams, RobustParams, SpotParams  # noqa: E402
+from detector.config import DetectorParams, EnsembleParams, RobustParams, SpotParams  # noqa: E402
 from detector.detectors.base import Scores  # noqa: E402
 from detector.detectors.kinds import build_family  # noqa: E402
 
@@ -44,14 +44,16 @@ NOISES: dict[str, Draw] = {
 }
 
 
-def scores(family_name: str, x: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Scores of ``x[series, sample]``, one fresh series per row, fed sample-major."""
+def scores(params: DetectorParams, x: NDArray[np.float64],
+           step_ms: int = 15_000) -> NDArray[np.float64]:
+    """Scores of ``x[series, sample]``, one fresh series per row, fed sample-major with
+    ``step_ms`` between samples."""
     n_series, n = x.shape
-    family = build_family(FAMILIES[family_name], capacity=n_series)
+    family = build_family(params, capacity=n_series)
     for s in range(n_series):
         family.configure(s)
     slots = np.tile(np.arange(n_series, dtype=np.int32), n)
-    ts = np.repeat(np.arange(n, dtype=np.int64) * 15_000, n_series)
+    ts = np.repeat(np.arange(n, dtype=np.int64) * step_ms, n_series)
     out = Scores.empty(slots.size)
     family.score_learn(slots, ts, np.ascontiguousarray(x.T.ravel()), out)
     return out.score.reshape(n, n_series).T
@@ -59,17 +61,10 @@ def scores(family_name: str, x: NDArray[np.float64]) -> NDArray[np.float64]:
 
 def ten_sigma(params: EnsembleParams) -> dict[str, float]:
     """1,000 fresh noise series, 300 samples a minute apart, then one 10 sigmas up."""
-    n_series, n = 1000, 300
-    x = 100.0 + np.random.default_rng(3).normal(0.0, 1.0, (n_series, n + 1))
+    n = 300
+    x = 100.0 + np.random.default_rng(3).normal(0.0, 1.0, (1000, n + 1))
     x[:, n] += 10.0
-    family = build_family(params, capacity=n_series)
-    for s in range(n_series):
-        family.configure(s)
-    slots = np.tile(np.arange(n_series, dtype=np.int32), n + 1)
-    ts = np.repeat(np.arange(n + 1, dtype=np.int64) * 60_000, n_series)
-    out = Scores.empty(slots.size)
-    family.score_learn(slots, ts, np.ascontiguousarray(x.T.ravel()), out)
-    sc = out.score.reshape(n + 1, n_series).T
+    sc = scores(params, x, step_ms=60_000)
     noise, last = sc[:, :n], sc[:, n]
     return {"paged_on_noise": float(np.mean((noise >= 0.9999).any(axis=1))),
             "alarmed_on_noise": float(np.mean((noise >= params.refractory_above).any(axis=1))),
@@ -90,7 +85,7 @@ def main() -> int:
         x = 100.0 + draw(np.random.default_rng(1), (args.series, args.samples))
         rates[noise] = {}
         for fam in FAMILIES:
-            sc = scores(fam, x)[:, args.skip:]
+            sc = scores(FAMILIES[fam], x)[:, args.skip:]
             rates[noise][fam] = {str(q): float(np.mean(sc >= 1.0 - q)) for q in RATES}
     figures["false_alarm_rate"] = rates
     print("share of samples scoring >= 1 - q on stationary noise (spot / robust / ensemble)")
@@ -101,7 +96,7 @@ def main() -> int:
     fresh: dict[str, float] = {}
     x = 100.0 + np.random.default_rng(2).normal(0.0, 1.0, (1000, 300))
     for fam in FAMILIES:
-        fresh[fam] = float(np.mean((scores(fam, x) >= 0.9999).any(axis=1)))
+        fresh[fam] = float(np.mean((scores(FAMILIES[fam], x) >= 0.9999).any(axis=1)))
     figures["fresh_series_paged"] = fresh
     print("fresh noise-only series (1,000 x 300) with any score >= 0.9999: "
           + ", ".join(f"{f} {v:.1%}" for f, v in fresh.items()))

@@ -75,7 +75,7 @@ class EnsembleFamily(TableFamily):
         profile starts over. Without a seasonal profile there is nothing to set."""
         if self.params.season_bins == 0:
             return
-        self.state[row, k.S_PERIOD] = period_ms
+        self.state[row, k.S_PERIOD] = max(1, round(period_ms))  # whole ms, as the kernel bins
         self.season[row] = 0
         self.visits[row] = 0
 

@@ -52,7 +52,7 @@ from detector.detectors._kernels.tail import score_from_probability
 # per-series scalar state, one row of ``state`` per slot: the columns every series needs,
 # then those of the seasonal signal, then those of the shift signal; a family allocates
 # only the columns of the signals it has (``state_columns``), and the kernel touches no
-# other (S_PERIOD: the series' own seasonal period in ms, 0: the family's)
+# other (S_PERIOD: the series' own seasonal period in whole ms, 0: the family's)
 (S_N, S_M1, S_V1, S_M2, S_V2, S_LAST_FIRE, S_CUP, S_CDOWN, S_RUN,
  S_L, S_SV, S_PERIOD, S_LAST_T,
  S_RSUM, S_RPOS) = range(15)
@@ -108,14 +108,14 @@ def ensemble_score_learn(
     alarm_weight = params[P_ALARM_WEIGHT]
     season_sample = params[P_SEASON_SAMPLE_MS]
     shift_signal = 2 + (nbins > 0)  # calibration column of the shift signal
+    family_period = max(np.int64(1), np.int64(round(period)))  # whole ms
     for i in range(slots.shape[0]):
         s = slots[i]
         x = values[i]
         st = state[s]
         b = 0
         if nbins > 0:  # time of day in whole ms, so a sample on a bin's edge is in it
-            pms = max(np.int64(1), np.int64(round(st[S_PERIOD] if st[S_PERIOD] > 0.0
-                                                   else period)))
+            pms = np.int64(st[S_PERIOD]) if st[S_PERIOD] > 0.0 else family_period
             b = min(int((ts_ms[i] % pms) * nbins // pms), nbins - 1)
         seasonal_on = nbins > 0 and visits[s, b] >= min_visits
         # while a series is young its weights are those of a plain running mean and
