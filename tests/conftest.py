@@ -1,4 +1,4 @@
-"""Shared test settings: the hypothesis profile and paths to the shared samples."""
+"""Shared test settings: the hypothesis profile and the path to the carried samples."""
 
 from __future__ import annotations
 
@@ -18,15 +18,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _shared() -> Path:
-    for candidate in (ROOT.parent / "shared", ROOT / "shared"):
-        if (candidate / "samples").is_dir():
-            return candidate
-    raise RuntimeError("../shared/samples not found next to the checkout")
-
-
-SHARED = _shared()
-SAMPLES = SHARED / "samples"
+FIXTURES = ROOT / "tests" / "fixtures"
+SAMPLES = FIXTURES / "samples"  # real Prometheus/Alertmanager payloads (see its PROVENANCE.md)
 
 
 @pytest.fixture

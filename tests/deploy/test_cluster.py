@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import os
 import re
@@ -303,12 +304,14 @@ def test_the_crd_validation_is_strict() -> None:
     assert crd_errors(unknown)
 
 
-def test_the_carried_crds_are_the_shared_ones() -> None:
-    shared = ROOT.parent / "shared/crds/prometheus-operator-v0.93.1"
-    assert shared.is_dir(), "../shared/crds must sit next to the checkout (as for the samples)"
-    assert list(shared.glob("crd-*.yaml"))
-    for path in shared.glob("crd-*.yaml"):
-        assert (CLUSTER / "crds" / path.name).read_bytes() == path.read_bytes(), path.name
+def test_the_carried_crds_are_the_recorded_upstream_files() -> None:
+    readme = (CLUSTER / "crds" / "README.md").read_text()
+    recorded = dict(re.findall(r"^\| `(crd-[a-z]+\.yaml)` \| `([0-9a-f]{64})` \|$", readme, re.M))
+    carried = {p.name: p for p in (CLUSTER / "crds").glob("crd-*.yaml")}
+    assert recorded and set(recorded) == set(carried)
+    for name, path in carried.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == recorded[name], name
+        assert path.read_text().startswith("# https://"), f"{name}: first line names its source"
 
 
 # --- rules, Alertmanager, blackbox: the real tools --------------------------------------

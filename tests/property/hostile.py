@@ -1,7 +1,7 @@
 """Hostile inputs for the three parsers at Vigil's edges, and what each may answer.
 
 This module owns the seeded mutators (bytes, JSON documents, YAML text), the corpora they
-start from (the shared samples and the repository's playbooks) and one *target* per
+start from (the carried samples and the repository's playbooks) and one *target* per
 parser: a callable that feeds it one input and raises ``UnexpectedError`` for anything
 but the parser's own typed refusal. ``tests/property/test_hostile_*.py`` run them for
 10^5 inputs each; ``bench/fuzz.py`` runs the same targets under atheris for longer.
@@ -97,14 +97,7 @@ def _decompressed_sample(name: str) -> bytes:
     return decode.decompress(body, max_decompressed_bytes=1 << 26).tobytes()
 
 
-def _shared_samples() -> Path:
-    for candidate in (ROOT.parent / "shared" / "samples", ROOT / "shared" / "samples"):
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError("../shared/samples not found next to the checkout")
-
-
-SAMPLES_DIR = _shared_samples()
+SAMPLES_DIR = ROOT / "tests" / "fixtures" / "samples"
 
 
 def _generated_series(rng: random.Random) -> list[encode.Series]:
@@ -223,7 +216,7 @@ def remote_write_inputs(rng: random.Random, n: int) -> Iterator[tuple[bytes, int
 # --------------------------------------------------------------------------- webhook
 
 def webhook_corpus() -> list[Any]:
-    """Webhook documents: the shared samples, and the alert of Alertmanager's API sample."""
+    """Webhook documents: the carried samples, and the alert of Alertmanager's API sample."""
     docs = [json.loads((SAMPLES_DIR / f"webhook_0{i}.json").read_text())["body"]
             for i in (1, 2)]
     return docs

@@ -11,7 +11,7 @@ COLD = DetectorConfig(warm_start=WarmStartConfig(enabled=False))
 
 
 def test_fingerprint_is_alertmanagers():
-    # the fingerprint Alertmanager 0.25 gave this alert (/work/shared/samples/webhook_01.json)
+    # the fingerprint Alertmanager 0.25 gave this alert (tests/fixtures/samples/webhook_01.json)
     labels = {"alertname": "ResearchAlwaysFiring", "research": "stack",
               "service": "research", "severity": "info"}
     assert fingerprint(labels) == "89d523e42551dcff"
