@@ -8,10 +8,17 @@ reproduces the reference figures of NAB's windowed-Gaussian baseline.
 
     python -m bench.nab run --detector default --data DIR --out DIR
     python -m bench.nab score --results DIR/default --data DIR [--windows FILE] [--fold a|b]
+    python -m bench.nab cv --data DIR [--detector NAME] [--results DIR/NAME] [--windows FILE]
 
 ``run`` streams every CSV under DIR through a fresh detector, one row at a time in file
 order, and writes ``OUT/NAME/<category>/NAME_<file>.csv`` (timestamp,value,anomaly_score).
 ``score`` prints a table, and as its last line one JSON object with every figure.
+
+``cv`` is leave-one-category-out cross-validation (see ``cross_validate``): each profile's
+threshold is chosen on six categories and the seventh is scored at it, so the figure says
+what a threshold fitted elsewhere earns on data it never saw; the in-sample figure (the
+threshold chosen on everything, as ``score`` does) is printed beside it. Without
+``--results`` it runs the detector first (into a temporary folder; ~3 s for the half).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import csv
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -157,6 +165,93 @@ def sweep(points: Iterable[Point], n_windows: int, weights: tuple[float, float, 
                          tp=tp, fp=fp, fn=len(parts) - tp)
 
 
+def score_at(points: Iterable[Point], n_windows: int, weights: tuple[float, float, float],
+             threshold: float) -> ProfileResult:
+    """The corpus score of ``points`` at a given threshold (a row detects when its score is
+    at least ``threshold``), normalised as ``sweep`` normalises. ``sweep``'s best raw
+    score is ``score_at`` its threshold."""
+    a_tp, _, a_fn = weights
+    best: dict[object, float] = {}
+    detected: set[object] = set()
+    fp_cost = 0.0
+    fp_rows = 0
+    for p in points:
+        if p.window == PROBATION:
+            continue
+        if p.window is not None:
+            best.setdefault(p.window, -a_fn)
+            if p.score >= threshold:
+                detected.add(p.window)
+                best[p.window] = max(best[p.window], p.sweep)
+        elif p.score >= threshold:
+            fp_cost += p.sweep
+            fp_rows += 1
+    raw = sum(best.values()) + fp_cost
+    perfect, null = a_tp * n_windows, -a_fn * n_windows
+    normalised = 100.0 * (raw - null) / (perfect - null) if n_windows else math.nan
+    return ProfileResult(threshold=threshold, raw=raw, normalised=normalised,
+                         tp=len(detected), fp=fp_rows, fn=len(best) - len(detected))
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOut:
+    """One category scored at the threshold chosen on all the others."""
+
+    category: str
+    windows: int
+    held: ProfileResult  # at the threshold chosen without this category
+    in_sample: ProfileResult  # at the threshold chosen on every category
+
+
+@dataclass(frozen=True, slots=True)
+class CVResult:
+    """Leave-one-category-out figures of one profile."""
+
+    folds: tuple[HeldOut, ...]
+    raw: float  # sum of the held-out raw scores
+    normalised: float  # that sum, normalised over every window of the corpus
+    in_sample: ProfileResult  # one threshold for the whole corpus, chosen on it
+
+
+def cross_validate(points: dict[str, list[Point]], windows: dict[str, int],
+                   weights: tuple[float, float, float]) -> CVResult:
+    """Leave-one-category-out cross-validation of one profile's threshold.
+
+    ``points`` holds each category's scored rows (``file_points`` of its files, in any
+    order) and ``windows`` its number of labelled windows. For each category, the
+    threshold is the one ``sweep`` picks on the rows of the other categories; the held
+    category is scored at it (``score_at``), giving a raw score.
+
+    Pooling: NAB's raw score is a sum over files, and its normalised score divides the
+    corpus total by the spread between the null detector (-A_FN per window) and the
+    perfect one (A_TP per window). So the held-out raw scores are summed, and the pooled
+    total normalised with the null and perfect totals of the whole corpus:
+    100 (sum_c raw_c + A_FN W) / ((A_TP + A_FN) W), W the windows of every category.
+    This is exactly NAB's formula with each file scored at the threshold of its own fold,
+    and it reads on the same scale as the in-sample figure beside it (which is the same
+    sum with one threshold for every file). Averaging per-category normalised scores
+    instead would weigh a 3-window category like a 15-window one and is undefined for a
+    category with no window (artificialNoAnomaly, which can only lose points to false
+    positives: pooled, its false positives count as they do in NAB).
+    """
+    a_tp, _, a_fn = weights
+    total = sum(windows.values())
+    everything = [p for c in sorted(points) for p in points[c]]
+    in_sample = sweep(everything, total, weights)
+    folds = []
+    for held in sorted(points):
+        train = [p for c in sorted(points) if c != held for p in points[c]]
+        chosen = sweep(train, total - windows[held], weights)
+        folds.append(HeldOut(
+            category=held, windows=windows[held],
+            held=score_at(points[held], windows[held], weights, chosen.threshold),
+            in_sample=score_at(points[held], windows[held], weights, in_sample.threshold)))
+    raw = sum(f.held.raw for f in folds)
+    perfect, null = a_tp * total, -a_fn * total
+    return CVResult(folds=tuple(folds), raw=raw,
+                    normalised=100.0 * (raw - null) / (perfect - null), in_sample=in_sample)
+
+
 def load_windows(path: Path) -> dict[str, list[list[str]]]:
     data: dict[str, list[list[str]]] = json.loads(path.read_text())
     return data
@@ -183,10 +278,9 @@ def result_file(results: Path, name: str, key: str) -> Path:
     return results / category / f"{name}_{filename}"
 
 
-def score_results(results: Path, name: str, windows: dict[str, list[list[str]]]
-                  ) -> dict[str, ProfileResult]:
-    """Score the result files of detector ``name`` for every file listed in ``windows``."""
-    out = {}
+def read_results(results: Path, name: str, windows: dict[str, list[list[str]]]
+                 ) -> list[tuple[str, list[str], list[float]]]:
+    """(file key, timestamps, scores) of detector ``name`` for every file of ``windows``."""
     files = []
     for key in sorted(windows):
         path = result_file(results, name, key)
@@ -194,6 +288,31 @@ def score_results(results: Path, name: str, windows: dict[str, list[list[str]]]
             rows = list(csv.DictReader(fh))
         files.append((key, [r["timestamp"].strip() for r in rows],
                       [float(r["anomaly_score"]) for r in rows]))
+    return files
+
+
+def cv_results(results: Path, name: str, windows: dict[str, list[list[str]]]
+               ) -> dict[str, CVResult]:
+    """``cross_validate`` every profile on the result files of detector ``name``."""
+    files = read_results(results, name, windows)
+    counts: dict[str, int] = {}
+    for key in windows:
+        counts[key.split("/")[0]] = counts.get(key.split("/")[0], 0) + len(windows[key])
+    out = {}
+    for profile, weights in PROFILES.items():
+        points: dict[str, list[Point]] = {c: [] for c in counts}
+        for key, stamps, scores in files:
+            points[key.split("/")[0]].extend(
+                file_points(key, stamps, scores, windows[key], weights))
+        out[profile] = cross_validate(points, counts, weights)
+    return out
+
+
+def score_results(results: Path, name: str, windows: dict[str, list[list[str]]]
+                  ) -> dict[str, ProfileResult]:
+    """Score the result files of detector ``name`` for every file listed in ``windows``."""
+    out = {}
+    files = read_results(results, name, windows)
     n_windows = sum(len(w) for w in windows.values())
     for profile, weights in PROFILES.items():
         points: list[Point] = []
@@ -226,6 +345,29 @@ def run(detector: str, data: Path, out: Path) -> dict[str, float]:
     return {"rows": rows, "seconds": time.perf_counter() - t0}
 
 
+def _print_cv(name: str, results: dict[str, CVResult]) -> dict[str, object]:
+    """The CV table (one block per profile); the figures as a JSON-ready dict."""
+    figures: dict[str, object] = {"detector": name}
+    for profile, res in results.items():
+        ins = res.in_sample
+        print(f"{profile}: in-sample {ins.normalised:.2f} (threshold {ins.threshold:.6g}), "
+              f"leave-one-category-out {res.normalised:.2f}")
+        print(f"  {'held-out category':<22} {'windows':>7} {'threshold':>10} "
+              f"{'raw':>8} {'tp':>3} {'fn':>3} {'fp':>4}   {'raw in-sample':>13}")
+        for f in res.folds:
+            h = f.held
+            print(f"  {f.category:<22} {f.windows:>7} {h.threshold:>10.6f} {h.raw:>8.3f} "
+                  f"{h.tp:>3} {h.fn:>3} {h.fp:>4}   {f.in_sample.raw:>13.3f}")
+        figures[profile] = {
+            "in_sample": round(ins.normalised, 4), "cv": round(res.normalised, 4),
+            "in_sample_threshold": ins.threshold, "in_sample_raw": ins.raw, "cv_raw": res.raw,
+            "folds": {f.category: {"windows": f.windows, "threshold": f.held.threshold,
+                                   "raw": f.held.raw, "tp": f.held.tp, "fn": f.held.fn,
+                                   "fp_rows": f.held.fp, "raw_in_sample": f.in_sample.raw}
+                      for f in res.folds}}
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.nab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,22 +377,30 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("score")
     s.add_argument("--results", type=Path, required=True, help="OUT/NAME from `run`")
-    s.add_argument("--name", help="file prefix (default: the results folder's name)")
-    s.add_argument("--windows", type=Path,
-                   help="labelled windows (default: DATA/../windows_dev.json)")
-    s.add_argument("--data", type=Path, help="the data folder (to find windows_dev.json)")
     s.add_argument("--fold", choices=("a", "b"),
                    help="score only every other file of each category (a two-fold check)")
+    c = sub.add_parser("cv", help="leave-one-category-out cross-validation of the thresholds")
+    c.add_argument("--detector", default="default",
+                   help="run this detector first (ignored with --results)")
+    c.add_argument("--results", type=Path, help="OUT/NAME from `run` (default: run now)")
+    for sp in (s, c):
+        sp.add_argument("--name", help="file prefix (default: the results folder's name)")
+        sp.add_argument("--windows", type=Path,
+                        help="labelled windows (default: DATA/../windows_dev.json)")
+        sp.add_argument("--data", type=Path,
+                        help="the data folder (to find windows_dev.json)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        figures = run(args.detector, args.data, args.out)
-        print(json.dumps(figures))
+        ran = run(args.detector, args.data, args.out)
+        print(json.dumps(ran))
         return 0
     windows_path = args.windows or (args.data.parent / "windows_dev.json" if args.data else None)
     if windows_path is None:
-        parser.error("score needs --windows or --data")
-    name = args.name or args.results.name
+        parser.error(f"{args.command} needs --windows or --data")
     windows = load_windows(windows_path)
+    if args.command == "cv":
+        return _cv(args, parser, windows)
+    name = args.name or args.results.name
     if args.fold:
         windows = fold(windows, args.fold)
     results = score_results(args.results, name, windows)
@@ -260,6 +410,24 @@ def main(argv: list[str] | None = None) -> int:
               f"windows detected {res.tp}, missed {res.fn}, FP rows {res.fp}")
         figures[profile] = {"score": round(res.normalised, 4), "threshold": res.threshold,
                             "raw": res.raw, "tp": res.tp, "fn": res.fn, "fp_rows": res.fp}
+    print(json.dumps(figures))
+    return 0
+
+
+def _cv(args: argparse.Namespace, parser: argparse.ArgumentParser,
+        windows: dict[str, list[list[str]]]) -> int:
+    if args.results is not None:
+        name = args.name or args.results.name
+        results = cv_results(args.results, name, windows)
+        extra: dict[str, object] = {}
+    else:
+        if args.data is None:
+            parser.error("cv without --results needs --data to run the detector on")
+        with tempfile.TemporaryDirectory(prefix="nab-cv-") as tmp:
+            extra = {"run": run(args.detector, args.data, Path(tmp))}
+            name = args.detector
+            results = cv_results(Path(tmp) / name, name, windows)
+    figures = {**_print_cv(name, results), "files": len(windows), **extra}
     print(json.dumps(figures))
     return 0
 
