@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import console, guards, review, telemetry, tls
+from remediator import console, guards, redaction, review, telemetry, tls
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit import AuditLog, RunRecord, RunState
@@ -329,7 +329,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                                            st.cfg.detector.bearer_token_file,
                                            "detector.bearer_token_file"),
                                        detector_timeout_s=st.cfg.detector.timeout_s,
-                                       outgoing_tls=st.cfg.outgoing_tls)
+                                       outgoing_tls=st.cfg.outgoing_tls,
+                                       redactor=_token_redactor(st))
         if st.kube_factory is not None:
             st.kube = await st.kube_factory()
             stack.push_async_callback(st.kube.api.close)
@@ -382,6 +383,15 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             if st.elector is not None:
                 with contextlib.suppress(Exception):  # best effort: the lease expires anyway
                     await st.elector.resign()
+
+
+def _token_redactor(st: State) -> redaction.Redactor:
+    """A redactor that already masks this app's own tokens (the services add the secrets
+    they read and the detector token)."""
+    redactor = redaction.Redactor()
+    redactor.register("webhook token", st.token)
+    redactor.register("admin token", st.admin_token)
+    return redactor
 
 
 async def _expire_forever(st: State) -> None:

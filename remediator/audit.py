@@ -625,11 +625,19 @@ class AuditLog:
                             "SELECT max(executed_ms) FROM runs WHERE target = ?"
                             " AND (? IS NULL OR playbook = ?)", (target, playbook, playbook))
 
-    def count_active(self, *, playbook: str | None = None) -> int:
-        """Runs approved, running or verifying (playbook None: all)."""
+    def count_active(self, *, playbook: str | None = None, now_ms: int | None = None,
+                     exclude: str | None = None) -> int:
+        """Runs approved, running or verifying, and runs waiting for an approval that has
+        not expired at ``now_ms`` (None: every waiting run), since an approval can make
+        any of them act (playbook None: all). ``exclude``: a run not to count (the one
+        being judged)."""
         return self._scalar("count active runs",
-                            f"SELECT count(*) FROM runs WHERE state IN ({_marks(ACTIVE)})"
-                            " AND (? IS NULL OR playbook = ?)", (playbook, playbook)) or 0
+                            f"SELECT count(*) FROM runs WHERE (state IN ({_marks(ACTIVE)})"
+                            " OR (state = ? AND (? IS NULL OR approval_expires_ms IS NULL"
+                            " OR approval_expires_ms > ?)))"
+                            " AND (? IS NULL OR playbook = ?) AND (? IS NULL OR id != ?)",
+                            (RunState.WAITING_APPROVAL.value, now_ms, now_ms,
+                             playbook, playbook, exclude, exclude)) or 0
 
     def count_failed_verifications(self, playbook: str, *, since_ms: int) -> int:
         """Failures of ``playbook``'s runs since ``since_ms`` that count toward its circuit

@@ -201,7 +201,7 @@ def _run_facts(events: Iterable[EventRecord]) -> dict[str, _RunFacts]:
             f.verify.append(e.verdict)
         elif e.kind is EventKind.UNDO and e.verdict == "executed":
             f.undone = True
-        elif e.kind is EventKind.ESCALATE:
+        elif e.kind is EventKind.ESCALATE and e.verdict != "dry_run":  # dry_run: not sent
             f.escalated = True
         elif e.kind is EventKind.GUARD and e.verdict == "refuse" and f.refused_by is None:
             f.refused_by = e.name

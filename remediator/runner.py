@@ -26,7 +26,7 @@ import pydantic
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
-from remediator import guards, targets, telemetry, templating
+from remediator import guards, redaction, targets, telemetry, templating
 from remediator.actions.basic import EscalateParams, escalation_alert
 from remediator.actions.registry import (
     ActionContext,
@@ -290,11 +290,14 @@ class Runner:
     async def _event(self, run_id: str, kind: str, name: str, verdict: str | None = None,
                      detail: dict[str, Any] | None = None) -> None:
         ek = EventKind(kind)
+        # the last stop before the audit log (and GET /api/v1/runs/{id}): no secret passes
+        clean = redaction.redact_tree(detail or {}, self.services.redact)
         await self.audit.run(lambda db: db.add_event(run_id, kind=ek, name=name, verdict=verdict,
-                              detail=detail or {}, now_ms=self.now_ms()))
+                              detail=clean, now_ms=self.now_ms()))
 
     async def _finish(self, run_id: str, playbook: str, state: str, outcome: str) -> None:
         rs = RunState(state)
+        outcome = self.services.redact(outcome)  # recorded, logged and answered below
         await self.audit.run(lambda db: db.set_state(run_id, rs, now_ms=self.now_ms(),
                                                        outcome=outcome))
         self.metrics.runs.labels(playbook, state).inc()
@@ -547,7 +550,7 @@ class Runner:
                     await self._trip_breaker(run_id, pb)
                 await self._undo(run_id, pb, alert, undo, dry_run=dry_run, target=target)
                 await self._escalate(run_id, pb, alert, f"step {step.name} failed: "
-                                     f"{outcome.error}")
+                                     f"{outcome.error}", dry_run=dry_run)
                 await self._finish(run_id, pb.name, "failed", f"step {step.name}: "
                                    f"{outcome.error}")
                 return
@@ -693,10 +696,15 @@ class Runner:
                 await self._event(run_id, "undo", step.name, type(outcome).__name__.lower(),
                                   _outcome_detail(outcome))
 
-    async def _escalate(self, run_id: str, pb: Playbook, alert: Alert, reason: str) -> None:
+    async def _escalate(self, run_id: str, pb: Playbook, alert: Alert, reason: str, *,
+                        dry_run: bool = False) -> None:
+        """Post VigilRemediationFailed to Alertmanager, or, for a dry run or a playbook in
+        ``dryRun``/``shadow`` mode, only record what would have been posted (verdict
+        ``dry_run``, detail ``would_send``): a trial playbook pages nobody."""
         esc = pb.spec.escalate
         if not esc.enabled:
             return
+        reason = self.services.redact(reason)  # it goes to Alertmanager and the trace
         params = EscalateParams(alertname="VigilRemediationFailed", severity=esc.severity,
                                 labels={**esc.labels, "playbook": pb.name},
                                 summary=f"Playbook {pb.name} could not fix "
@@ -707,6 +715,11 @@ class Runner:
         trace_id = self._current_trace_id()
         if trace_id is not None:  # on-call opens the run's trace from the escalation
             body[0].setdefault("annotations", {})["trace_id"] = trace_id
+        if dry_run or pb.spec.mode in (Mode.DRY_RUN, Mode.SHADOW):
+            await self._event(run_id, "escalate", "VigilRemediationFailed", "dry_run",
+                              {"reason": reason, "would_send": {
+                                  "method": "POST", "path": "/api/v2/alerts", "body": body}})
+            return  # not counted in vigil_escalations_total: nothing was sent
         with self._span("escalate", reason=reason):
             try:
                 status, doc = await self.services.alertmanager("POST", "/api/v2/alerts", body)

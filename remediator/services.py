@@ -4,6 +4,11 @@ the secrets directory. The I/O shell behind ``actions.registry.Services``.
 Library errors are wrapped here: a connection failure or timeout is an
 ``ActionTemporaryError`` (worth retrying), anything else an ``ActionPermanentError``.
 prometheus-api-client is synchronous, so its calls run in a thread with a timeout.
+
+Secrets: every value ``secret()`` reads, and the detector token, is registered with this
+object's ``redaction.Redactor``; ``redact()`` masks them. Error messages made here are
+already redacted, name a secret URL as ``<secret NAME>`` and other URLs without userinfo
+or query, so they are safe to log, record and answer.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import aiohttp
 from prometheus_api_client import PrometheusConnect
 
-from remediator import tls
+from remediator import redaction, tls
 from remediator.errors import ActionPermanentError, ActionTemporaryError
 
 
@@ -27,8 +32,12 @@ class LiveServices:
                  allowed_urls: tuple[str, ...], timeout_s: float = 10.0,
                  detector_url: str | None = None, detector_token: str | None = None,
                  detector_timeout_s: float = 60.0,
-                 outgoing_tls: tls.OutgoingTLS | None = None) -> None:
+                 outgoing_tls: tls.OutgoingTLS | None = None,
+                 redactor: redaction.Redactor | None = None) -> None:
+        """``redactor`` (None: a fresh one) may already hold the app's own tokens."""
         self.session = session
+        self.redactor = redactor if redactor is not None else redaction.Redactor()
+        self.redactor.register("detector token", detector_token)
         self.detector_url = detector_url.rstrip("/") if detector_url else None
         self.detector_token = detector_token
         self.detector_timeout_s = detector_timeout_s
@@ -50,8 +59,12 @@ class LiveServices:
                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ActionTemporaryError(f"{method} {url}: {tls.explain(exc)}",
-                                       delay_s=1.0) from exc
+            # the library's text may repeat the URL (InvalidURL, redirects): it goes through
+            # the redactor like the URL itself
+            what = self.redactor.message(url)
+            raise ActionTemporaryError(
+                f"{method} {what}: {self.redactor.message(tls.explain(exc))}",
+                delay_s=1.0) from exc
 
     async def alertmanager(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         if self.alertmanager_url is None:
@@ -91,7 +104,8 @@ class LiveServices:
             raise ActionTemporaryError(f"PromQL {query!r}: no answer within "
                                        f"{self.timeout_s:.0f} s") from exc
         except Exception as exc:  # the library raises bare Exception subclasses of its own
-            raise ActionPermanentError(f"PromQL {query!r}: {tls.explain(exc)}") from exc
+            raise ActionPermanentError(
+                f"PromQL {query!r}: {self.redactor.message(tls.explain(exc))}") from exc
         return list(result) if isinstance(result, list) else []
 
     async def http(self, method: str, url: str, *, headers: Mapping[str, str], body: Any,
@@ -101,13 +115,22 @@ class LiveServices:
         return await self._request(method, url, headers=merged, body=body, timeout_s=timeout_s)
 
     def secret(self, name: str) -> str:
+        """The secret file's content; registered with the redactor before it is returned,
+        so no message can show it from then on."""
         if self.secrets_dir is None:
             raise ActionPermanentError(f"secret {name!r}: no secrets_dir is configured")
         path = self.secrets_dir / name
         try:
-            return path.read_text(encoding="utf-8").strip()
+            value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ActionPermanentError(f"secret {name!r}: cannot read {path}: {exc}") from exc
+            raise ActionPermanentError(f"secret {name!r}: cannot read {path}: "
+                                       f"{exc.strerror or type(exc).__name__}") from exc
+        self.redactor.register(name, value)
+        return value
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret this object has read (and the tokens) masked."""
+        return self.redactor.text(text)
 
     def url_allowed(self, url: str) -> bool:
         return any(url.startswith(prefix) for prefix in self.allowed_urls)

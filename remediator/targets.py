@@ -4,10 +4,13 @@
 DaemonSet or Job); a ``deployment``/``statefulset``/``daemonset`` label names the workload
 directly; ``node`` names a node. The chain followed is recorded with the run, so the audit
 says why this object was chosen. Labels are only a hint: the objects must exist.
+Labels come from whoever writes metrics, so ``label_problems`` (pure) first checks that
+every label naming an object holds a Kubernetes name; the runner refuses the run otherwise.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +18,68 @@ from remediator.kube import Kube, NotFound, Obj
 
 WORKLOAD_KINDS = {"Deployment": "deployment", "StatefulSet": "statefulset",
                   "DaemonSet": "daemonset", "Job": "job", "ReplicaSet": "replicaset"}
+
+
+@dataclass(frozen=True, slots=True)
+class NameRule:
+    """A Kubernetes name format (apimachinery's ``validation`` package)."""
+
+    name: str
+    pattern: re.Pattern[str]
+    max_len: int
+    hint: str
+
+
+DNS1123_LABEL = NameRule(
+    "DNS-1123 label", re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"), 63,
+    "lower-case letters, digits and '-', starting and ending with a letter or digit")
+DNS1123_SUBDOMAIN = NameRule(
+    "DNS-1123 subdomain",
+    re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"), 253,
+    "lower-case letters, digits, '-' and '.', each dot-separated part starting and ending "
+    "with a letter or digit")
+DNS1035_LABEL = NameRule(
+    "DNS-1035 label", re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?"), 63,
+    "lower-case letters, digits and '-', starting with a letter and ending with a letter "
+    "or digit")
+
+# the alert labels that name a Kubernetes object, and the format the API server gives
+# that object's name. A label outside it names nothing that can exist: refused at intake
+TARGET_LABELS: Mapping[str, NameRule] = {
+    "namespace": DNS1123_LABEL,
+    "pod": DNS1123_SUBDOMAIN,
+    "node": DNS1123_SUBDOMAIN,
+    "deployment": DNS1123_SUBDOMAIN,
+    "statefulset": DNS1123_SUBDOMAIN,
+    "daemonset": DNS1123_SUBDOMAIN,
+    "replicaset": DNS1123_SUBDOMAIN,
+    "job": DNS1123_SUBDOMAIN,
+    "service": DNS1035_LABEL,
+    "container": DNS1123_LABEL,
+}
+
+
+def name_problem(value: str, rule: NameRule) -> str | None:
+    """Why ``value`` is not a name of the ``rule``'s format; None when it is."""
+    if len(value) > rule.max_len:
+        return f"is {len(value)} characters long; a {rule.name} has at most {rule.max_len}"
+    if not rule.pattern.fullmatch(value):
+        return f"is not a {rule.name} ({rule.hint})"
+    return None
+
+
+def label_problems(labels: Mapping[str, str]) -> list[str]:
+    """Every target label (``TARGET_LABELS``) whose value is not a Kubernetes name, each
+    with why, in a fixed order; empty when all are. An empty value is an absent label
+    (as in Prometheus) and is not checked."""
+    out = []
+    for label, rule in TARGET_LABELS.items():
+        value = labels.get(label, "")
+        why = name_problem(value, rule) if value else None
+        if why is not None:
+            shown = value if len(value) <= 80 else value[:80] + "..."
+            out.append(f"label {label}={shown!r} is not a Kubernetes name: it {why}")
+    return out
 
 
 @dataclass(frozen=True, slots=True)

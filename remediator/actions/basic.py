@@ -5,16 +5,26 @@ deployment verification (``vigil.verify``, the detector's POST /api/v1/verify).
 Each declares its params model, whether it mutates, its inverse and how it dry-runs (none
 of these APIs has a server-side dry-run, so a dry run describes the request instead of
 sending it). The network goes only through ``ActionContext.services``.
+
+Dry run: nothing that changes anything leaves: no POST/PUT/PATCH/DELETE, no Alertmanager
+write, no chat message; the outcome is ``DryRun({"would_send": ...})``. Reads still run
+(PromQL, and the detector's POST /api/v1/verify, which only judges and stores nothing), and
+secret files are read so a missing one fails the dry run as it would the real one.
+Secrets: every text an outcome carries passes through ``services.redact`` (before any
+truncation), a URL that came from a secret is shown as ``<secret NAME>`` and other URLs
+without userinfo or query (``redaction.bare_url``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from remediator import redaction
 from remediator.actions.registry import (
     ActionContext,
     DryRun,
@@ -34,9 +44,12 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _status_failure(what: str, status: int, text: str) -> Failed:
+def _status_failure(ctx: ActionContext, what: str, status: int, text: str) -> Failed:
+    """A refusal by the other end, with a short excerpt of its answer: redacted first (an
+    endpoint may echo the request, secrets and all), then cut, with URLs made bare."""
     temporary = status == 429 or status >= 500 or status == 0
-    return Failed(f"{what}: HTTP {status} {text[:300]}", temporary=temporary)
+    excerpt = " ".join(redaction.bare_urls(ctx.services.redact(text)).split())[:200]
+    return Failed(f"{what}: HTTP {status} {excerpt}", temporary=temporary)
 
 
 # --- http.request ------------------------------------------------------------------------
@@ -71,17 +84,28 @@ def _describe_http(p: HttpRequestParams) -> dict[str, Any]:
 
 @action("http.request", params=HttpRequestParams, mutates=True, describe=_describe_http)
 async def http_request(ctx: ActionContext, p: HttpRequestParams) -> Outcome:
+    """Send the request; its answer is kept as its status, length and SHA-256 only.
+
+    The run (with its outcome) is readable by anyone who may read ``GET /api/v1/runs/{id}``,
+    and an answer may hold what no redactor knows about (a session id, a created API key).
+    The length and hash still tell two answers apart and let a person match the endpoint's
+    own log. A refused request (unexpected status) keeps a short redacted excerpt instead,
+    since that is what someone needs to fix it.
+    """
     if not ctx.services.url_allowed(p.url):
-        return Failed(f"{p.url} is not in http.allowed_urls of the remediator config")
+        return Failed(f"{redaction.bare_url(p.url)} is not in http.allowed_urls of the "
+                      "remediator config")
+    headers = {k: (ctx.services.secret(v.secret) if isinstance(v, SecretRef) else v)
+               for k, v in p.headers.items()}  # read in a dry run too: a missing one fails
     if ctx.dry_run:
         return DryRun({"would_send": _describe_http(p)})
-    headers = {k: (ctx.services.secret(v.secret) if isinstance(v, SecretRef) else v)
-               for k, v in p.headers.items()}
     status, text = await ctx.services.http(p.method, p.url, headers=headers, body=p.json_body,
                                            timeout_s=p.timeout_s)
     if status not in p.expect_status:
-        return _status_failure(f"{p.method} {p.url}", status, text)
-    return Executed({"status": status, "response": text[:1000]})
+        return _status_failure(ctx, f"{p.method} {redaction.bare_url(p.url)}", status, text)
+    raw = text.encode("utf-8", "replace")
+    return Executed({"status": status, "response_bytes": len(raw),
+                     "response_sha256": hashlib.sha256(raw).hexdigest()})
 
 
 # --- alertmanager.silence / expire_silence ------------------------------------------------
@@ -120,7 +144,7 @@ async def alertmanager_silence(ctx: ActionContext, p: SilenceParams) -> Outcome:
         return DryRun({"would_send": body})
     status, doc = await ctx.services.alertmanager("POST", "/api/v2/silences", body)
     if status != 200 or not isinstance(doc, dict) or "silenceID" not in doc:
-        return _status_failure("create silence", status, str(doc))
+        return _status_failure(ctx, "create silence", status, str(doc))
     silence_id = str(doc["silenceID"])
     return Executed({"silence_id": silence_id, "ends_at": body["endsAt"]},
                     inverse=("alertmanager.expire_silence", {"silence_id": silence_id}))
@@ -137,7 +161,7 @@ async def alertmanager_expire_silence(ctx: ActionContext, p: ExpireSilenceParams
         return DryRun({"would_delete": p.silence_id})
     status, doc = await ctx.services.alertmanager("DELETE", f"/api/v2/silence/{p.silence_id}")
     if status != 200:
-        return _status_failure("expire silence", status, str(doc))
+        return _status_failure(ctx, "expire silence", status, str(doc))
     return Executed({"expired": p.silence_id})
 
 
@@ -170,9 +194,12 @@ def escalation_alert(p: EscalateParams, *, alert: Any, run_id: str, run_url: str
 async def alertmanager_escalate(ctx: ActionContext, p: EscalateParams) -> Outcome:
     body = [escalation_alert(p, alert=ctx.alert, run_id=ctx.run_id, run_url=ctx.run_url,
                              now=datetime.fromtimestamp(ctx.clock(), UTC))]
+    if ctx.dry_run:  # an escalation pages someone: never from a dry run
+        return DryRun({"would_send": {"method": "POST", "path": "/api/v2/alerts",
+                                      "body": body}})
     status, doc = await ctx.services.alertmanager("POST", "/api/v2/alerts", body)
     if status != 200:
-        return _status_failure("post escalation", status, str(doc))
+        return _status_failure(ctx, "post escalation", status, str(doc))
     return Executed({"alert": body[0]["labels"]})
 
 
@@ -187,12 +214,17 @@ class NotifyParams(_Params):
                             else p.url, "text": p.text})
 async def notify(ctx: ActionContext, p: NotifyParams) -> Outcome:
     url = ctx.services.secret(p.url.secret) if isinstance(p.url, SecretRef) else p.url
+    shown = f"<secret {p.url.secret}>" if isinstance(p.url, SecretRef) \
+        else redaction.bare_url(url)
     if not isinstance(p.url, SecretRef) and not ctx.services.url_allowed(url):
-        return Failed(f"{url} is not in http.allowed_urls of the remediator config")
+        return Failed(f"{shown} is not in http.allowed_urls of the remediator config")
+    if ctx.dry_run:
+        return DryRun({"would_send": {"method": "POST", "url": shown,
+                                      "json": {"text": p.text}}})
     status, text = await ctx.services.http("POST", url, headers={}, body={"text": p.text},
                                            timeout_s=10.0)
     if not 200 <= status < 300:
-        return _status_failure("notify", status, text)
+        return _status_failure(ctx, "notify", status, text)
     return Executed({"status": status})
 
 
@@ -270,7 +302,7 @@ def _summary(doc: dict[str, Any]) -> str:
 async def vigil_verify(ctx: ActionContext, p: VerifyParams) -> Outcome:
     status, doc = await ctx.services.detector("POST", "/api/v1/verify", p.body())
     if status != 200 or not isinstance(doc, dict) or "verdict" not in doc:
-        return _status_failure("POST /api/v1/verify", status, str(doc))
+        return _status_failure(ctx, "POST /api/v1/verify", status, str(doc))
     verdict = doc["verdict"]
     detail = {"verdict": verdict, "expect": p.expect, "queries": [
         {k: q.get(k) for k in ("name", "verdict", "reasons")} for q in doc.get("queries") or []]}

@@ -371,7 +371,8 @@ async def delete_job(ctx: ActionContext, p: JobRef) -> Outcome:
     try:
         obj = await ctx.cluster().delete("job", p.namespace, p.name, dry_run=ctx.dry_run)
     except NotFound:
-        return Executed({"job": f"{p.namespace}/{p.name}", "already_gone": True})
+        gone = {"job": f"{p.namespace}/{p.name}", "already_gone": True}
+        return DryRun({"dry_run": "All", **gone}) if ctx.dry_run else Executed(gone)
     return _server(ctx, obj, f"delete job {p.namespace}/{p.name}")
 
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from remediator.errors import ActionTemporaryError
+from remediator.redaction import Redactor
 
 
 class FakeServices:
@@ -19,6 +20,7 @@ class FakeServices:
         self.verdicts: list[tuple[int, Any]] = []  # answers of the detector, in order
         self.am_down = 0  # calls to fail with a connection error first
         self.called = asyncio.Event()
+        self.redactor = Redactor()  # as LiveServices: the secrets it handed out are masked
 
     async def alertmanager(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         self.calls.append(("alertmanager", method, path))
@@ -48,7 +50,12 @@ class FakeServices:
         return 200, "ok"
 
     def secret(self, name: str) -> str:
-        return f"secret-{name}"
+        value = f"secret-{name}"
+        self.redactor.register(name, value)
+        return value
+
+    def redact(self, text: str) -> str:
+        return self.redactor.text(text)
 
     def url_allowed(self, url: str) -> bool:
         return url.startswith("https://hooks.example/")

@@ -179,7 +179,11 @@ async def test_approval_is_bound_to_the_plan(aiohttp_client, tmp_path):
                            json={"plan_hash": run.plan_hash, "by": "alice"})
     assert ok.status == 200
     [run] = await settle(st, lambda runs: runs[0].state == RunState.SUCCEEDED)
-    assert run.approved_by == "alice"
+    # who approved is the credential's identity; the body's "by" is only a claim
+    assert run.approved_by == "admin-token"
+    events = await st.audit.run(lambda db: db.events(run.id))
+    [approved] = [e for e in events if (e.kind, e.name) == ("approval", "approved")]
+    assert approved.detail == {"by": "admin-token", "claimed": "alice"}
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 1
 
 

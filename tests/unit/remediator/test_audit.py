@@ -383,9 +383,13 @@ def test_active_count_by_state(log):
         if state is not RunState.PLANNED:
             log.mark_executing(run.id, now_ms=T0)
             log.set_state(run.id, state, now_ms=T0)
-    waiting(log, fingerprint="w", playbook="other")
-    assert log.count_active() == 2
-    log.approve(log.list_runs(playbook="other")[0].id, plan_hash="h1", by="bob", now_ms=T0)
+    w = waiting(log, fingerprint="w", playbook="other")
+    # a waiting run counts until its approval expires: an approval can make it act
+    assert log.count_active() == 3
+    assert log.count_active(now_ms=T0 + 10 * MIN - 1) == 3
+    assert log.count_active(now_ms=T0 + 10 * MIN) == 2
+    assert log.count_active(exclude=w.id) == 2
+    log.approve(w.id, plan_hash="h1", by="bob", now_ms=T0)
     assert log.count_active() == 3
     assert log.count_active(playbook="other") == 1
     assert log.count_active(playbook="nobody") == 0
