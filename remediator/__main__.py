@@ -1,4 +1,5 @@
-"""Command line: ``vigil-remediator serve | check | simulate | schema``. argv -> app."""
+"""Command line: ``vigil-remediator serve | check | simulate | schema | report | rbac | audit``.
+argv -> app."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from remediator import rbac, report, review, telemetry, tls
 from remediator.app import build_app, build_registry
+from remediator.audit import AuditLog
 from remediator.catalog import load_catalog
 from remediator.config import env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
@@ -86,6 +88,20 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    """``audit verify``: 0 and a summary when the chain is intact, 1 and the first broken
+    link when not, 2 when the database cannot be read."""
+    path = args.db or args.state_dir / "audit.db"
+    try:
+        with AuditLog.open_readonly(path) as db:
+            done = db.verify()
+    except AuditError as exc:
+        print(f"vigil-remediator: {exc}", file=sys.stderr)
+        return 2
+    print(done.summary())
+    return 0 if done.broken is None else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vigil-remediator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--playbooks", type=Path, default=Path("playbooks"))
     rb.add_argument("--namespace", default="vigil", help="where the remediator runs")
     rb.add_argument("--service-account", default="vigil-remediator")
+    aud = sub.add_parser("audit", help="check the audit database (read-only)")
+    aud_sub = aud.add_subparsers(dest="audit_command", required=True)
+    ver = aud_sub.add_parser("verify", help="walk the hash chain of the audit events; exit 1 "
+                             "at the first broken link")
+    db_at = ver.add_mutually_exclusive_group()
+    db_at.add_argument("--db", type=Path, metavar="PATH", help="the audit database")
+    db_at.add_argument("--state-dir", type=Path, default=Path("state"), help="has audit.db")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
@@ -143,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return _report(args)
+        if args.command == "audit":
+            return _audit_verify(args)
         if args.command == "simulate":
             return _simulate(args)
         telemetry.setup_logging(args.log_level)

@@ -28,7 +28,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from remediator import console, guards, redaction, review, telemetry, tls
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
-from remediator.audit import AuditLog, RunRecord, RunState
+from remediator.audit import AuditLog, EventKind, RunRecord, RunState
 from remediator.audit_thread import AuditThread
 from remediator.catalog import Catalog, load_catalog
 from remediator.cluster_state import ClusterState
@@ -112,6 +112,30 @@ def _admin_refusal(request: web.Request, token: str | None, what: str) -> web.Re
                               "(auth.admin_token_file)"}, status=401)
 
 
+ADMIN_IDENTITY = "admin-token"
+MAX_CLAIM_CHARS = 200
+
+
+def _actor(request: web.Request, trusted_header: str | None) -> str:
+    """Who makes an admin request, from its credential: the user a trusted proxy names in
+    ``trusted_header`` (auth.trusted_user_header), else the admin token itself. Call it
+    only once ``_admin_refusal`` let the request in: the header counts only beside the
+    admin token (which that proxy holds), never alone."""
+    if trusted_header is not None:
+        user = request.headers.get(trusted_header, "").strip()
+        if user and user.isprintable():
+            return user[:MAX_CLAIM_CHARS]
+    return ADMIN_IDENTITY
+
+
+def _claim(value: object) -> str | None:
+    """A name the request gives for itself (``by``): kept as an unverified note."""
+    if value is None:
+        return None
+    text = str(value)
+    return text[:MAX_CLAIM_CHARS] if text.isprintable() else repr(text)[:MAX_CLAIM_CHARS]
+
+
 def _run_json(run: RunRecord) -> dict[str, Any]:
     return {"id": run.id, "playbook": run.playbook, "fingerprint": run.fingerprint,
             "startsAt": run.starts_at, "alertname": run.alertname, "target": run.target,
@@ -146,6 +170,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                services=services, kube_factory=kube, tracer=tracer)
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[STATE] = st
+    trusted = cfg.auth.trusted_user_header
 
     async def handle_webhook(request: web.Request) -> web.Response:
         if st.tracer is None:  # traces off: nothing else is paid
@@ -173,7 +198,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             nid = await st.audit.run(lambda db: db.record_notification(
                 received_ms=int(st.clock() * 1000), receiver=note.receiver,
                 status=note.status, group_key=note.group_key, n_alerts=len(note.alerts),
-                body=body.decode("utf-8", "replace"), alerts=note.alerts))
+                body=body.decode("utf-8", "replace"), alerts=note.alerts,
+                max_body_bytes=cfg.audit.max_stored_body_bytes))
         except AuditError as exc:
             log.error("webhook not recorded: %s", exc)
             st.metrics.webhooks.labels("503").inc()
@@ -240,13 +266,21 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if (refused := _admin_refusal(request, st.admin_token, "the kill switch")) is not None:
             return refused
         assert st.audit is not None
-        value = "paused via API" if paused else None
-        await st.audit.run(lambda db: db.set_flag("paused", value,
-                                                  now_ms=int(st.clock() * 1000)))
+        who, value, now_ms = _actor(request, trusted), "paused via API" if paused else None, \
+            int(st.clock() * 1000)
+
+        def record(db: AuditLog) -> None:  # the switch and who flipped it, as one write
+            with db.atomic():
+                db.set_flag("paused", value, now_ms=now_ms)
+                db.add_event(None, kind=EventKind.NOTE, name="kill_switch",
+                             verdict="paused" if paused else "resumed", detail={"by": who},
+                             now_ms=now_ms)
+
+        await st.audit.run(record)
         if st.runner is not None and st.runner.shared is not None:
             await st.runner.shared.set_flag("paused", value)  # every replica stops
         st.metrics.paused.set(1 if paused else 0)
-        log.warning("remediation %s via the API", "paused" if paused else "resumed")
+        log.warning("remediation %s via the API by %s", "paused" if paused else "resumed", who)
         return web.json_response({"paused": paused})
 
     async def handle_reset_breaker(request: web.Request) -> web.Response:
@@ -254,8 +288,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             return refused
         assert st.runner is not None
         playbook = request.match_info["playbook"]
-        by = request.query.get("by", "api")
-        if not await st.runner.reset_breaker(playbook, by=by):
+        if not await st.runner.reset_breaker(playbook, by=_actor(request, trusted),
+                                             claimed=_claim(request.query.get("by"))):
             return web.json_response({"error": f"the breaker of {playbook!r} is not "
                                       "tripped"}, status=404)
         return web.json_response({"playbook": playbook, "breaker": "closed"})
@@ -356,7 +390,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                         interrupted)
         paused = await st.audit.run(lambda db: db.get_flag("paused"))
         st.metrics.paused.set(1 if paused else 0)
-        tasks = [asyncio.create_task(_expire_forever(st))]
+        tasks = [asyncio.create_task(_expire_forever(st)),
+                 asyncio.create_task(_prune_forever(st))]
         if shared is not None and st.kube is not None and cl.namespace is not None:
             runner = st.runner
 
@@ -392,6 +427,31 @@ def _token_redactor(st: State) -> redaction.Redactor:
     redactor.register("webhook token", st.token)
     redactor.register("admin token", st.admin_token)
     return redactor
+
+
+async def _prune_forever(st: State) -> None:
+    """Audit retention at start, then every ``audit.prune_interval_s``; logs the chain head
+    after each pass, an anchor a later ``vigil-remediator audit verify`` can be held to."""
+    assert st.audit is not None
+    ac = st.cfg.audit
+    while True:
+        try:
+            done = await st.audit.run(lambda db: db.prune(
+                now_ms=int(st.clock() * 1000), retention_s=ac.retention_s,
+                max_size_bytes=ac.max_size_bytes))
+            head = await st.audit.run(lambda db: db.chain_head())
+            log.info("audit retention: deleted %d runs, %d events, %d notifications, "
+                     "%d episodes; %d bytes in use; chain head %s", done.runs, done.events,
+                     done.notifications, done.episodes, done.used_bytes, head)
+            if done.over_cap:
+                log.warning("audit database still over audit.max_size_bytes (%d > %d): "
+                            "runs still active or the last hour hold it", done.used_bytes,
+                            ac.max_size_bytes)
+        except AuditError:
+            log.exception("audit retention failed; trying again at the next interval")
+        # real time, like _expire_forever: st.sleep is the runner's (a test's fake sleep
+        # advances the fake clock, which a background loop must not do)
+        await asyncio.sleep(ac.prune_interval_s)
 
 
 async def _expire_forever(st: State) -> None:

@@ -17,26 +17,35 @@ the last commits on power loss). No clock is read here: every timestamp is an ep
 passed in by the caller (``now_ms`` and the like). Every sqlite3 error becomes ``AuditError``.
 
 Events are written by the caller; the log adds one itself only for what it changes on its own
-(an approval expiring) or what belongs to no run (a flag change: a ``note`` with run_id None).
+(an approval expiring), what belongs to no run (a flag change: a ``note`` with run_id None),
+and a ``run`` event after every write to a run (its state and the digest of its row).
+
+Tamper evidence and retention (schema version 4): every event is hash-chained
+(``audit_chain``: what the chain covers and what it does not), ``verify`` walks the chain,
+and ``prune`` deletes old terminal runs as a prefix of the chain behind a checkpoint
+(``retention``). A webhook body is stored once per distinct body (by sha256; a repeat
+bumps ``count`` and ``last_ms``) and at most ``max_stored_body_bytes`` of it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from remediator.errors import ApprovalError, AuditError
+from remediator import audit_chain, retention
+from remediator.errors import ApprovalError, AuditError, WebhookError
 from remediator.playbook import Mode
-from remediator.webhook import Alert
+from remediator.webhook import Alert, parse_notification
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 Json = dict[str, Any] | list[Any]  # a JSON object or array as json.loads returns it
 BUSY_TIMEOUT_S = 5.0  # another process holding the write lock (a second replica, a CLI)
 E = TypeVar("E", bound=Enum)
@@ -80,6 +89,7 @@ class EventKind(StrEnum):
     ESCALATE = "escalate"
     APPROVAL = "approval"
     NOTE = "note"
+    RUN = "run"  # written by the log after every write to a run; not listed by ``events``
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +100,16 @@ class NotificationRecord:
     status: str
     group_key: str
     n_alerts: int
-    body: str  # the webhook body as received
+    body: str  # the webhook body as received, or its reduced/truncated form (body_form)
+    sha256: str | None = None  # of the body as received (None: stored before schema 4)
+    size_bytes: int | None = None  # of the body as received
+    body_form: str = "verbatim"  # verbatim, reduced or truncated (not replayable)
+    last_ms: int | None = None  # the last time this same body was received
+    count: int = 1  # times this same body was received
+
+    @property
+    def is_replayable(self) -> bool:
+        return self.body_form != "truncated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +224,26 @@ _V2 = (
 )
 # version 3: the trace a run belongs to (OpenTelemetry trace id, 32 hex digits)
 _V3 = ("ALTER TABLE runs ADD COLUMN trace_id TEXT",)
+# version 4: the hash chain over events, the prune checkpoint, bodies stored once and capped;
+# _migrate_v4 then hashes the stored bodies and chains the existing rows
+_V4 = (
+    "ALTER TABLE events ADD COLUMN prev_hash TEXT",
+    "ALTER TABLE events ADD COLUMN hash TEXT",
+    "ALTER TABLE notifications ADD COLUMN sha256 TEXT",
+    "ALTER TABLE notifications ADD COLUMN size_bytes INTEGER",
+    "ALTER TABLE notifications ADD COLUMN body_form TEXT NOT NULL DEFAULT 'verbatim'",
+    "ALTER TABLE notifications ADD COLUMN last_ms INTEGER",
+    "ALTER TABLE notifications ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
+    "UPDATE notifications SET last_ms = received_ms",
+    "CREATE INDEX notifications_sha256 ON notifications(sha256)",
+    "CREATE INDEX notifications_last ON notifications(last_ms)",
+    "CREATE INDEX events_ts ON events(ts_ms)",
+    """CREATE TABLE chain_base (
+        id INTEGER PRIMARY KEY CHECK (id = 1), through_id INTEGER NOT NULL,
+        hash TEXT NOT NULL, pruned_ms INTEGER NOT NULL)""",
+)
 # MIGRATIONS[n - 1] takes the schema from version n - 1 to n; append, never edit.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 _UPSERT_EPISODE = """INSERT INTO episodes (fingerprint, starts_at, starts_ms, alertname, labels,
         detector, first_ms, last_ms, status, ends_ms, peak_score, notifications)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
@@ -329,6 +366,8 @@ class AuditLog:
     def _setup(self) -> None:
         with self._failing("set pragmas"):
             self._conn.row_factory = sqlite3.Row
+            # takes effect only on a new, empty file: prune can then give pages back
+            self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
@@ -347,6 +386,8 @@ class AuditLog:
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version - 1]:
                     db.execute(statement)
+                if version == 4:
+                    self._migrate_v4(db)
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     def schema_version(self) -> int:
@@ -369,11 +410,72 @@ class AuditLog:
 
     def _event(self, db: sqlite3.Connection, run_id: str | None, *, kind: EventKind, name: str,
                verdict: str | None, detail: dict[str, Any] | None, now_ms: int) -> int:
-        cur = db.execute(
-            "INSERT INTO events (run_id, ts_ms, kind, name, verdict, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, now_ms, kind.value, name, verdict, _json(detail or {})))
-        return int(cur.lastrowid or 0)
+        """Append a chained event. The id is chosen here (never below the prune checkpoint,
+        which SQLite's reuse of max(id) + 1 could do) because it is part of the hash."""
+        text = _json(detail or {})
+        base = self._base(db)
+        last = db.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        prev_id, prev_hash = (base.through_id, base.hash) if last is None or \
+            last[0] <= base.through_id else (int(last[0]), str(last[1] or ""))
+        event_id = prev_id + 1
+        digest = audit_chain.event_hash(prev_hash, event_id=event_id, run_id=run_id,
+                                        ts_ms=now_ms, kind=kind.value, name=name,
+                                        verdict=verdict, detail=json.loads(text))
+        db.execute("INSERT INTO events (id, run_id, ts_ms, kind, name, verdict, detail,"
+                   " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (event_id, run_id, now_ms, kind.value, name, verdict, text, prev_hash,
+                    digest))
+        return event_id
+
+    def _base(self, db: sqlite3.Connection) -> audit_chain.Base:
+        row = db.execute("SELECT through_id, hash, pruned_ms FROM chain_base").fetchone()
+        return audit_chain.Base() if row is None else audit_chain.Base(*row)
+
+    def _snapshot(self, db: sqlite3.Connection, run_id: str, change: str, *,
+                  now_ms: int) -> None:
+        """Chain the run row as it is now (a ``run`` event): ``verify`` compares the row
+        with it, so a later edit of the row outside this class shows."""
+        row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is not None:
+            self._event(db, run_id, kind=EventKind.RUN, name=change, verdict=row["state"],
+                        detail={"state": row["state"], "outcome": row["outcome"],
+                                "row_sha256": audit_chain.row_digest(dict(row))},
+                        now_ms=now_ms)
+
+    def _migrate_v4(self, db: sqlite3.Connection) -> None:
+        """Hash (and cap) the stored bodies, then chain the events and runs written before
+        the chain existed, in id order, and say so in an ``audit_chained`` note: those rows
+        were chained when migrated, not when written. Timestamps are the newest stored one
+        (no clock here)."""
+        for nid, body in db.execute("SELECT id, body FROM notifications").fetchall():
+            stored = retention.stored_body(
+                str(body), max_bytes=retention.DEFAULT_MAX_STORED_BODY_BYTES,
+                reduced=functools.partial(_reduced_body, str(body)))
+            db.execute("UPDATE notifications SET body = ?, sha256 = ?, size_bytes = ?,"
+                       " body_form = ? WHERE id = ?",
+                       (stored.text, stored.sha256, stored.size_bytes, stored.form, nid))
+        prev = audit_chain.GENESIS
+        rows = db.execute("SELECT * FROM events ORDER BY id").fetchall()
+        for r in rows:
+            prev_hash, prev = prev, audit_chain.event_hash(
+                prev, event_id=r["id"], run_id=r["run_id"], ts_ms=r["ts_ms"], kind=r["kind"],
+                name=r["name"], verdict=r["verdict"], detail=json.loads(r["detail"]))
+            db.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?",
+                       (prev_hash, prev, r["id"]))
+        run_ids = [str(r[0]) for r in db.execute("SELECT id FROM runs ORDER BY rowid")]
+        if not rows and not run_ids:
+            return  # a new database: nothing was written unchained
+        now_ms = int(db.execute("SELECT max(coalesce((SELECT max(ts_ms) FROM events), 0),"
+                                " coalesce((SELECT max(updated_ms) FROM runs), 0))")
+                     .fetchone()[0])
+        for run_id in run_ids:
+            self._snapshot(db, run_id, "chained", now_ms=now_ms)
+        self._event(db, None, kind=EventKind.NOTE, name=audit_chain.CHAINED, verdict=None,
+                    detail={"chained_through_id": rows[-1]["id"] if rows else 0,
+                            "runs": len(run_ids), "flags": _flags(db),
+                            "note": "rows written before schema version 4 were chained "
+                                    "when the database was migrated, not when written"},
+                    now_ms=now_ms)
 
     def _must_exist(self, db: sqlite3.Connection, run_id: str, what: str) -> RunRecord:
         run = self._run(db, run_id)
@@ -386,19 +488,36 @@ class AuditLog:
 
     def record_notification(self, *, received_ms: int, receiver: str, status: str,
                             group_key: str, n_alerts: int, body: str,
-                            alerts: Sequence[Alert] = ()) -> int:
+                            alerts: Sequence[Alert] = (),
+                            max_body_bytes: int = retention.DEFAULT_MAX_STORED_BODY_BYTES
+                            ) -> int:
         """Store a notification and, in the same transaction, update the episodes of its
-        ``alerts`` (the parsed alerts of ``body``)."""
+        ``alerts`` (the parsed alerts of ``body``). A body already stored (same sha256: an
+        Alertmanager repeat, or the other member of an HA pair) is not stored again: its row
+        gets ``count + 1`` and ``last_ms`` and its id is returned. A body over
+        ``max_body_bytes`` is stored reduced or truncated (``retention.stored_body``)."""
+        stored = retention.stored_body(body, max_bytes=max_body_bytes, reduced=lambda: _json(
+            _notification_doc(receiver=receiver, status=status, group_key=group_key,
+                              alerts=alerts)))
         rows = [(str(a.fingerprint), a.starts_at, a.starts_ms, a.labels.get("alertname", ""),
                  _json(dict(a.labels)), a.annotations.get("detector"), received_ms,
                  received_ms, a.status, None if a.is_firing else a.ends_ms, a.score)
                 for a in alerts]
         with self._write("record notification") as db:
+            db.executemany(_UPSERT_EPISODE, rows)
+            seen = db.execute("SELECT id FROM notifications WHERE sha256 = ? ORDER BY id DESC"
+                              " LIMIT 1", (stored.sha256,)).fetchone()
+            if seen is not None:
+                db.execute("UPDATE notifications SET count = count + 1,"
+                           " last_ms = max(coalesce(last_ms, received_ms), ?) WHERE id = ?",
+                           (received_ms, seen[0]))
+                return int(seen[0])
             cur = db.execute(
                 "INSERT INTO notifications (received_ms, receiver, status, group_key,"
-                " n_alerts, body) VALUES (?, ?, ?, ?, ?, ?)",
-                (received_ms, receiver, status, group_key, n_alerts, body))
-            db.executemany(_UPSERT_EPISODE, rows)
+                " n_alerts, body, sha256, size_bytes, body_form, last_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (received_ms, receiver, status, group_key, n_alerts, stored.text,
+                 stored.sha256, stored.size_bytes, stored.form, received_ms))
             return int(cur.lastrowid or 0)
 
     def get_notification(self, notification_id: int) -> NotificationRecord | None:
@@ -408,11 +527,11 @@ class AuditLog:
         return None if row is None else NotificationRecord(**dict(row))
 
     def notifications_since(self, since_ms: int) -> list[NotificationRecord]:
-        """Notifications received at or after ``since_ms``, oldest first (replayed by a
-        replica that has just become the leader)."""
+        """Notifications last received at or after ``since_ms``, oldest first (replayed by
+        a replica that has just become the leader; skip the ones not ``is_replayable``)."""
         with self._failing("list notifications"):
-            rows = self._conn.execute("SELECT * FROM notifications WHERE received_ms >= ?"
-                                      " ORDER BY id", (since_ms,)).fetchall()
+            rows = self._conn.execute("SELECT * FROM notifications WHERE coalesce(last_ms,"
+                                      " received_ms) >= ? ORDER BY id", (since_ms,)).fetchall()
         return [NotificationRecord(**dict(row)) for row in rows]
 
     def create_run(self, *, playbook: str, fingerprint: str, starts_at: str, alertname: str,
@@ -433,7 +552,10 @@ class AuditLog:
                 (run_id, playbook, fingerprint, starts_at, alertname, target, mode_value,
                  RunState.PLANNED.value, now_ms, now_ms, notification_id, _json(alert),
                  trace_id))
-            return self._run(db, run_id) if cur.rowcount == 1 else None
+            if cur.rowcount != 1:
+                return None
+            self._snapshot(db, run_id, "created", now_ms=now_ms)
+            return self._run(db, run_id)
 
     def set_state(self, run_id: str, state: RunState, *, now_ms: int,
                   outcome: str | None = None) -> None:
@@ -449,6 +571,7 @@ class AuditLog:
                 run = self._must_exist(db, run_id, f"set state {new.value}")
                 raise AuditError(f"run {run_id} is {run.state.value}, which is final; it "
                                  f"cannot become {new.value}. Create a new run instead")
+            self._snapshot(db, run_id, "state", now_ms=now_ms)
 
     def set_plan(self, run_id: str, *, plan: Json, plan_hash: str,
                  now_ms: int) -> None:
@@ -465,6 +588,7 @@ class AuditLog:
                              (*args, now_ms, run_id))
             if cur.rowcount == 0:
                 self._must_exist(db, run_id, what)
+            self._snapshot(db, run_id, what.replace(" ", "_"), now_ms=now_ms)
 
     def mark_executing(self, run_id: str, *, now_ms: int) -> None:
         """Set state ``running`` and ``executed_ms`` (kept if already set). Only a planned,
@@ -478,6 +602,7 @@ class AuditLog:
                 run = self._must_exist(db, run_id, "mark executing")
                 raise AuditError(f"run {run_id} is {run.state.value}; only a planned, approved "
                                  "or running run may act, so it was not started")
+            self._snapshot(db, run_id, "executing", now_ms=now_ms)
 
     def add_event(self, run_id: str | None, *, kind: EventKind, name: str,
                   verdict: str | None = None, detail: dict[str, Any] | None = None,
@@ -514,7 +639,8 @@ class AuditLog:
         """A run's events in the order they were added (None: the events of no run)."""
         with self._failing(f"read events of run {run_id}"):
             rows = self._conn.execute(
-                "SELECT * FROM events WHERE run_id IS ? ORDER BY id", (run_id,)).fetchall()
+                "SELECT * FROM events WHERE run_id IS ? AND kind != ? ORDER BY id",
+                (run_id, EventKind.RUN.value)).fetchall()
         return [_event_record(r) for r in rows]
 
     # -- the alert-quality report ------------------------------------------------------------
@@ -560,6 +686,7 @@ class AuditLog:
             db.execute("UPDATE runs SET state = ?, plan_hash = ?, approval_expires_ms = ?,"
                        " updated_ms = ? WHERE id = ?",
                        (RunState.WAITING_APPROVAL.value, plan_hash, expires_ms, now_ms, run_id))
+            self._snapshot(db, run_id, "approval_requested", now_ms=now_ms)
 
     def approve(self, run_id: str, *, plan_hash: str, by: str, now_ms: int) -> RunRecord:
         """Approve the exact plan ``plan_hash``. Raises AuditError when the run does not exist,
@@ -584,6 +711,7 @@ class AuditLog:
                 db.execute("UPDATE runs SET state = ?, approved_by = ?, approved_ms = ?,"
                            " updated_ms = ? WHERE id = ?",
                            (RunState.APPROVED.value, by, now_ms, now_ms, run_id))
+                self._snapshot(db, run_id, "approved", now_ms=now_ms)
                 approved = self._must_exist(db, run_id, "approve")
         if approved is None:
             raise ApprovalError(f"run {run_id}: cannot approve: {refusal}")
@@ -592,6 +720,7 @@ class AuditLog:
     def _expire(self, db: sqlite3.Connection, run_id: str, *, now_ms: int) -> None:
         db.execute("UPDATE runs SET state = ?, updated_ms = ?, outcome = ? WHERE id = ?",
                    (RunState.EXPIRED.value, now_ms, "approval not given in time", run_id))
+        self._snapshot(db, run_id, "expired", now_ms=now_ms)
         self._event(db, run_id, kind=EventKind.APPROVAL, name="expired", verdict="expired",
                     detail={}, now_ms=now_ms)
 
@@ -686,6 +815,153 @@ class AuditLog:
                     "SELECT state, count(*) FROM runs GROUP BY state"):
                 counts[str(state)] = int(n)
         return counts
+
+    # -- retention and verification ---------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes the database's live pages take (free pages left by deletes not counted)."""
+        with self._failing("measure the database"):
+            pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+            free = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+            size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        return (pages - free) * size
+
+    def prune(self, *, now_ms: int, retention_s: float, max_size_bytes: int) -> PruneResult:
+        """Delete what is older than ``retention_s``, then, while the database is over
+        ``max_size_bytes``, what is older than half that age, and so on down to
+        ``retention.MIN_KEEP_S``. Each pass is one transaction and records what it deleted
+        in a chained ``audit_pruned`` note. Runs that are not terminal are never deleted.
+        Then free pages go back to the file system (databases created since schema 4)."""
+        total = PruneResult()
+        for i, cutoff in enumerate(retention.cutoffs(now_ms, retention_s=retention_s)):
+            if i and self.used_bytes() <= max_size_bytes:
+                break
+            total = total + self._prune_before(cutoff, now_ms=now_ms,
+                                               reason="age" if i == 0 else "size")
+        with self._failing("give free pages back"):
+            if total.deleted and not self._depth:
+                self._conn.execute("PRAGMA incremental_vacuum")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return replace(total, used_bytes=self.used_bytes(),
+                       over_cap=self.used_bytes() > max_size_bytes)
+
+    def _prune_before(self, cutoff_ms: int, *, now_ms: int, reason: str) -> PruneResult:
+        with self._write(f"prune before {cutoff_ms} ms") as db:
+            base = self._base(db)
+            head = db.execute("SELECT max(id) FROM events").fetchone()[0]
+            young = db.execute("SELECT min(id) FROM events WHERE ts_ms >= ?",
+                               (cutoff_ms,)).fetchone()[0]
+            limit = int(young) - 1 if young is not None else int(head or 0)
+            spans = [(int(lo), int(hi), state is None or state in _NON_TERMINAL_VALUES)
+                     for lo, hi, state in db.execute(
+                         "SELECT min(e.id), max(e.id), r.state FROM events e"
+                         " LEFT JOIN runs r ON r.id = e.run_id WHERE e.run_id IS NOT NULL"
+                         " GROUP BY e.run_id")]
+            last = db.execute("SELECT id, hash FROM events WHERE id <= ? ORDER BY id DESC"
+                              " LIMIT 1", (retention.cut_point(limit, spans),)).fetchone()
+            events = runs = 0
+            if last is not None and last[0] > base.through_id:
+                through, head_hash = int(last[0]), str(last[1])
+                run_ids = [str(r[0]) for r in db.execute(
+                    "SELECT DISTINCT run_id FROM events WHERE id <= ? AND run_id IS NOT NULL",
+                    (through,))]
+                events = db.execute("DELETE FROM events WHERE id <= ?", (through,)).rowcount
+                runs = sum(db.execute("DELETE FROM runs WHERE id = ?", (r,)).rowcount
+                           for r in run_ids)
+                db.execute("INSERT INTO chain_base (id, through_id, hash, pruned_ms)"
+                           " VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                           " through_id = excluded.through_id, hash = excluded.hash,"
+                           " pruned_ms = excluded.pruned_ms", (through, head_hash, now_ms))
+                base = self._base(db)
+            notifications = db.execute(
+                "DELETE FROM notifications WHERE coalesce(last_ms, received_ms) < ? AND id"
+                " NOT IN (SELECT notification_id FROM runs WHERE notification_id IS NOT NULL)",
+                (cutoff_ms,)).rowcount
+            episodes = db.execute("DELETE FROM episodes WHERE last_ms < ?",
+                                  (cutoff_ms,)).rowcount
+            result = PruneResult(events=events, runs=runs, notifications=notifications,
+                                 episodes=episodes)
+            if result.deleted:
+                self._event(db, None, kind=EventKind.NOTE, name=audit_chain.PRUNED,
+                            verdict=reason, detail={
+                                "through_id": base.through_id, "head_hash": base.hash,
+                                "cutoff_ms": cutoff_ms, "events": events, "runs": runs,
+                                "notifications": notifications, "episodes": episodes,
+                                "flags": _flags(db)}, now_ms=now_ms)
+        return result
+
+    def chain_head(self) -> str:
+        """``<id>:<hash>`` of the newest event: what a later ``verify`` must still reach."""
+        with self._failing("read the chain head"):
+            row = self._conn.execute("SELECT id, hash FROM events ORDER BY id DESC"
+                                     " LIMIT 1").fetchone()
+            base = self._base(self._conn)
+        return f"{base.through_id}:{base.hash}" if row is None else f"{row[0]}:{row[1]}"
+
+    def verify(self) -> audit_chain.ChainReport:
+        """Walk the hash chain and compare runs and flags with it (``audit_chain``), all in
+        one read transaction, so a service writing meanwhile cannot make it disagree."""
+        with self._failing("verify the chain"):
+            outer = self._conn.in_transaction
+            if not outer:
+                self._conn.execute("BEGIN")
+            try:
+                walk = audit_chain.Walk(self._base(self._conn))
+                for r in self._conn.execute(
+                        "SELECT id, run_id, ts_ms, kind, name, verdict, detail, prev_hash, hash"
+                        " FROM events ORDER BY id"):
+                    if not walk.feed(audit_chain.ChainRow(*r)):
+                        break
+                runs = {str(r["id"]): (audit_chain.row_digest(dict(r)), str(r["state"]))
+                        for r in self._conn.execute("SELECT * FROM runs")}
+                return walk.finish(runs=runs, flags=_flags(self._conn))
+            finally:
+                if not outer:
+                    self._conn.execute("COMMIT")
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What ``prune`` deleted."""
+
+    events: int = 0
+    runs: int = 0
+    notifications: int = 0
+    episodes: int = 0
+    used_bytes: int = 0  # after the prune
+    over_cap: bool = False  # still over max_size_bytes (live runs, or the last hour)
+
+    @property
+    def deleted(self) -> int:
+        return self.events + self.runs + self.notifications + self.episodes
+
+    def __add__(self, other: PruneResult) -> PruneResult:
+        return PruneResult(self.events + other.events, self.runs + other.runs,
+                           self.notifications + other.notifications,
+                           self.episodes + other.episodes)
+
+
+_NON_TERMINAL_VALUES = frozenset(s.value for s in NON_TERMINAL)
+
+
+def _flags(db: sqlite3.Connection) -> dict[str, str]:
+    return {str(n): str(v) for n, v in db.execute("SELECT name, value FROM flags")}
+
+
+def _notification_doc(*, receiver: str, status: str, group_key: str,
+                       alerts: Sequence[Alert]) -> dict[str, Any]:
+    """The smallest webhook body that replays to the same alerts."""
+    return {"version": "4", "receiver": receiver, "status": status, "groupKey": group_key,
+            "alerts": [a.to_json() for a in alerts]}
+
+
+def _reduced_body(body: str) -> str | None:
+    try:
+        note = parse_notification(body.encode("utf-8"), max_alerts=1 << 30)
+    except WebhookError:
+        return None
+    return _json(_notification_doc(receiver=note.receiver, status=note.status,
+                                   group_key=note.group_key, alerts=note.alerts))
 
 
 def _run_record(row: sqlite3.Row) -> RunRecord:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediator import yamlsrc
+from remediator import retention, yamlsrc
 from remediator.errors import ConfigError
 from remediator.playbook import FreezeWindow, RateLimit
 from remediator.tls import OutgoingTLS, ServerTLS
@@ -58,12 +58,22 @@ class DetectorLink(_Model):
     timeout_s: float = Field(60.0, gt=0, le=600, description="a verification reads many range queries")
 
 
+class AuditConfig(_Model):
+    """Retention and body storage of the audit database (defaults justified in remediator/retention.py)."""
+
+    retention_s: float = Field(retention.DEFAULT_RETENTION_S, gt=0, description="terminal runs, their events and notifications older than this are deleted (default 90 days)")
+    max_size_bytes: int = Field(retention.DEFAULT_MAX_SIZE_BYTES, ge=1 << 20, description="over this, older data goes first, down to the last hour (default 512 MiB; the cluster volume is 1 GiB)")
+    prune_interval_s: float = Field(retention.DEFAULT_PRUNE_INTERVAL_S, ge=1.0, description="how often retention runs (and once at start)")
+    max_stored_body_bytes: int = Field(retention.DEFAULT_MAX_STORED_BODY_BYTES, ge=1024, description="a larger webhook body is stored reduced to its alerts, or truncated (not replayable)")
+
+
 class RemediatorConfig(_Model):
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
     guards: GlobalGuards = GlobalGuards()
     secrets_dir: Path | None = Field(None, description="one file per secret named in playbooks")
     audit_path: Path | None = Field(None, description="SQLite file; default <state-dir>/audit.db")
+    audit: AuditConfig = Field(AuditConfig(), description="retention, size cap and stored webhook bodies")
     external_url: str | None = Field(None, description="how people reach this service (run links); default http://<listen>")
     max_alerts_per_webhook: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 << 20, ge=1024)

@@ -40,7 +40,7 @@ from remediator.actions.registry import (
     Skipped,
 )
 from remediator.audit import TERMINAL as TERMINAL_STATES
-from remediator.audit import AuditLog, EventKind, RunState
+from remediator.audit import AuditLog, EventKind, RunRecord, RunState
 from remediator.audit_thread import AuditThread
 from remediator.catalog import Catalog, Entry
 from remediator.cluster_state import ClusterState, run_key
@@ -116,9 +116,12 @@ def read_facts(db: AuditLog, *, pb: Playbook, key: str | None, now_ms: int,
                limits: guards.GlobalLimits, shared_flags: dict[str, Any] | None = None,
                silences: tuple[str, ...] = (),
                preconditions: tuple[tuple[str, bool, str], ...] = (),
-               targets_total: int | None = None, budget: float | None = None) -> guards.Facts:
+               targets_total: int | None = None, budget: float | None = None,
+               exclude_run: str | None = None) -> guards.Facts:
     """The guards' facts from the audit log (and, with several replicas, the shared
-    flags); the network facts are passed in. Runs on the audit thread."""
+    flags); the network facts are passed in. Runs on the audit thread. Runs waiting for
+    an approval count as in progress (an approval makes them act); ``exclude_run`` is the
+    run being judged, which is not counted against itself."""
     g = pb.spec.guards
     rate_s = g.rate.window_s if g.rate else 3600.0
     global_s = limits.rate.window_s if limits.rate else 3600.0
@@ -133,11 +136,12 @@ def read_facts(db: AuditLog, *, pb: Playbook, key: str | None, now_ms: int,
         executed_playbook=db.count_executed(since_ms=now_ms - int(rate_s * 1000),
                                             playbook=pb.name),
         executed_all=db.count_executed(since_ms=now_ms - int(global_s * 1000)),
-        active_playbook=db.count_active(playbook=pb.name),
-        active_all=db.count_active(),
+        active_playbook=db.count_active(playbook=pb.name, now_ms=now_ms, exclude=exclude_run),
+        active_all=db.count_active(now_ms=now_ms, exclude=exclude_run),
         last_on_target_ms=db.last_executed_on_target(key, playbook=pb.name) if key else None,
         silences=silences, preconditions=preconditions,
-        targets_in_flight=db.count_active(playbook=pb.name),
+        targets_in_flight=db.count_active(playbook=pb.name, now_ms=now_ms,
+                                          exclude=exclude_run),
         targets_total=targets_total, budget_remaining=budget)
 
 
@@ -340,6 +344,15 @@ class Runner:
 
     async def _execute(self, run_id: str, pb: Playbook, alert: Alert, received: float) -> None:
         url = self.run_url(run_id)
+        problems = targets.label_problems(alert.labels)
+        if problems:  # before any guard, query or Kubernetes request: recorded, escalated
+            why = "refused before any guard: " + "; ".join(problems)
+            self.metrics.refusals.labels(pb.name, "target_labels").inc()
+            await self._event(run_id, "decision", "target_labels", "refuse",
+                              {"problems": problems})
+            await self._escalate(run_id, pb, alert, why)
+            await self._finish(run_id, pb.name, "escalated", why)
+            return
         try:
             target = await self.resolve_target(pb, alert)
             plan = build_plan(pb.spec.steps, alert, self.registry, run_id=run_id, run_url=url,
@@ -360,16 +373,7 @@ class Runner:
         decision = await self.audit.run(functools.partial(
             self._decide, run_id=run_id, pb=pb, alert=alert, plan=plan, silences=silences,
             preconditions=pre, target=target, shared_flags=shared_flags, budget=budget))
-        for v in decision.verdicts:
-            if not v.allow:
-                self.metrics.refusals.labels(pb.name, v.guard).inc()
-            with self._span(f"guard {v.guard}", guard=v.guard, allow=v.allow,
-                            reason=v.reason, shadow=v.shadow):
-                pass  # a verdict is instant; its span records it in the run's trace
-        refused = [v.guard for v in decision.verdicts if not v.allow]
-        if refused and refused[0] in pb.spec.escalate.on_refused:
-            await self._escalate(run_id, pb, alert, f"refused by {decision.reason}; the "
-                                 "playbook escalates instead of acting again")
+        await self._after_verdicts(run_id, pb, alert, decision)
         if decision.state is not None:
             self.metrics.runs.labels(pb.name, decision.state.value).inc()
             self.settled.set()
@@ -391,29 +395,20 @@ class Runner:
         time here, so two runs can never both pass a limit only one of them fits."""
         now = self.now_ms()
         g = pb.spec.guards
-        key = target.key if target is not None else target_of(alert)
         with db.atomic():
-            facts = read_facts(db, pb=pb, key=key, now_ms=now, limits=self.limits,
-                               shared_flags=shared_flags, silences=silences,
-                               preconditions=preconditions,
-                               targets_total=target.replicas if target is not None else None,
-                               budget=budget)
-            verdicts = guards.evaluate(g, labels=alert.labels, facts=facts, limits=self.limits,
-                                       target=key)
             digest = plan_hash(plan, target)
             steps = [s.to_json() for s in plan]
             identity = target.identity() if target is not None else None
             if target is not None:
-                db.set_target(run_id, key, now_ms=now)
+                db.set_target(run_id, target.key, now_ms=now)
             db.set_plan(run_id, plan={"steps": steps, "target": identity}, plan_hash=digest,
                         now_ms=now)
             db.add_event(run_id, kind=EventKind.PLAN, name="plan",
                          detail={"steps": steps, "target": identity, "plan_hash": digest},
                          now_ms=now)
-            for v in verdicts:
-                db.add_event(run_id, kind=EventKind.GUARD, name=v.guard,
-                             verdict="allow" if v.allow else "refuse",
-                             detail={"reason": v.reason, "shadow": v.shadow}, now_ms=now)
+            verdicts = self._judge(db, run_id=run_id, pb=pb, alert=alert, target=target,
+                                   now_ms=now, silences=silences, preconditions=preconditions,
+                                   shared_flags=shared_flags, budget=budget)
             allowed, shadow, reason = guards.decide(verdicts)
             if not allowed:
                 db.add_event(run_id, kind=EventKind.DECISION, name="refuse", verdict="refuse",
@@ -438,6 +433,45 @@ class Runner:
                 return _Decision(verdicts, mode, RunState.WAITING_APPROVAL, "waiting")
             db.mark_executing(run_id, now_ms=now)
             return _Decision(verdicts, mode, None, reason)
+
+    def _judge(self, db: AuditLog, *, run_id: str, pb: Playbook, alert: Alert,
+               target: Target | None, now_ms: int, silences: tuple[str, ...],
+               preconditions: tuple[tuple[str, bool, str], ...],
+               shared_flags: dict[str, Any] | None, budget: float | None,
+               stage: str | None = None) -> list[guards.Verdict]:
+        """Every guard's verdict on the run now, each recorded; on the audit thread, inside
+        the caller's transaction. ``stage`` (e.g. ``approval``) marks a judgement made
+        again later; the run itself is then not counted against its own limits."""
+        key = target.key if target is not None else target_of(alert)
+        facts = read_facts(db, pb=pb, key=key, now_ms=now_ms, limits=self.limits,
+                           shared_flags=shared_flags, silences=silences,
+                           preconditions=preconditions,
+                           targets_total=target.replicas if target is not None else None,
+                           budget=budget, exclude_run=run_id if stage else None)
+        verdicts = guards.evaluate(pb.spec.guards, labels=alert.labels, facts=facts,
+                                   limits=self.limits, target=key)
+        for v in verdicts:
+            detail: dict[str, Any] = {"reason": v.reason, "shadow": v.shadow}
+            if stage:
+                detail["stage"] = stage
+            db.add_event(run_id, kind=EventKind.GUARD, name=v.guard,
+                         verdict="allow" if v.allow else "refuse", detail=detail,
+                         now_ms=now_ms)
+        return verdicts
+
+    async def _after_verdicts(self, run_id: str, pb: Playbook, alert: Alert,
+                              decision: _Decision) -> None:
+        """Count and trace the verdicts; escalate a refusal the playbook escalates."""
+        for v in decision.verdicts:
+            if not v.allow:
+                self.metrics.refusals.labels(pb.name, v.guard).inc()
+            with self._span(f"guard {v.guard}", guard=v.guard, allow=v.allow,
+                            reason=v.reason, shadow=v.shadow):
+                pass  # a verdict is instant; its span records it in the run's trace
+        refused = [v.guard for v in decision.verdicts if not v.allow]
+        if refused and refused[0] in pb.spec.escalate.on_refused:
+            await self._escalate(run_id, pb, alert, f"refused by {decision.reason}; the "
+                                 "playbook escalates instead of acting again")
 
     async def _budget_remaining(self, pb: Playbook) -> float | None:
         """The remaining share of the playbook's error-budget SLO, or None if unknown."""
@@ -731,32 +765,119 @@ class Runner:
         self.metrics.escalations.labels(pb.name, verdict).inc()
 
     # --- approvals and recovery -------------------------------------------------------
-    async def approve(self, run_id: str, *, plan_hash_seen: str, by: str) -> dict[str, Any]:
-        """Approve a waiting run if its plan is still the one the approver saw; act."""
+    async def approve(self, run_id: str, *, plan_hash_seen: str, by: str,
+                      claimed: str | None = None) -> dict[str, Any]:
+        """Approve a waiting run if its plan is still the one the approver saw and every
+        guard still allows it, judged again now as for a new run (kill switch, freeze,
+        silences, cooldown, rate, concurrency, blast radius, breaker, pre-conditions); then
+        act. ApprovalError says why not; a guard's refusal also ends the run (``refused``,
+        with the guard's reason). ``by``: who approves, from their credential; ``claimed``:
+        a name the request itself gave, recorded as a note only."""
         run = await self.audit.run(lambda db: db.get_run(run_id))
         if run is None:
             raise ApprovalError(f"run {run_id} does not exist")
         entry = self.catalog().by_name(run.playbook)
         if entry is None:
             raise ApprovalError(f"run {run_id}: playbook {run.playbook} is no longer loaded")
+        pb = entry.playbook
         alert = alert_from_json(json.loads(run.alert) if isinstance(run.alert, str)
                                 else run.alert)
-        target = await self.resolve_target(entry.playbook, alert)
-        plan = build_plan(entry.playbook.spec.steps, alert, self.registry, run_id=run_id,
+        problems = targets.label_problems(alert.labels)
+        if problems and run.state is RunState.WAITING_APPROVAL:  # a run from before intake
+            why = "approval refused: " + "; ".join(problems)
+            await self._finish(run_id, pb.name, "refused", why)
+            raise ApprovalError(f"run {run_id}: {why}")
+        try:
+            target = await self.resolve_target(pb, alert)
+        except ActionError as exc:
+            raise ApprovalError(f"run {run_id}: cannot resolve the target now ({exc}); "
+                                "try again") from exc
+        plan = build_plan(pb.spec.steps, alert, self.registry, run_id=run_id,
                           run_url=self.run_url(run_id), target=target)
         if plan_hash(plan, target) != plan_hash_seen:
             raise ApprovalError(f"run {run_id}: the plan changed since approval was requested "
                              "(or the hash is wrong); look at the run again")
-        await self.audit.run(lambda db: db.approve(run_id, plan_hash=plan_hash_seen, by=by,
-                              now_ms=self.now_ms()))
-        await self._event(run_id, "approval", "approved", "ok", {"by": by})
-        self.spawn(self._approved(run_id, entry.playbook, alert, plan, target))
-        return {"id": run_id, "state": "approved"}
+        silences, pre = await self._outside_facts(pb, alert)
+        shared_flags = await self._shared_flags()
+        budget = await self._budget_remaining(pb)
+        decision = await self.audit.run(functools.partial(
+            self._decide_approval, run_id=run_id, pb=pb, alert=alert, target=target,
+            plan_hash_seen=plan_hash_seen, by=by, claimed=claimed, silences=silences,
+            preconditions=pre, shared_flags=shared_flags, budget=budget))
+        await self._after_verdicts(run_id, pb, alert, decision)
+        if decision.state is RunState.REFUSED:
+            self.metrics.runs.labels(pb.name, decision.state.value).inc()
+            await self._share(run_id, pb.name, decision.state.value)
+            self.settled.set()
+            log.info("run %s of %s: approval by %s refused (%s)", run_id, pb.name, by,
+                     decision.reason)
+            raise ApprovalError(f"run {run_id}: approval refused by {decision.reason}; "
+                                "the run is refused and will not act")
+        log.info("run %s of %s: approved by %s", run_id, pb.name, by)
+        await self._share(run_id, pb.name, "running")
+        self.spawn(self._approved(run_id, pb, alert, plan, target))
+        return {"id": run_id, "state": "approved", "by": by}
+
+    def _decide_approval(self, db: AuditLog, *, run_id: str, pb: Playbook, alert: Alert,
+                         target: Target | None, plan_hash_seen: str, by: str,
+                         claimed: str | None, silences: tuple[str, ...],
+                         preconditions: tuple[tuple[str, bool, str], ...],
+                         shared_flags: dict[str, Any] | None,
+                         budget: float | None) -> _Decision:
+        """On the audit thread, in one transaction, as ``_decide``: judge the waiting run
+        again and record it; approve and start it, or refuse it. Approvals are decided one
+        at a time here, so two can never both pass a limit only one of them fits."""
+        now = self.now_ms()
+        error: ApprovalError | None = None
+        with db.atomic():
+            run = db.get_run(run_id)
+            if run is None or not _approvable(run, plan_hash_seen, now_ms=now):
+                try:  # approve() says why not (and expires an overdue run)
+                    db.approve(run_id, plan_hash=plan_hash_seen, by=by, now_ms=now)
+                except ApprovalError as exc:
+                    error = exc  # caught inside the transaction, so an expiry is kept
+                else:  # leaving by an exception rolls this approval back
+                    raise AuditError(f"run {run_id}: approvable after all; not approved "
+                                     "without judging its guards, try again")
+            else:
+                who: dict[str, Any] = {"by": by}
+                if claimed is not None:
+                    who["claimed"] = claimed  # what the request said; not verified
+                verdicts = self._judge(db, run_id=run_id, pb=pb, alert=alert, target=target,
+                                       now_ms=now, silences=silences,
+                                       preconditions=preconditions, shared_flags=shared_flags,
+                                       budget=budget, stage="approval")
+                allowed, shadow, reason = guards.decide(verdicts)
+                if allowed and shadow:  # an approval never acts past a tripped breaker
+                    allowed = False
+                    reason = next(f"{v.guard}: {v.reason}" for v in verdicts if v.shadow)
+                if not allowed:
+                    db.add_event(run_id, kind=EventKind.APPROVAL, name="refused",
+                                 verdict="refuse", detail={**who, "reason": reason},
+                                 now_ms=now)
+                    db.add_event(run_id, kind=EventKind.DECISION, name="refuse",
+                                 verdict="refuse", detail={"reason": reason,
+                                                           "stage": "approval"}, now_ms=now)
+                    db.set_state(run_id, RunState.REFUSED, now_ms=now,
+                                 outcome=f"approval refused: {reason}")
+                    return _Decision(verdicts, None, RunState.REFUSED, reason)
+                db.approve(run_id, plan_hash=plan_hash_seen, by=by, now_ms=now)
+                db.add_event(run_id, kind=EventKind.APPROVAL, name="approved", verdict="ok",
+                             detail=who, now_ms=now)
+                db.add_event(run_id, kind=EventKind.DECISION, name="act",
+                             verdict=Mode.APPROVAL.value,
+                             detail={"reason": reason, "stage": "approval"}, now_ms=now)
+                # acting from here: the rate and cooldown of the next decision count it
+                db.mark_executing(run_id, now_ms=now)
+                return _Decision(verdicts, Mode.APPROVAL, None, reason)
+        assert error is not None
+        raise error
 
     async def _approved(self, run_id: str, pb: Playbook, alert: Alert,
                         plan: list[PlannedStep], target: Target | None) -> None:
         try:
-            await self.act(run_id, pb, alert, plan, dry_run=False, target=target)
+            await self.act(run_id, pb, alert, plan, dry_run=False, started=True,
+                           target=target)
         except Exception as exc:  # task root
             log.exception("approved run %s failed", run_id)
             await self._finish(run_id, pb.name, "failed", f"unexpected error: {exc}")
@@ -781,9 +902,11 @@ class Runner:
             n += 1
         return n
 
-    async def reset_breaker(self, playbook: str, *, by: str) -> bool:
-        """Close a playbook's circuit breaker (here and in the shared state); recorded.
-        False when it was not tripped."""
+    async def reset_breaker(self, playbook: str, *, by: str,
+                            claimed: str | None = None) -> bool:
+        """Close a playbook's circuit breaker (here and in the shared state); recorded with
+        ``by`` (from the caller's credential) and ``claimed`` (a name the request gave,
+        unverified). False when it was not tripped."""
         name = f"breaker:{playbook}"
         was = await self.audit.run(lambda db: db.get_flag(name))
         shared = (await self._shared_flags()) or {}
@@ -794,7 +917,9 @@ class Runner:
             await self.shared.set_flag(name, None)
         await self.audit.run(lambda db: db.add_event(
             None, kind=EventKind.NOTE, name="circuit_breaker", verdict="reset",
-            detail={"playbook": playbook, "by": by}, now_ms=self.now_ms()))
+            detail={"playbook": playbook, "by": by,
+                    **({"claimed": claimed} if claimed is not None else {})},
+            now_ms=self.now_ms()))
         log.warning("circuit breaker of %s reset by %s", playbook, by)
         return True
 
@@ -862,6 +987,10 @@ class Runner:
         """Handle the notifications recorded in the last ``replay_s`` (idempotent)."""
         since = self.now_ms() - int(self.replay_s * 1000)
         for note in await self.audit.run(lambda db: db.notifications_since(since)):
+            if not note.is_replayable:  # over audit.max_stored_body_bytes, stored truncated
+                log.warning("notification %d not replayed: its %s-byte body was stored "
+                            "truncated", note.id, note.size_bytes)
+                continue
             try:
                 parsed = parse_notification(note.body.encode())
             except WebhookError:

@@ -103,6 +103,26 @@ class ScaleParams(_Params):
         return self
 
 
+def scale_to(current: int, p: ScaleParams) -> int | str:
+    """The count to set from ``current``, clamped to ``[min_replicas, max_replicas]``; or,
+    for a ``delta``, why no step exists: the bounds would move the count the other way
+    than asked, or not at all (a scale-up already at or above ``max_replicas``)."""
+    if p.replicas is not None:
+        return p.replicas  # within the bounds (checked at load)
+    delta = p.delta or 0
+    want = max(p.min_replicas, min(p.max_replicas, current + delta))
+    if delta > 0 and want <= current:
+        return (f"{current} replicas is at or above max_replicas {p.max_replicas}: no step "
+                f"up by {delta} within the bound")
+    if delta < 0 and want >= current:
+        return (f"{current} replicas is at or below min_replicas {p.min_replicas}: no step "
+                f"down by {-delta} within the bound")
+    if delta == 0 and want != current:
+        return (f"{current} replicas is outside [{p.min_replicas}, {p.max_replicas}] and "
+                "a delta of 0 asks for no change")
+    return want
+
+
 @action("kubernetes.scale", rbac=(("apps", "deployments/scale", ("get", "patch")), ("apps", "statefulsets/scale", ("get", "patch")), ("apps", "replicasets/scale", ("get", "patch"))), params=ScaleParams, mutates=True, dry_run=DryRunStyle.SERVER,
         inverse="kubernetes.scale", needs_cluster=True,
         describe=lambda p: {"method": "PATCH", "kind": p.kind, "subresource": "scale",
@@ -113,18 +133,21 @@ class ScaleParams(_Params):
 async def scale(ctx: ActionContext, p: ScaleParams) -> Outcome:
     kube = ctx.cluster()
 
-    async def once() -> tuple[int, int, Obj]:
+    async def once() -> tuple[int, int | str]:
         current = await kube.get(p.kind, p.namespace, p.name, subresource="scale")
         old = int(current.get("spec", {}).get("replicas", 0))
-        want = p.replicas if p.replicas is not None else old + (p.delta or 0)
-        want = max(p.min_replicas, min(p.max_replicas, want))
+        want = scale_to(old, p)
+        if isinstance(want, str):
+            return old, want
         body = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
                 "spec": {"replicas": want}}
-        obj = await kube.patch(p.kind, p.namespace, p.name, body, subresource="scale",
-                               dry_run=ctx.dry_run)
-        return old, want, obj
+        await kube.patch(p.kind, p.namespace, p.name, body, subresource="scale",
+                         dry_run=ctx.dry_run)
+        return old, want
 
-    old, want, obj = await _retry_conflicts(once)
+    old, want = await _retry_conflicts(once)
+    if isinstance(want, str):  # nothing sent: the run fails, undoes and escalates with it
+        return Failed(f"{p.kind}/{p.namespace}/{p.name}: {want}; not scaled")
     if ctx.dry_run:
         return DryRun({"dry_run": "All", "from": old, "to": want})
     inverse = {"kind": p.kind, "namespace": p.namespace, "name": p.name, "replicas": old,
