@@ -2,8 +2,9 @@
 
 This module owns what makes a set of playbooks valid: each file one ``Playbook`` named
 like its file, names unique, every step naming a known action whose params validate
-(template strings are checked for what they name, and their type is checked when
-rendered), explicit undo steps alike. Every problem is reported as
+(template strings are checked for what they name; a query, URL or matcher template
+must parse with placeholders for its values; the type is checked when rendered),
+explicit undo steps alike. Every problem is reported as
 ``file:line: path: message``. A bad file never stops the good ones from loading; the
 caller decides what to do with the problems (``check`` exits non-zero; the service logs
 them and, on reload, keeps its last good set).
@@ -104,8 +105,8 @@ def check_step(step: Step, registry: ActionRegistry) -> list[tuple[tuple[str | i
         return [(("action",), f"unknown action {step.action!r}; known: {known}")]
     out: list[tuple[tuple[str | int, ...], str]] = []
     for loc, text in _strings(step.params):
-        try:
-            templating.check(text)
+        try:  # a query, URL or matcher template must parse (placeholders for the values)
+            templating.check_as(text, spec.context(templating.param_path(loc)))
         except ValueError as exc:
             out.append((("params", *loc), str(exc)))
     try:
@@ -136,12 +137,12 @@ def _check(playbook: Playbook, data: Any, lines: dict[yamlsrc.Loc, int], source:
                 add(("spec", "undo", i, *loc), message)
     for i, pre in enumerate(spec.guards.preconditions):
         try:
-            templating.check(pre.query)
+            templating.check_as(pre.query, templating.Context.PROMQL)
         except ValueError as exc:
             add(("spec", "guards", "preconditions", i, "query"), str(exc))
     for i, verify in enumerate(spec.verify):
         try:
-            templating.check(verify.query)
+            templating.check_as(verify.query, templating.Context.PROMQL)
         except ValueError as exc:
             add(("spec", "verify", i, "query"), str(exc))
     return problems

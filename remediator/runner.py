@@ -145,10 +145,31 @@ def read_facts(db: AuditLog, *, pb: Playbook, key: str | None, now_ms: int,
         targets_total=targets_total, budget_remaining=budget)
 
 
+def unrenderable_verifications(pb: Playbook, scope: dict[str, dict[str, str]]
+                                ) -> list[tuple[str, bool, str]]:
+    """Each verification query that cannot be rendered safely for the alert, as a failed
+    pre-condition: such a run could never confirm its fix, so it must not act at all."""
+    out = []
+    for check in pb.spec.verify:
+        try:
+            templating.render_as(check.query, scope, templating.Context.PROMQL)
+        except TemplateError as exc:
+            out.append((check.description or check.query, False,
+                        f"verification cannot be rendered: {exc}"))
+    return out
+
+
+def render_precondition(template: str, scope: dict[str, dict[str, str]]) -> str:
+    """A pre-condition query for the alert, its values escaped; TemplateError if it
+    cannot be rendered safely (the guard then refuses)."""
+    return templating.render_as(template, scope, templating.Context.PROMQL)
+
+
 def build_plan(steps: tuple[Step, ...], alert: Alert, registry: ActionRegistry, *,
                run_id: str, run_url: str, target: Target | None = None) -> list[PlannedStep]:
-    """Render each step's params for the alert (and resolved target) and validate them;
-    TemplateError if any cannot be (names the step and the reason)."""
+    """Render each step's params for the alert (and resolved target), each in the context
+    its action declares (a query, URL or matcher escapes the values it takes), and
+    validate them; TemplateError if any cannot be (names the step and the reason)."""
     scope = templating.scope_of(alert, run_id=run_id, run_url=run_url,
                                 target=target.scope() if target else None)
     out = []
@@ -157,7 +178,7 @@ def build_plan(steps: tuple[Step, ...], alert: Alert, registry: ActionRegistry, 
         if spec is None:
             raise TemplateError(f"step {step.name}: unknown action {step.action!r}")
         try:
-            rendered = templating.render_tree(step.params, scope)
+            rendered = templating.render_params(step.params, scope, spec.templates)
         except TemplateError as exc:
             raise TemplateError(f"step {step.name}: {exc}") from exc
         try:
@@ -503,8 +524,9 @@ class Runner:
         g = pb.spec.guards
         silences = await self._silences(alert) if g.respect_silences else ()
         scope = templating.scope_of(alert)
-        pre = [await self._precondition(templating.render(p.query, scope),
-                                        p.description or p.query) for p in g.preconditions]
+        pre = [await self._precondition(p.query, scope, p.description or p.query)
+               for p in g.preconditions]
+        pre += unrenderable_verifications(pb, scope)
         return silences, tuple(pre)
 
     async def _silences(self, alert: Alert) -> tuple[str, ...]:
@@ -524,7 +546,13 @@ class Runner:
                 out.append(str(s.get("id")))
         return tuple(out)
 
-    async def _precondition(self, query: str, what: str) -> tuple[str, bool, str]:
+    async def _precondition(self, template: str, scope: dict[str, dict[str, str]],
+                            what: str) -> tuple[str, bool, str]:
+        """(what, holds, detail); a query that cannot be rendered safely never holds."""
+        try:
+            query = render_precondition(template, scope)
+        except TemplateError as exc:
+            return what, False, f"refused: {exc}"
         try:
             result = await self.services.prometheus_query(query)
         except ActionError as exc:
@@ -663,7 +691,14 @@ class Runner:
                              alert: Alert) -> tuple[bool, str]:
         scope = templating.scope_of(alert, run_id=run_id, run_url=self.run_url(run_id))
         for check in pb.spec.verify:
-            query = templating.render(check.query, scope)
+            try:
+                query = templating.render_as(check.query, scope, templating.Context.PROMQL)
+            except TemplateError as exc:
+                what = check.description or check.query
+                await self._event(run_id, "verify", what, "failed",
+                                  {"query": check.query, "detail": f"refused: {exc}"})
+                self.metrics.verifications.labels(pb.name, "failed").inc()
+                return False, f"{what} cannot be checked: {exc}"
             deadline = self.clock() + check.within_s
             while True:
                 try:

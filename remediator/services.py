@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from prometheus_api_client import PrometheusConnect
 
-from remediator import redaction, tls
+from remediator import redaction, tls, urls
 from remediator.errors import ActionPermanentError, ActionTemporaryError
 
 
@@ -133,4 +133,6 @@ class LiveServices:
         return self.redactor.text(text)
 
     def url_allowed(self, url: str) -> bool:
-        return any(url.startswith(prefix) for prefix in self.allowed_urls)
+        """Under an allow-listed prefix: same scheme, host and port, the path at or below
+        the prefix's once dot segments are resolved; never with userinfo (``urls``)."""
+        return urls.allowed(url, self.allowed_urls)

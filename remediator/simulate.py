@@ -11,13 +11,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from remediator import guards
+from remediator import guards, templating
 from remediator.actions.registry import ActionRegistry
 from remediator.audit import AuditLog
 from remediator.catalog import Catalog
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError, WebhookError
-from remediator.runner import build_plan, plan_hash, read_facts, target_of
+from remediator.runner import (
+    build_plan,
+    plan_hash,
+    read_facts,
+    render_precondition,
+    target_of,
+    unrenderable_verifications,
+)
 from remediator.webhook import Alert, alert_from_json, parse_notification
 
 
@@ -59,13 +66,25 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
                 report["plan_hash"] = plan_hash(plan)
             except TemplateError as exc:
                 report["plan_error"] = str(exc)
-            facts = read_facts(audit, pb=pb, key=target, now_ms=now_ms, limits=limits) \
-                if audit is not None else guards.Facts(now_ms=now_ms)
+            # the queries are rendered as a run renders them: one that cannot be rendered
+            # safely (a label that would leave its string literal) refuses the guard
+            scope = templating.scope_of(alert)
+            refused: list[tuple[str, bool, str]] = []
+            for p in pb.spec.guards.preconditions:
+                try:
+                    render_precondition(p.query, scope)
+                except TemplateError as exc:
+                    refused.append((p.description or p.query, False, f"refused: {exc}"))
+            refused += unrenderable_verifications(pb, scope)
+            facts = read_facts(audit, pb=pb, key=target, now_ms=now_ms, limits=limits,
+                               preconditions=tuple(refused)) \
+                if audit is not None else guards.Facts(now_ms=now_ms,
+                                                       preconditions=tuple(refused))
             verdicts = guards.evaluate(pb.spec.guards, labels=alert.labels, facts=facts,
                                        limits=limits, target=target)
             report["guards"] = [{"guard": v.guard, "allow": v.allow, "reason": v.reason}
                                 for v in verdicts]
-            if pb.spec.guards.preconditions:
+            if pb.spec.guards.preconditions:  # Prometheus is not asked in a simulation
                 report["not_evaluated"] = [p.query for p in pb.spec.guards.preconditions]
             allowed, shadow, reason = guards.decide(verdicts)
             report["decision"] = {"act": allowed and "plan" in report, "shadow": shadow,

@@ -34,6 +34,7 @@ from remediator.actions.registry import (
     action,
 )
 from remediator.matchers import parse_matcher
+from remediator.templating import Context
 
 
 class _Params(BaseModel):
@@ -70,9 +71,11 @@ class HttpRequestParams(_Params):
     @field_validator("headers")
     @classmethod
     def _header_names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
+        for name, item in value.items():
             if not name or any(c in name for c in ":\r\n ") or not name.isascii():
                 raise ValueError(f"{name!r} is not an HTTP header name")
+            if isinstance(item, str) and any(c in item for c in "\r\n\x00"):
+                raise ValueError(f"header {name}: a value may not hold CR, LF or NUL")
         return value
 
 
@@ -82,7 +85,8 @@ def _describe_http(p: HttpRequestParams) -> dict[str, Any]:
     return {"method": p.method, "url": p.url, "headers": headers, "json": p.json_body}
 
 
-@action("http.request", params=HttpRequestParams, mutates=True, describe=_describe_http)
+@action("http.request", params=HttpRequestParams, mutates=True, describe=_describe_http,
+        templates={"url": Context.URL})
 async def http_request(ctx: ActionContext, p: HttpRequestParams) -> Outcome:
     """Send the request; its answer is kept as its status, length and SHA-256 only.
 
@@ -136,7 +140,8 @@ def _describe_silence(p: SilenceParams) -> dict[str, Any]:
 
 
 @action("alertmanager.silence", params=SilenceParams, mutates=True,
-        describe=_describe_silence, inverse="alertmanager.expire_silence")
+        describe=_describe_silence, inverse="alertmanager.expire_silence",
+        templates={"matchers[]": Context.MATCHER})
 async def alertmanager_silence(ctx: ActionContext, p: SilenceParams) -> Outcome:
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     body = _silence_body(p, now)
@@ -209,7 +214,7 @@ class NotifyParams(_Params):
     text: str = Field(min_length=1, max_length=4000)
 
 
-@action("notify", params=NotifyParams, mutates=False,
+@action("notify", params=NotifyParams, mutates=False, templates={"url": Context.URL},
         describe=lambda p: {"method": "POST", "url": "<secret>" if isinstance(p.url, SecretRef)
                             else p.url, "text": p.text})
 async def notify(ctx: ActionContext, p: NotifyParams) -> Outcome:
@@ -235,6 +240,7 @@ class PromqlCheckParams(_Params):
 
 
 @action("promql.check", params=PromqlCheckParams, mutates=False,
+        templates={"query": Context.PROMQL},
         describe=lambda p: {"promql": p.query, "expect": p.expect})
 async def promql_check(ctx: ActionContext, p: PromqlCheckParams) -> Outcome:
     result = await ctx.services.prometheus_query(p.query)
@@ -298,6 +304,7 @@ def _summary(doc: dict[str, Any]) -> str:
 
 
 @action("vigil.verify", params=VerifyParams, mutates=False,
+        templates={"selector": Context.PROMQL_SELECTOR, "queries[].query": Context.VIGIL_QUERY},
         describe=lambda p: {"verify": p.body(), "expect": p.expect})
 async def vigil_verify(ctx: ActionContext, p: VerifyParams) -> Outcome:
     status, doc = await ctx.services.detector("POST", "/api/v1/verify", p.body())

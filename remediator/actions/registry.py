@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 from remediator.errors import ActionPermanentError
+from remediator.templating import Context
 
 if TYPE_CHECKING:
     from remediator.kube import Kube
@@ -111,19 +112,29 @@ class ActionSpec:
     inverse: str | None = None  # the action that undoes it (its params come from Executed)
     needs_cluster: bool = False
     rbac: tuple[RbacRule, ...] = ()  # Kubernetes permissions it needs
+    # the params whose templates render into a query, URL or matcher, by path
+    # (``query``, ``queries[].query``, ``matchers[]``); every other string is plain text
+    templates: Mapping[str, Context] = field(default_factory=dict)
+
+    def context(self, path: str) -> Context:
+        """How a template at ``path`` inside the params is rendered."""
+        return self.templates.get(path, Context.TEXT)
 
 
 def action(name: str, *, params: type[BaseModel], mutates: bool,
            describe: Callable[[Any], dict[str, Any]], inverse: str | None = None,
            dry_run: DryRunStyle = DryRunStyle.DESCRIBE, needs_cluster: bool = False,
-           rbac: tuple[RbacRule, ...] = ()) -> Callable[[ActionFunc], ActionFunc]:
-    """Declare an action; the registry collects it. Attaches an ActionSpec, nothing else."""
+           rbac: tuple[RbacRule, ...] = (), templates: Mapping[str, Context] | None = None
+           ) -> Callable[[ActionFunc], ActionFunc]:
+    """Declare an action; the registry collects it. Attaches an ActionSpec, nothing else.
+    ``templates`` declares the context of each param that reaches a query, URL or matcher
+    (e.g. ``{"query": Context.PROMQL}``), so a label value is escaped for it."""
 
     def mark(func: ActionFunc) -> ActionFunc:
         setattr(func, ACTION_ATTR, ActionSpec(name=name, params=params, mutates=mutates,
                                               dry_run=dry_run, func=func, describe=describe,
                                               inverse=inverse, needs_cluster=needs_cluster,
-                                              rbac=rbac))
+                                              rbac=rbac, templates=dict(templates or {})))
         return func
 
     return mark

@@ -1,0 +1,249 @@
+"""PromQL templates: where a template may stand in a query, how a value is escaped there,
+and the check that the rendered query has the template's structure.
+
+This module owns the PromQL side of template rendering. A ``{{ }}`` may only stand
+inside a string literal (``"..."``, ``'...'`` or a backtick raw string); its value is
+escaped by the literal's rules (Go's, which PromQL follows), and inside a regex matcher
+(``=~``, ``!~``) it is regex-quoted first so it matches itself only. Every rendered query
+is parsed (``promql_parser``) and its tree compared with the template's (parsed with a
+placeholder per template): any new operator, selector, function or matcher, or a string
+value other than the one the template asked for, refuses the render. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import promql_parser
+
+from remediator.errors import TemplateError
+
+PLACEHOLDER = "__vigil_template_{}__"
+_PLACEHOLDER = re.compile(r"__vigil_template_(\d+)__")
+SELECTOR_VAR = "$selector"  # the detector fills it in vigil.verify queries
+_SELECTOR_STANDIN = '__vigil_selector__="x"'
+_REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")  # Go's regexp.QuoteMeta
+
+
+class Kind(StrEnum):
+    QUERY = "query"  # a PromQL expression
+    VIGIL_QUERY = "vigil_query"  # a PromQL expression that may use the detector's $selector
+    SELECTOR = "selector"  # label matchers: {a="b"} or a="b", c="d"
+
+
+def quote_meta(value: str) -> str:
+    """``value`` as a regex that matches exactly it (RE2 and Python alike)."""
+    return _REGEX_META.sub(r"\\\1", value)
+
+
+def escape(value: str, quote: str, *, kind: Kind = Kind.QUERY) -> str:
+    """``value`` inside a PromQL string literal opened with ``quote``; TemplateError when
+    it cannot be written there (a backtick or CR in a raw string, invalid Unicode)."""
+    if _has_surrogates(value):
+        raise TemplateError(f"{_short(value)} is not valid Unicode text")
+    if kind is Kind.VIGIL_QUERY and SELECTOR_VAR in value:
+        raise TemplateError(f"{_short(value)} contains {SELECTOR_VAR}, which the detector "
+                            "would replace")
+    if quote == "`":  # a raw string has no escapes (and Go drops its CRs)
+        if "`" in value or "\r" in value:
+            raise TemplateError(f"{_short(value)} cannot be written in a backtick string "
+                                "(it holds a backtick or a carriage return); use \"...\"")
+        return value
+    if "\ufffd" in value and kind is Kind.SELECTOR:
+        raise TemplateError(f"{_short(value)} holds U+FFFD, which a selector cannot carry")
+    table = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", quote: "\\" + quote,
+             "\ufffd": "\\ufffd"}  # Prometheus' lexer reads a raw U+FFFD as bad UTF-8
+    return "".join(table.get(c, c) for c in value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    quote: str  # '"', "'" or '`'
+
+
+def _lex(literals: Sequence[str], kind: Kind) -> tuple[list[_Slot], list[str]]:
+    """The string literal each template stands in, and the literals as the parser should
+    see them (``$selector`` outside strings replaced by a stand-in matcher). ValueError
+    for a template outside a string literal, in a comment or right after a backslash."""
+    slots: list[_Slot] = []
+    parsed: list[str] = []
+    state = ""  # "" outside, a quote char inside a literal, "#" in a comment
+    for i, text in enumerate(literals):
+        out: list[str] = []
+        j, escaped = 0, False
+        while j < len(text):
+            c = text[j]
+            if state == "":
+                if kind is Kind.VIGIL_QUERY and text.startswith(SELECTOR_VAR, j):
+                    out.append(_SELECTOR_STANDIN)
+                    j += len(SELECTOR_VAR)
+                    continue
+                if c in "\"'`":
+                    state = c
+                elif c == "#":
+                    state = "#"
+            elif state == "#":
+                if c == "\n":
+                    state = ""
+            elif escaped:
+                escaped = False
+            elif c == "\\" and state != "`":
+                escaped = True
+            elif c == state:
+                state = ""
+            out.append(c)
+            j += 1
+        parsed.append("".join(out))
+        if i == len(literals) - 1:
+            break
+        if state in ("", "#"):
+            where = "a comment" if state == "#" else "a string literal"
+            raise ValueError(f"template #{i + 1} stands {'in' if state else 'outside'} "
+                             f"{where}; a template may only stand inside a quoted label "
+                             'value, e.g. pod="{{ labels.pod }}"')
+        if escaped:
+            raise ValueError(f"template #{i + 1} follows a backslash inside a string literal")
+        slots.append(_Slot(state))
+    return slots, parsed
+
+
+def _join(literals: Sequence[str], values: Sequence[str]) -> str:
+    out = [literals[0]]
+    for value, literal in zip(values, literals[1:], strict=True):
+        out += [value, literal]
+    return "".join(out)
+
+
+def _parse(text: str, kind: Kind) -> Any:
+    if kind is Kind.SELECTOR:
+        inner = text.strip()
+        text = inner if inner.startswith("{") and inner.endswith("}") else "{" + inner + "}"
+    expr = promql_parser.parse(text)
+    if kind is Kind.SELECTOR and not (isinstance(expr, promql_parser.VectorSelector)
+                                      and expr.name is None and expr.offset is None
+                                      and expr.at is None):
+        raise ValueError("a selector is a list of label matchers, e.g. "
+                         'namespace="shop", job="checkout"')
+    return expr
+
+
+def shape(expr: Any, fill: Callable[[str], str] = lambda s: s) -> tuple[Any, ...]:
+    """The structure of a parsed query as nested tuples: node kinds, operators, names,
+    modifiers and durations as the parser gives them, and each string value (matcher
+    values, string literals) passed through ``fill``. ValueError for a node it does not
+    know (refuse rather than compare partly)."""
+    p = promql_parser
+
+    def matchers(ms: Any) -> tuple[Any, ...]:
+        return (tuple((m.name, str(m.op), fill(m.value)) for m in ms.matchers),
+                tuple(tuple((m.name, str(m.op), fill(m.value)) for m in group)
+                      for group in ms.or_matchers))
+
+    def walk(e: Any) -> tuple[Any, ...]:
+        if isinstance(e, p.VectorSelector):
+            return ("vector", e.name, matchers(e.matchers), str(e.offset), _at(e.at))
+        if isinstance(e, p.MatrixSelector):
+            return ("matrix", walk(e.vector_selector), str(e.range))
+        if isinstance(e, p.Call):
+            return ("call", e.func.name, tuple(walk(a) for a in e.args))
+        if isinstance(e, p.AggregateExpr):
+            param = walk(e.param) if isinstance(e.param, p.Expr) else repr(e.param)
+            return ("aggregate", str(e.op), walk(e.expr), param, str(e.modifier))
+        if isinstance(e, p.BinaryExpr):
+            return ("binary", str(e.op), walk(e.lhs), walk(e.rhs), str(e.modifier))
+        if isinstance(e, p.UnaryExpr):
+            return ("unary", walk(e.expr))
+        if isinstance(e, p.ParenExpr):
+            return ("paren", walk(e.expr))
+        if isinstance(e, p.SubqueryExpr):
+            return ("subquery", walk(e.expr), str(e.offset), _at(e.at), str(e.range),
+                    str(e.step))
+        if isinstance(e, p.NumberLiteral):
+            return ("number", repr(e.val))
+        if isinstance(e, p.StringLiteral):
+            return ("string", fill(e.val))
+        raise ValueError(f"unknown PromQL node {type(e).__name__}")
+
+    return walk(expr)
+
+
+def _at(at: Any) -> str | None:
+    return None if at is None else f"{at.type}:{at.at}"
+
+
+def _regex_slots(expr: Any) -> set[int]:
+    """The templates that stand in a regex matcher's value."""
+    found: set[int] = set()
+
+    def visit(e: Any) -> None:
+        if isinstance(e, promql_parser.VectorSelector):
+            groups = [e.matchers.matchers, *e.matchers.or_matchers]
+            for m in (m for g in groups for m in g):
+                if str(m.op) in ("=~", "!~") or m.op in (promql_parser.MatchOp.Re,
+                                                         promql_parser.MatchOp.NotRe):
+                    found.update(int(n) for n in _PLACEHOLDER.findall(m.value))
+
+    promql_parser.walk(expr, lambda e: visit(e))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class QueryTemplate:
+    """A query template split at its ``{{ }}``; ``compile`` checks it."""
+
+    literals: tuple[str, ...]
+    kind: Kind
+    slots: tuple[_Slot, ...]
+    parsed_literals: tuple[str, ...]
+    regex: frozenset[int]
+    tree: Any  # the parsed placeholder query (promql_parser.Expr)
+
+    @classmethod
+    def compile(cls, literals: Sequence[str], kind: Kind) -> QueryTemplate:
+        """ValueError saying what is wrong with the template itself."""
+        slots, parsed = _lex(literals, kind)
+        text = _join(parsed, [PLACEHOLDER.format(i) for i in range(len(slots))])
+        try:
+            tree = _parse(text, kind)
+            shape(tree)
+        except ValueError as exc:
+            what = "selector" if kind is Kind.SELECTOR else "PromQL"
+            raise ValueError(f"not valid {what}: {exc}") from exc
+        return cls(tuple(literals), kind, tuple(slots), tuple(parsed),
+                   frozenset(_regex_slots(tree)), tree)
+
+    def render(self, values: Sequence[str]) -> str:
+        """The query with ``values`` escaped in; TemplateError if any value would change
+        the query's structure or could not be written in its literal."""
+        wanted = [quote_meta(v) if i in self.regex else v for i, v in enumerate(values)]
+        escaped = [escape(v, slot.quote, kind=self.kind)
+                   for v, slot in zip(wanted, self.slots, strict=True)]
+        try:
+            got = shape(_parse(_join(self.parsed_literals, escaped), self.kind))
+        except ValueError as exc:
+            raise TemplateError(f"the rendered query is not valid PromQL ({exc}); "
+                                "refused") from exc
+
+        def fill(text: str) -> str:
+            return _PLACEHOLDER.sub(lambda m: wanted[int(m.group(1))], text)
+
+        if got != shape(self.tree, fill):
+            raise TemplateError("a label value would change the query's structure (it does "
+                                "not stay inside its string literal); refused")
+        return _join(self.literals, escaped)
+
+
+def _has_surrogates(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _short(value: str) -> str:
+    return repr(value if len(value) <= 60 else value[:57] + "...")
