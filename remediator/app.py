@@ -243,13 +243,12 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         try:
             doc = await request.json()
             plan_hash = str(doc["plan_hash"])
-            by = str(doc.get("by", "api"))
+            claimed = _claim(doc.get("by"))  # a note: who approves is the credential's
         except (json.JSONDecodeError, KeyError, TypeError):
-            return web.json_response({"error": 'expected {"plan_hash": "...", "by": "..."}'},
-                                     status=400)
+            return web.json_response({"error": 'expected {"plan_hash": "..."}'}, status=400)
         try:
             result = await st.runner.approve(request.match_info["id"], plan_hash_seen=plan_hash,
-                                             by=by)
+                                             by=_actor(request, trusted), claimed=claimed)
         except (ApprovalError, TemplateError, WebhookError) as exc:
             return web.json_response({"error": str(exc)}, status=409)
         except AuditError as exc:

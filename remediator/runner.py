@@ -1046,6 +1046,13 @@ def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
     return {"error": outcome.error, "temporary": outcome.temporary}
 
 
+def _approvable(run: RunRecord, plan_hash_seen: str, *, now_ms: int) -> bool:
+    """Whether ``AuditLog.approve`` would approve the run now (it stays the authority)."""
+    expires = run.approval_expires_ms
+    return run.state is RunState.WAITING_APPROVAL and run.plan_hash == plan_hash_seen \
+        and (expires is None or now_ms < expires)
+
+
 def _silence_matcher_holds(m: dict[str, Any], labels: Any) -> bool:
     try:
         return Matcher.from_silence(m).matches(labels)
