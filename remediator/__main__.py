@@ -137,10 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--alertmanager", metavar="URL", help="count silences (GET /api/v2/silences)")
     rep.add_argument("--format", choices=("markdown", "json"), default="markdown")
     rep.add_argument("--self-resolve-minutes", default="5", help="'resolved by itself' bound")
-    rb = sub.add_parser("rbac", help="print the least-privilege RBAC for the playbooks")
+    rb = sub.add_parser("rbac", help="print the least-privilege, least-scope RBAC for the "
+                        "playbooks: Roles where they act, a ClusterRole only for nodes")
     rb.add_argument("--playbooks", type=Path, default=Path("playbooks"))
     rb.add_argument("--namespace", default="vigil", help="where the remediator runs")
     rb.add_argument("--service-account", default="vigil-remediator")
+    rb.add_argument("--namespaces", metavar="A,B",
+                    help="where playbooks without a namespace allow-list may act (minus "
+                    "their deny lists); required when some playbook has none")
+    rb.add_argument("--cluster-wide-evictions", action="store_true",
+                    help="let kubernetes.drain evict pods in every namespace (a "
+                    "ClusterRole); default: only in --namespaces")
     aud = sub.add_parser("audit", help="check the audit database (read-only)")
     aud_sub = aud.add_subparsers(dest="audit_command", required=True)
     ver = aud_sub.add_parser("verify", help="walk the hash chain of the audit events; exit 1 "
@@ -157,8 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             catalog = load_catalog([args.playbooks], registry)
             for problem in catalog.problems:
                 print(problem, file=sys.stderr)
+            act_in = rbac.parse_namespaces(args.namespaces)
             objects = rbac.render(catalog, registry, namespace=args.namespace,
-                                  service_account=args.service_account)
+                                  service_account=args.service_account, namespaces=act_in,
+                                  cluster_wide_evictions=args.cluster_wide_evictions)
+            notes = rbac.notes(catalog, registry, namespaces=act_in,
+                               cluster_wide_evictions=args.cluster_wide_evictions)
+            print("".join(f"# {line}\n" for line in notes), end="")
             print(yaml.safe_dump_all(objects, sort_keys=False), end="")
             return 1 if catalog.problems else 0
         if args.command == "schema":

@@ -13,7 +13,8 @@ edited by hand, and nothing it reads is copied by hand.
 What it writes (paths relative to deploy/cluster/):
 
 - ``vigil/base/rbac.yaml``: ``python -m remediator rbac --playbooks playbooks
-  --namespace vigil``, the least-privilege RBAC of the shipped playbooks.
+  --namespace vigil --namespaces <ACT_IN_NAMESPACES>``, the least-privilege RBAC of the
+  shipped playbooks: a Role per namespace they may act in, a ClusterRole for nodes only.
 - ``vigil/base/prometheusrules.yaml``: one ``monitoring.coreos.com/v1`` PrometheusRule per
   file of deploy/config/rules/ (the local demo's rules excepted), its ``spec`` the file
   with every alert's ``runbook_url`` set to ``RUNBOOK_BASE/<alertname>``.
@@ -109,14 +110,22 @@ def _rel(path: Path) -> str:
 
 # --- RBAC --------------------------------------------------------------------------------
 
+# The namespaces whose workloads the shipped playbooks may act in. They have no namespace
+# allow-list, so `vigil-remediator rbac` grants nothing until they are named: one Role and
+# RoleBinding each (minus each playbook's deny list), never cluster-wide write access.
+# Put your application namespaces here and regenerate; each must exist at install time.
+# node-drain evicts pods only in these (docs/rbac.md: --cluster-wide-evictions).
+ACT_IN_NAMESPACES = ("default",)
+RBAC_ARGS = ("--playbooks", "playbooks", "--namespace", NAMESPACE,
+             "--namespaces", ",".join(ACT_IN_NAMESPACES))
+
+
 def rbac(root: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "remediator", "rbac", "--playbooks", "playbooks",
-         "--namespace", NAMESPACE], cwd=root, capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "remediator", "rbac", *RBAC_ARGS],
+                          cwd=root, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise GenerateError(f"vigil-remediator rbac failed ({done.returncode}):\n{done.stderr}")
-    return header("python -m remediator rbac --playbooks playbooks --namespace vigil") + \
-        done.stdout
+    return header(f"python -m remediator rbac {' '.join(RBAC_ARGS)}") + done.stdout
 
 
 # --- PrometheusRules ---------------------------------------------------------------------

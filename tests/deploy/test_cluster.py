@@ -131,6 +131,12 @@ def is_custom(obj: Obj) -> bool:
     return str(obj["apiVersion"]).split("/")[0] == OPERATOR_GROUP
 
 
+def is_remediator_grant(obj: Obj) -> bool:
+    """The remediator's Role or RoleBinding in a namespace whose workloads it acts on."""
+    return obj["kind"] in ("Role", "RoleBinding") and \
+        obj["metadata"]["name"] == "vigil-remediator"
+
+
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_kustomize_renders(name: str) -> None:
     objects = rendered(name)
@@ -138,7 +144,9 @@ def test_kustomize_renders(name: str) -> None:
     namespace = "monitoring" if name == "monitoring" else "vigil"
     for obj in objects:
         assert {"apiVersion", "kind", "metadata"} <= obj.keys(), obj
-        if obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
+        if is_remediator_grant(obj):  # in the namespaces it acts in (rbac.yaml)
+            assert obj["metadata"].get("namespace") in generate.ACT_IN_NAMESPACES, ident(obj)
+        elif obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
             assert obj["metadata"].get("namespace") == namespace, ident(obj)
 
 
@@ -414,14 +422,110 @@ def test_the_detector_serves_every_runbook_the_rules_link_to() -> None:
                         assert f"{rule['alert']}.md" in runbooks
 
 
-def test_rbac_is_the_renderers() -> None:
-    rbac = [o for o in rendered("base") if o["apiVersion"].startswith("rbac.")
+def remediator_rbac(name: str) -> list[Obj]:
+    return [o for o in rendered(name) if o["apiVersion"].startswith("rbac.")
             and o["metadata"]["name"].startswith("vigil-remediator")]
+
+
+def test_rbac_is_the_renderers() -> None:
     generated = load_all((CLUSTER / "vigil/base/rbac.yaml").read_text(encoding="utf-8"))
-    for obj in generated:
-        got = find(rbac, obj["kind"], obj["metadata"]["name"])
-        assert {k: v for k, v in got.items() if k != "metadata"} == \
-            {k: v for k, v in obj.items() if k != "metadata"}
+    for name in VIGIL:
+        rbac = remediator_rbac(name)
+        assert len(rbac) == len(generated)
+        for obj in generated:
+            got = [o for o in rbac if (o["kind"], o["metadata"]["name"],
+                                       o["metadata"].get("namespace")) ==
+                   (obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))]
+            assert len(got) == 1, ident(obj)
+            assert {k: v for k, v in got[0].items() if k != "metadata"} == \
+                {k: v for k, v in obj.items() if k != "metadata"}
+
+
+def _grants(objects: list[Obj], kind: str) -> set[tuple[str | None, str, str, str]]:
+    return {(o["metadata"].get("namespace"), g, r, v) for o in objects if o["kind"] == kind
+            for rule in o["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+READS = {"get", "list", "watch"}
+
+
+@pytest.mark.parametrize("name", VIGIL)
+def test_the_shipped_playbooks_get_no_cluster_wide_write_on_pods_or_workloads(
+        name: str) -> None:
+    rbac = remediator_rbac(name)
+    cluster_writes = {(g, r, v) for _, g, r, v in _grants(rbac, "ClusterRole")
+                      if v not in READS}
+    assert cluster_writes == {("", "nodes", "patch")}  # node-drain's cordon and uncordon
+    # the Roles are in the namespaces named in generate.py and the remediator's own
+    roles = {o["metadata"]["namespace"] for o in rbac if o["kind"] == "Role"}
+    assert roles == {*generate.ACT_IN_NAMESPACES, generate.NAMESPACE}
+
+
+def test_kinds_the_shipped_playbooks_do_not_use_get_nothing() -> None:
+    granted = {(g, r) for _, g, r, _ in _grants(remediator_rbac("base"), "Role") |
+               _grants(remediator_rbac("base"), "ClusterRole")}
+    # no step scales a StatefulSet or ReplicaSet, runs or deletes Jobs, annotates a node
+    for unused in (("apps", "statefulsets/scale"), ("apps", "replicasets/scale"),
+                   ("", "secrets"), ("", "services")):
+        assert unused not in granted
+    writes = {(ns, g, r) for ns, g, r, v in _grants(remediator_rbac("base"), "Role")
+              if v not in READS}
+    assert not {w for w in writes if w[1:] == ("batch", "jobs")}
+    # the remediator's own namespace: its Leases and state only
+    assert {r for ns, _, r in writes if ns == generate.NAMESPACE} == {"configmaps", "leases"}
+
+
+SHOP_ONLY = """\
+apiVersion: vigil/v1
+kind: Playbook
+metadata: {name: shop-restart}
+spec:
+  match: {labels: {alertname: ShopSlow}}
+  guards: {namespaces: {allow: [shop]}}
+  steps:
+    - name: restart
+      action: kubernetes.rollout_restart
+      params: {namespace: '{{ target.namespace }}', name: '{{ target.name }}'}
+"""
+
+
+def _generated_rbac(tmp_path: Path, playbooks: Mapping[str, str]) -> list[Obj]:
+    (tmp_path / "playbooks").mkdir(parents=True)
+    for file, text in playbooks.items():
+        (tmp_path / "playbooks" / file).write_text(text, encoding="utf-8")
+    return load_all(generate.rbac(tmp_path))
+
+
+def test_a_playbook_restricted_to_shop_yields_a_role_in_shop_only(tmp_path: Path) -> None:
+    objects = _generated_rbac(tmp_path, {"shop-restart.yaml": SHOP_ONLY})
+    assert not [o for o in objects if o["kind"].startswith("Cluster")]
+    acting = [o for o in objects if is_remediator_grant(o)]
+    assert {(o["kind"], o["metadata"]["namespace"]) for o in acting} == \
+        {("Role", "shop"), ("RoleBinding", "shop")}
+    role = next(o for o in acting if o["kind"] == "Role")
+    patch = {r for rule in role["rules"] if "patch" in rule["verbs"] for r in rule["resources"]}
+    assert patch == {"deployments"}  # rollout_restart's default kind, nothing else
+
+
+def test_node_drain_gives_the_node_cluster_rule_only_when_present(tmp_path: Path) -> None:
+    shipped = {p.name: p.read_text(encoding="utf-8") for p in generate.playbook_files(ROOT)}
+    assert "node-drain.yaml" in shipped
+    with_drain = _generated_rbac(tmp_path / "a", shipped)
+    cluster = _grants(with_drain, "ClusterRole")
+    assert {(r, v) for _, _, r, v in cluster} == {("nodes", "get"), ("nodes", "patch"),
+                                                  ("pods", "list")}
+    del shipped["node-drain.yaml"]
+    without = _generated_rbac(tmp_path / "b", shipped)
+    assert not [o for o in without if o["kind"].startswith("Cluster")]
+    assert not {t for t in _grants(without, "Role") if t[2] in ("nodes", "pods/eviction")}
+
+
+def test_the_generated_rbac_says_where_it_grants() -> None:
+    text = (CLUSTER / "vigil/base/rbac.yaml").read_text(encoding="utf-8")
+    assert f"--namespaces {','.join(generate.ACT_IN_NAMESPACES)}" in text
+    assert "# crashloop-delete-pod: no namespace allow-list bounds it" in text
+    assert "--cluster-wide-evictions" in text
 
 
 # --- remote_write: render.py's entries, operator spelling ---------------------------------

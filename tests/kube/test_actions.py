@@ -211,8 +211,9 @@ async def test_the_printed_rbac_covers_every_request_the_actions_made(kube_doubl
     await k8s.uncordon(ctx, k8s.NodeRef(node="node-9"))
     registry = build_registry()
     objects = rbac.render(load_catalog([ROOT / "playbooks"], registry), registry,
-                          namespace="vigil")
-    for (group, resource), verbs in d.rbac_rules().items():
-        for verb in verbs:
-            assert rbac.allows(objects, group=group, resource=resource, verb=verb,
-                               namespace=NS), f"{verb} {group}/{resource} is not granted"
+                          namespace="vigil", namespaces=(NS,))
+    for r in d.requests:  # each where it was made: a Role's namespace, or cluster-wide
+        resource = f"{r.resource}/{r.subresource}" if r.subresource else r.resource
+        assert rbac.allows(objects, group=r.group, resource=resource, verb=r.verb,
+                           namespace=r.namespace or None, name=r.name), \
+            f"{r.verb} {r.group}/{resource} in {r.namespace or 'the cluster'} is not granted"
