@@ -26,7 +26,7 @@ debs:
 setup: $(VENV)/.installed debs
 
 lint: setup
-	$(VENV)/bin/ruff check detector remediator tests bench deploy
+	$(VENV)/bin/ruff check detector remediator servicekit tests bench deploy
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -15,8 +15,9 @@ from aiohttp import web
 
 from detector import slo, telemetry, tls, verification, verify
 from detector.app import build_app
-from detector.config import load_config, read_bearer_token
-from detector.errors import ConfigError
+from detector.config import TOKEN_ENV, load_config, read_bearer_token
+from detector.errors import ConfigError, UpstreamError
+from servicekit import bearer, exposure
 
 DEFAULT_LISTEN = "127.0.0.1:9420"
 
@@ -98,9 +99,31 @@ def _verify_request(args: argparse.Namespace) -> verify.VerifyRequest:
 
 def _verify(args: argparse.Namespace) -> int:
     req = _verify_request(args)
-    doc = asyncio.run(verification.run(req, prometheus_url=args.prometheus))
+    try:
+        doc = asyncio.run(verification.run(req, prometheus_url=args.prometheus))
+    except UpstreamError as exc:  # not Prometheus's API answering: no verdict
+        print(f"vigil-detector: {exc}", file=sys.stderr)
+        return verify.EXIT_CODES["inconclusive"]
     sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else verify.render_text(doc))
     return verify.EXIT_CODES[doc["verdict"]]
+
+
+def _check_exposure(token: str | None, *, listen: str, host: str,
+                    insecure_no_auth: bool) -> None:
+    """Fail closed: no token on a non-loopback address stops the start (ConfigError)
+    unless --insecure-no-auth, which is logged as a WARNING."""
+    if token is not None and (problem := bearer.token_problem(token)) is not None:
+        raise ConfigError(f"the remote-write token (auth.bearer_token_file or "
+                          f"{TOKEN_ENV}) {problem}")
+    unguarded = [] if token is not None else [exposure.Unguarded(
+        "POST /api/v1/write and POST /api/v1/verify",
+        f"auth.bearer_token_file in the config, or {TOKEN_ENV}")]
+    verdict = exposure.check(listen=listen, host=host, unguarded=unguarded,
+                             insecure_no_auth=insecure_no_auth)
+    if verdict.refusal is not None:
+        raise ConfigError(verdict.refusal)
+    if verdict.warning is not None:
+        logging.getLogger("detector").warning("%s", verdict.warning)
 
 
 def _slo(args: argparse.Namespace) -> int:
@@ -139,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="the remediator's console, linked from each anomaly in this "
                        "detector's console at / (default: console.remediator_url)")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(exposure.INSECURE_FLAG, action="store_true",
+                       help="start without a token on a non-loopback address: anyone who "
+                       "can reach it may write samples and run verifications (logged as a "
+                       "WARNING)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("config", type=Path)
     slos = sub.add_parser("slo", help="SLO specs (Sloth prometheus/v1) -> Prometheus rules")
@@ -179,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.outgoing_tls.insecure_skip_verify:
             logging.getLogger("detector").warning(
                 "outgoing_tls.insecure_skip_verify: peers' certificates are NOT checked")
-        app = build_app(cfg, token=read_bearer_token(cfg, os.environ),
+        token = read_bearer_token(cfg, os.environ)
+        _check_exposure(token, listen=args.listen, host=host,
+                        insecure_no_auth=args.insecure_no_auth)
+        app = build_app(cfg, token=token,
                         state_dir=args.state_dir,
                         prometheus_url=args.prometheus, alertmanagers=args.alertmanager,
                         external_url=args.external_url or f"{scheme}://{host}:{port}",

@@ -31,6 +31,7 @@ from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
 from detector.alerts import AlertBook, Labels, Links, Reading
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
 from detector.entities import EntityTracker
+from detector.errors import UpstreamError
 from detector.history import History
 from detector.ingest import Ingestor
 from detector.lifecycle import AlertEvent, AlertState
@@ -48,6 +49,7 @@ from detector.remote_write.handler import WriteHandler
 from detector.series import SeriesRegistry
 from detector.warmstart import WarmStarter
 from detector.writeback import WriteBack
+from servicekit import bearer, mediatype
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +323,10 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
 
     async def handle_verify(request: web.Request) -> web.Response:
         if not writer.authorized(request):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                     headers={"WWW-Authenticate": bearer.CHALLENGE})
+        if (problem := mediatype.json_problem(request.headers.get("Content-Type"))) is not None:
+            return web.json_response({"error": problem}, status=415)
         if prometheus_url is None:
             return web.json_response({"error": "this detector runs without --prometheus; "
                                       "verification reads its range queries there"},
@@ -332,8 +337,12 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
             return web.json_response({"error": "invalid verification request", "problems": [
                 f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
                 for e in exc.errors()]}, status=400)
-        return web.json_response(await verification.run(
-            req, prometheus_url=prometheus_url, now_s=clock(), outgoing_tls=cfg.outgoing_tls))
+        try:
+            doc = await verification.run(req, prometheus_url=prometheus_url, now_s=clock(),
+                                         outgoing_tls=cfg.outgoing_tls)
+        except UpstreamError as exc:
+            return web.json_response({"error": str(exc)}, status=502)
+        return web.json_response(doc)
 
     app.router.add_post("/api/v1/write", writer.handle_write)
     app.router.add_get("/api/v1/series", handle_series)

@@ -6,6 +6,7 @@
     ├── ConfigError          bad configuration file or flag (file:line: path: message)
     ├── SelectorError        a PromQL-style series selector that does not parse
     ├── EnrichmentError      alert context (rollouts, logs) that could not be fetched
+    ├── UpstreamError        a peer (Prometheus) answered with a body we cannot use (HTTP 502)
     └── DecodeError          a remote-write body that cannot be accepted (HTTP 400)
         ├── TooLargeError    body or announced decompressed size over a limit (HTTP 413)
         └── UnsupportedError content type, encoding or proto we do not speak (HTTP 415)
@@ -41,3 +42,8 @@ class UnsupportedError(DecodeError):
 class EnrichmentError(DetectorError):
     """Context for an alert (rollouts, logs) could not be fetched; the alert goes out without it.
     """
+
+
+class UpstreamError(DetectorError):
+    """A peer answered, but not with what its API promises (a proxy's page, a truncated or
+    reshaped body); the message says which peer, which request and what was wrong."""

@@ -47,6 +47,12 @@ from detector.detectors.router import DetectorSet
 from detector.errors import SelectorError
 from detector.selector import parse_selector
 
+# Bounds on the work one request asks of Prometheus (the API forwards PromQL there):
+# steps finer than this are below any sane scrape interval, and Prometheus itself
+# refuses a range query of more than 11,000 points per series.
+MIN_STEP_S = 5.0
+MAX_POINTS_PER_QUERY = 11_000
+
 Verdict = Literal["pass", "fail", "inconclusive"]
 Direction = Literal["up_is_bad", "down_is_bad", "both"]
 _RANK = {"pass": 0, "inconclusive": 1, "fail": 2}
@@ -116,7 +122,7 @@ class VerifyRequest(_Model):
     baseline_s: float = Field(1800.0, gt=0.0, le=7 * 86400.0, description="window before the change")
     observe_s: float = Field(900.0, gt=0.0, le=86400.0, description="window after the change")
     skip_s: float = Field(0.0, ge=0.0, description="seconds after the change left out (the rollout settling)")
-    step_s: float = Field(15.0, ge=1.0, le=3600.0, description="resolution of the range queries")
+    step_s: float = Field(15.0, ge=MIN_STEP_S, le=3600.0, description="resolution of the range queries; a window may span at most MAX_POINTS_PER_QUERY steps")
     canary: str | None = Field(None, description="label matchers of the canary (side by side with baseline_selector)")
     baseline_selector: str | None = Field(None, description="label matchers of the stable version")
     thresholds: Thresholds = Thresholds()
@@ -153,6 +159,12 @@ class VerifyRequest(_Model):
         if self.canary is not None and not uses:
             raise ValueError("canary mode compares each query filled with the canary's and "
                              "the baseline's selector: the queries must use $selector")
+        longest_s = max(self.observe_s, 0.0 if self.canary is not None else self.baseline_s)
+        if longest_s / self.step_s + 1 > MAX_POINTS_PER_QUERY:
+            raise ValueError(f"a {longest_s:g} s window at step_s {self.step_s:g} is "
+                             f"{longest_s / self.step_s + 1:.0f} points per query, more than "
+                             f"{MAX_POINTS_PER_QUERY}: raise step_s to at least "
+                             f"{math.ceil(longest_s / (MAX_POINTS_PER_QUERY - 1))} or shorten the window")
         if self.skip_s >= self.observe_s:
             raise ValueError(f"skip_s ({self.skip_s}) leaves nothing of observe_s "
                              f"({self.observe_s})")

@@ -20,11 +20,12 @@ from remediator import rbac, report, review, telemetry, tls
 from remediator.app import build_app, build_registry
 from remediator.audit import AuditLog
 from remediator.catalog import load_catalog
-from remediator.config import env_overrides, load_config, read_tokens
+from remediator.config import WEBHOOK_TOKEN_ENV, Tokens, env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
 from remediator.kube import Kube, build_api_client
 from remediator.playbook import Playbook
 from remediator.simulate import parse_alerts, simulate
+from servicekit import bearer, exposure
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
 
@@ -34,6 +35,23 @@ def _listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check_exposure(tokens: Tokens, *, listen: str, host: str, insecure_no_auth: bool) -> None:
+    """Fail closed: no webhook token on a non-loopback address stops the start
+    (ConfigError) unless --insecure-no-auth, which is logged as a WARNING. Without an
+    admin token the admin endpoints refuse every request, so they are never unguarded."""
+    for what, token in (("webhook token", tokens.webhook), ("admin token", tokens.admin)):
+        if token is not None and (problem := bearer.token_problem(token)) is not None:
+            raise ConfigError(f"the {what} {problem}")
+    unguarded = [] if tokens.webhook is not None else [exposure.Unguarded(
+        "POST /webhook", f"auth.bearer_token_file in the config, or {WEBHOOK_TOKEN_ENV}")]
+    verdict = exposure.check(listen=listen, host=host, unguarded=unguarded,
+                             insecure_no_auth=insecure_no_auth)
+    if verdict.refusal is not None:
+        raise ConfigError(verdict.refusal)
+    if verdict.warning is not None:
+        logging.getLogger("remediator").warning("%s", verdict.warning)
 
 
 def _check(paths: list[Path]) -> int:
@@ -120,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--detector-url", metavar="URL",
                        help="the detector's console, linked from this console at /")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(exposure.INSECURE_FLAG, action="store_true",
+                       help="start without a webhook token on a non-loopback address: "
+                       "anyone who can reach it may post alerts (logged as a WARNING)")
     check = sub.add_parser("check", help="validate playbook files and folders")
     check.add_argument("paths", type=Path, nargs="+")
     sim = sub.add_parser("simulate", help="what would happen for an alert (no side effects)")
@@ -206,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("remediator").warning(
                 "outgoing_tls.insecure_skip_verify: peers' certificates are NOT checked")
         tokens = read_tokens(cfg, os.environ)
+        _check_exposure(tokens, listen=args.listen, host=host,
+                        insecure_no_auth=args.insecure_no_auth)
         scheme = "https" if ssl_context is not None else "http"
         app = build_app(cfg, playbook_dirs=[args.playbooks], state_dir=args.state_dir, kube=kube,
                         alertmanager_url=args.alertmanager, prometheus_url=args.prometheus,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import socket
@@ -40,6 +39,7 @@ from remediator.metrics import RemediatorMetrics, build_metrics, zero_playbook_s
 from remediator.runner import Runner
 from remediator.services import LiveServices
 from remediator.webhook import parse_notification
+from servicekit import bearer, mediatype
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +98,32 @@ STATE = web.AppKey("state", State)
 
 
 def _authorized(request: web.Request, token: str | None) -> bool:
+    """The request carries ``token`` (servicekit.bearer's rule); always, when it is None."""
     if token is None:
         return True
-    got = request.headers.get("Authorization", "")
-    return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+    return bearer.is_authorized(request.headers.get("Authorization"), token)
+
+
+def _unauthorized(error: str) -> web.Response:
+    return web.json_response({"error": error}, status=401,
+                             headers={"WWW-Authenticate": bearer.CHALLENGE})
+
+
+def _media_refusal(request: web.Request, *, body_optional: bool = False) -> web.Response | None:
+    """The 415 for a body that does not say it is JSON (a browser posts text/plain
+    cross-site without asking); None when it may go on. ``body_optional``: no body at
+    all is fine too."""
+    content_type = request.headers.get("Content-Type")
+    problem = (mediatype.empty_or_json_problem(content_type, has_body=request.body_exists)
+               if body_optional else mediatype.json_problem(content_type))
+    return None if problem is None else web.json_response({"error": problem}, status=415)
 
 
 def _admin_refusal(request: web.Request, token: str | None, what: str) -> web.Response | None:
     """The 401 for an admin endpoint without the admin token; None when it may go on."""
     if token is not None and _authorized(request, token):
-        return None
-    return web.json_response({"error": f"{what} needs the admin token "
-                              "(auth.admin_token_file)"}, status=401)
+        return _media_refusal(request, body_optional=True)
+    return _unauthorized(f"{what} needs the admin token (auth.admin_token_file)")
 
 
 ADMIN_IDENTITY = "admin-token"
@@ -185,7 +199,10 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     async def webhook(request: web.Request) -> web.Response:
         if not _authorized(request, st.token):
             st.metrics.webhooks.labels("401").inc()
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+            return _unauthorized("missing or wrong bearer token")
+        if (refused := _media_refusal(request)) is not None:
+            st.metrics.webhooks.labels("415").inc()
+            return refused
         received = time.perf_counter()
         body = await request.read()
         try:

@@ -22,6 +22,7 @@ from remediator.catalog import Catalog
 from remediator.config import RemediatorConfig
 from remediator.errors import AuditError, WebhookError
 from remediator.simulate import parse_alerts, simulate
+from servicekit import mediatype
 
 ASSETS = Path(__file__).parent / "console"
 CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript",
@@ -91,6 +92,8 @@ def add_routes(app: web.Application, src: Sources) -> None:
                                  headers=SECURITY_HEADERS)
 
     async def handle_simulate(request: web.Request) -> web.Response:
+        if (problem := mediatype.json_problem(request.headers.get("Content-Type"))) is not None:
+            return web.json_response({"error": problem}, status=415)
         audit = src.audit()
         try:
             alerts = parse_alerts(await request.read(), max_alerts=MAX_SIMULATED_ALERTS)

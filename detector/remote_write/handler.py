@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from detector.ingest import Ingested, Ingestor
 from detector.metrics import IngestMetrics
 from detector.pipeline import SampleQueue
 from detector.remote_write import decode
+from servicekit import bearer
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ class WriteHandler:
         """The request carries the bearer token (always, when none is configured)."""
         if self.token is None:
             return True
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), self.token.encode())
+        return bearer.is_authorized(request.headers.get("Authorization"), self.token)
 
     async def handle_write(self, request: web.Request) -> web.StreamResponse:
         if self.tracer is None:  # traces off: nothing else is paid
@@ -87,7 +85,7 @@ class WriteHandler:
         try:
             if not self.authorized(request):
                 return self._reply(version, 401, "missing or wrong bearer token",
-                                   {"WWW-Authenticate": 'Bearer realm="vigil"'})
+                                   {"WWW-Authenticate": bearer.CHALLENGE})
             version = decode.parse_content_type(request.headers.get("Content-Type"),
                                                 request.headers.get("Content-Encoding"))
             if self.overloaded:  # counted as a 503 in vigil_remote_write_requests_total

@@ -30,7 +30,7 @@ ALLOWED: dict[str, str] = {}  # "path:line": why (none today)
 
 def test_no_shell_or_subprocess_in_either_package():
     found = []
-    for package in ("detector", "remediator"):
+    for package in ("detector", "remediator", "servicekit"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 where = f"{path.relative_to(ROOT)}:{n}"
@@ -49,17 +49,33 @@ def test_the_forbidden_pattern_catches_what_it_should():
 
 
 def test_every_token_comparison_is_constant_time():
-    """Wherever a token or an Authorization header is compared, hmac.compare_digest does it."""
+    """Wherever a token or an Authorization header is compared, hmac.compare_digest does it:
+    in servicekit.bearer, the one parser both services call."""
     offenders = []
-    for package in ("detector", "remediator"):
+    for package in ("detector", "remediator", "servicekit"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if re.search(r"(token|authorization|Authorization)\S*\s*[!=]=|"
                              r"[!=]=\s*\S*(token|Authorization)", line):
                     offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
-    assert "hmac.compare_digest" in (ROOT / "detector/remote_write/handler.py").read_text()
-    assert "hmac.compare_digest" in (ROOT / "remediator/app.py").read_text()
+    assert "hmac.compare_digest" in (ROOT / "servicekit/bearer.py").read_text()
+
+
+def test_every_authorization_header_is_parsed_by_servicekit_bearer():
+    """One rule in both services: an incoming Authorization header goes straight to
+    servicekit.bearer (the two hand-written copies had drifted apart)."""
+    reads, offenders = 0, []
+    for package in ("detector", "remediator"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            for n, line in enumerate(text.splitlines(), 1):
+                if re.search(r"headers\.get\([\"']Authorization", line):
+                    reads += 1
+                    if "bearer.is_authorized(" not in line:
+                        offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+    assert reads == 2  # the detector's WriteHandler and the remediator's _authorized
 
 
 def _assert_never_logged(caplog, *secrets):
@@ -77,8 +93,8 @@ async def test_the_detector_never_logs_its_token(aiohttp_client, caplog):
         headers = {**V1, **({"Authorization": auth} if auth else {})}
         statuses.append((await client.post("/api/v1/write", data=payload,
                                            headers=headers)).status)
-        resp = await client.post("/api/v1/verify", data=b"{}",
-                                 headers={"Authorization": auth} if auth else {})
+        resp = await client.post("/api/v1/verify", data=b"{}", headers={
+            "Content-Type": "application/json", **({"Authorization": auth} if auth else {})})
         statuses.append(resp.status)
     assert statuses == [204, 503, 401, 401, 401, 401, 401, 401]  # 503: no --prometheus
     _assert_never_logged(caplog, TOKEN, WRONG)
@@ -99,7 +115,8 @@ async def test_the_remediator_never_logs_tokens_or_webhook_bodies(aiohttp_client
         await client.post("/api/v1/pause", headers={"Authorization": auth})
         await client.post("/api/v1/resume", headers={"Authorization": auth})
     await client.post("/webhook", data=b'{"broken": "' + MARKER.encode(),
-                      headers={"Authorization": f"Bearer {TOKEN}"})
+                      headers={"Authorization": f"Bearer {TOKEN}",
+                               "Content-Type": "application/json"})
     _assert_never_logged(caplog, TOKEN, WRONG, ADMIN, MARKER)
 
 

@@ -191,7 +191,8 @@ async def test_malformed_webhooks_get_4xx_and_nothing_is_recorded(aiohttp_client
     client, st, fake, clock = await start(aiohttp_client, tmp_path)
     for body in (b"{", b"[]", json.dumps({"version": "3", "alerts": []}).encode(),
                  json.dumps({**notification(), "alerts": [{"labels": {}}]}).encode()):
-        resp = await client.post("/webhook", data=body)
+        resp = await client.post("/webhook", data=body,
+                                 headers={"Content-Type": "application/json"})
         assert resp.status == 400, body
         assert (await resp.json())["error"]
     assert await st.audit.run(lambda db: db.list_runs()) == []

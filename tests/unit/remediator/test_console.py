@@ -7,6 +7,7 @@ from tests.conftest import ROOT, SAMPLES
 from tests.unit.remediator.test_app import drained, notification, start
 
 VALID = ROOT / "tests" / "fixtures" / "playbooks" / "valid"
+JSON = {"Content-Type": "application/json"}
 
 
 async def test_page_and_assets_are_served_with_a_strict_policy(aiohttp_client, tmp_path):
@@ -52,7 +53,7 @@ async def test_simulate_shows_the_plan_for_an_alert_a_body_or_a_recorded_request
         aiohttp_client, tmp_path):
     client, *_ = await start(aiohttp_client, tmp_path, playbooks=sorted(VALID.glob("*.yaml")))
     recorded = (SAMPLES / "webhook_01.json").read_bytes()
-    resp = await client.post("/api/v1/simulate", data=recorded)
+    resp = await client.post("/api/v1/simulate", data=recorded, headers=JSON)
     assert resp.status == 200
     [report] = (await resp.json())["reports"]
     [match] = report["matches"]
@@ -65,7 +66,7 @@ async def test_simulate_shows_the_plan_for_an_alert_a_body_or_a_recorded_request
     nothing = dict(one, labels={"alertname": "Unknown"})
     resp = await client.post("/api/v1/simulate", json=nothing)
     assert (await resp.json())["reports"][0]["matches"] == []
-    resp = await client.post("/api/v1/simulate", data=b"{not json")
+    resp = await client.post("/api/v1/simulate", data=b"{not json", headers=JSON)
     assert resp.status == 400 and "not JSON" in (await resp.json())["error"]
     resp = await client.post("/api/v1/simulate", json={"labels": "x"})
     assert resp.status == 400
