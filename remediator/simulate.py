@@ -70,9 +70,10 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
             # safely (a label that would leave its string literal) refuses the guard
             scope = templating.scope_of(alert)
             refused: list[tuple[str, bool, str]] = []
+            rendered: list[str] = []
             for p in pb.spec.guards.preconditions:
                 try:
-                    render_precondition(p.query, scope)
+                    rendered.append(render_precondition(p.query, scope))
                 except TemplateError as exc:
                     refused.append((p.description or p.query, False, f"refused: {exc}"))
             refused += unrenderable_verifications(pb, scope)
@@ -86,6 +87,7 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
                                 for v in verdicts]
             if pb.spec.guards.preconditions:  # Prometheus is not asked in a simulation
                 report["not_evaluated"] = [p.query for p in pb.spec.guards.preconditions]
+                report["rendered_preconditions"] = rendered  # as they would be sent
             allowed, shadow, reason = guards.decide(verdicts)
             report["decision"] = {"act": allowed and "plan" in report, "shadow": shadow,
                                   "reason": reason if "plan" in report
