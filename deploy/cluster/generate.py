@@ -28,7 +28,8 @@ What it writes (paths relative to deploy/cluster/):
 - ``values/generated/remote-write.<env>.yaml``: kube-prometheus-stack values with one
   remote_write per detector shard of overlay <env>, as deploy/config/render.py makes
   them from deploy/config/remote-write.yaml (its selection, then ``hashmod`` sharding),
-  translated into the Prometheus Operator's spelling.
+  translated into the Prometheus Operator's spelling, each presenting the detector's
+  token (Secret ``vigil-detector-token`` in ``monitoring``).
 - ``values/generated/kube-prometheus-stack.rules.yaml``: switches off the chart's default
   alerts that deploy/config/rules/ defines itself (one alert, one rule).
 - ``monitoring/dashboards/``: copies of deploy/config/dashboards/*.json and a
@@ -64,6 +65,10 @@ GENERATED_DIRS = ("vigil/base/playbooks", "vigil/base/runbooks", "values/generat
 RUNBOOK_BASE = "http://vigil-detector.vigil.svc:9420/runbooks"
 DETECTOR_URL = "http://vigil-detector-{i}.vigil-detector-headless.vigil.svc:9420/api/v1/write"
 REMEDIATOR_URL = "http://vigil-remediator-{i}.vigil-remediator-headless.vigil.svc:9421/webhook"
+# the detector refuses to listen on 0.0.0.0 without a token (fail closed): install.sh
+# creates this Secret in both namespaces, `vigil` (the detector, and the remediator's
+# vigil.verify steps) and `monitoring` (Prometheus presents it on remote-write)
+DETECTOR_TOKEN = {"name": "vigil-detector-token", "key": "token"}
 
 
 class GenerateError(Exception):
@@ -374,6 +379,7 @@ def remote_write_values(here: Path, env: str) -> str:
         entry["writeRelabelConfigs"] = [
             _translate(r, RELABEL_KEYS, f"{where}: write_relabel_configs[{k}]")
             for k, r in enumerate(source.get("write_relabel_configs") or [])]
+        entry["authorization"] = {"type": "Bearer", "credentials": dict(DETECTOR_TOKEN)}
         entries.append(entry)
     values = {"prometheus": {"prometheusSpec": {"remoteWrite": entries}}}
     return header(_rel(render.REMOTE_WRITE_FILE) + " (through deploy/config/render.py)",

@@ -114,6 +114,24 @@ secrets() {
         fi
     fi
 
+    # the detector's token: it refuses to listen on 0.0.0.0 without one. The same value in
+    # both namespaces: the detector and the remediator's vigil.verify steps read it in
+    # vigil, Prometheus presents it on remote-write from monitoring. Generated once, kept
+    local detector_token_file="${workdir}/detector-token"
+    if exists -n "${VIGIL}" secret vigil-detector-token; then
+        kubectl -n "${VIGIL}" get secret vigil-detector-token \
+            -o jsonpath='{.data.token}' | base64 -d >"${detector_token_file}"
+    elif [[ "${dry_run}" == 1 ]]; then
+        echo "+ kubectl -n ${VIGIL} create secret generic vigil-detector-token --from-literal=token=<random>"
+        printf '<random>' >"${detector_token_file}"
+    else
+        random_token >"${detector_token_file}"
+        kubectl -n "${VIGIL}" create secret generic vigil-detector-token \
+            "--from-file=token=${detector_token_file}"
+    fi
+    apply_created -n "${MONITORING}" create secret generic vigil-detector-token \
+        "--from-file=token=${detector_token_file}"
+
     # the receivers' credentials, plus the same webhook token for alertmanager.yml's
     # vigil-remediator receiver (it reads /etc/alertmanager/secrets/vigil-remediator-token)
     local token_file="${workdir}/webhook-token"

@@ -57,7 +57,7 @@ VIGIL = ("base", *OVERLAYS)
 OPERATOR_GROUP = "monitoring.coreos.com"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 # created by install.sh with random values, never stored in the repository
-EXTERNAL_SECRETS = {"vigil-remediator-tokens"}
+EXTERNAL_SECRETS = {"vigil-remediator-tokens", "vigil-detector-token"}  # install.sh creates them
 
 Obj = dict[str, Any]
 
@@ -568,6 +568,18 @@ def test_remote_write_is_one_entry_per_detector_shard(env: str) -> None:
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
+def test_prometheus_presents_the_detectors_token_on_remote_write(env: str) -> None:
+    for entry in remote_write_values(env):
+        assert entry["authorization"] == {"type": "Bearer",
+                                          "credentials": generate.DETECTOR_TOKEN}
+    assert generate.DETECTOR_TOKEN["name"] in EXTERNAL_SECRETS
+    # in Prometheus's namespace, where the operator reads it, and in vigil
+    created = [c for c in _install_plan("secrets")
+               if c[:1] == ["kubectl"] and generate.DETECTOR_TOKEN["name"] in c]
+    assert sorted(c[c.index("-n") + 1] for c in created) == ["monitoring", "vigil"]
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
 def test_remote_write_values_match_the_prometheus_crd(env: str) -> None:
     spec = crd_schemas()[(f"{OPERATOR_GROUP}/v1", "Prometheus")]["properties"]["spec"]
     validator = jsonschema.Draft202012Validator(spec["properties"]["remoteWrite"])
@@ -836,8 +848,36 @@ def test_the_configs_load_with_vigils_own_loaders() -> None:
     # the token files are mounted where the config reads them
     c = container(rendered("base"), "StatefulSet", "vigil-remediator")
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    for path in (remediator.auth.bearer_token_file, remediator.auth.admin_token_file):
+    for path in (remediator.auth.bearer_token_file, remediator.auth.admin_token_file,
+                 remediator.detector.bearer_token_file):
         assert path is not None and str(path.parent) in mounts
+    c = container(rendered("base"), "StatefulSet", "vigil-detector")
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    path = detector.auth.bearer_token_file
+    assert path is not None and str(path.parent) in mounts
+
+
+@pytest.mark.parametrize("name", VIGIL)
+def test_both_services_listen_on_all_addresses_only_with_their_tokens(name: str) -> None:
+    """Fail closed: 0.0.0.0 without the write tokens would refuse to start; the cluster
+    form gives both their tokens (Secrets install.sh creates), never --insecure-no-auth."""
+    from servicekit import exposure
+
+    objects = rendered(name)
+    config = CLUSTER / "vigil/base/config"
+    tokens = {"vigil-detector": load(config / "detector.yaml")["auth"]["bearer_token_file"],
+              "vigil-remediator": load(config / "remediator.yaml")["auth"]["bearer_token_file"]}
+    for workload, token_file in tokens.items():
+        c = container(objects, "StatefulSet", workload)
+        assert exposure.INSECURE_FLAG not in c["args"]
+        host = args_of({"args": [a for a in c["args"] if not a.startswith("--in-")]})[
+            "--listen"].rpartition(":")[0]
+        assert not exposure.is_loopback(host)
+        mount = next(m for m in c["volumeMounts"]
+                     if token_file.startswith(m["mountPath"] + "/"))
+        pod = find(objects, "StatefulSet", workload)["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] in EXTERNAL_SECRETS
 
 
 @pytest.mark.parametrize("name", VIGIL)

@@ -38,6 +38,13 @@ def test_the_analysis_template_posts_a_valid_request_and_reads_the_verdict():
     web = metric["provider"]["web"]
     assert web["method"] == "POST" and web["url"].endswith("/api/v1/verify")
     assert web["jsonPath"] == "{$}"
+    # what the detector insists on: a JSON body, and its token (fail closed)
+    headers = {h["key"]: h["value"] for h in web["headers"]}
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Authorization"] == "Bearer {{args.detector-token}}"
+    token = next(a for a in doc["spec"]["args"] if a["name"] == "detector-token")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "vigil-detector-token",
+                                                  "key": "token"}
     sample = {"app": "shop", "namespace": "shop", "canary-hash": "6d9f7c",
               "stable-hash": "5b8c4a", "observe-seconds": args["observe-seconds"]}
     body = yaml.safe_dump(web["jsonBody"])

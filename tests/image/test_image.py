@@ -109,7 +109,8 @@ def test_build_context_is_only_what_the_image_is_built_from(base_image: str,
         buildah("rm", ctr)
         buildah("rmi", name)
     assert {f.split("/")[0] for f in files} == {
-        "pyproject.toml", "README.md", "detector", "remediator", "playbooks", "deploy"}
+        "pyproject.toml", "README.md", "detector", "remediator", "servicekit", "playbooks",
+        "deploy"}
     assert [f for f in files if f.startswith("deploy/")] == ["deploy/image/vigil-detector"]
     assert not [f for f in files if "__pycache__" in f or re.search(r"\.(pyc|nbi|nbc)$", f)]
     assert "detector/app.py" in files and "playbooks/node-drain.yaml" in files
@@ -120,6 +121,10 @@ def test_containerfile_defaults() -> None:
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.M)
     assert re.search(rf"^ARG VERSION={re.escape(PYPROJECT['version'])}$", text, re.M)
     assert not re.search(r"^HEALTHCHECK", text, re.M)
+    # the default command listens on 0.0.0.0, so it needs the token (fail closed)
+    assert re.search(r'^CMD \["vigil-detector", "serve", "--listen", "0\.0\.0\.0:9420"', text,
+                     re.M)
+    assert "VIGIL_DETECTOR_TOKEN" in text
 
 
 def test_image_metadata(image: str) -> None:

@@ -201,6 +201,7 @@ def test_the_api_judges_the_same(history: History, tmp_path: Path):
             doc = json.load(resp)
         bad = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/verify",
                                      data=b'{"selector": "job=", "observe_s": -1}',
+                                     headers={"Content-Type": "application/json"},
                                      method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(bad, timeout=10)
