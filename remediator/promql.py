@@ -118,7 +118,44 @@ def _join(literals: Sequence[str], values: Sequence[str]) -> str:
     return "".join(out)
 
 
+# The Rust parser recurses: 50,000 nested brackets, or 5,000 chained operators, overflow
+# its stack and kill the process. Queries past these bounds are refused before parsing.
+MAX_DEPTH = 100
+MAX_CODE = 4000  # characters outside string literals and comments
+
+
+def _size(text: str) -> tuple[int, int]:
+    """The deepest bracket nesting and the number of characters, outside string
+    literals and comments."""
+    depth = deepest = code = 0
+    quote, escaped = "", False
+    for c in text:
+        if quote == "#":
+            quote = "" if c == "\n" else quote
+        elif quote:
+            if escaped:
+                escaped = False
+            elif c == "\\" and quote != "`":
+                escaped = True
+            elif c == quote:
+                quote = ""
+        elif c in "\"'`#":
+            quote = c
+        elif c in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")]}":
+            depth -= 1
+        code += 0 if quote else 1
+    return deepest, code
+
+
 def _parse(text: str, kind: Kind) -> Any:
+    depth, code = _size(text)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} brackets deep")
+    if code > MAX_CODE:
+        raise ValueError(f"longer than {MAX_CODE} characters outside its string literals")
     if kind is Kind.SELECTOR:
         inner = text.strip()
         text = inner if inner.startswith("{") and inner.endswith("}") else "{" + inner + "}"
@@ -168,7 +205,10 @@ def shape(expr: Any, fill: Callable[[str], str] = lambda s: s) -> tuple[Any, ...
             return ("string", fill(e.val))
         raise ValueError(f"unknown PromQL node {type(e).__name__}")
 
-    return walk(expr)
+    try:
+        return walk(expr)
+    except RecursionError as exc:
+        raise ValueError("too many operators chained for Vigil to compare") from exc
 
 
 def _at(at: Any) -> str | None:

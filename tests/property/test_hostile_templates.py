@@ -262,4 +262,6 @@ def test_ordinary_values_are_escaped_not_refused(case: tuple[Context, str], v: s
     context, template = case
     if context in (Context.URL,) or (context is Context.MATCHER and '"' not in template):
         return  # URL path segments and unquoted matcher values refuse some values
+    if "`" in template and v.endswith("\\"):
+        return  # promql-parser (unlike Go) reads \` as an escape even in a raw string
     assert check_render(template, context, {"v": v, "w": "w"}) is not None

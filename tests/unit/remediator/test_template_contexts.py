@@ -182,3 +182,20 @@ def test_params_render_each_declared_path_in_its_context() -> None:
         render_params(params, scope(m="$selector"), contexts)
     assert param_path(("queries", 0, "query")) == "queries[].query"
     assert param_path(("matchers", 2)) == "matchers[]"
+
+
+@pytest.mark.parametrize("template,reason", [
+    ("(" * 50_000 + 'up{a="{{ labels.v }}"}' + ")" * 50_000, "nested more than 100"),
+    ('up{a="{{ labels.v }}"}' + " + x" * 5_000, "longer than 4000 characters"),
+    ('up{a="{{ labels.v }}"}' + "+x" * 1_900, "too many operators"),
+])
+def test_queries_that_would_crash_the_parser_are_refused_first(template: str,
+                                                               reason: str) -> None:
+    # the Rust parser overflows its stack (and kills the process) on these
+    with pytest.raises(ValueError, match=reason):
+        check_as(template, Context.PROMQL)
+
+
+def test_long_values_inside_literals_do_not_count_toward_the_bounds() -> None:
+    out = render_as('up{a="{{ labels.v }}"}', scope(v="(" * 100_000), Context.PROMQL)
+    assert matcher_value(out, "a") == "(" * 100_000
