@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from remediator import guards, templating
+from remediator import guards, targets, templating
 from remediator.actions.registry import ActionRegistry
 from remediator.audit import AuditLog
 from remediator.catalog import Catalog
@@ -83,6 +83,13 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
                                                        preconditions=tuple(refused))
             verdicts = guards.evaluate(pb.spec.guards, labels=alert.labels, facts=facts,
                                        limits=limits, target=target)
+            # as a run does at intake: a target label that is not a Kubernetes name refuses
+            # the run before any guard (it is escalated, never acted on)
+            problems = targets.label_problems(alert.labels)
+            if problems:
+                verdicts.insert(0, guards.Verdict("target_labels", False,
+                                                  "refused before any guard: "
+                                                  + "; ".join(problems), False))
             report["guards"] = [{"guard": v.guard, "allow": v.allow, "reason": v.reason}
                                 for v in verdicts]
             if pb.spec.guards.preconditions:  # Prometheus is not asked in a simulation
@@ -90,7 +97,7 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
                 report["rendered_preconditions"] = rendered  # as they would be sent
             allowed, shadow, reason = guards.decide(verdicts)
             report["decision"] = {"act": allowed and "plan" in report, "shadow": shadow,
-                                  "reason": reason if "plan" in report
+                                  "reason": reason if "plan" in report or problems
                                   else report["plan_error"]}
             out.append(report)
     finally:

@@ -193,6 +193,21 @@ def test_simulate_renders_preconditions_as_a_run_does() -> None:
     assert verdict["allow"] is False and "backtick" in verdict["reason"]
 
 
+def test_simulate_refuses_a_namespace_that_is_not_a_kubernetes_name() -> None:
+    """The probe: simulate called the crash-loop playbook's namespace guard "allowed" for
+    an injected namespace. It is refused before any guard, as a run refuses it at intake."""
+    catalog = load_catalog([ROOT / "playbooks"], REGISTRY)
+    labels = {"alertname": "KubePodCrashLooping", "namespace": 'shop"} or vector(1) or x{a="',
+              "pod": "web-1"}
+    report = simulate(alert(**labels), catalog, REGISTRY, RemediatorConfig(), now_ms=0)
+    [match] = [m for m in report["matches"] if m["playbook"] == "crashloop-delete-pod"]
+    first = match["guards"][0]
+    assert first["guard"] == "target_labels" and first["allow"] is False
+    assert "namespace" in first["reason"] and "Kubernetes name" in first["reason"]
+    assert match["decision"]["act"] is False
+    assert match["decision"]["reason"].startswith("target_labels: ")
+
+
 # --- 1. URL traversal -------------------------------------------------------------------
 @pytest.fixture
 async def hook(aiohttp_server, tmp_path):
