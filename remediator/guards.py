@@ -92,6 +92,24 @@ def _allow_deny(value: str, allow: Sequence[str] | None, deny: Sequence[str]) ->
     return None
 
 
+def label_verdicts(guards: Guards, labels: Mapping[str, str]) -> list[Verdict]:
+    """The verdicts that need nothing but the alert's labels (the namespace and label
+    allow/deny lists): judged again by ``evaluate``, and first of all before the target is
+    resolved, so a refused namespace costs no request to the cluster."""
+    out: list[Verdict] = []
+    ns = labels.get("namespace", "")
+    why = _allow_deny(ns, guards.namespaces.allow, guards.namespaces.deny)
+    out.append(Verdict("namespace", why is None,
+                       f"namespace {ns!r} {why}" if why else f"namespace {ns!r} allowed"))
+    for name, rule in sorted(guards.labels.items()):
+        value = labels.get(name, "")
+        why = _allow_deny(value, rule.allow, rule.deny)
+        out.append(Verdict(f"label:{name}", why is None,
+                           f"label {name}={value!r} {why}" if why
+                           else f"label {name}={value!r} allowed"))
+    return out
+
+
 def evaluate(guards: Guards, *, labels: Mapping[str, str], facts: Facts, limits: GlobalLimits,
              target: str | None) -> list[Verdict]:
     """Every guard's verdict, in a fixed order; the run may act only if all allow."""
@@ -102,14 +120,7 @@ def evaluate(guards: Guards, *, labels: Mapping[str, str], facts: Facts, limits:
 
     add("kill_switch", "the remediator is paused (POST /api/v1/resume to resume)"
         if facts.paused else None, "not paused")
-    ns = labels.get("namespace", "")
-    why = _allow_deny(ns, guards.namespaces.allow, guards.namespaces.deny)
-    add("namespace", f"namespace {ns!r} {why}" if why else None, f"namespace {ns!r} allowed")
-    for name, rule in sorted(guards.labels.items()):
-        value = labels.get(name, "")
-        why = _allow_deny(value, rule.allow, rule.deny)
-        add(f"label:{name}", f"label {name}={value!r} {why}" if why else None,
-            f"label {name}={value!r} allowed")
+    out.extend(label_verdicts(guards, labels))
     frozen = [w for w in (*guards.freeze, *limits.freeze) if in_window(w, facts.now_ms)]
     add("freeze", f"freeze window {frozen[0].start}–{frozen[0].end} (UTC) holds"
         + (f": {frozen[0].reason}" if frozen[0].reason else "") if frozen else None,

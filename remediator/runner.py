@@ -374,6 +374,17 @@ class Runner:
             await self._escalate(run_id, pb, alert, why)
             await self._finish(run_id, pb.name, "escalated", why)
             return
+        early = [v for v in guards.label_verdicts(pb.spec.guards, alert.labels) if not v.allow]
+        if early:  # a namespace the playbook refuses is not even looked up in the cluster
+            refusal = _Decision(early, None, RunState.REFUSED, f"{early[0].guard}: "
+                                f"{early[0].reason}")
+            await self._event(run_id, "guard", early[0].guard, "refuse",
+                              {"reason": early[0].reason, "shadow": False})
+            await self._event(run_id, "decision", "refuse", "refuse",
+                              {"reason": refusal.reason})
+            await self._after_verdicts(run_id, pb, alert, refusal)
+            await self._finish(run_id, pb.name, "refused", refusal.reason)
+            return
         try:
             target = await self.resolve_target(pb, alert)
             plan = build_plan(pb.spec.steps, alert, self.registry, run_id=run_id, run_url=url,

@@ -101,3 +101,35 @@ def test_a_template_inside_a_label_value_is_not_expanded():
     [planned] = build_plan((step,), _alert(instance="{{ run.url }}"), build_registry(),
                            run_id="r1", run_url="http://vigil/api/v1/runs/r1")
     assert planned.params.comment == "flapping {{ run.url }}"  # literal, not the run URL
+
+
+async def test_a_denied_namespace_is_refused_before_the_target_is_resolved(
+        aiohttp_client, tmp_path, kube_double):
+    """With namespaced Roles (``vigil-remediator rbac``) the remediator may not even read a
+    denied namespace: the namespace guard is judged before target resolution, so the run is
+    refused as the playbook says, with no request to the cluster and no 403 escalation."""
+    d = kube_double.double
+    d.seed_pod("coredns-1", "kube-system")
+    book = tmp_path / "playbooks"
+    book.mkdir()
+    (book / "delete-stuck-pod.yaml").write_text(DELETE_POD.replace(
+        "guards: {respect_silences: false}",
+        "guards: {respect_silences: false, namespaces: {deny: [kube-system]}}"))
+    fake, clock = FakeServices(), Clock()
+
+    async def kube() -> Kube:
+        return Kube(await kube_double.api_client())
+
+    app = build_app(RemediatorConfig(), playbook_dirs=[book], state_dir=tmp_path / "state",
+                    services=fake, clock=clock, sleep=clock.sleep, kube=kube,
+                    external_url="http://vigil")
+    client = await aiohttp_client(app)
+    st = app[STATE]
+    await st.ready.wait()
+    d.clear_requests()
+    await client.post("/webhook", json=notification("PodStuck", namespace="kube-system",
+                                                    pod="coredns-1"))
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.REFUSED)
+    assert d.requests == [] and d.nonresource_requests == []
+    assert run.outcome == "namespace: namespace 'kube-system' is on the deny list"
+    assert not [b for b in fake.bodies if isinstance(b, list)]  # not escalated
