@@ -273,6 +273,17 @@ def secrets_token() -> str:
     return "".join(random.SystemRandom().choices("abcdefghijklmnopqrstuvwxyz0123456789", k=32))
 
 
+def _playbooks(work: Path, p: Ports) -> Path:
+    """The demo's playbooks with this run's shop port: a playbook names the host it calls
+    (the default 127.0.0.1:8080), never a label."""
+    out = work / "playbooks"
+    out.mkdir(parents=True, exist_ok=True)
+    for src in sorted((HERE / "playbooks").glob("*.yaml")):
+        (out / src.name).write_text(src.read_text().replace("127.0.0.1:8080",
+                                                            f"127.0.0.1:{p.shop}"))
+    return out
+
+
 def start_stack(stack: Stack) -> None:
     p, w = stack.ports, stack.work
     py = sys.executable
@@ -300,7 +311,7 @@ def start_stack(stack: Stack) -> None:
     stack.start("remediator", [py, "-m", "remediator", "serve",
                                "--listen", f"127.0.0.1:{p.remediator}",
                                "--config", str(w / "remediator.yaml"),
-                               "--playbooks", str(HERE / "playbooks"),
+                               "--playbooks", str(_playbooks(w, p)),
                                "--alertmanager", f"http://127.0.0.1:{p.alertmanager}",
                                "--prometheus", f"http://127.0.0.1:{p.prometheus}",
                                "--state-dir", str(w / "remediator"),
