@@ -4,7 +4,10 @@ and the check that the rendered query has the template's structure.
 This module owns the PromQL side of template rendering. A ``{{ }}`` may only stand
 inside a string literal (``"..."``, ``'...'`` or a backtick raw string); its value is
 escaped by the literal's rules (Go's, which PromQL follows), and inside a regex matcher
-(``=~``, ``!~``) it is regex-quoted first so it matches itself only. Every rendered query
+(``=~``, ``!~``) or ``label_replace``'s regex argument it is regex-quoted first so it
+matches itself only (in ``label_replace``'s replacement, ``$`` is written ``$$`` so it
+expands nothing). A vigil.verify query may not gain a ``$selector`` from its values (the
+detector substitutes it as plain text, even inside a string). Every rendered query
 is parsed (``promql_parser``) and its tree compared with the template's (parsed with a
 placeholder per template): any new operator, selector, function or matcher, or a string
 value other than the one the template asked for, refuses the render. Pure.
@@ -215,9 +218,14 @@ def _at(at: Any) -> str | None:
     return None if at is None else f"{at.type}:{at.at}"
 
 
-def _regex_slots(expr: Any) -> set[int]:
-    """The templates that stand in a regex matcher's value."""
+def _regex_slots(expr: Any) -> tuple[set[int], set[int]]:
+    """The templates that stand in a regex (a regex matcher's value, ``label_replace``'s
+    regex argument), and those in ``label_replace``'s replacement (where ``$1`` expands)."""
     found: set[int] = set()
+    replacement: set[int] = set()
+
+    def slots(text: str) -> set[int]:
+        return {int(n) for n in _PLACEHOLDER.findall(text)}
 
     def visit(e: Any) -> None:
         if isinstance(e, promql_parser.VectorSelector):
@@ -225,10 +233,16 @@ def _regex_slots(expr: Any) -> set[int]:
             for m in (m for g in groups for m in g):
                 if str(m.op) in ("=~", "!~") or m.op in (promql_parser.MatchOp.Re,
                                                          promql_parser.MatchOp.NotRe):
-                    found.update(int(n) for n in _PLACEHOLDER.findall(m.value))
+                    found.update(slots(m.value))
+        elif isinstance(e, promql_parser.Call) and e.func.name == "label_replace":
+            args = list(e.args)  # (vector, dst, replacement, src, regex)
+            if len(args) == 5 and isinstance(args[2], promql_parser.StringLiteral):
+                replacement.update(slots(args[2].val))
+            if len(args) == 5 and isinstance(args[4], promql_parser.StringLiteral):
+                found.update(slots(args[4].val))
 
     promql_parser.walk(expr, lambda e: visit(e))
-    return found
+    return found, replacement
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +254,7 @@ class QueryTemplate:
     slots: tuple[_Slot, ...]
     parsed_literals: tuple[str, ...]
     regex: frozenset[int]
+    replacement: frozenset[int]  # in label_replace's replacement: "$" written "$$"
     tree: Any  # the parsed placeholder query (promql_parser.Expr)
 
     @classmethod
@@ -253,13 +268,15 @@ class QueryTemplate:
         except ValueError as exc:
             what = "selector" if kind is Kind.SELECTOR else "PromQL"
             raise ValueError(f"not valid {what}: {exc}") from exc
-        return cls(tuple(literals), kind, tuple(slots), tuple(parsed),
-                   frozenset(_regex_slots(tree)), tree)
+        regex, replacement = _regex_slots(tree)
+        return cls(tuple(literals), kind, tuple(slots), tuple(parsed), frozenset(regex),
+                   frozenset(replacement), tree)
 
     def render(self, values: Sequence[str]) -> str:
         """The query with ``values`` escaped in; TemplateError if any value would change
         the query's structure or could not be written in its literal."""
-        wanted = [quote_meta(v) if i in self.regex else v for i, v in enumerate(values)]
+        wanted = [quote_meta(v) if i in self.regex else v.replace("$", "$$")
+                  if i in self.replacement else v for i, v in enumerate(values)]
         escaped = [escape(v, slot.quote, kind=self.kind)
                    for v, slot in zip(wanted, self.slots, strict=True)]
         try:
@@ -274,7 +291,13 @@ class QueryTemplate:
         if got != shape(self.tree, fill):
             raise TemplateError("a label value would change the query's structure (it does "
                                 "not stay inside its string literal); refused")
-        return _join(self.literals, escaped)
+        text = _join(self.literals, escaped)
+        if self.kind is Kind.VIGIL_QUERY and text.count(SELECTOR_VAR) != _join(
+                self.literals, [PLACEHOLDER.format(i) for i in range(len(values))]
+        ).count(SELECTOR_VAR):  # e.g. "$sel" + "ector" from two labels
+            raise TemplateError(f"label values would write {SELECTOR_VAR}, which the "
+                                "detector would replace; refused")
+        return text
 
 
 def _has_surrogates(value: str) -> bool:

@@ -4,6 +4,7 @@ the secrets directory. The I/O shell behind ``actions.registry.Services``.
 Library errors are wrapped here: a connection failure or timeout is an
 ``ActionTemporaryError`` (worth retrying), anything else an ``ActionPermanentError``.
 prometheus-api-client is synchronous, so its calls run in a thread with a timeout.
+Redirects are never followed: a 3xx is the answer (the allow-list judged one URL).
 
 Secrets: every value ``secret()`` reads, and the detector token, is registered with this
 object's ``redaction.Redactor``; ``redact()`` masks them. Error messages made here are
@@ -53,9 +54,11 @@ class LiveServices:
     async def _request(self, method: str, url: str, *, headers: Mapping[str, str],
                        body: Any, timeout_s: float) -> tuple[int, str]:
         try:
+            # never followed: the allow-list judged this URL only, and a redirect would
+            # carry its headers (secrets too) and body wherever the Location points
             async with self.session.request(
                     method, url, headers=dict(headers),
-                    data=None if body is None else json.dumps(body),
+                    data=None if body is None else json.dumps(body), allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError) as exc:

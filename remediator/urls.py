@@ -3,8 +3,9 @@ escaping of template values per URL component.
 
 This module owns what "under an allowed prefix" means: scheme, host and port compare
 exactly (default ports filled in), the path compares segment by segment after its dot
-segments are resolved (``%2e`` counts as ``.``), and a URL with userinfo is never
-allowed. It also owns how a label value becomes part of a URL: a path segment or a query
+segments are resolved (``%2e`` counts as ``.``), and a URL with userinfo, or with a dot
+segment a server could still find (``..;``, ``..%2F``, ``%252e%252e``), is never allowed.
+It also owns how a label value becomes part of a URL: a path segment or a query
 component is percent-encoded except for unreserved characters, and a value that would be
 (or, decoded once more, would contain) a dot segment is refused. Pure; no I/O.
 """
@@ -126,12 +127,22 @@ def is_under(url: HttpUrl, prefix: HttpUrl) -> bool:
     return got[:len(want)] == want
 
 
+def hides_dots(url: HttpUrl) -> bool:
+    """Whether a path segment (dot segments already resolved) holds a dot segment that a
+    server may still see: decoded more than once (``%252e%252e``), with ``%2F`` or ``\\``
+    read as a separator (``..%2F``), or with a path parameter cut off (``..;x``)."""
+    return any(piece in _DOTS for seg in url.segments
+               for piece in re.split(r"[/\\;]", _decode_all(seg)))
+
+
 def allowed(url: str, prefixes: Iterable[str]) -> bool:
     """Whether ``url`` is under one of the allow-list's ``prefixes``. A URL or prefix that
-    does not parse never allows anything."""
+    does not parse never allows anything, nor does a URL that ``hides_dots``."""
     try:
         target = parse(url)
     except UrlError:
+        return False
+    if hides_dots(target):
         return False
     for prefix in prefixes:
         try:
@@ -146,9 +157,10 @@ def allowed(url: str, prefixes: Iterable[str]) -> bool:
 def encode_path_segment(value: str) -> str:
     """``value`` as (part of) one path segment: everything but unreserved characters
     percent-encoded. UrlError for a value that is a dot segment, that holds ``?`` or
-    ``#``, or that holds a dot segment once ``%2F`` or ``\\`` is read as a separator."""
+    ``#``, or that holds a dot segment once ``%2F``, ``\\`` or ``;`` is read as a
+    separator."""
     decoded = _decode_all(value)
-    for piece in re.split(r"[/\\]", decoded):
+    for piece in re.split(r"[/\\;]", decoded):
         if piece in _DOTS:
             raise UrlError(f"{value!r} would be a dot segment ({piece!r}) in a URL path")
     if "?" in decoded or "#" in decoded:
