@@ -22,7 +22,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from remediator import redaction
 from remediator.actions.registry import (
@@ -280,8 +280,18 @@ class VerifyParams(_Params):
     baseline_s: float = Field(1800.0, gt=0, le=7 * 86400)
     observe_s: float = Field(900.0, gt=0, le=86400)
     skip_s: float = Field(0.0, ge=0)
-    step_s: float = Field(15.0, ge=1, le=3600)
+    step_s: float = Field(15.0, ge=5, le=3600, description="as the detector allows: at least 5 s")
     expect: Literal["pass", "fail"] = Field("pass", description="pass: the step succeeds if the change is judged harmless; fail: only if Vigil confirms it made things worse (a gate before undoing it)")
+
+    @model_validator(mode="after")
+    def _points(self) -> VerifyParams:
+        """The detector's bound (11,000 points a query), checked when the playbook loads
+        rather than as a 400 in the middle of a run."""
+        longest_s = max(self.baseline_s, self.observe_s)
+        if longest_s / self.step_s + 1 > 11_000:
+            raise ValueError(f"a {longest_s:g} s window at step_s {self.step_s:g} is more "
+                             "than the detector's 11000 points a query: raise step_s")
+        return self
 
     def body(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"baseline_s": self.baseline_s, "observe_s": self.observe_s,

@@ -199,3 +199,17 @@ def test_queries_that_would_crash_the_parser_are_refused_first(template: str,
 def test_long_values_inside_literals_do_not_count_toward_the_bounds() -> None:
     out = render_as('up{a="{{ labels.v }}"}', scope(v="(" * 100_000), Context.PROMQL)
     assert matcher_value(out, "a") == "(" * 100_000
+
+
+def test_vigil_verify_steps_stay_within_what_the_detector_accepts() -> None:
+    """The detector refuses step_s below 5 s and windows over 11,000 points with a 400;
+    a playbook asking for either is refused when it loads, not in the middle of a run."""
+    import pydantic
+
+    from remediator.actions.basic import VerifyParams
+
+    VerifyParams(step_s=60, baseline_s=7 * 86400)  # 10,081 points: accepted
+    with pytest.raises(pydantic.ValidationError, match="step_s"):
+        VerifyParams(step_s=1)
+    with pytest.raises(pydantic.ValidationError, match="11000 points"):
+        VerifyParams(step_s=5, baseline_s=7 * 86400)
