@@ -942,7 +942,8 @@ class Runner:
                                         else run.alert)
                 await self._escalate(run.id, entry.playbook, alert,
                                      f"interrupted by a restart while {run.state}; "
-                                     "not repeated")
+                                     "not repeated",  # a dry run pages nobody, even now
+                                     dry_run=run.mode in (Mode.DRY_RUN, Mode.SHADOW))
             await self._finish(run.id, run.playbook, "interrupted",
                                f"interrupted while {run.state}; not repeated")
             n += 1

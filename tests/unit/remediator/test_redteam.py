@@ -9,6 +9,7 @@ refused or kept inside its context.
    ``..%2F`` / ``..%5C`` (a server decoding separators), ``%252e%252e`` (decoded twice).
 4. A redirect from an allowed endpoint: the client followed it off the allow-list, secret
    header included.
+5. A dry run interrupted by a restart, its playbook live by then: recovery paged on-call.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from aiohttp import web
 from remediator import urls
 from remediator.actions.basic import http_request
 from remediator.actions.registry import Failed
+from remediator.audit import AuditLog, RunState
 from remediator.errors import TemplateError
 from remediator.services import LiveServices
 from remediator.templating import Context, render_as
+from tests.unit.remediator.test_app import notification, start
 from tests.unit.remediator.test_injection import context
 
 
@@ -113,3 +116,20 @@ async def test_a_redirect_off_the_allow_list_is_not_followed(redirecting) -> Non
     outcome = await http_request(context(services), params)
     assert isinstance(outcome, Failed) and "HTTP 307" in outcome.error
     assert seen == []
+
+
+# --- 5. a dry run interrupted by a restart ------------------------------------------------
+async def test_an_interrupted_dry_run_pages_nobody_after_its_playbook_went_live(
+        aiohttp_client, tmp_path) -> None:
+    """The run was a dry run (its playbook in dryRun then); the playbook is ``auto`` by the
+    restart. Recovery records what it would have escalated, and sends nothing."""
+    with AuditLog.open(tmp_path / "audit.db") as db:
+        alert = notification()["alerts"][0]
+        run = db.create_run(playbook="silence-noisy-disk", fingerprint="f1",
+                            starts_at=alert["startsAt"], alertname="DiskFlapping", alert=alert,
+                            mode="dryRun", notification_id=None, target="x", now_ms=1)
+        db.set_state(run.id, RunState.RUNNING, now_ms=2)
+    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    [after] = await st.audit.run(lambda db: db.list_runs())
+    assert after.state == RunState.INTERRUPTED
+    assert fake.count("alertmanager", "POST", "/api/v2/alerts") == 0
