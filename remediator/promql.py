@@ -51,10 +51,12 @@ def escape(value: str, quote: str, *, kind: Kind = Kind.QUERY) -> str:
     if kind is Kind.VIGIL_QUERY and SELECTOR_VAR in value:
         raise TemplateError(f"{_short(value)} contains {SELECTOR_VAR}, which the detector "
                             "would replace")
-    if quote == "`":  # a raw string has no escapes (and Go drops its CRs)
-        if "`" in value or "\r" in value:
+    if quote == "`":  # a raw string has no escapes (and Go drops its CRs); promql-parser,
+        # unlike Prometheus, reads backslash escapes in it, so the two would disagree
+        if "`" in value or "\r" in value or "\\" in value:
             raise TemplateError(f"{_short(value)} cannot be written in a backtick string "
-                                "(it holds a backtick or a carriage return); use \"...\"")
+                                "(it holds a backtick, a backslash or a carriage return); "
+                                "use \"...\"")
         return value
     if "\ufffd" in value and kind is Kind.SELECTOR:
         raise TemplateError(f"{_short(value)} holds U+FFFD, which a selector cannot carry")

@@ -164,6 +164,11 @@ def render_as(text: str, scope: Mapping[str, Mapping[str, str]], context: Contex
         return render(text, scope)
     literals, names = split(text)
     values = [_lookup(name, scope) for name in names]
+    if context in _KINDS or context is Context.MATCHER:
+        for name, value in zip(names, values, strict=True):
+            if not value:  # `pod=""` selects every series (or alert) without a pod label
+                raise TemplateError(f"{{{{ {name} }}}} is empty: an empty value would "
+                                    "match everything that lacks the label; refused")
     try:
         renderer = _compile(literals, context)
     except ValueError as exc:

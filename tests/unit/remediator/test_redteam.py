@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from remediator import urls
+from remediator import templating, urls
 from remediator.actions.basic import http_request
 from remediator.actions.registry import Failed
 from remediator.audit import AuditLog, RunState
@@ -133,3 +133,17 @@ async def test_an_interrupted_dry_run_pages_nobody_after_its_playbook_went_live(
     [after] = await st.audit.run(lambda db: db.list_runs())
     assert after.state == RunState.INTERRUPTED
     assert fake.count("alertmanager", "POST", "/api/v2/alerts") == 0
+
+
+@pytest.mark.parametrize("context, template", [
+    (templating.Context.PROMQL, 'up{pod="{{ labels.pod }}"} == 0'),
+    (templating.Context.PROMQL_SELECTOR, 'pod="{{ labels.pod }}"'),
+    (templating.Context.MATCHER, 'pod="{{ labels.pod }}"'),
+])
+def test_an_empty_label_value_is_refused_where_it_would_match_everything(context, template):
+    """Prometheus never sends an empty label, but whoever posts to Alertmanager can:
+    `pod=""` would select every series (or silence every alert) without a pod label."""
+    scope = {"labels": {"pod": ""}}
+    with pytest.raises(TemplateError, match="empty"):
+        templating.render_as(template, scope, context)
+    assert "web-1" in templating.render_as(template, {"labels": {"pod": "web-1"}}, context)

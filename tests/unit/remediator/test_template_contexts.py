@@ -39,8 +39,8 @@ def matcher_value(query: str, name: str) -> str:
 # --- PromQL -------------------------------------------------------------------------
 @pytest.mark.parametrize("value", [
     INJECT_DQ, INJECT_SQ, 'a\\"b', "back\\slash\\", "line\nbreak\r\ttab", "quote'single",
-    "`tick`", "ünïcødé ☃ \u2028", "\x00\x7f", "\ufffd", "$selector", "x" * 5000, "",
-])
+    "`tick`", "ünïcødé ☃ \u2028", "\x00\x7f", "\ufffd", "$selector", "x" * 5000,
+])  # "" is refused (test_redteam.py::test_an_empty_label_value_is_refused_where_...)
 def test_a_label_value_stays_the_matchers_value(value: str) -> None:
     query = render_as(CRASHLOOP_PRE, scope(namespace=value, pod="p"), Context.PROMQL)
     assert matcher_value(query, "namespace") == value
@@ -62,12 +62,12 @@ def test_single_quoted_literals_escape_their_own_quote() -> None:
     assert matcher_value(query, "instance") == INJECT_SQ
 
 
-@pytest.mark.parametrize("value", ["a`b", "a\rb"])
+@pytest.mark.parametrize("value", ["a`b", "a\rb", "a\\b"])
 def test_a_backtick_string_refuses_what_it_cannot_hold(value: str) -> None:
     with pytest.raises(TemplateError, match="backtick"):
         render_as("up{instance=`{{ labels.i }}`}", scope(i=value), Context.PROMQL)
-    assert matcher_value(render_as("up{i=`{{ labels.i }}`}", scope(i='a"\\b\n'),
-                                   Context.PROMQL), "i") == 'a"\\b\n'
+    assert matcher_value(render_as("up{i=`{{ labels.i }}`}", scope(i='a"b\n'),
+                                   Context.PROMQL), "i") == 'a"b\n'
 
 
 def test_a_regex_matcher_matches_the_value_literally() -> None:
@@ -136,7 +136,7 @@ def test_a_selector_must_be_only_matchers() -> None:
 
 
 # --- Alertmanager matchers -----------------------------------------------------------
-@pytest.mark.parametrize("value", ['x", alertname=~".*', "a\\b", "line\nbreak", "ü ☃", ""])
+@pytest.mark.parametrize("value", ['x", alertname=~".*', "a\\b", "line\nbreak", "ü ☃"])
 def test_a_matcher_value_stays_its_value(value: str) -> None:
     out = render_as('instance="{{ labels.i }}"', scope(i=value), Context.MATCHER)
     m = parse_matcher(out)
