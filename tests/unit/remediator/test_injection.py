@@ -10,6 +10,7 @@ seen refused or kept inside its context.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -261,6 +262,18 @@ async def test_a_benign_service_label_reaches_its_own_path_with_the_header(hook)
     outcome = await http_request(context(services), planned.params)
     assert isinstance(outcome, Executed)
     assert seen == [("GET", "/hook/services/web%20api%2Fv2/status", "Bearer s3cret")]
+
+
+async def test_the_answer_of_a_request_is_kept_as_length_and_hash_only(hook):
+    """Finding 1's second half: the first 1,000 characters of the answer were stored on the
+    run, readable by anyone at GET /api/v1/runs/{id}. Now only its size and SHA-256 are."""
+    base, services, seen = hook
+    [planned] = build_plan((step(base),), alert(service="web"), REGISTRY, run_id="r",
+                           run_url="http://v/r")
+    outcome = await http_request(context(services), planned.params)
+    assert isinstance(outcome, Executed)
+    assert outcome.detail == {"status": 200, "response_bytes": 2,
+                              "response_sha256": hashlib.sha256(b"ok").hexdigest()}
 
 
 @pytest.mark.parametrize("tail", ["/hook/../admin/users/delete?all=true",
