@@ -159,6 +159,20 @@ def unrenderable_verifications(pb: Playbook, scope: dict[str, dict[str, str]]
     return out
 
 
+def unsafe_queries(pb: Playbook, scope: dict[str, dict[str, str]]) -> list[str]:
+    """Why each pre-condition or verification query cannot take the alert's values safely
+    (a value that would leave its string literal, an empty one, ...): a sign of a hostile
+    or broken alert, which the runner escalates on top of refusing the run."""
+    out = []
+    for query in [p.query for p in pb.spec.guards.preconditions] + \
+            [v.query for v in pb.spec.verify]:
+        try:
+            templating.render_as(query, scope, templating.Context.PROMQL)
+        except TemplateError as exc:
+            out.append(str(exc))
+    return out
+
+
 def render_precondition(template: str, scope: dict[str, dict[str, str]]) -> str:
     """A pre-condition query for the alert, its values escaped; TemplateError if it
     cannot be rendered safely (the guard then refuses)."""
@@ -406,6 +420,11 @@ class Runner:
             self._decide, run_id=run_id, pb=pb, alert=alert, plan=plan, silences=silences,
             preconditions=pre, target=target, shared_flags=shared_flags, budget=budget))
         await self._after_verdicts(run_id, pb, alert, decision)
+        refused = [v.guard for v in decision.verdicts if not v.allow]
+        if refused and refused[0] not in pb.spec.escalate.on_refused and (
+                unsafe := unsafe_queries(pb, templating.scope_of(alert))):
+            await self._escalate(run_id, pb, alert, "refused: the alert's labels cannot be "
+                                 "written safely into its queries: " + "; ".join(unsafe))
         if decision.state is not None:
             self.metrics.runs.labels(pb.name, decision.state.value).inc()
             self.settled.set()

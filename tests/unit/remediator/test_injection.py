@@ -140,6 +140,8 @@ async def test_a_precondition_that_cannot_be_rendered_refuses_its_guard(aiohttp_
     assert "backtick" in run.outcome
     assert fake.count("prometheus") == 0
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 0
+    [escalation] = [b for b in fake.bodies if isinstance(b, list)]  # a hostile alert pages
+    assert "cannot be written safely" in escalation[0]["annotations"]["summary"]
 
 
 async def test_a_verification_that_cannot_be_rendered_stops_the_run_before_it_acts(
@@ -151,6 +153,8 @@ async def test_a_verification_that_cannot_be_rendered_stops_the_run_before_it_ac
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.REFUSED)
     assert "verification cannot be rendered" in run.outcome
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 0
+    [escalation] = [b for b in fake.bodies if isinstance(b, list)]
+    assert "backtick" in escalation[0]["annotations"]["summary"]
 
 
 def test_the_rollback_playbook_keeps_metric_name_inside_its_literals() -> None:
