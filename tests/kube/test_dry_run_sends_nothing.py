@@ -149,7 +149,7 @@ async def test_a_dry_run_sends_no_change(name, kube_double):
 
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a fake sleep yields to the other tasks; no wait
 
     for example in EXAMPLES.get(name, []):
         services = RecordingServices()
