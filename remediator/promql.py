@@ -70,37 +70,38 @@ class _Slot:
     quote: str  # '"', "'" or '`'
 
 
+def _step(state: str, escaped: bool, c: str) -> tuple[str, bool]:
+    """The lexer's state after ``c``: ``state`` is "" outside, the quote character inside
+    a string literal, "#" in a comment; ``escaped``: ``c`` was a backslash inside a
+    ``"..."`` or ``'...'`` literal, so the next character is taken as is."""
+    if state == "":
+        return (c if c in "\"'`#" else ""), False
+    if state == "#":
+        return ("" if c == "\n" else "#"), False
+    if escaped:
+        return state, False
+    if c == "\\" and state != "`":
+        return state, True
+    return ("" if c == state else state), False
+
+
 def _lex(literals: Sequence[str], kind: Kind) -> tuple[list[_Slot], list[str]]:
     """The string literal each template stands in, and the literals as the parser should
     see them (``$selector`` outside strings replaced by a stand-in matcher). ValueError
     for a template outside a string literal, in a comment or right after a backslash."""
     slots: list[_Slot] = []
     parsed: list[str] = []
-    state = ""  # "" outside, a quote char inside a literal, "#" in a comment
+    state, escaped = "", False
     for i, text in enumerate(literals):
         out: list[str] = []
-        j, escaped = 0, False
+        j = 0
         while j < len(text):
-            c = text[j]
-            if state == "":
-                if kind is Kind.VIGIL_QUERY and text.startswith(SELECTOR_VAR, j):
-                    out.append(_SELECTOR_STANDIN)
-                    j += len(SELECTOR_VAR)
-                    continue
-                if c in "\"'`":
-                    state = c
-                elif c == "#":
-                    state = "#"
-            elif state == "#":
-                if c == "\n":
-                    state = ""
-            elif escaped:
-                escaped = False
-            elif c == "\\" and state != "`":
-                escaped = True
-            elif c == state:
-                state = ""
-            out.append(c)
+            if state == "" and kind is Kind.VIGIL_QUERY and text.startswith(SELECTOR_VAR, j):
+                out.append(_SELECTOR_STANDIN)
+                j += len(SELECTOR_VAR)
+                continue
+            state, escaped = _step(state, escaped, text[j])
+            out.append(text[j])
             j += 1
         parsed.append("".join(out))
         if i == len(literals) - 1:
@@ -133,25 +134,15 @@ def _size(text: str) -> tuple[int, int]:
     """The deepest bracket nesting and the number of characters, outside string
     literals and comments."""
     depth = deepest = code = 0
-    quote, escaped = "", False
+    state, escaped = "", False
     for c in text:
-        if quote == "#":
-            quote = "" if c == "\n" else quote
-        elif quote:
-            if escaped:
-                escaped = False
-            elif c == "\\" and quote != "`":
-                escaped = True
-            elif c == quote:
-                quote = ""
-        elif c in "\"'`#":
-            quote = c
-        elif c in "([{":
+        if state == "" and c in "([{":
             depth += 1
             deepest = max(deepest, depth)
-        elif c in ")]}":
+        elif state == "" and c in ")]}":
             depth -= 1
-        code += 0 if quote else 1
+        state, escaped = _step(state, escaped, c)
+        code += 0 if state else 1
     return deepest, code
 
 
