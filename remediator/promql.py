@@ -23,10 +23,9 @@ from typing import Any
 
 import promql_parser
 
+from remediator import placeholders
 from remediator.errors import TemplateError
 
-PLACEHOLDER = "__vigil_template_{}__"
-_PLACEHOLDER = re.compile(r"__vigil_template_(\d+)__")
 SELECTOR_VAR = "$selector"  # the detector fills it in vigil.verify queries
 _SELECTOR_STANDIN = '__vigil_selector__="x"'
 _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")  # Go's regexp.QuoteMeta
@@ -115,13 +114,6 @@ def _lex(literals: Sequence[str], kind: Kind) -> tuple[list[_Slot], list[str]]:
             raise ValueError(f"template #{i + 1} follows a backslash inside a string literal")
         slots.append(_Slot(state))
     return slots, parsed
-
-
-def _join(literals: Sequence[str], values: Sequence[str]) -> str:
-    out = [literals[0]]
-    for value, literal in zip(values, literals[1:], strict=True):
-        out += [value, literal]
-    return "".join(out)
 
 
 # The Rust parser recurses: 50,000 nested brackets, or 5,000 chained operators, overflow
@@ -218,7 +210,7 @@ def _regex_slots(expr: Any) -> tuple[set[int], set[int]]:
     replacement: set[int] = set()
 
     def slots(text: str) -> set[int]:
-        return {int(n) for n in _PLACEHOLDER.findall(text)}
+        return {int(n) for n in placeholders.PATTERN.findall(text)}
 
     def visit(e: Any) -> None:
         if isinstance(e, promql_parser.VectorSelector):
@@ -254,7 +246,7 @@ class QueryTemplate:
     def compile(cls, literals: Sequence[str], kind: Kind) -> QueryTemplate:
         """ValueError saying what is wrong with the template itself."""
         slots, parsed = _lex(literals, kind)
-        text = _join(parsed, [PLACEHOLDER.format(i) for i in range(len(slots))])
+        text = placeholders.join(parsed, placeholders.placeholders(len(slots)))
         try:
             tree = _parse(text, kind)
             shape(tree)
@@ -273,20 +265,16 @@ class QueryTemplate:
         escaped = [escape(v, slot.quote, kind=self.kind)
                    for v, slot in zip(wanted, self.slots, strict=True)]
         try:
-            got = shape(_parse(_join(self.parsed_literals, escaped), self.kind))
+            got = shape(_parse(placeholders.join(self.parsed_literals, escaped), self.kind))
         except ValueError as exc:
             raise TemplateError(f"the rendered query is not valid PromQL ({exc}); "
                                 "refused") from exc
-
-        def fill(text: str) -> str:
-            return _PLACEHOLDER.sub(lambda m: wanted[int(m.group(1))], text)
-
-        if got != shape(self.tree, fill):
+        if got != shape(self.tree, lambda text: placeholders.fill(text, wanted)):
             raise TemplateError("a label value would change the query's structure (it does "
                                 "not stay inside its string literal); refused")
-        text = _join(self.literals, escaped)
-        if self.kind is Kind.VIGIL_QUERY and text.count(SELECTOR_VAR) != _join(
-                self.literals, [PLACEHOLDER.format(i) for i in range(len(values))]
+        text = placeholders.join(self.literals, escaped)
+        if self.kind is Kind.VIGIL_QUERY and text.count(SELECTOR_VAR) != placeholders.join(
+                self.literals, placeholders.placeholders(len(values))
         ).count(SELECTOR_VAR):  # e.g. "$sel" + "ector" from two labels
             raise TemplateError(f"label values would write {SELECTOR_VAR}, which the "
                                 "detector would replace; refused")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from remediator import matchers, promql, urls
+from remediator import matchers, placeholders, promql, urls
 from remediator.errors import TemplateError
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -146,7 +146,7 @@ def _compile(literals: Sequence[str], context: Context) -> Renderer:
         return render_url
     if context is Context.MATCHER:
         return _compile_matcher(literals)
-    return lambda values: "".join(_interleave(literals, values))
+    return lambda values: placeholders.join(literals, values)
 
 
 def check_as(text: str, context: Context) -> None:
@@ -208,13 +208,6 @@ def param_path(loc: Sequence[str | int]) -> str:
     return out
 
 
-def _interleave(literals: Sequence[str], values: Sequence[str]) -> list[str]:
-    out = [literals[0]]
-    for value, literal in zip(values, literals[1:], strict=True):
-        out += [value, literal]
-    return out
-
-
 def _compile_matcher(literals: Sequence[str]) -> Renderer:
     """An Alertmanager matcher template: a value inside ``"..."`` is JSON-escaped, one in
     a regex (``=~``, ``!~``) regex-quoted; templates may not name the label or the
@@ -234,9 +227,9 @@ def _compile_matcher(literals: Sequence[str]) -> Renderer:
             if escaped:
                 raise ValueError(f"template #{i + 1} follows a backslash")
             quoted.append(inside)
-    placeholders = [promql.PLACEHOLDER.format(i) for i in range(len(quoted))]
-    base = matchers.parse_matcher("".join(_interleave(literals, placeholders)))
-    if "__vigil_template_" in base.name:
+    base = matchers.parse_matcher(placeholders.join(literals,
+                                                    placeholders.placeholders(len(quoted))))
+    if placeholders.PATTERN.search(base.name):
         raise ValueError("a template may only stand in the matcher's value, e.g. "
                          'pod="{{ labels.pod }}"')
     regex = base.op in ("=~", "!~")
@@ -250,9 +243,8 @@ def _compile_matcher(literals: Sequence[str]) -> Renderer:
             except UnicodeEncodeError as exc:
                 raise TemplateError(f"{value[:60]!r} is not valid Unicode text") from exc
             parts.append(json.dumps(value, ensure_ascii=False)[1:-1] if is_quoted else value)
-        text = "".join(_interleave(literals, parts))
-        expected = re.sub(r"__vigil_template_(\d+)__", lambda m: wanted[int(m.group(1))],
-                          base.value)
+        text = placeholders.join(literals, parts)
+        expected = placeholders.fill(base.value, wanted)
         try:
             got = matchers.parse_matcher(text)
         except ValueError as exc:

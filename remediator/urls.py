@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from remediator import placeholders
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)"
                   r"(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?$", re.S)
@@ -192,8 +194,6 @@ def _decode_all(value: str) -> str:
 
 
 # --- URL templates ------------------------------------------------------------------
-_PLACEHOLDER = "__vigil_template_{}__"  # unreserved characters only
-_SLOT = re.compile(r"__vigil_template_(\d+)__")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -235,7 +235,7 @@ class UrlTemplate:
         for i, literal in enumerate(literals[:-1]):
             prefix += literal
             components.append(_component(prefix, i))
-            prefix += _PLACEHOLDER.format(i)
+            prefix += placeholders.placeholder(i)
         base = parse(prefix + literals[-1])
         return cls(tuple(literals), tuple(components), base)
 
@@ -245,10 +245,7 @@ class UrlTemplate:
         would move the URL off the template's scheme, host, port or path."""
         encoded = [encode_path_segment(v) if c == "path" else encode_query(v)
                    for v, c in zip(values, self.components, strict=True)]
-        out = [self.literals[0]]
-        for value, literal in zip(encoded, self.literals[1:], strict=True):
-            out += [value, literal]
-        text = "".join(out)
+        text = placeholders.join(self.literals, encoded)
         got = parse(text)
         if (got.scheme, got.host, got.port) != (self.base.scheme, self.base.host,
                                                 self.base.port):
@@ -256,7 +253,7 @@ class UrlTemplate:
                            f"{self.base.port}")
 
         def expand(piece: str) -> str:
-            parts = _SLOT.split(piece)  # literal, slot number, literal, ...
+            parts = placeholders.PATTERN.split(piece)  # literal, slot number, literal, ...
             return "".join(values[int(p)] if k % 2 else unquote(p)
                            for k, p in enumerate(parts))
 
@@ -268,7 +265,7 @@ class UrlTemplate:
         if not shape_ok:
             raise UrlError(f"{text!r} does not have the template's path and query")
         for tpl, seg in zip(want[0], have[0], strict=True):
-            if _SLOT.search(tpl) and seg == "":
+            if placeholders.PATTERN.search(tpl) and seg == "":
                 raise UrlError(f"{text!r}: a template leaves a path segment empty")
         pairs = list(zip(want[0], have[0], strict=True))
         if want[1] is not None and have[1] is not None:
