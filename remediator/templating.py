@@ -163,7 +163,13 @@ def render_as(text: str, scope: Mapping[str, Mapping[str, str]], context: Contex
     if context is Context.TEXT:
         return render(text, scope)
     literals, names = split(text)
-    values = [_lookup(name, scope) for name in names]
+    return _render_in(context, literals, names, [_lookup(name, scope) for name in names])
+
+
+def _render_in(context: Context, literals: Sequence[str], names: Sequence[str],
+               values: Sequence[str]) -> str:
+    """``values`` (those of the templates ``names``) rendered between ``literals`` for
+    ``context`` (not TEXT); TemplateError saying why they cannot be."""
     if context in _KINDS or context is Context.MATCHER:
         for name, value in zip(names, values, strict=True):
             if not value:  # `pod=""` selects every series (or alert) without a pod label
@@ -188,8 +194,8 @@ def render_params(value: Any, scope: Mapping[str, Mapping[str, str]],
         literals, names = split(value)
         values = [_lookup(name, scope) for name in names]  # says what the alert lacks
         try:
-            return _compile(literals, context)(values)
-        except (ValueError, TemplateError) as exc:
+            return _render_in(context, literals, names, values)
+        except TemplateError as exc:
             raise TemplateError(f"params.{path}: {exc}") from exc
     if isinstance(value, dict):
         return {k: render_params(v, scope, contexts, f"{path}.{k}" if path else str(k))

@@ -184,6 +184,17 @@ def test_params_render_each_declared_path_in_its_context() -> None:
     assert param_path(("matchers", 2)) == "matchers[]"
 
 
+@pytest.mark.parametrize("params, contexts", [
+    ({"matchers": ['pod="{{ labels.pod }}"']}, {"matchers[]": Context.MATCHER}),
+    ({"query": 'up{pod="{{ labels.pod }}"} == 0'}, {"query": Context.PROMQL}),
+])
+def test_step_params_refuse_an_empty_value_as_render_as_does(params, contexts) -> None:
+    # alertmanager.silence with pod="" would silence every alert that has no pod label
+    with pytest.raises(TemplateError, match=r"^params\..*is empty"):
+        render_params(params, scope(pod=""), contexts)
+    assert "web-1" in str(render_params(params, scope(pod="web-1"), contexts))
+
+
 @pytest.mark.parametrize("template,reason", [
     ("(" * 50_000 + 'up{a="{{ labels.v }}"}' + ")" * 50_000, "nested more than 100"),
     ('up{a="{{ labels.v }}"}' + " + x" * 5_000, "longer than 4000 characters"),
