@@ -19,10 +19,10 @@ first ``warmup_samples``, inside the band the family publishes, [lower, upper]; 
 counters the band is on the rate). On anomalous series: the share detected (firing at
 some sample of the labelled interval), the detection delay in samples (index of the
 first firing sample in the interval, 0 = the anomaly's first sample; the default rule's
-``for_samples: 3`` makes 2 the least), the share of the interval's samples spent firing,
-the pages per anomaly (more than one: the alert resolved and paged again), for lasting
-anomalies the share still firing at the series' last sample, and for short ones the
-median samples from the anomaly's end until the alert resolves.
+``for_s: 60``, which counts the first sample's own 15 s, makes 3 the least), the share
+of the interval's samples spent firing, the pages per anomaly (more than one: the alert
+resolved and paged again), for lasting anomalies the share still firing at the series'
+last sample, and for short ones the median samples from the anomaly's end until the alert resolves.
 
 The fast default (8 + 8 series a family, 7 days) takes ~11 s here and 0.5 GB; ``--full``
 (12 + 12, 28 days) ~45 s and 1.6 GB (the series are generated up front).
@@ -379,16 +379,19 @@ def main(argv: list[str] | None = None) -> int:
 @dataclass(frozen=True, slots=True)
 class _Rule:
     detector: str
+    for_s: float
     for_samples: int
     resolve_below: float | None
+    resolve_s: float
     resolve_samples: int
     lowest_threshold: float
 
 
 def _rule_figures(cfg: DetectorConfig) -> _Rule:
     rule = cfg.alerts[0]
-    return _Rule(detector=cfg.series[0].detector.kind, for_samples=rule.for_samples,
-                 resolve_below=rule.resolve_below, resolve_samples=rule.resolve_samples,
+    return _Rule(detector=cfg.series[0].detector.kind, for_s=rule.for_s,
+                 for_samples=rule.for_samples, resolve_below=rule.resolve_below,
+                 resolve_s=rule.resolve_s, resolve_samples=rule.resolve_samples,
                  lowest_threshold=rule.severities[0].score)
 
 

@@ -5,9 +5,19 @@ writes an event for every transition into preallocated arrays. Kernels only: the
 tables come from ``detector.lifecycle``; nothing here touches Python objects.
 
 States per series: NORMAL, PENDING (anomalous samples in a row, not yet ``for`` long),
-FIRING. A NaN score (still warming up) changes nothing. A run starts with a score at or
-above the lowest threshold; after that, a sample is anomalous if it scores that high *or*
-its value lies outside the expected band. While pending, one sample that is neither ends
+FIRING.
+
+Durations are Prometheus's ``for:``: a sample stands for the interval that ends at it (the
+time since the series' previous sample, at most ``MAX_SPAN_MS``, Prometheus's 5-minute
+lookback; 0 for a series' first sample). An anomalous run has lasted from the start of its
+first sample's interval to the current sample, so a rule with ``for_ms`` of one minute
+fires on the first anomalous sample of 5-minute data and on the fourth at a 15 s scrape
+(45 s since the first plus its own 15 s); a normal run is counted the same way for
+``resolve_ms``. The ``for_samples``/``resolve_samples`` counts are required as well.
+
+A NaN score (still warming up) changes nothing. A run starts with a score at or above
+the lowest threshold; after that, a sample is anomalous if it scores that high *or* its
+value lies outside the expected band. While pending, one sample that is neither ends
 the run (as Prometheus's ``for`` does). While firing, a sample counts as normal only if it
 is inside the band and scores below ``normal_below``; one in between restarts the normal
 run without counting as anomalous (hysteresis), so a series hovering at the edge does not
@@ -22,6 +32,7 @@ from numba import njit
 NEVER = np.int64(-(2**62))
 NORMAL, PENDING, FIRING = 0, 1, 2
 EV_FIRE, EV_ESCALATE, EV_RESOLVE = 1, 2, 3
+MAX_SPAN_MS = 300_000  # the longest interval one sample stands for (Prometheus's lookback)
 
 STEP_SIG = (
     "int64(int32[::1], int64[::1], float64[::1], float64[::1], float64[::1], float64[::1], "
@@ -29,7 +40,7 @@ STEP_SIG = (
     "int64[::1], float64[::1], int64[::1], int64[::1], uint8[::1], uint8[::1], int64[::1], "
     "int64[::1], int64[::1], float64[::1], int32[::1], uint8[::1], uint8[::1], int64[::1], "
     "float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], "
-    "float64[::1], float64[::1])"
+    "float64[::1], float64[::1], int64[::1], int64[::1])"
 )
 
 
@@ -62,7 +73,8 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
          ev_index: np.ndarray, ev_kind: np.ndarray, ev_level: np.ndarray,
          ev_since: np.ndarray, ev_peak: np.ndarray, expected: np.ndarray,
          base_exp: np.ndarray, base_lo: np.ndarray, base_hi: np.ndarray,
-         ev_exp: np.ndarray, ev_lo: np.ndarray, ev_hi: np.ndarray) -> int:
+         ev_exp: np.ndarray, ev_lo: np.ndarray, ev_hi: np.ndarray, prev_ts: np.ndarray,
+         run_from: np.ndarray) -> int:
     """Advance the alert state of each sample's series; return the number of events.
 
     ``thresholds[r]`` holds rule r's ascending severity thresholds, padded with +inf.
@@ -73,6 +85,9 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
     the expected value and band of the sample that started the run (before any anomalous
     sample was learned): an alert says what was expected, not what the anomaly has since
     taught the detector; ``ev_exp``/``ev_lo``/``ev_hi`` receive them for each event.
+    ``prev_ts`` is each series' previous sample seen here (NaN scores included), which
+    gives a sample its interval; ``run_from`` the start of the pending run's first
+    interval, and ``normal_since`` that of the firing alert's normal run.
     """
     n_ev = 0
     n_levels = thresholds.shape[1]
@@ -80,13 +95,15 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
         s = slots[i]
         r = rule_of[s]
         x = score[i]
+        t = ts[i]
+        span = 0 if prev_ts[s] == NEVER else min(max(t - prev_ts[s], 0), MAX_SPAN_MS)
+        prev_ts[s] = t
         if r < 0 or x != x:
             continue
         lv = 0
         for k in range(n_levels):
             if x >= thresholds[r, k]:
                 lv = k + 1
-        t = ts[i]
         # once a run has started, a value still outside the expected band keeps it going
         # (the score of a lasting shift fades as the calibration sees more of it; the band
         # moves only when the detector adopts the new level)
@@ -104,7 +121,7 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                                   ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
             elif x < normal_below[r]:
                 if normal_since[s] == NEVER:
-                    normal_since[s] = t
+                    normal_since[s] = t - span
                     run[s] = 0
                 run[s] += 1
                 if run[s] >= resolve_samples[r] and t - normal_since[s] >= resolve_ms[r]:
@@ -123,6 +140,7 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
             if state[s] == NORMAL:
                 state[s] = PENDING
                 since[s] = t
+                run_from[s] = t - span
                 base_exp[s] = expected[i]
                 base_lo[s] = lower[i]
                 base_hi[s] = upper[i]
@@ -134,7 +152,7 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                 peak[s] = x
             if lv > level[s]:
                 level[s] = lv
-            if run[s] >= for_samples[r] and t - since[s] >= for_ms[r]:
+            if run[s] >= for_samples[r] and t - run_from[s] >= for_ms[r]:
                 state[s] = FIRING
                 run[s] = 0
                 normal_since[s] = NEVER

@@ -259,11 +259,11 @@ class AlertRule(_Matching):
         (SeverityLevel(severity="warning", score=0.9999),
          SeverityLevel(severity="critical", score=0.999999)),
         min_length=1, max_length=4, description="ascending thresholds; the highest reached names the severity")
-    for_samples: int = Field(3, ge=1, le=10_000, description="anomalous samples in a row before the alert fires")
-    for_s: float = Field(0.0, ge=0.0, description="and the anomaly must have lasted this long")
+    for_s: float = Field(60.0, ge=0.0, description="the anomaly must have lasted this long before the alert fires, counting its first sample's own interval (Prometheus's for:, so 60 fires on the first anomalous sample of 5-minute data and on the 4th at 15 s)")
+    for_samples: int = Field(1, ge=1, le=10_000, description="and this many anomalous samples in a row")
     resolve_below: float | None = Field(0.999, gt=0.0, lt=1.0, description="a sample counts as normal below this score (hysteresis); none: below the lowest threshold")
-    resolve_samples: int = Field(5, ge=1, le=100_000, description="normal samples in a row before a firing alert resolves")
-    resolve_s: float = Field(0.0, ge=0.0, description="and the series must have been normal this long")
+    resolve_s: float = Field(120.0, ge=0.0, description="a firing alert resolves once the series has been normal this long, counting its first normal sample's own interval")
+    resolve_samples: int = Field(1, ge=1, le=100_000, description="and this many normal samples in a row")
     by: tuple[str, ...] | None = Field(None, description="aggregate: one alert per value of these labels, listing its worst series")
     max_listed: int = Field(5, ge=1, le=50, description="series listed in an aggregated alert")
     labels: dict[str, str] = Field(default_factory=dict, description="extra labels (team, ...); they win over the series' labels")

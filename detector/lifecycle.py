@@ -95,7 +95,9 @@ ALERT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("al_level", np.uint8, 0),
     ("al_since", np.int64, NEVER),
     ("al_run", np.int64, 0),
-    ("al_normal_since", np.int64, NEVER),
+    ("al_normal_since", np.int64, NEVER),  # start of the firing alert's normal run
+    ("al_run_from", np.int64, NEVER),  # start of the pending run's first sample's interval
+    ("al_prev_ts", np.int64, NEVER),  # the series' previous sample seen by the lifecycle
     ("al_peak", np.float64, 0.0),
     ("al_base_exp", np.float64, np.nan),  # expected value and band when the run started
     ("al_base_lo", np.float64, np.nan),
@@ -112,6 +114,8 @@ class AlertTables(Protocol):
     al_since: NDArray[np.int64]
     al_run: NDArray[np.int64]
     al_normal_since: NDArray[np.int64]
+    al_run_from: NDArray[np.int64]
+    al_prev_ts: NDArray[np.int64]
     al_peak: NDArray[np.float64]
     al_base_exp: NDArray[np.float64]
     al_base_lo: NDArray[np.float64]
@@ -159,7 +163,8 @@ class AlertState:
                                p.al_state, p.al_level, p.al_since, p.al_run,
                                p.al_normal_since, p.al_peak, ev_index, ev_kind, ev_level,
                                ev_since, ev_peak, expected, p.al_base_exp, p.al_base_lo,
-                               p.al_base_hi, ev_exp, ev_lo, ev_hi)
+                               p.al_base_hi, ev_exp, ev_lo, ev_hi, p.al_prev_ts,
+                               p.al_run_from)
         events = []
         for e in range(int(n_ev)):
             i = int(ev_index[e])

@@ -174,6 +174,8 @@ class Pipeline:
     al_since: NDArray[np.int64]
     al_run: NDArray[np.int64]
     al_normal_since: NDArray[np.int64]
+    al_run_from: NDArray[np.int64]
+    al_prev_ts: NDArray[np.int64]
     al_peak: NDArray[np.float64]
     al_base_exp: NDArray[np.float64]
     al_base_lo: NDArray[np.float64]

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from detector.app import RUNTIME, Runtime, build_app
-from detector.config import DetectorConfig
+from detector.config import AlertRule, DetectorConfig
 from detector.remote_write import encode
 
 V1 = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
@@ -17,6 +17,17 @@ V1 = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
 V2 = {"Content-Encoding": "snappy",
       "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
       "X-Prometheus-Remote-Write-Version": "2.0.0"}
+
+
+# ``level_shift`` scrapes every second; the default rule's 60 s ``for`` would need a minute
+# of shift. These tests are about what an alert carries, so their rule fires on the third
+# shifted second and resolves after five normal ones.
+SECOND_RULE = AlertRule(for_s=3.0, resolve_s=5.0)
+
+
+def config(**fields) -> DetectorConfig:
+    """``DetectorConfig(**fields)`` with ``SECOND_RULE`` unless ``alerts`` is given."""
+    return DetectorConfig(**{"alerts": (SECOND_RULE,), **fields})
 
 
 def body(series, version=1) -> bytes:
@@ -30,7 +41,7 @@ def series(name, ts, value, **labels):
 
 
 async def start(aiohttp_client, cfg: DetectorConfig | None = None, **kwargs):
-    app = build_app(cfg or DetectorConfig(), **kwargs)
+    app = build_app(cfg or config(), **kwargs)
     server = TestServer(app)
     # as vigil-detector serve runs it: aiohttp must not inflate bodies itself
     await server.start_server(auto_decompress=False)

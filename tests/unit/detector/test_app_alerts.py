@@ -8,14 +8,13 @@ import numpy as np
 
 from detector.config import (
     AlertingConfig,
-    DetectorConfig,
     EnrichmentConfig,
     LokiEnrichment,
     WarmStartConfig,
     WritebackConfig,
 )
 from detector.remote_write import decode
-from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
+from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, config, level_shift, start
 
 
 def _ms(iso: str) -> int:
@@ -31,7 +30,7 @@ async def test_level_shift_fires_one_enriched_alert_then_resolves(aiohttp_client
                                                                    aiohttp_server):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
-    cold = DetectorConfig(warm_start=WarmStartConfig(enabled=False))
+    cold = config(warm_start=WarmStartConfig(enabled=False))
     client, rt = await start(aiohttp_client, cold, alertmanagers=[str(server.make_url(""))],
                              prometheus_url="http://prom.example:9090",
                              external_url="http://vigil.example:9420")
@@ -108,7 +107,7 @@ async def test_stale_series_resolves_its_alert(aiohttp_client, aiohttp_server):
 async def test_no_alert_rules_means_no_alerts(aiohttp_client, aiohttp_server):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
-    client, rt = await start(aiohttp_client, DetectorConfig(alerts=()),
+    client, rt = await start(aiohttp_client, config(alerts=()),
                              alertmanagers=[str(server.make_url(""))])
     now = int(time.time() * 1000)
     shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8)
@@ -130,7 +129,7 @@ async def test_writeback_sends_score_and_band_series(aiohttp_client, aiohttp_ser
     sink = web.Application()
     sink.router.add_post("/api/v1/write", receive)
     server = await aiohttp_server(sink)
-    cfg = DetectorConfig(alerting=AlertingConfig(),
+    cfg = config(alerting=AlertingConfig(),
                          writeback=WritebackConfig(url=str(server.make_url("/api/v1/write")),
                                                    interval_s=3600))
     client, rt = await start(aiohttp_client, cfg)
@@ -189,7 +188,7 @@ async def test_log_lines_from_loki_join_the_alert_when_they_arrive(aiohttp_clien
     loki = web.Application()
     loki.router.add_get("/loki/api/v1/query_range", query_range)
     am_server, loki_server = await aiohttp_server(am.app()), await aiohttp_server(loki)
-    cfg = DetectorConfig(enrichment=EnrichmentConfig(
+    cfg = config(enrichment=EnrichmentConfig(
         loki=LokiEnrichment(url=str(loki_server.make_url("")))))
     client, rt = await start(aiohttp_client, cfg, alertmanagers=[str(am_server.make_url(""))])
     now = int(time.time() * 1000)

@@ -14,9 +14,17 @@ from datetime import datetime
 import numpy as np
 from aiohttp import web
 
-from detector.config import AlertingConfig, CheckpointConfig, DetectorConfig, Limits
+from detector.config import AlertingConfig, CheckpointConfig, Limits
 from detector.remote_write import encode
-from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, series, start
+from tests.unit.detector.apphelpers import (
+    V1,
+    FakeAlertmanager,
+    body,
+    config,
+    level_shift,
+    series,
+    start,
+)
 
 WAIT_S = 20.0
 
@@ -42,7 +50,7 @@ def _current(state_dir):
 
 
 async def test_checkpoints_are_written_every_interval_while_serving(aiohttp_client, tmp_path):
-    cfg = DetectorConfig(checkpoint=CheckpointConfig(interval_s=0.05))
+    cfg = config(checkpoint=CheckpointConfig(interval_s=0.05))
     client, rt = await start(aiohttp_client, cfg, state_dir=tmp_path)
     data = body([series("x", 1000, 1.0), series("y", 1000, 2.0)])
     assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
@@ -67,7 +75,7 @@ async def test_checkpoints_are_written_every_interval_while_serving(aiohttp_clie
 
 async def test_a_checkpoint_taken_under_load_holds_whole_batches(aiohttp_client, tmp_path):
     # ten requests at once keep the loop busy: that is the point, so no load shedding
-    cfg = DetectorConfig(checkpoint=CheckpointConfig(interval_s=0),
+    cfg = config(checkpoint=CheckpointConfig(interval_s=0),
                          limits=Limits(max_loop_lag_s=60.0))
     client, rt = await start(aiohttp_client, cfg, state_dir=tmp_path)
     names = [f"s{i}" for i in range(1000)]
@@ -102,7 +110,7 @@ async def test_after_a_crash_firing_alerts_come_back_from_the_periodic_checkpoin
         aiohttp_client, aiohttp_server, tmp_path):
     am = FakeAlertmanager()
     url = str((await aiohttp_server(am.app())).make_url(""))
-    cfg = DetectorConfig(checkpoint=CheckpointConfig(interval_s=0),
+    cfg = config(checkpoint=CheckpointConfig(interval_s=0),
                          alerting=AlertingConfig(stale_min_s=3600))
     client, rt = await start(aiohttp_client, cfg, alertmanagers=[url], state_dir=tmp_path)
     now = int(time.time() * 1000)
@@ -171,7 +179,7 @@ async def test_a_queued_resolve_is_flushed_at_shutdown(aiohttp_client, aiohttp_s
     am = FlakyAlertmanager(refusals=1)
     url = str((await aiohttp_server(am.app())).make_url(""))
     # the retry comes 1 s later: without the flush the client would be stopped before it
-    cfg = DetectorConfig(alerting=AlertingConfig(retry_initial_s=1.0, flush_timeout_s=10))
+    cfg = config(alerting=AlertingConfig(retry_initial_s=1.0, flush_timeout_s=10))
     client, rt = await start(aiohttp_client, cfg, alertmanagers=[url], state_dir=tmp_path)
     await _fire_then_resolve(client, rt, am)
     await client.close()  # SIGTERM: the last checkpoint, then the flush
@@ -183,7 +191,7 @@ async def test_the_flush_gives_up_after_flush_timeout(aiohttp_client, aiohttp_se
                                                       tmp_path, caplog):
     am = FlakyAlertmanager(refusals=float("inf"))
     url = str((await aiohttp_server(am.app())).make_url(""))
-    cfg = DetectorConfig(alerting=AlertingConfig(retry_initial_s=0.05, retry_max_s=0.05,
+    cfg = config(alerting=AlertingConfig(retry_initial_s=0.05, retry_max_s=0.05,
                                                  flush_timeout_s=0.3))
     client, rt = await start(aiohttp_client, cfg, alertmanagers=[url], state_dir=tmp_path)
     await _fire_then_resolve(client, rt, am)

@@ -3,11 +3,11 @@ with their alert, fingerprint and links, and a series' history for its chart."""
 
 import time
 
-from detector.config import ConsoleConfig, DetectorConfig, WarmStartConfig
+from detector.config import ConsoleConfig, WarmStartConfig
 from detector.console import fingerprint
-from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
+from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, config, level_shift, start
 
-COLD = DetectorConfig(warm_start=WarmStartConfig(enabled=False))
+COLD = config(warm_start=WarmStartConfig(enabled=False))
 
 
 def test_fingerprint_is_alertmanagers():

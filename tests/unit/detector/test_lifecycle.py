@@ -11,7 +11,8 @@ from detector.lifecycle import ALERT_TABLES, FIRING, NORMAL, AlertState, EventKi
 
 RULE = AlertRule(severities=(SeverityLevel(severity="warning", score=0.99),
                              SeverityLevel(severity="critical", score=0.9999)),
-                 for_samples=3, resolve_below=0.9, resolve_samples=2)
+                 for_samples=3, for_s=0.0, resolve_below=0.9, resolve_samples=2,
+                 resolve_s=0.0)
 
 
 class Tables:
@@ -99,6 +100,37 @@ def test_for_seconds_and_resolve_seconds_are_both_required():
              ts=[0, 5000, 9000, 10000, 11000, 13000, 16000, 17000])
     assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 10000),
                                                (EventKind.RESOLVE, 16000)]
+
+
+DEFAULT = AlertRule()  # for_s 60 and resolve_s 120, one sample each
+
+
+def test_default_for_fires_on_the_first_five_minute_sample_and_fourth_at_15_s():
+    # a sample stands for the interval ending at it, as Prometheus's for: sees a series
+    state, t = AlertState([DEFAULT]), Tables(1)
+    ev = run(state, t, [0] * 4, [0.5, 0.99999, 0.5, 0.5],
+             ts=[0, 300_000, 600_000, 900_000])
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 300_000),
+                                               (EventKind.RESOLVE, 600_000)]
+    state, t = AlertState([DEFAULT]), Tables(1)
+    ts = [15_000 * k for k in range(16)]
+    ev = run(state, t, [0] * 16, [0.5] + [0.99999] * 4 + [0.5] * 11, ts=ts)
+    # 4th anomalous sample: 45 s since the first plus its own 15 s; resolved after 8
+    # normal samples (105 s since the first plus 15 s)
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, ts[4]),
+                                               (EventKind.RESOLVE, ts[12])]
+    assert ev[0].since_ms == ts[1]  # the alert still starts at its first anomalous sample
+    state, t = AlertState([DEFAULT]), Tables(1)
+    assert run(state, t, [0] * 5, [0.5] + [0.99999] * 3 + [0.5], ts=ts[:5]) == []
+
+
+def test_a_samples_interval_is_capped_at_five_minutes_and_zero_for_the_first():
+    state, t = AlertState([DEFAULT]), Tables(1)
+    assert run(state, t, [0], [0.99999], ts=[0]) == []  # no previous sample: 0 s long
+    state, t = AlertState([DEFAULT.model_copy(update={"for_s": 400.0})]), Tables(1)
+    # after an hour's gap the first sample stands for 300 s; 100 s more make 400
+    ev = run(state, t, [0] * 3, [0.5, 0.99999, 0.99999], ts=[0, 3_600_000, 3_700_000])
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 3_700_000)]
 
 
 def test_nan_scores_and_series_without_rule_change_nothing():

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from detector import telemetry
-from detector.config import DetectorConfig, WarmStartConfig
-from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
+from detector.config import WarmStartConfig
+from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, config, level_shift, start
 
 
 def _firing(alert) -> bool:
@@ -29,7 +29,7 @@ def _firing(alert) -> bool:
 async def _raise_alert(aiohttp_client, aiohttp_server, tracer, headers=None):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
-    cfg = DetectorConfig(warm_start=WarmStartConfig(enabled=False))
+    cfg = config(warm_start=WarmStartConfig(enabled=False))
     client, rt = await start(aiohttp_client, cfg, alertmanagers=[str(server.make_url(""))],
                              tracer=tracer)
     shifted = level_shift("latency_seconds", start_ms=int(time.time() * 1000) - 400_000,
