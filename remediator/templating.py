@@ -16,6 +16,7 @@ refused with a TemplateError. Nothing is ever passed to a shell. Pure.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -114,7 +115,7 @@ _KINDS = {Context.PROMQL: promql.Kind.QUERY, Context.VIGIL_QUERY: promql.Kind.VI
 Renderer = Callable[[Sequence[str]], str]
 
 
-def split(text: str) -> tuple[list[str], list[str]]:
+def split(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The literal text around each ``{{ }}`` (one more than the templates) and the
     names the templates use."""
     literals, names, pos = [], [], 0
@@ -123,10 +124,14 @@ def split(text: str) -> tuple[list[str], list[str]]:
         names.append(match.group(1))
         pos = match.end()
     literals.append(text[pos:])
-    return literals, names
+    return tuple(literals), tuple(names)
 
 
-def _compile(literals: Sequence[str], context: Context) -> Renderer:
+# A playbook's templates are compiled when it is loaded (check_as) and again for every
+# alert it renders; the renderers are pure, so each is compiled once and kept. A failed
+# compile raises and is not kept.
+@functools.lru_cache(maxsize=4096)
+def _compile(literals: tuple[str, ...], context: Context) -> Renderer:
     """ValueError saying why the template cannot be used in ``context``."""
     if context in _KINDS:
         return promql.QueryTemplate.compile(literals, _KINDS[context]).render
@@ -166,7 +171,7 @@ def render_as(text: str, scope: Mapping[str, Mapping[str, str]], context: Contex
     return _render_in(context, literals, names, [_lookup(name, scope) for name in names])
 
 
-def _render_in(context: Context, literals: Sequence[str], names: Sequence[str],
+def _render_in(context: Context, literals: tuple[str, ...], names: Sequence[str],
                values: Sequence[str]) -> str:
     """``values`` (those of the templates ``names``) rendered between ``literals`` for
     ``context`` (not TEXT); TemplateError saying why they cannot be."""
