@@ -6,12 +6,17 @@ threshold per profile chosen by sweeping every distinct score of the corpus, and
 normalisation between the null and the perfect detector. ``tests/unit/bench`` checks it
 reproduces the reference figures of NAB's windowed-Gaussian baseline.
 
-    python -m bench.nab run --detector default --data DIR --out DIR
+    python -m bench.nab run --detector default --data DIR --out DIR [--output alerts|raw]
     python -m bench.nab score --results DIR/default --data DIR [--windows FILE] [--fold a|b]
     python -m bench.nab cv --data DIR [--detector NAME] [--results DIR/NAME] [--windows FILE]
 
 ``run`` streams every CSV under DIR through a fresh detector, one row at a time in file
 order, and writes ``OUT/NAME/<category>/NAME_<file>.csv`` (timestamp,value,anomaly_score).
+By default (``--output alerts``) the score column is what pages people, through the path
+the service uses: the family's scores go through the default alert rule's lifecycle, and a
+row carries the score of the sample on which an alert starts, 0 elsewhere (see
+``bench.nabdetect``); the threshold sweep then picks the severity that pages.
+``--output raw`` writes every sample's own score instead.
 ``score`` prints a table, and as its last line one JSON object with every figure.
 
 ``cv`` is leave-one-category-out cross-validation (see ``cross_validate``): each profile's
@@ -324,8 +329,12 @@ def score_results(results: Path, name: str, windows: dict[str, list[list[str]]]
 
 # ------------------------------------------------------------------------------- running
 
-def run(detector: str, data: Path, out: Path) -> dict[str, float]:
-    """Stream every CSV under ``data`` through a fresh detector; write NAB result files."""
+OUTPUTS = ("alerts", "raw")
+
+
+def run(detector: str, data: Path, out: Path, *, output: str = "alerts") -> dict[str, float]:
+    """Stream every CSV under ``data`` through a fresh detector; write NAB result files
+    holding alert starts (``alerts``) or every sample's score (``raw``)."""
     from bench.nabdetect import build_detector
 
     t0 = time.perf_counter()
@@ -333,7 +342,7 @@ def run(detector: str, data: Path, out: Path) -> dict[str, float]:
     for path in sorted(data.glob("*/*.csv")):
         stamps, values = read_series(path)
         det = build_detector(detector)
-        scores = det.score_stream(stamps, values)
+        scores = det.score_stream(stamps, values, output=output)
         target = out / detector / path.parent.name / f"{detector}_{path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("w", newline="") as fh:
@@ -375,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--detector", default="default")
     r.add_argument("--data", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--output", choices=OUTPUTS, default="alerts",
+                   help="alerts: the score of each alert's first firing sample, 0 elsewhere "
+                        "(the default rule's lifecycle); raw: every sample's score")
     s = sub.add_parser("score")
     s.add_argument("--results", type=Path, required=True, help="OUT/NAME from `run`")
     s.add_argument("--fold", choices=("a", "b"),
@@ -383,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--detector", default="default",
                    help="run this detector first (ignored with --results)")
     c.add_argument("--results", type=Path, help="OUT/NAME from `run` (default: run now)")
+    c.add_argument("--output", choices=OUTPUTS, default="alerts",
+                   help="what the detector run writes (ignored with --results)")
     for sp in (s, c):
         sp.add_argument("--name", help="file prefix (default: the results folder's name)")
         sp.add_argument("--windows", type=Path,
@@ -391,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the data folder (to find windows_dev.json)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        ran = run(args.detector, args.data, args.out)
+        ran = run(args.detector, args.data, args.out, output=args.output)
         print(json.dumps(ran))
         return 0
     windows_path = args.windows or (args.data.parent / "windows_dev.json" if args.data else None)
@@ -424,7 +438,8 @@ def _cv(args: argparse.Namespace, parser: argparse.ArgumentParser,
         if args.data is None:
             parser.error("cv without --results needs --data to run the detector on")
         with tempfile.TemporaryDirectory(prefix="nab-cv-") as tmp:
-            extra = {"run": run(args.detector, args.data, Path(tmp))}
+            extra = {"run": run(args.detector, args.data, Path(tmp), output=args.output),
+                     "output": args.output}
             name = args.detector
             results = cv_results(Path(tmp) / name, name, windows)
     figures = {**_print_cv(name, results), "files": len(windows), **extra}
