@@ -17,7 +17,7 @@ from detector import slo, telemetry, tls, verification, verify
 from detector.app import build_app
 from detector.config import TOKEN_ENV, load_config, read_bearer_token
 from detector.errors import ConfigError, UpstreamError
-from servicekit import bearer, exposure
+from servicekit import exposure
 
 DEFAULT_LISTEN = "127.0.0.1:9420"
 
@@ -112,14 +112,13 @@ def _check_exposure(token: str | None, *, listen: str, host: str,
                     insecure_no_auth: bool) -> None:
     """Fail closed: no token on a non-loopback address stops the start (ConfigError)
     unless --insecure-no-auth, which is logged as a WARNING."""
-    if token is not None and (problem := bearer.token_problem(token)) is not None:
-        raise ConfigError(f"the remote-write token (auth.bearer_token_file or "
-                          f"{TOKEN_ENV}) {problem}")
     unguarded = [] if token is not None else [exposure.Unguarded(
         "POST /api/v1/write and POST /api/v1/verify",
         f"auth.bearer_token_file in the config, or {TOKEN_ENV}")]
     verdict = exposure.check(listen=listen, host=host, unguarded=unguarded,
-                             insecure_no_auth=insecure_no_auth)
+                             insecure_no_auth=insecure_no_auth, tokens=[(
+                                 f"the remote-write token (auth.bearer_token_file or "
+                                 f"{TOKEN_ENV})", token)])
     if verdict.refusal is not None:
         raise ConfigError(verdict.refusal)
     if verdict.warning is not None:

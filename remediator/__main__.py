@@ -25,7 +25,7 @@ from remediator.errors import AuditError, ConfigError, WebhookError
 from remediator.kube import Kube, build_api_client
 from remediator.playbook import Playbook
 from remediator.simulate import parse_alerts, simulate
-from servicekit import bearer, exposure
+from servicekit import exposure
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
 
@@ -41,13 +41,12 @@ def _check_exposure(tokens: Tokens, *, listen: str, host: str, insecure_no_auth:
     """Fail closed: no webhook token on a non-loopback address stops the start
     (ConfigError) unless --insecure-no-auth, which is logged as a WARNING. Without an
     admin token the admin endpoints refuse every request, so they are never unguarded."""
-    for what, token in (("webhook token", tokens.webhook), ("admin token", tokens.admin)):
-        if token is not None and (problem := bearer.token_problem(token)) is not None:
-            raise ConfigError(f"the {what} {problem}")
     unguarded = [] if tokens.webhook is not None else [exposure.Unguarded(
         "POST /webhook", f"auth.bearer_token_file in the config, or {WEBHOOK_TOKEN_ENV}")]
     verdict = exposure.check(listen=listen, host=host, unguarded=unguarded,
-                             insecure_no_auth=insecure_no_auth)
+                             insecure_no_auth=insecure_no_auth,
+                             tokens=[("the webhook token", tokens.webhook),
+                                     ("the admin token", tokens.admin)])
     if verdict.refusal is not None:
         raise ConfigError(verdict.refusal)
     if verdict.warning is not None:

@@ -15,6 +15,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from servicekit import bearer
+
 INSECURE_FLAG = "--insecure-no-auth"
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
 
@@ -61,9 +63,14 @@ def is_loopback(host: str) -> bool:
 
 
 def check(*, listen: str, host: str, unguarded: Sequence[Unguarded],
-          insecure_no_auth: bool) -> Verdict:
+          insecure_no_auth: bool, tokens: Sequence[tuple[str, str | None]] = ()) -> Verdict:
     """The verdict for listening on ``host`` (shown as ``listen``) with ``unguarded``
-    endpoints; messages name the address, the endpoints and what to do."""
+    endpoints; messages name the address, the endpoints and what to do. ``tokens``:
+    (what, value) of the service's tokens; one that is set but unusable
+    (``bearer.token_problem``) refuses the start on any address, even insecurely."""
+    for what, token in tokens:
+        if token is not None and (problem := bearer.token_problem(token)) is not None:
+            return Verdict(refusal=f"{what} {problem}")
     if not unguarded:
         return Verdict()
     what = "; ".join(f"{u.endpoints} (to guard: {u.fix})" for u in unguarded)

@@ -47,3 +47,16 @@ def test_loopback_without_tokens_and_anything_with_tokens_starts_quietly():
                           insecure_no_auth=False) == exposure.Verdict()
     assert exposure.check(listen="0.0.0.0:9421", host="0.0.0.0", unguarded=[],
                           insecure_no_auth=True) == exposure.Verdict()
+
+
+@pytest.mark.parametrize("host, insecure", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_an_unusable_token_refuses_the_start_on_any_address(host, insecure):
+    verdict = exposure.check(listen=f"{host}:9421", host=host, unguarded=[],
+                             insecure_no_auth=insecure,
+                             tokens=[("the webhook token", "ok-token"),
+                                     ("the admin token", "two words")])
+    assert verdict.refusal is not None and verdict.refusal.startswith("the admin token has")
+    assert "two words" not in verdict.refusal
+    assert exposure.check(listen=f"{host}:9421", host=host, unguarded=[],
+                          insecure_no_auth=insecure,
+                          tokens=[("the admin token", None)]) == exposure.Verdict()
