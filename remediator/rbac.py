@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from remediator import targets
 from remediator.actions.registry import ActionRegistry, ActionSpec, RbacRule
 from remediator.catalog import Catalog
 from remediator.errors import ConfigError
@@ -275,7 +276,8 @@ def parse_namespaces(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    bad = [n for n in names if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", n)]
+    bad = [n for n in names
+           if targets.name_problem(n, targets.TARGET_LABELS["namespace"]) is not None]
     if bad or not names:
         why = f"; not namespace names: {', '.join(bad)}" if bad else ""
         raise ConfigError(f"--namespaces {text!r}: expected namespace names separated by "
