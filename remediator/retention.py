@@ -44,14 +44,6 @@ class StoredBody:
     sha256: str  # of the body as received, whatever is stored
     size_bytes: int  # of the body as received
 
-    @property
-    def is_replayable(self) -> bool:
-        return self.form != "truncated"
-
-
-def body_sha256(body: str) -> str:
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
 
 def stored_body(body: str, *, max_bytes: int, reduced: Callable[[], str | None]) -> StoredBody:
     """What to store for a webhook body.
