@@ -9,10 +9,11 @@ import asyncio
 import io
 import json
 import logging
+import threading
 import time
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -24,6 +25,19 @@ from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, config, l
 
 def _firing(alert) -> bool:
     return alert["labels"].get("metric_name") == "latency_seconds"
+
+
+def _ended(provider: TracerProvider, name: str) -> threading.Event:
+    """An event set when a span called ``name`` ends (in whichever thread ends it)."""
+    ended = threading.Event()
+
+    class _Watch(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            if span.name == name:
+                ended.set()
+
+    provider.add_span_processor(_Watch())
+    return ended
 
 
 async def _raise_alert(aiohttp_client, aiohttp_server, tracer, headers=None):
@@ -46,8 +60,11 @@ async def _raise_alert(aiohttp_client, aiohttp_server, tracer, headers=None):
 async def test_an_alert_path_is_one_trace_and_the_alert_names_it(aiohttp_client,
                                                                 aiohttp_server, spans):
     provider, exporter = spans
+    detected = _ended(provider, "detect")
     alert = await _raise_alert(aiohttp_client, aiohttp_server,
                                provider.get_tracer("vigil.detector"))
+    # the worker thread ends its detect span after the batch, which may be after the POST
+    assert await asyncio.to_thread(detected.wait, 10)
     got = {s.name: s for s in exporter.get_finished_spans()}
     assert {"remote_write", "detect", "alert", "alertmanager.post"} <= set(got)
     request, detect, raised, post = (got[n] for n in ("remote_write", "detect", "alert",
