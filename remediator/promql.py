@@ -241,6 +241,7 @@ class QueryTemplate:
     regex: frozenset[int]
     replacement: frozenset[int]  # in label_replace's replacement: "$" written "$$"
     tree: Any  # the parsed placeholder query (promql_parser.Expr)
+    selectors: int  # the $selector the template itself writes
 
     @classmethod
     def compile(cls, literals: Sequence[str], kind: Kind) -> QueryTemplate:
@@ -254,8 +255,10 @@ class QueryTemplate:
             what = "selector" if kind is Kind.SELECTOR else "PromQL"
             raise ValueError(f"not valid {what}: {exc}") from exc
         regex, replacement = _regex_slots(tree)
+        selectors = placeholders.join(literals, placeholders.placeholders(len(slots))
+                                      ).count(SELECTOR_VAR)
         return cls(tuple(literals), kind, tuple(slots), tuple(parsed), frozenset(regex),
-                   frozenset(replacement), tree)
+                   frozenset(replacement), tree, selectors)
 
     def render(self, values: Sequence[str]) -> str:
         """The query with ``values`` escaped in; TemplateError if any value would change
@@ -273,9 +276,8 @@ class QueryTemplate:
             raise TemplateError("a label value would change the query's structure (it does "
                                 "not stay inside its string literal); refused")
         text = placeholders.join(self.literals, escaped)
-        if self.kind is Kind.VIGIL_QUERY and text.count(SELECTOR_VAR) != placeholders.join(
-                self.literals, placeholders.placeholders(len(values))
-        ).count(SELECTOR_VAR):  # e.g. "$sel" + "ector" from two labels
+        if self.kind is Kind.VIGIL_QUERY and text.count(SELECTOR_VAR) != self.selectors:
+            # e.g. "$sel" + "ector" from two labels
             raise TemplateError(f"label values would write {SELECTOR_VAR}, which the "
                                 "detector would replace; refused")
         return text
