@@ -413,7 +413,7 @@ class Runner:
             await self._escalate(run_id, pb, alert, f"cannot plan: {exc}")
             await self._finish(run_id, pb.name, "escalated", f"cannot plan: {exc}")
             return
-        silences, pre = await self._outside_facts(pb, alert)
+        silences, pre = await self._outside_facts(pb, alert, run_id)
         shared_flags = await self._shared_flags()
         budget = await self._budget_remaining(pb)
         decision = await self.audit.run(functools.partial(
@@ -422,7 +422,7 @@ class Runner:
         await self._after_verdicts(run_id, pb, alert, decision)
         refused = [v.guard for v in decision.verdicts if not v.allow]
         if refused and refused[0] not in pb.spec.escalate.on_refused and (
-                unsafe := unsafe_queries(pb, templating.scope_of(alert))):
+                unsafe := unsafe_queries(pb, self._scope(alert, run_id))):
             await self._escalate(run_id, pb, alert, "refused: the alert's labels cannot be "
                                  "written safely into its queries: " + "; ".join(unsafe))
         if decision.state is not None:
@@ -548,12 +548,16 @@ class Runner:
             log.warning("shared flags unreadable (%s); treating the remediator as paused", exc)
             return {"paused": f"unknown: {exc}"}
 
-    async def _outside_facts(self, pb: Playbook, alert: Alert
+    def _scope(self, alert: Alert, run_id: str) -> dict[str, dict[str, str]]:
+        """What the run's queries may name: the alert and the run (its id and URL)."""
+        return templating.scope_of(alert, run_id=run_id, run_url=self.run_url(run_id))
+
+    async def _outside_facts(self, pb: Playbook, alert: Alert, run_id: str
                              ) -> tuple[tuple[str, ...], tuple[tuple[str, bool, str], ...]]:
         """The facts that need the network: matching silences and pre-conditions."""
         g = pb.spec.guards
         silences = await self._silences(alert) if g.respect_silences else ()
-        scope = templating.scope_of(alert)
+        scope = self._scope(alert, run_id)
         pre = [await self._precondition(p.query, scope, p.description or p.query)
                for p in g.preconditions]
         pre += unrenderable_verifications(pb, scope)
@@ -719,7 +723,7 @@ class Runner:
 
     async def _verify_checks(self, run_id: str, pb: Playbook,
                              alert: Alert) -> tuple[bool, str]:
-        scope = templating.scope_of(alert, run_id=run_id, run_url=self.run_url(run_id))
+        scope = self._scope(alert, run_id)
         for check in pb.spec.verify:
             try:
                 query = templating.render_as(check.query, scope, templating.Context.PROMQL)
@@ -862,7 +866,7 @@ class Runner:
         if plan_hash(plan, target) != plan_hash_seen:
             raise ApprovalError(f"run {run_id}: the plan changed since approval was requested "
                              "(or the hash is wrong); look at the run again")
-        silences, pre = await self._outside_facts(pb, alert)
+        silences, pre = await self._outside_facts(pb, alert, run_id)
         shared_flags = await self._shared_flags()
         budget = await self._budget_remaining(pb)
         decision = await self.audit.run(functools.partial(

@@ -68,7 +68,7 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
                 report["plan_error"] = str(exc)
             # the queries are rendered as a run renders them: one that cannot be rendered
             # safely (a label that would leave its string literal) refuses the guard
-            scope = templating.scope_of(alert)
+            scope = templating.scope_of(alert, run_id="<simulated>", run_url="<simulated>")
             refused: list[tuple[str, bool, str]] = []
             rendered: list[str] = []
             for p in pb.spec.guards.preconditions:

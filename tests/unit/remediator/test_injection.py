@@ -326,3 +326,16 @@ def test_check_reports_a_template_in_the_host_with_its_line(tmp_path) -> None:
     assert all(p.startswith(f"{path}:") for p in catalog.problems)
     assert "stands in the URL's host" in catalog.problems[0]
     assert "not valid PromQL" in catalog.problems[1]
+
+
+async def test_a_query_may_name_the_run_it_belongs_to(aiohttp_client, tmp_path):
+    """Queries are judged with the run's scope: `{{ run.id }}` is never empty there (an
+    empty value is refused in a query, so judging without the run refused every run)."""
+    book = playbook_dir(tmp_path, pre=None,
+                        verify='vigil_fixed{run="{{ run.id }}"} == 1')
+    client, st, fake, _ = await start(aiohttp_client, tmp_path, services=InjectablePrometheus(),
+                                      playbooks=[book])
+    await client.post("/webhook", json=notification(instance="web-1"))
+    [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)
+    queries = {c[1] for c in fake.calls if c[0] == "prometheus"}
+    assert queries == {f'vigil_fixed{{run="{run.id}"}} == 1'}
