@@ -91,6 +91,11 @@ def redact_tree(value: Any, redact: Callable[[str], str]) -> Any:
     return value
 
 
+def _stand_in(i: int) -> str:
+    """NUL, a private-use character numbering the mask, NUL: no secret form holds a NUL."""
+    return f"\x00{chr(0xF0000 + i)}\x00"
+
+
 class Redactor:
     """The secret values one app has read, and their replacement in text."""
 
@@ -106,15 +111,22 @@ class Redactor:
         mask = f"<secret {name}>"
         for part in _parts(value):
             for form in _encodings(part):
-                self._masks.setdefault(form, mask)
+                if "\x00" not in form:  # ``text``'s stand-ins are NUL-delimited
+                    self._masks.setdefault(form, mask)
         self._longest_first = sorted(self._masks.items(), key=lambda kv: -len(kv[0]))
 
     def text(self, text: str) -> str:
         """``text`` with each known secret replaced by its mask, longest forms first (so a
-        whole URL is named before its path could be)."""
+        whole URL is named before its path could be). Forms are first replaced by stand-ins
+        made of NULs, which no later (shorter) form can match inside, then by their masks:
+        a short secret such as ``ret`` cannot eat into an earlier ``<secret NAME>``."""
+        used: list[str] = []
         for form, mask in self._longest_first:
             if form in text:
-                text = text.replace(form, mask)
+                text = text.replace(form, _stand_in(len(used)))
+                used.append(mask)
+        for i, mask in enumerate(used):
+            text = text.replace(_stand_in(i), mask)
         return text
 
     def message(self, text: str) -> str:

@@ -147,3 +147,15 @@ def test_an_empty_label_value_is_refused_where_it_would_match_everything(context
     with pytest.raises(TemplateError, match="empty"):
         templating.render_as(template, scope, context)
     assert "web-1" in templating.render_as(template, {"labels": {"pod": "web-1"}}, context)
+
+
+def test_a_short_secret_does_not_eat_into_another_secrets_mask():
+    from remediator.redaction import Redactor
+
+    r = Redactor()
+    r.register("webhook-url", "https://hooks.example.com/services/T111/B111/SLACKSECRET")
+    r.register("pin", "ret")  # a (too) short secret that occurs inside "<secret ...>"
+    r.register("numbers", "20261207")
+    out = r.text("POST https://hooks.example.com/services/T111/B111/SLACKSECRET failed; "
+                 "ret; 20261207")
+    assert out == "POST <secret webhook-url> failed; <secret pin>; <secret numbers>"
