@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 DEB_PKGS := prometheus prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter victoria-metrics buildah debootstrap chromium
 DEB_BINS := prometheus promtool amtool prometheus-alertmanager prometheus-node-exporter prometheus-blackbox-exporter victoria-metrics buildah debootstrap chromium
 
-.PHONY: test demo stop setup debs lint bench clean
+.PHONY: test check demo stop setup debs lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# The inner loop: lint, then every test that starts no process (unit, property, contract,
+# conformance, kube against the API double, deploy rendering). `make test` runs everything.
+check: setup lint
+	$(PY) -m pytest -p no:cacheprovider -m "not integration and not image and not browser" \
+		--ignore=tests/integration --ignore=tests/image --ignore=tests/browser $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/ingest.py
