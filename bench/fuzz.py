@@ -61,7 +61,7 @@ def _child(target: str, args: list[str]) -> None:
         import detector.ingest  # noqa: F401
         import detector.remote_write.decode  # noqa: F401
         import detector.series  # noqa: F401
-        import remediator.catalog  # noqa: F401
+        import remediator.catalog.loader  # noqa: F401
         import remediator.webhook  # noqa: F401
         import remediator.yamlsrc  # noqa: F401
     from detector.remote_write import encode

@@ -18,12 +18,12 @@ from aiohttp import web
 
 from remediator import rbac, report, review, telemetry, tls
 from remediator.app import build_app, build_registry
-from remediator.audit import AuditLog
-from remediator.catalog import load_catalog
+from remediator.audit.store import AuditLog
+from remediator.catalog.loader import load_catalog
+from remediator.catalog.playbook import Playbook
+from remediator.cluster.kube import Kube, build_api_client
 from remediator.config import WEBHOOK_TOKEN_ENV, Tokens, env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
-from remediator.kube import Kube, build_api_client
-from remediator.playbook import Playbook
 from remediator.simulate import parse_alerts, simulate
 from servicekit import exposure
 

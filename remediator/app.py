@@ -27,14 +27,14 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from remediator import console, guards, redaction, review, telemetry, tls
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
-from remediator.audit import AuditLog, EventKind, RunRecord, RunState
-from remediator.audit_thread import AuditThread
-from remediator.catalog import Catalog, load_catalog
-from remediator.cluster_state import ClusterState
+from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
+from remediator.audit.thread import AuditThread
+from remediator.catalog.loader import Catalog, load_catalog
+from remediator.cluster.kube import Kube
+from remediator.cluster.leases import LeaderElector, LeaseLock
+from remediator.cluster.state import ClusterState
 from remediator.config import RemediatorConfig, read_token
 from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
-from remediator.kube import Kube
-from remediator.leases import LeaderElector, LeaseLock
 from remediator.metrics import RemediatorMetrics, build_metrics, zero_playbook_series
 from remediator.runner import Runner
 from remediator.services import LiveServices

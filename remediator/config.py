@@ -13,9 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediator import retention, yamlsrc
+from remediator import yamlsrc
+from remediator.audit import retention
+from remediator.catalog.playbook import FreezeWindow, RateLimit
 from remediator.errors import ConfigError
-from remediator.playbook import FreezeWindow, RateLimit
 from remediator.tls import OutgoingTLS, ServerTLS
 
 
@@ -59,7 +60,7 @@ class DetectorLink(_Model):
 
 
 class AuditConfig(_Model):
-    """Retention and body storage of the audit database (defaults justified in remediator/retention.py)."""
+    """Retention and body storage of the audit database (defaults justified in remediator/audit/retention.py)."""
 
     retention_s: float = Field(retention.DEFAULT_RETENTION_S, gt=0, description="terminal runs, their events and notifications older than this are deleted (default 90 days)")
     max_size_bytes: int = Field(retention.DEFAULT_MAX_SIZE_BYTES, ge=1 << 20, description="over this, older data goes first, down to the last hour (default 512 MiB; the cluster volume is 1 GiB)")

@@ -17,8 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from remediator.actions.registry import ActionRegistry
-from remediator.audit_thread import AuditThread
-from remediator.catalog import Catalog
+from remediator.audit.thread import AuditThread
+from remediator.catalog.loader import Catalog
 from remediator.config import RemediatorConfig
 from remediator.errors import AuditError, WebhookError
 from remediator.simulate import parse_alerts, simulate

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from remediator.playbook import FreezeWindow, Guards, RateLimit
+from remediator.catalog.playbook import FreezeWindow, Guards, RateLimit
 
 # every guard a verdict can name (metrics export a 0 for each before one refuses)
 GUARD_NAMES = ("kill_switch", "namespace", "freeze", "silence", "cooldown", "rate",

@@ -35,11 +35,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from remediator import targets
 from remediator.actions.registry import ActionRegistry, ActionSpec, RbacRule
-from remediator.catalog import Catalog
+from remediator.catalog.loader import Catalog
+from remediator.catalog.playbook import Playbook, Step
+from remediator.cluster import targets
 from remediator.errors import ConfigError
-from remediator.playbook import Playbook, Step
 
 # targets.resolve reads these in the alert's namespace: pod -> ReplicaSet -> Deployment,
 # or the pod's StatefulSet, DaemonSet or Job, or a workload named by a label. A node
@@ -56,7 +56,7 @@ KIND_RESOURCES: Mapping[str, str] = {
 }
 CLUSTER_SCOPED = frozenset({"nodes"})
 READ_VERBS = frozenset({"get", "list", "watch"})
-# cluster_state.ClusterState's ConfigMap: the only one the remediator reads or updates
+# cluster.state.ClusterState's ConfigMap: the only one the remediator reads or updates
 STATE_CONFIGMAP = "vigil-remediator-state"
 RBAC_API = "rbac.authorization.k8s.io/v1"
 OWN = "(the remediator)"  # the playbook name of the remediator's own needs

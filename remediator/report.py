@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import TypeAdapter
 
-from remediator.audit import EpisodeRecord, EventKind, EventRecord, RunRecord, RunState
+from remediator.audit.store import EpisodeRecord, EventKind, EventRecord, RunRecord, RunState
 from remediator.errors import ConfigError
 from remediator.silences import Silence
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from remediator import report, silences
 from remediator.actions.registry import Services
-from remediator.audit import AuditLog, EpisodeRecord, EventRecord, RunRecord
+from remediator.audit.store import AuditLog, EpisodeRecord, EventRecord, RunRecord
 from remediator.errors import ActionError, AuditError, ConfigError
 from remediator.services import LiveServices
 

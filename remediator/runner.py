@@ -26,7 +26,7 @@ import pydantic
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
-from remediator import guards, redaction, targets, telemetry, templating
+from remediator import guards, redaction, telemetry
 from remediator.actions.basic import EscalateParams, escalation_alert
 from remediator.actions.registry import (
     ActionContext,
@@ -39,11 +39,18 @@ from remediator.actions.registry import (
     Services,
     Skipped,
 )
-from remediator.audit import TERMINAL as TERMINAL_STATES
-from remediator.audit import AuditLog, EventKind, RunRecord, RunState
-from remediator.audit_thread import AuditThread
-from remediator.catalog import Catalog, Entry
-from remediator.cluster_state import ClusterState, run_key
+from remediator.audit.store import TERMINAL as TERMINAL_STATES
+from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
+from remediator.audit.thread import AuditThread
+from remediator.catalog import templating
+from remediator.catalog.loader import Catalog, Entry
+from remediator.catalog.matchers import Matcher
+from remediator.catalog.playbook import Mode, Playbook, Step
+from remediator.cluster import targets
+from remediator.cluster.kube import Kube
+from remediator.cluster.leases import LeaseLock, target_lease_name
+from remediator.cluster.state import ClusterState, run_key
+from remediator.cluster.targets import Target
 from remediator.errors import (
     ActionError,
     ActionPermanentError,
@@ -53,12 +60,7 @@ from remediator.errors import (
     TemplateError,
     WebhookError,
 )
-from remediator.kube import Kube
-from remediator.leases import LeaseLock, target_lease_name
-from remediator.matchers import Matcher
 from remediator.metrics import RemediatorMetrics
-from remediator.playbook import Mode, Playbook, Step
-from remediator.targets import Target
 from remediator.webhook import Alert, Notification, alert_from_json, parse_notification
 
 log = logging.getLogger(__name__)

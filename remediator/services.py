@@ -23,7 +23,8 @@ from typing import Any
 import aiohttp
 from prometheus_api_client import PrometheusConnect
 
-from remediator import redaction, tls, urls
+from remediator import redaction, tls
+from remediator.catalog import urls
 from remediator.errors import ActionPermanentError, ActionTemporaryError
 
 

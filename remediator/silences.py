@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from remediator.matchers import Matcher
+from remediator.catalog.matchers import Matcher
 
 
 class _Raw(BaseModel):

@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from remediator import guards, targets, templating
+from remediator import guards
 from remediator.actions.registry import ActionRegistry
-from remediator.audit import AuditLog
-from remediator.catalog import Catalog
+from remediator.audit.store import AuditLog
+from remediator.catalog import templating
+from remediator.catalog.loader import Catalog
+from remediator.cluster import targets
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError, WebhookError
 from remediator.runner import (

@@ -223,7 +223,7 @@ def playbook_matches(root: Path) -> list[dict[str, Any]]:
 def playbook_alertnames(root: Path) -> tuple[list[str], list[str]]:
     """(exact alertnames, alertname regexes) the playbooks match; ([], []) when some
     playbook constrains no alertname, so every alert must reach the remediator."""
-    from remediator.matchers import parse_matcher  # the remediator's own syntax
+    from remediator.catalog.matchers import parse_matcher  # the remediator's own syntax
 
     exact: set[str] = set()
     regexes: set[str] = set()

@@ -33,8 +33,8 @@ from remediator.actions.registry import (
     Outcome,
     action,
 )
-from remediator.matchers import parse_matcher
-from remediator.templating import Context
+from remediator.catalog.matchers import parse_matcher
+from remediator.catalog.templating import Context
 
 
 class _Params(BaseModel):

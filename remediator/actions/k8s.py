@@ -26,7 +26,7 @@ from remediator.actions.registry import (
     Outcome,
     action,
 )
-from remediator.kube import Conflict, Kube, NotFound, Obj, TooManyRequests
+from remediator.cluster.kube import Conflict, Kube, NotFound, Obj, TooManyRequests
 
 DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"

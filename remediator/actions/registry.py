@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
+from remediator.catalog.templating import Context
 from remediator.errors import ActionPermanentError
-from remediator.templating import Context
 
 if TYPE_CHECKING:
-    from remediator.kube import Kube
+    from remediator.cluster.kube import Kube
 
 ACTION_ATTR = "__vigil_action__"
 

@@ -80,7 +80,7 @@ def test_the_verify_step_sends_what_the_detector_accepts():
     a body the detector's POST /api/v1/verify validates, with the same meaning."""
     from detector.verify import VerifyRequest, plan
     from remediator.app import build_registry
-    from remediator.catalog import load_catalog
+    from remediator.catalog.loader import load_catalog
     from remediator.runner import build_plan
     from remediator.webhook import alert_from_json
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from deploy.config import render
-from remediator.matchers import Matcher, parse_matcher
+from remediator.catalog.matchers import Matcher, parse_matcher
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy/config"

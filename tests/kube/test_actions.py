@@ -8,12 +8,13 @@ import logging
 
 import pytest
 
-from remediator import rbac, targets
+from remediator import rbac
 from remediator.actions import k8s
 from remediator.actions.registry import ActionContext, DryRun, Executed, Failed
 from remediator.app import build_registry
-from remediator.catalog import load_catalog
-from remediator.kube import Kube
+from remediator.catalog.loader import load_catalog
+from remediator.cluster import targets
+from remediator.cluster.kube import Kube
 from tests.conftest import ROOT
 from tests.unit.remediator.fakes import FakeServices
 

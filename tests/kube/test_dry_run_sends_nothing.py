@@ -19,7 +19,7 @@ import pytest
 
 from remediator.actions.registry import ActionContext, DryRun, DryRunStyle, Executed
 from remediator.app import build_registry
-from remediator.kube import Kube
+from remediator.cluster.kube import Kube
 from remediator.redaction import Redactor
 from remediator.webhook import alert_from_json
 from tests.unit.remediator.test_app import notification

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from remediator.app import STATE, build_app
-from remediator.audit import RunState
+from remediator.audit.store import RunState
+from remediator.cluster.kube import Kube
 from remediator.config import RemediatorConfig
-from remediator.kube import Kube
 from tests.unit.remediator.fakes import FakeServices
 from tests.unit.remediator.test_app import Clock, notification, settle
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from remediator.app import STATE, build_app, build_registry
-from remediator.audit import RunState
+from remediator.audit.store import RunState
+from remediator.cluster.kube import Kube
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError
-from remediator.kube import Kube
 from remediator.runner import build_plan
 from remediator.webhook import alert_from_json
 from tests.unit.remediator.fakes import FakeServices
@@ -82,7 +82,7 @@ def _alert(**labels):
 
 @pytest.mark.parametrize("labels", HOSTILE.values(), ids=HOSTILE.keys())
 def test_rendered_params_are_validated_before_a_plan_exists(labels):
-    from remediator.playbook import Step
+    from remediator.catalog.playbook import Step
 
     step = Step.model_validate({"name": "delete", "action": "kubernetes.delete_pod", "params": {
         "namespace": "{{ labels.namespace }}", "name": "{{ labels.pod }}"}})
@@ -93,7 +93,7 @@ def test_rendered_params_are_validated_before_a_plan_exists(labels):
 
 
 def test_a_template_inside_a_label_value_is_not_expanded():
-    from remediator.playbook import Step
+    from remediator.catalog.playbook import Step
 
     step = Step.model_validate({"name": "silence", "action": "alertmanager.silence", "params": {
         "matchers": ['instance="{{ labels.instance }}"'], "duration_s": 600,

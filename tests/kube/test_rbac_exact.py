@@ -9,8 +9,8 @@ import pytest
 
 from remediator import rbac
 from remediator.app import build_registry
-from remediator.audit import RunState
-from remediator.catalog import load_catalog
+from remediator.audit.store import RunState
+from remediator.catalog.loader import load_catalog
 from tests.conftest import ROOT
 from tests.kube.test_remediation import CORDON_PLAYBOOK, SCALE_PLAYBOOK, _start
 from tests.unit.remediator.test_app import notification, settle

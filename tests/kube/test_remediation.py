@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from remediator import targets
 from remediator.app import STATE, build_app, build_registry
-from remediator.audit import RunState
-from remediator.catalog import load_catalog
+from remediator.audit.store import RunState
+from remediator.catalog.loader import load_catalog
+from remediator.cluster import targets
+from remediator.cluster.kube import Kube
 from remediator.config import ClusterConfig, RemediatorConfig
-from remediator.kube import Kube
 from remediator.runner import build_plan
 from remediator.webhook import alert_from_json
 from tests.conftest import ROOT
@@ -118,7 +118,7 @@ async def test_a_target_locked_by_another_run_is_refused(aiohttp_client, tmp_pat
                                                                  identity="a"))
     lock = st.runner
     assert lock is not None
-    from remediator.leases import LeaseLock, target_lease_name
+    from remediator.cluster.leases import LeaseLock, target_lease_name
 
     other = LeaseLock(st.kube, namespace="vigil",
                       name=target_lease_name(f"deployment/{NS}/worker"), clock=clock)

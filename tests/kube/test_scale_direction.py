@@ -10,8 +10,8 @@ import pytest
 
 from remediator.actions import k8s
 from remediator.actions.registry import ActionContext, Failed
-from remediator.audit import RunState
-from remediator.kube import Kube
+from remediator.audit.store import RunState
+from remediator.cluster.kube import Kube
 from tests.conftest import ROOT
 from tests.kube.test_remediation import NS, _start
 from tests.unit.remediator.fakes import FakeServices

@@ -24,7 +24,7 @@ from detector.ingest import Ingestor
 from detector.remote_write import decode, encode
 from detector.series import SeriesRegistry
 from remediator.actions.registry import ActionRegistry
-from remediator.catalog import load_catalog
+from remediator.catalog.loader import load_catalog
 from remediator.errors import WebhookError
 from remediator.webhook import parse_notification
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from remediator import yamlsrc
 from remediator.app import build_registry
-from remediator.catalog import load_catalog
+from remediator.catalog.loader import load_catalog
 from tests.property import hostile
 
 N_INPUTS = int(os.environ.get("VIGIL_HOSTILE_INPUTS", "100000"))

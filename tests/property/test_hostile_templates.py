@@ -9,7 +9,7 @@ For each value either the render is refused with a TemplateError, or
   segment, query value or fragment that was one template decodes back to the value;
 - an Alertmanager matcher keeps its name and operator and its value is the label value.
 
-The oracle here parses the output independently of ``remediator.promql``'s own check.
+The oracle here parses the output independently of ``remediator.catalog.promql``'s own check.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import promql_parser
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remediator import urls
 from remediator.app import build_registry
-from remediator.catalog import load_catalog
+from remediator.catalog import urls
+from remediator.catalog.loader import load_catalog
+from remediator.catalog.matchers import parse_matcher
+from remediator.catalog.templating import Context, param_path, render_as, split
 from remediator.errors import TemplateError
-from remediator.matchers import parse_matcher
-from remediator.templating import Context, param_path, render_as, split
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = build_registry()

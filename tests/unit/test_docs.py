@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from remediator.app import build_registry
-from remediator.catalog import load_catalog
+from remediator.catalog.loader import load_catalog
 from tests.conftest import ROOT
 
 RULES = ROOT / "deploy" / "config" / "rules"
@@ -222,7 +222,7 @@ def test_playbooks_doc_mentions_every_playbook_and_action():
 
 
 def test_playbooks_doc_describes_every_schema_field():
-    from remediator import playbook as schema
+    from remediator.catalog import playbook as schema
 
     text = (DOCS / "playbooks.md").read_text(encoding="utf-8")
     models = (schema.Metadata, schema.Match, schema.Spec, schema.Guards, schema.Step,

@@ -28,7 +28,7 @@ def test_alerting_doc_configuration_example_loads(tmp_path):
 
 def test_remediator_doc_playbook_example_is_valid(tmp_path):
     from remediator.app import build_registry
-    from remediator.catalog import load_catalog
+    from remediator.catalog.loader import load_catalog
 
     text = (ROOT / "docs" / "remediator.md").read_text()
     block = text.split("## Playbook example")[1].split("```yaml")[1].split("```")[0]

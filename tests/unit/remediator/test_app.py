@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from remediator.app import STATE, build_app
-from remediator.audit import AuditLog, RunState
+from remediator.audit.store import AuditLog, RunState
 from remediator.config import RemediatorConfig
 from tests.conftest import SAMPLES
 from tests.unit.remediator.fakes import FakeServices

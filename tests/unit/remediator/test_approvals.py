@@ -5,7 +5,7 @@ not Kubernetes names are refused at intake before any guard or query."""
 
 import pytest
 
-from remediator.audit import AuditLog, RunState
+from remediator.audit.store import AuditLog, RunState
 from remediator.config import AuthConfig, RemediatorConfig
 from tests.unit.remediator.test_app import HERE, notification, settle, start
 

@@ -1,4 +1,4 @@
-"""remediator.audit: schema, idempotency, events, approvals, guard queries, durability."""
+"""remediator.audit.store: schema, idempotency, events, approvals, guard queries, durability."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from remediator.audit import (
+from remediator.audit.store import (
     SCHEMA_VERSION,
     AuditLog,
     EventKind,
     RunRecord,
     RunState,
 )
+from remediator.catalog.playbook import Mode
 from remediator.errors import AuditError
-from remediator.playbook import Mode
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_700_000_000_000
@@ -471,7 +471,7 @@ def test_stats_counts_every_state(log):
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-from remediator.audit import AuditLog
+from remediator.audit.store import AuditLog
 log = AuditLog.open(Path(sys.argv[1]))
 run = log.create_run(playbook="p", fingerprint="f", starts_at="s", alertname="A",
                      alert={"k": "v"}, mode="auto", notification_id=None, target="t",

@@ -12,9 +12,11 @@ import sqlite3
 
 import pytest
 
-from remediator import audit, audit_chain, retention
 from remediator.__main__ import main
-from remediator.audit import AuditLog, EventKind, RunState
+from remediator.audit import chain as audit_chain
+from remediator.audit import retention
+from remediator.audit import store as audit
+from remediator.audit.store import AuditLog, EventKind, RunState
 from remediator.webhook import parse_notification
 
 T0 = 1_700_000_000_000

@@ -20,10 +20,10 @@ import pytest
 
 from remediator.__main__ import main
 from remediator.app import build_registry
-from remediator.catalog import load_catalog
+from remediator.catalog.loader import load_catalog
+from remediator.catalog.playbook import Playbook
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError
-from remediator.playbook import Playbook
 from remediator.runner import PlannedStep, build_plan
 from remediator.simulate import simulate
 from remediator.webhook import Alert, alert_from_json

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remediator.audit import RunState
+from remediator.audit.store import RunState
 from tests.unit.remediator.test_app import notification, settle, start
 
 READS = (("prometheus",), ("alertmanager", "GET"))

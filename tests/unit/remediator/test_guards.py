@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from remediator.catalog.playbook import AllowDeny, BlastRadius, FreezeWindow, Guards, RateLimit
 from remediator.guards import GUARD_NAMES, Facts, GlobalLimits, Verdict, decide, evaluate, in_window
-from remediator.playbook import AllowDeny, BlastRadius, FreezeWindow, Guards, RateLimit
 
 WED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday, noon UTC
 NOW = int(WED.timestamp() * 1000)

@@ -24,11 +24,11 @@ from aiohttp import web
 from remediator.actions.basic import http_request, notify
 from remediator.actions.registry import ActionContext, Executed, Failed
 from remediator.app import build_registry
-from remediator.audit import RunState
-from remediator.catalog import load_catalog
+from remediator.audit.store import RunState
+from remediator.catalog.loader import load_catalog
+from remediator.catalog.playbook import Step
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError
-from remediator.playbook import Step
 from remediator.runner import build_plan
 from remediator.services import LiveServices
 from remediator.simulate import simulate

@@ -1,7 +1,7 @@
 """The shipped playbooks (playbooks/) load cleanly; each plan is checked in tests/kube."""
 
 from remediator.app import build_registry
-from remediator.catalog import load_catalog
+from remediator.catalog.loader import load_catalog
 from tests.conftest import ROOT
 
 

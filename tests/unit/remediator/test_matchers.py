@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remediator.matchers import Matcher, matches_all, parse_matcher
+from remediator.catalog.matchers import Matcher, matches_all, parse_matcher
 
 
 @pytest.mark.parametrize("text,name,op,value", [

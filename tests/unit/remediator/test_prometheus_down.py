@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remediator.audit import RunState
+from remediator.audit.store import RunState
 from remediator.errors import ActionTemporaryError
 from tests.unit.remediator.fakes import FakeServices
 from tests.unit.remediator.test_app import notification, settle, start

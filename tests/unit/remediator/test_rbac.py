@@ -14,8 +14,8 @@ import yaml
 from remediator import rbac
 from remediator.__main__ import main
 from remediator.app import build_registry
-from remediator.catalog import load_catalog
-from remediator.cluster_state import ClusterState
+from remediator.catalog.loader import load_catalog
+from remediator.cluster.state import ClusterState
 from remediator.errors import ConfigError
 from tests.conftest import ROOT
 

@@ -20,13 +20,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from remediator import templating, urls
 from remediator.actions.basic import http_request
 from remediator.actions.registry import Failed
-from remediator.audit import AuditLog, RunState
+from remediator.audit.store import AuditLog, RunState
+from remediator.catalog import templating, urls
+from remediator.catalog.templating import Context, render_as
 from remediator.errors import TemplateError
 from remediator.services import LiveServices
-from remediator.templating import Context, render_as
 from tests.unit.remediator.test_app import notification, start
 from tests.unit.remediator.test_injection import context
 

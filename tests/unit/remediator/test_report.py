@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from remediator import audit, report, review
+from remediator import report, review
 from remediator.__main__ import main
-from remediator.audit import AuditLog, EventKind, RunState
+from remediator.audit import store as audit
+from remediator.audit.store import AuditLog, EventKind, RunState
 from remediator.errors import ConfigError
 from remediator.silences import parse_silences
 from remediator.webhook import parse_notification

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from remediator.app import STATE, build_app
-from remediator.audit import TERMINAL
+from remediator.audit.store import TERMINAL
 from remediator.config import RemediatorConfig
 from tests.unit.remediator.test_app import Clock, notification, settle
 

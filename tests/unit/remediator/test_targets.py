@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remediator import targets
 from remediator.actions import k8s
+from remediator.cluster import targets
 
 VALID = {
     "namespace": ["shop", "kube-system", "a", "a" * 63, "0abc"],

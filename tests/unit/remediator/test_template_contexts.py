@@ -8,10 +8,10 @@ from __future__ import annotations
 import promql_parser
 import pytest
 
-from remediator import promql
+from remediator.catalog import promql
+from remediator.catalog.matchers import parse_matcher
+from remediator.catalog.templating import Context, check_as, param_path, render_as, render_params
 from remediator.errors import TemplateError
-from remediator.matchers import parse_matcher
-from remediator.templating import Context, check_as, param_path, render_as, render_params
 
 INJECT_DQ = 'x"} == 1 or vector(1) or up{a="'
 INJECT_SQ = "x'} == 1 or vector(1) or up{a='"

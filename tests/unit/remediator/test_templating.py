@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from remediator.catalog.templating import check, check_tree, render, render_tree, scope_of
 from remediator.errors import TemplateError
-from remediator.templating import check, check_tree, render, render_tree, scope_of
 from remediator.webhook import alert_from_json
 
 ALLOWED = ("only labels.<name>, annotations.<name>, alert.fingerprint|startsAt|status|"

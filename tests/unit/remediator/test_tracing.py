@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 
 from remediator.app import STATE, build_app
-from remediator.audit import RunState
+from remediator.audit.store import RunState
 from remediator.config import RemediatorConfig
 from tests.unit.remediator.fakes import FakeServices
 from tests.unit.remediator.test_app import HERE, Clock, drained, notification, settle

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from remediator import urls
-from remediator.urls import UrlError, UrlTemplate, allowed
+from remediator.catalog import urls
+from remediator.catalog.urls import UrlError, UrlTemplate, allowed
 
 HOOK = "http://127.0.0.1:8080/hook/"
 

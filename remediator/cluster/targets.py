@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from remediator.kube import Kube, NotFound, Obj
+from remediator.cluster.kube import Kube, NotFound, Obj
 
 WORKLOAD_KINDS = {"Deployment": "deployment", "StatefulSet": "statefulset",
                   "DaemonSet": "daemonset", "Job": "job", "ReplicaSet": "replicaset"}

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from remediator.matchers import Matcher, parse_matcher
+from remediator.catalog.matchers import Matcher, parse_matcher
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 STEP_NAME = r"^[A-Za-z0-9_.-]{1,64}$"

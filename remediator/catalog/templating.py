@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from remediator import matchers, placeholders, promql, urls
+from remediator.catalog import matchers, placeholders, promql, urls
 from remediator.errors import TemplateError
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")

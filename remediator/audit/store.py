@@ -21,7 +21,7 @@ Events are written by the caller; the log adds one itself only for what it chang
 and a ``run`` event after every write to a run (its state and the digest of its row).
 
 Tamper evidence and retention (schema version 4): every event is hash-chained
-(``audit_chain``: what the chain covers and what it does not), ``verify`` walks the chain,
+(``chain``: what the chain covers and what it does not), ``verify`` walks the chain,
 and ``prune`` deletes old terminal runs as a prefix of the chain behind a checkpoint
 (``retention``). A webhook body is stored once per distinct body (by sha256; a repeat
 bumps ``count`` and ``last_ms``) and at most ``max_stored_body_bytes`` of it.
@@ -40,9 +40,9 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from remediator import audit_chain, retention
+from remediator.audit import chain, retention
+from remediator.catalog.playbook import Mode
 from remediator.errors import ApprovalError, AuditError, WebhookError
-from remediator.playbook import Mode
 from remediator.webhook import Alert, parse_notification
 
 SCHEMA_VERSION = 4
@@ -418,7 +418,7 @@ class AuditLog:
         prev_id, prev_hash = (base.through_id, base.hash) if last is None or \
             last[0] <= base.through_id else (int(last[0]), str(last[1] or ""))
         event_id = prev_id + 1
-        digest = audit_chain.event_hash(prev_hash, event_id=event_id, run_id=run_id,
+        digest = chain.event_hash(prev_hash, event_id=event_id, run_id=run_id,
                                         ts_ms=now_ms, kind=kind.value, name=name,
                                         verdict=verdict, detail=json.loads(text))
         db.execute("INSERT INTO events (id, run_id, ts_ms, kind, name, verdict, detail,"
@@ -427,9 +427,9 @@ class AuditLog:
                     digest))
         return event_id
 
-    def _base(self, db: sqlite3.Connection) -> audit_chain.Base:
+    def _base(self, db: sqlite3.Connection) -> chain.Base:
         row = db.execute("SELECT through_id, hash, pruned_ms FROM chain_base").fetchone()
-        return audit_chain.Base() if row is None else audit_chain.Base(*row)
+        return chain.Base() if row is None else chain.Base(*row)
 
     def _snapshot(self, db: sqlite3.Connection, run_id: str, change: str, *,
                   now_ms: int) -> None:
@@ -439,7 +439,7 @@ class AuditLog:
         if row is not None:
             self._event(db, run_id, kind=EventKind.RUN, name=change, verdict=row["state"],
                         detail={"state": row["state"], "outcome": row["outcome"],
-                                "row_sha256": audit_chain.row_digest(dict(row))},
+                                "row_sha256": chain.row_digest(dict(row))},
                         now_ms=now_ms)
 
     def _migrate_v4(self, db: sqlite3.Connection) -> None:
@@ -454,10 +454,10 @@ class AuditLog:
             db.execute("UPDATE notifications SET body = ?, sha256 = ?, size_bytes = ?,"
                        " body_form = ? WHERE id = ?",
                        (stored.text, stored.sha256, stored.size_bytes, stored.form, nid))
-        prev = audit_chain.GENESIS
+        prev = chain.GENESIS
         rows = db.execute("SELECT * FROM events ORDER BY id").fetchall()
         for r in rows:
-            prev_hash, prev = prev, audit_chain.event_hash(
+            prev_hash, prev = prev, chain.event_hash(
                 prev, event_id=r["id"], run_id=r["run_id"], ts_ms=r["ts_ms"], kind=r["kind"],
                 name=r["name"], verdict=r["verdict"], detail=json.loads(r["detail"]))
             db.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?",
@@ -470,7 +470,7 @@ class AuditLog:
                      .fetchone()[0])
         for run_id in run_ids:
             self._snapshot(db, run_id, "chained", now_ms=now_ms)
-        self._event(db, None, kind=EventKind.NOTE, name=audit_chain.CHAINED, verdict=None,
+        self._event(db, None, kind=EventKind.NOTE, name=chain.CHAINED, verdict=None,
                     detail={"chained_through_id": rows[-1]["id"] if rows else 0,
                             "runs": len(run_ids), "flags": _flags(db),
                             "note": "rows written before schema version 4 were chained "
@@ -882,7 +882,7 @@ class AuditLog:
             result = PruneResult(events=events, runs=runs, notifications=notifications,
                                  episodes=episodes)
             if result.deleted:
-                self._event(db, None, kind=EventKind.NOTE, name=audit_chain.PRUNED,
+                self._event(db, None, kind=EventKind.NOTE, name=chain.PRUNED,
                             verdict=reason, detail={
                                 "through_id": base.through_id, "head_hash": base.hash,
                                 "cutoff_ms": cutoff_ms, "events": events, "runs": runs,
@@ -898,21 +898,21 @@ class AuditLog:
             base = self._base(self._conn)
         return f"{base.through_id}:{base.hash}" if row is None else f"{row[0]}:{row[1]}"
 
-    def verify(self) -> audit_chain.ChainReport:
-        """Walk the hash chain and compare runs and flags with it (``audit_chain``), all in
+    def verify(self) -> chain.ChainReport:
+        """Walk the hash chain and compare runs and flags with it (``chain``), all in
         one read transaction, so a service writing meanwhile cannot make it disagree."""
         with self._failing("verify the chain"):
             outer = self._conn.in_transaction
             if not outer:
                 self._conn.execute("BEGIN")
             try:
-                walk = audit_chain.Walk(self._base(self._conn))
+                walk = chain.Walk(self._base(self._conn))
                 for r in self._conn.execute(
                         "SELECT id, run_id, ts_ms, kind, name, verdict, detail, prev_hash, hash"
                         " FROM events ORDER BY id"):
-                    if not walk.feed(audit_chain.ChainRow(*r)):
+                    if not walk.feed(chain.ChainRow(*r)):
                         break
-                runs = {str(r["id"]): (audit_chain.row_digest(dict(r)), str(r["state"]))
+                runs = {str(r["id"]): (chain.row_digest(dict(r)), str(r["state"]))
                         for r in self._conn.execute("SELECT * FROM runs")}
                 return walk.finish(runs=runs, flags=_flags(self._conn))
             finally:

@@ -19,10 +19,11 @@ from typing import Any
 
 import pydantic
 
-from remediator import templating, yamlsrc
+from remediator import yamlsrc
 from remediator.actions.registry import ActionRegistry
-from remediator.matchers import Matcher, matches_all
-from remediator.playbook import Playbook, Step
+from remediator.catalog import templating
+from remediator.catalog.matchers import Matcher, matches_all
+from remediator.catalog.playbook import Playbook, Step
 
 
 @dataclass(frozen=True)

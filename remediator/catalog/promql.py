@@ -23,7 +23,7 @@ from typing import Any
 
 import promql_parser
 
-from remediator import placeholders
+from remediator.catalog import placeholders
 from remediator.errors import TemplateError
 
 SELECTOR_VAR = "$selector"  # the detector fills it in vigil.verify queries

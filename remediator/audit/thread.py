@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from remediator.audit import AuditLog
+from remediator.audit.store import AuditLog
 
 T = TypeVar("T")
 

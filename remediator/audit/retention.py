@@ -2,7 +2,7 @@
 stored form of a webhook body.
 
 Retention deletes a *prefix* of the event chain (events 1..N), never a hole in it, so the
-chain stays verifiable from a checkpoint (see ``audit_chain``). N is the largest id such
+chain stays verifiable from a checkpoint (see ``chain``). N is the largest id such
 that every event up to it is older than the cutoff, no run has events on both sides of it,
 and no run that is not terminal has any event up to it: a run waiting for approval,
 running or verifying is never deleted, and pruning stops at its first event.

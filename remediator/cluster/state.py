@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from remediator.kube import Conflict, Kube, NotFound, Obj
+from remediator.cluster.kube import Conflict, Kube, NotFound, Obj
 
 log = logging.getLogger(__name__)
 

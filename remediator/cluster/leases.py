@@ -18,8 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from remediator.cluster.kube import Conflict, Kube, NotFound, Obj
 from remediator.errors import ActionError
-from remediator.kube import Conflict, Kube, NotFound, Obj
 
 log = logging.getLogger(__name__)
 
