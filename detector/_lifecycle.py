@@ -17,11 +17,15 @@ fires on the first anomalous sample of 5-minute data and on the fourth at a 15 s
 
 A NaN score (still warming up) changes nothing. A run starts with a score at or above
 the lowest threshold; after that, a sample is anomalous if it scores that high *or* its
-value lies outside the expected band. While pending, one sample that is neither ends
-the run (as Prometheus's ``for`` does). While firing, a sample counts as normal only if it
-is inside the band and scores below ``normal_below``; one in between restarts the normal
-run without counting as anomalous (hysteresis), so a series hovering at the edge does not
-resolve and page again. Severity comes from the score alone.
+value lies outside the expected band. While pending, a sample that is neither ends the
+run (as Prometheus's ``for`` does) only once the series has come back: it scores below
+``normal_below`` and lies in the inner half of its band (nearer the expected value than
+the midpoint to the band's edge). One that has not come back neither ends nor advances the
+run (pending-side hysteresis), so a moderate shift whose samples hover at the band's edge
+is not restarted by every one that dips just inside. While firing, a sample counts as
+normal if it is inside the band and scores below ``normal_below``; one in between restarts
+the normal run without counting as anomalous (hysteresis), so a series hovering at the
+edge does not resolve and page again. Severity comes from the score alone.
 """
 
 from __future__ import annotations
@@ -159,6 +163,15 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                 n_ev = _event(n_ev, i, s, EV_FIRE, level[s], since, peak,
                               base_exp, base_lo, base_hi, ev_index, ev_kind, ev_level,
                               ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
+        elif state[s] == PENDING and (
+                x >= normal_below[r]
+                or value[i] < 0.5 * (expected[i] + lower[i])
+                or value[i] > 0.5 * (expected[i] + upper[i])):
+            # pending-side hysteresis: a sample that has not come back (it scores at least
+            # ``normal_below``, or lies in the outer half of its band, between the edge
+            # and the midpoint to the expected value) neither counts as anomalous nor
+            # ends the run, so a shift hovering at the band's edge keeps its run
+            pass
         elif state[s] == PENDING:
             state[s] = NORMAL
             run[s] = 0

@@ -47,29 +47,23 @@ class RobustParams(_Model):
 
 
 class EnsembleParams(_Model):
-    """The default detector: level, sustained-shift and daily-profile signals, each
-    calibrated by its own history (see docs/detectors.md)."""
+    """The default detector: level and daily-profile signals, each calibrated by its own
+    history; the band is the score's level set (see docs/detectors.md)."""
 
     kind: Literal["ensemble"] = "ensemble"
     alpha_fast: float = Field(0.005, gt=0.0, lt=1.0, description="weight of a new sample in the fast level and variance")
     alpha_slow: float = Field(0.002, gt=0.0, lt=1.0, description="weight of a new sample in the slow level (shift and seasonal signals)")
     alpha_season: float = Field(0.05, gt=0.0, le=1.0, description="weight of a new visit in its time-of-day bin")
     clip_sigmas: float = Field(3.0, gt=0.0, description="residuals beyond this many sigmas are clipped before the fast level learns them")
-    adopt_samples: int = Field(30, ge=0, description="clipped residuals in a row on one side after which the fast level adopts the new value (0: never)")
     decay: float = Field(0.9995, gt=0.0, lt=1.0, description="per-sample forgetting of the calibration histograms")
     tail_index: float = Field(10.0, ge=0.0, description="beyond every value a signal has shown, its tail probability falls as (1 + z) to this power from the largest seen (0: the Gaussian tail)")
-    alarm_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight at which a sample scoring at least refractory_above enters the calibration histograms")
-    short_samples: int = Field(0, ge=0, le=1000, description="samples averaged by the optional sustained-shift signal (0: off)")
-    cusum_k: float = Field(1.0, ge=0.0, description="slack of the CUSUM signal, in sigmas of the slow level")
     warmup_samples: int = Field(30, ge=0, le=100_000, description="samples learned before a series is scored (they score 0)")
     season_bins: int = Field(48, ge=0, le=2016, description="time-of-day bins of the seasonal profile; 0 turns it off")
     season_period_s: float = Field(86400.0, gt=0.0, description="period of the seasonal profile")
     season_min_visits: int = Field(7, ge=1, description="visits of a bin before the seasonal signal uses it")
     season_sample_s: float = Field(300.0, gt=0.0, description="a sample is one visit of its bin, or the share dt / season_sample_s of one when it follows the previous sample sooner")
-    refractory_samples: int = Field(300, ge=0, description="samples after a score at or above refractory_above that count as less rare")
-    refractory_above: float = Field(0.997, gt=0.0, le=1.0)
-    refractory_factor: float = Field(100.0, ge=1.0, description="how much less rare samples count during the refractory period")
-    band_sigmas: float = Field(3.29, gt=0.0, description="half-width of the expected band, in sigmas")
+    band_sigmas: float = Field(3.29, gt=0.0, description="the band's level, as the Gaussian sigmas of the same tail probability (3.29: 0.001); a value outside the band scores at least that level")
+    adopt_after_s: float = Field(3600.0, ge=0.0, description="a deviation lasting this long becomes the new normal (0: never); until then anomalous samples teach the detector nothing")
 
 
 class SpotParams(_Model):

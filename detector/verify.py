@@ -231,10 +231,9 @@ class Judgement:
 
 # the detector for short windows: no daily profile, a short warm-up, and the Gaussian tail
 # beyond the baseline (a baseline of minutes is too short to trust the edge of its own
-# largest values, which the service's power-law tail extrapolates from); no shift signal
-# and no alarm weighting, since each observed sample is judged alone against the baseline
-VERIFY_DETECTOR = EnsembleParams(season_bins=0, warmup_samples=10, tail_index=0.0,
-                                 short_samples=0, alarm_weight=1.0)
+# largest values, which the service's power-law tail extrapolates from); each observed
+# sample is judged alone against the baseline
+VERIFY_DETECTOR = EnsembleParams(season_bins=0, warmup_samples=10, tail_index=0.0)
 
 
 def score_against(baseline_ts: NDArray[np.int64], baseline: NDArray[np.float64],

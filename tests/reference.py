@@ -73,6 +73,7 @@ class _Calibration:
         self.scale = 1.0
         self.total = 0.0
         self.last_bin = 0
+        self.last_z = 0.0
 
     def tail(self, z: float, decay: float, tail_index: float) -> float:
         """log10 of the share of past values at least as extreme as z; then learn z."""
@@ -106,7 +107,18 @@ class _Calibration:
         self.stored += 1.0 / self.scale
         self.total = self.total * decay + 1.0
         self.last_bin = b
+        self.last_z = z
         return lp
+
+    def add(self, z: float, amount: float) -> None:
+        """Learn z (no forgetting step) at ``amount`` of a sample's weight."""
+        m, e = math.frexp(1.0 + z)
+        x = 2.0 * m
+        log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
+        b = min(int(log2 / (math.log2(math.exp(4.0)) / self.BINS)), self.BINS - 1)
+        self.hist[b] = f32(self.hist[b] + amount / self.scale)
+        self.stored += amount / self.scale
+        self.total += amount
 
     def take_back(self, amount: float) -> None:
         """Learn the last value at 1 - amount of its weight instead."""
@@ -117,15 +129,16 @@ class _Calibration:
 
 def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> list[float]:
     q = params
+    band_p = math.erfc(q.band_sigmas / math.sqrt(2.0))
     n = 0
-    m1 = v1 = m2 = v2 = level = sv = rsum = 0.0
-    ring = [0.0] * max(q.short_samples, 1)
+    m1 = v1 = level = sv = 0.0
     season = [0.0] * max(q.season_bins, 1)
     visits = [0.0] * max(q.season_bins, 1)
     last_t = 0.0
-    cal = [_Calibration() for _ in range(4)]
-    cup = cdown = run = 0.0
-    last_fire = -1e18
+    cal = [_Calibration() for _ in range(2)]
+    run_side = run_since = run_n = run_d1 = run_e3 = 0.0
+    streak = 0
+    onset: list[tuple[_Calibration, float]] = []
     out = []
     for t, x in zip(ts_ms, values, strict=True):
         if not math.isfinite(x):
@@ -139,75 +152,87 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         b1 = max(q.alpha_fast, 1.0 / (n + 1))  # running mean/variance while young
         b2 = max(q.alpha_slow, 1.0 / (n + 1))
         s1, ss = math.sqrt(v1), math.sqrt(sv)
+        k = 2.0 if seasonal_on else 1.0
         if n == 0:
-            m1 = m2 = level = x
-        d1 = x - m1
+            m1 = level = x
+        # the level watches the value less its bin's offset, once the bin has one
+        off = season[b] if q.season_bins and visits[b] > 0 else 0.0
+        centre, sigma = (level + season[b], ss) if seasonal_on else (m1 + off, s1)
+        d1 = x - off - m1
         z1 = abs(d1) / s1 if s1 > 0 else (0.0 if d1 == 0 else 50.0)
-        s2 = math.sqrt(v2)
-        e2 = (x - m2) / s2 if s2 > 0 else 0.0
-        zs = 0.0
-        if q.short_samples:
-            rsum += e2 - ring[n % q.short_samples]
-            ring[n % q.short_samples] = f32(e2)
-            zs = abs(rsum) / math.sqrt(q.short_samples)
-        cup = max(0.0, cup + e2 - q.cusum_k)
-        cdown = max(0.0, cdown - e2 - q.cusum_k)
         warm = n >= q.warmup_samples
-        lp, k = 0.0, 2.0  # log10 of the smallest tail probability; signals consulted
+        lp = 0.0  # log10 of the smallest tail probability
         used = []
         if warm:
-            lp = min(cal[0].tail(z1, q.decay, q.tail_index),
-                     cal[2].tail(max(cup, cdown), q.decay, q.tail_index))
-            used += [cal[0], cal[2]]
-            if q.short_samples:
-                lp = min(lp, cal[1].tail(zs, q.decay, q.tail_index))
-                used.append(cal[1])
-                k = 3.0
-        if q.season_bins:
-            e3 = x - level - season[b]
-            if seasonal_on and warm:
-                z3 = abs(e3) / ss if ss > 0 else 0.0
-                lp = min(lp, cal[3].tail(z3, q.decay, q.tail_index))
-                used.append(cal[3])
-                k += 1.0
-        if not warm:
-            sc = 0.0
-        elif n - last_fire < q.refractory_samples:
-            sc = _score_from_log10(min(0.0, lp + math.log10(k * q.refractory_factor)))
-        else:
-            sc = _score_from_log10(min(0.0, lp + math.log10(k)))
-            if sc >= q.refractory_above and n >= q.warmup_samples + q.refractory_samples:
-                last_fire = n  # a young series' alarms start no refractory period
-        out.append(sc)
-        alarm = warm and sc >= q.refractory_above  # an alarm is learned at alarm_weight only
-        if q.season_bins:
-            w = q.alarm_weight if alarm else 1.0
-            resid = x - level
-            level += w * b2 * (x - season[b] - level)
-            # a visit, or the share dt / season_sample_s of one for a sample that follows
-            # the previous one sooner
-            f = 1.0 if n == 0 else min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
-            season[b] = f32(resid if visits[b] == 0 else season[b] + w * q.alpha_season * f * (
-                resid - season[b]))
-            visits[b] = f32(visits[b] + f)
-            sv = (1 - b1) * (sv + b1 * e3 * e3)
-        if alarm:
+            lp = cal[0].tail(z1, q.decay, q.tail_index)
+            used.append(cal[0])
+        e3 = x - level - season[b] if q.season_bins else 0.0
+        if seasonal_on and warm:
+            z3 = abs(e3) / ss if ss > 0 else (0.0 if e3 == 0 else 50.0)
+            lp = min(lp, cal[1].tail(z3, q.decay, q.tail_index))
+            used.append(cal[1])
+        out.append(_score_from_log10(min(0.0, lp + math.log10(k))) if warm else 0.0)
+        anomalous = warm and 10.0 ** lp <= band_p / k  # outside the band
+        dev = x - centre
+        side = 1.0 if dev > 0 else -1.0
+        if anomalous:  # learns nothing; a run that lasts adopt_after_s is adopted
+            onset = [(c, c.last_z) for c in used]
             for c in used:
-                c.take_back(1.0 - q.alarm_weight)
-        if s1 > 0 and abs(d1) > q.clip_sigmas * s1:
-            side = math.copysign(1.0, d1)
-            run = run + side if run * side > 0 else side
-            if q.adopt_samples and abs(run) >= q.adopt_samples:
-                m1, run, d1 = x, 0.0, 0.0
-            else:
-                d1 = q.clip_sigmas * s1 * side
+                c.take_back(1.0)
+            if q.season_bins and n > 0:  # the profile learns it: in full while the bin
+                # is not in use yet, a tenth of a visit once it is
+                f = min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
+                resid = x - level
+                if visits[b] == 0:
+                    season[b] = f32(resid)
+                elif not seasonal_on:  # clipped at clip_sigmas of the level's sigma
+                    r = resid - season[b]
+                    if s1 > 0 and abs(r) > q.clip_sigmas * s1:
+                        r = math.copysign(q.clip_sigmas * s1, r)
+                    season[b] = f32(season[b] + max(q.alpha_season * f, f / (visits[b] + f)) * r)
+                else:
+                    season[b] = f32(season[b] + 0.1 * q.alpha_season * f * (resid - season[b]))
+                visits[b] = f32(visits[b] + (f if not seasonal_on else 0.1 * f))
+            if run_side != side:
+                run_side, run_since, run_n = side, float(t), 0.0
+                run_d1 = run_e3 = run_v1 = run_v3 = 0.0
+            run_n += 1
+            w = max(1.0 / run_n, 0.05)
+            r1, r3 = d1 - run_d1, e3 - run_e3
+            run_d1 += w * r1
+            run_v1 = (1 - w) * (run_v1 + w * r1 * r1)
+            run_e3 += w * r3
+            run_v3 = (1 - w) * (run_v3 + w * r3 * r3)
+            if q.adopt_after_s > 0 and t - run_since >= q.adopt_after_s * 1000.0:
+                m1 += run_d1
+                v1 = max(v1, run_v1)
+                level += run_e3
+                sv = max(sv, run_v3)
+                run_side = 0.0
         else:
-            run = 0.0
-        m1 += b1 * d1
-        v1 = (1 - b1) * (v1 + b1 * d1 * d1)
-        d2 = x - m2
-        m2 += b2 * d2
-        v2 = (1 - b2) * (v2 + b2 * d2 * d2)
+            # a single extreme between normal samples: learned at half weight, once the
+            # calibration holds 100 samples' weight
+            if streak == 1 and cal[0].total >= 100.0:
+                for c, z in onset:
+                    c.add(z, 0.5)
+            if run_side != 0 and (side != run_side or abs(dev) < sigma):
+                run_side = 0.0
+            if q.season_bins:
+                resid = x - level
+                level += b2 * (x - season[b] - level)
+                # a visit, or the share dt / season_sample_s of one for a sample that
+                # follows the previous one sooner
+                f = 1.0 if n == 0 else min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
+                # a young bin is the plain mean of its visits so far
+                season[b] = f32(resid if visits[b] == 0 else season[b] + max(
+                    q.alpha_season * f, f / (visits[b] + f)) * (resid - season[b]))
+                visits[b] = f32(visits[b] + f)
+                sv = (1 - b1) * (sv + b1 * e3 * e3)
+            if s1 > 0 and abs(d1) > q.clip_sigmas * s1:
+                d1 = math.copysign(q.clip_sigmas * s1, d1)
+            m1 += b1 * d1
+            v1 = (1 - b1) * (v1 + b1 * d1 * d1)
+        streak = streak + 1 if anomalous else 0
         last_t = t if n == 0 else max(last_t, t)
         n += 1
     return out

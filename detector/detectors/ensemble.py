@@ -7,6 +7,8 @@ and its documentation live in ``_kernels/ensemble.py``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -15,7 +17,12 @@ from detector.detectors._kernels import ensemble as k
 from detector.detectors._kernels.calibration import HIST_BINS
 from detector.detectors.base import Scores, TableFamily
 
-_NEVER = -1e18  # "last fired" of a series that never fired
+_NEVER = -1e18  # "adopted at" of a series that never adopted a new level
+
+
+def band_probability(band_sigmas: float) -> float:
+    """The tail probability at the band's edge: that of a Gaussian z of ``band_sigmas``."""
+    return math.erfc(band_sigmas / math.sqrt(2.0))
 
 
 def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
@@ -25,19 +32,13 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     v[k.P_ALPHA_SEASON] = p.alpha_season
     v[k.P_CLIP] = p.clip_sigmas
     v[k.P_DECAY] = p.decay
-    v[k.P_SHORT] = p.short_samples
     v[k.P_BINS] = p.season_bins
     v[k.P_PERIOD_MS] = p.season_period_s * 1000.0
     v[k.P_MIN_VISITS] = p.season_min_visits
-    v[k.P_REFRACTORY] = p.refractory_samples
-    v[k.P_REFRACTORY_ABOVE] = p.refractory_above
-    v[k.P_BAND] = p.band_sigmas
-    v[k.P_CUSUM_K] = p.cusum_k
+    v[k.P_BAND_P] = band_probability(p.band_sigmas)
     v[k.P_WARMUP] = p.warmup_samples
-    v[k.P_REFRACTORY_FACTOR] = p.refractory_factor
-    v[k.P_ADOPT] = p.adopt_samples
+    v[k.P_ADOPT_MS] = p.adopt_after_s * 1000.0
     v[k.P_TAIL_INDEX] = p.tail_index
-    v[k.P_ALARM_WEIGHT] = p.alarm_weight
     v[k.P_SEASON_SAMPLE_MS] = p.season_sample_s * 1000.0
     return v
 
@@ -46,20 +47,18 @@ class EnsembleFamily(TableFamily):
     """Struct-of-arrays state of the ensemble detector for many series, one params set."""
 
     KIND = "ensemble"
-    TABLES = ("state", "ring", "season", "visits", "hist", "htot")
+    TABLES = ("state", "season", "visits", "hist", "htot")
 
     def __init__(self, params: EnsembleParams, capacity: int = 1024) -> None:
         self.params = params
         self.vector = params_vector(params)
-        # only the state and tables of the signals that are on (a signal that is off has
-        # zero-width tables: 248 bytes a series without the seasonal profile)
-        columns = k.state_columns(params.season_bins, params.short_samples)
-        self.state = np.zeros((0, columns), dtype=np.float64)
-        self.ring = np.zeros((0, params.short_samples), dtype=np.float32)
+        # only the state and tables of the signals that are on (a series without the
+        # seasonal profile has zero-width profile tables)
+        self.state = np.zeros((0, k.state_columns(params.season_bins)), dtype=np.float64)
         self.season = np.zeros((0, params.season_bins), dtype=np.float32)
         self.visits = np.zeros((0, params.season_bins), dtype=np.float32)
-        # calibration only for the signals that are on: level, cusum, seasonal, shift
-        self.n_signals = 2 + (params.season_bins > 0) + (params.short_samples > 0)
+        # calibration only for the signals that are on: level, seasonal
+        self.n_signals = 1 + (params.season_bins > 0)
         self.hist = np.zeros((0, self.n_signals * HIST_BINS), dtype=np.float32)
         # per signal: total weight; its lazy-forgetting divisor; the sum of its stored bins
         self.htot = np.zeros((0, 3 * self.n_signals), dtype=np.float64)
@@ -67,9 +66,14 @@ class EnsembleFamily(TableFamily):
 
     def configure(self, slot: int) -> None:
         super().configure(slot)
-        self.state[slot, k.S_LAST_FIRE] = _NEVER
+        self.state[slot, k.S_ADOPT_T] = _NEVER
         self.htot[slot, self.n_signals:2 * self.n_signals] = 1.0
 
+    def adopted_at(self, row: int) -> float | None:
+        """When the series last adopted a lasting deviation as its new level (epoch ms),
+        or None if it never did."""
+        t = float(self.state[row, k.S_ADOPT_T])
+        return None if t <= _NEVER else t
     def set_period(self, row: int, period_ms: float) -> None:
         """Give one series its own seasonal period (detected from its history); its
         profile starts over. Without a seasonal profile there is nothing to set."""
@@ -93,5 +97,5 @@ class EnsembleFamily(TableFamily):
             np.ascontiguousarray(slots, dtype=np.int32),
             np.ascontiguousarray(ts_ms, dtype=np.int64),
             np.ascontiguousarray(values, dtype=np.float64),
-            self.state, self.ring, self.season, self.visits, self.hist, self.htot,
+            self.state, self.season, self.visits, self.hist, self.htot,
             self.vector, out.score, out.expected, out.lower, out.upper)

@@ -11,7 +11,7 @@ from detector.detectors.kinds import KINDS, build_family
 from tests import reference
 
 PARAMS = {"robust": RobustParams(),
-          "ensemble": EnsembleParams(season_min_visits=2, short_samples=10),
+          "ensemble": EnsembleParams(season_min_visits=2),
           # a small ring so the 2,000-sample reference stream wraps it many times
           "spot": SpotParams(peaks=16, min_peaks=8)}
 STEP_MS = 300_000  # 5 minutes: the seasonal profile sees each bin several times
@@ -126,10 +126,10 @@ def test_matches_the_python_reference(kind):
 # combination is checked against the reference, whole and in pieces
 ENSEMBLE_SIGNALS = [EnsembleParams(season_min_visits=2),
                     EnsembleParams(season_bins=0),
-                    EnsembleParams(season_bins=0, short_samples=10)]
+                    EnsembleParams(season_bins=0, adopt_after_s=0)]
 
 
-@pytest.mark.parametrize("params", ENSEMBLE_SIGNALS, ids=["seasonal", "core", "shift"])
+@pytest.mark.parametrize("params", ENSEMBLE_SIGNALS, ids=["seasonal", "core", "never-adopt"])
 def test_each_ensemble_signal_set_matches_the_reference_in_pieces(params):
     t, x = _stream(8, n=2000)
     x[700] += 30

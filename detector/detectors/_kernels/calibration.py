@@ -120,3 +120,115 @@ def take_back(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
     hist[s, base + b] -= amount / g
     htot[s, 2 * n + k] -= amount / g
     htot[s, k] -= amount
+
+
+def _bin_edges() -> tuple[np.ndarray, np.ndarray]:
+    """The smallest z of each bin (``bin_of`` inverted: the quadratic in the mantissa
+    solved per octave) and the exact log2(1 + z) there."""
+    a, b, c = -0.34484843, 2.02466578, -1.67981735
+    lo = np.zeros(HIST_BINS + 1)
+    for j in range(1, HIST_BINS + 1):
+        u = j / _BIN_SCALE
+        octave = math.floor(u)
+        f = u - octave
+        top = (a * 2.0 + b) * 2.0 + c  # the approximation's value as x -> 2
+        if f > top:
+            y = 2.0 ** (octave + 1)
+        else:  # a x^2 + b x + c = f, the root in [1, 2)
+            x = (-b + math.sqrt(b * b - 4.0 * a * (c - f))) / (2.0 * a)
+            y = x * 2.0 ** octave
+        lo[j] = y - 1.0
+    lo[HIST_BINS] = math.inf
+    return lo, np.log2(1.0 + lo)
+
+
+BIN_LO, BIN_LOG2 = _bin_edges()
+
+
+@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+def gaussian_z(log10_p: float) -> float:
+    """The z whose two-sided Gaussian tail probability is 10**log10_p (Newton on
+    ``log10_two_sided_tail``; used only while a history is young)."""
+    z = math.sqrt(max(0.0, -2.0 * log10_p * math.log(10.0)))
+    for _ in range(30):
+        f = log10_two_sided_tail(z) - log10_p
+        # d/dz log10 P(|N| >= z) = -2 phi(z) / (P ln 10); in logs for large z
+        lphi = -0.5 * z * z - 0.5 * math.log(2.0 * math.pi)
+        slope = -2.0 * math.exp(lphi - log10_two_sided_tail(z) * math.log(10.0)) / math.log(10.0)
+        step = f / slope
+        z = max(0.0, z - step)
+        if abs(step) < 1e-13 * (1.0 + z):
+            break
+    return z
+
+
+@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+def threshold_z(hist: np.ndarray, htot: np.ndarray, s: int, k: int, t: float,
+                tail_index: float, gauss_z: float) -> float:
+    """The smallest z that ``tail_probability`` (with the state as it is now) would call
+    at most ``t``: every z at or beyond it is that rare, every z below it is not.
+
+    ``tail_probability`` is non-increasing in z: a step per histogram bin within the
+    history, and beyond it a power law (or the Gaussian tail while the history is young),
+    so the threshold is a bin's lower edge or a root found in closed form. This is what
+    makes the published band the score's own level set. ``gauss_z`` is
+    ``gaussian_z(log10(t))``, which the caller computes once per ``t``.
+    """
+    base = k * HIST_BINS
+    n = htot.shape[1] // 3
+    g = htot[s, n + k]
+    tot = htot[s, k]
+    lt = math.log10(t)
+    # the weight at or beyond each bin's lower edge, from the top; `top`: the highest bin
+    # with at least one sample's weight at or above it (as tail_probability finds it)
+    acc = 0.0
+    top = -1
+    first_in = HIST_BINS  # the first bin within the history whose probability is <= t
+    last_in = -1  # the highest bin still within the history
+    for j in range(HIST_BINS - 1, -1, -1):
+        acc += hist[s, base + j] * g
+        if top < 0 and acc >= 1.0:
+            top = j
+        if acc >= 1.0 - 1e-6:
+            if last_in < 0:
+                last_in = j
+            if (acc + 1.0) / (tot + 2.0) <= t:
+                first_in = j
+            elif top >= 0:
+                break  # below this bin every probability is larger still
+    if first_in < HIST_BINS:
+        return BIN_LO[first_in]
+    # beyond the history (bins above last_in): per bin, a constant share of the weight,
+    # then a power law from the edge of the largest values (or the Gaussian bounds)
+    lg_z = -1.0
+    young = tail_index > 0.0 and top >= 0 and tot < _TRUSTED_WEIGHT
+    gauss_only = tail_index <= 0.0 or top < 0
+    if young or gauss_only:
+        lg_z = gauss_z
+    edge = (top + 1) / _BIN_SCALE
+    zb = math.inf
+    ge_above = 0.0  # weight at or beyond the bin above, summed from the top
+    for j in range(HIST_BINS - 1, last_in, -1):
+        ge_above += hist[s, base + j] * g
+    ge = ge_above
+    start = last_in + 1
+    # walk up from the first bin beyond the history; ge of bin j is the weight from j up
+    for j in range(start, HIST_BINS):
+        if j > start:
+            ge -= hist[s, base + j - 1] * g
+        c = math.log10((max(ge, 0.0) + 1.0) / (tot + 2.0))
+        if c <= lt:  # already that rare at the bin's lower edge
+            zb = BIN_LO[j]
+            break
+        if gauss_only:
+            continue
+        # c - tail_index * (log2(1 + z) - edge) * log10(2) <= lt
+        need = edge + (c - lt) / (tail_index * _LOG10_2)
+        if need < BIN_LOG2[j + 1]:
+            zb = max(BIN_LO[j], 2.0 ** need - 1.0)
+            break
+    if young:
+        return max(zb, lg_z)
+    if gauss_only:
+        return min(zb, lg_z)
+    return zb

@@ -260,7 +260,7 @@ def test_a_family_whose_tables_changed_shape_restores_as_fresh_state(tmp_path, m
 
     d = _fed(40)
     _save(tmp_path, d, 1000)
-    monkeypatch.setattr(kernel, "state_columns", lambda bins, short: kernel.N_STATE + 1)
+    monkeypatch.setattr(kernel, "state_columns", lambda bins: kernel.N_STATE + 1)
     back = Detector()
     result = checkpoint.restore(tmp_path, back.registry, back.pipeline)
     assert (result.series, result.restored, result.skipped) == (20, 0, ())

@@ -30,21 +30,22 @@ def test_one_outlier_barely_moves_the_level():
     assert abs(family.state[0, k.S_M1] - before) <= 0.01 * 3.0 * sigma + 1e-9
 
 
-def test_a_lasting_shift_is_adopted_and_stops_paging():
+def test_a_lasting_shift_keeps_scoring_until_adopted_after_an_hour():
     rng = np.random.default_rng(2)
-    family = _family(adopt_samples=30)
+    family = _family()  # adopt_after_s 3600; a sample a minute
     _feed(family, 100 + rng.normal(0, 1, 1000))
     out = _feed(family, 150 + rng.normal(0, 1, 600), t0=1000 * 60_000)
-    assert out.score[0] > 0.999  # the onset pages
-    assert abs(family.state[0, k.S_M1] - 150) < 2  # the new level is the normal now
-    assert np.mean(out.score[400:] >= 0.999) < 0.01  # and it stopped paging
+    assert (out.score[:60] > 0.999).all()  # the whole first hour, not just the onset
+    assert (out.lower[:60] > 101).all() or (out.upper[:60] < 150).all()  # still outside
+    assert abs(family.state[0, k.S_M1] - 150) < 2  # then the new level is the normal
+    assert np.mean(out.score[100:] >= 0.999) < 0.01  # and it stopped paging
 
 
 def test_warm_up_scores_zero_and_keeps_the_calibration_clean():
     family = _family(warmup_samples=30)
     out = _feed(family, np.array([1.0, 5.0, -3.0] * 10 + [1.0]))
     assert (out.score[:30] == 0).all()
-    assert family.htot[0, :2].tolist() == [1.0, 1.0]  # only the 31st sample calibrated
+    assert family.htot[0, 0] == 1.0  # only the 31st sample calibrated
 
 
 def test_fresh_noise_series_rarely_page():
@@ -118,8 +119,10 @@ def test_the_profile_learns_as_much_a_day_at_any_scrape_interval():
     slow, _ = _run(*_daily(300_000, 3))
     fast, _ = _run(*_daily(15_000, 3))
     assert np.allclose(slow.visits[0], 18.0)
-    # bin 0 also holds the series' first sample, a whole visit on its own
-    assert np.allclose(fast.visits[0, 1:], 18.0, atol=1e-3)
+    # bin 0 also holds the series' first sample, a whole visit on its own; a sample
+    # outside the band of a bin in use counts a tenth of its share (a few at 15 s)
+    assert np.allclose(fast.visits[0, 1:], 18.0, atol=0.5)
+    assert np.median(fast.visits[0, 1:]) == np.float32(18.000011)
 
 
 def test_five_minutes_of_one_day_barely_move_the_profile_at_a_15s_scrape():
@@ -129,24 +132,18 @@ def test_five_minutes_of_one_day_barely_move_the_profile_at_a_15s_scrape():
     assert abs(out.expected[first] - x[first]) < 5.0  # 32 when each sample was a visit
 
 
-def test_an_alarm_teaches_the_profile_at_alarm_weight_only():
+def test_an_anomaly_teaches_the_profile_a_tenth_of_a_visit():
     """A spike of +60 on day 8 at 10:00 pages; the next day in that time-of-day bin the
-    expected value has moved toward it half as far as when alarms were learned in full.
-    (Samples that no longer alarm once the levels have followed a long incident are
-    learned in full: that is how a lasting change is adopted.)"""
+    expected value has barely moved (learned in full it moved it 2.3)."""
     t, shape = _daily(300_000, 10)
     x = shape + np.random.default_rng(9).normal(0, 1, shape.shape[0])
     day, minute = t // 86_400_000, (t % 86_400_000) // 60_000
     spike = np.flatnonzero((day == 7) & (minute == 600))
     x[spike] += 60.0
     after = np.flatnonzero((day == 8) & (minute >= 600) & (minute < 630))
-    moved = {}
-    for weight in (1.0, 0.5):
-        _, out = _run(t, x, alarm_weight=weight)
-        assert out.score[spike[0]] >= 0.9999
-        moved[weight] = float(np.mean(out.expected[after] - shape[after]))
-    assert moved[1.0] > 1.5  # learned in full, the spike shows up the next day
-    assert 0.3 * moved[1.0] < moved[0.5] < 0.7 * moved[1.0]
+    _, out = _run(t, x)
+    assert out.score[spike[0]] >= 0.9999
+    assert abs(float(np.mean(out.expected[after] - shape[after]))) < 0.6
 
 
 def test_a_young_series_that_alarmed_on_noise_still_catches_ten_sigmas():

@@ -30,7 +30,8 @@ class Tables:
 
 
 def run(state, tables, slots, scores, ts=None, outside=None):
-    """Values inside their band unless ``outside`` (a bool per sample) says otherwise."""
+    """Values at their expected value, in the middle of their band, unless ``outside`` (a
+    bool per sample) puts them below it."""
     slots = np.asarray(slots, np.int32)
     scores = np.asarray(scores, np.float64)
     ts = np.arange(1, len(slots) + 1, dtype=np.int64) * 1000 if ts is None else np.asarray(
@@ -38,7 +39,7 @@ def run(state, tables, slots, scores, ts=None, outside=None):
     values = scores * 10
     out = np.zeros(len(slots), bool) if outside is None else np.asarray(outside, bool)
     lower, upper = values - 1 + 2 * out, values + 1
-    return state.step(tables, slots, ts, scores, values, np.zeros(len(slots)), lower, upper)
+    return state.step(tables, slots, ts, scores, values, values.copy(), lower, upper)
 
 
 def kinds(events):
@@ -59,6 +60,27 @@ def test_a_normal_sample_ends_a_pending_run():
     state, t = AlertState([RULE]), Tables(1)
     assert run(state, t, [0] * 6, [0.995, 0.995, 0.5, 0.995, 0.995, 0.5]) == []
     assert t.al_state[0] == NORMAL
+
+
+def test_a_pending_run_holds_until_the_series_has_come_back():
+    # pending-side hysteresis: a sample inside the band that scores at least resolve_below
+    # (0.9), or lies in the band's outer half, neither ends nor advances the run
+    state, t = AlertState([RULE]), Tables(1)
+    ev = run(state, t, [0] * 4, [0.995, 0.95, 0.995, 0.995])
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 4000)]
+    state, t = AlertState([RULE]), Tables(1)
+    assert run(state, t, [0] * 3, [0.995, 0.95, 0.995]) == []  # two anomalous samples
+    assert t.al_state[0] != NORMAL
+    # a moderate shift below the expected value 10, band [6, 14]: samples at 7.5 are
+    # inside the band and score low, but in its outer half (below the midpoint 8)
+    values = np.array([5.0, 7.5, 5.5, 7.5, 5.0])
+    scores = np.array([0.995, 0.5, 0.995, 0.5, 0.995])
+    for inner, fires in ((7.5, True), (8.5, False)):
+        state, t = AlertState([RULE]), Tables(1)
+        v = np.where(values == 7.5, inner, values)
+        ev = state.step(t, np.zeros(5, np.int32), np.arange(1, 6, dtype=np.int64) * 1000,
+                        scores, v, np.full(5, 10.0), np.full(5, 6.0), np.full(5, 14.0))
+        assert [(e.kind, e.ts_ms) for e in ev] == ([(EventKind.FIRE, 5000)] if fires else [])
 
 
 def test_hysteresis_samples_between_normal_and_threshold_do_not_resolve():
