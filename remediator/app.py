@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import console, guards, redaction, review, telemetry, tls
+from remediator import console, redaction, review, telemetry, tls
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
@@ -36,7 +36,8 @@ from remediator.cluster.state import ClusterState
 from remediator.config import RemediatorConfig, read_token
 from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
 from remediator.metrics import RemediatorMetrics, build_metrics, zero_playbook_series
-from remediator.runner import Runner
+from remediator.runs import guards
+from remediator.runs.runner import Runner
 from remediator.services import LiveServices
 from remediator.webhook import parse_notification
 from servicekit import bearer, mediatype

@@ -1,8 +1,11 @@
 """Alertmanager v2 silences (``GET /api/v2/silences``): JSON → ``Silence``.
 
-This module owns that wire format for the alert-quality report: every silence is validated
-here, once; a silence that is not one (no id, a bad time, a regex Python cannot compile) is
-skipped and counted, never fatal. Pure: the caller fetches.
+This module owns that wire format, for its two readers. The alert-quality report takes
+``parse_silences``: every silence validated, once; one that is not a silence (no id, a bad
+time, a regex Python cannot compile) is skipped and counted, never fatal. The ``silence``
+guard takes ``muting``: only the state and matchers matter there, and a silence it cannot
+judge counts as muting, so a run refuses rather than acts on a muted alert. Pure: the
+caller fetches.
 """
 
 from __future__ import annotations
@@ -78,3 +81,26 @@ def parse_silences(doc: Any) -> tuple[tuple[Silence, ...], int]:
         except (ValidationError, ValueError, re.error):
             skipped += 1
     return tuple(out), skipped
+
+
+def muting(doc: Any, labels: Mapping[str, str]) -> tuple[str, ...]:
+    """The ids of the active silences in an answer to ``GET /api/v2/silences`` whose
+    matchers all hold for ``labels`` (the ``silence`` guard's fact). A matcher whose regex
+    Alertmanager accepts but Python does not is taken to hold; ``doc`` not a list mutes
+    nothing (the caller says why it has no answer)."""
+    if not isinstance(doc, list):
+        return ()
+    out = []
+    for item in doc:
+        if not isinstance(item, dict) or item.get("status", {}).get("state") != "active":
+            continue
+        if all(_matcher_holds(m, labels) for m in item.get("matchers", [])):
+            out.append(str(item.get("id")))
+    return tuple(out)
+
+
+def _matcher_holds(raw: Mapping[str, object], labels: Mapping[str, str]) -> bool:
+    try:
+        return Matcher.from_silence(raw).matches(labels)
+    except re.error:  # cannot tell: assume it holds, so the guard refuses
+        return True

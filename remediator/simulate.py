@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from remediator import guards
 from remediator.actions.registry import ActionRegistry
 from remediator.audit.store import AuditLog
 from remediator.catalog import templating
@@ -19,12 +18,12 @@ from remediator.catalog.loader import Catalog
 from remediator.cluster import targets
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError, WebhookError
-from remediator.runner import (
+from remediator.runs import guards
+from remediator.runs.facts import read_facts
+from remediator.runs.plan import (
     build_plan,
     plan_hash,
-    read_facts,
     render_precondition,
-    target_of,
     unrenderable_verifications,
 )
 from remediator.webhook import Alert, alert_from_json, parse_notification
@@ -57,7 +56,7 @@ def simulate(alert: Alert, catalog: Catalog, registry: ActionRegistry, cfg: Reme
     try:
         for entry in catalog.matching(dict(alert.labels), alert.status):
             pb = entry.playbook
-            target = target_of(alert)
+            target = targets.target_of(alert.labels)
             report: dict[str, Any] = {"playbook": pb.name, "file": str(entry.path),
                                       "mode": pb.spec.mode.value, "target": target,
                                       "steps": [f"{s.name}: {s.action}" for s in pb.spec.steps]}

@@ -182,7 +182,7 @@ def logs() -> dict[str, Any]:
                description="A regular expression, case-insensitive; empty shows every line."),
         g.logs("Vigil's decisions (detector alerts, remediation runs, refusals)",
                '{namespace=~"$vigil_namespace"} | json | logger=~"detector.alerting|'
-               'remediator.runner|remediator.guards" or level=~"WARNING|ERROR"',
+               'remediator.runs.*" or level=~"WARNING|ERROR"',
                x=0, y=20, h=10, description="The trace_id of a line opens its trace."),
     ]
     variables = [g.query_var("namespace", "namespace", "label_values(namespace)", "loki"),

@@ -82,6 +82,21 @@ def label_problems(labels: Mapping[str, str]) -> list[str]:
     return out
 
 
+def target_of(labels: Mapping[str, str]) -> str | None:
+    """What a run acts on, named from the alert's labels alone (``resolve`` refines it
+    through the API when the run needs the cluster): ``namespace/kind/name``,
+    ``node/name`` or ``instance/address``; None when no label names a target."""
+    ns = labels.get("namespace")
+    for kind in ("pod", "deployment", "statefulset", "daemonset", "job", "service"):
+        if labels.get(kind):
+            return f"{ns or '-'}/{kind}/{labels[kind]}"
+    if labels.get("node"):
+        return f"node/{labels['node']}"
+    if labels.get("instance"):
+        return f"instance/{labels['instance']}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     kind: str  # deployment, statefulset, daemonset, job, replicaset, pod, node

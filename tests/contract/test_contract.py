@@ -81,7 +81,7 @@ def test_the_verify_step_sends_what_the_detector_accepts():
     from detector.verify import VerifyRequest, plan
     from remediator.app import build_registry
     from remediator.catalog.loader import load_catalog
-    from remediator.runner import build_plan
+    from remediator.runs.plan import build_plan
     from remediator.webhook import alert_from_json
 
     registry = build_registry()

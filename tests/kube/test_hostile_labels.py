@@ -11,7 +11,7 @@ from remediator.audit.store import RunState
 from remediator.cluster.kube import Kube
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError
-from remediator.runner import build_plan
+from remediator.runs.plan import build_plan
 from remediator.webhook import alert_from_json
 from tests.unit.remediator.fakes import FakeServices
 from tests.unit.remediator.test_app import Clock, notification, settle

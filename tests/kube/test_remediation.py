@@ -15,7 +15,7 @@ from remediator.catalog.loader import load_catalog
 from remediator.cluster import targets
 from remediator.cluster.kube import Kube
 from remediator.config import ClusterConfig, RemediatorConfig
-from remediator.runner import build_plan
+from remediator.runs.plan import build_plan
 from remediator.webhook import alert_from_json
 from tests.conftest import ROOT
 from tests.unit.remediator.fakes import FakeServices

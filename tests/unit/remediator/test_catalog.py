@@ -24,7 +24,7 @@ from remediator.catalog.loader import load_catalog
 from remediator.catalog.playbook import Playbook
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError
-from remediator.runner import PlannedStep, build_plan
+from remediator.runs.plan import PlannedStep, build_plan
 from remediator.simulate import simulate
 from remediator.webhook import Alert, alert_from_json
 from tests.conftest import ROOT, SAMPLES

@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remediator.catalog.playbook import AllowDeny, BlastRadius, FreezeWindow, Guards, RateLimit
-from remediator.guards import GUARD_NAMES, Facts, GlobalLimits, Verdict, decide, evaluate, in_window
+from remediator.runs.guards import (
+    GUARD_NAMES,
+    Facts,
+    GlobalLimits,
+    Verdict,
+    decide,
+    evaluate,
+    in_window,
+)
 
 WED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday, noon UTC
 NOW = int(WED.timestamp() * 1000)

@@ -29,7 +29,7 @@ from remediator.catalog.loader import load_catalog
 from remediator.catalog.playbook import Step
 from remediator.config import RemediatorConfig
 from remediator.errors import TemplateError
-from remediator.runner import build_plan
+from remediator.runs.plan import build_plan
 from remediator.services import LiveServices
 from remediator.simulate import simulate
 from remediator.webhook import alert_from_json

@@ -1,0 +1,172 @@
+"""Approval: a person approves a waiting run, and the run is judged again before it acts.
+
+The approval holds only for the plan the approver saw (its hash) and only while every
+guard still allows the run, judged again now as for a new run (kill switch, freeze,
+silences, cooldown, rate, concurrency, blast radius, breaker, pre-conditions). A refusal
+then ends the run. Approvals are decided one at a time on the audit thread, so two can
+never both pass a limit only one of them fits.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from remediator.actions.registry import ActionRegistry
+from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
+from remediator.audit.thread import AuditThread
+from remediator.catalog.loader import Catalog
+from remediator.catalog.playbook import Mode, Playbook
+from remediator.cluster import targets
+from remediator.cluster.targets import Target
+from remediator.errors import ActionError, ApprovalError, AuditError
+from remediator.runs import guards
+from remediator.runs.decision import Decider, Decision, judge
+from remediator.runs.facts import OutsideFacts
+from remediator.runs.journal import Journal
+from remediator.runs.plan import PlannedStep, build_plan, plan_hash
+from remediator.runs.replicas import SharedRuns
+from remediator.webhook import Alert, alert_from_json
+
+log = logging.getLogger(__name__)
+
+ActFunc = Callable[[str, Playbook, Alert, list[PlannedStep], Target | None], Awaitable[None]]
+
+
+def approvable(run: RunRecord, plan_hash_seen: str, *, now_ms: int) -> bool:
+    """Whether ``AuditLog.approve`` would approve the run now (it stays the authority)."""
+    expires = run.approval_expires_ms
+    return run.state is RunState.WAITING_APPROVAL and run.plan_hash == plan_hash_seen \
+        and (expires is None or now_ms < expires)
+
+
+def decide_approval(db: AuditLog, *, run_id: str, pb: Playbook, alert: Alert,
+                    target: Target | None, plan_hash_seen: str, by: str,
+                    claimed: str | None, facts: OutsideFacts, limits: guards.GlobalLimits,
+                    clock: Callable[[], float]) -> Decision:
+    """On the audit thread, in one transaction: judge the waiting run again and record
+    it; approve and start it, or refuse it."""
+    now = int(clock() * 1000)
+    error: ApprovalError | None = None
+    with db.atomic():
+        run = db.get_run(run_id)
+        if run is None or not approvable(run, plan_hash_seen, now_ms=now):
+            try:  # approve() says why not (and expires an overdue run)
+                db.approve(run_id, plan_hash=plan_hash_seen, by=by, now_ms=now)
+            except ApprovalError as exc:
+                error = exc  # caught inside the transaction, so an expiry is kept
+            else:  # leaving by an exception rolls this approval back
+                raise AuditError(f"run {run_id}: approvable after all; not approved "
+                                 "without judging its guards, try again")
+        else:
+            who: dict[str, Any] = {"by": by}
+            if claimed is not None:
+                who["claimed"] = claimed  # what the request said; not verified
+            verdicts = judge(db, run_id=run_id, pb=pb, alert=alert, target=target,
+                             now_ms=now, limits=limits, facts=facts, stage="approval")
+            allowed, shadow, reason = guards.decide(verdicts)
+            if allowed and shadow:  # an approval never acts past a tripped breaker
+                allowed = False
+                reason = next(f"{v.guard}: {v.reason}" for v in verdicts if v.shadow)
+            if not allowed:
+                db.add_event(run_id, kind=EventKind.APPROVAL, name="refused",
+                             verdict="refuse", detail={**who, "reason": reason},
+                             now_ms=now)
+                db.add_event(run_id, kind=EventKind.DECISION, name="refuse",
+                             verdict="refuse", detail={"reason": reason,
+                                                       "stage": "approval"}, now_ms=now)
+                db.set_state(run_id, RunState.REFUSED, now_ms=now,
+                             outcome=f"approval refused: {reason}")
+                return Decision(verdicts, None, RunState.REFUSED, reason)
+            db.approve(run_id, plan_hash=plan_hash_seen, by=by, now_ms=now)
+            db.add_event(run_id, kind=EventKind.APPROVAL, name="approved", verdict="ok",
+                         detail=who, now_ms=now)
+            db.add_event(run_id, kind=EventKind.DECISION, name="act",
+                         verdict=Mode.APPROVAL.value,
+                         detail={"reason": reason, "stage": "approval"}, now_ms=now)
+            # acting from here: the rate and cooldown of the next decision count it
+            db.mark_executing(run_id, now_ms=now)
+            return Decision(verdicts, Mode.APPROVAL, None, reason)
+    assert error is not None
+    raise error
+
+
+class Approvals:
+    def __init__(self, *, audit: AuditThread, catalog: Callable[[], Catalog],
+                 registry: ActionRegistry, journal: Journal, decider: Decider,
+                 shared: SharedRuns, limits: guards.GlobalLimits, clock: Callable[[], float],
+                 run_url: Callable[[str], str], act: ActFunc,
+                 spawn: Callable[[Awaitable[None]], None]) -> None:
+        self.audit = audit
+        self.catalog = catalog
+        self.registry = registry
+        self.journal = journal
+        self.decider = decider
+        self.shared = shared
+        self.limits = limits
+        self.clock = clock
+        self.run_url = run_url
+        self.act = act
+        self.spawn = spawn
+
+    async def approve(self, run_id: str, *, plan_hash_seen: str, by: str,
+                      claimed: str | None = None) -> dict[str, Any]:
+        """Approve a waiting run if its plan is still the one the approver saw and every
+        guard still allows it; then act. ApprovalError says why not; a guard's refusal also
+        ends the run (``refused``, with the guard's reason). ``by``: who approves, from
+        their credential; ``claimed``: a name the request itself gave, recorded as a note
+        only."""
+        run = await self.audit.run(lambda db: db.get_run(run_id))
+        if run is None:
+            raise ApprovalError(f"run {run_id} does not exist")
+        entry = self.catalog().by_name(run.playbook)
+        if entry is None:
+            raise ApprovalError(f"run {run_id}: playbook {run.playbook} is no longer loaded")
+        pb = entry.playbook
+        alert = alert_from_json(json.loads(run.alert) if isinstance(run.alert, str)
+                                else run.alert)
+        problems = targets.label_problems(alert.labels)
+        if problems and run.state is RunState.WAITING_APPROVAL:  # a run from before intake
+            why = "approval refused: " + "; ".join(problems)
+            await self.journal.finish(run_id, pb.name, RunState.REFUSED, why)
+            raise ApprovalError(f"run {run_id}: {why}")
+        try:
+            target = await self.decider.resolve_target(pb, alert)
+        except ActionError as exc:
+            raise ApprovalError(f"run {run_id}: cannot resolve the target now ({exc}); "
+                                "try again") from exc
+        plan = build_plan(pb.spec.steps, alert, self.registry, run_id=run_id,
+                          run_url=self.run_url(run_id), target=target)
+        if plan_hash(plan, target) != plan_hash_seen:
+            raise ApprovalError(f"run {run_id}: the plan changed since approval was requested "
+                                "(or the hash is wrong); look at the run again")
+        facts = await self.decider.facts.gather(pb, alert, self.decider.scope(alert, run_id))
+        decision = await self.audit.run(functools.partial(
+            decide_approval, run_id=run_id, pb=pb, alert=alert, target=target,
+            plan_hash_seen=plan_hash_seen, by=by, claimed=claimed, facts=facts,
+            limits=self.limits, clock=self.clock))
+        await self.decider.after_verdicts(run_id, pb, alert, decision)
+        if decision.state is RunState.REFUSED:
+            self.journal.metrics.runs.labels(pb.name, decision.state.value).inc()
+            await self.shared.share(run_id, pb.name, decision.state)
+            self.journal.settled.set()
+            log.info("run %s of %s: approval by %s refused (%s)", run_id, pb.name, by,
+                     decision.reason)
+            raise ApprovalError(f"run {run_id}: approval refused by {decision.reason}; "
+                                "the run is refused and will not act")
+        log.info("run %s of %s: approved by %s", run_id, pb.name, by)
+        await self.shared.share(run_id, pb.name, RunState.RUNNING)
+        self.spawn(self._approved(run_id, pb, alert, plan, target))
+        return {"id": run_id, "state": "approved", "by": by}
+
+    async def _approved(self, run_id: str, pb: Playbook, alert: Alert,
+                        plan: list[PlannedStep], target: Target | None) -> None:
+        try:
+            await self.act(run_id, pb, alert, plan, target)
+        except Exception as exc:  # task root
+            log.exception("approved run %s failed", run_id)
+            await self.journal.finish(run_id, pb.name, RunState.FAILED,
+                                      f"unexpected error: {exc}")
