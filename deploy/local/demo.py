@@ -253,8 +253,8 @@ modules:
 alerts:
   - name: VigilAnomaly
     match: '{{job="demo-shop", __name__=~"demo_(latency_p99_seconds|error_ratio)"}}'
-    for_samples: 3
-    resolve_samples: 5
+    for_s: 3      # the demo scrapes every second: 3 s anomalous before it fires,
+    resolve_s: 5  # 5 s back to normal before it resolves (defaults: 60 s and 120 s)
 alerting: {{resend_s: 10, stale_min_s: 30}}
 writeback:
   url: http://127.0.0.1:{p.prometheus}/api/v1/write

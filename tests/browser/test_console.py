@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.integration.procs import free_port, process, require, wait_until
-from tests.integration.stack import alertmanager, get_json, shifted, write
+from tests.integration.stack import ONE_SECOND_RULE, alertmanager, get_json, shifted, write
 
 pytestmark = pytest.mark.browser
 HERE = Path(__file__).parent
@@ -68,8 +68,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     f"127.0.0.1:{rem_port}", "--playbooks", str(HERE / "playbooks"),
                     "--config", str(tmp / "remediator.yaml"), "--alertmanager", am,
                     "--state-dir", str(tmp / "remediator"), "--detector-url", det]
+        (tmp / "detector.yaml").write_text(ONE_SECOND_RULE)  # shifted() samples every second
         det_argv = [sys.executable, "-m", "detector", "serve", "--listen",
-                    f"127.0.0.1:{det_port}", "--alertmanager", am, "--remediator-url", rem]
+                    f"127.0.0.1:{det_port}", "--alertmanager", am, "--remediator-url", rem,
+                    "--config", str(tmp / "detector.yaml")]
         with process("remediator", rem_argv, tmp, ready_url=f"{rem}/readyz"), \
                 process("detector", det_argv, tmp, ready_url=f"{det}/readyz"):
             now = int(time.time() * 1000)

@@ -127,6 +127,16 @@ def write(vigil_port: int, series: list[encode.Series]) -> None:
         assert resp.status == 204, resp.status
 
 
+# ``shifted`` series are sampled every second; the default alert rule counts time as
+# Prometheus's ``for:`` does (fires after 60 s, resolves after 120 s), so the stacks here use
+# the same rule scaled to that cadence: 3 anomalous seconds, 5 normal ones.
+ONE_SECOND_RULE = """alerts:
+  - name: VigilAnomaly
+    for_s: 3
+    resolve_s: 5
+"""
+
+
 def shifted(name: str, *, end_ms: int, n_normal: int = 300, n_shift: int = 8,
             n_after: int = 0, seed: int = 7, step_ms: int = 1000,
             **labels: str) -> encode.Series:

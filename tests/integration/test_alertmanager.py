@@ -41,6 +41,8 @@ alerting:
 alerts:
   - name: VigilAnomaly
     labels: {team: shop}
+    for_s: 3       # shifted() samples every second (ONE_SECOND_RULE)
+    resolve_s: 5
 """
 
 

@@ -16,7 +16,15 @@ import pytest
 
 from detector.remote_write import encode
 from tests.integration.procs import free_port, process, vigil_detector_argv, wait_until
-from tests.integration.stack import alertmanager, am_alerts, am_config, ms, shifted, write
+from tests.integration.stack import (
+    ONE_SECOND_RULE,
+    alertmanager,
+    am_alerts,
+    am_config,
+    ms,
+    shifted,
+    write,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +39,7 @@ alerting:
   retry_max_s: 1
   timeout_s: 2
   stale_min_s: 600     # the alerting series gets no samples after its shift
-"""
+""" + ONE_SECOND_RULE
 
 
 def _vigil(tmp_path: Path, name: str, port: int, am: str, state: Path):
