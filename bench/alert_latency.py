@@ -99,6 +99,8 @@ alerts:
     match: '{{__name__="{PROBE_METRIC}"}}'
     for_samples: 1
     resolve_samples: 1
+    for_s: 0      # the decisive sample is the first anomalous one (no duration to wait)
+    resolve_s: 0
 """
 
 AM_CONFIG = """
