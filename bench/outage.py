@@ -58,10 +58,14 @@ alerting:
   timeout_s: 2
   max_pending: {max_pending}
   stale_min_s: 3600  # injected series send no samples after their shift; that is not silence
-alerts:
+alerts:  # shifted() samples every second: the rule at that cadence (ONE_SECOND_RULE)
   - name: VigilAnomaly
     match: '{{__name__=~"outage_anomaly_.*"}}'
+    for_s: 3
+    resolve_s: 5
   - name: VigilSteady  # the steady series may page too; counted, not required
+    for_s: 3
+    resolve_s: 5
 """
 
 
