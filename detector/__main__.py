@@ -13,11 +13,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from detector import slo, telemetry, tls, verification, verify
+from detector import slo, tls, verification, verify
 from detector.app import build_app
 from detector.config import TOKEN_ENV, load_config, read_bearer_token
 from detector.errors import ConfigError, UpstreamError
-from servicekit import exposure
+from servicekit import exposure, telemetry
 
 DEFAULT_LISTEN = "127.0.0.1:9420"
 

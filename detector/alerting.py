@@ -25,12 +25,13 @@ from typing import Any, Protocol
 import aiohttp
 from opentelemetry.trace import SpanContext, SpanKind, Tracer
 
-from detector import telemetry, tls
+from detector import tls
 from detector.alerts import Alert, AlertBook
 from detector.config import AlertingConfig
 from detector.errors import EnrichmentError
 from detector.lifecycle import AlertEvent
 from detector.metrics import AlertMetrics
+from servicekit import telemetry
 
 log = logging.getLogger(__name__)
 

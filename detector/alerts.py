@@ -19,9 +19,10 @@ from urllib.parse import quote, urlencode
 
 from opentelemetry.trace import SpanContext
 
-from detector import telemetry, wording
+from detector import wording
 from detector.config import TEMPLATE_FIELD, AlertRule
 from detector.lifecycle import AlertEvent, EventKind
+from servicekit import telemetry
 
 Labels = list[tuple[str, str]]
 RELATED_LABELS = ("namespace", "service", "deployment", "pod", "node", "instance", "job")

@@ -24,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from detector import yamlsrc
 from detector.errors import ConfigError, SelectorError
 from detector.selector import Selector, parse_selector
 from detector.tls import OutgoingTLS, ServerTLS
+from servicekit import yamlsrc
 
 
 class _Model(BaseModel):

@@ -20,13 +20,14 @@ import numpy as np
 from numpy.typing import NDArray
 from opentelemetry.trace import SpanContext, Tracer
 
-from detector import _track, telemetry
+from detector import _track
 from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
 from detector.history import History
 from detector.lifecycle import ALERT_TABLES, AlertEvent, AlertState
 from detector.metrics import IngestMetrics
+from servicekit import telemetry
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from detector import yamlsrc
 from detector.errors import ConfigError
+from servicekit import yamlsrc
 
 PERIOD = "30d"
 PERIOD_DAYS = 30

@@ -23,8 +23,9 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from requests import JSONDecodeError, RequestException
 
-from detector import tls, verify, yamlsrc
+from detector import tls, verify
 from detector.errors import ConfigError, UpstreamError
+from servicekit import yamlsrc
 
 
 def load_spec(path: Path) -> verify.VerifyRequest:

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from remediator import rbac, report, review, telemetry, tls
+from remediator import rbac, report, review, tls
 from remediator.app import build_app, build_registry
 from remediator.audit.store import AuditLog
 from remediator.catalog.loader import load_catalog
@@ -25,7 +25,7 @@ from remediator.cluster.kube import Kube, build_api_client
 from remediator.config import WEBHOOK_TOKEN_ENV, Tokens, env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
 from remediator.simulate import parse_alerts, simulate
-from servicekit import exposure
+from servicekit import exposure, telemetry
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
 

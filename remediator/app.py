@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import console, redaction, review, telemetry, tls
+from remediator import console, redaction, review, tls
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
@@ -40,7 +40,7 @@ from remediator.runs import guards
 from remediator.runs.runner import Runner
 from remediator.services import LiveServices
 from remediator.webhook import parse_notification
-from servicekit import bearer, mediatype
+from servicekit import bearer, mediatype, telemetry
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediator import yamlsrc
 from remediator.audit import retention
 from remediator.catalog.playbook import FreezeWindow, RateLimit
 from remediator.errors import ConfigError
 from remediator.tls import OutgoingTLS, ServerTLS
+from servicekit import yamlsrc
 
 
 class _Model(BaseModel):

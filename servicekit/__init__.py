@@ -4,8 +4,11 @@
 ``exposure``   decides whether a service may start listening with endpoints unguarded
                (or with a token no client could present)
 ``mediatype``  checks that a JSON request body says it is JSON
+``telemetry``  traces (OTEL_* settings, W3C traceparent) and JSON log lines
+``yamlsrc``    loads YAML into a pydantic model, each error as ``file:line: path: message``
 
 It must stay a leaf: it imports neither ``detector`` nor ``remediator`` (an import-linter
-contract in pyproject.toml), holds no state and does no I/O. Each service maps its
-verdicts to its own responses, errors and log lines.
+contract in pyproject.toml) and holds no state; its only I/O is reading the files and
+log stream a service names to it. Each service maps its verdicts to its own responses,
+errors and log lines.
 """

@@ -18,13 +18,12 @@ from concurrent.futures import Executor
 from aiohttp import web
 from opentelemetry.trace import SpanContext, SpanKind, Tracer
 
-from detector import telemetry
 from detector.errors import DecodeError, TooLargeError, UnsupportedError
 from detector.ingest import Ingested, Ingestor
 from detector.metrics import IngestMetrics
 from detector.pipeline import SampleQueue
 from detector.remote_write import decode
-from servicekit import bearer
+from servicekit import bearer, telemetry
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pydantic
 
-from remediator import yamlsrc
 from remediator.actions.registry import ActionRegistry
 from remediator.catalog import templating
 from remediator.catalog.matchers import Matcher, matches_all
 from remediator.catalog.playbook import Playbook, Step
+from servicekit import yamlsrc
 
 
 @dataclass(frozen=True)

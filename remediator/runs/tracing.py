@@ -10,8 +10,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
-from remediator import telemetry
 from remediator.webhook import Alert
+from servicekit import telemetry
 
 
 class Spans:

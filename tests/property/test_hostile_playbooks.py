@@ -16,9 +16,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remediator import yamlsrc
 from remediator.app import build_registry
 from remediator.catalog.loader import load_catalog
+from servicekit import yamlsrc
 from tests.property import hostile
 
 N_INPUTS = int(os.environ.get("VIGIL_HOSTILE_INPUTS", "100000"))

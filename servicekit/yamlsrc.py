@@ -1,9 +1,9 @@
 """Load a YAML file into a pydantic model, reporting every error as ``file:line: path: message``.
 
 This module owns YAML parsing and the mapping of validation errors back to source lines.
-It must not know any model of its own. It is copied verbatim into ``remediator`` on purpose
-(a contract test keeps the two copies identical), so it only imports the standard library,
-PyYAML and pydantic.
+It must not know any model of its own. Both services load their configuration (and the
+remediator its playbooks) through it; like all of servicekit it imports neither service,
+only the standard library, PyYAML and pydantic.
 """
 
 from __future__ import annotations

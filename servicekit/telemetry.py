@@ -1,7 +1,7 @@
-"""This service's own telemetry: traces (OpenTelemetry) and structured log lines.
+"""A service's own telemetry: traces (OpenTelemetry) and structured log lines.
 
-Copied on purpose into detector/ and remediator/, which must not import each other;
-tests/contract keeps the two copies identical (as yamlsrc.py).
+Both services set up their traces and logs through it; the service name is a parameter
+(``service_name``), and it imports neither service.
 
 * **Traces** are off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_SDK_DISABLED`` is not ``true``,
