@@ -13,11 +13,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from detector import slo, tls, verification, verify
+from detector import slo, verification, verify
 from detector.app import build_app
 from detector.config import TOKEN_ENV, load_config, read_bearer_token
 from detector.errors import ConfigError, UpstreamError
-from servicekit import exposure, telemetry
+from servicekit import exposure, telemetry, tls
 
 DEFAULT_LISTEN = "127.0.0.1:9420"
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.runbooks is not None and not args.runbooks.is_dir():
             raise ConfigError(f"--runbooks {args.runbooks}: not a folder (give the folder "
                               "of <AlertName>.md files, e.g. docs/runbooks)")
-        ssl_context = tls.build_server_context(cfg.tls)
+        ssl_context = tls.build_server_context(cfg.tls, error=ConfigError)
         scheme = "https" if ssl_context is not None else "http"
         if cfg.outgoing_tls.insecure_skip_verify:
             logging.getLogger("detector").warning(

@@ -25,13 +25,12 @@ from typing import Any, Protocol
 import aiohttp
 from opentelemetry.trace import SpanContext, SpanKind, Tracer
 
-from detector import tls
 from detector.alerts import Alert, AlertBook
 from detector.config import AlertingConfig
 from detector.errors import EnrichmentError
 from detector.lifecycle import AlertEvent
 from detector.metrics import AlertMetrics
-from servicekit import telemetry
+from servicekit import telemetry, tls
 
 log = logging.getLogger(__name__)
 

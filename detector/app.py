@@ -26,12 +26,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 
-from detector import api, checkpoint, console, presence, tls, verification, verify
+from detector import api, checkpoint, console, presence, verification, verify
 from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
 from detector.alerts import AlertBook, Labels, Links, Reading
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
 from detector.entities import EntityTracker
-from detector.errors import UpstreamError
+from detector.errors import ConfigError, UpstreamError
 from detector.history import History
 from detector.ingest import Ingestor
 from detector.lifecycle import AlertEvent, AlertState
@@ -49,7 +49,7 @@ from detector.remote_write.handler import WriteHandler
 from detector.series import SeriesRegistry
 from detector.warmstart import WarmStarter
 from detector.writeback import WriteBack
-from servicekit import bearer, mediatype
+from servicekit import bearer, mediatype, tls
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                         max_related=cfg.alerting.max_related)
     if cfg.writeback.url is not None and cfg.writeback.bearer_token_file is not None:
         rt.writeback_token = cfg.writeback.bearer_token_file.read_text().strip()
-    rt.client_ssl = tls.build_client_context(cfg.outgoing_tls)
+    rt.client_ssl = tls.build_client_context(cfg.outgoing_tls, error=ConfigError)
     if warm:
         assert prometheus_url is not None
         rt.warm = WarmStarter(cfg=cfg.warm_start, prometheus_url=prometheus_url,

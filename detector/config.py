@@ -26,8 +26,8 @@ from pydantic import (
 
 from detector.errors import ConfigError, SelectorError
 from detector.selector import Selector, parse_selector
-from detector.tls import OutgoingTLS, ServerTLS
 from servicekit import yamlsrc
+from servicekit.tls import OutgoingTLS, ServerTLS
 
 
 class _Model(BaseModel):

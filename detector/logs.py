@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from detector import tls
 from detector.errors import EnrichmentError
+from servicekit import tls
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from requests import JSONDecodeError, RequestException
 
-from detector import tls, verify
+from detector import verify
 from detector.errors import ConfigError, UpstreamError
-from servicekit import yamlsrc
+from servicekit import tls, yamlsrc
 
 
 def load_spec(path: Path) -> verify.VerifyRequest:
@@ -105,7 +105,7 @@ async def run(req: verify.VerifyRequest, *, prometheus_url: str, now_s: float | 
     UpstreamError when Prometheus answers with a body its API never gives."""
     now = time.time() if now_s is None else now_s
     client = PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
-        outgoing_tls or tls.OutgoingTLS()))
+        outgoing_tls or tls.OutgoingTLS(), error=ConfigError))
     gate = asyncio.Semaphore(max_concurrent)
 
     async def one(q: verify.VerifyQuery, base: verify.Window,

@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from prometheus_api_client import PrometheusConnect
 
-from detector import tls
 from detector.config import WarmStartConfig
+from detector.errors import ConfigError
 from detector.metrics import IngestMetrics
 from detector.periods import detect_period
 from detector.pipeline import Batch, SampleQueue
 from detector.series import Labels
+from servicekit import tls
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class WarmStarter:
         self.labels_of = labels_of
         self.metrics = metrics
         self.client = PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
-            outgoing_tls or tls.OutgoingTLS()))
+            outgoing_tls or tls.OutgoingTLS(), error=ConfigError))
         self._todo: asyncio.Queue[int] = asyncio.Queue()
         self.backlog = 0
 

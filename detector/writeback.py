@@ -22,13 +22,13 @@ import aiohttp
 import numpy as np
 from numpy.typing import NDArray
 
-from detector import tls
 from detector.config import WritebackConfig
 from detector.metrics import AlertMetrics
 from detector.pipeline import Pipeline
 from detector.remote_write import encode
 from detector.selector import Selector
 from detector.series import SeriesRegistry
+from servicekit import tls
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from remediator import rbac, report, review, tls
+from remediator import rbac, report, review
 from remediator.app import build_app, build_registry
 from remediator.audit.store import AuditLog
 from remediator.catalog.loader import load_catalog
@@ -25,7 +25,7 @@ from remediator.cluster.kube import Kube, build_api_client
 from remediator.config import WEBHOOK_TOKEN_ENV, Tokens, env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
 from remediator.simulate import parse_alerts, simulate
-from servicekit import exposure, telemetry
+from servicekit import exposure, telemetry, tls
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
 
@@ -220,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             async def kube() -> Kube:
                 api = await build_api_client(kubeconfig=kubeconfig, context=context)
                 return Kube(api)
-        ssl_context = tls.build_server_context(cfg.tls)
-        tls.build_client_context(cfg.outgoing_tls)  # a bad CA file stops here, not at start
+        ssl_context = tls.build_server_context(cfg.tls, error=ConfigError)
+        # a bad CA file stops here, not at start
+        tls.build_client_context(cfg.outgoing_tls, error=ConfigError)
         if cfg.outgoing_tls.insecure_skip_verify:
             logging.getLogger("remediator").warning(
                 "outgoing_tls.insecure_skip_verify: peers' certificates are NOT checked")

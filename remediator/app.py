@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import console, redaction, review, tls
+from remediator import console, redaction, review
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
@@ -34,13 +34,19 @@ from remediator.cluster.kube import Kube
 from remediator.cluster.leases import LeaderElector, LeaseLock
 from remediator.cluster.state import ClusterState
 from remediator.config import RemediatorConfig, read_token
-from remediator.errors import ApprovalError, AuditError, TemplateError, WebhookError
+from remediator.errors import (
+    ApprovalError,
+    AuditError,
+    ConfigError,
+    TemplateError,
+    WebhookError,
+)
 from remediator.metrics import RemediatorMetrics, build_metrics, zero_playbook_series
 from remediator.runs import guards
 from remediator.runs.runner import Runner
 from remediator.services import LiveServices
 from remediator.webhook import parse_notification
-from servicekit import bearer, mediatype, telemetry
+from servicekit import bearer, mediatype, telemetry, tls
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +375,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         if st.services is None:
             session = await stack.enter_async_context(aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=tls.build_client_context(
-                    st.cfg.outgoing_tls))))
+                    st.cfg.outgoing_tls, error=ConfigError))))
             st.services = LiveServices(session, alertmanager_url=st.alertmanager_url,
                                        prometheus_url=st.prometheus_url,
                                        secrets_dir=st.cfg.secrets_dir,

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from remediator.audit import retention
 from remediator.catalog.playbook import FreezeWindow, RateLimit
 from remediator.errors import ConfigError
-from remediator.tls import OutgoingTLS, ServerTLS
 from servicekit import yamlsrc
+from servicekit.tls import OutgoingTLS, ServerTLS
 
 
 class _Model(BaseModel):

@@ -23,9 +23,10 @@ from typing import Any
 import aiohttp
 from prometheus_api_client import PrometheusConnect
 
-from remediator import redaction, tls
+from remediator import redaction
 from remediator.catalog import urls
-from remediator.errors import ActionPermanentError, ActionTemporaryError
+from remediator.errors import ActionPermanentError, ActionTemporaryError, ConfigError
+from servicekit import tls
 
 
 class LiveServices:
@@ -50,7 +51,8 @@ class LiveServices:
         self.timeout_s = timeout_s
         # an https:// Prometheus is checked against outgoing_tls (default: the system's CAs)
         self._prom = (PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
-            outgoing_tls or tls.OutgoingTLS())) if prometheus_url else None)
+            outgoing_tls or tls.OutgoingTLS(), error=ConfigError))
+            if prometheus_url else None)
 
     async def _request(self, method: str, url: str, *, headers: Mapping[str, str],
                        body: Any, timeout_s: float) -> tuple[int, str]:

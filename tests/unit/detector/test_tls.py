@@ -15,12 +15,13 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from detector import tls, verification, verify
+from detector import verification, verify
 from detector.alerting import AlertmanagerClient
 from detector.app import RUNTIME, build_app
 from detector.config import AlertingConfig, DetectorConfig, load_config
 from detector.errors import ConfigError
 from detector.metrics import build_alert_metrics
+from servicekit import tls
 from tests.tlsfiles import make_pki
 
 WAIT_S = 10.0
@@ -47,7 +48,7 @@ async def get(url, ctx):
 async def serve_detector(aiohttp_server, cfg):
     """The detector app behind the listener context built from cfg.tls, as __main__ does."""
     app = build_app(cfg)
-    server = await aiohttp_server(app, ssl=tls.build_server_context(cfg.tls))
+    server = await aiohttp_server(app, ssl=tls.build_server_context(cfg.tls, error=ConfigError))
     async with asyncio.timeout(WAIT_S):
         await app[RUNTIME].ready.wait()
     return server
@@ -87,24 +88,26 @@ async def test_with_client_ca_a_client_needs_a_certificate_that_ca_signed(
 
 
 def test_plain_http_when_no_certificate_is_configured():
-    assert tls.build_server_context(DetectorConfig().tls) is None
+    assert tls.build_server_context(DetectorConfig().tls, error=ConfigError) is None
 
 
 def test_unreadable_and_mismatched_files_are_config_errors_naming_the_setting(tmp_path, pki):
     missing = tmp_path / "nope.pem"
     with pytest.raises(ConfigError, match=r"tls.cert_file/tls.key_file: cannot load .*nope"):
-        tls.build_server_context(tls.ServerTLS(cert_file=missing, key_file=pki.server_key))
+        tls.build_server_context(tls.ServerTLS(cert_file=missing, key_file=pki.server_key),
+                                 error=ConfigError)
     with pytest.raises(ConfigError, match="the key must match the certificate"):
         tls.build_server_context(tls.ServerTLS(cert_file=pki.server_cert,
-                                               key_file=pki.client_key))
+                                               key_file=pki.client_key), error=ConfigError)
     with pytest.raises(ConfigError, match=r"tls.client_ca_file: cannot load the CA bundle"):
         tls.build_server_context(tls.ServerTLS(cert_file=pki.server_cert,
                                                key_file=pki.server_key,
-                                               client_ca_file=missing))
+                                               client_ca_file=missing), error=ConfigError)
     with pytest.raises(ConfigError, match=r"outgoing_tls.ca_file: cannot load"):
-        tls.build_client_context(tls.OutgoingTLS(ca_file=pki.server_key))  # not a CA file
+        tls.build_client_context(tls.OutgoingTLS(ca_file=pki.server_key),  # not a CA file
+                                 error=ConfigError)
     with pytest.raises(ConfigError, match=r"outgoing_tls.ca_file: cannot load"):
-        tls.build_requests_session(tls.OutgoingTLS(ca_file=missing))
+        tls.build_requests_session(tls.OutgoingTLS(ca_file=missing), error=ConfigError)
 
 
 def test_half_a_pair_is_refused_at_load(tmp_path, pki):
@@ -137,7 +140,7 @@ async def https_peer(aiohttp_server, pki):
     app.router.add_post("/api/v2/alerts", alerts)
     app.router.add_get("/api/v1/query_range", query_range)
     ctx = tls.build_server_context(tls.ServerTLS(cert_file=pki.server_cert,
-                                                 key_file=pki.server_key))
+                                                 key_file=pki.server_key), error=ConfigError)
     server = await aiohttp_server(app, ssl=ctx)
     server.posts = posts
     return server
@@ -154,7 +157,7 @@ async def deliver(url, outgoing, caplog):
         await asyncio.Event().wait()  # hold: one attempt is what this test looks at
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            ssl=tls.build_client_context(outgoing))) as session:
+            ssl=tls.build_client_context(outgoing, error=ConfigError))) as session:
         client = AlertmanagerClient(session, url=url, cfg=AlertingConfig(),
                                     metrics=build_alert_metrics(registry), sleep=sleep)
         client.offer([{"labels": {"alertname": "VigilAnomaly"}, "annotations": {},
@@ -217,7 +220,7 @@ def test_the_app_verifies_peers_by_default():
     app = build_app(DetectorConfig())
     ctx = app[RUNTIME].client_ssl
     assert ctx is not None and ctx.verify_mode is ssl.CERT_REQUIRED and ctx.check_hostname
-    session = tls.build_requests_session(DetectorConfig().outgoing_tls)
+    session = tls.build_requests_session(DetectorConfig().outgoing_tls, error=ConfigError)
     assert session.verify is True
 
 

@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from remediator import tls
 from remediator.app import STATE, build_app
 from remediator.config import RemediatorConfig, Tokens, load_config, read_tokens
 from remediator.errors import ActionError, ConfigError
 from remediator.services import LiveServices
+from servicekit import tls
 from tests.tlsfiles import make_pki
 from tests.unit.remediator.fakes import FakeServices
 
@@ -56,7 +56,7 @@ async def test_mtls_webhook_needs_a_certificate_from_the_ca_and_the_token(
     (tmp_path / "playbooks").mkdir()
     app = build_app(cfg, playbook_dirs=[tmp_path / "playbooks"], state_dir=tmp_path,
                     services=FakeServices(), token="s3cret")
-    server = await aiohttp_server(app, ssl=tls.build_server_context(cfg.tls))
+    server = await aiohttp_server(app, ssl=tls.build_server_context(cfg.tls, error=ConfigError))
     async with asyncio.timeout(WAIT_S):
         await app[STATE].ready.wait()
     url = str(server.make_url("/webhook"))
@@ -74,7 +74,7 @@ async def test_mtls_webhook_needs_a_certificate_from_the_ca_and_the_token(
 def test_a_mismatched_key_is_a_config_error(pki):
     with pytest.raises(ConfigError, match="the key must match the certificate"):
         tls.build_server_context(tls.ServerTLS(cert_file=pki.server_cert,
-                                               key_file=pki.client_key))
+                                               key_file=pki.client_key), error=ConfigError)
 
 
 @pytest.fixture
@@ -91,13 +91,13 @@ async def https_peer(aiohttp_server, pki):
     app.router.add_get("/api/v2/silences", silences)
     app.router.add_get("/api/v1/query", query)
     ctx = tls.build_server_context(tls.ServerTLS(cert_file=pki.server_cert,
-                                                 key_file=pki.server_key))
+                                                 key_file=pki.server_key), error=ConfigError)
     return await aiohttp_server(app, ssl=ctx)
 
 
 async def services_for(url, outgoing):
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-        ssl=tls.build_client_context(outgoing)))
+        ssl=tls.build_client_context(outgoing, error=ConfigError)))
     return session, LiveServices(session, alertmanager_url=url, prometheus_url=url,
                                  secrets_dir=None, allowed_urls=(url,), timeout_s=WAIT_S,
                                  outgoing_tls=outgoing)

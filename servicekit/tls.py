@@ -4,9 +4,10 @@ outgoing connection uses.
 This module owns the two configuration sections (``tls`` and ``outgoing_tls``) and turns
 them into ``ssl.SSLContext`` objects and a ``requests`` session for prometheus-api-client.
 It reads certificate files only when asked to build; it must not open connections. An
-unreadable or mismatched file is a ``ConfigError`` naming the setting.
+unreadable or mismatched file raises the error class the calling service passes in (its
+``ConfigError``), with a message naming the setting.
 
-``detector/tls.py`` is its twin (the packages never import each other).
+Both services use it; like all of servicekit it imports neither.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from pathlib import Path
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from remediator.errors import ConfigError
 
 CA_SETTING = "outgoing_tls.ca_file"
 
@@ -57,55 +56,59 @@ class OutgoingTLS(_Model):
         return self
 
 
-def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, what: str) -> None:
+def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, what: str, *,
+                error: type[Exception]) -> None:
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{what}: cannot load the certificate {cert} with the key {key}: "
-                          f"{exc} (both PEM files, readable, and the key must match the "
-                          "certificate)") from exc
+        raise error(f"{what}: cannot load the certificate {cert} with the key {key}: "
+                    f"{exc} (both PEM files, readable, and the key must match the "
+                    "certificate)") from exc
 
 
-def _load_ca(ctx: ssl.SSLContext, path: Path, what: str) -> None:
+def _load_ca(ctx: ssl.SSLContext, path: Path, what: str, *, error: type[Exception]) -> None:
     try:
         ctx.load_verify_locations(cafile=path)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{what}: cannot load the CA bundle {path}: {exc} (a readable "
-                          "PEM file of CA certificates)") from exc
+        raise error(f"{what}: cannot load the CA bundle {path}: {exc} (a readable "
+                    "PEM file of CA certificates)") from exc
 
 
-def build_server_context(cfg: ServerTLS) -> ssl.SSLContext | None:
-    """The listener's context, or None (plain HTTP) when no certificate is configured."""
+def build_server_context(cfg: ServerTLS, *, error: type[Exception]) -> ssl.SSLContext | None:
+    """The listener's context, or None (plain HTTP) when no certificate is configured;
+    ``error`` (the service's configuration error) if a file cannot be loaded."""
     if cfg.cert_file is None or cfg.key_file is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    _load_chain(ctx, cfg.cert_file, cfg.key_file, "tls.cert_file/tls.key_file")
+    _load_chain(ctx, cfg.cert_file, cfg.key_file, "tls.cert_file/tls.key_file", error=error)
     if cfg.client_ca_file is not None:
-        _load_ca(ctx, cfg.client_ca_file, "tls.client_ca_file")
+        _load_ca(ctx, cfg.client_ca_file, "tls.client_ca_file", error=error)
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
-def build_client_context(cfg: OutgoingTLS) -> ssl.SSLContext:
-    """The context of every outgoing aiohttp connection (used for https:// URLs only)."""
+def build_client_context(cfg: OutgoingTLS, *, error: type[Exception]) -> ssl.SSLContext:
+    """The context of every outgoing aiohttp connection (used for https:// URLs only);
+    ``error`` (the service's configuration error) if a file cannot be loaded."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cfg.ca_file is not None:
-        _load_ca(ctx, cfg.ca_file, CA_SETTING)
+        _load_ca(ctx, cfg.ca_file, CA_SETTING, error=error)
     if cfg.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if cfg.client_cert_file is not None and cfg.client_key_file is not None:
         _load_chain(ctx, cfg.client_cert_file, cfg.client_key_file,
-                    "outgoing_tls.client_cert_file/client_key_file")
+                    "outgoing_tls.client_cert_file/client_key_file", error=error)
     return ctx
 
 
-def build_requests_session(cfg: OutgoingTLS) -> requests.Session:
-    """A requests session (prometheus-api-client) with the same trust as the aiohttp one."""
+def build_requests_session(cfg: OutgoingTLS, *, error: type[Exception]) -> requests.Session:
+    """A requests session (prometheus-api-client) with the same trust as the aiohttp one;
+    ``error`` (the service's configuration error) if the CA file cannot be loaded."""
     if cfg.ca_file is not None:  # fail at start, not at the first query
-        _load_ca(ssl.create_default_context(), cfg.ca_file, CA_SETTING)
+        _load_ca(ssl.create_default_context(), cfg.ca_file, CA_SETTING, error=error)
     session = requests.Session()
     session.verify = False if cfg.insecure_skip_verify else (
         str(cfg.ca_file) if cfg.ca_file is not None else True)
