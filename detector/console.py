@@ -1,9 +1,10 @@
 """The detector's part of the Vigil console: the page at /, its assets, and its JSON.
 
 This module owns the console routes of the detector: ``/`` and ``/console/<asset>`` (the
-static files shipped in ``detector/console/``, served with a strict Content-Security-
-Policy), ``GET /api/v1/anomalies/recent`` (the series alerting now or lately, with their
-alert, links and chart summary) and ``GET /api/v1/anomalies/{id}/history`` (one series'
+static files shipped in ``detector/console/`` and the shared ones in ``servicekit/console/``,
+served by ``servicekit.console`` with a strict Content-Security-Policy),
+``GET /api/v1/anomalies/recent`` (the series alerting now or lately, with their alert,
+links and chart summary) and ``GET /api/v1/anomalies/{id}/history`` (one series'
 recent samples, expected band, score and anomalous stretches, from ``detector.history``).
 It reads the alert book, the registry and the pipeline tables; it changes nothing.
 """
@@ -24,19 +25,10 @@ from detector.alerts import Alert, AlertBook, Member, Reading
 from detector.history import FIELDS, History, TrackView
 from detector.pipeline import Pipeline
 from detector.series import SeriesRegistry
+from servicekit import console as shared_console
 
-ASSETS = Path(__file__).parent / "console"
-CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript",
-                 ".svg": "image/svg+xml", ".png": "image/png"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-cache",
-}
+ASSETS = Path(__file__).parent / "console"  # this service's own; servicekit has the rest
+SECURITY_HEADERS = shared_console.SECURITY_HEADERS
 _FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
 
 
@@ -218,29 +210,9 @@ def history(src: Sources, slot: int) -> dict[str, Any] | None:
     return doc
 
 
-def _load_assets() -> dict[str, tuple[bytes, str]]:
-    return {path.name: (path.read_bytes(), CONTENT_TYPES[path.suffix])
-            for path in sorted(ASSETS.iterdir()) if path.suffix in CONTENT_TYPES}
-
-
 def add_routes(app: web.Application, src: Sources) -> None:
     """Register the console's page, assets and JSON endpoints on ``app``."""
-    assets = _load_assets()  # a few kB, read once: the package's files do not change
-
-    def asset(name: str) -> web.Response:
-        found = assets.get(name)
-        if found is None:
-            raise web.HTTPNotFound(text=f"no console asset {name!r}\n")
-        body, content_type = found
-        charset = None if content_type.startswith("image/") else "utf-8"
-        return web.Response(body=body, content_type=content_type, charset=charset,
-                            headers=SECURITY_HEADERS)
-
-    async def handle_index(request: web.Request) -> web.Response:
-        return asset("index.html")
-
-    async def handle_asset(request: web.Request) -> web.Response:
-        return asset(request.match_info["name"])
+    shared_console.add_asset_routes(app, own=ASSETS)
 
     async def handle_recent(request: web.Request) -> web.Response:
         now = src.now_ms()
@@ -257,7 +229,5 @@ def add_routes(app: web.Application, src: Sources) -> None:
                                      status=404, headers=SECURITY_HEADERS)
         return web.json_response({"status": "success", "data": doc}, headers=SECURITY_HEADERS)
 
-    app.router.add_get("/", handle_index)
-    app.router.add_get("/console/{name}", handle_asset)
     app.router.add_get("/api/v1/anomalies/recent", handle_recent)
     app.router.add_get("/api/v1/anomalies/{id}/history", handle_history)

@@ -1,11 +1,13 @@
 """The remediator's part of the Vigil console: the page at /, its assets, status, simulator.
 
-This module owns the console routes of the remediator: ``/`` and ``/console/<asset>`` (the
-static files shipped in ``remediator/console/``, served with a strict Content-Security-
-Policy), ``GET /api/v1/status`` (kill switch and catalog state, for the page's header) and
-``POST /api/v1/simulate`` (``remediator.simulate`` over HTTP: an alert, a webhook body or a
-recorded webhook request in, the plan and guard verdicts out, no side effect). The runs,
-approvals and kill switch endpoints the page also calls stay in ``remediator.app``.
+This module owns the console routes of the remediator: ``/`` and ``/console/<asset>``
+(the static files shipped in ``remediator/console/`` and the shared ones in
+``servicekit/console/``, served by ``servicekit.console`` with a strict
+Content-Security-Policy), ``GET /api/v1/status`` (kill switch and catalog state, for the
+page's header) and ``POST /api/v1/simulate`` (``remediator.simulate`` over HTTP: an
+alert, a webhook body or a recorded webhook request in, the plan and guard verdicts out,
+no side effect). The runs, approvals and kill switch endpoints the page also calls stay in
+``remediator.app``.
 """
 
 from __future__ import annotations
@@ -22,20 +24,11 @@ from remediator.catalog.loader import Catalog
 from remediator.config import RemediatorConfig
 from remediator.errors import AuditError, WebhookError
 from remediator.simulate import parse_alerts, simulate
+from servicekit import console as shared_console
 from servicekit import mediatype
 
-ASSETS = Path(__file__).parent / "console"
-CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript",
-                 ".svg": "image/svg+xml", ".png": "image/png"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-cache",
-}
+ASSETS = Path(__file__).parent / "console"  # this service's own; servicekit has the rest
+SECURITY_HEADERS = shared_console.SECURITY_HEADERS
 MAX_SIMULATED_ALERTS = 50
 
 
@@ -52,29 +45,9 @@ class Sources:
     detector_url: str | None = None
 
 
-def _load_assets() -> dict[str, tuple[bytes, str]]:
-    return {path.name: (path.read_bytes(), CONTENT_TYPES[path.suffix])
-            for path in sorted(ASSETS.iterdir()) if path.suffix in CONTENT_TYPES}
-
-
 def add_routes(app: web.Application, src: Sources) -> None:
     """Register the console's page, assets, status and simulator on ``app``."""
-    assets = _load_assets()  # a few kB, read once: the package's files do not change
-
-    def asset(name: str) -> web.Response:
-        found = assets.get(name)
-        if found is None:
-            raise web.HTTPNotFound(text=f"no console asset {name!r}\n")
-        body, content_type = found
-        charset = None if content_type.startswith("image/") else "utf-8"
-        return web.Response(body=body, content_type=content_type, charset=charset,
-                            headers=SECURITY_HEADERS)
-
-    async def handle_index(request: web.Request) -> web.Response:
-        return asset("index.html")
-
-    async def handle_asset(request: web.Request) -> web.Response:
-        return asset(request.match_info["name"])
+    shared_console.add_asset_routes(app, own=ASSETS)
 
     async def handle_status(request: web.Request) -> web.Response:
         audit = src.audit()
@@ -110,7 +83,5 @@ def add_routes(app: web.Application, src: Sources) -> None:
             return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"reports": reports}, headers=SECURITY_HEADERS)
 
-    app.router.add_get("/", handle_index)
-    app.router.add_get("/console/{name}", handle_asset)
     app.router.add_get("/api/v1/status", handle_status)
     app.router.add_post("/api/v1/simulate", handle_simulate)

@@ -3,6 +3,8 @@
 ``bearer``     parses an ``Authorization: Bearer`` header and compares it in constant time
 ``exposure``   decides whether a service may start listening with endpoints unguarded
                (or with a token no client could present)
+``console``    serves each console's page and assets, and the assets both share
+                (``console/``: console.css, dom.js, favicon.svg)
 ``mediatype``  checks that a JSON request body says it is JSON
 ``telemetry``  traces (OTEL_* settings, W3C traceparent) and JSON log lines
 ``tls``        the listener's and outgoing connections' TLS settings and contexts
