@@ -121,6 +121,7 @@ class Alert:
     members: dict[int, Member] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)  # enrichment annotations
     resolved_ms: int | None = None
+    resolution: str = ""  # why it resolved (set when it does)
     retired: list[dict[str, str]] = field(default_factory=list)  # label sets to resolve
     pairs: set[tuple[str, str]] = field(default_factory=set)  # its entries in the book's index
     enriching: bool = False  # its enrichers were started (once per alert)
@@ -133,6 +134,15 @@ class Alert:
     def worst(self) -> list[Member]:
         return sorted(self.members.values(), key=lambda m: (-m.peak, -m.reading.score,
                                                              m.slot))
+
+
+def resolution(ev: AlertEvent) -> str:
+    """Why the last series of an alert stopped being anomalous, in words."""
+    if ev.kind is EventKind.STALE:
+        return "series went stale"
+    if ev.adopted_after_s is not None:
+        return f"new level adopted after {wording.setting_duration(ev.adopted_after_s)}"
+    return "back inside its band"
 
 
 def sanitize(labels: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -244,6 +254,7 @@ class AlertBook:
         member = alert.members.pop(ev.slot, None)
         if not alert.members:
             alert.resolved_ms = now_ms
+            alert.resolution = resolution(ev)
             if member is not None:
                 alert.members[ev.slot] = member  # keep the last words for the resolve
                 member.reading = Reading(ev.ts_ms, ev.value, ev.expected, ev.lower,
@@ -377,6 +388,10 @@ class AlertBook:
             ann["members"] = "\n".join(
                 f"{wording.selector(m.labels)}: {mf['value']} (expected {mf['band']}), score "
                 f"{wording.score(m.peak)}" for m, mf in listed)
+        if alert.resolution and not alert.is_firing:
+            ann["resolution"] = alert.resolution
+            ann["summary"] += f"; resolved: {alert.resolution}"
+            ann["description"] += f" Resolved: {alert.resolution}."
         related = self.related(alert, now_ms)
         if related:
             ann["related"] = "\n".join(related)

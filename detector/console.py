@@ -153,6 +153,9 @@ def _entry(src: Sources, *, slot: int | None, labels: list[tuple[str, str]],
         "state": state,
         "since_ms": since,
         "ended_ms": ended,
+        # why its alert resolved ("back inside its band", "new level adopted after 1 h")
+        "resolution": alert.resolution if alert is not None and not alert.is_firing
+        and alert.resolution else None,
         "last_ms": view.last_ms if view is not None else None,
         "peak": _num(view.peak) if view is not None else None,
         "score": _num(float(p.last_score[slot])) if slot is not None else None,

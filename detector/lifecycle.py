@@ -54,6 +54,9 @@ class AlertEvent:
     upper: float
     peak: float
     trace: SpanContext | None = None  # the detect span that decided it, when traced
+    # RESOLVE only: the detector adopted the run's level as the new normal, after this
+    # many seconds (None: the series came back inside its band)
+    adopted_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

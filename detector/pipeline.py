@@ -25,7 +25,7 @@ from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
 from detector.history import History
-from detector.lifecycle import ALERT_TABLES, AlertEvent, AlertState
+from detector.lifecycle import ALERT_TABLES, AlertEvent, AlertState, EventKind
 from detector.metrics import IngestMetrics
 from servicekit import telemetry
 
@@ -338,12 +338,20 @@ class Pipeline:
         """Record the events (history), run ``before_send``, then hand them on."""
         if events and self._trace is not None:  # inside a traced detect span
             events = [dataclasses.replace(e, trace=self._trace) for e in events]
+        if events:  # why each resolve happened: read once per resolving series
+            events = [self._resolution(e) if e.kind is EventKind.RESOLVE else e
+                      for e in events]
         if events and self.history is not None:
             self.history.observe(events)
         if before_send is not None:
             before_send()
         if events and self.on_events is not None:
             self.on_events(events)
+
+    def _resolution(self, ev: AlertEvent) -> AlertEvent:
+        """The resolve, marked when the detector adopted the new level during the run."""
+        after_s = self.detectors.adopted_after_s(ev.slot, ev.since_ms)
+        return ev if after_s is None else dataclasses.replace(ev, adopted_after_s=after_s)
 
     def sweep(self, now_ms: int) -> None:
         """Resolve the alerts of series that went stale or silent. Worker thread only."""

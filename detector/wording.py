@@ -119,6 +119,14 @@ def format_duration(ms: float) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
+def setting_duration(s: float) -> str:
+    """A configured duration in its largest whole unit: ``1 h``, ``90 min``, ``45 s``."""
+    for unit, name in ((86400, "d"), (3600, "h"), (60, "min")):
+        if s >= unit and s % unit == 0:
+            return f"{s // unit:.0f} {name}"
+    return f"{s:g} s"
+
+
 def iso(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, as Alertmanager takes it."""
     return datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds") \

@@ -80,6 +80,7 @@ function card(a, i) {
       ["Anomalous since", a.since_ms === null ? null : fmtTime(a.since_ms)],
       ["Lasted", a.since_ms === null ? null : fmtDuration(until - a.since_ms)],
       ["Ended", a.ended_ms === null ? null : fmtTime(a.ended_ms)],
+      ["Resolved", a.resolution || null],
       ["Fingerprint", alert.fingerprint || null],
     ]),
     figure,

@@ -65,6 +65,19 @@ class DetectorSet:
         period_of = getattr(self.families[f], "period_of", None) if f >= 0 else None
         return None if period_of is None else period_of(int(self.row_of[slot]))
 
+    def adopted_after_s(self, slot: int, since_ms: int) -> float | None:
+        """``adopt_after_s`` of ``slot``'s detector if it adopted a new level at or after
+        ``since_ms``; None if it did not (or its family never adopts). Called per
+        resolving series, never per sample."""
+        f = int(self.family_of[slot]) if slot < self.family_of.shape[0] else -1
+        adopted_at = getattr(self.families[f], "adopted_at", None) if f >= 0 else None
+        if adopted_at is None:
+            return None
+        t = adopted_at(int(self.row_of[slot]))
+        if t is None or t < since_ms:
+            return None
+        return float(getattr(self.params[f], "adopt_after_s", 0.0))
+
     def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
                     values: NDArray[np.float64], out: Scores) -> None:
         rows = self.row_of[slots]

@@ -1,5 +1,6 @@
 """detector.alerts: lifecycle events → the alerts on-call reads (labels, words, links)."""
 
+import dataclasses
 import json
 from datetime import datetime
 from urllib.parse import parse_qs, quote_plus, urlsplit
@@ -244,8 +245,9 @@ def test_escalation_resolves_the_warning_and_fires_the_critical(info):
     assert again["labels"]["severity"] == "critical"
 
 
-@pytest.mark.parametrize("kind", [EventKind.RESOLVE, EventKind.STALE])
-def test_the_only_member_leaving_resolves_the_alert_now(info, kind):
+@pytest.mark.parametrize(("kind", "why"), [(EventKind.RESOLVE, "back inside its band"),
+                                            (EventKind.STALE, "series went stale")])
+def test_the_only_member_leaving_resolves_the_alert_now(info, kind, why):
     book = make_book(info)
     (alert,) = apply(book, event(1))
     later = NOW + MIN
@@ -256,8 +258,21 @@ def test_the_only_member_leaving_resolves_the_alert_now(info, kind):
     assert body["startsAt"] == "2024-06-01T11:54:00.000Z"
     assert body["endsAt"] == wording.iso(later)
     assert body["annotations"]["summary"] == (
-        f"{CHECKOUT_WHAT} was 300 ms, expected 210 ms–350 ms, anomalous for 7 min")
+        f"{CHECKOUT_WHAT} was 300 ms, expected 210 ms–350 ms, anomalous for 7 min; "
+        f"resolved: {why}")
+    assert body["annotations"]["resolution"] == why
     assert body["annotations"]["direction"] == "within"
+
+
+def test_a_resolve_after_adoption_says_the_new_level_was_adopted(info):
+    book = make_book(info)
+    (alert,) = apply(book, event(1))
+    resolve = dataclasses.replace(event(1, EventKind.RESOLVE, ts=NOW + MIN),
+                                  adopted_after_s=3600.0)
+    apply(book, resolve, now=NOW + MIN)
+    annotations = render_one(book, alert, now=NOW + MIN)["annotations"]
+    assert annotations["resolution"] == "new level adopted after 1 h"
+    assert annotations["description"].endswith(" Resolved: new level adopted after 1 h.")
 
 
 def test_resolved_alerts_are_forgotten_after_the_related_window(info):

@@ -53,6 +53,7 @@ async def test_level_shift_shows_with_its_history_alert_and_links(aiohttp_client
     [entry] = doc["data"]
     assert entry["series"] == 'latency_seconds{namespace="shop",service="checkout"}'
     assert entry["state"] == "firing" and entry["ended_ms"] is None
+    assert entry["resolution"] is None  # said once its alert resolves
     assert start_ms + 300_000 <= entry["since_ms"] <= start_ms + 303_000
     alert = entry["alert"]
     assert alert["labels"]["alertname"] == "VigilAnomaly"

@@ -3,7 +3,9 @@ import struct
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from detector.config import RobustParams
+from detector import alerts
+from detector.config import AlertRule, EnsembleParams, RobustParams
+from detector.lifecycle import AlertState, EventKind
 from detector.metrics import build_metrics
 from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec
 
@@ -115,3 +117,39 @@ def test_an_empty_history_just_releases_held_samples():
     p.process([Batch(slots=np.zeros(0, np.int32), ts=np.zeros(0, np.int64),
                      bits=np.zeros(0, np.uint64), warmed=(0,))])
     assert int(p.n_samples[0]) == 1
+
+
+def _shift_events(params, *, n_shift, n_after):
+    """The alert events of a level shift through the pipeline: 600 normal samples at 1 s,
+    ``n_shift`` samples 50 sigmas up, then ``n_after`` back at the old level."""
+    events = []
+    p = Pipeline(build_metrics(CollectorRegistry()), capacity=4,
+                 alerts=AlertState([AlertRule()]), on_events=events.extend)
+    rng = np.random.default_rng(7)
+    values = np.concatenate([10 + rng.normal(0, 1, 600), 60 + rng.normal(0, 1, n_shift),
+                             10 + rng.normal(0, 1, n_after)])
+    ts = np.arange(1, values.shape[0] + 1, dtype=np.int64) * 1000
+    p.process([_batch(np.zeros(values.shape[0], np.int32), ts, values,
+                      new=[SlotSpec(0, params, alert_rule=0)])])
+    return events
+
+
+def test_a_lasting_shift_resolves_as_the_adopted_new_level():
+    events = _shift_events(EnsembleParams(adopt_after_s=60.0), n_shift=600, n_after=0)
+    kinds = [e.kind for e in events]
+    assert kinds == [EventKind.FIRE, EventKind.RESOLVE]
+    assert events[-1].adopted_after_s == 60.0
+    assert alerts.resolution(events[-1]) == "new level adopted after 1 min"
+
+
+def test_a_shift_that_ends_resolves_back_inside_its_band():
+    events = _shift_events(EnsembleParams(adopt_after_s=3600.0), n_shift=120, n_after=600)
+    assert [e.kind for e in events] == [EventKind.FIRE, EventKind.RESOLVE]
+    assert events[-1].adopted_after_s is None
+    assert alerts.resolution(events[-1]) == "back inside its band"
+
+
+def test_families_that_never_adopt_never_report_an_adoption():
+    p = _pipeline()
+    p.process([_batch([0, 0], [1000, 2000], [1.0, 2.0], new=[SlotSpec(0, RobustParams())])])
+    assert p.detectors.adopted_after_s(0, since_ms=0) is None

@@ -52,3 +52,8 @@ def test_times():
 ])
 def test_scores_keep_their_nines(x, text):
     assert wording.score(x) == text
+
+
+def test_a_setting_is_worded_in_its_largest_whole_unit():
+    assert [wording.setting_duration(s) for s in (3600, 5400, 45, 90.5, 172800)] == [
+        "1 h", "90 min", "45 s", "90.5 s", "2 d"]
