@@ -85,17 +85,17 @@ def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
     return data
 
 
-def _strings(value: Any, loc: tuple[str | int, ...] = ()
+def strings_in(value: Any, loc: tuple[str | int, ...] = ()
              ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Every string in nested dicts and lists, with its location."""
     if isinstance(value, str):
         yield loc, value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _strings(item, (*loc, key if isinstance(key, str | int) else str(key)))
+            yield from strings_in(item, (*loc, key if isinstance(key, str | int) else str(key)))
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            yield from _strings(item, (*loc, index))
+            yield from strings_in(item, (*loc, index))
 
 
 def check_step(step: Step, registry: ActionRegistry) -> list[tuple[tuple[str | int, ...], str]]:
@@ -105,7 +105,7 @@ def check_step(step: Step, registry: ActionRegistry) -> list[tuple[tuple[str | i
         known = ", ".join(registry.names())
         return [(("action",), f"unknown action {step.action!r}; known: {known}")]
     out: list[tuple[tuple[str | int, ...], str]] = []
-    for loc, text in _strings(step.params):
+    for loc, text in strings_in(step.params):
         try:  # a query, URL or matcher template must parse (placeholders for the values)
             templating.check_as(text, spec.context(templating.param_path(loc)))
         except ValueError as exc:

@@ -15,7 +15,6 @@ The oracle here parses the output independently of ``remediator.catalog.promql``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -26,7 +25,7 @@ from hypothesis import strategies as st
 
 from remediator.app import build_registry
 from remediator.catalog import urls
-from remediator.catalog.loader import load_catalog
+from remediator.catalog.loader import load_catalog, strings_in
 from remediator.catalog.matchers import parse_matcher
 from remediator.catalog.templating import Context, param_path, render_as, split
 from remediator.errors import TemplateError
@@ -48,18 +47,6 @@ hostile = st.one_of(
 )
 
 
-def _strings(value: Any, loc: tuple[str | int, ...] = ()
-             ) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    if isinstance(value, str):
-        yield loc, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*loc, key))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*loc, i))
-
-
 def shipped_templates() -> list[tuple[str, str, Context]]:
     """(where, template, context) of every string with a template in playbooks/."""
     out = []
@@ -69,7 +56,7 @@ def shipped_templates() -> list[tuple[str, str, Context]]:
         for step in steps:
             action = REGISTRY.get(step.action)
             assert action is not None
-            for loc, text in _strings(step.params):
+            for loc, text in strings_in(step.params):
                 if "{{" in text:
                     out.append((f"{entry.playbook.name}/{step.name}/{param_path(loc)}", text,
                                 action.context(param_path(loc))))
