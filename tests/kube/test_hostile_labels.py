@@ -44,15 +44,11 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("labels", HOSTILE.values(), ids=HOSTILE.keys())
-async def test_a_hostile_label_makes_no_kubernetes_request(aiohttp_client, tmp_path,
-                                                          kube_double, labels):
-    d = kube_double.double
-    d.seed_namespace("shop")
-    d.seed_pod("web-1", "shop")
+async def _start(aiohttp_client, tmp_path, kube_double, playbook: str):
+    """The remediator with one playbook, on the API double; (client, state, services)."""
     book = tmp_path / "playbooks"
     book.mkdir()
-    (book / "delete-stuck-pod.yaml").write_text(DELETE_POD)
+    (book / "delete-stuck-pod.yaml").write_text(playbook)
     fake, clock = FakeServices(), Clock()
 
     async def kube() -> Kube:
@@ -64,6 +60,16 @@ async def test_a_hostile_label_makes_no_kubernetes_request(aiohttp_client, tmp_p
     client = await aiohttp_client(app)
     st = app[STATE]
     await st.ready.wait()
+    return client, st, fake
+
+
+@pytest.mark.parametrize("labels", HOSTILE.values(), ids=HOSTILE.keys())
+async def test_a_hostile_label_makes_no_kubernetes_request(aiohttp_client, tmp_path,
+                                                          kube_double, labels):
+    d = kube_double.double
+    d.seed_namespace("shop")
+    d.seed_pod("web-1", "shop")
+    client, st, fake = await _start(aiohttp_client, tmp_path, kube_double, DELETE_POD)
     d.clear_requests()
     await client.post("/webhook", json=notification("PodStuck", **labels))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.ESCALATED)
@@ -110,22 +116,9 @@ async def test_a_denied_namespace_is_refused_before_the_target_is_resolved(
     refused as the playbook says, with no request to the cluster and no 403 escalation."""
     d = kube_double.double
     d.seed_pod("coredns-1", "kube-system")
-    book = tmp_path / "playbooks"
-    book.mkdir()
-    (book / "delete-stuck-pod.yaml").write_text(DELETE_POD.replace(
+    client, st, fake = await _start(aiohttp_client, tmp_path, kube_double, DELETE_POD.replace(
         "guards: {respect_silences: false}",
         "guards: {respect_silences: false, namespaces: {deny: [kube-system]}}"))
-    fake, clock = FakeServices(), Clock()
-
-    async def kube() -> Kube:
-        return Kube(await kube_double.api_client())
-
-    app = build_app(RemediatorConfig(), playbook_dirs=[book], state_dir=tmp_path / "state",
-                    services=fake, clock=clock, sleep=clock.sleep, kube=kube,
-                    external_url="http://vigil")
-    client = await aiohttp_client(app)
-    st = app[STATE]
-    await st.ready.wait()
     d.clear_requests()
     await client.post("/webhook", json=notification("PodStuck", namespace="kube-system",
                                                     pod="coredns-1"))
