@@ -8,6 +8,8 @@
 ``mediatype``  checks that a JSON request body says it is JSON
 ``telemetry``  traces (OTEL_* settings, W3C traceparent) and JSON log lines
 ``tls``        the listener's and outgoing connections' TLS settings and contexts
+``durations``  parses durations as Prometheus writes them (``1h30m``), for configs and flags
+``version``    the version both programs print
 ``yamlsrc``    loads YAML into a pydantic model, each error as ``file:line: path: message``
 
 It must stay a leaf: it imports neither ``detector`` nor ``remediator`` (an import-linter

@@ -1,0 +1,86 @@
+"""Durations as Prometheus writes them: ``90s``, ``15m``, ``1h30m``, ``7d``, ``1w``, ``250ms``.
+
+One parser for both services, their configs and their command lines. A duration is one or
+more ``<integer><unit>`` parts with units in decreasing order, each unit at most once
+(Prometheus's ``model.ParseDuration``): ``ms``, ``s``, ``m``, ``h``, ``d`` (24 h), ``w``
+(7 d), ``y`` (365 d). A plain number (``3600``, ``0.5``) is seconds, so configs written
+before durations were accepted keep their meaning.
+
+``Seconds`` and ``PositiveSeconds`` are the pydantic field types: a config field declared
+with one accepts either form and holds float seconds after validation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+UNIT_SECONDS: dict[str, float] = {
+    "y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0,
+    "s": 1.0, "ms": 0.001,
+}
+_ORDER = list(UNIT_SECONDS)
+_PART = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_NUMBER = re.compile(r"[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+EXAMPLES = "90, 90s, 15m, 1h30m, 7d"
+
+
+class DurationError(ValueError):
+    """The text is not a duration; the message says what was expected."""
+
+
+def parse_duration(text: str) -> float:
+    """``"1h30m"`` -> 5400.0; ``"90"`` -> 90.0. Raises ``DurationError``."""
+    stripped = text.strip()
+    if not stripped:
+        raise DurationError(f"empty duration: expected e.g. {EXAMPLES}")
+    if _NUMBER.fullmatch(stripped):
+        value = float(stripped)
+        if not math.isfinite(value):
+            raise DurationError(f"{text!r} is not a finite number of seconds")
+        return value
+    total = 0.0
+    pos = 0
+    last = -1
+    for match in _PART.finditer(stripped):
+        if match.start() != pos:
+            break
+        rank = _ORDER.index(match.group(2))
+        if rank <= last:
+            raise DurationError(f"{text!r}: units must go from largest to smallest, each "
+                                f"once (e.g. 1h30m, not 30m1h)")
+        last = rank
+        total += int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(stripped) or pos == 0:
+        raise DurationError(f"{text!r} is not a duration: expected seconds or Prometheus "
+                            f"syntax with units y w d h m s ms, e.g. {EXAMPLES}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """5400.0 -> ``"1h30m"``; the inverse of ``parse_duration`` for whole milliseconds."""
+    if seconds == 0:
+        return "0s"
+    sign = "-" if seconds < 0 else ""
+    left = round(abs(seconds) * 1000)
+    parts = []
+    for unit in ("w", "d", "h", "m", "s", "ms"):
+        size = round(UNIT_SECONDS[unit] * 1000)
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return sign + "".join(parts)
+
+
+def _coerce(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+# A config field in seconds that also takes "1h30m"; bounds go on the Field as before.
+Seconds = Annotated[float, BeforeValidator(_coerce)]
