@@ -17,7 +17,7 @@ from detector import slo, verification, verify
 from detector.app import build_app
 from detector.config import TOKEN_ENV, load_config, read_bearer_token
 from detector.errors import ConfigError, UpstreamError
-from servicekit import exposure, telemetry, tls
+from servicekit import durations, exposure, telemetry, tls
 
 DEFAULT_LISTEN = "127.0.0.1:9420"
 
@@ -29,18 +29,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 def parse_duration(text: str, flag: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
-    unit = text[-1:] if text[-1:] in _UNITS else "s"
-    number = text[:-1] if text[-1:] in _UNITS else text
+    """``90``, ``90s``, ``15m``, ``1h30m``, ``7d`` -> seconds (Prometheus syntax)."""
     try:
-        value = float(number) * _UNITS[unit]
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected a duration like 900, 15m, 2h or 1d") \
-            from None
+        value = durations.parse_duration(text)
+    except durations.DurationError as exc:
+        raise ConfigError(f"{flag} {text!r}: expected a duration like 900, 15m, 1h30m or "
+                          f"1d ({exc})") from None
     if value <= 0:
         raise ConfigError(f"{flag} {text!r}: must be positive")
     return value

@@ -27,6 +27,7 @@ from pydantic import (
 from detector.errors import ConfigError, SelectorError
 from detector.selector import Selector, parse_selector
 from servicekit import yamlsrc
+from servicekit.durations import Seconds
 from servicekit.tls import OutgoingTLS, ServerTLS
 
 
@@ -59,11 +60,11 @@ class EnsembleParams(_Model):
     tail_index: float = Field(10.0, ge=0.0, description="beyond every value a signal has shown, its tail probability falls as (1 + z) to this power from the largest seen (0: the Gaussian tail)")
     warmup_samples: int = Field(30, ge=0, le=100_000, description="samples learned before a series is scored (they score 0)")
     season_bins: int = Field(48, ge=0, le=2016, description="time-of-day bins of the seasonal profile; 0 turns it off")
-    season_period_s: float = Field(86400.0, gt=0.0, description="period of the seasonal profile")
+    season_period_s: Seconds = Field(86400.0, gt=0.0, description="period of the seasonal profile")
     season_min_visits: int = Field(7, ge=1, description="visits of a bin before the seasonal signal uses it")
-    season_sample_s: float = Field(300.0, gt=0.0, description="a sample is one visit of its bin, or the share dt / season_sample_s of one when it follows the previous sample sooner")
+    season_sample_s: Seconds = Field(300.0, gt=0.0, description="a sample is one visit of its bin, or the share dt / season_sample_s of one when it follows the previous sample sooner")
     band_sigmas: float = Field(3.29, gt=0.0, description="the band's level, as the Gaussian sigmas of the same tail probability (3.29: 0.001); a value outside the band scores at least that level")
-    adopt_after_s: float = Field(3600.0, ge=0.0, description="a deviation lasting this long becomes the new normal (0: never); until then anomalous samples teach the detector nothing")
+    adopt_after_s: Seconds = Field(3600.0, ge=0.0, description="a deviation lasting this long becomes the new normal (0: never); until then anomalous samples teach the detector nothing")
 
 
 class SpotParams(_Model):
@@ -147,7 +148,7 @@ class Limits(_Model):
     max_label_name_bytes: int = Field(1024, ge=1)
     max_label_value_bytes: int = Field(16 << 10, ge=1)
     queue_max_samples: int = Field(4_000_000, ge=1000, description="samples waiting for the detectors before writes get 503")
-    max_loop_lag_s: float = Field(0.25, gt=0.0, description="while the event loop runs this late, new writes get 503 (load shedding keeps /healthz and the API answering)")
+    max_loop_lag_s: Seconds = Field(0.25, gt=0.0, description="while the event loop runs this late, new writes get 503 (load shedding keeps /healthz and the API answering)")
     max_series_per_request: int = Field(100_000, ge=1, description="series in one request (Prometheus sends at most queue_config.max_samples_per_send); more is 413 before any label is looked at")
     max_samples_per_request: int = Field(1_000_000, ge=1, description="samples in one request; more is 413 before the decode arrays grow")
 
@@ -160,12 +161,12 @@ class WarmStartConfig(_Model):
     """Learn a new series' recent history from Prometheus before its live samples."""
 
     enabled: bool = Field(True, description="on when --prometheus is given")
-    history_s: float = Field(6 * 3600.0, gt=0.0, le=7 * 86400.0, description="how much history to read")
+    history_s: Seconds = Field(6 * 3600.0, gt=0.0, le=7 * 86400.0, description="how much history to read")
     max_concurrent: int = Field(4, ge=1, le=64, description="queries to Prometheus at once")
-    timeout_s: float = Field(10.0, gt=0.0, description="per query; live samples are held meanwhile")
+    timeout_s: Seconds = Field(10.0, gt=0.0, description="per query; live samples are held meanwhile")
     max_backlog: int = Field(10_000, ge=0, description="series waiting for a query; beyond, new series start cold")
     detect_period: bool = Field(True, description="give a series the candidate period its history repeats best")
-    period_candidates_s: tuple[float, ...] = Field((86400.0, 604800.0), description="periods to try (daily, weekly)")
+    period_candidates_s: tuple[Seconds, ...] = Field((86400.0, 604800.0), description="periods to try (daily, weekly)")
 
 
 class EntityModel(_Model):
@@ -210,8 +211,8 @@ class PresenceConfig(_Model):
     stuck_min_samples: int = Field(10, ge=2, description="a run of identical values shorter than this is never stuck")
     stuck_factor: float = Field(3.0, ge=1.0, description="stuck when the run is this many times the longest recent run")
     absent_intervals: float = Field(5.0, ge=1.0, description="absent after this many of the series' usual intervals")
-    absent_min_s: float = Field(60.0, ge=0.0, description="and after at least this long")
-    check_interval_s: float = Field(15.0, gt=0.0, description="how often the stuck/absent gauges are refreshed")
+    absent_min_s: Seconds = Field(60.0, ge=0.0, description="and after at least this long")
+    check_interval_s: Seconds = Field(15.0, gt=0.0, description="how often the stuck/absent gauges are refreshed")
 
 
 DEFAULT_RULE = SeriesRule(name="default")
@@ -253,10 +254,10 @@ class AlertRule(_Matching):
         (SeverityLevel(severity="warning", score=0.9999),
          SeverityLevel(severity="critical", score=0.999999)),
         min_length=1, max_length=4, description="ascending thresholds; the highest reached names the severity")
-    for_s: float = Field(60.0, ge=0.0, description="the anomaly must have lasted this long before the alert fires, counting its first sample's own interval (Prometheus's for:, so 60 fires on the first anomalous sample of 5-minute data and on the 4th at 15 s)")
+    for_s: Seconds = Field(60.0, ge=0.0, description="the anomaly must have lasted this long before the alert fires, counting its first sample's own interval (Prometheus's for:, so 60 fires on the first anomalous sample of 5-minute data and on the 4th at 15 s)")
     for_samples: int = Field(1, ge=1, le=10_000, description="and this many anomalous samples in a row")
     resolve_below: float | None = Field(0.999, gt=0.0, lt=1.0, description="a sample counts as normal below this score (hysteresis); none: below the lowest threshold")
-    resolve_s: float = Field(120.0, ge=0.0, description="a firing alert resolves once the series has been normal this long, counting its first normal sample's own interval")
+    resolve_s: Seconds = Field(120.0, ge=0.0, description="a firing alert resolves once the series has been normal this long, counting its first normal sample's own interval")
     resolve_samples: int = Field(1, ge=1, le=100_000, description="and this many normal samples in a row")
     by: tuple[str, ...] | None = Field(None, description="aggregate: one alert per value of these labels, listing its worst series")
     max_listed: int = Field(5, ge=1, le=50, description="series listed in an aggregated alert")
@@ -320,28 +321,28 @@ class AlertRule(_Matching):
 class AlertingConfig(_Model):
     """Delivery of alerts to Alertmanager and the links they carry."""
 
-    resend_s: float = Field(30.0, gt=0.0, description="firing alerts are re-sent this often, with endsAt 4 x ahead")
-    timeout_s: float = Field(5.0, gt=0.0, description="per POST to an Alertmanager")
-    retry_initial_s: float = Field(0.5, gt=0.0, description="first retry delay after a failed POST (doubles up to retry_max_s)")
-    retry_max_s: float = Field(30.0, gt=0.0)
+    resend_s: Seconds = Field(30.0, gt=0.0, description="firing alerts are re-sent this often, with endsAt 4 x ahead")
+    timeout_s: Seconds = Field(5.0, gt=0.0, description="per POST to an Alertmanager")
+    retry_initial_s: Seconds = Field(0.5, gt=0.0, description="first retry delay after a failed POST (doubles up to retry_max_s)")
+    retry_max_s: Seconds = Field(30.0, gt=0.0)
     max_pending: int = Field(10_000, ge=1, description="alerts waiting per Alertmanager; beyond, the oldest are dropped and counted")
     max_batch: int = Field(500, ge=1, description="alerts per POST")
     stale_intervals: float = Field(5.0, ge=1.0, description="a firing series silent this many of its intervals resolves")
-    stale_min_s: float = Field(60.0, ge=0.0, description="and silent at least this long")
+    stale_min_s: Seconds = Field(60.0, ge=0.0, description="and silent at least this long")
     external_url: str | None = Field(None, description="how people reach this detector (runbook links); default http://<listen>")
     grafana_url: str | None = Field(None, description="Grafana base URL for dashboard_url")
     dashboard_uid: str = Field("vigil-anomaly", description="the Grafana dashboard that draws a series and its band")
-    related_window_s: float = Field(900.0, ge=0.0, description="anomalies this close in time count as related")
+    related_window_s: Seconds = Field(900.0, ge=0.0, description="anomalies this close in time count as related")
     max_related: int = Field(5, ge=0, le=50)
-    flush_timeout_s: float = Field(5.0, ge=0.0, description="at shutdown, after the last checkpoint, time allowed to deliver the alert updates still queued")
+    flush_timeout_s: Seconds = Field(5.0, ge=0.0, description="at shutdown, after the last checkpoint, time allowed to deliver the alert updates still queued")
 
 
 class KubernetesEnrichment(_Model):
     enabled: bool = Field(False, description="look up recent rollouts of the series' workload")
     kubeconfig: Path | None = Field(None, description="kubeconfig file; none: the in-cluster service account")
     context: str | None = None
-    window_s: float = Field(1800.0, gt=0.0, description="rollouts this long before the anomaly count")
-    budget_s: float = Field(2.0, gt=0.0, description="time allowed; after it the alert goes without")
+    window_s: Seconds = Field(1800.0, gt=0.0, description="rollouts this long before the anomaly count")
+    budget_s: Seconds = Field(2.0, gt=0.0, description="time allowed; after it the alert goes without")
 
 
 class LokiEnrichment(_Model):
@@ -349,7 +350,7 @@ class LokiEnrichment(_Model):
     limit: int = Field(5, ge=1, le=50)
     line_filter: str = Field("(?i)(error|exception|fatal|panic|traceback)", description="LogQL line regex")
     tenant: str | None = Field(None, description="X-Scope-OrgID")
-    budget_s: float = Field(2.0, gt=0.0)
+    budget_s: Seconds = Field(2.0, gt=0.0)
 
 
 class EnrichmentConfig(_Model):
@@ -361,8 +362,8 @@ class WritebackConfig(_Matching):
     """The detector's view (score, expected value, band) written back by remote-write."""
 
     url: str | None = Field(None, description="remote-write URL (Prometheus /api/v1/write, VictoriaMetrics); none: off")
-    interval_s: float = Field(15.0, gt=0.0, description="the latest values of updated series are sent this often")
-    timeout_s: float = Field(10.0, gt=0.0)
+    interval_s: Seconds = Field(15.0, gt=0.0, description="the latest values of updated series are sent this often")
+    timeout_s: Seconds = Field(10.0, gt=0.0)
     max_series: int = Field(100_000, ge=1, description="series per interval; beyond, the most anomalous are kept and the rest counted")
     bearer_token_file: Path | None = None
 
@@ -370,7 +371,7 @@ class WritebackConfig(_Matching):
 class CheckpointConfig(_Model):
     """Checkpoints of the series state in --state-dir (one is always written at shutdown)."""
 
-    interval_s: float = Field(60.0, ge=0.0, description="a checkpoint is also written this often while serving, so a crash loses at most this much; 0: only at shutdown")
+    interval_s: Seconds = Field(60.0, ge=0.0, description="a checkpoint is also written this often while serving, so a crash loses at most this much; 0: only at shutdown")
 
 
 class ConsoleConfig(_Model):
@@ -378,8 +379,8 @@ class ConsoleConfig(_Model):
 
     history_series: int = Field(200, ge=0, le=100_000, description="series whose recent samples are kept for the charts (the most recently anomalous); 0: no charts")
     history_samples: int = Field(720, ge=8, le=100_000, description="samples kept per series (a ring: the newest)")
-    history_after_s: float = Field(600.0, ge=0.0, description="a series is still recorded this long after its anomaly ended")
-    history_keep_s: float = Field(6 * 3600.0, gt=0.0, description="and its chart is kept this long after that")
+    history_after_s: Seconds = Field(600.0, ge=0.0, description="a series is still recorded this long after its anomaly ended")
+    history_keep_s: Seconds = Field(6 * 3600.0, gt=0.0, description="and its chart is kept this long after that")
     remediator_url: str | None = Field(None, pattern=r"^https?://", description="the remediator's console, linked from each anomaly (its runs)")
 
 
@@ -390,7 +391,7 @@ class DetectorConfig(_Model):
     warm_start: WarmStartConfig = WarmStartConfig()
     presence: PresenceConfig = PresenceConfig()
     entities: tuple[EntityRule, ...] = ()
-    entity_interval_s: float = Field(15.0, gt=0.0, description="how often entities are scored (about the scrape interval)")
+    entity_interval_s: Seconds = Field(15.0, gt=0.0, description="how often entities are scored (about the scrape interval)")
     alerts: tuple[AlertRule, ...] = Field((AlertRule(),), max_length=255, description="alert rules; the default covers every series")
     alerting: AlertingConfig = AlertingConfig()
     enrichment: EnrichmentConfig = EnrichmentConfig()

@@ -17,6 +17,7 @@ from remediator.audit import retention
 from remediator.catalog.playbook import FreezeWindow, RateLimit
 from remediator.errors import ConfigError
 from servicekit import yamlsrc
+from servicekit.durations import Seconds
 from servicekit.tls import OutgoingTLS, ServerTLS
 
 
@@ -46,9 +47,9 @@ class ClusterConfig(_Model):
     namespace: str | None = Field(None, description="where the Leases and the state ConfigMap live; none: one replica, no leases")
     identity: str | None = Field(None, description="this replica's name; default: the host name (POD_NAME in a pod)")
     lease_name: str = "vigil-remediator-leader"
-    lease_duration_s: float = Field(15.0, ge=2.0, le=300.0, description="a leader that stops renewing loses the lease after this")
-    retry_s: float = Field(2.0, gt=0, le=60.0)
-    replay_s: float = Field(900.0, ge=0, description="a new leader handles the notifications it recorded this long before")
+    lease_duration_s: Seconds = Field(15.0, ge=2.0, le=300.0, description="a leader that stops renewing loses the lease after this")
+    retry_s: Seconds = Field(2.0, gt=0, le=60.0)
+    replay_s: Seconds = Field(900.0, ge=0, description="a new leader handles the notifications it recorded this long before")
 
 
 class DetectorLink(_Model):
@@ -56,15 +57,15 @@ class DetectorLink(_Model):
 
     url: str | None = Field(None, pattern=r"^https?://", description="e.g. http://vigil-detector.vigil.svc:9420; none: vigil.verify steps fail")
     bearer_token_file: Path | None = Field(None, description="the detector's auth.bearer_token_file, when it has one")
-    timeout_s: float = Field(60.0, gt=0, le=600, description="a verification reads many range queries")
+    timeout_s: Seconds = Field(60.0, gt=0, le=600, description="a verification reads many range queries")
 
 
 class AuditConfig(_Model):
     """Retention and body storage of the audit database (defaults justified in remediator/audit/retention.py)."""
 
-    retention_s: float = Field(retention.DEFAULT_RETENTION_S, gt=0, description="terminal runs, their events and notifications older than this are deleted (default 90 days)")
+    retention_s: Seconds = Field(retention.DEFAULT_RETENTION_S, gt=0, description="terminal runs, their events and notifications older than this are deleted (default 90 days)")
     max_size_bytes: int = Field(retention.DEFAULT_MAX_SIZE_BYTES, ge=1 << 20, description="over this, older data goes first, down to the last hour (default 512 MiB; the cluster volume is 1 GiB)")
-    prune_interval_s: float = Field(retention.DEFAULT_PRUNE_INTERVAL_S, ge=1.0, description="how often retention runs (and once at start)")
+    prune_interval_s: Seconds = Field(retention.DEFAULT_PRUNE_INTERVAL_S, ge=1.0, description="how often retention runs (and once at start)")
     max_stored_body_bytes: int = Field(retention.DEFAULT_MAX_STORED_BODY_BYTES, ge=1024, description="a larger webhook body is stored reduced to its alerts, or truncated (not replayable)")
 
 
@@ -78,7 +79,7 @@ class RemediatorConfig(_Model):
     external_url: str | None = Field(None, description="how people reach this service (run links); default http://<listen>")
     max_alerts_per_webhook: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 << 20, ge=1024)
-    request_timeout_s: float = Field(10.0, gt=0, description="calls to Alertmanager and Prometheus")
+    request_timeout_s: Seconds = Field(10.0, gt=0, description="calls to Alertmanager and Prometheus")
     cluster: ClusterConfig = ClusterConfig()
     detector: DetectorLink = DetectorLink()
     tls: ServerTLS = Field(ServerTLS(), description="HTTPS (and mTLS) for the listener")

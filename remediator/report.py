@@ -36,21 +36,25 @@ from pydantic import TypeAdapter
 from remediator.audit.store import EpisodeRecord, EventKind, EventRecord, RunRecord, RunState
 from remediator.errors import ConfigError
 from remediator.silences import Silence
+from servicekit import durations
 
 SELF_RESOLVE_S = 300.0
 TOP_SERIES = 10
 MIN_EPISODES = 3  # fewer and a suggestion would be guessing
 MIN_SILENCES = 2  # one silence is maintenance; two is a habit
 EVENT_KINDS = frozenset({EventKind.GUARD, EventKind.VERIFY, EventKind.UNDO, EventKind.ESCALATE})
-_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 SuggestionKind = Literal["score_threshold", "lengthen_for", "silenced", "undone", "refused"]
 
 
 def parse_duration(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``45s`` → seconds; ConfigError saying what is expected."""
-    number, unit = text.strip()[:-1], text.strip()[-1:]
-    if unit in _UNITS and number.isdigit() and int(number) > 0:
-        return int(number) * _UNITS[unit]
+    """``30d``, ``12h``, ``1h30m``, ``45s`` → seconds (servicekit's Prometheus syntax);
+    ConfigError saying what is expected."""
+    try:
+        value = durations.parse_duration(text)
+    except durations.DurationError:
+        value = 0.0
+    if value > 0:
+        return value
     raise ConfigError(f"{text or '(empty)'}: expected a duration like 30d, 12h, 90m")
 
 

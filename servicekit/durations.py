@@ -6,8 +6,8 @@ more ``<integer><unit>`` parts with units in decreasing order, each unit at most
 (7 d), ``y`` (365 d). A plain number (``3600``, ``0.5``) is seconds, so configs written
 before durations were accepted keep their meaning.
 
-``Seconds`` and ``PositiveSeconds`` are the pydantic field types: a config field declared
-with one accepts either form and holds float seconds after validation.
+``Seconds`` is the pydantic field type: a config field declared with it accepts either
+form and holds float seconds after validation; its JSON Schema offers both.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 UNIT_SECONDS: dict[str, float] = {
     "y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0,
@@ -78,9 +80,25 @@ def format_duration(seconds: float) -> str:
 
 def _coerce(value: Any) -> Any:
     if isinstance(value, str):
+        if re.fullmatch(r"\s*-" + _NUMBER.pattern + r"\s*", value):
+            return float(value)  # "-5": the field's bound says what is wrong with it
         return parse_duration(value)
     return value
 
 
+# what an editor may accept as a string; parse_duration has the last word
+JSON_PATTERN = (r"^(?=.)([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?"
+                r"([0-9]+ms)?$")
+
+
+class _DurationJsonSchema:
+    """In the JSON Schema, a seconds field is a number (with its bounds) or a duration."""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"anyOf": [handler(schema), {"type": "string", "pattern": JSON_PATTERN,
+                                            "examples": ["90s", "15m", "1h30m", "7d"]}]}
+
+
 # A config field in seconds that also takes "1h30m"; bounds go on the Field as before.
-Seconds = Annotated[float, BeforeValidator(_coerce)]
+Seconds = Annotated[float, BeforeValidator(_coerce), _DurationJsonSchema()]

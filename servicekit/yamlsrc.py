@@ -168,8 +168,18 @@ def validate(data: Any, lines: dict[Loc, int], model: type[M], *, source: str,
     except pydantic.ValidationError as exc:
         root = _walk_to(data, at)
         raise YamlSourceError([
-            problem(source, root, (*at, *err["loc"]), lines, err["msg"])
+            problem(source, root, (*at, *err["loc"]), lines, message(err))
             for err in exc.errors(include_url=False)]) from exc
+
+
+def message(err: Any) -> str:
+    """A pydantic error's message for people: without the ``Value error, `` prefix that
+    pydantic adds to what a validator raised (validator internals, not the problem)."""
+    text = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
 
 
 def _walk_to(data: Any, at: Loc) -> Any:

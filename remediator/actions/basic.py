@@ -35,6 +35,7 @@ from remediator.actions.registry import (
 )
 from remediator.catalog.matchers import parse_matcher
 from remediator.catalog.templating import Context
+from servicekit.durations import Seconds
 
 
 class _Params(BaseModel):
@@ -64,7 +65,7 @@ class HttpRequestParams(_Params):
     headers: dict[str, str | SecretRef] = Field(default_factory=dict)
     json_body: Any = Field(None, alias="json")
     expect_status: tuple[int, ...] = (200, 201, 202, 204)
-    timeout_s: float = Field(10.0, gt=0, le=300)
+    timeout_s: Seconds = Field(10.0, gt=0, le=300)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -115,7 +116,7 @@ async def http_request(ctx: ActionContext, p: HttpRequestParams) -> Outcome:
 # --- alertmanager.silence / expire_silence ------------------------------------------------
 class SilenceParams(_Params):
     matchers: tuple[str, ...] = Field(min_length=1, description='e.g. alertname="X", pod="{{ labels.pod }}"')
-    duration_s: float = Field(3600.0, gt=0, le=7 * 86400)
+    duration_s: Seconds = Field(3600.0, gt=0, le=7 * 86400)
     comment: str = Field("silenced by a Vigil playbook", min_length=1, max_length=1000)
     created_by: str = "vigil-remediator"
 
@@ -176,7 +177,7 @@ class EscalateParams(_Params):
     severity: str = "critical"
     summary: str = Field(min_length=1, max_length=2000)
     labels: dict[str, str] = Field(default_factory=dict)
-    duration_s: float = Field(3600.0, gt=0, le=7 * 86400)
+    duration_s: Seconds = Field(3600.0, gt=0, le=7 * 86400)
 
 
 def escalation_alert(p: EscalateParams, *, alert: Any, run_id: str, run_url: str,
@@ -251,7 +252,7 @@ async def promql_check(ctx: ActionContext, p: PromqlCheckParams) -> Outcome:
 
 
 class WaitParams(_Params):
-    seconds: float = Field(gt=0, le=3600)
+    seconds: Seconds = Field(gt=0, le=3600)
 
 
 @action("wait", params=WaitParams, mutates=False, describe=lambda p: {"wait_s": p.seconds})
@@ -277,10 +278,10 @@ class VerifyParams(_Params):
     selector: str | None = Field(None, description="label matchers; without queries: the standard ones")
     queries: tuple[VerifyQueryParams, ...] = Field((), max_length=50)
     change_time: str | None = Field(None, description="RFC 3339 or unix seconds, e.g. {{ alert.startsAt }}; none: now - observe_s")
-    baseline_s: float = Field(1800.0, gt=0, le=7 * 86400)
-    observe_s: float = Field(900.0, gt=0, le=86400)
-    skip_s: float = Field(0.0, ge=0)
-    step_s: float = Field(15.0, ge=5, le=3600, description="as the detector allows: at least 5 s")
+    baseline_s: Seconds = Field(1800.0, gt=0, le=7 * 86400)
+    observe_s: Seconds = Field(900.0, gt=0, le=86400)
+    skip_s: Seconds = Field(0.0, ge=0)
+    step_s: Seconds = Field(15.0, ge=5, le=3600, description="as the detector allows: at least 5 s")
     expect: Literal["pass", "fail"] = Field("pass", description="pass: the step succeeds if the change is judged harmless; fail: only if Vigil confirms it made things worse (a gate before undoing it)")
 
     @model_validator(mode="after")

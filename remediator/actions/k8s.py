@@ -27,6 +27,7 @@ from remediator.actions.registry import (
     action,
 )
 from remediator.cluster.kube import Conflict, Kube, NotFound, Obj, TooManyRequests
+from servicekit.durations import Seconds
 
 DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
@@ -295,8 +296,8 @@ async def uncordon(ctx: ActionContext, p: NodeRef) -> Outcome:
 
 class DrainParams(_Params):
     node: str = Field(pattern=DNS_NAME, max_length=253)
-    timeout_s: float = Field(300.0, gt=0, le=3600)
-    retry_interval_s: float = Field(5.0, gt=0, le=60)
+    timeout_s: Seconds = Field(300.0, gt=0, le=3600)
+    retry_interval_s: Seconds = Field(5.0, gt=0, le=60)
 
 
 def _skip_reason(pod: Obj) -> str | None:

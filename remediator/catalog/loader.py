@@ -117,7 +117,7 @@ def check_step(step: Step, registry: ActionRegistry) -> list[tuple[tuple[str | i
             loc = tuple(err["loc"])
             if _is_template(_value_at(step.params, loc)):
                 continue  # its type is checked once rendered for an alert
-            out.append((("params", *loc), err["msg"]))
+            out.append((("params", *loc), yamlsrc.message(err)))
     return out
 
 

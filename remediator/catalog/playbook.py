@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from remediator.catalog.matchers import Matcher, parse_matcher
+from servicekit.durations import Seconds
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 STEP_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -80,7 +81,7 @@ class AllowDeny(_Model):
 
 class RateLimit(_Model):
     max_runs: int = Field(ge=1, le=10_000)
-    window_s: float = Field(gt=0)
+    window_s: Seconds = Field(gt=0)
 
 
 class BlastRadius(_Model):
@@ -111,7 +112,7 @@ class FreezeWindow(_Model):
 
 class CircuitBreaker(_Model):
     failures: int = Field(3, ge=1, description="failed verifications or failed steps (within window_s) that trip the playbook to shadow")
-    window_s: float = Field(86400.0, gt=0)
+    window_s: Seconds = Field(86400.0, gt=0)
 
 
 class ErrorBudget(_Model):
@@ -125,7 +126,7 @@ class ErrorBudget(_Model):
 class Guards(_Model):
     namespaces: AllowDeny = AllowDeny()
     labels: dict[str, AllowDeny] = Field(default_factory=dict, description="per alert label")
-    cooldown_s: float = Field(3600.0, ge=0, description="between runs on one target")
+    cooldown_s: Seconds = Field(3600.0, ge=0, description="between runs on one target")
     rate: RateLimit | None = RateLimit(max_runs=10, window_s=3600.0)
     max_concurrent: int = Field(1, ge=1, le=100)
     blast_radius: BlastRadius = BlastRadius()
@@ -133,7 +134,7 @@ class Guards(_Model):
     respect_silences: bool = Field(True, description="refuse while an Alertmanager silence matches the alert")
     freeze: tuple[FreezeWindow, ...] = ()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
-    approval_ttl_s: float = Field(1800.0, gt=0, description="an approval expires after this")
+    approval_ttl_s: Seconds = Field(1800.0, gt=0, description="an approval expires after this")
     error_budget: ErrorBudget | None = None
 
 
@@ -142,15 +143,15 @@ class Step(_Model):
     action: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", description="e.g. alertmanager.silence or notify")
     params: dict[str, Any] = Field(default_factory=dict, description="validated by the action's model; strings may be templates")
     retries: int = Field(2, ge=0, le=10, description="retries of temporary faults")
-    timeout_s: float = Field(30.0, gt=0, le=3600)
+    timeout_s: Seconds = Field(30.0, gt=0, le=3600)
 
 
 class Verify(_Model):
     """PromQL that must return at least one sample within ``within_s`` of the last step."""
 
     query: str = Field(min_length=1)
-    within_s: float = Field(300.0, gt=0, le=86400)
-    interval_s: float = Field(15.0, gt=0)
+    within_s: Seconds = Field(300.0, gt=0, le=86400)
+    interval_s: Seconds = Field(15.0, gt=0)
     description: str = ""
 
 

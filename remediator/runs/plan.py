@@ -20,6 +20,7 @@ from remediator.catalog.playbook import Playbook, Step
 from remediator.cluster.targets import Target
 from remediator.errors import TemplateError
 from remediator.webhook import Alert
+from servicekit import yamlsrc
 
 Scope = dict[str, dict[str, str]]
 
@@ -106,7 +107,7 @@ def build_plan(steps: tuple[Step, ...], alert: Alert, registry: ActionRegistry, 
         except pydantic.ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise TemplateError(f"step {step.name}: params.{where}: {first['msg']} "
+            raise TemplateError(f"step {step.name}: params.{where}: {yamlsrc.message(first)} "
                                 f"(rendered from the alert)") from exc
         out.append(PlannedStep(step.name, step.action, params, spec.describe(params),
                                step.retries, step.timeout_s))

@@ -43,7 +43,7 @@ def test_errors_carry_file_line_and_path(tmp_path):
         load_config(path)
     text = str(info.value)
     assert f"{path}:2: limits.max_series: Input should be greater than or equal to 1" in text
-    assert f"{path}:5: series[0].match: Value error, selector" in text
+    assert f"{path}:5: series[0].match: selector" in text
     assert f"{path}:8: series[0].detector.alpha: Input should be less than 1" in text
     assert f"{path}:10: series[1].colour: Extra inputs are not permitted" in text
 
@@ -127,3 +127,40 @@ def test_halfspacetrees_without_river_is_a_config_error_saying_what_to_install(m
                         lambda name, *a: None if name == "river" else real(name, *a))
     with pytest.raises(ValidationError, match=r"pip install 'vigil\[river\]'"):
         EntityModel(kind="halfspacetrees")
+
+
+def test_every_seconds_field_takes_prometheus_durations(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        "alerts:\n"
+        "  - name: A\n"
+        "    for_s: 1h30m\n"
+        "    resolve_s: 90s\n"
+        "alerting: {resend_s: 1m, related_window_s: 15m}\n"
+        "warm_start: {history_s: 6h, period_candidates_s: [1d, 1w]}\n"
+        "series:\n"
+        "  - name: default\n"
+        "    detector: {kind: ensemble, season_period_s: 1d, adopt_after_s: 0}\n"
+        "checkpoint: {interval_s: 30}\n"
+    )
+    cfg = load_config(path)
+    assert (cfg.alerts[0].for_s, cfg.alerts[0].resolve_s) == (5400.0, 90.0)
+    assert (cfg.alerting.resend_s, cfg.alerting.related_window_s) == (60.0, 900.0)
+    assert cfg.warm_start.history_s == 21600.0
+    assert cfg.warm_start.period_candidates_s == (86400.0, 604800.0)
+    assert cfg.series[0].detector.season_period_s == 86400.0
+    assert cfg.checkpoint.interval_s == 30.0
+
+
+def test_bad_durations_are_reported_at_their_line_without_validator_internals(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("alerts:\n  - name: A\n    for_s: 30m1h\nalerting:\n  resend_s: 0s\n"
+                    "  timeout_s: 1.5h\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == (f"{path}:3: alerts[0].for_s: '30m1h': units must go from largest "
+                        "to smallest, each once (e.g. 1h30m, not 30m1h)")
+    assert lines[1] == f"{path}:5: alerting.resend_s: Input should be greater than 0"
+    assert lines[2].startswith(f"{path}:6: alerting.timeout_s: '1.5h' is not a duration")
+    assert "Value error" not in str(err.value)

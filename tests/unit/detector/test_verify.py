@@ -151,12 +151,12 @@ def test_the_report_renders_for_people_and_as_json(rng):
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("900", 900), ("15m", 900), ("2h", 7200),
-                                               ("1d", 86400), ("1.5m", 90)])
+                                               ("1d", 86400), ("1h30m", 5400)])
 def test_durations(text, seconds):
     assert parse_duration(text, "--observe") == seconds
 
 
-@pytest.mark.parametrize("text", ["15x", "m", "-5m", "0"])
+@pytest.mark.parametrize("text", ["15x", "m", "-5m", "0", "1.5m", "30m1h"])
 def test_bad_durations_say_what_is_expected(text):
     with pytest.raises(ConfigError, match="--observe"):
         parse_duration(text, "--observe")

@@ -214,8 +214,9 @@ def test_templated_params_are_typed_once_rendered(templated: Playbook) -> None:
 
 @pytest.mark.parametrize("labels,message", [
     ({"instance": "db-1", "silence_s": "forever"},
-     "step silence: params.duration_s: Input should be a valid number, unable to parse "
-     "string as a number (rendered from the alert)"),
+     "step silence: params.duration_s: 'forever' is not a duration: expected seconds or "
+     "Prometheus syntax with units y w d h m s ms, e.g. 90, 90s, 15m, 1h30m, 7d (rendered "
+     "from the alert)"),
     ({"instance": "db-1", "silence_s": "-5"},
      "step silence: params.duration_s: Input should be greater than 0 (rendered from the "
      "alert)"),
