@@ -11,7 +11,13 @@ every receiver; the timed part is the steady state that follows.
 For Vigil the clock stops when its detectors have processed every sample (HTTP 204 only
 means queued), so its figure is end-to-end. Prints a table, the ratios, and as its last
 line one JSON object with every figure.
+
+--profile starts Vigil with ``--profile-stages`` and adds, for the timed phase, the CPU
+seconds per 1M samples of each ingest stage (``vigil_profile_stage_cpu_seconds_total``:
+thread CPU time lapped at each stage boundary, see detector/stages.py); ``other`` is the
+process's CPU time that no stage holds (threads that do not lap, the interpreter).
 Usage: python bench/ingest.py [--sizes 10000,100000] [--samples 1500000] [--only vigil,...]
+       [--profile]
 VIGIL_BENCH_EXTRA (YAML text) is appended to Vigil's config, e.g. to try another detector.
 """
 
@@ -31,6 +37,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import cramjam
 
@@ -137,15 +144,17 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def receiver_argv(name: str, port: int,
-                  workdir: Path) -> tuple[list[str], str, str, dict[str, str]]:
+def receiver_argv(name: str, port: int, workdir: Path, *,
+                  profile: bool = False) -> tuple[list[str], str, str, dict[str, str]]:
     """argv, write URL, readiness URL, extra environment."""
     base = f"http://127.0.0.1:{port}"
-    if name == "vigil":
+    if name in ("vigil", "vigil-asyncio"):
         cfg = workdir / "vigil.yaml"
         cfg.write_text("limits:\n  max_series: 2000000\n" + os.environ.get("VIGIL_BENCH_EXTRA", ""))
         return ([sys.executable, "-m", "detector", "serve", "--listen", f"127.0.0.1:{port}",
-                 "--config", str(cfg), "--log-level", "WARNING"],
+                 "--config", str(cfg), "--log-level", "WARNING",
+                 "--event-loop", "asyncio" if name == "vigil-asyncio" else "uvloop",
+                 *(["--profile-stages"] if profile else [])],
                 f"{base}/api/v1/write", f"{base}/readyz", {})
     if name == "victoriametrics":
         return ([shutil.which("victoria-metrics") or "victoria-metrics",
@@ -164,25 +173,28 @@ def receiver_argv(name: str, port: int,
 
 
 def measure(name: str, bodies_file: Path, n_series: int, rounds: int,
-            untimed: int) -> dict[str, float]:
+            untimed: int, *, profile: bool = False) -> dict[str, Any]:
     """Send ``untimed`` rounds (first sight, then the detectors' warm-up), then time the
     rest."""
     port = free_port()
+    vigil = name.startswith("vigil")
+    profile = profile and vigil
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         workdir = Path(tmp)
-        argv, url, ready, env = receiver_argv(name, port, workdir)
+        argv, url, ready, env = receiver_argv(name, port, workdir, profile=profile)
         with process(name, ["taskset", "-c", "0", *argv], workdir, ready_url=ready,
                      timeout_s=180, env=env) as proc:
             create = run_loader(url, bodies_file, 0, 1)  # first sight of every series
             if untimed > 1:
                 run_loader(url, bodies_file, 1, untimed)
             base = url.replace("/api/v1/write", "")
-            lag0 = _loop_lag_histogram(base) if name == "vigil" else None
+            lag0 = _loop_lag_histogram(base) if vigil else None
+            stages0 = _stage_seconds(base) if profile else None
             cpu0 = _cpu_s(proc.pid)
             timed = run_loader(url, bodies_file, untimed, rounds)
             cpu1 = _cpu_s(proc.pid)
             samples = n_series * (rounds - untimed)
-            result = {
+            result: dict[str, Any] = {
                 "samples": samples,
                 "samples_per_s": samples / timed["wall_s"],
                 "cpu_s_per_million": (cpu1 - cpu0) / samples * 1e6,
@@ -201,7 +213,41 @@ def measure(name: str, bodies_file: Path, n_series: int, rounds: int,
                 result["samples_per_s"] = samples / (timed["wall_s"] + drain_s)
                 result["cpu_s_per_million"] = (cpu1 - cpu0) / samples * 1e6
                 result.update(_loop_lag(lag0, _loop_lag_histogram(base)))
+            if stages0 is not None:
+                result["profile"] = _profile(stages0, _stage_seconds(base), cpu1 - cpu0,
+                                             samples)
             return result
+
+
+def _stage_seconds(base: str) -> dict[str, float]:
+    """Vigil's CPU seconds per ingest stage so far (serve --profile-stages)."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("vigil_profile_stage_cpu_seconds_total{"):
+                stage = line.split('stage="')[1].split('"')[0]
+                out[stage] = float(line.split()[-1])
+    if not out:
+        raise RuntimeError("no vigil_profile_stage_cpu_seconds_total: was --profile-stages on?")
+    return out
+
+
+def _profile(before: dict[str, float], after: dict[str, float], cpu_s: float,
+             samples: int) -> dict[str, float]:
+    """CPU seconds per 1M samples of each stage in the timed phase; ``other`` is the
+    process CPU no stage holds, ``total`` the process CPU."""
+    per_m = {stage: (after[stage] - before[stage]) / samples * 1e6 for stage in after}
+    per_m["other"] = cpu_s / samples * 1e6 - sum(per_m.values())
+    per_m["total"] = cpu_s / samples * 1e6
+    return per_m
+
+
+def print_profile(n_series: int, prof: dict[str, float]) -> None:
+    total = prof["total"]
+    print(f"{n_series:>7} series  vigil CPU-seconds per 1M samples, by stage:")
+    for stage, value in prof.items():
+        share = f"{100 * value / total:5.1f} %" if stage != "total" else ""
+        print(f"          {stage:<16} {value:6.3f}  {share}", flush=True)
 
 
 def _vigil_accepted(base: str, expected: int) -> float:
@@ -263,6 +309,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1_500_000,
                         help="timed samples per receiver and size")
     parser.add_argument("--only", default="vigil,victoriametrics,prometheus")
+    parser.add_argument("--profile", action="store_true",
+                        help="CPU seconds per 1M samples of each Vigil ingest stage")
     args = parser.parse_args()
     receivers = args.only.split(",")
     figures: dict[str, object] = {
@@ -286,16 +334,19 @@ def main() -> None:
                     "mean_body_bytes": sum(len(b) for c in chunks for b in c) /
                     sum(len(c) for c in chunks)}
             for name in receivers:
-                size[name] = measure(name, bodies_file, n_series, rounds, untimed)
+                size[name] = measure(name, bodies_file, n_series, rounds, untimed,
+                                     profile=args.profile)
                 r = size[name]
                 rows.append((n_series, name, r["samples_per_s"], r["cpu_s_per_million"],
                              r["peak_rss_mb"]))
                 lag = (f"  loop lag mean {r['loop_lag_mean_ms']:.2f} ms, p99 <= "
-                       f"{r['loop_lag_p99_le_ms']:g} ms" if name == "vigil" else "")
+                       f"{r['loop_lag_p99_le_ms']:g} ms" if name.startswith("vigil") else "")
                 print(f"{n_series:>7} series  {name:<16} {r['samples_per_s']:>12,.0f} samples/s"
                       f"  {r['cpu_s_per_million']:6.2f} CPU s/M  {r['peak_rss_mb']:8.1f} MB peak"
                       f"  codes={r['codes']}{lag}", flush=True)
-            for other in ("victoriametrics", "prometheus"):
+                if "profile" in r:
+                    print_profile(n_series, r["profile"])
+            for other in ("victoriametrics", "prometheus", "vigil-asyncio"):
                 if "vigil" in size and other in size:
                     size[f"vigil_vs_{other}"] = (size["vigil"]["samples_per_s"] /
                                                  size[other]["samples_per_s"])

@@ -134,6 +134,16 @@ def _slo(args: argparse.Namespace) -> int:
     return 0
 
 
+def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
+    """The event loop ``serve`` runs on: uvloop (libuv; docs/ingestion.md has the figures)
+    or the standard library's."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vigil-detector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="the remediator's console, linked from each anomaly in this "
                        "detector's console at / (default: console.remediator_url)")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                       help="the event loop implementation (default uvloop)")
+    serve.add_argument("--profile-stages", action="store_true",
+                       help="export the CPU time of each ingest stage as "
+                       "vigil_profile_stage_cpu_seconds_total (bench/ingest.py --profile)")
     serve.add_argument(exposure.INSECURE_FLAG, action="store_true",
                        help="start without a token on a non-loopback address: anyone who "
                        "can reach it may write samples and run verifications (logged as a "
@@ -208,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                         prometheus_url=args.prometheus, alertmanagers=args.alertmanager,
                         external_url=args.external_url or f"{scheme}://{host}:{port}",
                         runbooks_dir=args.runbooks, remediator_url=args.remediator_url,
-                        tracer=provider.get_tracer("vigil.detector") if provider else None)
+                        tracer=provider.get_tracer("vigil.detector") if provider else None,
+                        profile_stages=args.profile_stages)
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2
@@ -217,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         # gzip must get our 415, not a decompression error inside aiohttp
         web.run_app(app, host=host, port=port, print=None, access_log=None,
                     handler_cancellation=False, auto_decompress=False,
-                    ssl_context=ssl_context)
+                    ssl_context=ssl_context, loop=new_event_loop(args.event_loop))
     finally:
         if provider is not None:
             provider.shutdown()  # the spans still batched go out

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 
-from detector import api, checkpoint, console, presence, verification, verify
+from detector import api, checkpoint, console, presence, stages, verification, verify
 from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
 from detector.alerts import AlertBook, Labels, Links, Reading
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
@@ -231,7 +231,8 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
               prometheus_url: str | None = None, alertmanagers: Sequence[str] = (),
               external_url: str | None = None, runbooks_dir: Path | None = None,
               remediator_url: str | None = None, tracer: Tracer | None = None,
-              clock: Callable[[], float] = time.time) -> web.Application:
+              clock: Callable[[], float] = time.time,
+              profile_stages: bool = False) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
     ``prometheus_url`` turns on warm starts (when the config allows) and links alerts to
     its graphs; alerts go to every URL of ``alertmanagers``; ``external_url`` is how people
@@ -240,8 +241,12 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     before the packaged VigilAnomaly one; ``remediator_url`` (else console.remediator_url)
     is the remediator console the anomalies link to; ``tracer`` (None: off) traces
     remote-write requests, detection, alerts and their delivery; ``clock`` gives the wall
-    time."""
+    time; ``profile_stages`` exports the CPU time of each ingest stage
+    (``vigil_profile_stage_cpu_seconds_total``, docs/ingestion.md)."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
+    stage_clock = stages.StageClock() if profile_stages else stages.OFF
+    if profile_stages:
+        registry_metrics.register(stages.StageCollector(stage_clock))
     m = build_metrics(registry_metrics)
     am = build_alert_metrics(registry_metrics)
     cm = build_checkpoint_metrics(registry_metrics)
@@ -254,12 +259,13 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     cc = cfg.console
     pipeline = Pipeline(m, alerts=alert_state, history=History(
         max_series=cc.history_series, samples_per_series=cc.history_samples,
-        record_after_s=cc.history_after_s, keep_s=cc.history_keep_s), tracer=tracer)
+        record_after_s=cc.history_after_s, keep_s=cc.history_keep_s), tracer=tracer,
+        clock=stage_clock)
     rt = Runtime(
         cfg=cfg, metrics=m, registry=registry, pipeline=pipeline,
         queue=SampleQueue(cfg.limits.queue_max_samples),
         ingestor=Ingestor(registry, max_decompressed_bytes=cfg.limits.max_decompressed_bytes,
-                          warm_start=warm),
+                          warm_start=warm, clock=stage_clock),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
         state_dir=state_dir, clock=clock, alert_metrics=am, alertmanagers=tuple(alertmanagers),
         checkpoint_metrics=cm, tracer=tracer,
@@ -286,7 +292,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app[RUNTIME] = rt
     writer = WriteHandler(ingestor=rt.ingestor, queue=rt.queue, metrics=m, executor=rt.executor,
                           token=token, max_body_bytes=cfg.limits.max_body_bytes,
-                          on_new_slots=rt.on_new_slots, tracer=tracer)
+                          on_new_slots=rt.on_new_slots, tracer=tracer, clock=stage_clock)
     rt.writer = writer
 
     async def handle_series(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector import stages
 from detector.errors import DecodeError
 from detector.pipeline import Batch, SlotSpec
 from detector.remote_write import decode
@@ -45,8 +46,9 @@ class Ingestor:
     """Decodes requests and resolves their series under one lock (one registry writer)."""
 
     def __init__(self, registry: SeriesRegistry, *, max_decompressed_bytes: int,
-                 warm_start: bool = False) -> None:
+                 warm_start: bool = False, clock: stages.StageClock = stages.OFF) -> None:
         self.registry = registry
+        self.stages = clock
         self.warm_start = warm_start
         self.max_decompressed_bytes = max_decompressed_bytes
         self._lock = threading.Lock()
@@ -66,7 +68,10 @@ class Ingestor:
         if not body:
             raise DecodeError("empty body: expected a snappy-compressed protobuf message")
         raw = decode.decompress(body, max_decompressed_bytes=self.max_decompressed_bytes)
-        return self._decoder().decode(raw, version)
+        self.stages.lap(stages.DECOMPRESS)
+        req = self._decoder().decode(raw, version)
+        self.stages.lap(stages.SCAN)
+        return req
 
     def ingest_known(self, body: bytes, version: int) -> Ingested | None:
         """The event loop's fast path: like ``ingest``, but None instead of slow work.
@@ -82,15 +87,18 @@ class Ingestor:
             known = self.registry.resolve_known(req)
         finally:
             self._lock.release()
+        self.stages.lap(stages.RESOLVE)
         return None if known is None else self._route(req, known, [])
 
     def ingest(self, body: bytes, version: int) -> Ingested:
         """Decode a request and resolve its series; DecodeError if it cannot be accepted."""
+        self.stages.lap(stages.ROUTE)  # the hand-off to this thread
         req = self._decode(body, version)
         with self._lock:
             res = self.registry.resolve(req)
             first_new = self.registry.n_tracked - res.new_tracked
             new_slots = slot_specs(self.registry, first_new, warm=self.warm_start)
+        self.stages.lap(stages.RESOLVE)
         return self._route(req, res, new_slots)
 
     def _route(self, req: decode.DecodedRequest, res: Resolution,
@@ -103,7 +111,7 @@ class Ingestor:
             bits=np.ascontiguousarray(req.smp_bits[tracked]),
             new_slots=new_slots,
         )
-        return Ingested(
+        ingested = Ingested(
             batch=batch,
             n_samples=req.n_samples,
             n_untracked=int(np.count_nonzero(per_sample == UNTRACKED)),
@@ -115,3 +123,5 @@ class Ingestor:
             new_untracked=res.new_untracked,
             new_over_limit=res.new_over_limit,
         )
+        self.stages.lap(stages.ROUTE)
+        return ingested

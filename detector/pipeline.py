@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from opentelemetry.trace import SpanContext, Tracer
 
-from detector import _track
+from detector import _track, stages
 from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
@@ -185,13 +185,15 @@ class Pipeline:
     def __init__(self, metrics: IngestMetrics, capacity: int = 1024, *,
                  alerts: AlertState | None = None,
                  on_events: Callable[[list[AlertEvent]], None] | None = None,
-                 history: History | None = None, tracer: Tracer | None = None) -> None:
+                 history: History | None = None, tracer: Tracer | None = None,
+                 clock: stages.StageClock = stages.OFF) -> None:
         """``alerts`` advances each series' alert state after scoring; ``on_events`` gets
         the transitions (on the worker thread); ``history`` keeps the recent samples of
         the series in or just after an anomaly (the console's charts); with ``tracer``,
         batches that came with a sampled request span are processed in a ``detect``
-        span, and the alert events they cause carry it."""
+        span, and the alert events they cause carry it; ``clock`` profiles the stages."""
         self.metrics = metrics
+        self.stages = clock
         self.tracer = tracer
         self._trace: SpanContext | None = None
         self.alerts = alerts
@@ -287,6 +289,7 @@ class Pipeline:
                     self.n_warming += 1
             for slot, period_ms in batch.periods:
                 self.detectors.set_period(slot, period_ms)
+        self.stages.lap(stages.RESOLVE)  # new series' state (nothing in the steady state)
         if len(batches) == 1 and not self.n_warming and not batches[0].warmed:
             slots, ts, bits = batches[0].slots, batches[0].ts, batches[0].bits
         else:
@@ -294,6 +297,7 @@ class Pipeline:
             slots = np.concatenate([seg[0] for seg in segments])
             ts = np.concatenate([seg[1] for seg in segments])
             bits = np.concatenate([seg[2] for seg in segments])
+        self.stages.lap(stages.ROUTE)
         n = int(slots.shape[0])
         if n == 0:
             return
@@ -310,19 +314,28 @@ class Pipeline:
         hits = _track.record(k_slots, k_values, out.score, out.expected, out.lower, out.upper,
                              self.last_input, self.last_score, self.last_expected,
                              self.last_lower, self.last_upper, REPORT_THRESHOLD)
+        self.stages.lap(stages.DETECT)
         if self.alerts is not None:
             events = self.alerts.step(self, k_slots, k_ts, out.score, k_values, out.expected,
                                       out.lower, out.upper)
             history = self.history
+
+            def record_history() -> None:
+                assert history is not None
+                self.stages.lap(stages.ALERTS)
+                history.record(k_slots, k_ts, k_values, out, self.al_state)
+                self.stages.lap(stages.HISTORY_METRICS)
+
             # the console's history holds these samples before anyone hears of the alert
-            self._emit(events, before_send=None if history is None else (
-                lambda: history.record(k_slots, k_ts, k_values, out, self.al_state)))
+            self._emit(events, before_send=None if history is None else record_history)
+            self.stages.lap(stages.ALERTS)
         m = self.metrics
         m.samples_accepted.inc(int(counters[_track.C_ACCEPTED]))
         if counters[_track.C_OUT_OF_ORDER]:
             m.samples_dropped.labels("out_of_order").inc(int(counters[_track.C_OUT_OF_ORDER]))
         if hits:
             m.anomalous_samples.inc(hits)
+        self.stages.lap(stages.HISTORY_METRICS)
 
 
     def _count_scored(self, kind: str, n: int, seconds: float) -> None:
@@ -374,6 +387,7 @@ def run_worker(queue: SampleQueue, pipeline: Pipeline, *,
     """
     while True:
         batches = queue.take(0.5)
+        pipeline.stages.lap(stages.ROUTE)  # the hand-off, and on_idle before it
         if not batches:
             if queue.closed:
                 return
@@ -391,5 +405,6 @@ def run_worker(queue: SampleQueue, pipeline: Pipeline, *,
             queue.done(batches)
         pipeline.metrics.detect_seconds.observe(perf_counter() - start)
         pipeline.metrics.queue_samples.set(queue.depth)
+        pipeline.stages.lap(stages.HISTORY_METRICS)
         if on_idle is not None:
             on_idle()

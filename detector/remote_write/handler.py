@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from aiohttp import web
 from opentelemetry.trace import SpanContext, SpanKind, Tracer
 
+from detector import stages
 from detector.errors import DecodeError, TooLargeError, UnsupportedError
 from detector.ingest import Ingested, Ingestor
 from detector.metrics import IngestMetrics
@@ -44,8 +45,10 @@ class WriteHandler:
     def __init__(self, *, ingestor: Ingestor, queue: SampleQueue, metrics: IngestMetrics,
                  executor: Executor, token: str | None, max_body_bytes: int,
                  on_new_slots: Callable[[list[int]], None] | None = None,
-                 tracer: Tracer | None = None) -> None:
+                 tracer: Tracer | None = None,
+                 clock: stages.StageClock = stages.OFF) -> None:
         self.ingestor = ingestor
+        self.stages = clock
         self.tracer = tracer
         self.queue = queue
         self.metrics = metrics
@@ -79,6 +82,7 @@ class WriteHandler:
                             trace: SpanContext | None) -> web.StreamResponse:
         """The request; a sampled ``trace`` goes with its samples to the detectors, so
         an alert they raise joins this request's trace."""
+        self.stages.lap(stages.RECEIVE)  # aiohttp and the loop since the last lap
         start = time.perf_counter()
         version = 0
         try:
@@ -95,6 +99,7 @@ class WriteHandler:
                 raise TooLargeError(f"body of {request.content_length} bytes is over the "
                                     f"limit of {self.max_body_bytes} (limits.max_body_bytes)")
             body = await request.read()
+            self.stages.lap(stages.RECEIVE)
             result = await self._ingest(body, version)
         except web.HTTPRequestEntityTooLarge:
             return self._reply(version, 413, f"body is over the limit of {self.max_body_bytes} "
@@ -112,6 +117,7 @@ class WriteHandler:
         finally:
             self.metrics.request_seconds.observe(time.perf_counter() - start)
         self._count(result)
+        self.stages.lap(stages.HISTORY_METRICS)
         if trace is not None and result.batch.n_samples:
             result = dataclasses.replace(result, batch=dataclasses.replace(result.batch,
                                                                            trace=trace))
@@ -119,6 +125,7 @@ class WriteHandler:
             self.metrics.samples_dropped.labels("queue_full").inc(result.batch.n_samples)
             return self._reply(version, 503, "detector queue is full; retry later",
                                {"Retry-After": "1"})
+        self.stages.lap(stages.ROUTE)
         self.metrics.queue_samples.set(self.queue.depth)
         if self.on_new_slots is not None and result.batch.new_slots:
             self.on_new_slots([spec.slot for spec in result.batch.new_slots])
@@ -150,6 +157,7 @@ class WriteHandler:
                                                     version)
             finally:
                 self._thread_backlog -= 1
+            self.stages.lap(stages.RECEIVE)  # the loop's own work while it waited
             self.metrics.ingest_path.labels("thread").inc()
         else:
             self.metrics.ingest_path.labels("inline").inc()
@@ -180,6 +188,7 @@ class WriteHandler:
                written: tuple[int, int, int] = (0, 0, 0)) -> web.Response:
         """A response; 2.0 always carries the -Written headers, on errors too."""
         self.metrics.requests.labels(str(version), str(status)).inc()
+        self.stages.lap(stages.HISTORY_METRICS)
         headers = dict(headers or {})
         if version == 2:
             headers["X-Prometheus-Remote-Write-Samples-Written"] = str(written[0])
