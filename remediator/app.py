@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import console, redaction, review
+from remediator import console, identity, redaction, review
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
@@ -36,6 +36,7 @@ from remediator.cluster.state import ClusterState
 from remediator.config import RemediatorConfig, read_token
 from remediator.errors import (
     ApprovalError,
+    ApproverError,
     AuditError,
     ConfigError,
     TemplateError,
@@ -83,6 +84,7 @@ class State:
     kube: Kube | None = None
     elector: LeaderElector | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    users: identity.Users = field(default_factory=lambda: identity.load_users(None, {}))
 
     def reload(self) -> Catalog:
         """Load the playbooks again; with problems, the last good set stays."""
@@ -149,6 +151,20 @@ def _actor(request: web.Request, trusted_header: str | None) -> str:
     return ADMIN_IDENTITY
 
 
+def _decider(request: web.Request, st: State) -> identity.Identity | web.Response:
+    """Who approves or rejects, from the request's credential (a users-file token, or the
+    admin token with the trusted proxy's header); the 401 or 415 when it may not go on."""
+    auth = st.cfg.auth
+    who = identity.identify(authorization=request.headers.get("Authorization"),
+                            headers=request.headers, admin_token=st.admin_token,
+                            users=st.users, trusted_user_header=auth.trusted_user_header,
+                            trusted_groups_header=auth.trusted_groups_header)
+    if who is None:
+        return _unauthorized("approving or rejecting needs your token (auth.users_file) or "
+                             "the admin token (auth.admin_token_file)")
+    return _media_refusal(request, body_optional=True) or who
+
+
 def _claim(value: object) -> str | None:
     """A name the request gives for itself (``by``): kept as an unverified note."""
     if value is None:
@@ -189,6 +205,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                external_url=(cfg.external_url or external_url).rstrip("/"),
                alertmanager_url=alertmanager_url, prometheus_url=prometheus_url,
                services=services, kube_factory=kube, tracer=tracer)
+    st.users = identity.load_users(cfg.auth.users_file, cfg.auth.groups)  # ConfigError
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[STATE] = st
     trusted = cfg.auth.trusted_user_header
@@ -261,8 +278,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         return web.json_response(doc)
 
     async def handle_approve(request: web.Request) -> web.Response:
-        if (refused := _admin_refusal(request, st.admin_token, "approvals")) is not None:
-            return refused
+        if isinstance(who := _decider(request, st), web.Response):
+            return who
         assert st.runner is not None
         try:
             doc = await request.json()
@@ -270,14 +287,22 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             claimed = _claim(doc.get("by"))  # a note: who approves is the credential's
         except (json.JSONDecodeError, KeyError, TypeError):
             return web.json_response({"error": 'expected {"plan_hash": "..."}'}, status=400)
+        return await _decided(st.runner.approve(request.match_info["id"],
+                                                plan_hash_seen=plan_hash, who=who,
+                                                claimed=claimed))
+
+    async def handle_reject(request: web.Request) -> web.Response:
+        if isinstance(who := _decider(request, st), web.Response):
+            return who
+        assert st.runner is not None
         try:
-            result = await st.runner.approve(request.match_info["id"], plan_hash_seen=plan_hash,
-                                             by=_actor(request, trusted), claimed=claimed)
-        except (ApprovalError, TemplateError, WebhookError) as exc:
-            return web.json_response({"error": str(exc)}, status=409)
-        except AuditError as exc:
-            return web.json_response({"error": str(exc)}, status=503)
-        return web.json_response(result)
+            doc = await request.json() if request.body_exists else {}
+            reason = _claim(doc.get("reason", "")) or ""
+        except (json.JSONDecodeError, AttributeError):
+            return web.json_response({"error": 'expected {"reason": "..."} or no body'},
+                                     status=400)
+        return await _decided(st.runner.reject(request.match_info["id"], who=who,
+                                               reason=reason))
 
     async def handle_pause(request: web.Request) -> web.Response:
         return await _switch(request, paused=True)
@@ -349,6 +374,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     app.router.add_get("/api/v1/runs", handle_runs)
     app.router.add_get("/api/v1/runs/{id}", handle_run)
     app.router.add_post("/api/v1/runs/{id}/approve", handle_approve)
+    app.router.add_post("/api/v1/runs/{id}/reject", handle_reject)
     app.router.add_post("/api/v1/pause", handle_pause)
     app.router.add_post("/api/v1/resume", handle_resume)
     app.router.add_get("/api/v1/playbooks", handle_playbooks)
@@ -443,6 +469,18 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                     await st.elector.resign()
 
 
+async def _decided(decision: Awaitable[dict[str, Any]]) -> web.Response:
+    """An approval's or rejection's answer: 403 not an approver, 409 cannot, 503 audit."""
+    try:
+        return web.json_response(await decision)
+    except ApproverError as exc:
+        return web.json_response({"error": str(exc)}, status=403)
+    except (ApprovalError, TemplateError, WebhookError) as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    except AuditError as exc:
+        return web.json_response({"error": str(exc)}, status=503)
+
+
 def _token_redactor(st: State) -> redaction.Redactor:
     """A redactor that already masks this app's own tokens (the services add the secrets
     they read and the detector token)."""
@@ -485,6 +523,8 @@ async def _expire_forever(st: State) -> None:
                 now_ms=int(st.clock() * 1000)))
             for run_id in expired:
                 log.info("approval of run %s expired", run_id)
+            if expired and st.runner is not None:
+                await st.runner.expired(expired)
         except AuditError:
             log.exception("could not expire approvals; trying again")
         await asyncio.sleep(EXPIRE_INTERVAL_S)

@@ -29,6 +29,9 @@ class AuthConfig(_Model):
     bearer_token_file: Path | None = Field(None, description="token Alertmanager must present on /webhook; VIGIL_REMEDIATOR_WEBHOOK_TOKEN overrides it")
     admin_token_file: Path | None = Field(None, description="token for approve, pause and resume; none: those endpoints are refused; VIGIL_REMEDIATOR_ADMIN_TOKEN overrides it")
     trusted_user_header: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$", description="e.g. X-Forwarded-User: set only behind a proxy that authenticates people and holds the admin token; a request with the admin token is then recorded as by that header's user (approvals, breaker resets, pause). None: as admin-token")
+    trusted_groups_header: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$", description="e.g. X-Forwarded-Groups (comma-separated): the groups of the trusted header's user, for playbooks' approvers; read only with trusted_user_header")
+    users_file: Path | None = Field(None, description="approvers' personal tokens: name -> SHA-256 of the token and groups (docs/approvals.md); they may approve and reject, nothing else")
+    groups: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="group -> user names, for playbooks' approvers.groups")
 
 
 class HttpConfig(_Model):

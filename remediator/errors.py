@@ -9,6 +9,7 @@
     ├── TemplateError            a step parameter template that cannot be rendered for an alert
     ├── AuditError               the audit database cannot be written (HTTP 503: retry)
     │   └── ApprovalError        an approval that cannot be given (HTTP 409: look again)
+    │       └── ApproverError    the person is not one of the playbook's approvers (HTTP 403)
     └── ActionError              an action that did not do what it was asked
         ├── ActionTemporaryError a fault worth retrying after ``delay_s`` (timeouts, 429, 5xx)
         └── ActionPermanentError anything else: never retried
@@ -48,6 +49,10 @@ class AuditError(RemediatorError):
 
 class ApprovalError(AuditError):
     """The run is not waiting, its plan changed, or the approval expired."""
+
+
+class ApproverError(ApprovalError):
+    """The identity deciding is not one of the playbook's ``approvers``."""
 
 
 class ActionError(RemediatorError):

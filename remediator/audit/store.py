@@ -717,6 +717,34 @@ class AuditLog:
             raise ApprovalError(f"run {run_id}: cannot approve: {refusal}")
         return approved
 
+    def reject(self, run_id: str, *, by: dict[str, str], reason: str,
+               now_ms: int) -> RunRecord:
+        """A person says no to a waiting run: it ends ``refused`` with outcome ``rejected
+        by <name>: <reason>`` and an ``approval``/``rejected`` event naming them (``by``:
+        the identity's audit fields). ApprovalError when the run does not exist, is not
+        waiting, or its approval already expired (it then becomes ``expired``)."""
+        refusal, rejected = "", None
+        with self._write(f"reject run {run_id}") as db:
+            run = self._must_exist(db, run_id, "reject")
+            expires = run.approval_expires_ms
+            if run.state is not RunState.WAITING_APPROVAL:
+                refusal = (f"it is {run.state.value}, not waiting for approval; only a run in "
+                           "waiting_approval can be rejected")
+            elif expires is not None and now_ms >= expires:
+                self._expire(db, run_id, now_ms=now_ms)
+                refusal = f"approval expired at {expires} ms; the run is expired already"
+            else:
+                why = f"rejected by {by['by']}" + (f": {reason}" if reason else "")
+                db.execute("UPDATE runs SET state = ?, updated_ms = ?, outcome = ?"
+                           " WHERE id = ?", (RunState.REFUSED.value, now_ms, why, run_id))
+                self._snapshot(db, run_id, "rejected", now_ms=now_ms)
+                self._event(db, run_id, kind=EventKind.APPROVAL, name="rejected",
+                            verdict="refuse", detail={**by, "reason": reason}, now_ms=now_ms)
+                rejected = self._must_exist(db, run_id, "reject")
+        if rejected is None:
+            raise ApprovalError(f"run {run_id}: cannot reject: {refusal}")
+        return rejected
+
     def _expire(self, db: sqlite3.Connection, run_id: str, *, now_ms: int) -> None:
         db.execute("UPDATE runs SET state = ?, updated_ms = ?, outcome = ? WHERE id = ?",
                    (RunState.EXPIRED.value, now_ms, "approval not given in time", run_id))

@@ -19,6 +19,7 @@ from servicekit.durations import Seconds
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 STEP_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PERSON_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"  # approvers: users and groups
 GUARD_NAMES = ("kill_switch", "namespace", "freeze", "silence", "cooldown", "rate",
                "rate:global", "concurrency", "blast_radius", "precondition", "circuit_breaker")
 
@@ -171,6 +172,30 @@ class Escalate(_Model):
         return value
 
 
+class Approvers(_Model):
+    """Who may approve or reject this playbook's runs: a listed user, or a member of a
+    listed group (groups: ``auth.groups`` in the remediator config, or the users file)."""
+
+    users: tuple[str, ...] = Field((), description="user names of auth.users_file or the trusted proxy header")
+    groups: tuple[str, ...] = Field((), description="group names")
+
+    @field_validator("users", "groups")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(PERSON_NAME, name):
+                raise ValueError(f"{name!r} is not a user or group name (letters, digits, "
+                                 ". _ @ + -, at most 128)")
+        return value
+
+    @model_validator(mode="after")
+    def _someone(self) -> Approvers:
+        if not self.users and not self.groups:
+            raise ValueError("approvers needs at least one user or group; leave it out to "
+                             "let anyone with an approver credential decide")
+        return self
+
+
 class Spec(_Model):
     match: Match
     mode: Mode = Mode.DRY_RUN
@@ -181,6 +206,7 @@ class Spec(_Model):
     verify: tuple[Verify, ...] = ()
     undo: Literal["auto", "none"] | tuple[Step, ...] = Field("auto", description="auto: the inverse of each executed step, newest first")
     escalate: Escalate = Escalate()
+    approvers: Approvers | None = Field(None, description="who may approve or reject its runs; none: anyone with an approver credential (docs/approvals.md)")
 
     @field_validator("steps")
     @classmethod

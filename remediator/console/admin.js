@@ -25,7 +25,7 @@ export async function adminPost(url, body) {
     return await fetchJSON(url, { method: "POST", headers, body: JSON.stringify(body || {}) });
   } catch (exc) {
     if (exc.status === 401) {
-      throw new Error(t ? "the admin token was refused" : "this needs the admin token (Admin token, above)");
+      throw new Error(t ? "the token was refused" : "this needs the admin token or your own token (Admin token, above)");
     }
     throw exc;
   }

@@ -25,6 +25,7 @@ from remediator.cluster.targets import Target
 from remediator.errors import ActionError, TemplateError
 from remediator.metrics import RemediatorMetrics
 from remediator.runs import guards
+from remediator.runs.awaiting import ApprovalNotice
 from remediator.runs.escalation import Escalator
 from remediator.runs.facts import FactSource, OutsideFacts, read_facts
 from remediator.runs.journal import Journal
@@ -126,7 +127,10 @@ class Decider:
                  facts: FactSource, shared: SharedRuns, registry: ActionRegistry,
                  kube: Kube | None, limits: guards.GlobalLimits, metrics: RemediatorMetrics,
                  spans: Spans, clock: Callable[[], float],
-                 run_url: Callable[[str], str]) -> None:
+                 run_url: Callable[[str], str], notice: ApprovalNotice | None = None) -> None:
+        """``notice`` (None: nobody is told) announces a run that starts waiting for an
+        approval (``VigilRemediationAwaitingApproval``)."""
+        self.notice = notice
         self.audit = audit
         self.journal = journal
         self.escalator = escalator
@@ -202,10 +206,24 @@ class Decider:
         if decision.state is not None:
             self.journal.stopped(pb.name, decision.state, run_id=run_id,
                                  reason=decision.reason)
+            if decision.state is RunState.WAITING_APPROVAL:
+                await self._announce(run_id, pb, alert, plan)
             return None
         if decision.mode is not Mode.DRY_RUN:
             await self.shared.share(run_id, pb.name, RunState.RUNNING)
         return Go(plan, target, dry_run=decision.mode is Mode.DRY_RUN)
+
+    async def _announce(self, run_id: str, pb: Playbook, alert: Alert,
+                        plan: list[PlannedStep]) -> None:
+        run = await self.audit.run(lambda db: db.get_run(run_id))
+        if self.notice is None or run is None or run.plan_hash is None \
+                or run.approval_expires_ms is None:
+            return
+        await self.notice.announce(run_id, playbook=pb.name, alert_labels=alert.labels,
+                                   extra=pb.spec.escalate.labels, plan=plan,
+                                   target=run.target, plan_hash=run.plan_hash,
+                                   approvers=pb.spec.approvers,
+                                   expires_ms=run.approval_expires_ms)
 
     async def _cannot(self, run_id: str, pb: Playbook, alert: Alert, name: str, why: str,
                       exc: Exception) -> None:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from opentelemetry.trace import Tracer
 
@@ -26,9 +27,11 @@ from remediator.cluster.kube import Kube
 from remediator.cluster.state import ClusterState
 from remediator.cluster.targets import Target
 from remediator.errors import AuditError
+from remediator.identity import Identity
 from remediator.metrics import RemediatorMetrics
 from remediator.runs import guards, recovery
 from remediator.runs.approval import Approvals
+from remediator.runs.awaiting import ApprovalNotice
 from remediator.runs.breakers import Breakers
 from remediator.runs.decision import Decider
 from remediator.runs.escalation import Escalator
@@ -76,11 +79,13 @@ class Runner:
                                    spans=self.spans, clock=clock, run_url=self.run_url)
         self.breakers = Breakers(audit=audit, journal=self.journal, shared=self.replicas,
                                  metrics=metrics, clock=clock)
+        self.notice = ApprovalNotice(services=services, journal=self.journal, clock=clock,
+                                     console_url=self.console_url, run_url=self.run_url)
         self.decider = Decider(audit=audit, journal=self.journal, escalator=self.escalator,
                                facts=FactSource(services=services, shared=self.replicas),
                                shared=self.replicas, registry=registry, kube=kube,
                                limits=limits, metrics=metrics, spans=self.spans, clock=clock,
-                               run_url=self.run_url)
+                               run_url=self.run_url, notice=self.notice)
         self.executor = Executor(
             audit=audit, journal=self.journal, registry=registry, services=services,
             kube=kube, lock_namespace=lock_namespace,
@@ -92,7 +97,7 @@ class Runner:
                                    journal=self.journal, decider=self.decider,
                                    shared=self.replicas, limits=limits, clock=clock,
                                    run_url=self.run_url, act=self._act_approved,
-                                   spawn=self.spawn)
+                                   spawn=self.spawn, notice=self.notice)
         # a lone replica always leads
         self.intake = Intake(audit=audit, catalog=catalog, journal=self.journal,
                              shared=self.replicas, metrics=metrics, clock=clock,
@@ -118,6 +123,10 @@ class Runner:
 
     def run_url(self, run_id: str) -> str:
         return f"{self.external_url}/api/v1/runs/{run_id}"
+
+    def console_url(self, run_id: str) -> str:
+        """The run in the console (people open this; ``run_url`` is the API's JSON)."""
+        return f"{self.external_url}/#run/{quote(run_id, safe='')}"
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -160,11 +169,20 @@ class Runner:
         await self.executor.act(run_id, pb, alert, plan, dry_run=False, started=True,
                                 target=target)
 
-    async def approve(self, run_id: str, *, plan_hash_seen: str, by: str,
+    async def approve(self, run_id: str, *, plan_hash_seen: str, who: Identity,
                       claimed: str | None = None) -> dict[str, Any]:
-        """Approve a waiting run (``approval.Approvals.approve``); ApprovalError if not."""
-        return await self.approvals.approve(run_id, plan_hash_seen=plan_hash_seen, by=by,
+        """Approve a waiting run (``approval.Approvals.approve``); ApprovalError if not,
+        ApproverError when ``who`` is not one of its playbook's approvers."""
+        return await self.approvals.approve(run_id, plan_hash_seen=plan_hash_seen, who=who,
                                             claimed=claimed)
+
+    async def reject(self, run_id: str, *, who: Identity, reason: str) -> dict[str, Any]:
+        """Reject a waiting run (``approval.Approvals.reject``)."""
+        return await self.approvals.reject(run_id, who=who, reason=reason)
+
+    async def expired(self, run_ids: list[str]) -> None:
+        """Runs whose approval expired: their awaiting-approval alerts resolve."""
+        await self.approvals.expired(run_ids)
 
     async def recover(self) -> int:
         """At start: runs a crash interrupted are marked so and escalated, never repeated."""

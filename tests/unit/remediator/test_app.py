@@ -183,7 +183,7 @@ async def test_approval_is_bound_to_the_plan(aiohttp_client, tmp_path):
     assert run.approved_by == "admin-token"
     events = await st.audit.run(lambda db: db.events(run.id))
     [approved] = [e for e in events if (e.kind, e.name) == ("approval", "approved")]
-    assert approved.detail == {"by": "admin-token", "claimed": "alice"}
+    assert approved.detail == {"by": "admin-token", "via": "admin-token", "claimed": "alice"}
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 1
 
 

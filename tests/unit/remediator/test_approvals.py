@@ -140,6 +140,7 @@ async def test_a_guard_that_changed_while_waiting_refuses_the_approval(
     ("X-Forwarded-User", {"X-Forwarded-User": "bob"}, "bob"),
     ("X-Forwarded-User", {}, "admin-token"),
     ("X-Remote-User", {"X-Forwarded-User": "bob"}, "admin-token"),
+    ("X-Forwarded-User", {"X-Forwarded-User": "bob\tby"}, "admin-token"),  # not a name
 ])
 async def test_the_approver_is_who_the_credential_says(aiohttp_client, tmp_path, configured,
                                                        sent, approver):
@@ -156,7 +157,8 @@ async def test_the_approver_is_who_the_credential_says(aiohttp_client, tmp_path,
     assert run[0].approved_by == approver
     events = await st.audit.run(lambda db: db.events(run[0].id))
     [approved] = [e for e in events if (e.kind, e.name) == ("approval", "approved")]
-    assert approved.detail == {"by": approver, "claimed": "mallory"}
+    via = "admin-token" if approver == "admin-token" else "trusted-header"
+    assert approved.detail == {"by": approver, "via": via, "claimed": "mallory"}
 
 
 async def test_breaker_reset_and_pause_record_the_credential_not_the_claim(aiohttp_client,
