@@ -5,43 +5,31 @@
     .venv/bin/python deploy/cluster/generate.py --out DIR  # write them under DIR instead
     .venv/bin/python deploy/cluster/generate.py --alertmanager-config  # for install.sh
 
-Run it after changing playbooks/, deploy/config/rules/, deploy/config/remote-write.yaml,
-deploy/config/dashboards/, the shard count of an overlay or the remediator's replicas;
+Run it after changing deploy/config/rules/, deploy/config/remote-write.yaml or the shard
+count of an overlay;
 tests/deploy/test_cluster.py fails while a generated file is stale. Nothing it writes is
 edited by hand, and nothing it reads is copied by hand.
 
 What it writes (paths relative to deploy/cluster/):
 
-- ``vigil/base/rbac.yaml``: ``python -m remediator rbac --playbooks playbooks
-  --namespace vigil --namespaces <ACT_IN_NAMESPACES>``, the least-privilege RBAC of the
-  shipped playbooks: a Role per namespace they may act in, a ClusterRole for nodes only.
-- ``vigil/base/prometheusrules.yaml``: one ``monitoring.coreos.com/v1`` PrometheusRule per
-  file of deploy/config/rules/ (the local demo's rules excepted), its ``spec`` the file
-  with every alert's ``runbook_url`` set to ``RUNBOOK_BASE/<alertname>``.
-- ``vigil/base/runbooks/``: copies of docs/runbooks/*.md and a kustomization making them
-  the ``vigil-runbooks`` ConfigMap, which the detector serves at ``/runbooks/``.
-- ``vigil/base/playbooks/``: copies of playbooks/*.yaml and a kustomization whose
-  configMapGenerator makes them the ``vigil-playbooks`` ConfigMap (kustomize reads files
-  only inside its root, hence the copies).
-- ``vigil/base/alertmanagerconfig.yaml``: routes the alerts the playbooks match (their
-  ``alertname`` constraints) to every remediator replica, one webhook each.
 - ``values/generated/remote-write.<env>.yaml``: kube-prometheus-stack values with one
-  remote_write per detector shard of overlay <env>, as deploy/config/render.py makes
-  them from deploy/config/remote-write.yaml (its selection, then ``hashmod`` sharding),
-  translated into the Prometheus Operator's spelling, each presenting the detector's
-  token (Secret ``vigil-detector-token`` in ``monitoring``).
+  remote_write per detector shard of overlay <env> (``detector.shards`` in
+  ``vigil/overlays/<env>/values.yaml``), as deploy/config/render.py makes them from
+  deploy/config/remote-write.yaml (its selection, then ``hashmod`` sharding), translated
+  into the Prometheus Operator's spelling, each presenting the detector's token (Secret
+  ``vigil-detector-token`` in ``monitoring``).
 - ``values/generated/kube-prometheus-stack.rules.yaml``: switches off the chart's default
   alerts that deploy/config/rules/ defines itself (one alert, one rule).
-- ``monitoring/dashboards/``: copies of deploy/config/dashboards/*.json and a
-  kustomization making each a ConfigMap Grafana's sidecar loads.
+
+Vigil's own manifests (RBAC, PrometheusRules, the AlertmanagerConfig, playbooks, runbooks,
+dashboards) come from the chart, deploy/charts/vigil, whose copied files
+deploy/charts/generate.py writes; the overlays render it (kustomize ``helmCharts:``).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,13 +46,8 @@ ENVIRONMENTS = ("dev", "prod")
 # deploy/config/rules files that only make sense on one machine (`make demo`)
 LOCAL_ONLY_RULES = frozenset({"demo.yaml"})
 # generated as whole directories: files there that the generator no longer writes go
-GENERATED_DIRS = ("vigil/base/playbooks", "vigil/base/runbooks", "values/generated",
-                  "monitoring/dashboards")
-# the detector's Service serves docs/runbooks/ (the vigil-runbooks ConfigMap); the rules'
-# runbook_url point there (reach it through an Ingress or a port-forward)
-RUNBOOK_BASE = "http://vigil-detector.vigil.svc:9420/runbooks"
+GENERATED_DIRS = ("values/generated",)
 DETECTOR_URL = "http://vigil-detector-{i}.vigil-detector-headless.vigil.svc:9420/api/v1/write"
-REMEDIATOR_URL = "http://vigil-remediator-{i}.vigil-remediator-headless.vigil.svc:9421/webhook"
 # the detector refuses to listen on 0.0.0.0 without a token (fail closed): install.sh
 # creates this Secret in both namespaces, `vigil` (the detector, and the remediator's
 # vigil.verify steps) and `monitoring` (Prometheus presents it on remote-write)
@@ -113,26 +96,6 @@ def _rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-# --- RBAC --------------------------------------------------------------------------------
-
-# The namespaces whose workloads the shipped playbooks may act in. They have no namespace
-# allow-list, so `vigil-remediator rbac` grants nothing until they are named: one Role and
-# RoleBinding each (minus each playbook's deny list), never cluster-wide write access.
-# Put your application namespaces here and regenerate; each must exist at install time.
-# node-drain evicts pods only in these (docs/rbac.md: --cluster-wide-evictions).
-ACT_IN_NAMESPACES = ("default",)
-RBAC_ARGS = ("--playbooks", "playbooks", "--namespace", NAMESPACE,
-             "--namespaces", ",".join(ACT_IN_NAMESPACES))
-
-
-def rbac(root: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "remediator", "rbac", *RBAC_ARGS],
-                          cwd=root, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise GenerateError(f"vigil-remediator rbac failed ({done.returncode}):\n{done.stderr}")
-    return header(f"python -m remediator rbac {' '.join(RBAC_ARGS)}") + done.stdout
-
-
 # --- PrometheusRules ---------------------------------------------------------------------
 
 def rule_files(root: Path) -> list[Path]:
@@ -142,25 +105,6 @@ def rule_files(root: Path) -> list[Path]:
         return []
     return [p for p in sorted(folder.glob("*.y*ml"))
             if p.name not in LOCAL_ONLY_RULES and p.suffix in (".yaml", ".yml")]
-
-
-def prometheus_rules(root: Path) -> str:
-    from deploy.config import render
-
-    objects = []
-    for path in rule_files(root):
-        doc = _load(path)
-        if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
-            raise GenerateError(f"{path}: not a Prometheus rule file (no `groups:` list)")
-        objects.append({
-            "apiVersion": "monitoring.coreos.com/v1",
-            "kind": "PrometheusRule",
-            "metadata": {"name": f"vigil-{path.stem}",
-                         "labels": {"vigil.dev/rules": path.stem}},
-            "spec": {"groups": render.with_runbook_urls(doc, RUNBOOK_BASE)["groups"]},
-        })
-    sources = [_rel(p) for p in rule_files(root)] or ["deploy/config/rules/ (no files yet)"]
-    return header(*sources) + (dump(*objects) if objects else "[]\n")
 
 
 def alert_names(root: Path) -> list[str]:
@@ -185,121 +129,6 @@ def default_rules_values(root: Path) -> str:
 def playbook_files(root: Path) -> list[Path]:
     return sorted(p for p in (root / "playbooks").iterdir()
                   if p.suffix in (".yaml", ".yml") and p.is_file())
-
-
-def playbooks(root: Path) -> dict[str, bytes]:
-    files = playbook_files(root)
-    out = {f"vigil/base/playbooks/{p.name}": p.read_bytes() for p in files}
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "configMapGenerator": [{"name": "vigil-playbooks", "files": [p.name for p in files]}],
-    }
-    out["vigil/base/playbooks/kustomization.yaml"] = (
-        header("playbooks/*.yaml (copied next to this file)") + dump(kustomization)).encode()
-    return out
-
-
-def runbooks(root: Path) -> dict[str, bytes]:
-    files = sorted((root / "docs/runbooks").glob("*.md"))
-    files = [p for p in files if p.name != "README.md"]
-    out = {f"vigil/base/runbooks/{p.name}": p.read_bytes() for p in files}
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "configMapGenerator": [{"name": "vigil-runbooks", "files": [p.name for p in files]}],
-    }
-    out["vigil/base/runbooks/kustomization.yaml"] = (
-        header("docs/runbooks/*.md (copied next to this file)") + dump(kustomization)).encode()
-    return out
-
-
-# --- AlertmanagerConfig ----------------------------------------------------------------
-
-def playbook_matches(root: Path) -> list[dict[str, Any]]:
-    return [((_load(p) or {}).get("spec") or {}).get("match") or {} for p in playbook_files(root)]
-
-
-def playbook_alertnames(root: Path) -> tuple[list[str], list[str]]:
-    """(exact alertnames, alertname regexes) the playbooks match; ([], []) when some
-    playbook constrains no alertname, so every alert must reach the remediator."""
-    from remediator.catalog.matchers import parse_matcher  # the remediator's own syntax
-
-    exact: set[str] = set()
-    regexes: set[str] = set()
-    for match in playbook_matches(root):
-        found = False
-        if "alertname" in (match.get("labels") or {}):
-            exact.add(str(match["labels"]["alertname"]))
-            found = True
-        for text in match.get("matchers") or ():
-            m = parse_matcher(text)
-            if m.name == "alertname" and m.op == "=":
-                exact.add(m.value)
-                found = True
-            elif m.name == "alertname" and m.op == "=~":
-                regexes.add(m.value)
-                found = True
-        if not found:
-            return [], []
-    return sorted(exact), sorted(regexes)
-
-
-def replicas_of(path: Path, kind: str, name: str) -> int:
-    for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-        if doc and doc.get("kind") == kind and doc["metadata"]["name"] == name:
-            return int(doc["spec"]["replicas"])
-    raise GenerateError(f"{path}: no {kind} {name} with spec.replicas")
-
-
-def alertmanager_config(root: Path, here: Path) -> str:
-    replicas = replicas_of(here / "vigil/base/remediator.yaml", "StatefulSet",
-                           "vigil-remediator")
-    exact, regexes = playbook_alertnames(root)
-    # Alertmanager anchors the whole regex, so top-level alternatives compose as they are
-    alternatives = [re.escape(n) for n in exact] + regexes
-    matchers = ([{"name": "alertname", "matchType": "=~", "value": "|".join(alternatives)}]
-                if alternatives else [])
-    token = {"name": "vigil-remediator-tokens", "key": "webhook-token"}
-    # the remediator ignores resolved notifications unless a playbook matches them
-    resolved = any(m.get("status") in ("resolved", "any") for m in playbook_matches(root))
-    obj = {
-        "apiVersion": "monitoring.coreos.com/v1alpha1",
-        "kind": "AlertmanagerConfig",
-        "metadata": {"name": "vigil-remediator",
-                     "labels": {"vigil.dev/alertmanager-config": "true"}},
-        "spec": {
-            "route": {
-                "receiver": "vigil-remediator",
-                "matchers": matchers,
-                # one notification per alert, soon: the remediator acts per alert and
-                # dedupes Alertmanager's repeats on (playbook, fingerprint, startsAt)
-                "groupBy": ["..."],
-                "groupWait": "10s",
-                "groupInterval": "1m",
-                "repeatInterval": "1h",
-                # first-level routes always continue (the operator forces it): the alerts
-                # also reach the receivers of deploy/config/alertmanager.yml
-                "continue": True,
-            },
-            "receivers": [{
-                "name": "vigil-remediator",
-                "webhookConfigs": [
-                    {"url": REMEDIATOR_URL.format(i=i), "sendResolved": resolved,
-                     # a group is one alert here ('...'); well below the remediator's
-                     # max_alerts_per_webhook
-                     "maxAlerts": 100, "timeout": "10s",
-                     "httpConfig": {"authorization": {"type": "Bearer", "credentials": token}}}
-                    for i in range(replicas)],
-            }],
-        },
-    }
-    note = ("# Every replica gets every notification (the leader acts, the others record\n"
-            "# and replay after a failover), so there is one webhook per replica.\n")
-    if not matchers:
-        note += "# Some playbook matches no particular alertname: every alert is routed.\n"
-    return header("playbooks/*.yaml (spec.match alertname constraints)",
-                  "deploy/cluster/vigil/base/remediator.yaml (replicas)") + note + dump(obj)
 
 
 # --- the Alertmanager configuration Secret ---------------------------------------------
@@ -346,23 +175,19 @@ def _translate(obj: Mapping[str, Any], keys: Mapping[str, str], where: str) -> d
 
 
 def overlay_shards(here: Path, env: str) -> int:
-    """The detector replicas an overlay sets with kustomize's ``replicas:`` field."""
-    path = here / f"vigil/overlays/{env}/kustomization.yaml"
-    for item in (_load(path) or {}).get("replicas") or []:
-        if item.get("name") == "vigil-detector":
-            return int(item["count"])
-    return replicas_of(here / "vigil/base/detector.yaml", "StatefulSet", "vigil-detector")
+    """The detector shards an overlay's chart values set (the chart's default: 1)."""
+    values = _load(here / f"vigil/overlays/{env}/values.yaml") or {}
+    return int((values.get("detector") or {}).get("shards", 1))
 
 
-def remote_write_values(here: Path, env: str) -> str:
-    """remote_write entries as deploy/config/render.py makes them (its selection, and
-    with several shards its hashmod share for each), spelt for the Prometheus Operator."""
+def operator_remote_write(urls: list[str], token: Mapping[str, str]) -> list[dict[str, Any]]:
+    """remote_write entries for the detectors at ``urls`` as deploy/config/render.py makes
+    them (its selection, and with several its hashmod share for each), spelt for the
+    Prometheus Operator, each presenting the detector's token from Secret ``token``."""
     from deploy.config import render  # the one place that knows remote-write.yaml
 
-    shards = overlay_shards(here, env)
     entries = []
-    for i, source in enumerate(render.remote_write([DETECTOR_URL.format(i=i)
-                                                    for i in range(shards)])):
+    for i, source in enumerate(render.remote_write(urls)):
         where = f"{_rel(render.REMOTE_WRITE_FILE)}: remote_write (shard {i})"
         unknown = sorted(set(source) - set(REMOTE_WRITE_KEYS))
         if unknown:
@@ -379,36 +204,22 @@ def remote_write_values(here: Path, env: str) -> str:
         entry["writeRelabelConfigs"] = [
             _translate(r, RELABEL_KEYS, f"{where}: write_relabel_configs[{k}]")
             for k, r in enumerate(source.get("write_relabel_configs") or [])]
-        entry["authorization"] = {"type": "Bearer", "credentials": dict(DETECTOR_TOKEN)}
+        entry["authorization"] = {"type": "Bearer", "credentials": dict(token)}
         entries.append(entry)
+    return entries
+
+
+def remote_write_values(here: Path, env: str) -> str:
+    """kube-prometheus-stack values: one remote_write per detector shard of overlay env."""
+    from deploy.config import render
+
+    shards = overlay_shards(here, env)
+    entries = operator_remote_write([DETECTOR_URL.format(i=i) for i in range(shards)],
+                                    DETECTOR_TOKEN)
     values = {"prometheus": {"prometheusSpec": {"remoteWrite": entries}}}
     return header(_rel(render.REMOTE_WRITE_FILE) + " (through deploy/config/render.py)",
-                  f"deploy/cluster/vigil/overlays/{env}/kustomization.yaml "
+                  f"deploy/cluster/vigil/overlays/{env}/values.yaml "
                   f"({shards} detector shard{'s' if shards != 1 else ''})") + dump(values)
-
-
-# --- dashboards ------------------------------------------------------------------------
-
-def dashboards(root: Path) -> dict[str, bytes]:
-    folder = root / "deploy/config/dashboards"
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    out = {f"monitoring/dashboards/{p.name}": p.read_bytes() for p in files}
-    kustomization: dict[str, Any] = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "generatorOptions": {
-            "disableNameSuffixHash": True,
-            "labels": {"grafana_dashboard": "1"},
-            "annotations": {"grafana_folder": "Vigil"},
-        },
-        "configMapGenerator": [
-            {"name": f"vigil-dashboard-{re.sub(r'[^a-z0-9-]+', '-', p.stem.lower())}",
-             "files": [p.name]} for p in files],
-    }
-    out["monitoring/dashboards/kustomization.yaml"] = (
-        header("deploy/config/dashboards/*.json (copied next to this file)")
-        + dump(kustomization)).encode()
-    return out
 
 
 # --- driver ----------------------------------------------------------------------------
@@ -416,18 +227,12 @@ def dashboards(root: Path) -> dict[str, bytes]:
 def build(root: Path = ROOT, here: Path = HERE) -> dict[str, bytes]:
     """Every generated file: path relative to deploy/cluster/ -> content."""
     out: dict[str, bytes] = {
-        "vigil/base/rbac.yaml": rbac(root).encode(),
-        "vigil/base/prometheusrules.yaml": prometheus_rules(root).encode(),
-        "vigil/base/alertmanagerconfig.yaml": alertmanager_config(root, here).encode(),
         "values/generated/kube-prometheus-stack.rules.yaml":
             default_rules_values(root).encode(),
     }
     for env in ENVIRONMENTS:
         out[f"values/generated/remote-write.{env}.yaml"] = \
             remote_write_values(here, env).encode()
-    out.update(playbooks(root))
-    out.update(runbooks(root))
-    out.update(dashboards(root))
     return out
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the monitoring stack and Vigil into the cluster of the current kubectl context:
 # what helmfile.yaml describes, through `helm upgrade --install` with the same charts,
-# versions and values (tests/deploy/test_cluster.py checks that they agree), then the
-# kustomizations. Idempotent: run it again to upgrade.
+# versions and values (tests/deploy/test_cluster.py checks that they agree): the stack's
+# charts, the monitoring kustomization, then Vigil's chart (deploy/charts/vigil) with the
+# overlay's values. Idempotent: run it again to upgrade.
 #
 # NOT RUN IN THIS PROJECT'S CI: no cluster can run there. The tests check what can be
 # checked offline (rendering, schemas, versions; `--dry-run` of this script).
@@ -11,8 +12,8 @@
 #   deploy/cluster/install.sh [--dry-run] dev|prod   everything, for that overlay
 #   deploy/cluster/install.sh [--dry-run] secrets    only namespaces and Secrets (before
 #                                                     `helmfile apply`)
-# Needs: kubectl, helm 3.17+ and Python 3.11 with PyYAML (the project's .venv works) for
-# deploy/cluster/generate.py. --dry-run prints the commands instead of running them.
+# Needs: kubectl, helm 3.17+ (`make setup` puts both in .venv/bin) and Python 3.11 with
+# PyYAML (the project's .venv works) for the generate.py scripts. --dry-run prints the commands instead of running them.
 #
 # Environment:
 #   PYTHON                interpreter (default: .venv/bin/python if present, else python3)
@@ -46,6 +47,7 @@ fi
 
 MONITORING=monitoring
 VIGIL=vigil
+VIGIL_RELEASE=vigil
 workdir="$(mktemp -d)"
 trap 'rm -rf "${workdir}"' EXIT
 
@@ -96,11 +98,12 @@ random_token() {
 
 check_generated() {
     run "${PYTHON}" "${here}/generate.py" --check
+    run "${PYTHON}" "${root}/deploy/charts/generate.py" --check
 }
 
 secrets() {
     apply_created create namespace "${MONITORING}"
-    run kubectl apply -f "${here}/vigil/base/namespace.yaml"
+    run kubectl apply -k "${here}/vigil/namespace"
 
     # the remediator's tokens: webhook (Alertmanager presents it) and admin (approvals,
     # pause/resume); generated once, kept afterwards
@@ -196,7 +199,11 @@ secrets
 if [[ "${target}" != secrets ]]; then
     charts "${target}"
     run kubectl apply --server-side -k "${here}/monitoring"
-    run kubectl apply --server-side -k "${here}/vigil/overlays/${target}"
+    # Vigil: its chart with the overlay's values (the overlay renders the same chart for
+    # GitOps: kubectl kustomize --enable-helm vigil/overlays/<env>)
+    run helm upgrade --install "${VIGIL_RELEASE}" "${root}/deploy/charts/vigil" \
+        --namespace "${VIGIL}" --wait --timeout 15m \
+        --values "${here}/vigil/overlays/${target}/values.yaml"
     echo "install.sh: done. Vigil: kubectl -n ${VIGIL} get pods; Grafana: kubectl -n" \
         "${MONITORING} port-forward svc/kube-prometheus-stack-grafana 3000:80"
 fi

@@ -1,6 +1,7 @@
-"""deploy/cluster/, validated offline: no cluster, no chart sources, no network.
+"""deploy/cluster/, validated offline: no cluster, no stack chart sources, no network.
 
-- ``kubectl kustomize`` renders the Vigil base, both overlays and the monitoring
+- ``kubectl kustomize --enable-helm`` renders both Vigil overlays (the chart,
+  deploy/charts/vigil, with each overlay's values.yaml) and the monitoring
   kustomization; every built-in object passes ``kubernetes-validate`` in strict mode for
   Kubernetes 1.32, every Prometheus Operator object its CRD's openAPIV3Schema (carried in
   deploy/cluster/crds/, translated to a strict JSON Schema); an unknown kind fails.
@@ -16,8 +17,9 @@
   capabilities, with resources and probes; the pieces refer to each other correctly
   (shards, replicas and webhooks, Services and ports, ConfigMaps, policies, budgets).
 
-What cannot be checked here: that the charts render with these values (their sources
-are pulled at install time), CEL rules in the CRDs, admission webhooks, and anything a
+What cannot be checked here: that the stack's charts render with these values (their
+sources are pulled at install time; Vigil's own chart is rendered, and tested on its own in
+test_chart.py), CEL rules in the CRDs, admission webhooks, and anything a
 running cluster decides (scheduling, DNS, NetworkPolicy enforcement).
 """
 
@@ -31,6 +33,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,12 +51,11 @@ CLUSTER = ROOT / "deploy/cluster"
 KUBERNETES_VERSION = "1.32.0"
 OVERLAYS = ("dev", "prod")
 KUSTOMIZATIONS = {
-    "base": CLUSTER / "vigil/base",
     "dev": CLUSTER / "vigil/overlays/dev",
     "prod": CLUSTER / "vigil/overlays/prod",
     "monitoring": CLUSTER / "monitoring",
 }
-VIGIL = ("base", *OVERLAYS)
+VIGIL = OVERLAYS
 OPERATOR_GROUP = "monitoring.coreos.com"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 # created by install.sh with random values, never stored in the repository
@@ -93,19 +95,35 @@ def test_the_value_tag_is_read_as_the_string_it_spells() -> None:
 # --- rendering -------------------------------------------------------------------------
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
+    """A tool from .venv/bin (`make setup` puts helm and kubectl there), else from PATH."""
+    local = ROOT / ".venv/bin" / name
+    path = str(local) if local.is_file() else shutil.which(name)
     if path is None:  # the issue asks for this validation: missing tools fail, not skip
         pytest.fail(f"{name} is not installed: deploy/cluster cannot be validated offline; "
-                    f"install {name} (kubectl >= 1.27 renders kustomize offline)")
+                    f"run `make setup` (helm and kubectl into .venv/bin) or install {name}")
     return path
 
 
 @functools.cache
 def _kustomize(name: str) -> tuple[Obj, ...]:
-    done = subprocess.run([_tool("kubectl"), "kustomize", str(KUSTOMIZATIONS[name])],
+    # the overlays render the chart (helmCharts:): kustomize runs helm for them
+    done = subprocess.run([_tool("kubectl"), "kustomize", "--enable-helm", "--helm-command",
+                           _tool("helm"), str(KUSTOMIZATIONS[name])],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return tuple(load_all(done.stdout))
+
+
+def overlay_values(env: str) -> Obj:
+    values: Obj = load(CLUSTER / f"vigil/overlays/{env}/values.yaml")
+    return values
+
+
+def act_in_namespaces(env: str) -> list[str]:
+    """remediator.rbac.actInNamespaces of an overlay, or the chart's default."""
+    chart = load(ROOT / "deploy/charts/vigil/values.yaml")["remediator"]["rbac"]
+    own = ((overlay_values(env).get("remediator") or {}).get("rbac") or {})
+    return list(own.get("actInNamespaces", chart["actInNamespaces"]))
 
 
 def rendered(name: str) -> list[Obj]:
@@ -144,8 +162,8 @@ def test_kustomize_renders(name: str) -> None:
     namespace = "monitoring" if name == "monitoring" else "vigil"
     for obj in objects:
         assert {"apiVersion", "kind", "metadata"} <= obj.keys(), obj
-        if is_remediator_grant(obj):  # in the namespaces it acts in (rbac.yaml)
-            assert obj["metadata"].get("namespace") in generate.ACT_IN_NAMESPACES, ident(obj)
+        if is_remediator_grant(obj):  # in the namespaces it acts in (the chart's values)
+            assert obj["metadata"].get("namespace") in act_in_namespaces(name), ident(obj)
         elif obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
             assert obj["metadata"].get("namespace") == namespace, ident(obj)
 
@@ -169,7 +187,7 @@ def test_builtin_objects_pass_kubernetes_validate_strict(name: str) -> None:
 
 
 def test_kubernetes_validate_strict_rejects_an_unknown_field() -> None:
-    service = find(rendered("base"), "Service", "vigil-detector")
+    service = find(rendered("dev"), "Service", "vigil-detector")
     service["spec"]["selektor"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(service, KUBERNETES_VERSION, strict=True)
@@ -289,7 +307,7 @@ def test_custom_resources_match_their_crd(name: str) -> None:
 
 
 def test_the_crd_validation_is_strict() -> None:
-    base = rendered("base")
+    base = rendered("dev")
     monitor = find(base, "ServiceMonitor", "vigil-detector")
     assert not crd_errors(monitor)
     typo = copy.deepcopy(monitor)
@@ -325,7 +343,7 @@ def test_the_carried_crds_are_the_recorded_upstream_files() -> None:
 # --- rules, Alertmanager, blackbox: the real tools --------------------------------------
 
 def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
-    rules = of_kind(rendered("base"), "PrometheusRule")
+    rules = of_kind(rendered("dev"), "PrometheusRule")
     assert {r["metadata"]["name"] for r in rules} == {
         f"vigil-{p.stem}" for p in generate.rule_files(ROOT)}
     files = []
@@ -364,7 +382,7 @@ def test_blackbox_modules_pass_config_check(tmp_path: Path) -> None:
 
 
 def test_every_probe_names_a_module_the_exporter_has() -> None:
-    probes = [p for name in ("base", "monitoring") for p in of_kind(rendered(name), "Probe")]
+    probes = [p for name in ("dev", "monitoring") for p in of_kind(rendered(name), "Probe")]
     assert probes
     for probe in probes:
         assert probe["spec"]["module"] in blackbox_modules(), ident(probe)
@@ -383,8 +401,8 @@ def test_generate_writes_the_same_into_another_directory(tmp_path: Path) -> None
     files = generate.build()
     generate.write(files, tmp_path)
     assert not generate.stale(files, tmp_path)
-    (tmp_path / "vigil/base/playbooks/leftover.yaml").write_text("x", encoding="utf-8")
-    assert generate.stale(files, tmp_path) == ["vigil/base/playbooks/leftover.yaml"]
+    (tmp_path / "values/generated/leftover.yaml").write_text("x", encoding="utf-8")
+    assert generate.stale(files, tmp_path) == ["values/generated/leftover.yaml"]
 
 
 def test_the_playbooks_configmap_holds_every_playbook() -> None:
@@ -418,8 +436,12 @@ def test_the_detector_serves_every_runbook_the_rules_link_to() -> None:
                 for rule in group["rules"]:
                     if "alert" in rule:
                         url = rule["annotations"]["runbook_url"]
-                        assert url == f"{generate.RUNBOOK_BASE}/{rule['alert']}"
+                        assert url == f"{RUNBOOK_BASE}/{rule['alert']}"
                         assert f"{rule['alert']}.md" in runbooks
+
+
+# the detector's Service serves docs/runbooks/; the chart points every alert there
+RUNBOOK_BASE = "http://vigil-detector.vigil.svc:9420/runbooks"
 
 
 def remediator_rbac(name: str) -> list[Obj]:
@@ -427,9 +449,19 @@ def remediator_rbac(name: str) -> list[Obj]:
             and o["metadata"]["name"].startswith("vigil-remediator")]
 
 
+def rbac_tool(root: Path, namespaces: list[str], namespace: str = "vigil") -> str:
+    """What `vigil-remediator rbac` prints for the playbooks under root/playbooks."""
+    done = subprocess.run([sys.executable, "-m", "remediator", "rbac", "--playbooks",
+                           str(root / "playbooks"), "--namespace", namespace,
+                           "--namespaces", ",".join(namespaces)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_rbac_is_the_renderers() -> None:
-    generated = load_all((CLUSTER / "vigil/base/rbac.yaml").read_text(encoding="utf-8"))
     for name in VIGIL:
+        generated = load_all(rbac_tool(ROOT, act_in_namespaces(name)))
         rbac = remediator_rbac(name)
         assert len(rbac) == len(generated)
         for obj in generated:
@@ -457,19 +489,19 @@ def test_the_shipped_playbooks_get_no_cluster_wide_write_on_pods_or_workloads(
     cluster_writes = {(g, r, v) for _, g, r, v in _grants(rbac, "ClusterRole")
                       if v not in READS}
     assert cluster_writes == {("", "nodes", "patch")}  # node-drain's cordon and uncordon
-    # the Roles are in the namespaces named in generate.py and the remediator's own
+    # the Roles are in the namespaces the values name and the remediator's own
     roles = {o["metadata"]["namespace"] for o in rbac if o["kind"] == "Role"}
-    assert roles == {*generate.ACT_IN_NAMESPACES, generate.NAMESPACE}
+    assert roles == {*act_in_namespaces(name), generate.NAMESPACE}
 
 
 def test_kinds_the_shipped_playbooks_do_not_use_get_nothing() -> None:
-    granted = {(g, r) for _, g, r, _ in _grants(remediator_rbac("base"), "Role") |
-               _grants(remediator_rbac("base"), "ClusterRole")}
+    granted = {(g, r) for _, g, r, _ in _grants(remediator_rbac("dev"), "Role") |
+               _grants(remediator_rbac("dev"), "ClusterRole")}
     # no step scales a StatefulSet or ReplicaSet, runs or deletes Jobs, annotates a node
     for unused in (("apps", "statefulsets/scale"), ("apps", "replicasets/scale"),
                    ("", "secrets"), ("", "services")):
         assert unused not in granted
-    writes = {(ns, g, r) for ns, g, r, v in _grants(remediator_rbac("base"), "Role")
+    writes = {(ns, g, r) for ns, g, r, v in _grants(remediator_rbac("dev"), "Role")
               if v not in READS}
     assert not {w for w in writes if w[1:] == ("batch", "jobs")}
     # the remediator's own namespace: its Leases and state only
@@ -494,7 +526,7 @@ def _generated_rbac(tmp_path: Path, playbooks: Mapping[str, str]) -> list[Obj]:
     (tmp_path / "playbooks").mkdir(parents=True)
     for file, text in playbooks.items():
         (tmp_path / "playbooks" / file).write_text(text, encoding="utf-8")
-    return load_all(generate.rbac(tmp_path))
+    return load_all(rbac_tool(tmp_path, ["default"]))
 
 
 def test_a_playbook_restricted_to_shop_yields_a_role_in_shop_only(tmp_path: Path) -> None:
@@ -521,9 +553,8 @@ def test_node_drain_gives_the_node_cluster_rule_only_when_present(tmp_path: Path
     assert not {t for t in _grants(without, "Role") if t[2] in ("nodes", "pods/eviction")}
 
 
-def test_the_generated_rbac_says_where_it_grants() -> None:
-    text = (CLUSTER / "vigil/base/rbac.yaml").read_text(encoding="utf-8")
-    assert f"--namespaces {','.join(generate.ACT_IN_NAMESPACES)}" in text
+def test_the_rbac_tool_says_where_it_grants() -> None:
+    text = rbac_tool(ROOT, ["default"])
     assert "# crashloop-delete-pod: no namespace allow-list bounds it" in text
     assert "--cluster-wide-evictions" in text
 
@@ -618,8 +649,12 @@ def test_helmfile_pins_every_chart() -> None:
     releases = doc["releases"]
     assert {r["name"] for r in releases} >= {
         "kube-prometheus-stack", "loki", "alloy", "tempo", "opentelemetry-collector",
-        "prometheus-blackbox-exporter", "postgres-exporter"}
+        "prometheus-blackbox-exporter", "postgres-exporter", "vigil"}
     for release in releases:
+        if release["name"] == "vigil":  # this repository's chart, by path
+            assert (CLUSTER / release["chart"] / "Chart.yaml").is_file()
+            assert release["namespace"] == "vigil" and "version" not in release
+            continue
         repo, _, chart = release["chart"].partition("/")
         assert repo in repositories and chart, release["chart"]
         # an exact version: no range, wildcard, "latest" or missing pin
@@ -664,20 +699,26 @@ def test_install_sh_installs_what_helmfile_pins(env: str) -> None:
     doc = helmfile()
     want = []
     for release in doc["releases"]:
-        values = [str(CLUSTER / v).replace("kube-prometheus-stack.remote-write.yaml.gotmpl",
-                                           f"generated/remote-write.{env}.yaml")
+        values = [str(CLUSTER / v).replace(
+            "values/kube-prometheus-stack.remote-write.yaml.gotmpl",
+            f"values/generated/remote-write.{env}.yaml").replace(
+            "values/vigil.yaml.gotmpl", f"vigil/overlays/{env}/values.yaml")
                   for v in release["values"]]
-        want.append((release["name"], release["chart"], str(release["version"]), values))
+        chart = release["chart"]
+        if release["name"] == "vigil":  # by path: helmfile's is relative to helmfile.yaml
+            chart = str((CLUSTER / chart).resolve())
+        want.append((release["name"], chart, str(release.get("version")), values,
+                     release["namespace"]))
     got = []
     for c in installs:
         values = [c[i + 1] for i, a in enumerate(c) if a == "--values"]
-        got.append((c[3], c[4], c[c.index("--version") + 1], values))
-        assert c[c.index("--namespace") + 1] == "monitoring"
+        version = c[c.index("--version") + 1] if "--version" in c else "None"
+        got.append((c[3], c[4], version, values, c[c.index("--namespace") + 1]))
     assert got == want
     added = {c[4]: c[5] for c in plan if c[:3] == ["helm", "repo", "add"]}
     assert added == {r["name"]: r["url"] for r in doc["repositories"]}
     applied = [c[-1] for c in plan if c[:3] == ["kubectl", "apply", "--server-side"]]
-    assert applied == [str(CLUSTER / "monitoring"), str(CLUSTER / f"vigil/overlays/{env}")]
+    assert applied == [str(CLUSTER / "monitoring")]
 
 
 def _merge(defaults: Any, values: Any) -> Any:
@@ -771,7 +812,7 @@ def test_workloads_are_locked_down(name: str) -> None:
 
 
 def test_the_namespace_enforces_the_restricted_pod_security_standard() -> None:
-    namespace = find(rendered("base"), "Namespace", "vigil")
+    namespace = find(rendered("dev"), "Namespace", "vigil")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -829,44 +870,57 @@ def test_the_remediator_runs_as_specified(name: str) -> None:
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     state = next(m["name"] for m in c["volumeMounts"]
                  if m["mountPath"] == "/var/lib/vigil-remediator")
-    volumes = {v["name"]: v for v in remediator["spec"]["template"]["spec"]["volumes"]}
-    assert "emptyDir" in volumes[state]
+    # the audit database survives a restart and a reschedule: a PVC per replica
+    claims = {t["metadata"]["name"] for t in remediator["spec"]["volumeClaimTemplates"]}
+    assert state in claims
     assert remediator["spec"]["serviceName"] == "vigil-remediator-headless"
 
 
-def test_the_configs_load_with_vigils_own_loaders() -> None:
+def rendered_configs(name: str, out: Path) -> dict[str, Path]:
+    """The detector's and the remediator's rendered configuration files, written to out."""
+    objects = rendered(name)
+    files = {}
+    for workload, key in (("vigil-detector", "detector.yaml"),
+                          ("vigil-remediator", "remediator.yaml")):
+        data = find(objects, "ConfigMap", f"{workload}-config")["data"][key]
+        files[workload] = out / key
+        files[workload].write_text(data, encoding="utf-8")
+    return files
+
+
+def test_the_configs_load_with_vigils_own_loaders(tmp_path: Path) -> None:
     from detector.config import load_config as load_detector
     from remediator.config import load_config as load_remediator
 
-    config = CLUSTER / "vigil/base/config"
-    detector = load_detector(config / "detector.yaml")
-    remediator = load_remediator(config / "remediator.yaml")
+    config = rendered_configs("dev", tmp_path)
+    detector = load_detector(config["vigil-detector"])
+    remediator = load_remediator(config["vigil-remediator"])
     assert remediator.cluster.namespace == "vigil"
     assert detector.enrichment.kubernetes.enabled
     for url in (detector.writeback.url, detector.enrichment.loki.url):
         assert url is not None and ".monitoring.svc:" in url
     # the token files are mounted where the config reads them
-    c = container(rendered("base"), "StatefulSet", "vigil-remediator")
+    c = container(rendered("dev"), "StatefulSet", "vigil-remediator")
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     for path in (remediator.auth.bearer_token_file, remediator.auth.admin_token_file,
                  remediator.detector.bearer_token_file):
         assert path is not None and str(path.parent) in mounts
-    c = container(rendered("base"), "StatefulSet", "vigil-detector")
+    c = container(rendered("dev"), "StatefulSet", "vigil-detector")
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     path = detector.auth.bearer_token_file
     assert path is not None and str(path.parent) in mounts
 
 
 @pytest.mark.parametrize("name", VIGIL)
-def test_both_services_listen_on_all_addresses_only_with_their_tokens(name: str) -> None:
+def test_both_services_listen_on_all_addresses_only_with_their_tokens(
+        name: str, tmp_path: Path) -> None:
     """Fail closed: 0.0.0.0 without the write tokens would refuse to start; the cluster
     form gives both their tokens (Secrets install.sh creates), never --insecure-no-auth."""
     from servicekit import exposure
 
     objects = rendered(name)
-    config = CLUSTER / "vigil/base/config"
-    tokens = {"vigil-detector": load(config / "detector.yaml")["auth"]["bearer_token_file"],
-              "vigil-remediator": load(config / "remediator.yaml")["auth"]["bearer_token_file"]}
+    config = rendered_configs(name, tmp_path)
+    tokens = {w: load(path)["auth"]["bearer_token_file"] for w, path in config.items()}
     for workload, token_file in tokens.items():
         c = container(objects, "StatefulSet", workload)
         assert exposure.INSECURE_FLAG not in c["args"]
@@ -886,8 +940,9 @@ def test_every_webhook_reaches_a_remediator_replica(name: str) -> None:
     replicas = find(objects, "StatefulSet", "vigil-remediator")["spec"]["replicas"]
     route = find(objects, "AlertmanagerConfig", "vigil-remediator")
     hooks = route["spec"]["receivers"][0]["webhookConfigs"]
-    assert [h["url"] for h in hooks] == [generate.REMEDIATOR_URL.format(i=i)
-                                         for i in range(replicas)]
+    assert [h["url"] for h in hooks] == [
+        f"http://vigil-remediator-{i}.vigil-remediator-headless.vigil.svc:9421/webhook"
+        for i in range(replicas)]
     credentials = hooks[0]["httpConfig"]["authorization"]["credentials"]
     assert credentials["name"] in EXTERNAL_SECRETS
     regex = route["spec"]["route"]["matchers"][0]["value"]
@@ -968,9 +1023,16 @@ def test_each_component_is_scraped_once(name: str) -> None:
 
 
 def test_network_policies_deny_by_default_and_admit_only_the_stack() -> None:
-    policies = of_kind(rendered("base"), "NetworkPolicy")
-    deny = find(policies, "NetworkPolicy", "default-deny")
-    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    objects = rendered("dev")
+    policies = of_kind(objects, "NetworkPolicy")
+    # every Vigil pod is isolated both ways: what no rule admits is denied
+    for _, pod in [(ident(o), o) for o in objects if o["kind"] in WORKLOAD_KINDS]:
+        labels = pod["spec"]["template"]["metadata"]["labels"]
+        isolating = [p for p in policies if set(p["spec"]["policyTypes"]) ==
+                     {"Ingress", "Egress"} and all(
+                         labels.get(k) == v for k, v in
+                         p["spec"]["podSelector"]["matchLabels"].items())]
+        assert isolating, ident(pod)
     for policy in policies:
         for rule in policy["spec"].get("ingress") or ():
             for peer in rule["from"]:
@@ -981,6 +1043,9 @@ def test_network_policies_deny_by_default_and_admit_only_the_stack() -> None:
                     "kubernetes.io/metadata.name", "vigil")
                 allowed = {"monitoring": None, "vigil": {"vigil-remediator"},
                            "argo-rollouts": {"argo-rollouts"}}
+                if "matchExpressions" in peer["podSelector"]:  # the stack's named pods
+                    assert namespace == "monitoring", ident(policy)
+                    continue
                 assert namespace in allowed, ident(policy)
                 if allowed[namespace] is not None:
                     assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in \
@@ -1003,7 +1068,8 @@ def test_overlays_differ_as_intended() -> None:
         c = container(objects, "StatefulSet", "vigil-detector")
         return str(c["resources"]["limits"]["memory"])
 
-    assert (memory(dev), memory(rendered("base")), memory(prod)) == ("1Gi", "2Gi", "6Gi")
-    for name in VIGIL:  # the placeholder image, renamed by each overlay's `images:`
+    chart = load(ROOT / "deploy/charts/vigil/values.yaml")["detector"]["resources"]
+    assert (memory(dev), chart["limits"]["memory"], memory(prod)) == ("1Gi", "2Gi", "6Gi")
+    for name in VIGIL:  # the placeholder image, named by each overlay's image.repository
         image = container(rendered(name), "StatefulSet", "vigil-detector")["image"]
         assert image.split("/")[-1] == "vigil:0.1.0", image
