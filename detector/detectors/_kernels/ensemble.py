@@ -29,7 +29,8 @@ the series' own tail, and enters the calibration at half weight once the next sa
 normal, once the calibration holds 100 samples' weight (without it a lumpy tail, such as a
 low-rate counter's, is never learned). The seasonal profile is the other exception: a bin
 not yet in use learns an anomalous sample as a normal one (clipped; a bin never visited
-takes it as its offset), so a young profile that flags a daily wave still converges; a bin
+starts from the offset of the bin before it), so a young profile that flags a daily wave
+still converges; a bin
 in use learns it at a tenth of a visit. A run stops when the series comes back, or when the
 deviation has lasted ``adopt_ms`` (a time, not a sample count): then the level and the
 profile's level move by the run's mean deviation, the series' adoption count goes up and
@@ -220,8 +221,13 @@ def ensemble_score_learn(
                 f = min(1.0, max(0.0, (ts_ms[i] - st[S_LAST_T]) / season_sample))
                 resid = x - st[S_L]
                 if visits[s, b] == 0.0:
-                    season[s, b] = resid
-                elif not seasonal_on:  # clipped, so one extreme moves it little
+                    # an anomalous first visit starts from the bin before (a profile is
+                    # continuous at its bins' edges) and is learned clipped below: taken
+                    # in full, one -18 sigma sample at a bin's first visit made it the
+                    # bin's offset and the next normal samples paged
+                    pb = b - 1 if b > 0 else nbins - 1
+                    season[s, b] = season[s, pb] if visits[s, pb] > 0.0 else 0.0
+                if not seasonal_on:  # clipped, so one extreme moves it little
                     r = resid - season[s, b]
                     if s1 > 0.0 and abs(r) > clip * s1:
                         r = clip * s1 * (1.0 if r > 0.0 else -1.0)

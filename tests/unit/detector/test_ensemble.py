@@ -164,3 +164,22 @@ def test_a_young_series_that_alarmed_on_noise_still_catches_ten_sigmas():
     assert (score[:, :n] >= 0.997).any(axis=1).mean() > 0.03  # some alarmed on noise
     assert (score[:, n] >= 0.9999).mean() > 0.99
     assert score[:, n].min() > 0.99
+
+
+def test_an_outlier_at_a_bins_first_visit_does_not_become_its_offset():
+    """A young series at a 15 s scrape: the first sample of a time-of-day bin never
+    visited is a -18 sigma outlier. Taken as the bin's offset in full, it moved the
+    expectation 18 sigmas down for the bin's following normal samples, which then scored
+    as anomalies; starting from the previous bin's offset and learning it clipped, the
+    normal samples after it stay normal."""
+    step = 15_000
+    t = np.arange(4 * 3600_000 // step, dtype=np.int64) * step  # 4 h: bins 0-7 of 48
+    x = 100.0 + np.random.default_rng(4).normal(0, 1, t.shape[0])
+    first_of_bin_6 = int(np.flatnonzero(t == 6 * 1_800_000)[0])
+    x[first_of_bin_6] = 82.0
+    _, out = _run(t, x)
+    assert out.score[first_of_bin_6] >= 0.9999
+    after = out.score[first_of_bin_6 + 1:first_of_bin_6 + 20]
+    assert (after < 0.999).all(), after
+    # moved by at most the clip (3 sigmas), not by the 18 of the outlier
+    assert abs(out.expected[first_of_bin_6 + 1] - 100.0) < 3.5
