@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import numpy as np
 
@@ -137,6 +137,14 @@ def parse_options(args: argparse.Namespace, *, now_s: float) -> Options:
                    charts=args.charts, timeout_s=timeout_s)
 
 
+class Reader(Protocol):
+    """What the passes need of ``source.RangeReader`` (a fake in the unit tests)."""
+
+    queries: int
+
+    def read(self, query: str, chunk: span.Chunk, *, step_ms: int) -> list[SeriesBlock]: ...
+
+
 @dataclass
 class _Config:
     """One config's first-pass replay and its tally."""
@@ -162,7 +170,7 @@ def _build(name: str, cfg: DetectorConfig, grid: span.Span,
                                      labels_of=replay.labels_of, rule_of=replay.rule_of))
 
 
-def _stream(reader: source.RangeReader, query: str, grid: span.Span,
+def _stream(reader: Reader, query: str, grid: span.Span,
             feed: Callable[[list[SeriesBlock], np.ndarray], None],
             progress: Progress | None = None) -> int:
     """Read ``query`` chunk by chunk and ``feed`` each; the largest series count seen."""
@@ -179,7 +187,7 @@ def _stream(reader: source.RangeReader, query: str, grid: span.Span,
     return most
 
 
-def first_pass(opts: Options, reader: source.RangeReader, progress: Progress
+def first_pass(opts: Options, reader: Reader, progress: Progress
                ) -> tuple[list[_Config], int]:
     runs = [_build(name, cfg, opts.span) for name, cfg in opts.configs]
 
@@ -195,7 +203,7 @@ def first_pass(opts: Options, reader: source.RangeReader, progress: Progress
     return runs, most
 
 
-def chart_series(opts: Options, reader: source.RangeReader, name: str, cfg: DetectorConfig,
+def chart_series(opts: Options, reader: Reader, name: str, cfg: DetectorConfig,
                  labels: Labels) -> tuple[chart.Trace, tally.Outcome]:
     """Replay one series alone and keep its trace (the second pass)."""
     grid = opts.span
@@ -216,12 +224,18 @@ def chart_series(opts: Options, reader: source.RangeReader, name: str, cfg: Dete
     return trace, run.tally.outcome()
 
 
-def _write_charts(opts: Options, reader: source.RangeReader, k: int, run: _Config,
+def _write_charts(opts: Options, reader: Reader, k: int, run: _Config,
                   outcome: tally.Outcome, err: TextIO) -> list[tuple[tally.SeriesPages, str]]:
     assert opts.out is not None
     written = []
     for rank, top in enumerate([s for s in outcome.top if s.pages][:opts.charts], start=1):
-        trace, alone = chart_series(opts, reader, run.name, run.cfg, top.series)
+        try:
+            trace, alone = chart_series(opts, reader, run.name, run.cfg, top.series)
+        except ConfigError as exc:  # its exact selector would not parse: no chart
+            err.write(f"vigil-detector backtest: warning: no chart for "
+                      f"{escaping.clip(escaping.series_text(top.series), 80)}: "
+                      f"{escaping.printable(str(exc))}\n")
+            continue
         pages = [p for p in alone.pages if p.series == top.series and p.rule == top.rule]
         if sum(1 for p in pages if not p.before_range) != top.pages:
             err.write(f"vigil-detector backtest: warning: replayed alone, "
@@ -238,10 +252,11 @@ def _write_charts(opts: Options, reader: source.RangeReader, k: int, run: _Confi
     return written
 
 
-def run(opts: Options, *, stdout: TextIO, stderr: TextIO,
+def run(opts: Options, *, stdout: TextIO, stderr: TextIO, reader: Reader | None = None,
         monotonic: Callable[[], float] = time.monotonic) -> int:
     t0 = monotonic()
-    reader = source.RangeReader(opts.prometheus, timeout_s=opts.timeout_s)
+    if reader is None:
+        reader = source.RangeReader(opts.prometheus, timeout_s=opts.timeout_s)
     if opts.out is not None:
         opts.out.mkdir(parents=True, exist_ok=True)
     grid = opts.span

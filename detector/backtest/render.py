@@ -211,15 +211,15 @@ def table(setup: Setup, runs: Sequence[Run], comparison: Comparison | None, *,
         lines.extend(run_table(run, span=span, top=top))
         lines.append("")
     if comparison is not None and len(runs) == 2:
-        a, b = (_safe(r.config, 30) for r in runs)
-        lines.append(f"  {'compared':<24}{a:>32}{b:>32}")
-        lines.append(f"  {'pages':<24}{comparison.pages_a:>32}{comparison.pages_b:>32}")
+        lines.append(f"  compared: A = {_safe(runs[0].config, 100)}")
+        lines.append(f"            B = {_safe(runs[1].config, 100)}")
+        lines.append(f"  {'':<24}{'A':>10}{'B':>10}")
+        lines.append(f"  {'pages':<24}{comparison.pages_a:>10}{comparison.pages_b:>10}")
         for name, (pa, pb) in comparison.per_rule.items():
-            lines.append(f"  {'  ' + _safe(name, 22):<24}{pa:>32}{pb:>32}")
+            lines.append(f"  {'  ' + _safe(name, 22):<24}{pa:>10}{pb:>10}")
         lines.append(f"  series paging under both: {comparison.both}")
-        for title, only in ((f"only under {a}", comparison.only_a),
-                            (f"only under {b}", comparison.only_b)):
-            lines.append(f"  paging {title}: {len(only)}")
+        for which, only in (("A", comparison.only_a), ("B", comparison.only_b)):
+            lines.append(f"  series paging only under {which}: {len(only)}")
             for s in only[:top]:
                 lines.append(f"    {s.pages:>5}  {_series(s.series)}")
         lines.append("")
