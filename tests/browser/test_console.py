@@ -166,7 +166,13 @@ async def test_the_anomaly_chart_shows_the_injected_shift_and_links_to_its_run(s
     chart = card.locator("svg.chart")
     assert (await chart.locator("path.value").get_attribute("d")).count("L") > 20
     assert await chart.locator("path.band").get_attribute("d")
-    assert await chart.locator("circle.hot").count() >= 3  # the shifted samples scoring high
+    # the contract (docs/detectors.md): a lasting deviation keeps scoring, and the score
+    # agrees with the band. All 12 shifted samples lie above the band and score high,
+    # and "Score now" on the firing card is the band's level or more (it read 0.000000
+    # while the band widened to swallow the shift)
+    assert await chart.locator("circle.hot").count() >= 12
+    score_now = card.locator("dt", has_text="Score now").locator("xpath=following-sibling::dd[1]")
+    assert float(await score_now.text_content()) >= 0.999
     desc = await chart.locator("desc").text_content()
     assert "Anomalous from" in desc and "to now" in desc
     summary = anomaly["alert"]["annotations"]["summary"].split(", anomalous for")[0]
