@@ -234,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                         alertmanager_url=args.alertmanager, prometheus_url=args.prometheus,
                         token=tokens.webhook, admin_token=tokens.admin,
                         external_url=f"{scheme}://{host}:{port}", detector_url=args.detector_url,
-                        tracer=provider.get_tracer("vigil.remediator") if provider else None)
+                        tracer=provider.get_tracer("vigil.remediator") if provider else None,
+                        load_config=None if args.config is None else (
+                            lambda: env_overrides(load_config(args.config), os.environ)),
+                        sighup=True)
     except ConfigError as exc:
         print(f"vigil-remediator: {exc}", file=sys.stderr)
         return 2

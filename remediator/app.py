@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from remediator import console, identity, redaction, review
+from remediator import console, identity, redaction, reloading, review
 from remediator.actions import basic, k8s
 from remediator.actions.registry import ActionRegistry, Services
 from remediator.audit.store import AuditLog, EventKind, RunRecord, RunState
@@ -85,6 +86,44 @@ class State:
     elector: LeaderElector | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     users: identity.Users = field(default_factory=lambda: identity.load_users(None, {}))
+    load_config: Callable[[], RemediatorConfig] | None = None  # reload reads the file again
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sighup: bool = False  # SIGHUP reloads (set by serve)
+
+    async def reload_all(self) -> reloading.Prepared:
+        """SIGHUP and ``POST /-/reload``: the config, its users file and the playbooks,
+        validated together off the loop, then switched together on it; with any problem
+        nothing changes (every problem logged, ``vigil_config_last_reload_successful``
+        0). Runs in flight keep the playbook they started with."""
+        async with self.reload_lock:
+            fresh = await asyncio.to_thread(
+                reloading.prepare, load_config=self.load_config, current=self.cfg,
+                playbook_dirs=self.playbook_dirs, registry=self.registry)
+            if not fresh.ok or fresh.cfg is None or fresh.users is None:
+                for problem in fresh.problems:
+                    log.error("reload: %s", problem)
+                log.error("reload failed with %d problems; the last good config and its %d "
+                          "playbooks stay", len(fresh.problems), len(self.catalog.entries))
+                self.metrics.reload_ok.set(0)
+                self.metrics.playbook_problems.set(len(fresh.catalog.problems))
+                return fresh
+            for name in reloading.restart_only(self.cfg, fresh.cfg):
+                log.warning("reload: %s changed; it takes effect at the next restart", name)
+            self.cfg = reloading.effective(self.cfg, fresh.cfg)
+            self.users = fresh.users
+            self.catalog = fresh.catalog
+            self.metrics.playbooks_loaded.set(len(self.catalog.entries))
+            self.metrics.playbook_problems.set(0)
+            zero_playbook_series(self.metrics, (e.playbook.name for e in self.catalog.entries),
+                                 guards.GUARD_NAMES)
+            if self.runner is not None:
+                self.runner.set_limits(_limits(self.cfg))
+            if isinstance(self.services, LiveServices):
+                self.services.allowed_urls = self.cfg.http.allowed_urls
+            self.metrics.reload_ok.set(1)
+            self.metrics.reload_success_ts.set(self.clock())
+            log.info("reloaded: config and %d playbooks", len(self.catalog.entries))
+            return fresh
 
     def reload(self) -> Catalog:
         """Load the playbooks again; with problems, the last good set stays."""
@@ -192,8 +231,13 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
               clock: Callable[[], float] = time.time,
               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
               kube: Callable[[], Awaitable[Kube]] | None = None,
-              tracer: Tracer | None = None) -> web.Application:
+              tracer: Tracer | None = None,
+              load_config: Callable[[], RemediatorConfig] | None = None,
+              sighup: bool = False) -> web.Application:
     """The remediator's aiohttp application. ``services`` None means the live clients;
+    ``load_config`` reads the config again on reload (None: reload reads only the
+    playbooks and the users file); ``sighup``: SIGHUP reloads too (the process's own
+    service, not in tests that share a loop);
     ``kube`` builds the Kubernetes client at start-up (None: no cluster actions);
     ``detector_url`` is the detector console that the console at / links to; ``tracer``
     (None: off) traces each webhook and the runs it starts."""
@@ -206,9 +250,10 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                alertmanager_url=alertmanager_url, prometheus_url=prometheus_url,
                services=services, kube_factory=kube, tracer=tracer)
     st.users = identity.load_users(cfg.auth.users_file, cfg.auth.groups)  # ConfigError
+    st.load_config = load_config
+    st.sighup = sighup
     app = web.Application(client_max_size=cfg.max_body_bytes)
     app[STATE] = st
-    trusted = cfg.auth.trusted_user_header
 
     async def handle_webhook(request: web.Request) -> web.Response:
         if st.tracer is None:  # traces off: nothing else is paid
@@ -230,7 +275,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         received = time.perf_counter()
         body = await request.read()
         try:
-            note = parse_notification(body, max_alerts=cfg.max_alerts_per_webhook)
+            note = parse_notification(body, max_alerts=st.cfg.max_alerts_per_webhook)
         except WebhookError as exc:
             st.metrics.webhooks.labels("400").inc()
             return web.json_response({"error": str(exc)}, status=400)
@@ -240,7 +285,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                 received_ms=int(st.clock() * 1000), receiver=note.receiver,
                 status=note.status, group_key=note.group_key, n_alerts=len(note.alerts),
                 body=body.decode("utf-8", "replace"), alerts=note.alerts,
-                max_body_bytes=cfg.audit.max_stored_body_bytes))
+                max_body_bytes=st.cfg.audit.max_stored_body_bytes))
         except AuditError as exc:
             log.error("webhook not recorded: %s", exc)
             st.metrics.webhooks.labels("503").inc()
@@ -314,7 +359,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if (refused := _admin_refusal(request, st.admin_token, "the kill switch")) is not None:
             return refused
         assert st.audit is not None
-        who, value, now_ms = _actor(request, trusted), "paused via API" if paused else None, \
+        who, value, now_ms = _actor(request, st.cfg.auth.trusted_user_header), \
+            "paused via API" if paused else None, \
             int(st.clock() * 1000)
 
         def record(db: AuditLog) -> None:  # the switch and who flipped it, as one write
@@ -336,7 +382,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             return refused
         assert st.runner is not None
         playbook = request.match_info["playbook"]
-        if not await st.runner.reset_breaker(playbook, by=_actor(request, trusted),
+        if not await st.runner.reset_breaker(playbook, by=_actor(
+                request, st.cfg.auth.trusted_user_header),
                                              claimed=_claim(request.query.get("by"))):
             return web.json_response({"error": f"the breaker of {playbook!r} is not "
                                       "tripped"}, status=404)
@@ -357,10 +404,10 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     async def handle_reload(request: web.Request) -> web.Response:
         if (refused := _admin_refusal(request, st.admin_token, "reload")) is not None:
             return refused
-        fresh = st.reload()
-        status = 200 if fresh.ok else 422
-        return web.json_response({"loaded": len(st.catalog.entries),
-                                  "problems": list(fresh.problems)}, status=status)
+        fresh = await st.reload_all()
+        return web.json_response({"loaded": len(st.catalog.entries), "reloaded": fresh.ok,
+                                  "problems": list(fresh.problems)},
+                                 status=200 if fresh.ok else 422)
 
     async def handle_healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -385,7 +432,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     console.add_routes(app, console.Sources(  # /, its assets, /api/v1/status and simulate
-        catalog=lambda: st.catalog, registry=st.registry, cfg=cfg, audit=lambda: st.audit,
+        catalog=lambda: st.catalog, registry=st.registry, cfg=lambda: st.cfg,
+        audit=lambda: st.audit,
         clock=clock, detector_url=detector_url))
     app.cleanup_ctx.append(_runtime_ctx)
     return app
@@ -417,16 +465,13 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         if st.kube_factory is not None:
             st.kube = await st.kube_factory()
             stack.push_async_callback(st.kube.api.close)
-        gl = st.cfg.guards
         cl = st.cfg.cluster
         shared = None
         if st.kube is not None and cl.namespace is not None:
             shared = ClusterState(st.kube, namespace=cl.namespace)
         st.runner = Runner(audit=st.audit, catalog=lambda: st.catalog, registry=st.registry,
                            services=st.services, metrics=st.metrics,
-                           limits=guards.GlobalLimits(rate=gl.rate,
-                                                      max_concurrent=gl.max_concurrent,
-                                                      freeze=gl.freeze),
+                           limits=_limits(st.cfg),
                            external_url=st.external_url, clock=st.clock, sleep=st.sleep,
                            kube=st.kube, shared=shared,
                            identity=cl.identity or socket.gethostname(),
@@ -455,10 +500,17 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             tasks.append(asyncio.create_task(st.elector.run()))
         else:
             st.metrics.leader.set(1)
+        st.metrics.reload_ok.set(1)  # the config and playbooks of the start count as one
+        st.metrics.reload_success_ts.set(st.clock())
+        loop = asyncio.get_running_loop()
+        if st.sighup:
+            loop.add_signal_handler(signal.SIGHUP, _on_sighup, st)
         st.ready.set()
         try:
             yield
         finally:
+            if st.sighup:
+                loop.remove_signal_handler(signal.SIGHUP)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -481,6 +533,20 @@ async def _decided(decision: Awaitable[dict[str, Any]]) -> web.Response:
         return web.json_response({"error": str(exc)}, status=503)
 
 
+def _limits(cfg: RemediatorConfig) -> guards.GlobalLimits:
+    gl = cfg.guards
+    return guards.GlobalLimits(rate=gl.rate, max_concurrent=gl.max_concurrent,
+                               freeze=gl.freeze)
+
+
+def _on_sighup(st: State) -> None:
+    """SIGHUP: reload as a task of the runner (closed, and awaited, with it)."""
+    async def reload() -> None:
+        await st.reload_all()  # logs and counts its own problems
+    if st.runner is not None:
+        st.runner.spawn(reload())
+
+
 def _token_redactor(st: State) -> redaction.Redactor:
     """A redactor that already masks this app's own tokens (the services add the secrets
     they read and the detector token)."""
@@ -494,10 +560,10 @@ async def _prune_forever(st: State) -> None:
     """Audit retention at start, then every ``audit.prune_interval_s``; logs the chain head
     after each pass, an anchor a later ``vigil-remediator audit verify`` can be held to."""
     assert st.audit is not None
-    ac = st.cfg.audit
     while True:
+        ac = st.cfg.audit  # each pass: a reload may change it
         try:
-            done = await st.audit.run(lambda db: db.prune(
+            done = await st.audit.run(lambda db, ac=ac: db.prune(  # type: ignore[misc]
                 now_ms=int(st.clock() * 1000), retention_s=ac.retention_s,
                 max_size_bytes=ac.max_size_bytes))
             head = await st.audit.run(lambda db: db.chain_head())

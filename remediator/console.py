@@ -39,7 +39,7 @@ class Sources:
 
     catalog: Callable[[], Catalog]
     registry: ActionRegistry
-    cfg: RemediatorConfig
+    cfg: Callable[[], RemediatorConfig]  # the config as reloaded
     audit: Callable[[], AuditThread | None]
     clock: Callable[[], float]
     detector_url: str | None = None
@@ -74,10 +74,10 @@ def add_routes(app: web.Application, src: Sources) -> None:
             return web.json_response({"error": str(exc)}, status=400)
         if audit is None:
             return web.json_response({"error": "starting"}, status=503)
-        catalog, now_ms = src.catalog(), int(src.clock() * 1000)
+        catalog, cfg, now_ms = src.catalog(), src.cfg(), int(src.clock() * 1000)
         try:  # on the audit thread: cooldowns, rate limits and the kill switch, read only
             reports = await audit.run(lambda db: [simulate(
-                a, catalog, src.registry, src.cfg, now_ms=now_ms, audit_log=db)
+                a, catalog, src.registry, cfg, now_ms=now_ms, audit_log=db)
                 for a in alerts])
         except AuditError as exc:
             return web.json_response({"error": str(exc)}, status=503)

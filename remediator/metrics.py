@@ -35,6 +35,8 @@ class RemediatorMetrics:
     playbook_problems: Gauge
     paused: Gauge
     leader: Gauge
+    reload_ok: Gauge
+    reload_success_ts: Gauge
 
 
 def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
@@ -79,6 +81,11 @@ def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
                                 "at the last (re)load."),
         paused=gauge("vigil_remediator_paused", "1 while the kill switch is on."),
         leader=gauge("vigil_remediator_leader", "1 while this replica leads (starts runs)."),
+        reload_ok=gauge("vigil_config_last_reload_successful", "1 if the last reload of the "
+                        "config and playbooks (SIGHUP, POST /-/reload) succeeded, else 0."),
+        reload_success_ts=gauge("vigil_config_last_reload_success_timestamp_seconds",
+                                "When the config and playbooks were last loaded without a "
+                                "problem (Unix time)."),
     )
 
 

@@ -124,6 +124,11 @@ class Runner:
     def run_url(self, run_id: str) -> str:
         return f"{self.external_url}/api/v1/runs/{run_id}"
 
+    def set_limits(self, limits: guards.GlobalLimits) -> None:
+        """The global guards of a reloaded config: decisions and approvals from now on."""
+        self.decider.limits = limits
+        self.approvals.limits = limits
+
     def console_url(self, run_id: str) -> str:
         """The run in the console (people open this; ``run_url`` is the API's JSON)."""
         return f"{self.external_url}/#run/{quote(run_id, safe='')}"
