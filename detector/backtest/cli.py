@@ -245,7 +245,8 @@ def _write_charts(opts: Options, reader: Reader, k: int, run: _Config,
         svg = chart.render_svg(
             trace, labels=top.series, pages=pages,
             thresholds=chart.thresholds_of([lv.score for lv in rule.severities]),
-            subtitle=f"{run.name}: rule {top.rule}, {top.pages} pages")
+            subtitle=f"{run.name}: rule {top.rule}, {top.pages} "
+                     f"page{'' if top.pages == 1 else 's'}")
         file_name = f"config{k + 1}-series{rank:02d}.svg"  # never a label in a path
         (opts.out / file_name).write_text(svg, encoding="utf-8")
         written.append((top, file_name))

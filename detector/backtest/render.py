@@ -158,7 +158,7 @@ def _safe(text: str, width: int = SERIES_WIDTH) -> str:
 
 def run_table(run: Run, *, span: Span, top: int) -> list[str]:
     o, c = run.outcome, run.counts
-    lines = [f"config {_safe(run.config)}: {o.n_pages} pages",
+    lines = [f"config {_safe(run.config)}: {o.n_pages} page{'' if o.n_pages == 1 else 's'}",
              f"  series: {c.series_seen} read, {c.series_tracked} tracked, "
              f"{c.series_untracked} untracked, {c.series_refused} refused; "
              f"{c.samples:,} samples"]
