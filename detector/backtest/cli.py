@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 import numpy as np
+from numpy.typing import NDArray
 
 from detector.backtest import chart, escaping, render, source, span, tally
 from detector.backtest.progress import Progress
@@ -161,7 +162,7 @@ class _Config:
             self.events.clear()
 
 
-def _build(name: str, cfg: DetectorConfig, grid: span.Span,
+def _build(name: str, cfg: DetectorConfig, *, grid: span.Span,
            on_readings: Callable[[Readings], None] | None = None) -> _Config:
     events: list[AlertEvent] = []
     replay = Replay(cfg, on_events=events.extend, on_readings=on_readings)
@@ -170,8 +171,8 @@ def _build(name: str, cfg: DetectorConfig, grid: span.Span,
                                      labels_of=replay.labels_of, rule_of=replay.rule_of))
 
 
-def _stream(reader: Reader, query: str, grid: span.Span,
-            feed: Callable[[list[SeriesBlock], np.ndarray], None],
+def _stream(reader: Reader, query: str, *, grid: span.Span,
+            feed: Callable[[list[SeriesBlock], NDArray[np.int64]], None],
             progress: Progress | None = None) -> int:
     """Read ``query`` chunk by chunk and ``feed`` each; the largest series count seen."""
     index, n_series, most = 0, 0, 0
@@ -189,21 +190,21 @@ def _stream(reader: Reader, query: str, grid: span.Span,
 
 def first_pass(opts: Options, reader: Reader, progress: Progress
                ) -> tuple[list[_Config], int]:
-    runs = [_build(name, cfg, opts.span) for name, cfg in opts.configs]
+    runs = [_build(name, cfg, grid=opts.span) for name, cfg in opts.configs]
 
-    def feed(blocks: list[SeriesBlock], grid_ms: np.ndarray) -> None:
+    def feed(blocks: list[SeriesBlock], grid_ms: NDArray[np.int64]) -> None:
         for run in runs:
             run.replay.feed(blocks, grid_ms=grid_ms)
             run.drain()
 
-    most = _stream(reader, opts.selector, opts.span, feed, progress)
+    most = _stream(reader, opts.selector, grid=opts.span, feed=feed, progress=progress)
     for run in runs:
         run.replay.finish(opts.span.end_ms + opts.span.step_ms)
         run.drain()
     return runs, most
 
 
-def chart_series(opts: Options, reader: Reader, name: str, cfg: DetectorConfig,
+def chart_series(opts: Options, reader: Reader, *, name: str, cfg: DetectorConfig,
                  labels: Labels) -> tuple[chart.Trace, tally.Outcome]:
     """Replay one series alone and keep its trace (the second pass)."""
     grid = opts.span
@@ -212,35 +213,38 @@ def chart_series(opts: Options, reader: Reader, name: str, cfg: DetectorConfig,
     def record(r: Readings) -> None:
         trace.add(r.ts_ms, r.seen, r.score, r.lower, r.upper)
 
-    run = _build(name, cfg, grid, on_readings=record)
+    run = _build(name, cfg, grid=grid, on_readings=record)
 
-    def feed(blocks: list[SeriesBlock], grid_ms: np.ndarray) -> None:
+    def feed(blocks: list[SeriesBlock], grid_ms: NDArray[np.int64]) -> None:
         run.replay.feed([b for b in blocks if b.labels == labels], grid_ms=grid_ms)
         run.drain()
 
-    _stream(reader, source.exact_selector(labels), grid, feed)
+    _stream(reader, source.exact_selector(labels), grid=grid, feed=feed)
     run.replay.finish(grid.end_ms + grid.step_ms)
     run.drain()
     return trace, run.tally.outcome()
 
 
-def _write_charts(opts: Options, reader: Reader, k: int, run: _Config,
-                  outcome: tally.Outcome, err: TextIO) -> list[tuple[tally.SeriesPages, str]]:
+def _write_charts(opts: Options, reader: Reader, *, k: int, run: _Config,
+                  outcome: tally.Outcome, err: TextIO
+                  ) -> list[tuple[tally.SeriesPages, str]]:
     assert opts.out is not None
     written = []
     for rank, top in enumerate([s for s in outcome.top if s.pages][:opts.charts], start=1):
         try:
-            trace, alone = chart_series(opts, reader, run.name, run.cfg, top.series)
+            trace, alone = chart_series(opts, reader, name=run.name, cfg=run.cfg,
+                                        labels=top.series)
         except ConfigError as exc:  # its exact selector would not parse: no chart
             err.write(f"vigil-detector backtest: warning: no chart for "
                       f"{escaping.clip(escaping.series_text(top.series), 80)}: "
                       f"{escaping.printable(str(exc))}\n")
             continue
         pages = [p for p in alone.pages if p.series == top.series and p.rule == top.rule]
-        if sum(1 for p in pages if not p.before_range) != top.pages:
+        counted = sum(1 for p in pages if not p.before_range)
+        if counted != top.pages:
             err.write(f"vigil-detector backtest: warning: replayed alone, "
                       f"{escaping.clip(escaping.series_text(top.series), 80)} paged "
-                      f"{len(pages)} times, not {top.pages}\n")
+                      f"{counted} times, not {top.pages}\n")
         rule = next(r for r in run.cfg.alerts if r.name == top.rule)
         svg = chart.render_svg(
             trace, labels=top.series, pages=pages,
@@ -257,7 +261,8 @@ def run(opts: Options, *, stdout: TextIO, stderr: TextIO, reader: Reader | None 
         monotonic: Callable[[], float] = time.monotonic) -> int:
     t0 = monotonic()
     if reader is None:
-        reader = source.RangeReader(opts.prometheus, timeout_s=opts.timeout_s)
+        reader = source.RangeReader(opts.prometheus, timeout_s=opts.timeout_s,
+                                    outgoing_tls=opts.configs[0][1].outgoing_tls)
     if opts.out is not None:
         opts.out.mkdir(parents=True, exist_ok=True)
     grid = opts.span
@@ -274,7 +279,7 @@ def run(opts: Options, *, stdout: TextIO, stderr: TextIO, reader: Reader | None 
     reports = []
     outcomes = [r.tally.outcome() for r in runs]
     for k, (r, outcome) in enumerate(zip(runs, outcomes, strict=True)):
-        charts = (_write_charts(opts, reader, k, r, outcome, stderr)
+        charts = (_write_charts(opts, reader, k=k, run=r, outcome=outcome, err=stderr)
                   if opts.out is not None and opts.charts else [])
         reports.append(render.Run(config=r.name, counts=r.replay.counts, outcome=outcome,
                                   charts=tuple(charts)))
