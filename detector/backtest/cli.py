@@ -239,13 +239,14 @@ def _write_charts(opts: Options, reader: Reader, *, k: int, run: _Config,
                       f"{escaping.clip(escaping.series_text(top.series), 80)}: "
                       f"{escaping.printable(str(exc))}\n")
             continue
-        pages = [p for p in alone.pages if p.series == top.series and p.rule == top.rule]
+        pages = [p for p in alone.pages
+                 if p.series == top.series and p.rule_index == top.rule_index]
         counted = sum(1 for p in pages if not p.before_range)
         if counted != top.pages:
             err.write(f"vigil-detector backtest: warning: replayed alone, "
                       f"{escaping.clip(escaping.series_text(top.series), 80)} paged "
                       f"{counted} times, not {top.pages}\n")
-        rule = next(r for r in run.cfg.alerts if r.name == top.rule)
+        rule = run.cfg.alerts[top.rule_index]
         svg = chart.render_svg(
             trace, labels=top.series, pages=pages,
             thresholds=chart.thresholds_of([lv.score for lv in rule.severities]),

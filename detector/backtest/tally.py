@@ -53,6 +53,7 @@ class Page:
     upper: float
     adopted_after_s: float | None = None
     before_range: bool = False  # fired during the warm-up lead-in
+    rule_index: int = 0  # in the config's alerts (two rules may share a name)
 
     def firing_s(self, *, start_ms: int, end_ms: int) -> float:
         """Seconds spent firing inside [start_ms, end_ms]."""
@@ -78,6 +79,7 @@ class SeriesPages:
     pages: int
     firing_s: float
     peak_score: float
+    rule_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +184,7 @@ class Tally:
             severity=rule.severities[min(held.level, len(rule.severities)) - 1].severity,
             peak_score=peak, score=fire.score, value=fire.value, expected=fire.expected,
             lower=fire.lower, upper=fire.upper, adopted_after_s=adopted_after_s,
-            before_range=fire.ts_ms < self.start_ms))
+            before_range=fire.ts_ms < self.start_ms, rule_index=held.rule))
 
     def outcome(self) -> Outcome:
         """Close the alerts still firing and sum up. Call once, after the last events."""
@@ -201,7 +203,7 @@ def summarise(pages: Sequence[Page], rules: Sequence[AlertRule], *, start_ms: in
     counted = [p for p in pages if not p.before_range]
     figures = []
     for index, rule in enumerate(rules):
-        mine = [p for p in counted if p.rule == rule.name]
+        mine = [p for p in counted if p.rule_index == index]
         per_day = dict.fromkeys(days_of(start_ms, end_ms), 0)
         for p in mine:
             per_day[_day(p.fired_ms)] = per_day.get(_day(p.fired_ms), 0) + 1
@@ -209,16 +211,17 @@ def summarise(pages: Sequence[Page], rules: Sequence[AlertRule], *, start_ms: in
             name=rule.name, pages=len(mine),
             notifications=len(mine) if notifications is None else notifications[index],
             series_paged=len({p.series for p in mine}), per_day=per_day))
-    by_series: dict[tuple[str, Labels], list[Page]] = {}
+    by_series: dict[tuple[int, Labels], list[Page]] = {}
     for p in pages:
-        by_series.setdefault((p.rule, p.series), []).append(p)
-    top = [SeriesPages(series=series, rule=rule,
+        by_series.setdefault((p.rule_index, p.series), []).append(p)
+    top = [SeriesPages(series=series, rule=mine[0].rule, rule_index=index,
                        pages=sum(1 for p in mine if not p.before_range),
                        firing_s=sum(p.firing_s(start_ms=start_ms, end_ms=end_ms)
                                     for p in mine),
                        peak_score=max(p.peak_score for p in mine))
-           for (rule, series), mine in by_series.items()]
-    top.sort(key=lambda s: (-s.pages, -s.firing_s, -_finite(s.peak_score), s.rule, s.series))
+           for (index, series), mine in by_series.items()]
+    top.sort(key=lambda s: (-s.pages, -s.firing_s, -_finite(s.peak_score), s.rule_index,
+                            s.series))
     return Outcome(pages=tuple(pages), rules=tuple(figures), top=tuple(top))
 
 
@@ -248,8 +251,12 @@ def compare(a: Outcome, b: Outcome) -> Comparison:
         return out
 
     pa, pb = paged(a), paged(b)
-    rules_a = {r.name: r.pages for r in a.rules}
-    rules_b = {r.name: r.pages for r in b.rules}
+    rules_a: Counter[str] = Counter()
+    rules_b: Counter[str] = Counter()
+    for r in a.rules:
+        rules_a[r.name] += r.pages
+    for r in b.rules:
+        rules_b[r.name] += r.pages
     names = list(dict.fromkeys([*rules_a, *rules_b]))
     return Comparison(
         only_a=tuple(s for k, s in pa.items() if k not in pb),

@@ -184,3 +184,16 @@ def test_compare_lists_the_series_paging_under_one_config_only():
     assert [s.series for s in c.only_b] == [labels("p3")]
     assert (c.both, c.pages_a, c.pages_b) == (1, 3, 2)
     assert c.per_rule == {"VigilAnomaly": (3, 2)}
+
+
+def test_two_rules_of_one_name_are_counted_apart_and_once_each():
+    day = 86_400_000
+    rules = (AlertRule(match='{pod="p0"}'), AlertRule(match='{pod="p1"}'))
+    slots = {0: labels("p0"), 1: labels("p1")}
+    t = tally.Tally(rules, start_ms=10 * day, end_ms=12 * day - 1,
+                    labels_of=lambda s: slots[s], rule_of=lambda s: s)
+    t.apply([ev(EventKind.FIRE, 0, 10 * day), ev(EventKind.FIRE, 1, 10 * day + 5)])
+    out = t.outcome()
+    assert [r.pages for r in out.rules] == [1, 1] and out.n_pages == 2
+    assert sorted(s.rule_index for s in out.top) == [0, 1]
+    assert tally.compare(out, out).per_rule == {"VigilAnomaly": (2, 2)}
