@@ -27,6 +27,7 @@ from servicekit import tls
 
 DEFAULT_MATCH = '{__name__=~".+"}'
 MAX_SELECTOR_CHARS = 4096
+MAX_TIMESTAMP_S = 1e10  # seconds: year 2286
 
 
 class QueryError(DetectorError):
@@ -73,8 +74,10 @@ class _RawSeries(BaseModel):
 _MATRIX = TypeAdapter(list[_RawSeries])
 
 
-def parse_result(result: Any, query: str) -> list[SeriesBlock]:
-    """A ``query_range`` ``data.result`` -> one block per series, labels sorted."""
+def parse_result(result: Any, query: str, *, window_ms: tuple[int, int] | None = None
+                 ) -> list[SeriesBlock]:
+    """A ``query_range`` ``data.result`` -> one block per series, labels sorted; with
+    ``window_ms`` (first, last), samples outside the window asked for are dropped."""
     try:
         matrix = _MATRIX.validate_python(result)
     except ValidationError as exc:
@@ -84,8 +87,15 @@ def parse_result(result: Any, query: str) -> list[SeriesBlock]:
                             f"range-query matrix: {where}") from exc
     blocks = []
     for series in matrix:
-        ts = np.array([round(t * 1000) for t, _ in series.values], dtype=np.int64)
+        stamps = np.array([t for t, _ in series.values], dtype=np.float64)
+        if not np.all(np.abs(stamps) < MAX_TIMESTAMP_S):  # NaN fails this too
+            raise UpstreamError(f"Prometheus answered {query!r} with a sample timestamp "
+                                "that is not a time (infinite or beyond year 2286)")
+        ts = np.round(stamps * 1000).astype(np.int64)
         values = np.array([v for _, v in series.values], dtype=np.float64)
+        keep = (np.ones(ts.shape[0], dtype=np.bool_) if window_ms is None
+                else (ts >= window_ms[0]) & (ts <= window_ms[1]))
+        ts, values = ts[keep], values[keep]
         order = np.argsort(ts, kind="stable")
         blocks.append(SeriesBlock(labels=tuple(sorted(series.metric.items())),
                                   ts_ms=ts[order], values=values[order]))
@@ -126,4 +136,4 @@ class RangeReader:
         except RequestException as exc:
             raise QueryError(f"Prometheus at {self.url} unreachable: {tls.explain(exc)}"
                              ) from exc
-        return parse_result(result, query)
+        return parse_result(result, query, window_ms=(chunk.start_ms, chunk.end_ms))

@@ -170,6 +170,12 @@ def test_a_result_that_is_not_a_matrix_is_an_upstream_error():
                                      "values": [[20, "2"], [10, "NaN"]]}], "up")
     assert block.labels == (("__name__", "up"), ("job", "x"))
     assert block.ts_ms.tolist() == [10_000, 20_000] and np.isnan(block.values[0])
+    (block,) = source.parse_result([{"metric": {}, "values": [[5, "1"], [10, "2"], [99, "3"]]}],
+                                   "up", window_ms=(10_000, 20_000))
+    assert block.ts_ms.tolist() == [10_000]  # what was not asked for is dropped
+    for stamp in ("Infinity", "NaN", 1e300):
+        with pytest.raises(UpstreamError, match="not a time"):
+            source.parse_result([{"metric": {}, "values": [[stamp, "1"]]}], "up")
 
 
 class _Clock:
