@@ -1,5 +1,9 @@
 """Command line: ``vigil-detector serve``, ``check``, ``slo`` and ``verify``.
-argv -> config -> app (or one verification, whose verdict is the exit code)."""
+
+argv -> config -> app (or one verification, whose verdict is the exit code). The modules
+that compile numba kernels are imported only by the commands that need them, after
+logging is set up, so a start says what it is compiling (``load_kernels``).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,101 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from detector import slo, verification, verify
-from detector.app import build_app
 from detector.config import TOKEN_ENV, load_config, read_bearer_token
 from detector.errors import ConfigError, UpstreamError
-from servicekit import durations, exposure, telemetry, tls
+from servicekit import cli, durations, exposure, telemetry, tls
+
+if TYPE_CHECKING:
+    from detector import verify
+
+log = logging.getLogger("detector")
 
 DEFAULT_LISTEN = "127.0.0.1:9420"
+
+DESCRIPTION = """\
+Vigil's detector: receives Prometheus remote-write, learns what is normal for every series,
+and sends an alert to Alertmanager when a series leaves its band. It also serves a console
+at /, the series API, and deployment verification."""
+
+EPILOG = """\
+examples:
+  vigil-detector serve --config detector.yaml --alertmanager http://alertmanager:9093
+  vigil-detector serve --listen 0.0.0.0:9420 --state-dir /var/lib/vigil \\
+      --prometheus http://prometheus:9090
+  vigil-detector check detector.yaml
+  vigil-detector verify --prometheus http://prometheus:9090 --selector 'job="shop"' \\
+      --observe 15m
+  vigil-detector slo generate slos.yaml --out rules.yaml
+
+Durations take seconds or Prometheus syntax (90s, 15m, 1h30m, 7d).
+Documentation: README.md and docs/ (docs/troubleshooting.md when something is off)."""
+
+SERVE_DESCRIPTION = """\
+Listen for remote-write (POST /api/v1/write), score every sample, and alert. Logs one
+line when ready, with the address, what was loaded and the time it took."""
+
+SERVE_EPILOG = """\
+examples:
+  vigil-detector serve --config detector.yaml --alertmanager http://am-0:9093 \\
+      --alertmanager http://am-1:9093 --state-dir /var/lib/vigil"""
+
+VERIFY_DESCRIPTION = """\
+Did a deployment make these queries worse? Compares the window after a change with the
+one before (or a canary with its baseline) and prints a verdict per query: material,
+statistically significant, and anomalous to Vigil's detector. Exit 0 pass, 1 fail,
+2 inconclusive."""
+
+VERIFY_EPILOG = """\
+examples:
+  vigil-detector verify --prometheus http://prometheus:9090 --selector 'job="shop"'
+  vigil-detector verify --prometheus http://prometheus:9090 \\
+      --query 'errors=sum(rate(http_requests_total{code=~"5.."}[1m]))' \\
+      --change-time 2026-12-07T14:00:00Z --baseline 1h --observe 15m"""
+
+# The modules whose numba kernels compile at import, in the order serve loads them: a
+# fresh NUMBA_CACHE_DIR takes seconds per group, so each is logged with its time.
+KERNEL_GROUPS: tuple[tuple[str, str], ...] = (
+    ("remote-write wire format", "detector.remote_write._wire"),
+    ("series index", "detector._index"),
+    ("series tracking", "detector._track"),
+    ("alert lifecycle", "detector._lifecycle"),
+    ("tail probabilities", "detector.detectors._kernels.tail"),
+    ("calibration", "detector.detectors._kernels.calibration"),
+    ("robust detector", "detector.detectors._kernels.robust"),
+    ("ensemble detector", "detector.detectors._kernels.ensemble"),
+    ("spot detector", "detector.detectors._kernels.spot"),
+)
+
+
+def load_kernels(*, importer: Callable[[str], ModuleType] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> float:
+    """Import every kernel group, logging each with the time it took; the total seconds.
+
+    A group already imported costs nothing and is still logged, so the lines always
+    account for every group.
+    """
+    import importlib
+
+    do_import = importer or importlib.import_module
+    log.info("loading numba kernels: %d groups (compiled on the first start, then read "
+             "from NUMBA_CACHE_DIR)", len(KERNEL_GROUPS))
+    start = clock()
+    for index, (what, module) in enumerate(KERNEL_GROUPS, 1):
+        begin = clock()
+        do_import(module)
+        log.info("numba kernels %d/%d ready: %s (%.2f s)", index, len(KERNEL_GROUPS), what,
+                 clock() - begin)
+    total = clock() - start
+    log.info("numba kernels loaded in %.2f s", total)
+    return total
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -43,8 +131,8 @@ def parse_duration(text: str, flag: str) -> float:
 
 def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = sub.add_parser("verify", help="judge a deployment: pass (0), fail (1) or "
-                       "inconclusive (2)", description=verify.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "inconclusive (2)", description=VERIFY_DESCRIPTION,
+                       epilog=VERIFY_EPILOG, formatter_class=cli.HelpFormatter)
     v.add_argument("--prometheus", required=True, metavar="URL")
     v.add_argument("--spec", type=Path, help="YAML/JSON request (flags override it)")
     v.add_argument("--selector", help='label matchers of the changed workload, e.g. '
@@ -63,6 +151,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _verify_request(args: argparse.Namespace) -> verify.VerifyRequest:
+    from detector import verification, verify
     doc: dict[str, object] = {}
     if args.spec is not None:
         doc = verification.load_spec(args.spec).model_dump(exclude_unset=True)
@@ -93,6 +182,7 @@ def _verify_request(args: argparse.Namespace) -> verify.VerifyRequest:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from detector import verification, verify
     req = _verify_request(args)
     try:
         doc = asyncio.run(verification.run(req, prometheus_url=args.prometheus))
@@ -121,6 +211,7 @@ def _check_exposure(token: str | None, *, listen: str, host: str,
 
 
 def _slo(args: argparse.Namespace) -> int:
+    from detector import slo
     specs = slo.load_specs(args.specs)
     if args.slo_command == "check":
         for path in args.specs:
@@ -145,12 +236,21 @@ def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vigil-detector", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="receive remote-write and run the detectors")
-    serve.add_argument("--config", type=Path, help="YAML config (default: track everything)")
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to listen on")
-    serve.add_argument("--state-dir", type=Path, help="where series state is checkpointed")
+    timer = cli.StartTimer()
+    parser = argparse.ArgumentParser(prog="vigil-detector", description=DESCRIPTION,
+                                     epilog=EPILOG, formatter_class=cli.HelpFormatter)
+    cli.add_version_flag(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="receive remote-write and run the detectors",
+                           description=SERVE_DESCRIPTION, epilog=SERVE_EPILOG,
+                           formatter_class=cli.HelpFormatter)
+    serve.add_argument("--config", type=Path, metavar="FILE",
+                       help="YAML config (default: track every series with the defaults)")
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                       help=f"where to listen (default {DEFAULT_LISTEN})")
+    serve.add_argument("--state-dir", type=Path, metavar="DIR",
+                       help="where series state is checkpointed, and restored from at start "
+                       "(default: none, every start learns afresh)")
     serve.add_argument("--prometheus", metavar="URL",
                        help="Prometheus to read history from (warm starts of new series) "
                        "and to link alerts to")
@@ -165,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--remediator-url", metavar="URL",
                        help="the remediator's console, linked from each anomaly in this "
                        "detector's console at / (default: console.remediator_url)")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-level", default="INFO", metavar="LEVEL",
+                       help="DEBUG, INFO, WARNING or ERROR (default INFO); logs are JSON lines")
     serve.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
                        help="the event loop implementation (default uvloop)")
     serve.add_argument("--profile-stages", action="store_true",
@@ -176,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                        "can reach it may write samples and run verifications (logged as a "
                        "WARNING)")
     check = sub.add_parser("check", help="validate a config file and exit")
-    check.add_argument("config", type=Path)
+    check.add_argument("config", type=Path, metavar="FILE")
     slos = sub.add_parser("slo", help="SLO specs (Sloth prometheus/v1) -> Prometheus rules")
     slo_sub = slos.add_subparsers(dest="slo_command", required=True)
     generate = slo_sub.add_parser("generate", help="write the recording and alerting rules")
@@ -201,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             provider = telemetry.tracer_provider_from_env(os.environ,
                                                           service_name="vigil-detector")
         except telemetry.TelemetryError as exc:
+        load_kernels()
+        from detector.app import build_app, startup_facts
             raise ConfigError(str(exc)) from exc
         host, port = parse_listen(args.listen)
         for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else []),
@@ -231,7 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled
         # gzip must get our 415, not a decompression error inside aiohttp
-        web.run_app(app, host=host, port=port, print=None, access_log=None,
+        web.run_app(app, host=host, port=port, print=on_listening, access_log=None,
+    url = f"{scheme}://{host}:{port}"
+
+    def on_listening(_banner: str) -> None:  # aiohttp's "Running on" moment
+        log.info("%s", timer.ready_line(prog="vigil-detector", urls=[url],
+                                        loaded=startup_facts(app)))
+
                     handler_cancellation=False, auto_decompress=False,
                     ssl_context=ssl_context, loop=new_event_loop(args.event_loop))
     finally:

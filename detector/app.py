@@ -49,7 +49,7 @@ from detector.remote_write.handler import WriteHandler
 from detector.series import SeriesRegistry
 from detector.warmstart import WarmStarter
 from detector.writeback import WriteBack
-from servicekit import bearer, mediatype, tls
+from servicekit import bearer, cli, mediatype, probes, tls
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Runtime:
     snapshots: checkpoint.SnapshotRequest = field(default_factory=checkpoint.SnapshotRequest)
     checkpointed: asyncio.Event = field(default_factory=asyncio.Event)  # set after each write
     last_checkpoint_s: float = math.nan  # when the newest checkpoint's state was taken
+    restored: int = 0  # series restored from the checkpoint at start
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -357,8 +358,7 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app.router.add_post("/api/v1/verify", handle_verify)
     app.router.add_get("/runbooks/{name}", handle_runbook)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/readyz", handle_readyz)
+    probes.add_routes(app.router, healthy=handle_healthz, ready=handle_readyz)
     assert pipeline.history is not None  # the console: /, its assets, recent anomalies
     console.add_routes(app, console.Sources(
         history=pipeline.history, registry=registry, pipeline=pipeline, book=rt.book,
@@ -378,6 +378,19 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     if rt.entities is not None:
         app.cleanup_ctx.append(_entities_ctx)
     return app
+
+
+def startup_facts(app: web.Application) -> list[str]:
+    """What the started app loaded, for the startup line: rules, and series restored."""
+    rt = app[RUNTIME]
+    cfg = rt.cfg
+    facts = [cli.plural(len(cfg.series), "series rule"), cli.plural(len(cfg.alerts), "alert rule")]
+    if cfg.entities:
+        facts.append(cli.plural(len(cfg.entities), "entity rule"))
+    if rt.state_dir is not None:
+        facts.append(f"{rt.restored} series restored from checkpoint")
+    facts.append(f"alerts to {cli.plural(len(rt.alertmanagers), 'Alertmanager')}")
+    return facts
 
 
 @contextlib.asynccontextmanager
@@ -484,6 +497,7 @@ async def _restore_ctx(app: web.Application) -> AsyncIterator[None]:
             m.series.set(result.series)
         rt.metrics.active_series.set(rt.registry.n_tracked)
         rt.metrics.series_new.inc(result.restored)
+        rt.restored = result.restored
     yield
 
 

@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 
 from remediator import rbac, report, review
-from remediator.app import build_app, build_registry
+from remediator.app import STATE, build_app, build_registry
 from remediator.audit.store import AuditLog
 from remediator.catalog.loader import load_catalog
 from remediator.catalog.playbook import Playbook
@@ -25,7 +25,7 @@ from remediator.cluster.kube import Kube, build_api_client
 from remediator.config import WEBHOOK_TOKEN_ENV, Tokens, env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
 from remediator.simulate import parse_alerts, simulate
-from servicekit import exposure, telemetry, tls
+from servicekit import cli, exposure, telemetry, tls
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
 
@@ -120,9 +120,14 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vigil-remediator", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="receive Alertmanager webhooks and run playbooks")
+    timer = cli.StartTimer()
+    parser = argparse.ArgumentParser(prog="vigil-remediator", description=DESCRIPTION,
+                                     epilog=EPILOG, formatter_class=cli.HelpFormatter)
+    cli.add_version_flag(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="receive Alertmanager webhooks and run playbooks",
+                           description=SERVE_DESCRIPTION, epilog=SERVE_EPILOG,
+                           formatter_class=cli.HelpFormatter)
     serve.add_argument("--config", type=Path)
     serve.add_argument("--listen", default=DEFAULT_LISTEN)
     serve.add_argument("--playbooks", type=Path, default=Path("playbooks"))
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vigil-remediator: {exc}", file=sys.stderr)
         return 2
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None,
+        web.run_app(app, host=host, port=port, print=on_listening, access_log=None,
                     ssl_context=ssl_context)
     finally:
         if provider is not None:
@@ -252,3 +257,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+    url = f"{scheme}://{host}:{port}"
+
+    def on_listening(_banner: str) -> None:  # aiohttp's "Running on" moment
+        logging.getLogger("remediator").info("%s", timer.ready_line(
+            prog="vigil-remediator", urls=[url], loaded=startup_facts(app)))
+

@@ -48,7 +48,7 @@ from remediator.runs import guards
 from remediator.runs.runner import Runner
 from remediator.services import LiveServices
 from remediator.webhook import parse_notification
-from servicekit import bearer, mediatype, telemetry, tls
+from servicekit import bearer, mediatype, probes, telemetry, tls
 
 log = logging.getLogger(__name__)
 
@@ -429,8 +429,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     app.router.add_post("/api/v1/breakers/{playbook}/reset", handle_reset_breaker)
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/readyz", handle_readyz)
+    probes.add_routes(app.router, healthy=handle_healthz, ready=handle_readyz)
     console.add_routes(app, console.Sources(  # /, its assets, /api/v1/status and simulate
         catalog=lambda: st.catalog, registry=st.registry, cfg=lambda: st.cfg,
         audit=lambda: st.audit,

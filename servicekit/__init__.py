@@ -10,6 +10,8 @@
 ``tls``        the listener's and outgoing connections' TLS settings and contexts
 ``durations``  parses durations as Prometheus writes them (``1h30m``), for configs and flags
 ``version``    the version both programs print
+``cli``        ``--version``, help layout and the startup line both programs share
+``probes``     ``/healthz`` + ``/-/healthy`` and ``/readyz`` + ``/-/ready``, one route table
 ``yamlsrc``    loads YAML into a pydantic model, each error as ``file:line: path: message``
 
 It must stay a leaf: it imports neither ``detector`` nor ``remediator`` (an import-linter
