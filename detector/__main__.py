@@ -298,12 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         telemetry.setup_logging(args.log_level)
         cfg = load_config(args.config)
+        load_kernels()
+        from detector.app import build_app, startup_facts
         try:
             provider = telemetry.tracer_provider_from_env(os.environ,
                                                           service_name="vigil-detector")
         except telemetry.TelemetryError as exc:
-        load_kernels()
-        from detector.app import build_app, startup_facts
             raise ConfigError(str(exc)) from exc
         host, port = parse_listen(args.listen)
         for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else []),
@@ -331,16 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2
-    try:
-        # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled
-        # gzip must get our 415, not a decompression error inside aiohttp
-        web.run_app(app, host=host, port=port, print=on_listening, access_log=None,
     url = f"{scheme}://{host}:{port}"
 
     def on_listening(_banner: str) -> None:  # aiohttp's "Running on" moment
         log.info("%s", timer.ready_line(prog="vigil-detector", urls=[url],
                                         loaded=startup_facts(app)))
 
+    try:
+        # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled
+        # gzip must get our 415, not a decompression error inside aiohttp
+        web.run_app(app, host=host, port=port, print=on_listening, access_log=None,
                     handler_cancellation=False, auto_decompress=False,
                     ssl_context=ssl_context, loop=new_event_loop(args.event_loop))
     finally:

@@ -29,6 +29,42 @@ from servicekit import cli, exposure, telemetry, tls
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
 
+DESCRIPTION = """\
+Vigil's remediator: receives Alertmanager's webhook, matches each alert to a playbook,
+and runs its steps (Kubernetes actions, silences, waits) behind guards: dry-run by
+default, cooldowns, rate limits, freeze windows and approvals. Every decision is audited."""
+
+EPILOG = """\
+examples:
+  vigil-remediator check playbooks/             exit 0: valid, 1: problems, 2: usage
+  vigil-remediator simulate --alert alert.json  what would run, with no side effects
+  vigil-remediator serve --playbooks playbooks/ --kubeconfig ~/.kube/config \\
+      --alertmanager http://alertmanager:9093 --prometheus http://prometheus:9090
+  vigil-remediator schema > playbook.schema.json
+  vigil-remediator report --since 30d           which alerts and playbooks need tuning
+
+Durations take seconds or Prometheus syntax (90s, 15m, 1h30m, 7d).
+Documentation: docs/remediator.md and docs/playbooks.md."""
+
+SERVE_DESCRIPTION = """\
+Listen for Alertmanager's webhook (POST /webhook) and run the matching playbooks. Logs
+one line when ready, with the address, the playbooks loaded and the time it took."""
+
+SERVE_EPILOG = """\
+examples:
+  vigil-remediator serve --config remediator.yaml --playbooks playbooks/ --in-cluster
+  curl -X POST -H "Authorization: Bearer $ADMIN_TOKEN" http://127.0.0.1:9421/-/reload"""
+
+
+def startup_facts(app: web.Application) -> list[str]:
+    """What the started app loaded, for the startup line."""
+    catalog = app[STATE].catalog
+    facts = [cli.plural(len(catalog.entries), "playbook")]
+    if catalog.problems:
+        facts.append(f"{cli.plural(len(catalog.problems), 'playbook problem')} (see the log "
+                     "and GET /api/v1/playbooks)")
+    return facts
+
 
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
@@ -246,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vigil-remediator: {exc}", file=sys.stderr)
         return 2
+    url = f"{scheme}://{host}:{port}"
+
+    def on_listening(_banner: str) -> None:  # aiohttp's "Running on" moment
+        logging.getLogger("remediator").info("%s", timer.ready_line(
+            prog="vigil-remediator", urls=[url], loaded=startup_facts(app)))
+
     try:
         web.run_app(app, host=host, port=port, print=on_listening, access_log=None,
                     ssl_context=ssl_context)
@@ -257,9 +299,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-    url = f"{scheme}://{host}:{port}"
-
-    def on_listening(_banner: str) -> None:  # aiohttp's "Running on" moment
-        logging.getLogger("remediator").info("%s", timer.ready_line(
-            prog="vigil-remediator", urls=[url], loaded=startup_facts(app)))
-
