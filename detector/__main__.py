@@ -286,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     slo_check = slo_sub.add_parser("check", help="validate SLO spec files and exit")
     slo_check.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
     _add_verify(sub)
+    from detector.backtest import cli as backtest_cli  # loaded only by the CLI
+    backtest_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "backtest":
+        return backtest_cli.main(args)
     try:
         if args.command == "slo":
             return _slo(args)
