@@ -20,7 +20,7 @@ from remediator import rbac, report, review
 from remediator.app import STATE, build_app, build_registry
 from remediator.audit.store import AuditLog
 from remediator.catalog.loader import load_catalog
-from remediator.catalog.playbook import Playbook
+from remediator.catalog.schema import playbook_schema
 from remediator.cluster.kube import Kube, build_api_client
 from remediator.config import WEBHOOK_TOKEN_ENV, Tokens, env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
@@ -90,6 +90,14 @@ def _check_exposure(tokens: Tokens, *, listen: str, host: str, insecure_no_auth:
 
 
 def _check(paths: list[Path]) -> int:
+    """0: every playbook is valid; 1: problems (every one, one per line, on stderr);
+    2: a path that does not exist (a usage error)."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        for path in missing:
+            print(f"vigil-remediator check: {path}: no such file or directory",
+                  file=sys.stderr)
+        return 2
     catalog = load_catalog(paths, build_registry())
     for problem in catalog.problems:
         print(problem, file=sys.stderr)
@@ -235,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump_all(objects, sort_keys=False), end="")
             return 1 if catalog.problems else 0
         if args.command == "schema":
-            print(json.dumps(Playbook.model_json_schema(), indent=2, sort_keys=True))
+            print(json.dumps(playbook_schema(build_registry()), indent=2, sort_keys=True))
             return 0
         if args.command == "report":
             return _report(args)

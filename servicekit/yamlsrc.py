@@ -172,9 +172,18 @@ def validate(data: Any, lines: dict[Loc, int], model: type[M], *, source: str,
             for err in exc.errors(include_url=False)]) from exc
 
 
+_SHAPES = {"tuple_type": "a list", "list_type": "a list", "set_type": "a list",
+           "frozen_set_type": "a list", "dict_type": "a mapping (key: value)",
+           "model_type": "a mapping (key: value)",
+           "model_attributes_type": "a mapping (key: value)"}
+
+
 def message(err: Any) -> str:
     """A pydantic error's message for people: without the ``Value error, `` prefix that
     pydantic adds to what a validator raised (validator internals, not the problem)."""
+    kind = err.get("type")
+    if kind in _SHAPES:  # "a valid tuple", "instance of RateLimit": Python's words, not YAML's
+        return f"Input should be {_SHAPES[kind]}"
     text = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if text.startswith(prefix):

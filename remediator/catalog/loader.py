@@ -149,6 +149,23 @@ def _check(playbook: Playbook, data: Any, lines: dict[yamlsrc.Loc, int], source:
     return problems
 
 
+def _raw_step_problems(data: Any, lines: dict[yamlsrc.Loc, int], source: str,
+                       registry: ActionRegistry) -> list[str]:
+    """The action problems of the steps of a playbook whose schema failed elsewhere."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    out = []
+    for key in ("steps", "undo"):
+        raw = spec.get(key) if isinstance(spec, dict) else None
+        for i, item in enumerate(raw if isinstance(raw, list) else []):
+            try:
+                step = Step.model_validate(item)
+            except pydantic.ValidationError:
+                continue  # reported with the playbook's own problems
+            out += [yamlsrc.problem(source, data, ("spec", key, i, *loc), lines, message)
+                    for loc, message in check_step(step, registry)]
+    return out
+
+
 def load_catalog(paths: Iterable[Path], registry: ActionRegistry) -> Catalog:
     """Every playbook under ``paths`` that validates, and the problems of the others."""
     entries: list[Entry] = []
@@ -159,7 +176,6 @@ def load_catalog(paths: Iterable[Path], registry: ActionRegistry) -> Catalog:
         try:
             text = path.read_text(encoding="utf-8")
             data, lines = yamlsrc.compose(text, source=source)
-            playbook = yamlsrc.validate(data, lines, Playbook, source=source)
         except OSError as exc:
             problems.append(f"{source}:1: (root): cannot read file: {exc}")
             continue
@@ -168,6 +184,14 @@ def load_catalog(paths: Iterable[Path], registry: ActionRegistry) -> Catalog:
             continue
         except yamlsrc.YamlSourceError as exc:
             problems += exc.problems
+            continue
+        try:
+            playbook = yamlsrc.validate(data, lines, Playbook, source=source)
+        except yamlsrc.YamlSourceError as exc:
+            # the steps that are valid steps get their action checks too: every problem
+            # of the file in one pass, not the next batch after the first is fixed
+            problems += exc.problems + [p for p in _raw_step_problems(
+                data, lines, source, registry) if p not in exc.problems]
             continue
         own = _check(playbook, data, lines, source, registry)
         name = playbook.name
