@@ -9,6 +9,7 @@ Modules, pure core first:
   families, alert lifecycle, staleness sweeps), fed chunk by chunk in sample time.
 - ``tally``: alert events -> pages (rule, series, start, end, peak, why, how they
   resolved), pages per day per rule, the series that page most, two configs compared.
+- ``escaping``: label text made safe for the terminal (printable) and for SVG (XML).
 - ``render``: the terminal table (control characters escaped) and the JSON document.
 - ``chart``: one SVG per top series, written by hand (XML-escaped labels).
 - ``source``: the only I/O with Prometheus (range queries, their parsing, the selector
