@@ -33,17 +33,27 @@ _u8r = types.Array(types.uint8, 1, "C", readonly=True)
 _w64r = types.Array(types.int64, 2, "A", readonly=True, aligned=False)
 _w64 = types.Array(types.int64, 2, "A", aligned=False)
 # keys, keys_w, key_off, key_len, ht, entry_off, entry_len, entry_hash, entry_value, arena,
-# arena_w, out_hash, out_value
-LOOKUP_SIG = types.void(_u8r, _w64r, _i32, _i32, _i32, _i64, _i32, _i64, _i32, _u8, _w64, _i64,
-                        _i32)
+# arena_w, out_hash, out_value, probe
+LOOKUP_SIG = types.int64(_u8r, _w64r, _i32, _i32, _i64, _i64, _i32, _i64, _i32, _u8, _w64, _i64,
+                         _i32, _i64)
 # keys, key_off, key_len, key_hash, which, values, ht, entry_off, entry_len, entry_value,
 # entry_hash, arena, n_entries, arena_used
-INSERT_SIG = types.int64(_u8r, _i32, _i32, _i64, _i64, _i32, _i32, _i64, _i32, _i32, _i64,
+INSERT_SIG = types.int64(_u8r, _i32, _i32, _i64, _i64, _i32, _i64, _i64, _i32, _i32, _i64,
                          _u8, types.int64, types.int64)
-REHASH_SIG = types.void(_i64, types.int64, _i32)
+REHASH_SIG = types.void(_i64, types.int64, _i64)
 # buf, lab_noff, lab_nlen, lab_voff, lab_vlen, ser_first, ser_count, which, out, key_off,
 # key_len
 CANON_SIG = types.int64(_u8r, _i32, _i32, _i32, _i32, _i32, _i32, _i64, _u8, _i32, _i32)
+
+
+_ENTRY_MASK = np.int64(0xFFFFFFFF)
+
+
+@njit(inline="always")
+def _fingerprint(h: int) -> int:
+    """The hash bits a table slot keeps beside its entry number (31 of them, so a slot
+    is never negative)."""
+    return (h >> 32) & 0x7FFFFFFF
 
 
 def words(arr: np.ndarray) -> np.ndarray:
@@ -54,19 +64,46 @@ def words(arr: np.ndarray) -> np.ndarray:
     return np.ndarray(shape=(8, n), dtype=np.int64, buffer=arr, offset=0, strides=(1, 8))
 
 
+@njit(inline="always")
+def _same(keys: np.ndarray, keys_w: np.ndarray, off: int, arena: np.ndarray,
+          arena_w: np.ndarray, a: int, n: int) -> bool:
+    """``keys[off:off+n] == arena[a:a+n]``, a word at a time while both sides have one.
+
+    No early exit: a lookup of a known key (the steady state) compares every byte anyway,
+    and a loop without branches is one the compiler can unroll and vectorise."""
+    ra = a & 7
+    rk = off & 7
+    qa = a >> 3
+    qk = off >> 3
+    words = max(0, min(n >> 3, arena_w.shape[1] - qa, keys_w.shape[1] - qk))
+    diff = np.int64(0)
+    for k in range(words):
+        diff |= arena_w[ra, qa + k] ^ keys_w[rk, qk + k]
+    for k in range(words * 8, n):
+        diff |= np.int64(arena[a + k] ^ keys[off + k])
+    return diff == 0
+
+
 @njit(LOOKUP_SIG, cache=True, nogil=True)
 def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: np.ndarray,
            ht: np.ndarray, entry_off: np.ndarray, entry_len: np.ndarray,
            entry_hash: np.ndarray, entry_value: np.ndarray, arena: np.ndarray,
-           arena_w: np.ndarray, out_hash: np.ndarray, out_value: np.ndarray) -> None:
+           arena_w: np.ndarray, out_hash: np.ndarray, out_value: np.ndarray,
+           probe: np.ndarray) -> int:
     """For each key ``keys[key_off[j]:+key_len[j]]``, its hash and value (UNKNOWN if absent).
 
-    ``keys_w`` and ``arena_w`` are ``words()`` views of ``keys`` and ``arena``. A negative
-    ``key_len`` means "no key": the value is UNKNOWN.
+    ``keys_w`` and ``arena_w`` are ``words()`` views of ``keys`` and ``arena``; ``probe``
+    is scratch, one per key. A negative ``key_len`` means "no key": the value is UNKNOWN.
+
+    Four passes over the keys instead of one: hash them all; find each one's first table
+    slot with its fingerprint; touch the stored bytes of those candidates; then compare.
+    Within a pass the memory loads of different keys do not depend on each other, so the
+    processor overlaps their cache misses (with 100k series the stored keys are far bigger
+    than the cache, and one key after another waited for each miss in turn). Returns a
+    value of no meaning that keeps the touching pass from being optimised away.
     """
     mask = ht.shape[0] - 1
     kw = keys_w.shape[1]
-    aw = arena_w.shape[1]
     for j in range(key_off.shape[0]):
         out_value[j] = UNKNOWN
         n = key_len[j]
@@ -115,46 +152,43 @@ def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: n
         h *= _MIX
         h ^= (h >> 33) & 0x7FFFFFFF
         out_hash[j] = h
+    # the first slot holding the key's fingerprint, or -1 (absent)
+    for j in range(key_off.shape[0]):
+        probe[j] = -1
+        if key_len[j] < 0:
+            continue
+        h = out_hash[j]
+        fp = _fingerprint(h)
         i = h & mask
-        while True:
-            e = ht[i]
-            if e < 0:
+        while ht[i] >= 0:
+            if (ht[i] >> 32) == fp:
+                probe[j] = i
                 break
-            if entry_hash[e] == h and entry_len[e] == n:
-                a = entry_off[e]
-                same = True
-                k = 0
-                # whole words while both sides have them, four at a time, no bound checks
-                ra = a & 7
-                rk = off & 7
-                qa = a >> 3
-                qk = off >> 3
-                words = min(n >> 3, aw - qa, kw - qk)
-                while k + 4 <= words and same:
-                    same = (arena_w[ra, qa + k] == keys_w[rk, qk + k]
-                            and arena_w[ra, qa + k + 1] == keys_w[rk, qk + k + 1]
-                            and arena_w[ra, qa + k + 2] == keys_w[rk, qk + k + 2]
-                            and arena_w[ra, qa + k + 3] == keys_w[rk, qk + k + 3])
-                    k += 4
-                k *= 8
-                while k + 8 <= n and same:
-                    pa = a + k
-                    pk = off + k
-                    if (pa >> 3) < aw and (pk >> 3) < kw:
-                        same = arena_w[pa & 7, pa >> 3] == keys_w[pk & 7, pk >> 3]
-                    else:
-                        for t in range(8):
-                            if arena[pa + t] != keys[pk + t]:
-                                same = False
-                                break
-                    k += 8
-                while k < n and same:
-                    same = arena[a + k] == keys[off + k]
-                    k += 1
-                if same:
-                    out_value[j] = entry_value[e]
-                    break
             i = (i + 1) & mask
+    touched = np.int64(0)
+    for j in range(key_off.shape[0]):
+        if probe[j] >= 0:
+            e = ht[probe[j]] & _ENTRY_MASK
+            a = entry_off[e]
+            for t in range(0, min(key_len[j], entry_len[e]), 64):
+                touched += arena[a + t]
+    for j in range(key_off.shape[0]):
+        i = probe[j]
+        if i < 0:
+            continue
+        n = key_len[j]
+        h = out_hash[j]
+        fp = _fingerprint(h)
+        off = key_off[j]
+        # a fingerprint match is almost always the key; if not, probe on
+        while ht[i] >= 0:
+            e = ht[i] & _ENTRY_MASK
+            if ((ht[i] >> 32) == fp and entry_hash[e] == h and entry_len[e] == n
+                    and _same(keys, keys_w, off, arena, arena_w, entry_off[e], n)):
+                out_value[j] = entry_value[e]
+                break
+            i = (i + 1) & mask
+    return touched
 
 
 @njit(INSERT_SIG, cache=True, nogil=True)
@@ -184,7 +218,7 @@ def insert(keys: np.ndarray, key_off: np.ndarray, key_len: np.ndarray, key_hash:
         i = key_hash[j] & mask
         while ht[i] >= 0:
             i = (i + 1) & mask
-        ht[i] = e
+        ht[i] = (_fingerprint(key_hash[j]) << 32) | e
     return pos
 
 
@@ -196,7 +230,7 @@ def rehash(entry_hash: np.ndarray, n_entries: int, ht: np.ndarray) -> None:
         i = entry_hash[e] & mask
         while ht[i] >= 0:
             i = (i + 1) & mask
-        ht[i] = e
+        ht[i] = (_fingerprint(entry_hash[e]) << 32) | e
 
 
 @njit(CANON_SIG, cache=True, nogil=True)

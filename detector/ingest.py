@@ -11,12 +11,17 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from detector import stages
+from detector import _route, stages
 from detector.errors import DecodeError
 from detector.pipeline import Batch, SlotSpec
 from detector.remote_write import decode
 from detector.series import OVER_LIMIT, UNTRACKED, Resolution, SeriesRegistry
+
+# decompressed bodies up to this size reuse a buffer of their thread instead of fresh
+# memory each (Prometheus's requests decompress to a few hundred KB)
+SCRATCH_MAX_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +69,21 @@ class Ingestor:
                 max_samples=limits.max_samples_per_request)
         return decoder
 
+    def _scratch(self, need: int) -> NDArray[np.uint8] | None:
+        """This thread's decompression buffer, grown to ``need`` bytes; None past the cap
+        (the request, refused or not, must not leave a big buffer behind)."""
+        if need > SCRATCH_MAX_BYTES:
+            return None
+        buf: NDArray[np.uint8] | None = getattr(self._local, "scratch", None)
+        if buf is None or buf.shape[0] < need:
+            buf = self._local.scratch = np.empty(max(need, 1 << 20), dtype=np.uint8)
+        return buf
+
     def _decode(self, body: bytes, version: int) -> decode.DecodedRequest:
         if not body:
             raise DecodeError("empty body: expected a snappy-compressed protobuf message")
-        raw = decode.decompress(body, max_decompressed_bytes=self.max_decompressed_bytes)
+        raw = decode.decompress(body, max_decompressed_bytes=self.max_decompressed_bytes,
+                                into=self._scratch(decode.snappy_length(body)))
         self.stages.lap(stages.DECOMPRESS)
         req = self._decoder().decode(raw, version)
         self.stages.lap(stages.SCAN)
@@ -103,19 +119,20 @@ class Ingestor:
 
     def _route(self, req: decode.DecodedRequest, res: Resolution,
                new_slots: list[SlotSpec]) -> Ingested:
-        per_sample = res.values[req.smp_series]
-        tracked = per_sample >= 0
-        batch = Batch(
-            slots=np.ascontiguousarray(per_sample[tracked]),
-            ts=np.ascontiguousarray(req.smp_ts[tracked]),
-            bits=np.ascontiguousarray(req.smp_bits[tracked]),
-            new_slots=new_slots,
-        )
+        # the one copy of the samples: out of the decoder's reused arrays, into the batch
+        n = req.n_samples
+        slots = np.empty(n, dtype=np.int32)
+        ts = np.empty(n, dtype=np.int64)
+        bits = np.empty(n, dtype=np.uint64)
+        by_marker = np.zeros(1 - min(UNTRACKED, OVER_LIMIT), dtype=np.int64)
+        k = int(_route.route(res.values, req.smp_series, req.smp_ts, req.smp_bits, slots, ts,
+                             bits, by_marker))
+        batch = Batch(slots=slots[:k], ts=ts[:k], bits=bits[:k], new_slots=new_slots)
         ingested = Ingested(
             batch=batch,
-            n_samples=req.n_samples,
-            n_untracked=int(np.count_nonzero(per_sample == UNTRACKED)),
-            n_over_limit=int(np.count_nonzero(per_sample == OVER_LIMIT)),
+            n_samples=n,
+            n_untracked=int(by_marker[-UNTRACKED]),
+            n_over_limit=int(by_marker[-OVER_LIMIT]),
             n_histograms=req.n_histograms,
             n_exemplars=req.n_exemplars,
             n_metadata=req.n_metadata,

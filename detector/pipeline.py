@@ -307,8 +307,11 @@ class Pipeline:
         _track.track(slots, ts, bits, self.last_ts, self.last_value, self.n_samples,
                      self.stale, self.is_counter, self.rate_prev, self.rate_prev_ts,
                      self.interval_ms, self.run_same, self.run_max, values, keep, counters)
-        mask = keep.view(np.bool_)
-        k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
+        if np.count_nonzero(keep) == n:  # the usual case: no copies
+            k_slots, k_ts, k_values = slots, ts, values
+        else:
+            mask = keep.view(np.bool_)
+            k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
         out = Scores.empty(int(k_slots.shape[0]))
         self.detectors.score_learn(k_slots, k_ts, k_values, out)
         hits = _track.record(k_slots, k_values, out.score, out.expected, out.lower, out.upper,

@@ -77,7 +77,8 @@ class ByteIndex:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._ht = np.full(1024, -1, dtype=np.int32)
+        # per slot: -1 empty, else an entry number with 31 bits of its hash above it
+        self._ht = np.full(1024, -1, dtype=np.int64)
         self._off = np.empty(512, dtype=np.int64)
         self._len = np.empty(512, dtype=np.int32)
         self._hash = np.empty(512, dtype=np.int64)
@@ -99,7 +100,7 @@ class ByteIndex:
         values = np.empty(n, dtype=np.int32)
         _index.lookup(keys, _index.words(keys), key_off, key_len, self._ht, self._off,
                       self._len, self._hash, self._value, self._arena,
-                      _index.words(self._arena), hashes, values)
+                      _index.words(self._arena), hashes, values, np.empty(n, dtype=np.int64))
         return hashes, values
 
     def insert(self, keys: NDArray[np.uint8], key_off: NDArray[np.int32],
@@ -123,7 +124,7 @@ class ByteIndex:
             size = self._ht.shape[0]
             while 2 * need > size:
                 size *= 2
-            self._ht = np.full(size, -1, dtype=np.int32)
+            self._ht = np.full(size, -1, dtype=np.int64)
             _index.rehash(self._hash, self.n_entries, self._ht)
         bytes_needed = int(key_len[which].sum())
         if self._arena_used + bytes_needed > self._arena.shape[0]:

@@ -82,8 +82,14 @@ def snappy_length(body: bytes) -> int:
     raise DecodeError("invalid snappy block: the length header is truncated or too long")
 
 
-def decompress(body: bytes, *, max_decompressed_bytes: int) -> NDArray[np.uint8]:
-    """Snappy block -> bytes, refusing before any work if the header announces too much."""
+def decompress(body: bytes, *, max_decompressed_bytes: int,
+               into: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
+    """Snappy block -> bytes, refusing before any work if the header announces too much.
+
+    With ``into`` (a scratch buffer the caller reuses) a block that fits is decompressed
+    there and the result is a view of it, valid until the buffer is used again; otherwise
+    into fresh memory.
+    """
     announced = snappy_length(body)
     if announced > max_decompressed_bytes:
         raise TooLargeError(
@@ -91,10 +97,13 @@ def decompress(body: bytes, *, max_decompressed_bytes: int) -> NDArray[np.uint8]
             f"{max_decompressed_bytes}; send smaller batches (queue_config.max_samples_per_send)"
         )
     try:
-        raw = cramjam.snappy.decompress_raw(body)
+        if into is not None and announced <= into.shape[0]:
+            out = into[:announced]
+            out = out[:cramjam.snappy.decompress_raw_into(body, out.data)]
+        else:
+            out = np.frombuffer(memoryview(cramjam.snappy.decompress_raw(body)), dtype=np.uint8)
     except Exception as exc:  # cramjam raises its own DecompressionError (not exported)
         raise DecodeError(f"invalid snappy block: {exc}") from exc
-    out = np.frombuffer(memoryview(raw), dtype=np.uint8)
     if out.shape[0] != announced:
         raise DecodeError(
             f"invalid snappy block: header announces {announced} bytes but {out.shape[0]} "

@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 
 from aiohttp import web
 from opentelemetry.trace import SpanContext, SpanKind, Tracer
+from prometheus_client import Counter
 
 from detector import stages
 from detector.errors import DecodeError, TooLargeError, UnsupportedError
@@ -59,6 +60,9 @@ class WriteHandler:
         self.on_new_slots = on_new_slots
         # set by the app's event-loop lag monitor: while True, writes are shed with 503
         self.overloaded = False
+        # labels() hashes and locks: each child once, not per request
+        self._requests: dict[tuple[int, int], Counter] = {}
+        self._inline = metrics.ingest_path.labels("inline")
 
     def authorized(self, request: web.Request) -> bool:
         """The request carries the bearer token (always, when none is configured)."""
@@ -160,7 +164,7 @@ class WriteHandler:
             self.stages.lap(stages.RECEIVE)  # the loop's own work while it waited
             self.metrics.ingest_path.labels("thread").inc()
         else:
-            self.metrics.ingest_path.labels("inline").inc()
+            self._inline.inc()
         self.metrics.decode_seconds.observe(time.perf_counter() - t0)
         return result
 
@@ -187,7 +191,11 @@ class WriteHandler:
                headers: dict[str, str] | None = None,
                written: tuple[int, int, int] = (0, 0, 0)) -> web.Response:
         """A response; 2.0 always carries the -Written headers, on errors too."""
-        self.metrics.requests.labels(str(version), str(status)).inc()
+        child = self._requests.get((version, status))
+        if child is None:
+            child = self._requests[version, status] = self.metrics.requests.labels(
+                str(version), str(status))
+        child.inc()
         self.stages.lap(stages.HISTORY_METRICS)
         headers = dict(headers or {})
         if version == 2:

@@ -143,3 +143,31 @@ def test_counter_names_and_rule_transform_decide_rates():
                            _labels("temperature", job="api"),
                            _labels("rpc_duration_seconds_bucket", le="0.1")))
     assert [reg.is_counter(int(s)) for s in res.values] == [True, False, True, False, True]
+
+
+def test_index_finds_every_key_through_long_probe_chains():
+    rng = np.random.default_rng(7)
+    index = ByteIndex(max_entries=4000)
+    lengths = rng.integers(0, 90, size=3000).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+    keys = rng.integers(0, 256, size=int(lengths.sum()) + 8, dtype=np.uint8)
+    # the first half goes in, in three inserts (so the table grows and rehashes)
+    for part in np.array_split(np.arange(1500), 3):
+        sub_off, sub_len = offsets[part], lengths[part]
+        hashes, values = index.lookup(keys, sub_off, sub_len)
+        fresh = np.flatnonzero(values == UNKNOWN)
+        # random bytes: a short key may repeat an earlier one; only new ones are added
+        _, first = np.unique([keys[o:o + n].tobytes() for o, n in zip(sub_off[fresh],
+                                                                      sub_len[fresh],
+                                                                      strict=True)],
+                             return_index=True)
+        which = fresh[np.sort(first)]
+        index.insert(keys, sub_off, sub_len, hashes, which.astype(np.int64),
+                     (part[which] + 1).astype(np.int32))
+    stored_first: dict[bytes, int] = {}
+    for o, n, v in zip(offsets[:1500], lengths[:1500], range(1, 1501), strict=True):
+        stored_first.setdefault(keys[o:o + n].tobytes(), v)
+    _, values = index.lookup(keys, offsets, lengths)
+    for j, (o, n) in enumerate(zip(offsets, lengths, strict=True)):
+        key = keys[o:o + n].tobytes()
+        assert values[j] == stored_first.get(key, UNKNOWN), j
