@@ -24,7 +24,7 @@ from remediator.catalog.schema import playbook_schema
 from remediator.cluster.kube import Kube, build_api_client
 from remediator.config import WEBHOOK_TOKEN_ENV, Tokens, env_overrides, load_config, read_tokens
 from remediator.errors import AuditError, ConfigError, WebhookError
-from remediator.simulate import parse_alerts, simulate
+from remediator.simulate import observe_all, parse_alerts, simulate
 from servicekit import cli, exposure, telemetry, tls
 
 DEFAULT_LISTEN = "127.0.0.1:9421"
@@ -117,8 +117,16 @@ def _simulate(args: argparse.Namespace) -> int:
     for problem in catalog.problems:
         print(problem, file=sys.stderr)
     audit = args.state_dir / "audit.db" if args.state_dir else None
+    for flag, url in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{flag} {url!r}: expected an http:// or https:// URL")
+    seen = asyncio.run(observe_all(alerts, catalog, registry, cfg,
+                                   prometheus_url=args.prometheus,
+                                   alertmanager_url=args.alertmanager,
+                                   kubeconfig=args.kubeconfig, kube_context=args.kube_context))
     reports = [simulate(a, catalog, registry, cfg, now_ms=int(time.time() * 1000),
-                        audit_path=audit) for a in alerts]
+                        audit_path=audit, seen=world) for a, world in zip(alerts, seen,
+                                                                          strict=True)]
     print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
     return 0
 
@@ -197,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--playbooks", type=Path, default=Path("playbooks"))
     sim.add_argument("--config", type=Path)
     sim.add_argument("--state-dir", type=Path, help="read cooldowns and limits from here")
+    sim.add_argument("--prometheus", metavar="URL",
+                     help="evaluate pre-conditions and the error budget (queries only)")
+    sim.add_argument("--alertmanager", metavar="URL",
+                     help="read the silences that would refuse a run (GET only)")
+    sim.add_argument("--kubeconfig", type=Path,
+                     help="resolve targets in this cluster (GET only: nothing is changed)")
+    sim.add_argument("--kube-context", help="context in the kubeconfig")
     sub.add_parser("schema", help="print the playbook JSON Schema (for editors)")
     rep = sub.add_parser("report", help="alert-quality review from the audit log (read-only)")
     rep.add_argument("--since", default="30d", help="the window: 30d, 12h, 90m, ...")

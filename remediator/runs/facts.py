@@ -74,7 +74,8 @@ def read_facts(db: AuditLog, *, pb: Playbook, key: str | None, now_ms: int,
 class FactSource:
     """Fetches the facts that need the network."""
 
-    def __init__(self, *, services: Services, shared: SharedRuns) -> None:
+    def __init__(self, *, services: Services, shared: SharedRuns | None) -> None:
+        """``shared`` None: no other replicas to ask for flags (a simulation)."""
         self.services = services
         self.shared = shared
 
@@ -85,7 +86,8 @@ class FactSource:
                for p in g.preconditions]
         pre += unrenderable_verifications(pb, scope)
         return OutsideFacts(silences=muted, preconditions=tuple(pre),
-                            shared_flags=await self.shared.flags(),
+                            shared_flags=await self.shared.flags()
+                            if self.shared is not None else None,
                             budget=await self.budget_remaining(pb))
 
     async def silences(self, alert: Alert) -> tuple[str, ...]:

@@ -385,9 +385,12 @@ def test_simulate_the_approval_playbook_on_a_weekday_morning() -> None:
         {"method": "POST", "path": "/api/v2/alerts", "alertname": "VigilWorkerRestarted",
          "severity": "info"},
     ]
+    # nothing was looked at: the report says what, and what would have looked
     assert match["not_evaluated"] == [
-        'sum(kube_deployment_status_replicas_available{namespace="{{ labels.namespace }}", '
-        'deployment="{{ labels.deployment }}"}) >= 2']
+        "precondition 'sum(kube_deployment_status_replicas_available{namespace=\"{{ labels"
+        ".namespace }}\", deployment=\"{{ labels.deployment }}\"}) >= 2': not evaluated "
+        "(give --prometheus URL)",
+        "silence: Alertmanager's silences not read (give --alertmanager URL)"]
     assert [(g["guard"], g["allow"]) for g in match["guards"]] == [
         ("kill_switch", True), ("namespace", True), ("label:tier", True), ("freeze", True),
         ("silence", True), ("cooldown", True), ("rate", True), ("rate:global", True),
