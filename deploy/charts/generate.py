@@ -2,6 +2,8 @@
 
     .venv/bin/python deploy/charts/generate.py           # rewrite the generated files
     .venv/bin/python deploy/charts/generate.py --check   # exit 1 if any is out of date
+    .venv/bin/python deploy/charts/generate.py --kube-prometheus-stack --shards 3 \
+        --fullname vigil --namespace monitoring          # values for your Prometheus
 
 deploy/config/ stays the origin of rules and dashboards, playbooks/ of the playbooks,
 docs/runbooks/ of the runbooks; tests/deploy/test_chart.py fails while a copy is stale.
@@ -181,7 +183,17 @@ def routes(root: Path) -> str:
 def example_stack(chart: Path) -> str:
     values = cluster._load(chart / EXAMPLE_VALUES) or {}
     shards = int((values.get("detector") or {}).get("shards", 1))
-    fullname, namespace = EXAMPLE_RELEASE, EXAMPLE_NAMESPACE
+    return stack_values(shards=shards, fullname=EXAMPLE_RELEASE, namespace=EXAMPLE_NAMESPACE)
+
+
+def stack_values(*, shards: int, fullname: str, namespace: str,
+                 stack_namespace: str = EXAMPLE_NAMESPACE) -> str:
+    """kube-prometheus-stack values for a Vigil release: its chart fullname, namespace and
+    detector.shards (``--kube-prometheus-stack`` prints them for yours)."""
+    if not 1 <= shards <= 64:
+        raise ChartError(f"shards: {shards} is not in 1..64 (values.schema.json)")
+    if not _NAME.match(fullname) or not _NAME.match(namespace):
+        raise ChartError(f"{fullname!r}/{namespace!r}: not Kubernetes names")
     urls = [DETECTOR_WRITE_URL.format(fullname=fullname, i=i, namespace=namespace)
             for i in range(shards)]
     token = {"name": f"{fullname}-detector-token", "key": "token"}
@@ -192,17 +204,20 @@ def example_stack(chart: Path) -> str:
             "remoteWrite": cluster.operator_remote_write(urls, token),
         }},
         "alertmanager": {"alertmanagerSpec": {
-            # Vigil's AlertmanagerConfig lives in Alertmanager's own namespace: its route
-            # then gets no namespace matcher and sees the alerts of every namespace
+            # the operator's default (OnNamespace) would add namespace="<Vigil's>" to the
+            # remediator's route; in Alertmanager's own namespace it adds none
             "alertmanagerConfigMatcherStrategy": {
-                "type": "OnNamespaceExceptForAlertmanagerNamespace"},
+                "type": "OnNamespaceExceptForAlertmanagerNamespace"
+                if namespace == stack_namespace else "None"},
         }},
     }
-    note = (f"# kube-prometheus-stack values for Vigil installed as `helm install {fullname} "
-            f"deploy/charts/vigil\n# -n {namespace} -f deploy/charts/vigil/{EXAMPLE_VALUES}` "
-            f"({shards} detector shards): merge them\n# into your own "
-            "(docs/install-kube-prometheus-stack.md).\n")
-    return header(f"deploy/charts/vigil/{EXAMPLE_VALUES} (detector.shards)",
+    note = (f"# kube-prometheus-stack values for Vigil (chart fullname {fullname}) in the "
+            f"namespace {namespace}\n# with {shards} detector shard(s): merge them into "
+            "your own (docs/install-kube-prometheus-stack.md).\n")
+    if namespace != stack_namespace:
+        note += (f"# Prometheus reads the token Secret {token['name']} in its own namespace "
+                 f"({stack_namespace}):\n# copy it there from {namespace}.\n")
+    return header(f"deploy/charts/vigil/{EXAMPLE_VALUES} (detector.shards) or the command line",
                   "deploy/config/remote-write.yaml (through deploy/config/render.py)") \
         + note + cluster.dump(doc)
 
@@ -242,7 +257,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     parser.add_argument("--out", type=Path, default=CHART, help="the chart directory")
+    parser.add_argument("--kube-prometheus-stack", action="store_true",
+                        help="print kube-prometheus-stack values for --shards, --fullname, "
+                             "--namespace and exit")
+    parser.add_argument("--shards", type=int, default=1, help="detector.shards")
+    parser.add_argument("--fullname", default=EXAMPLE_RELEASE,
+                        help="the chart's fullname (the release name when it contains vigil)")
+    parser.add_argument("--namespace", default=EXAMPLE_NAMESPACE, help="Vigil's namespace")
+    parser.add_argument("--stack-namespace", default=EXAMPLE_NAMESPACE,
+                        help="where Prometheus and Alertmanager run")
     args = parser.parse_args(argv)
+    if args.kube_prometheus_stack:
+        try:
+            print(stack_values(shards=args.shards, fullname=args.fullname,
+                               namespace=args.namespace,
+                               stack_namespace=args.stack_namespace), end="")
+        except (ChartError, cluster.GenerateError, ValueError) as exc:
+            print(f"generate.py: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         files = build(ROOT, args.out)
     except (ChartError, cluster.GenerateError, ValueError, OSError) as exc:

@@ -526,6 +526,12 @@ def test_an_inline_playbook_may_not_shadow_a_shipped_one(tmp_path: Path) -> None
     assert "playbooks.node-drain: a shipped playbook has this name" in done.stderr
 
 
+def test_an_inline_playbook_that_is_not_yaml_is_refused_naming_it(tmp_path: Path) -> None:
+    done = template({"playbooks": {"broken": "spec: [unclosed"}}, tmp=tmp_path)
+    assert done.returncode != 0
+    assert "playbooks.broken: not a YAML mapping (a playbook file)" in done.stderr
+
+
 def test_prometheus_rules_pass_promtool_and_link_their_runbooks(
         rendered: Any, tmp_path: Path) -> None:
     objects = rendered("other-release")
@@ -847,3 +853,27 @@ def test_notes_say_what_to_add_to_prometheus(tmp_path: Path) -> None:
     assert "kubectl -n monitoring port-forward svc/vigil-remediator 9421" in notes
     assert "Your playbooks (shop-restart)" in notes
     assert "keeps the PVCs" in notes
+
+
+def test_the_values_for_your_own_stack_come_from_the_same_generator() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "deploy/charts/generate.py",
+                               "--kube-prometheus-stack", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    same = run("--shards", "2")
+    assert same.returncode == 0, same.stderr
+    assert same.stdout == (CHART / chart_generate.EXAMPLE_STACK).read_text(encoding="utf-8")
+    other = run("--shards", "3", "--fullname", "watch-vigil", "--namespace", "vigil")
+    assert other.returncode == 0, other.stderr
+    doc = yaml.safe_load(other.stdout)
+    entries = doc["prometheus"]["prometheusSpec"]["remoteWrite"]
+    assert [e["url"] for e in entries] == [
+        f"http://watch-vigil-detector-{i}.watch-vigil-detector-headless.vigil.svc:9420"
+        "/api/v1/write" for i in range(3)]
+    # outside Alertmanager's namespace only `None` lets the route see every namespace
+    assert doc["alertmanager"]["alertmanagerSpec"]["alertmanagerConfigMatcherStrategy"] == {
+        "type": "None"}
+    assert "copy it there from vigil" in other.stdout
+    bad = run("--shards", "0")
+    assert bad.returncode == 2 and "shards: 0 is not in 1..64" in bad.stderr
