@@ -224,6 +224,11 @@ class Decider:
                                    target=run.target, plan_hash=run.plan_hash,
                                    approvers=pb.spec.approvers,
                                    expires_ms=run.approval_expires_ms)
+        # decided while the announcement was on its way: its resolve found nothing to
+        # resolve then, so it is resolved now
+        after = await self.audit.run(lambda db: db.get_run(run_id))
+        if after is not None and after.state is not RunState.WAITING_APPROVAL:
+            await self.notice.resolve(run_id, outcome=f"{after.state.value}: {after.outcome}")
 
     async def _cannot(self, run_id: str, pb: Playbook, alert: Alert, name: str, why: str,
                       exc: Exception) -> None:

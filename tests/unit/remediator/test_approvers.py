@@ -14,7 +14,7 @@ from remediator.config import AuthConfig, RemediatorConfig
 from remediator.errors import ConfigError
 from remediator.runs import awaiting
 from tests.unit.remediator.fakes import FakeServices
-from tests.unit.remediator.test_app import T0, start
+from tests.unit.remediator.test_app import T0, drained, notification, start
 from tests.unit.remediator.test_approvals import (
     ADMIN,
     PLAYBOOK,
@@ -309,3 +309,35 @@ def test_hostile_values_become_valid_alertmanager_labels_and_text():
         value.encode("utf-8")  # valid UTF-8: raises on a lone surrogate
     assert awaiting.am_text("a\nb\x07c\u200b", newlines=True) == "a\nb\ufffdc\ufffd"
     assert awaiting.am_text("a\nb") == "a\ufffdb"
+
+
+class DecidedInFlight(FakeServices):
+    """Someone rejects the run while its announcement is on its way to Alertmanager."""
+
+    st = None
+
+    async def alertmanager(self, method, path, body=None):
+        answer = await super().alertmanager(method, path, body)
+        if path == "/api/v2/alerts" and "expires_at" in body[0]["annotations"]:
+            run_id = body[0]["labels"]["run_id"]
+            await self.st.audit.run(lambda db: db.reject(
+                run_id, by={"by": "alice", "via": "user-token"}, reason="fast",
+                now_ms=int(self.st.clock() * 1000)))
+        return answer
+
+
+async def test_a_run_decided_while_it_is_announced_is_resolved_too(aiohttp_client, tmp_path):
+    fake = DecidedInFlight()
+    pb = approval_playbook(tmp_path, "max_concurrent: 5")
+    cfg = RemediatorConfig(auth=AuthConfig(users_file=users_file(tmp_path)))
+    client, st, _, _ = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="adm",
+                                   cfg=cfg, services=fake)
+    fake.st = st
+    fake.query_results['up{instance="db-0:9100"} == 1'] = [{}]
+    await client.post("/webhook", json=notification(fingerprint="f0", instance="db-0:9100"))
+    await drained(st)  # the run's task: decision, announcement, and what follows
+    [run] = await st.audit.run(lambda db: db.list_runs())
+    assert run.state == RunState.REFUSED
+    announced, resolved = notices(fake)
+    assert resolved["labels"] == announced["labels"]
+    assert resolved["annotations"]["resolution"] == "refused: rejected by alice: fast"
