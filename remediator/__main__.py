@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("remediator").info("%s", timer.ready_line(
             prog="vigil-remediator", urls=[url], loaded=startup_facts(app)))
 
+    # until the app's own handler takes over: a SIGHUP while starting (a reload sent a
+    # little early) must not stop the process, which is SIGHUP's default
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         web.run_app(app, host=host, port=port, print=on_listening, access_log=None,
                     ssl_context=ssl_context)
