@@ -25,7 +25,7 @@ from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
 from detector.history import History
-from detector.lifecycle import ALERT_TABLES, AlertEvent, AlertState, EventKind
+from detector.lifecycle import ALERT_TABLES, FIRING, AlertEvent, AlertState, EventKind
 from detector.metrics import IngestMetrics
 from servicekit import telemetry
 
@@ -44,6 +44,28 @@ class SlotSpec:
     counter: bool = False
     warm: bool = False  # hold its live samples until its history from Prometheus arrives
     alert_rule: int = -1  # index of its alert rule; -1: it never alerts
+    generation: int = 0  # the config reloads the registry had applied when it decided this
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """A config reload, applied by the worker between two batches (so atomically).
+
+    ``reset`` slots get fresh detector state under their new parameters; ``alert_rule``
+    gives the first ``len(alert_rule)`` slots their alert rule (-1: retired or no rule);
+    a firing series whose alert rule changed (``alert_changed``, per slot) or that lost
+    its rule is resolved (``EventKind.RECONFIGURED``) and its alert state starts over.
+    ``respec`` gives the current spec of a slot whose creation predates the reload but
+    reaches the worker after it. ``on_applied`` runs on the worker afterwards.
+    """
+
+    generation: int
+    alerts: AlertState | None
+    reset: Sequence[SlotSpec]
+    alert_rule: NDArray[np.int16]
+    alert_changed: NDArray[np.bool_]
+    respec: Callable[[int], SlotSpec]
+    on_applied: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +79,39 @@ class Batch:
     warmed: Sequence[int] = field(default=())  # history batch: these slots' warm start is done
     periods: Sequence[tuple[int, float]] = field(default=())  # (slot, seasonal period ms)
     trace: SpanContext | None = None  # the sampled request span its samples came with
+    reconfigure: Reconfigure | None = None  # a config reload, applied before the rest
 
     @property
     def n_samples(self) -> int:
         return int(self.slots.shape[0])
 
 
-class SampleQueue:
-    """A FIFO of batches bounded by the number of samples it holds; thread-safe."""
+# the worker takes at least this many samples at once, waiting up to LINGER_S for them
+BATCH_SAMPLES = 8192
+LINGER_S = 0.002
 
-    def __init__(self, max_samples: int) -> None:
+
+class SampleQueue:
+    """A FIFO of batches bounded by the number of samples it holds; thread-safe.
+
+    The consumer takes batches together: once one is queued it waits up to ``linger_s``
+    for ``batch_samples`` (a few requests' worth). One wake-up, one hand-off of the GIL
+    and one pass of the detector's per-batch Python then serve several requests; the
+    price is at most ``linger_s`` of latency. Producers wake the consumer only when it
+    waits for a first batch or when enough samples are queued.
+    """
+
+    def __init__(self, max_samples: int, *, batch_samples: int = BATCH_SAMPLES,
+                 linger_s: float = LINGER_S) -> None:
         self.max_samples = max_samples
+        self.batch_samples = batch_samples
+        self.linger_s = linger_s
         self._items: deque[Batch] = deque()
         self._samples = 0
         self._in_flight = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._idle = False  # the consumer waits for a first batch
 
     @property
     def depth(self) -> int:
@@ -92,18 +131,29 @@ class SampleQueue:
             if self._closed:
                 return False
             if (self._samples + batch.n_samples > self.max_samples and not batch.new_slots
-                    and not batch.warmed):
+                    and not batch.warmed and batch.reconfigure is None):
                 return False
             self._items.append(batch)
             self._samples += batch.n_samples
-            self._cond.notify()
+            if self._idle or self._samples >= self.batch_samples:
+                self._cond.notify()
             return True
 
     def take(self, timeout_s: float) -> list[Batch]:
-        """All queued batches, waiting up to ``timeout_s`` for the first; [] when closed."""
+        """All queued batches, waiting up to ``timeout_s`` for the first and then up to
+        ``linger_s`` for ``batch_samples``; [] when closed."""
         with self._cond:
             if not self._items and not self._closed:
+                self._idle = True
                 self._cond.wait(timeout_s)
+                self._idle = False
+            if self._items and self._samples < self.batch_samples and self.linger_s > 0:
+                deadline = time.monotonic() + self.linger_s
+                while self._samples < self.batch_samples and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             items = list(self._items)
             self._items.clear()
             self._in_flight += self._samples
@@ -144,6 +194,7 @@ SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("run_same", np.int64, 0),  # current run of identical values
     ("run_max", np.float64, 0.0),  # fading memory of the longest past run
 ) + ALERT_TABLES
+ALERT_NAMES = frozenset(name for name, _, _ in ALERT_TABLES)
 # what a checkpoint keeps; the others are set again when the slot is re-created
 CHECKPOINTED = tuple(name for name, _, _ in SLOT_TABLES
                      if name not in ("is_counter", "warming", "al_rule"))
@@ -208,6 +259,8 @@ class Pipeline:
         self.n_warming = 0
         self._held: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint64]]]] = {}
         self._held_count: dict[int, int] = {}
+        self.generation = 0  # of the newest Reconfigure applied
+        self._respec: Callable[[int], SlotSpec] | None = None
         self._ensure(capacity)
 
     def _ensure(self, n: int) -> None:
@@ -278,7 +331,11 @@ class Pipeline:
 
     def _process(self, batches: Sequence[Batch]) -> None:
         for batch in batches:
+            if batch.reconfigure is not None:
+                self._reconfigure(batch.reconfigure)
             for spec in batch.new_slots:
+                if spec.generation < self.generation and self._respec is not None:
+                    spec = self._respec(spec.slot)  # decided under the rules before a reload
                 self._ensure(spec.slot + 1)
                 self._reset(spec.slot)
                 self.is_counter[spec.slot] = spec.counter
@@ -368,6 +425,43 @@ class Pipeline:
         """The resolve, marked when the detector adopted the new level during the run."""
         after_s = self.detectors.adopted_after_s(ev.slot, ev.since_ms)
         return ev if after_s is None else dataclasses.replace(ev, adopted_after_s=after_s)
+
+    def _reconfigure(self, rc: Reconfigure) -> None:
+        """Apply a config reload (see Reconfigure). Worker thread only."""
+        n = min(self.capacity, int(rc.alert_rule.shape[0]))
+        new_rule = rc.alert_rule[:n].astype(np.int16)
+        reset = np.zeros(n, dtype=np.bool_)
+        reset[[spec.slot for spec in rc.reset if spec.slot < n]] = True
+        changed = rc.alert_changed[:n] | reset
+        events = []
+        if self.alerts is not None:
+            for s in np.flatnonzero(changed & (self.al_state[:n] == FIRING)).tolist():
+                events.append(self.alerts.latest(self, s, EventKind.RECONFIGURED,
+                                                 int(self.last_ts[s])))
+        for name, _, fill in ALERT_TABLES:
+            getattr(self, name)[:n][changed] = fill
+        self.al_rule[:n] = new_rule
+        for spec in rc.reset:
+            if spec.slot < n:  # a slot beyond is configured when its creation arrives
+                self._ensure(spec.slot + 1)
+                for name, _, fill in SLOT_TABLES:
+                    if name not in ALERT_NAMES:
+                        getattr(self, name)[spec.slot] = fill
+                self.is_counter[spec.slot] = spec.counter
+                self.al_rule[spec.slot] = spec.alert_rule
+                self.detectors.configure(spec.slot, spec.params)
+                if self.warming[spec.slot]:
+                    self.warming[spec.slot] = 0
+                    self.n_warming -= 1
+                self._held.pop(spec.slot, None)
+                self._held_count.pop(spec.slot, None)
+        if rc.alerts is not None:
+            self.alerts = rc.alerts
+        self.generation = rc.generation
+        self._respec = rc.respec
+        self._emit(events)
+        if rc.on_applied is not None:
+            rc.on_applied()
 
     def sweep(self, now_ms: int) -> None:
         """Resolve the alerts of series that went stale or silent. Worker thread only."""

@@ -58,6 +58,8 @@ def _varint(buf: np.ndarray, pos: int, end: int) -> tuple[int, int]:
     Returns (value, new position), or position -1 if it is truncated or over 10 bytes.
     int64 arithmetic only: mixing uint64 and int64 makes numba fall back to floats.
     """
+    if pos < end and buf[pos] < 0x80:  # one byte: every tag and most lengths
+        return np.int64(buf[pos]), pos + 1
     result = 0
     shift = 0
     while pos < end and shift < 70:
