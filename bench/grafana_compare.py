@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,16 +153,18 @@ def framework_traces(series: Sequence[Series], fw: Framework, *, workdir: Path
     """Per strategy, one ``Trace`` per series: the framework's alert over its history."""
     strategies = list(fw.groups)
     families, tagging = build_input(series, strategies)
-    om = workdir / "input.om"
     t0 = time.perf_counter()
-    samples = promrules.write_openmetrics(om, families)
+    om = promrules.write_openmetrics(workdir / "input", families)
+    samples = sum(s.ts_ms.shape[0] for ss in families.values() for s in ss)
     timings = {"openmetrics_write_s": time.perf_counter() - t0, "input_samples": samples}
-    start_ms = int(min(int(s.ts_ms[0]) for s in series))
+    # the rules run from the first 2-hour boundary (the series start on one, give or take
+    # the jitter of gaps_jitter_shift's half a second)
+    start_ms = promrules.block_start(int(min(int(s.ts_ms[0]) for s in series)))
     end_ms = int(max(int(s.ts_ms[-1]) for s in series))
     index = {series_name(s, k): k for k, s in enumerate(series)}
     periods: dict[str, dict[int, list[promrules.Firing]]] = {st: {} for st in strategies}
     with promrules.History(workdir, openmetrics=om, eval_interval_s=EVAL_INTERVAL_S) as h:
-        om.unlink()
+        shutil.rmtree(workdir / "input")
         framework = [g for st in strategies for g in fw.groups[st]]
         h.backfill([tagging, framework], start_ms=start_ms, end_ms=end_ms)
         t0 = time.perf_counter()
@@ -179,6 +182,13 @@ def framework_traces(series: Sequence[Series], fw: Framework, *, workdir: Path
                                 f"scenario: {labels}")
                         periods[st].setdefault(k, []).extend(found)
         timings["alert_queries_s"] = time.perf_counter() - t0
+        banded = series_with_bands(h.url, at_ms=end_ms, days=(end_ms - start_ms) / 86_400_000)
+        for st in strategies:
+            if not banded.get(st):
+                raise promrules.RulesError(
+                    f"{st}: no series has an anomaly:upper_band after the backfill; the rules "
+                    f"did not run over the history (see {workdir}/prometheus.log)")
+            timings[f"{st}_series_with_bands"] = banded[st]
         timings.update(h.timings)
     traces: dict[str, list[scenarios.Trace]] = {}
     for st in strategies:
@@ -190,6 +200,15 @@ def framework_traces(series: Sequence[Series], fw: Framework, *, workdir: Path
                 scored=scenarios.scored_mask(s), firing=promrules.firing_mask(s.ts_ms, found),
                 banded=none, inband=none, fires_ms=tuple(p.start_ms for p in found)))
     return traces, timings
+
+
+def series_with_bands(url: str, *, at_ms: int, days: float) -> dict[str, int]:
+    """Per strategy, how many series got an upper band at some time of the history."""
+    expr = (f"count by (anomaly_strategy) (count_over_time("
+            f"anomaly:upper_band[{int(np.ceil(days)) + 1}d]))")
+    return {s.labels.get("anomaly_strategy", ""): int(s.values[-1])
+            for s in promrules.query_range(url, expr, start_ms=at_ms, end_ms=at_ms,
+                                           step_s=EVAL_INTERVAL_S)}
 
 
 def summarise_traces(series: Sequence[Series], traces: Sequence[scenarios.Trace],

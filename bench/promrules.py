@@ -193,19 +193,30 @@ def _number(v: float) -> str:
     return repr(float(v))
 
 
-def write_openmetrics(path: Path, families: Mapping[tuple[str, str], Sequence[OmSeries]]
-                      ) -> int:
-    """Write ``{(metric name, "gauge" | "counter"): series}`` as one OpenMetrics text file
-    (a counter's name must end in ``_total``); the number of samples written."""
-    n = 0
-    with path.open("w", encoding="utf-8") as out:
+BLOCK_MS = 2 * 3_600_000  # promtool's block duration
+
+
+def write_openmetrics(directory: Path, families: Mapping[tuple[str, str], Sequence[OmSeries]]
+                      ) -> list[Path]:
+    """Write ``{(metric name, "gauge" | "counter"): series}`` as OpenMetrics text, one file
+    per 2-hour block (``promtool tsdb create-blocks-from openmetrics`` reads its whole
+    input once for every block it writes, so one big file costs blocks x size); a
+    counter's name must end in ``_total``. Returns the files that hold samples."""
+    directory.mkdir(parents=True, exist_ok=True)
+    starts = sorted({int(t) // BLOCK_MS for ss in families.values() for s in ss
+                     for t in (s.ts_ms[:1].tolist() + s.ts_ms[-1:].tolist())})
+    blocks = range(starts[0], starts[-1] + 1) if starts else range(0)
+    files = {b: (directory / f"block-{b}.om").open("w", encoding="utf-8") for b in blocks}
+    counts = dict.fromkeys(blocks, 0)
+    try:
         for (name, kind), series in families.items():
             if kind not in ("gauge", "counter") or not _LABEL_NAME.fullmatch(name):
                 raise RulesError(f"OpenMetrics family {name!r}: bad name or type {kind!r}")
             family = name.removesuffix("_total") if kind == "counter" else name
             if kind == "counter" and family == name:
                 raise RulesError(f"counter {name!r}: the sample name must end in _total")
-            out.write(f"# TYPE {family} {kind}\n")
+            for out in files.values():
+                out.write(f"# TYPE {family} {kind}\n")
             for s in series:
                 bad = [k for k in s.labels if not _LABEL_NAME.fullmatch(k)]
                 if bad or s.ts_ms.shape != s.values.shape:
@@ -214,12 +225,30 @@ def write_openmetrics(path: Path, families: Mapping[tuple[str, str], Sequence[Om
                                      f"{s.values.shape[0]} values")
                 head = name + "{" + ",".join(f'{k}="{_label_value(v)}"'
                                              for k, v in s.labels.items()) + "} "
-                out.writelines(f"{head}{_number(v)} {t // 1000}.{t % 1000:03d}\n"
-                               for t, v in zip(s.ts_ms.tolist(), s.values.tolist(),
-                                               strict=True))
-                n += s.ts_ms.shape[0]
-        out.write("# EOF\n")
-    return n
+                which = s.ts_ms // BLOCK_MS
+                cuts = np.flatnonzero(np.diff(which)) + 1
+                for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), s.ts_ms.shape[0]],
+                                  strict=True):
+                    if hi > lo:
+                        b = int(which[lo])
+                        files[b].writelines(
+                            f"{head}{_number(v)} {t // 1000}.{t % 1000:03d}\n"
+                            for t, v in zip(s.ts_ms[lo:hi].tolist(),
+                                            s.values[lo:hi].tolist(), strict=True))
+                        counts[b] += hi - lo
+        for out in files.values():
+            out.write("# EOF\n")
+    finally:
+        for out in files.values():
+            out.close()
+    kept = []
+    for b in blocks:
+        path = directory / f"block-{b}.om"
+        if counts[b]:
+            kept.append(path)
+        else:
+            path.unlink()
+    return kept
 
 
 # --------------------------------------------------------------------------- processes
@@ -422,12 +451,19 @@ def firing_mask(ts_ms: NDArray[np.int64], periods: Sequence[Firing]) -> NDArray[
 
 # --------------------------------------------------------------------------- history
 
+def block_start(ts_ms: int) -> int:
+    """The first 2-hour block boundary at or after ``ts_ms``: where a rule backfill can
+    start. promtool 2.42 walks the range block by block and stops at the first block
+    holding no evaluation time, so a start in a block's last minutes backfills nothing."""
+    return -(-ts_ms // BLOCK_MS) * BLOCK_MS
+
+
 class History:
-    """A temp TSDB filled from OpenMetrics, a Prometheus over it, and recording rules
+    """A temp TSDB filled from OpenMetrics files, a Prometheus over it, and recording rules
     backfilled pass by pass. Use as a context manager (``with History(...) as h``)."""
 
-    def __init__(self, workdir: Path, *, openmetrics: Path, eval_interval_s: float = 60.0
-                 ) -> None:
+    def __init__(self, workdir: Path, *, openmetrics: Sequence[Path],
+                 eval_interval_s: float = 60.0) -> None:
         self.workdir = workdir
         self.eval_interval_s = eval_interval_s
         self.prometheus = PrometheusProcess(workdir, eval_interval_s=eval_interval_s)
@@ -435,9 +471,10 @@ class History:
         if any(self.prometheus.data_dir.iterdir()):
             raise RulesError(f"{self.prometheus.data_dir} is not empty: give a fresh workdir")
         t0 = time.perf_counter()
-        _run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-              str(openmetrics), str(self.prometheus.data_dir)],
-             what="promtool tsdb create-blocks-from openmetrics", timeout_s=3600)
+        for path in openmetrics:
+            _run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "--quiet",
+                  str(path), str(self.prometheus.data_dir)],
+                 what=f"promtool tsdb create-blocks-from openmetrics {path}", timeout_s=3600)
         self.timings["openmetrics_s"] = time.perf_counter() - t0
 
     def __enter__(self) -> History:
@@ -456,7 +493,11 @@ class History:
         """Backfill every recording rule of ``stages`` over [start_ms, end_ms]: stage after
         stage (a later stage may read an earlier one's output in ways ``referenced``
         cannot see, such as a selector with no metric name), each in dependency passes.
-        Returns the names recorded in each pass."""
+        ``start_ms`` must be on a 2-hour block boundary (``block_start``). Returns the
+        names recorded in each pass."""
+        if start_ms % BLOCK_MS:
+            raise RulesError(f"backfill from {start_ms}: not on a 2-hour block boundary "
+                             f"(use block_start)")
         done = []
         for k, groups in enumerate(stages):
             for i, rules in enumerate(backfill_passes(groups)):
