@@ -92,6 +92,25 @@ def test_gauges_are_fed_one_sample_a_minute_and_markers_as_nan():
     assert values[[0, 1, 3]].tolist() == [0.0, 4.0, 12.0] and np.isnan(values[2])
 
 
+def test_openmetrics_is_written_a_file_per_block(tmp_path):
+    ts = T0 + np.array([0, 7_199_999, 7_200_000, 3 * 7_200_000], dtype=np.int64)
+    files = promrules.write_openmetrics(tmp_path, {("c_total", "counter"): [
+        promrules.OmSeries(labels={"a": 'q"\\'}, ts_ms=ts, values=np.array([1, 2, 3, np.nan]))]})
+    assert [f.read_text().splitlines() for f in files] == [
+        ["# TYPE c counter", 'c_total{a="q\\"\\\\"} 1.0 1704067200.000',
+         'c_total{a="q\\"\\\\"} 2.0 1704074399.999', "# EOF"],
+        ["# TYPE c counter", 'c_total{a="q\\"\\\\"} 3.0 1704074400.000', "# EOF"],
+        ["# TYPE c counter", 'c_total{a="q\\"\\\\"} NaN 1704088800.000', "# EOF"]]
+    with pytest.raises(promrules.RulesError, match="must end in _total"):
+        promrules.write_openmetrics(tmp_path, {("c", "counter"): []})
+
+
+def test_backfill_starts_on_a_block_edge():
+    assert promrules.block_start(T0) == T0
+    assert promrules.block_start(T0 - 500) == T0
+    assert promrules.block_start(T0 + 1) == T0 + 7_200_000
+
+
 SHIFT_RULES = """groups:
 - name: chain
   rules:
