@@ -520,6 +520,24 @@ def test_the_playbooks_configmap_passes_vigil_remediator_check(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_inline_playbooks_are_routed_as_the_generator_routes_the_shipped_ones(
+        rendered: Any, tmp_path: Path) -> None:
+    """The template reads an inline playbook's alertname constraints (labels, `=` and
+    `=~` matchers) as deploy/charts/generate.py reads the shipped ones with the
+    remediator's own matcher parser: the same playbooks inline give the same route."""
+    inline = {p.stem: p.read_text(encoding="utf-8")
+              for p in cluster_generate.playbook_files(ROOT)}
+    done = template({"remediator": {"shippedPlaybooks": {"enabled": False}},
+                     "playbooks": inline}, tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    def alternatives(objects: list[Obj]) -> set[str]:
+        route = find(objects, "AlertmanagerConfig", "vigil-remediator")["spec"]["route"]
+        return set(route["matchers"][0]["value"].split("|"))
+
+    assert alternatives(load_all(done.stdout)) == alternatives(rendered("default"))
+
+
 def test_an_inline_playbook_may_not_shadow_a_shipped_one(tmp_path: Path) -> None:
     done = template({"playbooks": {"node-drain": INLINE_PLAYBOOK}}, tmp=tmp_path)
     assert done.returncode != 0
