@@ -51,13 +51,17 @@ Durations take seconds or Prometheus syntax (90s, 15m, 1h30m, 7d).
 Documentation: README.md and docs/ (docs/troubleshooting.md when something is off)."""
 
 SERVE_DESCRIPTION = """\
-Listen for remote-write (POST /api/v1/write), score every sample, and alert. Logs one
-line when ready, with the address, what was loaded and the time it took."""
+Listen for remote-write (POST /api/v1/write), score every sample, and alert. The config
+is read again on SIGHUP or POST /-/reload: a bad one is refused (every problem logged) and
+the running one kept; series whose detector did not change keep what they learned. Logs
+one line when ready, with the address, what was loaded and the time it took."""
 
 SERVE_EPILOG = """\
 examples:
   vigil-detector serve --config detector.yaml --alertmanager http://am-0:9093 \\
-      --alertmanager http://am-1:9093 --state-dir /var/lib/vigil"""
+      --alertmanager http://am-1:9093 --state-dir /var/lib/vigil
+  kill -HUP "$(pidof vigil-detector)"            read the config again
+  curl -X POST -H "Authorization: Bearer $TOKEN" http://127.0.0.1:9420/-/reload"""
 
 VERIFY_DESCRIPTION = """\
 Did a deployment make these queries worse? Compares the window after a change with the
@@ -77,6 +81,7 @@ examples:
 KERNEL_GROUPS: tuple[tuple[str, str], ...] = (
     ("remote-write wire format", "detector.remote_write._wire"),
     ("series index", "detector._index"),
+    ("request routing", "detector._route"),
     ("series tracking", "detector._track"),
     ("alert lifecycle", "detector._lifecycle"),
     ("tail probabilities", "detector.detectors._kernels.tail"),
@@ -331,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         external_url=args.external_url or f"{scheme}://{host}:{port}",
                         runbooks_dir=args.runbooks, remediator_url=args.remediator_url,
                         tracer=provider.get_tracer("vigil.detector") if provider else None,
-                        profile_stages=args.profile_stages)
+                        profile_stages=args.profile_stages, config_path=args.config,
+                        reload_on_sighup=True)
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2

@@ -140,6 +140,8 @@ def resolution(ev: AlertEvent) -> str:
     """Why the last series of an alert stopped being anomalous, in words."""
     if ev.kind is EventKind.STALE:
         return "series went stale"
+    if ev.kind is EventKind.RECONFIGURED:
+        return "its alert rule changed in a config reload"
     if ev.adopted_after_s is not None:
         return f"new level adopted after {wording.setting_duration(ev.adopted_after_s)}"
     return "back inside its band"
@@ -280,6 +282,18 @@ class AlertBook:
 
     def firing(self) -> list[Alert]:
         return list(self.alerts.values())
+
+    def move(self, moves: Sequence[tuple[Alert, int]]) -> None:
+        """Give firing alerts their rule's new index (a config reload reordered the rules
+        without changing theirs); all are taken out first, so indices may swap."""
+        for alert, _ in moves:
+            del self.alerts[alert.key]
+        for alert, rule_index in moves:
+            alert.rule_index = rule_index
+            alert.key = (rule_index, *alert.key[1:])
+            self.alerts[alert.key] = alert
+            for slot in alert.members:
+                self._by_slot[slot] = alert.key
 
     def refresh(self, alert: Alert) -> None:
         """Update the members' values and scores from the detector's latest; the expected

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
+import signal
 import ssl
 import threading
 import time
@@ -26,27 +28,36 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 
-from detector import api, checkpoint, console, presence, stages, verification, verify
+from detector import api, checkpoint, console, presence, reconfig, stages, verification, verify
 from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
 from detector.alerts import AlertBook, Labels, Links, Reading
-from detector.config import DetectorConfig, EnsembleParams, RobustParams, read_bearer_token
+from detector.config import (
+    DetectorConfig,
+    EnsembleParams,
+    RobustParams,
+    load_config,
+    read_bearer_token,
+    restart_only_changes,
+)
 from detector.entities import EntityTracker
 from detector.errors import ConfigError, UpstreamError
 from detector.history import History
 from detector.ingest import Ingestor
-from detector.lifecycle import AlertEvent, AlertState
+from detector.lifecycle import FIRING, AlertEvent, AlertState
 from detector.metrics import (
     AlertMetrics,
     CheckpointMetrics,
     IngestMetrics,
+    StateMetrics,
     build_alert_metrics,
     build_checkpoint_metrics,
     build_metrics,
+    build_state_metrics,
 )
 from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
 from detector.remote_write import decode, encode
 from detector.remote_write.handler import WriteHandler
-from detector.series import SeriesRegistry
+from detector.series import Reassignment, SeriesRegistry
 from detector.warmstart import WarmStarter
 from detector.writeback import WriteBack
 from servicekit import bearer, cli, mediatype, probes, tls
@@ -95,6 +106,12 @@ class Runtime:
     checkpointed: asyncio.Event = field(default_factory=asyncio.Event)  # set after each write
     last_checkpoint_s: float = math.nan  # when the newest checkpoint's state was taken
     restored: int = 0  # series restored from the checkpoint at start
+    config_path: Path | None = None  # what a reload reads (None: started without --config)
+    state_metrics: StateMetrics | None = None
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    links: Links | None = None  # external and Prometheus URLs of the alerts' links
+    enrichment: tuple[Any, Any] = (None, None)  # (HTTP session, Kubernetes client)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)  # SIGHUP reloads
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -169,6 +186,109 @@ class Runtime:
         self.metrics.absent_series.set(
             int(presence.absent(self.pipeline, n, self.now_ms(), rules).sum()))
 
+    async def reload(self, reason: str) -> reconfig.ReloadResult:
+        """Read the config file again and switch to it, or keep the running one.
+
+        The whole file is validated first; a bad one is refused with every problem
+        logged as ``file:line: path: message``. A good one is applied without dropping a
+        request: the registry re-decides every series under the ingest lock, the worker
+        applies the new detector and alert state between two batches, and the alert book
+        follows on the event loop after the worker's resolves (see ``detector.reload``).
+        """
+        async with self.reload_lock:
+            start = time.perf_counter()
+            result = await self._reload()
+            result = dataclasses.replace(result, seconds=time.perf_counter() - start)
+        m = self.state_metrics
+        if not result.ok:
+            for problem in result.problems:
+                log.error("config reload (%s) refused; the running config stays: %s",
+                          reason, problem)
+            if m is not None:
+                m.reload_successful.set(0)
+                m.reloads.labels("failure").inc()
+            return result
+        if m is not None:
+            m.reload_successful.set(1)
+            m.reload_success_time.set(self.clock())
+            m.reloads.labels("success").inc()
+            m.resets.labels("config_changed").inc(result.reset)
+        log.info("config reloaded from %s (%s) in %.2f s: %s", self.config_path, reason,
+                 result.seconds, result.summary())
+        return result
+
+    async def _reload(self) -> reconfig.ReloadResult:
+        if self.config_path is None:
+            return reconfig.ReloadResult(False, ("(root): the detector was started without "
+                                               "--config; there is no file to reload",))
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            return reconfig.ReloadResult(False, tuple(str(exc).splitlines()))
+        old = self.cfg
+        alerts = AlertState(new.alerts, stale_intervals=new.alerting.stale_intervals,
+                            stale_min_s=new.alerting.stale_min_s)
+        loop = asyncio.get_running_loop()
+        applied = asyncio.Event()
+        resolved = 0
+
+        def follow() -> None:  # on the loop, after the resolves the worker sent
+            assert self.book is not None
+            with self.ingestor.lock:
+                self.registry.apply_alert_rules(plan.slot_alert)
+            reconfig.follow(self.book, new, plan)
+            applied.set()
+
+        def on_applied() -> None:  # the worker, right after it applied the reload
+            loop.call_soon_threadsafe(follow)
+
+        def reassign() -> Reassignment:  # the decode thread, between two requests
+            nonlocal resolved
+            with self.ingestor.lock:
+                plan = self.registry.reconfigure(new)
+                changed = reconfig.alert_changed(self.registry, old, new, plan)
+                n = min(plan.slot_alert.shape[0], self.pipeline.capacity)
+                resolved = int(np.count_nonzero(
+                    changed[:n] & (self.pipeline.al_state[:n] == FIRING)))
+                rc = reconfig.reconfigure(plan, alerts=alerts, changed=changed,
+                                          on_applied=on_applied)
+                # in the lock: a request resolved after this queues its batch after it
+                self.queue.offer(Batch(slots=np.zeros(0, np.int32), ts=np.zeros(0, np.int64),
+                                       bits=np.zeros(0, np.uint64), reconfigure=rc))
+            return plan
+
+        plan = await loop.run_in_executor(self.executor, reassign)
+        try:
+            await asyncio.wait_for(applied.wait(), SNAPSHOT_TIMEOUT_S)
+        except TimeoutError:
+            log.error("config reload: the detector worker did not apply the new rules "
+                      "within %.0f s; they apply when it gets to them", SNAPSHOT_TIMEOUT_S)
+        self.cfg = new
+        self._follow_settings(old, new)
+        return reconfig.ReloadResult(
+            True, kept=plan.kept, reset=len(plan.reset), retired=len(plan.retired),
+            alerts_resolved=resolved, restart_needed=tuple(restart_only_changes(old, new)))
+
+    def _follow_settings(self, old: DetectorConfig, new: DetectorConfig) -> None:
+        """The reloadable settings the loop's objects hold: delivery, enrichment,
+        write-back, limits."""
+        self.queue.max_samples = new.limits.queue_max_samples
+        self.metrics.queue_capacity.set(new.limits.queue_max_samples)
+        self.ingestor.max_decompressed_bytes = new.limits.max_decompressed_bytes
+        if self.book is not None and self.links is not None:
+            self.book.links = dataclasses.replace(
+                self.links, external_url=new.alerting.external_url or self.links.external_url,
+                grafana_url=new.alerting.grafana_url, dashboard_uid=new.alerting.dashboard_uid)
+        if self.dispatcher is not None:
+            self.dispatcher.cfg = new.alerting
+            for client in self.dispatcher.clients:
+                client.cfg = new.alerting
+            if new.enrichment.loki != old.enrichment.loki:
+                session, kube = self.enrichment
+                self.dispatcher.enrichers = _enrichers(self, session, kube)
+        if self.writeback is not None:
+            self.writeback.reconfigure(new.writeback)
+
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until the worker has processed everything queued so far."""
         async with asyncio.timeout(timeout_s):
@@ -233,7 +353,8 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
               external_url: str | None = None, runbooks_dir: Path | None = None,
               remediator_url: str | None = None, tracer: Tracer | None = None,
               clock: Callable[[], float] = time.time,
-              profile_stages: bool = False) -> web.Application:
+              profile_stages: bool = False, config_path: Path | None = None,
+              reload_on_sighup: bool = False) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
     ``prometheus_url`` turns on warm starts (when the config allows) and links alerts to
     its graphs; alerts go to every URL of ``alertmanagers``; ``external_url`` is how people
@@ -243,7 +364,8 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     is the remediator console the anomalies link to; ``tracer`` (None: off) traces
     remote-write requests, detection, alerts and their delivery; ``clock`` gives the wall
     time; ``profile_stages`` exports the CPU time of each ingest stage
-    (``vigil_profile_stage_cpu_seconds_total``, docs/ingestion.md)."""
+    (``vigil_profile_stage_cpu_seconds_total``, docs/ingestion.md); ``config_path`` is
+    what ``POST /-/reload`` (and SIGHUP, with ``reload_on_sighup``) reads again."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
     stage_clock = stages.StageClock() if profile_stages else stages.OFF
     if profile_stages:
@@ -269,12 +391,16 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
                           warm_start=warm, clock=stage_clock),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
         state_dir=state_dir, clock=clock, alert_metrics=am, alertmanagers=tuple(alertmanagers),
-        checkpoint_metrics=cm, tracer=tracer,
+        checkpoint_metrics=cm, tracer=tracer, config_path=config_path,
+        state_metrics=build_state_metrics(registry_metrics),
     )
+    assert rt.state_metrics is not None
+    rt.state_metrics.reload_success_time.set(clock())
     cm.age.set_function(rt.checkpoint_age_s)
     links = Links(external_url=cfg.alerting.external_url or external_url
                   or "http://127.0.0.1:9420", prometheus_url=prometheus_url,
                   grafana_url=cfg.alerting.grafana_url, dashboard_uid=cfg.alerting.dashboard_uid)
+    rt.links = links
     rt.book = AlertBook(cfg.alerts, info=TableFacts(registry, pipeline), links=links,
                         related_window_s=cfg.alerting.related_window_s,
                         max_related=cfg.alerting.max_related)
@@ -355,7 +481,15 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app.router.add_get("/api/v1/series", handle_series)
     app.router.add_get("/api/v1/entities", handle_entities)
     app.router.add_get("/api/v1/anomalies", handle_anomalies)
+    async def handle_reload(request: web.Request) -> web.Response:
+        if not writer.authorized(request):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                     headers={"WWW-Authenticate": bearer.CHALLENGE})
+        result = await rt.reload("POST /-/reload")
+        return web.json_response(result.as_json(), status=200 if result.ok else 422)
+
     app.router.add_post("/api/v1/verify", handle_verify)
+    app.router.add_post("/-/reload", handle_reload)
     app.router.add_get("/runbooks/{name}", handle_runbook)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     probes.add_routes(app.router, healthy=handle_healthz, ready=handle_readyz)
@@ -372,6 +506,8 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
     app.cleanup_ctx.append(_worker_ctx)
     app.cleanup_ctx.append(_checkpoint_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
+    if reload_on_sighup:
+        app.cleanup_ctx.append(_sighup_ctx)
     app.cleanup_ctx.append(_presence_ctx)
     if rt.warm is not None:
         app.cleanup_ctx.append(_warm_start_ctx)
@@ -521,6 +657,24 @@ async def _checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _sighup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """SIGHUP reloads the config, as it does for Prometheus and Alertmanager."""
+    rt = app[RUNTIME]
+    loop = asyncio.get_running_loop()
+
+    def on_sighup() -> None:
+        task = loop.create_task(rt.reload("SIGHUP"))
+        rt.background.add(task)
+        task.add_done_callback(rt.background.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in list(rt.background):
+        task.cancel()
+    await asyncio.gather(*rt.background, return_exceptions=True)
+
+
 async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     loop = asyncio.get_running_loop()
@@ -585,6 +739,7 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
                                      clock=rt.clock, enrichers=_enrichers(rt, session, kube),
                                      tracer=rt.tracer)
         rt.dispatcher = dispatcher
+        rt.enrichment = (session, kube)
 
         def on_events(events: list[AlertEvent]) -> None:
             loop.call_soon_threadsafe(dispatcher.handle_events, events, time.perf_counter())

@@ -423,6 +423,27 @@ def load_config(path: Path | None) -> DetectorConfig:
         raise ConfigError(str(exc)) from exc
 
 
+# What a reload cannot change in a running detector: the listener, credentials, the
+# sizes of tables allocated at start, and the background tasks started with their
+# settings. A reload that changes one applies the rest and says these wait for a restart.
+RESTART_ONLY: tuple[str, ...] = (
+    "auth", "tls", "outgoing_tls", "warm_start", "entities", "entity_interval_s",
+    "checkpoint", "console", "limits.max_body_bytes", "writeback.url",
+    "writeback.bearer_token_file", "enrichment.kubernetes",
+)
+
+
+def restart_only_changes(old: DetectorConfig, new: DetectorConfig) -> list[str]:
+    """The RESTART_ONLY settings that differ between ``old`` and ``new``."""
+    def at(cfg: DetectorConfig, path: str) -> object:
+        value: object = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        return value
+
+    return [path for path in RESTART_ONLY if at(old, path) != at(new, path)]
+
+
 TOKEN_ENV = "VIGIL_DETECTOR_TOKEN"
 
 

@@ -27,6 +27,7 @@ from detector.lifecycle import NORMAL, AlertEvent, EventKind
 
 FIELDS = ("value", "expected", "lower", "upper", "score")
 MAX_STRETCHES = 16  # anomalous stretches remembered per series
+ENDS = (EventKind.RESOLVE, EventKind.STALE, EventKind.RECONFIGURED)  # a stretch ends
 
 
 @dataclass(slots=True)
@@ -194,7 +195,7 @@ class History:
                     continue
                 track.level = max(track.level, ev.level)
                 track.peak = max(track.peak, ev.peak)
-                if ev.kind in (EventKind.RESOLVE, EventKind.STALE) and track.stretches \
+                if ev.kind in ENDS and track.stretches \
                         and track.stretches[-1][1] is None:
                     track.stretches[-1][1] = ev.ts_ms
                     track.is_active = False

@@ -43,7 +43,7 @@ class Ingested:
 def slot_specs(registry: SeriesRegistry, first: int, *, warm: bool = False) -> list[SlotSpec]:
     """How the slots from ``first`` on (just created) are to be watched."""
     return [SlotSpec(slot, registry.rule_of(slot).detector, registry.is_counter(slot), warm,
-                     registry.alert_rule_of(slot))
+                     registry.alert_rule_of(slot), registry.generation)
             for slot in range(first, registry.n_tracked)]
 
 
@@ -58,6 +58,11 @@ class Ingestor:
         self.max_decompressed_bytes = max_decompressed_bytes
         self._lock = threading.Lock()
         self._local = threading.local()  # one Decoder (and its arrays) per thread
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while the registry changes; a config reload takes it too."""
+        return self._lock
 
     def _decoder(self) -> decode.Decoder:
         decoder: decode.Decoder | None = getattr(self._local, "decoder", None)

@@ -32,6 +32,7 @@ class EventKind(enum.Enum):
     RESOLVE = "resolve"  # normal for long enough
     STALE = "stale"  # the series went stale or silent while firing
     RESTORED = "restored"  # firing in the checkpoint the detector started from
+    RECONFIGURED = "reconfigured"  # a config reload changed or removed its alert rule
 
 
 _KINDS = {_lifecycle.EV_FIRE: EventKind.FIRE, _lifecycle.EV_ESCALATE: EventKind.ESCALATE,
@@ -179,6 +180,10 @@ class AlertState:
                 score=float(score[i]), value=float(value[i]), expected=float(ev_exp[e]),
                 lower=float(ev_lo[e]), upper=float(ev_hi[e]), peak=float(ev_peak[e])))
         return events
+
+    def latest(self, p: AlertTables, s: int, kind: EventKind, ts_ms: int) -> AlertEvent:
+        """An event of ``kind`` for series ``s`` from its latest state (no sample)."""
+        return self._latest(p, s, kind, ts_ms)
 
     def _latest(self, p: AlertTables, s: int, kind: EventKind, ts_ms: int) -> AlertEvent:
         since = int(p.al_since[s])

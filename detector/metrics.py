@@ -241,3 +241,44 @@ def build_checkpoint_metrics(registry: CollectorRegistry) -> CheckpointMetrics:
     for reason in ("missing", "version", "checksum", "unreadable"):
         m.skipped.labels(reason)
     return m
+
+
+# why a series' learned state was dropped: its detector changed in a config reload
+# (config_changed), or a checkpoint held a state layout this version cannot carry over
+# (layout_changed); its transform changed is config_changed too
+RESET_REASONS = ("config_changed", "layout_changed")
+
+
+@dataclass(frozen=True, slots=True)
+class StateMetrics:
+    """Config reloads and series that start learning afresh."""
+
+    reload_successful: Gauge
+    reload_success_time: Gauge
+    reloads: Counter
+    resets: Counter
+
+
+def build_state_metrics(registry: CollectorRegistry) -> StateMetrics:
+    m = StateMetrics(
+        reload_successful=Gauge("vigil_config_last_reload_successful", "Whether the last "
+                                "config reload (SIGHUP or POST /-/reload) succeeded: 1, or "
+                                "0 when it was refused and the running config kept.",
+                                registry=registry),
+        reload_success_time=Gauge("vigil_config_last_reload_success_timestamp_seconds",
+                                  "When the running config was loaded (at start or by the "
+                                  "last successful reload).", registry=registry),
+        reloads=Counter("vigil_config_reloads", "Config reloads, by result (success, "
+                        "failure).", ("result",), registry=registry),
+        resets=Counter("vigil_series_state_reset", "Series whose learned state was dropped "
+                       "and that start learning afresh, by reason (config_changed: its "
+                       "detector or transform changed in a reload; layout_changed: a "
+                       "checkpoint from another version could not be carried over).",
+                       ("reason",), registry=registry),
+    )
+    m.reload_successful.set(1)
+    for result in ("success", "failure"):
+        m.reloads.labels(result)
+    for reason in RESET_REASONS:
+        m.resets.labels(reason)
+    return m

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 UNKNOWN = _index.UNKNOWN  # -1: not in the index yet
 UNTRACKED = -2  # known, matched no rule
 OVER_LIMIT = -3  # known, matched a rule whose series limit (or the global one) was full
+RETIRED = -1  # slot_rule of a slot whose series no rule tracks since a config reload
+RETIRED_RULE = SeriesRule(name="retired")  # what rule_of says of such a slot
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -139,6 +141,48 @@ class ByteIndex:
         self.n_entries = need
         return k
 
+    def rebuilt(self, values: NDArray[np.int32], keep: NDArray[np.bool_],
+                max_entries: int) -> tuple[ByteIndex, NDArray[np.int64]]:
+        """A new index of the entries where ``keep``, in order, with ``values`` (one per
+        entry), and each old entry's number in it (-1: left out)."""
+        n = self.n_entries
+        out = ByteIndex(max(max_entries, int(np.count_nonzero(keep[:n]))))
+        which = np.flatnonzero(keep[:n]).astype(np.int64)
+        out.insert(self._arena, self._off[:n].astype(np.int32), self._len[:n],
+                   self._hash[:n], which, values[which].astype(np.int32))
+        renumber = np.full(n, -1, dtype=np.int64)
+        renumber[which] = np.arange(which.shape[0], dtype=np.int64)
+        return out, renumber
+
+    @property
+    def values(self) -> NDArray[np.int32]:
+        """The value of each entry (a view)."""
+        return self._value[:self.n_entries]
+
+
+@dataclass(frozen=True, slots=True)
+class Reassignment:
+    """What a config reload decided for every tracked series (``SeriesRegistry.reconfigure``).
+
+    ``reset``: slots whose detector parameters or counter transform changed (their state
+    starts fresh); ``retired``: slots no rule tracks any more; the others keep their state.
+    The per-slot arrays are copies, safe to read from another thread.
+    """
+
+    generation: int
+    rules: tuple[SeriesRule, ...]
+    slot_rule: NDArray[np.int32]
+    slot_counter: NDArray[np.uint8]
+    slot_alert: NDArray[np.int16]
+    reset: tuple[int, ...]
+    retired: tuple[int, ...]
+    retired_over_limit: int  # of ``retired``: a rule matched, but its max_series was full
+
+    @property
+    def kept(self) -> int:
+        live = int(np.count_nonzero(self.slot_rule >= 0))
+        return live - len(self.reset)
+
 
 class SeriesRegistry:
     """Assigns slots to label sets under the configured rules and limits.
@@ -162,6 +206,7 @@ class SeriesRegistry:
         self.slot_counter = np.zeros(1024, dtype=np.uint8)
         self.slot_alert = np.full(1024, -1, dtype=np.int16)  # slot -> alert rule, -1 none
         self.n_ignored = 0
+        self.generation = 0  # config reloads applied (SlotSpec.generation)
         self._limit_logged: set[int] = set()
         known = cfg.limits.max_series + cfg.limits.max_ignored_series
         self.canonical = ByteIndex(known)
@@ -185,7 +230,12 @@ class SeriesRegistry:
         return int(self.slot_alert[slot])
 
     def rule_of(self, slot: int) -> SeriesRule:
-        return self.rules[int(self.slot_rule[slot])]
+        index = int(self.slot_rule[slot])
+        return RETIRED_RULE if index == RETIRED else self.rules[index]
+
+    def is_retired(self, slot: int) -> bool:
+        """No rule tracks this slot's series since a config reload (it keeps its slot)."""
+        return int(self.slot_rule[slot]) == RETIRED
 
     def resolve_known(self, req: DecodedRequest) -> Resolution | None:
         """The values of a request whose series are all known, or None; changes nothing."""
@@ -366,9 +416,90 @@ class SeriesRegistry:
     def select(self, selectors: Sequence[Selector]) -> Iterator[int]:
         """Slots of tracked series matching any of ``selectors`` (all when none given)."""
         for slot in range(self.n_tracked):
+            if self.slot_rule[slot] == RETIRED:
+                continue
             if not selectors:
                 yield slot
                 continue
             as_dict = dict(self.labels_of(slot))
             if any(sel.matches(as_dict) for sel in selectors):
                 yield slot
+
+    def reconfigure(self, cfg: DetectorConfig) -> Reassignment:
+        """Re-decide every tracked series under ``cfg`` (a config reload); the caller holds
+        the ingest lock.
+
+        A series matching a rule keeps its slot; it starts fresh when its detector
+        parameters or counter transform changed. One that no rule tracks any more (or whose
+        rule's ``max_series`` is full) is retired: it keeps its slot and labels, and its
+        samples are dropped as untracked from now on. Series remembered as untracked or
+        over a limit are forgotten, so the new rules decide them when they next arrive.
+        The alert rule of existing slots is returned, not applied: ``slot_alert`` changes
+        when the alert book changes (``apply_alert_rules``), so alerts in flight stay
+        consistent with the rules they were raised under.
+        """
+        rules = cfg.series
+        selectors = tuple(r.selector() for r in rules)
+        alert_selectors = tuple(r.selector() for r in cfg.alerts)
+        n = self.n_tracked
+        new_rule = np.full(n, RETIRED, dtype=np.int32)
+        new_counter = np.zeros(n, dtype=np.uint8)
+        new_alert = np.full(n, -1, dtype=np.int16)
+        rule_series = [0] * len(rules)
+        reset: list[int] = []
+        retired: list[int] = []
+        over = 0
+        for slot in range(n):
+            old = int(self.slot_rule[slot])
+            if old == RETIRED:
+                continue
+            labels = dict(self.labels_of(slot))
+            index = next((i for i, sel in enumerate(selectors)
+                          if sel is None or sel.matches(labels)), None)
+            limit = rules[index].max_series if index is not None else None
+            if index is not None and limit is not None and rule_series[index] >= limit:
+                index, over = None, over + 1
+            if index is None:
+                retired.append(slot)
+                continue
+            rule = rules[index]
+            new_rule[slot] = index
+            rule_series[index] += 1
+            new_counter[slot] = _counter(rule, labels.get("__name__", ""))
+            new_alert[slot] = next((a for a, sel in enumerate(alert_selectors)
+                                    if sel is None or sel.matches(labels)), -1)
+            if rule.detector != self.rules[old].detector \
+                    or new_counter[slot] != self.slot_counter[slot]:
+                reset.append(slot)
+        known = cfg.limits.max_series + cfg.limits.max_ignored_series
+        # canonical: every slot keeps its entry (labels_of), retired ones as UNTRACKED;
+        # the memory of untracked and over-limit series is dropped
+        values = self.canonical.values.copy()
+        keep = np.zeros(values.shape[0], dtype=np.bool_)
+        entries = self.slot_entry[:n]
+        keep[entries] = True
+        values[entries[new_rule == RETIRED]] = UNTRACKED
+        self.canonical, renumber = self.canonical.rebuilt(values, keep, known)
+        self.slot_entry[:n] = renumber[entries]
+        # wire: the keys of series that stay tracked (others are looked up again)
+        wire_values = self.wire.values
+        live = wire_values >= 0
+        live[live] = new_rule[wire_values[live]] != RETIRED
+        self.wire, _ = self.wire.rebuilt(wire_values, live, 2 * known)
+        self.rules = rules
+        self._selectors = selectors
+        self._alert_selectors = alert_selectors
+        self.limits = cfg.limits
+        self.rule_series = rule_series
+        self.slot_rule[:n] = new_rule
+        self.slot_counter[:n] = new_counter
+        self.n_ignored = 0
+        self._limit_logged.clear()
+        self.generation += 1
+        return Reassignment(self.generation, rules, new_rule, new_counter, new_alert,
+                            tuple(reset), tuple(retired), over)
+
+    def apply_alert_rules(self, slot_alert: NDArray[np.int16]) -> None:
+        """Give the first ``len(slot_alert)`` slots their alert rules from a reload (the
+        caller holds the ingest lock; slots created since have theirs already)."""
+        self.slot_alert[:slot_alert.shape[0]] = slot_alert

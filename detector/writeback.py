@@ -59,6 +59,13 @@ class WriteBack:
         self._checked = 0  # slots below this have their selection decided
         self.sent = asyncio.Event()  # set after each accepted write (tests wait on it)
 
+    def reconfigure(self, cfg: WritebackConfig) -> None:
+        """Take a reloaded config (its url stays: a new one needs a restart); the series'
+        selection is decided again."""
+        self.cfg = cfg
+        self.selector = cfg.selector()
+        self._checked = 0
+
     def _grow(self, n: int) -> None:
         if n > self._written_ts.shape[0]:
             size = max(n, 2 * self._written_ts.shape[0], 1024)

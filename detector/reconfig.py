@@ -1,0 +1,103 @@
+"""A config reload of the running detector: what it changes, decided from the old and new
+config and the registry's reassignment of every tracked series.
+
+This module owns the reload's decisions (which series keep their state, which alert
+states start over, how the alert book follows) and its result. It does no I/O: the app
+loads the file, runs ``reassign`` under the ingest lock, queues the ``Reconfigure`` for
+the worker and calls ``follow`` on the event loop once the worker applied it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.alerts import AlertBook
+from detector.config import DetectorConfig
+from detector.lifecycle import AlertState
+from detector.pipeline import Reconfigure, SlotSpec
+from detector.series import Reassignment, SeriesRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """What a reload did, or why it was refused (``problems``, one ``file:line: path:
+    message`` each)."""
+
+    ok: bool
+    problems: tuple[str, ...] = ()
+    kept: int = 0  # series that keep their learned state
+    reset: int = 0  # series that start fresh: their detector or transform changed
+    retired: int = 0  # series no rule tracks any more
+    alerts_resolved: int = 0  # firing series whose alert rule changed or went away
+    restart_needed: tuple[str, ...] = ()  # changed settings that wait for a restart
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"refused ({len(self.problems)} problems); the running config stays"
+        text = (f"{self.kept} series keep their state, {self.reset} start fresh (detector "
+                f"changed), {self.retired} no longer tracked")
+        if self.restart_needed:
+            text += f"; {', '.join(self.restart_needed)} changed and take effect at the " \
+                    "next restart"
+        return text
+
+    def as_json(self) -> dict[str, object]:
+        return {"status": "success" if self.ok else "error", "problems": list(self.problems),
+                "series_kept": self.kept, "series_reset": self.reset,
+                "series_retired": self.retired, "restart_needed": list(self.restart_needed)}
+
+
+def alert_changed(registry: SeriesRegistry, old: DetectorConfig, new: DetectorConfig,
+                  plan: Reassignment) -> NDArray[np.bool_]:
+    """Per slot of ``plan``: its alert rule is not the same rule as before (another rule,
+    a rule edited, none any more). Call before ``apply_alert_rules``."""
+    n = plan.slot_alert.shape[0]
+    before = registry.slot_alert[:n]
+    after = plan.slot_alert
+    same_rule = np.array([o == w for o in old.alerts for w in new.alerts],
+                         dtype=np.bool_).reshape(len(old.alerts), len(new.alerts))
+    changed = (before < 0) != (after < 0)
+    both = (before >= 0) & (after >= 0)
+    changed[both] = ~same_rule[before[both], after[both]]
+    changed |= plan.slot_rule < 0  # retired: never alerts again
+    return np.asarray(changed, dtype=np.bool_)
+
+
+def reconfigure(plan: Reassignment, *, alerts: AlertState, changed: NDArray[np.bool_],
+                on_applied: Callable[[], None]) -> Reconfigure:
+    """The worker's part of a reload (see ``pipeline.Reconfigure``)."""
+    def spec(slot: int) -> SlotSpec:
+        if slot >= plan.slot_rule.shape[0]:
+            raise IndexError(f"slot {slot} was created after reload {plan.generation}")
+        index = int(plan.slot_rule[slot])
+        rule = plan.rules[index] if index >= 0 else None
+        params = rule.detector if rule is not None else plan.rules[0].detector
+        return SlotSpec(slot, params, bool(plan.slot_counter[slot]), False,
+                        int(plan.slot_alert[slot]) if index >= 0 else -1, plan.generation)
+
+    # a retired slot never alerts: its alert rule becomes -1
+    alert_rule = np.where(plan.slot_rule >= 0, plan.slot_alert, -1).astype(np.int16)
+    return Reconfigure(generation=plan.generation, alerts=alerts,
+                       reset=[spec(slot) for slot in plan.reset], alert_rule=alert_rule,
+                       alert_changed=changed, respec=spec, on_applied=on_applied)
+
+
+def follow(book: AlertBook, new: DetectorConfig, plan: Reassignment) -> None:
+    """Give the alert book the new rules, on the event loop, after the worker applied the
+    reload and its resolves reached the book: the alerts still firing (their rule did not
+    change) move to their rule's new index."""
+    book.rules = tuple(new.alerts)
+    moves = []
+    for alert in book.firing():
+        slot = next(iter(alert.members))
+        index = int(plan.slot_alert[slot]) if slot < plan.slot_alert.shape[0] else -1
+        if index >= 0 and index != alert.rule_index:
+            moves.append((alert, index))
+    book.move(moves)
+    book.related_window_ms = new.alerting.related_window_s * 1000.0
+    book.max_related = new.alerting.max_related

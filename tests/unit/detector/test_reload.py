@@ -1,0 +1,188 @@
+"""Hot reload of the detector's config (POST /-/reload; SIGHUP is the same call): refused
+whole when bad, applied atomically when good, and only series whose detector changed
+start learning afresh."""
+
+import time
+from datetime import datetime
+
+from detector.remote_write import encode
+from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
+
+GOOD = """\
+series:
+  - name: api
+    match: '{job="api"}'
+    detector: {kind: robust, alpha: 0.02}
+  - name: db
+    match: '{job="db"}'
+    detector: {kind: robust, alpha: 0.05}
+alerts:
+  - name: Fast
+    for_s: 3
+    resolve_s: 5
+"""
+
+
+def _series(name: str, job: str, t0: int, n: int) -> encode.Series:
+    return encode.Series(labels=(("__name__", name), ("job", job)),
+                         samples=[(t0 + i * 1000, 1.0 + (i % 5) * 0.01) for i in range(n)])
+
+
+async def _series_state(client) -> dict[str, dict]:
+    doc = await (await client.get("/api/v1/series")).json()
+    return {s["labels"]["job"]: s for s in doc["data"]}
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+async def _started(aiohttp_client, tmp_path, text=GOOD, **kwargs):
+    path = tmp_path / "detector.yaml"
+    path.write_text(text)
+    from detector.config import load_config
+
+    client, rt = await start(aiohttp_client, load_config(path), config_path=path, **kwargs)
+    return client, rt, path
+
+
+async def test_a_bad_config_is_refused_whole_and_the_running_one_stays(aiohttp_client,
+                                                                       tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+    running = rt.cfg
+    path.write_text(GOOD.replace("alpha: 0.05", "alpha: 5").replace("for_s: 3", "for_s: 30m1h")
+                    + "bogus: 1\n")
+    resp = await client.post("/-/reload")
+    assert resp.status == 422
+    doc = await resp.json()
+    assert doc["status"] == "error"
+    assert doc["problems"] == [
+        f"{path}:7: series[1].detector.alpha: Input should be less than 1",
+        f"{path}:10: alerts[0].for_s: '30m1h': units must go from largest to smallest, "
+        "each once (e.g. 1h30m, not 30m1h)",
+        f"{path}:12: bogus: Extra inputs are not permitted",
+    ]
+    assert rt.cfg is running
+    metrics = await (await client.get("/metrics")).text()
+    assert "vigil_config_last_reload_successful 0.0" in metrics
+    assert 'vigil_config_reloads_total{result="failure"} 1.0' in metrics
+
+    path.write_text(GOOD.replace("for_s: 3", "for_s: 1h"))
+    before = time.time()
+    resp = await client.post("/-/reload")
+    assert resp.status == 200 and (await resp.json())["status"] == "success"
+    assert rt.cfg.alerts[0].for_s == 3600.0
+    metrics = await (await client.get("/metrics")).text()
+    assert "vigil_config_last_reload_successful 1.0" in metrics
+    assert _metric(metrics, "vigil_config_last_reload_success_timestamp_seconds") >= before
+
+
+async def test_only_series_whose_detector_changed_start_fresh(aiohttp_client, tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+    t0 = int(time.time() * 1000) - 100_000
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0, 40),
+                                                  _series("x", "db", t0, 40)]), headers=V1)
+    await rt.wait_idle()
+    state = await _series_state(client)
+    assert state["api"]["samples"] == state["db"]["samples"] == 40
+    path.write_text(GOOD.replace("alpha: 0.05", "alpha: 0.1"))  # db's detector only
+    doc = await (await client.post("/-/reload")).json()
+    assert (doc["series_kept"], doc["series_reset"], doc["series_retired"]) == (1, 1, 0)
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 40_000, 5),
+                                                  _series("x", "db", t0 + 40_000, 5)]),
+                      headers=V1)
+    await rt.wait_idle()
+    state = await _series_state(client)
+    assert state["api"]["samples"] == 45  # kept what it learned
+    assert state["db"]["samples"] == 5  # started over under alpha 0.1
+    assert rt.pipeline.detectors.params[rt.pipeline.detectors.family_of[1]].alpha == 0.1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_series_state_reset_total{reason="config_changed"} 1.0' in metrics
+
+
+async def test_rules_decide_again_who_is_tracked(aiohttp_client, tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+    t0 = int(time.time() * 1000) - 100_000
+    await client.post("/api/v1/write", data=body([
+        _series("x", "api", t0, 10), _series("x", "db", t0, 10),
+        _series("x", "cache", t0, 10)]), headers=V1)
+    await rt.wait_idle()
+    assert set(await _series_state(client)) == {"api", "db"}  # cache matched no rule
+    path.write_text(GOOD.replace("match: '{job=\"db\"}'", "match: '{job=\"cache\"}'"))
+    doc = await (await client.post("/-/reload")).json()
+    assert (doc["series_kept"], doc["series_reset"], doc["series_retired"]) == (1, 0, 1)
+    resp = await client.post("/api/v1/write", data=body([
+        _series("x", "api", t0 + 10_000, 3), _series("x", "db", t0 + 10_000, 3),
+        _series("x", "cache", t0 + 10_000, 3)]), headers=V1)
+    assert resp.status == 204
+    await rt.wait_idle()
+    state = await _series_state(client)
+    assert set(state) == {"api", "cache"}  # db retired, cache tracked now
+    assert state["api"]["samples"] == 13 and state["cache"]["samples"] == 3
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_samples_dropped_total{reason="untracked"} 13.0' in metrics  # 10 + db's 3
+
+
+async def test_a_changed_alert_rule_resolves_what_it_fired(aiohttp_client, aiohttp_server,
+                                                           tmp_path):
+    am = FakeAlertmanager()
+    server = await aiohttp_server(am.app())
+    text = GOOD + "    match: '{job=\"api\"}'\n"
+    client, rt, path = await _started(aiohttp_client, tmp_path, text,
+                                      alertmanagers=[str(server.make_url(""))])
+    start_ms = int(time.time() * 1000) - 400_000
+    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8,
+                          job="api")
+    await client.post("/api/v1/write", data=body(shifted), headers=V1)
+
+    def firing(alert) -> bool:
+        return alert["labels"]["alertname"] == "Fast" and _ms(alert["endsAt"]) > time.time() * 1000
+    [alert] = await am.wait_for(firing)
+    path.write_text(text.replace("name: Fast", "name: Renamed"))
+    resp = await client.post("/-/reload")
+    assert resp.status == 200
+    resolved = await am.wait_for(lambda a: a["labels"] == alert["labels"]
+                                 and _ms(a["endsAt"]) <= time.time() * 1000)
+    assert resolved[-1]["annotations"]["resolution"] == \
+        "its alert rule changed in a config reload"
+    assert rt.book is not None and rt.book.rules[0].name == "Renamed"
+    assert rt.book.firing() == []
+
+
+async def test_an_unchanged_alert_keeps_firing_across_a_reload(aiohttp_client,
+                                                               aiohttp_server, tmp_path):
+    am = FakeAlertmanager()
+    server = await aiohttp_server(am.app())
+    client, rt, path = await _started(aiohttp_client, tmp_path,
+                                      alertmanagers=[str(server.make_url(""))])
+    start_ms = int(time.time() * 1000) - 400_000
+    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8,
+                          job="api")
+    await client.post("/api/v1/write", data=body(shifted), headers=V1)
+    await am.wait_for(lambda a: a["labels"]["alertname"] == "Fast")
+    # a rule inserted before it moves it to index 1; it is the same rule, so it stays
+    path.write_text(GOOD.replace("alerts:\n", "alerts:\n  - name: Other\n"
+                                 "    match: '{job=\"nothing\"}'\n"))
+    assert (await client.post("/-/reload")).status == 200
+    await rt.wait_idle()
+    [alert] = rt.book.firing()
+    assert alert.rule.name == "Fast" and alert.rule_index == 1
+    assert rt.registry.alert_rule_of(0) == 1
+
+
+async def test_reload_needs_the_token_and_a_config_file(aiohttp_client, tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path, token="s3cret")
+    assert (await client.post("/-/reload")).status == 401
+    resp = await client.post("/-/reload", headers={"Authorization": "Bearer s3cret"})
+    assert resp.status == 200
+    bare, _ = await start(aiohttp_client)
+    resp = await bare.post("/-/reload")
+    assert resp.status == 422
+    assert "started without --config" in (await resp.json())["problems"][0]
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
