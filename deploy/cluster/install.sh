@@ -45,6 +45,13 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "${root}/.venv/bin/python" ]]; then PYTHON="${root}/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
+# helm and kubectl from `make setup` (.venv/bin) when none is on PATH
+for tool in helm kubectl; do
+    if ! command -v "${tool}" >/dev/null 2>&1 && [[ -x "${root}/.venv/bin/${tool}" ]]; then
+        PATH="${root}/.venv/bin:${PATH}"
+    fi
+done
+
 MONITORING=monitoring
 VIGIL=vigil
 VIGIL_RELEASE=vigil

@@ -1073,3 +1073,21 @@ def test_overlays_differ_as_intended() -> None:
     for name in VIGIL:  # the placeholder image, named by each overlay's image.repository
         image = container(rendered(name), "StatefulSet", "vigil-detector")["image"]
         assert image.split("/")[-1] == "vigil:0.1.0", image
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_the_overlay_is_the_chart_with_its_values_and_the_namespace(env: str) -> None:
+    """One source: what kustomize renders is what `helm install` (install.sh, helmfile)
+    installs with the overlay's values, plus the namespace; nothing kept by hand."""
+    done = subprocess.run([_tool("helm"), "template", "vigil", str(ROOT / "deploy/charts/vigil"),
+                           "--namespace", "vigil", "--values",
+                           str(CLUSTER / f"vigil/overlays/{env}/values.yaml")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    chart = sorted(json.dumps(o, sort_keys=True) for o in load_all(done.stdout))
+    overlay = [o for o in rendered(env) if o["kind"] != "Namespace"]
+    assert sorted(json.dumps(o, sort_keys=True) for o in overlay) == chart
+    assert [o["metadata"]["name"] for o in rendered(env) if o["kind"] == "Namespace"] == \
+        ["vigil"]
+    # no random tokens in a render that kustomize or GitOps re-runs: existing Secrets only
+    assert not of_kind(rendered(env), "Secret")
