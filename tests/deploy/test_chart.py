@@ -13,8 +13,11 @@
   selectors carried in deploy/cluster/chart-data/kube-prometheus-stack-88.5.3/).
 - The pieces fit: shards and replicas, webhooks, Secrets, configs Vigil's loaders accept.
 
-Not checked here (no cluster): ``lookup`` keeping generated tokens across upgrades (helm
-template never looks anything up), scheduling, PVC provisioning, NetworkPolicy enforcement.
+- ``lookup`` keeps the tokens on upgrade: ``helm template --dry-run=server`` against a
+  minimal fake API server (discovery and GET Secret) reads the install's Secrets back.
+
+Not checked here (no cluster): the upgrade itself, scheduling, PVC provisioning,
+NetworkPolicy enforcement.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import re
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +412,89 @@ def test_generated_secrets_are_random_and_survive_uninstall(rendered: Any,
             assert len(base64.b64decode(value)) == 64 and value != b["data"][key]
     source = (CHART / "templates/secrets.yaml").read_text(encoding="utf-8")
     assert source.count('lookup "v1" "Secret" .Release.Namespace $name') == 2
+
+
+class _SecretsApi(BaseHTTPRequestHandler):
+    """Just enough of an API server for `helm template --dry-run=server`: discovery of the
+    core group and GET of a Secret (what the chart's `lookup` asks)."""
+
+    secrets: dict[tuple[str, str], dict[str, str]] = {}
+    asked: list[str] = []
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def _send(self, code: int, obj: Obj) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        parts = path.strip("/").split("/")
+        if path == "/version":
+            self._send(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0"})
+        elif path == "/api":
+            self._send(200, {"kind": "APIVersions", "versions": ["v1"],
+                             "serverAddressByClientCIDRs": []})
+        elif path == "/apis":
+            self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        elif path == "/api/v1":
+            self._send(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "secrets", "singularName": "secret", "namespaced": True,
+                 "kind": "Secret", "verbs": ["get"]}]})
+        elif len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] \
+                and parts[4] == "secrets":
+            self.asked.append(f"{parts[3]}/{parts[5]}")
+            data = self.secrets.get((parts[3], parts[5]))
+            if data is not None:
+                self._send(200, {"apiVersion": "v1", "kind": "Secret", "data": data,
+                                 "metadata": {"name": parts[5], "namespace": parts[3]}})
+                return
+            self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "reason": "NotFound", "code": 404})
+        else:
+            self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "reason": "NotFound", "code": 404})
+
+
+def test_an_upgrade_keeps_the_tokens_the_cluster_has(tmp_path: Path) -> None:
+    """`lookup`, as helm runs it against a cluster (`--dry-run=server`): the Secrets the
+    release made on install are read back, a key that is missing is made afresh."""
+    old = base64.b64encode(b"token-made-at-install").decode()
+    _SecretsApi.secrets = {(NAMESPACE, "vigil-detector-token"): {"token": old},
+                           (NAMESPACE, "vigil-remediator-tokens"): {"webhook-token": old}}
+    _SecretsApi.asked = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SecretsApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {
+                "server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+            "users": [{"name": "u", "user": {}}]}))
+        done = subprocess.run([_tool("helm"), "template", RELEASE, str(CHART), "--namespace",
+                               NAMESPACE, "--dry-run=server", "--kubeconfig", str(kubeconfig),
+                               "--show-only", "templates/secrets.yaml"],
+                              capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    secrets = {s["metadata"]["name"]: s["data"] for s in load_all(done.stdout)}
+    assert sorted(_SecretsApi.asked) == [f"{NAMESPACE}/vigil-detector-token",
+                                         f"{NAMESPACE}/vigil-remediator-tokens"]
+    assert secrets["vigil-detector-token"] == {"token": old}
+    assert secrets["vigil-remediator-tokens"]["webhook-token"] == old
+    admin = base64.b64decode(secrets["vigil-remediator-tokens"]["admin-token"])
+    assert len(admin) == 64 and admin != b"token-made-at-install"
 
 
 def test_monitoring_objects_can_each_be_switched_off(rendered: Any) -> None:
