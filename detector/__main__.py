@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from detector.config import TOKEN_ENV, load_config, read_bearer_token
+from detector.config import TOKEN_ENV, config_schema, load_config, read_bearer_token
 from detector.errors import ConfigError, UpstreamError
 from servicekit import cli, durations, exposure, telemetry, tls
 
@@ -42,7 +42,8 @@ examples:
   vigil-detector serve --config detector.yaml --alertmanager http://alertmanager:9093
   vigil-detector serve --listen 0.0.0.0:9420 --state-dir /var/lib/vigil \\
       --prometheus http://prometheus:9090
-  vigil-detector check detector.yaml
+  vigil-detector check detector.yaml             exit 0: valid, 1: problems, 2: usage
+  vigil-detector schema > detector.schema.json   for editors (yaml-language-server)
   vigil-detector verify --prometheus http://prometheus:9090 --selector 'job="shop"' \\
       --observe 15m
   vigil-detector slo generate slos.yaml --out rules.yaml
@@ -215,6 +216,25 @@ def _check_exposure(token: str | None, *, listen: str, host: str,
         logging.getLogger("detector").warning("%s", verdict.warning)
 
 
+def _check(path: Path) -> int:
+    """0: valid; 1: problems, every one on stderr as ``file:line: path: message``; 2: no
+    such file (a usage error)."""
+    if not path.is_file():
+        print(f"vigil-detector check: {path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        problems = str(exc).splitlines()
+        for line in problems:
+            print(line, file=sys.stderr)
+        print(f"vigil-detector check: {len(problems)} problem"
+              f"{'' if len(problems) == 1 else 's'} in {path}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
 def _slo(args: argparse.Namespace) -> int:
     from detector import slo
     specs = slo.load_specs(args.specs)
@@ -281,8 +301,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="start without a token on a non-loopback address: anyone who "
                        "can reach it may write samples and run verifications (logged as a "
                        "WARNING)")
-    check = sub.add_parser("check", help="validate a config file and exit")
+    check = sub.add_parser("check", help="validate a config file: exit 0 valid, 1 problems "
+                           "(each as file:line: path: message), 2 usage",
+                           formatter_class=cli.HelpFormatter)
     check.add_argument("config", type=Path, metavar="FILE")
+    sub.add_parser("schema", help="print the config's JSON Schema (for editors: the "
+                   "yaml-language-server modeline)")
     slos = sub.add_parser("slo", help="SLO specs (Sloth prometheus/v1) -> Prometheus rules")
     slo_sub = slos.add_subparsers(dest="slo_command", required=True)
     generate = slo_sub.add_parser("generate", help="write the recording and alerting rules")
@@ -302,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify":
             return _verify(args)
         if args.command == "check":
-            load_config(args.config)
-            print(f"{args.config}: ok")
+            return _check(args.config)
+        if args.command == "schema":
+            print(json.dumps(config_schema(), indent=2, sort_keys=True, allow_nan=False))
             return 0
         telemetry.setup_logging(args.log_level)
         cfg = load_config(args.config)

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -442,6 +442,30 @@ def restart_only_changes(old: DetectorConfig, new: DetectorConfig) -> list[str]:
         return value
 
     return [path for path in RESTART_ONLY if at(old, path) != at(new, path)]
+
+
+SCHEMA_ID = "https://vigil.dev/schemas/detector-config/v1.json"
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _finite_defaults(node: Any) -> Any:
+    """The schema without defaults JSON cannot write (``protect_above``'s infinity)."""
+    if isinstance(node, dict):
+        return {key: _finite_defaults(value) for key, value in node.items()
+                if not (key == "default" and isinstance(value, float)
+                        and not math.isfinite(value))}
+    if isinstance(node, list):
+        return [_finite_defaults(item) for item in node]
+    return node
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of the detector's config file, for editors: every field
+    with its description and default; durations as seconds or ``1h30m``."""
+    schema = _finite_defaults(DetectorConfig.model_json_schema())
+    return {"$schema": DIALECT, "$id": SCHEMA_ID, **schema, "title": "vigil-detector config",
+            "description": "The YAML configuration of vigil-detector serve (README.md, "
+                           "Configuration). Every key is optional."}
 
 
 TOKEN_ENV = "VIGIL_DETECTOR_TOKEN"

@@ -184,6 +184,9 @@ def message(err: Any) -> str:
     kind = err.get("type")
     if kind in _SHAPES:  # "a valid tuple", "instance of RateLimit": Python's words, not YAML's
         return f"Input should be {_SHAPES[kind]}"
+    ctx = err.get("ctx") or {}
+    if err.get("type") == "union_tag_invalid":  # a discriminator: name the choices, not it
+        return f"{ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
     text = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if text.startswith(prefix):

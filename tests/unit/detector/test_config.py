@@ -68,7 +68,8 @@ def test_detector_kind_defaults_to_ensemble_and_unknown_kind_is_refused(tmp_path
                     "  - name: b\n    detector: {kind: prophet}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert f"{path}:5: series[1].detector: Input tag 'prophet'" in str(info.value)
+    assert f"{path}:5: series[1].detector: 'prophet' is not one of 'robust', 'ensemble', " \
+        "'spot'" in str(info.value)
     path.write_text("series:\n  - name: a\n    detector: {alpha_fast: 0.05}\n")
     assert load_config(path).series[0].detector.kind == "ensemble"
 
