@@ -84,7 +84,7 @@ class Links:
             return None
         band = wording.matchers([("metric_name", name), *labels])
         exprs = [wording.selector(labels)] + [
-            f"anomaly_{kind}{band}" for kind in ("expected", "lower", "upper")]
+            f"vigil_anomaly_{kind}{band}" for kind in ("expected", "lower", "upper")]
         params: dict[str, str] = {}
         for i, expr in enumerate(exprs):
             params.update({f"g{i}.expr": expr, f"g{i}.tab": "0",

@@ -243,7 +243,7 @@ class SeverityLevel(_Model):
     """A score threshold and the ``severity`` label an alert gets at or above it."""
 
     severity: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    score: float = Field(gt=0.0, lt=1.0, description="anomaly_score at or above which this severity applies")
+    score: float = Field(gt=0.0, lt=1.0, description="score (vigil_anomaly_score) at or above which this severity applies")
 
 
 class AlertRule(_Matching):
@@ -366,6 +366,8 @@ class WritebackConfig(_Matching):
     timeout_s: Seconds = Field(10.0, gt=0.0)
     max_series: int = Field(100_000, ge=1, description="series per interval; beyond, the most anomalous are kept and the rest counted")
     bearer_token_file: Path | None = None
+    format: Literal["vigil", "vmanomaly"] = Field("vigil", description="vigil: vigil_anomaly_score, _expected, _lower, _upper (score 0..1) with metric_name and detector labels; vmanomaly: anomaly_score (> 1 anomalous), y, yhat, yhat_lower, yhat_upper with the metric name as the for label, so vmanomaly's dashboards and alert rules work unchanged")
+    anomalous_above: float = Field(0.9999, gt=0.0, lt=1.0, description="format vmanomaly: the Vigil score written as anomaly_score 1.0 (use your alert rules' lowest severity score)")
 
 
 class CheckpointConfig(_Model):

@@ -177,8 +177,8 @@ def build_alert_metrics(registry: CollectorRegistry) -> AlertMetrics:
                                 "or ran out of time; the alert went without.", ("enricher",)),
         enrich_seconds=hist("vigil_alert_enrichment_seconds", "Time of one enrichment.",
                             ("enricher",)),
-        writeback_samples=counter("vigil_writeback_samples", "Samples of anomaly_score, "
-                                  "anomaly_expected, anomaly_lower and anomaly_upper written "
+        writeback_samples=counter("vigil_writeback_samples", "Samples of vigil_anomaly_score, "
+                                  "_expected, _lower and _upper (or vmanomaly's) written "
                                   "back."),
         writeback_failures=counter("vigil_writeback_failures", "Write-back requests that "
                                    "failed, by reason.", ("reason",)),

@@ -2,9 +2,17 @@
 
 Every ``interval_s``, each tracked series (of the ``writeback.match`` selector) that got a
 scored sample since the last write-back contributes four samples at that sample's
-timestamp: ``anomaly_score``, ``anomaly_expected``, ``anomaly_lower`` and
-``anomaly_upper``, labelled with the series' labels, its metric name as ``metric_name``
-and ``detector``. Bounded: at most ``max_series`` series per interval (the most anomalous
+timestamp: ``vigil_anomaly_score``, ``vigil_anomaly_expected``, ``vigil_anomaly_lower`` and
+``vigil_anomaly_upper``, labelled with the series' labels, its metric name as
+``metric_name`` and ``detector``. The ``vigil_`` prefix keeps them apart from vmanomaly's
+``anomaly_score`` in one database.
+
+With ``format: vmanomaly`` it writes what vmanomaly writes instead, so its dashboards and
+alert rules work unchanged: ``anomaly_score`` (scaled so that ``anomalous_above`` maps to
+1.0 and more than 1 means anomalous), ``y`` (the value the detector saw: the rate of a
+counter), ``yhat``, ``yhat_lower`` and ``yhat_upper``, with the series' labels and its
+metric name as ``for`` (vmanomaly's default ``metric_format``: ``__name__: $VAR``,
+``for: $QUERY_KEY``). Bounded: at most ``max_series`` series per interval (the most anomalous
 first; the rest are counted), one request in flight, retried until the next interval and
 then replaced by fresher values (counted). The body is built in a thread; the tables are
 read while the worker writes them, which can mix two neighbouring samples of one series
@@ -32,7 +40,23 @@ from servicekit import tls
 
 log = logging.getLogger(__name__)
 
-NAMES = ("anomaly_score", "anomaly_expected", "anomaly_lower", "anomaly_upper")
+NAMES = ("vigil_anomaly_score", "vigil_anomaly_expected", "vigil_anomaly_lower",
+         "vigil_anomaly_upper")
+VMANOMALY_NAMES = ("anomaly_score", "y", "yhat", "yhat_lower", "yhat_upper")
+_BELOW_ONE = 1.0 - 2.0 ** -52  # the largest score the scaling takes (1.0 would be infinite)
+
+
+def vmanomaly_score(score: float, anomalous_above: float) -> float:
+    """Vigil's score (0..1, a tail probability's complement) on vmanomaly's scale: 0 stays
+    0, ``anomalous_above`` becomes 1.0, and the rarer the sample the larger: the ratio of
+    the two tail probabilities' logarithms, so each factor of 10 rarer adds the same step.
+
+    >>> round(vmanomaly_score(0.9999, 0.9999), 6), round(vmanomaly_score(0.999999, 0.9999), 6)
+    (1.0, 1.5)
+    >>> vmanomaly_score(0.0, 0.9999)
+    0.0
+    """
+    return math.log1p(-min(score, _BELOW_ONE)) / math.log1p(-anomalous_above)
 HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
            "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": "vigil-detector"}
 
@@ -95,16 +119,25 @@ class WriteBack:
             fresh = np.sort(fresh[order[: self.cfg.max_series]])
         series = []
         families = p.detectors
+        vmanomaly = self.cfg.format == "vmanomaly"
         for s in fresh.tolist():
             all_labels = self.registry.labels_of(s)
             labels = [(k, v) for k, v in all_labels if k != "__name__"]
             metric = dict(all_labels).get("__name__", "")
-            kind = families.params[int(families.family_of[s])].kind
-            extra = [("detector", kind)] + ([("metric_name", metric)] if metric else [])
-            base = sorted(dict(extra + labels).items())  # the series' own labels win
             ts = int(last_ts[s])
-            values = (score[s], p.last_expected[s], p.last_lower[s], p.last_upper[s])
-            for name, value in zip(NAMES, values, strict=True):
+            if vmanomaly:
+                base = sorted(dict([*labels, ("for", metric)]).items())
+                names: tuple[str, ...] = VMANOMALY_NAMES
+                values: tuple[float, ...] = (
+                    vmanomaly_score(float(score[s]), self.cfg.anomalous_above),
+                    p.last_input[s], p.last_expected[s], p.last_lower[s], p.last_upper[s])
+            else:
+                kind = families.params[int(families.family_of[s])].kind
+                extra = [("detector", kind)] + ([("metric_name", metric)] if metric else [])
+                base = sorted(dict(extra + labels).items())  # the series' own labels win
+                names = NAMES
+                values = (score[s], p.last_expected[s], p.last_lower[s], p.last_upper[s])
+            for name, value in zip(names, values, strict=True):
                 if math.isfinite(value):
                     series.append(encode.Series(labels=[("__name__", name), *base],
                                                 samples=[(ts, float(value))]))

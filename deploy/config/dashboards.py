@@ -55,12 +55,12 @@ def anomaly() -> dict[str, Any]:
     panels = [
         g.panel("$metric and the band Vigil expected", [
             ("$metric{$selector}", "value"),
-            (f"anomaly_expected{{{band}}}", "expected"),
-            (f"anomaly_lower{{{band}}}", "lower"),
-            (f"anomaly_upper{{{band}}}", "upper")], x=0, y=0, w=24, h=12,
+            (f"vigil_anomaly_expected{{{band}}}", "expected"),
+            (f"vigil_anomaly_lower{{{band}}}", "lower"),
+            (f"vigil_anomaly_upper{{{band}}}", "upper")], x=0, y=0, w=24, h=12,
             description="The series, the value Vigil expected and the band it judged by "
                         "(written back by the detector).", overrides=[*quiet, fill]),
-        g.panel("Anomaly score", [(f"anomaly_score{{{band}}}", "{{detector}}")], x=0, y=12,
+        g.panel("Anomaly score", [(f"vigil_anomaly_score{{{band}}}", "{{detector}}")], x=0, y=12,
                w=24, h=6, unit="percentunit", thresholds=[(0.9999, "orange"),
                                                           (0.999999, "red")],
                description="About the probability that a normal sample is less extreme; "

@@ -161,8 +161,8 @@ def business() -> dict[str, Any]:
             thresholds=[(0.5, "red")]),
         g.panel("Vigil's view of the checkout latency", [
             ("demo_latency_p99_seconds", "value"),
-            ('anomaly_lower{metric_name="demo_latency_p99_seconds"}', "lower"),
-            ('anomaly_upper{metric_name="demo_latency_p99_seconds"}', "upper")],
+            ('vigil_anomaly_lower{metric_name="demo_latency_p99_seconds"}', "lower"),
+            ('vigil_anomaly_upper{metric_name="demo_latency_p99_seconds"}', "upper")],
             x=0, y=8, w=24, unit="s"),
     ]
     return g.dashboard("vigil-business", "Business: the demo shop", panels, [], "now-3h")

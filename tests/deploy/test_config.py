@@ -232,8 +232,8 @@ KEPT = [
 ]
 DROPPED = [
     # Vigil's own write-back, even with the demo's job label
-    'anomaly_score{job="demo-shop", metric_name="demo_requests_total"}',
-    'anomaly_upper{job="demo-shop", metric_name="demo_requests_total"}',
+    'vigil_anomaly_score{job="demo-shop", metric_name="demo_requests_total"}',
+    'vigil_anomaly_upper{job="demo-shop", metric_name="demo_requests_total"}',
     'demo_request_duration_seconds_bucket{job="demo-shop", le="0.25"}',
     'http_request_duration_seconds_bucket{namespace="shop", pod="a-1", le="0.5"}',
     'node_cpu_seconds_total{job="node", instance="n1:9100", cpu="0", mode="softirq"}',

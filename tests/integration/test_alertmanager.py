@@ -178,7 +178,7 @@ writeback:
                  ready_url=f"http://127.0.0.1:{prom_port}/-/ready"), \
             _vigil(tmp_path, vigil_port, config=config):
         write(vigil_port, [shifted("api_requests_inflight", end_ms=now, n_shift=0, job="api")])
-        query = urllib.parse.quote('anomaly_upper{metric_name="api_requests_inflight"}')
+        query = urllib.parse.quote('vigil_anomaly_upper{metric_name="api_requests_inflight"}')
 
         def band() -> list:
             doc = get_json(f"http://127.0.0.1:{prom_port}/api/v1/query?query={query}"

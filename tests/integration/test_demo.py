@@ -43,8 +43,8 @@ def test_the_demo_scenario_runs_end_to_end(tmp_path: Path):
     # the alert's dashboard_url draws the series and the band Vigil expected, with data
     link = dashboards["alert_link"]["series"]
     assert len(link) == 4 and all(n > 0 for n in link.values()), dashboards["alert_link"]
-    assert [e.split("{")[0] for e in link] == ["demo_latency_p99_seconds", "anomaly_expected",
-                                               "anomaly_lower", "anomaly_upper"]
+    assert [e.split("{")[0] for e in link] == ["demo_latency_p99_seconds", "vigil_anomaly_expected",
+                                               "vigil_anomaly_lower", "vigil_anomaly_upper"]
     alert = summary["alert"]  # as Alertmanager's API returned it
     assert alert["labels"]["alertname"] == "VigilAnomaly"
     assert alert["labels"]["job"] == "demo-shop"

@@ -54,7 +54,7 @@ async def test_level_shift_fires_one_enriched_alert_then_resolves(aiohttp_client
     assert ann["detector"] == "ensemble" and '"alpha_fast"' in ann["detector_settings"]
     assert ann["runbook_url"] == "http://vigil.example:9420/runbooks/VigilAnomaly"
     assert ann["dashboard_url"].startswith("http://prom.example:9090/graph?")
-    assert "anomaly_upper" in ann["dashboard_url"]
+    assert "vigil_anomaly_upper" in ann["dashboard_url"]
     assert alert["generatorURL"].startswith("http://prom.example:9090/graph?g0.expr=latency_")
     since = _ms(ann["anomalous_since"])
     assert start_ms + 300_000 <= since <= start_ms + 303_000
@@ -142,7 +142,8 @@ async def test_writeback_sends_score_and_band_series(aiohttp_client, aiohttp_ser
     assert await rt.writeback.flush()
     [req] = received
     names = sorted(dict(req.labels(i))["__name__"] for i in range(req.n_series))
-    assert names == ["anomaly_expected", "anomaly_lower", "anomaly_score", "anomaly_upper"]
+    assert names == ["vigil_anomaly_expected", "vigil_anomaly_lower", "vigil_anomaly_score",
+                     "vigil_anomaly_upper"]
     labels = dict(req.labels(0))
     assert labels["job"] == "api" and labels["metric_name"] == "latency_seconds"
     assert labels["detector"] == "ensemble"
