@@ -99,7 +99,7 @@ def load_users(path: Path | None, groups: Mapping[str, tuple[str, ...]]) -> User
     try:
         parsed = yamlsrc.load(path, UsersFile)
     except yamlsrc.YamlSourceError as exc:
-        raise ConfigError(f"auth.users_file: {exc}") from exc
+        raise ConfigError(str(exc)) from exc  # file:line: path: message, each
     return Users(entries=dict(parsed.users), groups=members)
 
 
