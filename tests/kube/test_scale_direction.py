@@ -79,8 +79,11 @@ async def test_the_shipped_hpa_playbook_refuses_to_halve_a_deployment(aiohttp_cl
         "no step up by 2 within the bound; not scaled")
     assert d.get("Deployment", NS, "checkout")["spec"]["replicas"] == 40
     assert not [r for r in d.requests if r.verb == "patch"]
-    [escalation] = [b for b in fake.bodies if isinstance(b, list)]
-    assert escalation[0]["labels"]["alertname"] == "VigilRemediationFailed"
+    [escalation] = [b for b in fake.bodies if isinstance(b, list)
+                    and b[0]["labels"]["alertname"] == "VigilRemediationFailed"]
+    # besides it, only the awaiting-approval alert and its resolve went to Alertmanager
+    assert sorted(b[0]["labels"]["alertname"] for b in fake.bodies if isinstance(b, list)) \
+        == ["VigilRemediationAwaitingApproval"] * 2 + ["VigilRemediationFailed"]
     assert "at or above max_replicas 20" in escalation[0]["annotations"]["summary"]
     # the owner is not told replicas were added: the second step never ran
     assert "VigilHpaMaximumTooLow" not in str(fake.bodies)
