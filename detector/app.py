@@ -634,6 +634,9 @@ async def _restore_ctx(app: web.Application) -> AsyncIterator[None]:
         rt.metrics.active_series.set(rt.registry.n_tracked)
         rt.metrics.series_new.inc(result.restored)
         rt.restored = result.restored
+        if rt.state_metrics is not None:
+            for reason, n in result.reset.items():
+                rt.state_metrics.resets.labels(reason).inc(n)
     yield
 
 

@@ -1,11 +1,12 @@
 """Save and restore the detector's series state in ``--state-dir``: versioned, checksummed,
 written atomically.
 
-This module owns the checkpoint format (version 1)::
+This module owns the checkpoint format (version 2)::
 
     STATE_DIR/CURRENT                     name of the newest complete checkpoint
     STATE_DIR/checkpoints/<ms>/manifest.json  format, version, sha256 of each file,
-                                          the parameters of each detector family
+                                          the parameters of each detector family and
+                                          the layout of its tables (``layouts``)
     STATE_DIR/checkpoints/<ms>/series.jsonl   per saved series: [labels, family, row]
     STATE_DIR/checkpoints/<ms>/tables.npz     per saved series: the pipeline tables (row i
                                           is line i of series.jsonl); per family: its tables
@@ -25,6 +26,15 @@ state, never the start. The label sets are re-admitted through the registry unde
 *current* rules: a series whose detector parameters are unchanged gets its state back, one
 whose parameters changed starts fresh. This module logs but keeps no metrics; the caller
 counts what ``restore`` reports.
+
+Upgrades. Each family's tables have a layout number (``LAYOUTS``); a checkpoint records the
+layout it was written with (version 1 checkpoints, from before layouts were recorded, hold
+layout 1 of every family). A family whose layout changed is carried over by the chain of
+``MIGRATIONS`` from the saved layout to the current one; when there is none, its series
+start fresh, logged and reported as ``layout_changed``. Whoever changes a family's tables
+bumps its layout, adds a migration when the old state can be carried over, and says in
+CHANGELOG.md whether the upgrade resets learning (tests/fixtures/checkpoints/layouts.json
+and its test keep the numbers honest).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import shutil
 import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +65,16 @@ from detector.series import Labels, SeriesRegistry
 log = logging.getLogger(__name__)
 
 FORMAT = "vigil-detector-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # the versions restore understands
+# the current layout of each detector family's tables (see Upgrades above)
+LAYOUTS: Mapping[str, int] = {"robust": 1, "ensemble": 1, "spot": 1}
+Tables = dict[str, NDArray[Any]]
+# (family kind, layout) -> (the next layout, a function from the family's saved tables in
+# the old layout to the next one, rows kept in order); none yet: no layout has changed
+Migration = Callable[[Tables], Tables]
+MIGRATIONS: Mapping[tuple[str, int], tuple[int, Migration]] = {}
+ResetReason = Literal["config_changed", "layout_changed"]
 KEEP = 2  # the newest checkpoint and the one before it
 _PIPELINE_TABLES = CHECKPOINTED
 _CHUNK = 5000
@@ -101,6 +120,10 @@ class Restored:
     series: int  # series in the checkpoint used
     restored: int  # series whose detector state came back
     skipped: tuple[Skipped, ...] = ()
+    # series tracked again that start learning afresh, by why: their detector settings
+    # changed (config_changed) or their saved layout could not be carried over
+    reset: Mapping[ResetReason, int] = field(default_factory=dict)
+    migrated: int = 0  # of ``restored``: carried over from an older layout
 
 
 class _DamagedError(DetectorError):
@@ -237,6 +260,7 @@ def write(state_dir: Path, snap: Snapshot) -> Path:
         "series": snap.n_series,
         "files": {name: _sha256(tmp / name) for name in _FILES},
         "families": [p.model_dump(mode="json") for p in snap.params],
+        "layouts": [_layout(p.kind, snap.tables, f) for f, p in enumerate(snap.params)],
     }
     _fsync_write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
     _fsync_dir(tmp)
@@ -248,6 +272,15 @@ def write(state_dir: Path, snap: Snapshot) -> Path:
         if old.name.isdigit() and old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _layout(kind: str, tables: Mapping[str, NDArray[Any]], family: int) -> dict[str, Any]:
+    """What a reader needs to know of one family's tables: its layout number, and each
+    table's dtype and shape per row (for the record and for inspection)."""
+    prefix = f"f{family}_"
+    return {"kind": kind, "layout": LAYOUTS.get(kind, 1), "tables": {
+        name[len(prefix):]: [str(arr.dtype), list(arr.shape[1:])]
+        for name, arr in tables.items() if name.startswith(prefix)}}
 
 
 def save(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline, *, now_ms: int) -> int:
@@ -303,10 +336,13 @@ def _read(where: Path) -> _Loaded:
             raise ValueError("manifest.json is not an object")
     except (OSError, ValueError) as exc:
         raise _DamagedError("unreadable", f"{where / 'manifest.json'}: {exc}") from exc
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    if manifest.get("format") != FORMAT or manifest.get("version") not in READS:
         raise _DamagedError("version", f"{where}: checkpoint format "
                             f"{manifest.get('format')!r} version {manifest.get('version')!r}"
-                            f", this detector reads {FORMAT} version {VERSION}")
+                            f", this detector reads {FORMAT} versions "
+                            f"{', '.join(map(str, READS))} (a checkpoint from a newer "
+                            "release: start that release again, or remove CURRENT to start "
+                            "empty)")
     try:
         files = manifest["files"]
         for name in _FILES:
@@ -321,6 +357,12 @@ def _read(where: Path) -> _Loaded:
         with (where / "tables.npz").open("rb") as fh, np.load(fh) as npz:
             tables = {name: npz[name] for name in npz.files}
         families = manifest["families"]
+        layouts = manifest.get("layouts")  # version 1: none, every family at layout 1
+        if layouts is not None and (
+                not isinstance(layouts, list) or len(layouts) != len(families)
+                or not all(isinstance(x, dict) and isinstance(x.get("layout"), int)
+                           for x in layouts)):
+            raise ValueError("layouts does not give the layout of every family")
         n = len(entries)
         if manifest["series"] != n:
             raise ValueError(f"manifest says {manifest['series']} series, series.jsonl has {n}")
@@ -364,23 +406,65 @@ def _admit(registry: SeriesRegistry, sets: Sequence[Labels]) -> list[int]:
         return out
 
 
-def _compatible(tables: Mapping[str, NDArray[Any]], old_family: int,
-                arrays: Mapping[str, NDArray[Any]]) -> bool:
-    """Whether the saved tables of ``old_family`` fit the family's arrays now (a table
-    added or reshaped by a newer detector version means: learn afresh)."""
+def _compatible(saved: Mapping[str, NDArray[Any]], arrays: Mapping[str, NDArray[Any]]) -> bool:
+    """Whether a family's saved tables fit its arrays now (a table added or reshaped
+    without a migration means: learn afresh)."""
     for name, arr in arrays.items():
-        saved = tables.get(f"f{old_family}_{name}")
-        if saved is None or saved.shape[1:] != arr.shape[1:]:
+        table = saved.get(name)
+        if table is None or table.shape[1:] != arr.shape[1:]:
             return False
     return True
 
 
-def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline) -> int:
+def _saved_layout(loaded: _Loaded, family: int) -> tuple[str, int]:
+    kind = str(loaded.manifest["families"][family].get("kind", "ensemble"))
+    layouts = loaded.manifest.get("layouts")
+    if layouts is None:
+        return kind, 1
+    return kind, int(layouts[family].get("layout", 1))
+
+
+def _migrated(loaded: _Loaded, family: int,
+              migrations: Mapping[tuple[str, int], tuple[int, Migration]]) -> Tables | None:
+    """The saved tables of ``family`` in the current layout of its kind, migrated when
+    they are older; None when no chain of migrations reaches it."""
+    prefix = f"f{family}_"
+    tables = {name[len(prefix):]: arr for name, arr in loaded.tables.items()
+              if name.startswith(prefix)}
+    kind, layout = _saved_layout(loaded, family)
+    current = LAYOUTS.get(kind, 1)
+    for _ in range(len(migrations) + 1):  # a chain visits each migration at most once
+        if layout == current:
+            break
+        step = migrations.get((kind, layout))
+        if step is None:
+            return None
+        layout, migrate = step
+        tables = migrate(tables)
+    return tables if layout == current else None
+
+
+@dataclass
+class _Tally:
+    restored: int = 0
+    migrated: int = 0
+    reset: dict[ResetReason, int] = field(default_factory=dict)
+    fresh_families: dict[int, int] = field(default_factory=dict)  # layout_changed, by family
+
+    def fresh(self, reason: ResetReason, old_family: int) -> None:
+        self.reset[reason] = self.reset.get(reason, 0) + 1
+        if reason == "layout_changed":
+            self.fresh_families[old_family] = self.fresh_families.get(old_family, 0) + 1
+
+
+def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline,
+           migrations: Mapping[tuple[str, int], tuple[int, Migration]]) -> _Tally:
     saved_params = [json.dumps(p, sort_keys=True) for p in loaded.manifest["families"]]
     entries, tables = loaded.entries, loaded.tables
     dets = pipeline.detectors
+    current: dict[int, Tables | None] = {}  # old family -> its tables in today's layout
     fits: dict[tuple[int, int], bool] = {}
-    restored = 0
+    tally = _Tally()
     for start in range(0, len(entries), _CHUNK):
         chunk = entries[start:start + _CHUNK]
         first_new = registry.n_tracked
@@ -399,22 +483,38 @@ def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline) -> int
             f = int(dets.family_of[new_slot])
             if json.dumps(dets.params[f].model_dump(mode="json"), sort_keys=True) \
                     != saved_params[old_family]:
-                continue  # detector settings changed: this series learns afresh
+                tally.fresh("config_changed", old_family)  # its detector settings changed
+                continue
+            if old_family not in current:
+                current[old_family] = _migrated(loaded, old_family, migrations)
+            saved = current[old_family]
             arrays = dets.families[f].arrays()
             fit = fits.get((old_family, f))
             if fit is None:
-                fit = fits[(old_family, f)] = _compatible(tables, old_family, arrays)
-            if not fit:
+                fit = fits[(old_family, f)] = saved is not None and _compatible(saved, arrays)
+            if not fit or saved is None:
+                tally.fresh("layout_changed", old_family)
                 continue
             row = int(dets.row_of[new_slot])
             for name, arr in arrays.items():
-                arr[row] = tables[f"f{old_family}_{name}"][old_row]
-            restored += 1
-    return restored
+                arr[row] = saved[name][old_row]
+            tally.restored += 1
+            if _saved_layout(loaded, old_family)[1] != LAYOUTS.get(dets.params[f].kind, 1):
+                tally.migrated += 1
+    for old_family, n in tally.fresh_families.items():
+        kind, layout = _saved_layout(loaded, old_family)
+        log.warning("%d series of the %s detector start learning afresh: %s holds their "
+                    "state in layout %d, this release keeps layout %d and cannot carry it "
+                    "over (CHANGELOG.md says which upgrades reset learning)", n, kind,
+                    loaded.where, layout, LAYOUTS.get(kind, 1))
+    return tally
 
 
-def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> Restored:
-    """Load the newest usable checkpoint into an empty registry and pipeline.
+def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline, *,
+            migrations: Mapping[tuple[str, int], tuple[int, Migration]] = MIGRATIONS,
+            ) -> Restored:
+    """Load the newest usable checkpoint into an empty registry and pipeline; older
+    layouts go through ``migrations``.
 
     No ``CURRENT``: nothing is restored. A damaged checkpoint is logged (what, where, what
     to do), reported in ``Restored.skipped`` and the one before it is tried; when none is
@@ -430,9 +530,11 @@ def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> Re
                         "stays for inspection until the next checkpoint is written (copy it "
                         "elsewhere to keep it)", exc.reason, exc)
             continue
-        restored = _apply(loaded, registry, pipeline)
-        log.info("restored the state of %d of %d checkpointed series from %s", restored,
-                 len(loaded.entries), where)
+        tally = _apply(loaded, registry, pipeline, migrations)
+        log.info("restored the state of %d of %d checkpointed series from %s (format "
+                 "version %s%s)", tally.restored, len(loaded.entries), where,
+                 loaded.manifest.get("version"),
+                 f", {tally.migrated} migrated from an older layout" if tally.migrated else "")
         if skipped:  # the next checkpoint keeps this good one, not the damaged one
             try:
                 _point_current(state_dir, where.name)
@@ -441,7 +543,8 @@ def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline) -> Re
                             state_dir / "CURRENT", where.name, exc)
         created = loaded.manifest.get("created_ms")
         return Restored(where, int(created) if isinstance(created, int) else None,
-                        len(loaded.entries), restored, tuple(skipped))
+                        len(loaded.entries), tally.restored, tuple(skipped),
+                        dict(tally.reset), tally.migrated)
     if skipped:
         log.warning("no usable checkpoint in %s (%d skipped); starting with empty state. "
                     "With --prometheus new series warm up from history", state_dir,

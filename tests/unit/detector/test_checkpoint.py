@@ -1,5 +1,5 @@
 """Checkpoints on their own: a snapshot holds only what the worker has applied, a write is
-restored exactly, and a damaged checkpoint (truncated, a flipped byte, another version, a
+restored exactly, and a damaged checkpoint (truncated, a flipped byte, a newer version, a
 missing directory) is skipped for the one before it, or for empty state, never fatal."""
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ DAMAGE = {
     "truncated manifest": (lambda w: _truncate(w / "manifest.json"), "unreadable"),
     "truncated tables, checksum rewritten": (_truncate_npz_with_matching_checksum,
                                              "unreadable"),
-    "another version": (lambda w: _rewrite_manifest(w, version=2), "version"),
+    "a newer version": (lambda w: _rewrite_manifest(w, version=99), "version"),
     "another format": (lambda w: _rewrite_manifest(w, format="something-else"), "version"),
     "missing directory": (lambda w: shutil.rmtree(w), "missing"),
     "missing tables file": (lambda w: (w / "tables.npz").unlink(), "missing"),
