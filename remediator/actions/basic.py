@@ -60,12 +60,12 @@ class SecretRef(_Params):
 
 
 class HttpRequestParams(_Params):
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    url: str = Field(pattern=r"^https?://", max_length=2048)
-    headers: dict[str, str | SecretRef] = Field(default_factory=dict)
-    json_body: Any = Field(None, alias="json")
-    expect_status: tuple[int, ...] = (200, 201, 202, 204)
-    timeout_s: Seconds = Field(10.0, gt=0, le=300)
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field("POST", description="the HTTP method")
+    url: str = Field(pattern=r"^https?://", max_length=2048, description="must fall under one of http.allowed_urls in the remediator config")
+    headers: dict[str, str | SecretRef] = Field(default_factory=dict, description="header: value, or {secret: NAME} for a value kept in the secrets directory")
+    json_body: Any = Field(None, alias="json", description="the JSON body to send; strings in it may be templates")
+    expect_status: tuple[int, ...] = Field((200, 201, 202, 204), description="answers that count as success")
+    timeout_s: Seconds = Field(10.0, gt=0, le=300, description="bound on the request")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -116,9 +116,9 @@ async def http_request(ctx: ActionContext, p: HttpRequestParams) -> Outcome:
 # --- alertmanager.silence / expire_silence ------------------------------------------------
 class SilenceParams(_Params):
     matchers: tuple[str, ...] = Field(min_length=1, description='e.g. alertname="X", pod="{{ labels.pod }}"')
-    duration_s: Seconds = Field(3600.0, gt=0, le=7 * 86400)
-    comment: str = Field("silenced by a Vigil playbook", min_length=1, max_length=1000)
-    created_by: str = "vigil-remediator"
+    duration_s: Seconds = Field(3600.0, gt=0, le=7 * 86400, description="how long the silence lasts")
+    comment: str = Field("silenced by a Vigil playbook", min_length=1, max_length=1000, description="shown in Alertmanager beside the silence")
+    created_by: str = Field("vigil-remediator", description="the silence's createdBy")
 
     @field_validator("matchers")
     @classmethod
@@ -157,7 +157,7 @@ async def alertmanager_silence(ctx: ActionContext, p: SilenceParams) -> Outcome:
 
 
 class ExpireSilenceParams(_Params):
-    silence_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    silence_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$", description="the silence to expire (an undo passes the one it created)")
 
 
 @action("alertmanager.expire_silence", params=ExpireSilenceParams, mutates=True,
@@ -173,11 +173,11 @@ async def alertmanager_expire_silence(ctx: ActionContext, p: ExpireSilenceParams
 
 # --- alertmanager.escalate ----------------------------------------------------------------
 class EscalateParams(_Params):
-    alertname: str = Field("VigilRemediationEscalated", pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
-    severity: str = "critical"
-    summary: str = Field(min_length=1, max_length=2000)
-    labels: dict[str, str] = Field(default_factory=dict)
-    duration_s: Seconds = Field(3600.0, gt=0, le=7 * 86400)
+    alertname: str = Field("VigilRemediationEscalated", pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$", description="the alert posted to Alertmanager")
+    severity: str = Field("critical", description="its severity label (routing)")
+    summary: str = Field(min_length=1, max_length=2000, description="its summary annotation, for people")
+    labels: dict[str, str] = Field(default_factory=dict, description="more labels (routing); the original alert's are kept")
+    duration_s: Seconds = Field(3600.0, gt=0, le=7 * 86400, description="endsAt: Alertmanager resolves it after this")
 
 
 def escalation_alert(p: EscalateParams, *, alert: Any, run_id: str, run_url: str,
@@ -212,7 +212,7 @@ async def alertmanager_escalate(ctx: ActionContext, p: EscalateParams) -> Outcom
 # --- notify -------------------------------------------------------------------------------
 class NotifyParams(_Params):
     url: str | SecretRef = Field(description="Slack-compatible incoming webhook (a secret, usually)")
-    text: str = Field(min_length=1, max_length=4000)
+    text: str = Field(min_length=1, max_length=4000, description="the message; may be a template")
 
 
 @action("notify", params=NotifyParams, mutates=False, templates={"url": Context.URL},
@@ -236,8 +236,8 @@ async def notify(ctx: ActionContext, p: NotifyParams) -> Outcome:
 
 # --- promql.check / wait ------------------------------------------------------------------
 class PromqlCheckParams(_Params):
-    query: str = Field(min_length=1, max_length=10_000)
-    expect: Literal["nonempty", "empty"] = "nonempty"
+    query: str = Field(min_length=1, max_length=10_000, description="PromQL, sent to --prometheus; values from the alert are escaped for PromQL")
+    expect: Literal["nonempty", "empty"] = Field("nonempty", description="nonempty: the step succeeds when the query returns a sample; empty: when it returns none")
 
 
 @action("promql.check", params=PromqlCheckParams, mutates=False,
@@ -252,7 +252,7 @@ async def promql_check(ctx: ActionContext, p: PromqlCheckParams) -> Outcome:
 
 
 class WaitParams(_Params):
-    seconds: Seconds = Field(gt=0, le=3600)
+    seconds: Seconds = Field(gt=0, le=3600, description="how long to wait (90, 90s, 5m)")
 
 
 @action("wait", params=WaitParams, mutates=False, describe=lambda p: {"wait_s": p.seconds})
@@ -276,11 +276,11 @@ class VerifyParams(_Params):
     """Ask Vigil's detector to judge a change (POST /api/v1/verify, docs/verify.md)."""
 
     selector: str | None = Field(None, description="label matchers; without queries: the standard ones")
-    queries: tuple[VerifyQueryParams, ...] = Field((), max_length=50)
+    queries: tuple[VerifyQueryParams, ...] = Field((), max_length=50, description="the queries to judge; none: the standard ones for selector")
     change_time: str | None = Field(None, description="RFC 3339 or unix seconds, e.g. {{ alert.startsAt }}; none: now - observe_s")
-    baseline_s: Seconds = Field(1800.0, gt=0, le=7 * 86400)
-    observe_s: Seconds = Field(900.0, gt=0, le=86400)
-    skip_s: Seconds = Field(0.0, ge=0)
+    baseline_s: Seconds = Field(1800.0, gt=0, le=7 * 86400, description="the window before the change that is normal")
+    observe_s: Seconds = Field(900.0, gt=0, le=86400, description="the window after the change that is judged")
+    skip_s: Seconds = Field(0.0, ge=0, description="left out right after the change (a rollout settling)")
     step_s: Seconds = Field(15.0, ge=5, le=3600, description="as the detector allows: at least 5 s")
     expect: Literal["pass", "fail"] = Field("pass", description="pass: the step succeeds if the change is judged harmless; fail: only if Vigil confirms it made things worse (a gate before undoing it)")
 

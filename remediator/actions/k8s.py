@@ -43,9 +43,9 @@ class _Params(BaseModel):
 
 
 class WorkloadRef(_Params):
-    kind: Literal["deployment", "statefulset", "daemonset"] = "deployment"
-    namespace: str = Field(pattern=DNS_NAME, max_length=63)
-    name: str = Field(pattern=DNS_NAME, max_length=253)
+    kind: Literal["deployment", "statefulset", "daemonset"] = Field("deployment", description="the workload's kind, e.g. {{ target.kind }}")
+    namespace: str = Field(pattern=DNS_NAME, max_length=63, description="e.g. {{ target.namespace }}")
+    name: str = Field(pattern=DNS_NAME, max_length=253, description="e.g. {{ target.name }}")
 
 
 def _server(ctx: ActionContext, obj: Obj, what: str) -> Outcome:
@@ -83,12 +83,12 @@ async def rollout_restart(ctx: ActionContext, p: WorkloadRef) -> Outcome:
 
 # --- scale --------------------------------------------------------------------------------
 class ScaleParams(_Params):
-    kind: Literal["deployment", "statefulset", "replicaset"] = "deployment"
-    namespace: str = Field(pattern=DNS_NAME, max_length=63)
-    name: str = Field(pattern=DNS_NAME, max_length=253)
+    kind: Literal["deployment", "statefulset", "replicaset"] = Field("deployment", description="what to scale")
+    namespace: str = Field(pattern=DNS_NAME, max_length=63, description="e.g. {{ target.namespace }}")
+    name: str = Field(pattern=DNS_NAME, max_length=253, description="e.g. {{ target.name }}")
     replicas: int | None = Field(None, ge=0, le=1000, description="the new count")
     delta: int | None = Field(None, ge=-100, le=100, description="or a change of the count")
-    min_replicas: int = Field(0, ge=0, le=1000)
+    min_replicas: int = Field(0, ge=0, le=1000, description="the playbook's lower bound")
     max_replicas: int = Field(10, ge=0, le=1000, description="the playbook's bound")
 
     @model_validator(mode="after")
@@ -158,8 +158,8 @@ async def scale(ctx: ActionContext, p: ScaleParams) -> Outcome:
 
 # --- rollout_undo -------------------------------------------------------------------------
 class UndoParams(_Params):
-    namespace: str = Field(pattern=DNS_NAME, max_length=63)
-    name: str = Field(pattern=DNS_NAME, max_length=253)
+    namespace: str = Field(pattern=DNS_NAME, max_length=63, description="the Deployment's namespace")
+    name: str = Field(pattern=DNS_NAME, max_length=253, description="the Deployment")
     to_revision: int | None = Field(None, ge=1, description="default: the previous revision")
 
 
@@ -228,8 +228,8 @@ async def rollout_undo(ctx: ActionContext, p: UndoParams) -> Outcome:
 
 # --- pods ---------------------------------------------------------------------------------
 class PodRef(_Params):
-    namespace: str = Field(pattern=DNS_NAME, max_length=63)
-    name: str = Field(pattern=DNS_NAME, max_length=253)
+    namespace: str = Field(pattern=DNS_NAME, max_length=63, description="e.g. {{ labels.namespace }}")
+    name: str = Field(pattern=DNS_NAME, max_length=253, description="the pod, e.g. {{ labels.pod }}")
 
 
 @action("kubernetes.delete_pod", rbac=(("", "pods", ("get", "delete")),), params=PodRef, mutates=True, dry_run=DryRunStyle.SERVER,
@@ -257,7 +257,7 @@ async def evict_pod(ctx: ActionContext, p: PodRef) -> Outcome:
 
 # --- nodes --------------------------------------------------------------------------------
 class NodeRef(_Params):
-    node: str = Field(pattern=DNS_NAME, max_length=253)
+    node: str = Field(pattern=DNS_NAME, max_length=253, description="the node, e.g. {{ labels.node }}")
 
 
 async def _set_unschedulable(ctx: ActionContext, node: str, value: bool) -> tuple[bool, Obj]:
@@ -295,9 +295,9 @@ async def uncordon(ctx: ActionContext, p: NodeRef) -> Outcome:
 
 
 class DrainParams(_Params):
-    node: str = Field(pattern=DNS_NAME, max_length=253)
-    timeout_s: Seconds = Field(300.0, gt=0, le=3600)
-    retry_interval_s: Seconds = Field(5.0, gt=0, le=60)
+    node: str = Field(pattern=DNS_NAME, max_length=253, description="the node to cordon and empty")
+    timeout_s: Seconds = Field(300.0, gt=0, le=3600, description="give up on pods a disruption budget still blocks after this")
+    retry_interval_s: Seconds = Field(5.0, gt=0, le=60, description="between evictions a disruption budget refused")
 
 
 def _skip_reason(pod: Obj) -> str | None:
@@ -359,10 +359,10 @@ async def drain(ctx: ActionContext, p: DrainParams) -> Outcome:
 
 # --- run_job / annotate -------------------------------------------------------------------
 class RunJobParams(_Params):
-    namespace: str = Field(pattern=DNS_NAME, max_length=63)
-    name_prefix: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,40})$")
+    namespace: str = Field(pattern=DNS_NAME, max_length=63, description="where the Job runs")
+    name_prefix: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,40})$", description="the Job is named <prefix>-<random suffix> (generateName)")
     spec: dict[str, Any] = Field(description="the Job's spec (template, backoffLimit, ...)")
-    ttl_seconds_after_finished: int = Field(3600, ge=0, le=7 * 86400)
+    ttl_seconds_after_finished: int = Field(3600, ge=0, le=7 * 86400, description="Kubernetes deletes the finished Job after this many seconds")
 
 
 @action("kubernetes.run_job", rbac=(("batch", "jobs", ("create",)),), params=RunJobParams, mutates=True, dry_run=DryRunStyle.SERVER,
@@ -384,8 +384,8 @@ async def run_job(ctx: ActionContext, p: RunJobParams) -> Outcome:
 
 
 class JobRef(_Params):
-    namespace: str = Field(pattern=DNS_NAME, max_length=63)
-    name: str = Field(pattern=DNS_NAME, max_length=253)
+    namespace: str = Field(pattern=DNS_NAME, max_length=63, description="the Job's namespace")
+    name: str = Field(pattern=DNS_NAME, max_length=253, description="the Job")
 
 
 @action("kubernetes.delete_job", rbac=(("batch", "jobs", ("delete",)),), params=JobRef, mutates=True, dry_run=DryRunStyle.SERVER,
@@ -401,9 +401,9 @@ async def delete_job(ctx: ActionContext, p: JobRef) -> Outcome:
 
 
 class AnnotateParams(_Params):
-    kind: Literal["deployment", "statefulset", "daemonset", "pod", "node"] = "deployment"
-    namespace: str | None = Field(None, pattern=DNS_NAME, max_length=63)
-    name: str = Field(pattern=DNS_NAME, max_length=253)
+    kind: Literal["deployment", "statefulset", "daemonset", "pod", "node"] = Field("deployment", description="the object to annotate")
+    namespace: str | None = Field(None, pattern=DNS_NAME, max_length=63, description="none for a node")
+    name: str = Field(pattern=DNS_NAME, max_length=253, description="the object's name")
     annotations: dict[str, str | None] = Field(min_length=1, description="None removes one")
 
     @model_validator(mode="after")

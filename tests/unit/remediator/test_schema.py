@@ -131,3 +131,14 @@ def test_check_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "spec.guards.rate: Input should be a mapping (key: value)" in err
     assert "RateLimit" not in err and "tuple" not in err and "Value error" not in err
+
+
+def test_every_param_of_every_action_is_described(schema):
+    """An editor shows each param's description on hover: none may be missing."""
+    registry = build_registry()
+    missing = [f"{name}.{key}" for name in registry.names()
+               for key, field in registry.get(name).params.model_fields.items()
+               if not field.description]
+    assert missing == []
+    silence = schema["$defs"]["SilenceParams"]["properties"]
+    assert silence["comment"]["description"] == "shown in Alertmanager beside the silence"
