@@ -4,7 +4,9 @@ One parser for both services, their configs and their command lines. A duration 
 more ``<integer><unit>`` parts with units in decreasing order, each unit at most once
 (Prometheus's ``model.ParseDuration``): ``ms``, ``s``, ``m``, ``h``, ``d`` (24 h), ``w``
 (7 d), ``y`` (365 d). A plain number (``3600``, ``0.5``) is seconds, so configs written
-before durations were accepted keep their meaning.
+before durations were accepted keep their meaning. Digits are ASCII only, and nothing
+longer than ``MAX_SECONDS`` (10 years) or not finite is a duration: such a value is a
+mistake, and downstream it overflows timestamps in milliseconds.
 
 ``Seconds`` is the pydantic field type: a config field declared with it accepts either
 form and holds float seconds after validation; its JSON Schema offers both.
@@ -25,8 +27,9 @@ UNIT_SECONDS: dict[str, float] = {
     "s": 1.0, "ms": 0.001,
 }
 _ORDER = list(UNIT_SECONDS)
-_PART = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-_NUMBER = re.compile(r"[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_PART = re.compile(r"(\d{1,15})(ms|y|w|d|h|m|s)", re.ASCII)
+_NUMBER = re.compile(r"[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+MAX_SECONDS = 10 * 365 * 86400.0
 EXAMPLES = "90, 90s, 15m, 1h30m, 7d"
 
 
@@ -40,10 +43,7 @@ def parse_duration(text: str) -> float:
     if not stripped:
         raise DurationError(f"empty duration: expected e.g. {EXAMPLES}")
     if _NUMBER.fullmatch(stripped):
-        value = float(stripped)
-        if not math.isfinite(value):
-            raise DurationError(f"{text!r} is not a finite number of seconds")
-        return value
+        return _bounded(float(stripped), text)
     total = 0.0
     pos = 0
     last = -1
@@ -60,7 +60,15 @@ def parse_duration(text: str) -> float:
     if pos != len(stripped) or pos == 0:
         raise DurationError(f"{text!r} is not a duration: expected seconds or Prometheus "
                             f"syntax with units y w d h m s ms, e.g. {EXAMPLES}")
-    return total
+    return _bounded(total, text)
+
+
+def _bounded(value: float, text: object) -> float:
+    if not math.isfinite(value):
+        raise DurationError(f"{text!r} is not a finite number of seconds")
+    if abs(value) > MAX_SECONDS:
+        raise DurationError(f"{text!r} is longer than 10y, the longest duration accepted")
+    return value
 
 
 def format_duration(seconds: float) -> str:
@@ -80,9 +88,11 @@ def format_duration(seconds: float) -> str:
 
 def _coerce(value: Any) -> Any:
     if isinstance(value, str):
-        if re.fullmatch(r"\s*-" + _NUMBER.pattern + r"\s*", value):
+        if re.fullmatch(r"\s*-" + _NUMBER.pattern + r"\s*", value, re.ASCII):
             return float(value)  # "-5": the field's bound says what is wrong with it
         return parse_duration(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _bounded(float(value), value)  # YAML's .inf and .nan, 1e400, 10**30
     return value
 
 

@@ -6,10 +6,11 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from servicekit.durations import (
     JSON_PATTERN,
+    MAX_SECONDS,
     DurationError,
     Seconds,
     format_duration,
@@ -83,3 +84,21 @@ def test_the_json_schema_offers_a_number_with_its_bounds_or_a_duration():
     assert all(pattern.search(t) for t in ("90s", "1h30m", "7d", "250ms"))
     assert not any(pattern.search(t) for t in ("", "30m1h", "1.5h", "1hh"))
     json.dumps(prop)  # serialisable as is
+
+
+@pytest.mark.parametrize("value", [
+    "٣m",  # Arabic-Indic digit three: Python's \d takes it, Prometheus does not
+    "9" * 400 + "y",  # overflowed float(int) into a traceback
+    "99999999999y", "11y", "1e400", float("inf"), float("nan"), 10**30,
+])
+def test_absurd_durations_are_refused_with_a_clear_message(value):
+    with pytest.raises(ValidationError) as info:
+        TypeAdapter(Seconds).validate_python(value)
+    message = info.value.errors()[0]["msg"]
+    assert "duration" in message or "finite" in message or "10y" in message, message
+
+
+def test_ten_years_is_the_longest_duration():
+    assert parse_duration("10y") == MAX_SECONDS
+    with pytest.raises(DurationError, match="longer than 10y"):
+        parse_duration("3650d1s")
