@@ -16,6 +16,9 @@ line one JSON object with every figure.
 seconds per 1M samples of each ingest stage (``vigil_profile_stage_cpu_seconds_total``:
 thread CPU time lapped at each stage boundary, see detector/stages.py); ``other`` is the
 process's CPU time that no stage holds (threads that do not lap, the interpreter).
+``--only`` may name ``vigil-asyncio`` too: Vigil on asyncio's event loop instead of uvloop;
+and ``vigil-baseline``: the Vigil whose source tree ``--baseline-src`` names (e.g.
+``git archive <commit> | tar -x -C DIR``), on PYTHONPATH, to compare two versions in one run.
 Usage: python bench/ingest.py [--sizes 10000,100000] [--samples 1500000] [--only vigil,...]
        [--profile]
 VIGIL_BENCH_EXTRA (YAML text) is appended to Vigil's config, e.g. to try another detector.
@@ -144,18 +147,24 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def receiver_argv(name: str, port: int, workdir: Path, *,
-                  profile: bool = False) -> tuple[list[str], str, str, dict[str, str]]:
+def receiver_argv(name: str, port: int, workdir: Path, *, profile: bool = False,
+                  baseline_src: Path | None = None
+                  ) -> tuple[list[str], str, str, dict[str, str]]:
     """argv, write URL, readiness URL, extra environment."""
     base = f"http://127.0.0.1:{port}"
-    if name in ("vigil", "vigil-asyncio"):
+    if name in ("vigil", "vigil-asyncio", "vigil-baseline"):
+        env = {}
+        if name == "vigil-baseline":
+            if baseline_src is None:
+                raise ValueError("vigil-baseline needs --baseline-src")
+            env["PYTHONPATH"] = str(baseline_src.resolve())
         cfg = workdir / "vigil.yaml"
         cfg.write_text("limits:\n  max_series: 2000000\n" + os.environ.get("VIGIL_BENCH_EXTRA", ""))
         return ([sys.executable, "-m", "detector", "serve", "--listen", f"127.0.0.1:{port}",
                  "--config", str(cfg), "--log-level", "WARNING",
                  "--event-loop", "asyncio" if name == "vigil-asyncio" else "uvloop",
                  *(["--profile-stages"] if profile else [])],
-                f"{base}/api/v1/write", f"{base}/readyz", {})
+                f"{base}/api/v1/write", f"{base}/readyz", env)
     if name == "victoriametrics":
         return ([shutil.which("victoria-metrics") or "victoria-metrics",
                  f"-storageDataPath={workdir / 'vm'}", f"-httpListenAddr=127.0.0.1:{port}",
@@ -173,7 +182,8 @@ def receiver_argv(name: str, port: int, workdir: Path, *,
 
 
 def measure(name: str, bodies_file: Path, n_series: int, rounds: int,
-            untimed: int, *, profile: bool = False) -> dict[str, Any]:
+            untimed: int, *, profile: bool = False,
+            baseline_src: Path | None = None) -> dict[str, Any]:
     """Send ``untimed`` rounds (first sight, then the detectors' warm-up), then time the
     rest."""
     port = free_port()
@@ -181,7 +191,8 @@ def measure(name: str, bodies_file: Path, n_series: int, rounds: int,
     profile = profile and vigil
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         workdir = Path(tmp)
-        argv, url, ready, env = receiver_argv(name, port, workdir, profile=profile)
+        argv, url, ready, env = receiver_argv(name, port, workdir, profile=profile,
+                                              baseline_src=baseline_src)
         with process(name, ["taskset", "-c", "0", *argv], workdir, ready_url=ready,
                      timeout_s=180, env=env) as proc:
             create = run_loader(url, bodies_file, 0, 1)  # first sight of every series
@@ -311,6 +322,8 @@ def main() -> None:
     parser.add_argument("--only", default="vigil,victoriametrics,prometheus")
     parser.add_argument("--profile", action="store_true",
                         help="CPU seconds per 1M samples of each Vigil ingest stage")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="source tree of the Vigil that --only vigil-baseline runs")
     args = parser.parse_args()
     receivers = args.only.split(",")
     figures: dict[str, object] = {
@@ -335,7 +348,7 @@ def main() -> None:
                     sum(len(c) for c in chunks)}
             for name in receivers:
                 size[name] = measure(name, bodies_file, n_series, rounds, untimed,
-                                     profile=args.profile)
+                                     profile=args.profile, baseline_src=args.baseline_src)
                 r = size[name]
                 rows.append((n_series, name, r["samples_per_s"], r["cpu_s_per_million"],
                              r["peak_rss_mb"]))
@@ -346,12 +359,17 @@ def main() -> None:
                       f"  codes={r['codes']}{lag}", flush=True)
                 if "profile" in r:
                     print_profile(n_series, r["profile"])
-            for other in ("victoriametrics", "prometheus", "vigil-asyncio"):
+            for other in ("victoriametrics", "prometheus", "vigil-asyncio", "vigil-baseline"):
                 if "vigil" in size and other in size:
                     size[f"vigil_vs_{other}"] = (size["vigil"]["samples_per_s"] /
                                                  size[other]["samples_per_s"])
+                    # per core: samples per CPU-second (robust to other load on the core)
+                    size[f"vigil_vs_{other}_per_cpu"] = (size[other]["cpu_s_per_million"] /
+                                                         size["vigil"]["cpu_s_per_million"])
                     print(f"{n_series:>7} series  vigil / {other}: "
-                          f"{size[f'vigil_vs_{other}']:.2f}x", flush=True)
+                          f"{size[f'vigil_vs_{other}']:.2f}x samples/s, "
+                          f"{size[f'vigil_vs_{other}_per_cpu']:.2f}x samples per CPU-second",
+                          flush=True)
         finally:
             bodies_file.unlink()
         figures[str(n_series)] = size
