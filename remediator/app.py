@@ -194,8 +194,9 @@ def _decider(request: web.Request, st: State) -> identity.Identity | web.Respons
     """Who approves or rejects, from the request's credential (a users-file token, or the
     admin token with the trusted proxy's header); the 401 or 415 when it may not go on."""
     auth = st.cfg.auth
-    who = identity.identify(authorization=request.headers.get("Authorization"),
-                            headers=request.headers, admin_token=st.admin_token,
+    credential = bearer.parse_credential(request.headers.get("Authorization"))
+    who = identity.identify(credential=credential, headers=request.headers,
+                            admin_token=st.admin_token,
                             users=st.users, trusted_user_header=auth.trusted_user_header,
                             trusted_groups_header=auth.trusted_groups_header)
     if who is None:

@@ -132,17 +132,18 @@ def _header_groups(value: str | None) -> frozenset[str]:
     return frozenset(g for g in names if re.fullmatch(PERSON, g))
 
 
-def identify(*, authorization: str | None, headers: Mapping[str, str], admin_token: str | None,
+def identify(*, credential: str | None, headers: Mapping[str, str], admin_token: str | None,
              users: Users, trusted_user_header: str | None = None,
              trusted_groups_header: str | None = None) -> Identity | None:
-    """Who the request is from, by its credential; None when it has none we accept.
+    """Who the request is from, by its credential (the token of its Authorization header,
+    as ``servicekit.bearer.parse_credential`` read it); None when it has none we accept.
 
     The admin token names nobody (``admin-token``), unless ``trusted_user_header`` is
     configured and names a valid user: the proxy that authenticates people holds the
     admin token, so the header counts only beside it, never alone. A users-file token
     names its user. Every comparison takes the same time whatever matches."""
-    given = bearer.parse_credential(authorization)
-    if given is None:
+    given = credential
+    if given is None or bearer.token_problem(given) is not None:
         return None
     raw = given.encode("ascii")
     if admin_token is not None and hmac.compare_digest(raw, admin_token.encode("utf-8")):
