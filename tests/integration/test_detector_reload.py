@@ -132,3 +132,6 @@ def test_reloads_under_load_drop_nothing(tmp_path: Path) -> None:
         assert f"{cfg}:7: series[1].detector.alpha: Input should be less than 1" in text
         assert f"{cfg}:9: extra: Extra inputs are not permitted" in text
         assert text.count("config reloaded from") == 2
+        # the start said what it compiled and when it was ready
+        assert "numba kernels 1/" in text and "numba kernels loaded in" in text
+        assert text.index("numba kernels loaded in") < text.index("ready on http://127.0.0.1")
