@@ -105,6 +105,7 @@ class State:
                 log.error("reload failed with %d problems; the last good config and its %d "
                           "playbooks stay", len(fresh.problems), len(self.catalog.entries))
                 self.metrics.reload_ok.set(0)
+                self.metrics.reloads.labels("failure").inc()
                 self.metrics.playbook_problems.set(len(fresh.catalog.problems))
                 return fresh
             for name in reloading.restart_only(self.cfg, fresh.cfg):
@@ -121,6 +122,7 @@ class State:
             if isinstance(self.services, LiveServices):
                 self.services.allowed_urls = self.cfg.http.allowed_urls
             self.metrics.reload_ok.set(1)
+            self.metrics.reloads.labels("success").inc()
             self.metrics.reload_success_ts.set(self.clock())
             log.info("reloaded: config and %d playbooks", len(self.catalog.entries))
             return fresh

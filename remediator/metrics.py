@@ -37,6 +37,7 @@ class RemediatorMetrics:
     leader: Gauge
     reload_ok: Gauge
     reload_success_ts: Gauge
+    reloads: Counter
 
 
 def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
@@ -86,6 +87,9 @@ def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
         reload_success_ts=gauge("vigil_config_last_reload_success_timestamp_seconds",
                                 "When the config and playbooks were last loaded without a "
                                 "problem (Unix time)."),
+        reloads=counter("vigil_config_reloads", "Reloads of the config and playbooks, by "
+                        "result (success, failure), as the detector counts its own.",
+                        ("result",)),
     )
 
 
@@ -104,3 +108,5 @@ def zero_playbook_series(m: RemediatorMetrics, playbooks: Iterable[str],
             m.escalations.labels(name, result)
     for where in ("audit", "runner"):
         m.errors.labels(where)
+    for result in ("success", "failure"):
+        m.reloads.labels(result)

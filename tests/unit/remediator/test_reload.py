@@ -84,6 +84,8 @@ async def test_a_bad_config_or_playbook_changes_nothing_and_says_where(aiohttp_c
     assert st.runner.approvals.limits.max_concurrent == 7
     assert gauge(metrics, "vigil_config_last_reload_successful") == 1
     assert gauge(metrics, "vigil_config_last_reload_success_timestamp_seconds") == clock.now
+    assert metrics.get_sample_value("vigil_config_reloads_total", {"result": "failure"}) == 1
+    assert metrics.get_sample_value("vigil_config_reloads_total", {"result": "success"}) == 1
 
 
 async def test_settings_only_a_restart_applies_stay_and_are_named(aiohttp_client, tmp_path,
