@@ -46,6 +46,7 @@ from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
 from detector.errors import SelectorError
 from detector.selector import parse_selector
+from servicekit.durations import Seconds
 
 # Bounds on the work one request asks of Prometheus (the API forwards PromQL there):
 # steps finer than this are below any sane scrape interval, and Prometheus itself
@@ -119,10 +120,10 @@ class VerifyRequest(_Model):
     queries: tuple[VerifyQuery, ...] = Field((), max_length=50, description="none: the standard queries (needs selector or canary)")
     selector: str | None = Field(None, description="label matchers of the changed workload, for $selector")
     change_time: float | None = Field(None, description="unix seconds (or RFC 3339 in specs); none: now - observe_s")
-    baseline_s: float = Field(1800.0, gt=0.0, le=7 * 86400.0, description="window before the change")
-    observe_s: float = Field(900.0, gt=0.0, le=86400.0, description="window after the change")
-    skip_s: float = Field(0.0, ge=0.0, description="seconds after the change left out (the rollout settling)")
-    step_s: float = Field(15.0, ge=MIN_STEP_S, le=3600.0, description="resolution of the range queries; a window may span at most MAX_POINTS_PER_QUERY steps")
+    baseline_s: Seconds = Field(1800.0, gt=0.0, le=7 * 86400.0, description="window before the change")
+    observe_s: Seconds = Field(900.0, gt=0.0, le=86400.0, description="window after the change")
+    skip_s: Seconds = Field(0.0, ge=0.0, description="seconds after the change left out (the rollout settling)")
+    step_s: Seconds = Field(15.0, ge=MIN_STEP_S, le=3600.0, description="resolution of the range queries; a window may span at most MAX_POINTS_PER_QUERY steps")
     canary: str | None = Field(None, description="label matchers of the canary (side by side with baseline_selector)")
     baseline_selector: str | None = Field(None, description="label matchers of the stable version")
     thresholds: Thresholds = Thresholds()
