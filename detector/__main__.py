@@ -204,7 +204,7 @@ def _check_exposure(token: str | None, *, listen: str, host: str,
     """Fail closed: no token on a non-loopback address stops the start (ConfigError)
     unless --insecure-no-auth, which is logged as a WARNING."""
     unguarded = [] if token is not None else [exposure.Unguarded(
-        "POST /api/v1/write and POST /api/v1/verify",
+        "POST /api/v1/write, POST /api/v1/verify and POST /-/reload",
         f"auth.bearer_token_file in the config, or {TOKEN_ENV}")]
     verdict = exposure.check(listen=listen, host=host, unguarded=unguarded,
                              insecure_no_auth=insecure_no_auth, tokens=[(
