@@ -11,8 +11,9 @@ the reference for "what Prometheus sends".
   series, each of which Prometheus itself stored;
 - one pod's series all meet on one shard;
 - a shard stopped for a while loses nothing: Prometheus retries its queue, and once the
-  shard is back (restoring its checkpoint) it has counted exactly the samples the
-  never-stopped reference counted for the same series up to the same timestamp.
+  shard is back (restoring its checkpoint) and the input has stopped (node_exporter
+  gone), it has counted exactly the samples the never-stopped reference counted, with the
+  same last timestamp, for every series of its share.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def test_two_shards_split_every_series_once_and_lose_nothing(tmp_path: Path) -> 
                        tmp_path, ready_url=f"http://127.0.0.1:{port}/readyz", timeout_s=240)
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(process(
+        exporter = contextlib.ExitStack()
+        stack.enter_context(exporter)
+        exporter.enter_context(process(
             "node_exporter", [require("prometheus-node-exporter"),
                               f"--web.listen-address=127.0.0.1:{node_port}",
                               "--no-collector.systemd"],
@@ -172,15 +175,18 @@ def test_two_shards_split_every_series_once_and_lose_nothing(tmp_path: Path) -> 
         wait_until("Prometheus retries the stopped shard's samples", retrying,
                    timeout_s=60, interval_s=0.5)
         shard1.enter_context(detector(1, ports[1]))
-
+        # then freeze the input: with node_exporter gone Prometheus scrapes nothing more
+        # (it sends the staleness markers), so the restarted shard and the reference can
+        # be compared at rest, series by series
+        exporter.close()
         mismatch: list[str] = []
 
         def caught_up() -> bool:
-            """Every series of shard 1 has, at the reference's timestamp, the reference's
-            sample count (the reference never stopped)."""
+            """Every series of shard 1 has the reference's last timestamp and sample count
+            (the reference never stopped)."""
             ref = series(ref_port)
             back = series(ports[1])
-            # the reference's series of shard 1 now (node_exporter may add series)
+            # the reference's series of shard 1 (node_exporter may have added some)
             want = {k for k in ref if hashmod(shard_key(dict(k)), SHARDS) == 1}
             mismatch[:] = [f"{len(want - set(back))} series missing, "
                            f"{len(set(back) - want)} unexpected"] \
