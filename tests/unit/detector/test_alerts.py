@@ -219,8 +219,8 @@ def test_dashboard_url_is_a_prometheus_graph_of_series_and_band_without_grafana(
     query = parse_qs(parts.query)
     matchers = '{metric_name="' + LATENCY + '",' + CHECKOUT_SELECTOR.removeprefix(LATENCY)[1:]
     assert [query[f"g{i}.expr"] for i in range(4)] == [
-        [CHECKOUT_SELECTOR], [f"vigil_anomaly_expected{matchers}"], [f"vigil_anomaly_lower{matchers}"],
-        [f"vigil_anomaly_upper{matchers}"]]
+        [CHECKOUT_SELECTOR], [f"vigil_anomaly_expected{matchers}"],
+        [f"vigil_anomaly_lower{matchers}"], [f"vigil_anomaly_upper{matchers}"]]
     for i in range(4):
         assert query[f"g{i}.range_input"] == ["76m"]  # 1 h before, 6 min, 10 min after
         assert query[f"g{i}.end_input"] == ["2024-06-01 12:10:00"]
