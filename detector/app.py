@@ -197,7 +197,13 @@ class Runtime:
         """
         async with self.reload_lock:
             start = time.perf_counter()
-            result = await self._reload()
+            try:
+                result = await self._reload()
+            except Exception as exc:  # a bug, not a bad file: say so, keep serving
+                log.exception("config reload failed unexpectedly")
+                result = reconfig.ReloadResult(False, (
+                    f"(root): the reload failed inside the detector ({type(exc).__name__}: "
+                    f"{exc}); the log has the traceback, please report it",))
             result = dataclasses.replace(result, seconds=time.perf_counter() - start)
         m = self.state_metrics
         if not result.ok:

@@ -186,3 +186,24 @@ async def test_reload_needs_the_token_and_a_config_file(aiohttp_client, tmp_path
 
 def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def test_a_failure_inside_the_reload_is_reported_and_serving_goes_on(aiohttp_client,
+                                                                          tmp_path,
+                                                                          monkeypatch):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+
+    def broken(cfg):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(rt.registry, "reconfigure", broken)
+    resp = await client.post("/-/reload")
+    assert resp.status == 422
+    [problem] = (await resp.json())["problems"]
+    assert problem.startswith("(root): the reload failed inside the detector (RuntimeError")
+    metrics = await (await client.get("/metrics")).text()
+    assert "vigil_config_last_reload_successful 0.0" in metrics
+    t0 = int(time.time() * 1000) - 10_000
+    resp = await client.post("/api/v1/write", data=body([_series("x", "api", t0, 3)]),
+                             headers=V1)
+    assert resp.status == 204
