@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import socket
@@ -207,6 +206,14 @@ def _decider(request: web.Request, st: State) -> identity.Identity | web.Respons
     return _media_refusal(request, body_optional=True) or who
 
 
+async def _json_body(request: web.Request) -> object:
+    """The request's JSON body ({} when it has none); mediatype.BodyError (a 400) when it
+    is not UTF-8 JSON or its Content-Type names another charset."""
+    if not request.body_exists:
+        return {}
+    return mediatype.json_body(await request.read(), request.headers.get("Content-Type"))
+
+
 def _claim(value: object) -> str | None:
     """A name the request gives for itself (``by``): kept as an unverified note."""
     if value is None:
@@ -329,12 +336,15 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if isinstance(who := _decider(request, st), web.Response):
             return who
         assert st.runner is not None
+        expected = 'expected {"plan_hash": "..."}'
         try:
-            doc = await request.json()
-            plan_hash = str(doc["plan_hash"])
-            claimed = _claim(doc.get("by"))  # a note: who approves is the credential's
-        except (json.JSONDecodeError, KeyError, TypeError):
-            return web.json_response({"error": 'expected {"plan_hash": "..."}'}, status=400)
+            doc = await _json_body(request)
+        except mediatype.BodyError as exc:
+            return web.json_response({"error": f"{exc}; {expected}"}, status=400)
+        if not isinstance(doc, dict) or "plan_hash" not in doc:
+            return web.json_response({"error": expected}, status=400)
+        plan_hash = str(doc["plan_hash"])
+        claimed = _claim(doc.get("by"))  # a note: who approves is the credential's
         return await _decided(st.runner.approve(request.match_info["id"],
                                                 plan_hash_seen=plan_hash, who=who,
                                                 claimed=claimed))
@@ -343,12 +353,14 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if isinstance(who := _decider(request, st), web.Response):
             return who
         assert st.runner is not None
+        expected = 'expected {"reason": "..."} or no body'
         try:
-            doc = await request.json() if request.body_exists else {}
-            reason = _claim(doc.get("reason", "")) or ""
-        except (json.JSONDecodeError, AttributeError):
-            return web.json_response({"error": 'expected {"reason": "..."} or no body'},
-                                     status=400)
+            doc = await _json_body(request)
+        except mediatype.BodyError as exc:
+            return web.json_response({"error": f"{exc}; {expected}"}, status=400)
+        if not isinstance(doc, dict):
+            return web.json_response({"error": expected}, status=400)
+        reason = _claim(doc.get("reason", "")) or ""
         return await _decided(st.runner.reject(request.match_info["id"], who=who,
                                                reason=reason))
 

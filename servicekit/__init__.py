@@ -5,7 +5,7 @@
                (or with a token no client could present)
 ``console``    serves each console's page and assets, and the assets both share
                 (``console/``: console.css, dom.js, favicon.svg)
-``mediatype``  checks that a JSON request body says it is JSON
+``mediatype``  checks that a JSON request body says it is JSON, and reads it as UTF-8
 ``telemetry``  traces (OTEL_* settings, W3C traceparent) and JSON log lines
 ``tls``        the listener's and outgoing connections' TLS settings and contexts
 ``durations``  parses durations as Prometheus writes them (``1h30m``), for configs and flags

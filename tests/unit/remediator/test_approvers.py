@@ -177,6 +177,36 @@ async def test_bad_approvers_are_a_playbook_problem(aiohttp_client, tmp_path, te
     assert "spec.approvers" in problem
 
 
+# -- request bodies ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+@pytest.mark.parametrize(("content_type", "body", "expected"), [
+    ("application/json", b'{"plan_hash": "\xff\xfe"}',
+     "the body is not UTF-8 (byte 15: invalid start byte): send JSON encoded as UTF-8; "),
+    ("application/json; charset=no-such-codec", b'{"plan_hash": "x", "reason": "x"}',
+     "the Content-Type names charset 'no-such-codec': JSON is UTF-8, send charset=utf-8 "
+     "or no charset; "),
+    ("application/json; charset=latin-1", '{"reason": "é"}'.encode("latin-1"),
+     "the Content-Type names charset 'latin-1'"),
+    ("application/json", b'{"plan_hash": ', "the body is not JSON: "),
+    ("application/json", b'["plan_hash"]', "expected {"),
+])
+async def test_a_decision_body_that_is_not_utf8_json_is_400(aiohttp_client, tmp_path, action,
+                                                            content_type, body, expected):
+    client, st, fake, _ = await started(aiohttp_client, tmp_path)
+    [run] = await wait_for_approval(client, st, fake, 1)
+    resp = await client.post(f"/api/v1/runs/{run.id}/{action}", data=body,
+                             headers={**bearer("alice"), "Content-Type": content_type})
+    assert resp.status == 400
+    assert (await resp.json())["error"].startswith(expected)
+    assert (await get(st, run.id)).state == RunState.WAITING_APPROVAL
+    # the same request in UTF-8 goes through
+    resp = await client.post(f"/api/v1/runs/{run.id}/{action}", headers={
+        **bearer("alice"), "Content-Type": "application/json; charset=utf-8"},
+        data=f'{{"plan_hash": "{run.plan_hash}", "reason": "Schloß"}}'.encode())
+    assert resp.status == 200
+
+
 # -- rejecting -----------------------------------------------------------------------------
 
 async def test_rejecting_ends_the_run_and_names_who(aiohttp_client, tmp_path):
