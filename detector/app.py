@@ -251,7 +251,7 @@ class Runtime:
         def reassign() -> Reassignment:  # the decode thread, between two requests
             nonlocal resolved
             with self.ingestor.lock:
-                plan = self.registry.reconfigure(new)
+                plan = self.registry.reconfigure(new, draft)
                 changed = reconfig.alert_changed(self.registry, old, new, plan)
                 n = min(plan.slot_alert.shape[0], self.pipeline.capacity)
                 resolved = int(np.count_nonzero(
@@ -263,6 +263,10 @@ class Runtime:
                                        bits=np.zeros(0, np.uint64), reconfigure=rc))
             return plan
 
+        # the per-series decisions take seconds at a million series: made in a thread of
+        # their own, so requests (even with new series) go on; only the series created
+        # meanwhile and the index rebuild happen under the ingest lock
+        draft = await asyncio.to_thread(self.registry.draft_reconfigure, new)
         plan = await loop.run_in_executor(self.executor, reassign)
         try:
             await asyncio.wait_for(applied.wait(), SNAPSHOT_TIMEOUT_S)

@@ -184,6 +184,57 @@ class Reassignment:
         return live - len(self.reset)
 
 
+class ReloadDraft:
+    """The decisions of a reload for the slots decided so far (see
+    ``SeriesRegistry.draft_reconfigure``); ``decide`` extends them to more slots."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self.cfg = cfg
+        self.selectors = tuple(r.selector() for r in cfg.series)
+        self.alert_selectors = tuple(r.selector() for r in cfg.alerts)
+        self.new_rule: list[int] = []
+        self.new_counter: list[int] = []
+        self.new_alert: list[int] = []
+        self.rule_series = [0] * len(cfg.series)
+        self.reset: list[int] = []
+        self.retired: list[int] = []
+        self.over = 0  # retired because their rule's max_series was full
+
+    def decide(self, registry: SeriesRegistry, n: int) -> None:
+        """Decide slots ``len(self.new_rule)`` to ``n - 1``. Reads only what no request
+        changes for an existing slot (its labels, rule and transform)."""
+        rules = self.cfg.series
+        for slot in range(len(self.new_rule), n):
+            old = int(registry.slot_rule[slot])
+            index: int | None = None
+            labels: dict[str, str] = {}
+            if old != RETIRED:  # retired by an earlier reload: stays retired
+                labels = dict(registry.labels_of(slot))
+                index = next((i for i, sel in enumerate(self.selectors)
+                              if sel is None or sel.matches(labels)), None)
+                limit = rules[index].max_series if index is not None else None
+                if index is not None and limit is not None \
+                        and self.rule_series[index] >= limit:
+                    index, self.over = None, self.over + 1
+                if index is None:
+                    self.retired.append(slot)
+            if index is None:
+                self.new_rule.append(RETIRED)
+                self.new_counter.append(0)
+                self.new_alert.append(-1)
+                continue
+            rule = rules[index]
+            counter = int(_counter(rule, labels.get("__name__", "")))
+            self.new_rule.append(index)
+            self.new_counter.append(counter)
+            self.new_alert.append(next((a for a, sel in enumerate(self.alert_selectors)
+                                        if sel is None or sel.matches(labels)), -1))
+            self.rule_series[index] += 1
+            if rule.detector != registry.rules[old].detector \
+                    or counter != int(registry.slot_counter[slot]):
+                self.reset.append(slot)
+
+
 class SeriesRegistry:
     """Assigns slots to label sets under the configured rules and limits.
 
@@ -425,7 +476,17 @@ class SeriesRegistry:
             if any(sel.matches(as_dict) for sel in selectors):
                 yield slot
 
-    def reconfigure(self, cfg: DetectorConfig) -> Reassignment:
+    def draft_reconfigure(self, cfg: DetectorConfig) -> ReloadDraft:
+        """Decide the series tracked now under ``cfg`` without changing anything: the slow
+        part of a reload (labels and selectors, per series), run without the ingest lock
+        so requests go on meanwhile. ``reconfigure`` then decides the series created since
+        and applies it all under the lock."""
+        draft = ReloadDraft(cfg)
+        draft.decide(self, self.n_tracked)
+        return draft
+
+    def reconfigure(self, cfg: DetectorConfig, draft: ReloadDraft | None = None
+                    ) -> Reassignment:
         """Re-decide every tracked series under ``cfg`` (a config reload); the caller holds
         the ingest lock.
 
@@ -438,39 +499,11 @@ class SeriesRegistry:
         when the alert book changes (``apply_alert_rules``), so alerts in flight stay
         consistent with the rules they were raised under.
         """
-        rules = cfg.series
-        selectors = tuple(r.selector() for r in rules)
-        alert_selectors = tuple(r.selector() for r in cfg.alerts)
+        if draft is None or draft.cfg is not cfg:
+            draft = ReloadDraft(cfg)
         n = self.n_tracked
-        new_rule = np.full(n, RETIRED, dtype=np.int32)
-        new_counter = np.zeros(n, dtype=np.uint8)
-        new_alert = np.full(n, -1, dtype=np.int16)
-        rule_series = [0] * len(rules)
-        reset: list[int] = []
-        retired: list[int] = []
-        over = 0
-        for slot in range(n):
-            old = int(self.slot_rule[slot])
-            if old == RETIRED:
-                continue
-            labels = dict(self.labels_of(slot))
-            index = next((i for i, sel in enumerate(selectors)
-                          if sel is None or sel.matches(labels)), None)
-            limit = rules[index].max_series if index is not None else None
-            if index is not None and limit is not None and rule_series[index] >= limit:
-                index, over = None, over + 1
-            if index is None:
-                retired.append(slot)
-                continue
-            rule = rules[index]
-            new_rule[slot] = index
-            rule_series[index] += 1
-            new_counter[slot] = _counter(rule, labels.get("__name__", ""))
-            new_alert[slot] = next((a for a, sel in enumerate(alert_selectors)
-                                    if sel is None or sel.matches(labels)), -1)
-            if rule.detector != self.rules[old].detector \
-                    or new_counter[slot] != self.slot_counter[slot]:
-                reset.append(slot)
+        draft.decide(self, n)  # the series created since the draft, or all of them
+        new_rule = np.asarray(draft.new_rule, dtype=np.int32)
         known = cfg.limits.max_series + cfg.limits.max_ignored_series
         # canonical: every slot keeps its entry (labels_of), retired ones as UNTRACKED;
         # the memory of untracked and over-limit series is dropped
@@ -486,18 +519,20 @@ class SeriesRegistry:
         live = wire_values >= 0
         live[live] = new_rule[wire_values[live]] != RETIRED
         self.wire, _ = self.wire.rebuilt(wire_values, live, 2 * known)
-        self.rules = rules
-        self._selectors = selectors
-        self._alert_selectors = alert_selectors
+        self.rules = cfg.series
+        self._selectors = draft.selectors
+        self._alert_selectors = draft.alert_selectors
         self.limits = cfg.limits
-        self.rule_series = rule_series
+        self.rule_series = draft.rule_series
+        new_counter = np.asarray(draft.new_counter, dtype=np.uint8)
         self.slot_rule[:n] = new_rule
         self.slot_counter[:n] = new_counter
         self.n_ignored = 0
         self._limit_logged.clear()
         self.generation += 1
-        return Reassignment(self.generation, rules, new_rule, new_counter, new_alert,
-                            tuple(reset), tuple(retired), over)
+        return Reassignment(self.generation, cfg.series, new_rule, new_counter,
+                            np.asarray(draft.new_alert, dtype=np.int16), tuple(draft.reset),
+                            tuple(draft.retired), draft.over)
 
     def apply_alert_rules(self, slot_alert: NDArray[np.int16]) -> None:
         """Give the first ``len(slot_alert)`` slots their alert rules from a reload (the

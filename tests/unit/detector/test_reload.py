@@ -5,7 +5,12 @@ start learning afresh."""
 import time
 from datetime import datetime
 
-from detector.remote_write import encode
+import numpy as np
+import yaml
+
+from detector.config import DetectorConfig, load_config
+from detector.remote_write import decode, encode
+from detector.series import SeriesRegistry
 from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
 
 GOOD = """\
@@ -43,8 +48,6 @@ def _metric(text: str, name: str) -> float:
 async def _started(aiohttp_client, tmp_path, text=GOOD, **kwargs):
     path = tmp_path / "detector.yaml"
     path.write_text(text)
-    from detector.config import load_config
-
     client, rt = await start(aiohttp_client, load_config(path), config_path=path, **kwargs)
     return client, rt, path
 
@@ -193,7 +196,7 @@ async def test_a_failure_inside_the_reload_is_reported_and_serving_goes_on(aioht
                                                                           monkeypatch):
     client, rt, path = await _started(aiohttp_client, tmp_path)
 
-    def broken(cfg):
+    def broken(cfg, draft=None):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(rt.registry, "reconfigure", broken)
@@ -207,3 +210,25 @@ async def test_a_failure_inside_the_reload_is_reported_and_serving_goes_on(aioht
     resp = await client.post("/api/v1/write", data=body([_series("x", "api", t0, 3)]),
                              headers=V1)
     assert resp.status == 204
+
+
+def test_series_created_after_the_draft_are_decided_when_it_is_applied():
+    def resolve(registry, *jobs):
+        raw = encode.encode_v1([encode.Series(labels=(("__name__", "x"), ("job", j)))
+                                for j in jobs])
+        registry.resolve(decode.decode_request(np.frombuffer(raw, np.uint8), 1))
+
+    old = DetectorConfig.model_validate(yaml.safe_load(
+        GOOD.replace("match: '{job=\"db\"}'", "match: '{job=~\"db.*\"}'")))
+    new = DetectorConfig.model_validate(yaml.safe_load(GOOD.replace("alpha: 0.05",
+                                                                    "alpha: 0.1")))
+    registry = SeriesRegistry(old)
+    resolve(registry, "api", "db")
+    draft = registry.draft_reconfigure(new)  # decides slots 0 and 1, changes nothing
+    assert registry.rules == old.series
+    resolve(registry, "db3")  # slot 2, under the old rules
+    assert registry.n_tracked == 3
+    plan = registry.reconfigure(new, draft)
+    assert plan.reset == (1,) and plan.retired == (2,)  # db3 matches no new rule
+    assert list(plan.slot_rule) == [0, 1, -1]
+    assert registry.rules == new.series
