@@ -39,6 +39,7 @@ from remediator.errors import (
     ApproverError,
     AuditError,
     ConfigError,
+    IdentityError,
     TemplateError,
     WebhookError,
 )
@@ -175,7 +176,6 @@ def _admin_refusal(request: web.Request, token: str | None, what: str) -> web.Re
     return _unauthorized(f"{what} needs the admin token (auth.admin_token_file)")
 
 
-ADMIN_IDENTITY = "admin-token"
 MAX_CLAIM_CHARS = 200
 
 
@@ -183,17 +183,23 @@ def _actor(request: web.Request, trusted_header: str | None) -> str:
     """Who makes an admin request, from its credential: the user a trusted proxy names in
     ``trusted_header`` (auth.trusted_user_header), else the admin token itself. Call it
     only once ``_admin_refusal`` let the request in: the header counts only beside the
-    admin token (which that proxy holds), never alone."""
+    admin token (which that proxy holds), never alone. IdentityError (a 400) when the
+    header comes twice or names ``admin-token`` (identity.trusted_user)."""
     if trusted_header is not None:
-        user = request.headers.get(trusted_header, "").strip()
+        user = identity.trusted_user(request.headers, trusted_header)
         if user and user.isprintable():
             return user[:MAX_CLAIM_CHARS]
-    return ADMIN_IDENTITY
+    return identity.ADMIN
+
+
+def _identity_refusal(exc: IdentityError) -> web.Response:
+    return web.json_response({"error": str(exc)}, status=400)
 
 
 def _decider(request: web.Request, st: State) -> identity.Identity | web.Response:
     """Who approves or rejects, from the request's credential (a users-file token, or the
-    admin token with the trusted proxy's header); the 401 or 415 when it may not go on."""
+    admin token with the trusted proxy's header); the 401 or 415 when it may not go on;
+    IdentityError when the trusted headers cannot say who."""
     auth = st.cfg.auth
     credential = bearer.parse_credential(request.headers.get("Authorization"))
     who = identity.identify(credential=credential, headers=request.headers,
@@ -327,13 +333,28 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if run is None:
             raise web.HTTPNotFound(text=f"no run {run_id}\n")
         events = await st.audit.run(lambda db: db.events(run_id))
-        doc = _run_json(run) | {"alert": run.alert, "plan": run.plan, "events": [
+        # approved_by alone cannot tell a person from the proxy naming them; the approval
+        # event records how the approver was identified (identity.Via)
+        approved_via = next((e.detail.get("via") for e in events
+                             if (e.kind, e.name) == (EventKind.APPROVAL, "approved")), None)
+        doc = _run_json(run) | {"approved_via": approved_via, "alert": run.alert,
+                                "plan": run.plan, "events": [
             {"ts_ms": e.ts_ms, "kind": str(e.kind), "name": e.name, "verdict": e.verdict,
              "detail": e.detail} for e in events]}
         return web.json_response(doc)
 
+    async def deciding(request: web.Request, action: str) -> identity.Identity | web.Response:
+        """``_decider``, with a refused trusted-header identity answered 400 and audited."""
+        try:
+            return _decider(request, st)
+        except IdentityError as exc:
+            assert st.runner is not None
+            await st.runner.approvals.refused_credential(request.match_info["id"],
+                                                         action=action, reason=str(exc))
+            return _identity_refusal(exc)
+
     async def handle_approve(request: web.Request) -> web.Response:
-        if isinstance(who := _decider(request, st), web.Response):
+        if isinstance(who := await deciding(request, "approve"), web.Response):
             return who
         assert st.runner is not None
         expected = 'expected {"plan_hash": "..."}'
@@ -350,7 +371,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
                                                 claimed=claimed))
 
     async def handle_reject(request: web.Request) -> web.Response:
-        if isinstance(who := _decider(request, st), web.Response):
+        if isinstance(who := await deciding(request, "reject"), web.Response):
             return who
         assert st.runner is not None
         expected = 'expected {"reason": "..."} or no body'
@@ -374,9 +395,11 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if (refused := _admin_refusal(request, st.admin_token, "the kill switch")) is not None:
             return refused
         assert st.audit is not None
-        who, value, now_ms = _actor(request, st.cfg.auth.trusted_user_header), \
-            "paused via API" if paused else None, \
-            int(st.clock() * 1000)
+        try:
+            who = _actor(request, st.cfg.auth.trusted_user_header)
+        except IdentityError as exc:
+            return _identity_refusal(exc)
+        value, now_ms = "paused via API" if paused else None, int(st.clock() * 1000)
 
         def record(db: AuditLog) -> None:  # the switch and who flipped it, as one write
             with db.atomic():
@@ -397,8 +420,11 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             return refused
         assert st.runner is not None
         playbook = request.match_info["playbook"]
-        if not await st.runner.reset_breaker(playbook, by=_actor(
-                request, st.cfg.auth.trusted_user_header),
+        try:
+            by = _actor(request, st.cfg.auth.trusted_user_header)
+        except IdentityError as exc:
+            return _identity_refusal(exc)
+        if not await st.runner.reset_breaker(playbook, by=by,
                                              claimed=_claim(request.query.get("by"))):
             return web.json_response({"error": f"the breaker of {playbook!r} is not "
                                       "tripped"}, status=404)

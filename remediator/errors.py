@@ -6,6 +6,7 @@
     ├── ConfigError              bad configuration file or flag (file:line: path: message)
     ├── PlaybookError            playbooks that do not validate (every problem, file:line)
     ├── WebhookError             an Alertmanager notification that cannot be accepted (HTTP 400)
+    ├── IdentityError            the trusted proxy's headers cannot say who it is (HTTP 400)
     ├── TemplateError            a step parameter template that cannot be rendered for an alert
     ├── AuditError               the audit database cannot be written (HTTP 503: retry)
     │   └── ApprovalError        an approval that cannot be given (HTTP 409: look again)
@@ -36,6 +37,11 @@ class PlaybookError(RemediatorError):
 
 class WebhookError(RemediatorError):
     """A webhook body is not an Alertmanager version 4 notification."""
+
+
+class IdentityError(RemediatorError):
+    """A request with the admin token whose trusted user or groups header comes more than
+    once, or names a reserved name: who it is from cannot be told."""
 
 
 class TemplateError(RemediatorError):

@@ -30,10 +30,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from remediator.catalog.playbook import PERSON_NAME as PERSON
-from remediator.errors import ConfigError
+from remediator.errors import ConfigError, IdentityError
 from servicekit import bearer, yamlsrc
 
 MAX_HEADER_GROUPS = 64
+ADMIN = "admin-token"  # who the shared admin token is, in approved_by and the audit
+RESERVED_NAMES = frozenset({ADMIN})  # no person may take one: it would pass for the token
 
 
 class _Model(BaseModel):
@@ -67,6 +69,9 @@ class UsersFile(_Model):
         for name in value:
             if not re.fullmatch(PERSON, name):
                 raise ValueError(f"{name!r} is not a user name (letters, digits, . _ @ + -)")
+            if name.lower() in RESERVED_NAMES:
+                raise ValueError(f"{name!r} is the name the shared admin token is recorded "
+                                 "under; give this person another name")
         seen: dict[str, str] = {}
         for name, entry in value.items():
             if entry.token_sha256 in seen:  # one token would name two people
@@ -120,8 +125,6 @@ class Identity:
         return {"by": self.name, "via": self.via.value}
 
 
-ADMIN = "admin-token"
-
 
 def _header_groups(value: str | None) -> frozenset[str]:
     """oauth2-proxy's X-Forwarded-Groups: comma-separated; names that are not valid
@@ -130,6 +133,38 @@ def _header_groups(value: str | None) -> frozenset[str]:
         return frozenset()
     names = [g.strip() for g in value.split(",")[:MAX_HEADER_GROUPS]]
     return frozenset(g for g in names if re.fullmatch(PERSON, g))
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """The one value of header ``name`` (None: absent). IdentityError when the request
+    carries it more than once: a proxy that appends the header instead of replacing the
+    client's would let the client choose which one counts.
+
+    ``headers`` may be a multidict (aiohttp's), whose ``items()`` yields every copy."""
+    wanted = name.lower()
+    values = [v for k, v in headers.items() if k.lower() == wanted]
+    if len(values) > 1:
+        raise IdentityError(f"the request carries the {name} header {len(values)} times; "
+                            "the proxy in front of the remediator must replace the header a "
+                            "client sends, not add another: refused, as the client could "
+                            "choose who it is")
+    return values[0] if values else None
+
+
+def trusted_user(headers: Mapping[str, str], header: str) -> str | None:
+    """The user the trusted proxy names in ``header``, stripped; None when it names nobody.
+    IdentityError when the header comes more than once, holds a list (``a, b``: the way
+    proxies join two copies) or names a reserved name (``admin-token``)."""
+    value = header_value(headers, header)
+    user = (value or "").strip()
+    if "," in user:
+        raise IdentityError(f"the {header} header names more than one user ({len(user.split(','))} "
+                            "comma-separated values); the proxy in front of the remediator "
+                            "must replace the header a client sends, not add to it")
+    if user.lower() in RESERVED_NAMES:
+        raise IdentityError(f"the {header} header names {ADMIN!r}, the name the shared admin "
+                            "token is recorded under; no person may take it")
+    return user or None
 
 
 def identify(*, credential: str | None, headers: Mapping[str, str], admin_token: str | None,
@@ -141,16 +176,18 @@ def identify(*, credential: str | None, headers: Mapping[str, str], admin_token:
     The admin token names nobody (``admin-token``), unless ``trusted_user_header`` is
     configured and names a valid user: the proxy that authenticates people holds the
     admin token, so the header counts only beside it, never alone. A users-file token
-    names its user. Every comparison takes the same time whatever matches."""
+    names its user. Every comparison takes the same time whatever matches. IdentityError
+    (a 400) when, beside the admin token, the trusted headers come more than once or name
+    ``admin-token`` (``trusted_user``)."""
     given = credential
     if given is None or bearer.token_problem(given) is not None:
         return None
     raw = given.encode("ascii")
     if admin_token is not None and hmac.compare_digest(raw, admin_token.encode("utf-8")):
         if trusted_user_header is not None:
-            user = headers.get(trusted_user_header, "").strip()
+            user = trusted_user(headers, trusted_user_header) or ""
             if re.fullmatch(PERSON, user):
-                extra = _header_groups(headers.get(trusted_groups_header)
+                extra = _header_groups(header_value(headers, trusted_groups_header)
                                        if trusted_groups_header else None)
                 return Identity(user, users.groups_of(user) | extra, Via.TRUSTED_HEADER)
         return Identity(ADMIN, frozenset(), Via.ADMIN_TOKEN)

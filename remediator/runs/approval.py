@@ -139,6 +139,16 @@ class Approvals:
             raise ApproverError(f"run {run_id}: {why}")
         return run, pb
 
+    async def refused_credential(self, run_id: str, *, action: str, reason: str) -> None:
+        """Audit an approval or rejection refused before anyone was identified (the trusted
+        proxy's headers came twice, or named ``admin-token``): a ``forbidden`` event on the
+        run, when it exists, with ``via`` and no ``by``."""
+        run = await self.audit.run(lambda db: db.get_run(run_id))
+        log.warning("run %s: %s refused: %s", run_id, action, reason)
+        if run is not None:
+            await self.journal.event(run_id, EventKind.APPROVAL, "forbidden", "refuse", {
+                "via": identity.Via.TRUSTED_HEADER.value, "action": action, "reason": reason})
+
     async def _settled(self, run_id: str) -> None:
         """Resolve the awaiting-approval alert of a run that no longer waits."""
         run = await self.audit.run(lambda db: db.get_run(run_id))

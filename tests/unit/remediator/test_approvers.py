@@ -7,11 +7,12 @@ import hashlib
 from datetime import datetime
 
 import pytest
+from multidict import CIMultiDict
 
 from remediator import identity
 from remediator.audit.store import RunState
 from remediator.config import AuthConfig, RemediatorConfig
-from remediator.errors import ConfigError
+from remediator.errors import ConfigError, IdentityError
 from remediator.runs import awaiting
 from tests.unit.remediator.fakes import FakeServices
 from tests.unit.remediator.test_app import T0, drained, notification, start
@@ -97,6 +98,36 @@ def test_the_trusted_header_counts_only_beside_the_admin_token(tmp_path):
     assert odd == identity.Identity("admin-token", frozenset(), identity.Via.ADMIN_TOKEN)
 
 
+@pytest.mark.parametrize("headers", [
+    [("X-Forwarded-User", "alice"), ("X-Forwarded-User", "mallory")],  # appended, not replaced
+    [("X-Forwarded-User", "mallory"), ("x-forwarded-user", "alice")],
+    [("X-Forwarded-User", "alice, mallory")],  # two copies joined, as proxies do
+    [("X-Forwarded-User", "dave"), ("X-Forwarded-Groups", "db"), ("X-Forwarded-Groups", "sre")],
+])
+def test_a_trusted_header_sent_twice_is_refused_not_picked(tmp_path, headers):
+    kw = {"users": identity.load_users(None, {}), "trusted_user_header": "X-Forwarded-User",
+          "trusted_groups_header": "X-Forwarded-Groups", "admin_token": "adm"}
+    with pytest.raises(IdentityError) as err:
+        identity.identify(credential="adm", headers=CIMultiDict(headers), **kw)
+    assert "the proxy in front of the remediator must replace the header a client sends" \
+        in str(err.value)
+    # beside a personal token the proxy's headers are not read at all
+    users = identity.load_users(users_file(tmp_path), {})
+    who = identity.identify(credential=TOKENS["alice"], headers=CIMultiDict(headers),
+                            **(kw | {"users": users}))
+    assert who == identity.Identity("alice", frozenset(), identity.Via.USER_TOKEN)
+
+
+@pytest.mark.parametrize("name", ["admin-token", "Admin-Token", " admin-token "])
+def test_the_trusted_header_may_not_name_the_admin_token(name):
+    with pytest.raises(IdentityError) as err:
+        identity.identify(credential="adm", headers={"X-Forwarded-User": name},
+                          admin_token="adm", users=identity.load_users(None, {}),
+                          trusted_user_header="X-Forwarded-User")
+    assert str(err.value) == ("the X-Forwarded-User header names 'admin-token', the name the "
+                              "shared admin token is recorded under; no person may take it")
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("users:\n  alice:\n    token_sha256: abc\n",
      "users.yaml:3: users.alice.token_sha256: String should match pattern"),
@@ -104,6 +135,10 @@ def test_the_trusted_header_counts_only_beside_the_admin_token(tmp_path):
      "users alice and bob have the same token"),
     (f"users:\n  'al ice':\n    token_sha256: {sha('x')}\n", "'al ice' is not a user name"),
     (f"users:\n  alice:\n    token: {sha('x')}\n", "users.alice.token: Extra inputs"),
+    (f"users:\n  admin-token:\n    token_sha256: {sha('x')}\n",
+     "users.yaml:1: users: 'admin-token' is the name the shared admin token is "
+     "recorded under; give this person another name"),
+    (f"users:\n  Admin-Token:\n    token_sha256: {sha('x')}\n", "'Admin-Token' is the name"),
 ])
 def test_a_bad_users_file_is_a_config_error_with_its_line(tmp_path, text, expected):
     path = tmp_path / "users.yaml"
@@ -149,6 +184,8 @@ async def test_someone_who_is_not_an_approver_gets_403_and_is_audited(aiohttp_cl
     [approved] = [e for e in await st.audit.run(lambda db: db.events(run.id))
                   if (e.kind, e.name) == ("approval", "approved")]
     assert approved.detail == {"by": "bob", "via": "user-token"}
+    doc = await (await client.get(f"/api/v1/runs/{run.id}", headers=ADMIN)).json()
+    assert (doc["approved_by"], doc["approved_via"]) == ("bob", "user-token")
 
 
 async def test_without_approvers_any_credential_decides(aiohttp_client, tmp_path):
@@ -167,6 +204,41 @@ async def test_a_group_from_the_proxy_header_may_approve(aiohttp_client, tmp_pat
     assert (await approve(client, run, headers=proxy)).status == 403
     resp = await approve(client, run, headers={**proxy, "X-Forwarded-Groups": "dev,sre"})
     assert resp.status == 200 and (await get(st, run.id)).approved_by == "erin"
+
+
+async def test_a_proxy_header_sent_twice_is_400_audited_and_decides_nothing(aiohttp_client,
+                                                                          tmp_path):
+    client, st, fake, _ = await started(aiohttp_client, tmp_path, approvers=False,
+                                        trusted_user_header="X-Forwarded-User")
+    [run] = await wait_for_approval(client, st, fake, 1)
+    twice = CIMultiDict([*ADMIN.items(), ("X-Forwarded-User", "alice"),
+                         ("X-Forwarded-User", "mallory")])
+    for action in ("approve", "reject"):
+        resp = await client.post(f"/api/v1/runs/{run.id}/{action}", headers=twice,
+                                 json={"plan_hash": run.plan_hash})
+        assert resp.status == 400
+        assert (await resp.json())["error"].startswith(
+            "the request carries the X-Forwarded-User header 2 times; the proxy in front of "
+            "the remediator must replace the header a client sends, not add another")
+    resp = await approve(client, run, headers={**ADMIN, "X-Forwarded-User": "admin-token"})
+    assert resp.status == 400 and "no person may take it" in (await resp.json())["error"]
+    assert (await get(st, run.id)).state == RunState.WAITING_APPROVAL
+    events = await st.audit.run(lambda db: db.events(run.id))
+    forbidden = [(e.detail["via"], e.detail["action"], "by" in e.detail) for e in events
+                 if (e.kind, e.name) == ("approval", "forbidden")]
+    assert forbidden == [("trusted-header", "approve", False),
+                         ("trusted-header", "reject", False),
+                         ("trusted-header", "approve", False)]
+    # the kill switch and a breaker reset refuse it too, and change nothing
+    for path in ("/api/v1/pause", f"/api/v1/breakers/{PLAYBOOK}/reset"):
+        resp = await client.post(path, headers=twice)
+        assert resp.status == 400, path
+    assert await st.audit.run(lambda db: db.get_flag("paused")) is None
+    # one header, one user: approved, and the run's answer says how it was identified
+    resp = await approve(client, run, headers={**ADMIN, "X-Forwarded-User": "alice"})
+    assert resp.status == 200 and (await resp.json())["by"] == "alice"
+    doc = await (await client.get(f"/api/v1/runs/{run.id}", headers=ADMIN)).json()
+    assert (doc["approved_by"], doc["approved_via"]) == ("alice", "trusted-header")
 
 
 @pytest.mark.parametrize("text", ["approvers: {}", "approvers: {users: ['a b']}"])
