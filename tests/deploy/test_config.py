@@ -431,6 +431,10 @@ def test_every_alert_we_ship_reaches_its_receivers(rule: dict[str, Any]) -> None
       "playbook": "node-drain", "node": "node-3"}, {"pagerduty"}),
     ({"alertname": "VigilRemediationFailed", "severity": "warning",
       "playbook": "evicted-pods-cleanup"}, {"team-slack"}),
+    # a run waiting for a person: to the team, never back to the remediator
+    ({"alertname": "VigilRemediationAwaitingApproval", "severity": "warning",
+      "playbook": "node-drain", "run_id": "01JX", "original_alertname": "KubeNodeNotReady",
+      "node": "node-3"}, {"team-slack"}),
     # the playbooks' own escalations
     ({"alertname": "VigilCertificateNeedsRenewal", "severity": "critical", "team": "security"},
      {"pagerduty"}),
@@ -441,6 +445,15 @@ def test_every_alert_we_ship_reaches_its_receivers(rule: dict[str, Any]) -> None
 def test_alert_classes_reach_the_intended_receivers(labels: dict[str, str],
                                                     expected: set[str]) -> None:
     assert routes(labels) == expected
+
+
+def test_each_waiting_run_is_a_notification_of_its_own() -> None:
+    """VigilRemediationAwaitingApproval (remediator/runs/awaiting.py) has its own route,
+    grouped by run: two runs waiting in one service are two decisions, not one message."""
+    (route,) = (r for r in load(ALERTMANAGER)["route"]["routes"]
+                if r.get("matchers") == ['alertname="VigilRemediationAwaitingApproval"'])
+    assert route["receiver"] == "team-slack" and "continue" not in route
+    assert route["group_by"] == ["alertname", "run_id"]
 
 
 def _satisfy(matcher: Matcher) -> list[str]:
