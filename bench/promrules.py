@@ -465,19 +465,21 @@ class History:
     def __init__(self, workdir: Path, *, openmetrics: Sequence[Path],
                  eval_interval_s: float = 60.0) -> None:
         self.workdir = workdir
+        self.openmetrics = list(openmetrics)
         self.eval_interval_s = eval_interval_s
         self.prometheus = PrometheusProcess(workdir, eval_interval_s=eval_interval_s)
         self.timings: dict[str, float] = {}
+
+    def __enter__(self) -> History:
+        """Fill the TSDB from the OpenMetrics files, then start Prometheus over it."""
         if any(self.prometheus.data_dir.iterdir()):
             raise RulesError(f"{self.prometheus.data_dir} is not empty: give a fresh workdir")
         t0 = time.perf_counter()
-        for path in openmetrics:
+        for path in self.openmetrics:
             _run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "--quiet",
                   str(path), str(self.prometheus.data_dir)],
                  what=f"promtool tsdb create-blocks-from openmetrics {path}", timeout_s=3600)
         self.timings["openmetrics_s"] = time.perf_counter() - t0
-
-    def __enter__(self) -> History:
         self.prometheus.start()
         return self
 

@@ -8,7 +8,7 @@ instrument on a rule file written here, whose firing interval is worked out by h
 import numpy as np
 import pytest
 
-from bench import grafana_compare, promrules
+from bench import grafana_compare, promrules, scenarios
 from bench.promrules import Firing
 from bench.scenario_data import Series
 
@@ -151,3 +151,24 @@ def test_alert_over_backfilled_history_fires_when_worked_out_by_hand(tmp_path):
     # the second pass read the first one's output: 4 x, at every minute
     assert len(chained) == 1 and set(chained[0].values.tolist()) == {0.0, 40.0}
     assert chained[0].values[0] == 0.0 and chained[0].values[-1] == 40.0
+
+
+def test_series_are_opted_in_once_per_strategy_and_counters_through_their_rate():
+    series = scenarios.build_series(["spike", "low_rate_errors_burst"], n=1, days=3, seed=1)
+    families, tagging = grafana_compare.build_input(series, ["adaptive", "robust"])
+    gauges = families[("svc_gauge", "gauge")]
+    assert [dict(g.labels) for g in gauges] == [
+        {"anomaly_name": f"spike/{v}/{k}", "anomaly_type": "resource",
+         "anomaly_strategy": st} for k, v in ((0, "clean"), (1, "anomalous"))
+        for st in ("adaptive", "robust")]
+    assert all(np.diff(g.ts_ms).min() == MIN for g in gauges)  # one sample a minute
+    counters = families[("svc_errors_total", "counter")]
+    assert [c.labels["scenario"] for c in counters] == [
+        "low_rate_errors_burst/clean/2", "low_rate_errors_burst/anomalous/3"]
+    assert counters[0].ts_ms.shape == series[2].ts_ms.shape  # raw, at 15 s
+    (group,) = tagging
+    assert [(r.record, r.labels) for r in group.rules] == [
+        ("scenario:svc_errors:rate5m", {"anomaly_strategy": "adaptive"}),
+        ("scenario:svc_errors:rate5m", {"anomaly_strategy": "robust"})]
+    assert group.rules[0].expr.startswith("label_replace(rate(svc_errors_total[5m]), "
+                                          '"anomaly_name", "$1", "scenario", "(.+)")')
