@@ -506,19 +506,27 @@ class SeriesRegistry:
         new_rule = np.asarray(draft.new_rule, dtype=np.int32)
         known = cfg.limits.max_series + cfg.limits.max_ignored_series
         # canonical: every slot keeps its entry (labels_of), retired ones as UNTRACKED;
-        # the memory of untracked and over-limit series is dropped
-        values = self.canonical.values.copy()
-        keep = np.zeros(values.shape[0], dtype=np.bool_)
+        # the memory of untracked and over-limit series is dropped (a rebuild, only when
+        # there is such memory: in place otherwise)
         entries = self.slot_entry[:n]
+        keep = np.zeros(self.canonical.n_entries, dtype=np.bool_)
         keep[entries] = True
-        values[entries[new_rule == RETIRED]] = UNTRACKED
-        self.canonical, renumber = self.canonical.rebuilt(values, keep, known)
-        self.slot_entry[:n] = renumber[entries]
+        if keep.all():
+            self.canonical.values[entries[new_rule == RETIRED]] = UNTRACKED
+            self.canonical.max_entries = max(known, self.canonical.n_entries)
+        else:
+            values = self.canonical.values.copy()
+            values[entries[new_rule == RETIRED]] = UNTRACKED
+            self.canonical, renumber = self.canonical.rebuilt(values, keep, known)
+            self.slot_entry[:n] = renumber[entries]
         # wire: the keys of series that stay tracked (others are looked up again)
         wire_values = self.wire.values
         live = wire_values >= 0
         live[live] = new_rule[wire_values[live]] != RETIRED
-        self.wire, _ = self.wire.rebuilt(wire_values, live, 2 * known)
+        if live.all():
+            self.wire.max_entries = max(2 * known, self.wire.n_entries)
+        else:
+            self.wire, _ = self.wire.rebuilt(wire_values, live, 2 * known)
         self.rules = cfg.series
         self._selectors = draft.selectors
         self._alert_selectors = draft.alert_selectors

@@ -232,3 +232,24 @@ def test_series_created_after_the_draft_are_decided_when_it_is_applied():
     assert plan.reset == (1,) and plan.retired == (2,)  # db3 matches no new rule
     assert list(plan.slot_rule) == [0, 1, -1]
     assert registry.rules == new.series
+
+
+async def test_a_retired_series_is_untracked_also_when_the_index_is_kept_in_place(
+        aiohttp_client, tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+    t0 = int(time.time() * 1000) - 100_000
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0, 5),
+                                                  _series("x", "db", t0, 5)]), headers=V1)
+    await rt.wait_idle()
+    entries = rt.registry.canonical.n_entries
+    path.write_text(GOOD.replace("match: '{job=\"db\"}'", "match: '{job=\"nothing\"}'"))
+    doc = await (await client.post("/-/reload")).json()
+    assert (doc["series_kept"], doc["series_retired"]) == (1, 1)
+    assert rt.registry.canonical.n_entries == entries  # nothing to forget: kept in place
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 5000, 2),
+                                                  _series("x", "db", t0 + 5000, 2)]),
+                      headers=V1)
+    await rt.wait_idle()
+    assert set(await _series_state(client)) == {"api"}
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_samples_dropped_total{reason="untracked"} 2.0' in metrics
