@@ -32,8 +32,10 @@ last sample (lasting anomalies) and samples from the end until it resolves (shor
 The framework publishes no per-sample band for ``robust`` (its level is an hour's
 median), so band coverage is Vigil's only.
 
-Prints a table (three rows a family) and, as its last line, one JSON object with every
-figure. Usage:
+The default size (4 + 4 series a family, 7 days: 3.1M samples in) takes ~23 min on two
+busy cores, nearly all of it in the framework's 1-day ``quantile_over_time`` rules;
+Vigil's side takes 5 s. Prints a table (three rows a family) and, as its last line, one
+JSON object with every figure. Usage:
   python -m bench.grafana_compare --grafana-rules DIR [--series-per-family 4] [--days 7]
       [--seed 1] [--families a,b] [--strategies adaptive,robust] [--workdir DIR]
 """
