@@ -15,10 +15,13 @@ What it writes (paths relative to deploy/charts/vigil/):
 - ``files/dashboards/<name>.json``: deploy/config/dashboards/*.json, byte for byte.
 - ``files/playbooks/<name>.yaml`` and ``files/runbooks/<name>.md``: playbooks/*.yaml and
   docs/runbooks/*.md, byte for byte.
-- ``files/rbac.yaml``: the RBAC ``vigil-remediator rbac`` prints for the shipped
-  playbooks, in a namespace-free form the templates expand for the release's namespace
-  and ``remediator.rbac.actInNamespaces``: the cluster rules, the coordination rules, the
-  rules of a namespace no deny list names (``"*"``) and of each namespace one does.
+- ``files/rbac/<playbook>.yaml``: per shipped playbook, the rules ``vigil-remediator
+  rbac`` prints for it alone, in a namespace-free form: its cluster rules, its rules in a
+  namespace no deny list names (``"*"``) and in each one some deny list names, and those
+  of namespaces it acts in whatever ``--namespaces`` says. templates/remediator-rbac.yaml
+  merges the files of the playbooks a release keeps (remediator.shippedPlaybooks) for its
+  ``remediator.rbac.actInNamespaces``, as ``vigil-remediator rbac`` merges them.
+- ``files/rbac.yaml``: the remediator's own Role (Leases, state ConfigMap).
 - ``files/routes.yaml``: per shipped playbook, the alertnames it matches (the
   AlertmanagerConfig routes them to the remediator) and whether it wants resolved alerts.
 - ``examples/kube-prometheus-stack.yaml``: kube-prometheus-stack values for Vigil installed
@@ -30,9 +33,10 @@ What it writes (paths relative to deploy/charts/vigil/):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,7 +52,8 @@ if str(ROOT) not in sys.path:  # run as a script: deploy.* must import
 from deploy.cluster import generate as cluster  # noqa: E402 (after the path fix above)
 
 CHART = HERE / "vigil"
-GENERATED_DIRS = ("files/rules", "files/dashboards", "files/playbooks", "files/runbooks")
+GENERATED_DIRS = ("files/rules", "files/dashboards", "files/playbooks", "files/runbooks",
+                  "files/rbac")
 # namespaces the RBAC is generated in, to be replaced by the release's; valid names that
 # no playbook names (checked)
 RELEASE_SENTINEL = "vigil-chart-release"
@@ -114,41 +119,104 @@ def denied_namespaces(root: Path) -> list[str]:
     return sorted(names)
 
 
-def rbac_command(namespaces: list[str]) -> list[str]:
-    return ["rbac", "--playbooks", "playbooks", "--namespace", RELEASE_SENTINEL,
+def rbac_command(playbooks: str, namespaces: list[str]) -> list[str]:
+    return ["rbac", "--playbooks", playbooks, "--namespace", RELEASE_SENTINEL,
             "--namespaces", ",".join(namespaces)]
 
 
-def rbac(root: Path) -> str:
+def run_rbac(root: Path, playbooks: str, namespaces: list[str]) -> list[dict[str, Any]]:
+    """The Role and ClusterRole objects ``vigil-remediator rbac`` prints: its own entry
+    point, run in this process (one import for every playbook, not one per run)."""
+    from remediator.__main__ import main as remediator_main
+
+    out, err = io.StringIO(), io.StringIO()
+    args = rbac_command(str(root / playbooks), namespaces)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = remediator_main(args)
+    if code != 0:
+        raise ChartError(f"vigil-remediator {' '.join(rbac_command(playbooks, namespaces))} "
+                         f"failed ({code}):\n{err.getvalue()}")
+    return [doc for doc in yaml.safe_load_all(out.getvalue())
+            if doc and doc["kind"] in ("Role", "ClusterRole")]
+
+
+def _is_coordination(doc: Mapping[str, Any]) -> bool:
+    return bool(doc["kind"] == "Role" and doc["metadata"]["name"].endswith("-coordination"))
+
+
+def coordination(root: Path) -> str:
+    """files/rbac.yaml: the remediator's own Role (its Leases and state ConfigMap), which
+    every release gets whatever playbooks it keeps."""
+    docs = run_rbac(root, "playbooks", [ANY_SENTINEL])
+    own = [d for d in docs if _is_coordination(d)]
+    if len(own) != 1 or own[0]["metadata"].get("namespace") != RELEASE_SENTINEL:
+        raise ChartError("vigil-remediator rbac printed no coordination Role in --namespace")
+    data = {"coordination": {"annotations": own[0]["metadata"].get("annotations") or {},
+                             "rules": own[0].get("rules") or []}}
+    command = " ".join(rbac_command("playbooks", [ANY_SENTINEL]))
+    return header(f"python -m remediator {command} (its -coordination Role)") + cluster.dump(data)
+
+
+def playbook_rbac(root: Path, path: Path, specials: list[str]) -> str:
+    """files/rbac/<playbook>.yaml: the rules ``vigil-remediator rbac`` prints for that
+    playbook alone, as they are (templates/remediator-rbac.yaml merges those of the kept
+    playbooks as remediator/rbac.py merges grants):
+
+    - ``clusterRole``: its ClusterRole's rules ([]: none);
+    - ``namespaced``: under ``"*"`` its Role's rules in a namespace of
+      remediator.rbac.actInNamespaces that no shipped playbook's deny list names, under
+      a namespace some deny list names the rules there when they differ ([]: no Role);
+    - ``fixed``: the rules of namespaces it acts in whatever actInNamespaces says (a
+      literal namespace, an allow-list), by namespace.
+    """
+    rel = path.relative_to(root).as_posix()
+    name = path.stem
+    given = run_rbac(root, rel, [ANY_SENTINEL, *specials])
+    alone = run_rbac(root, rel, [ANY_SENTINEL])  # the Roles --namespaces adds nothing to
+    cluster_rules: list[Any] = []
+    namespaced: dict[str, list[Any]] = {}
+    fixed: dict[str, list[Any]] = {}
+    for run, docs in (("given", given), ("alone", alone)):
+        for doc in docs:
+            if _is_coordination(doc):
+                continue
+            who = (doc["metadata"].get("annotations") or {}).get("vigil.dev/playbooks")
+            if who != name:
+                raise ChartError(f"{rel}: vigil-remediator rbac says the {doc['kind']} is "
+                                 f"for {who!r}, not {name!r}")
+            namespace = doc["metadata"].get("namespace")
+            rules = doc.get("rules") or []
+            if doc["kind"] == "ClusterRole":
+                cluster_rules = rules
+            elif namespace == RELEASE_SENTINEL:
+                raise ChartError(f"{rel}: acts in {RELEASE_SENTINEL}; rename the sentinel "
+                                 "in deploy/charts/generate.py")
+            elif run == "given" and (namespace == ANY_SENTINEL or namespace in specials):
+                namespaced["*" if namespace == ANY_SENTINEL else namespace] = rules
+            elif run == "alone" and namespace != ANY_SENTINEL:
+                fixed[namespace] = rules
+    anywhere = namespaced.setdefault("*", [])
+    # a deny-listed namespace's Role: the rules there, when they are not those of "*"
+    special = {ns: namespaced.get(ns, []) for ns in specials}
+    data = {"clusterRole": cluster_rules,
+            "namespaced": {"*": anywhere,
+                           **{ns: r for ns, r in special.items() if r != anywhere}},
+            "fixed": dict(sorted(fixed.items()))}
+    commands = [f"python -m remediator {' '.join(rbac_command(rel, ns))}"
+                for ns in ([ANY_SENTINEL, *specials], [ANY_SENTINEL])]
+    note = ("# templates/remediator-rbac.yaml merges the kept playbooks' files. namespaced['*']:\n"
+            "# the Role's rules in a namespace of remediator.rbac.actInNamespaces no deny list\n"
+            "# names; namespaced[<namespace>]: in that one ([]: no Role); fixed: namespaces it\n"
+            "# acts in whatever actInNamespaces says.\n")
+    return header(*commands) + note + cluster.dump(data)
+
+
+def rbac_files(root: Path) -> dict[str, str]:
     specials = denied_namespaces(root)
-    args = rbac_command([ANY_SENTINEL, *specials])
-    done = subprocess.run([sys.executable, "-m", "remediator", *args], cwd=root,
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise ChartError(f"vigil-remediator rbac failed ({done.returncode}):\n{done.stderr}")
-    cluster_role: dict[str, Any] | None = None
-    coordination: dict[str, Any] | None = None
-    namespaced: dict[str, Any] = {name: None for name in specials}
-    for doc in yaml.safe_load_all(done.stdout):
-        if not doc or doc["kind"] not in ("Role", "ClusterRole"):
-            continue
-        shape = {"annotations": doc["metadata"].get("annotations") or {},
-                 "rules": doc.get("rules") or []}
-        namespace = doc["metadata"].get("namespace")
-        if doc["kind"] == "ClusterRole":
-            cluster_role = shape
-        elif doc["metadata"]["name"].endswith("-coordination"):
-            coordination = shape
-        else:
-            namespaced["*" if namespace == ANY_SENTINEL else namespace] = shape
-    if coordination is None:
-        raise ChartError("vigil-remediator rbac printed no coordination Role")
-    data = {"clusterRole": cluster_role, "coordination": coordination,
-            "namespaced": namespaced}
-    note = ("# The Role of a namespace in remediator.rbac.actInNamespaces is namespaced[that\n"
-            "# namespace] when a deny list names it (null: no Role there), else namespaced['*'].\n")
-    command = " ".join(rbac_command([ANY_SENTINEL, *specials]))
-    return header(f"python -m remediator {command}") + note + cluster.dump(data)
+    out = {"files/rbac.yaml": coordination(root)}
+    for path in cluster.playbook_files(root):
+        out[f"files/rbac/{path.stem}.yaml"] = playbook_rbac(root, path, specials)
+    return out
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -227,7 +295,7 @@ def stack_values(*, shards: int, fullname: str, namespace: str,
 def build(root: Path = ROOT, chart: Path = CHART) -> dict[str, bytes]:
     """Every generated file: path relative to the chart -> content."""
     out = copies(root)
-    out["files/rbac.yaml"] = rbac(root).encode()
+    out.update({rel: text.encode() for rel, text in rbac_files(root).items()})
     out["files/routes.yaml"] = routes(root).encode()
     out[EXAMPLE_STACK] = example_stack(chart).encode()
     return out

@@ -7,8 +7,11 @@
   strict for Kubernetes 1.32 and every Prometheus Operator object its CRD's schema.
 - values.schema.json refuses unknown keys and wrong types, naming the key.
 - ``helm package`` makes the archive, and the archive renders as the directory does.
-- The RBAC is what ``vigil-remediator rbac`` prints for the shipped playbooks; the copied
-  files are those of deploy/config, playbooks/ and docs/runbooks (regenerate and diff).
+- The RBAC is what ``vigil-remediator rbac`` prints for the shipped playbooks (for a
+  subset of them: test_chart_rbac.py); the copied files are those of deploy/config,
+  playbooks/ and docs/runbooks (regenerate and diff).
+- The detector's ClusterRole and service-account token follow its Kubernetes enrichment;
+  the NetworkPolicies' API-server egress narrows to networkPolicy.apiServerCIDRs.
 - The default objects are picked up by a default kube-prometheus-stack release (the
   selectors carried in deploy/cluster/chart-data/kube-prometheus-stack-88.5.3/).
 - The pieces fit: shards and replicas, webhooks, Secrets, configs Vigil's loaders accept.
@@ -119,8 +122,13 @@ COMBINATIONS: dict[str, tuple[Obj, str, str]] = {
         "playbooks": {"shop-restart": INLINE_PLAYBOOK},
         "alertmanagerConfig": {"extraAlertnames": ["TeamAlert"]},
         "probe": {"enabled": True},
-        "networkPolicy": {"lokiNamespace": "logging"},
+        "networkPolicy": {"lokiNamespace": "logging",
+                          "apiServerCIDRs": ["10.96.0.1/32", "192.168.10.0/28", "fd00::1/128"],
+                          "extraEgress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+                                           "ports": [{"protocol": "TCP", "port": 443}]}]},
     }, RELEASE, NAMESPACE),
+    "enrichment-off": ({"detector": {"config": {"enrichment": {"kubernetes": {
+        "enabled": False}}}}}, RELEASE, NAMESPACE),
     "example": (load(CHART / "examples/vigil.yaml"), RELEASE, NAMESPACE),
     "other-release": ({}, "watch", "observability"),
 }
@@ -550,6 +558,89 @@ def test_another_release_name_keeps_the_job_labels_the_rules_use(rendered: Any) 
     assert 'job=~\\"vigil-.+\\"' in overview
 
 
+# --- the detector's API access, the API-server egress --------------------------------------
+
+def _detector_access(objects: list[Obj], base: str = "vigil") -> tuple[bool, set[str]]:
+    """(automountServiceAccountToken, the detector's RBAC objects as kind/name)."""
+    pod = find(objects, "StatefulSet", f"{base}-detector")["spec"]["template"]["spec"]
+    rbac = {f"{o['kind']}/{o['metadata']['name']}" for o in objects
+            if o["apiVersion"].startswith("rbac.") and o["metadata"]["name"] == f"{base}-detector"}
+    return pod["automountServiceAccountToken"], rbac
+
+
+def test_the_detector_reads_the_api_only_for_its_kubernetes_enrichment(
+        rendered: Any, tmp_path: Path) -> None:
+    from detector.config import load_config as load_detector
+
+    both = {"ClusterRole/vigil-detector", "ClusterRoleBinding/vigil-detector"}
+    for name, enrich in (("default", True), ("enrichment-off", False)):
+        objects = rendered(name)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(find(objects, "ConfigMap", "vigil-detector-config")["data"][
+            "detector.yaml"], encoding="utf-8")
+        # what the detector will do, read by its own loader, and what the chart gave it
+        assert load_detector(path).enrichment.kubernetes.enabled is enrich
+        assert _detector_access(objects) == (enrich, both if enrich else set()), name
+        if enrich:
+            role = find(objects, "ClusterRole", "vigil-detector")
+            assert {v for r in role["rules"] for v in r["verbs"]} <= {"get", "list"}
+    # the loader's lax booleans (YAML strings, 0/1) read the same way; absent (null
+    # deletes a default in helm) is off
+    cases = [("yes", True), ("off", False), ("1", True), (0, False), (None, False)]
+    for i, (value, enrich) in enumerate(cases):
+        kube = {"enabled": value}
+        done = template({"detector": {"config": {"enrichment": {"kubernetes": kube}}}},
+                        tmp=_fresh(tmp_path / str(i)))
+        assert done.returncode == 0, done.stderr
+        objects = load_all(done.stdout)
+        config = find(objects, "ConfigMap", "vigil-detector-config")["data"]["detector.yaml"]
+        if value is None:
+            assert "enabled" not in yaml.safe_load(config)["enrichment"]["kubernetes"]
+        path = tmp_path / str(i) / "detector.yaml"
+        path.write_text(config, encoding="utf-8")
+        assert load_detector(path).enrichment.kubernetes.enabled is enrich, value
+        assert _detector_access(objects)[0] is enrich, value
+    # an existing ConfigMap's content is not the chart's to read: access stays as it was
+    done = template({"detector": {"existingConfigMap": "mine", "config": {
+        "enrichment": {"kubernetes": {"enabled": False}}}}}, tmp=_fresh(tmp_path / "cm"))
+    assert done.returncode == 0, done.stderr
+    assert _detector_access(load_all(done.stdout)) == (True, both)
+    # and detector.rbac.create=false leaves the rules to the operator, not the token
+    done = template({"detector": {"rbac": {"create": False}}}, tmp=_fresh(tmp_path / "rc"))
+    assert done.returncode == 0, done.stderr
+    assert _detector_access(load_all(done.stdout)) == (True, set())
+
+
+def _fresh(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _api_server_rules(policy: Obj, ports: list[int]) -> list[Obj]:
+    want = [{"protocol": "TCP", "port": p} for p in ports]
+    return [r for r in policy["spec"]["egress"] if r.get("ports") == want]
+
+
+def test_api_server_egress_is_ports_only_unless_its_cidrs_are_given(rendered: Any) -> None:
+    for name in ("default", "everything"):
+        for component in ("detector", "remediator"):
+            policy = find(rendered(name), "NetworkPolicy", f"vigil-{component}")
+            (rule,) = _api_server_rules(policy, [443, 6443])
+            if name == "default":  # the fallback: the API server's address is unknown
+                assert rule == {"ports": rule["ports"]}
+                assert not [r for r in policy["spec"]["egress"] if "ipBlock" in str(r)]
+                continue
+            assert rule["to"] == [{"ipBlock": {"cidr": c}} for c in
+                                  ("10.96.0.1/32", "192.168.10.0/28", "fd00::1/128")]
+            # nothing else leaves on those ports to any address, but extraEgress
+            extra = {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+                     "ports": [{"protocol": "TCP", "port": 443}]}
+            assert extra in policy["spec"]["egress"]
+            for r in policy["spec"]["egress"]:
+                if {p["port"] for p in r.get("ports", ())} & {443, 6443}:
+                    assert r.get("to"), (component, r)
+
+
 # --- configuration, playbooks, rules --------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["default", "everything", "other-release"])
@@ -754,6 +845,12 @@ def test_rbac_manifests_in_values_replace_the_generated_rbac(tmp_path: Path) -> 
      "remediator.rbac.actInNamespaces.0: Does not match pattern"),
     ({"networkPolicy": {"apiServerPorts": [0]}},
      "networkPolicy.apiServerPorts.0: Must be greater than or equal to 1"),
+    ({"networkPolicy": {"apiServerCIDRs": ["10.0.0.1"]}},
+     "networkPolicy.apiServerCIDRs.0: Does not match pattern"),
+    ({"networkPolicy": {"apiServerCIDRs": ["10.0.0.0/33"]}},
+     "networkPolicy.apiServerCIDRs.0: Does not match pattern"),
+    ({"networkPolicy": {"apiServerCIDRs": "10.0.0.0/8"}},
+     "networkPolicy.apiServerCIDRs: Invalid type. Expected: array, given: string"),
 ])
 def test_the_values_schema_refuses_bad_values_naming_them(
         values: Obj, message: str, tmp_path: Path) -> None:
@@ -802,6 +899,7 @@ def test_helm_package_makes_an_archive_that_renders_the_same(tmp_path: Path) -> 
         names = set(tar.getnames())
     assert {"vigil/Chart.yaml", "vigil/values.yaml", "vigil/values.schema.json",
             "vigil/templates/NOTES.txt", "vigil/files/rbac.yaml",
+            "vigil/files/rbac/node-drain.yaml",
             "vigil/examples/kube-prometheus-stack.yaml"} <= names
     assert not [n for n in names if n.endswith(".py")]
     values = {"detector": {"auth": {"existingSecret": "t"}},
@@ -823,7 +921,9 @@ def test_regenerating_writes_the_same_and_notices_leftovers(tmp_path: Path) -> N
     assert not chart_generate.stale(files, tmp_path)
     (tmp_path / "files/rules/leftover.yaml").write_text("x", encoding="utf-8")
     (tmp_path / "files/rbac.yaml").write_text("x", encoding="utf-8")
+    (tmp_path / "files/rbac/leftover.yaml").write_text("x", encoding="utf-8")
     assert chart_generate.stale(files, tmp_path) == ["files/rbac.yaml",
+                                                      "files/rbac/leftover.yaml",
                                                       "files/rules/leftover.yaml"]
 
 

@@ -141,10 +141,19 @@ securityContext:
   ports:
     - {protocol: UDP, port: 53}
     - {protocol: TCP, port: 53}
-# the API server (enrichment, actions, Leases): host addresses no selector matches, so
-# ports only; narrow with an ipBlock of your control plane where it is known. 443 also
-# carries the remediator's notify webhooks and OTLP over TLS.
+# the API server (enrichment, actions, Leases): host addresses no selector matches.
+# networkPolicy.apiServerCIDRs empty: these ports to any address, which also carries the
+# remediator's notify and http.request calls and OTLP over TLS; set: only to them (and
+# those calls need networkPolicy.extraEgress).
+{{- with .Values.networkPolicy.apiServerCIDRs }}
+- to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+{{- else }}
 - ports:
+{{- end }}
     {{- range .Values.networkPolicy.apiServerPorts }}
     - {protocol: TCP, port: {{ . }}}
     {{- end }}
@@ -153,4 +162,53 @@ securityContext:
 - ports:
     - {protocol: TCP, port: 4318}
 {{- end }}
+{{- with .Values.networkPolicy.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* RBAC rules merged as remediator/rbac.py (_rules) merges grants, so that the Roles of
+several playbooks equal what `vigil-remediator rbac` prints for them together: verbs
+united per (apiGroup, resource, resourceNames), then one rule per (apiGroup, verbs,
+resourceNames) listing its resources, rules in that tuple order. Input: a list of rule
+lists; output: JSON. The sort keys encode the tuples with two separators below every
+character a name can hold (\x01 ends a field, \x02 a list item), so that sorting the
+strings sorts the tuples. */}}
+{{- define "vigil.mergeRules" -}}
+{{- $end := printf "%c" 1 -}}
+{{- $item := printf "%c" 2 -}}
+{{- $verbs := dict -}}
+{{- $what := dict -}}
+{{- range $rules := . -}}
+{{- range $rule := $rules -}}
+{{- $names := $rule.resourceNames | default list -}}
+{{- range $group := $rule.apiGroups -}}
+{{- range $resource := $rule.resources -}}
+{{- $key := printf "%s%s%s%s%s" $group $end $resource $end (join $item $names) -}}
+{{- $_ := set $verbs $key (concat (get $verbs $key | default list) $rule.verbs | uniq | sortAlpha) -}}
+{{- $_ := set $what $key (dict "group" $group "resource" $resource "names" $names) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $rules := dict -}}
+{{- range $key, $w := $what -}}
+{{- $vs := get $verbs $key -}}
+{{- $sortKey := printf "%s%s" $w.group $end -}}
+{{- range $vs }}{{ $sortKey = printf "%s%s%s" $sortKey . $item }}{{ end -}}
+{{- $sortKey = printf "%s%s" $sortKey $end -}}
+{{- range $w.names }}{{ $sortKey = printf "%s%s%s" $sortKey . $item }}{{ end -}}
+{{- $sortKey = printf "%s%s" $sortKey $end -}}
+{{- $rule := get $rules $sortKey | default (dict "group" $w.group "verbs" $vs "names" $w.names "resources" list) -}}
+{{- $_ := set $rule "resources" (append $rule.resources $w.resource) -}}
+{{- $_ := set $rules $sortKey $rule -}}
+{{- end -}}
+{{- $out := list -}}
+{{- range $sortKey := keys $rules | sortAlpha -}}
+{{- $r := get $rules $sortKey -}}
+{{- $rule := dict "apiGroups" (list $r.group) "resources" (sortAlpha $r.resources) "verbs" $r.verbs -}}
+{{- if $r.names }}{{ $_ := set $rule "resourceNames" $r.names }}{{ end -}}
+{{- $out = append $out $rule -}}
+{{- end -}}
+{{- toJson $out -}}
 {{- end -}}
