@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import io
 import re
-import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,6 +49,7 @@ if str(ROOT) not in sys.path:  # run as a script: deploy.* must import
     sys.path.insert(0, str(ROOT))
 
 from deploy.cluster import generate as cluster  # noqa: E402 (after the path fix above)
+from deploy.generated import stale_paths, write_tree  # noqa: E402
 
 CHART = HERE / "vigil"
 GENERATED_DIRS = ("files/rules", "files/dashboards", "files/playbooks", "files/runbooks",
@@ -302,23 +302,12 @@ def build(root: Path = ROOT, chart: Path = CHART) -> dict[str, bytes]:
 
 
 def write(files: Mapping[str, bytes], out: Path) -> None:
-    for folder in GENERATED_DIRS:
-        if (out / folder).is_dir():
-            shutil.rmtree(out / folder)
-    for rel, content in files.items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
+    write_tree(files, out, GENERATED_DIRS)
 
 
 def stale(files: Mapping[str, bytes], out: Path = CHART) -> list[str]:
-    wrong = [rel for rel, content in files.items()
-             if not (out / rel).is_file() or (out / rel).read_bytes() != content]
-    for folder in GENERATED_DIRS:
-        if (out / folder).is_dir():
-            wrong += [p.relative_to(out).as_posix() for p in sorted((out / folder).rglob("*"))
-                      if p.is_file() and p.relative_to(out).as_posix() not in files]
-    return sorted(wrong)
+    """Generated paths whose file under ``out`` differs, is missing or should not exist."""
+    return stale_paths(files, out, GENERATED_DIRS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ deploy/charts/generate.py writes; the overlays render it (kustomize ``helmCharts
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +40,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:  # run as a script: deploy.config.render must import
     sys.path.insert(0, str(ROOT))
+
+from deploy.generated import stale_paths, write_tree  # noqa: E402 (after the path fix)
+
 NAMESPACE = "vigil"
 ENVIRONMENTS = ("dev", "prod")
 # deploy/config/rules files that only make sense on one machine (`make demo`)
@@ -237,24 +239,12 @@ def build(root: Path = ROOT, here: Path = HERE) -> dict[str, bytes]:
 
 
 def write(files: Mapping[str, bytes], out: Path) -> None:
-    for folder in GENERATED_DIRS:
-        if (out / folder).is_dir():
-            shutil.rmtree(out / folder)
-    for rel, content in files.items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
+    write_tree(files, out, GENERATED_DIRS)
 
 
 def stale(files: Mapping[str, bytes], out: Path = HERE) -> list[str]:
     """Generated paths whose file under ``out`` differs, is missing or should not exist."""
-    wrong = [rel for rel, content in files.items()
-             if not (out / rel).is_file() or (out / rel).read_bytes() != content]
-    for folder in GENERATED_DIRS:
-        if (out / folder).is_dir():
-            wrong += [p.relative_to(out).as_posix() for p in sorted((out / folder).rglob("*"))
-                      if p.is_file() and p.relative_to(out).as_posix() not in files]
-    return sorted(wrong)
+    return stale_paths(files, out, GENERATED_DIRS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -55,12 +54,15 @@ from tests.deploy.test_cluster import (
     WORKLOAD_KINDS,
     _snake,
     _tool,
+    builtin_problems,
     crd_errors,
     crd_schemas,
+    find,
     ident,
     is_custom,
     load,
     load_all,
+    of_kind,
 )
 
 CHART = ROOT / "deploy/charts/vigil"
@@ -169,16 +171,6 @@ def rendered(render_dir: Path) -> Any:
     return get
 
 
-def find(objects: list[Obj], kind: str, name: str) -> Obj:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: {len(found)} objects"
-    return found[0]
-
-
-def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
-    return [o for o in objects if o["kind"] == kind]
-
-
 def fullname(name: str) -> str:
     release = COMBINATIONS[name][1]
     return release if "vigil" in release else f"{release}-vigil"
@@ -226,17 +218,7 @@ def test_every_object_lands_in_the_release_namespace(name: str, rendered: Any) -
 
 @pytest.mark.parametrize("name", COMBINATIONS)
 def test_builtin_objects_pass_kubernetes_validate_strict(name: str, rendered: Any) -> None:
-    problems = []
-    for obj in rendered(name):
-        if is_custom(obj):
-            continue
-        try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.SchemaNotFoundError as exc:
-            problems.append(f"{ident(obj)}: unknown kind: {exc.message}")
-        except kubernetes_validate.ValidationError as exc:
-            path = ".".join(str(p) for p in exc.path)
-            problems.append(f"{ident(obj)}: {path}: {exc.message}")
+    problems = builtin_problems(rendered(name))
     assert not problems, "\n".join(problems)
 
 
