@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from servicekit.version import __version__
 from tests.conftest import ROOT
 from tests.image.conftest import BUILDAH, Measured, buildah
 from tests.integration.procs import http_ok, wait_until
@@ -37,6 +38,7 @@ READY_WITHIN_S = 20.0
 MAX_PUSHED_MB = 400     # what a node pulls: compressed layers, base included
 MAX_UNPACKED_MB = 650   # on disk once pulled; a compiler or the test extras would pass it
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+VERSION = __version__  # pyproject.toml reads it from servicekit/version.py
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,7 @@ def test_build_context_is_only_what_the_image_is_built_from(base_image: str,
 def test_containerfile_defaults() -> None:
     text = (ROOT / "Containerfile").read_text()
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.M)
-    assert re.search(rf"^ARG VERSION={re.escape(PYPROJECT['version'])}$", text, re.M)
+    assert re.search(rf"^ARG VERSION={re.escape(VERSION)}$", text, re.M)
     assert not re.search(r"^HEALTHCHECK", text, re.M)
     # the default command listens on 0.0.0.0, so it needs the token (fail closed)
     assert re.search(r'^CMD \["vigil-detector", "serve", "--listen", "0\.0\.0\.0:9420"', text,
@@ -131,7 +133,7 @@ def test_image_metadata(image: str) -> None:
     info = json.loads(buildah("inspect", "--type", "image", image))
     config = info["OCIv1"]["config"]
     labels = config["Labels"]
-    assert labels["org.opencontainers.image.version"] == PYPROJECT["version"]
+    assert labels["org.opencontainers.image.version"] == VERSION
     assert labels["org.opencontainers.image.licenses"] == PYPROJECT["license"]["text"]
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert config["User"] == f"{UID}:{UID}"
