@@ -37,7 +37,6 @@ from detector.config import (
     RobustParams,
     load_config,
     read_bearer_token,
-    restart_only_changes,
 )
 from detector.entities import EntityTracker
 from detector.errors import ConfigError, UpstreamError
@@ -219,6 +218,7 @@ class Runtime:
             m.reload_success_time.set(self.clock())
             m.reloads.labels("success").inc()
             m.resets.labels("config_changed").inc(result.reset)
+            m.resets.labels("tracked_again").inc(result.retracked)
         log.info("config reloaded from %s (%s) in %.2f s: %s", self.config_path, reason,
                  result.seconds, result.summary())
         return result
@@ -228,25 +228,23 @@ class Runtime:
             return reconfig.ReloadResult(False, ("(root): the detector was started without "
                                                "--config; there is no file to reload",))
         try:
-            new = await asyncio.to_thread(load_config, self.config_path)
+            loaded = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             return reconfig.ReloadResult(False, tuple(str(exc).splitlines()))
         old = self.cfg
+        new, pending = reconfig.effective(old, loaded)  # restart-only settings stay old's
         alerts = AlertState(new.alerts, stale_intervals=new.alerting.stale_intervals,
                             stale_min_s=new.alerting.stale_min_s)
         loop = asyncio.get_running_loop()
         applied = asyncio.Event()
         resolved = 0
 
-        def follow() -> None:  # on the loop, after the resolves the worker sent
+        def follow(plan: Reassignment) -> None:  # on the loop, after the worker's resolves
             assert self.book is not None
             with self.ingestor.lock:
                 self.registry.apply_alert_rules(plan.slot_alert)
             reconfig.follow(self.book, new, plan)
             applied.set()
-
-        def on_applied() -> None:  # the worker, right after it applied the reload
-            loop.call_soon_threadsafe(follow)
 
         def reassign() -> Reassignment:  # the decode thread, between two requests
             nonlocal resolved
@@ -256,6 +254,12 @@ class Runtime:
                 n = min(plan.slot_alert.shape[0], self.pipeline.capacity)
                 resolved = int(np.count_nonzero(
                     changed[:n] & (self.pipeline.al_state[:n] == FIRING)))
+
+                def on_applied() -> None:  # the worker, right after it applied the reload,
+                    # maybe before this thread returns ``plan`` to the loop: ``follow``
+                    # gets it from here
+                    loop.call_soon_threadsafe(follow, plan)
+
                 rc = reconfig.reconfigure(plan, alerts=alerts, changed=changed,
                                           on_applied=on_applied)
                 # in the lock: a request resolved after this queues its batch after it
@@ -277,7 +281,7 @@ class Runtime:
         self._follow_settings(old, new)
         return reconfig.ReloadResult(
             True, kept=plan.kept, reset=len(plan.reset), retired=len(plan.retired),
-            alerts_resolved=resolved, restart_needed=tuple(restart_only_changes(old, new)))
+            retracked=len(plan.retracked), alerts_resolved=resolved, restart_needed=pending)
 
     def _follow_settings(self, old: DetectorConfig, new: DetectorConfig) -> None:
         """The reloadable settings the loop's objects hold: delivery, enrichment,

@@ -429,9 +429,9 @@ def load_config(path: Path | None) -> DetectorConfig:
 # sizes of tables allocated at start, and the background tasks started with their
 # settings. A reload that changes one applies the rest and says these wait for a restart.
 RESTART_ONLY: tuple[str, ...] = (
-    "auth", "tls", "outgoing_tls", "warm_start", "entities", "entity_interval_s",
-    "checkpoint", "console", "limits.max_body_bytes", "writeback.url",
-    "writeback.bearer_token_file", "enrichment.kubernetes",
+    "auth", "tls", "outgoing_tls", "warm_start", "entities", "checkpoint", "console",
+    "limits.max_body_bytes", "writeback.url", "writeback.bearer_token_file",
+    "enrichment.kubernetes",
 )
 
 

@@ -244,9 +244,10 @@ def build_checkpoint_metrics(registry: CollectorRegistry) -> CheckpointMetrics:
 
 
 # why a series' learned state was dropped: its detector changed in a config reload
-# (config_changed), or a checkpoint held a state layout this version cannot carry over
-# (layout_changed); its transform changed is config_changed too
-RESET_REASONS = ("config_changed", "layout_changed")
+# (config_changed), a reload tracks again a series an earlier one stopped tracking
+# (tracked_again: its state stopped then), or a checkpoint held a state layout this
+# version cannot carry over (layout_changed); its transform changed is config_changed too
+RESET_REASONS = ("config_changed", "tracked_again", "layout_changed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +273,10 @@ def build_state_metrics(registry: CollectorRegistry) -> StateMetrics:
                         "failure).", ("result",), registry=registry),
         resets=Counter("vigil_series_state_reset", "Series whose learned state was dropped "
                        "and that start learning afresh, by reason (config_changed: its "
-                       "detector or transform changed in a reload; layout_changed: a "
-                       "checkpoint from another version could not be carried over).",
+                       "detector or transform changed in a reload; tracked_again: a reload "
+                       "tracks it again after an earlier one stopped tracking it; "
+                       "layout_changed: a checkpoint from another version could not be "
+                       "carried over).",
                        ("reason",), registry=registry),
     )
     m.reload_successful.set(1)

@@ -2,9 +2,10 @@
 config and the registry's reassignment of every tracked series.
 
 This module owns the reload's decisions (which series keep their state, which alert
-states start over, how the alert book follows) and its result. It does no I/O: the app
-loads the file, runs ``reassign`` under the ingest lock, queues the ``Reconfigure`` for
-the worker and calls ``follow`` on the event loop once the worker applied it.
+states start over, how the alert book follows, which settings wait for a restart) and its
+result. It does no I/O: the app loads the file, runs ``reassign`` under the ingest lock,
+queues the ``Reconfigure`` for the worker and calls ``follow`` on the event loop once the
+worker applied it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel
 
 from detector.alerts import AlertBook
-from detector.config import DetectorConfig
+from detector.config import DetectorConfig, restart_only_changes
 from detector.lifecycle import AlertState
 from detector.pipeline import Reconfigure, SlotSpec
 from detector.series import Reassignment, SeriesRegistry
@@ -32,6 +34,7 @@ class ReloadResult:
     kept: int = 0  # series that keep their learned state
     reset: int = 0  # series that start fresh: their detector or transform changed
     retired: int = 0  # series no rule tracks any more
+    retracked: int = 0  # series an earlier reload retired, tracked again (fresh state)
     alerts_resolved: int = 0  # firing series whose alert rule changed or went away
     restart_needed: tuple[str, ...] = ()  # changed settings that wait for a restart
     seconds: float = 0.0
@@ -40,7 +43,8 @@ class ReloadResult:
         if not self.ok:
             return f"refused ({len(self.problems)} problems); the running config stays"
         text = (f"{self.kept} series keep their state, {self.reset} start fresh (detector "
-                f"changed), {self.retired} no longer tracked")
+                f"changed), {self.retired} no longer tracked, {self.retracked} tracked "
+                "again (fresh)")
         if self.restart_needed:
             text += f"; {', '.join(self.restart_needed)} changed and take effect at the " \
                     "next restart"
@@ -49,7 +53,38 @@ class ReloadResult:
     def as_json(self) -> dict[str, object]:
         return {"status": "success" if self.ok else "error", "problems": list(self.problems),
                 "series_kept": self.kept, "series_reset": self.reset,
-                "series_retired": self.retired, "restart_needed": list(self.restart_needed)}
+                "series_retired": self.retired, "series_tracked_again": self.retracked,
+                "restart_needed": list(self.restart_needed)}
+
+
+def effective(running: DetectorConfig, loaded: DetectorConfig
+              ) -> tuple[DetectorConfig, tuple[str, ...]]:
+    """The config the detector runs with after a reload of ``loaded``, and the
+    ``RESTART_ONLY`` settings that differ. Each of those keeps ``running``'s value (the
+    listener, clients and tasks built at start still use it), so the runtime's config
+    never shows a value that is not in effect, and since ``running`` is what is in
+    effect, a pending change is named again at every reload until a restart applies it."""
+    pending = tuple(restart_only_changes(running, loaded))
+    return _with(loaded, running, pending), pending
+
+
+def _with(cfg: DetectorConfig, source: DetectorConfig, paths: tuple[str, ...]
+          ) -> DetectorConfig:
+    """``cfg`` with the value of each dotted path in ``paths`` taken from ``source``."""
+    def put(model: BaseModel, parts: list[str], value: object) -> BaseModel:
+        head = parts[0]
+        if len(parts) > 1:
+            value = put(getattr(model, head), parts[1:], value)
+        return model.model_copy(update={head: value})
+
+    out: BaseModel = cfg
+    for path in paths:
+        value: object = source
+        for part in path.split("."):
+            value = getattr(value, part)
+        out = put(out, path.split("."), value)
+    assert isinstance(out, DetectorConfig)
+    return out
 
 
 def alert_changed(registry: SeriesRegistry, old: DetectorConfig, new: DetectorConfig,
@@ -80,10 +115,14 @@ def reconfigure(plan: Reassignment, *, alerts: AlertState, changed: NDArray[np.b
         return SlotSpec(slot, params, bool(plan.slot_counter[slot]), False,
                         int(plan.slot_alert[slot]) if index >= 0 else -1, plan.generation)
 
+    # fresh state: a detector or transform changed, or a series retired by an earlier
+    # reload is tracked again (what it learned stopped when it was retired)
+    fresh = sorted(plan.reset + plan.retracked)
+
     # a retired slot never alerts: its alert rule becomes -1
     alert_rule = np.where(plan.slot_rule >= 0, plan.slot_alert, -1).astype(np.int16)
     return Reconfigure(generation=plan.generation, alerts=alerts,
-                       reset=[spec(slot) for slot in plan.reset], alert_rule=alert_rule,
+                       reset=[spec(slot) for slot in fresh], alert_rule=alert_rule,
                        alert_changed=changed, respec=spec, on_applied=on_applied)
 
 

@@ -165,8 +165,10 @@ class Reassignment:
     """What a config reload decided for every tracked series (``SeriesRegistry.reconfigure``).
 
     ``reset``: slots whose detector parameters or counter transform changed (their state
-    starts fresh); ``retired``: slots no rule tracks any more; the others keep their state.
-    The per-slot arrays are copies, safe to read from another thread.
+    starts fresh); ``retired``: slots no rule tracks any more; ``retracked``: slots an
+    earlier reload retired that a rule tracks again (their state starts fresh: it stopped
+    when they were retired); the others keep their state. The per-slot arrays are copies,
+    safe to read from another thread.
     """
 
     generation: int
@@ -177,11 +179,12 @@ class Reassignment:
     reset: tuple[int, ...]
     retired: tuple[int, ...]
     retired_over_limit: int  # of ``retired``: a rule matched, but its max_series was full
+    retracked: tuple[int, ...] = ()
 
     @property
     def kept(self) -> int:
         live = int(np.count_nonzero(self.slot_rule >= 0))
-        return live - len(self.reset)
+        return live - len(self.reset) - len(self.retracked)
 
 
 class ReloadDraft:
@@ -199,6 +202,10 @@ class ReloadDraft:
         self.reset: list[int] = []
         self.retired: list[int] = []
         self.over = 0  # retired because their rule's max_series was full
+        self.retracked: list[int] = []
+        # retired slots a rule with a max_series matches: slot, rule, counter, alert rule
+        # (four columns), decided by ``finish`` after every live slot (see there)
+        self.comebacks: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
 
     def decide(self, registry: SeriesRegistry, n: int) -> None:
         """Decide slots ``len(self.new_rule)`` to ``n - 1``. Reads only what no request
@@ -206,33 +213,69 @@ class ReloadDraft:
         rules = self.cfg.series
         for slot in range(len(self.new_rule), n):
             old = int(registry.slot_rule[slot])
-            index: int | None = None
-            labels: dict[str, str] = {}
-            if old != RETIRED:  # retired by an earlier reload: stays retired
-                labels = dict(registry.labels_of(slot))
-                index = next((i for i, sel in enumerate(self.selectors)
-                              if sel is None or sel.matches(labels)), None)
-                limit = rules[index].max_series if index is not None else None
-                if index is not None and limit is not None \
-                        and self.rule_series[index] >= limit:
-                    index, self.over = None, self.over + 1
-                if index is None:
+            labels = dict(registry.labels_of(slot))
+            index = next((i for i, sel in enumerate(self.selectors)
+                          if sel is None or sel.matches(labels)), -1)
+            rule = rules[index] if index >= 0 else None
+            counter = alert = 0
+            if rule is not None:
+                counter = int(_counter(rule, labels.get("__name__", "")))
+                alert = next((a for a, sel in enumerate(self.alert_selectors)
+                              if sel is None or sel.matches(labels)), -1)
+            limit = rule.max_series if rule is not None else None
+            if limit is not None:
+                if old == RETIRED:  # a live series goes first: its state is worth more
+                    for column, value in zip(self.comebacks, (slot, index, counter, alert),
+                                             strict=True):
+                        column.append(value)
+                    rule = None
+                elif self.rule_series[index] >= limit:
+                    rule, self.over = None, self.over + 1
+            if rule is None:  # retired now, or still (``finish`` may take it back)
+                if old != RETIRED:
                     self.retired.append(slot)
-            if index is None:
                 self.new_rule.append(RETIRED)
                 self.new_counter.append(0)
                 self.new_alert.append(-1)
                 continue
-            rule = rules[index]
-            counter = int(_counter(rule, labels.get("__name__", "")))
             self.new_rule.append(index)
             self.new_counter.append(counter)
-            self.new_alert.append(next((a for a, sel in enumerate(self.alert_selectors)
-                                        if sel is None or sel.matches(labels)), -1))
+            self.new_alert.append(alert)
             self.rule_series[index] += 1
-            if rule.detector != registry.rules[old].detector \
+            if old == RETIRED:  # retired by an earlier reload, tracked again
+                self.retracked.append(slot)
+            elif rule.detector != registry.rules[old].detector \
                     or counter != int(registry.slot_counter[slot]):
                 self.reset.append(slot)
+
+    def finish(self) -> tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.int16],
+                              NDArray[np.int32]]:
+        """The decisions as arrays (rule, counter and alert rule per slot, and the slots
+        tracked again), once the retired slots whose rule has a ``max_series`` are tracked
+        again as far as it has room after every live slot: a series that kept learning is
+        never retired to make room for one that comes back with fresh state. Call once,
+        after the last ``decide``; it runs under the ingest lock, in numpy."""
+        new_rule = np.asarray(self.new_rule, dtype=np.int32)
+        new_counter = np.asarray(self.new_counter, dtype=np.uint8)
+        new_alert = np.asarray(self.new_alert, dtype=np.int16)
+        back = np.asarray(self.retracked, dtype=np.int32)
+        if not self.comebacks[0]:
+            return new_rule, new_counter, new_alert, back
+        slot, rule, counter, alert = (np.asarray(c, dtype=np.int64) for c in self.comebacks)
+        take = np.zeros(slot.shape[0], dtype=np.bool_)
+        for index in np.unique(rule).tolist():
+            limit = self.cfg.series[index].max_series
+            assert limit is not None
+            mine = np.flatnonzero(rule == index)[:max(0, limit - self.rule_series[index])]
+            take[mine] = True
+            self.rule_series[index] += int(mine.shape[0])
+        new_rule[slot[take]] = rule[take]
+        new_counter[slot[take]] = counter[take]
+        new_alert[slot[take]] = alert[take]
+        back = np.sort(np.concatenate([back, slot[take].astype(np.int32)]))
+        self.retracked = back.tolist()
+        self.comebacks = ([], [], [], [])
+        return new_rule, new_counter, new_alert, back
 
 
 class SeriesRegistry:
@@ -492,9 +535,12 @@ class SeriesRegistry:
 
         A series matching a rule keeps its slot; it starts fresh when its detector
         parameters or counter transform changed. One that no rule tracks any more (or whose
-        rule's ``max_series`` is full) is retired: it keeps its slot and labels, and its
-        samples are dropped as untracked from now on. Series remembered as untracked or
-        over a limit are forgotten, so the new rules decide them when they next arrive.
+        rule's ``max_series`` is full) is retired: it keeps its slot and labels (and counts
+        towards ``limits.max_series``), and its samples are dropped as untracked until a
+        later reload tracks it again, in the same slot with fresh state (``retracked``;
+        under a rule with a ``max_series``, only where the live series leave room). Series
+        remembered as untracked or over a limit are forgotten, so the new rules decide them
+        when they next arrive.
         The alert rule of existing slots is returned, not applied: ``slot_alert`` changes
         when the alert book changes (``apply_alert_rules``), so alerts in flight stay
         consistent with the rules they were raised under.
@@ -503,7 +549,7 @@ class SeriesRegistry:
             draft = ReloadDraft(cfg)
         n = self.n_tracked
         draft.decide(self, n)  # the series created since the draft, or all of them
-        new_rule = np.asarray(draft.new_rule, dtype=np.int32)
+        new_rule, new_counter, new_alert, back = draft.finish()
         known = cfg.limits.max_series + cfg.limits.max_ignored_series
         # canonical: every slot keeps its entry (labels_of), retired ones as UNTRACKED;
         # the memory of untracked and over-limit series is dropped (a rebuild, only when
@@ -513,10 +559,12 @@ class SeriesRegistry:
         keep[entries] = True
         if keep.all():
             self.canonical.values[entries[new_rule == RETIRED]] = UNTRACKED
+            self.canonical.values[entries[back]] = back
             self.canonical.max_entries = max(known, self.canonical.n_entries)
         else:
             values = self.canonical.values.copy()
             values[entries[new_rule == RETIRED]] = UNTRACKED
+            values[entries[back]] = back
             self.canonical, renumber = self.canonical.rebuilt(values, keep, known)
             self.slot_entry[:n] = renumber[entries]
         # wire: the keys of series that stay tracked (others are looked up again)
@@ -532,15 +580,14 @@ class SeriesRegistry:
         self._alert_selectors = draft.alert_selectors
         self.limits = cfg.limits
         self.rule_series = draft.rule_series
-        new_counter = np.asarray(draft.new_counter, dtype=np.uint8)
         self.slot_rule[:n] = new_rule
         self.slot_counter[:n] = new_counter
         self.n_ignored = 0
         self._limit_logged.clear()
         self.generation += 1
-        return Reassignment(self.generation, cfg.series, new_rule, new_counter,
-                            np.asarray(draft.new_alert, dtype=np.int16), tuple(draft.reset),
-                            tuple(draft.retired), draft.over)
+        return Reassignment(self.generation, cfg.series, new_rule, new_counter, new_alert,
+                            tuple(draft.reset), tuple(draft.retired), draft.over,
+                            tuple(draft.retracked))
 
     def apply_alert_rules(self, slot_alert: NDArray[np.int16]) -> None:
         """Give the first ``len(slot_alert)`` slots their alert rules from a reload (the

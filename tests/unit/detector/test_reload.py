@@ -253,3 +253,118 @@ async def test_a_retired_series_is_untracked_also_when_the_index_is_kept_in_plac
     assert set(await _series_state(client)) == {"api"}
     metrics = await (await client.get("/metrics")).text()
     assert 'vigil_samples_dropped_total{reason="untracked"} 2.0' in metrics
+
+
+async def test_a_series_a_reload_stopped_tracking_is_tracked_again_by_a_later_one(
+        aiohttp_client, tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+    t0 = int(time.time() * 1000) - 100_000
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0, 10)]), headers=V1)
+    await rt.wait_idle()
+    path.write_text(GOOD.replace("job=\"api\"", "job=\"nope\""))  # a mistaken edit
+    doc = await (await client.post("/-/reload")).json()
+    assert (doc["series_retired"], doc["series_tracked_again"]) == (1, 0)
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 10_000, 5)]),
+                      headers=V1)
+    await rt.wait_idle()
+    assert "api" not in await _series_state(client)
+    path.write_text(GOOD)  # undone
+    doc = await (await client.post("/-/reload")).json()
+    assert (doc["series_kept"], doc["series_reset"], doc["series_retired"],
+            doc["series_tracked_again"]) == (0, 0, 0, 1)
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 20_000, 5)]),
+                      headers=V1)
+    await rt.wait_idle()
+    state = await _series_state(client)
+    assert state["api"]["rule"] == "api"
+    assert state["api"]["samples"] == 5  # fresh: what it learned stopped when it was retired
+    assert rt.pipeline.detectors.params[rt.pipeline.detectors.family_of[0]].alpha == 0.02
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vigil_samples_dropped_total{reason="untracked"} 5.0' in metrics  # only while retired
+    assert 'vigil_series_state_reset_total{reason="tracked_again"} 1.0' in metrics
+    assert 'vigil_series_state_reset_total{reason="config_changed"} 0.0' in metrics
+
+
+def _registry_cfg(text: str) -> DetectorConfig:
+    return DetectorConfig.model_validate(yaml.safe_load(text))
+
+
+def _resolve(registry: SeriesRegistry, *jobs: str) -> list[int]:
+    raw = encode.encode_v1([encode.Series(labels=(("__name__", "x"), ("job", j)))
+                            for j in jobs])
+    return registry.resolve(decode.decode_request(np.frombuffer(raw, np.uint8), 1)).values.tolist()
+
+
+def test_a_retired_series_comes_back_only_where_live_series_leave_room():
+    limits = "limits: {max_series: 2}\n"
+    registry = SeriesRegistry(_registry_cfg(limits + """series:
+  - {name: one, match: '{job="api1"}'}
+  - {name: two, match: '{job="api2"}'}
+"""))
+    assert _resolve(registry, "api1", "api2") == [0, 1]
+    registry.reconfigure(_registry_cfg(
+        limits + "series: [{name: two, match: '{job=~\"api[23]\"}'}]"))
+    assert registry.is_retired(0)
+    # a retired series keeps its slot: the global max_series is still full
+    assert _resolve(registry, "api1", "api3") == [-2, -3]
+    # both match a rule with room for one: the live series keeps it, the retired one waits
+    shared = limits + "series: [{name: api, match: '{job=~\"api.*\"}', max_series: %d}]"
+    plan = registry.reconfigure(_registry_cfg(shared % 1))
+    assert (plan.retracked, plan.retired, plan.kept) == ((), (), 1)
+    assert list(plan.slot_rule) == [-1, 0]
+    assert _resolve(registry, "api1", "api2") == [-2, 1]
+    plan = registry.reconfigure(_registry_cfg(shared % 2))
+    assert (plan.retracked, plan.retired, plan.kept) == ((0,), (), 1)
+    assert list(plan.slot_rule) == [0, 0] and registry.rule_series == [2]
+    assert registry.n_tracked == 2  # the same slot again: nothing new counts towards the limit
+    assert _resolve(registry, "api1", "api2", "api3") == [0, 1, -3]
+
+
+def test_a_retired_series_without_a_rule_limit_comes_back_in_the_draft():
+    registry = SeriesRegistry(_registry_cfg(GOOD))
+    assert _resolve(registry, "api", "db") == [0, 1]
+    registry.reconfigure(_registry_cfg(GOOD.replace("job=\"api\"", "job=\"nope\"")))
+    new = _registry_cfg(GOOD.replace("alpha: 0.05", "alpha: 0.1"))
+    draft = registry.draft_reconfigure(new)
+    assert draft.retracked == [0] and draft.reset == [1]
+    plan = registry.reconfigure(new, draft)
+    assert (plan.retracked, plan.reset, plan.kept) == ((0,), (1,), 0)
+    assert _resolve(registry, "api", "db") == [0, 1]
+
+
+async def test_a_restart_only_change_is_reported_until_a_restart_applies_it(aiohttp_client,
+                                                                           tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+    running = rt.cfg.checkpoint.interval_s
+    path.write_text(GOOD.replace("alpha: 0.05", "alpha: 0.1")
+                    + "checkpoint: {interval_s: 123}\n")
+    for _ in range(2):  # the running checkpoint task keeps its interval: said every time
+        doc = await (await client.post("/-/reload")).json()
+        assert doc["status"] == "success" and doc["restart_needed"] == ["checkpoint"]
+        assert rt.cfg.checkpoint.interval_s == running  # what is in effect
+        assert rt.cfg.series[1].detector.alpha == 0.1  # the rest is applied
+    path.write_text(GOOD)
+    doc = await (await client.post("/-/reload")).json()
+    assert doc["restart_needed"] == [] and rt.cfg.checkpoint.interval_s == running
+
+
+async def test_entity_interval_is_applied_by_a_reload(aiohttp_client, tmp_path):
+    client, rt, path = await _started(aiohttp_client, tmp_path)
+    path.write_text(GOOD + "entity_interval_s: 30\n")
+    doc = await (await client.post("/-/reload")).json()
+    assert doc["restart_needed"] == []
+    assert rt.cfg.entity_interval_s == 30.0  # the entity loop reads it before each round
+
+
+def test_the_effective_config_keeps_restart_only_values_and_takes_the_rest():
+    from detector.reconfig import effective
+
+    running = _registry_cfg(GOOD + "limits: {max_body_bytes: 2048, max_series: 10}\n")
+    loaded = _registry_cfg(GOOD + "limits: {max_body_bytes: 4096, max_series: 20}\n"
+                           "console: {history_series: 5}\nentity_interval_s: 30\n")
+    cfg, pending = effective(running, loaded)
+    assert pending == ("console", "limits.max_body_bytes")
+    assert cfg.limits.max_body_bytes == 2048 and cfg.console == running.console
+    assert cfg.limits.max_series == 20 and cfg.entity_interval_s == 30.0
+    assert effective(cfg, loaded)[1] == pending  # still pending at the next reload
+    assert effective(running, running) == (running, ())
