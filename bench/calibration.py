@@ -28,9 +28,9 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detector.config import DetectorParams, EnsembleParams, RobustParams, SpotParams  # noqa: E402
-from detector.detectors.base import Scores  # noqa: E402
-from detector.detectors.kinds import build_family  # noqa: E402
+from detector.config import DetectorParams, EnsembleParams, RobustParams, SpotParams
+from detector.detectors.base import Scores
+from detector.detectors.kinds import build_family
 
 RATES = (1e-2, 1e-3, 1e-4)
 FAMILIES = {"spot": SpotParams(), "robust": RobustParams(),

@@ -58,10 +58,10 @@ def _child(target: str, args: list[str]) -> None:
                  "detector.detectors._kernels.robust"):
         importlib.import_module(name)
     with atheris.instrument_imports(include=["detector", "remediator", "servicekit"]):
-        import detector.ingest  # noqa: F401
-        import detector.remote_write.decode  # noqa: F401
+        import detector.ingest
+        import detector.remote_write.decode
         import detector.series  # noqa: F401
-        import remediator.catalog.loader  # noqa: F401
+        import remediator.catalog.loader
         import remediator.webhook  # noqa: F401
         import servicekit.yamlsrc  # noqa: F401
     from detector.remote_write import encode

@@ -63,7 +63,7 @@ def serve_exporter(port: int, n_series: int) -> None:
     state = {"scrape": 0}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:  # http.server's name
             state["scrape"] += 1
             k = state["scrape"]
             body = "".join(f"{name}{(k + i) % 13}\n" for i, name in enumerate(names)).encode()

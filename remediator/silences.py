@@ -28,8 +28,8 @@ class _Raw(BaseModel):
 class RawMatcher(_Raw):
     name: str
     value: str
-    isRegex: bool  # noqa: N815 (wire name)
-    isEqual: bool = True  # noqa: N815
+    isRegex: bool  # wire name
+    isEqual: bool = True
 
 
 class RawStatus(_Raw):
@@ -39,9 +39,9 @@ class RawStatus(_Raw):
 class RawSilence(_Raw):
     id: str
     matchers: list[RawMatcher]
-    startsAt: str  # noqa: N815
-    endsAt: str  # noqa: N815
-    createdBy: str = ""  # noqa: N815
+    startsAt: str
+    endsAt: str
+    createdBy: str = ""
     comment: str = ""
     status: RawStatus = RawStatus()
 

@@ -31,9 +31,9 @@ class RawAlert(_Raw):
     status: Literal["firing", "resolved"]
     labels: dict[str, str] = Field(min_length=1)
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str  # noqa: N815 (wire name)
-    endsAt: str = ZERO_TIME  # noqa: N815
-    generatorURL: str = ""  # noqa: N815
+    startsAt: str  # wire name
+    endsAt: str = ZERO_TIME
+    generatorURL: str = ""
     fingerprint: str = Field(min_length=1, max_length=64)
 
 
@@ -42,12 +42,12 @@ class RawWebhook(_Raw):
     receiver: str = ""
     status: Literal["firing", "resolved"]
     alerts: list[RawAlert]
-    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    externalURL: str = ""  # noqa: N815
-    groupKey: str = ""  # noqa: N815
-    truncatedAlerts: int = 0  # noqa: N815
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    groupKey: str = ""
+    truncatedAlerts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ def cache_dir() -> Path:
 
 def _download() -> bytes:
     try:
-        with urllib.request.urlopen(URL, timeout=TIMEOUT_S) as response:  # noqa: S310 (fixed https URL)
+        with urllib.request.urlopen(URL, timeout=TIMEOUT_S) as response:  # fixed https URL
             data: bytes = response.read()
     except OSError as exc:
         raise ToolsError(

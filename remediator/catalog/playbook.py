@@ -225,7 +225,7 @@ class Spec(_Model):
 
 
 class Playbook(_Model):
-    apiVersion: Literal["vigil/v1"]  # noqa: N815 (the schema's key)
+    apiVersion: Literal["vigil/v1"]  # the schema's key
     kind: Literal["Playbook"]
     metadata: Metadata
     spec: Spec
