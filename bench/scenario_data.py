@@ -352,7 +352,7 @@ def generate(family: str, *, seed: int, index: int, days: float,
     key = [seed, list(FAMILIES).index(family), index]
     base = np.random.default_rng([*key, 0])
     anom = np.random.default_rng([*key, 1])
-    n = int(round(days * DAY_S * 1000.0 / STEP_MS))
+    n = round(days * DAY_S * 1000.0 / STEP_MS)
     grid = Grid(np.arange(n, dtype=np.float64) * (STEP_MS / 1000.0))
     signal, interval = spec.shape(base, anom, grid, anomalous)
     # nuisances come from their own stream, so they are the same with or without anomaly

@@ -36,7 +36,7 @@ def detect_period(ts_ms: NDArray[np.int64], values: NDArray[np.float64],
         return None
     best: tuple[float, float] | None = None
     for period_s in candidates_s:
-        lag = int(round(period_s * 1000.0 / step))
+        lag = round(period_s * 1000.0 / step)
         if lag < 2 or 2 * lag > y.shape[0]:
             continue
         r = float(np.corrcoef(y[:-lag], y[lag:])[0, 1])

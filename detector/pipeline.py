@@ -193,7 +193,8 @@ SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("interval_ms", np.float64, 0.0),  # typical time between samples
     ("run_same", np.int64, 0),  # current run of identical values
     ("run_max", np.float64, 0.0),  # fading memory of the longest past run
-) + ALERT_TABLES
+    *ALERT_TABLES,
+)
 ALERT_NAMES = frozenset(name for name, _, _ in ALERT_TABLES)
 # what a checkpoint keeps; the others are set again when the slot is re-created
 CHECKPOINTED = tuple(name for name, _, _ in SLOT_TABLES

@@ -276,8 +276,9 @@ def judge(q: VerifyQuery, th: Thresholds, *, base: Window, seen: Window,
     if no < th.min_observed_samples:
         short.append(f"{no} observed samples, fewer than {th.min_observed_samples}")
     if short:
-        return Judgement(verdict="inconclusive", reasons=tuple(short) + (
-            "widen the windows, lower step_s, or check that the query returns data",), **facts)
+        return Judgement(verdict="inconclusive", reasons=(
+            *short, "widen the windows, lower step_s, or check that the query returns data"),
+            **facts)
     b_med, o_med = float(np.median(baseline)), float(np.median(observed))
     sign = -1.0 if q.direction == "down_is_bad" else 1.0
     change = o_med - b_med

@@ -156,7 +156,7 @@ class Replay:
         self.counts.samples += int(ts.shape[0])
         # rounds: one per distinct timestamp; grid points without samples only sweep
         stamps = np.union1d(grid_ms, ts)
-        cut = np.searchsorted(ts, stamps, side="left").tolist() + [int(ts.shape[0])]
+        cut = [*np.searchsorted(ts, stamps, side="left").tolist(), int(ts.shape[0])]
         p = self.pipeline
         for k, stamp in enumerate(stamps.tolist()):
             p.sweep(int(stamp))

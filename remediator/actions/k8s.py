@@ -217,7 +217,7 @@ async def rollout_undo(ctx: ActionContext, p: UndoParams) -> Outcome:
                                dry_run=ctx.dry_run)
         return current, _revision(target), obj
 
-    current, to, obj = await _retry_conflicts(once)
+    current, to, _ = await _retry_conflicts(once)
     if ctx.dry_run:
         return DryRun({"dry_run": "All", "from_revision": current, "to_revision": to})
     return Executed({"from_revision": current, "to_revision": to},
@@ -274,7 +274,7 @@ async def _set_unschedulable(ctx: ActionContext, node: str, value: bool) -> tupl
         describe=lambda p: {"method": "PATCH", "kind": "node", "object": p.node,
                             "body": {"spec": {"unschedulable": True}}})
 async def cordon(ctx: ActionContext, p: NodeRef) -> Outcome:
-    was, obj = await _set_unschedulable(ctx, p.node, True)
+    was, _ = await _set_unschedulable(ctx, p.node, True)
     if ctx.dry_run:
         return DryRun({"dry_run": "All", "node": p.node})
     # undo only what this run did: a node that was already cordoned stays so
@@ -287,7 +287,7 @@ async def cordon(ctx: ActionContext, p: NodeRef) -> Outcome:
         describe=lambda p: {"method": "PATCH", "kind": "node", "object": p.node,
                             "body": {"spec": {"unschedulable": False}}})
 async def uncordon(ctx: ActionContext, p: NodeRef) -> Outcome:
-    was, obj = await _set_unschedulable(ctx, p.node, False)
+    was, _ = await _set_unschedulable(ctx, p.node, False)
     if ctx.dry_run:
         return DryRun({"dry_run": "All", "node": p.node})
     return Executed({"node": p.node, "was_unschedulable": was},

@@ -72,7 +72,7 @@ def test_the_verify_step_sends_what_the_detector_accepts():
     body = confirm.params.body()  # type: ignore[attr-defined]
     req = VerifyRequest.model_validate_json(json.dumps(body))
     assert req.change_time == 1795773600.0 and req.mode == "before_after"
-    ((q, base, seen),) = plan(req, now_s=1795773600.0 + 900)
+    ((_q, base, seen),) = plan(req, now_s=1795773600.0 + 900)
     assert base.query == seen.query == \
         'max({__name__="http_request_errors_ratio", namespace="shop"})'
     assert (base.start_s, seen.end_s) == (1795773600.0 - 1800, 1795773600.0 + 900)

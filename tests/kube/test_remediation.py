@@ -81,7 +81,7 @@ async def test_failed_verification_scales_back(aiohttp_client, tmp_path, kube_do
     d = kube_double.double
     d.seed_namespace(NS)
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double,
+    client, st, _fake, _clock = await _start(aiohttp_client, tmp_path, kube_double,
                                            {"scale-up.yaml": SCALE_PLAYBOOK})
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)
@@ -97,7 +97,7 @@ async def test_failed_verification_scales_back(aiohttp_client, tmp_path, kube_do
 async def test_failed_verification_uncordons(aiohttp_client, tmp_path, kube_double):
     d = kube_double.double
     d.seed_node("node-4")
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double,
+    client, st, _fake, _clock = await _start(aiohttp_client, tmp_path, kube_double,
                                            {"cordon-node.yaml": CORDON_PLAYBOOK})
     await client.post("/webhook", json=notification("NodeFlaky", node="node-4"))
     await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)
@@ -112,7 +112,7 @@ async def test_a_target_locked_by_another_run_is_refused(aiohttp_client, tmp_pat
     d.seed_namespace(NS)
     d.seed_namespace("vigil")
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double,
+    client, st, _fake, clock = await _start(aiohttp_client, tmp_path, kube_double,
                                            {"scale-up.yaml": SCALE_PLAYBOOK},
                                            cluster=ClusterConfig(namespace="vigil",
                                                                  identity="a"))
@@ -208,7 +208,7 @@ async def test_an_approval_is_refused_when_the_target_changed_since(aiohttp_clie
     d.seed_namespace(NS)
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
     pb = SCALE_PLAYBOOK.replace("mode: auto", "mode: approval")
-    client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double,
+    client, st, _fake, _clock = await _start(aiohttp_client, tmp_path, kube_double,
                                            {"scale-up.yaml": pb})
     st.admin_token = "adm"
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
@@ -228,7 +228,7 @@ async def test_pausing_any_replica_stops_the_leader(aiohttp_client, tmp_path, ku
     d.seed_namespace(NS)
     d.seed_namespace("vigil")
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
-    a_client, a, a_fake, _ = await _start(
+    a_client, a, _a_fake, _ = await _start(
         aiohttp_client, tmp_path, kube_double, {"scale-up.yaml": SCALE_PLAYBOOK}, name="a",
         cluster=ClusterConfig(namespace="vigil", identity="a"))
     b_client, b, _, _ = await _start(

@@ -114,7 +114,7 @@ def test_a_token_that_can_never_be_presented_stops_the_start(no_serving, monkeyp
                                           "multipart/form-data; boundary=x", None])
 async def test_a_webhook_that_is_not_declared_json_is_refused_even_without_a_token(
         aiohttp_client, tmp_path, content_type):
-    client, st, fake, clock = await start_remediator(aiohttp_client, tmp_path)
+    client, st, _fake, _clock = await start_remediator(aiohttp_client, tmp_path)
     assert st.token is None  # the probe's setup: loopback, no token
     headers = {"Content-Type": content_type} if content_type else {}
     resp = await client.post("/webhook", data=json.dumps(notification()).encode(),
@@ -125,14 +125,14 @@ async def test_a_webhook_that_is_not_declared_json_is_refused_even_without_a_tok
 
 
 async def test_a_webhook_declared_json_with_a_charset_is_taken(aiohttp_client, tmp_path):
-    client, st, fake, clock = await start_remediator(aiohttp_client, tmp_path)
+    client, _st, _fake, _clock = await start_remediator(aiohttp_client, tmp_path)
     resp = await client.post("/webhook", data=json.dumps(notification()).encode(),
                              headers={"Content-Type": "application/json; charset=utf-8"})
     assert resp.status == 200
 
 
 async def test_admin_posts_take_no_body_or_json_only(aiohttp_client, tmp_path):
-    client, st, fake, clock = await start_remediator(aiohttp_client, tmp_path, admin=TOKEN)
+    client, st, _fake, _clock = await start_remediator(aiohttp_client, tmp_path, admin=TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     plain = await client.post("/api/v1/pause", data=b"pause", headers={
         **auth, "Content-Type": "text/plain"})
@@ -159,7 +159,7 @@ HEADERS = [(f"Bearer {TOKEN}", True), (f"bearer {TOKEN}", True), (f"BEARER  {TOK
 async def test_both_services_apply_the_same_authorization_rule(aiohttp_client, tmp_path,
                                                                header, accepted):
     det, _ = await start_detector(aiohttp_client, DetectorConfig(), token=TOKEN)
-    rem, st, fake, clock = await start_remediator(aiohttp_client, tmp_path, admin=TOKEN)
+    rem, st, _fake, _clock = await start_remediator(aiohttp_client, tmp_path, admin=TOKEN)
     st.token = TOKEN
     auth = {"Authorization": header} if header else {}
     write = await det.post("/api/v1/write", data=body([series("up", 1_717_243_200_000, 1.0)]),
@@ -194,7 +194,7 @@ async def test_non_ascii_authorization_is_401_never_500(aiohttp_client, tmp_path
                                                        authorization):
     det, _ = await start_detector(aiohttp_client, DetectorConfig(), token=TOKEN,
                                   prometheus_url="http://127.0.0.1:9")
-    rem, st, fake, clock = await start_remediator(aiohttp_client, tmp_path, admin=TOKEN)
+    rem, st, _fake, _clock = await start_remediator(aiohttp_client, tmp_path, admin=TOKEN)
     st.token = TOKEN
     statuses = [await _raw_post(det, "/api/v1/write", authorization, b"application/x-protobuf"),
                 await _raw_post(det, "/api/v1/verify", authorization, b"application/json"),

@@ -89,7 +89,7 @@ def _assert_never_logged(caplog, *secrets):
 
 async def test_the_detector_never_logs_its_token(aiohttp_client, caplog):
     caplog.set_level(logging.DEBUG)
-    client, rt = await start(aiohttp_client, DetectorConfig(), token=TOKEN)
+    client, _rt = await start(aiohttp_client, DetectorConfig(), token=TOKEN)
     payload = body([series("up", 1_717_243_200_000, 1.0, job=MARKER)])
     statuses = []
     for auth in (f"Bearer {TOKEN}", f"Bearer {WRONG}", "", f"Basic {WRONG}"):
@@ -106,7 +106,7 @@ async def test_the_detector_never_logs_its_token(aiohttp_client, caplog):
 async def test_the_remediator_never_logs_tokens_or_webhook_bodies(aiohttp_client, tmp_path,
                                                                  caplog):
     caplog.set_level(logging.DEBUG)
-    client, st, fake, clock = await start_remediator(aiohttp_client, tmp_path, admin=ADMIN,
+    client, st, _fake, _clock = await start_remediator(aiohttp_client, tmp_path, admin=ADMIN,
                                                      cfg=RemediatorConfig())
     st.token = TOKEN
     note = notification()

@@ -71,7 +71,7 @@ def test_probationary_rows_are_not_scored():
     n = 100
     scores = [0.0] * n
     scores[3] = 1.0  # inside the first 15 rows
-    stamps, points = _points(scores, [], n)
+    _stamps, points = _points(scores, [], n)
     assert points[3].window == nab.PROBATION
     assert nab.sweep(points, 1, nab.PROFILES["standard"]).fp == 0
 

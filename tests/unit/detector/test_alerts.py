@@ -136,7 +136,7 @@ def test_annotations_give_values_with_units_and_plain_words(info):
 
 
 def test_summary_names_the_time_of_week_of_a_seasonal_series_below_its_band(info):
-    info.add(2, CHECKOUT[:-1] + [("service", "cart")], weekly=True)
+    info.add(2, [*CHECKOUT[:-1], ("service", "cart")], weekly=True)
     book = make_book(info)
     (alert,) = apply(book, event(2, value=0.1))
     ann = render_one(book, alert)["annotations"]

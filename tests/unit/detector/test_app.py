@@ -29,7 +29,7 @@ async def test_prometheus_sample_is_written_and_listed(aiohttp_client):
 
 
 async def test_v2_answers_with_written_headers(aiohttp_client):
-    client, rt = await start(aiohttp_client)
+    client, _rt = await start(aiohttp_client)
     s = [encode.Series(labels=[("__name__", "a")], samples=[(1, 1.0), (2, 2.0)],
                        n_histograms=1, n_exemplars=3)]
     resp = await client.post("/api/v1/write", data=body(s, 2), headers=V2)

@@ -31,7 +31,7 @@ async def test_level_shift_fires_one_enriched_alert_then_resolves(aiohttp_client
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     cold = config(warm_start=WarmStartConfig(enabled=False))
-    client, rt = await start(aiohttp_client, cold, alertmanagers=[str(server.make_url(""))],
+    client, _rt = await start(aiohttp_client, cold, alertmanagers=[str(server.make_url(""))],
                              prometheus_url="http://prom.example:9090",
                              external_url="http://vigil.example:9420")
     now = int(time.time() * 1000)
@@ -90,7 +90,7 @@ async def test_stale_series_resolves_its_alert(aiohttp_client, aiohttp_server):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     clock = [time.time()]
-    client, rt = await start(aiohttp_client, alertmanagers=[str(server.make_url(""))],
+    client, _rt = await start(aiohttp_client, alertmanagers=[str(server.make_url(""))],
                              clock=lambda: clock[0])
     start_ms = int(clock[0] * 1000) - 400_000
     shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8)
@@ -158,14 +158,14 @@ async def test_firing_alerts_come_back_after_a_restart_without_a_new_page(aiohtt
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     url = str(server.make_url(""))
-    client, rt = await start(aiohttp_client, alertmanagers=[url], state_dir=tmp_path)
+    client, _rt = await start(aiohttp_client, alertmanagers=[url], state_dir=tmp_path)
     now = int(time.time() * 1000)
     shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8)
     await client.post("/api/v1/write", data=body(shifted), headers=V1)
     [first] = await am.wait_for(_firing)
     await client.close()
     am.posts.clear()
-    client2, rt2 = await start(aiohttp_client, alertmanagers=[url], state_dir=tmp_path)
+    client2, _rt2 = await start(aiohttp_client, alertmanagers=[url], state_dir=tmp_path)
     [again] = await am.wait_for(_firing)
     assert again["labels"] == first["labels"]
     assert again["startsAt"] == first["startsAt"]  # the same alert, still firing
@@ -191,7 +191,7 @@ async def test_log_lines_from_loki_join_the_alert_when_they_arrive(aiohttp_clien
     am_server, loki_server = await aiohttp_server(am.app()), await aiohttp_server(loki)
     cfg = config(enrichment=EnrichmentConfig(
         loki=LokiEnrichment(url=str(loki_server.make_url("")))))
-    client, rt = await start(aiohttp_client, cfg, alertmanagers=[str(am_server.make_url(""))])
+    client, _rt = await start(aiohttp_client, cfg, alertmanagers=[str(am_server.make_url(""))])
     now = int(time.time() * 1000)
     shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8,
                           namespace="shop", pod="checkout-1")

@@ -282,7 +282,7 @@ async def test_api_that_never_answers_fails_within_the_request_timeout(kube):
     loop = asyncio.get_running_loop()
     began = loop.time()
     try:
-        with pytest.raises(EnrichmentError, match="no answer .* within 0.2 s"):
+        with pytest.raises(EnrichmentError, match=r"no answer .* within 0\.2 s"):
             await finder(api, request_timeout_s=0.2).recent_changes(
                 LABELS, anomaly_start_ms=ANOMALY_MS)
         assert loop.time() - began < 1.0
@@ -317,7 +317,7 @@ async def test_build_api_client_from_kubeconfig(tmp_path):
         "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}}]}))
     async with await build_api_client(kubeconfig=path) as api:
         assert api.configuration.host == "http://127.0.0.1:6443"
-    with pytest.raises(EnrichmentError, match="kubeconfig .*: .*other"):
+    with pytest.raises(EnrichmentError, match=r"kubeconfig .*: .*other"):
         await build_api_client(kubeconfig=path, context="prod")
     with pytest.raises(EnrichmentError, match="does not exist"):
         await build_api_client(kubeconfig=tmp_path / "missing")

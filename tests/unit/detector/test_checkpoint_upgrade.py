@@ -63,7 +63,7 @@ def _family_rows(d: Fresh, kind: str) -> dict[str, np.ndarray]:
 
 
 def _saved_rows(kind: str) -> dict[str, np.ndarray]:
-    manifest, entries, tables = _saved()
+    _manifest, entries, tables = _saved()
     [(_, family, row)] = [e for e in entries if dict(e[0])["kind"] == kind]
     prefix = f"f{family}_"
     return {name[len(prefix):]: arr[row] for name, arr in tables.items()

@@ -40,7 +40,7 @@ async def test_level_shift_shows_with_its_history_alert_and_links(aiohttp_client
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     am_url = str(server.make_url("")).rstrip("/")
-    client, rt = await start(aiohttp_client, COLD, alertmanagers=[am_url],
+    client, _rt = await start(aiohttp_client, COLD, alertmanagers=[am_url],
                              remediator_url="http://remediator.example:9421")
     now = int(time.time() * 1000)
     start_ms = now - 400_000
@@ -91,7 +91,7 @@ async def test_without_history_firing_alerts_are_still_listed(aiohttp_client,
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     cfg = COLD.model_copy(update={"console": ConsoleConfig(history_series=0)})
-    client, rt = await start(aiohttp_client, cfg, alertmanagers=[str(server.make_url(""))])
+    client, _rt = await start(aiohttp_client, cfg, alertmanagers=[str(server.make_url(""))])
     start_ms = int(time.time() * 1000) - 400_000
     shifted = level_shift("queue_depth", start_ms=start_ms, n_normal=300, n_shift=8)
     assert (await client.post("/api/v1/write", data=body(shifted), headers=V1)).status == 204

@@ -78,7 +78,7 @@ def test_invalid_label_sets_are_decode_errors(labels, message):
 
 def test_truncated_body_is_decode_error():
     raw = _v1([("__name__", "x")])
-    with pytest.raises(DecodeError, match="malformed prometheus.WriteRequest at byte"):
+    with pytest.raises(DecodeError, match=r"malformed prometheus\.WriteRequest at byte"):
         decode.decode_request(raw[:-3].copy(), 1)
 
 
@@ -94,7 +94,7 @@ def test_v2_ref_out_of_range_and_odd_refs():
 
 
 def test_v1_body_sent_as_v2_is_refused():
-    with pytest.raises(DecodeError, match="1.0 WriteRequest sent with the 2.0"):
+    with pytest.raises(DecodeError, match=r"1\.0 WriteRequest sent with the 2\.0"):
         decode.decode_request(_v1([("__name__", "x")]), 2)
 
 

@@ -1,5 +1,6 @@
 """The alert lifecycle kernel: for, hysteresis, escalation, staleness, chunk invariance."""
 
+import itertools
 import math
 
 import numpy as np
@@ -189,7 +190,7 @@ def test_feeding_in_pieces_gives_the_same_events_and_state(samples, cuts):
     piece_state, pieces = AlertState([RULE]), Tables(3)
     got = []
     bounds = [0, *sorted(c for c in set(cuts) if c < len(samples)), len(samples)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         if b > a:
             got += run(piece_state, pieces, slots[a:b], scores[a:b], ts[a:b])
     assert [(e.slot, e.kind, e.level, e.ts_ms) for e in got] == \

@@ -167,7 +167,7 @@ async def test_loki_that_never_answers_fails_within_the_request_timeout(loki):
     loop = asyncio.get_running_loop()
     began = loop.time()
     try:
-        with pytest.raises(EnrichmentError, match="no answer within 0.2 s"):
+        with pytest.raises(EnrichmentError, match=r"no answer within 0\.2 s"):
             await fetcher(request_timeout_s=0.2).error_lines(LABELS, start_ms=START_MS,
                                                              end_ms=END_MS)
         assert loop.time() - began < 1.0

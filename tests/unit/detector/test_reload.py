@@ -177,7 +177,7 @@ async def test_an_unchanged_alert_keeps_firing_across_a_reload(aiohttp_client,
 
 
 async def test_reload_needs_the_token_and_a_config_file(aiohttp_client, tmp_path):
-    client, rt, path = await _started(aiohttp_client, tmp_path, token="s3cret")
+    client, _rt, _path = await _started(aiohttp_client, tmp_path, token="s3cret")
     assert (await client.post("/-/reload")).status == 401
     resp = await client.post("/-/reload", headers={"Authorization": "Bearer s3cret"})
     assert resp.status == 200
@@ -194,7 +194,7 @@ def _ms(iso: str) -> int:
 async def test_a_failure_inside_the_reload_is_reported_and_serving_goes_on(aiohttp_client,
                                                                           tmp_path,
                                                                           monkeypatch):
-    client, rt, path = await _started(aiohttp_client, tmp_path)
+    client, rt, _path = await _started(aiohttp_client, tmp_path)
 
     def broken(cfg, draft=None):
         raise RuntimeError("boom")

@@ -47,7 +47,7 @@ def test_one_outlier_is_no_peak_and_barely_moves_the_level():
     rng = np.random.default_rng(3)
     x = 100 + rng.normal(0, 1, (1, 1001))
     x[0, -1] = 1e6
-    family, (score, _, _) = _run(SpotParams(), x[:, :-1])
+    family, (_score, _, _) = _run(SpotParams(), x[:, :-1])
     before = family.state[0].copy()
     out = Scores.empty(1)
     family.score_learn(np.zeros(1, np.int32), np.zeros(1, np.int64), x[0, -1:], out)

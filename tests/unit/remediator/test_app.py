@@ -81,7 +81,7 @@ async def settle(st, predicate, timeout_s=5.0):
 
 
 async def test_a_notification_runs_its_playbook_once_and_verifies(aiohttp_client, tmp_path):
-    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path)
     fake.query_results['up{instance="db-1:9100"} == 1'] = [{"value": [0, "1"]}]
     resp = await client.post("/webhook", json=notification())
     assert resp.status == 200 and (await resp.json())["status"] == "recorded"
@@ -138,7 +138,7 @@ async def test_a_second_alert_on_the_target_waits_for_the_cooldown(aiohttp_clien
 
 
 async def test_kill_switch_refuses_and_needs_the_admin_token(aiohttp_client, tmp_path):
-    client, st, fake, clock = await start(aiohttp_client, tmp_path, admin="adm")
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path, admin="adm")
     assert (await client.post("/api/v1/pause")).status == 401
     headers = {"Authorization": "Bearer adm"}
     assert (await client.post("/api/v1/pause", headers=headers)).status == 200
@@ -155,7 +155,7 @@ async def test_an_active_silence_holds_the_playbook(aiohttp_client, tmp_path):
     fake.silences = [{"id": "maint-1", "status": {"state": "active"},
                       "matchers": [{"name": "instance", "value": "db-.*", "isRegex": True,
                                     "isEqual": True}]}]
-    client, st, fake, clock = await start(aiohttp_client, tmp_path, services=fake)
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path, services=fake)
     await client.post("/webhook", json=notification())
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.REFUSED)
     assert run.outcome == "silence: silenced by maint-1"
@@ -166,7 +166,7 @@ async def test_approval_is_bound_to_the_plan(aiohttp_client, tmp_path):
     pb.parent.mkdir()
     pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text()
                   .replace("mode: auto", "mode: approval"))
-    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="a")
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="a")
     fake.query_results['up{instance="db-1:9100"} == 1'] = [{}]
     await client.post("/webhook", json=notification())
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.WAITING_APPROVAL)
@@ -188,7 +188,7 @@ async def test_approval_is_bound_to_the_plan(aiohttp_client, tmp_path):
 
 
 async def test_malformed_webhooks_get_4xx_and_nothing_is_recorded(aiohttp_client, tmp_path):
-    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    client, st, _fake, _clock = await start(aiohttp_client, tmp_path)
     for body in (b"{", b"[]", json.dumps({"version": "3", "alerts": []}).encode(),
                  json.dumps({**notification(), "alerts": [{"labels": {}}]}).encode()):
         resp = await client.post("/webhook", data=body,
@@ -199,7 +199,7 @@ async def test_malformed_webhooks_get_4xx_and_nothing_is_recorded(aiohttp_client
 
 
 async def test_the_real_alertmanager_sample_is_accepted(aiohttp_client, tmp_path):
-    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    client, st, _fake, _clock = await start(aiohttp_client, tmp_path)
     body = json.loads((SAMPLES / "webhook_01.json").read_text())["body"]
     resp = await client.post("/webhook", json=body)
     assert resp.status == 200
@@ -216,7 +216,7 @@ async def test_a_run_interrupted_by_a_crash_is_escalated_not_repeated(aiohttp_cl
                             starts_at=alert["startsAt"], alertname="DiskFlapping", alert=alert,
                             mode="auto", notification_id=None, target="x", now_ms=1)
         db.set_state(run.id, RunState.RUNNING, now_ms=2)
-    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path)
     [after] = await st.audit.run(lambda db: db.list_runs())
     assert after.state == RunState.INTERRUPTED
     assert [b[0]["labels"]["alertname"] for b in fake.bodies if isinstance(b, list)] == \
@@ -246,7 +246,7 @@ async def test_concurrent_alerts_never_exceed_the_rate_limit(aiohttp_client, tmp
     pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text()
                   .replace("max_runs: 5", "max_runs: 2")
                   .replace("cooldown_s: 600", "cooldown_s: 600\n    max_concurrent: 10"))
-    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb])
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path, playbooks=[pb])
     fake.query_results.update({f'up{{instance="db-{i}:9100"}} == 1': [{}] for i in range(8)})
     posts = [client.post("/webhook", json=notification(fingerprint=f"f{i}",
                                                        instance=f"db-{i}:9100"))
@@ -264,7 +264,7 @@ async def test_a_tripped_breaker_runs_in_shadow_until_reset(aiohttp_client, tmp_
     pb.parent.mkdir()
     pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text()
                   .replace("cooldown_s: 600", "cooldown_s: 0\n    circuit_breaker: {failures: 1}"))
-    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="a")
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="a")
     headers = {"Authorization": "Bearer a"}
     await client.post("/webhook", json=notification(fingerprint="f1"))
     await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)  # verify failed
@@ -294,7 +294,7 @@ async def test_a_low_error_budget_turns_an_automatic_run_into_an_approval(
     pb.write_text((HERE / "playbooks" / "silence-noisy-disk.yaml").read_text().replace(
         "cooldown_s: 600", "cooldown_s: 600\n    error_budget: {slo: db-availability, "
         "min_remaining: 0.25}"))
-    client, st, fake, clock = await start(aiohttp_client, tmp_path, playbooks=[pb])
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path, playbooks=[pb])
     fake.query_results['up{instance="db-1:9100"} == 1'] = [{}]
     if remaining is not None:
         fake.query_results['slo:period_error_budget_remaining:ratio{sloth_id="db-availability"}'] \

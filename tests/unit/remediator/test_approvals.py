@@ -164,7 +164,7 @@ async def test_the_approver_is_who_the_credential_says(aiohttp_client, tmp_path,
 async def test_breaker_reset_and_pause_record_the_credential_not_the_claim(aiohttp_client,
                                                                           tmp_path):
     cfg = RemediatorConfig(auth=AuthConfig(trusted_user_header="X-Forwarded-User"))
-    client, st, fake, _ = await start(aiohttp_client, tmp_path, admin="adm", cfg=cfg)
+    client, st, _fake, _ = await start(aiohttp_client, tmp_path, admin="adm", cfg=cfg)
     await st.audit.run(lambda db: db.set_flag(f"breaker:{PLAYBOOK}", "tripped",
                                               now_ms=int(st.clock() * 1000)))
     resp = await client.post(f"/api/v1/breakers/{PLAYBOOK}/reset?by=alice", headers=ADMIN)

@@ -244,7 +244,7 @@ async def test_a_proxy_header_sent_twice_is_400_audited_and_decides_nothing(aioh
 @pytest.mark.parametrize("text", ["approvers: {}", "approvers: {users: ['a b']}"])
 async def test_bad_approvers_are_a_playbook_problem(aiohttp_client, tmp_path, text):
     pb = with_approvers(approval_playbook(tmp_path), text)
-    client, st, _, _ = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="adm")
+    _client, st, _, _ = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="adm")
     [problem] = st.catalog.problems
     assert "spec.approvers" in problem
 
@@ -338,7 +338,7 @@ async def test_a_waiting_run_is_announced_and_resolved_when_approved(aiohttp_cli
                                        "on DiskFlapping (expires ")
     clock.now += 60
     assert (await approve(client, run, headers=bearer("alice"))).status == 200
-    first, resolved = notices(fake)
+    _first, resolved = notices(fake)
     assert resolved["labels"] == sent["labels"]
     assert ms(resolved["endsAt"]) == int((T0 + 60) * 1000)
     events = await st.audit.run(lambda db: db.events(run.id))

@@ -252,8 +252,8 @@ def context(services: LiveServices) -> ActionContext:
                                      "%2e%2e/%2e%2e/%2e%2e/admin/users/delete?all=true&x=",
                                      "..", "%2E%2E", "..%2F..%2Fadmin", "x#frag"])
 async def test_a_traversing_service_label_is_refused_and_nothing_is_sent(hook, service):
-    base, services, seen = hook
-    with pytest.raises(TemplateError, match="params.url: "):
+    base, _services, seen = hook
+    with pytest.raises(TemplateError, match=r"params\.url: "):
         build_plan((step(base),), alert(service=service), REGISTRY, run_id="r",
                    run_url="http://v/r")
     assert seen == []
@@ -271,7 +271,7 @@ async def test_a_benign_service_label_reaches_its_own_path_with_the_header(hook)
 async def test_the_answer_of_a_request_is_kept_as_length_and_hash_only(hook):
     """Finding 1's second half: the first 1,000 characters of the answer were stored on the
     run, readable by anyone at GET /api/v1/runs/{id}. Now only its size and SHA-256 are."""
-    base, services, seen = hook
+    base, services, _seen = hook
     [planned] = build_plan((step(base),), alert(service="web"), REGISTRY, run_id="r",
                            run_url="http://v/r")
     outcome = await http_request(context(services), planned.params)

@@ -62,7 +62,7 @@ async def test_an_unreadable_precondition_refuses_the_run_and_says_why(aiohttp_c
 
 
 async def test_an_unreadable_verification_never_counts_as_success(aiohttp_client, tmp_path):
-    client, st, fake, clock = await start(aiohttp_client, tmp_path, services=PrometheusDown())
+    client, st, fake, _clock = await start(aiohttp_client, tmp_path, services=PrometheusDown())
     await client.post("/webhook", json=notification())
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.UNDONE)
     assert fake.count("prometheus") == 5  # every 15 s until the 60 s deadline

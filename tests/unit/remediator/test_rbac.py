@@ -246,7 +246,7 @@ DRAIN = """\
 def test_node_drain_gets_the_node_rules_and_evicts_only_where_allowed(tmp_path):
     folder = book(tmp_path, guards="namespaces: {deny: [kube-system]}", undo="auto",
                   steps=DRAIN)
-    with pytest.raises(ConfigError, match="kubernetes.drain"):
+    with pytest.raises(ConfigError, match=r"kubernetes\.drain"):
         render(folder)
     objects = render(folder, namespaces=("shop", "kube-system"), replicas=False)
     assert {(g, r, v) for _, g, r, v in grants(objects, "ClusterRole")} == {

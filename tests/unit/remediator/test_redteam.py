@@ -129,7 +129,7 @@ async def test_an_interrupted_dry_run_pages_nobody_after_its_playbook_went_live(
                             starts_at=alert["startsAt"], alertname="DiskFlapping", alert=alert,
                             mode="dryRun", notification_id=None, target="x", now_ms=1)
         db.set_state(run.id, RunState.RUNNING, now_ms=2)
-    client, st, fake, clock = await start(aiohttp_client, tmp_path)
+    _client, st, fake, _clock = await start(aiohttp_client, tmp_path)
     [after] = await st.audit.run(lambda db: db.list_runs())
     assert after.state == RunState.INTERRUPTED
     assert fake.count("alertmanager", "POST", "/api/v2/alerts") == 0

@@ -111,7 +111,7 @@ async def test_a_user_added_to_the_users_file_may_approve_after_a_reload(aiohttp
                                                                         tmp_path):
     users = tmp_path / "users.yaml"
     users.write_text("users: {}\n")
-    client, st, _, path, _, _ = await start(
+    client, st, _, _path, _, _ = await start(
         aiohttp_client, tmp_path, config=GOOD + f"auth: {{users_file: {users}}}\n")
     token = "dana-token-0042"
     users.write_text(f"users:\n  dana:\n    token_sha256: "
@@ -144,7 +144,7 @@ class GatedProm(FakeServices):
 async def test_a_run_in_flight_finishes_with_the_playbook_it_started_with(aiohttp_client,
                                                                           tmp_path):
     fake = GatedProm()
-    client, st, book, path, _, _ = await start(aiohttp_client, tmp_path, services=fake)
+    client, st, book, _path, _, _ = await start(aiohttp_client, tmp_path, services=fake)
     assert (await client.post("/webhook", json=notification())).status == 200
     async with asyncio.timeout(5):
         await fake.waiting.wait()  # the silence is made; verification waits

@@ -491,7 +491,7 @@ async def test_http_report_from_webhooks(aiohttp_client, tmp_path):
 async def test_http_report_when_alertmanager_is_down(aiohttp_client, tmp_path):
     fake = FakeServices()
     fake.am_down = 1
-    client, st, _, _ = await start(aiohttp_client, tmp_path, services=fake)
+    client, _st, _, _ = await start(aiohttp_client, tmp_path, services=fake)
     await client.post("/webhook", json=_noise("firing", "2026-11-26T20:00:00Z"))
     rep = report.parse_report(await (await client.get("/api/v1/report")).text())
     assert rep.notes == ("Alertmanager: cannot read its silences (connection refused); "

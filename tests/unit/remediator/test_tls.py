@@ -134,7 +134,7 @@ def test_tokens_from_the_environment_win_over_files_and_are_never_printed(tmp_pa
     assert (tokens.webhook, tokens.admin) == ("env-hook", "env-admin")
     assert "env-" not in repr(tokens) and "env-" not in str(tokens)
     missing = RemediatorConfig.model_validate({"auth": {"admin_token_file": tmp_path / "no"}})
-    with pytest.raises(ConfigError, match="auth.admin_token_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"auth\.admin_token_file: cannot read"):
         read_tokens(missing, {})
     assert read_tokens(missing, {"VIGIL_REMEDIATOR_ADMIN_TOKEN": "x"}).admin == "x"
 

@@ -30,5 +30,5 @@ async def test_the_page_its_assets_and_the_shared_ones_are_served(aiohttp_client
 
 
 def test_a_service_asset_may_not_shadow_a_shared_one(tmp_path):
-    with pytest.raises(ValueError, match="dom.js: a console asset of that name is shared"):
+    with pytest.raises(ValueError, match=r"dom\.js: a console asset of that name is shared"):
         console.load_assets(_own(tmp_path, **{"dom.js": "// a fork"}))
