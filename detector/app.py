@@ -361,7 +361,7 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
                                 SlotSpec(1, EnsembleParams(), counter=True)])])
 
 
-def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,
+def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,  # noqa: C901 (issue 24: split the handlers out)
               token: str | None = None, state_dir: Path | None = None,
               prometheus_url: str | None = None, alertmanagers: Sequence[str] = (),
               external_url: str | None = None, runbooks_dir: Path | None = None,

@@ -238,7 +238,7 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
             "trace_id": run.trace_id}
 
 
-def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Path,
+def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Path,  # noqa: C901 (issue 24: split the handlers out)
               alertmanager_url: str | None = None, prometheus_url: str | None = None,
               token: str | None = None, admin_token: str | None = None,
               external_url: str = "http://127.0.0.1:9421", detector_url: str | None = None,

@@ -162,7 +162,7 @@ def _sample(buf: np.ndarray, pos: int, end: int) -> tuple[int, int, int, int]:
 
 
 @njit(SCAN_SIG, cache=True, nogil=True)
-def scan(
+def scan(  # noqa: C901 (one numba pass over the wire format, see its docstring)
     buf: np.ndarray, version: int, sym_off: np.ndarray, sym_len: np.ndarray,
     lab_off: np.ndarray, lab_len: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray,
     lab_voff: np.ndarray, lab_vlen: np.ndarray, ser_first: np.ndarray, ser_count: np.ndarray,

@@ -55,7 +55,7 @@ def _error(selector: str, why: str) -> ApiError:
     return bad_request(f"unable to parse requirement: {why} (in {selector!r})")
 
 
-def parse_label_selector(selector: str) -> list[Requirement]:
+def parse_label_selector(selector: str) -> list[Requirement]:  # noqa: C901 (one grammar, one function)
     """Parse a ``labelSelector`` query value; 400 BadRequest when malformed."""
     s, i, n = selector, 0, len(selector)
     reqs: list[Requirement] = []
