@@ -156,7 +156,8 @@ def cold_compile() -> float:
     with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
         code = ("import time; t=time.perf_counter(); "
                 "import detector.detectors.kinds, detector.remote_write._wire, "
-                "detector._index, detector._track; print(time.perf_counter()-t)")
+                "detector.series._index, detector.pipeline._sample_rules; "
+                "print(time.perf_counter()-t)")
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                              text=True, cwd=ROOT, env={**os.environ, "NUMBA_CACHE_DIR": cache})
     return float(out.stdout.strip().splitlines()[-1])

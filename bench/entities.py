@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from detector.config import EntityModel, EntityRule, RobustParams  # noqa: E402
-from detector.entities import EntityTracker  # noqa: E402
 from detector.metrics import build_metrics  # noqa: E402
-from detector.pipeline import Batch, Pipeline, SlotSpec  # noqa: E402
+from detector.pipeline.entities import EntityTracker  # noqa: E402
+from detector.pipeline.worker import Batch, Pipeline, SlotSpec  # noqa: E402
 
 KINDS = ("correlation_break", "joint_shift", "single_spike")
 

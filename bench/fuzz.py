@@ -52,15 +52,16 @@ def _child(target: str, args: list[str]) -> None:
 
     # numba compiles these from their bytecode, which instrumentation would change: they
     # are imported first, plain, and instrument_imports leaves loaded modules alone
-    for name in ("detector._track", "detector._index", "detector._lifecycle",
-                 "detector.remote_write._wire", "detector.detectors._kernels.calibration",
+    for name in ("detector.pipeline._sample_rules", "detector.series._index",
+                 "detector.alerting._state_kernel", "detector.remote_write._wire",
+                 "detector.detectors._kernels.calibration",
                  "detector.detectors._kernels.ensemble", "detector.detectors._kernels.tail",
                  "detector.detectors._kernels.robust"):
         importlib.import_module(name)
     with atheris.instrument_imports(include=["detector", "remediator", "servicekit"]):
-        import detector.ingest
+        import detector.pipeline.ingest
         import detector.remote_write.decode
-        import detector.series  # noqa: F401
+        import detector.series.registry  # noqa: F401
         import remediator.catalog.loader
         import remediator.webhook  # noqa: F401
         import servicekit.yamlsrc  # noqa: F401

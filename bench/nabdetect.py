@@ -7,7 +7,7 @@ rule names no detector.
 
 Two outputs. ``alert_starts`` (the default of ``python -m bench.nab run``) is what pages
 people: the family's scores go through the lifecycle of the default alert rule
-(``detector.lifecycle``, the service's own kernel), and a row carries the score of the
+(``detector.alerting.state``, the service's own kernel), and a row carries the score of the
 sample on which an alert fires (never earlier), 0 on every other row; NAB's threshold sweep
 then picks the severity that pages. ``raw`` is every sample's own score.
 """
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from detector import lifecycle
+from detector.alerting import state
 from detector.config import (
     AlertRule,
     DetectorConfig,
@@ -48,13 +48,13 @@ def epoch_ms(stamps: Sequence[str]) -> NDArray[np.int64]:
 
 
 class _AlertSlot:
-    """The lifecycle's alert tables (``lifecycle.ALERT_TABLES``) for one series: all that
+    """The lifecycle's alert tables (``state.ALERT_TABLES``) for one series: all that
     ``AlertState.step`` reads and writes."""
 
     al_rule: NDArray[np.int16]
 
     def __init__(self) -> None:
-        for name, dtype, fill in lifecycle.ALERT_TABLES:
+        for name, dtype, fill in state.ALERT_TABLES:
             setattr(self, name, np.full(1, fill, dtype=dtype))
         self.al_rule[0] = 0
 
@@ -66,18 +66,18 @@ def alert_starts(ts_ms: NDArray[np.int64], values: NDArray[np.float64], out: Sco
     The samples of one series in time order, with the family's scores and bands in ``out``.
     An escalation of a firing alert is not a new page, so it leaves its row at 0.
     """
-    state = lifecycle.AlertState([rule])
+    alerts = state.AlertState([rule])
     slot = _AlertSlot()
     # type: ignore: step reads only the al_* tables, not the pipeline's last-sample ones
-    events = state.step(slot, np.zeros(ts_ms.shape[0], np.int32),  # type: ignore[arg-type]
-                        ts_ms, out.score, values, out.expected, out.lower, out.upper)
+    events = alerts.step(slot, np.zeros(ts_ms.shape[0], np.int32),  # type: ignore[arg-type]
+                         ts_ms, out.score, values, out.expected, out.lower, out.upper)
     starts = np.zeros(ts_ms.shape[0])
     stamps = ts_ms.tolist()
     row = 0  # events come in sample order, at most one per sample
     for e in events:
         while stamps[row] != e.ts_ms:
             row += 1
-        if e.kind is lifecycle.EventKind.FIRE:
+        if e.kind is state.EventKind.FIRE:
             starts[row] = e.score
         row += 1
     return starts

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from detector.config import DetectorConfig  # noqa: E402
 from detector.remote_write import decode, encode  # noqa: E402
-from detector.series import SeriesRegistry  # noqa: E402
+from detector.series.registry import SeriesRegistry  # noqa: E402
 
 OLD = {"series": [{"name": "api", "match": '{job="api"}', "detector": {"kind": "robust"}},
                   {"name": "rest"}]}

@@ -49,13 +49,13 @@ from prometheus_client import CollectorRegistry
 
 from bench import scenario_data
 from bench.scenario_data import FAMILIES, STEP_MS, Series
+from detector.alerting.state import FIRING, AlertEvent, AlertState, EventKind
 from detector.config import DetectorConfig
-from detector.ingest import Ingestor
-from detector.lifecycle import FIRING, AlertEvent, AlertState, EventKind
 from detector.metrics import build_metrics
-from detector.pipeline import Batch, Pipeline
+from detector.pipeline.ingest import Ingestor
+from detector.pipeline.worker import Batch, Pipeline
 from detector.remote_write import encode
-from detector.series import SeriesRegistry
+from detector.series.registry import SeriesRegistry
 
 STALE_BITS = np.uint64(0x7FF0000000000002)  # Prometheus's staleness marker
 FAST = {"series_per_family": 8, "days": 7.0}
@@ -90,7 +90,7 @@ class Trace:
 
 def scored_mask(s: Series) -> NDArray[np.bool_]:
     """Samples the detector scores: not staleness markers; for a counter, not its first
-    sample nor its first after a marker (no rate yet; see detector._track)."""
+    sample nor its first after a marker (no rate yet; see detector.pipeline._sample_rules)."""
     scored = ~s.stale
     if s.is_counter:
         previous_ok = np.concatenate(([False], ~s.stale[:-1]))

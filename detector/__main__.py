@@ -26,7 +26,7 @@ from detector.errors import ConfigError, UpstreamError
 from servicekit import cli, durations, exposure, telemetry, tls
 
 if TYPE_CHECKING:
-    from detector import verify
+    from detector.verify import verdict
 
 log = logging.getLogger("detector")
 
@@ -81,10 +81,10 @@ examples:
 # fresh NUMBA_CACHE_DIR takes seconds per group, so each is logged with its time.
 KERNEL_GROUPS: tuple[tuple[str, str], ...] = (
     ("remote-write wire format", "detector.remote_write._wire"),
-    ("series index", "detector._index"),
-    ("request routing", "detector._route"),
-    ("series tracking", "detector._track"),
-    ("alert lifecycle", "detector._lifecycle"),
+    ("series index", "detector.series._index"),
+    ("request routing", "detector.pipeline._route"),
+    ("series tracking", "detector.pipeline._sample_rules"),
+    ("alert lifecycle", "detector.alerting._state_kernel"),
     ("tail probabilities", "detector.detectors._kernels.tail"),
     ("calibration", "detector.detectors._kernels.calibration"),
     ("robust detector", "detector.detectors._kernels.robust"),
@@ -156,11 +156,11 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     v.add_argument("--json", action="store_true", help="print the JSON report")
 
 
-def _verify_request(args: argparse.Namespace) -> verify.VerifyRequest:
-    from detector import verification, verify
+def _verify_request(args: argparse.Namespace) -> verdict.VerifyRequest:
+    from detector.verify import prometheus, verdict
     doc: dict[str, object] = {}
     if args.spec is not None:
-        doc = verification.load_spec(args.spec).model_dump(exclude_unset=True)
+        doc = prometheus.load_spec(args.spec).model_dump(exclude_unset=True)
     queries = []
     for item in args.query:
         name, sep, query = item.partition("=")
@@ -182,21 +182,21 @@ def _verify_request(args: argparse.Namespace) -> verify.VerifyRequest:
         if getattr(args, key) is not None:
             doc[flag] = parse_duration(getattr(args, key), f"--{key}")
     try:
-        return verify.VerifyRequest.model_validate(doc)
+        return verdict.VerifyRequest.model_validate(doc)
     except ValueError as exc:  # pydantic's ValidationError
         raise ConfigError(f"verify: {exc}") from exc
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from detector import verification, verify
+    from detector.verify import prometheus, verdict
     req = _verify_request(args)
     try:
-        doc = asyncio.run(verification.run(req, prometheus_url=args.prometheus))
+        doc = asyncio.run(prometheus.run(req, prometheus_url=args.prometheus))
     except UpstreamError as exc:  # not Prometheus's API answering: no verdict
         print(f"vigil-detector: {exc}", file=sys.stderr)
-        return verify.EXIT_CODES["inconclusive"]
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else verify.render_text(doc))
-    return verify.EXIT_CODES[doc["verdict"]]
+        return verdict.EXIT_CODES["inconclusive"]
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else verdict.render_text(doc))
+    return verdict.EXIT_CODES[doc["verdict"]]
 
 
 def _check_exposure(token: str | None, *, listen: str, host: str,

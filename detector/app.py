@@ -28,9 +28,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import ValidationError
 
-from detector import api, checkpoint, console, presence, reconfig, stages, verification, verify
-from detector.alerting import AlertDispatcher, AlertmanagerClient, Enricher
-from detector.alerts import AlertBook, Labels, Links, Reading
+from detector import checkpoint, reconfig, stages
+from detector.alerting.book import AlertBook, Labels, Links, Reading
+from detector.alerting.delivery import AlertDispatcher, AlertmanagerClient, Enricher
+from detector.alerting.state import FIRING, AlertEvent, AlertState
 from detector.config import (
     DetectorConfig,
     EnsembleParams,
@@ -38,11 +39,7 @@ from detector.config import (
     load_config,
     read_bearer_token,
 )
-from detector.entities import EntityTracker
 from detector.errors import ConfigError, UpstreamError
-from detector.history import History
-from detector.ingest import Ingestor
-from detector.lifecycle import FIRING, AlertEvent, AlertState
 from detector.metrics import (
     AlertMetrics,
     CheckpointMetrics,
@@ -53,11 +50,17 @@ from detector.metrics import (
     build_metrics,
     build_state_metrics,
 )
-from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
+from detector.pipeline import presence
+from detector.pipeline.entities import EntityTracker
+from detector.pipeline.history import History
+from detector.pipeline.ingest import Ingestor
+from detector.pipeline.worker import Batch, Pipeline, SampleQueue, SlotSpec, run_worker
 from detector.remote_write import decode, encode
 from detector.remote_write.handler import WriteHandler
-from detector.series import Reassignment, SeriesRegistry
-from detector.warmstart import WarmStarter
+from detector.series.registry import Reassignment, SeriesRegistry
+from detector.verify import prometheus, verdict
+from detector.warmstart.prometheus import WarmStarter
+from detector.web import api, console
 from detector.writeback import WriteBack
 from servicekit import bearer, cli, mediatype, probes, tls
 
@@ -69,7 +72,7 @@ LOOP_LAG_INTERVAL_S = 0.1
 SHED_AFTER_LATE_TICKS = 2
 SWEEP_INTERVAL_S = 1.0
 SNAPSHOT_TIMEOUT_S = 30.0  # the worker finishes its current batch first; longer: it is stuck
-RUNBOOKS = Path(__file__).parent / "runbooks"
+RUNBOOKS = Path(__file__).parent / "web" / "runbooks"
 
 
 @dataclass
@@ -479,13 +482,13 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None, 
                                       "verification reads its range queries there"},
                                      status=503)
         try:
-            req = verify.VerifyRequest.model_validate_json(await request.read())
+            req = verdict.VerifyRequest.model_validate_json(await request.read())
         except ValidationError as exc:
             return web.json_response({"error": "invalid verification request", "problems": [
                 f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
                 for e in exc.errors()]}, status=400)
         try:
-            doc = await verification.run(req, prometheus_url=prometheus_url, now_s=clock(),
+            doc = await prometheus.run(req, prometheus_url=prometheus_url, now_s=clock(),
                                          outgoing_tls=cfg.outgoing_tls)
         except UpstreamError as exc:
             return web.json_response({"error": str(exc)}, status=502)
@@ -714,14 +717,14 @@ async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _enrichers(rt: Runtime, session: Any, kube: Any) -> list[Enricher]:
     """The configured context enrichers (Kubernetes rollouts, Loki log lines)."""
-    from detector import enrich  # only here: it pulls in kubernetes_asyncio
+    from detector.alerting import enrichers  # only here: it pulls in kubernetes_asyncio
 
     out: list[Enricher] = []
     cfg = rt.cfg.enrichment
     if kube is not None:
-        out.append(enrich.RolloutEnricher(kube, cfg.kubernetes))
+        out.append(enrichers.RolloutEnricher(kube, cfg.kubernetes))
     if cfg.loki.url is not None:
-        out.append(enrich.LogEnricher(session, cfg.loki))
+        out.append(enrichers.LogEnricher(session, cfg.loki))
     return out
 
 
@@ -738,10 +741,10 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
             connector=aiohttp.TCPConnector(ssl=rt.client_ssl or True)))
         kube = None
         if rt.cfg.enrichment.kubernetes.enabled:
-            from detector import changes
+            from detector.alerting import rollouts
 
             try:
-                kube = await changes.build_api_client(
+                kube = await rollouts.build_api_client(
                     kubeconfig=rt.cfg.enrichment.kubernetes.kubeconfig,
                     context=rt.cfg.enrichment.kubernetes.context)
                 stack.push_async_callback(kube.close)

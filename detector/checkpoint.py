@@ -55,12 +55,12 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from detector import ingest
 from detector.config import DetectorParams
 from detector.errors import DecodeError, DetectorError
-from detector.pipeline import CHECKPOINTED, Batch, Pipeline
+from detector.pipeline import ingest
+from detector.pipeline.worker import CHECKPOINTED, Batch, Pipeline
 from detector.remote_write import decode, encode
-from detector.series import Labels, SeriesRegistry
+from detector.series.registry import Labels, SeriesRegistry
 
 log = logging.getLogger(__name__)
 

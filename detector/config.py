@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from detector.errors import ConfigError, SelectorError
-from detector.selector import Selector, parse_selector
+from detector.series.selector import Selector, parse_selector
 from servicekit import yamlsrc
 from servicekit.durations import Seconds
 from servicekit.tls import OutgoingTLS, ServerTLS

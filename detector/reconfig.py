@@ -17,11 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
-from detector.alerts import AlertBook
+from detector.alerting.book import AlertBook
+from detector.alerting.state import AlertState
 from detector.config import DetectorConfig, restart_only_changes
-from detector.lifecycle import AlertState
-from detector.pipeline import Reconfigure, SlotSpec
-from detector.series import Reassignment, SeriesRegistry
+from detector.pipeline.worker import Reconfigure, SlotSpec
+from detector.series.registry import Reassignment, SeriesRegistry
 
 
 @dataclass(frozen=True, slots=True)

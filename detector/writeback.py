@@ -32,10 +32,10 @@ from numpy.typing import NDArray
 
 from detector.config import WritebackConfig
 from detector.metrics import AlertMetrics
-from detector.pipeline import Pipeline
+from detector.pipeline.worker import Pipeline
 from detector.remote_write import encode
-from detector.selector import Selector
-from detector.series import SeriesRegistry
+from detector.series.registry import SeriesRegistry
+from detector.series.selector import Selector
 from servicekit import tls
 
 log = logging.getLogger(__name__)

@@ -181,7 +181,7 @@ def logs() -> dict[str, Any]:
         g.logs("Lines matching the search", f'{{{sel}}} |~ "(?i)$search"', x=0, y=8,
                description="A regular expression, case-insensitive; empty shows every line."),
         g.logs("Vigil's decisions (detector alerts, remediation runs, refusals)",
-               '{namespace=~"$vigil_namespace"} | json | logger=~"detector.alerting|'
+               '{namespace=~"$vigil_namespace"} | json | logger=~"detector.alerting.delivery|'
                'remediator.runs.*" or level=~"WARNING|ERROR"',
                x=0, y=20, h=10, description="The trace_id of a line opens its trace."),
     ]

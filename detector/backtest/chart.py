@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from detector.backtest import escaping
 from detector.backtest.tally import Page
-from detector.series import Labels
+from detector.series.registry import Labels
 
 WIDTH, HEIGHT = 960, 444
 LEFT, RIGHT = 72, 24

@@ -28,13 +28,13 @@ from typing import Protocol, TextIO
 import numpy as np
 from numpy.typing import NDArray
 
+from detector.alerting.state import AlertEvent
 from detector.backtest import chart, escaping, render, source, span, tally
 from detector.backtest.progress import Progress
 from detector.backtest.replay import Readings, Replay, SeriesBlock
 from detector.config import DetectorConfig, load_config
 from detector.errors import ConfigError, UpstreamError
-from detector.lifecycle import AlertEvent
-from detector.series import Labels
+from detector.series.registry import Labels
 from servicekit.durations import DurationError, parse_duration
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from detector.series import Labels
+from detector.series.registry import Labels
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _XML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}

@@ -19,14 +19,14 @@ import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 
+from detector.alerting.state import AlertEvent, AlertState
 from detector.config import DetectorConfig
 from detector.errors import DecodeError
-from detector.ingest import Ingestor
-from detector.lifecycle import AlertEvent, AlertState
 from detector.metrics import build_metrics
-from detector.pipeline import Batch, Pipeline
+from detector.pipeline.ingest import Ingestor
+from detector.pipeline.worker import Batch, Pipeline
 from detector.remote_write import encode
-from detector.series import Labels, SeriesRegistry
+from detector.series.registry import Labels, SeriesRegistry
 
 UNTRACKED = -2  # matched no series rule, or over a series limit
 REFUSED = -4  # a label set the service would refuse (limits, invalid UTF-8)

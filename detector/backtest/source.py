@@ -22,7 +22,7 @@ from requests import JSONDecodeError, RequestException
 from detector.backtest.replay import SeriesBlock
 from detector.backtest.span import Chunk
 from detector.errors import ConfigError, DetectorError, UpstreamError
-from detector.warmstart import selector_of
+from detector.warmstart.prometheus import selector_of
 from servicekit import tls
 
 DEFAULT_MATCH = '{__name__=~".+"}'

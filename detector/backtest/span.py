@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from detector.verify import MAX_POINTS_PER_QUERY, MIN_STEP_S
+from detector.verify.verdict import MAX_POINTS_PER_QUERY, MIN_STEP_S
 
 DEFAULT_SAMPLE_BUDGET = 400_000  # samples per query: ~60 MB of parsed JSON at most
 FIRST_CHUNK_POINTS = 60  # before any series was seen, read a small chunk first

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from detector.alerting.state import AlertEvent, EventKind
 from detector.config import AlertRule
-from detector.lifecycle import AlertEvent, EventKind
-from detector.series import Labels
+from detector.series.registry import Labels
 
 DAY_MS = 86_400_000
 

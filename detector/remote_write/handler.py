@@ -1,4 +1,4 @@
-"""POST /api/v1/write: HTTP in, status out. Thin: the steps live in ``detector.ingest``.
+"""POST /api/v1/write: HTTP in, status out. Thin: the steps live in ``detector.pipeline.ingest``.
 
 Status codes follow both remote-write specs: 204 written; 400 malformed (the sender drops
 the batch); 401 bad token; 413 over a size limit; 415 unknown encoding, type or proto;
@@ -21,9 +21,9 @@ from prometheus_client import Counter
 
 from detector import stages
 from detector.errors import DecodeError, TooLargeError, UnsupportedError
-from detector.ingest import Ingested, Ingestor
 from detector.metrics import IngestMetrics
-from detector.pipeline import SampleQueue
+from detector.pipeline.ingest import Ingested, Ingestor
+from detector.pipeline.worker import SampleQueue
 from detector.remote_write import decode
 from servicekit import bearer, telemetry
 

@@ -1,4 +1,4 @@
-// Vigil console: DOM and fetch helpers, identical in detector/console and remediator/console.
+// Vigil console: DOM and fetch helpers, identical in detector/web/assets and remediator/console.
 // Data is only ever put into the page as text nodes or attribute values: never as markup.
 
 const SVG_NS = "http://www.w3.org/2000/svg";

@@ -9,6 +9,6 @@ from tests.conftest import ROOT
 def test_console_assets_are_package_data():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     package_data = data["tool"]["setuptools"]["package-data"]
-    assert "console/*" in package_data["detector"]
+    assert "web/assets/*" in package_data["detector"]
     assert "console/*" in package_data["remediator"]
     assert "console/*" in package_data["servicekit"]

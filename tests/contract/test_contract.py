@@ -3,9 +3,9 @@ as Alertmanager delivers them, are what the remediator reads) and the verify req
 
 import json
 
-from detector.alerts import AlertBook, Links, Reading
+from detector.alerting.book import AlertBook, Links, Reading
+from detector.alerting.state import AlertEvent, EventKind
 from detector.config import AlertRule
-from detector.lifecycle import AlertEvent, EventKind
 from remediator.webhook import parse_notification
 from tests.conftest import ROOT
 
@@ -55,7 +55,7 @@ def test_a_detector_alert_as_alertmanager_delivers_it_is_a_valid_webhook():
 def test_the_verify_step_sends_what_the_detector_accepts():
     """rollback-bad-rollout's vigil.verify step, rendered for a VigilAnomaly alert, posts
     a body the detector's POST /api/v1/verify validates, with the same meaning."""
-    from detector.verify import VerifyRequest, plan
+    from detector.verify.verdict import VerifyRequest, plan
     from remediator.app import build_registry
     from remediator.catalog.loader import load_catalog
     from remediator.runs.plan import build_plan

@@ -89,5 +89,5 @@ def test_queries_reading_cluster_only_sources_are_recognised():
 def test_the_alert_dashboard_link_fills_the_anomaly_dashboards_variables():
     doc = json.loads((dashboards.OUT / "vigil-anomaly.json").read_text())
     names = {v["name"] for v in doc["templating"]["list"]}
-    assert {"metric", "selector"} <= names  # detector/alerts.py Links.dashboard sets these
+    assert {"metric", "selector"} <= names  # detector/alerting/book.py Links.dashboard sets these
     assert doc["uid"] == "vigil-anomaly"  # alerting.dashboard_uid's default

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from detector import verify
 from detector.__main__ import _add_verify, _verify_request
+from detector.verify import verdict
 from tests.conftest import ROOT
 from tests.deploy.test_cluster import KUBERNETES_VERSION
 
@@ -22,7 +22,7 @@ VERIFY = ROOT / "deploy" / "cluster" / "verify"
 CI = ROOT / "deploy" / "ci"
 
 
-def _cli_request(argv: list[str]) -> verify.VerifyRequest:
+def _cli_request(argv: list[str]) -> verdict.VerifyRequest:
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -52,14 +52,14 @@ def test_the_analysis_template_posts_a_valid_request_and_reads_the_verdict():
     assert used <= set(args), used - set(args)
     for name, value in sample.items():
         body = body.replace("{{args." + name + "}}", str(value))
-    req = verify.VerifyRequest.model_validate(yaml.safe_load(body))
+    req = verdict.VerifyRequest.model_validate(yaml.safe_load(body))
     assert req.mode == "canary" and req.observe_s == 600
     assert req.canary == 'namespace="shop", pod=~"shop-6d9f7c-.*"'
     # the conditions name the report's field and its values
-    for cond, verdict in ((metric["successCondition"], "pass"),
+    for cond, outcome in ((metric["successCondition"], "pass"),
                           (metric["failureCondition"], "fail")):
-        assert cond == f'result.verdict == "{verdict}"'
-    assert set(verify.EXIT_CODES) == {"pass", "fail", "inconclusive"}
+        assert cond == f'result.verdict == "{outcome}"'
+    assert set(verdict.EXIT_CODES) == {"pass", "fail", "inconclusive"}
 
 
 def test_the_job_is_a_valid_job_whose_arguments_the_cli_parses():

@@ -64,7 +64,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
 }
 
 # Calls that only read. The detector's POST /api/v1/verify judges a change from Prometheus
-# data and stores nothing (detector/verify.py), so it counts as a read.
+# data and stores nothing (detector/verify/verdict.py), so it counts as a read.
 READS = (("prometheus",), ("alertmanager", "GET"), ("detector", "POST", "/api/v1/verify"))
 KUBE_READS = {"get", "list", "watch"}
 KINDS = ("Deployment", "ReplicaSet", "Pod", "Node", "Job")

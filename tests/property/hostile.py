@@ -20,9 +20,9 @@ from typing import Any
 
 from detector.config import DetectorConfig, Limits, SeriesRule
 from detector.errors import DecodeError, TooLargeError
-from detector.ingest import Ingestor
+from detector.pipeline.ingest import Ingestor
 from detector.remote_write import decode, encode
-from detector.series import SeriesRegistry
+from detector.series.registry import SeriesRegistry
 from remediator.actions.registry import ActionRegistry
 from remediator.catalog.loader import load_catalog
 from remediator.errors import WebhookError

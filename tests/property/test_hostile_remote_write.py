@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from detector.config import DetectorConfig, Limits
 from detector.errors import DecodeError, TooLargeError
-from detector.ingest import Ingestor
+from detector.pipeline.ingest import Ingestor
 from detector.remote_write import encode
-from detector.series import SeriesRegistry
+from detector.series.registry import SeriesRegistry
 from tests.property import hostile
 from tests.property.strategies import series
 

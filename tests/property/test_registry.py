@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 
 from detector.config import DetectorConfig
 from detector.remote_write import decode, encode
-from detector.series import SeriesRegistry
+from detector.series.registry import SeriesRegistry
 from tests.property.strategies import requests, series
 
 

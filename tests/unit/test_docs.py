@@ -33,9 +33,9 @@ SECTIONS = ("## What it means", "## How to confirm", "## What Vigil does", "## W
             "## How to silence safely")
 # posted by the detector and the remediator themselves, not by Prometheus rules
 VIGIL_POSTED = ("VigilAnomaly", "VigilRemediationFailed")
-# the detector serves this one at /runbooks/VigilAnomaly (detector/runbooks/); it keeps
+# the detector serves this one at /runbooks/VigilAnomaly (detector/web/runbooks/); it keeps
 # its own layout, and docs/runbooks/ carries an identical copy
-SERVED = ROOT / "detector" / "runbooks" / "VigilAnomaly.md"
+SERVED = ROOT / "detector" / "web" / "runbooks" / "VigilAnomaly.md"
 
 
 def _rule_docs() -> list[tuple[Path, dict]]:

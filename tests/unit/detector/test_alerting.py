@@ -1,4 +1,4 @@
-"""detector.alerting: delivery to an in-process Alertmanager (aiohttp on loopback), and
+"""detector.alerting.delivery: delivery to an in-process Alertmanager (aiohttp on loopback), and
 the dispatcher's re-sends and enrichment. Back-off goes through an injected sleep that
 records its delays, so no test waits for real."""
 
@@ -10,12 +10,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from detector import wording
-from detector.alerting import AlertDispatcher, AlertmanagerClient
-from detector.alerts import AlertBook, Links, Reading
+from detector.alerting import wording
+from detector.alerting.book import AlertBook, Links, Reading
+from detector.alerting.delivery import AlertDispatcher, AlertmanagerClient
+from detector.alerting.state import AlertEvent, EventKind
 from detector.config import AlertingConfig, AlertRule
 from detector.errors import EnrichmentError
-from detector.lifecycle import AlertEvent, EventKind
 from detector.metrics import build_alert_metrics
 
 WAIT_S = 5.0  # the most any test waits for an event that must come

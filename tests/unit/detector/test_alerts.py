@@ -1,4 +1,4 @@
-"""detector.alerts: lifecycle events → the alerts on-call reads (labels, words, links)."""
+"""detector.alerting.book: lifecycle events → the alerts on-call reads (labels, words, links)."""
 
 import dataclasses
 import json
@@ -7,10 +7,10 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import pytest
 
-from detector import wording
-from detector.alerts import AlertBook, Links, Reading, render_template
+from detector.alerting import wording
+from detector.alerting.book import AlertBook, Links, Reading, render_template
+from detector.alerting.state import AlertEvent, EventKind
 from detector.config import AlertRule
-from detector.lifecycle import AlertEvent, EventKind
 
 NOW = 1_717_243_200_000  # 2024-06-01T12:00:00Z, a Saturday
 MIN = 60_000

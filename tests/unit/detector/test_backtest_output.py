@@ -19,7 +19,7 @@ from detector.backtest.progress import Progress
 from detector.backtest.replay import ReplayCounts, SeriesBlock
 from detector.config import AlertRule
 from detector.errors import ConfigError, UpstreamError
-from detector.warmstart import selector_of
+from detector.warmstart.prometheus import selector_of
 
 HOSTILE = "pay\x1b[31m<b>&\"x\"</b>\n\u202eevil\\x1b\x00\x9b\ud800"
 HOSTILE_LABELS = (("__name__", "lat"), ("job", "<script>alert(1)</script>"),

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detector.alerting.state import AlertEvent, EventKind
 from detector.backtest import span, tally
 from detector.backtest.replay import REFUSED, UNTRACKED, Replay, SeriesBlock
 from detector.config import AlertRule, DetectorConfig, Limits, SeriesRule
-from detector.lifecycle import AlertEvent, EventKind
 
 STEP_MS = 60_000
 END_S = 1_764_547_200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from detector.backtest import span
-from detector.verify import MAX_POINTS_PER_QUERY
+from detector.verify.verdict import MAX_POINTS_PER_QUERY
 
 END_S = 1_764_547_200.0  # 2025-12-01T00:00:00Z
 

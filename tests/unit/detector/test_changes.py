@@ -1,4 +1,4 @@
-"""detector.changes against a small in-process Kubernetes API (aiohttp on loopback)."""
+"""detector.alerting.rollouts against a small in-process Kubernetes API (aiohttp on loopback)."""
 
 import asyncio
 import json
@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from detector.changes import Change, ChangeFinder, build_api_client, describe
+from detector.alerting.rollouts import Change, ChangeFinder, build_api_client, describe
 from detector.errors import EnrichmentError
 
 NS = "shop"
@@ -70,7 +70,7 @@ def not_found(kind, name):
 
 
 class FakeKube:
-    """Serves what detector.changes reads; counts requests; can fail or hang on a path."""
+    """Serves what detector.alerting.rollouts reads; counts requests; can fail or hang on a path."""
 
     def __init__(self):
         self.pods = {POD: pod(POD, owner("ReplicaSet", "checkout-7d9f8b6c5", "uid-rs-7"))}

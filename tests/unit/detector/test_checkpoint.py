@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector import checkpoint
+from detector.alerting.state import AlertState
 from detector.config import DetectorConfig, Limits
-from detector.ingest import Ingestor
-from detector.lifecycle import AlertState
 from detector.metrics import build_metrics
-from detector.pipeline import CHECKPOINTED, Pipeline
+from detector.pipeline.ingest import Ingestor
+from detector.pipeline.worker import CHECKPOINTED, Pipeline
 from detector.remote_write import encode
-from detector.series import SeriesRegistry
+from detector.series.registry import SeriesRegistry
 
 
 class Detector:

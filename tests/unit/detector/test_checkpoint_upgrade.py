@@ -15,13 +15,13 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from detector import checkpoint
+from detector.alerting.state import AlertState
 from detector.config import DetectorConfig, EnsembleParams, RobustParams, SpotParams
 from detector.detectors.kinds import build_family
-from detector.ingest import Ingestor
-from detector.lifecycle import AlertState
 from detector.metrics import build_metrics
-from detector.pipeline import CHECKPOINTED, Pipeline
-from detector.series import SeriesRegistry
+from detector.pipeline.ingest import Ingestor
+from detector.pipeline.worker import CHECKPOINTED, Pipeline
+from detector.series.registry import SeriesRegistry
 from tests.unit.detector.apphelpers import start
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoints"

@@ -4,7 +4,7 @@ with their alert, fingerprint and links, and a series' history for its chart."""
 import time
 
 from detector.config import ConsoleConfig, WarmStartConfig
-from detector.console import fingerprint
+from detector.web.console import fingerprint
 from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, config, level_shift, start
 
 COLD = config(warm_start=WarmStartConfig(enabled=False))

@@ -2,9 +2,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from detector.config import DetectorConfig, EntityModel, EntityRule, RobustParams, SeriesRule
-from detector.entities import EntityTracker, feature_name
 from detector.metrics import build_metrics
-from detector.pipeline import Batch, Pipeline, SlotSpec
+from detector.pipeline.entities import EntityTracker, feature_name
+from detector.pipeline.worker import Batch, Pipeline, SlotSpec
 from tests.unit.detector.apphelpers import V1, body, series, start
 
 LABELS = [

@@ -1,10 +1,10 @@
-"""detector.history: which samples are kept, for how long, and within what bounds."""
+"""detector.pipeline.history: which samples are kept, for how long, and within what bounds."""
 
 import numpy as np
 
+from detector.alerting.state import FIRING, NORMAL, PENDING, AlertEvent, EventKind
 from detector.detectors.base import Scores
-from detector.history import History
-from detector.lifecycle import FIRING, NORMAL, PENDING, AlertEvent, EventKind
+from detector.pipeline.history import History
 
 
 def _scores(n, score=0.5):

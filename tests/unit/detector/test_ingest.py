@@ -1,14 +1,15 @@
-"""detector.ingest and its kernels: one copy of the samples, scratch buffers reused safely."""
+"""detector.pipeline.ingest and its kernels: one copy of the samples, scratch buffers reused
+safely."""
 
 import numpy as np
 import pytest
 
-from detector import _route
 from detector.config import DetectorConfig, Limits, SeriesRule
 from detector.errors import DecodeError
-from detector.ingest import Ingestor
+from detector.pipeline import _route
+from detector.pipeline.ingest import Ingestor
 from detector.remote_write import decode, encode
-from detector.series import OVER_LIMIT, UNTRACKED, SeriesRegistry
+from detector.series.registry import OVER_LIMIT, UNTRACKED, SeriesRegistry
 
 
 def _body(*series: tuple[str, int, float]) -> bytes:

@@ -7,8 +7,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from detector.alerting.state import ALERT_TABLES, FIRING, NORMAL, AlertState, EventKind
 from detector.config import AlertRule, SeverityLevel
-from detector.lifecycle import ALERT_TABLES, FIRING, NORMAL, AlertState, EventKind
 
 RULE = AlertRule(severities=(SeverityLevel(severity="warning", score=0.99),
                              SeverityLevel(severity="critical", score=0.9999)),

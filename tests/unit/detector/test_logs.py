@@ -1,4 +1,4 @@
-"""detector.logs against a small in-process Loki (aiohttp on loopback)."""
+"""detector.alerting.loki against a small in-process Loki (aiohttp on loopback)."""
 
 import asyncio
 import json
@@ -7,8 +7,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from detector.alerting.loki import LogFetcher, LogLine, build_query
 from detector.errors import EnrichmentError
-from detector.logs import LogFetcher, LogLine, build_query
 
 START_MS = 1_717_242_900_000
 END_MS = 1_717_243_200_000

@@ -4,8 +4,8 @@ from prometheus_client import CollectorRegistry
 from detector.config import EnsembleParams
 from detector.detectors._kernels import ensemble as k
 from detector.metrics import build_metrics
-from detector.periods import detect_period
-from detector.pipeline import Batch, Pipeline, SlotSpec
+from detector.pipeline.worker import Batch, Pipeline, SlotSpec
+from detector.warmstart.periods import detect_period
 
 DAY, WEEK = 86_400.0, 604_800.0
 CANDIDATES = (DAY, WEEK)

@@ -3,11 +3,11 @@ import struct
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from detector import alerts
+from detector.alerting import book
+from detector.alerting.state import AlertState, EventKind
 from detector.config import AlertRule, EnsembleParams, RobustParams
-from detector.lifecycle import AlertState, EventKind
 from detector.metrics import build_metrics
-from detector.pipeline import Batch, Pipeline, SampleQueue, SlotSpec
+from detector.pipeline.worker import Batch, Pipeline, SampleQueue, SlotSpec
 
 STALE_BITS = 0x7FF0000000000002
 
@@ -139,14 +139,14 @@ def test_a_lasting_shift_resolves_as_the_adopted_new_level():
     kinds = [e.kind for e in events]
     assert kinds == [EventKind.FIRE, EventKind.RESOLVE]
     assert events[-1].adopted_after_s == 60.0
-    assert alerts.resolution(events[-1]) == "new level adopted after 1 min"
+    assert book.resolution(events[-1]) == "new level adopted after 1 min"
 
 
 def test_a_shift_that_ends_resolves_back_inside_its_band():
     events = _shift_events(EnsembleParams(adopt_after_s=3600.0), n_shift=120, n_after=600)
     assert [e.kind for e in events] == [EventKind.FIRE, EventKind.RESOLVE]
     assert events[-1].adopted_after_s is None
-    assert alerts.resolution(events[-1]) == "back inside its band"
+    assert book.resolution(events[-1]) == "back inside its band"
 
 
 def test_families_that_never_adopt_never_report_an_adoption():

@@ -3,10 +3,10 @@ import struct
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from detector import presence
 from detector.config import PresenceConfig, RobustParams
 from detector.metrics import build_metrics
-from detector.pipeline import Batch, Pipeline, SlotSpec
+from detector.pipeline import presence
+from detector.pipeline.worker import Batch, Pipeline, SlotSpec
 
 RULES = PresenceConfig(warmup_samples=5, stuck_min_samples=10, stuck_factor=3.0,
                        absent_intervals=5.0, absent_min_s=60.0)

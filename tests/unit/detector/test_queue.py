@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 
-from detector.pipeline import Batch, SampleQueue
+from detector.pipeline.worker import Batch, SampleQueue
 
 
 def _batch(n: int) -> Batch:

@@ -10,7 +10,7 @@ import yaml
 
 from detector.config import DetectorConfig, load_config
 from detector.remote_write import decode, encode
-from detector.series import SeriesRegistry
+from detector.series.registry import SeriesRegistry
 from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, level_shift, start
 
 GOOD = """\

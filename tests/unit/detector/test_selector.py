@@ -1,7 +1,7 @@
 import pytest
 
 from detector.errors import SelectorError
-from detector.selector import parse_selector
+from detector.series.selector import parse_selector
 
 
 @pytest.mark.parametrize(("text", "labels", "hit"), [

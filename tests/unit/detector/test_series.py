@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from detector import _index
 from detector.config import DetectorConfig, Limits, SeriesRule
 from detector.errors import DecodeError
 from detector.remote_write import decode, encode
-from detector.series import OVER_LIMIT, UNKNOWN, UNTRACKED, ByteIndex, SeriesRegistry
+from detector.series import _index
+from detector.series.registry import OVER_LIMIT, UNKNOWN, UNTRACKED, ByteIndex, SeriesRegistry
 
 
 def _req(*label_sets):

@@ -15,12 +15,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from detector import verification, verify
-from detector.alerting import AlertmanagerClient
+from detector.alerting.delivery import AlertmanagerClient
 from detector.app import RUNTIME, build_app
 from detector.config import AlertingConfig, DetectorConfig, load_config
 from detector.errors import ConfigError
 from detector.metrics import build_alert_metrics
+from detector.verify import prometheus, verdict
 from servicekit import tls
 from tests.tlsfiles import make_pki
 
@@ -189,7 +189,7 @@ async def test_alerts_go_to_an_https_alertmanager_signed_by_the_configured_ca(
 async def test_without_the_ca_delivery_fails_and_the_log_says_which_setting(
         https_peer, caplog):
     url = str(https_peer.make_url("/"))
-    with caplog.at_level(logging.WARNING, logger="detector.alerting"):
+    with caplog.at_level(logging.WARNING, logger="detector.alerting.delivery"):
         assert not await deliver(url, tls.OutgoingTLS(), caplog)
     assert https_peer.posts == []
     assert "set outgoing_tls.ca_file" in caplog.text
@@ -200,17 +200,17 @@ async def test_insecure_skip_verify_trusts_any_certificate(https_peer, caplog):
     assert await deliver(url, tls.OutgoingTLS(insecure_skip_verify=True), caplog)
 
 
-VERIFY = verify.VerifyRequest.model_validate({
+VERIFY = verdict.VerifyRequest.model_validate({
     "queries": [{"name": "errors", "query": "sum(rate(errors_total[1m]))"}],
     "change_time": "2024-06-01T12:05:00Z", "baseline_s": 300, "observe_s": 300})
 
 
 async def test_prometheus_reads_check_the_configured_ca(https_peer, pki):
     url = str(https_peer.make_url("")).rstrip("/")
-    good = await verification.run(VERIFY, prometheus_url=url, now_s=1_717_244_000.0,
+    good = await prometheus.run(VERIFY, prometheus_url=url, now_s=1_717_244_000.0,
                                   outgoing_tls=tls.OutgoingTLS(ca_file=pki.ca))
     assert "outgoing_tls" not in json.dumps(good)
-    bad = await verification.run(VERIFY, prometheus_url=url, now_s=1_717_244_000.0)
+    bad = await prometheus.run(VERIFY, prometheus_url=url, now_s=1_717_244_000.0)
     text = json.dumps(bad)
     assert "CERTIFICATE_VERIFY_FAILED" in text and "set outgoing_tls.ca_file" in text
     assert bad["verdict"] != good["verdict"]

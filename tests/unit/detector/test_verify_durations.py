@@ -4,7 +4,7 @@ seconds or Prometheus durations, like every other seconds field."""
 import pytest
 from pydantic import ValidationError
 
-from detector.verify import VerifyRequest
+from detector.verify.verdict import VerifyRequest
 
 
 def test_windows_take_durations():

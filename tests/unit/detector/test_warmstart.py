@@ -1,6 +1,6 @@
 import numpy as np
 
-from detector.warmstart import parse_matrix, selector_of
+from detector.warmstart.prometheus import parse_matrix, selector_of
 
 
 def test_selector_quotes_values_exactly():

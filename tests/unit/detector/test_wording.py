@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from detector import wording
+from detector.alerting import wording
 
 
 @pytest.mark.parametrize(("value", "metric", "rate", "text"), [

@@ -27,9 +27,9 @@ import numpy as np
 
 from detector.config import EntityRule
 from detector.detectors._kernels.calibration import HIST_BINS, tail_probability
-from detector.pipeline import Pipeline
-from detector.selector import Selector
-from detector.series import Labels
+from detector.pipeline.worker import Pipeline
+from detector.series.registry import Labels
+from detector.series.selector import Selector
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 This module owns the per-series alert state (normal, pending, firing) and turns each
 transition into an ``AlertEvent`` value. It runs on the detector worker thread, which is
 the only writer of the state; it does no I/O and knows nothing of Alertmanager (that is
-``detector.alerts`` and ``detector.alerting``). The kernel is ``detector._lifecycle``.
+``detector.alerting.book`` and ``detector.alerting.delivery``). The kernel is
+``detector.alerting._state_kernel``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 from opentelemetry.trace import SpanContext
 
-from detector import _lifecycle
+from detector.alerting import _state_kernel
 from detector.config import AlertRule
 
-NEVER = int(_lifecycle.NEVER)
-NORMAL, PENDING, FIRING = _lifecycle.NORMAL, _lifecycle.PENDING, _lifecycle.FIRING
+NEVER = int(_state_kernel.NEVER)
+NORMAL, PENDING, FIRING = _state_kernel.NORMAL, _state_kernel.PENDING, _state_kernel.FIRING
 MAX_LEVELS = 4
 
 
@@ -35,8 +36,8 @@ class EventKind(enum.Enum):
     RECONFIGURED = "reconfigured"  # a config reload changed or removed its alert rule
 
 
-_KINDS = {_lifecycle.EV_FIRE: EventKind.FIRE, _lifecycle.EV_ESCALATE: EventKind.ESCALATE,
-          _lifecycle.EV_RESOLVE: EventKind.RESOLVE}
+_KINDS = {_state_kernel.EV_FIRE: EventKind.FIRE, _state_kernel.EV_ESCALATE: EventKind.ESCALATE,
+          _state_kernel.EV_RESOLVE: EventKind.RESOLVE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,7 @@ class AlertState:
         ev_lo = np.empty(n, dtype=np.float64)
         ev_hi = np.empty(n, dtype=np.float64)
         t = self.tables
-        n_ev = _lifecycle.step(slots, ts, score, value, lower, upper, p.al_rule, t.thresholds,
+        n_ev = _state_kernel.step(slots, ts, score, value, lower, upper, p.al_rule, t.thresholds,
                                t.for_samples, t.for_ms, t.normal_below, t.resolve_samples,
                                t.resolve_ms,
                                p.al_state, p.al_level, p.al_since, p.al_run,

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from detector import _route, stages
+from detector import stages
 from detector.errors import DecodeError
-from detector.pipeline import Batch, SlotSpec
+from detector.pipeline import _route
+from detector.pipeline.worker import Batch, SlotSpec
 from detector.remote_write import decode
-from detector.series import OVER_LIMIT, UNTRACKED, Resolution, SeriesRegistry
+from detector.series.registry import OVER_LIMIT, UNTRACKED, Resolution, SeriesRegistry
 
 # decompressed bodies up to this size reuse a buffer of their thread instead of fresh
 # memory each (Prometheus's requests decompress to a few hundred KB)

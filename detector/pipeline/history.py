@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from detector.alerting.state import NORMAL, AlertEvent, EventKind
 from detector.detectors.base import Scores
-from detector.lifecycle import NORMAL, AlertEvent, EventKind
 
 FIELDS = ("value", "expected", "lower", "upper", "score")
 MAX_STRETCHES = 16  # anomalous stretches remembered per series

@@ -20,9 +20,9 @@ from prometheus_api_client import PrometheusConnect
 from detector.config import WarmStartConfig
 from detector.errors import ConfigError
 from detector.metrics import IngestMetrics
-from detector.periods import detect_period
-from detector.pipeline import Batch, SampleQueue
-from detector.series import Labels
+from detector.pipeline.worker import Batch, SampleQueue
+from detector.series.registry import Labels
+from detector.warmstart.periods import detect_period
 from servicekit import tls
 
 log = logging.getLogger(__name__)

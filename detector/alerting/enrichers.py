@@ -2,7 +2,7 @@
 
 Each is an ``alerting.Enricher``: given an alert, it returns extra annotations or raises
 ``EnrichmentError``; the dispatcher bounds it by its ``budget_s``. This module only adapts
-an alert to ``detector.changes`` (Kubernetes) and ``detector.logs`` (Loki).
+an alert to ``detector.alerting.rollouts`` (Kubernetes) and ``detector.alerting.loki`` (Loki).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from detector import changes, logs, wording
-from detector.alerts import Alert
+from detector.alerting import loki, rollouts, wording
+from detector.alerting.book import Alert
 from detector.config import KubernetesEnrichment, LokiEnrichment
 
 MAX_CHANGES = 3
@@ -25,7 +25,7 @@ class RolloutEnricher:
     name = "kubernetes"
 
     def __init__(self, api: Any, cfg: KubernetesEnrichment) -> None:
-        self.finder = changes.ChangeFinder(api, window_s=cfg.window_s)
+        self.finder = rollouts.ChangeFinder(api, window_s=cfg.window_s)
         self.budget_s = cfg.budget_s
 
     async def __call__(self, alert: Alert) -> dict[str, str]:
@@ -34,7 +34,7 @@ class RolloutEnricher:
         if not found:
             return {}
         return {"recent_changes": "\n".join(
-            changes.describe(c, anomaly_start_ms=alert.starts_ms) for c in found[:MAX_CHANGES])}
+            rollouts.describe(c, anomaly_start_ms=alert.starts_ms) for c in found[:MAX_CHANGES])}
 
 
 class LogEnricher:
@@ -44,7 +44,7 @@ class LogEnricher:
 
     def __init__(self, session: aiohttp.ClientSession, cfg: LokiEnrichment) -> None:
         assert cfg.url is not None
-        self.fetcher = logs.LogFetcher(session, url=cfg.url, limit=cfg.limit,
+        self.fetcher = loki.LogFetcher(session, url=cfg.url, limit=cfg.limit,
                                        line_filter=cfg.line_filter, tenant=cfg.tenant)
         self.budget_s = cfg.budget_s
 

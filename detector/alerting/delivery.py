@@ -25,10 +25,10 @@ from typing import Any, Protocol
 import aiohttp
 from opentelemetry.trace import SpanContext, SpanKind, Tracer
 
-from detector.alerts import Alert, AlertBook
+from detector.alerting.book import Alert, AlertBook
+from detector.alerting.state import AlertEvent
 from detector.config import AlertingConfig
 from detector.errors import EnrichmentError
-from detector.lifecycle import AlertEvent
 from detector.metrics import AlertMetrics
 from servicekit import telemetry, tls
 

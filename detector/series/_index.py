@@ -5,7 +5,7 @@ arena, and the canonical key of a label set (per label: varint name length, name
 value length, value). A lookup compares the stored bytes, not only the hash, so a hash
 collision can never merge two keys. The registry keeps two such tables: canonical label
 sets, and the raw wire bytes of 1.0 label fields (which recognise a known series without
-parsing its labels). numpy and numba only; ``series.py`` owns sizing and growth.
+parsing its labels). numpy and numba only; ``registry.py`` owns sizing and growth.
 
 The loops are written out in each kernel on purpose: numba calls that pass arrays cost
 more than the hashing itself here.

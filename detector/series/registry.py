@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from detector import _index
 from detector.config import DetectorConfig, SeriesRule
 from detector.errors import DecodeError
 from detector.remote_write import decode
 from detector.remote_write.decode import DecodedRequest
-from detector.selector import Selector
+from detector.series import _index
+from detector.series.selector import Selector
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""Runs a deployment verification against Prometheus: the shell around detector/verify.py.
+"""Runs a deployment verification against Prometheus: the shell around detector/verify/verdict.py.
 
 This module owns the range queries (prometheus-api-client, a blocking client, called in
 threads with a timeout and bounded concurrency), loading a spec file, and turning both
-into ``verify.judge`` calls. It decides nothing itself; a query that fails or returns
+into ``verdict.judge`` calls. It decides nothing itself; a query that fails or returns
 several series is judged inconclusive with the reason. A body that is not what
 Prometheus's API promises (not JSON, no ``data.result``, values of the wrong type) is an
 ``UpstreamError`` for the whole request: the HTTP API answers 502 with the reason.
@@ -23,15 +23,15 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from requests import JSONDecodeError, RequestException
 
-from detector import verify
 from detector.errors import ConfigError, UpstreamError
+from detector.verify import verdict
 from servicekit import tls, yamlsrc
 
 
-def load_spec(path: Path) -> verify.VerifyRequest:
+def load_spec(path: Path) -> verdict.VerifyRequest:
     """A YAML or JSON spec file; errors as ``file:line: path: message``."""
     try:
-        return yamlsrc.load(path, verify.VerifyRequest)
+        return yamlsrc.load(path, verdict.VerifyRequest)
     except yamlsrc.YamlSourceError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -73,7 +73,7 @@ def parse_matrix(result: Any, query: str) -> tuple[NDArray[np.int64], NDArray[np
     return ts, vs
 
 
-def fetch(client: PrometheusConnect, window: verify.Window, *,
+def fetch(client: PrometheusConnect, window: verdict.Window, *,
           timeout_s: float) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """One range query's samples (blocking: call it in a thread)."""
     if window.end_s <= window.start_s:
@@ -97,7 +97,7 @@ def fetch(client: PrometheusConnect, window: verify.Window, *,
     return parse_matrix(result, window.query)
 
 
-async def run(req: verify.VerifyRequest, *, prometheus_url: str, now_s: float | None = None,
+async def run(req: verdict.VerifyRequest, *, prometheus_url: str, now_s: float | None = None,
               timeout_s: float = 30.0, max_concurrent: int = 4,
               outgoing_tls: tls.OutgoingTLS | None = None) -> dict[str, Any]:
     """Fetch every window, judge every query, return the report document. An https://
@@ -108,23 +108,23 @@ async def run(req: verify.VerifyRequest, *, prometheus_url: str, now_s: float | 
         outgoing_tls or tls.OutgoingTLS(), error=ConfigError))
     gate = asyncio.Semaphore(max_concurrent)
 
-    async def one(q: verify.VerifyQuery, base: verify.Window,
-                  seen: verify.Window) -> verify.Judgement:
+    async def one(q: verdict.VerifyQuery, base: verdict.Window,
+                  seen: verdict.Window) -> verdict.Judgement:
         try:
             async with gate:
                 b_ts, b = await asyncio.to_thread(fetch, client, base, timeout_s=timeout_s)
                 o_ts, o = await asyncio.to_thread(fetch, client, seen, timeout_s=timeout_s)
         except RangeError as exc:
-            return verify.unjudged(q, base=base, seen=seen, reason=str(exc))
-        return verify.judge(q, req.thresholds, base=base, seen=seen, baseline_ts=b_ts,
+            return verdict.unjudged(q, base=base, seen=seen, reason=str(exc))
+        return verdict.judge(q, req.thresholds, base=base, seen=seen, baseline_ts=b_ts,
                             baseline=b, observed_ts=o_ts, observed=o)
 
     # every fetch finishes (threads cannot be cancelled) before a bad body is reported
-    done = await asyncio.gather(*(one(*planned) for planned in verify.plan(req, now_s=now)),
+    done = await asyncio.gather(*(one(*planned) for planned in verdict.plan(req, now_s=now)),
                                 return_exceptions=True)
     judgements = []
     for item in done:
         if isinstance(item, BaseException):
             raise item
         judgements.append(item)
-    return verify.report(req, judgements, now_s=now)
+    return verdict.report(req, judgements, now_s=now)

@@ -3,7 +3,7 @@
 This module owns the book of active alerts (one per series, or one per group of series
 when the rule aggregates ``by`` labels) and renders each as Alertmanager's v2 alert JSON.
 It is pure: the time comes in as ``now_ms``, series facts through ``SeriesInfo``; sending
-is ``detector.alerting``'s job.
+is ``detector.alerting.delivery``'s job.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from urllib.parse import quote, urlencode
 
 from opentelemetry.trace import SpanContext
 
-from detector import wording
+from detector.alerting import wording
+from detector.alerting.state import AlertEvent, EventKind
 from detector.config import TEMPLATE_FIELD, AlertRule
-from detector.lifecycle import AlertEvent, EventKind
 from servicekit import telemetry
 
 Labels = list[tuple[str, str]]

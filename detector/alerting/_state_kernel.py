@@ -2,7 +2,7 @@
 
 One pass over a batch's scores (in sample order) updates each series' alert state and
 writes an event for every transition into preallocated arrays. Kernels only: the rule
-tables come from ``detector.lifecycle``; nothing here touches Python objects.
+tables come from ``detector.alerting.state``; nothing here touches Python objects.
 
 States per series: NORMAL, PENDING (anomalous samples in a row, not yet ``for`` long),
 FIRING.

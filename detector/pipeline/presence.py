@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.config import PresenceConfig
-from detector.pipeline import Pipeline
+from detector.pipeline.worker import Pipeline
 
 
 def stuck(p: Pipeline, n: int, rules: PresenceConfig) -> NDArray[np.bool_]:

@@ -11,15 +11,16 @@ from typing import Any
 
 from aiohttp import web
 
-from detector import presence, wording
-from detector.alerts import AlertBook
+from detector.alerting import wording
+from detector.alerting.book import AlertBook
 from detector.config import PresenceConfig
-from detector.entities import EntityTracker
 from detector.errors import SelectorError
-from detector.pipeline import REPORT_THRESHOLD as ANOMALOUS
-from detector.pipeline import Pipeline
-from detector.selector import parse_selector
-from detector.series import SeriesRegistry
+from detector.pipeline import presence
+from detector.pipeline.entities import EntityTracker
+from detector.pipeline.worker import REPORT_THRESHOLD as ANOMALOUS
+from detector.pipeline.worker import Pipeline
+from detector.series.registry import SeriesRegistry
+from detector.series.selector import parse_selector
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000

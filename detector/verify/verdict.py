@@ -45,7 +45,7 @@ from detector.config import EnsembleParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
 from detector.errors import SelectorError
-from detector.selector import parse_selector
+from detector.series.selector import parse_selector
 from servicekit.durations import Seconds
 
 # Bounds on the work one request asks of Prometheus (the API forwards PromQL there):

@@ -1,11 +1,11 @@
 """The detector's part of the Vigil console: the page at /, its assets, and its JSON.
 
 This module owns the console routes of the detector: ``/`` and ``/console/<asset>`` (the
-static files shipped in ``detector/console/`` and the shared ones in ``servicekit/console/``,
+static files shipped in ``detector/web/assets/`` and the shared ones in ``servicekit/console/``,
 served by ``servicekit.console`` with a strict Content-Security-Policy),
 ``GET /api/v1/anomalies/recent`` (the series alerting now or lately, with their alert,
 links and chart summary) and ``GET /api/v1/anomalies/{id}/history`` (one series'
-recent samples, expected band, score and anomalous stretches, from ``detector.history``).
+recent samples, expected band, score and anomalous stretches, from ``detector.pipeline.history``).
 It reads the alert book, the registry and the pipeline tables; it changes nothing.
 """
 
@@ -20,14 +20,14 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from detector import wording
-from detector.alerts import Alert, AlertBook, Member, Reading
-from detector.history import FIELDS, History, TrackView
-from detector.pipeline import Pipeline
-from detector.series import SeriesRegistry
+from detector.alerting import wording
+from detector.alerting.book import Alert, AlertBook, Member, Reading
+from detector.pipeline.history import FIELDS, History, TrackView
+from detector.pipeline.worker import Pipeline
+from detector.series.registry import SeriesRegistry
 from servicekit import console as shared_console
 
-ASSETS = Path(__file__).parent / "console"  # this service's own; servicekit has the rest
+ASSETS = Path(__file__).parent / "assets"  # this service's own; servicekit has the rest
 SECURITY_HEADERS = shared_console.SECURITY_HEADERS
 _FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
 

@@ -20,13 +20,14 @@ import numpy as np
 from numpy.typing import NDArray
 from opentelemetry.trace import SpanContext, Tracer
 
-from detector import _track, stages
+from detector import stages
+from detector.alerting.state import ALERT_TABLES, FIRING, AlertEvent, AlertState, EventKind
 from detector.config import DetectorParams
 from detector.detectors.base import Scores
 from detector.detectors.router import DetectorSet
-from detector.history import History
-from detector.lifecycle import ALERT_TABLES, FIRING, AlertEvent, AlertState, EventKind
 from detector.metrics import IngestMetrics
+from detector.pipeline import _sample_rules
+from detector.pipeline.history import History
 from servicekit import telemetry
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class SampleQueue:
 
 # per-slot tables of the pipeline: name, dtype, value of a fresh slot
 SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
-    ("last_ts", np.int64, _track.NEVER),
+    ("last_ts", np.int64, _sample_rules.NEVER),
     ("last_value", np.float64, np.nan),
     ("n_samples", np.int64, 0),
     ("stale", np.uint8, 0),
@@ -188,7 +189,7 @@ SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
     ("last_upper", np.float64, np.nan),
     ("is_counter", np.uint8, 0),  # set from the registry when the slot is created
     ("rate_prev", np.float64, np.nan),
-    ("rate_prev_ts", np.int64, _track.NEVER),
+    ("rate_prev_ts", np.int64, _sample_rules.NEVER),
     ("warming", np.uint8, 0),  # set while a warm start holds the slot's samples
     ("interval_ms", np.float64, 0.0),  # typical time between samples
     ("run_same", np.int64, 0),  # current run of identical values
@@ -362,7 +363,7 @@ class Pipeline:
         keep = np.empty(n, dtype=np.uint8)
         counters = np.zeros(3, dtype=np.int64)
         values = np.empty(n, dtype=np.float64)
-        _track.track(slots, ts, bits, self.last_ts, self.last_value, self.n_samples,
+        _sample_rules.track(slots, ts, bits, self.last_ts, self.last_value, self.n_samples,
                      self.stale, self.is_counter, self.rate_prev, self.rate_prev_ts,
                      self.interval_ms, self.run_same, self.run_max, values, keep, counters)
         if np.count_nonzero(keep) == n:  # the usual case: no copies
@@ -372,9 +373,10 @@ class Pipeline:
             k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
         out = Scores.empty(int(k_slots.shape[0]))
         self.detectors.score_learn(k_slots, k_ts, k_values, out)
-        hits = _track.record(k_slots, k_values, out.score, out.expected, out.lower, out.upper,
-                             self.last_input, self.last_score, self.last_expected,
-                             self.last_lower, self.last_upper, REPORT_THRESHOLD)
+        hits = _sample_rules.record(k_slots, k_values, out.score, out.expected, out.lower,
+                                    out.upper, self.last_input, self.last_score,
+                                    self.last_expected, self.last_lower, self.last_upper,
+                                    REPORT_THRESHOLD)
         self.stages.lap(stages.DETECT)
         if self.alerts is not None:
             events = self.alerts.step(self, k_slots, k_ts, out.score, k_values, out.expected,
@@ -391,9 +393,9 @@ class Pipeline:
             self._emit(events, before_send=None if history is None else record_history)
             self.stages.lap(stages.ALERTS)
         m = self.metrics
-        m.samples_accepted.inc(int(counters[_track.C_ACCEPTED]))
-        if counters[_track.C_OUT_OF_ORDER]:
-            m.samples_dropped.labels("out_of_order").inc(int(counters[_track.C_OUT_OF_ORDER]))
+        m.samples_accepted.inc(int(counters[_sample_rules.C_ACCEPTED]))
+        if counters[_sample_rules.C_OUT_OF_ORDER]:
+            m.samples_dropped.labels("out_of_order").inc(int(counters[_sample_rules.C_OUT_OF_ORDER]))
         if hits:
             m.anomalous_samples.inc(hits)
         self.stages.lap(stages.HISTORY_METRICS)

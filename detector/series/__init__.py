@@ -1,0 +1,2 @@
+"""The series: registry (label set -> slot, selection rules, limits), its compiled index
+(``_index``, numba) and PromQL-style selectors."""

@@ -1,0 +1,2 @@
+"""Deployment verification: the pure verdict (``verdict``) and its Prometheus reads
+(``prometheus``)."""

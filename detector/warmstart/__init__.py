@@ -1,0 +1,2 @@
+"""Warm start: a new series' history read from Prometheus (``prometheus``) and its seasonal
+period judged from it (``periods``)."""
