@@ -105,7 +105,7 @@ def alert_changed(registry: SeriesRegistry, old: DetectorConfig, new: DetectorCo
 
 def reconfigure(plan: Reassignment, *, alerts: AlertState, changed: NDArray[np.bool_],
                 on_applied: Callable[[], None]) -> Reconfigure:
-    """The worker's part of a reload (see ``pipeline.Reconfigure``)."""
+    """The worker's part of a reload (see ``pipeline.worker.Reconfigure``)."""
     def spec(slot: int) -> SlotSpec:
         if slot >= plan.slot_rule.shape[0]:
             raise IndexError(f"slot {slot} was created after reload {plan.generation}")

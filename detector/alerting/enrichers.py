@@ -1,6 +1,6 @@
 """The alert enrichers: recent rollouts of the series' workload, recent error log lines.
 
-Each is an ``alerting.Enricher``: given an alert, it returns extra annotations or raises
+Each is a ``delivery.Enricher``: given an alert, it returns extra annotations or raises
 ``EnrichmentError``; the dispatcher bounds it by its ``budget_s``. This module only adapts
 an alert to ``detector.alerting.rollouts`` (Kubernetes) and ``detector.alerting.loki`` (Loki).
 """
