@@ -51,6 +51,7 @@ from tests.deploy.test_cluster import (
     KUBERNETES_VERSION,
     OPERATOR_GROUP,
     ROOT,
+    SHOP_ONLY,
     WORKLOAD_KINDS,
     _snake,
     _tool,
@@ -72,18 +73,7 @@ NAMESPACE = "monitoring"
 
 Obj = dict[str, Any]
 
-INLINE_PLAYBOOK = """\
-apiVersion: vigil/v1
-kind: Playbook
-metadata: {name: shop-restart}
-spec:
-  match: {labels: {alertname: ShopSlow}}
-  guards: {namespaces: {allow: [shop]}}
-  steps:
-    - name: restart
-      action: kubernetes.rollout_restart
-      params: {namespace: '{{ target.namespace }}', name: '{{ target.name }}'}
-"""
+INLINE_PLAYBOOK = SHOP_ONLY  # acts in namespace shop only
 DIGEST = "sha256:" + "ab" * 32
 
 # name -> (values, release, namespace): every combination the chart documents

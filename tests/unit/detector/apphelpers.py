@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from detector.app import RUNTIME, Runtime, build_app
 from detector.config import AlertRule, DetectorConfig
-from detector.remote_write import encode
+from detector.remote_write import decode, encode
 
 V1 = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
       "X-Prometheus-Remote-Write-Version": "0.1.0"}
@@ -88,3 +88,18 @@ def level_shift(name: str, *, start_ms: int, n_normal: int, n_shift: int, step_m
     samples = [(start_ms + i * step_ms, float(v)) for i, v in enumerate(values)]
     return [encode.Series(labels=tuple(sorted([("__name__", name), *labels.items()])),
                           samples=samples)]
+
+
+async def writeback_sink(aiohttp_server) -> tuple[str, list]:
+    """A remote-write receiver for the write-back: its URL, and the decoded requests it got."""
+    received: list = []
+
+    async def receive(request: web.Request) -> web.Response:
+        raw = decode.decompress(await request.read(), max_decompressed_bytes=1 << 24)
+        received.append(decode.decode_request(np.frombuffer(raw, np.uint8), 1))
+        return web.Response(status=204)
+
+    sink = web.Application()
+    sink.router.add_post("/api/v1/write", receive)
+    server = await aiohttp_server(sink)
+    return str(server.make_url("/api/v1/write")), received

@@ -4,8 +4,6 @@ double, /api/v1/anomalies, resolution, write-back and runbooks."""
 import time
 from datetime import datetime
 
-import numpy as np
-
 from detector.config import (
     AlertingConfig,
     EnrichmentConfig,
@@ -13,8 +11,15 @@ from detector.config import (
     WarmStartConfig,
     WritebackConfig,
 )
-from detector.remote_write import decode
-from tests.unit.detector.apphelpers import V1, FakeAlertmanager, body, config, level_shift, start
+from tests.unit.detector.apphelpers import (
+    V1,
+    FakeAlertmanager,
+    body,
+    config,
+    level_shift,
+    start,
+    writeback_sink,
+)
 
 
 def _ms(iso: str) -> int:
@@ -118,19 +123,9 @@ async def test_no_alert_rules_means_no_alerts(aiohttp_client, aiohttp_server):
 
 
 async def test_writeback_sends_score_and_band_series(aiohttp_client, aiohttp_server):
-    received = []
-
-    async def receive(request):
-        raw = decode.decompress(await request.read(), max_decompressed_bytes=1 << 24)
-        received.append(decode.decode_request(np.frombuffer(raw, np.uint8), 1))
-        return web.Response(status=204)
-
-    from aiohttp import web
-    sink = web.Application()
-    sink.router.add_post("/api/v1/write", receive)
-    server = await aiohttp_server(sink)
+    url, received = await writeback_sink(aiohttp_server)
     cfg = config(alerting=AlertingConfig(),
-                         writeback=WritebackConfig(url=str(server.make_url("/api/v1/write")),
+                         writeback=WritebackConfig(url=url,
                                                    interval_s=3600))
     client, rt = await start(aiohttp_client, cfg)
     now = int(time.time() * 1000)

@@ -7,12 +7,17 @@ import time
 
 import numpy as np
 import pytest
-from aiohttp import web
 
 from detector.config import AlertingConfig, WritebackConfig
-from detector.remote_write import decode
 from detector.writeback import vmanomaly_score
-from tests.unit.detector.apphelpers import V1, body, config, level_shift, start
+from tests.unit.detector.apphelpers import (
+    V1,
+    body,
+    config,
+    level_shift,
+    start,
+    writeback_sink,
+)
 
 
 @pytest.mark.parametrize(("score", "scaled"), [
@@ -31,18 +36,9 @@ def test_the_scale_is_monotonic_and_finite_up_to_one():
 
 async def test_writes_anomaly_score_y_yhat_band_with_the_for_label(aiohttp_client,
                                                                    aiohttp_server):
-    received = []
-
-    async def receive(request):
-        raw = decode.decompress(await request.read(), max_decompressed_bytes=1 << 24)
-        received.append(decode.decode_request(np.frombuffer(raw, np.uint8), 1))
-        return web.Response(status=204)
-
-    sink = web.Application()
-    sink.router.add_post("/api/v1/write", receive)
-    server = await aiohttp_server(sink)
+    url, received = await writeback_sink(aiohttp_server)
     cfg = config(alerting=AlertingConfig(), writeback=WritebackConfig(
-        url=str(server.make_url("/api/v1/write")), interval_s=3600, format="vmanomaly"))
+        url=url, interval_s=3600, format="vmanomaly"))
     client, rt = await start(aiohttp_client, cfg)
     now = int(time.time() * 1000)
     calm = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=0,
