@@ -33,6 +33,7 @@ setup: $(VENV)/.installed debs $(VENV)/bin/helm
 
 lint: setup
 	$(VENV)/bin/ruff check detector remediator servicekit tests bench deploy
+	$(VENV)/bin/ruff format --check detector remediator servicekit tests bench deploy
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -114,6 +114,7 @@ receivers:
 
 # ------------------------------------------------------------ load generator process
 
+
 class _Bodies:
     """bench/ingest.py's bodies, kept uncompressed; each round rewrites the timestamps
     (strictly increasing, near now) and compresses again."""
@@ -169,8 +170,10 @@ async def _paced_load(url: str, n_series: int, rate: float) -> None:
     bodies = _Bodies(n_series)
     n_chunks = len(bodies.samples)
     interval = n_series / rate  # one round: every series once
-    groups = [list(range(k, n_chunks, min(CONNECTIONS, n_chunks)))
-              for k in range(min(CONNECTIONS, n_chunks))]
+    groups = [
+        list(range(k, n_chunks, min(CONNECTIONS, n_chunks)))
+        for k in range(min(CONNECTIONS, n_chunks))
+    ]
     last_ts = [0] * n_chunks
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -197,8 +200,9 @@ async def _paced_load(url: str, n_series: int, rate: float) -> None:
             for chunk in group:
                 await post(session, chunk, r)
 
-    async def paced(session: aiohttp.ClientSession, group: list[int], first: int,
-                    t_start: float) -> None:
+    async def paced(
+        session: aiohttp.ClientSession, group: list[int], first: int, t_start: float
+    ) -> None:
         shift, r = 0.0, first
         while not stop.is_set():
             for chunk in group:
@@ -221,21 +225,43 @@ async def _paced_load(url: str, n_series: int, rate: float) -> None:
         warm_rounds = 1 + WARMUP_ROUNDS
         t0 = time.perf_counter()
         await asyncio.gather(*(unpaced(session, g, warm_rounds) for g in groups))
-        print(json.dumps({"warm": {"rounds": warm_rounds, "samples": stats["samples"],
-                                   "wall_s": time.perf_counter() - t0, "codes": dict(codes)}}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "warm": {
+                        "rounds": warm_rounds,
+                        "samples": stats["samples"],
+                        "wall_s": time.perf_counter() - t0,
+                        "codes": dict(codes),
+                    }
+                }
+            ),
+            flush=True,
+        )
         stats.update(samples=0, requests=0, retries=0)
         codes.clear()
         cpu0, t0 = _cpu_self(), time.perf_counter()
         await asyncio.gather(*(paced(session, g, warm_rounds, t0) for g in groups))
         wall = time.perf_counter() - t0
-    print(json.dumps({"load": {**stats, "wall_s": wall, "samples_per_s": stats["samples"] / wall,
-                               "target_samples_per_s": rate, "codes": codes,
-                               "loader_cpu_fraction": (_cpu_self() - cpu0) / wall}}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "load": {
+                    **stats,
+                    "wall_s": wall,
+                    "samples_per_s": stats["samples"] / wall,
+                    "target_samples_per_s": rate,
+                    "codes": codes,
+                    "loader_cpu_fraction": (_cpu_self() - cpu0) / wall,
+                }
+            }
+        ),
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------ recording proxy
+
 
 class RecordingProxy:
     """Alertmanager's POST /api/v2/alerts, recorded on arrival, then forwarded.
@@ -291,14 +317,16 @@ class RecordingProxy:
                     else:
                         self.resolved += 1
                 self.cond.notify_all()
-            async with session.post(self.upstream, data=body,
-                                    headers={"Content-Type": "application/json"}) as resp:
+            async with session.post(
+                self.upstream, data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
                 reply = await resp.read()
                 status = resp.status
             with self.cond:
                 self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
-            return web.Response(status=status, body=reply,
-                                content_type=resp.content_type or "application/json")
+            return web.Response(
+                status=status, body=reply, content_type=resp.content_type or "application/json"
+            )
 
         async def start() -> tuple[web.AppRunner, ClientSession]:
             app = web.Application()
@@ -328,6 +356,7 @@ class RecordingProxy:
     def wait_for(self, key: tuple[str, str], since: float, timeout_s: float) -> float | None:
         """The arrival time of the first POST at or after ``since`` holding ``key``'s alert
         as firing; None after the timeout."""
+
         def arrival() -> float | None:
             return next((t for t in self.firing.get(key, ()) if t >= since), None)
 
@@ -342,42 +371,51 @@ class RecordingProxy:
 
 # ------------------------------------------------------------------------- probes
 
+
 def _probe_labels(phase: str, i: int) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted([("__name__", PROBE_METRIC), ("phase", phase),
-                         ("probe", str(i))]))
+    return tuple(sorted([("__name__", PROBE_METRIC), ("phase", phase), ("probe", str(i))]))
 
 
 def send_history(vigil_port: int, probes: list[tuple[str, int]], end_ms: int) -> None:
     """HISTORY_SAMPLES of noise (1.0, sigma 0.1, 1 s apart, the last at ``end_ms``)."""
     for k in range(0, len(probes), HISTORY_SERIES_PER_REQUEST):
         series = []
-        for phase, i in probes[k:k + HISTORY_SERIES_PER_REQUEST]:
+        for phase, i in probes[k : k + HISTORY_SERIES_PER_REQUEST]:
             rng = np.random.default_rng([zlib.crc32(phase.encode()), i])
             values = 1.0 + 0.1 * rng.standard_normal(HISTORY_SAMPLES)
             start = end_ms - (HISTORY_SAMPLES - 1) * 1000
-            series.append(encode.Series(labels=_probe_labels(phase, i), samples=[
-                (start + j * 1000, float(v)) for j, v in enumerate(values)]))
+            series.append(
+                encode.Series(
+                    labels=_probe_labels(phase, i),
+                    samples=[(start + j * 1000, float(v)) for j, v in enumerate(values)],
+                )
+            )
         write(vigil_port, series)
 
 
-def settle_history(vigil_port: int, proxy: RecordingProxy, expected: int,
-                   n_series: int) -> dict:
+def settle_history(vigil_port: int, proxy: RecordingProxy, expected: int, n_series: int) -> dict:
     """Wait until the history is processed and its alerts are gone. With ``for_samples:
     1`` noise can fire just after the detector's warm-up; those alerts must have fired and
     resolved before the first probe."""
+
     def settled() -> bool:
         c = scrape(vigil_port)[1]
-        return (c.get("vigil_samples_accepted_total", 0) >= expected
-                and c.get("vigil_alerts_firing", 0) == 0
-                and c.get("vigil_alerts_pending", 0) == 0)
+        return (
+            c.get("vigil_samples_accepted_total", 0) >= expected
+            and c.get("vigil_alerts_firing", 0) == 0
+            and c.get("vigil_alerts_pending", 0) == 0
+        )
 
     with contextlib.suppress(TimeoutError):
         wait_until("history alerts resolved", settled, timeout_s=30, interval_s=0.1)
     c = scrape(vigil_port)[1]
-    return {"probe_series": n_series, "samples": expected,
-            "noise_fire_events": c.get("events_fire", 0),
-            "noise_alerts_received": proxy.resolved + proxy.n_firing_posts(),
-            "still_firing": c.get("vigil_alerts_firing", 0)}
+    return {
+        "probe_series": n_series,
+        "samples": expected,
+        "noise_fire_events": c.get("events_fire", 0),
+        "noise_alerts_received": proxy.resolved + proxy.n_firing_posts(),
+        "still_firing": c.get("vigil_alerts_firing", 0),
+    }
 
 
 @dataclass
@@ -389,9 +427,16 @@ class PhaseResult:
     aborted: bool = False
 
 
-def run_probes(vigil_port: int, proxy: RecordingProxy, phase: str, n: int,
-               timeout_s: float, rng: random.Random, ts_ms: int,
-               first: int = 0) -> PhaseResult:
+def run_probes(
+    vigil_port: int,
+    proxy: RecordingProxy,
+    phase: str,
+    n: int,
+    timeout_s: float,
+    rng: random.Random,
+    ts_ms: int,
+    first: int = 0,
+) -> PhaseResult:
     """The decisive samples (timestamp ``ts_ms``) of probes ``first`` .. ``first + n - 1``
     of ``phase``, one at a time (see the module docstring). Gives up after
     MAX_MISSES_IN_A_ROW misses in a row: something is broken, not slow."""
@@ -401,8 +446,11 @@ def run_probes(vigil_port: int, proxy: RecordingProxy, phase: str, n: int,
     t_phase = time.perf_counter()
     try:
         for i in range(first, first + n):
-            body = encode.compress(encode.encode_v1([encode.Series(
-                labels=_probe_labels(phase, i), samples=[(ts_ms, 2.0)])]))  # 10 sigmas up
+            body = encode.compress(
+                encode.encode_v1(
+                    [encode.Series(labels=_probe_labels(phase, i), samples=[(ts_ms, 2.0)])]
+                )
+            )  # 10 sigmas up
             t0 = time.perf_counter()
             conn.request("POST", "/api/v1/write", body=body, headers=HEADERS)
             resp = conn.getresponse()
@@ -447,9 +495,12 @@ def _dist(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     a = np.asarray(values)
-    return {"n": int(a.shape[0]), "mean": float(a.mean()),
-            **{f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)},
-            "max": float(a.max())}
+    return {
+        "n": int(a.shape[0]),
+        "mean": float(a.mean()),
+        **{f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)},
+        "max": float(a.max()),
+    }
 
 
 # ------------------------------------------------------------------ Vigil's metrics
@@ -492,9 +543,13 @@ def scrape(vigil_port: int) -> tuple[dict[str, Histogram], dict[str, float]]:
         if name == "vigil_alert_events_total":
             kind = name_labels.split('kind="')[1].split('"')[0]
             counters[f"events_{kind}"] = counters.get(f"events_{kind}", 0.0) + float(value)
-        if name in ("vigil_samples_accepted_total", "vigil_alerts_firing",
-                    "vigil_ingest_queue_samples", "vigil_alerts_sent_total",
-                    "vigil_alerts_pending"):
+        if name in (
+            "vigil_samples_accepted_total",
+            "vigil_alerts_firing",
+            "vigil_ingest_queue_samples",
+            "vigil_alerts_sent_total",
+            "vigil_alerts_pending",
+        ):
             counters[name] = counters.get(name, 0.0) + float(value)
     return hists, counters
 
@@ -510,11 +565,17 @@ def hist_delta(before: Histogram, after: Histogram) -> dict[str, float]:
     def bound(q: float) -> float:
         return 1000 * next((le for le, n in diff if n >= q * count - 1e-9), float("inf"))
 
-    return {"count": count, "mean_ms": 1000 * (after[1] - before[1]) / count,
-            "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99), "max_le_ms": bound(1.0)}
+    return {
+        "count": count,
+        "mean_ms": 1000 * (after[1] - before[1]) / count,
+        "p50_le_ms": bound(0.5),
+        "p99_le_ms": bound(0.99),
+        "max_le_ms": bound(1.0),
+    }
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
@@ -522,16 +583,23 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[pkg] = metadata.version(pkg)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        text = subprocess.run(["prometheus-alertmanager", "--version"], capture_output=True,
-                              text=True, timeout=10).stdout
-        out["alertmanager"] = text.split("version ", 1)[1].split()[0] if "version " in text \
-            else "?"
+        text = subprocess.run(
+            ["prometheus-alertmanager", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+        out["alertmanager"] = text.split("version ", 1)[1].split()[0] if "version " in text else "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                                "detector"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "detector"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         out["vigil_commit"] = rev + ("+dirty" if dirty else "")
     return out
 
@@ -580,57 +648,81 @@ def _phase_metrics(vigil_port: int, pid: int, into: dict) -> Iterator[None]:
     # how busy each core was, whoever ran there: on core 0, anything beyond Vigil's share
     # is another process competing with it (the figures are then not a quiet machine's).
     # /proc/stat is tick-sampled: rough for a phase of a few seconds (--quick)
-    into["cores_busy"] = {name: (cores1[name][0] - b0) / max(1.0, cores1[name][2] - t)
-                          for name, (b0, _, t) in cores0.items() if name in cores1}
-    into["cores_steal"] = {name: (cores1[name][1] - st) / max(1.0, cores1[name][2] - t)
-                           for name, (_, st, t) in cores0.items() if name in cores1}
+    into["cores_busy"] = {
+        name: (cores1[name][0] - b0) / max(1.0, cores1[name][2] - t)
+        for name, (b0, _, t) in cores0.items()
+        if name in cores1
+    }
+    into["cores_steal"] = {
+        name: (cores1[name][1] - st) / max(1.0, cores1[name][2] - t)
+        for name, (_, st, t) in cores0.items()
+        if name in cores1
+    }
     h1, c1 = scrape(vigil_port)
     into["vigil"] = {
         "cpu_fraction": (cpu1 - cpu0) / wall,
         "fire_events": c1.get("events_fire", 0.0) - c0.get("events_fire", 0.0),
-        "samples_accepted_per_s": (c1.get("vigil_samples_accepted_total", 0.0)
-                                   - c0.get("vigil_samples_accepted_total", 0.0)) / wall,
+        "samples_accepted_per_s": (
+            c1.get("vigil_samples_accepted_total", 0.0)
+            - c0.get("vigil_samples_accepted_total", 0.0)
+        )
+        / wall,
         "alerts_firing_at_end": c1.get("vigil_alerts_firing", 0.0),
         **{k: hist_delta(h0[k], h1[k]) for k in HISTOGRAMS},
     }
 
 
 def _phase_figures(res: PhaseResult, n: int) -> dict:
-    return {"probes": n, "sent": len(res.latencies_ms) + len(res.missed),
-            "aborted_after_misses": res.aborted,
-            "missed": len(res.missed), "missed_probes": res.missed[:20],
-            "wall_s": res.wall_s, "latency_ms": _dist(res.latencies_ms),
-            "ack_ms": _dist(res.acks_ms)}
+    return {
+        "probes": n,
+        "sent": len(res.latencies_ms) + len(res.missed),
+        "aborted_after_misses": res.aborted,
+        "missed": len(res.missed),
+        "missed_probes": res.missed[:20],
+        "wall_s": res.wall_s,
+        "latency_ms": _dist(res.latencies_ms),
+        "ack_ms": _dist(res.acks_ms),
+    }
 
 
 def _print_phase(name: str, fig: dict) -> None:
     lat, ack, v = fig["latency_ms"], fig["ack_ms"], fig["vigil"]
     if lat["n"]:
-        print(f"{name:<7} probes {fig['sent']}, missed {fig['missed']}: latency p50 "
-              f"{lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  max "
-              f"{lat['max']:.2f}  mean {lat['mean']:.2f} ms  (204 after p50 {ack['p50']:.2f}, "
-              f"p99 {ack['p99']:.2f} ms)")
+        print(
+            f"{name:<7} probes {fig['sent']}, missed {fig['missed']}: latency p50 "
+            f"{lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  max "
+            f"{lat['max']:.2f}  mean {lat['mean']:.2f} ms  (204 after p50 {ack['p50']:.2f}, "
+            f"p99 {ack['p99']:.2f} ms)"
+        )
     else:
         print(f"{name:<7} probes {fig['sent']}, missed {fig['missed']}: no alert arrived")
     if fig["aborted_after_misses"]:
-        print(f"{'':<7} ABORTED after {MAX_MISSES_IN_A_ROW} misses in a row "
-              f"({fig['sent']} of {fig['probes']} probes sent)")
+        print(
+            f"{'':<7} ABORTED after {MAX_MISSES_IN_A_ROW} misses in a row "
+            f"({fig['sent']} of {fig['probes']} probes sent)"
+        )
     parts = []
     for key in ("delivery", "detect_batch", "loop_lag", "write_request"):
         h = v[key]
         if h.get("count"):
-            parts.append(f"{key} n={h['count']:.0f} mean {h['mean_ms']:.2f} ms p99<="
-                         f"{h['p99_le_ms']:g} max<={h['max_le_ms']:g}")
+            parts.append(
+                f"{key} n={h['count']:.0f} mean {h['mean_ms']:.2f} ms p99<="
+                f"{h['p99_le_ms']:g} max<={h['max_le_ms']:g}"
+            )
     busy = fig.get("cores_busy", {})
     if "cpu0" in busy:
         others = max(0.0, busy["cpu0"] - v["cpu_fraction"])
-        print(f"{'':<7} cores busy: " + ", ".join(f"{k} {100 * x:.0f}%" for k, x in
-                                                  busy.items()) +
-              f" (steal {100 * fig['cores_steal'].get('cpu0', 0):.0f}% on cpu0"
-              f"; on cpu0, not Vigil: {100 * others:.0f}%" +
-              (": another process competed with Vigil)" if others > 0.05 else ")"))
-    print(f"{'':<7} Vigil: CPU {100 * v['cpu_fraction']:.0f}% of core 0, "
-          f"{v['samples_accepted_per_s']:,.0f} samples/s; " + "; ".join(parts))
+        print(
+            f"{'':<7} cores busy: "
+            + ", ".join(f"{k} {100 * x:.0f}%" for k, x in busy.items())
+            + f" (steal {100 * fig['cores_steal'].get('cpu0', 0):.0f}% on cpu0"
+            f"; on cpu0, not Vigil: {100 * others:.0f}%"
+            + (": another process competed with Vigil)" if others > 0.05 else ")")
+        )
+    print(
+        f"{'':<7} Vigil: CPU {100 * v['cpu_fraction']:.0f}% of core 0, "
+        f"{v['samples_accepted_per_s']:,.0f} samples/s; " + "; ".join(parts)
+    )
 
 
 def main() -> None:
@@ -641,10 +733,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=1000, help="timed probes per phase")
     parser.add_argument("--series", type=int, default=10_000, help="load series")
-    parser.add_argument("--load-rate", type=float, default=500_000,
-                        help="background load, samples/s")
-    parser.add_argument("--timeout-ms", type=float, default=2000,
-                        help="a probe whose alert takes longer counts as missed")
+    parser.add_argument(
+        "--load-rate", type=float, default=500_000, help="background load, samples/s"
+    )
+    parser.add_argument(
+        "--timeout-ms",
+        type=float,
+        default=2000,
+        help="a probe whose alert takes longer counts as missed",
+    )
     parser.add_argument("--quick", action="store_true", help="50 probes per phase")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -655,9 +752,12 @@ def main() -> None:
     rng = random.Random(args.seed)
     figures: dict = {
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), **_versions()},
-        "target_p99_ms": TARGET_P99_MS, "probes_per_phase": args.probes,
-        "timeout_ms": args.timeout_ms, "load_series": args.series,
-        "load_rate_target": args.load_rate, "loadavg_at_start": os.getloadavg()[0],
+        "target_p99_ms": TARGET_P99_MS,
+        "probes_per_phase": args.probes,
+        "timeout_ms": args.timeout_ms,
+        "load_series": args.series,
+        "load_rate_target": args.load_rate,
+        "loadavg_at_start": os.getloadavg()[0],
     }
     timeout_s = args.timeout_ms / 1000
     with tempfile.TemporaryDirectory(prefix="bench-alert-latency-") as tmp:
@@ -665,55 +765,104 @@ def main() -> None:
         (workdir / "am.yml").write_text(AM_CONFIG)
         (workdir / "vigil.yaml").write_text(VIGIL_CONFIG)
         vigil_port = free_port()
-        with alertmanager("alertmanager", workdir, workdir / "am.yml") as (am_url, _), \
-                RecordingProxy(am_url) as proxy, \
-                process("vigil", ["taskset", "-c", "0", *vigil_detector_argv(
-                    vigil_port, "--config", str(workdir / "vigil.yaml"), "--alertmanager",
-                    proxy.url, "--log-level", "WARNING")], workdir,
-                    ready_url=f"http://127.0.0.1:{vigil_port}/readyz", timeout_s=180) as vigil:
+        with (
+            alertmanager("alertmanager", workdir, workdir / "am.yml") as (am_url, _),
+            RecordingProxy(am_url) as proxy,
+            process(
+                "vigil",
+                [
+                    "taskset",
+                    "-c",
+                    "0",
+                    *vigil_detector_argv(
+                        vigil_port,
+                        "--config",
+                        str(workdir / "vigil.yaml"),
+                        "--alertmanager",
+                        proxy.url,
+                        "--log-level",
+                        "WARNING",
+                    ),
+                ],
+                workdir,
+                ready_url=f"http://127.0.0.1:{vigil_port}/readyz",
+                timeout_s=180,
+            ) as vigil,
+        ):
             end_ms = history_end(int(time.time() * 1000))
             decisive_ms = end_ms + 1000
-            probes = [(phase, i) for phase in ("warmup", "idle", "loaded")
-                      for i in range(2 * WARM_PROBES if phase == "warmup" else args.probes)]
+            probes = [
+                (phase, i)
+                for phase in ("warmup", "idle", "loaded")
+                for i in range(2 * WARM_PROBES if phase == "warmup" else args.probes)
+            ]
             t = time.perf_counter()
             send_history(vigil_port, probes, end_ms)
             figures["history_s"] = time.perf_counter() - t
-            figures["history"] = settle_history(vigil_port, proxy,
-                                                len(probes) * HISTORY_SAMPLES, len(probes))
+            figures["history"] = settle_history(
+                vigil_port, proxy, len(probes) * HISTORY_SAMPLES, len(probes)
+            )
             h = figures["history"]
-            print(f"history: {h['probe_series']} probe series x {HISTORY_SAMPLES} noise samples "
-                  f"(untimed); {h['noise_fire_events']:.0f} fired on noise (for_samples 1), "
-                  f"{h['still_firing']:.0f} still firing at the first probe", flush=True)
+            print(
+                f"history: {h['probe_series']} probe series x {HISTORY_SAMPLES} noise samples "
+                f"(untimed); {h['noise_fire_events']:.0f} fired on noise (for_samples 1), "
+                f"{h['still_firing']:.0f} still firing at the first probe",
+                flush=True,
+            )
             # idle: no other traffic
-            run_probes(vigil_port, proxy, "warmup", WARM_PROBES, timeout_s, rng,
-                       decisive_ms)
+            run_probes(vigil_port, proxy, "warmup", WARM_PROBES, timeout_s, rng, decisive_ms)
             idle_fig: dict = {}
             with _phase_metrics(vigil_port, vigil.pid, idle_fig):
-                idle = run_probes(vigil_port, proxy, "idle", args.probes, timeout_s, rng,
-                                  decisive_ms)
+                idle = run_probes(
+                    vigil_port, proxy, "idle", args.probes, timeout_s, rng, decisive_ms
+                )
             idle_fig.update(_phase_figures(idle, args.probes))
             figures["idle"] = idle_fig
             _print_phase("idle", idle_fig)
 
             # loaded: the ingest benchmark's bodies at a steady rate from CPU 1
             url = f"http://127.0.0.1:{vigil_port}/api/v1/write"
-            loader_argv = ["taskset", "-c", "1", sys.executable, __file__, "--loader", url,
-                           str(args.series), str(args.load_rate)]
+            loader_argv = [
+                "taskset",
+                "-c",
+                "1",
+                sys.executable,
+                __file__,
+                "--loader",
+                url,
+                str(args.series),
+                str(args.load_rate),
+            ]
             loaded_fig: dict = {}
             with process("loader", loader_argv, workdir) as loader:
                 log = workdir / "loader.log"
-                wait_until("load warmed up", lambda: any("warm" in x for x in
-                                                         _loader_lines(log)),
-                           timeout_s=300, interval_s=0.1, log=log)
+                wait_until(
+                    "load warmed up",
+                    lambda: any("warm" in x for x in _loader_lines(log)),
+                    timeout_s=300,
+                    interval_s=0.1,
+                    log=log,
+                )
                 time.sleep(SETTLE_S)
-                run_probes(vigil_port, proxy, "warmup", WARM_PROBES, timeout_s, rng,
-                           decisive_ms, first=WARM_PROBES)
+                run_probes(
+                    vigil_port,
+                    proxy,
+                    "warmup",
+                    WARM_PROBES,
+                    timeout_s,
+                    rng,
+                    decisive_ms,
+                    first=WARM_PROBES,
+                )
                 with _phase_metrics(vigil_port, vigil.pid, loaded_fig):
-                    loaded = run_probes(vigil_port, proxy, "loaded", args.probes, timeout_s,
-                                        rng, decisive_ms)
+                    loaded = run_probes(
+                        vigil_port, proxy, "loaded", args.probes, timeout_s, rng, decisive_ms
+                    )
                 if loader.poll() is not None:
-                    raise RuntimeError(f"the load generator exited early:\n"
-                                       f"{log.read_text(errors='replace')[-3000:]}")
+                    raise RuntimeError(
+                        f"the load generator exited early:\n"
+                        f"{log.read_text(errors='replace')[-3000:]}"
+                    )
                 loader.send_signal(signal.SIGTERM)
                 loader.wait(60)
             lines = _loader_lines(workdir / "loader.log")
@@ -722,34 +871,47 @@ def main() -> None:
             loaded_fig.update(_phase_figures(loaded, args.probes))
             loaded_fig["load"] = {**load_info, "warmup": warm_info}
             figures["loaded"] = loaded_fig
-            figures["proxy"] = {"posts": proxy.posts, "alerts": proxy.alerts,
-                                "statuses": dict(proxy.statuses)}
+            figures["proxy"] = {
+                "posts": proxy.posts,
+                "alerts": proxy.alerts,
+                "statuses": dict(proxy.statuses),
+            }
     load = loaded_fig["load"]
     figures["load_rate_achieved"] = load.get("samples_per_s", 0) >= 0.95 * args.load_rate
-    print(f"{'':<7} load: {load.get('samples_per_s', 0):,.0f} samples/s achieved of "
-          f"{args.load_rate:,.0f} target ({args.series:,} series, codes "
-          f"{load.get('codes')}, loader CPU {100 * load.get('loader_cpu_fraction', 0):.0f}% "
-          f"of core 1, fell behind {load.get('late_s', 0):.2f} s)")
+    print(
+        f"{'':<7} load: {load.get('samples_per_s', 0):,.0f} samples/s achieved of "
+        f"{args.load_rate:,.0f} target ({args.series:,} series, codes "
+        f"{load.get('codes')}, loader CPU {100 * load.get('loader_cpu_fraction', 0):.0f}% "
+        f"of core 1, fell behind {load.get('late_s', 0):.2f} s)"
+    )
     if not figures["load_rate_achieved"]:
-        print(f"{'':<7} WARNING: the load rate was not reached: Vigil (or the loader) is "
-              "saturated; the loaded figures are for the rate achieved")
+        print(
+            f"{'':<7} WARNING: the load rate was not reached: Vigil (or the loader) is "
+            "saturated; the loaded figures are for the rate achieved"
+        )
     _print_phase("loaded", loaded_fig)
     i_lat, l_lat = figures["idle"]["latency_ms"], loaded_fig["latency_ms"]
     if i_lat["n"] and l_lat["n"]:
         figures["loaded_vs_idle_p50"] = l_lat["p50"] / i_lat["p50"]
         figures["loaded_vs_idle_p99"] = l_lat["p99"] / i_lat["p99"]
-        figures["target_met"] = bool(l_lat["p99"] < TARGET_P99_MS
-                                     and not loaded_fig["missed"]
-                                     and figures["load_rate_achieved"])
-        print(f"loaded / idle: p50 {figures['loaded_vs_idle_p50']:.2f}x, p99 "
-              f"{figures['loaded_vs_idle_p99']:.2f}x; loaded p99 {l_lat['p99']:.2f} ms "
-              f"{'<' if l_lat['p99'] < TARGET_P99_MS else '>='} {TARGET_P99_MS:g} ms: "
-              f"target {'met' if figures['target_met'] else 'NOT met'}")
+        figures["target_met"] = bool(
+            l_lat["p99"] < TARGET_P99_MS
+            and not loaded_fig["missed"]
+            and figures["load_rate_achieved"]
+        )
+        print(
+            f"loaded / idle: p50 {figures['loaded_vs_idle_p50']:.2f}x, p99 "
+            f"{figures['loaded_vs_idle_p99']:.2f}x; loaded p99 {l_lat['p99']:.2f} ms "
+            f"{'<' if l_lat['p99'] < TARGET_P99_MS else '>='} {TARGET_P99_MS:g} ms: "
+            f"target {'met' if figures['target_met'] else 'NOT met'}"
+        )
     else:
         figures["target_met"] = False
     m = figures["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores; " +
-          ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("cpu", "cores")))
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores; "
+        + ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("cpu", "cores"))
+    )
     print(json.dumps(figures))
 
 

@@ -33,8 +33,11 @@ from detector.detectors.base import Scores
 from detector.detectors.kinds import build_family
 
 RATES = (1e-2, 1e-3, 1e-4)
-FAMILIES = {"spot": SpotParams(), "robust": RobustParams(),
-            "ensemble": EnsembleParams(season_bins=0)}
+FAMILIES = {
+    "spot": SpotParams(),
+    "robust": RobustParams(),
+    "ensemble": EnsembleParams(season_bins=0),
+}
 Draw = Callable[[np.random.Generator, tuple[int, int]], NDArray[np.float64]]
 NOISES: dict[str, Draw] = {
     "gauss": lambda g, s: g.normal(0.0, 1.0, s),
@@ -44,8 +47,9 @@ NOISES: dict[str, Draw] = {
 }
 
 
-def scores(params: DetectorParams, x: NDArray[np.float64],
-           step_ms: int = 15_000) -> NDArray[np.float64]:
+def scores(
+    params: DetectorParams, x: NDArray[np.float64], step_ms: int = 15_000
+) -> NDArray[np.float64]:
     """Scores of ``x[series, sample]``, one fresh series per row, fed sample-major with
     ``step_ms`` between samples."""
     n_series, n = x.shape
@@ -66,10 +70,12 @@ def ten_sigma(params: EnsembleParams) -> dict[str, float]:
     x[:, n] += 10.0
     sc = scores(params, x, step_ms=60_000)
     noise, last = sc[:, :n], sc[:, n]
-    return {"paged_on_noise": float(np.mean((noise >= 0.9999).any(axis=1))),
-            "alarmed_on_noise": float(np.mean((noise >= 0.999).any(axis=1))),
-            "ten_sigma_caught": float(np.mean(last >= 0.9999)),
-            "ten_sigma_min_score": float(last.min())}
+    return {
+        "paged_on_noise": float(np.mean((noise >= 0.9999).any(axis=1))),
+        "alarmed_on_noise": float(np.mean((noise >= 0.999).any(axis=1))),
+        "ten_sigma_caught": float(np.mean(last >= 0.9999)),
+        "ten_sigma_min_score": float(last.min()),
+    }
 
 
 def main() -> int:
@@ -78,14 +84,13 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--skip", type=int, default=1000)
     args = ap.parse_args()
-    figures: dict[str, object] = {"series": args.series, "samples": args.samples,
-                                  "skip": args.skip}
+    figures: dict[str, object] = {"series": args.series, "samples": args.samples, "skip": args.skip}
     rates: dict[str, dict[str, dict[str, float]]] = {}
     for noise, draw in NOISES.items():
         x = 100.0 + draw(np.random.default_rng(1), (args.series, args.samples))
         rates[noise] = {}
         for fam in FAMILIES:
-            sc = scores(FAMILIES[fam], x)[:, args.skip:]
+            sc = scores(FAMILIES[fam], x)[:, args.skip :]
             rates[noise][fam] = {str(q): float(np.mean(sc >= 1.0 - q)) for q in RATES}
     figures["false_alarm_rate"] = rates
     print("share of samples scoring >= 1 - q on stationary noise (spot / robust / ensemble)")
@@ -98,16 +103,22 @@ def main() -> int:
     for fam in FAMILIES:
         fresh[fam] = float(np.mean((scores(FAMILIES[fam], x) >= 0.9999).any(axis=1)))
     figures["fresh_series_paged"] = fresh
-    print("fresh noise-only series (1,000 x 300) with any score >= 0.9999: "
-          + ", ".join(f"{f} {v:.1%}" for f, v in fresh.items()))
+    print(
+        "fresh noise-only series (1,000 x 300) with any score >= 0.9999: "
+        + ", ".join(f"{f} {v:.1%}" for f, v in fresh.items())
+    )
     ten: dict[str, dict[str, float]] = {}
-    for name, params in (("ensemble_default", EnsembleParams()),
-                         ("ensemble_no_season", EnsembleParams(season_bins=0))):
+    for name, params in (
+        ("ensemble_default", EnsembleParams()),
+        ("ensemble_no_season", EnsembleParams(season_bins=0)),
+    ):
         ten[name] = r = ten_sigma(params)
-        print(f"{name}: fresh series paged on noise {r['paged_on_noise']:.1%} (alarmed, "
-              f">= 0.999, outside the band: {r['alarmed_on_noise']:.1%}); a 10-sigma sample after "
-              f"300 scores >= 0.9999 on {r['ten_sigma_caught']:.1%} (lowest score "
-              f"{r['ten_sigma_min_score']:.6f})")
+        print(
+            f"{name}: fresh series paged on noise {r['paged_on_noise']:.1%} (alarmed, "
+            f">= 0.999, outside the band: {r['alarmed_on_noise']:.1%}); a 10-sigma sample after "
+            f"300 scores >= 0.9999 on {r['ten_sigma_caught']:.1%} (lowest score "
+            f"{r['ten_sigma_min_score']:.6f})"
+        )
     figures["ten_sigma"] = ten
     print(json.dumps(figures))
     return 0

@@ -76,8 +76,12 @@ def measure_family(params: DetectorParams, n_series: int, steps: int) -> dict[st
         step_ts.fill(ts[k])
         family.score_learn(slots, step_ts, values[k], out)
     seconds = time.perf_counter() - t0
-    return {"samples_per_s": n_series * steps / seconds, "seconds": seconds,
-            "compile_s": compile_s, "bytes_per_series": family.bytes_per_series()}
+    return {
+        "samples_per_s": n_series * steps / seconds,
+        "seconds": seconds,
+        "compile_s": compile_s,
+        "bytes_per_series": family.bytes_per_series(),
+    }
 
 
 def river_equivalent(name: str) -> Any:
@@ -102,8 +106,11 @@ def river_equivalent(name: str) -> Any:
 
         def __init__(self, seasonal: bool) -> None:
             self.fast, self.slow = Level(0.01), Level(0.002)
-            self.hw = time_series.HoltWinters(alpha=0.3, beta=0.1, gamma=0.05,
-                                              seasonality=48) if seasonal else None
+            self.hw = (
+                time_series.HoltWinters(alpha=0.3, beta=0.1, gamma=0.05, seasonality=48)
+                if seasonal
+                else None
+            )
 
         def score_learn(self, x: float) -> float:
             z = max(self.fast.score_learn(x), self.slow.score_learn(x))
@@ -154,20 +161,32 @@ def cold_compile() -> float:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
-        code = ("import time; t=time.perf_counter(); "
-                "import detector.detectors.kinds, detector.remote_write._wire, "
-                "detector.series._index, detector.pipeline._sample_rules; "
-                "print(time.perf_counter()-t)")
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                             text=True, cwd=ROOT, env={**os.environ, "NUMBA_CACHE_DIR": cache})
+        code = (
+            "import time; t=time.perf_counter(); "
+            "import detector.detectors.kinds, detector.remote_write._wire, "
+            "detector.series._index, detector.pipeline._sample_rules; "
+            "print(time.perf_counter()-t)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "NUMBA_CACHE_DIR": cache},
+        )
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def million(n_series: int, steps: int) -> dict[str, float]:
     """Run in a fresh process: the default ensemble with ``n_series`` resident, timed over
     ``steps`` steps after its warm-up."""
-    out = subprocess.run([sys.executable, __file__, "--million-child", str(n_series),
-                          str(steps)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--million-child", str(n_series), str(steps)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -188,10 +207,17 @@ def million_child(n_series: int, steps: int) -> None:
         family.score_learn(slots, ts, values, out)
         if k >= warmup:
             seconds += time.perf_counter() - t0
-    print(json.dumps({"series": n_series, "steps": steps,
-                      "samples_per_s": n_series * steps / seconds,
-                      "peak_rss_mb": _peak_rss_mb(),
-                      "state_mb": n_series * family.bytes_per_series() / 2**20}))
+    print(
+        json.dumps(
+            {
+                "series": n_series,
+                "steps": steps,
+                "samples_per_s": n_series * steps / seconds,
+                "peak_rss_mb": _peak_rss_mb(),
+                "state_mb": n_series * family.bytes_per_series() / 2**20,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -208,29 +234,41 @@ def main() -> None:
     import river
 
     figures: dict[str, Any] = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__, "river": river.__version__},
-        "series": args.series, "steps": args.steps, "river_series": args.river_series,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "river": river.__version__,
+        },
+        "series": args.series,
+        "steps": args.steps,
+        "river_series": args.river_series,
     }
     figures["cold_compile_s"] = cold_compile()
-    print(f"compiling every kernel from an empty cache: {figures['cold_compile_s']:.1f} s",
-          flush=True)
+    print(
+        f"compiling every kernel from an empty cache: {figures['cold_compile_s']:.1f} s", flush=True
+    )
     for name, params in FAMILIES.items():
         ours = measure_family(params, args.series, args.steps)
         theirs = measure_river(name, args.river_series, args.steps)
         ratio = ours["samples_per_s"] / theirs["samples_per_s"]
         figures[name] = {"vigil": ours, "river": theirs, "ratio": ratio}
-        print(f"{name:<20} {ours['samples_per_s']:>14,.0f} samples/s  "
-              f"(first call {ours['compile_s']:.2f} s)  {ours['bytes_per_series']:>5} B/series  "
-              f"river {theirs['samples_per_s']:>10,.0f} samples/s  -> {ratio:,.0f}x",
-              flush=True)
+        print(
+            f"{name:<20} {ours['samples_per_s']:>14,.0f} samples/s  "
+            f"(first call {ours['compile_s']:.2f} s)  {ours['bytes_per_series']:>5} B/series  "
+            f"river {theirs['samples_per_s']:>10,.0f} samples/s  -> {ratio:,.0f}x",
+            flush=True,
+        )
     if args.million:
         m = million(args.million, args.million_steps)
         figures["million"] = m
-        print(f"{m['series']:,} series resident (default ensemble): "
-              f"{m['samples_per_s']:,.0f} samples/s, peak RSS {m['peak_rss_mb']:.0f} MB "
-              f"(state {m['state_mb']:.0f} MB)", flush=True)
+        print(
+            f"{m['series']:,} series resident (default ensemble): "
+            f"{m['samples_per_s']:,.0f} samples/s, peak RSS {m['peak_rss_mb']:.0f} MB "
+            f"(state {m['state_mb']:.0f} MB)",
+            flush=True,
+        )
     print(json.dumps(figures))
 
 

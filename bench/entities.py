@@ -40,14 +40,25 @@ def run(model: str, n_entities: int, members: int, steps: int, seed: int = 1) ->
     rng = np.random.default_rng(seed)
     n = n_entities * members
     labels = [(("__name__", f"m{i % members}"), ("pod", f"p{i // members}")) for i in range(n)]
-    rule = EntityRule(name="pods", by=("pod",), warmup_evaluations=100,
-                      model=EntityModel(kind=model, window_size=200))
+    rule = EntityRule(
+        name="pods",
+        by=("pod",),
+        warmup_evaluations=100,
+        model=EntityModel(kind=model, window_size=200),
+    )
     tracker = EntityTracker([rule], labels.__getitem__)
     tracker.add_slots(range(n))
     p = Pipeline(build_metrics(CollectorRegistry()), capacity=n)
-    p.process([Batch(slots=np.empty(0, np.int32), ts=np.empty(0, np.int64),
-                     bits=np.empty(0, np.uint64),
-                     new_slots=[SlotSpec(s, RobustParams(alpha=0.05)) for s in range(n)])])
+    p.process(
+        [
+            Batch(
+                slots=np.empty(0, np.int32),
+                ts=np.empty(0, np.int64),
+                bits=np.empty(0, np.uint64),
+                new_slots=[SlotSpec(s, RobustParams(alpha=0.05)) for s in range(n)],
+            )
+        ]
+    )
     slots = np.arange(n, dtype=np.int32)
     scale = rng.uniform(1, 10, n)
 
@@ -56,8 +67,7 @@ def run(model: str, n_entities: int, members: int, steps: int, seed: int = 1) ->
         x = 100 + scale * (factor + 0.2 * rng.normal(0, 1, n))
         if shocks is not None:
             x = x + scale * shocks
-        p.process([Batch(slots=slots, ts=np.full(n, t * 15_000, np.int64),
-                         bits=x.view(np.uint64))])
+        p.process([Batch(slots=slots, ts=np.full(n, t * 15_000, np.int64), bits=x.view(np.uint64))])
 
     normal: list[float] = []
     seconds = 0.0
@@ -77,10 +87,10 @@ def run(model: str, n_entities: int, members: int, steps: int, seed: int = 1) ->
         kind_of[f"p{e}"] = kind
         base = e * members
         if kind == "correlation_break":  # the shared factor swings one way, one member the other
-            shocks[base:base + members] = 2.0
+            shocks[base : base + members] = 2.0
             shocks[base] = -2.0
         elif kind == "joint_shift":
-            shocks[base:base + members] = 2.0
+            shocks[base : base + members] = 2.0
         else:
             shocks[base] = 4.0
     step(steps + 1, shocks)
@@ -91,9 +101,12 @@ def run(model: str, n_entities: int, members: int, steps: int, seed: int = 1) ->
         kind = kind_of[view.labels["pod"]]
         total[kind] += 1
         caught[kind] += view.score > threshold
-    return {"model": model, "threshold_at_1pct_false_alarms": threshold,
-            "detection": {k: caught[k] / max(total[k], 1) for k in KINDS},
-            "evaluations_per_s": evaluations / seconds}
+    return {
+        "model": model,
+        "threshold_at_1pct_false_alarms": threshold,
+        "detection": {k: caught[k] / max(total[k], 1) for k in KINDS},
+        "evaluations_per_s": evaluations / seconds,
+    }
 
 
 def main() -> None:
@@ -102,15 +115,21 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
-    figures: dict[str, Any] = {"entities": args.entities, "members": args.members,
-                               "steps": args.steps}
+    figures: dict[str, Any] = {
+        "entities": args.entities,
+        "members": args.members,
+        "steps": args.steps,
+    }
     for model in ("mahalanobis", "halfspacetrees"):
         r = run(model, args.entities, args.members, args.steps)
         figures[model] = r
         d = r["detection"]
-        print(f"{model:<15} correlation break {d['correlation_break']:.0%}  joint shift "
-              f"{d['joint_shift']:.0%}  single spike {d['single_spike']:.0%}  "
-              f"({r['evaluations_per_s']:,.0f} entity evaluations/s)", flush=True)
+        print(
+            f"{model:<15} correlation break {d['correlation_break']:.0%}  joint shift "
+            f"{d['joint_shift']:.0%}  single spike {d['single_spike']:.0%}  "
+            f"({r['evaluations_per_s']:,.0f} entity evaluations/s)",
+            flush=True,
+        )
     print(json.dumps(figures))
 
 

@@ -45,6 +45,7 @@ TIMEOUT_S = 10
 
 # ------------------------------------------------------------------------ child process
 
+
 def _child(target: str, args: list[str]) -> None:
     import importlib
 
@@ -52,11 +53,16 @@ def _child(target: str, args: list[str]) -> None:
 
     # numba compiles these from their bytecode, which instrumentation would change: they
     # are imported first, plain, and instrument_imports leaves loaded modules alone
-    for name in ("detector.pipeline._sample_rules", "detector.series._index",
-                 "detector.alerting._state_kernel", "detector.remote_write._wire",
-                 "detector.detectors._kernels.calibration",
-                 "detector.detectors._kernels.ensemble", "detector.detectors._kernels.tail",
-                 "detector.detectors._kernels.robust"):
+    for name in (
+        "detector.pipeline._sample_rules",
+        "detector.series._index",
+        "detector.alerting._state_kernel",
+        "detector.remote_write._wire",
+        "detector.detectors._kernels.calibration",
+        "detector.detectors._kernels.ensemble",
+        "detector.detectors._kernels.tail",
+        "detector.detectors._kernels.robust",
+    ):
         importlib.import_module(name)
     with atheris.instrument_imports(include=["detector", "remediator", "servicekit"]):
         import detector.pipeline.ingest
@@ -97,20 +103,23 @@ def _write_seeds(target: str, seeds: Path) -> None:
 
     seeds.mkdir(parents=True, exist_ok=True)
     if target == "remote_write":
-        docs = [bytes([2 | (version - 1)]) + raw
-                for version, raw in hostile.remote_write_corpus(1)]
+        docs = [bytes([2 | (version - 1)]) + raw for version, raw in hostile.remote_write_corpus(1)]
     elif target == "webhook":
         rng = random.Random(1)
         docs = [json.dumps(d).encode() for d in hostile.webhook_corpus()]
-        docs += [json.dumps(hostile.mutate_json(rng, d)).encode()
-                 for d in hostile.webhook_corpus() for _ in range(20)]
+        docs += [
+            json.dumps(hostile.mutate_json(rng, d)).encode()
+            for d in hostile.webhook_corpus()
+            for _ in range(20)
+        ]
     else:
         docs = [text.encode() for text in hostile.playbook_corpus()]
     for i, doc in enumerate(docs):
-        (seeds / f"seed-{i:04}").write_bytes(doc[:MAX_LEN[target]])
+        (seeds / f"seed-{i:04}").write_bytes(doc[: MAX_LEN[target]])
 
 
 # ------------------------------------------------------------------------ parent process
+
 
 def run_target(target: str, *, seconds: int, runs: int | None, workdir: Path) -> dict:
     base = workdir / target
@@ -118,9 +127,14 @@ def run_target(target: str, *, seconds: int, runs: int | None, workdir: Path) ->
     for d in (corpus, crashes):
         d.mkdir(parents=True, exist_ok=True)
     _write_seeds(target, seeds)
-    flags = [f"-max_total_time={seconds}", f"-max_len={MAX_LEN[target]}",
-             f"-timeout={TIMEOUT_S}", f"-rss_limit_mb={RSS_LIMIT_MB}",
-             f"-artifact_prefix={crashes}/", "-print_final_stats=1"]
+    flags = [
+        f"-max_total_time={seconds}",
+        f"-max_len={MAX_LEN[target]}",
+        f"-timeout={TIMEOUT_S}",
+        f"-rss_limit_mb={RSS_LIMIT_MB}",
+        f"-artifact_prefix={crashes}/",
+        "-print_final_stats=1",
+    ]
     if runs is not None:
         flags.append(f"-runs={runs}")
     argv = [sys.executable, __file__, "--child", target, "--", *flags, str(corpus), str(seeds)]
@@ -133,10 +147,17 @@ def run_target(target: str, *, seconds: int, runs: int | None, workdir: Path) ->
     speed = _last_int(r"stat::average_exec_per_sec:\s*(\d+)", log)
     cov = _last_int(r"\bcov: (\d+)", log)
     found = sorted(p.name for p in crashes.iterdir())
-    return {"target": target, "execs": execs, "execs_per_s": speed, "coverage": cov,
-            "crashes": len(found), "crash_files": [str(crashes / f) for f in found],
-            "exit_code": proc.returncode, "wall_s": round(wall, 1),
-            "corpus_files": sum(1 for _ in corpus.iterdir())}
+    return {
+        "target": target,
+        "execs": execs,
+        "execs_per_s": speed,
+        "coverage": cov,
+        "crashes": len(found),
+        "crash_files": [str(crashes / f) for f in found],
+        "exit_code": proc.returncode,
+        "wall_s": round(wall, 1),
+        "corpus_files": sum(1 for _ in corpus.iterdir()),
+    }
 
 
 def _last_int(pattern: str, text: str) -> int:
@@ -152,8 +173,9 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--seconds", type=int, default=60, help="per target")
     parser.add_argument("--runs", type=int, default=None, help="stop after this many inputs")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keeps corpora and crashes (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keeps corpora and crashes (default: a temp dir)"
+    )
     args = parser.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     unknown = set(targets) - set(TARGETS)
@@ -165,17 +187,22 @@ def main() -> None:
     for target in targets:
         r = run_target(target, seconds=args.seconds, runs=args.runs, workdir=workdir)
         results.append(r)
-        print(f"{target:13} {r['execs']:>9} execs  {r['execs_per_s']:>6}/s  "
-              f"cov {r['coverage']:>5}  crashes {r['crashes']}  "
-              f"(exit {r['exit_code']}, {r['wall_s']} s)", flush=True)
+        print(
+            f"{target:13} {r['execs']:>9} execs  {r['execs_per_s']:>6}/s  "
+            f"cov {r['coverage']:>5}  crashes {r['crashes']}  "
+            f"(exit {r['exit_code']}, {r['wall_s']} s)",
+            flush=True,
+        )
         for path in r["crash_files"]:
             print(f"  crash input: {path}  (log: {workdir / target / 'fuzz.log'})")
     summary = {
-        "bench": "fuzz", "seconds_per_target": args.seconds, "workdir": str(workdir),
-        "python": platform.python_version(), "atheris": importlib.metadata.version("atheris"),
+        "bench": "fuzz",
+        "seconds_per_target": args.seconds,
+        "workdir": str(workdir),
+        "python": platform.python_version(),
+        "atheris": importlib.metadata.version("atheris"),
         "cpu": platform.processor() or platform.machine(),
-        "targets": {r["target"]: {k: v for k, v in r.items() if k != "target"}
-                    for r in results},
+        "targets": {r["target"]: {k: v for k, v in r.items() if k != "target"} for r in results},
         "total_crashes": sum(r["crashes"] for r in results),
     }
     print(json.dumps(summary))

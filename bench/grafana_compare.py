@@ -67,9 +67,12 @@ MINUTE_MS = 60_000
 LOOKBACK_MS = 300_000  # Prometheus's default lookback: an older sample is not seen
 COUNTER_RATE = "5m"  # the framework's examples tag rate(...[5m])
 ANOMALY_TYPE = {  # the scenario metric -> the framework's anomaly_type
-    "svc_requests_rate": "requests", "svc_requests_total": "requests",
-    "svc_errors_total": "errors", "svc_latency_ms": "latency",
-    "svc_latency_seconds": "latency", "svc_gauge": "resource",
+    "svc_requests_rate": "requests",
+    "svc_requests_total": "requests",
+    "svc_errors_total": "errors",
+    "svc_latency_ms": "latency",
+    "svc_latency_seconds": "latency",
+    "svc_gauge": "resource",
     "svc_queue_length": "resource",
 }
 DEFAULTS = {"series_per_family": 4, "days": 7.0}
@@ -90,8 +93,9 @@ def per_minute(s: Series) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     return minutes[seen], values[seen]
 
 
-def build_input(series: Sequence[Series], strategies: Sequence[str]
-                ) -> tuple[dict[tuple[str, str], list[OmSeries]], list[RuleGroup]]:
+def build_input(
+    series: Sequence[Series], strategies: Sequence[str]
+) -> tuple[dict[tuple[str, str], list[OmSeries]], list[RuleGroup]]:
     """The OpenMetrics families to backfill and the rules that tag counters' rates."""
     families: dict[tuple[str, str], list[OmSeries]] = {}
     counters: set[str] = set()
@@ -101,21 +105,39 @@ def build_input(series: Sequence[Series], strategies: Sequence[str]
         if s.is_counter:
             counters.add(s.metric)
             kept = ~s.stale
-            families.setdefault((s.metric, "counter"), []).append(OmSeries(
-                labels={"scenario": name, "anomaly_type": anomaly_type},
-                ts_ms=s.ts_ms[kept], values=s.values[kept]))
+            families.setdefault((s.metric, "counter"), []).append(
+                OmSeries(
+                    labels={"scenario": name, "anomaly_type": anomaly_type},
+                    ts_ms=s.ts_ms[kept],
+                    values=s.values[kept],
+                )
+            )
             continue
         ts, values = per_minute(s)
         for strategy in strategies:
-            families.setdefault((s.metric, "gauge"), []).append(OmSeries(
-                labels={"anomaly_name": name, "anomaly_type": anomaly_type,
-                        "anomaly_strategy": strategy}, ts_ms=ts, values=values))
-    rules = [promrules.Rule.model_validate({
-        "record": f"scenario:{metric.removesuffix('_total')}:rate{COUNTER_RATE}",
-        "expr": f'label_replace(rate({metric}[{COUNTER_RATE}]), "anomaly_name", "$1", '
+            families.setdefault((s.metric, "gauge"), []).append(
+                OmSeries(
+                    labels={
+                        "anomaly_name": name,
+                        "anomaly_type": anomaly_type,
+                        "anomaly_strategy": strategy,
+                    },
+                    ts_ms=ts,
+                    values=values,
+                )
+            )
+    rules = [
+        promrules.Rule.model_validate(
+            {
+                "record": f"scenario:{metric.removesuffix('_total')}:rate{COUNTER_RATE}",
+                "expr": f'label_replace(rate({metric}[{COUNTER_RATE}]), "anomaly_name", "$1", '
                 f'"scenario", "(.+)")',
-        "labels": {"anomaly_strategy": strategy}})
-        for metric in sorted(counters) for strategy in strategies]
+                "labels": {"anomaly_strategy": strategy},
+            }
+        )
+        for metric in sorted(counters)
+        for strategy in strategies
+    ]
     tagging = [RuleGroup(name="ScenarioCounterRates", rules=rules)] if rules else []
     return families, tagging
 
@@ -136,22 +158,28 @@ def load_framework(rules_dir: Path, strategies: Sequence[str]) -> Framework:
         if not path.is_file():
             raise promrules.RulesError(
                 f"{path}: not found; --grafana-rules is the rules/ directory of a clone of "
-                f"https://github.com/grafana/promql-anomaly-detection (docs/detectors.md)")
+                f"https://github.com/grafana/promql-anomaly-detection (docs/detectors.md)"
+            )
         groups[strategy] = promrules.load_rules(path).groups
         digests[strategy] = hashlib.sha256(path.read_bytes()).hexdigest()
         if not any(r.alert for g in groups[strategy] for r in g.rules):
             raise promrules.RulesError(f"{path}: no alerting rule to measure")
     try:
         commit: str | None = subprocess.run(
-            ["git", "-C", str(rules_dir), "rev-parse", "HEAD"], capture_output=True,
-            text=True, timeout=10, check=True).stdout.strip()
+            ["git", "-C", str(rules_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = None
     return Framework(groups=groups, sha256=digests, commit=commit)
 
 
-def framework_traces(series: Sequence[Series], fw: Framework, *, workdir: Path
-                     ) -> tuple[dict[str, list[scenarios.Trace]], dict[str, float]]:
+def framework_traces(
+    series: Sequence[Series], fw: Framework, *, workdir: Path
+) -> tuple[dict[str, list[scenarios.Trace]], dict[str, float]]:
     """Per strategy, one ``Trace`` per series: the framework's alert over its history."""
     strategies = list(fw.groups)
     families, tagging = build_input(series, strategies)
@@ -173,15 +201,15 @@ def framework_traces(series: Sequence[Series], fw: Framework, *, workdir: Path
         for st in strategies:
             for g in fw.groups[st]:
                 for rule in (r for r in g.rules if r.alert is not None):
-                    for labels, found in h.alert_periods(rule, g, start_ms=start_ms,
-                                                         end_ms=end_ms):
+                    for labels, found in h.alert_periods(rule, g, start_ms=start_ms, end_ms=end_ms):
                         if labels.get("anomaly_strategy", st) != st:
                             continue
                         k = index.get(labels.get("anomaly_name", ""))
                         if k is None:
                             raise promrules.RulesError(
                                 f"{rule.name} ({st}) returned a series that is not a "
-                                f"scenario: {labels}")
+                                f"scenario: {labels}"
+                            )
                         periods[st].setdefault(k, []).extend(found)
         timings["alert_queries_s"] = time.perf_counter() - t0
         banded = series_with_bands(h.url, at_ms=end_ms, days=(end_ms - start_ms) / 86_400_000)
@@ -189,7 +217,8 @@ def framework_traces(series: Sequence[Series], fw: Framework, *, workdir: Path
             if not banded.get(st):
                 raise promrules.RulesError(
                     f"{st}: no series has an anomaly:upper_band after the backfill; the rules "
-                    f"did not run over the history (see {workdir}/prometheus.log)")
+                    f"did not run over the history (see {workdir}/prometheus.log)"
+                )
             timings[f"{st}_series_with_bands"] = banded[st]
         timings.update(h.timings)
     traces: dict[str, list[scenarios.Trace]] = {}
@@ -198,30 +227,44 @@ def framework_traces(series: Sequence[Series], fw: Framework, *, workdir: Path
         for k, s in enumerate(series):
             found = sorted(periods[st].get(k, []), key=lambda p: p.start_ms)
             none = np.zeros(s.ts_ms.shape[0], dtype=np.bool_)
-            traces[st].append(scenarios.Trace(
-                scored=scenarios.scored_mask(s), firing=promrules.firing_mask(s.ts_ms, found),
-                banded=none, inband=none, fires_ms=tuple(p.start_ms for p in found)))
+            traces[st].append(
+                scenarios.Trace(
+                    scored=scenarios.scored_mask(s),
+                    firing=promrules.firing_mask(s.ts_ms, found),
+                    banded=none,
+                    inband=none,
+                    fires_ms=tuple(p.start_ms for p in found),
+                )
+            )
     return traces, timings
 
 
 def series_with_bands(url: str, *, at_ms: int, days: float) -> dict[str, int]:
     """Per strategy, how many series got an upper band at some time of the history."""
-    expr = (f"count by (anomaly_strategy) (count_over_time("
-            f"anomaly:upper_band[{int(np.ceil(days)) + 1}d]))")
-    return {s.labels.get("anomaly_strategy", ""): int(s.values[-1])
-            for s in promrules.query_range(url, expr, start_ms=at_ms, end_ms=at_ms,
-                                           step_s=EVAL_INTERVAL_S)}
+    expr = (
+        f"count by (anomaly_strategy) (count_over_time("
+        f"anomaly:upper_band[{int(np.ceil(days)) + 1}d]))"
+    )
+    return {
+        s.labels.get("anomaly_strategy", ""): int(s.values[-1])
+        for s in promrules.query_range(
+            url, expr, start_ms=at_ms, end_ms=at_ms, step_s=EVAL_INTERVAL_S
+        )
+    }
 
 
-def summarise_traces(series: Sequence[Series], traces: Sequence[scenarios.Trace],
-                     families: Sequence[str]) -> dict[str, dict[str, object]]:
-    figures = [scenarios.measure(s, t, warmup_samples=0)
-               for s, t in zip(series, traces, strict=True)]
+def summarise_traces(
+    series: Sequence[Series], traces: Sequence[scenarios.Trace], families: Sequence[str]
+) -> dict[str, dict[str, object]]:
+    figures = [
+        scenarios.measure(s, t, warmup_samples=0) for s, t in zip(series, traces, strict=True)
+    ]
     out = {}
     for fam in families:
         rows = [(s, f) for s, f in zip(series, figures, strict=True) if s.family == fam]
-        out[fam] = scenarios.summarise([r for r in rows if not r[0].anomalous],
-                                       [r for r in rows if r[0].anomalous])
+        out[fam] = scenarios.summarise(
+            [r for r in rows if not r[0].anomalous], [r for r in rows if r[0].anomalous]
+        )
     return out
 
 
@@ -231,44 +274,55 @@ def _cell(v: object, fmt: str) -> str:
 
 def print_table(results: Mapping[str, Mapping[str, Mapping[str, object]]]) -> None:
     """One row per family and detector."""
-    print(f"{'family':<33}{'detector':<9}|{'pages/1k sd':>12}{'(<6h)':>6}{'firing':>8} |"
-          f"{'found':>6}{'delay med':>10}{'max':>5}{'firing':>8}{'pages':>6}{'at end':>7}"
-          f"{'resolve':>8}")
+    print(
+        f"{'family':<33}{'detector':<9}|{'pages/1k sd':>12}{'(<6h)':>6}{'firing':>8} |"
+        f"{'found':>6}{'delay med':>10}{'max':>5}{'firing':>8}{'pages':>6}{'at end':>7}"
+        f"{'resolve':>8}"
+    )
     for fam, by in results.items():
         for det, r in by.items():
-            print(f"{fam if det == 'vigil' else '':<33}{det:<9}|"
-                  f"{_cell(r['false_pages_per_1k_series_days'], '.1f'):>12}"
-                  f"{_cell(r['clean_pages_young'], 'd'):>6}"
-                  f"{_cell(r['clean_firing_share'], '.2%'):>8} |"
-                  f"{_cell(r['detected'], '.0%'):>6}{_cell(r['delay_median'], '.0f'):>10}"
-                  f"{_cell(r['delay_max'], '.0f'):>5}"
-                  f"{_cell(r['anomaly_firing_share'], '.0%'):>8}"
-                  f"{_cell(r['pages_per_anomaly'], '.2f'):>6}"
-                  f"{_cell(r['firing_at_end'], '.0%'):>7}"
-                  f"{_cell(r['resolve_after_median'], '.0f'):>8}")
+            print(
+                f"{fam if det == 'vigil' else '':<33}{det:<9}|"
+                f"{_cell(r['false_pages_per_1k_series_days'], '.1f'):>12}"
+                f"{_cell(r['clean_pages_young'], 'd'):>6}"
+                f"{_cell(r['clean_firing_share'], '.2%'):>8} |"
+                f"{_cell(r['detected'], '.0%'):>6}{_cell(r['delay_median'], '.0f'):>10}"
+                f"{_cell(r['delay_max'], '.0f'):>5}"
+                f"{_cell(r['anomaly_firing_share'], '.0%'):>8}"
+                f"{_cell(r['pages_per_anomaly'], '.2f'):>6}"
+                f"{_cell(r['firing_at_end'], '.0%'):>7}"
+                f"{_cell(r['resolve_after_median'], '.0f'):>8}"
+            )
 
 
 def _version(binary: str) -> str:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                             timeout=10, check=False)
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
     except OSError:
         return "missing"
     return (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else "?"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.grafana_compare",
-                                 description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--grafana-rules", type=Path, required=True,
-                    help="the rules/ directory of a promql-anomaly-detection clone")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.grafana_compare", description=(__doc__ or "").splitlines()[0]
+    )
+    ap.add_argument(
+        "--grafana-rules",
+        type=Path,
+        required=True,
+        help="the rules/ directory of a promql-anomaly-detection clone",
+    )
     ap.add_argument("--series-per-family", type=int, default=DEFAULTS["series_per_family"])
     ap.add_argument("--days", type=float, default=DEFAULTS["days"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--families", help="comma-separated subset (default: all)")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
-    ap.add_argument("--workdir", type=Path,
-                    help="keep the TSDB and rule passes here (default: a temp dir)")
+    ap.add_argument(
+        "--workdir", type=Path, help="keep the TSDB and rule passes here (default: a temp dir)"
+    )
     args = ap.parse_args(argv)
     families = args.families.split(",") if args.families else list(FAMILIES)
     unknown = [f for f in families if f not in FAMILIES]
@@ -296,21 +350,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     grafana = {st: summarise_traces(series, traces[st], families) for st in strategies}
-    results = {fam: {"vigil": vigil[fam], **{st: grafana[st][fam] for st in strategies}}
-               for fam in families}
+    results = {
+        fam: {"vigil": vigil[fam], **{st: grafana[st][fam] for st in strategies}}
+        for fam in families
+    }
     seconds = time.perf_counter() - t0
-    print(f"Vigil's default beside promql-anomaly-detection ({', '.join(strategies)}; "
-          f"commit {fw.commit or 'unknown'}); {n} clean + {n} anomalous series a family, "
-          f"{days:g} days (a family needing more gets its min_days) at 15 s, seed "
-          f"{args.seed}; {seconds:.0f} s")
+    print(
+        f"Vigil's default beside promql-anomaly-detection ({', '.join(strategies)}; "
+        f"commit {fw.commit or 'unknown'}); {n} clean + {n} anomalous series a family, "
+        f"{days:g} days (a family needing more gets its min_days) at 15 s, seed "
+        f"{args.seed}; {seconds:.0f} s"
+    )
     print_table(results)
-    print(json.dumps({
-        "seed": args.seed, "series_per_family": n, "days": days,
-        "seconds": round(seconds, 1), "vigil_seconds": round(vigil_s, 1),
-        "timings": {k: round(v, 1) for k, v in timings.items()},
-        "framework_commit": fw.commit, "rule_files_sha256": fw.sha256,
-        "prometheus": _version("prometheus"), "eval_interval_s": EVAL_INTERVAL_S,
-        "families": results}))
+    print(
+        json.dumps(
+            {
+                "seed": args.seed,
+                "series_per_family": n,
+                "days": days,
+                "seconds": round(seconds, 1),
+                "vigil_seconds": round(vigil_s, 1),
+                "timings": {k: round(v, 1) for k, v in timings.items()},
+                "framework_commit": fw.commit,
+                "rule_files_sha256": fw.sha256,
+                "prometheus": _version("prometheus"),
+                "eval_interval_s": EVAL_INTERVAL_S,
+                "families": results,
+            }
+        )
+    )
     return 0
 
 

@@ -55,8 +55,11 @@ SERIES_PER_REQUEST = 2000
 # until then, which is cheaper than the steady state being measured)
 WARMUP_ROUNDS = 30
 CONNECTIONS = 4
-HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-           "X-Prometheus-Remote-Write-Version": "0.1.0"}
+HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
 
 
 def _label_bytes(i: int) -> bytes:
@@ -95,6 +98,7 @@ def build_bodies(n_series: int, rounds: int, start_ms: int) -> list[list[bytes]]
 
 # ---------------------------------------------------------------- load generator process
 
+
 async def _load(url: str, chunks: list[list[bytes]], rounds: range) -> dict[str, float]:
     import aiohttp
 
@@ -125,13 +129,27 @@ async def _load(url: str, chunks: list[list[bytes]], rounds: range) -> dict[str,
 def run_loader(url: str, bodies_file: Path, first: int, last: int) -> dict[str, float]:
     """Run the load generator in its own process pinned to CPU 1."""
     out = subprocess.run(
-        ["taskset", "-c", "1", sys.executable, __file__, "--loader", url, str(bodies_file),
-         str(first), str(last)],
-        check=True, capture_output=True, text=True)
+        [
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            __file__,
+            "--loader",
+            url,
+            str(bodies_file),
+            str(first),
+            str(last),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------- receivers
+
 
 def _cpu_s(pid: int) -> float:
     """utime + stime of a process, all its threads included."""
@@ -147,9 +165,9 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def receiver_argv(name: str, port: int, workdir: Path, *, profile: bool = False,
-                  baseline_src: Path | None = None
-                  ) -> tuple[list[str], str, str, dict[str, str]]:
+def receiver_argv(
+    name: str, port: int, workdir: Path, *, profile: bool = False, baseline_src: Path | None = None
+) -> tuple[list[str], str, str, dict[str, str]]:
     """argv, write URL, readiness URL, extra environment."""
     base = f"http://127.0.0.1:{port}"
     if name in ("vigil", "vigil-asyncio", "vigil-baseline"):
@@ -160,30 +178,68 @@ def receiver_argv(name: str, port: int, workdir: Path, *, profile: bool = False,
             env["PYTHONPATH"] = str(baseline_src.resolve())
         cfg = workdir / "vigil.yaml"
         cfg.write_text("limits:\n  max_series: 2000000\n" + os.environ.get("VIGIL_BENCH_EXTRA", ""))
-        return ([sys.executable, "-m", "detector", "serve", "--listen", f"127.0.0.1:{port}",
-                 "--config", str(cfg), "--log-level", "WARNING",
-                 "--event-loop", "asyncio" if name == "vigil-asyncio" else "uvloop",
-                 *(["--profile-stages"] if profile else [])],
-                f"{base}/api/v1/write", f"{base}/readyz", env)
+        return (
+            [
+                sys.executable,
+                "-m",
+                "detector",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--config",
+                str(cfg),
+                "--log-level",
+                "WARNING",
+                "--event-loop",
+                "asyncio" if name == "vigil-asyncio" else "uvloop",
+                *(["--profile-stages"] if profile else []),
+            ],
+            f"{base}/api/v1/write",
+            f"{base}/readyz",
+            env,
+        )
     if name == "victoriametrics":
-        return ([shutil.which("victoria-metrics") or "victoria-metrics",
-                 f"-storageDataPath={workdir / 'vm'}", f"-httpListenAddr=127.0.0.1:{port}",
-                 "-retentionPeriod=1", "-loggerLevel=ERROR"],
-                f"{base}/api/v1/write", f"{base}/health", {"GOMAXPROCS": "1"})
+        return (
+            [
+                shutil.which("victoria-metrics") or "victoria-metrics",
+                f"-storageDataPath={workdir / 'vm'}",
+                f"-httpListenAddr=127.0.0.1:{port}",
+                "-retentionPeriod=1",
+                "-loggerLevel=ERROR",
+            ],
+            f"{base}/api/v1/write",
+            f"{base}/health",
+            {"GOMAXPROCS": "1"},
+        )
     if name == "prometheus":
         conf = workdir / "prom.yml"
         conf.write_text("global: {}\n")
-        return ([shutil.which("prometheus") or "prometheus", f"--config.file={conf}",
-                 f"--storage.tsdb.path={workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
-                 "--log.level=error"],
-                f"{base}/api/v1/write", f"{base}/-/ready", {"GOMAXPROCS": "1"})
+        return (
+            [
+                shutil.which("prometheus") or "prometheus",
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-remote-write-receiver",
+                "--log.level=error",
+            ],
+            f"{base}/api/v1/write",
+            f"{base}/-/ready",
+            {"GOMAXPROCS": "1"},
+        )
     raise ValueError(name)
 
 
-def measure(name: str, bodies_file: Path, n_series: int, rounds: int,
-            untimed: int, *, profile: bool = False,
-            baseline_src: Path | None = None) -> dict[str, Any]:
+def measure(
+    name: str,
+    bodies_file: Path,
+    n_series: int,
+    rounds: int,
+    untimed: int,
+    *,
+    profile: bool = False,
+    baseline_src: Path | None = None,
+) -> dict[str, Any]:
     """Send ``untimed`` rounds (first sight, then the detectors' warm-up), then time the
     rest."""
     port = free_port()
@@ -191,10 +247,12 @@ def measure(name: str, bodies_file: Path, n_series: int, rounds: int,
     profile = profile and vigil
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         workdir = Path(tmp)
-        argv, url, ready, env = receiver_argv(name, port, workdir, profile=profile,
-                                              baseline_src=baseline_src)
-        with process(name, ["taskset", "-c", "0", *argv], workdir, ready_url=ready,
-                     timeout_s=180, env=env) as proc:
+        argv, url, ready, env = receiver_argv(
+            name, port, workdir, profile=profile, baseline_src=baseline_src
+        )
+        with process(
+            name, ["taskset", "-c", "0", *argv], workdir, ready_url=ready, timeout_s=180, env=env
+        ) as proc:
             create = run_loader(url, bodies_file, 0, 1)  # first sight of every series
             if untimed > 1:
                 run_loader(url, bodies_file, 1, untimed)
@@ -225,8 +283,7 @@ def measure(name: str, bodies_file: Path, n_series: int, rounds: int,
                 result["cpu_s_per_million"] = (cpu1 - cpu0) / samples * 1e6
                 result.update(_loop_lag(lag0, _loop_lag_histogram(base)))
             if stages0 is not None:
-                result["profile"] = _profile(stages0, _stage_seconds(base), cpu1 - cpu0,
-                                             samples)
+                result["profile"] = _profile(stages0, _stage_seconds(base), cpu1 - cpu0, samples)
             return result
 
 
@@ -243,8 +300,9 @@ def _stage_seconds(base: str) -> dict[str, float]:
     return out
 
 
-def _profile(before: dict[str, float], after: dict[str, float], cpu_s: float,
-             samples: int) -> dict[str, float]:
+def _profile(
+    before: dict[str, float], after: dict[str, float], cpu_s: float, samples: int
+) -> dict[str, float]:
     """CPU seconds per 1M samples of each stage in the timed phase; ``other`` is the
     process CPU no stage holds, ``total`` the process CPU."""
     per_m = {stage: (after[stage] - before[stage]) / samples * 1e6 for stage in after}
@@ -263,6 +321,7 @@ def print_profile(n_series: int, prof: dict[str, float]) -> None:
 
 def _vigil_accepted(base: str, expected: int) -> float:
     """Wait for the detector queue to drain; return samples accepted by the detectors."""
+
     def accepted() -> float:
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
             for line in resp.read().decode().splitlines():
@@ -271,8 +330,7 @@ def _vigil_accepted(base: str, expected: int) -> float:
         return 0.0
 
     try:
-        wait_until("vigil drained", lambda: accepted() >= expected, timeout_s=120,
-                   interval_s=0.01)
+        wait_until("vigil drained", lambda: accepted() >= expected, timeout_s=120, interval_s=0.01)
     except TimeoutError:
         pass
     return accepted()
@@ -304,8 +362,12 @@ def _loop_lag(before: LagHistogram, after: LagHistogram) -> dict[str, float]:
     diff = [(le, n - m) for (le, n), (_, m) in zip(after[0], before[0], strict=True)]
     worst = next((le for le, n in diff if n >= count), float("inf"))
     p99 = next((le for le, n in diff if n >= 0.99 * count), float("inf"))
-    return {"loop_lag_ticks": count, "loop_lag_mean_ms": 1000 * total / max(count, 1),
-            "loop_lag_p99_le_ms": 1000 * p99, "loop_lag_max_le_ms": 1000 * worst}
+    return {
+        "loop_lag_ticks": count,
+        "loop_lag_mean_ms": 1000 * total / max(count, 1),
+        "loop_lag_p99_le_ms": 1000 * p99,
+        "loop_lag_max_le_ms": 1000 * worst,
+    }
 
 
 def main() -> None:
@@ -317,19 +379,28 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--samples", type=int, default=1_500_000,
-                        help="timed samples per receiver and size")
+    parser.add_argument(
+        "--samples", type=int, default=1_500_000, help="timed samples per receiver and size"
+    )
     parser.add_argument("--only", default="vigil,victoriametrics,prometheus")
-    parser.add_argument("--profile", action="store_true",
-                        help="CPU seconds per 1M samples of each Vigil ingest stage")
-    parser.add_argument("--baseline-src", type=Path,
-                        help="source tree of the Vigil that --only vigil-baseline runs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="CPU seconds per 1M samples of each Vigil ingest stage",
+    )
+    parser.add_argument(
+        "--baseline-src", type=Path, help="source tree of the Vigil that --only vigil-baseline runs"
+    )
     args = parser.parse_args()
     receivers = args.only.split(",")
     figures: dict[str, object] = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
-        "series_per_request": SERIES_PER_REQUEST, "labels_per_series": 10,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "series_per_request": SERIES_PER_REQUEST,
+        "labels_per_series": 10,
     }
     rows = []
     for n_series in (int(s) for s in args.sizes.split(",")):
@@ -343,33 +414,55 @@ def main() -> None:
             fh.write(pickle.dumps(chunks))
             bodies_file = Path(fh.name)
         try:
-            size = {"build_s": build_s, "rounds": rounds,
-                    "mean_body_bytes": sum(len(b) for c in chunks for b in c) /
-                    sum(len(c) for c in chunks)}
+            size = {
+                "build_s": build_s,
+                "rounds": rounds,
+                "mean_body_bytes": sum(len(b) for c in chunks for b in c)
+                / sum(len(c) for c in chunks),
+            }
             for name in receivers:
-                size[name] = measure(name, bodies_file, n_series, rounds, untimed,
-                                     profile=args.profile, baseline_src=args.baseline_src)
+                size[name] = measure(
+                    name,
+                    bodies_file,
+                    n_series,
+                    rounds,
+                    untimed,
+                    profile=args.profile,
+                    baseline_src=args.baseline_src,
+                )
                 r = size[name]
-                rows.append((n_series, name, r["samples_per_s"], r["cpu_s_per_million"],
-                             r["peak_rss_mb"]))
-                lag = (f"  loop lag mean {r['loop_lag_mean_ms']:.2f} ms, p99 <= "
-                       f"{r['loop_lag_p99_le_ms']:g} ms" if name.startswith("vigil") else "")
-                print(f"{n_series:>7} series  {name:<16} {r['samples_per_s']:>12,.0f} samples/s"
-                      f"  {r['cpu_s_per_million']:6.2f} CPU s/M  {r['peak_rss_mb']:8.1f} MB peak"
-                      f"  codes={r['codes']}{lag}", flush=True)
+                rows.append(
+                    (n_series, name, r["samples_per_s"], r["cpu_s_per_million"], r["peak_rss_mb"])
+                )
+                lag = (
+                    f"  loop lag mean {r['loop_lag_mean_ms']:.2f} ms, p99 <= "
+                    f"{r['loop_lag_p99_le_ms']:g} ms"
+                    if name.startswith("vigil")
+                    else ""
+                )
+                print(
+                    f"{n_series:>7} series  {name:<16} {r['samples_per_s']:>12,.0f} samples/s"
+                    f"  {r['cpu_s_per_million']:6.2f} CPU s/M  {r['peak_rss_mb']:8.1f} MB peak"
+                    f"  codes={r['codes']}{lag}",
+                    flush=True,
+                )
                 if "profile" in r:
                     print_profile(n_series, r["profile"])
             for other in ("victoriametrics", "prometheus", "vigil-asyncio", "vigil-baseline"):
                 if "vigil" in size and other in size:
-                    size[f"vigil_vs_{other}"] = (size["vigil"]["samples_per_s"] /
-                                                 size[other]["samples_per_s"])
+                    size[f"vigil_vs_{other}"] = (
+                        size["vigil"]["samples_per_s"] / size[other]["samples_per_s"]
+                    )
                     # per core: samples per CPU-second (robust to other load on the core)
-                    size[f"vigil_vs_{other}_per_cpu"] = (size[other]["cpu_s_per_million"] /
-                                                         size["vigil"]["cpu_s_per_million"])
-                    print(f"{n_series:>7} series  vigil / {other}: "
-                          f"{size[f'vigil_vs_{other}']:.2f}x samples/s, "
-                          f"{size[f'vigil_vs_{other}_per_cpu']:.2f}x samples per CPU-second",
-                          flush=True)
+                    size[f"vigil_vs_{other}_per_cpu"] = (
+                        size[other]["cpu_s_per_million"] / size["vigil"]["cpu_s_per_million"]
+                    )
+                    print(
+                        f"{n_series:>7} series  vigil / {other}: "
+                        f"{size[f'vigil_vs_{other}']:.2f}x samples/s, "
+                        f"{size[f'vigil_vs_{other}_per_cpu']:.2f}x samples per CPU-second",
+                        flush=True,
+                    )
         finally:
             bodies_file.unlink()
         figures[str(n_series)] = size

@@ -88,9 +88,13 @@ def _stamp(text: str) -> str:
     return text.split(".")[0]
 
 
-def file_points(name: str, stamps: Sequence[str], scores: Sequence[float],
-                windows: Sequence[Sequence[str]], weights: tuple[float, float, float]
-                ) -> list[Point]:
+def file_points(
+    name: str,
+    stamps: Sequence[str],
+    scores: Sequence[float],
+    windows: Sequence[Sequence[str]],
+    weights: tuple[float, float, float],
+) -> list[Point]:
     """NAB's per-file sweep values for one profile (``weights`` = A_TP, A_FP, A_FN)."""
     a_tp, a_fp, _ = weights
     limits = [(_stamp(a), _stamp(b)) for a, b in windows]
@@ -132,8 +136,9 @@ class ProfileResult:
     fn: int
 
 
-def sweep(points: Iterable[Point], n_windows: int, weights: tuple[float, float, float]
-          ) -> ProfileResult:
+def sweep(
+    points: Iterable[Point], n_windows: int, weights: tuple[float, float, float]
+) -> ProfileResult:
     """Best threshold over every distinct score, and the normalised corpus score there."""
     _, _, a_fn = weights
     pts = list(points)
@@ -165,13 +170,19 @@ def sweep(points: Iterable[Point], n_windows: int, weights: tuple[float, float, 
     raw, threshold, tp, fp = best
     a_tp = weights[0]
     perfect, null = a_tp * n_windows, -a_fn * n_windows
-    return ProfileResult(threshold=threshold, raw=raw,
-                         normalised=100.0 * (raw - null) / (perfect - null),
-                         tp=tp, fp=fp, fn=len(parts) - tp)
+    return ProfileResult(
+        threshold=threshold,
+        raw=raw,
+        normalised=100.0 * (raw - null) / (perfect - null),
+        tp=tp,
+        fp=fp,
+        fn=len(parts) - tp,
+    )
 
 
-def score_at(points: Iterable[Point], n_windows: int, weights: tuple[float, float, float],
-             threshold: float) -> ProfileResult:
+def score_at(
+    points: Iterable[Point], n_windows: int, weights: tuple[float, float, float], threshold: float
+) -> ProfileResult:
     """The corpus score of ``points`` at a given threshold (a row detects when its score is
     at least ``threshold``), normalised as ``sweep`` normalises. ``sweep``'s best raw
     score is ``score_at`` its threshold."""
@@ -194,8 +205,14 @@ def score_at(points: Iterable[Point], n_windows: int, weights: tuple[float, floa
     raw = sum(best.values()) + fp_cost
     perfect, null = a_tp * n_windows, -a_fn * n_windows
     normalised = 100.0 * (raw - null) / (perfect - null) if n_windows else math.nan
-    return ProfileResult(threshold=threshold, raw=raw, normalised=normalised,
-                         tp=len(detected), fp=fp_rows, fn=len(best) - len(detected))
+    return ProfileResult(
+        threshold=threshold,
+        raw=raw,
+        normalised=normalised,
+        tp=len(detected),
+        fp=fp_rows,
+        fn=len(best) - len(detected),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +235,9 @@ class CVResult:
     in_sample: ProfileResult  # one threshold for the whole corpus, chosen on it
 
 
-def cross_validate(points: dict[str, list[Point]], windows: dict[str, int],
-                   weights: tuple[float, float, float]) -> CVResult:
+def cross_validate(
+    points: dict[str, list[Point]], windows: dict[str, int], weights: tuple[float, float, float]
+) -> CVResult:
     """Leave-one-category-out cross-validation of one profile's threshold.
 
     ``points`` holds each category's scored rows (``file_points`` of its files, in any
@@ -247,14 +265,22 @@ def cross_validate(points: dict[str, list[Point]], windows: dict[str, int],
     for held in sorted(points):
         train = [p for c in sorted(points) if c != held for p in points[c]]
         chosen = sweep(train, total - windows[held], weights)
-        folds.append(HeldOut(
-            category=held, windows=windows[held],
-            held=score_at(points[held], windows[held], weights, chosen.threshold),
-            in_sample=score_at(points[held], windows[held], weights, in_sample.threshold)))
+        folds.append(
+            HeldOut(
+                category=held,
+                windows=windows[held],
+                held=score_at(points[held], windows[held], weights, chosen.threshold),
+                in_sample=score_at(points[held], windows[held], weights, in_sample.threshold),
+            )
+        )
     raw = sum(f.held.raw for f in folds)
     perfect, null = a_tp * total, -a_fn * total
-    return CVResult(folds=tuple(folds), raw=raw,
-                    normalised=100.0 * (raw - null) / (perfect - null), in_sample=in_sample)
+    return CVResult(
+        folds=tuple(folds),
+        raw=raw,
+        normalised=100.0 * (raw - null) / (perfect - null),
+        in_sample=in_sample,
+    )
 
 
 def load_windows(path: Path) -> dict[str, list[list[str]]]:
@@ -283,21 +309,24 @@ def result_file(results: Path, name: str, key: str) -> Path:
     return results / category / f"{name}_{filename}"
 
 
-def read_results(results: Path, name: str, windows: dict[str, list[list[str]]]
-                 ) -> list[tuple[str, list[str], list[float]]]:
+def read_results(
+    results: Path, name: str, windows: dict[str, list[list[str]]]
+) -> list[tuple[str, list[str], list[float]]]:
     """(file key, timestamps, scores) of detector ``name`` for every file of ``windows``."""
     files = []
     for key in sorted(windows):
         path = result_file(results, name, key)
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-        files.append((key, [r["timestamp"].strip() for r in rows],
-                      [float(r["anomaly_score"]) for r in rows]))
+        files.append(
+            (key, [r["timestamp"].strip() for r in rows], [float(r["anomaly_score"]) for r in rows])
+        )
     return files
 
 
-def cv_results(results: Path, name: str, windows: dict[str, list[list[str]]]
-               ) -> dict[str, CVResult]:
+def cv_results(
+    results: Path, name: str, windows: dict[str, list[list[str]]]
+) -> dict[str, CVResult]:
     """``cross_validate`` every profile on the result files of detector ``name``."""
     files = read_results(results, name, windows)
     counts: dict[str, int] = {}
@@ -308,13 +337,15 @@ def cv_results(results: Path, name: str, windows: dict[str, list[list[str]]]
         points: dict[str, list[Point]] = {c: [] for c in counts}
         for key, stamps, scores in files:
             points[key.split("/")[0]].extend(
-                file_points(key, stamps, scores, windows[key], weights))
+                file_points(key, stamps, scores, windows[key], weights)
+            )
         out[profile] = cross_validate(points, counts, weights)
     return out
 
 
-def score_results(results: Path, name: str, windows: dict[str, list[list[str]]]
-                  ) -> dict[str, ProfileResult]:
+def score_results(
+    results: Path, name: str, windows: dict[str, list[list[str]]]
+) -> dict[str, ProfileResult]:
     """Score the result files of detector ``name`` for every file listed in ``windows``."""
     out = {}
     files = read_results(results, name, windows)
@@ -359,21 +390,39 @@ def _print_cv(name: str, results: dict[str, CVResult]) -> dict[str, object]:
     figures: dict[str, object] = {"detector": name}
     for profile, res in results.items():
         ins = res.in_sample
-        print(f"{profile}: in-sample {ins.normalised:.2f} (threshold {ins.threshold:.6g}), "
-              f"leave-one-category-out {res.normalised:.2f}")
-        print(f"  {'held-out category':<22} {'windows':>7} {'threshold':>10} "
-              f"{'raw':>8} {'tp':>3} {'fn':>3} {'fp':>4}   {'raw in-sample':>13}")
+        print(
+            f"{profile}: in-sample {ins.normalised:.2f} (threshold {ins.threshold:.6g}), "
+            f"leave-one-category-out {res.normalised:.2f}"
+        )
+        print(
+            f"  {'held-out category':<22} {'windows':>7} {'threshold':>10} "
+            f"{'raw':>8} {'tp':>3} {'fn':>3} {'fp':>4}   {'raw in-sample':>13}"
+        )
         for f in res.folds:
             h = f.held
-            print(f"  {f.category:<22} {f.windows:>7} {h.threshold:>10.6f} {h.raw:>8.3f} "
-                  f"{h.tp:>3} {h.fn:>3} {h.fp:>4}   {f.in_sample.raw:>13.3f}")
+            print(
+                f"  {f.category:<22} {f.windows:>7} {h.threshold:>10.6f} {h.raw:>8.3f} "
+                f"{h.tp:>3} {h.fn:>3} {h.fp:>4}   {f.in_sample.raw:>13.3f}"
+            )
         figures[profile] = {
-            "in_sample": round(ins.normalised, 4), "cv": round(res.normalised, 4),
-            "in_sample_threshold": ins.threshold, "in_sample_raw": ins.raw, "cv_raw": res.raw,
-            "folds": {f.category: {"windows": f.windows, "threshold": f.held.threshold,
-                                   "raw": f.held.raw, "tp": f.held.tp, "fn": f.held.fn,
-                                   "fp_rows": f.held.fp, "raw_in_sample": f.in_sample.raw}
-                      for f in res.folds}}
+            "in_sample": round(ins.normalised, 4),
+            "cv": round(res.normalised, 4),
+            "in_sample_threshold": ins.threshold,
+            "in_sample_raw": ins.raw,
+            "cv_raw": res.raw,
+            "folds": {
+                f.category: {
+                    "windows": f.windows,
+                    "threshold": f.held.threshold,
+                    "raw": f.held.raw,
+                    "tp": f.held.tp,
+                    "fn": f.held.fn,
+                    "fp_rows": f.held.fp,
+                    "raw_in_sample": f.in_sample.raw,
+                }
+                for f in res.folds
+            },
+        }
     return figures
 
 
@@ -384,25 +433,37 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--detector", default="default")
     r.add_argument("--data", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
-    r.add_argument("--output", choices=OUTPUTS, default="alerts",
-                   help="alerts: the score of each alert's first firing sample, 0 elsewhere "
-                        "(the default rule's lifecycle); raw: every sample's score")
+    r.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default="alerts",
+        help="alerts: the score of each alert's first firing sample, 0 elsewhere "
+        "(the default rule's lifecycle); raw: every sample's score",
+    )
     s = sub.add_parser("score")
     s.add_argument("--results", type=Path, required=True, help="OUT/NAME from `run`")
-    s.add_argument("--fold", choices=("a", "b"),
-                   help="score only every other file of each category (a two-fold check)")
+    s.add_argument(
+        "--fold",
+        choices=("a", "b"),
+        help="score only every other file of each category (a two-fold check)",
+    )
     c = sub.add_parser("cv", help="leave-one-category-out cross-validation of the thresholds")
-    c.add_argument("--detector", default="default",
-                   help="run this detector first (ignored with --results)")
+    c.add_argument(
+        "--detector", default="default", help="run this detector first (ignored with --results)"
+    )
     c.add_argument("--results", type=Path, help="OUT/NAME from `run` (default: run now)")
-    c.add_argument("--output", choices=OUTPUTS, default="alerts",
-                   help="what the detector run writes (ignored with --results)")
+    c.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default="alerts",
+        help="what the detector run writes (ignored with --results)",
+    )
     for sp in (s, c):
         sp.add_argument("--name", help="file prefix (default: the results folder's name)")
-        sp.add_argument("--windows", type=Path,
-                        help="labelled windows (default: DATA/../windows_dev.json)")
-        sp.add_argument("--data", type=Path,
-                        help="the data folder (to find windows_dev.json)")
+        sp.add_argument(
+            "--windows", type=Path, help="labelled windows (default: DATA/../windows_dev.json)"
+        )
+        sp.add_argument("--data", type=Path, help="the data folder (to find windows_dev.json)")
     args = parser.parse_args(argv)
     if args.command == "run":
         ran = run(args.detector, args.data, args.out, output=args.output)
@@ -420,16 +481,25 @@ def main(argv: list[str] | None = None) -> int:
     results = score_results(args.results, name, windows)
     figures: dict[str, object] = {"detector": name, "fold": args.fold, "files": len(windows)}
     for profile, res in results.items():
-        print(f"{profile:<20} {res.normalised:7.2f}  threshold {res.threshold:.6g}  "
-              f"windows detected {res.tp}, missed {res.fn}, FP rows {res.fp}")
-        figures[profile] = {"score": round(res.normalised, 4), "threshold": res.threshold,
-                            "raw": res.raw, "tp": res.tp, "fn": res.fn, "fp_rows": res.fp}
+        print(
+            f"{profile:<20} {res.normalised:7.2f}  threshold {res.threshold:.6g}  "
+            f"windows detected {res.tp}, missed {res.fn}, FP rows {res.fp}"
+        )
+        figures[profile] = {
+            "score": round(res.normalised, 4),
+            "threshold": res.threshold,
+            "raw": res.raw,
+            "tp": res.tp,
+            "fn": res.fn,
+            "fp_rows": res.fp,
+        }
     print(json.dumps(figures))
     return 0
 
 
-def _cv(args: argparse.Namespace, parser: argparse.ArgumentParser,
-        windows: dict[str, list[list[str]]]) -> int:
+def _cv(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, windows: dict[str, list[list[str]]]
+) -> int:
     if args.results is not None:
         name = args.name or args.results.name
         results = cv_results(args.results, name, windows)
@@ -438,8 +508,10 @@ def _cv(args: argparse.Namespace, parser: argparse.ArgumentParser,
         if args.data is None:
             parser.error("cv without --results needs --data to run the detector on")
         with tempfile.TemporaryDirectory(prefix="nab-cv-") as tmp:
-            extra = {"run": run(args.detector, args.data, Path(tmp), output=args.output),
-                     "output": args.output}
+            extra = {
+                "run": run(args.detector, args.data, Path(tmp), output=args.output),
+                "output": args.output,
+            }
             name = args.detector
             results = cv_results(Path(tmp) / name, name, windows)
     figures = {**_print_cv(name, results), "files": len(windows), **extra}

@@ -42,9 +42,13 @@ DETECTORS: dict[str, DetectorParams] = {
 
 
 def epoch_ms(stamps: Sequence[str]) -> NDArray[np.int64]:
-    return np.array([int(datetime.strptime(s, "%Y-%m-%d %H:%M:%S")
-                         .replace(tzinfo=UTC).timestamp() * 1000) for s in stamps],
-                    dtype=np.int64)
+    return np.array(
+        [
+            int(datetime.strptime(s, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp() * 1000)
+            for s in stamps
+        ],
+        dtype=np.int64,
+    )
 
 
 class _AlertSlot:
@@ -59,8 +63,9 @@ class _AlertSlot:
         self.al_rule[0] = 0
 
 
-def alert_starts(ts_ms: NDArray[np.int64], values: NDArray[np.float64], out: Scores,
-                 rule: AlertRule) -> NDArray[np.float64]:
+def alert_starts(
+    ts_ms: NDArray[np.int64], values: NDArray[np.float64], out: Scores, rule: AlertRule
+) -> NDArray[np.float64]:
     """The score of each sample on which ``rule`` fires an alert (FIRE events), 0 elsewhere.
 
     The samples of one series in time order, with the family's scores and bands in ``out``.
@@ -69,8 +74,16 @@ def alert_starts(ts_ms: NDArray[np.int64], values: NDArray[np.float64], out: Sco
     alerts = state.AlertState([rule])
     slot = _AlertSlot()
     # type: ignore: step reads only the al_* tables, not the pipeline's last-sample ones
-    events = alerts.step(slot, np.zeros(ts_ms.shape[0], np.int32),  # type: ignore[arg-type]
-                         ts_ms, out.score, values, out.expected, out.lower, out.upper)
+    events = alerts.step(
+        slot,
+        np.zeros(ts_ms.shape[0], np.int32),  # type: ignore[arg-type]
+        ts_ms,
+        out.score,
+        values,
+        out.expected,
+        out.lower,
+        out.upper,
+    )
     starts = np.zeros(ts_ms.shape[0])
     stamps = ts_ms.tolist()
     row = 0  # events come in sample order, at most one per sample
@@ -90,8 +103,9 @@ class OneSeries:
         self.family = build_family(params, capacity=1)
         self.family.configure(0)
 
-    def score_stream(self, stamps: Sequence[str], values: Sequence[float], *,
-                     output: str = "raw") -> NDArray[np.float64]:
+    def score_stream(
+        self, stamps: Sequence[str], values: Sequence[float], *, output: str = "raw"
+    ) -> NDArray[np.float64]:
         """Per row: its score (``raw``) or the score of an alert starting on it
         (``alerts``, through the default alert rule)."""
         x = np.asarray(values, dtype=np.float64)

@@ -71,8 +71,11 @@ alerts:  # shifted() samples every second: the rule at that cadence (ONE_SECOND_
 
 def metric_sum(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith((name + "{", name + " ")))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
 
 
 class SteadyLoad:
@@ -91,8 +94,12 @@ class SteadyLoad:
             tick = time.monotonic()
             now = int(time.time() * 1000)
             values = self.levels * (1.0 + 0.01 * self.rng.standard_normal(self.n))
-            batch = [encode.Series(labels=(("__name__", "outage_steady"), ("i", str(i))),
-                                   samples=[(now, float(v))]) for i, v in enumerate(values)]
+            batch = [
+                encode.Series(
+                    labels=(("__name__", "outage_steady"), ("i", str(i))), samples=[(now, float(v))]
+                )
+                for i, v in enumerate(values)
+            ]
             try:
                 write(self.port, batch)
                 self.sent += self.n
@@ -103,14 +110,18 @@ class SteadyLoad:
 
 def arrived(hook: Webhook) -> set[str]:
     """The injected anomalies whose firing alert reached the webhook."""
-    return {a["labels"].get("metric_name", "") for n in hook.notifications
-            for a in n["alerts"] if a["status"] == "firing"
-            and a["labels"].get("alertname") == "VigilAnomaly"}
+    return {
+        a["labels"].get("metric_name", "")
+        for n in hook.notifications
+        for a in n["alerts"]
+        if a["status"] == "firing" and a["labels"].get("alertname") == "VigilAnomaly"
+    }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--outage-s", type=float, default=300.0)
     ap.add_argument("--series", type=int, default=500)
     ap.add_argument("--anomaly-every-s", type=float, default=20.0)
@@ -126,26 +137,38 @@ def main() -> int:
 
     def inject() -> None:
         name = f"outage_anomaly_{len(injected)}"
-        write(vigil_port, [shifted(name, end_ms=int(time.time() * 1000) - 1000,
-                                   seed=len(injected))])
+        write(
+            vigil_port, [shifted(name, end_ms=int(time.time() * 1000) - 1000, seed=len(injected))]
+        )
         injected.append(name)
 
-    result: dict[str, Any] = {"bench": "outage", "outage_s": args.outage_s,
-                              "steady_series": args.series, "max_pending": args.max_pending,
-                              "python": platform.python_version(),
-                              "cpu": platform.processor() or platform.machine()}
+    result: dict[str, Any] = {
+        "bench": "outage",
+        "outage_s": args.outage_s,
+        "steady_series": args.series,
+        "max_pending": args.max_pending,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+    }
     with Webhook() as hook:
         am_cfg = am_config(work / "am.yml", hook.url)
-        with process("vigil", vigil_detector_argv(vigil_port, "--config", str(cfg),
-                                                  "--alertmanager", am_url), work,
-                     ready_url=f"http://127.0.0.1:{vigil_port}/readyz", timeout_s=180):
+        with process(
+            "vigil",
+            vigil_detector_argv(vigil_port, "--config", str(cfg), "--alertmanager", am_url),
+            work,
+            ready_url=f"http://127.0.0.1:{vigil_port}/readyz",
+            timeout_s=180,
+        ):
             load = SteadyLoad(vigil_port, args.series)
             load.thread.start()
             try:
                 with alertmanager("am1", work, am_cfg, port=am_port):
                     inject()
-                    wait_until("the first alert at the webhook",
-                               lambda: set(injected) <= arrived(hook), timeout_s=60)
+                    wait_until(
+                        "the first alert at the webhook",
+                        lambda: set(injected) <= arrived(hook),
+                        timeout_s=60,
+                    )
                 print(f"before: alert delivered; Alertmanager stopped for {args.outage_s:.0f} s")
                 failures0 = metric_sum(vigil_port, "vigil_alert_send_failures_total")
                 start = time.monotonic()
@@ -163,8 +186,10 @@ def main() -> int:
                         not_ready += 1
                     if time.monotonic() >= next_print:
                         next_print += 30.0
-                        print(f"  t={elapsed:5.0f} s pending={pending:.0f} "
-                              f"injected={len(injected)} writes_failed={load.failed}")
+                        print(
+                            f"  t={elapsed:5.0f} s pending={pending:.0f} "
+                            f"injected={len(injected)} writes_failed={load.failed}"
+                        )
                     time.sleep(1.0)  # sampling interval of the figures
                 pending_at_return = metric_sum(vigil_port, "vigil_alerts_pending")
                 dropped = metric_sum(vigil_port, "vigil_alerts_dropped_total")
@@ -173,36 +198,52 @@ def main() -> int:
                 lost_before_return = during & arrived(hook)
                 with alertmanager("am2", work, am_cfg, port=am_port):
                     back = time.monotonic()
-                    wait_until("every injected anomaly's alert at the webhook",
-                               lambda: set(injected) <= arrived(hook),
-                               timeout_s=args.return_timeout_s, interval_s=0.5)
+                    wait_until(
+                        "every injected anomaly's alert at the webhook",
+                        lambda: set(injected) <= arrived(hook),
+                        timeout_s=args.return_timeout_s,
+                        interval_s=0.5,
+                    )
                     all_in_s = time.monotonic() - back
                     pending_after = metric_sum(vigil_port, "vigil_alerts_pending")
             finally:
                 load.stop.set()
                 load.thread.join()
             log_text = (work / "vigil.log").read_text(errors="replace")
-            steady = {a["labels"].get("i") for n in hook.notifications for a in n["alerts"]
-                      if a["labels"].get("alertname") == "VigilSteady"}
-    result.update({
-        "anomalies_injected": len(injected),
-        "anomalies_during_outage": len(during),
-        "delivered_during_outage": len(lost_before_return),  # must be 0: nothing to reach
-        "max_pending": max_pending, "pending_at_return": pending_at_return,
-        "pending_after_return": pending_after, "dropped": dropped,
-        "failed_posts_during_outage": failures,
-        "all_arrived": set(injected) <= arrived(hook),
-        "seconds_to_all_delivered_after_return": round(all_in_s, 2),
-        "steady_samples_sent": load.sent, "steady_writes_failed": load.failed,
-        "detector_not_ready_samples": not_ready,
-        "steady_series_alerts": len(steady),
-        "detector_log_errors": len(re.findall(r'"level": "ERROR"', log_text)),
-    })
-    print(f"injected {len(injected)} anomalies ({len(during)} during the outage); "
-          f"queued at most {max_pending:.0f} alert updates (bound {args.max_pending}); "
-          f"dropped {dropped:.0f}; {failures:.0f} failed POSTs during the outage")
-    print(f"after the return: every alert arrived in {all_in_s:.1f} s "
-          f"(pending now {pending_after:.0f}); steady writes failed: {load.failed}")
+            steady = {
+                a["labels"].get("i")
+                for n in hook.notifications
+                for a in n["alerts"]
+                if a["labels"].get("alertname") == "VigilSteady"
+            }
+    result.update(
+        {
+            "anomalies_injected": len(injected),
+            "anomalies_during_outage": len(during),
+            "delivered_during_outage": len(lost_before_return),  # must be 0: nothing to reach
+            "max_pending": max_pending,
+            "pending_at_return": pending_at_return,
+            "pending_after_return": pending_after,
+            "dropped": dropped,
+            "failed_posts_during_outage": failures,
+            "all_arrived": set(injected) <= arrived(hook),
+            "seconds_to_all_delivered_after_return": round(all_in_s, 2),
+            "steady_samples_sent": load.sent,
+            "steady_writes_failed": load.failed,
+            "detector_not_ready_samples": not_ready,
+            "steady_series_alerts": len(steady),
+            "detector_log_errors": len(re.findall(r'"level": "ERROR"', log_text)),
+        }
+    )
+    print(
+        f"injected {len(injected)} anomalies ({len(during)} during the outage); "
+        f"queued at most {max_pending:.0f} alert updates (bound {args.max_pending}); "
+        f"dropped {dropped:.0f}; {failures:.0f} failed POSTs during the outage"
+    )
+    print(
+        f"after the return: every alert arrived in {all_in_s:.1f} s "
+        f"(pending now {pending_after:.0f}); steady writes failed: {load.failed}"
+    )
     print(json.dumps(result))
     ok = result["all_arrived"] and dropped == 0 and max_pending <= args.max_pending
     return 0 if ok else 1

@@ -56,10 +56,12 @@ CFS_PERIOD_US = 10_000  # short periods: a throttled process stalls at most this
 
 # ---------------------------------------------------------------------------- exporter
 
+
 def serve_exporter(port: int, n_series: int) -> None:
     """Serve ``n_series`` gauges whose values change on every scrape (child process)."""
-    names = [f'vigil_bench_load{{job_slot="{i % 97}",instance_slot="{i}"}} '
-             for i in range(n_series)]
+    names = [
+        f'vigil_bench_load{{job_slot="{i % 97}",instance_slot="{i}"}} ' for i in range(n_series)
+    ]
     state = {"scrape": 0}
 
     class Handler(BaseHTTPRequestHandler):
@@ -80,6 +82,7 @@ def serve_exporter(port: int, n_series: int) -> None:
 
 
 # ---------------------------------------------------------------------------- probes
+
 
 def metrics(url: str) -> dict[str, float]:
     """A Prometheus text exposition as {'name{labels}': value}; '' on failure."""
@@ -160,6 +163,7 @@ class HealthProbe:
 
 # ---------------------------------------------------------------------------- cpu quota
 
+
 class CpuQuota:
     """Limit process ``pid`` (every thread, and the threads it starts later) to ``share``
     of one CPU while applied. Without a writable cgroup v1 cpu controller it does nothing
@@ -168,8 +172,11 @@ class CpuQuota:
     def __init__(self, pid: int, share: float) -> None:
         self.group = CGROUP_CPU / f"vigil-overload-{os.getpid()}"
         self.quota_us = max(1000, int(share * CFS_PERIOD_US))
-        self.info: dict[str, object] = {"share": share, "period_us": CFS_PERIOD_US,
-                                        "quota_us": self.quota_us}
+        self.info: dict[str, object] = {
+            "share": share,
+            "period_us": CFS_PERIOD_US,
+            "quota_us": self.quota_us,
+        }
         try:
             self.group.mkdir()
             (self.group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
@@ -198,6 +205,7 @@ class CpuQuota:
 
 # ---------------------------------------------------------------------------- phases
 
+
 def calibrate(write_url: str, workdir: Path, seconds: float) -> dict[str, float]:
     """Samples per second the detector accepts from a load generator that sends as fast
     as it is let (bench/ingest.py's, retrying 503 after 50 ms)."""
@@ -211,16 +219,24 @@ def calibrate(write_url: str, workdir: Path, seconds: float) -> dict[str, float]
     last = min(n_rounds, 6 + max(3, int(rate * seconds / n_series)))
     timed = run_loader(write_url, path, 6, last)
     sent = (last - 6) * n_series
-    return {"samples": sent, "wall_s": timed["wall_s"], "samples_per_s": sent / timed["wall_s"],
-            "codes": timed["codes"]}
+    return {
+        "samples": sent,
+        "wall_s": timed["wall_s"],
+        "samples_per_s": sent / timed["wall_s"],
+        "codes": timed["codes"],
+    }
 
 
 def prometheus_config(path: Path, exporter_port: int | None, write_url: str) -> None:
     """Scrape the exporter (None: scrape nothing, so the counters come to rest)."""
-    scrape = "" if exporter_port is None else f"""
+    scrape = (
+        ""
+        if exporter_port is None
+        else f"""
   - job_name: load
     static_configs:
       - targets: ['127.0.0.1:{exporter_port}']"""
+    )
     path.write_text(f"""
 global:
   scrape_interval: {int(SCRAPE_INTERVAL_S * 1000)}ms
@@ -265,11 +281,14 @@ def vigil_counts(m: dict[str, float]) -> dict[str, float]:
         "requests_2xx": total(m, "vigil_remote_write_requests_total", code="204"),
         "requests_503": total(m, "vigil_remote_write_requests_total", code="503"),
         "requests_429": total(m, "vigil_remote_write_requests_total", code="429"),
-        "requests_4xx": sum(total(m, "vigil_remote_write_requests_total", code=str(c))
-                            for c in (400, 401, 413, 415)),
-        "requests_5xx_other": sum(v for k, v in m.items()
-                                  if k.startswith("vigil_remote_write_requests_total{")
-                                  and re.search(r'code="5(?!03)', k)),
+        "requests_4xx": sum(
+            total(m, "vigil_remote_write_requests_total", code=str(c)) for c in (400, 401, 413, 415)
+        ),
+        "requests_5xx_other": sum(
+            v
+            for k, v in m.items()
+            if k.startswith("vigil_remote_write_requests_total{") and re.search(r'code="5(?!03)', k)
+        ),
         "worker_errors": total(m, "vigil_worker_errors_total"),
     }
 
@@ -278,16 +297,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="overload duration")
     ap.add_argument("--factor", type=float, default=3.0, help="offered load / capacity")
-    ap.add_argument("--cpu-share", type=float, default=0.05,
-                    help="share of one CPU the detector gets (cgroup quota)")
+    ap.add_argument(
+        "--cpu-share",
+        type=float,
+        default=0.05,
+        help="share of one CPU the detector gets (cgroup quota)",
+    )
     ap.add_argument("--calibrate-seconds", type=float, default=15.0)
-    ap.add_argument("--queue-max-samples", type=int, default=10_000,
-                    help="small, so that the detector worker, not HTTP, sets the pace")
-    ap.add_argument("--rss-bound-mb", type=float, default=2048.0,
-                    help="the bound to compare RSS with (the pod limit in deploy/)")
+    ap.add_argument(
+        "--queue-max-samples",
+        type=int,
+        default=10_000,
+        help="small, so that the detector worker, not HTTP, sets the pace",
+    )
+    ap.add_argument(
+        "--rss-bound-mb",
+        type=float,
+        default=2048.0,
+        help="the bound to compare RSS with (the pod limit in deploy/)",
+    )
     ap.add_argument("--drain-timeout", type=float, default=300.0)
-    ap.add_argument("--max-loop-lag-s", type=float, default=None,
-                    help="the detector's load-shedding limit (default: its config default)")
+    ap.add_argument(
+        "--max-loop-lag-s",
+        type=float,
+        default=None,
+        help="the detector's load-shedding limit (default: its config default)",
+    )
     args = ap.parse_args()
 
     prom_bin = require("prometheus")
@@ -295,19 +330,34 @@ def main() -> None:
     vigil_port, prom_port, exp_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{vigil_port}"
     cfg = workdir / "vigil.yaml"
-    cfg.write_text(f"limits:\n  queue_max_samples: {args.queue_max_samples}\n"
-                   + (f"  max_loop_lag_s: {args.max_loop_lag_s}\n"
-                      if args.max_loop_lag_s is not None else ""))
-    vigil_argv = ["taskset", "-c", "0", sys.executable, "-m", "detector", "serve",
-                  "--listen", f"127.0.0.1:{vigil_port}", "--config", str(cfg),
-                  "--log-level", "WARNING"]
-    result: dict[str, object] = {"bench": "overload", "python": platform.python_version(),
-                                 "cpu": platform.processor() or platform.machine(),
-                                 "prometheus": subprocess.run(
-                                     [prom_bin, "--version"], capture_output=True,
-                                     text=True).stdout.split("\n")[0]}
-    with process("vigil", vigil_argv, workdir, ready_url=f"{base}/readyz",
-                 timeout_s=180) as vigil:
+    cfg.write_text(
+        f"limits:\n  queue_max_samples: {args.queue_max_samples}\n"
+        + (f"  max_loop_lag_s: {args.max_loop_lag_s}\n" if args.max_loop_lag_s is not None else "")
+    )
+    vigil_argv = [
+        "taskset",
+        "-c",
+        "0",
+        sys.executable,
+        "-m",
+        "detector",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{vigil_port}",
+        "--config",
+        str(cfg),
+        "--log-level",
+        "WARNING",
+    ]
+    result: dict[str, object] = {
+        "bench": "overload",
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "prometheus": subprocess.run(
+            [prom_bin, "--version"], capture_output=True, text=True
+        ).stdout.split("\n")[0],
+    }
+    with process("vigil", vigil_argv, workdir, ready_url=f"{base}/readyz", timeout_s=180) as vigil:
         quota = CpuQuota(vigil.pid, args.cpu_share)  # taskset execs the detector: same pid
         exporter: subprocess.Popen[bytes] | None = None
         try:
@@ -317,32 +367,57 @@ def main() -> None:
             quota.lift()
             capacity = cal["samples_per_s"]
             n_series = max(100, int(args.factor * capacity * SCRAPE_INTERVAL_S))
-            print(f"capacity {capacity:,.0f} samples/s (calibration: {cal['samples']:,} in "
-                  f"{cal['wall_s']:.1f} s); exporter: {n_series:,} series every "
-                  f"{SCRAPE_INTERVAL_S} s = {n_series / SCRAPE_INTERVAL_S:,.0f} samples/s",
-                  flush=True)
+            print(
+                f"capacity {capacity:,.0f} samples/s (calibration: {cal['samples']:,} in "
+                f"{cal['wall_s']:.1f} s); exporter: {n_series:,} series every "
+                f"{SCRAPE_INTERVAL_S} s = {n_series / SCRAPE_INTERVAL_S:,.0f} samples/s",
+                flush=True,
+            )
             result["capacity_samples_per_s"] = round(capacity)
             result["offered_samples_per_s"] = round(n_series / SCRAPE_INTERVAL_S)
             exporter = subprocess.Popen(
-                ["taskset", "-c", "1", sys.executable, __file__, "--exporter-port",
-                 str(exp_port), "--exporter-series", str(n_series)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_until("exporter", lambda: bool(metrics(
-                f"http://127.0.0.1:{exp_port}/metrics")), 30)
+                [
+                    "taskset",
+                    "-c",
+                    "1",
+                    sys.executable,
+                    __file__,
+                    "--exporter-port",
+                    str(exp_port),
+                    "--exporter-series",
+                    str(n_series),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_until(
+                "exporter", lambda: bool(metrics(f"http://127.0.0.1:{exp_port}/metrics")), 30
+            )
             prometheus_config(workdir / "prometheus.yml", exp_port, f"{base}/api/v1/write")
-            prom_argv = ["taskset", "-c", "1", prom_bin,
-                         f"--config.file={workdir / 'prometheus.yml'}",
-                         f"--storage.tsdb.path={workdir / 'tsdb'}",
-                         f"--web.listen-address=127.0.0.1:{prom_port}"]
+            prom_argv = [
+                "taskset",
+                "-c",
+                "1",
+                prom_bin,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ]
             before_prom = vigil_counts(metrics(f"{base}/metrics"))
-            with process("prometheus", prom_argv, workdir,
-                         ready_url=f"http://127.0.0.1:{prom_port}/-/ready") as prom:
+            with process(
+                "prometheus", prom_argv, workdir, ready_url=f"http://127.0.0.1:{prom_port}/-/ready"
+            ) as prom:
                 prom_url = f"http://127.0.0.1:{prom_port}/metrics"
                 # the exporter's series are created at full speed first: the overload is
                 # about the steady state, not about a burst of new series
-                wait_until("the exporter's series tracked", lambda: total(
-                    metrics(f"{base}/metrics"), "vigil_active_series") >= 4000 + n_series,
-                    120, interval_s=0.5)
+                wait_until(
+                    "the exporter's series tracked",
+                    lambda: (
+                        total(metrics(f"{base}/metrics"), "vigil_active_series") >= 4000 + n_series
+                    ),
+                    120,
+                    interval_s=0.5,
+                )
                 before = vigil_counts(metrics(f"{base}/metrics"))
                 quota.apply()
                 overload = _overload(base, vigil.pid, prom_url, args.seconds)
@@ -365,31 +440,47 @@ def main() -> None:
     since_prom = {k: after[k] - before_prom[k] for k in after}  # Prometheus started fresh
     p = drain["prometheus"]
     vigil_took = since_prom["received"] - since_prom["dropped_queue_full"]
-    result.update({
-        "overload_s": args.seconds,
-        "requests": delta["requests"],
-        "share_503": delta["requests_503"] / max(1.0, delta["requests"]),
-        "share_429": delta["requests_429"] / max(1.0, delta["requests"]),
-        "requests_4xx": delta["requests_4xx"], "requests_5xx_not_503": delta["requests_5xx_other"],
-        "rss_peak_mb": overload["rss_peak_mb"], "rss_bound_mb": args.rss_bound_mb,
-        "rss_under_bound": overload["rss_peak_mb"] < args.rss_bound_mb,
-        **{k: overload[k] for k in ("healthz_p50_ms", "healthz_p99_ms", "healthz_max_ms",
-                                    "healthz_failures", "healthz_probes")},
-        "accepted_samples_per_s_during_overload": overload["accepted_per_s"],
-        "prometheus_lag_s_at_end_of_overload": overload["prometheus_lag_s"],
-        "requests_503_in_drain": after["requests_503"] - after_overload["requests_503"],
-        "drained": drain["drained"], "drain_s": drain["drain_s"],
-        "prometheus_samples_sent": p["sent"], "prometheus_samples_in": p["in"],
-        "prometheus_samples_failed": p["failed"], "prometheus_samples_dropped": p["dropped"],
-        "prometheus_samples_retried": p["retried"], "prometheus_samples_pending": p["pending"],
-        "vigil_samples_received_minus_503": vigil_took,
-        "vigil_samples_accepted": since_prom["accepted"],
-        "vigil_dropped": {k: since_prom[k] for k in since_prom if k.startswith("dropped_")},
-        "worker_errors": since_prom["worker_errors"],
-        # samples_in: what Prometheus read from its WAL for this queue; every one of them
-        # must have reached Vigil (dropped ones excepted, which Prometheus counts)
-        "lost_samples": p["in"] - p["dropped"] - vigil_took,
-    })
+    result.update(
+        {
+            "overload_s": args.seconds,
+            "requests": delta["requests"],
+            "share_503": delta["requests_503"] / max(1.0, delta["requests"]),
+            "share_429": delta["requests_429"] / max(1.0, delta["requests"]),
+            "requests_4xx": delta["requests_4xx"],
+            "requests_5xx_not_503": delta["requests_5xx_other"],
+            "rss_peak_mb": overload["rss_peak_mb"],
+            "rss_bound_mb": args.rss_bound_mb,
+            "rss_under_bound": overload["rss_peak_mb"] < args.rss_bound_mb,
+            **{
+                k: overload[k]
+                for k in (
+                    "healthz_p50_ms",
+                    "healthz_p99_ms",
+                    "healthz_max_ms",
+                    "healthz_failures",
+                    "healthz_probes",
+                )
+            },
+            "accepted_samples_per_s_during_overload": overload["accepted_per_s"],
+            "prometheus_lag_s_at_end_of_overload": overload["prometheus_lag_s"],
+            "requests_503_in_drain": after["requests_503"] - after_overload["requests_503"],
+            "drained": drain["drained"],
+            "drain_s": drain["drain_s"],
+            "prometheus_samples_sent": p["sent"],
+            "prometheus_samples_in": p["in"],
+            "prometheus_samples_failed": p["failed"],
+            "prometheus_samples_dropped": p["dropped"],
+            "prometheus_samples_retried": p["retried"],
+            "prometheus_samples_pending": p["pending"],
+            "vigil_samples_received_minus_503": vigil_took,
+            "vigil_samples_accepted": since_prom["accepted"],
+            "vigil_dropped": {k: since_prom[k] for k in since_prom if k.startswith("dropped_")},
+            "worker_errors": since_prom["worker_errors"],
+            # samples_in: what Prometheus read from its WAL for this queue; every one of them
+            # must have reached Vigil (dropped ones excepted, which Prometheus counts)
+            "lost_samples": p["in"] - p["dropped"] - vigil_took,
+        }
+    )
     for key, value in result.items():
         if key != "bench":
             print(f"{key:40} {value}")
@@ -408,17 +499,26 @@ def _overload(base: str, pid: int, prom_url: str, seconds: float) -> dict[str, A
             accepted.append((time.monotonic(), total(m, "vigil_samples_accepted_total")))
             p = prom_sent(metrics(prom_url))
             lag_s = p["lag_s"]
-            print(f"  t={time.monotonic() - t0:5.1f}s rss {rss[-1]:6.0f} MB  accepted "
-                  f"{accepted[-1][1]:>12,.0f}  503s "
-                  f"{total(m, 'vigil_remote_write_requests_total', code='503'):>5,.0f}  "
-                  f"prometheus pending {p['pending']:>7,.0f}  lag {lag_s:5.1f} s", flush=True)
+            print(
+                f"  t={time.monotonic() - t0:5.1f}s rss {rss[-1]:6.0f} MB  accepted "
+                f"{accepted[-1][1]:>12,.0f}  503s "
+                f"{total(m, 'vigil_remote_write_requests_total', code='503'):>5,.0f}  "
+                f"prometheus pending {p['pending']:>7,.0f}  lag {lag_s:5.1f} s",
+                flush=True,
+            )
             time.sleep(1.0)  # the sampling interval of this report, not a wait for a state
     lat = [x * 1000 for x in probe.latencies_s]
     (ta, a0), (tb, a1) = accepted[0], accepted[-1]
-    return {"rss_peak_mb": max(rss), "healthz_p50_ms": percentile(lat, 0.5),
-            "healthz_p99_ms": percentile(lat, 0.99), "healthz_max_ms": max(lat or [0.0]),
-            "healthz_failures": probe.failures, "healthz_probes": len(lat),
-            "accepted_per_s": (a1 - a0) / max(1e-9, tb - ta), "prometheus_lag_s": lag_s}
+    return {
+        "rss_peak_mb": max(rss),
+        "healthz_p50_ms": percentile(lat, 0.5),
+        "healthz_p99_ms": percentile(lat, 0.99),
+        "healthz_max_ms": max(lat or [0.0]),
+        "healthz_failures": probe.failures,
+        "healthz_probes": len(lat),
+        "accepted_per_s": (a1 - a0) / max(1e-9, tb - ta),
+        "prometheus_lag_s": lag_s,
+    }
 
 
 def _drain(base: str, prom_url: str, timeout_s: float) -> dict[str, Any]:
@@ -437,8 +537,11 @@ def _drain(base: str, prom_url: str, timeout_s: float) -> dict[str, Any]:
             return {"drained": True, "drain_s": time.monotonic() - t0, "prometheus": p}
         last = now
         time.sleep(1.0)  # polling interval
-    return {"drained": False, "drain_s": time.monotonic() - t0,
-            "prometheus": prom_sent(metrics(prom_url))}
+    return {
+        "drained": False,
+        "drain_s": time.monotonic() - t0,
+        "prometheus": prom_sent(metrics(prom_url)),
+    }
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class RulesError(Exception):
 
 # --------------------------------------------------------------------------- rule files
 
+
 def _expr_text(value: Any) -> Any:
     # ``expr: 2`` is a valid rule (YAML reads a number); PromQL is text
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
@@ -130,13 +131,15 @@ def backfill_passes(groups: Sequence[RuleGroup]) -> list[list[Placed]]:
     recorders: dict[str, list[int]] = {}
     for i, p in enumerate(placed):
         recorders.setdefault(p.rule.name, []).append(i)
-    needs = [sorted({j for n in referenced(p.rule.expr, recorders) for j in recorders[n]})
-             for p in placed]
+    needs = [
+        sorted({j for n in referenced(p.rule.expr, recorders) for j in recorders[n]})
+        for p in placed
+    ]
     level: dict[int, int] = {}
 
     def visit(i: int, path: tuple[int, ...]) -> int:
         if i in path:
-            cycle = " -> ".join(placed[k].rule.name for k in (*path[path.index(i):], i))
+            cycle = " -> ".join(placed[k].rule.name for k in (*path[path.index(i) :], i))
             raise RulesError(f"recording rules read each other in a cycle: {cycle}")
         if i not in level:
             level[i] = 1 + max((visit(j, (*path, i)) for j in needs[i]), default=-1)
@@ -169,6 +172,7 @@ def pass_file(rules: Sequence[Placed]) -> str:
 
 # --------------------------------------------------------------------------- OpenMetrics
 
+
 @dataclass(frozen=True, slots=True)
 class OmSeries:
     """One series to write: its labels (without ``__name__``) and samples."""
@@ -196,15 +200,22 @@ def _number(v: float) -> str:
 BLOCK_MS = 2 * 3_600_000  # promtool's block duration
 
 
-def write_openmetrics(directory: Path, families: Mapping[tuple[str, str], Sequence[OmSeries]]
-                      ) -> list[Path]:
+def write_openmetrics(
+    directory: Path, families: Mapping[tuple[str, str], Sequence[OmSeries]]
+) -> list[Path]:
     """Write ``{(metric name, "gauge" | "counter"): series}`` as OpenMetrics text, one file
     per 2-hour block (``promtool tsdb create-blocks-from openmetrics`` reads its whole
     input once for every block it writes, so one big file costs blocks x size); a
     counter's name must end in ``_total``. Returns the files that hold samples."""
     directory.mkdir(parents=True, exist_ok=True)
-    starts = sorted({int(t) // BLOCK_MS for ss in families.values() for s in ss
-                     for t in (s.ts_ms[:1].tolist() + s.ts_ms[-1:].tolist())})
+    starts = sorted(
+        {
+            int(t) // BLOCK_MS
+            for ss in families.values()
+            for s in ss
+            for t in (s.ts_ms[:1].tolist() + s.ts_ms[-1:].tolist())
+        }
+    )
     blocks = range(starts[0], starts[-1] + 1) if starts else range(0)
     files = {b: (directory / f"block-{b}.om").open("w", encoding="utf-8") for b in blocks}
     counts = dict.fromkeys(blocks, 0)
@@ -220,21 +231,30 @@ def write_openmetrics(directory: Path, families: Mapping[tuple[str, str], Sequen
             for s in series:
                 bad = [k for k in s.labels if not _LABEL_NAME.fullmatch(k)]
                 if bad or s.ts_ms.shape != s.values.shape:
-                    raise RulesError(f"{name}{dict(s.labels)}: bad label names {bad} or "
-                                     f"{s.ts_ms.shape[0]} timestamps for "
-                                     f"{s.values.shape[0]} values")
-                head = name + "{" + ",".join(f'{k}="{_label_value(v)}"'
-                                             for k, v in s.labels.items()) + "} "
+                    raise RulesError(
+                        f"{name}{dict(s.labels)}: bad label names {bad} or "
+                        f"{s.ts_ms.shape[0]} timestamps for "
+                        f"{s.values.shape[0]} values"
+                    )
+                head = (
+                    name
+                    + "{"
+                    + ",".join(f'{k}="{_label_value(v)}"' for k, v in s.labels.items())
+                    + "} "
+                )
                 which = s.ts_ms // BLOCK_MS
                 cuts = np.flatnonzero(np.diff(which)) + 1
-                for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), s.ts_ms.shape[0]],
-                                  strict=True):
+                for lo, hi in zip(
+                    [0, *cuts.tolist()], [*cuts.tolist(), s.ts_ms.shape[0]], strict=True
+                ):
                     if hi > lo:
                         b = int(which[lo])
                         files[b].writelines(
                             f"{head}{_number(v)} {t // 1000}.{t % 1000:03d}\n"
-                            for t, v in zip(s.ts_ms[lo:hi].tolist(),
-                                            s.values[lo:hi].tolist(), strict=True))
+                            for t, v in zip(
+                                s.ts_ms[lo:hi].tolist(), s.values[lo:hi].tolist(), strict=True
+                            )
+                        )
                         counts[b] += hi - lo
         for out in files.values():
             out.write("# EOF\n")
@@ -253,15 +273,16 @@ def write_openmetrics(directory: Path, families: Mapping[tuple[str, str], Sequen
 
 # --------------------------------------------------------------------------- processes
 
+
 def _run(argv: list[str], *, what: str, timeout_s: float) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RulesError(f"{what}: {' '.join(argv[:4])} ...: {exc}") from exc
     if done.returncode != 0:
-        raise RulesError(f"{what} failed (exit {done.returncode}): "
-                         f"{(done.stderr or done.stdout)[-3000:]}")
+        raise RulesError(
+            f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout)[-3000:]}"
+        )
     return done.stdout
 
 
@@ -285,14 +306,16 @@ class PrometheusProcess:
     global evaluation interval is ``eval_interval_s`` (rules themselves are never loaded:
     they are evaluated over history by promtool and range queries)."""
 
-    def __init__(self, workdir: Path, *, eval_interval_s: float, ready_timeout_s: float = 120.0
-                 ) -> None:
+    def __init__(
+        self, workdir: Path, *, eval_interval_s: float, ready_timeout_s: float = 120.0
+    ) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump({"global": {
-            "evaluation_interval": format_duration(eval_interval_s)}}))
+        self.config.write_text(
+            yaml.safe_dump({"global": {"evaluation_interval": format_duration(eval_interval_s)}})
+        )
         self.ready_timeout_s = ready_timeout_s
         self.port = _free_port()
         self.log = workdir / "prometheus.log"
@@ -303,12 +326,18 @@ class PrometheusProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [_binary("prometheus"), f"--config.file={self.config}",
-                f"--storage.tsdb.path={self.data_dir}", "--storage.tsdb.retention.time=10y",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        argv = [
+            _binary("prometheus"),
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.data_dir}",
+            "--storage.tsdb.retention.time=10y",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
         with self.log.open("ab") as out:
-            self._proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                          cwd=self.workdir)
+            self._proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
         deadline = time.monotonic() + self.ready_timeout_s
         while not self._ready():
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -349,6 +378,7 @@ class PrometheusProcess:
 
 # --------------------------------------------------------------------------- queries
 
+
 @dataclass(frozen=True, slots=True)
 class RangeSeries:
     """One series of a range query's result."""
@@ -366,17 +396,21 @@ def _parse_matrix(body: bytes, *, expr: str) -> list[RangeSeries]:
         out = []
         for item in doc["data"]["result"]:
             pairs = item["values"]
-            out.append(RangeSeries(
-                labels={str(k): str(v) for k, v in item["metric"].items()},
-                ts_ms=np.array([round(float(t) * 1000) for t, _ in pairs], dtype=np.int64),
-                values=np.array([float(v) for _, v in pairs], dtype=np.float64)))
+            out.append(
+                RangeSeries(
+                    labels={str(k): str(v) for k, v in item["metric"].items()},
+                    ts_ms=np.array([round(float(t) * 1000) for t, _ in pairs], dtype=np.int64),
+                    values=np.array([float(v) for _, v in pairs], dtype=np.float64),
+                )
+            )
         return out
     except (ValueError, KeyError, TypeError) as exc:
         raise RulesError(f"query {expr!r}: unexpected answer: {exc}") from exc
 
 
-def query_range(url: str, expr: str, *, start_ms: int, end_ms: int, step_s: float,
-                timeout_s: float = 600.0) -> list[RangeSeries]:
+def query_range(
+    url: str, expr: str, *, start_ms: int, end_ms: int, step_s: float, timeout_s: float = 600.0
+) -> list[RangeSeries]:
     """``expr`` evaluated at ``start_ms``, ``start_ms + step``, ... up to ``end_ms``, in
     chunks of at most a day of steps (Prometheus caps a query at 11,000 points a series);
     the chunks' series are joined by their labels."""
@@ -385,10 +419,15 @@ def query_range(url: str, expr: str, *, start_ms: int, end_ms: int, step_s: floa
     parts: dict[tuple[tuple[str, str], ...], list[RangeSeries]] = {}
     for c0 in range(start_ms, end_ms + 1, chunk_ms):
         c1 = min(c0 + chunk_ms - step_ms, end_ms)
-        form = urllib.parse.urlencode({"query": expr, "start": f"{c0 / 1000:.3f}",
-                                       "end": f"{c1 / 1000:.3f}", "step": f"{step_s:g}s"})
-        req = urllib.request.Request(f"{url}/api/v1/query_range", data=form.encode(),
-                                     method="POST")
+        form = urllib.parse.urlencode(
+            {
+                "query": expr,
+                "start": f"{c0 / 1000:.3f}",
+                "end": f"{c1 / 1000:.3f}",
+                "step": f"{step_s:g}s",
+            }
+        )
+        req = urllib.request.Request(f"{url}/api/v1/query_range", data=form.encode(), method="POST")
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 body = resp.read()
@@ -398,13 +437,18 @@ def query_range(url: str, expr: str, *, start_ms: int, end_ms: int, step_s: floa
             raise RulesError(f"query {expr!r} at {url}: {exc}") from exc
         for s in _parse_matrix(body, expr=expr):
             parts.setdefault(tuple(sorted(s.labels.items())), []).append(s)
-    return [RangeSeries(labels=dict(key),
-                        ts_ms=np.concatenate([p.ts_ms for p in ps]),
-                        values=np.concatenate([p.values for p in ps]))
-            for key, ps in parts.items()]
+    return [
+        RangeSeries(
+            labels=dict(key),
+            ts_ms=np.concatenate([p.ts_ms for p in ps]),
+            values=np.concatenate([p.values for p in ps]),
+        )
+        for key, ps in parts.items()
+    ]
 
 
 # --------------------------------------------------------------------------- alerts
+
 
 @dataclass(frozen=True, slots=True)
 class Firing:
@@ -415,8 +459,9 @@ class Firing:
     end_ms: int | None
 
 
-def firing_periods(active_ms: NDArray[np.int64], grid_ms: NDArray[np.int64], *,
-                   for_s: float) -> list[Firing]:
+def firing_periods(
+    active_ms: NDArray[np.int64], grid_ms: NDArray[np.int64], *, for_s: float
+) -> list[Firing]:
     """Apply ``for:`` to an alert expression's results, as Prometheus's rule manager does.
 
     ``grid_ms`` are the rule's evaluation times (increasing); ``active_ms`` those at which
@@ -434,8 +479,9 @@ def firing_periods(active_ms: NDArray[np.int64], grid_ms: NDArray[np.int64], *,
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         fire = a + int(np.searchsorted(grid_ms[a:b] - grid_ms[a], for_ms))
         if fire < b:
-            out.append(Firing(int(grid_ms[fire]),
-                              int(grid_ms[b]) if b < grid_ms.shape[0] else None))
+            out.append(
+                Firing(int(grid_ms[fire]), int(grid_ms[b]) if b < grid_ms.shape[0] else None)
+            )
     return out
 
 
@@ -444,12 +490,14 @@ def firing_mask(ts_ms: NDArray[np.int64], periods: Sequence[Firing]) -> NDArray[
     evaluations, so a sample at or after a period's start and before its end)."""
     mask = np.zeros(ts_ms.shape[0], dtype=np.bool_)
     for p in periods:
-        mask |= (ts_ms >= p.start_ms) & (ts_ms < (p.end_ms if p.end_ms is not None
-                                                  else np.iinfo(np.int64).max))
+        mask |= (ts_ms >= p.start_ms) & (
+            ts_ms < (p.end_ms if p.end_ms is not None else np.iinfo(np.int64).max)
+        )
     return mask
 
 
 # --------------------------------------------------------------------------- history
+
 
 def block_start(ts_ms: int) -> int:
     """The first 2-hour block boundary at or after ``ts_ms``: where a rule backfill can
@@ -462,8 +510,9 @@ class History:
     """A temp TSDB filled from OpenMetrics files, a Prometheus over it, and recording rules
     backfilled pass by pass. Use as a context manager (``with History(...) as h``)."""
 
-    def __init__(self, workdir: Path, *, openmetrics: Sequence[Path],
-                 eval_interval_s: float = 60.0) -> None:
+    def __init__(
+        self, workdir: Path, *, openmetrics: Sequence[Path], eval_interval_s: float = 60.0
+    ) -> None:
         self.workdir = workdir
         self.openmetrics = list(openmetrics)
         self.eval_interval_s = eval_interval_s
@@ -476,9 +525,19 @@ class History:
             raise RulesError(f"{self.prometheus.data_dir} is not empty: give a fresh workdir")
         t0 = time.perf_counter()
         for path in self.openmetrics:
-            _run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-                  str(path), str(self.prometheus.data_dir)],
-                 what=f"promtool tsdb create-blocks-from openmetrics {path}", timeout_s=3600)
+            _run(
+                [
+                    _binary("promtool"),
+                    "tsdb",
+                    "create-blocks-from",
+                    "openmetrics",
+                    "--quiet",
+                    str(path),
+                    str(self.prometheus.data_dir),
+                ],
+                what=f"promtool tsdb create-blocks-from openmetrics {path}",
+                timeout_s=3600,
+            )
         self.timings["openmetrics_s"] = time.perf_counter() - t0
         self.prometheus.start()
         return self
@@ -490,16 +549,18 @@ class History:
     def url(self) -> str:
         return self.prometheus.url
 
-    def backfill(self, stages: Sequence[Sequence[RuleGroup]], *, start_ms: int, end_ms: int
-                 ) -> list[list[str]]:
+    def backfill(
+        self, stages: Sequence[Sequence[RuleGroup]], *, start_ms: int, end_ms: int
+    ) -> list[list[str]]:
         """Backfill every recording rule of ``stages`` over [start_ms, end_ms]: stage after
         stage (a later stage may read an earlier one's output in ways ``referenced``
         cannot see, such as a selector with no metric name), each in dependency passes.
         ``start_ms`` must be on a 2-hour block boundary (``block_start``). Returns the
         names recorded in each pass."""
         if start_ms % BLOCK_MS:
-            raise RulesError(f"backfill from {start_ms}: not on a 2-hour block boundary "
-                             f"(use block_start)")
+            raise RulesError(
+                f"backfill from {start_ms}: not on a 2-hour block boundary (use block_start)"
+            )
         done = []
         for k, groups in enumerate(stages):
             for i, rules in enumerate(backfill_passes(groups)):
@@ -516,17 +577,30 @@ class History:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
         # promtool takes whole seconds; rounding outward keeps every evaluation in range
-        _run([_binary("promtool"), "tsdb", "create-blocks-from", "rules", "--quiet",
-              f"--url={self.url}", f"--start={start_ms // 1000}",
-              f"--end={-(-end_ms // 1000)}", f"--output-dir={out}",
-              f"--eval-interval={format_duration(self.eval_interval_s)}", str(rule_file)],
-             what=f"promtool tsdb create-blocks-from rules ({tag})", timeout_s=7200)
+        _run(
+            [
+                _binary("promtool"),
+                "tsdb",
+                "create-blocks-from",
+                "rules",
+                "--quiet",
+                f"--url={self.url}",
+                f"--start={start_ms // 1000}",
+                f"--end={-(-end_ms // 1000)}",
+                f"--output-dir={out}",
+                f"--eval-interval={format_duration(self.eval_interval_s)}",
+                str(rule_file),
+            ],
+            what=f"promtool tsdb create-blocks-from rules ({tag})",
+            timeout_s=7200,
+        )
         for block in out.iterdir():
             block.rename(self.prometheus.data_dir / block.name)
         self.prometheus.restart()  # Prometheus loads new block directories when it opens
 
-    def alert_periods(self, rule: Rule, group: RuleGroup, *, start_ms: int, end_ms: int
-                      ) -> Iterator[tuple[dict[str, str], list[Firing]]]:
+    def alert_periods(
+        self, rule: Rule, group: RuleGroup, *, start_ms: int, end_ms: int
+    ) -> Iterator[tuple[dict[str, str], list[Firing]]]:
         """Each series the alerting ``rule`` returned over [start_ms, end_ms], with its
         firing periods: the expression at the group's interval from ``start_ms``."""
         if rule.alert is None:
@@ -534,7 +608,5 @@ class History:
         step_s = group.interval or self.eval_interval_s
         step_ms = round(step_s * 1000)
         grid = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
-        for s in query_range(self.url, rule.expr, start_ms=start_ms, end_ms=end_ms,
-                             step_s=step_s):
+        for s in query_range(self.url, rule.expr, start_ms=start_ms, end_ms=end_ms, step_s=step_s):
             yield s.labels, firing_periods(s.ts_ms, grid, for_s=rule.for_s)
-

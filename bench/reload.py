@@ -30,10 +30,18 @@ from detector.config import DetectorConfig  # noqa: E402
 from detector.remote_write import decode, encode  # noqa: E402
 from detector.series.registry import SeriesRegistry  # noqa: E402
 
-OLD = {"series": [{"name": "api", "match": '{job="api"}', "detector": {"kind": "robust"}},
-                  {"name": "rest"}]}
-NEW = {"series": [{"name": "api", "match": '{job="api"}',
-                   "detector": {"kind": "robust", "alpha": 0.1}}, {"name": "rest"}]}
+OLD = {
+    "series": [
+        {"name": "api", "match": '{job="api"}', "detector": {"kind": "robust"}},
+        {"name": "rest"},
+    ]
+}
+NEW = {
+    "series": [
+        {"name": "api", "match": '{job="api"}', "detector": {"kind": "robust", "alpha": 0.1}},
+        {"name": "rest"},
+    ]
+}
 CHUNK = 5000
 
 
@@ -41,10 +49,19 @@ def _registry(n: int, *, untracked: bool) -> SeriesRegistry:
     cfg = DetectorConfig.model_validate({"series": OLD["series"][:1]} if untracked else OLD)
     registry = SeriesRegistry(cfg)
     for start in range(0, n, CHUNK):
-        raw = encode.encode_v1([
-            encode.Series(labels=(("__name__", "http_requests_total"), ("instance", f"i{i}"),
-                                  ("job", "api" if i % 2 else "web")), samples=[(1, 1.0)])
-            for i in range(start, min(n, start + CHUNK))])
+        raw = encode.encode_v1(
+            [
+                encode.Series(
+                    labels=(
+                        ("__name__", "http_requests_total"),
+                        ("instance", f"i{i}"),
+                        ("job", "api" if i % 2 else "web"),
+                    ),
+                    samples=[(1, 1.0)],
+                )
+                for i in range(start, min(n, start + CHUNK))
+            ]
+        )
         registry.resolve(decode.decode_request(np.frombuffer(raw, np.uint8), 1))
     return registry
 
@@ -52,8 +69,9 @@ def _registry(n: int, *, untracked: bool) -> SeriesRegistry:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=200_000)
-    parser.add_argument("--untracked", action="store_true",
-                        help="the old config leaves half the series untracked")
+    parser.add_argument(
+        "--untracked", action="store_true", help="the old config leaves half the series untracked"
+    )
     args = parser.parse_args()
     registry = _registry(args.series, untracked=args.untracked)
     new = DetectorConfig.model_validate(NEW)
@@ -63,15 +81,23 @@ def main() -> None:
     plan = registry.reconfigure(new, draft)
     applied = time.perf_counter()
     figures = {
-        "series": args.series, "untracked": args.untracked, "draft_s": round(drafted - start, 4),
-        "locked_s": round(applied - drafted, 4), "series_reset": len(plan.reset),
-        "series_kept": plan.kept, "python": platform.python_version(),
-        "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
+        "series": args.series,
+        "untracked": args.untracked,
+        "draft_s": round(drafted - start, 4),
+        "locked_s": round(applied - drafted, 4),
+        "series_reset": len(plan.reset),
+        "series_kept": plan.kept,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu": platform.processor() or platform.machine(),
     }
-    print(f"{args.series:,} series: decided in {figures['draft_s']:.3f} s without the "
-          f"ingest lock, applied in {figures['locked_s']:.3f} s under it "
-          f"({figures['series_reset']:,} start fresh, {figures['series_kept']:,} keep their "
-          "state)", flush=True)
+    print(
+        f"{args.series:,} series: decided in {figures['draft_s']:.3f} s without the "
+        f"ingest lock, applied in {figures['locked_s']:.3f} s under it "
+        f"({figures['series_reset']:,} start fresh, {figures['series_kept']:,} keep their "
+        "state)",
+        flush=True,
+    )
     print(json.dumps(figures))
 
 

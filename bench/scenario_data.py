@@ -85,8 +85,10 @@ class Grid:
 # series) and, when anomalous, its anomaly from ``anom``. It returns the per-scrape
 # signal (a gauge's value, or a counter's increase since the previous scrape) and the
 # labelled interval in seconds.
-Shape = Callable[[np.random.Generator, np.random.Generator, Grid, bool],
-                 tuple[NDArray[np.float64], tuple[float, float] | None]]
+Shape = Callable[
+    [np.random.Generator, np.random.Generator, Grid, bool],
+    tuple[NDArray[np.float64], tuple[float, float] | None],
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +102,9 @@ class Family:
     resets: bool = False  # the counter restarts from zero now and then
 
 
-def _place(anom: np.random.Generator, grid: Grid, duration_s: float, *,
-           lasting: bool = False) -> tuple[float, float]:
+def _place(
+    anom: np.random.Generator, grid: Grid, duration_s: float, *, lasting: bool = False
+) -> tuple[float, float]:
     """A labelled interval of ``duration_s`` on the scrape grid: the series' last
     ``duration_s`` when ``lasting``, else anywhere after EARLIEST_S ending MARGIN_S
     before the series does."""
@@ -111,8 +114,10 @@ def _place(anom: np.random.Generator, grid: Grid, duration_s: float, *,
         return start, grid.end_s
     latest = grid.end_s - MARGIN_S - duration_s
     if latest < EARLIEST_S:
-        raise ValueError(f"a {duration_s:.0f} s anomaly does not fit in "
-                         f"{grid.end_s / DAY_S:.2f} days; give more days")
+        raise ValueError(
+            f"a {duration_s:.0f} s anomaly does not fit in "
+            f"{grid.end_s / DAY_S:.2f} days; give more days"
+        )
     start = EARLIEST_S + step * np.floor(anom.uniform(0, latest - EARLIEST_S) / step)
     return float(start), float(start + duration_s)
 
@@ -123,19 +128,23 @@ def _mask(grid: Grid, interval: tuple[float, float]) -> NDArray[np.bool_]:
 
 def _gauss(sigma_shift: float, duration_s: float, lasting: bool) -> Shape:
     """Level 100, sigma 5; anomalous: the level moves ``sigma_shift`` sigmas."""
-    def shape(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-              anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+
+    def shape(
+        base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+    ) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
         x = 100.0 + 5.0 * base.standard_normal(grid.n)
         if not anomalous:
             return x, None
         interval = _place(anom, grid, duration_s, lasting=lasting)
         x[_mask(grid, interval)] += 5.0 * sigma_shift
         return x, interval
+
     return shape
 
 
-def _variance_burst(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-                    anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _variance_burst(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     noise = base.standard_normal(grid.n)
     if not anomalous:
         return 100.0 + 5.0 * noise, None
@@ -143,8 +152,9 @@ def _variance_burst(base: np.random.Generator, anom: np.random.Generator, grid: 
     return 100.0 + 5.0 * noise * np.where(_mask(grid, interval), 6.0, 1.0), interval
 
 
-def _drift(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-           anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _drift(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """A ramp of 2 sigmas an hour for 4 hours, then held: the last 12 h of the series."""
     x = 100.0 + 5.0 * base.standard_normal(grid.n)
     if not anomalous:
@@ -166,8 +176,9 @@ def _traffic(level: NDArray[np.float64], base: np.random.Generator) -> NDArray[n
     return level + (1.0 + 0.04 * level) * base.standard_normal(level.shape[0])
 
 
-def _daily(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-           anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _daily(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """Traffic between 20 (night) and 100 (afternoon); anomalous: 01:00-03:00 of one night
     at the day's peak level."""
     level = 20.0 + 80.0 * _daily_curve(grid.t_s)
@@ -183,8 +194,9 @@ def _daily(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
     return _traffic(level, base), interval
 
 
-def _weekly(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-            anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _weekly(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """The daily traffic on weekdays, 35% of it at weekends; anomalous: 10:00-16:00 of the
     second Saturday at weekday level."""
     weekend = (grid.t_s // DAY_S) % 7 >= 5  # EPOCH_MS is a Monday
@@ -201,8 +213,9 @@ def _weekly(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
     return _traffic(level, base), interval
 
 
-def _low_rate(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-              anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _low_rate(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """Errors: Poisson, 1 a scrape; anomalous: 15 a scrape for 50 minutes."""
     u = base.random(grid.n)  # one uniform per scrape, shared by clean and anomalous
     lam = np.ones(grid.n)
@@ -227,8 +240,9 @@ def _poisson_quantile(u: NDArray[np.float64], lam: NDArray[np.float64]) -> NDArr
     return k
 
 
-def _busy_counter(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-                  anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _busy_counter(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """Requests: 50/s with 2% noise; anomalous: half of that for the last 6 hours."""
     rate = 50.0 * (1.0 + 0.02 * base.standard_normal(grid.n))
     interval = None
@@ -238,8 +252,9 @@ def _busy_counter(base: np.random.Generator, anom: np.random.Generator, grid: Gr
     return np.round(rate * STEP_MS / 1000.0), interval
 
 
-def _quantised(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-               anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _quantised(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """A queue length: round(N(3, 1)) at least 0; anomalous: mean 9 for the last 6 h."""
     x = 3.0 + base.standard_normal(grid.n)
     interval = None
@@ -249,8 +264,9 @@ def _quantised(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
     return np.maximum(np.round(x), 0.0), interval
 
 
-def _student(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-             anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _student(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """Latency in ms: 200 + 10 t(3); anomalous: +60 ms for an hour."""
     x = 200.0 + 10.0 * base.standard_t(3, grid.n)
     interval = None
@@ -260,8 +276,9 @@ def _student(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
     return x, interval
 
 
-def _lognormal(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
-               anomalous: bool) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
+def _lognormal(
+    base: np.random.Generator, anom: np.random.Generator, grid: Grid, anomalous: bool
+) -> tuple[NDArray[np.float64], tuple[float, float] | None]:
     """Latency in seconds: lognormal, median 0.2, log-sigma 0.3; anomalous: twice as slow
     for an hour."""
     x = 0.2 * np.exp(0.3 * base.standard_normal(grid.n))
@@ -272,36 +289,85 @@ def _lognormal(base: np.random.Generator, anom: np.random.Generator, grid: Grid,
     return x, interval
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("shift_up_short", "svc_gauge", _gauss(6.0, 30 * 60.0, False),
-           "level +6 sigma for 30 min"),
-    Family("shift_up_lasting", "svc_gauge", _gauss(6.0, LASTING_S, True),
-           "level +6 sigma for the last 6 h"),
-    Family("shift_down_short", "svc_gauge", _gauss(-6.0, 30 * 60.0, False),
-           "level -6 sigma for 30 min"),
-    Family("shift_down_lasting", "svc_gauge", _gauss(-6.0, LASTING_S, True),
-           "level -6 sigma for the last 6 h"),
-    Family("spike", "svc_gauge", _gauss(12.0, 60.0, False), "+12 sigma for 1 min (4 samples)"),
-    Family("dip", "svc_gauge", _gauss(-12.0, 60.0, False), "-12 sigma for 1 min (4 samples)"),
-    Family("variance_burst", "svc_gauge", _variance_burst, "sigma x6 for 30 min"),
-    Family("slow_drift", "svc_gauge", _drift, "+2 sigma/h for 4 h, then held (last 12 h)"),
-    Family("daily_night_at_day_level", "svc_requests_rate", _daily,
-           "daily traffic; 01:00-03:00 at the afternoon peak"),
-    Family("weekly_saturday_at_weekday_level", "svc_requests_rate", _weekly,
-           "weekends at 35%; 2nd Saturday 10:00-16:00 at weekday level", min_days=14.0),
-    Family("low_rate_errors_burst", "svc_errors_total", _low_rate,
-           "counter, Poisson 1/scrape; x15 for 50 min"),
-    Family("quantised_shift", "svc_queue_length", _quantised,
-           "round(N(3,1)); mean 9 for the last 6 h"),
-    Family("student_t_latency", "svc_latency_ms", _student,
-           "200 + 10 t(3) ms; +60 ms for 1 h"),
-    Family("lognormal_latency", "svc_latency_seconds", _lognormal,
-           "lognormal median 0.2 s; x2 for 1 h"),
-    Family("gaps_jitter_shift", "svc_gauge", _gauss(6.0, LASTING_S, True),
-           "scrape gaps (stale markers), +-0.5 s jitter; +6 sigma last 6 h", gaps=True),
-    Family("counter_resets_drop", "svc_requests_total", _busy_counter,
-           "counter 50/s, restarts ~1/day; rate halves for the last 6 h", resets=True),
-)}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "shift_up_short",
+            "svc_gauge",
+            _gauss(6.0, 30 * 60.0, False),
+            "level +6 sigma for 30 min",
+        ),
+        Family(
+            "shift_up_lasting",
+            "svc_gauge",
+            _gauss(6.0, LASTING_S, True),
+            "level +6 sigma for the last 6 h",
+        ),
+        Family(
+            "shift_down_short",
+            "svc_gauge",
+            _gauss(-6.0, 30 * 60.0, False),
+            "level -6 sigma for 30 min",
+        ),
+        Family(
+            "shift_down_lasting",
+            "svc_gauge",
+            _gauss(-6.0, LASTING_S, True),
+            "level -6 sigma for the last 6 h",
+        ),
+        Family("spike", "svc_gauge", _gauss(12.0, 60.0, False), "+12 sigma for 1 min (4 samples)"),
+        Family("dip", "svc_gauge", _gauss(-12.0, 60.0, False), "-12 sigma for 1 min (4 samples)"),
+        Family("variance_burst", "svc_gauge", _variance_burst, "sigma x6 for 30 min"),
+        Family("slow_drift", "svc_gauge", _drift, "+2 sigma/h for 4 h, then held (last 12 h)"),
+        Family(
+            "daily_night_at_day_level",
+            "svc_requests_rate",
+            _daily,
+            "daily traffic; 01:00-03:00 at the afternoon peak",
+        ),
+        Family(
+            "weekly_saturday_at_weekday_level",
+            "svc_requests_rate",
+            _weekly,
+            "weekends at 35%; 2nd Saturday 10:00-16:00 at weekday level",
+            min_days=14.0,
+        ),
+        Family(
+            "low_rate_errors_burst",
+            "svc_errors_total",
+            _low_rate,
+            "counter, Poisson 1/scrape; x15 for 50 min",
+        ),
+        Family(
+            "quantised_shift",
+            "svc_queue_length",
+            _quantised,
+            "round(N(3,1)); mean 9 for the last 6 h",
+        ),
+        Family("student_t_latency", "svc_latency_ms", _student, "200 + 10 t(3) ms; +60 ms for 1 h"),
+        Family(
+            "lognormal_latency",
+            "svc_latency_seconds",
+            _lognormal,
+            "lognormal median 0.2 s; x2 for 1 h",
+        ),
+        Family(
+            "gaps_jitter_shift",
+            "svc_gauge",
+            _gauss(6.0, LASTING_S, True),
+            "scrape gaps (stale markers), +-0.5 s jitter; +6 sigma last 6 h",
+            gaps=True,
+        ),
+        Family(
+            "counter_resets_drop",
+            "svc_requests_total",
+            _busy_counter,
+            "counter 50/s, restarts ~1/day; rate halves for the last 6 h",
+            resets=True,
+        ),
+    )
+}
 
 
 def _gaps(base: np.random.Generator, grid: Grid) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
@@ -311,9 +377,10 @@ def _gaps(base: np.random.Generator, grid: Grid) -> tuple[NDArray[np.bool_], NDA
     stale = np.zeros(grid.n, dtype=np.bool_)
     n_gaps = int(base.poisson(4.0 * grid.end_s / DAY_S))
     first = int(HOUR_S // (STEP_MS / 1000.0))
-    for start, length in zip(base.integers(first, grid.n - 21, n_gaps),
-                             base.integers(1, 21, n_gaps), strict=True):
-        kept[start + 1:start + length] = False
+    for start, length in zip(
+        base.integers(first, grid.n - 21, n_gaps), base.integers(1, 21, n_gaps), strict=True
+    ):
+        kept[start + 1 : start + length] = False
         stale[start] = True
     return kept, stale
 
@@ -339,8 +406,7 @@ def _restart(base: np.random.Generator, increase: NDArray[np.float64]) -> NDArra
     return total
 
 
-def generate(family: str, *, seed: int, index: int, days: float,
-             anomalous: bool) -> Series:
+def generate(family: str, *, seed: int, index: int, days: float, anomalous: bool) -> Series:
     """Series ``index`` of ``family`` for ``seed``, ``days`` long (at least the family's
     ``min_days``): the clean one, or the anomalous one built on the same base draws.
 
@@ -360,8 +426,11 @@ def generate(family: str, *, seed: int, index: int, days: float,
     ts = EPOCH_MS + np.arange(n, dtype=np.int64) * STEP_MS
     values = signal
     if spec.metric.endswith("_total"):
-        values = (_restart(nuisance, signal) if spec.resets
-                  else float(nuisance.integers(0, 10**6)) + np.cumsum(signal))
+        values = (
+            _restart(nuisance, signal)
+            if spec.resets
+            else float(nuisance.integers(0, 10**6)) + np.cumsum(signal)
+        )
     kept = np.ones(n, dtype=np.bool_)
     stale = np.zeros(n, dtype=np.bool_)
     if spec.gaps:
@@ -372,10 +441,18 @@ def generate(family: str, *, seed: int, index: int, days: float,
     if interval is not None:
         # the interval's edges sit half a step before the scrapes they name, so a jittered
         # timestamp stays on the side of the edge its scrape is on
-        anomaly = (EPOCH_MS + round(interval[0] * 1000) - STEP_MS // 2,
-                   EPOCH_MS + round(interval[1] * 1000) - STEP_MS // 2)
+        anomaly = (
+            EPOCH_MS + round(interval[0] * 1000) - STEP_MS // 2,
+            EPOCH_MS + round(interval[1] * 1000) - STEP_MS // 2,
+        )
         lasting = interval[1] >= grid.end_s
-    return Series(family=family, metric=spec.metric, anomalous=anomalous,
-                  ts_ms=np.ascontiguousarray(ts[kept]),
-                  values=np.ascontiguousarray(values[kept], dtype=np.float64),
-                  stale=np.ascontiguousarray(stale[kept]), anomaly=anomaly, lasting=lasting)
+    return Series(
+        family=family,
+        metric=spec.metric,
+        anomalous=anomalous,
+        ts_ms=np.ascontiguousarray(ts[kept]),
+        values=np.ascontiguousarray(values[kept], dtype=np.float64),
+        stale=np.ascontiguousarray(stale[kept]),
+        anomaly=anomaly,
+        lasting=lasting,
+    )

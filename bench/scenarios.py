@@ -115,24 +115,41 @@ class ServicePath:
         self.events: list[AlertEvent] = []
         self.pipeline = Pipeline(
             build_metrics(CollectorRegistry()),
-            alerts=AlertState(cfg.alerts, stale_intervals=cfg.alerting.stale_intervals,
-                              stale_min_s=cfg.alerting.stale_min_s),
-            on_events=self.events.extend)
-        self.ingestor = Ingestor(SeriesRegistry(cfg),
-                                 max_decompressed_bytes=cfg.limits.max_decompressed_bytes)
+            alerts=AlertState(
+                cfg.alerts,
+                stale_intervals=cfg.alerting.stale_intervals,
+                stale_min_s=cfg.alerting.stale_min_s,
+            ),
+            on_events=self.events.extend,
+        )
+        self.ingestor = Ingestor(
+            SeriesRegistry(cfg), max_decompressed_bytes=cfg.limits.max_decompressed_bytes
+        )
 
     def _register(self, series: Sequence[Series]) -> NDArray[np.int32]:
         """Send every series' first sample as one remote-write request; their slots."""
-        body = encode.compress(encode.encode_v1([
-            encode.Series(labels=[("__name__", s.metric), ("family", s.family),
-                                  ("series", str(k)),
-                                  ("variant", "anomalous" if s.anomalous else "clean")],
-                          samples=[(int(s.ts_ms[0]), float(s.values[0]))])
-            for k, s in enumerate(series)]))
+        body = encode.compress(
+            encode.encode_v1(
+                [
+                    encode.Series(
+                        labels=[
+                            ("__name__", s.metric),
+                            ("family", s.family),
+                            ("series", str(k)),
+                            ("variant", "anomalous" if s.anomalous else "clean"),
+                        ],
+                        samples=[(int(s.ts_ms[0]), float(s.values[0]))],
+                    )
+                    for k, s in enumerate(series)
+                ]
+            )
+        )
         ingested = self.ingestor.ingest(body, 1)
         if ingested.batch.slots.shape[0] != len(series):
-            raise RuntimeError(f"the registry tracked {ingested.batch.slots.shape[0]} of "
-                               f"{len(series)} series; raise limits.max_series")
+            raise RuntimeError(
+                f"the registry tracked {ingested.batch.slots.shape[0]} of "
+                f"{len(series)} series; raise limits.max_series"
+            )
         self.pipeline.process([ingested.batch])
         return ingested.batch.slots.copy()
 
@@ -146,14 +163,27 @@ class ServicePath:
         firing = np.zeros(total, dtype=np.bool_)
         banded = np.zeros(total, dtype=np.bool_)
         inband = np.zeros(total, dtype=np.bool_)
-        out = {name: np.full(total, np.nan) for name in ("score", "seen", "lower", "upper")
-               } if outputs else None
+        out = (
+            {name: np.full(total, np.nan) for name in ("score", "seen", "lower", "upper")}
+            if outputs
+            else None
+        )
         self._read(slot_of, offset[:-1], firing, banded, inband, out)
         start = int(min(s.ts_ms[0] for s in series))
         end = int(max(s.ts_ms[-1] for s in series)) + 1
         for c0 in range(start, end, CHUNK_MS):
-            self._chunk(series, slot_of, offset, c0, min(c0 + CHUNK_MS, end), start,
-                        firing, banded, inband, out)
+            self._chunk(
+                series,
+                slot_of,
+                offset,
+                c0,
+                min(c0 + CHUNK_MS, end),
+                start,
+                firing,
+                banded,
+                inband,
+                out,
+            )
         fires: dict[int, list[int]] = {}
         series_of = {int(slot): k for k, slot in enumerate(slot_of)}
         for e in self.events:
@@ -163,18 +193,41 @@ class ServicePath:
         for k, s in enumerate(series):
             sl = slice(int(offset[k]), int(offset[k + 1]))
             scored = scored_mask(s)
-            kept = None if out is None else Outputs(
-                score=np.where(scored, out["score"][sl], np.nan), seen=out["seen"][sl],
-                lower=out["lower"][sl], upper=out["upper"][sl])
-            traces.append(Trace(scored=scored, firing=firing[sl].copy(),
-                                banded=banded[sl] & scored, inband=inband[sl] & scored,
-                                fires_ms=tuple(fires.get(k, ())), outputs=kept))
+            kept = (
+                None
+                if out is None
+                else Outputs(
+                    score=np.where(scored, out["score"][sl], np.nan),
+                    seen=out["seen"][sl],
+                    lower=out["lower"][sl],
+                    upper=out["upper"][sl],
+                )
+            )
+            traces.append(
+                Trace(
+                    scored=scored,
+                    firing=firing[sl].copy(),
+                    banded=banded[sl] & scored,
+                    inband=inband[sl] & scored,
+                    fires_ms=tuple(fires.get(k, ())),
+                    outputs=kept,
+                )
+            )
         return traces
 
-    def _chunk(self, series: Sequence[Series], slot_of: NDArray[np.int32],
-               offset: NDArray[np.int64], c0: int, c1: int, start: int,
-               firing: NDArray[np.bool_], banded: NDArray[np.bool_],
-               inband: NDArray[np.bool_], out: dict[str, NDArray[np.float64]] | None) -> None:
+    def _chunk(
+        self,
+        series: Sequence[Series],
+        slot_of: NDArray[np.int32],
+        offset: NDArray[np.int64],
+        c0: int,
+        c1: int,
+        start: int,
+        firing: NDArray[np.bool_],
+        banded: NDArray[np.bool_],
+        inband: NDArray[np.bool_],
+        out: dict[str, NDArray[np.float64]] | None,
+    ) -> None:
         """Feed the samples with timestamps in [c0, c1) (not first ones), round by round."""
         parts = []
         for k, s in enumerate(series):
@@ -187,23 +240,33 @@ class ServicePath:
         owner = np.concatenate([np.full(at.shape[0], k, dtype=np.int32) for k, _, at in parts])
         where = np.concatenate([offset[k] + at for k, _, at in parts])
         ts = np.concatenate([s.ts_ms[at] for _, s, at in parts])
-        bits = np.concatenate([np.where(s.stale[at], STALE_BITS, s.values[at].view(np.uint64))
-                               for _, s, at in parts])
+        bits = np.concatenate(
+            [np.where(s.stale[at], STALE_BITS, s.values[at].view(np.uint64)) for _, s, at in parts]
+        )
         rounds = (ts - start + STEP_MS // 2) // STEP_MS
         order = np.lexsort((owner, rounds))
         where, ts, bits, rounds = where[order], ts[order], bits[order], rounds[order]
         slots = np.ascontiguousarray(slot_of[owner[order]])
         bounds = np.flatnonzero(np.diff(rounds)) + 1
         p = self.pipeline
-        for lo, hi in zip(np.concatenate(([0], bounds)).tolist(),
-                          np.concatenate((bounds, [ts.shape[0]])).tolist(), strict=True):
+        for lo, hi in zip(
+            np.concatenate(([0], bounds)).tolist(),
+            np.concatenate((bounds, [ts.shape[0]])).tolist(),
+            strict=True,
+        ):
             p.process([Batch(slots=slots[lo:hi], ts=ts[lo:hi], bits=bits[lo:hi])])
             p.sweep(int(ts[hi - 1]) + 1000)  # the worker sweeps right after a batch
             self._read(slots[lo:hi], where[lo:hi], firing, banded, inband, out)
 
-    def _read(self, slots: NDArray[np.int32], where: NDArray[np.int64],
-              firing: NDArray[np.bool_], banded: NDArray[np.bool_],
-              inband: NDArray[np.bool_], out: dict[str, NDArray[np.float64]] | None) -> None:
+    def _read(
+        self,
+        slots: NDArray[np.int32],
+        where: NDArray[np.int64],
+        firing: NDArray[np.bool_],
+        banded: NDArray[np.bool_],
+        inband: NDArray[np.bool_],
+        out: dict[str, NDArray[np.float64]] | None,
+    ) -> None:
         """Copy the latest state of ``slots`` (one sample each in this batch); where a
         sample was not scored, ``Trace`` masks what this reads with ``scored``."""
         p = self.pipeline
@@ -220,6 +283,7 @@ class ServicePath:
 
 
 # ------------------------------------------------------------------------- measuring
+
 
 @dataclass(frozen=True, slots=True)
 class SeriesFigures:
@@ -258,9 +322,15 @@ def measure(s: Series, t: Trace, *, warmup_samples: int) -> SeriesFigures:
         pages=len(t.fires_ms),
         young_pages=sum(1 for f in t.fires_ms if f < s.ts_ms[0] + YOUNG_MS),
         firing_share=float(t.firing[t.scored].mean()) if scored_at.shape[0] else np.nan,
-        band_in=band_in, band_n=int(np.count_nonzero(t.banded[after_warmup])), detected=detected,
-        delay=delay, anomaly_firing_share=share, anomaly_pages=pages,
-        firing_at_end=bool(t.firing[-1]), resolve_after=resolve)
+        band_in=band_in,
+        band_n=int(np.count_nonzero(t.banded[after_warmup])),
+        detected=detected,
+        delay=delay,
+        anomaly_firing_share=share,
+        anomaly_pages=pages,
+        firing_at_end=bool(t.firing[-1]),
+        resolve_after=resolve,
+    )
 
 
 def _nanmedian(x: list[float]) -> float | None:
@@ -268,18 +338,21 @@ def _nanmedian(x: list[float]) -> float | None:
     return float(np.median(a)) if a.shape[0] else None
 
 
-def summarise(clean: Sequence[tuple[Series, SeriesFigures]],
-              anomalous: Sequence[tuple[Series, SeriesFigures]]) -> dict[str, object]:
+def summarise(
+    clean: Sequence[tuple[Series, SeriesFigures]], anomalous: Sequence[tuple[Series, SeriesFigures]]
+) -> dict[str, object]:
     """A family's figures from its series' figures."""
     days = sum((s.ts_ms[-1] - s.ts_ms[0] + STEP_MS) / 86_400_000 for s, _ in clean)
     band_n = sum(f.band_n for _, f in clean)
     delays = [f.delay for _, f in anomalous if f.detected]
     lasting = [f.firing_at_end for s, f in anomalous if s.lasting]
     return {
-        "clean_series": len(clean), "series_days": round(days, 3),
+        "clean_series": len(clean),
+        "series_days": round(days, 3),
         "clean_pages": sum(f.pages for _, f in clean),
-        "false_pages_per_1k_series_days": round(1000.0 * sum(f.pages for _, f in clean)
-                                                / days, 2) if days else None,
+        "false_pages_per_1k_series_days": round(1000.0 * sum(f.pages for _, f in clean) / days, 2)
+        if days
+        else None,
         "clean_series_paged": sum(f.pages > 0 for _, f in clean),
         "clean_pages_young": sum(f.young_pages for _, f in clean),
         "clean_firing_share": float(np.mean([f.firing_share for _, f in clean])),
@@ -288,25 +361,34 @@ def summarise(clean: Sequence[tuple[Series, SeriesFigures]],
         "detected": float(np.mean([f.detected for _, f in anomalous])) if anomalous else None,
         "delay_median": _nanmedian(delays),
         "delay_max": float(max(delays)) if delays else None,
-        "anomaly_firing_share": float(np.nanmean([f.anomaly_firing_share
-                                                  for _, f in anomalous])) if anomalous else None,
+        "anomaly_firing_share": float(np.nanmean([f.anomaly_firing_share for _, f in anomalous]))
+        if anomalous
+        else None,
         "pages_per_anomaly": float(np.mean([f.anomaly_pages for _, f in anomalous]))
-        if anomalous else None,
+        if anomalous
+        else None,
         "lasting": bool(lasting),
         "firing_at_end": float(np.mean(lasting)) if lasting else None,
-        "resolve_after_median": _nanmedian([f.resolve_after for s, f in anomalous
-                                            if not s.lasting]),
+        "resolve_after_median": _nanmedian(
+            [f.resolve_after for s, f in anomalous if not s.lasting]
+        ),
     }
 
 
 def build_series(families: Sequence[str], *, n: int, days: float, seed: int) -> list[Series]:
-    return [scenario_data.generate(f, seed=seed, index=i,
-                                   days=max(days, FAMILIES[f].min_days), anomalous=a)
-            for f in families for a in (False, True) for i in range(n)]
+    return [
+        scenario_data.generate(
+            f, seed=seed, index=i, days=max(days, FAMILIES[f].min_days), anomalous=a
+        )
+        for f in families
+        for a in (False, True)
+        for i in range(n)
+    ]
 
 
-def run_suite(families: Sequence[str], *, n: int, days: float, seed: int,
-              cfg: DetectorConfig | None = None) -> dict[str, dict[str, object]]:
+def run_suite(
+    families: Sequence[str], *, n: int, days: float, seed: int, cfg: DetectorConfig | None = None
+) -> dict[str, dict[str, object]]:
     """Generate, run through one ``ServicePath`` and summarise, per family."""
     cfg = cfg or DetectorConfig()
     series = build_series(families, n=n, days=days, seed=seed)
@@ -316,8 +398,9 @@ def run_suite(families: Sequence[str], *, n: int, days: float, seed: int,
     out = {}
     for fam in families:
         rows = [(s, f) for s, f in zip(series, figures, strict=True) if s.family == fam]
-        out[fam] = summarise([r for r in rows if not r[0].anomalous],
-                             [r for r in rows if r[0].anomalous])
+        out[fam] = summarise(
+            [r for r in rows if not r[0].anomalous], [r for r in rows if r[0].anomalous]
+        )
     return out
 
 
@@ -326,30 +409,38 @@ def _cell(v: object, fmt: str) -> str:
 
 
 def print_table(results: dict[str, dict[str, object]]) -> None:
-    print(f"{'family':<33}|{'clean: pages/1k sd':>19}{'(<6h)':>6}{'firing':>8}{'band cov':>9} |"
-          f"{'anomalous: found':>17}{'delay med':>10}{'max':>6}{'firing':>8}"
-          f"{'pages':>6}{'at end':>7}{'resolve':>8}")
+    print(
+        f"{'family':<33}|{'clean: pages/1k sd':>19}{'(<6h)':>6}{'firing':>8}{'band cov':>9} |"
+        f"{'anomalous: found':>17}{'delay med':>10}{'max':>6}{'firing':>8}"
+        f"{'pages':>6}{'at end':>7}{'resolve':>8}"
+    )
     for fam, r in results.items():
-        print(f"{fam:<33}|{_cell(r['false_pages_per_1k_series_days'], '.1f'):>19}"
-              f"{_cell(r['clean_pages_young'], 'd'):>6}"
-              f"{_cell(r['clean_firing_share'], '.2%'):>8}"
-              f"{_cell(r['band_coverage'], '.4f'):>9} |"
-              f"{_cell(r['detected'], '.0%'):>17}{_cell(r['delay_median'], '.0f'):>10}"
-              f"{_cell(r['delay_max'], '.0f'):>6}{_cell(r['anomaly_firing_share'], '.0%'):>8}"
-              f"{_cell(r['pages_per_anomaly'], '.2f'):>6}"
-              f"{_cell(r['firing_at_end'], '.0%'):>7}"
-              f"{_cell(r['resolve_after_median'], '.0f'):>8}")
+        print(
+            f"{fam:<33}|{_cell(r['false_pages_per_1k_series_days'], '.1f'):>19}"
+            f"{_cell(r['clean_pages_young'], 'd'):>6}"
+            f"{_cell(r['clean_firing_share'], '.2%'):>8}"
+            f"{_cell(r['band_coverage'], '.4f'):>9} |"
+            f"{_cell(r['detected'], '.0%'):>17}{_cell(r['delay_median'], '.0f'):>10}"
+            f"{_cell(r['delay_max'], '.0f'):>6}{_cell(r['anomaly_firing_share'], '.0%'):>8}"
+            f"{_cell(r['pages_per_anomaly'], '.2f'):>6}"
+            f"{_cell(r['firing_at_end'], '.0%'):>7}"
+            f"{_cell(r['resolve_after_median'], '.0f'):>8}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.scenarios",
-                                 description=(__doc__ or "").splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.scenarios", description=(__doc__ or "").splitlines()[0]
+    )
     ap.add_argument("--series-per-family", type=int)
     ap.add_argument("--days", type=float)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--families", help="comma-separated subset (default: all)")
-    ap.add_argument("--full", action="store_true",
-                    help=f"{FULL['series_per_family']} series a family, {FULL['days']:g} days")
+    ap.add_argument(
+        "--full",
+        action="store_true",
+        help=f"{FULL['series_per_family']} series a family, {FULL['days']:g} days",
+    )
     args = ap.parse_args(argv)
     preset = FULL if args.full else FAST
     n = int(args.series_per_family or preset["series_per_family"])
@@ -361,17 +452,25 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = run_suite(families, n=n, days=days, seed=args.seed)
     seconds = time.perf_counter() - t0
-    print(f"default detector and alert rule; {n} clean + {n} anomalous series a family, "
-          f"{days:g} days (a family needing more gets its min_days) at 15 s, seed "
-          f"{args.seed}; {seconds:.0f} s")
+    print(
+        f"default detector and alert rule; {n} clean + {n} anomalous series a family, "
+        f"{days:g} days (a family needing more gets its min_days) at 15 s, seed "
+        f"{args.seed}; {seconds:.0f} s"
+    )
     for fam in families:
         print(f"  {fam}: {FAMILIES[fam].what}")
     print_table(results)
-    figures = {"seed": args.seed, "series_per_family": n, "days": days,
-               "seconds": round(seconds, 1), "numpy": np.__version__,
-               "numba": metadata.version("numba"), "cpu": platform.processor() or
-               platform.machine(), "families": results,
-               "rule": asdict(_rule_figures(DetectorConfig()))}
+    figures = {
+        "seed": args.seed,
+        "series_per_family": n,
+        "days": days,
+        "seconds": round(seconds, 1),
+        "numpy": np.__version__,
+        "numba": metadata.version("numba"),
+        "cpu": platform.processor() or platform.machine(),
+        "families": results,
+        "rule": asdict(_rule_figures(DetectorConfig())),
+    }
     print(json.dumps(figures))
     return 0
 
@@ -389,10 +488,15 @@ class _Rule:
 
 def _rule_figures(cfg: DetectorConfig) -> _Rule:
     rule = cfg.alerts[0]
-    return _Rule(detector=cfg.series[0].detector.kind, for_s=rule.for_s,
-                 for_samples=rule.for_samples, resolve_below=rule.resolve_below,
-                 resolve_s=rule.resolve_s, resolve_samples=rule.resolve_samples,
-                 lowest_threshold=rule.severities[0].score)
+    return _Rule(
+        detector=cfg.series[0].detector.kind,
+        for_s=rule.for_s,
+        for_samples=rule.for_samples,
+        resolve_below=rule.resolve_below,
+        resolve_s=rule.resolve_s,
+        resolve_samples=rule.resolve_samples,
+        lowest_threshold=rule.severities[0].score,
+    )
 
 
 if __name__ == "__main__":

@@ -63,16 +63,18 @@ def _p99(before: dict[float, float], after: dict[float, float]) -> float:
 
 
 def _errors(m: dict[str, float]) -> float:
-    return sum(v for k, v in m.items() if k.startswith("vigil_remote_write_requests_total{")
-               and 'code="204"' not in k)
+    return sum(
+        v
+        for k, v in m.items()
+        if k.startswith("vigil_remote_write_requests_total{") and 'code="204"' not in k
+    )
 
 
 def drift(values: list[float], hours: list[float], tolerance: float) -> dict[str, Any]:
     """First vs last quarter, and the least-squares slope per hour."""
     clean = [(h, v) for h, v in zip(hours, values, strict=True) if math.isfinite(v)]
     if len(clean) < 4:
-        return {"first": None, "last": None, "change": None, "slope_per_h": None,
-                "drifts": False}
+        return {"first": None, "last": None, "change": None, "slope_per_h": None, "drifts": False}
     q = max(1, len(clean) // 4)
     first = [v for _, v in clean[:q]]
     last = [v for _, v in clean[-q:]]
@@ -84,8 +86,13 @@ def drift(values: list[float], hours: list[float], tolerance: float) -> dict[str
     den = sum((h - hm) ** 2 for h in hs)
     slope = sum((h - hm) * (v - vm) for h, v in clean) / den if den else 0.0
     change = (la - f) / abs(f) if f else (0.0 if la == f else math.inf)
-    return {"first": f, "last": la, "change": change, "slope_per_h": slope,
-            "drifts": la - f > noise and change > tolerance}
+    return {
+        "first": f,
+        "last": la,
+        "change": change,
+        "slope_per_h": slope,
+        "drifts": la - f > noise and change > tolerance,
+    }
 
 
 def main() -> None:
@@ -101,8 +108,19 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="vigil-soak-"))
     vigil_port, prom_port, exp_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{vigil_port}"
-    vigil_argv = ["taskset", "-c", "0", sys.executable, "-m", "detector", "serve",
-                  "--listen", f"127.0.0.1:{vigil_port}", "--log-level", "WARNING"]
+    vigil_argv = [
+        "taskset",
+        "-c",
+        "0",
+        sys.executable,
+        "-m",
+        "detector",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{vigil_port}",
+        "--log-level",
+        "WARNING",
+    ]
     (workdir / "prometheus.yml").write_text(f"""
 global:
   scrape_interval: {int(args.scrape_interval * 1000)}ms
@@ -117,25 +135,48 @@ remote_write:
       min_backoff: 100ms
       max_backoff: 2s
 """)
-    prom_argv = ["taskset", "-c", "1", prom_bin, f"--config.file={workdir / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}"]
-    exporter_argv = ["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "overload.py"),
-                     "--exporter-port", str(exp_port), "--exporter-series", str(args.series)]
+    prom_argv = [
+        "taskset",
+        "-c",
+        "1",
+        prom_bin,
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{prom_port}",
+    ]
+    exporter_argv = [
+        "taskset",
+        "-c",
+        "1",
+        sys.executable,
+        str(ROOT / "bench" / "overload.py"),
+        "--exporter-port",
+        str(exp_port),
+        "--exporter-series",
+        str(args.series),
+    ]
     rows: list[dict[str, float]] = []
-    with process("vigil", vigil_argv, workdir, ready_url=f"{base}/readyz", timeout_s=180) \
-            as vigil, \
-            process("exporter", exporter_argv, workdir,
-                    ready_url=f"http://127.0.0.1:{exp_port}/metrics"), \
-            process("prometheus", prom_argv, workdir,
-                    ready_url=f"http://127.0.0.1:{prom_port}/-/ready"):
+    with (
+        process("vigil", vigil_argv, workdir, ready_url=f"{base}/readyz", timeout_s=180) as vigil,
+        process(
+            "exporter", exporter_argv, workdir, ready_url=f"http://127.0.0.1:{exp_port}/metrics"
+        ),
+        process(
+            "prometheus", prom_argv, workdir, ready_url=f"http://127.0.0.1:{prom_port}/-/ready"
+        ),
+    ):
         prom_url = f"http://127.0.0.1:{prom_port}/metrics"
-        wait_until("the exporter's series tracked", lambda: total(
-            metrics(f"{base}/metrics"), "vigil_active_series") >= args.series, 180,
-            interval_s=0.5)
-        print(f"steady load: {args.series:,} series every {args.scrape_interval} s "
-              f"({args.series / args.scrape_interval:,.0f} samples/s) for {args.minutes} min",
-              flush=True)
+        wait_until(
+            "the exporter's series tracked",
+            lambda: total(metrics(f"{base}/metrics"), "vigil_active_series") >= args.series,
+            180,
+            interval_s=0.5,
+        )
+        print(
+            f"steady load: {args.series:,} series every {args.scrape_interval} s "
+            f"({args.series / args.scrape_interval:,.0f} samples/s) for {args.minutes} min",
+            flush=True,
+        )
         t0 = time.monotonic()
         m0 = metrics(f"{base}/metrics")
         p0 = prom_sent(metrics(prom_url))
@@ -157,8 +198,11 @@ remote_write:
                 "errors": _errors(m1) - _errors(m0) + probe.failures,
                 "worker_errors": total(m1, "vigil_worker_errors_total")
                 - total(m0, "vigil_worker_errors_total"),
-                "accepted_per_s": (total(m1, "vigil_samples_accepted_total")
-                                   - total(m0, "vigil_samples_accepted_total")) / args.interval,
+                "accepted_per_s": (
+                    total(m1, "vigil_samples_accepted_total")
+                    - total(m0, "vigil_samples_accepted_total")
+                )
+                / args.interval,
                 "prom_pending": p1["pending"],
                 "prom_failed": p1["failed"] - p0["failed"],
             }
@@ -169,29 +213,53 @@ remote_write:
     shutil.rmtree(workdir, ignore_errors=True)
 
     hours = [r["t_s"] / 3600 for r in rows]
-    figures = ("rss_mb", "request_mean_ms", "request_p99_ms", "healthz_p99_ms", "errors",
-               "worker_errors", "accepted_per_s", "prom_pending")
+    figures = (
+        "rss_mb",
+        "request_mean_ms",
+        "request_p99_ms",
+        "healthz_p99_ms",
+        "errors",
+        "worker_errors",
+        "accepted_per_s",
+        "prom_pending",
+    )
     table = {name: drift([r[name] for r in rows], hours, args.tolerance) for name in figures}
-    print(f"{'figure':18} {'first quarter':>14} {'last quarter':>14} {'change':>8} "
-          f"{'slope/h':>10}  drifts")
+    print(
+        f"{'figure':18} {'first quarter':>14} {'last quarter':>14} {'change':>8} "
+        f"{'slope/h':>10}  drifts"
+    )
     for name, d in table.items():
         if d["first"] is None:
             continue
-        print(f"{name:18} {d['first']:14.2f} {d['last']:14.2f} {d['change']:8.1%} "
-              f"{d['slope_per_h']:10.2f}  {d['drifts']}")
+        print(
+            f"{name:18} {d['first']:14.2f} {d['last']:14.2f} {d['change']:8.1%} "
+            f"{d['slope_per_h']:10.2f}  {d['drifts']}"
+        )
     drifting = [name for name, d in table.items() if d["drifts"] and name != "accepted_per_s"]
-    print(json.dumps({
-        "bench": "soak", "minutes": args.minutes, "interval_s": args.interval,
-        "series": args.series, "scrape_interval_s": args.scrape_interval,
-        "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-        "prometheus": subprocess.run([prom_bin, "--version"], capture_output=True,
-                                     text=True).stdout.split("\n")[0],
-        "intervals": len(rows), "drift": table, "drifting": drifting,
-        "total_errors": sum(r["errors"] for r in rows),
-        "total_worker_errors": sum(r["worker_errors"] for r in rows),
-        "prometheus_samples_failed": final["failed"], "prometheus_samples_dropped":
-        final["dropped"], "rss_max_mb": max((r["rss_mb"] for r in rows), default=None),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "soak",
+                "minutes": args.minutes,
+                "interval_s": args.interval,
+                "series": args.series,
+                "scrape_interval_s": args.scrape_interval,
+                "python": platform.python_version(),
+                "cpu": platform.processor() or platform.machine(),
+                "prometheus": subprocess.run(
+                    [prom_bin, "--version"], capture_output=True, text=True
+                ).stdout.split("\n")[0],
+                "intervals": len(rows),
+                "drift": table,
+                "drifting": drifting,
+                "total_errors": sum(r["errors"] for r in rows),
+                "total_worker_errors": sum(r["worker_errors"] for r in rows),
+                "prometheus_samples_failed": final["failed"],
+                "prometheus_samples_dropped": final["dropped"],
+                "rss_max_mb": max((r["rss_mb"] for r in rows), default=None),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

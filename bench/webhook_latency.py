@@ -65,12 +65,27 @@ guards:
 
 def _notification(i: int) -> dict:
     fp = f"{i:016x}"
-    alert = {"status": "firing", "labels": {"alertname": "BenchAlert", "instance": f"h-{i}"},
-             "annotations": {}, "startsAt": "2026-11-27T10:00:00Z",
-             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": fp}
-    return {"version": "4", "receiver": "bench", "status": "firing", "alerts": [alert],
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-            "externalURL": "", "groupKey": fp, "truncatedAlerts": 0}
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "BenchAlert", "instance": f"h-{i}"},
+        "annotations": {},
+        "startsAt": "2026-11-27T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": fp,
+    }
+    return {
+        "version": "4",
+        "receiver": "bench",
+        "status": "firing",
+        "alerts": [alert],
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "",
+        "groupKey": fp,
+        "truncatedAlerts": 0,
+    }
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -102,9 +117,22 @@ async def _run(rate: float, seconds: float, warmup: int) -> dict[str, float]:
         (work / "playbooks").mkdir()
         (work / "playbooks" / "bench-hook.yaml").write_text(PLAYBOOK.replace("{sink}", sink))
         (work / "config.yaml").write_text(CONFIG.replace("{sink}", sink))
-        argv = [sys.executable, "-m", "remediator", "serve", "--listen", f"127.0.0.1:{port}",
-                "--playbooks", str(work / "playbooks"), "--config", str(work / "config.yaml"),
-                "--state-dir", str(work / "state"), "--log-level", "WARNING"]
+        argv = [
+            sys.executable,
+            "-m",
+            "remediator",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--playbooks",
+            str(work / "playbooks"),
+            "--config",
+            str(work / "config.yaml"),
+            "--state-dir",
+            str(work / "state"),
+            "--log-level",
+            "WARNING",
+        ]
         with process("remediator", argv, work, ready_url=f"http://127.0.0.1:{port}/readyz"):
             async with aiohttp.ClientSession() as session:
                 # reference: the same client straight to the sink
@@ -123,8 +151,7 @@ async def _run(rate: float, seconds: float, warmup: int) -> dict[str, float]:
                     body = _notification(i)
                     fp = body["alerts"][0]["fingerprint"]
                     sent[fp] = time.perf_counter()
-                    async with session.post(f"http://127.0.0.1:{port}/webhook",
-                                            json=body) as resp:
+                    async with session.post(f"http://127.0.0.1:{port}/webhook", json=body) as resp:
                         statuses[resp.status] = statuses.get(resp.status, 0) + 1
                         await resp.read()
 
@@ -138,30 +165,42 @@ async def _run(rate: float, seconds: float, warmup: int) -> dict[str, float]:
                 await asyncio.gather(*tasks)
                 achieved = total / (time.perf_counter() - start)
                 deadline = time.perf_counter() + 30
-                while len([k for k in sent if k in arrived]) < total and \
-                        time.perf_counter() < deadline:
+                while (
+                    len([k for k in sent if k in arrived]) < total
+                    and time.perf_counter() < deadline
+                ):
                     got.clear()
                     try:
                         async with asyncio.timeout(max(0.01, deadline - time.perf_counter())):
                             await got.wait()
                     except TimeoutError:
                         break
-                lat = [arrived[fp] - sent[fp] for i, fp in enumerate(sent)
-                       if fp in arrived and i >= warmup]
+                lat = [
+                    arrived[fp] - sent[fp]
+                    for i, fp in enumerate(sent)
+                    if fp in arrived and i >= warmup
+                ]
                 missed = sum(1 for fp in sent if fp not in arrived)
     await runner.cleanup()
-    figures.update({
-        "rate_target_per_s": rate, "rate_achieved_per_s": round(achieved, 1),
-        "notifications": total - warmup, "missed": missed,
-        "http_200": statuses.get(200, 0), "http_other": sum(v for k, v in statuses.items()
-                                                            if k != 200),
-        "p50_ms": round(_pct(lat, 0.50), 2), "p90_ms": round(_pct(lat, 0.90), 2),
-        "p99_ms": round(_pct(lat, 0.99), 2), "max_ms": round(_pct(lat, 1.0), 2),
-        "reference_p50_ms": round(_pct(ref, 0.50), 3),
-        "reference_p99_ms": round(_pct(ref, 0.99), 3),
-    })
-    figures["p99_over_reference_p99"] = round(figures["p99_ms"] / max(
-        1e-6, figures["reference_p99_ms"]), 1)
+    figures.update(
+        {
+            "rate_target_per_s": rate,
+            "rate_achieved_per_s": round(achieved, 1),
+            "notifications": total - warmup,
+            "missed": missed,
+            "http_200": statuses.get(200, 0),
+            "http_other": sum(v for k, v in statuses.items() if k != 200),
+            "p50_ms": round(_pct(lat, 0.50), 2),
+            "p90_ms": round(_pct(lat, 0.90), 2),
+            "p99_ms": round(_pct(lat, 0.99), 2),
+            "max_ms": round(_pct(lat, 1.0), 2),
+            "reference_p50_ms": round(_pct(ref, 0.50), 3),
+            "reference_p99_ms": round(_pct(ref, 0.99), 3),
+        }
+    )
+    figures["p99_over_reference_p99"] = round(
+        figures["p99_ms"] / max(1e-6, figures["reference_p99_ms"]), 1
+    )
     figures["target_p99_ms"] = 100.0
     figures["target_met"] = float(figures["p99_ms"] < 100.0 and missed == 0)
     return figures
@@ -175,16 +214,24 @@ def main() -> None:
     args = parser.parse_args()
     seconds = 10.0 if args.quick else args.seconds
     figures = asyncio.run(_run(args.rate, seconds, warmup=20))
-    print(f"machine: {platform.machine()} {platform.processor() or ''} python "
-          f"{platform.python_version()}")
-    print(f"{figures['notifications']} notifications at {figures['rate_achieved_per_s']}/s "
-          f"(target {args.rate}/s); missed {figures['missed']}; "
-          f"HTTP 200: {figures['http_200']}, other: {figures['http_other']}")
-    print(f"webhook -> first action: p50 {figures['p50_ms']} ms, p90 {figures['p90_ms']} ms, "
-          f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms "
-          f"(target p99 < 100 ms: {'met' if figures['target_met'] else 'NOT met'})")
-    print(f"reference (client -> sink, loopback): p50 {figures['reference_p50_ms']} ms, "
-          f"p99 {figures['reference_p99_ms']} ms")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} python "
+        f"{platform.python_version()}"
+    )
+    print(
+        f"{figures['notifications']} notifications at {figures['rate_achieved_per_s']}/s "
+        f"(target {args.rate}/s); missed {figures['missed']}; "
+        f"HTTP 200: {figures['http_200']}, other: {figures['http_other']}"
+    )
+    print(
+        f"webhook -> first action: p50 {figures['p50_ms']} ms, p90 {figures['p90_ms']} ms, "
+        f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms "
+        f"(target p99 < 100 ms: {'met' if figures['target_met'] else 'NOT met'})"
+    )
+    print(
+        f"reference (client -> sink, loopback): p50 {figures['reference_p50_ms']} ms, "
+        f"p99 {figures['reference_p99_ms']} ms"
+    )
     print(json.dumps(figures, sort_keys=True))
 
 

@@ -23,10 +23,16 @@ def write_tree(files: Mapping[str, bytes], out: Path, owned: Iterable[str]) -> N
 
 def stale_paths(files: Mapping[str, bytes], out: Path, owned: Iterable[str]) -> list[str]:
     """Generated paths whose file under ``out`` differs, is missing or should not exist."""
-    wrong = [rel for rel, content in files.items()
-             if not (out / rel).is_file() or (out / rel).read_bytes() != content]
+    wrong = [
+        rel
+        for rel, content in files.items()
+        if not (out / rel).is_file() or (out / rel).read_bytes() != content
+    ]
     for folder in owned:
         if (out / folder).is_dir():
-            wrong += [p.relative_to(out).as_posix() for p in sorted((out / folder).rglob("*"))
-                      if p.is_file() and p.relative_to(out).as_posix() not in files]
+            wrong += [
+                p.relative_to(out).as_posix()
+                for p in sorted((out / folder).rglob("*"))
+                if p.is_file() and p.relative_to(out).as_posix() not in files
+            ]
     return sorted(wrong)

@@ -93,8 +93,11 @@ KERNEL_GROUPS: tuple[tuple[str, str], ...] = (
 )
 
 
-def load_kernels(*, importer: Callable[[str], ModuleType] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> float:
+def load_kernels(
+    *,
+    importer: Callable[[str], ModuleType] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """Import every kernel group, logging each with the time it took; the total seconds.
 
     A group already imported costs nothing and is still logged, so the lines always
@@ -103,14 +106,22 @@ def load_kernels(*, importer: Callable[[str], ModuleType] | None = None,
     import importlib
 
     do_import = importer or importlib.import_module
-    log.info("loading numba kernels: %d groups (compiled on the first start, then read "
-             "from NUMBA_CACHE_DIR)", len(KERNEL_GROUPS))
+    log.info(
+        "loading numba kernels: %d groups (compiled on the first start, then read "
+        "from NUMBA_CACHE_DIR)",
+        len(KERNEL_GROUPS),
+    )
     start = clock()
     for index, (what, module) in enumerate(KERNEL_GROUPS, 1):
         begin = clock()
         do_import(module)
-        log.info("numba kernels %d/%d ready: %s (%.2f s)", index, len(KERNEL_GROUPS), what,
-                 clock() - begin)
+        log.info(
+            "numba kernels %d/%d ready: %s (%.2f s)",
+            index,
+            len(KERNEL_GROUPS),
+            what,
+            clock() - begin,
+        )
     total = clock() - start
     log.info("numba kernels loaded in %.2f s", total)
     return total
@@ -128,24 +139,36 @@ def parse_duration(text: str, flag: str) -> float:
     try:
         value = durations.parse_duration(text)
     except durations.DurationError as exc:
-        raise ConfigError(f"{flag} {text!r}: expected a duration like 900, 15m, 1h30m or "
-                          f"1d ({exc})") from None
+        raise ConfigError(
+            f"{flag} {text!r}: expected a duration like 900, 15m, 1h30m or 1d ({exc})"
+        ) from None
     if value <= 0:
         raise ConfigError(f"{flag} {text!r}: must be positive")
     return value
 
 
 def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    v = sub.add_parser("verify", help="judge a deployment: pass (0), fail (1) or "
-                       "inconclusive (2)", description=VERIFY_DESCRIPTION,
-                       epilog=VERIFY_EPILOG, formatter_class=cli.HelpFormatter)
+    v = sub.add_parser(
+        "verify",
+        help="judge a deployment: pass (0), fail (1) or inconclusive (2)",
+        description=VERIFY_DESCRIPTION,
+        epilog=VERIFY_EPILOG,
+        formatter_class=cli.HelpFormatter,
+    )
     v.add_argument("--prometheus", required=True, metavar="URL")
     v.add_argument("--spec", type=Path, help="YAML/JSON request (flags override it)")
-    v.add_argument("--selector", help='label matchers of the changed workload, e.g. '
-                   'job="shop"; without --query: the standard queries')
-    v.add_argument("--query", action="append", default=[], metavar="NAME=PROMQL",
-                   help="a query to judge (repeatable); higher is worse unless "
-                   "NAME ends in :down or :both")
+    v.add_argument(
+        "--selector",
+        help="label matchers of the changed workload, e.g. "
+        'job="shop"; without --query: the standard queries',
+    )
+    v.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="NAME=PROMQL",
+        help="a query to judge (repeatable); higher is worse unless NAME ends in :down or :both",
+    )
     v.add_argument("--change-time", help="unix seconds or RFC 3339 (default: now - observe)")
     v.add_argument("--baseline", help="window before the change (default 30m)")
     v.add_argument("--observe", help="window after the change (default 15m)")
@@ -158,6 +181,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _verify_request(args: argparse.Namespace) -> verdict.VerifyRequest:
     from detector.verify import prometheus, verdict
+
     doc: dict[str, object] = {}
     if args.spec is not None:
         doc = prometheus.load_spec(args.spec).model_dump(exclude_unset=True)
@@ -167,8 +191,9 @@ def _verify_request(args: argparse.Namespace) -> verdict.VerifyRequest:
         if not sep or not name or not query:
             raise ConfigError(f"--query {item!r}: expected NAME=PROMQL")
         name, _, way = name.partition(":")
-        direction = {"": "up_is_bad", "up": "up_is_bad", "down": "down_is_bad",
-                     "both": "both"}.get(way)
+        direction = {"": "up_is_bad", "up": "up_is_bad", "down": "down_is_bad", "both": "both"}.get(
+            way
+        )
         if direction is None:
             raise ConfigError(f"--query {item!r}: the direction after ':' is up, down or both")
         queries.append({"name": name, "query": query, "direction": direction})
@@ -177,8 +202,12 @@ def _verify_request(args: argparse.Namespace) -> verdict.VerifyRequest:
     for key in ("selector", "canary", "baseline_selector", "change_time"):
         if getattr(args, key) is not None:
             doc[key] = getattr(args, key)
-    for key, flag in (("baseline", "baseline_s"), ("observe", "observe_s"),
-                      ("skip", "skip_s"), ("step", "step_s")):
+    for key, flag in (
+        ("baseline", "baseline_s"),
+        ("observe", "observe_s"),
+        ("skip", "skip_s"),
+        ("step", "step_s"),
+    ):
         if getattr(args, key) is not None:
             doc[flag] = parse_duration(getattr(args, key), f"--{key}")
     try:
@@ -189,6 +218,7 @@ def _verify_request(args: argparse.Namespace) -> verdict.VerifyRequest:
 
 def _verify(args: argparse.Namespace) -> int:
     from detector.verify import prometheus, verdict
+
     req = _verify_request(args)
     try:
         doc = asyncio.run(prometheus.run(req, prometheus_url=args.prometheus))
@@ -199,17 +229,26 @@ def _verify(args: argparse.Namespace) -> int:
     return verdict.EXIT_CODES[doc["verdict"]]
 
 
-def _check_exposure(token: str | None, *, listen: str, host: str,
-                    insecure_no_auth: bool) -> None:
+def _check_exposure(token: str | None, *, listen: str, host: str, insecure_no_auth: bool) -> None:
     """Fail closed: no token on a non-loopback address stops the start (ConfigError)
     unless --insecure-no-auth, which is logged as a WARNING."""
-    unguarded = [] if token is not None else [exposure.Unguarded(
-        "POST /api/v1/write, POST /api/v1/verify and POST /-/reload",
-        f"auth.bearer_token_file in the config, or {TOKEN_ENV}")]
-    verdict = exposure.check(listen=listen, host=host, unguarded=unguarded,
-                             insecure_no_auth=insecure_no_auth, tokens=[(
-                                 f"the remote-write token (auth.bearer_token_file or "
-                                 f"{TOKEN_ENV})", token)])
+    unguarded = (
+        []
+        if token is not None
+        else [
+            exposure.Unguarded(
+                "POST /api/v1/write, POST /api/v1/verify and POST /-/reload",
+                f"auth.bearer_token_file in the config, or {TOKEN_ENV}",
+            )
+        ]
+    )
+    verdict = exposure.check(
+        listen=listen,
+        host=host,
+        unguarded=unguarded,
+        insecure_no_auth=insecure_no_auth,
+        tokens=[(f"the remote-write token (auth.bearer_token_file or {TOKEN_ENV})", token)],
+    )
     if verdict.refusal is not None:
         raise ConfigError(verdict.refusal)
     if verdict.warning is not None:
@@ -228,8 +267,11 @@ def _check(path: Path) -> int:
         problems = str(exc).splitlines()
         for line in problems:
             print(line, file=sys.stderr)
-        print(f"vigil-detector check: {len(problems)} problem"
-              f"{'' if len(problems) == 1 else 's'} in {path}", file=sys.stderr)
+        print(
+            f"vigil-detector check: {len(problems)} problem"
+            f"{'' if len(problems) == 1 else 's'} in {path}",
+            file=sys.stderr,
+        )
         return 1
     print(f"{path}: ok")
     return 0
@@ -237,6 +279,7 @@ def _check(path: Path) -> int:
 
 def _slo(args: argparse.Namespace) -> int:
     from detector import slo
+
     specs = slo.load_specs(args.specs)
     if args.slo_command == "check":
         for path in args.specs:
@@ -262,51 +305,106 @@ def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
 
 def main(argv: list[str] | None = None) -> int:
     timer = cli.StartTimer()
-    parser = argparse.ArgumentParser(prog="vigil-detector", description=DESCRIPTION,
-                                     epilog=EPILOG, formatter_class=cli.HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vigil-detector",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=cli.HelpFormatter,
+    )
     cli.add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser("serve", help="receive remote-write and run the detectors",
-                           description=SERVE_DESCRIPTION, epilog=SERVE_EPILOG,
-                           formatter_class=cli.HelpFormatter)
-    serve.add_argument("--config", type=Path, metavar="FILE",
-                       help="YAML config (default: track every series with the defaults)")
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
-                       help=f"where to listen (default {DEFAULT_LISTEN})")
-    serve.add_argument("--state-dir", type=Path, metavar="DIR",
-                       help="where series state is checkpointed, and restored from at start "
-                       "(default: none, every start learns afresh)")
-    serve.add_argument("--prometheus", metavar="URL",
-                       help="Prometheus to read history from (warm starts of new series) "
-                       "and to link alerts to")
-    serve.add_argument("--alertmanager", metavar="URL", action="append", default=[],
-                       help="Alertmanager to send alerts to (repeat for an HA set)")
-    serve.add_argument("--external-url", metavar="URL",
-                       help="how people reach this detector (runbook links); default "
-                       "http://<listen>")
-    serve.add_argument("--runbooks", type=Path, metavar="DIR",
-                       help="a folder of <AlertName>.md runbooks to serve at /runbooks/ "
-                       "(docs/runbooks/; the rules' runbook_url point there)")
-    serve.add_argument("--remediator-url", metavar="URL",
-                       help="the remediator's console, linked from each anomaly in this "
-                       "detector's console at / (default: console.remediator_url)")
-    serve.add_argument("--log-level", default="INFO", metavar="LEVEL",
-                       help="DEBUG, INFO, WARNING or ERROR (default INFO); logs are JSON lines")
-    serve.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
-                       help="the event loop implementation (default uvloop)")
-    serve.add_argument("--profile-stages", action="store_true",
-                       help="export the CPU time of each ingest stage as "
-                       "vigil_profile_stage_cpu_seconds_total (bench/ingest.py --profile)")
-    serve.add_argument(exposure.INSECURE_FLAG, action="store_true",
-                       help="start without a token on a non-loopback address: anyone who "
-                       "can reach it may write samples and run verifications (logged as a "
-                       "WARNING)")
-    check = sub.add_parser("check", help="validate a config file: exit 0 valid, 1 problems "
-                           "(each as file:line: path: message), 2 usage",
-                           formatter_class=cli.HelpFormatter)
+    serve = sub.add_parser(
+        "serve",
+        help="receive remote-write and run the detectors",
+        description=SERVE_DESCRIPTION,
+        epilog=SERVE_EPILOG,
+        formatter_class=cli.HelpFormatter,
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML config (default: track every series with the defaults)",
+    )
+    serve.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"where to listen (default {DEFAULT_LISTEN})",
+    )
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where series state is checkpointed, and restored from at start "
+        "(default: none, every start learns afresh)",
+    )
+    serve.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="Prometheus to read history from (warm starts of new series) and to link alerts to",
+    )
+    serve.add_argument(
+        "--alertmanager",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="Alertmanager to send alerts to (repeat for an HA set)",
+    )
+    serve.add_argument(
+        "--external-url",
+        metavar="URL",
+        help="how people reach this detector (runbook links); default http://<listen>",
+    )
+    serve.add_argument(
+        "--runbooks",
+        type=Path,
+        metavar="DIR",
+        help="a folder of <AlertName>.md runbooks to serve at /runbooks/ "
+        "(docs/runbooks/; the rules' runbook_url point there)",
+    )
+    serve.add_argument(
+        "--remediator-url",
+        metavar="URL",
+        help="the remediator's console, linked from each anomaly in this "
+        "detector's console at / (default: console.remediator_url)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING or ERROR (default INFO); logs are JSON lines",
+    )
+    serve.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the event loop implementation (default uvloop)",
+    )
+    serve.add_argument(
+        "--profile-stages",
+        action="store_true",
+        help="export the CPU time of each ingest stage as "
+        "vigil_profile_stage_cpu_seconds_total (bench/ingest.py --profile)",
+    )
+    serve.add_argument(
+        exposure.INSECURE_FLAG,
+        action="store_true",
+        help="start without a token on a non-loopback address: anyone who "
+        "can reach it may write samples and run verifications (logged as a "
+        "WARNING)",
+    )
+    check = sub.add_parser(
+        "check",
+        help="validate a config file: exit 0 valid, 1 problems "
+        "(each as file:line: path: message), 2 usage",
+        formatter_class=cli.HelpFormatter,
+    )
     check.add_argument("config", type=Path, metavar="FILE")
-    sub.add_parser("schema", help="print the config's JSON Schema (for editors: the "
-                   "yaml-language-server modeline)")
+    sub.add_parser(
+        "schema",
+        help="print the config's JSON Schema (for editors: the yaml-language-server modeline)",
+    )
     slos = sub.add_parser("slo", help="SLO specs (Sloth prometheus/v1) -> Prometheus rules")
     slo_sub = slos.add_subparsers(dest="slo_command", required=True)
     generate = slo_sub.add_parser("generate", help="write the recording and alerting rules")
@@ -316,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     slo_check.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
     _add_verify(sub)
     from detector.backtest import cli as backtest_cli  # loaded only by the CLI
+
     backtest_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "backtest":
@@ -334,50 +433,72 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         load_kernels()
         from detector.app import build_app, startup_facts
+
         try:
-            provider = telemetry.tracer_provider_from_env(os.environ,
-                                                          service_name="vigil-detector")
+            provider = telemetry.tracer_provider_from_env(os.environ, service_name="vigil-detector")
         except telemetry.TelemetryError as exc:
             raise ConfigError(str(exc)) from exc
         host, port = parse_listen(args.listen)
-        for url in [*args.alertmanager, *([args.prometheus] if args.prometheus else []),
-                    *([args.remediator_url] if args.remediator_url else [])]:
+        for url in [
+            *args.alertmanager,
+            *([args.prometheus] if args.prometheus else []),
+            *([args.remediator_url] if args.remediator_url else []),
+        ]:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
         if args.runbooks is not None and not args.runbooks.is_dir():
-            raise ConfigError(f"--runbooks {args.runbooks}: not a folder (give the folder "
-                              "of <AlertName>.md files, e.g. docs/runbooks)")
+            raise ConfigError(
+                f"--runbooks {args.runbooks}: not a folder (give the folder "
+                "of <AlertName>.md files, e.g. docs/runbooks)"
+            )
         ssl_context = tls.build_server_context(cfg.tls, error=ConfigError)
         scheme = "https" if ssl_context is not None else "http"
         if cfg.outgoing_tls.insecure_skip_verify:
             logging.getLogger("detector").warning(
-                "outgoing_tls.insecure_skip_verify: peers' certificates are NOT checked")
+                "outgoing_tls.insecure_skip_verify: peers' certificates are NOT checked"
+            )
         token = read_bearer_token(cfg, os.environ)
-        _check_exposure(token, listen=args.listen, host=host,
-                        insecure_no_auth=args.insecure_no_auth)
-        app = build_app(cfg, token=token,
-                        state_dir=args.state_dir,
-                        prometheus_url=args.prometheus, alertmanagers=args.alertmanager,
-                        external_url=args.external_url or f"{scheme}://{host}:{port}",
-                        runbooks_dir=args.runbooks, remediator_url=args.remediator_url,
-                        tracer=provider.get_tracer("vigil.detector") if provider else None,
-                        profile_stages=args.profile_stages, config_path=args.config,
-                        reload_on_sighup=True)
+        _check_exposure(
+            token, listen=args.listen, host=host, insecure_no_auth=args.insecure_no_auth
+        )
+        app = build_app(
+            cfg,
+            token=token,
+            state_dir=args.state_dir,
+            prometheus_url=args.prometheus,
+            alertmanagers=args.alertmanager,
+            external_url=args.external_url or f"{scheme}://{host}:{port}",
+            runbooks_dir=args.runbooks,
+            remediator_url=args.remediator_url,
+            tracer=provider.get_tracer("vigil.detector") if provider else None,
+            profile_stages=args.profile_stages,
+            config_path=args.config,
+            reload_on_sighup=True,
+        )
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2
     url = f"{scheme}://{host}:{port}"
 
     def on_listening(_banner: str) -> None:  # aiohttp's "Running on" moment
-        log.info("%s", timer.ready_line(prog="vigil-detector", urls=[url],
-                                        loaded=startup_facts(app)))
+        log.info(
+            "%s", timer.ready_line(prog="vigil-detector", urls=[url], loaded=startup_facts(app))
+        )
 
     try:
         # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled
         # gzip must get our 415, not a decompression error inside aiohttp
-        web.run_app(app, host=host, port=port, print=on_listening, access_log=None,
-                    handler_cancellation=False, auto_decompress=False,
-                    ssl_context=ssl_context, loop=new_event_loop(args.event_loop))
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=on_listening,
+            access_log=None,
+            handler_cancellation=False,
+            auto_decompress=False,
+            ssl_context=ssl_context,
+            loop=new_event_loop(args.event_loop),
+        )
     finally:
         if provider is not None:
             provider.shutdown()  # the spans still batched go out

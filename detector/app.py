@@ -142,14 +142,19 @@ class Runtime:
         m, state_dir = self.checkpoint_metrics, self.state_dir
         try:
             if self.worker is not None and self.worker.is_alive():
-                snap = await asyncio.wait_for(asyncio.wrap_future(self.snapshots.ask()),
-                                              SNAPSHOT_TIMEOUT_S)
+                snap = await asyncio.wait_for(
+                    asyncio.wrap_future(self.snapshots.ask()), SNAPSHOT_TIMEOUT_S
+                )
             else:  # stopped: nothing writes the tables any more
                 snap = await asyncio.to_thread(self.take_snapshot)
         except Exception as exc:  # the worker's error or timeout: log, count, keep serving
             m.failures.inc()
-            log.error("checkpoint not taken (%s: %s); the previous one stays current",
-                      type(exc).__name__, exc, exc_info=not isinstance(exc, TimeoutError))
+            log.error(
+                "checkpoint not taken (%s: %s); the previous one stays current",
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, TimeoutError),
+            )
             return False
         start = time.perf_counter()
         write = asyncio.ensure_future(asyncio.to_thread(checkpoint.write, state_dir, snap))
@@ -160,16 +165,22 @@ class Runtime:
             raise
         except Exception:  # disk full, permissions: log, count, keep serving
             m.failures.inc()
-            log.exception("checkpoint write to %s failed; the previous one stays current",
-                          state_dir)
+            log.exception(
+                "checkpoint write to %s failed; the previous one stays current", state_dir
+            )
             return False
         m.write_seconds.observe(time.perf_counter() - start)
         m.written.labels(reason).inc()
         m.series.set(snap.n_series)
         self.last_checkpoint_s = snap.taken_ms / 1000
         m.last_success.set(self.last_checkpoint_s)
-        log.info("checkpointed %d series to %s (%s, %.2f s)", snap.n_series, where, reason,
-                 time.perf_counter() - start)
+        log.info(
+            "checkpointed %d series to %s (%s, %.2f s)",
+            snap.n_series,
+            where,
+            reason,
+            time.perf_counter() - start,
+        )
         self.checkpointed.set()
         return True
 
@@ -186,7 +197,8 @@ class Runtime:
         rules = self.cfg.presence
         self.metrics.stuck_series.set(int(presence.stuck(self.pipeline, n, rules).sum()))
         self.metrics.absent_series.set(
-            int(presence.absent(self.pipeline, n, self.now_ms(), rules).sum()))
+            int(presence.absent(self.pipeline, n, self.now_ms(), rules).sum())
+        )
 
     async def reload(self, reason: str) -> reconfig.ReloadResult:
         """Read the config file again and switch to it, or keep the running one.
@@ -203,15 +215,20 @@ class Runtime:
                 result = await self._reload()
             except Exception as exc:  # a bug, not a bad file: say so, keep serving
                 log.exception("config reload failed unexpectedly")
-                result = reconfig.ReloadResult(False, (
-                    f"(root): the reload failed inside the detector ({type(exc).__name__}: "
-                    f"{exc}); the log has the traceback, please report it",))
+                result = reconfig.ReloadResult(
+                    False,
+                    (
+                        f"(root): the reload failed inside the detector ({type(exc).__name__}: "
+                        f"{exc}); the log has the traceback, please report it",
+                    ),
+                )
             result = dataclasses.replace(result, seconds=time.perf_counter() - start)
         m = self.state_metrics
         if not result.ok:
             for problem in result.problems:
-                log.error("config reload (%s) refused; the running config stays: %s",
-                          reason, problem)
+                log.error(
+                    "config reload (%s) refused; the running config stays: %s", reason, problem
+                )
             if m is not None:
                 m.reload_successful.set(0)
                 m.reloads.labels("failure").inc()
@@ -222,22 +239,32 @@ class Runtime:
             m.reloads.labels("success").inc()
             m.resets.labels("config_changed").inc(result.reset)
             m.resets.labels("tracked_again").inc(result.retracked)
-        log.info("config reloaded from %s (%s) in %.2f s: %s", self.config_path, reason,
-                 result.seconds, result.summary())
+        log.info(
+            "config reloaded from %s (%s) in %.2f s: %s",
+            self.config_path,
+            reason,
+            result.seconds,
+            result.summary(),
+        )
         return result
 
     async def _reload(self) -> reconfig.ReloadResult:
         if self.config_path is None:
-            return reconfig.ReloadResult(False, ("(root): the detector was started without "
-                                               "--config; there is no file to reload",))
+            return reconfig.ReloadResult(
+                False,
+                ("(root): the detector was started without --config; there is no file to reload",),
+            )
         try:
             loaded = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             return reconfig.ReloadResult(False, tuple(str(exc).splitlines()))
         old = self.cfg
         new, pending = reconfig.effective(old, loaded)  # restart-only settings stay old's
-        alerts = AlertState(new.alerts, stale_intervals=new.alerting.stale_intervals,
-                            stale_min_s=new.alerting.stale_min_s)
+        alerts = AlertState(
+            new.alerts,
+            stale_intervals=new.alerting.stale_intervals,
+            stale_min_s=new.alerting.stale_min_s,
+        )
         loop = asyncio.get_running_loop()
         applied = asyncio.Event()
         resolved = 0
@@ -255,19 +282,27 @@ class Runtime:
                 plan = self.registry.reconfigure(new, draft)
                 changed = reconfig.alert_changed(self.registry, old, new, plan)
                 n = min(plan.slot_alert.shape[0], self.pipeline.capacity)
-                resolved = int(np.count_nonzero(
-                    changed[:n] & (self.pipeline.al_state[:n] == FIRING)))
+                resolved = int(
+                    np.count_nonzero(changed[:n] & (self.pipeline.al_state[:n] == FIRING))
+                )
 
                 def on_applied() -> None:  # the worker, right after it applied the reload,
                     # maybe before this thread returns ``plan`` to the loop: ``follow``
                     # gets it from here
                     loop.call_soon_threadsafe(follow, plan)
 
-                rc = reconfig.reconfigure(plan, alerts=alerts, changed=changed,
-                                          on_applied=on_applied)
+                rc = reconfig.reconfigure(
+                    plan, alerts=alerts, changed=changed, on_applied=on_applied
+                )
                 # in the lock: a request resolved after this queues its batch after it
-                self.queue.offer(Batch(slots=np.zeros(0, np.int32), ts=np.zeros(0, np.int64),
-                                       bits=np.zeros(0, np.uint64), reconfigure=rc))
+                self.queue.offer(
+                    Batch(
+                        slots=np.zeros(0, np.int32),
+                        ts=np.zeros(0, np.int64),
+                        bits=np.zeros(0, np.uint64),
+                        reconfigure=rc,
+                    )
+                )
             return plan
 
         # the per-series decisions take seconds at a million series: made in a thread of
@@ -278,13 +313,22 @@ class Runtime:
         try:
             await asyncio.wait_for(applied.wait(), SNAPSHOT_TIMEOUT_S)
         except TimeoutError:
-            log.error("config reload: the detector worker did not apply the new rules "
-                      "within %.0f s; they apply when it gets to them", SNAPSHOT_TIMEOUT_S)
+            log.error(
+                "config reload: the detector worker did not apply the new rules "
+                "within %.0f s; they apply when it gets to them",
+                SNAPSHOT_TIMEOUT_S,
+            )
         self.cfg = new
         self._follow_settings(old, new)
         return reconfig.ReloadResult(
-            True, kept=plan.kept, reset=len(plan.reset), retired=len(plan.retired),
-            retracked=len(plan.retracked), alerts_resolved=resolved, restart_needed=pending)
+            True,
+            kept=plan.kept,
+            reset=len(plan.reset),
+            retired=len(plan.retired),
+            retracked=len(plan.retracked),
+            alerts_resolved=resolved,
+            restart_needed=pending,
+        )
 
     def _follow_settings(self, old: DetectorConfig, new: DetectorConfig) -> None:
         """The reloadable settings the loop's objects hold: delivery, enrichment,
@@ -294,8 +338,11 @@ class Runtime:
         self.ingestor.max_decompressed_bytes = new.limits.max_decompressed_bytes
         if self.book is not None and self.links is not None:
             self.book.links = dataclasses.replace(
-                self.links, external_url=new.alerting.external_url or self.links.external_url,
-                grafana_url=new.alerting.grafana_url, dashboard_uid=new.alerting.dashboard_uid)
+                self.links,
+                external_url=new.alerting.external_url or self.links.external_url,
+                grafana_url=new.alerting.grafana_url,
+                dashboard_uid=new.alerting.dashboard_uid,
+            )
         if self.dispatcher is not None:
             self.dispatcher.cfg = new.alerting
             for client in self.dispatcher.clients:
@@ -338,9 +385,14 @@ class TableFacts:
 
     def reading(self, slot: int) -> Reading:
         p = self.pipeline
-        return Reading(int(p.last_ts[slot]), float(p.last_input[slot]),
-                       float(p.last_expected[slot]), float(p.last_lower[slot]),
-                       float(p.last_upper[slot]), float(p.last_score[slot]))
+        return Reading(
+            int(p.last_ts[slot]),
+            float(p.last_input[slot]),
+            float(p.last_expected[slot]),
+            float(p.last_lower[slot]),
+            float(p.last_upper[slot]),
+            float(p.last_score[slot]),
+        )
 
     def weekly(self, slot: int) -> bool | None:
         period = self.pipeline.detectors.period_of(slot)
@@ -349,8 +401,9 @@ class TableFacts:
 
 def _warm_up(pipeline_metrics: IngestMetrics) -> None:
     """Run every kernel once on tiny arrays so the first real request is not slow."""
-    body = encode.compress(encode.encode_v1([encode.Series(labels=[("__name__", "w")],
-                                                           samples=[(1, 1.0)])]))
+    body = encode.compress(
+        encode.encode_v1([encode.Series(labels=[("__name__", "w")], samples=[(1, 1.0)])])
+    )
     raw = decode.decompress(body, max_decompressed_bytes=1 << 20)
     decode.decode_request(np.frombuffer(encode.encode_v2([]), dtype=np.uint8), 2)
     reg = SeriesRegistry(DetectorConfig())
@@ -358,20 +411,38 @@ def _warm_up(pipeline_metrics: IngestMetrics) -> None:
     reg.resolve(req)
     reg.resolve_known(req)
     p = Pipeline(pipeline_metrics, capacity=4)
-    p.process([Batch(slots=np.arange(2, dtype=np.int32), ts=np.ones(2, np.int64),
-                     bits=np.zeros(2, np.uint64),
-                     new_slots=[SlotSpec(0, RobustParams()),
-                                SlotSpec(1, EnsembleParams(), counter=True)])])
+    p.process(
+        [
+            Batch(
+                slots=np.arange(2, dtype=np.int32),
+                ts=np.ones(2, np.int64),
+                bits=np.zeros(2, np.uint64),
+                new_slots=[
+                    SlotSpec(0, RobustParams()),
+                    SlotSpec(1, EnsembleParams(), counter=True),
+                ],
+            )
+        ]
+    )
 
 
-def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None,  # noqa: C901 (issue 24: split the handlers out)
-              token: str | None = None, state_dir: Path | None = None,
-              prometheus_url: str | None = None, alertmanagers: Sequence[str] = (),
-              external_url: str | None = None, runbooks_dir: Path | None = None,
-              remediator_url: str | None = None, tracer: Tracer | None = None,
-              clock: Callable[[], float] = time.time,
-              profile_stages: bool = False, config_path: Path | None = None,
-              reload_on_sighup: bool = False) -> web.Application:
+def build_app(  # noqa: C901 (issue 24: split the handlers out)
+    cfg: DetectorConfig,
+    *,
+    metrics: CollectorRegistry | None = None,
+    token: str | None = None,
+    state_dir: Path | None = None,
+    prometheus_url: str | None = None,
+    alertmanagers: Sequence[str] = (),
+    external_url: str | None = None,
+    runbooks_dir: Path | None = None,
+    remediator_url: str | None = None,
+    tracer: Tracer | None = None,
+    clock: Callable[[], float] = time.time,
+    profile_stages: bool = False,
+    config_path: Path | None = None,
+    reload_on_sighup: bool = False,
+) -> web.Application:
     """The detector's aiohttp application. ``metrics`` None means a fresh registry;
     ``prometheus_url`` turns on warm starts (when the config allows) and links alerts to
     its graphs; alerts go to every URL of ``alertmanagers``; ``external_url`` is how people
@@ -394,56 +465,105 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None, 
         token = read_bearer_token(cfg)
     registry = SeriesRegistry(cfg)
     warm = prometheus_url is not None and cfg.warm_start.enabled
-    alert_state = AlertState(cfg.alerts, stale_intervals=cfg.alerting.stale_intervals,
-                             stale_min_s=cfg.alerting.stale_min_s)
+    alert_state = AlertState(
+        cfg.alerts,
+        stale_intervals=cfg.alerting.stale_intervals,
+        stale_min_s=cfg.alerting.stale_min_s,
+    )
     cc = cfg.console
-    pipeline = Pipeline(m, alerts=alert_state, history=History(
-        max_series=cc.history_series, samples_per_series=cc.history_samples,
-        record_after_s=cc.history_after_s, keep_s=cc.history_keep_s), tracer=tracer,
-        clock=stage_clock)
+    pipeline = Pipeline(
+        m,
+        alerts=alert_state,
+        history=History(
+            max_series=cc.history_series,
+            samples_per_series=cc.history_samples,
+            record_after_s=cc.history_after_s,
+            keep_s=cc.history_keep_s,
+        ),
+        tracer=tracer,
+        clock=stage_clock,
+    )
     rt = Runtime(
-        cfg=cfg, metrics=m, registry=registry, pipeline=pipeline,
+        cfg=cfg,
+        metrics=m,
+        registry=registry,
+        pipeline=pipeline,
         queue=SampleQueue(cfg.limits.queue_max_samples),
-        ingestor=Ingestor(registry, max_decompressed_bytes=cfg.limits.max_decompressed_bytes,
-                          warm_start=warm, clock=stage_clock),
+        ingestor=Ingestor(
+            registry,
+            max_decompressed_bytes=cfg.limits.max_decompressed_bytes,
+            warm_start=warm,
+            clock=stage_clock,
+        ),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-decode"),
-        state_dir=state_dir, clock=clock, alert_metrics=am, alertmanagers=tuple(alertmanagers),
-        checkpoint_metrics=cm, tracer=tracer, config_path=config_path,
+        state_dir=state_dir,
+        clock=clock,
+        alert_metrics=am,
+        alertmanagers=tuple(alertmanagers),
+        checkpoint_metrics=cm,
+        tracer=tracer,
+        config_path=config_path,
         state_metrics=build_state_metrics(registry_metrics),
     )
     assert rt.state_metrics is not None
     rt.state_metrics.reload_success_time.set(clock())
     cm.age.set_function(rt.checkpoint_age_s)
-    links = Links(external_url=cfg.alerting.external_url or external_url
-                  or "http://127.0.0.1:9420", prometheus_url=prometheus_url,
-                  grafana_url=cfg.alerting.grafana_url, dashboard_uid=cfg.alerting.dashboard_uid)
+    links = Links(
+        external_url=cfg.alerting.external_url or external_url or "http://127.0.0.1:9420",
+        prometheus_url=prometheus_url,
+        grafana_url=cfg.alerting.grafana_url,
+        dashboard_uid=cfg.alerting.dashboard_uid,
+    )
     rt.links = links
-    rt.book = AlertBook(cfg.alerts, info=TableFacts(registry, pipeline), links=links,
-                        related_window_s=cfg.alerting.related_window_s,
-                        max_related=cfg.alerting.max_related)
+    rt.book = AlertBook(
+        cfg.alerts,
+        info=TableFacts(registry, pipeline),
+        links=links,
+        related_window_s=cfg.alerting.related_window_s,
+        max_related=cfg.alerting.max_related,
+    )
     if cfg.writeback.url is not None and cfg.writeback.bearer_token_file is not None:
         rt.writeback_token = cfg.writeback.bearer_token_file.read_text().strip()
     rt.client_ssl = tls.build_client_context(cfg.outgoing_tls, error=ConfigError)
     if warm:
         assert prometheus_url is not None
-        rt.warm = WarmStarter(cfg=cfg.warm_start, prometheus_url=prometheus_url,
-                              queue=rt.queue, labels_of=registry.labels_of, metrics=m,
-                              outgoing_tls=cfg.outgoing_tls)
+        rt.warm = WarmStarter(
+            cfg=cfg.warm_start,
+            prometheus_url=prometheus_url,
+            queue=rt.queue,
+            labels_of=registry.labels_of,
+            metrics=m,
+            outgoing_tls=cfg.outgoing_tls,
+        )
     if cfg.entities:
         rt.entities = EntityTracker(cfg.entities, registry.labels_of)
     m.queue_capacity.set(cfg.limits.queue_max_samples)
     app = web.Application(client_max_size=cfg.limits.max_body_bytes)
     app[RUNTIME] = rt
-    writer = WriteHandler(ingestor=rt.ingestor, queue=rt.queue, metrics=m, executor=rt.executor,
-                          token=token, max_body_bytes=cfg.limits.max_body_bytes,
-                          on_new_slots=rt.on_new_slots, tracer=tracer, clock=stage_clock)
+    writer = WriteHandler(
+        ingestor=rt.ingestor,
+        queue=rt.queue,
+        metrics=m,
+        executor=rt.executor,
+        token=token,
+        max_body_bytes=cfg.limits.max_body_bytes,
+        on_new_slots=rt.on_new_slots,
+        tracer=tracer,
+        clock=stage_clock,
+    )
     rt.writer = writer
 
     async def handle_series(request: web.Request) -> web.Response:
         # a thread: with a million series the listing takes seconds of Python, which must
         # not hold up remote-write requests
-        return await asyncio.to_thread(api.list_series, request, rt.registry, rt.pipeline,
-                                       presence_rules=cfg.presence, now_ms=rt.now_ms())
+        return await asyncio.to_thread(
+            api.list_series,
+            request,
+            rt.registry,
+            rt.pipeline,
+            presence_rules=cfg.presence,
+            now_ms=rt.now_ms(),
+        )
 
     async def handle_entities(request: web.Request) -> web.Response:
         return api.list_entities(request, rt.entities)
@@ -458,8 +578,9 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None, 
             for folder in (*([runbooks_dir] if runbooks_dir else []), RUNBOOKS):
                 path = folder / f"{name}.md"
                 if path.is_file():
-                    return web.Response(text=path.read_text(encoding="utf-8"),
-                                        content_type="text/markdown")
+                    return web.Response(
+                        text=path.read_text(encoding="utf-8"), content_type="text/markdown"
+                    )
         raise web.HTTPNotFound(text=f"no runbook named {name!r}\n")
 
     async def handle_healthz(request: web.Request) -> web.Response:
@@ -473,23 +594,38 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None, 
 
     async def handle_verify(request: web.Request) -> web.Response:
         if not writer.authorized(request):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                     headers={"WWW-Authenticate": bearer.CHALLENGE})
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": bearer.CHALLENGE},
+            )
         if (problem := mediatype.json_problem(request.headers.get("Content-Type"))) is not None:
             return web.json_response({"error": problem}, status=415)
         if prometheus_url is None:
-            return web.json_response({"error": "this detector runs without --prometheus; "
-                                      "verification reads its range queries there"},
-                                     status=503)
+            return web.json_response(
+                {
+                    "error": "this detector runs without --prometheus; "
+                    "verification reads its range queries there"
+                },
+                status=503,
+            )
         try:
             req = verdict.VerifyRequest.model_validate_json(await request.read())
         except ValidationError as exc:
-            return web.json_response({"error": "invalid verification request", "problems": [
-                f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
-                for e in exc.errors()]}, status=400)
+            return web.json_response(
+                {
+                    "error": "invalid verification request",
+                    "problems": [
+                        f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
+                        for e in exc.errors()
+                    ],
+                },
+                status=400,
+            )
         try:
-            doc = await prometheus.run(req, prometheus_url=prometheus_url, now_s=clock(),
-                                         outgoing_tls=cfg.outgoing_tls)
+            doc = await prometheus.run(
+                req, prometheus_url=prometheus_url, now_s=clock(), outgoing_tls=cfg.outgoing_tls
+            )
         except UpstreamError as exc:
             return web.json_response({"error": str(exc)}, status=502)
         return web.json_response(doc)
@@ -498,10 +634,14 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None, 
     app.router.add_get("/api/v1/series", handle_series)
     app.router.add_get("/api/v1/entities", handle_entities)
     app.router.add_get("/api/v1/anomalies", handle_anomalies)
+
     async def handle_reload(request: web.Request) -> web.Response:
         if not writer.authorized(request):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                     headers={"WWW-Authenticate": bearer.CHALLENGE})
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": bearer.CHALLENGE},
+            )
         result = await rt.reload("POST /-/reload")
         return web.json_response(result.as_json(), status=200 if result.ok else 422)
 
@@ -511,10 +651,19 @@ def build_app(cfg: DetectorConfig, *, metrics: CollectorRegistry | None = None, 
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     probes.add_routes(app.router, healthy=handle_healthz, ready=handle_readyz)
     assert pipeline.history is not None  # the console: /, its assets, recent anomalies
-    console.add_routes(app, console.Sources(
-        history=pipeline.history, registry=registry, pipeline=pipeline, book=rt.book,
-        now_ms=rt.now_ms, alertmanagers=rt.alertmanagers, prometheus_url=prometheus_url,
-        remediator_url=remediator_url or cfg.console.remediator_url))
+    console.add_routes(
+        app,
+        console.Sources(
+            history=pipeline.history,
+            registry=registry,
+            pipeline=pipeline,
+            book=rt.book,
+            now_ms=rt.now_ms,
+            alertmanagers=rt.alertmanagers,
+            prometheus_url=prometheus_url,
+            remediator_url=remediator_url or cfg.console.remediator_url,
+        ),
+    )
     # torn down in reverse: periodic checkpoints stop, the worker stops and the last
     # checkpoint is written, then queued alerts get alerting.flush_timeout_s to go out
     app.cleanup_ctx.append(_executor_ctx)
@@ -737,8 +886,9 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         import aiohttp
 
-        session = await stack.enter_async_context(aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=rt.client_ssl or True)))
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=rt.client_ssl or True))
+        )
         kube = None
         if rt.cfg.enrichment.kubernetes.enabled:
             from detector.alerting import rollouts
@@ -746,18 +896,28 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 kube = await rollouts.build_api_client(
                     kubeconfig=rt.cfg.enrichment.kubernetes.kubeconfig,
-                    context=rt.cfg.enrichment.kubernetes.context)
+                    context=rt.cfg.enrichment.kubernetes.context,
+                )
                 stack.push_async_callback(kube.close)
             except Exception as exc:  # enrichment is optional: say why and go on without
                 log.warning("Kubernetes enrichment is off: %s", exc)
-        clients = [AlertmanagerClient(session, url=url, cfg=acfg, metrics=rt.alert_metrics,
-                                      tracer=rt.tracer)
-                   for url in rt.alertmanagers]
+        clients = [
+            AlertmanagerClient(
+                session, url=url, cfg=acfg, metrics=rt.alert_metrics, tracer=rt.tracer
+            )
+            for url in rt.alertmanagers
+        ]
         registry = rt.registry
-        dispatcher = AlertDispatcher(book=rt.book, clients=clients, cfg=acfg,
-                                     metrics=rt.alert_metrics, rule_of=registry.alert_rule_of,
-                                     clock=rt.clock, enrichers=_enrichers(rt, session, kube),
-                                     tracer=rt.tracer)
+        dispatcher = AlertDispatcher(
+            book=rt.book,
+            clients=clients,
+            cfg=acfg,
+            metrics=rt.alert_metrics,
+            rule_of=registry.alert_rule_of,
+            clock=rt.clock,
+            enrichers=_enrichers(rt, session, kube),
+            tracer=rt.tracer,
+        )
         rt.dispatcher = dispatcher
         rt.enrichment = (session, kube)
 
@@ -774,9 +934,14 @@ async def _alerting_ctx(app: web.Application) -> AsyncIterator[None]:
             await stack.enter_async_context(_running(client.run()))
         await stack.enter_async_context(_running(dispatcher.resend_forever()))
         if rt.cfg.writeback.url is not None:
-            wb = WriteBack(session, cfg=rt.cfg.writeback, registry=registry,
-                           pipeline=rt.pipeline, metrics=rt.alert_metrics,
-                           token=rt.writeback_token)
+            wb = WriteBack(
+                session,
+                cfg=rt.cfg.writeback,
+                registry=registry,
+                pipeline=rt.pipeline,
+                metrics=rt.alert_metrics,
+                token=rt.writeback_token,
+            )
             rt.writeback = wb
             await stack.enter_async_context(_running(wb.run_forever()))
         stack.push_async_callback(dispatcher.close)

@@ -146,13 +146,20 @@ def snapshot(registry: SeriesRegistry, pipeline: Pipeline, *, now_ms: int) -> Sn
     family_of = dets.family_of[:n]
     slots = np.flatnonzero(family_of >= 0).astype(np.int32)
     tables: dict[str, NDArray[Any]] = {
-        name: getattr(pipeline, name)[slots] for name in _PIPELINE_TABLES}  # copies
+        name: getattr(pipeline, name)[slots] for name in _PIPELINE_TABLES
+    }  # copies
     for f, family in enumerate(dets.families):
         for name, arr in family.arrays().items():
             tables[f"f{f}_{name}"] = arr[: dets.sizes[f]].copy()
-    return Snapshot(taken_ms=now_ms, slots=slots, family_of=family_of[slots],
-                    row_of=dets.row_of[slots], tables=tables, params=tuple(dets.params),
-                    labels_of=registry.labels_of)
+    return Snapshot(
+        taken_ms=now_ms,
+        slots=slots,
+        family_of=family_of[slots],
+        row_of=dets.row_of[slots],
+        tables=tables,
+        params=tuple(dets.params),
+        labels_of=registry.labels_of,
+    )
 
 
 class SnapshotRequest:
@@ -244,10 +251,10 @@ def write(state_dir: Path, snap: Snapshot) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     with (tmp / "series.jsonl").open("w", encoding="utf-8") as fh:
-        for slot, family, row in zip(snap.slots.tolist(), snap.family_of.tolist(),
-                                     snap.row_of.tolist(), strict=True):
-            fh.write(json.dumps([snap.labels_of(slot), family, row], ensure_ascii=False)
-                     + "\n")
+        for slot, family, row in zip(
+            snap.slots.tolist(), snap.family_of.tolist(), snap.row_of.tolist(), strict=True
+        ):
+            fh.write(json.dumps([snap.labels_of(slot), family, row], ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     with (tmp / "tables.npz").open("wb") as fh:
@@ -256,7 +263,9 @@ def write(state_dir: Path, snap: Snapshot) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     manifest = {
-        "format": FORMAT, "version": VERSION, "created_ms": snap.taken_ms,
+        "format": FORMAT,
+        "version": VERSION,
+        "created_ms": snap.taken_ms,
         "series": snap.n_series,
         "files": {name: _sha256(tmp / name) for name in _FILES},
         "families": [p.model_dump(mode="json") for p in snap.params],
@@ -278,9 +287,15 @@ def _layout(kind: str, tables: Mapping[str, NDArray[Any]], family: int) -> dict[
     """What a reader needs to know of one family's tables: its layout number, and each
     table's dtype and shape per row (for the record and for inspection)."""
     prefix = f"f{family}_"
-    return {"kind": kind, "layout": LAYOUTS.get(kind, 1), "tables": {
-        name[len(prefix):]: [str(arr.dtype), list(arr.shape[1:])]
-        for name, arr in tables.items() if name.startswith(prefix)}}
+    return {
+        "kind": kind,
+        "layout": LAYOUTS.get(kind, 1),
+        "tables": {
+            name[len(prefix) :]: [str(arr.dtype), list(arr.shape[1:])]
+            for name, arr in tables.items()
+            if name.startswith(prefix)
+        },
+    }
 
 
 def save(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline, *, now_ms: int) -> int:
@@ -306,14 +321,25 @@ def _candidates(state_dir: Path) -> list[Path]:
     root = state_dir / "checkpoints"
     if not (state_dir / "CURRENT").exists():
         if root.is_dir() and any(p.name.isdigit() for p in root.iterdir()):
-            log.warning("%s has checkpoints but no CURRENT file naming one; starting with "
-                        "empty state (write the name of a directory under %s into CURRENT "
-                        "to restore it)", state_dir, root)
+            log.warning(
+                "%s has checkpoints but no CURRENT file naming one; starting with "
+                "empty state (write the name of a directory under %s into CURRENT "
+                "to restore it)",
+                state_dir,
+                root,
+            )
         return []
     name = _current_name(state_dir)
     named = root / name if name is not None and name.isdigit() else state_dir / "CURRENT"
-    others = sorted((p for p in root.iterdir() if p.name.isdigit() and p != named),
-                    key=lambda p: int(p.name), reverse=True) if root.is_dir() else []
+    others = (
+        sorted(
+            (p for p in root.iterdir() if p.name.isdigit() and p != named),
+            key=lambda p: int(p.name),
+            reverse=True,
+        )
+        if root.is_dir()
+        else []
+    )
     return [named, *others]
 
 
@@ -337,12 +363,15 @@ def _read(where: Path) -> _Loaded:
     except (OSError, ValueError) as exc:
         raise _DamagedError("unreadable", f"{where / 'manifest.json'}: {exc}") from exc
     if manifest.get("format") != FORMAT or manifest.get("version") not in READS:
-        raise _DamagedError("version", f"{where}: checkpoint format "
-                            f"{manifest.get('format')!r} version {manifest.get('version')!r}"
-                            f", this detector reads {FORMAT} versions "
-                            f"{', '.join(map(str, READS))} (a checkpoint from a newer "
-                            "release: start that release again, or remove CURRENT to start "
-                            "empty)")
+        raise _DamagedError(
+            "version",
+            f"{where}: checkpoint format "
+            f"{manifest.get('format')!r} version {manifest.get('version')!r}"
+            f", this detector reads {FORMAT} versions "
+            f"{', '.join(map(str, READS))} (a checkpoint from a newer "
+            "release: start that release again, or remove CURRENT to start "
+            "empty)",
+        )
     try:
         files = manifest["files"]
         for name in _FILES:
@@ -350,35 +379,40 @@ def _read(where: Path) -> _Loaded:
             if not path.is_file():
                 raise _DamagedError("missing", f"{path}: missing")
             if _sha256(path) != files[name]:
-                raise _DamagedError("checksum", f"{path}: checksum mismatch (truncated or "
-                                    "altered since it was written)")
-        entries = [_entry(line) for line in
-                   (where / "series.jsonl").read_text(encoding="utf-8").splitlines()]
+                raise _DamagedError(
+                    "checksum",
+                    f"{path}: checksum mismatch (truncated or altered since it was written)",
+                )
+        entries = [
+            _entry(line)
+            for line in (where / "series.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
         with (where / "tables.npz").open("rb") as fh, np.load(fh) as npz:
             tables = {name: npz[name] for name in npz.files}
         families = manifest["families"]
         layouts = manifest.get("layouts")  # version 1: none, every family at layout 1
         if layouts is not None and (
-                not isinstance(layouts, list) or len(layouts) != len(families)
-                or not all(isinstance(x, dict) and isinstance(x.get("layout"), int)
-                           for x in layouts)):
+            not isinstance(layouts, list)
+            or len(layouts) != len(families)
+            or not all(isinstance(x, dict) and isinstance(x.get("layout"), int) for x in layouts)
+        ):
             raise ValueError("layouts does not give the layout of every family")
         n = len(entries)
         if manifest["series"] != n:
             raise ValueError(f"manifest says {manifest['series']} series, series.jsonl has {n}")
         for name in _PIPELINE_TABLES:
             if name in tables and tables[name].shape[0] != n:
-                raise ValueError(f"table {name} has {tables[name].shape[0]} rows for {n} "
-                                 "series")
+                raise ValueError(f"table {name} has {tables[name].shape[0]} rows for {n} series")
         rows: dict[int, int] = {}  # family -> rows in its tables
         for key, table in tables.items():
-            if key[:1] == "f" and "_" in key and key[1:key.index("_")].isdigit():
-                f = int(key[1:key.index("_")])
+            if key[:1] == "f" and "_" in key and key[1 : key.index("_")].isdigit():
+                f = int(key[1 : key.index("_")])
                 rows[f] = min(rows.get(f, table.shape[0]), table.shape[0])
         for labels, family, row in entries:
             if not 0 <= family < len(families) or row >= rows.get(family, row + 1):
-                raise ValueError(f"series {dict(labels)}: family {family} row {row} is not "
-                                 "in the tables")
+                raise ValueError(
+                    f"series {dict(labels)}: family {family} row {row} is not in the tables"
+                )
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise _DamagedError("unreadable", f"{where}: {type(exc).__name__}: {exc}") from exc
     return _Loaded(where, manifest, entries, tables)
@@ -387,6 +421,7 @@ def _read(where: Path) -> _Loaded:
 def _admit(registry: SeriesRegistry, sets: Sequence[Labels]) -> list[int]:
     """The slots of ``sets`` (negative: not tracked under the current rules). A label set
     the current limits refuse is left out alone, not with its chunk."""
+
     def resolve(chunk: Sequence[Labels]) -> list[int]:
         raw = encode.encode_v1([encode.Series(labels=labels) for labels in chunk])
         req = decode.decode_request(np.frombuffer(raw, dtype=np.uint8), 1)
@@ -400,8 +435,12 @@ def _admit(registry: SeriesRegistry, sets: Sequence[Labels]) -> list[int]:
             try:
                 out += resolve([labels])
             except DecodeError as exc:
-                log.warning("checkpointed series %s is refused by the current limits (%s); "
-                            "it starts fresh when it comes back", dict(labels), exc)
+                log.warning(
+                    "checkpointed series %s is refused by the current limits (%s); "
+                    "it starts fresh when it comes back",
+                    dict(labels),
+                    exc,
+                )
                 out.append(-1)
         return out
 
@@ -424,13 +463,15 @@ def _saved_layout(loaded: _Loaded, family: int) -> tuple[str, int]:
     return kind, int(layouts[family].get("layout", 1))
 
 
-def _migrated(loaded: _Loaded, family: int,
-              migrations: Mapping[tuple[str, int], tuple[int, Migration]]) -> Tables | None:
+def _migrated(
+    loaded: _Loaded, family: int, migrations: Mapping[tuple[str, int], tuple[int, Migration]]
+) -> Tables | None:
     """The saved tables of ``family`` in the current layout of its kind, migrated when
     they are older; None when no chain of migrations reaches it."""
     prefix = f"f{family}_"
-    tables = {name[len(prefix):]: arr for name, arr in loaded.tables.items()
-              if name.startswith(prefix)}
+    tables = {
+        name[len(prefix) :]: arr for name, arr in loaded.tables.items() if name.startswith(prefix)
+    }
     kind, layout = _saved_layout(loaded, family)
     current = LAYOUTS.get(kind, 1)
     for _ in range(len(migrations) + 1):  # a chain visits each migration at most once
@@ -457,8 +498,12 @@ class _Tally:
             self.fresh_families[old_family] = self.fresh_families.get(old_family, 0) + 1
 
 
-def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline,
-           migrations: Mapping[tuple[str, int], tuple[int, Migration]]) -> _Tally:
+def _apply(
+    loaded: _Loaded,
+    registry: SeriesRegistry,
+    pipeline: Pipeline,
+    migrations: Mapping[tuple[str, int], tuple[int, Migration]],
+) -> _Tally:
     saved_params = [json.dumps(p, sort_keys=True) for p in loaded.manifest["families"]]
     entries, tables = loaded.entries, loaded.tables
     dets = pipeline.detectors
@@ -466,12 +511,19 @@ def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline,
     fits: dict[tuple[int, int], bool] = {}
     tally = _Tally()
     for start in range(0, len(entries), _CHUNK):
-        chunk = entries[start:start + _CHUNK]
+        chunk = entries[start : start + _CHUNK]
         first_new = registry.n_tracked
         values = _admit(registry, [labels for labels, _, _ in chunk])
-        pipeline.process([Batch(
-            slots=np.empty(0, np.int32), ts=np.empty(0, np.int64), bits=np.empty(0, np.uint64),
-            new_slots=ingest.slot_specs(registry, first_new))])
+        pipeline.process(
+            [
+                Batch(
+                    slots=np.empty(0, np.int32),
+                    ts=np.empty(0, np.int64),
+                    bits=np.empty(0, np.uint64),
+                    new_slots=ingest.slot_specs(registry, first_new),
+                )
+            ]
+        )
         for i, new_slot in enumerate(values):
             if new_slot < 0:
                 continue
@@ -481,8 +533,10 @@ def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline,
                 if name in tables:  # a table added since the checkpoint starts fresh
                     getattr(pipeline, name)[new_slot] = tables[name][old_slot]
             f = int(dets.family_of[new_slot])
-            if json.dumps(dets.params[f].model_dump(mode="json"), sort_keys=True) \
-                    != saved_params[old_family]:
+            if (
+                json.dumps(dets.params[f].model_dump(mode="json"), sort_keys=True)
+                != saved_params[old_family]
+            ):
                 tally.fresh("config_changed", old_family)  # its detector settings changed
                 continue
             if old_family not in current:
@@ -503,16 +557,26 @@ def _apply(loaded: _Loaded, registry: SeriesRegistry, pipeline: Pipeline,
                 tally.migrated += 1
     for old_family, n in tally.fresh_families.items():
         kind, layout = _saved_layout(loaded, old_family)
-        log.warning("%d series of the %s detector start learning afresh: %s holds their "
-                    "state in layout %d, this release keeps layout %d and cannot carry it "
-                    "over (CHANGELOG.md says which upgrades reset learning)", n, kind,
-                    loaded.where, layout, LAYOUTS.get(kind, 1))
+        log.warning(
+            "%d series of the %s detector start learning afresh: %s holds their "
+            "state in layout %d, this release keeps layout %d and cannot carry it "
+            "over (CHANGELOG.md says which upgrades reset learning)",
+            n,
+            kind,
+            loaded.where,
+            layout,
+            LAYOUTS.get(kind, 1),
+        )
     return tally
 
 
-def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline, *,
-            migrations: Mapping[tuple[str, int], tuple[int, Migration]] = MIGRATIONS,
-            ) -> Restored:
+def restore(
+    state_dir: Path,
+    registry: SeriesRegistry,
+    pipeline: Pipeline,
+    *,
+    migrations: Mapping[tuple[str, int], tuple[int, Migration]] = MIGRATIONS,
+) -> Restored:
     """Load the newest usable checkpoint into an empty registry and pipeline; older
     layouts go through ``migrations``.
 
@@ -526,27 +590,48 @@ def restore(state_dir: Path, registry: SeriesRegistry, pipeline: Pipeline, *,
             loaded = _read(where)
         except _DamagedError as exc:
             skipped.append(Skipped(where, exc.reason, str(exc)))
-            log.warning("checkpoint skipped (%s): %s. Trying an older one; the damaged one "
-                        "stays for inspection until the next checkpoint is written (copy it "
-                        "elsewhere to keep it)", exc.reason, exc)
+            log.warning(
+                "checkpoint skipped (%s): %s. Trying an older one; the damaged one "
+                "stays for inspection until the next checkpoint is written (copy it "
+                "elsewhere to keep it)",
+                exc.reason,
+                exc,
+            )
             continue
         tally = _apply(loaded, registry, pipeline, migrations)
-        log.info("restored the state of %d of %d checkpointed series from %s (format "
-                 "version %s%s)", tally.restored, len(loaded.entries), where,
-                 loaded.manifest.get("version"),
-                 f", {tally.migrated} migrated from an older layout" if tally.migrated else "")
+        log.info(
+            "restored the state of %d of %d checkpointed series from %s (format version %s%s)",
+            tally.restored,
+            len(loaded.entries),
+            where,
+            loaded.manifest.get("version"),
+            f", {tally.migrated} migrated from an older layout" if tally.migrated else "",
+        )
         if skipped:  # the next checkpoint keeps this good one, not the damaged one
             try:
                 _point_current(state_dir, where.name)
             except OSError as exc:
-                log.warning("could not point %s at %s (%s); the next checkpoint fixes it",
-                            state_dir / "CURRENT", where.name, exc)
+                log.warning(
+                    "could not point %s at %s (%s); the next checkpoint fixes it",
+                    state_dir / "CURRENT",
+                    where.name,
+                    exc,
+                )
         created = loaded.manifest.get("created_ms")
-        return Restored(where, int(created) if isinstance(created, int) else None,
-                        len(loaded.entries), tally.restored, tuple(skipped),
-                        dict(tally.reset), tally.migrated)
+        return Restored(
+            where,
+            int(created) if isinstance(created, int) else None,
+            len(loaded.entries),
+            tally.restored,
+            tuple(skipped),
+            dict(tally.reset),
+            tally.migrated,
+        )
     if skipped:
-        log.warning("no usable checkpoint in %s (%d skipped); starting with empty state. "
-                    "With --prometheus new series warm up from history", state_dir,
-                    len(skipped))
+        log.warning(
+            "no usable checkpoint in %s (%d skipped); starting with empty state. "
+            "With --prometheus new series warm up from history",
+            state_dir,
+            len(skipped),
+        )
     return Restored(None, None, 0, 0, tuple(skipped))

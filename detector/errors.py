@@ -40,8 +40,7 @@ class UnsupportedError(DecodeError):
 
 
 class EnrichmentError(DetectorError):
-    """Context for an alert (rollouts, logs) could not be fetched; the alert goes out without it.
-    """
+    """Context for an alert (rollouts, logs) could not be fetched; the alert goes out without it."""
 
 
 class UpstreamError(DetectorError):

@@ -42,23 +42,32 @@ class ReloadResult:
     def summary(self) -> str:
         if not self.ok:
             return f"refused ({len(self.problems)} problems); the running config stays"
-        text = (f"{self.kept} series keep their state, {self.reset} start fresh (detector "
-                f"changed), {self.retired} no longer tracked, {self.retracked} tracked "
-                "again (fresh)")
+        text = (
+            f"{self.kept} series keep their state, {self.reset} start fresh (detector "
+            f"changed), {self.retired} no longer tracked, {self.retracked} tracked "
+            "again (fresh)"
+        )
         if self.restart_needed:
-            text += f"; {', '.join(self.restart_needed)} changed and take effect at the " \
-                    "next restart"
+            text += (
+                f"; {', '.join(self.restart_needed)} changed and take effect at the next restart"
+            )
         return text
 
     def as_json(self) -> dict[str, object]:
-        return {"status": "success" if self.ok else "error", "problems": list(self.problems),
-                "series_kept": self.kept, "series_reset": self.reset,
-                "series_retired": self.retired, "series_tracked_again": self.retracked,
-                "restart_needed": list(self.restart_needed)}
+        return {
+            "status": "success" if self.ok else "error",
+            "problems": list(self.problems),
+            "series_kept": self.kept,
+            "series_reset": self.reset,
+            "series_retired": self.retired,
+            "series_tracked_again": self.retracked,
+            "restart_needed": list(self.restart_needed),
+        }
 
 
-def effective(running: DetectorConfig, loaded: DetectorConfig
-              ) -> tuple[DetectorConfig, tuple[str, ...]]:
+def effective(
+    running: DetectorConfig, loaded: DetectorConfig
+) -> tuple[DetectorConfig, tuple[str, ...]]:
     """The config the detector runs with after a reload of ``loaded``, and the
     ``RESTART_ONLY`` settings that differ. Each of those keeps ``running``'s value (the
     listener, clients and tasks built at start still use it), so the runtime's config
@@ -68,9 +77,9 @@ def effective(running: DetectorConfig, loaded: DetectorConfig
     return _with(loaded, running, pending), pending
 
 
-def _with(cfg: DetectorConfig, source: DetectorConfig, paths: tuple[str, ...]
-          ) -> DetectorConfig:
+def _with(cfg: DetectorConfig, source: DetectorConfig, paths: tuple[str, ...]) -> DetectorConfig:
     """``cfg`` with the value of each dotted path in ``paths`` taken from ``source``."""
+
     def put(model: BaseModel, parts: list[str], value: object) -> BaseModel:
         head = parts[0]
         if len(parts) > 1:
@@ -87,15 +96,17 @@ def _with(cfg: DetectorConfig, source: DetectorConfig, paths: tuple[str, ...]
     return out
 
 
-def alert_changed(registry: SeriesRegistry, old: DetectorConfig, new: DetectorConfig,
-                  plan: Reassignment) -> NDArray[np.bool_]:
+def alert_changed(
+    registry: SeriesRegistry, old: DetectorConfig, new: DetectorConfig, plan: Reassignment
+) -> NDArray[np.bool_]:
     """Per slot of ``plan``: its alert rule is not the same rule as before (another rule,
     a rule edited, none any more). Call before ``apply_alert_rules``."""
     n = plan.slot_alert.shape[0]
     before = registry.slot_alert[:n]
     after = plan.slot_alert
-    same_rule = np.array([o == w for o in old.alerts for w in new.alerts],
-                         dtype=np.bool_).reshape(len(old.alerts), len(new.alerts))
+    same_rule = np.array([o == w for o in old.alerts for w in new.alerts], dtype=np.bool_).reshape(
+        len(old.alerts), len(new.alerts)
+    )
     changed = (before < 0) != (after < 0)
     both = (before >= 0) & (after >= 0)
     changed[both] = ~same_rule[before[both], after[both]]
@@ -103,17 +114,29 @@ def alert_changed(registry: SeriesRegistry, old: DetectorConfig, new: DetectorCo
     return np.asarray(changed, dtype=np.bool_)
 
 
-def reconfigure(plan: Reassignment, *, alerts: AlertState, changed: NDArray[np.bool_],
-                on_applied: Callable[[], None]) -> Reconfigure:
+def reconfigure(
+    plan: Reassignment,
+    *,
+    alerts: AlertState,
+    changed: NDArray[np.bool_],
+    on_applied: Callable[[], None],
+) -> Reconfigure:
     """The worker's part of a reload (see ``pipeline.worker.Reconfigure``)."""
+
     def spec(slot: int) -> SlotSpec:
         if slot >= plan.slot_rule.shape[0]:
             raise IndexError(f"slot {slot} was created after reload {plan.generation}")
         index = int(plan.slot_rule[slot])
         rule = plan.rules[index] if index >= 0 else None
         params = rule.detector if rule is not None else plan.rules[0].detector
-        return SlotSpec(slot, params, bool(plan.slot_counter[slot]), False,
-                        int(plan.slot_alert[slot]) if index >= 0 else -1, plan.generation)
+        return SlotSpec(
+            slot,
+            params,
+            bool(plan.slot_counter[slot]),
+            False,
+            int(plan.slot_alert[slot]) if index >= 0 else -1,
+            plan.generation,
+        )
 
     # fresh state: a detector or transform changed, or a series retired by an earlier
     # reload is tracked again (what it learned stopped when it was retired)
@@ -121,9 +144,15 @@ def reconfigure(plan: Reassignment, *, alerts: AlertState, changed: NDArray[np.b
 
     # a retired slot never alerts: its alert rule becomes -1
     alert_rule = np.where(plan.slot_rule >= 0, plan.slot_alert, -1).astype(np.int16)
-    return Reconfigure(generation=plan.generation, alerts=alerts,
-                       reset=[spec(slot) for slot in fresh], alert_rule=alert_rule,
-                       alert_changed=changed, respec=spec, on_applied=on_applied)
+    return Reconfigure(
+        generation=plan.generation,
+        alerts=alerts,
+        reset=[spec(slot) for slot in fresh],
+        alert_rule=alert_rule,
+        alert_changed=changed,
+        respec=spec,
+        on_applied=on_applied,
+    )
 
 
 def follow(book: AlertBook, new: DetectorConfig, plan: Reassignment) -> None:

@@ -61,8 +61,9 @@ WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d", PERIOD)
 WINDOW_TEMPLATE = re.compile(r"\{\{\s*\.window\s*\}\}")
 SEVERITIES = {"page": "critical", "ticket": "warning"}
 # labels the generator sets itself
-RESERVED_LABELS = frozenset({"sloth_id", "sloth_service", "sloth_slo", "sloth_window",
-                             "sloth_severity"})
+RESERVED_LABELS = frozenset(
+    {"sloth_id", "sloth_service", "sloth_slo", "sloth_window", "sloth_severity"}
+)
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -82,6 +83,7 @@ BURN_WINDOWS: Mapping[str, tuple[BurnWindow, ...]] = {
 
 
 # --- the spec ----------------------------------------------------------------------------
+
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for name in labels:
@@ -110,16 +112,21 @@ class _Model(BaseModel):
 class Events(_Model):
     """An SLI as the ratio of bad events to all events, each a PromQL query of a window."""
 
-    error_query: str = Field(min_length=1, description="bad events over {{.window}}, e.g. "
-                             "sum(rate(x_total{code=~\"5..\"}[{{.window}}]))")
+    error_query: str = Field(
+        min_length=1,
+        description="bad events over {{.window}}, e.g. "
+        'sum(rate(x_total{code=~"5.."}[{{.window}}]))',
+    )
     total_query: str = Field(min_length=1, description="all events over {{.window}}")
 
     @field_validator("error_query", "total_query")
     @classmethod
     def _has_window(cls, value: str) -> str:
         if not WINDOW_TEMPLATE.search(value):
-            raise ValueError("the query must contain {{.window}} (e.g. [{{.window}}]): each "
-                             "recording rule puts its window there")
+            raise ValueError(
+                "the query must contain {{.window}} (e.g. [{{.window}}]): each "
+                "recording rule puts its window there"
+            )
         if "{{" in WINDOW_TEMPLATE.sub("", value):
             raise ValueError("{{.window}} is the only template a query may contain")
         return value
@@ -134,23 +141,27 @@ class AlertVariant(_Model):
 
     disable: bool = Field(False, description="generate no rule for this variant")
     labels: Labels = Field(default_factory=dict, description="added to this variant's alert")
-    annotations: Annotations = Field(default_factory=dict,
-                                     description="added to (or replacing) the defaults")
+    annotations: Annotations = Field(
+        default_factory=dict, description="added to (or replacing) the defaults"
+    )
 
     @field_validator("labels")
     @classmethod
     def _severity_routes(cls, labels: dict[str, str]) -> dict[str, str]:
         severity = labels.get("severity")
         if severity is not None and severity not in ("critical", "warning", "info"):
-            raise ValueError(f"severity {severity!r}: expected critical, warning or info "
-                             "(deploy/config/alertmanager.yml routes on it)")
+            raise ValueError(
+                f"severity {severity!r}: expected critical, warning or info "
+                "(deploy/config/alertmanager.yml routes on it)"
+            )
         return labels
 
 
 class Alerting(_Model):
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                      description="alertname of both variants; its runbook is "
-                      "docs/runbooks/<name>.md")
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="alertname of both variants; its runbook is docs/runbooks/<name>.md",
+    )
     labels: Labels = Field(default_factory=dict, description="added to both variants")
     annotations: Annotations = Field(default_factory=dict, description="added to both")
     page_alert: AlertVariant = AlertVariant()
@@ -158,10 +169,14 @@ class Alerting(_Model):
 
 
 class SLO(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128,
-                      description="unique in its service; sloth_slo")
-    objective: float = Field(gt=0.0, lt=100.0,
-                             description="percent of events that must be good over 30 days")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=128,
+        description="unique in its service; sloth_slo",
+    )
+    objective: float = Field(
+        gt=0.0, lt=100.0, description="percent of events that must be good over 30 days"
+    )
     description: str = ""
     labels: Labels = Field(default_factory=dict, description="added to this SLO's rules")
     sli: SLI
@@ -235,6 +250,7 @@ def load_specs(paths: Iterable[Path]) -> list[SLOSpec]:
 
 # --- the rules ---------------------------------------------------------------------------
 
+
 def ratio(percent: float) -> Decimal:
     """``99.9`` -> ``Decimal("0.999")``, exact: budgets read 0.001, not 0.0010000000000000009."""
     return Decimal(repr(percent)) / 100
@@ -263,17 +279,19 @@ def _alert_expr(variant: str, select: str, budget: Decimal) -> str:
     pairs = []
     for pair in BURN_WINDOWS[variant]:
         threshold = f"({number(pair.factor)} * {number(budget)})"
-        long, short = (f"max(slo:sli_error:ratio_rate{w}{select} > {threshold}) "
-                       "without (sloth_window)" for w in (pair.long, pair.short))
+        long, short = (
+            f"max(slo:sli_error:ratio_rate{w}{select} > {threshold}) without (sloth_window)"
+            for w in (pair.long, pair.short)
+        )
         pairs.append(f"(\n  {long}\n  and\n  {short}\n)")
     return "\nor\n".join(pairs) + "\n"
 
 
-def _default_annotations(variant: str, spec: SLOSpec, slo: SLO,
-                         budget: Decimal) -> dict[str, str]:
+def _default_annotations(variant: str, spec: SLOSpec, slo: SLO, budget: Decimal) -> dict[str, str]:
     long = {"page": "hour or six hours", "ticket": "day or three days"}[variant]
-    pairs = ", or ".join(f"{number(p.factor)}x over {p.long} and {p.short}"
-                         for p in BURN_WINDOWS[variant])
+    pairs = ", or ".join(
+        f"{number(p.factor)}x over {p.long} and {p.short}" for p in BURN_WINDOWS[variant]
+    )
     spent = {"page": "within days", "ticket": "before the 30 days are over"}[variant]
     speed = {"page": "fast", "ticket": "steadily"}[variant]
     what = slo.description.strip().rstrip(".")
@@ -283,13 +301,19 @@ def _default_annotations(variant: str, spec: SLOSpec, slo: SLO,
             f"SLO {spec.service}/{slo.name}{f' ({what})' if what else ''} allows "
             f"{number(budget * 100)}% of events to be bad over 30 days. "
             f"{{{{ $value | humanizePercentage }}}} were bad over the last {long}, more than "
-            f"the budget allows ({pairs}): at this rate the budget is spent {spent}."),
+            f"the budget allows ({pairs}): at this rate the budget is spent {spent}."
+        ),
         "runbook": f"docs/runbooks/{slo.alerting.name}.md",
     }
 
 
-def _rule(key: str, name: str, expr: str, labels: Mapping[str, str],
-          annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+def _rule(
+    key: str,
+    name: str,
+    expr: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     rule: dict[str, Any] = {key: name, "expr": expr, "labels": dict(labels)}
     if annotations is not None:
         rule["annotations"] = dict(annotations)
@@ -314,36 +338,67 @@ def generate(spec: SLOSpec) -> dict[str, Any]:
         objective = ratio(slo.objective)
         budget = 1 - objective
         on = "on (sloth_id, sloth_slo, sloth_service) group_left"
-        rules = [_rule("record", f"slo:sli_error:ratio_rate{w}", _sli_expr(slo.sli.events, w),
-                       {**labels, "sloth_window": w}) for w in WINDOWS]
+        rules = [
+            _rule(
+                "record",
+                f"slo:sli_error:ratio_rate{w}",
+                _sli_expr(slo.sli.events, w),
+                {**labels, "sloth_window": w},
+            )
+            for w in WINDOWS
+        ]
         rules += [
             _rule("record", "slo:objective:ratio", f"vector({number(objective)})", labels),
             _rule("record", "slo:error_budget:ratio", f"vector({number(budget)})", labels),
             _rule("record", "slo:time_period:days", f"vector({PERIOD_DAYS})", labels),
-            _rule("record", "slo:current_burn_rate:ratio",
-                  f"slo:sli_error:ratio_rate5m{select}\n/ {on}\n"
-                  f"slo:error_budget:ratio{select}\n", labels),
-            _rule("record", "slo:period_burn_rate:ratio",
-                  f"slo:sli_error:ratio_rate{PERIOD}{select}\n/ {on}\n"
-                  f"slo:error_budget:ratio{select}\n", labels),
-            _rule("record", "slo:period_error_budget_remaining:ratio",
-                  f"1 - slo:period_burn_rate:ratio{select}", labels),
+            _rule(
+                "record",
+                "slo:current_burn_rate:ratio",
+                f"slo:sli_error:ratio_rate5m{select}\n/ {on}\nslo:error_budget:ratio{select}\n",
+                labels,
+            ),
+            _rule(
+                "record",
+                "slo:period_burn_rate:ratio",
+                f"slo:sli_error:ratio_rate{PERIOD}{select}\n/ {on}\n"
+                f"slo:error_budget:ratio{select}\n",
+                labels,
+            ),
+            _rule(
+                "record",
+                "slo:period_error_budget_remaining:ratio",
+                f"1 - slo:period_burn_rate:ratio{select}",
+                labels,
+            ),
         ]
         alerting = slo.alerting
         for variant, config in (("page", alerting.page_alert), ("ticket", alerting.ticket_alert)):
             if config.disable:
                 continue
-            rules.append(_rule(
-                "alert", alerting.name, _alert_expr(variant, select, budget),
-                {"severity": SEVERITIES[variant], **alerting.labels, **config.labels,
-                 "sloth_severity": variant},
-                {**_default_annotations(variant, spec, slo, budget), **alerting.annotations,
-                 **config.annotations}))
+            rules.append(
+                _rule(
+                    "alert",
+                    alerting.name,
+                    _alert_expr(variant, select, budget),
+                    {
+                        "severity": SEVERITIES[variant],
+                        **alerting.labels,
+                        **config.labels,
+                        "sloth_severity": variant,
+                    },
+                    {
+                        **_default_annotations(variant, spec, slo, budget),
+                        **alerting.annotations,
+                        **config.annotations,
+                    },
+                )
+            )
         groups.append({"name": f"slo-{sid}", "rules": rules})
     return {"groups": groups}
 
 
 # --- the file ----------------------------------------------------------------------------
+
 
 class _Dumper(yaml.SafeDumper):
     """Multi-line strings (the expressions) as literal blocks and long ones folded, so the
@@ -368,6 +423,7 @@ HEADER = """\
 def render(specs: Sequence[SLOSpec]) -> str:
     """The rule file of every spec, in order, as YAML text (with a header comment)."""
     groups = [group for spec in specs for group in generate(spec)["groups"]]
-    body = yaml.dump({"groups": groups}, Dumper=_Dumper, sort_keys=False, width=90,
-                     allow_unicode=True)
+    body = yaml.dump(
+        {"groups": groups}, Dumper=_Dumper, sort_keys=False, width=90, allow_unicode=True
+    )
     return HEADER + body

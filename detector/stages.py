@@ -24,10 +24,17 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-STAGES = ("receive", "decompress", "scan", "resolve", "route", "detect", "alerts",
-          "history_metrics")
-RECEIVE, DECOMPRESS, SCAN, RESOLVE, ROUTE, DETECT, ALERTS, HISTORY_METRICS = range(
-    len(STAGES))
+STAGES = (
+    "receive",
+    "decompress",
+    "scan",
+    "resolve",
+    "route",
+    "detect",
+    "alerts",
+    "history_metrics",
+)
+RECEIVE, DECOMPRESS, SCAN, RESOLVE, ROUTE, DETECT, ALERTS, HISTORY_METRICS = range(len(STAGES))
 
 
 class StageClock:
@@ -84,8 +91,10 @@ class StageCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
-            "vigil_profile_stage_cpu_seconds", "CPU time of the ingest path per stage "
-            "(serve --profile-stages; docs/ingestion.md).", labels=("stage",))
+            "vigil_profile_stage_cpu_seconds",
+            "CPU time of the ingest path per stage (serve --profile-stages; docs/ingestion.md).",
+            labels=("stage",),
+        )
         for name, seconds in self.clock.seconds().items():
             family.add_metric((name,), seconds)
         yield family

@@ -40,10 +40,14 @@ from servicekit import tls
 
 log = logging.getLogger(__name__)
 
-NAMES = ("vigil_anomaly_score", "vigil_anomaly_expected", "vigil_anomaly_lower",
-         "vigil_anomaly_upper")
+NAMES = (
+    "vigil_anomaly_score",
+    "vigil_anomaly_expected",
+    "vigil_anomaly_lower",
+    "vigil_anomaly_upper",
+)
 VMANOMALY_NAMES = ("anomaly_score", "y", "yhat", "yhat_lower", "yhat_upper")
-_BELOW_ONE = 1.0 - 2.0 ** -52  # the largest score the scaling takes (1.0 would be infinite)
+_BELOW_ONE = 1.0 - 2.0**-52  # the largest score the scaling takes (1.0 would be infinite)
 
 
 def vmanomaly_score(score: float, anomalous_above: float) -> float:
@@ -57,16 +61,29 @@ def vmanomaly_score(score: float, anomalous_above: float) -> float:
     0.0
     """
     return math.log1p(-min(score, _BELOW_ONE)) / math.log1p(-anomalous_above)
-HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-           "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": "vigil-detector"}
+
+
+HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+    "User-Agent": "vigil-detector",
+}
 
 
 class WriteBack:
     """Collects the latest scores and bands of updated series and posts them."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, cfg: WritebackConfig,
-                 registry: SeriesRegistry, pipeline: Pipeline, metrics: AlertMetrics,
-                 token: str | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        cfg: WritebackConfig,
+        registry: SeriesRegistry,
+        pipeline: Pipeline,
+        metrics: AlertMetrics,
+        token: str | None = None,
+    ) -> None:
         assert cfg.url is not None
         self.session = session
         self.cfg = cfg
@@ -94,7 +111,7 @@ class WriteBack:
         if n > self._written_ts.shape[0]:
             size = max(n, 2 * self._written_ts.shape[0], 1024)
             self._written_ts = np.resize(self._written_ts, size)
-            self._written_ts[self._checked:] = np.iinfo(np.int64).min
+            self._written_ts[self._checked :] = np.iinfo(np.int64).min
             self._selected = np.resize(self._selected, size)
         for slot in range(self._checked, n):
             labels = dict(self.registry.labels_of(slot))
@@ -110,7 +127,8 @@ class WriteBack:
         last_ts = p.last_ts[:n].copy()
         score = p.last_score[:n].copy()
         fresh: NDArray[np.intp] = np.flatnonzero(
-            (last_ts > self._written_ts[:n]) & (self._selected[:n] != 0) & np.isfinite(score))
+            (last_ts > self._written_ts[:n]) & (self._selected[:n] != 0) & np.isfinite(score)
+        )
         if fresh.shape[0] == 0:
             return None
         if fresh.shape[0] > self.cfg.max_series:
@@ -130,7 +148,11 @@ class WriteBack:
                 names: tuple[str, ...] = VMANOMALY_NAMES
                 values: tuple[float, ...] = (
                     vmanomaly_score(float(score[s]), self.cfg.anomalous_above),
-                    p.last_input[s], p.last_expected[s], p.last_lower[s], p.last_upper[s])
+                    p.last_input[s],
+                    p.last_expected[s],
+                    p.last_lower[s],
+                    p.last_upper[s],
+                )
             else:
                 kind = families.params[int(families.family_of[s])].kind
                 extra = [("detector", kind)] + ([("metric_name", metric)] if metric else [])
@@ -139,8 +161,11 @@ class WriteBack:
                 values = (score[s], p.last_expected[s], p.last_lower[s], p.last_upper[s])
             for name, value in zip(names, values, strict=True):
                 if math.isfinite(value):
-                    series.append(encode.Series(labels=[("__name__", name), *base],
-                                                samples=[(ts, float(value))]))
+                    series.append(
+                        encode.Series(
+                            labels=[("__name__", name), *base], samples=[(ts, float(value))]
+                        )
+                    )
             self._written_ts[s] = ts
         return encode.compress(encode.encode_v1(series)), len(series)
 
@@ -171,20 +196,21 @@ class WriteBack:
         """None when accepted, else the failure reason (a metric label)."""
         try:
             async with self.session.post(
-                    self.url, data=body, headers=self.headers,
-                    timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s)) as resp:
+                self.url,
+                data=body,
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s),
+            ) as resp:
                 text = await resp.text()
                 if 200 <= resp.status < 300:
                     return None
                 if 400 <= resp.status < 500 and resp.status != 429:
-                    log.error("write-back to %s refused: %s %s", self.url, resp.status,
-                              text[:300])
+                    log.error("write-back to %s refused: %s %s", self.url, resp.status, text[:300])
                     return "rejected"
                 log.warning("write-back to %s answered %s; retrying", self.url, resp.status)
                 return "status"
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("write-back to %s failed (%s); retrying", self.url,
-                        tls.explain(exc))
+            log.warning("write-back to %s failed (%s); retrying", self.url, tls.explain(exc))
             return "unreachable"
 
     async def run_forever(self) -> None:

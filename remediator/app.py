@@ -97,13 +97,21 @@ class State:
         0). Runs in flight keep the playbook they started with."""
         async with self.reload_lock:
             fresh = await asyncio.to_thread(
-                reloading.prepare, load_config=self.load_config, current=self.cfg,
-                playbook_dirs=self.playbook_dirs, registry=self.registry)
+                reloading.prepare,
+                load_config=self.load_config,
+                current=self.cfg,
+                playbook_dirs=self.playbook_dirs,
+                registry=self.registry,
+            )
             if not fresh.ok or fresh.cfg is None or fresh.users is None:
                 for problem in fresh.problems:
                     log.error("reload: %s", problem)
-                log.error("reload failed with %d problems; the last good config and its %d "
-                          "playbooks stay", len(fresh.problems), len(self.catalog.entries))
+                log.error(
+                    "reload failed with %d problems; the last good config and its %d "
+                    "playbooks stay",
+                    len(fresh.problems),
+                    len(self.catalog.entries),
+                )
                 self.metrics.reload_ok.set(0)
                 self.metrics.reloads.labels("failure").inc()
                 self.metrics.playbook_problems.set(len(fresh.catalog.problems))
@@ -115,8 +123,9 @@ class State:
             self.catalog = fresh.catalog
             self.metrics.playbooks_loaded.set(len(self.catalog.entries))
             self.metrics.playbook_problems.set(0)
-            zero_playbook_series(self.metrics, (e.playbook.name for e in self.catalog.entries),
-                                 guards.GUARD_NAMES)
+            zero_playbook_series(
+                self.metrics, (e.playbook.name for e in self.catalog.entries), guards.GUARD_NAMES
+            )
             if self.runner is not None:
                 self.runner.set_limits(_limits(self.cfg))
             if isinstance(self.services, LiveServices):
@@ -133,14 +142,18 @@ class State:
         for problem in fresh.problems:
             log.error("playbook problem: %s", problem)
         if fresh.problems and self.catalog.entries:
-            log.error("playbooks not reloaded: %d problems; the %d loaded stay",
-                      len(fresh.problems), len(self.catalog.entries))
+            log.error(
+                "playbooks not reloaded: %d problems; the %d loaded stay",
+                len(fresh.problems),
+                len(self.catalog.entries),
+            )
         else:
             self.catalog = fresh
         self.metrics.playbooks_loaded.set(len(self.catalog.entries))
         self.metrics.playbook_problems.set(len(fresh.problems))
-        zero_playbook_series(self.metrics, (e.playbook.name for e in self.catalog.entries),
-                             guards.GUARD_NAMES)
+        zero_playbook_series(
+            self.metrics, (e.playbook.name for e in self.catalog.entries), guards.GUARD_NAMES
+        )
         return fresh
 
 
@@ -155,8 +168,9 @@ def _authorized(request: web.Request, token: str | None) -> bool:
 
 
 def _unauthorized(error: str) -> web.Response:
-    return web.json_response({"error": error}, status=401,
-                             headers={"WWW-Authenticate": bearer.CHALLENGE})
+    return web.json_response(
+        {"error": error}, status=401, headers={"WWW-Authenticate": bearer.CHALLENGE}
+    )
 
 
 def _media_refusal(request: web.Request, *, body_optional: bool = False) -> web.Response | None:
@@ -164,8 +178,11 @@ def _media_refusal(request: web.Request, *, body_optional: bool = False) -> web.
     cross-site without asking); None when it may go on. ``body_optional``: no body at
     all is fine too."""
     content_type = request.headers.get("Content-Type")
-    problem = (mediatype.empty_or_json_problem(content_type, has_body=request.body_exists)
-               if body_optional else mediatype.json_problem(content_type))
+    problem = (
+        mediatype.empty_or_json_problem(content_type, has_body=request.body_exists)
+        if body_optional
+        else mediatype.json_problem(content_type)
+    )
     return None if problem is None else web.json_response({"error": problem}, status=415)
 
 
@@ -202,13 +219,19 @@ def _decider(request: web.Request, st: State) -> identity.Identity | web.Respons
     IdentityError when the trusted headers cannot say who."""
     auth = st.cfg.auth
     credential = bearer.parse_credential(request.headers.get("Authorization"))
-    who = identity.identify(credential=credential, headers=request.headers,
-                            admin_token=st.admin_token,
-                            users=st.users, trusted_user_header=auth.trusted_user_header,
-                            trusted_groups_header=auth.trusted_groups_header)
+    who = identity.identify(
+        credential=credential,
+        headers=request.headers,
+        admin_token=st.admin_token,
+        users=st.users,
+        trusted_user_header=auth.trusted_user_header,
+        trusted_groups_header=auth.trusted_groups_header,
+    )
     if who is None:
-        return _unauthorized("approving or rejecting needs your token (auth.users_file) or "
-                             "the admin token (auth.admin_token_file)")
+        return _unauthorized(
+            "approving or rejecting needs your token (auth.users_file) or "
+            "the admin token (auth.admin_token_file)"
+        )
     return _media_refusal(request, body_optional=True) or who
 
 
@@ -229,27 +252,46 @@ def _claim(value: object) -> str | None:
 
 
 def _run_json(run: RunRecord) -> dict[str, Any]:
-    return {"id": run.id, "playbook": run.playbook, "fingerprint": run.fingerprint,
-            "startsAt": run.starts_at, "alertname": run.alertname, "target": run.target,
-            "mode": str(run.mode), "state": str(run.state), "outcome": run.outcome,
-            "created_ms": run.created_ms, "updated_ms": run.updated_ms,
-            "executed_ms": run.executed_ms, "plan_hash": run.plan_hash,
-            "approval_expires_ms": run.approval_expires_ms, "approved_by": run.approved_by,
-            "trace_id": run.trace_id}
+    return {
+        "id": run.id,
+        "playbook": run.playbook,
+        "fingerprint": run.fingerprint,
+        "startsAt": run.starts_at,
+        "alertname": run.alertname,
+        "target": run.target,
+        "mode": str(run.mode),
+        "state": str(run.state),
+        "outcome": run.outcome,
+        "created_ms": run.created_ms,
+        "updated_ms": run.updated_ms,
+        "executed_ms": run.executed_ms,
+        "plan_hash": run.plan_hash,
+        "approval_expires_ms": run.approval_expires_ms,
+        "approved_by": run.approved_by,
+        "trace_id": run.trace_id,
+    }
 
 
-def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Path,  # noqa: C901 (issue 24: split the handlers out)
-              alertmanager_url: str | None = None, prometheus_url: str | None = None,
-              token: str | None = None, admin_token: str | None = None,
-              external_url: str = "http://127.0.0.1:9421", detector_url: str | None = None,
-              metrics: CollectorRegistry | None = None,
-              services: Services | None = None,
-              clock: Callable[[], float] = time.time,
-              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-              kube: Callable[[], Awaitable[Kube]] | None = None,
-              tracer: Tracer | None = None,
-              load_config: Callable[[], RemediatorConfig] | None = None,
-              sighup: bool = False) -> web.Application:
+def build_app(  # noqa: C901 (issue 24: split the handlers out)
+    cfg: RemediatorConfig,
+    *,
+    playbook_dirs: list[Path],
+    state_dir: Path,
+    alertmanager_url: str | None = None,
+    prometheus_url: str | None = None,
+    token: str | None = None,
+    admin_token: str | None = None,
+    external_url: str = "http://127.0.0.1:9421",
+    detector_url: str | None = None,
+    metrics: CollectorRegistry | None = None,
+    services: Services | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    kube: Callable[[], Awaitable[Kube]] | None = None,
+    tracer: Tracer | None = None,
+    load_config: Callable[[], RemediatorConfig] | None = None,
+    sighup: bool = False,
+) -> web.Application:
     """The remediator's aiohttp application. ``services`` None means the live clients;
     ``load_config`` reads the config again on reload (None: reload reads only the
     playbooks and the users file); ``sighup``: SIGHUP reloads too (the process's own
@@ -258,13 +300,23 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     ``detector_url`` is the detector console that the console at / links to; ``tracer``
     (None: off) traces each webhook and the runs it starts."""
     registry_metrics = metrics if metrics is not None else CollectorRegistry()
-    st = State(cfg=cfg, metrics=build_metrics(registry_metrics), registry=build_registry(),
-               playbook_dirs=playbook_dirs,
-               audit_path=cfg.audit_path or state_dir / "audit.db", clock=clock, sleep=sleep,
-               token=token, admin_token=admin_token,
-               external_url=(cfg.external_url or external_url).rstrip("/"),
-               alertmanager_url=alertmanager_url, prometheus_url=prometheus_url,
-               services=services, kube_factory=kube, tracer=tracer)
+    st = State(
+        cfg=cfg,
+        metrics=build_metrics(registry_metrics),
+        registry=build_registry(),
+        playbook_dirs=playbook_dirs,
+        audit_path=cfg.audit_path or state_dir / "audit.db",
+        clock=clock,
+        sleep=sleep,
+        token=token,
+        admin_token=admin_token,
+        external_url=(cfg.external_url or external_url).rstrip("/"),
+        alertmanager_url=alertmanager_url,
+        prometheus_url=prometheus_url,
+        services=services,
+        kube_factory=kube,
+        tracer=tracer,
+    )
     st.users = identity.load_users(cfg.auth.users_file, cfg.auth.groups)  # ConfigError
     st.load_config = load_config
     st.sighup = sighup
@@ -275,8 +327,8 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if st.tracer is None:  # traces off: nothing else is paid
             return await webhook(request)
         with st.tracer.start_as_current_span(
-                "webhook", context=telemetry.remote_parent(request.headers),
-                kind=SpanKind.SERVER) as span:
+            "webhook", context=telemetry.remote_parent(request.headers), kind=SpanKind.SERVER
+        ) as span:
             response = await webhook(request)
             span.set_attribute("http.response.status_code", response.status)
             return response
@@ -297,16 +349,24 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             return web.json_response({"error": str(exc)}, status=400)
         assert st.audit is not None and st.runner is not None
         try:
-            nid = await st.audit.run(lambda db: db.record_notification(
-                received_ms=int(st.clock() * 1000), receiver=note.receiver,
-                status=note.status, group_key=note.group_key, n_alerts=len(note.alerts),
-                body=body.decode("utf-8", "replace"), alerts=note.alerts,
-                max_body_bytes=st.cfg.audit.max_stored_body_bytes))
+            nid = await st.audit.run(
+                lambda db: db.record_notification(
+                    received_ms=int(st.clock() * 1000),
+                    receiver=note.receiver,
+                    status=note.status,
+                    group_key=note.group_key,
+                    n_alerts=len(note.alerts),
+                    body=body.decode("utf-8", "replace"),
+                    alerts=note.alerts,
+                    max_body_bytes=st.cfg.audit.max_stored_body_bytes,
+                )
+            )
         except AuditError as exc:
             log.error("webhook not recorded: %s", exc)
             st.metrics.webhooks.labels("503").inc()
-            return web.json_response({"error": f"could not record the notification: {exc}"},
-                                     status=503)
+            return web.json_response(
+                {"error": f"could not record the notification: {exc}"}, status=503
+            )
         for alert in note.alerts:
             st.metrics.alerts_received.labels(alert.status).inc()
         st.runner.spawn(st.runner.handle(nid, note, received))
@@ -321,9 +381,15 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             state = RunState(q["state"]) if "state" in q else None
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"bad query: {exc}\n") from exc
-        runs = await st.audit.run(lambda db: db.list_runs(
-            limit=limit, playbook=q.get("playbook"), state=state, before_id=q.get("before"),
-            fingerprint=q.get("fingerprint")))
+        runs = await st.audit.run(
+            lambda db: db.list_runs(
+                limit=limit,
+                playbook=q.get("playbook"),
+                state=state,
+                before_id=q.get("before"),
+                fingerprint=q.get("fingerprint"),
+            )
+        )
         return web.json_response({"data": [_run_json(r) for r in runs]})
 
     async def handle_run(request: web.Request) -> web.Response:
@@ -335,12 +401,29 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         events = await st.audit.run(lambda db: db.events(run_id))
         # approved_by alone cannot tell a person from the proxy naming them; the approval
         # event records how the approver was identified (identity.Via)
-        approved_via = next((e.detail.get("via") for e in events
-                             if (e.kind, e.name) == (EventKind.APPROVAL, "approved")), None)
-        doc = _run_json(run) | {"approved_via": approved_via, "alert": run.alert,
-                                "plan": run.plan, "events": [
-            {"ts_ms": e.ts_ms, "kind": str(e.kind), "name": e.name, "verdict": e.verdict,
-             "detail": e.detail} for e in events]}
+        approved_via = next(
+            (
+                e.detail.get("via")
+                for e in events
+                if (e.kind, e.name) == (EventKind.APPROVAL, "approved")
+            ),
+            None,
+        )
+        doc = _run_json(run) | {
+            "approved_via": approved_via,
+            "alert": run.alert,
+            "plan": run.plan,
+            "events": [
+                {
+                    "ts_ms": e.ts_ms,
+                    "kind": str(e.kind),
+                    "name": e.name,
+                    "verdict": e.verdict,
+                    "detail": e.detail,
+                }
+                for e in events
+            ],
+        }
         return web.json_response(doc)
 
     async def deciding(request: web.Request, action: str) -> identity.Identity | web.Response:
@@ -349,8 +432,9 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             return _decider(request, st)
         except IdentityError as exc:
             assert st.runner is not None
-            await st.runner.approvals.refused_credential(request.match_info["id"],
-                                                         action=action, reason=str(exc))
+            await st.runner.approvals.refused_credential(
+                request.match_info["id"], action=action, reason=str(exc)
+            )
             return _identity_refusal(exc)
 
     async def handle_approve(request: web.Request) -> web.Response:
@@ -366,9 +450,11 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             return web.json_response({"error": expected}, status=400)
         plan_hash = str(doc["plan_hash"])
         claimed = _claim(doc.get("by"))  # a note: who approves is the credential's
-        return await _decided(st.runner.approve(request.match_info["id"],
-                                                plan_hash_seen=plan_hash, who=who,
-                                                claimed=claimed))
+        return await _decided(
+            st.runner.approve(
+                request.match_info["id"], plan_hash_seen=plan_hash, who=who, claimed=claimed
+            )
+        )
 
     async def handle_reject(request: web.Request) -> web.Response:
         if isinstance(who := await deciding(request, "reject"), web.Response):
@@ -382,8 +468,7 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         if not isinstance(doc, dict):
             return web.json_response({"error": expected}, status=400)
         reason = _claim(doc.get("reason", "")) or ""
-        return await _decided(st.runner.reject(request.match_info["id"], who=who,
-                                               reason=reason))
+        return await _decided(st.runner.reject(request.match_info["id"], who=who, reason=reason))
 
     async def handle_pause(request: web.Request) -> web.Response:
         return await _switch(request, paused=True)
@@ -404,9 +489,14 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
         def record(db: AuditLog) -> None:  # the switch and who flipped it, as one write
             with db.atomic():
                 db.set_flag("paused", value, now_ms=now_ms)
-                db.add_event(None, kind=EventKind.NOTE, name="kill_switch",
-                             verdict="paused" if paused else "resumed", detail={"by": who},
-                             now_ms=now_ms)
+                db.add_event(
+                    None,
+                    kind=EventKind.NOTE,
+                    name="kill_switch",
+                    verdict="paused" if paused else "resumed",
+                    detail={"by": who},
+                    now_ms=now_ms,
+                )
 
         await st.audit.run(record)
         if st.runner is not None and st.runner.shared is not None:
@@ -424,31 +514,50 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
             by = _actor(request, st.cfg.auth.trusted_user_header)
         except IdentityError as exc:
             return _identity_refusal(exc)
-        if not await st.runner.reset_breaker(playbook, by=by,
-                                             claimed=_claim(request.query.get("by"))):
-            return web.json_response({"error": f"the breaker of {playbook!r} is not "
-                                      "tripped"}, status=404)
+        if not await st.runner.reset_breaker(
+            playbook, by=by, claimed=_claim(request.query.get("by"))
+        ):
+            return web.json_response(
+                {"error": f"the breaker of {playbook!r} is not tripped"}, status=404
+            )
         return web.json_response({"playbook": playbook, "breaker": "closed"})
 
     async def handle_report(request: web.Request) -> web.Response:
-        return await review.respond(request.query, audit_path=st.audit_path,
-                                    services=st.services, now_ms=int(st.clock() * 1000))
+        return await review.respond(
+            request.query,
+            audit_path=st.audit_path,
+            services=st.services,
+            now_ms=int(st.clock() * 1000),
+        )
 
     async def handle_playbooks(request: web.Request) -> web.Response:
-        return web.json_response({
-            "loaded": [{"name": e.playbook.name, "file": str(e.path),
+        return web.json_response(
+            {
+                "loaded": [
+                    {
+                        "name": e.playbook.name,
+                        "file": str(e.path),
                         "mode": e.playbook.spec.mode.value,
-                        "description": e.playbook.metadata.description}
-                       for e in st.catalog.entries],
-            "problems": list(load_catalog(st.playbook_dirs, st.registry).problems)})
+                        "description": e.playbook.metadata.description,
+                    }
+                    for e in st.catalog.entries
+                ],
+                "problems": list(load_catalog(st.playbook_dirs, st.registry).problems),
+            }
+        )
 
     async def handle_reload(request: web.Request) -> web.Response:
         if (refused := _admin_refusal(request, st.admin_token, "reload")) is not None:
             return refused
         fresh = await st.reload_all()
-        return web.json_response({"loaded": len(st.catalog.entries), "reloaded": fresh.ok,
-                                  "problems": list(fresh.problems)},
-                                 status=200 if fresh.ok else 422)
+        return web.json_response(
+            {
+                "loaded": len(st.catalog.entries),
+                "reloaded": fresh.ok,
+                "problems": list(fresh.problems),
+            },
+            status=200 if fresh.ok else 422,
+        )
 
     async def handle_healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -471,10 +580,17 @@ def build_app(cfg: RemediatorConfig, *, playbook_dirs: list[Path], state_dir: Pa
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_get("/metrics", make_aiohttp_handler(registry_metrics))
     probes.add_routes(app.router, healthy=handle_healthz, ready=handle_readyz)
-    console.add_routes(app, console.Sources(  # /, its assets, /api/v1/status and simulate
-        catalog=lambda: st.catalog, registry=st.registry, cfg=lambda: st.cfg,
-        audit=lambda: st.audit,
-        clock=clock, detector_url=detector_url))
+    console.add_routes(
+        app,
+        console.Sources(  # /, its assets, /api/v1/status and simulate
+            catalog=lambda: st.catalog,
+            registry=st.registry,
+            cfg=lambda: st.cfg,
+            audit=lambda: st.audit,
+            clock=clock,
+            detector_url=detector_url,
+        ),
+    )
     app.cleanup_ctx.append(_runtime_ctx)
     return app
 
@@ -487,21 +603,28 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(st.audit.close)
         if st.services is None:
-            session = await stack.enter_async_context(aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls.build_client_context(
-                    st.cfg.outgoing_tls, error=ConfigError))))
-            st.services = LiveServices(session, alertmanager_url=st.alertmanager_url,
-                                       prometheus_url=st.prometheus_url,
-                                       secrets_dir=st.cfg.secrets_dir,
-                                       allowed_urls=st.cfg.http.allowed_urls,
-                                       timeout_s=st.cfg.request_timeout_s,
-                                       detector_url=st.cfg.detector.url,
-                                       detector_token=read_token(
-                                           st.cfg.detector.bearer_token_file,
-                                           "detector.bearer_token_file"),
-                                       detector_timeout_s=st.cfg.detector.timeout_s,
-                                       outgoing_tls=st.cfg.outgoing_tls,
-                                       redactor=_token_redactor(st))
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        ssl=tls.build_client_context(st.cfg.outgoing_tls, error=ConfigError)
+                    )
+                )
+            )
+            st.services = LiveServices(
+                session,
+                alertmanager_url=st.alertmanager_url,
+                prometheus_url=st.prometheus_url,
+                secrets_dir=st.cfg.secrets_dir,
+                allowed_urls=st.cfg.http.allowed_urls,
+                timeout_s=st.cfg.request_timeout_s,
+                detector_url=st.cfg.detector.url,
+                detector_token=read_token(
+                    st.cfg.detector.bearer_token_file, "detector.bearer_token_file"
+                ),
+                detector_timeout_s=st.cfg.detector.timeout_s,
+                outgoing_tls=st.cfg.outgoing_tls,
+                redactor=_token_redactor(st),
+            )
         if st.kube_factory is not None:
             st.kube = await st.kube_factory()
             stack.push_async_callback(st.kube.api.close)
@@ -509,23 +632,32 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         shared = None
         if st.kube is not None and cl.namespace is not None:
             shared = ClusterState(st.kube, namespace=cl.namespace)
-        st.runner = Runner(audit=st.audit, catalog=lambda: st.catalog, registry=st.registry,
-                           services=st.services, metrics=st.metrics,
-                           limits=_limits(st.cfg),
-                           external_url=st.external_url, clock=st.clock, sleep=st.sleep,
-                           kube=st.kube, shared=shared,
-                           identity=cl.identity or socket.gethostname(),
-                           lock_namespace=cl.namespace, replay_s=cl.replay_s,
-                           tracer=st.tracer)
+        st.runner = Runner(
+            audit=st.audit,
+            catalog=lambda: st.catalog,
+            registry=st.registry,
+            services=st.services,
+            metrics=st.metrics,
+            limits=_limits(st.cfg),
+            external_url=st.external_url,
+            clock=st.clock,
+            sleep=st.sleep,
+            kube=st.kube,
+            shared=shared,
+            identity=cl.identity or socket.gethostname(),
+            lock_namespace=cl.namespace,
+            replay_s=cl.replay_s,
+            tracer=st.tracer,
+        )
         stack.push_async_callback(st.runner.close)
         interrupted = await st.runner.recover()
         if interrupted:
-            log.warning("%d runs were interrupted by the last stop; marked and escalated",
-                        interrupted)
+            log.warning(
+                "%d runs were interrupted by the last stop; marked and escalated", interrupted
+            )
         paused = await st.audit.run(lambda db: db.get_flag("paused"))
         st.metrics.paused.set(1 if paused else 0)
-        tasks = [asyncio.create_task(_expire_forever(st)),
-                 asyncio.create_task(_prune_forever(st))]
+        tasks = [asyncio.create_task(_expire_forever(st)), asyncio.create_task(_prune_forever(st))]
         if shared is not None and st.kube is not None and cl.namespace is not None:
             runner = st.runner
 
@@ -535,8 +667,11 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
             st.elector = LeaderElector(
                 LeaseLock(st.kube, namespace=cl.namespace, name=cl.lease_name, clock=st.clock),
-                identity=runner.identity, duration_s=cl.lease_duration_s, retry_s=cl.retry_s,
-                on_change=on_change)
+                identity=runner.identity,
+                duration_s=cl.lease_duration_s,
+                retry_s=cl.retry_s,
+                on_change=on_change,
+            )
             tasks.append(asyncio.create_task(st.elector.run()))
         else:
             st.metrics.leader.set(1)
@@ -575,14 +710,15 @@ async def _decided(decision: Awaitable[dict[str, Any]]) -> web.Response:
 
 def _limits(cfg: RemediatorConfig) -> guards.GlobalLimits:
     gl = cfg.guards
-    return guards.GlobalLimits(rate=gl.rate, max_concurrent=gl.max_concurrent,
-                               freeze=gl.freeze)
+    return guards.GlobalLimits(rate=gl.rate, max_concurrent=gl.max_concurrent, freeze=gl.freeze)
 
 
 def _on_sighup(st: State) -> None:
     """SIGHUP: reload as a task of the runner (closed, and awaited, with it)."""
+
     async def reload() -> None:
         await st.reload_all()  # logs and counts its own problems
+
     if st.runner is not None:
         st.runner.spawn(reload())
 
@@ -603,17 +739,31 @@ async def _prune_forever(st: State) -> None:
     while True:
         ac = st.cfg.audit  # each pass: a reload may change it
         try:
-            done = await st.audit.run(lambda db, ac=ac: db.prune(  # type: ignore[misc]
-                now_ms=int(st.clock() * 1000), retention_s=ac.retention_s,
-                max_size_bytes=ac.max_size_bytes))
+            done = await st.audit.run(
+                lambda db, ac=ac: db.prune(  # type: ignore[misc]
+                    now_ms=int(st.clock() * 1000),
+                    retention_s=ac.retention_s,
+                    max_size_bytes=ac.max_size_bytes,
+                )
+            )
             head = await st.audit.run(lambda db: db.chain_head())
-            log.info("audit retention: deleted %d runs, %d events, %d notifications, "
-                     "%d episodes; %d bytes in use; chain head %s", done.runs, done.events,
-                     done.notifications, done.episodes, done.used_bytes, head)
+            log.info(
+                "audit retention: deleted %d runs, %d events, %d notifications, "
+                "%d episodes; %d bytes in use; chain head %s",
+                done.runs,
+                done.events,
+                done.notifications,
+                done.episodes,
+                done.used_bytes,
+                head,
+            )
             if done.over_cap:
-                log.warning("audit database still over audit.max_size_bytes (%d > %d): "
-                            "runs still active or the last hour hold it", done.used_bytes,
-                            ac.max_size_bytes)
+                log.warning(
+                    "audit database still over audit.max_size_bytes (%d > %d): "
+                    "runs still active or the last hour hold it",
+                    done.used_bytes,
+                    ac.max_size_bytes,
+                )
         except AuditError:
             log.exception("audit retention failed; trying again at the next interval")
         # real time, like _expire_forever: st.sleep is the runner's (a test's fake sleep
@@ -625,8 +775,9 @@ async def _expire_forever(st: State) -> None:
     assert st.audit is not None
     while True:
         try:
-            expired = await st.audit.run(lambda db: db.expire_approvals(
-                now_ms=int(st.clock() * 1000)))
+            expired = await st.audit.run(
+                lambda db: db.expire_approvals(now_ms=int(st.clock() * 1000))
+            )
             for run_id in expired:
                 log.info("approval of run %s expired", run_id)
             if expired and st.runner is not None:

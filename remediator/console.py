@@ -58,11 +58,16 @@ def add_routes(app: web.Application, src: Sources) -> None:
         except AuditError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         catalog = src.catalog()
-        return web.json_response({"paused": paused is not None, "paused_reason": paused,
-                                  "playbooks": len(catalog.entries),
-                                  "problems": len(catalog.problems),
-                                  "detector_url": src.detector_url},
-                                 headers=SECURITY_HEADERS)
+        return web.json_response(
+            {
+                "paused": paused is not None,
+                "paused_reason": paused,
+                "playbooks": len(catalog.entries),
+                "problems": len(catalog.problems),
+                "detector_url": src.detector_url,
+            },
+            headers=SECURITY_HEADERS,
+        )
 
     async def handle_simulate(request: web.Request) -> web.Response:
         if (problem := mediatype.json_problem(request.headers.get("Content-Type"))) is not None:
@@ -76,9 +81,12 @@ def add_routes(app: web.Application, src: Sources) -> None:
             return web.json_response({"error": "starting"}, status=503)
         catalog, cfg, now_ms = src.catalog(), src.cfg(), int(src.clock() * 1000)
         try:  # on the audit thread: cooldowns, rate limits and the kill switch, read only
-            reports = await audit.run(lambda db: [simulate(
-                a, catalog, src.registry, cfg, now_ms=now_ms, audit_log=db)
-                for a in alerts])
+            reports = await audit.run(
+                lambda db: [
+                    simulate(a, catalog, src.registry, cfg, now_ms=now_ms, audit_log=db)
+                    for a in alerts
+                ]
+            )
         except AuditError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"reports": reports}, headers=SECURITY_HEADERS)

@@ -43,11 +43,13 @@ class _Model(BaseModel):
 
 
 class UserEntry(_Model):
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
-                              description="lower-case hex SHA-256 of the user's token: "
-                              'printf %s "$TOKEN" | sha256sum')
-    groups: tuple[str, ...] = Field((), description="groups the user belongs to, for "
-                                    "playbooks' approvers.groups")
+    token_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description='lower-case hex SHA-256 of the user\'s token: printf %s "$TOKEN" | sha256sum',
+    )
+    groups: tuple[str, ...] = Field(
+        (), description="groups the user belongs to, for playbooks' approvers.groups"
+    )
 
     @field_validator("groups")
     @classmethod
@@ -70,13 +72,17 @@ class UsersFile(_Model):
             if not re.fullmatch(PERSON, name):
                 raise ValueError(f"{name!r} is not a user name (letters, digits, . _ @ + -)")
             if name.lower() in RESERVED_NAMES:
-                raise ValueError(f"{name!r} is the name the shared admin token is recorded "
-                                 "under; give this person another name")
+                raise ValueError(
+                    f"{name!r} is the name the shared admin token is recorded "
+                    "under; give this person another name"
+                )
         seen: dict[str, str] = {}
         for name, entry in value.items():
             if entry.token_sha256 in seen:  # one token would name two people
-                raise ValueError(f"users {seen[entry.token_sha256]} and {name} have the same "
-                                 "token; give each person their own")
+                raise ValueError(
+                    f"users {seen[entry.token_sha256]} and {name} have the same "
+                    "token; give each person their own"
+                )
             seen[entry.token_sha256] = name
         return value
 
@@ -125,7 +131,6 @@ class Identity:
         return {"by": self.name, "via": self.via.value}
 
 
-
 def _header_groups(value: str | None) -> frozenset[str]:
     """oauth2-proxy's X-Forwarded-Groups: comma-separated; names that are not valid
     group names are left out (they could never match a playbook's approvers)."""
@@ -144,10 +149,12 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
     wanted = name.lower()
     values = [v for k, v in headers.items() if k.lower() == wanted]
     if len(values) > 1:
-        raise IdentityError(f"the request carries the {name} header {len(values)} times; "
-                            "the proxy in front of the remediator must replace the header a "
-                            "client sends, not add another: refused, as the client could "
-                            "choose who it is")
+        raise IdentityError(
+            f"the request carries the {name} header {len(values)} times; "
+            "the proxy in front of the remediator must replace the header a "
+            "client sends, not add another: refused, as the client could "
+            "choose who it is"
+        )
     return values[0] if values else None
 
 
@@ -158,18 +165,28 @@ def trusted_user(headers: Mapping[str, str], header: str) -> str | None:
     value = header_value(headers, header)
     user = (value or "").strip()
     if "," in user:
-        raise IdentityError(f"the {header} header names more than one user ({len(user.split(','))} "
-                            "comma-separated values); the proxy in front of the remediator "
-                            "must replace the header a client sends, not add to it")
+        raise IdentityError(
+            f"the {header} header names more than one user ({len(user.split(','))} "
+            "comma-separated values); the proxy in front of the remediator "
+            "must replace the header a client sends, not add to it"
+        )
     if user.lower() in RESERVED_NAMES:
-        raise IdentityError(f"the {header} header names {ADMIN!r}, the name the shared admin "
-                            "token is recorded under; no person may take it")
+        raise IdentityError(
+            f"the {header} header names {ADMIN!r}, the name the shared admin "
+            "token is recorded under; no person may take it"
+        )
     return user or None
 
 
-def identify(*, credential: str | None, headers: Mapping[str, str], admin_token: str | None,
-             users: Users, trusted_user_header: str | None = None,
-             trusted_groups_header: str | None = None) -> Identity | None:
+def identify(
+    *,
+    credential: str | None,
+    headers: Mapping[str, str],
+    admin_token: str | None,
+    users: Users,
+    trusted_user_header: str | None = None,
+    trusted_groups_header: str | None = None,
+) -> Identity | None:
     """Who the request is from, by its credential (the token of its Authorization header,
     as ``servicekit.bearer.parse_credential`` read it); None when it has none we accept.
 
@@ -187,8 +204,9 @@ def identify(*, credential: str | None, headers: Mapping[str, str], admin_token:
         if trusted_user_header is not None:
             user = trusted_user(headers, trusted_user_header) or ""
             if re.fullmatch(PERSON, user):
-                extra = _header_groups(header_value(headers, trusted_groups_header)
-                                       if trusted_groups_header else None)
+                extra = _header_groups(
+                    header_value(headers, trusted_groups_header) if trusted_groups_header else None
+                )
                 return Identity(user, users.groups_of(user) | extra, Via.TRUSTED_HEADER)
         return Identity(ADMIN, frozenset(), Via.ADMIN_TOKEN)
     digest = hashlib.sha256(raw).hexdigest().encode("ascii")
@@ -201,20 +219,30 @@ def identify(*, credential: str | None, headers: Mapping[str, str], admin_token:
     return Identity(found, users.groups_of(found), Via.USER_TOKEN)
 
 
-def refusal(who: Identity, *, users: tuple[str, ...], groups: tuple[str, ...],
-            playbook: str) -> str | None:
+def refusal(
+    who: Identity, *, users: tuple[str, ...], groups: tuple[str, ...], playbook: str
+) -> str | None:
     """Why ``who`` may not decide on a run of ``playbook`` whose approvers are ``users``
     and ``groups`` (both empty: anyone with a credential may); None when they may."""
     if not users and not groups:
         return None
     if who.via is not Via.ADMIN_TOKEN and (who.name in users or who.groups & set(groups)):
         return None
-    named = "; ".join(part for part in (
-        f"users {', '.join(users)}" if users else "",
-        f"groups {', '.join(groups)}" if groups else "") if part)
+    named = "; ".join(
+        part
+        for part in (
+            f"users {', '.join(users)}" if users else "",
+            f"groups {', '.join(groups)}" if groups else "",
+        )
+        if part
+    )
     if who.via is Via.ADMIN_TOKEN:
-        return (f"playbook {playbook} names its approvers ({named}); the shared admin token "
-                "names nobody: use your own token from auth.users_file, or come through the "
-                "authenticating proxy")
-    return (f"{who.name} may not approve or reject runs of playbook {playbook}; its "
-            f"approvers are {named}")
+        return (
+            f"playbook {playbook} names its approvers ({named}); the shared admin token "
+            "names nobody: use your own token from auth.users_file, or come through the "
+            "authenticating proxy"
+        )
+    return (
+        f"{who.name} may not approve or reject runs of playbook {playbook}; its "
+        f"approvers are {named}"
+    )

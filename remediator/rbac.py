@@ -45,14 +45,22 @@ from remediator.errors import ConfigError
 # or the pod's StatefulSet, DaemonSet or Job, or a workload named by a label. A node
 # target is read with the node rules of the actions that act on nodes.
 RESOLVE: tuple[RbacRule, ...] = (
-    ("", "pods", ("get",)), ("apps", "replicasets", ("get",)),
-    ("apps", "deployments", ("get",)), ("apps", "statefulsets", ("get",)),
-    ("apps", "daemonsets", ("get",)), ("batch", "jobs", ("get",)),
+    ("", "pods", ("get",)),
+    ("apps", "replicasets", ("get",)),
+    ("apps", "deployments", ("get",)),
+    ("apps", "statefulsets", ("get",)),
+    ("apps", "daemonsets", ("get",)),
+    ("batch", "jobs", ("get",)),
 )
 # the kinds targets.resolve can return (Target.kind), and their resources
 KIND_RESOURCES: Mapping[str, str] = {
-    "deployment": "deployments", "statefulset": "statefulsets", "daemonset": "daemonsets",
-    "replicaset": "replicasets", "job": "jobs", "pod": "pods", "node": "nodes",
+    "deployment": "deployments",
+    "statefulset": "statefulsets",
+    "daemonset": "daemonsets",
+    "replicaset": "replicasets",
+    "job": "jobs",
+    "pod": "pods",
+    "node": "nodes",
 }
 CLUSTER_SCOPED = frozenset({"nodes"})
 READ_VERBS = frozenset({"get", "list", "watch"})
@@ -154,8 +162,9 @@ def _kinds(spec: ActionSpec, step_value: Any) -> set[str] | None:
     return allowed
 
 
-def _namespace_where(value: Any, guards_allow: tuple[str, ...] | None,
-                     deny: tuple[str, ...]) -> Where | None:
+def _namespace_where(
+    value: Any, guards_allow: tuple[str, ...] | None, deny: tuple[str, ...]
+) -> Where | None:
     """Where a step's ``namespace`` param puts it; None for no namespace."""
     if value is None:
         return None
@@ -186,8 +195,9 @@ def namespace_bounds(pb: Playbook) -> tuple[tuple[str, ...] | None, tuple[str, .
     return (tuple(sorted(allow)) if allow is not None else None), tuple(sorted(deny))
 
 
-def _step_needs(pb: Playbook, step: Step, acting: ActionSpec, rules_of: ActionSpec,
-                reason: str) -> list[Need]:
+def _step_needs(
+    pb: Playbook, step: Step, acting: ActionSpec, rules_of: ActionSpec, reason: str
+) -> list[Need]:
     """What ``rules_of``'s rules need when run with ``step``'s params (``acting`` is the
     step's own action: an inverse acts on the object its step acted on)."""
     g = Bounds(*namespace_bounds(pb))
@@ -214,11 +224,20 @@ def _step_needs(pb: Playbook, step: Step, acting: ActionSpec, rules_of: ActionSp
             reads = tuple(v for v in verbs if v in READ_VERBS)
             writes = tuple(v for v in verbs if v not in READ_VERBS)
             if reads:
-                out.append(Need(pb.name, Where("cluster"), group, resource, reads,
-                                reason + " (in every namespace)"))
+                out.append(
+                    Need(
+                        pb.name,
+                        Where("cluster"),
+                        group,
+                        resource,
+                        reads,
+                        reason + " (in every namespace)",
+                    )
+                )
             if writes:
-                out.append(Need(pb.name, Where("every", deny=g.deny), group, resource,
-                                writes, reason))
+                out.append(
+                    Need(pb.name, Where("every", deny=g.deny), group, resource, writes, reason)
+                )
             continue
         out.append(Need(pb.name, place, group, resource, verbs, reason))
     return out
@@ -231,8 +250,10 @@ def needs(catalog: Catalog, registry: ActionRegistry) -> list[Need]:
         pb = entry.playbook
         undo = pb.spec.undo
         steps = [(s, f"{s.action} (step {s.name})") for s in pb.spec.steps]
-        steps += [(s, f"{s.action} (undo step {s.name})")
-                  for s in (undo if isinstance(undo, tuple) else ())]
+        steps += [
+            (s, f"{s.action} (undo step {s.name})")
+            for s in (undo if isinstance(undo, tuple) else ())
+        ]
         mine: list[Need] = []
         cluster = False
         for step, reason in steps:
@@ -246,13 +267,20 @@ def needs(catalog: Catalog, registry: ActionRegistry) -> list[Need]:
                 spec = registry.get(step.action)
                 inverse = registry.get(spec.inverse) if spec and spec.inverse else None
                 if spec is not None and inverse is not None:
-                    mine += _step_needs(pb, step, spec, inverse,
-                                        f"{inverse.name} (automatic undo of step {step.name})")
+                    mine += _step_needs(
+                        pb,
+                        step,
+                        spec,
+                        inverse,
+                        f"{inverse.name} (automatic undo of step {step.name})",
+                    )
         if cluster:
             g = Bounds(*namespace_bounds(pb))
             where = Where("alert", allow=g.allow, deny=g.deny)
-            mine += [Need(pb.name, where, group, resource, verbs, "target resolution")
-                     for group, resource, verbs in RESOLVE]
+            mine += [
+                Need(pb.name, where, group, resource, verbs, "target resolution")
+                for group, resource, verbs in RESOLVE
+            ]
         out += mine
     return out
 
@@ -263,11 +291,24 @@ def own_needs() -> list[Need]:
     create cannot be)."""
     own = Where("own")
     return [
-        Need(OWN, own, "coordination.k8s.io", "leases", ("create", "get", "update"),
-             "leader election and per-target locks"),
+        Need(
+            OWN,
+            own,
+            "coordination.k8s.io",
+            "leases",
+            ("create", "get", "update"),
+            "leader election and per-target locks",
+        ),
         Need(OWN, own, "", "configmaps", ("create",), "creating the shared run state"),
-        Need(OWN, own, "", "configmaps", ("get", "update"), "the shared run state",
-             (STATE_CONFIGMAP,)),
+        Need(
+            OWN,
+            own,
+            "",
+            "configmaps",
+            ("get", "update"),
+            "the shared run state",
+            (STATE_CONFIGMAP,),
+        ),
     ]
 
 
@@ -276,25 +317,34 @@ def parse_namespaces(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    bad = [n for n in names
-           if targets.name_problem(n, targets.TARGET_LABELS["namespace"]) is not None]
+    bad = [
+        n for n in names if targets.name_problem(n, targets.TARGET_LABELS["namespace"]) is not None
+    ]
     if bad or not names:
         why = f"; not namespace names: {', '.join(bad)}" if bad else ""
-        raise ConfigError(f"--namespaces {text!r}: expected namespace names separated by "
-                          f"commas, e.g. shop,payments{why}")
+        raise ConfigError(
+            f"--namespaces {text!r}: expected namespace names separated by "
+            f"commas, e.g. shop,payments{why}"
+        )
     return names
 
 
-def place(all_needs: Iterable[Need], *, namespaces: Sequence[str] | None,
-          cluster_wide_evictions: bool = False, own_namespace: str) -> list[Grant]:
+def place(
+    all_needs: Iterable[Need],
+    *,
+    namespaces: Sequence[str] | None,
+    cluster_wide_evictions: bool = False,
+    own_namespace: str,
+) -> list[Grant]:
     """Each need in the namespaces it applies to; ConfigError naming every playbook that
     may act in any namespace when ``namespaces`` (``--namespaces``) is None."""
     unplaced: dict[str, set[str]] = defaultdict(set)
     out: list[Grant] = []
     for need in all_needs:
         w, resource = need.where, need.resource
-        if w.kind == "cluster" or (w.kind == "every" and cluster_wide_evictions
-                                   and resource == "pods/eviction"):
+        if w.kind == "cluster" or (
+            w.kind == "every" and cluster_wide_evictions and resource == "pods/eviction"
+        ):
             spots: list[str | None] = [None]
         elif w.kind == "own":
             spots = [own_namespace]
@@ -307,15 +357,18 @@ def place(all_needs: Iterable[Need], *, namespaces: Sequence[str] | None,
             continue
         else:
             spots = [n for n in namespaces if n not in w.deny]
-        out += [Grant(s, need.group, resource, need.verbs, need.resource_names, need.playbook)
-                for s in spots]
+        out += [
+            Grant(s, need.group, resource, need.verbs, need.resource_names, need.playbook)
+            for s in spots
+        ]
     if unplaced:
         which = "; ".join(f"{pb} ({', '.join(sorted(a))})" for pb, a in sorted(unplaced.items()))
         raise ConfigError(
             "refusing to grant cluster-wide write access: these playbooks may act in any "
             f"namespace (no guards.namespaces.allow): {which}. Name the namespaces they may "
             "act in with --namespaces a,b (their deny lists still apply), or give each an "
-            "allow-list")
+            "allow-list"
+        )
     return out
 
 
@@ -336,24 +389,37 @@ def _rules(grants: Iterable[Grant]) -> list[dict[str, Any]]:
     return rules
 
 
-def _pair(kind: str, name: str, namespace: str | None, rules: list[dict[str, Any]],
-          subject: list[dict[str, str]], playbooks: str) -> list[dict[str, Any]]:
+def _pair(
+    kind: str,
+    name: str,
+    namespace: str | None,
+    rules: list[dict[str, Any]],
+    subject: list[dict[str, str]],
+    playbooks: str,
+) -> list[dict[str, Any]]:
     meta: dict[str, Any] = {"name": name}
     if namespace is not None:
         meta["namespace"] = namespace
     meta["labels"] = {"app.kubernetes.io/name": "vigil-remediator"}
-    role = {"apiVersion": RBAC_API, "kind": kind,
-            "metadata": {**meta, "annotations": {"vigil.dev/playbooks": playbooks}},
-            "rules": rules}
-    binding = {"apiVersion": RBAC_API, "kind": f"{kind}Binding", "metadata": dict(meta),
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind,
-                           "name": name},
-               "subjects": subject}
+    role = {
+        "apiVersion": RBAC_API,
+        "kind": kind,
+        "metadata": {**meta, "annotations": {"vigil.dev/playbooks": playbooks}},
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": RBAC_API,
+        "kind": f"{kind}Binding",
+        "metadata": dict(meta),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+        "subjects": subject,
+    }
     return [role, binding]
 
 
-def objects(grants: Sequence[Grant], *, namespace: str,
-            service_account: str = "vigil-remediator") -> list[dict[str, Any]]:
+def objects(
+    grants: Sequence[Grant], *, namespace: str, service_account: str = "vigil-remediator"
+) -> list[dict[str, Any]]:
     """The Role/RoleBinding per namespace, the ClusterRole/ClusterRoleBinding when some
     grant is cluster-wide, and the remediator's own Role, as dicts ready for YAML."""
     subject = [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
@@ -366,53 +432,76 @@ def objects(grants: Sequence[Grant], *, namespace: str,
 
     cluster = [g for g in acting if g.namespace is None]
     if cluster:
-        out += _pair("ClusterRole", service_account, None, _rules(cluster), subject,
-                     who(cluster))
+        out += _pair("ClusterRole", service_account, None, _rules(cluster), subject, who(cluster))
     for ns in sorted({g.namespace for g in acting if g.namespace is not None}):
         here = [g for g in acting if g.namespace == ns]
         out += _pair("Role", service_account, ns, _rules(here), subject, who(here))
     if own:
-        out += _pair("Role", f"{service_account}-coordination", namespace, _rules(own),
-                     subject, OWN)
+        out += _pair(
+            "Role", f"{service_account}-coordination", namespace, _rules(own), subject, OWN
+        )
     return out
 
 
-def render(catalog: Catalog, registry: ActionRegistry, *, namespace: str,
-           service_account: str = "vigil-remediator", replicas: bool = True,
-           namespaces: Sequence[str] | None = None,
-           cluster_wide_evictions: bool = False) -> list[dict[str, Any]]:
+def render(
+    catalog: Catalog,
+    registry: ActionRegistry,
+    *,
+    namespace: str,
+    service_account: str = "vigil-remediator",
+    replicas: bool = True,
+    namespaces: Sequence[str] | None = None,
+    cluster_wide_evictions: bool = False,
+) -> list[dict[str, Any]]:
     """The RBAC objects for ``catalog``: ``needs`` placed by ``place``, then ``objects``."""
     all_needs = needs(catalog, registry) + (own_needs() if replicas else [])
-    grants = place(all_needs, namespaces=namespaces, own_namespace=namespace,
-                   cluster_wide_evictions=cluster_wide_evictions)
+    grants = place(
+        all_needs,
+        namespaces=namespaces,
+        own_namespace=namespace,
+        cluster_wide_evictions=cluster_wide_evictions,
+    )
     return objects(grants, namespace=namespace, service_account=service_account)
 
 
-def notes(catalog: Catalog, registry: ActionRegistry, *,
-          namespaces: Sequence[str] | None,
-          cluster_wide_evictions: bool = False) -> list[str]:
+def notes(
+    catalog: Catalog,
+    registry: ActionRegistry,
+    *,
+    namespaces: Sequence[str] | None,
+    cluster_wide_evictions: bool = False,
+) -> list[str]:
     """What the output's reader must know: where ``--namespaces`` was used instead of an
     allow-list, and why each cluster-wide rule is there."""
     found = needs(catalog, registry)
     lines = []
-    for pb, where in sorted({(n.playbook, n.where) for n in found
-                             if n.where.needs_given}, key=lambda p: (p[0], p[1].kind)):
+    for pb, where in sorted(
+        {(n.playbook, n.where) for n in found if n.where.needs_given},
+        key=lambda p: (p[0], p[1].kind),
+    ):
         if where.kind == "every" and cluster_wide_evictions:
             continue
         kept = [n for n in namespaces or () if n not in where.deny]
-        lines.append(f"{pb}: no namespace allow-list bounds it; granted in --namespaces "
-                     f"minus its deny list: {', '.join(kept) or 'none'}")
+        lines.append(
+            f"{pb}: no namespace allow-list bounds it; granted in --namespaces "
+            f"minus its deny list: {', '.join(kept) or 'none'}"
+        )
     for need in found:
         cluster = need.where.kind == "cluster" or (
-            need.where.kind == "every" and cluster_wide_evictions
-            and need.resource == "pods/eviction")
+            need.where.kind == "every"
+            and cluster_wide_evictions
+            and need.resource == "pods/eviction"
+        )
         if cluster:
-            lines.append(f"{need.playbook}: cluster-wide {'/'.join(need.verbs)} "
-                         f"{need.group or 'core'}/{need.resource}: {need.reason}")
-    if any(n.where.kind == "every" for n in found) \
-            and not cluster_wide_evictions:
-        lines.append("kubernetes.drain evicts only in the namespaces above; a node running "
-                     "pods elsewhere drains incompletely (403) unless --cluster-wide-evictions")
+            lines.append(
+                f"{need.playbook}: cluster-wide {'/'.join(need.verbs)} "
+                f"{need.group or 'core'}/{need.resource}: {need.reason}"
+            )
+    if any(n.where.kind == "every" for n in found) and not cluster_wide_evictions:
+        lines.append(
+            "kubernetes.drain evicts only in the namespaces above; a node running "
+            "pods elsewhere drains incompletely (403) unless --cluster-wide-evictions"
+        )
     return list(dict.fromkeys(lines))
 
 
@@ -424,18 +513,29 @@ def table(all_needs: Iterable[Need]) -> str:
         name = f"{n.group}/{n.resource}" if n.group else n.resource
         if n.resource_names:
             name += f" ({', '.join(n.resource_names)} only)"
-        key = (n.playbook, order[n.where.kind], n.where.describe(), n.reason,
-               ", ".join(sorted(n.verbs)))
+        key = (
+            n.playbook,
+            order[n.where.kind],
+            n.where.describe(),
+            n.reason,
+            ", ".join(sorted(n.verbs)),
+        )
         rows[key].append(name)
     lines = ["| playbook | where | resources | verbs | needed by |", "|---|---|---|---|---|"]
     for (pb, _, where, reason, verbs), names in sorted(rows.items()):
-        lines.append(f"| {pb} | {where} | {', '.join(sorted(set(names)))} | {verbs} "
-                     f"| {reason} |")
+        lines.append(f"| {pb} | {where} | {', '.join(sorted(set(names)))} | {verbs} | {reason} |")
     return "\n".join(lines) + "\n"
 
 
-def allows(objects: list[dict[str, Any]], *, group: str, resource: str, verb: str,
-           namespace: str | None, name: str | None = None) -> bool:
+def allows(
+    objects: list[dict[str, Any]],
+    *,
+    group: str,
+    resource: str,
+    verb: str,
+    namespace: str | None,
+    name: str | None = None,
+) -> bool:
     """Whether the rendered RBAC grants ``verb`` on ``group/resource`` in ``namespace``
     (None or "": a cluster-wide request) for the object ``name`` (tests check the API
     double's request log against it)."""
@@ -448,7 +548,10 @@ def allows(objects: list[dict[str, Any]], *, group: str, resource: str, verb: st
             names = rule.get("resourceNames")
             if names and name not in names:
                 continue
-            if group in rule["apiGroups"] and resource in rule["resources"] \
-                    and verb in rule["verbs"]:
+            if (
+                group in rule["apiGroups"]
+                and resource in rule["resources"]
+                and verb in rule["verbs"]
+            ):
                 return True
     return False

@@ -42,8 +42,9 @@ def bare_url(url: str) -> str:
         return url
     if not parts.scheme or not parts.netloc:
         return url
-    netloc = (f"[{host}]" if host and ":" in host else host or "") + \
-        (f":{port}" if port is not None else "")
+    netloc = (f"[{host}]" if host and ":" in host else host or "") + (
+        f":{port}" if port is not None else ""
+    )
     bare = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     return bare + ("?..." if parts.query else "")
 
@@ -75,8 +76,13 @@ def _parts(value: str) -> set[str]:
 
 def _encodings(part: str) -> set[str]:
     """How an echoing endpoint or a library may have written ``part``."""
-    return {part, json.dumps(part)[1:-1], part.replace("/", "\\/"), quote(part, safe=""),
-            quote(part, safe="/:")}
+    return {
+        part,
+        json.dumps(part)[1:-1],
+        part.replace("/", "\\/"),
+        quote(part, safe=""),
+        quote(part, safe="/:"),
+    }
 
 
 def redact_tree(value: Any, redact: Callable[[str], str]) -> Any:

@@ -24,8 +24,9 @@ from remediator.errors import ConfigError
 # auth not listed) needs a restart: listeners, TLS, the audit file, cluster identity,
 # tokens read at start, peers' clients
 RELOADABLE = frozenset({"guards", "http", "max_alerts_per_webhook", "audit"})
-RELOADABLE_AUTH = frozenset({"users_file", "groups", "trusted_user_header",
-                             "trusted_groups_header"})
+RELOADABLE_AUTH = frozenset(
+    {"users_file", "groups", "trusted_user_header", "trusted_groups_header"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,13 @@ def _lines(exc: ConfigError) -> list[str]:
     return [line for line in str(exc).splitlines() if line.strip()]
 
 
-def prepare(*, load_config: Callable[[], RemediatorConfig] | None,
-            current: RemediatorConfig, playbook_dirs: Sequence[Path],
-            registry: ActionRegistry) -> Prepared:
+def prepare(
+    *,
+    load_config: Callable[[], RemediatorConfig] | None,
+    current: RemediatorConfig,
+    playbook_dirs: Sequence[Path],
+    registry: ActionRegistry,
+) -> Prepared:
     """Read and validate the config, its users file and the playbooks; every problem
     of all three, each ``file:line: path: message`` where the file says where. Without
     ``load_config`` (no --config) the current config stays and only the playbooks and
@@ -81,8 +86,11 @@ def restart_only(old: RemediatorConfig, new: RemediatorConfig) -> list[str]:
             continue
         before, after = getattr(old, name), getattr(new, name)
         if name == "auth":
-            out += [f"auth.{f}" for f in type(before).model_fields
-                    if f not in RELOADABLE_AUTH and getattr(before, f) != getattr(after, f)]
+            out += [
+                f"auth.{f}"
+                for f in type(before).model_fields
+                if f not in RELOADABLE_AUTH and getattr(before, f) != getattr(after, f)
+            ]
         elif before != after:
             out.append(name)
     return out

@@ -138,6 +138,7 @@ def parse_report(text: str | bytes) -> Report:
 
 # -- the core -------------------------------------------------------------------------------
 
+
 @dataclass
 class _Episode:
     alertname: str
@@ -185,8 +186,9 @@ def _episodes(records: Iterable[EpisodeRecord], runs: Sequence[RunRecord]) -> li
     merged: dict[tuple[str, tuple[tuple[str, str], ...], int], _Episode] = {}
     for rec in records:
         series = _series(rec.labels)
-        ep = merged.setdefault((rec.alertname, series, rec.starts_ms),
-                               _Episode(rec.alertname, series, []))
+        ep = merged.setdefault(
+            (rec.alertname, series, rec.starts_ms), _Episode(rec.alertname, series, [])
+        )
         ep.parts.append(rec)
     by_key = {(p.fingerprint, p.starts_at): ep for ep in merged.values() for p in ep.parts}
     for run in runs:
@@ -229,10 +231,17 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def build_report(*, episodes: Sequence[EpisodeRecord], runs: Sequence[RunRecord],
-                 events: Sequence[EventRecord], silences: Sequence[Silence] | None,
-                 now_ms: int, since_ms: int, self_resolve_s: float = SELF_RESOLVE_S,
-                 notes: Sequence[str] = ()) -> Report:
+def build_report(
+    *,
+    episodes: Sequence[EpisodeRecord],
+    runs: Sequence[RunRecord],
+    events: Sequence[EventRecord],
+    silences: Sequence[Silence] | None,
+    now_ms: int,
+    since_ms: int,
+    self_resolve_s: float = SELF_RESOLVE_S,
+    notes: Sequence[str] = (),
+) -> Report:
     """The review of ``[since_ms, now_ms]``. ``silences`` None: Alertmanager's silences are
     unknown (say why in ``notes``); the report is complete otherwise."""
     limit_ms = int(self_resolve_s * 1000)
@@ -250,11 +259,11 @@ def build_report(*, episodes: Sequence[EpisodeRecord], runs: Sequence[RunRecord]
     matched: set[str] = set()
     for name in sorted(set(by_alert) | set(runs_by_alert)):
         mine, alert_runs = by_alert.get(name, []), runs_by_alert.get(name, [])
-        hit = [s for s in window
-               if any(s.matches(dict(p.labels)) for ep in mine for p in ep.parts)]
+        hit = [s for s in window if any(s.matches(dict(p.labels)) for ep in mine for p in ep.parts)]
         matched.update(s.id for s in hit)
-        stats = _alert_stats(name, mine, alert_runs, facts, limit_ms,
-                             None if silences is None else len(hit))
+        stats = _alert_stats(
+            name, mine, alert_runs, facts, limit_ms, None if silences is None else len(hit)
+        )
         alerts.append(stats)
         suggestions += _alert_suggestions(stats, mine, hit, limit_ms)
     playbooks = _playbook_stats(runs, facts)
@@ -262,35 +271,58 @@ def build_report(*, episodes: Sequence[EpisodeRecord], runs: Sequence[RunRecord]
         suggestions += _playbook_suggestions(pb, runs)
     extra = list(notes)
     if silences is not None and (unmatched := len(window) - len(matched)):
-        extra.append(f"{unmatched} silence(s) created in the window match no alert seen in "
-                     "it (Alertmanager does not notify silenced alerts, so an alert silenced "
-                     "before it fired leaves no trace here)")
+        extra.append(
+            f"{unmatched} silence(s) created in the window match no alert seen in "
+            "it (Alertmanager does not notify silenced alerts, so an alert silenced "
+            "before it fired leaves no trace here)"
+        )
     alerts.sort(key=lambda a: (-a.episodes, a.alertname))
-    return Report(generated_ms=now_ms, since_ms=since_ms, self_resolve_s=self_resolve_s,
-                  silences_checked=silences is not None, notes=tuple(extra),
-                  episodes=len(eps), runs=len(runs), alerts=tuple(alerts),
-                  playbooks=tuple(playbooks), noisiest=_noisiest(eps, limit_ms),
-                  suggestions=tuple(suggestions))
+    return Report(
+        generated_ms=now_ms,
+        since_ms=since_ms,
+        self_resolve_s=self_resolve_s,
+        silences_checked=silences is not None,
+        notes=tuple(extra),
+        episodes=len(eps),
+        runs=len(runs),
+        alerts=tuple(alerts),
+        playbooks=tuple(playbooks),
+        noisiest=_noisiest(eps, limit_ms),
+        suggestions=tuple(suggestions),
+    )
 
 
-def _alert_stats(name: str, eps: list[_Episode], runs: list[RunRecord],
-                 facts: Mapping[str, _RunFacts], limit_ms: int,
-                 silences: int | None) -> AlertStats:
+def _alert_stats(
+    name: str,
+    eps: list[_Episode],
+    runs: list[RunRecord],
+    facts: Mapping[str, _RunFacts],
+    limit_ms: int,
+    silences: int | None,
+) -> AlertStats:
     durations = [d / 1000 for ep in eps if (d := ep.duration_ms) is not None]
     peaks = [p for ep in eps if (p := ep.peak) is not None]
     return AlertStats(
-        alertname=name, episodes=len(eps), open=len(eps) - len(durations),
+        alertname=name,
+        episodes=len(eps),
+        open=len(eps) - len(durations),
         self_resolved=sum(ep.self_resolved(limit_ms) for ep in eps),
-        duration_total_s=sum(durations), duration_median_s=_median(durations),
-        duration_p90_s=_p90(durations), peak_score_median=_median(peaks), silences=silences,
-        runs=len(runs), runs_acted=sum(_acted(r) for r in runs),
+        duration_total_s=sum(durations),
+        duration_median_s=_median(durations),
+        duration_p90_s=_p90(durations),
+        peak_score_median=_median(peaks),
+        silences=silences,
+        runs=len(runs),
+        runs_acted=sum(_acted(r) for r in runs),
         runs_verified=sum(_verified(facts[r.id]) for r in runs if r.id in facts),
         runs_undone=sum(_undone(r, facts.get(r.id, _RunFacts())) for r in runs),
-        escalations=sum(facts[r.id].escalated for r in runs if r.id in facts))
+        escalations=sum(facts[r.id].escalated for r in runs if r.id in facts),
+    )
 
 
-def _playbook_stats(runs: Sequence[RunRecord],
-                    facts: Mapping[str, _RunFacts]) -> list[PlaybookStats]:
+def _playbook_stats(
+    runs: Sequence[RunRecord], facts: Mapping[str, _RunFacts]
+) -> list[PlaybookStats]:
     by_pb: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
         by_pb[run.playbook].append(run)
@@ -298,16 +330,23 @@ def _playbook_stats(runs: Sequence[RunRecord],
     for name in sorted(by_pb):
         mine = by_pb[name]
         fs = [facts.get(r.id, _RunFacts()) for r in mine]
-        refused = Counter(f.refused_by or "other" for r, f in zip(mine, fs, strict=True)
-                          if r.state is RunState.REFUSED)
-        out.append(PlaybookStats(
-            playbook=name, runs=len(mine),
-            states=dict(sorted(Counter(r.state.value for r in mine).items())),
-            verified=sum(_verified(f) for f in fs),
-            verification_failed=sum("failed" in f.verify for f in fs),
-            undone=sum(_undone(r, f) for r, f in zip(mine, fs, strict=True)),
-            escalations=sum(f.escalated for f in fs),
-            refused_by=dict(sorted(refused.items()))))
+        refused = Counter(
+            f.refused_by or "other"
+            for r, f in zip(mine, fs, strict=True)
+            if r.state is RunState.REFUSED
+        )
+        out.append(
+            PlaybookStats(
+                playbook=name,
+                runs=len(mine),
+                states=dict(sorted(Counter(r.state.value for r in mine).items())),
+                verified=sum(_verified(f) for f in fs),
+                verification_failed=sum("failed" in f.verify for f in fs),
+                undone=sum(_undone(r, f) for r, f in zip(mine, fs, strict=True)),
+                escalations=sum(f.escalated for f in fs),
+                refused_by=dict(sorted(refused.items())),
+            )
+        )
     return out
 
 
@@ -319,15 +358,22 @@ def _noisiest(eps: Sequence[_Episode], limit_ms: int) -> tuple[SeriesStats, ...]
     for (name, series), mine in groups.items():
         quiet = sum(ep.self_resolved(limit_ms) for ep in mine)
         durations = [d / 1000 for ep in mine if (d := ep.duration_ms) is not None]
-        rows.append(SeriesStats(alertname=name, labels=dict(series), episodes=len(mine),
-                                self_resolved=quiet, self_resolved_share=quiet / len(mine),
-                                duration_median_s=_median(durations)))
-    rows.sort(key=lambda s: (-s.episodes, -s.self_resolved, s.alertname,
-                             sorted(s.labels.items())))
+        rows.append(
+            SeriesStats(
+                alertname=name,
+                labels=dict(series),
+                episodes=len(mine),
+                self_resolved=quiet,
+                self_resolved_share=quiet / len(mine),
+                duration_median_s=_median(durations),
+            )
+        )
+    rows.sort(key=lambda s: (-s.episodes, -s.self_resolved, s.alertname, sorted(s.labels.items())))
     return tuple(rows[:TOP_SERIES])
 
 
 # -- suggestions ----------------------------------------------------------------------------
+
 
 def score_threshold(peaks: Sequence[float]) -> tuple[float, int] | None:
     """The threshold at or above which at most half of ``peaks`` lie, dropping as few as
@@ -363,8 +409,9 @@ def _dur(seconds: float | None) -> str:
     return "".join(shown[:2])
 
 
-def _alert_suggestions(stats: AlertStats, eps: list[_Episode], hit: list[Silence],
-                       limit_ms: int) -> list[Suggestion]:
+def _alert_suggestions(
+    stats: AlertStats, eps: list[_Episode], hit: list[Silence], limit_ms: int
+) -> list[Suggestion]:
     name, n, out = stats.alertname, stats.episodes, []
     detector = next((ep.detector for ep in eps if ep.detector), None)
     peaks = [p for ep in eps if (p := ep.peak) is not None]
@@ -376,14 +423,23 @@ def _alert_suggestions(stats: AlertStats, eps: list[_Episode], hit: list[Silence
             where = f"`{setting}` in the detector config"
         else:
             setting, where = f"score threshold of {name}", f"the score threshold of {name}"
-        out.append(Suggestion(
-            kind="score_threshold", subject=name, setting=setting, proposed=str(y),
-            episodes=len(peaks), episodes_after=keep, text=(
-                f"{name}: raise {where} from its current value (at most {low}, the lowest "
-                f"peak score that fired) to {y}. {keep} of {len(peaks)} episodes peaked at "
-                f"or above {y}, so at most {keep} would have fired; the other "
-                f"{len(peaks) - keep} peaked between {low} and {sorted(peaks)[-keep - 1]} "
-                f"(median peak {_num(stats.peak_score_median)}).")))
+        out.append(
+            Suggestion(
+                kind="score_threshold",
+                subject=name,
+                setting=setting,
+                proposed=str(y),
+                episodes=len(peaks),
+                episodes_after=keep,
+                text=(
+                    f"{name}: raise {where} from its current value (at most {low}, the lowest "
+                    f"peak score that fired) to {y}. {keep} of {len(peaks)} episodes peaked at "
+                    f"or above {y}, so at most {keep} would have fired; the other "
+                    f"{len(peaks) - keep} peaked between {low} and {sorted(peaks)[-keep - 1]} "
+                    f"(median peak {_num(stats.peak_score_median)})."
+                ),
+            )
+        )
     durations = sorted(d for ep in eps if (d := ep.duration_ms) is not None)
     short = sum(d <= limit_ms for d in durations)
     if len(durations) >= MIN_EPISODES and 2 * short > len(durations):
@@ -391,26 +447,46 @@ def _alert_suggestions(stats: AlertStats, eps: list[_Episode], hit: list[Silence
         minutes = durations[len(durations) - k - 1] // 60_000 + 1
         after = sum(d > minutes * 60_000 for d in durations) + stats.open
         if detector is not None:
-            setting, change = f"alerts[name={name}].for_s", \
-                f"raise `alerts[name={name}].for_s` by {minutes * 60} (seconds)"
+            setting, change = (
+                f"alerts[name={name}].for_s",
+                f"raise `alerts[name={name}].for_s` by {minutes * 60} (seconds)",
+            )
         else:
             setting, change = f"for of {name}", f"lengthen `for` of the rule {name} by {minutes}m"
-        out.append(Suggestion(
-            kind="lengthen_for", subject=name, setting=setting, proposed=f"+{minutes}m",
-            episodes=n, episodes_after=after, text=(
-                f"{name}: {change}. {short} of {len(durations)} resolved episodes lasted "
-                f"{_dur(limit_ms / 1000)} or less ({stats.self_resolved} resolved with no "
-                f"remediation; median {_dur(stats.duration_median_s)}); only {after} of {n} "
-                f"episodes lasted longer than {minutes}m or are still open, so at most "
-                f"{after} would have fired. Every real {name} would page {minutes}m later.")))
+        out.append(
+            Suggestion(
+                kind="lengthen_for",
+                subject=name,
+                setting=setting,
+                proposed=f"+{minutes}m",
+                episodes=n,
+                episodes_after=after,
+                text=(
+                    f"{name}: {change}. {short} of {len(durations)} resolved episodes lasted "
+                    f"{_dur(limit_ms / 1000)} or less ({stats.self_resolved} resolved with no "
+                    f"remediation; median {_dur(stats.duration_median_s)}); only {after} of {n} "
+                    f"episodes lasted longer than {minutes}m or are still open, so at most "
+                    f"{after} would have fired. Every real {name} would page {minutes}m later."
+                ),
+            )
+        )
     if len(hit) >= MIN_SILENCES:
         who = ", ".join(sorted({s.created_by or "?" for s in hit}))
-        out.append(Suggestion(
-            kind="silenced", subject=name, setting=None, proposed=None, episodes=n,
-            episodes_after=None, text=(
-                f"{name}: silenced {len(hit)} times in the window (by {who}) for {n} "
-                f"episodes: people mute it rather than act on it. Fix what it detects, "
-                f"route it to a ticket instead of a page, or remove it.")))
+        out.append(
+            Suggestion(
+                kind="silenced",
+                subject=name,
+                setting=None,
+                proposed=None,
+                episodes=n,
+                episodes_after=None,
+                text=(
+                    f"{name}: silenced {len(hit)} times in the window (by {who}) for {n} "
+                    f"episodes: people mute it rather than act on it. Fix what it detects, "
+                    f"route it to a ticket instead of a page, or remove it."
+                ),
+            )
+        )
     return out
 
 
@@ -419,38 +495,70 @@ def _playbook_suggestions(pb: PlaybookStats, runs: Sequence[RunRecord]) -> list[
     acted = sum(1 for r in runs if r.playbook == pb.playbook and _acted(r))
     if pb.undone:
         alerts = ", ".join(sorted({r.alertname for r in runs if r.playbook == pb.playbook}))
-        out.append(Suggestion(
-            kind="undone", subject=pb.playbook, setting=None, proposed=None, episodes=acted,
-            episodes_after=None, text=(
-                f"playbook {pb.playbook}: {pb.undone} of {acted} runs that acted were undone "
-                f"({pb.verification_failed} failed verification): its steps did not fix "
-                f"{alerts}. Fix the steps or the verify query, or set mode: approval until "
-                "they work.")))
+        out.append(
+            Suggestion(
+                kind="undone",
+                subject=pb.playbook,
+                setting=None,
+                proposed=None,
+                episodes=acted,
+                episodes_after=None,
+                text=(
+                    f"playbook {pb.playbook}: {pb.undone} of {acted} runs that acted were undone "
+                    f"({pb.verification_failed} failed verification): its steps did not fix "
+                    f"{alerts}. Fix the steps or the verify query, or set mode: approval until "
+                    "they work."
+                ),
+            )
+        )
     refused = sum(pb.refused_by.values())
     if refused >= MIN_SILENCES and 2 * refused >= pb.runs:
         guard, count = max(pb.refused_by.items(), key=lambda kv: (kv[1], kv[0]))
-        setting, why = _REFUSALS.get(guard, (f"guards.{guard}", (
-            "check that these refusals are intended, or stop matching these alerts")))
-        out.append(Suggestion(
-            kind="refused", subject=pb.playbook, setting=setting, proposed=None,
-            episodes=pb.runs, episodes_after=None, text=(
-                f"playbook {pb.playbook}: refused {refused} of {pb.runs} runs, {count} by "
-                f"the {guard} guard ({setting}): {why}.")))
+        setting, why = _REFUSALS.get(
+            guard,
+            (
+                f"guards.{guard}",
+                ("check that these refusals are intended, or stop matching these alerts"),
+            ),
+        )
+        out.append(
+            Suggestion(
+                kind="refused",
+                subject=pb.playbook,
+                setting=setting,
+                proposed=None,
+                episodes=pb.runs,
+                episodes_after=None,
+                text=(
+                    f"playbook {pb.playbook}: refused {refused} of {pb.runs} runs, {count} by "
+                    f"the {guard} guard ({setting}): {why}."
+                ),
+            )
+        )
     return out
 
 
 _REFUSALS = {  # guard -> (its playbook setting, what many refusals by it mean)
-    "cooldown": ("guards.cooldown_s", "its alert came back on a target within the cooldown "
-                 "of an earlier run there, so the fix does not last; fix the cause, or let a "
-                 "person handle it"),
-    "rate": ("guards.rate", "more alerts than the rate limit lets it act on; find why the "
-             "alert fires so often before raising the limit"),
-    "silence": ("guards.respect_silences", "its alerts were silenced when the runs were "
-                "decided; people are already handling them"),
+    "cooldown": (
+        "guards.cooldown_s",
+        "its alert came back on a target within the cooldown "
+        "of an earlier run there, so the fix does not last; fix the cause, or let a "
+        "person handle it",
+    ),
+    "rate": (
+        "guards.rate",
+        "more alerts than the rate limit lets it act on; find why the "
+        "alert fires so often before raising the limit",
+    ),
+    "silence": (
+        "guards.respect_silences",
+        "its alerts were silenced when the runs were decided; people are already handling them",
+    ),
 }
 
 
 # -- Markdown -------------------------------------------------------------------------------
+
 
 def _ts(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -475,36 +583,61 @@ def _counts(counts: Mapping[str, int]) -> str:
 
 def render_markdown(r: Report) -> str:
     lines = [
-        "# Alert-quality review", "",
+        "# Alert-quality review",
+        "",
         f"{_ts(r.since_ms)} → {_ts(r.generated_ms)} "
         f"({_dur((r.generated_ms - r.since_ms) / 1000)}): {r.episodes} episodes of "
         f"{len(r.alerts)} alerts, {r.runs} runs of {len(r.playbooks)} playbooks. "
         f"*Self-resolved*: resolved within {_dur(r.self_resolve_s)} with no remediation "
-        "acting on it.", ""]
+        "acting on it.",
+        "",
+    ]
     lines += [f"> {note}" for note in r.notes] + ([""] if r.notes else [])
     lines += ["## Suggested changes", ""]
-    lines += [f"{i}. {s.text}" for i, s in enumerate(r.suggestions, 1)] or \
-        ["None: no alert or playbook stands out in this window."]
-    lines += ["", "## Alerts", "",
-              "| alert | episodes | open | self-resolved | median | p90 | total | "
-              "median peak score | silences | runs | acted | verified | undone | escalated |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    lines += [f"| {a.alertname} | {a.episodes} | {a.open} | {a.self_resolved} | "
-              f"{_dur(a.duration_median_s)} | {_dur(a.duration_p90_s)} | "
-              f"{_dur(a.duration_total_s if a.duration_median_s is not None else None)} | "
-              f"{_num(a.peak_score_median)} | "
-              f"{_opt(a.silences)} | {a.runs} | {a.runs_acted} | {a.runs_verified} | "
-              f"{a.runs_undone} | {a.escalations} |" for a in r.alerts]
-    lines += ["", "## Playbooks", "",
-              "| playbook | runs | states | verified | verification failed | undone | "
-              "escalated | refused by |", "|---|--:|---|--:|--:|--:|--:|---|"]
-    lines += [f"| {p.playbook} | {p.runs} | {_counts(p.states)} | {p.verified} | "
-              f"{p.verification_failed} | {p.undone} | {p.escalations} | "
-              f"{_counts(p.refused_by)} |" for p in r.playbooks]
-    lines += ["", f"## Noisiest series (top {TOP_SERIES} by episodes)", "",
-              "| alert | series | episodes | self-resolved | median |",
-              "|---|---|--:|--:|--:|"]
-    lines += [f"| {s.alertname} | `{_labels(s.labels)}` | {s.episodes} | {s.self_resolved} "
-              f"({s.self_resolved_share:.0%}) | {_dur(s.duration_median_s)} |"
-              for s in r.noisiest]
+    lines += [f"{i}. {s.text}" for i, s in enumerate(r.suggestions, 1)] or [
+        "None: no alert or playbook stands out in this window."
+    ]
+    lines += [
+        "",
+        "## Alerts",
+        "",
+        "| alert | episodes | open | self-resolved | median | p90 | total | "
+        "median peak score | silences | runs | acted | verified | undone | escalated |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    lines += [
+        f"| {a.alertname} | {a.episodes} | {a.open} | {a.self_resolved} | "
+        f"{_dur(a.duration_median_s)} | {_dur(a.duration_p90_s)} | "
+        f"{_dur(a.duration_total_s if a.duration_median_s is not None else None)} | "
+        f"{_num(a.peak_score_median)} | "
+        f"{_opt(a.silences)} | {a.runs} | {a.runs_acted} | {a.runs_verified} | "
+        f"{a.runs_undone} | {a.escalations} |"
+        for a in r.alerts
+    ]
+    lines += [
+        "",
+        "## Playbooks",
+        "",
+        "| playbook | runs | states | verified | verification failed | undone | "
+        "escalated | refused by |",
+        "|---|--:|---|--:|--:|--:|--:|---|",
+    ]
+    lines += [
+        f"| {p.playbook} | {p.runs} | {_counts(p.states)} | {p.verified} | "
+        f"{p.verification_failed} | {p.undone} | {p.escalations} | "
+        f"{_counts(p.refused_by)} |"
+        for p in r.playbooks
+    ]
+    lines += [
+        "",
+        f"## Noisiest series (top {TOP_SERIES} by episodes)",
+        "",
+        "| alert | series | episodes | self-resolved | median |",
+        "|---|---|--:|--:|--:|",
+    ]
+    lines += [
+        f"| {s.alertname} | `{_labels(s.labels)}` | {s.episodes} | {s.self_resolved} "
+        f"({s.self_resolved_share:.0%}) | {_dur(s.duration_median_s)} |"
+        for s in r.noisiest
+    ]
     return "\n".join(lines) + "\n"

@@ -30,13 +30,21 @@ from servicekit import tls
 
 
 class LiveServices:
-    def __init__(self, session: aiohttp.ClientSession, *, alertmanager_url: str | None,
-                 prometheus_url: str | None, secrets_dir: Path | None,
-                 allowed_urls: tuple[str, ...], timeout_s: float = 10.0,
-                 detector_url: str | None = None, detector_token: str | None = None,
-                 detector_timeout_s: float = 60.0,
-                 outgoing_tls: tls.OutgoingTLS | None = None,
-                 redactor: redaction.Redactor | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        alertmanager_url: str | None,
+        prometheus_url: str | None,
+        secrets_dir: Path | None,
+        allowed_urls: tuple[str, ...],
+        timeout_s: float = 10.0,
+        detector_url: str | None = None,
+        detector_token: str | None = None,
+        detector_timeout_s: float = 60.0,
+        outgoing_tls: tls.OutgoingTLS | None = None,
+        redactor: redaction.Redactor | None = None,
+    ) -> None:
         """``redactor`` (None: a fresh one) may already hold the app's own tokens."""
         self.session = session
         self.redactor = redactor if redactor is not None else redaction.Redactor()
@@ -50,35 +58,51 @@ class LiveServices:
         self.allowed_urls = allowed_urls
         self.timeout_s = timeout_s
         # an https:// Prometheus is checked against outgoing_tls (default: the system's CAs)
-        self._prom = (PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
-            outgoing_tls or tls.OutgoingTLS(), error=ConfigError))
-            if prometheus_url else None)
+        self._prom = (
+            PrometheusConnect(
+                url=prometheus_url,
+                session=tls.build_requests_session(
+                    outgoing_tls or tls.OutgoingTLS(), error=ConfigError
+                ),
+            )
+            if prometheus_url
+            else None
+        )
 
-    async def _request(self, method: str, url: str, *, headers: Mapping[str, str],
-                       body: Any, timeout_s: float) -> tuple[int, str]:
+    async def _request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: Any, timeout_s: float
+    ) -> tuple[int, str]:
         try:
             # never followed: the allow-list judged this URL only, and a redirect would
             # carry its headers (secrets too) and body wherever the Location points
             async with self.session.request(
-                    method, url, headers=dict(headers),
-                    data=None if body is None else json.dumps(body), allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                method,
+                url,
+                headers=dict(headers),
+                data=None if body is None else json.dumps(body),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             # the library's text may repeat the URL (InvalidURL, redirects): it goes through
             # the redactor like the URL itself
             what = self.redactor.message(url)
             raise ActionTemporaryError(
-                f"{method} {what}: {self.redactor.message(tls.explain(exc))}",
-                delay_s=1.0) from exc
+                f"{method} {what}: {self.redactor.message(tls.explain(exc))}", delay_s=1.0
+            ) from exc
 
     async def alertmanager(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         if self.alertmanager_url is None:
             raise ActionPermanentError("no Alertmanager is configured (--alertmanager URL)")
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        status, text = await self._request(method, self.alertmanager_url + path,
-                                           headers=headers, body=body,
-                                           timeout_s=self.timeout_s)
+        status, text = await self._request(
+            method,
+            self.alertmanager_url + path,
+            headers=headers,
+            body=body,
+            timeout_s=self.timeout_s,
+        )
         try:
             return status, json.loads(text) if text else None
         except json.JSONDecodeError:
@@ -87,13 +111,19 @@ class LiveServices:
     async def detector(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """A call to Vigil's detector API (the JSON answer, or its text if not JSON)."""
         if self.detector_url is None:
-            raise ActionPermanentError("no Vigil detector is configured (detector.url in the "
-                                       "remediator config)")
+            raise ActionPermanentError(
+                "no Vigil detector is configured (detector.url in the remediator config)"
+            )
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if self.detector_token:
             headers["Authorization"] = f"Bearer {self.detector_token}"
-        status, text = await self._request(method, self.detector_url + path, headers=headers,
-                                           body=body, timeout_s=self.detector_timeout_s)
+        status, text = await self._request(
+            method,
+            self.detector_url + path,
+            headers=headers,
+            body=body,
+            timeout_s=self.detector_timeout_s,
+        )
         try:
             return status, json.loads(text) if text else None
         except json.JSONDecodeError:
@@ -107,17 +137,21 @@ class LiveServices:
             async with asyncio.timeout(self.timeout_s):
                 result = await asyncio.to_thread(prom.custom_query, query)
         except TimeoutError as exc:
-            raise ActionTemporaryError(f"PromQL {query!r}: no answer within "
-                                       f"{self.timeout_s:.0f} s") from exc
+            raise ActionTemporaryError(
+                f"PromQL {query!r}: no answer within {self.timeout_s:.0f} s"
+            ) from exc
         except Exception as exc:  # the library raises bare Exception subclasses of its own
             raise ActionPermanentError(
-                f"PromQL {query!r}: {self.redactor.message(tls.explain(exc))}") from exc
+                f"PromQL {query!r}: {self.redactor.message(tls.explain(exc))}"
+            ) from exc
         return list(result) if isinstance(result, list) else []
 
-    async def http(self, method: str, url: str, *, headers: Mapping[str, str], body: Any,
-                   timeout_s: float) -> tuple[int, str]:
-        merged = {"Content-Type": "application/json", **headers} if body is not None \
-            else dict(headers)
+    async def http(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: Any, timeout_s: float
+    ) -> tuple[int, str]:
+        merged = (
+            {"Content-Type": "application/json", **headers} if body is not None else dict(headers)
+        )
         return await self._request(method, url, headers=merged, body=body, timeout_s=timeout_s)
 
     def secret(self, name: str) -> str:
@@ -129,8 +163,9 @@ class LiveServices:
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ActionPermanentError(f"secret {name!r}: cannot read {path}: "
-                                       f"{exc.strerror or type(exc).__name__}") from exc
+            raise ActionPermanentError(
+                f"secret {name!r}: cannot read {path}: {exc.strerror or type(exc).__name__}"
+            ) from exc
         self.redactor.register(name, value)
         return value
 

@@ -75,9 +75,17 @@ def parse_silences(doc: Any) -> tuple[tuple[Silence, ...], int]:
         try:
             raw = RawSilence.model_validate(item)
             matchers = tuple(Matcher.from_silence(m.model_dump()) for m in raw.matchers)
-            out.append(Silence(id=raw.id, matchers=matchers, starts_ms=_ms(raw.startsAt),
-                               ends_ms=_ms(raw.endsAt), created_by=raw.createdBy,
-                               comment=raw.comment, state=raw.status.state))
+            out.append(
+                Silence(
+                    id=raw.id,
+                    matchers=matchers,
+                    starts_ms=_ms(raw.startsAt),
+                    ends_ms=_ms(raw.endsAt),
+                    created_by=raw.createdBy,
+                    comment=raw.comment,
+                    state=raw.status.state,
+                )
+            )
         except (ValidationError, ValueError, re.error):
             skipped += 1
     return tuple(out), skipped

@@ -85,10 +85,15 @@ class Alert:
         return value if math.isfinite(value) else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "labels": dict(self.labels),
-                "annotations": dict(self.annotations), "startsAt": self.starts_at,
-                "endsAt": self.ends_at, "generatorURL": self.generator_url,
-                "fingerprint": self.fingerprint}
+        return {
+            "status": self.status,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": self.starts_at,
+            "endsAt": self.ends_at,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +114,16 @@ def _ms(text: str, where: str) -> int:
 
 
 def _alert(raw: RawAlert, index: int) -> Alert:
-    return Alert(status=raw.status, labels=MappingProxyType(dict(raw.labels)),
-                 annotations=MappingProxyType(dict(raw.annotations)), starts_at=raw.startsAt,
-                 starts_ms=_ms(raw.startsAt, f"alerts[{index}].startsAt"), ends_at=raw.endsAt,
-                 generator_url=raw.generatorURL, fingerprint=Fingerprint(raw.fingerprint))
+    return Alert(
+        status=raw.status,
+        labels=MappingProxyType(dict(raw.labels)),
+        annotations=MappingProxyType(dict(raw.annotations)),
+        starts_at=raw.startsAt,
+        starts_ms=_ms(raw.startsAt, f"alerts[{index}].startsAt"),
+        ends_at=raw.endsAt,
+        generator_url=raw.generatorURL,
+        fingerprint=Fingerprint(raw.fingerprint),
+    )
 
 
 def alert_from_json(data: Any) -> Alert:
@@ -142,27 +153,38 @@ def parse_notification(body: bytes, *, max_alerts: int = 1000) -> Notification:
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
         raise WebhookError(f"body is not JSON: {exc}") from exc
     except RecursionError as exc:  # json recurses per nesting level
-        raise WebhookError("body is not an Alertmanager notification: JSON nested too "
-                           "deeply") from exc
+        raise WebhookError(
+            "body is not an Alertmanager notification: JSON nested too deeply"
+        ) from exc
     if _SURROGATE_ESCAPE.search(body):
         # json accepts an escaped lone surrogate ("\ud800"), which no UTF-8 writer (the
         # audit, the logs, the Kubernetes API) can encode; Alertmanager never sends one
         try:
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise WebhookError(f"body is not valid Unicode: a lone UTF-16 surrogate "
-                               f"{exc.object[exc.start:exc.end]!r}") from exc
-    if isinstance(data, dict) and isinstance(data.get("alerts"), list) \
-            and len(data["alerts"]) > max_alerts:
-        raise WebhookError(f"alerts: {len(data['alerts'])} alerts, more than the limit of "
-                           f"{max_alerts} (max_alerts_per_webhook); set max_alerts in the "
-                           "Alertmanager webhook_config")
+            raise WebhookError(
+                f"body is not valid Unicode: a lone UTF-16 surrogate "
+                f"{exc.object[exc.start : exc.end]!r}"
+            ) from exc
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("alerts"), list)
+        and len(data["alerts"]) > max_alerts
+    ):
+        raise WebhookError(
+            f"alerts: {len(data['alerts'])} alerts, more than the limit of "
+            f"{max_alerts} (max_alerts_per_webhook); set max_alerts in the "
+            "Alertmanager webhook_config"
+        )
     try:
         raw = RawWebhook.model_validate(data)
     except ValidationError as exc:
-        raise WebhookError(f"not an Alertmanager version 4 notification: {_explain(exc)}") \
-            from exc
-    return Notification(receiver=raw.receiver, status=raw.status,
-                        alerts=tuple(_alert(a, i) for i, a in enumerate(raw.alerts)),
-                        group_key=raw.groupKey, external_url=raw.externalURL,
-                        truncated_alerts=raw.truncatedAlerts)
+        raise WebhookError(f"not an Alertmanager version 4 notification: {_explain(exc)}") from exc
+    return Notification(
+        receiver=raw.receiver,
+        status=raw.status,
+        alerts=tuple(_alert(a, i) for i, a in enumerate(raw.alerts)),
+        group_key=raw.groupKey,
+        external_url=raw.externalURL,
+        truncated_alerts=raw.truncatedAlerts,
+    )

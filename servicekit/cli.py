@@ -27,8 +27,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def add_version_flag(parser: argparse.ArgumentParser) -> None:
     """``--version`` prints ``<prog> <version>`` (``vigil-detector 0.2.0.dev0``) and exits 0."""
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
-                        help="print the version and exit")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
+    )
 
 
 def plural(count: int, noun: str) -> str:
@@ -56,8 +60,11 @@ class StartTimer:
     """The time from the process's start to ready, for the one startup line. Built first
     thing in ``main``; ``age_s`` is how long the process had run by then."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 age_s: Callable[[], float] = process_age_s) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        age_s: Callable[[], float] = process_age_s,
+    ) -> None:
         self._clock = clock
         self._start = clock() - age_s()
 

@@ -16,12 +16,17 @@ from pathlib import Path
 from aiohttp import web
 
 SHARED_ASSETS = Path(__file__).parent / "console"
-CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript",
-                 ".svg": "image/svg+xml", ".png": "image/png"}
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -40,8 +45,10 @@ def load_assets(own: Path) -> dict[str, tuple[bytes, str]]:
             if path.suffix not in CONTENT_TYPES:
                 continue
             if path.name in assets:
-                raise ValueError(f"{path}: a console asset of that name is shared "
-                                 f"({SHARED_ASSETS / path.name}); rename one of them")
+                raise ValueError(
+                    f"{path}: a console asset of that name is shared "
+                    f"({SHARED_ASSETS / path.name}); rename one of them"
+                )
             assets[path.name] = (path.read_bytes(), CONTENT_TYPES[path.suffix])
     return assets
 
@@ -56,8 +63,9 @@ def add_asset_routes(app: web.Application, *, own: Path) -> None:
             raise web.HTTPNotFound(text=f"no console asset {name!r}\n")
         body, content_type = found
         charset = None if content_type.startswith("image/") else "utf-8"
-        return web.Response(body=body, content_type=content_type, charset=charset,
-                            headers=SECURITY_HEADERS)
+        return web.Response(
+            body=body, content_type=content_type, charset=charset, headers=SECURITY_HEADERS
+        )
 
     async def handle_index(request: web.Request) -> web.Response:
         return asset("index.html")

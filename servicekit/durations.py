@@ -23,8 +23,13 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 UNIT_SECONDS: dict[str, float] = {
-    "y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0,
-    "s": 1.0, "ms": 0.001,
+    "y": 365 * 86400.0,
+    "w": 7 * 86400.0,
+    "d": 86400.0,
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 0.001,
 }
 _ORDER = list(UNIT_SECONDS)
 _PART = re.compile(r"(\d{1,15})(ms|y|w|d|h|m|s)", re.ASCII)
@@ -52,14 +57,18 @@ def parse_duration(text: str) -> float:
             break
         rank = _ORDER.index(match.group(2))
         if rank <= last:
-            raise DurationError(f"{text!r}: units must go from largest to smallest, each "
-                                f"once (e.g. 1h30m, not 30m1h)")
+            raise DurationError(
+                f"{text!r}: units must go from largest to smallest, each "
+                f"once (e.g. 1h30m, not 30m1h)"
+            )
         last = rank
         total += int(match.group(1)) * UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(stripped) or pos == 0:
-        raise DurationError(f"{text!r} is not a duration: expected seconds or Prometheus "
-                            f"syntax with units y w d h m s ms, e.g. {EXAMPLES}")
+        raise DurationError(
+            f"{text!r} is not a duration: expected seconds or Prometheus "
+            f"syntax with units y w d h m s ms, e.g. {EXAMPLES}"
+        )
     return _bounded(total, text)
 
 
@@ -97,17 +106,28 @@ def _coerce(value: Any) -> Any:
 
 
 # what an editor may accept as a string; parse_duration has the last word
-JSON_PATTERN = (r"^(?=.)([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?"
-                r"([0-9]+ms)?$")
+JSON_PATTERN = (
+    r"^(?=.)([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?"
+    r"([0-9]+ms)?$"
+)
 
 
 class _DurationJsonSchema:
     """In the JSON Schema, a seconds field is a number (with its bounds) or a duration."""
 
-    def __get_pydantic_json_schema__(self, schema: CoreSchema,
-                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        return {"anyOf": [handler(schema), {"type": "string", "pattern": JSON_PATTERN,
-                                            "examples": ["90s", "15m", "1h30m", "7d"]}]}
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "anyOf": [
+                handler(schema),
+                {
+                    "type": "string",
+                    "pattern": JSON_PATTERN,
+                    "examples": ["90s", "15m", "1h30m", "7d"],
+                },
+            ]
+        }
 
 
 # A config field in seconds that also takes "1h30m"; bounds go on the Field as before.

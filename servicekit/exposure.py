@@ -62,8 +62,14 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-def check(*, listen: str, host: str, unguarded: Sequence[Unguarded],
-          insecure_no_auth: bool, tokens: Sequence[tuple[str, str | None]] = ()) -> Verdict:
+def check(
+    *,
+    listen: str,
+    host: str,
+    unguarded: Sequence[Unguarded],
+    insecure_no_auth: bool,
+    tokens: Sequence[tuple[str, str | None]] = (),
+) -> Verdict:
     """The verdict for listening on ``host`` (shown as ``listen``) with ``unguarded``
     endpoints; messages name the address, the endpoints and what to do. ``tokens``:
     (what, value) of the service's tokens; one that is set but unusable
@@ -75,11 +81,15 @@ def check(*, listen: str, host: str, unguarded: Sequence[Unguarded],
         return Verdict()
     what = "; ".join(f"{u.endpoints} (to guard: {u.fix})" for u in unguarded)
     if insecure_no_auth:
-        return Verdict(warning=f"INSECURE: started with {INSECURE_FLAG}: anyone who can "
-                       f"reach {listen} may call {what}")
+        return Verdict(
+            warning=f"INSECURE: started with {INSECURE_FLAG}: anyone who can "
+            f"reach {listen} may call {what}"
+        )
     if is_loopback(host):
         return Verdict()
-    return Verdict(refusal=f"refusing to listen on {listen} without authentication: "
-                   f"anyone who can reach it could call {what}. Set the token, listen on "
-                   f"a loopback address (127.0.0.1, ::1, localhost), or pass "
-                   f"{INSECURE_FLAG} to accept the risk")
+    return Verdict(
+        refusal=f"refusing to listen on {listen} without authentication: "
+        f"anyone who can reach it could call {what}. Set the token, listen on "
+        f"a loopback address (127.0.0.1, ::1, localhost), or pass "
+        f"{INSECURE_FLAG} to accept the risk"
+    )

@@ -77,13 +77,16 @@ def json_body(body: bytes, content_type: str | None = None) -> object:
     """
     named = charset(content_type)
     if named is not None and named not in UTF8_NAMES:
-        raise BodyError(f"the Content-Type names charset {named[:40]!r}: JSON is UTF-8, send "
-                        "charset=utf-8 or no charset")
+        raise BodyError(
+            f"the Content-Type names charset {named[:40]!r}: JSON is UTF-8, send "
+            "charset=utf-8 or no charset"
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BodyError(f"the body is not UTF-8 (byte {exc.start}: {exc.reason}): send JSON "
-                        "encoded as UTF-8") from None
+        raise BodyError(
+            f"the body is not UTF-8 (byte {exc.start}: {exc.reason}): send JSON encoded as UTF-8"
+        ) from None
     try:
         value = json.loads(text)
     except ValueError as exc:  # JSONDecodeError, an over-long integer
@@ -94,6 +97,8 @@ def json_body(body: bytes, content_type: str | None = None) -> object:
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise BodyError("the body escapes a lone UTF-16 surrogate (\\ud800 to \\udfff), "
-                            "which is no character: send text only") from None
+            raise BodyError(
+                "the body escapes a lone UTF-16 surrogate (\\ud800 to \\udfff), "
+                "which is no character: send text only"
+            ) from None
     return value

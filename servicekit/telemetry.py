@@ -59,51 +59,65 @@ def sampler_from_env(environ: Mapping[str, str]) -> Sampler:
     try:
         ratio = float(arg)
     except ValueError:
-        raise TelemetryError(f"OTEL_TRACES_SAMPLER_ARG={arg!r}: expected a ratio in "
-                             "[0, 1]") from None
+        raise TelemetryError(
+            f"OTEL_TRACES_SAMPLER_ARG={arg!r}: expected a ratio in [0, 1]"
+        ) from None
     if not 0.0 <= ratio <= 1.0:
         raise TelemetryError(f"OTEL_TRACES_SAMPLER_ARG={arg!r}: expected a ratio in [0, 1]")
     samplers: dict[str, Sampler] = {
         "parentbased_traceidratio": ParentBased(TraceIdRatioBased(ratio)),
         "parentbased_always_on": ParentBased(ALWAYS_ON),
         "parentbased_always_off": ParentBased(ALWAYS_OFF),
-        "traceidratio": TraceIdRatioBased(ratio), "always_on": ALWAYS_ON,
-        "always_off": ALWAYS_OFF}
+        "traceidratio": TraceIdRatioBased(ratio),
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+    }
     if name not in samplers:
         raise TelemetryError(f"OTEL_TRACES_SAMPLER={name!r}: one of {', '.join(samplers)}")
     return samplers[name]
 
 
-def build_tracer_provider(*, service_name: str, exporter: SpanExporter,
-                          sampler: Sampler | None = None,
-                          attributes: Mapping[str, str] | None = None) -> TracerProvider:
+def build_tracer_provider(
+    *,
+    service_name: str,
+    exporter: SpanExporter,
+    sampler: Sampler | None = None,
+    attributes: Mapping[str, str] | None = None,
+) -> TracerProvider:
     """A provider exporting through ``exporter`` in batches (tests pass an in-memory one
     with their own processor instead: see ``add_processor`` on the result)."""
     resource = Resource.create({"service.name": service_name, **(attributes or {})})
-    provider = TracerProvider(resource=resource,
-                              sampler=sampler or ParentBased(TraceIdRatioBased(1.0)))
+    provider = TracerProvider(
+        resource=resource, sampler=sampler or ParentBased(TraceIdRatioBased(1.0))
+    )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
 
-def tracer_provider_from_env(environ: Mapping[str, str], *,
-                             service_name: str) -> TracerProvider | None:
+def tracer_provider_from_env(
+    environ: Mapping[str, str], *, service_name: str
+) -> TracerProvider | None:
     """The OTLP-exporting provider the OTEL_* variables ask for, or None (traces off)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
         return None
-    if not (environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+    if not (
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     detected = OTELResourceDetector().detect().attributes  # OTEL_RESOURCE_ATTRIBUTES
-    name = environ.get("OTEL_SERVICE_NAME") or str(detected.get("service.name") or
-                                                   service_name)
+    name = environ.get("OTEL_SERVICE_NAME") or str(detected.get("service.name") or service_name)
     extra = {k: str(v) for k, v in detected.items() if k != "service.name"}
-    return build_tracer_provider(service_name=name, exporter=OTLPSpanExporter(),
-                                 sampler=sampler_from_env(environ), attributes=extra)
+    return build_tracer_provider(
+        service_name=name,
+        exporter=OTLPSpanExporter(),
+        sampler=sampler_from_env(environ),
+        attributes=extra,
+    )
 
 
 def remote_parent(headers: Mapping[str, str]) -> Any:
@@ -144,8 +158,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the current trace and the record's context."""
 
     def format(self, record: logging.LogRecord) -> str:
-        event: dict[str, Any] = {"ts": self.formatTime(record), "level": record.levelname,
-                                 "logger": record.name, "msg": record.getMessage()}
+        event: dict[str, Any] = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         ctx = trace.get_current_span().get_span_context()
         if ctx.is_valid:
             event["trace_id"], event["span_id"] = hex_ids(ctx)
@@ -163,8 +181,7 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
     out = stream if stream is not None else sys.stderr
     handler = logging.StreamHandler(out)
     if out.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
-                                               "%(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

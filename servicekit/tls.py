@@ -28,9 +28,14 @@ class _Model(BaseModel):
 class ServerTLS(_Model):
     """HTTPS for this service's listener; with ``client_ca_file``, mutual TLS."""
 
-    cert_file: Path | None = Field(None, description="PEM certificate chain served; none: plain HTTP")
+    cert_file: Path | None = Field(
+        None, description="PEM certificate chain served; none: plain HTTP"
+    )
     key_file: Path | None = Field(None, description="PEM private key of cert_file")
-    client_ca_file: Path | None = Field(None, description="PEM CA bundle; set: every client must present a certificate it signed (mTLS)")
+    client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle; set: every client must present a certificate it signed (mTLS)",
+    )
 
     @model_validator(mode="after")
     def _pairs(self) -> ServerTLS:
@@ -44,9 +49,15 @@ class ServerTLS(_Model):
 class OutgoingTLS(_Model):
     """How this service checks the servers it calls over https:// (and proves who it is)."""
 
-    ca_file: Path | None = Field(None, description="PEM CA bundle trusted for https:// peers; none: the system's trust store")
-    insecure_skip_verify: bool = Field(False, description="do not check peers' certificates at all (tests only; logged at start)")
-    client_cert_file: Path | None = Field(None, description="PEM certificate presented to peers that ask (their mTLS)")
+    ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for https:// peers; none: the system's trust store"
+    )
+    insecure_skip_verify: bool = Field(
+        False, description="do not check peers' certificates at all (tests only; logged at start)"
+    )
+    client_cert_file: Path | None = Field(
+        None, description="PEM certificate presented to peers that ask (their mTLS)"
+    )
     client_key_file: Path | None = Field(None, description="PEM private key of client_cert_file")
 
     @model_validator(mode="after")
@@ -56,22 +67,27 @@ class OutgoingTLS(_Model):
         return self
 
 
-def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, what: str, *,
-                error: type[Exception]) -> None:
+def _load_chain(
+    ctx: ssl.SSLContext, cert: Path, key: Path, what: str, *, error: type[Exception]
+) -> None:
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise error(f"{what}: cannot load the certificate {cert} with the key {key}: "
-                    f"{exc} (both PEM files, readable, and the key must match the "
-                    "certificate)") from exc
+        raise error(
+            f"{what}: cannot load the certificate {cert} with the key {key}: "
+            f"{exc} (both PEM files, readable, and the key must match the "
+            "certificate)"
+        ) from exc
 
 
 def _load_ca(ctx: ssl.SSLContext, path: Path, what: str, *, error: type[Exception]) -> None:
     try:
         ctx.load_verify_locations(cafile=path)
     except (OSError, ssl.SSLError) as exc:
-        raise error(f"{what}: cannot load the CA bundle {path}: {exc} (a readable "
-                    "PEM file of CA certificates)") from exc
+        raise error(
+            f"{what}: cannot load the CA bundle {path}: {exc} (a readable "
+            "PEM file of CA certificates)"
+        ) from exc
 
 
 def build_server_context(cfg: ServerTLS, *, error: type[Exception]) -> ssl.SSLContext | None:
@@ -99,8 +115,13 @@ def build_client_context(cfg: OutgoingTLS, *, error: type[Exception]) -> ssl.SSL
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if cfg.client_cert_file is not None and cfg.client_key_file is not None:
-        _load_chain(ctx, cfg.client_cert_file, cfg.client_key_file,
-                    "outgoing_tls.client_cert_file/client_key_file", error=error)
+        _load_chain(
+            ctx,
+            cfg.client_cert_file,
+            cfg.client_key_file,
+            "outgoing_tls.client_cert_file/client_key_file",
+            error=error,
+        )
     return ctx
 
 
@@ -110,8 +131,11 @@ def build_requests_session(cfg: OutgoingTLS, *, error: type[Exception]) -> reque
     if cfg.ca_file is not None:  # fail at start, not at the first query
         _load_ca(ssl.create_default_context(), cfg.ca_file, CA_SETTING, error=error)
     session = requests.Session()
-    session.verify = False if cfg.insecure_skip_verify else (
-        str(cfg.ca_file) if cfg.ca_file is not None else True)
+    session.verify = (
+        False
+        if cfg.insecure_skip_verify
+        else (str(cfg.ca_file) if cfg.ca_file is not None else True)
+    )
     if cfg.client_cert_file is not None and cfg.client_key_file is not None:
         session.cert = (str(cfg.client_cert_file), str(cfg.client_key_file))
     return session
@@ -124,9 +148,12 @@ def explain(exc: BaseException) -> str:
     for _ in range(8):  # the cause chain of requests/urllib3 is a few links deep
         if seen is None:
             break
-        if isinstance(seen, ssl.SSLCertVerificationError) or \
-                "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return (f"{text} (the server's certificate is not signed by a trusted CA: set "
-                    f"{CA_SETTING} to the CA bundle that signed it)")
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return (
+                f"{text} (the server's certificate is not signed by a trusted CA: set "
+                f"{CA_SETTING} to the CA bundle that signed it)"
+            )
         seen = seen.__cause__ or seen.__context__
     return text

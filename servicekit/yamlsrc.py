@@ -43,7 +43,8 @@ class _LineLoader(yaml.SafeLoader):
         if self._depth >= MAX_DEPTH:
             event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
             raise yaml.composer.ComposerError(
-                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+            )
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -68,10 +69,14 @@ def _walk(root: yaml.Node, lines: dict[Loc, int]) -> None:
         node, loc = stack.pop()
         seen += 1
         if seen > MAX_NODES or len(loc) > MAX_DEPTH:
-            what = (f"hold more than {MAX_NODES} values" if seen > MAX_NODES
-                    else f"nest deeper than {MAX_DEPTH} levels")
-            raise yaml.MarkedYAMLError(problem=f"aliases make the document {what}",
-                                       problem_mark=node.start_mark)
+            what = (
+                f"hold more than {MAX_NODES} values"
+                if seen > MAX_NODES
+                else f"nest deeper than {MAX_DEPTH} levels"
+            )
+            raise yaml.MarkedYAMLError(
+                problem=f"aliases make the document {what}", problem_mark=node.start_mark
+            )
         lines.setdefault(loc, node.start_mark.line + 1)  # a key's own line wins over its value's
         if isinstance(node, yaml.MappingNode):
             children = []
@@ -160,22 +165,29 @@ def problem(source: str, data: Any, loc: Loc, lines: dict[Loc, int], message: st
     return f"{source}:{_line_for(where, lines)}: {format_loc(where)}: {message}"
 
 
-def validate(data: Any, lines: dict[Loc, int], model: type[M], *, source: str,
-             at: Loc = ()) -> M:
+def validate(data: Any, lines: dict[Loc, int], model: type[M], *, source: str, at: Loc = ()) -> M:
     """Validate composed ``data`` (found at ``at`` in the file) as ``model``."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         root = _walk_to(data, at)
-        raise YamlSourceError([
-            problem(source, root, (*at, *err["loc"]), lines, message(err))
-            for err in exc.errors(include_url=False)]) from exc
+        raise YamlSourceError(
+            [
+                problem(source, root, (*at, *err["loc"]), lines, message(err))
+                for err in exc.errors(include_url=False)
+            ]
+        ) from exc
 
 
-_SHAPES = {"tuple_type": "a list", "list_type": "a list", "set_type": "a list",
-           "frozen_set_type": "a list", "dict_type": "a mapping (key: value)",
-           "model_type": "a mapping (key: value)",
-           "model_attributes_type": "a mapping (key: value)"}
+_SHAPES = {
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "set_type": "a list",
+    "frozen_set_type": "a list",
+    "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+}
 
 
 def message(err: Any) -> str:
@@ -190,7 +202,7 @@ def message(err: Any) -> str:
     text = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if text.startswith(prefix):
-            return text[len(prefix):]
+            return text[len(prefix) :]
     return text
 
 

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", max_examples=300, deadline=None,
+    "ci",
+    max_examples=300,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile("dev", max_examples=50, deadline=None)
@@ -39,8 +41,11 @@ async def _no_leaked_tasks():
         return
     before = asyncio.all_tasks(loop)
     yield
-    leaked = [t for t in asyncio.all_tasks(loop) - before
-              if not t.done() and t is not asyncio.current_task()]
+    leaked = [
+        t
+        for t in asyncio.all_tasks(loop) - before
+        if not t.done() and t is not asyncio.current_task()
+    ]
     assert not leaked, f"test left tasks running: {leaked}"
 
 

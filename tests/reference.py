@@ -29,7 +29,7 @@ def _log10_two_sided(z: float) -> float:
 
 
 def _score_from_log10(lp: float) -> float:
-    return 1.0 - 10.0 ** lp if lp > -6.0 else 1.0 - 1e-6 / (1.0 + (-6.0 - lp))
+    return 1.0 - 10.0**lp if lp > -6.0 else 1.0 - 1e-6 / (1.0 + (-6.0 - lp))
 
 
 def _score_from_z(z: float) -> float:
@@ -172,7 +172,7 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
             lp = min(lp, cal[1].tail(z3, q.decay, q.tail_index))
             used.append(cal[1])
         out.append(_score_from_log10(min(0.0, lp + math.log10(k))) if warm else 0.0)
-        anomalous = warm and 10.0 ** lp <= band_p / k  # outside the band
+        anomalous = warm and 10.0**lp <= band_p / k  # outside the band
         dev = x - centre
         side = 1.0 if dev > 0 else -1.0
         if anomalous:  # learns nothing; a run that lasts adopt_after_s is adopted
@@ -224,8 +224,12 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 # follows the previous one sooner
                 f = 1.0 if n == 0 else min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
                 # a young bin is the plain mean of its visits so far
-                season[b] = f32(resid if visits[b] == 0 else season[b] + max(
-                    q.alpha_season * f, f / (visits[b] + f)) * (resid - season[b]))
+                season[b] = f32(
+                    resid
+                    if visits[b] == 0
+                    else season[b]
+                    + max(q.alpha_season * f, f / (visits[b] + f)) * (resid - season[b])
+                )
                 visits[b] = f32(visits[b] + f)
                 sv = (1 - b1) * (sv + b1 * e3 * e3)
             if s1 > 0 and abs(d1) > q.clip_sigmas * s1:

@@ -52,8 +52,13 @@ from deploy.cluster import generate as cluster  # noqa: E402 (after the path fix
 from deploy.generated import stale_paths, write_tree  # noqa: E402
 
 CHART = HERE / "vigil"
-GENERATED_DIRS = ("files/rules", "files/dashboards", "files/playbooks", "files/runbooks",
-                  "files/rbac")
+GENERATED_DIRS = (
+    "files/rules",
+    "files/dashboards",
+    "files/playbooks",
+    "files/runbooks",
+    "files/rbac",
+)
 # namespaces the RBAC is generated in, to be replaced by the release's; valid names that
 # no playbook names (checked)
 RELEASE_SENTINEL = "vigil-chart-release"
@@ -63,8 +68,9 @@ EXAMPLE_STACK = "examples/kube-prometheus-stack.yaml"
 # what the examples assume: `helm install vigil deploy/charts/vigil -n monitoring`
 EXAMPLE_RELEASE = "vigil"
 EXAMPLE_NAMESPACE = "monitoring"
-DETECTOR_WRITE_URL = ("http://{fullname}-detector-{i}.{fullname}-detector-headless."
-                      "{namespace}.svc:9420/api/v1/write")
+DETECTOR_WRITE_URL = (
+    "http://{fullname}-detector-{i}.{fullname}-detector-headless.{namespace}.svc:9420/api/v1/write"
+)
 
 
 class ChartError(Exception):
@@ -72,8 +78,9 @@ class ChartError(Exception):
 
 
 def header(*sources: str) -> str:
-    return cluster.header(*sources).replace("deploy/cluster/generate.py",
-                                            "deploy/charts/generate.py")
+    return cluster.header(*sources).replace(
+        "deploy/cluster/generate.py", "deploy/charts/generate.py"
+    )
 
 
 def copies(root: Path) -> dict[str, bytes]:
@@ -110,18 +117,29 @@ def denied_namespaces(root: Path) -> list[str]:
                 continue
             parts = m.value.split("|") if m.op == "!~" else [m.value]
             if not all(_NAME.match(p) for p in parts):
-                raise ChartError(f"{cluster._rel(path)}: namespace{m.op}{m.value!r} is not a "
-                                 f"list of names; give the chart remediator.rbac.manifests")
+                raise ChartError(
+                    f"{cluster._rel(path)}: namespace{m.op}{m.value!r} is not a "
+                    f"list of names; give the chart remediator.rbac.manifests"
+                )
             names.update(parts)
     if {RELEASE_SENTINEL, ANY_SENTINEL} & names:
-        raise ChartError(f"a playbook names the sentinel namespace {RELEASE_SENTINEL}/"
-                         f"{ANY_SENTINEL}; rename them in deploy/charts/generate.py")
+        raise ChartError(
+            f"a playbook names the sentinel namespace {RELEASE_SENTINEL}/"
+            f"{ANY_SENTINEL}; rename them in deploy/charts/generate.py"
+        )
     return sorted(names)
 
 
 def rbac_command(playbooks: str, namespaces: list[str]) -> list[str]:
-    return ["rbac", "--playbooks", playbooks, "--namespace", RELEASE_SENTINEL,
-            "--namespaces", ",".join(namespaces)]
+    return [
+        "rbac",
+        "--playbooks",
+        playbooks,
+        "--namespace",
+        RELEASE_SENTINEL,
+        "--namespaces",
+        ",".join(namespaces),
+    ]
 
 
 def run_rbac(root: Path, playbooks: str, namespaces: list[str]) -> list[dict[str, Any]]:
@@ -134,10 +152,15 @@ def run_rbac(root: Path, playbooks: str, namespaces: list[str]) -> list[dict[str
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = remediator_main(args)
     if code != 0:
-        raise ChartError(f"vigil-remediator {' '.join(rbac_command(playbooks, namespaces))} "
-                         f"failed ({code}):\n{err.getvalue()}")
-    return [doc for doc in yaml.safe_load_all(out.getvalue())
-            if doc and doc["kind"] in ("Role", "ClusterRole")]
+        raise ChartError(
+            f"vigil-remediator {' '.join(rbac_command(playbooks, namespaces))} "
+            f"failed ({code}):\n{err.getvalue()}"
+        )
+    return [
+        doc
+        for doc in yaml.safe_load_all(out.getvalue())
+        if doc and doc["kind"] in ("Role", "ClusterRole")
+    ]
 
 
 def _is_coordination(doc: Mapping[str, Any]) -> bool:
@@ -151,8 +174,12 @@ def coordination(root: Path) -> str:
     own = [d for d in docs if _is_coordination(d)]
     if len(own) != 1 or own[0]["metadata"].get("namespace") != RELEASE_SENTINEL:
         raise ChartError("vigil-remediator rbac printed no coordination Role in --namespace")
-    data = {"coordination": {"annotations": own[0]["metadata"].get("annotations") or {},
-                             "rules": own[0].get("rules") or []}}
+    data = {
+        "coordination": {
+            "annotations": own[0]["metadata"].get("annotations") or {},
+            "rules": own[0].get("rules") or [],
+        }
+    }
     command = " ".join(rbac_command("playbooks", [ANY_SENTINEL]))
     return header(f"python -m remediator {command} (its -coordination Role)") + cluster.dump(data)
 
@@ -182,15 +209,19 @@ def playbook_rbac(root: Path, path: Path, specials: list[str]) -> str:
                 continue
             who = (doc["metadata"].get("annotations") or {}).get("vigil.dev/playbooks")
             if who != name:
-                raise ChartError(f"{rel}: vigil-remediator rbac says the {doc['kind']} is "
-                                 f"for {who!r}, not {name!r}")
+                raise ChartError(
+                    f"{rel}: vigil-remediator rbac says the {doc['kind']} is "
+                    f"for {who!r}, not {name!r}"
+                )
             namespace = doc["metadata"].get("namespace")
             rules = doc.get("rules") or []
             if doc["kind"] == "ClusterRole":
                 cluster_rules = rules
             elif namespace == RELEASE_SENTINEL:
-                raise ChartError(f"{rel}: acts in {RELEASE_SENTINEL}; rename the sentinel "
-                                 "in deploy/charts/generate.py")
+                raise ChartError(
+                    f"{rel}: acts in {RELEASE_SENTINEL}; rename the sentinel "
+                    "in deploy/charts/generate.py"
+                )
             elif run == "given" and (namespace == ANY_SENTINEL or namespace in specials):
                 namespaced["*" if namespace == ANY_SENTINEL else namespace] = rules
             elif run == "alone" and namespace != ANY_SENTINEL:
@@ -198,16 +229,21 @@ def playbook_rbac(root: Path, path: Path, specials: list[str]) -> str:
     anywhere = namespaced.setdefault("*", [])
     # a deny-listed namespace's Role: the rules there, when they are not those of "*"
     special = {ns: namespaced.get(ns, []) for ns in specials}
-    data = {"clusterRole": cluster_rules,
-            "namespaced": {"*": anywhere,
-                           **{ns: r for ns, r in special.items() if r != anywhere}},
-            "fixed": dict(sorted(fixed.items()))}
-    commands = [f"python -m remediator {' '.join(rbac_command(rel, ns))}"
-                for ns in ([ANY_SENTINEL, *specials], [ANY_SENTINEL])]
-    note = ("# templates/remediator-rbac.yaml merges the kept playbooks' files. namespaced['*']:\n"
-            "# the Role's rules in a namespace of remediator.rbac.actInNamespaces no deny list\n"
-            "# names; namespaced[<namespace>]: in that one ([]: no Role); fixed: namespaces it\n"
-            "# acts in whatever actInNamespaces says.\n")
+    data = {
+        "clusterRole": cluster_rules,
+        "namespaced": {"*": anywhere, **{ns: r for ns, r in special.items() if r != anywhere}},
+        "fixed": dict(sorted(fixed.items())),
+    }
+    commands = [
+        f"python -m remediator {' '.join(rbac_command(rel, ns))}"
+        for ns in ([ANY_SENTINEL, *specials], [ANY_SENTINEL])
+    ]
+    note = (
+        "# templates/remediator-rbac.yaml merges the kept playbooks' files. namespaced['*']:\n"
+        "# the Role's rules in a namespace of remediator.rbac.actInNamespaces no deny list\n"
+        "# names; namespaced[<namespace>]: in that one ([]: no Role); fixed: namespaces it\n"
+        "# acts in whatever actInNamespaces says.\n"
+    )
     return header(*commands) + note + cluster.dump(data)
 
 
@@ -220,6 +256,7 @@ def rbac_files(root: Path) -> dict[str, str]:
 
 
 # --- routes --------------------------------------------------------------------------------
+
 
 def routes(root: Path) -> str:
     from remediator.catalog.matchers import parse_matcher
@@ -248,49 +285,69 @@ def routes(root: Path) -> str:
 
 # --- the kube-prometheus-stack example ---------------------------------------------------
 
+
 def example_stack(chart: Path) -> str:
     values = cluster._load(chart / EXAMPLE_VALUES) or {}
     shards = int((values.get("detector") or {}).get("shards", 1))
     return stack_values(shards=shards, fullname=EXAMPLE_RELEASE, namespace=EXAMPLE_NAMESPACE)
 
 
-def stack_values(*, shards: int, fullname: str, namespace: str,
-                 stack_namespace: str = EXAMPLE_NAMESPACE) -> str:
+def stack_values(
+    *, shards: int, fullname: str, namespace: str, stack_namespace: str = EXAMPLE_NAMESPACE
+) -> str:
     """kube-prometheus-stack values for a Vigil release: its chart fullname, namespace and
     detector.shards (``--kube-prometheus-stack`` prints them for yours)."""
     if not 1 <= shards <= 64:
         raise ChartError(f"shards: {shards} is not in 1..64 (values.schema.json)")
     if not _NAME.match(fullname) or not _NAME.match(namespace):
         raise ChartError(f"{fullname!r}/{namespace!r}: not Kubernetes names")
-    urls = [DETECTOR_WRITE_URL.format(fullname=fullname, i=i, namespace=namespace)
-            for i in range(shards)]
+    urls = [
+        DETECTOR_WRITE_URL.format(fullname=fullname, i=i, namespace=namespace)
+        for i in range(shards)
+    ]
     token = {"name": f"{fullname}-detector-token", "key": "token"}
     doc = {
-        "prometheus": {"prometheusSpec": {
-            # the detector's write-back (anomaly_score and bands) and nothing else
-            "enableRemoteWriteReceiver": True,
-            "remoteWrite": cluster.operator_remote_write(urls, token),
-        }},
-        "alertmanager": {"alertmanagerSpec": {
-            # the operator's default (OnNamespace) would add namespace="<Vigil's>" to the
-            # remediator's route; in Alertmanager's own namespace it adds none
-            "alertmanagerConfigMatcherStrategy": {
-                "type": "OnNamespaceExceptForAlertmanagerNamespace"
-                if namespace == stack_namespace else "None"},
-        }},
+        "prometheus": {
+            "prometheusSpec": {
+                # the detector's write-back (anomaly_score and bands) and nothing else
+                "enableRemoteWriteReceiver": True,
+                "remoteWrite": cluster.operator_remote_write(urls, token),
+            }
+        },
+        "alertmanager": {
+            "alertmanagerSpec": {
+                # the operator's default (OnNamespace) would add namespace="<Vigil's>" to the
+                # remediator's route; in Alertmanager's own namespace it adds none
+                "alertmanagerConfigMatcherStrategy": {
+                    "type": "OnNamespaceExceptForAlertmanagerNamespace"
+                    if namespace == stack_namespace
+                    else "None"
+                },
+            }
+        },
     }
-    note = (f"# kube-prometheus-stack values for Vigil (chart fullname {fullname}) in the "
-            f"namespace {namespace}\n# with {shards} detector shard(s): merge them into "
-            "your own (docs/install-kube-prometheus-stack.md).\n")
+    note = (
+        f"# kube-prometheus-stack values for Vigil (chart fullname {fullname}) in the "
+        f"namespace {namespace}\n# with {shards} detector shard(s): merge them into "
+        "your own (docs/install-kube-prometheus-stack.md).\n"
+    )
     if namespace != stack_namespace:
-        note += (f"# Prometheus reads the token Secret {token['name']} in its own namespace "
-                 f"({stack_namespace}):\n# copy it there from {namespace}.\n")
-    return header(f"deploy/charts/vigil/{EXAMPLE_VALUES} (detector.shards) or the command line",
-                  "deploy/config/remote-write.yaml (through deploy/config/render.py)") \
-        + note + cluster.dump(doc)
+        note += (
+            f"# Prometheus reads the token Secret {token['name']} in its own namespace "
+            f"({stack_namespace}):\n# copy it there from {namespace}.\n"
+        )
+    return (
+        header(
+            f"deploy/charts/vigil/{EXAMPLE_VALUES} (detector.shards) or the command line",
+            "deploy/config/remote-write.yaml (through deploy/config/render.py)",
+        )
+        + note
+        + cluster.dump(doc)
+    )
 
 
 # --- driver ----------------------------------------------------------------------------
+
 
 def build(root: Path = ROOT, chart: Path = CHART) -> dict[str, bytes]:
     """Every generated file: path relative to the chart -> content."""
@@ -314,21 +371,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     parser.add_argument("--out", type=Path, default=CHART, help="the chart directory")
-    parser.add_argument("--kube-prometheus-stack", action="store_true",
-                        help="print kube-prometheus-stack values for --shards, --fullname, "
-                             "--namespace and exit")
+    parser.add_argument(
+        "--kube-prometheus-stack",
+        action="store_true",
+        help="print kube-prometheus-stack values for --shards, --fullname, --namespace and exit",
+    )
     parser.add_argument("--shards", type=int, default=1, help="detector.shards")
-    parser.add_argument("--fullname", default=EXAMPLE_RELEASE,
-                        help="the chart's fullname (the release name when it contains vigil)")
+    parser.add_argument(
+        "--fullname",
+        default=EXAMPLE_RELEASE,
+        help="the chart's fullname (the release name when it contains vigil)",
+    )
     parser.add_argument("--namespace", default=EXAMPLE_NAMESPACE, help="Vigil's namespace")
-    parser.add_argument("--stack-namespace", default=EXAMPLE_NAMESPACE,
-                        help="where Prometheus and Alertmanager run")
+    parser.add_argument(
+        "--stack-namespace", default=EXAMPLE_NAMESPACE, help="where Prometheus and Alertmanager run"
+    )
     args = parser.parse_args(argv)
     if args.kube_prometheus_stack:
         try:
-            print(stack_values(shards=args.shards, fullname=args.fullname,
-                               namespace=args.namespace,
-                               stack_namespace=args.stack_namespace), end="")
+            print(
+                stack_values(
+                    shards=args.shards,
+                    fullname=args.fullname,
+                    namespace=args.namespace,
+                    stack_namespace=args.stack_namespace,
+                ),
+                end="",
+            )
         except (ChartError, cluster.GenerateError, ValueError) as exc:
             print(f"generate.py: {exc}", file=sys.stderr)
             return 2

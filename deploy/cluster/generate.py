@@ -74,8 +74,11 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value and not any(
-        line != line.rstrip() for line in value.splitlines()) else None
+    style = (
+        "|"
+        if "\n" in value and not any(line != line.rstrip() for line in value.splitlines())
+        else None
+    )
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -83,8 +86,14 @@ _Dumper.add_representer(str, _str)
 
 
 def dump(*docs: Any) -> str:
-    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=100,
-                         default_flow_style=False, allow_unicode=True)
+    return yaml.dump_all(
+        docs,
+        Dumper=_Dumper,
+        sort_keys=False,
+        width=100,
+        default_flow_style=False,
+        allow_unicode=True,
+    )
 
 
 def _load(path: Path) -> Any:
@@ -100,13 +109,17 @@ def _rel(path: Path) -> str:
 
 # --- PrometheusRules ---------------------------------------------------------------------
 
+
 def rule_files(root: Path) -> list[Path]:
     """The rule files of deploy/config/rules/ that a cluster loads (sorted)."""
     folder = root / "deploy/config/rules"
     if not folder.is_dir():
         return []
-    return [p for p in sorted(folder.glob("*.y*ml"))
-            if p.name not in LOCAL_ONLY_RULES and p.suffix in (".yaml", ".yml")]
+    return [
+        p
+        for p in sorted(folder.glob("*.y*ml"))
+        if p.name not in LOCAL_ONLY_RULES and p.suffix in (".yaml", ".yml")
+    ]
 
 
 def alert_names(root: Path) -> list[str]:
@@ -120,17 +133,23 @@ def alert_names(root: Path) -> list[str]:
 
 def default_rules_values(root: Path) -> str:
     values = {"defaultRules": {"disabled": {name: True for name in alert_names(root)}}}
-    return header(*(_rel(p) for p in rule_files(root))) + (
-        "# One alert, one rule: kube-prometheus-stack's default rule of the same name is\n"
-        "# switched off wherever deploy/config/rules/ defines the alert itself.\n"
-    ) + dump(values)
+    return (
+        header(*(_rel(p) for p in rule_files(root)))
+        + (
+            "# One alert, one rule: kube-prometheus-stack's default rule of the same name is\n"
+            "# switched off wherever deploy/config/rules/ defines the alert itself.\n"
+        )
+        + dump(values)
+    )
 
 
 # --- playbooks ---------------------------------------------------------------------------
 
+
 def playbook_files(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "playbooks").iterdir()
-                  if p.suffix in (".yaml", ".yml") and p.is_file())
+    return sorted(
+        p for p in (root / "playbooks").iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+    )
 
 
 # --- the Alertmanager configuration Secret ---------------------------------------------
@@ -148,24 +167,46 @@ def alertmanager_yaml() -> str:
     Secret alertmanager-vigil at install time."""
     from deploy.config import render
 
-    return render.render_alertmanager(remediator_url=REMEDIATOR_SERVICE_URL,
-                                      secrets_dir=ALERTMANAGER_SECRETS_DIR)
+    return render.render_alertmanager(
+        remediator_url=REMEDIATOR_SERVICE_URL, secrets_dir=ALERTMANAGER_SECRETS_DIR
+    )
 
 
 # --- remote-write ----------------------------------------------------------------------
 
-REMOTE_WRITE_KEYS = ("name", "url", "remote_timeout", "queue_config", "metadata_config",
-                     "write_relabel_configs")
-RELABEL_KEYS = {"source_labels": "sourceLabels", "separator": "separator",
-                "target_label": "targetLabel", "regex": "regex", "modulus": "modulus",
-                "replacement": "replacement", "action": "action"}
-QUEUE_KEYS = {"capacity": "capacity", "max_shards": "maxShards", "min_shards": "minShards",
-              "max_samples_per_send": "maxSamplesPerSend",
-              "batch_send_deadline": "batchSendDeadline", "min_backoff": "minBackoff",
-              "max_backoff": "maxBackoff", "retry_on_http_429": "retryOnRateLimit",
-              "sample_age_limit": "sampleAgeLimit"}
-METADATA_KEYS = {"send": "send", "send_interval": "sendInterval",
-                 "max_samples_per_send": "maxSamplesPerSend"}
+REMOTE_WRITE_KEYS = (
+    "name",
+    "url",
+    "remote_timeout",
+    "queue_config",
+    "metadata_config",
+    "write_relabel_configs",
+)
+RELABEL_KEYS = {
+    "source_labels": "sourceLabels",
+    "separator": "separator",
+    "target_label": "targetLabel",
+    "regex": "regex",
+    "modulus": "modulus",
+    "replacement": "replacement",
+    "action": "action",
+}
+QUEUE_KEYS = {
+    "capacity": "capacity",
+    "max_shards": "maxShards",
+    "min_shards": "minShards",
+    "max_samples_per_send": "maxSamplesPerSend",
+    "batch_send_deadline": "batchSendDeadline",
+    "min_backoff": "minBackoff",
+    "max_backoff": "maxBackoff",
+    "retry_on_http_429": "retryOnRateLimit",
+    "sample_age_limit": "sampleAgeLimit",
+}
+METADATA_KEYS = {
+    "send": "send",
+    "send_interval": "sendInterval",
+    "max_samples_per_send": "maxSamplesPerSend",
+}
 
 
 def _translate(obj: Mapping[str, Any], keys: Mapping[str, str], where: str) -> dict[str, Any]:
@@ -198,14 +239,17 @@ def operator_remote_write(urls: list[str], token: Mapping[str, str]) -> list[dic
         if "remote_timeout" in source:
             entry["remoteTimeout"] = str(source["remote_timeout"])
         if source.get("queue_config"):
-            entry["queueConfig"] = _translate(source["queue_config"], QUEUE_KEYS,
-                                              f"{where}: queue_config")
+            entry["queueConfig"] = _translate(
+                source["queue_config"], QUEUE_KEYS, f"{where}: queue_config"
+            )
         if source.get("metadata_config"):
-            entry["metadataConfig"] = _translate(source["metadata_config"], METADATA_KEYS,
-                                                 f"{where}: metadata_config")
+            entry["metadataConfig"] = _translate(
+                source["metadata_config"], METADATA_KEYS, f"{where}: metadata_config"
+            )
         entry["writeRelabelConfigs"] = [
             _translate(r, RELABEL_KEYS, f"{where}: write_relabel_configs[{k}]")
-            for k, r in enumerate(source.get("write_relabel_configs") or [])]
+            for k, r in enumerate(source.get("write_relabel_configs") or [])
+        ]
         entry["authorization"] = {"type": "Bearer", "credentials": dict(token)}
         entries.append(entry)
     return entries
@@ -216,25 +260,27 @@ def remote_write_values(here: Path, env: str) -> str:
     from deploy.config import render
 
     shards = overlay_shards(here, env)
-    entries = operator_remote_write([DETECTOR_URL.format(i=i) for i in range(shards)],
-                                    DETECTOR_TOKEN)
+    entries = operator_remote_write(
+        [DETECTOR_URL.format(i=i) for i in range(shards)], DETECTOR_TOKEN
+    )
     values = {"prometheus": {"prometheusSpec": {"remoteWrite": entries}}}
-    return header(_rel(render.REMOTE_WRITE_FILE) + " (through deploy/config/render.py)",
-                  f"deploy/cluster/vigil/overlays/{env}/values.yaml "
-                  f"({shards} detector shard{'s' if shards != 1 else ''})") + dump(values)
+    return header(
+        _rel(render.REMOTE_WRITE_FILE) + " (through deploy/config/render.py)",
+        f"deploy/cluster/vigil/overlays/{env}/values.yaml "
+        f"({shards} detector shard{'s' if shards != 1 else ''})",
+    ) + dump(values)
 
 
 # --- driver ----------------------------------------------------------------------------
 
+
 def build(root: Path = ROOT, here: Path = HERE) -> dict[str, bytes]:
     """Every generated file: path relative to deploy/cluster/ -> content."""
     out: dict[str, bytes] = {
-        "values/generated/kube-prometheus-stack.rules.yaml":
-            default_rules_values(root).encode(),
+        "values/generated/kube-prometheus-stack.rules.yaml": default_rules_values(root).encode(),
     }
     for env in ENVIRONMENTS:
-        out[f"values/generated/remote-write.{env}.yaml"] = \
-            remote_write_values(here, env).encode()
+        out[f"values/generated/remote-write.{env}.yaml"] = remote_write_values(here, env).encode()
     return out
 
 
@@ -251,8 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     parser.add_argument("--out", type=Path, default=HERE, help="write under this directory")
-    parser.add_argument("--alertmanager-config", action="store_true",
-                        help="print the Alertmanager configuration for the cluster and exit")
+    parser.add_argument(
+        "--alertmanager-config",
+        action="store_true",
+        help="print the Alertmanager configuration for the cluster and exit",
+    )
     args = parser.parse_args(argv)
     if args.alertmanager_config:
         try:

@@ -79,8 +79,7 @@ class _Dumper(yaml.SafeDumper):
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     literal = "\n" in value and all(line == line.rstrip() for line in value.splitlines())
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value,
-                                   style="|" if literal else None)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if literal else None)
 
 
 _Dumper.add_representer(str, _represent_str)
@@ -88,9 +87,14 @@ _Dumper.add_representer(str, _represent_str)
 
 def _dump(doc: Any, *sources: Path) -> str:
     names = ", ".join(p.relative_to(CONFIG_DIR.parent.parent).as_posix() for p in sources)
-    return (f"# GENERATED from {names} by deploy/config/render.py; do not edit.\n"
-            + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100,
-                        default_flow_style=False, allow_unicode=True))
+    return f"# GENERATED from {names} by deploy/config/render.py; do not edit.\n" + yaml.dump(
+        doc,
+        Dumper=_Dumper,
+        sort_keys=False,
+        width=100,
+        default_flow_style=False,
+        allow_unicode=True,
+    )
 
 
 def _load(path: Path) -> Any:
@@ -124,6 +128,7 @@ def render_rules(path: Path, *, runbook_base: str) -> str:
 
 # --- Alertmanager ----------------------------------------------------------------------
 
+
 def _move_secrets(node: Any, secrets_dir: Path, where: str) -> None:
     """Point every ``*_file`` value below ``node`` into ``secrets_dir``."""
     if isinstance(node, list):
@@ -136,8 +141,10 @@ def _move_secrets(node: Any, secrets_dir: Path, where: str) -> None:
         if key.endswith("_file") and isinstance(value, str):
             path = PurePosixPath(value)
             if path.parent != CLUSTER_SECRETS_DIR or path.name not in SECRET_FILES:
-                raise ValueError(f"{ALERTMANAGER_FILE.name}: {where}.{key}: {value} is not "
-                                 f"one of the secret files in {CLUSTER_SECRETS_DIR}/")
+                raise ValueError(
+                    f"{ALERTMANAGER_FILE.name}: {where}.{key}: {value} is not "
+                    f"one of the secret files in {CLUSTER_SECRETS_DIR}/"
+                )
             node[key] = str(secrets_dir / path.name)
         else:
             _move_secrets(value, secrets_dir, f"{where}.{key}")
@@ -153,8 +160,9 @@ def render_alertmanager(*, remediator_url: str, secrets_dir: Path) -> str:
     receivers = {r["name"]: r for r in doc["receivers"]}
     hooks = receivers.get(REMEDIATOR_RECEIVER, {}).get("webhook_configs") or []
     if not hooks:
-        raise ValueError(f"{ALERTMANAGER_FILE.name}: no webhook_configs in receiver "
-                         f"{REMEDIATOR_RECEIVER}")
+        raise ValueError(
+            f"{ALERTMANAGER_FILE.name}: no webhook_configs in receiver {REMEDIATOR_RECEIVER}"
+        )
     for hook in hooks:
         hook["url"] = remediator_url
     _move_secrets(doc["receivers"], Path(secrets_dir).absolute(), "receivers")
@@ -163,11 +171,13 @@ def render_alertmanager(*, remediator_url: str, secrets_dir: Path) -> str:
 
 # --- remote-write ----------------------------------------------------------------------
 
+
 def _remote_write_entry() -> dict[str, Any]:
     entries = _load(REMOTE_WRITE_FILE)["remote_write"]
     if len(entries) != 1:
-        raise ValueError(f"{REMOTE_WRITE_FILE.name}: expected one remote_write entry, "
-                         f"found {len(entries)}")
+        raise ValueError(
+            f"{REMOTE_WRITE_FILE.name}: expected one remote_write entry, found {len(entries)}"
+        )
     entry: dict[str, Any] = entries[0]
     return entry
 
@@ -185,17 +195,25 @@ def shard_relabel(shard: int, shards: int) -> list[dict[str, Any]]:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
     return [
         {"source_labels": ["namespace", "pod"], "target_label": "__tmp_vigil_key"},
-        {"source_labels": ["__tmp_vigil_key", "instance"], "regex": ";;(.+)",
-         "target_label": "__tmp_vigil_key"},
-        {"source_labels": ["__tmp_vigil_key"], "modulus": shards,
-         "target_label": "__tmp_vigil_shard", "action": "hashmod"},
+        {
+            "source_labels": ["__tmp_vigil_key", "instance"],
+            "regex": ";;(.+)",
+            "target_label": "__tmp_vigil_key",
+        },
+        {
+            "source_labels": ["__tmp_vigil_key"],
+            "modulus": shards,
+            "target_label": "__tmp_vigil_shard",
+            "action": "hashmod",
+        },
         {"source_labels": ["__tmp_vigil_shard"], "regex": str(shard), "action": "keep"},
         {"regex": "__tmp_vigil_(key|shard)", "action": "labeldrop"},
     ]
 
 
-def remote_write(urls: Sequence[str], *,
-                 bearer_token_file: Path | None = None) -> list[dict[str, Any]]:
+def remote_write(
+    urls: Sequence[str], *, bearer_token_file: Path | None = None
+) -> list[dict[str, Any]]:
     """remote_write entries for the detectors at ``urls`` (one: all selected series;
     several: each its hashmod share), named vigil or vigil-0, vigil-1, ..."""
     if isinstance(urls, str) or not urls:
@@ -209,36 +227,45 @@ def remote_write(urls: Sequence[str], *,
         if len(urls) > 1:
             entry["write_relabel_configs"] += shard_relabel(k, len(urls))
         if bearer_token_file is not None:
-            entry["authorization"] = {"type": "Bearer",
-                                      "credentials_file": str(bearer_token_file)}
+            entry["authorization"] = {"type": "Bearer", "credentials_file": str(bearer_token_file)}
         entries.append(entry)
     return entries
 
 
 # --- Prometheus ------------------------------------------------------------------------
 
-def render_prometheus(*, scrape_targets: Mapping[str, Sequence[str]],
-                      alertmanagers: Sequence[str], remote_write_urls: Sequence[str],
-                      rule_files: Sequence[Path] | None = None,
-                      extra_scrape_configs: Sequence[Mapping[str, Any]] = (),
-                      scrape_interval: str = "15s", evaluation_interval: str = "15s",
-                      external_labels: Mapping[str, str] | None = None,
-                      bearer_token_file: Path | None = None) -> str:
+
+def render_prometheus(
+    *,
+    scrape_targets: Mapping[str, Sequence[str]],
+    alertmanagers: Sequence[str],
+    remote_write_urls: Sequence[str],
+    rule_files: Sequence[Path] | None = None,
+    extra_scrape_configs: Sequence[Mapping[str, Any]] = (),
+    scrape_interval: str = "15s",
+    evaluation_interval: str = "15s",
+    external_labels: Mapping[str, str] | None = None,
+    bearer_token_file: Path | None = None,
+) -> str:
     """A prometheus.yml that loads deploy/config's rules and remote-writes its selection."""
     files = _all_rule_files() if rule_files is None else list(rule_files)
-    glob: dict[str, Any] = {"scrape_interval": scrape_interval,
-                            "evaluation_interval": evaluation_interval}
+    glob: dict[str, Any] = {
+        "scrape_interval": scrape_interval,
+        "evaluation_interval": evaluation_interval,
+    }
     if external_labels:
         glob["external_labels"] = dict(external_labels)
     doc: dict[str, Any] = {
         "global": glob,
         "rule_files": [str(Path(p).absolute()) for p in files],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
-        if alertmanagers else {},
+        if alertmanagers
+        else {},
         "scrape_configs": [
             {"job_name": job, "static_configs": [{"targets": list(targets)}]}
             for job, targets in scrape_targets.items()
-        ] + [dict(c) for c in extra_scrape_configs],
+        ]
+        + [dict(c) for c in extra_scrape_configs],
         "remote_write": remote_write(remote_write_urls, bearer_token_file=bearer_token_file),
     }
     if not doc["alerting"]:
@@ -248,9 +275,11 @@ def render_prometheus(*, scrape_targets: Mapping[str, Sequence[str]],
 
 # --- command line ----------------------------------------------------------------------
 
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.config.render",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.config.render", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     am = sub.add_parser("alertmanager", help="alertmanager.yml for another place")
     am.add_argument("--remediator-url", required=True)
@@ -259,8 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rw.add_argument("urls", nargs="+")
     args = parser.parse_args(argv)
     if args.what == "alertmanager":
-        print(render_alertmanager(remediator_url=args.remediator_url,
-                                  secrets_dir=args.secrets_dir), end="")
+        print(
+            render_alertmanager(remediator_url=args.remediator_url, secrets_dir=args.secrets_dir),
+            end="",
+        )
     else:
         print(_dump({"remote_write": remote_write(args.urls)}, REMOTE_WRITE_FILE), end="")
     return 0

@@ -84,8 +84,12 @@ def _get(url: str, timeout: float = 5.0) -> Any:
 
 
 def _post(url: str, doc: Any) -> Any:
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(doc).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read() or b"null")
 
@@ -114,8 +118,10 @@ def _wait(what: str, check: Any, timeout_s: float = STEP_TIMEOUT_S) -> Any:
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise SystemExit(f"{name} is missing: run `make demo` (it installs the Debian "
-                         f"packages) or apt-get install it")
+        raise SystemExit(
+            f"{name} is missing: run `make demo` (it installs the Debian "
+            f"packages) or apt-get install it"
+        )
     return path
 
 
@@ -127,21 +133,30 @@ class Stack:
         self.ports = ports
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], ready: str | None,
-              timeout_s: float = 120.0) -> None:
+    def start(
+        self, name: str, argv: list[str], ready: str | None, timeout_s: float = 120.0
+    ) -> None:
         log = (self.work / f"{name}.log").open("wb")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work,
+            env=env,
+            start_new_session=True,
+        )
         self.procs.append((name, proc))
         with (self.work / "pids").open("a") as fh:
             fh.write(f"{proc.pid} {name}\n")
         if ready is not None:
+
             def up() -> bool:
                 if proc.poll() is not None:
                     tail = (self.work / f"{name}.log").read_text(errors="replace")[-2000:]
                     raise SystemExit(f"{name} exited with {proc.returncode}:\n{tail}")
                 return _ok(ready)
+
             _wait(f"{name} ready at {ready}", up, timeout_s)
 
     def stop(self) -> None:
@@ -198,8 +213,11 @@ def backfill(work: Path, ports: Ports, now_s: int) -> Path:
     source = work / "history.om"
     source.write_text("\n".join(lines) + "\n")
     tsdb = work / "prometheus-data"
-    subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
-                    str(source), str(tsdb)], check=True, capture_output=True)
+    subprocess.run(
+        [_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+        check=True,
+        capture_output=True,
+    )
     return tsdb
 
 
@@ -210,41 +228,56 @@ def write_configs(work: Path, p: Ports) -> None:
     secrets = work / "secrets"
     secrets.mkdir()
     token = secrets_token()
-    values = {"slack-url": "http://127.0.0.1:9/slack-not-configured-in-the-demo",
-              "smtp-password": "not-configured-in-the-demo",
-              "pagerduty-routing-key": "not-configured-in-the-demo",
-              "vigil-remediator-token": token}
+    values = {
+        "slack-url": "http://127.0.0.1:9/slack-not-configured-in-the-demo",
+        "smtp-password": "not-configured-in-the-demo",
+        "pagerduty-routing-key": "not-configured-in-the-demo",
+        "vigil-remediator-token": token,
+    }
     for name in render.SECRET_FILES:
         (secrets / name).write_text(values.get(name, "not-configured-in-the-demo") + "\n")
-    blackbox = {"job_name": "blackbox", "metrics_path": "/probe",
-                "params": {"module": ["http_2xx"]},
-                "static_configs": [{"targets": [f"http://127.0.0.1:{p.shop}/healthz"]}],
-                "relabel_configs": [
-                    {"source_labels": ["__address__"], "target_label": "__param_target"},
-                    {"source_labels": ["__param_target"], "target_label": "instance"},
-                    {"target_label": "__address__", "replacement": f"127.0.0.1:{p.blackbox}"}]}
+    blackbox = {
+        "job_name": "blackbox",
+        "metrics_path": "/probe",
+        "params": {"module": ["http_2xx"]},
+        "static_configs": [{"targets": [f"http://127.0.0.1:{p.shop}/healthz"]}],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "target_label": "__param_target"},
+            {"source_labels": ["__param_target"], "target_label": "instance"},
+            {"target_label": "__address__", "replacement": f"127.0.0.1:{p.blackbox}"},
+        ],
+    }
     # the rules with runbook_url pointing at the detector, which serves docs/runbooks/
     rules = work / "rules"
     rules.mkdir()
     rule_files = []
     for source in render.rule_files():
         rule_files.append(rules / source.name)
-        rule_files[-1].write_text(render.render_rules(
-            source, runbook_base=f"http://127.0.0.1:{p.detector}/runbooks"))
+        rule_files[-1].write_text(
+            render.render_rules(source, runbook_base=f"http://127.0.0.1:{p.detector}/runbooks")
+        )
     prometheus = render.render_prometheus(
-        scrape_targets={"demo-shop": [f"127.0.0.1:{p.shop}"],
-                        "node": [f"127.0.0.1:{p.node}"],
-                        "vigil-detector": [f"127.0.0.1:{p.detector}"],
-                        "vigil-remediator": [f"127.0.0.1:{p.remediator}"],
-                        "prometheus": [f"127.0.0.1:{p.prometheus}"],
-                        "alertmanager": [f"127.0.0.1:{p.alertmanager}"]},
+        scrape_targets={
+            "demo-shop": [f"127.0.0.1:{p.shop}"],
+            "node": [f"127.0.0.1:{p.node}"],
+            "vigil-detector": [f"127.0.0.1:{p.detector}"],
+            "vigil-remediator": [f"127.0.0.1:{p.remediator}"],
+            "prometheus": [f"127.0.0.1:{p.prometheus}"],
+            "alertmanager": [f"127.0.0.1:{p.alertmanager}"],
+        },
         alertmanagers=[f"127.0.0.1:{p.alertmanager}"],
         remote_write_urls=[f"http://127.0.0.1:{p.detector}/api/v1/write"],
-        extra_scrape_configs=[blackbox], scrape_interval="1s", evaluation_interval="1s",
-        rule_files=rule_files)
+        extra_scrape_configs=[blackbox],
+        scrape_interval="1s",
+        evaluation_interval="1s",
+        rule_files=rule_files,
+    )
     (work / "prometheus.yml").write_text(prometheus)
-    (work / "alertmanager.yml").write_text(render.render_alertmanager(
-        remediator_url=f"http://127.0.0.1:{p.remediator}/webhook", secrets_dir=secrets))
+    (work / "alertmanager.yml").write_text(
+        render.render_alertmanager(
+            remediator_url=f"http://127.0.0.1:{p.remediator}/webhook", secrets_dir=secrets
+        )
+    )
     (work / "blackbox.yml").write_text("""
 modules:
   http_2xx: {prober: http, timeout: 2s, http: {valid_status_codes: [200]}}
@@ -279,58 +312,117 @@ def _playbooks(work: Path, p: Ports) -> Path:
     out = work / "playbooks"
     out.mkdir(parents=True, exist_ok=True)
     for src in sorted((HERE / "playbooks").glob("*.yaml")):
-        (out / src.name).write_text(src.read_text().replace("127.0.0.1:8080",
-                                                            f"127.0.0.1:{p.shop}"))
+        (out / src.name).write_text(
+            src.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{p.shop}")
+        )
     return out
 
 
 def start_stack(stack: Stack) -> None:
     p, w = stack.ports, stack.work
     py = sys.executable
-    stack.start("node_exporter", [_binary("prometheus-node-exporter"),
-                                  f"--web.listen-address=127.0.0.1:{p.node}",
-                                  "--no-collector.systemd"], f"http://127.0.0.1:{p.node}/metrics")
-    stack.start("blackbox_exporter", [_binary("prometheus-blackbox-exporter"),
-                                      f"--config.file={w / 'blackbox.yml'}",
-                                      f"--web.listen-address=127.0.0.1:{p.blackbox}"],
-                f"http://127.0.0.1:{p.blackbox}/metrics")
-    stack.start("shop", [py, "-m", "deploy.local.shop", "--listen", f"127.0.0.1:{p.shop}"],
-                f"http://127.0.0.1:{p.shop}/healthz")
-    stack.start("prometheus", [_binary("prometheus"), f"--config.file={w / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={w / 'prometheus-data'}",
-                               f"--web.listen-address=127.0.0.1:{p.prometheus}",
-                               "--web.enable-remote-write-receiver"],
-                f"http://127.0.0.1:{p.prometheus}/-/ready")
-    stack.start("alertmanager", [_binary("prometheus-alertmanager"),
-                                 f"--config.file={w / 'alertmanager.yml'}",
-                                 f"--storage.path={w / 'alertmanager-data'}",
-                                 f"--web.listen-address=127.0.0.1:{p.alertmanager}",
-                                 f"--web.external-url=http://127.0.0.1:{p.alertmanager}/",
-                                 "--cluster.listen-address="],
-                f"http://127.0.0.1:{p.alertmanager}/-/ready")
-    stack.start("remediator", [py, "-m", "remediator", "serve",
-                               "--listen", f"127.0.0.1:{p.remediator}",
-                               "--config", str(w / "remediator.yaml"),
-                               "--playbooks", str(_playbooks(w, p)),
-                               "--alertmanager", f"http://127.0.0.1:{p.alertmanager}",
-                               "--prometheus", f"http://127.0.0.1:{p.prometheus}",
-                               "--state-dir", str(w / "remediator"),
-                               "--detector-url", f"http://127.0.0.1:{p.detector}"],
-                f"http://127.0.0.1:{p.remediator}/readyz")
-    stack.start("detector", [py, "-m", "detector", "serve",
-                             "--listen", f"127.0.0.1:{p.detector}",
-                             "--config", str(w / "detector.yaml"),
-                             "--state-dir", str(w / "detector"),
-                             "--runbooks", str(ROOT / "docs" / "runbooks"),
-                             "--remediator-url", f"http://127.0.0.1:{p.remediator}",
-                             "--prometheus", f"http://127.0.0.1:{p.prometheus}",
-                             "--alertmanager", f"http://127.0.0.1:{p.alertmanager}"],
-                f"http://127.0.0.1:{p.detector}/readyz", timeout_s=300)
+    stack.start(
+        "node_exporter",
+        [
+            _binary("prometheus-node-exporter"),
+            f"--web.listen-address=127.0.0.1:{p.node}",
+            "--no-collector.systemd",
+        ],
+        f"http://127.0.0.1:{p.node}/metrics",
+    )
+    stack.start(
+        "blackbox_exporter",
+        [
+            _binary("prometheus-blackbox-exporter"),
+            f"--config.file={w / 'blackbox.yml'}",
+            f"--web.listen-address=127.0.0.1:{p.blackbox}",
+        ],
+        f"http://127.0.0.1:{p.blackbox}/metrics",
+    )
+    stack.start(
+        "shop",
+        [py, "-m", "deploy.local.shop", "--listen", f"127.0.0.1:{p.shop}"],
+        f"http://127.0.0.1:{p.shop}/healthz",
+    )
+    stack.start(
+        "prometheus",
+        [
+            _binary("prometheus"),
+            f"--config.file={w / 'prometheus.yml'}",
+            f"--storage.tsdb.path={w / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{p.prometheus}",
+            "--web.enable-remote-write-receiver",
+        ],
+        f"http://127.0.0.1:{p.prometheus}/-/ready",
+    )
+    stack.start(
+        "alertmanager",
+        [
+            _binary("prometheus-alertmanager"),
+            f"--config.file={w / 'alertmanager.yml'}",
+            f"--storage.path={w / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{p.alertmanager}",
+            f"--web.external-url=http://127.0.0.1:{p.alertmanager}/",
+            "--cluster.listen-address=",
+        ],
+        f"http://127.0.0.1:{p.alertmanager}/-/ready",
+    )
+    stack.start(
+        "remediator",
+        [
+            py,
+            "-m",
+            "remediator",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{p.remediator}",
+            "--config",
+            str(w / "remediator.yaml"),
+            "--playbooks",
+            str(_playbooks(w, p)),
+            "--alertmanager",
+            f"http://127.0.0.1:{p.alertmanager}",
+            "--prometheus",
+            f"http://127.0.0.1:{p.prometheus}",
+            "--state-dir",
+            str(w / "remediator"),
+            "--detector-url",
+            f"http://127.0.0.1:{p.detector}",
+        ],
+        f"http://127.0.0.1:{p.remediator}/readyz",
+    )
+    stack.start(
+        "detector",
+        [
+            py,
+            "-m",
+            "detector",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{p.detector}",
+            "--config",
+            str(w / "detector.yaml"),
+            "--state-dir",
+            str(w / "detector"),
+            "--runbooks",
+            str(ROOT / "docs" / "runbooks"),
+            "--remediator-url",
+            f"http://127.0.0.1:{p.remediator}",
+            "--prometheus",
+            f"http://127.0.0.1:{p.prometheus}",
+            "--alertmanager",
+            f"http://127.0.0.1:{p.alertmanager}",
+        ],
+        f"http://127.0.0.1:{p.detector}/readyz",
+        timeout_s=300,
+    )
 
 
 def _am_alert(p: Ports, *, active: bool) -> dict[str, Any] | None:
-    for a in _get(f"http://127.0.0.1:{p.alertmanager}/api/v2/alerts?active={str(active).lower()}"
-                  "&silenced=true&inhibited=true"):
+    for a in _get(
+        f"http://127.0.0.1:{p.alertmanager}/api/v2/alerts?active={str(active).lower()}"
+        "&silenced=true&inhibited=true"
+    ):
         if a["labels"].get("metric_name") == "demo_latency_p99_seconds":
             return dict(a)
     return None
@@ -348,6 +440,7 @@ def scenario(stack: Stack, tl: Timeline) -> dict[str, Any]:
         q = urllib.parse.urlencode({"match[]": "demo_latency_p99_seconds"})
         data = _get(f"http://127.0.0.1:{p.detector}/api/v1/series?{q}")["data"]
         return bool(data) and data[0]["samples"] >= 20 and data[0]["score"] is not None
+
     _wait("the detector to see the shop's latency", warm)
     tl.mark("detector watching", "demo_latency_p99_seconds warmed from 6 h of history")
     _post(f"{shop}/admin/fault", {"latency_s": 2.0})
@@ -355,14 +448,19 @@ def scenario(stack: Stack, tl: Timeline) -> dict[str, Any]:
     alert = _wait("Vigil's alert in Alertmanager", lambda: _am_alert(p, active=True))
     tl.mark("anomaly detected and routed", alert["annotations"].get("summary", ""))
     done = ("succeeded", "undone", "failed", "escalated", "refused")
-    run = _wait("the remediator's run", lambda: [
-        r for r in _runs(p) if r["fingerprint"] == alert["fingerprint"]
-        and r["state"] in done])[0]
+    run = _wait(
+        "the remediator's run",
+        lambda: [
+            r for r in _runs(p) if r["fingerprint"] == alert["fingerprint"] and r["state"] in done
+        ],
+    )[0]
     detail = _get(f"http://127.0.0.1:{p.remediator}/api/v1/runs/{run['id']}")
     acted = [e for e in detail["events"] if e["kind"] == "action_response"]
     if acted:
-        tl.mark("playbook acted", f"{run['playbook']}: POST {shop}/admin/restart "
-                f"({acted[0]['verdict']})")
+        tl.mark(
+            "playbook acted",
+            f"{run['playbook']}: POST {shop}/admin/restart ({acted[0]['verdict']})",
+        )
     verified = [e for e in detail["events"] if e["kind"] == "verify" and e["verdict"] == "ok"]
     if run["state"] != "succeeded":
         tl.mark("run ended badly", f"{run['state']}: {run['outcome']}")
@@ -372,6 +470,7 @@ def scenario(stack: Stack, tl: Timeline) -> dict[str, Any]:
 
     def resolved() -> bool:
         return _am_alert(p, active=True) is None
+
     _wait("the alert to resolve", resolved)
     tl.mark("alert resolved", "the shop's latency is back inside its band")
     return {"ok": True, "run": detail, "alert": alert}
@@ -380,16 +479,22 @@ def scenario(stack: Stack, tl: Timeline) -> dict[str, Any]:
 def check_dashboards(p: Ports) -> dict[str, Any]:
     """Every PromQL query of every dashboard, asked of this stack's Prometheus: which
     return data, which read what only a cluster has, which return nothing."""
-    values = {"metric": "demo_latency_p99_seconds", "selector": 'job="demo-shop"',
-              "service": ".+", "instance": ".+", "job": ".+"}
+    values = {
+        "metric": "demo_latency_p99_seconds",
+        "selector": 'job="demo-shop"',
+        "service": ".+",
+        "instance": ".+",
+        "job": ".+",
+    }
     report: dict[str, Any] = {"with_data": 0, "cluster_only": 0, "empty": []}
     for name, build in dashboards.DASHBOARDS.items():
         for q in dashboards.prometheus_queries(build(), values):
             if q.cluster_source() is not None:
                 report["cluster_only"] += 1
                 continue
-            url = f"http://127.0.0.1:{p.prometheus}/api/v1/query?" + \
-                urllib.parse.urlencode({"query": q.expr})
+            url = f"http://127.0.0.1:{p.prometheus}/api/v1/query?" + urllib.parse.urlencode(
+                {"query": q.expr}
+            )
             if _get(url)["data"]["result"]:
                 report["with_data"] += 1
             else:
@@ -408,8 +513,13 @@ def check_alert_link(p: Ports, alert: dict[str, Any]) -> dict[str, Any]:
         end = calendar.timegm(time.strptime(query[f"g{i}.end_input"][0], "%Y-%m-%d %H:%M:%S"))
         minutes = int(query[f"g{i}.range_input"][0].removesuffix("m"))
         url = f"http://127.0.0.1:{p.prometheus}/api/v1/query_range?" + urllib.parse.urlencode(
-            {"query": query[f"g{i}.expr"][0], "start": end - 60 * minutes,
-             "end": min(end, time.time()), "step": "5"})
+            {
+                "query": query[f"g{i}.expr"][0],
+                "start": end - 60 * minutes,
+                "end": min(end, time.time()),
+                "step": "5",
+            }
+        )
         result = _get(url)["data"]["result"]
         out["series"][query[f"g{i}.expr"][0]] = sum(len(r["values"]) for r in result)
         i += 1
@@ -418,22 +528,49 @@ def check_alert_link(p: Ports, alert: dict[str, Any]) -> dict[str, Any]:
 
 def _simulate_cluster(alert: dict[str, Any]) -> str:
     """What the equivalent cluster playbook would do, via `vigil-remediator simulate`."""
-    doc = {"status": "firing", "labels": {**alert["labels"], "namespace": "shop",
-                                          "metric_name": "http_request_latency_seconds"},
-           "annotations": alert.get("annotations", {}), "startsAt": alert["startsAt"],
-           "fingerprint": alert["fingerprint"]}
+    doc = {
+        "status": "firing",
+        "labels": {
+            **alert["labels"],
+            "namespace": "shop",
+            "metric_name": "http_request_latency_seconds",
+        },
+        "annotations": alert.get("annotations", {}),
+        "startsAt": alert["startsAt"],
+        "fingerprint": alert["fingerprint"],
+    }
     path = Path(os.environ.get("TMPDIR", "/tmp")) / "vigil-demo-alert.json"
     path.write_text(json.dumps(doc))
-    out = subprocess.run([sys.executable, "-m", "remediator", "simulate", "--alert", str(path),
-                          "--playbooks", str(ROOT / "playbooks")], capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "remediator",
+            "simulate",
+            "--alert",
+            str(path),
+            "--playbooks",
+            str(ROOT / "playbooks"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         report = json.loads(out.stdout)
     except ValueError:
         return "(simulate failed: " + out.stderr.strip()[-200:] + ")"
-    lines = [f"    {m['playbook']} ({m['mode']}): " + ", ".join(m.get("steps", []))
-             + ("" if "plan" in m else " (its target is resolved in the cluster: "
-                "pod -> ReplicaSet -> Deployment)") for m in report.get("matches", [])]
+    lines = [
+        f"    {m['playbook']} ({m['mode']}): "
+        + ", ".join(m.get("steps", []))
+        + (
+            ""
+            if "plan" in m
+            else " (its target is resolved in the cluster: pod -> ReplicaSet -> Deployment)"
+        )
+        for m in report.get("matches", [])
+    ]
     return "\n".join(lines) or "    (no cluster playbook matches)"
 
 
@@ -463,29 +600,40 @@ def _run(work: Path, ports: Ports, stack: Stack) -> int:
         tl.mark("history backfilled", "6 h of the shop's gauges, with promtool")
         write_configs(work, ports)
         start_stack(stack)
-        tl.mark("stack ready", "node_exporter, blackbox_exporter, shop, Prometheus, "
-                "Alertmanager, remediator, detector")
+        tl.mark(
+            "stack ready",
+            "node_exporter, blackbox_exporter, shop, Prometheus, "
+            "Alertmanager, remediator, detector",
+        )
         result = scenario(stack, tl)
         if result.get("ok"):
             report = check_dashboards(ports)
             report["alert_link"] = check_alert_link(ports, result["alert"])
             result["dashboards"] = report
-            tl.mark("dashboards checked", f"{report['with_data']} panel queries return data "
-                    f"here, {report['cluster_only']} read what only a cluster has "
-                    f"(kube-state-metrics, cAdvisor, CoreDNS, Tempo), {len(report['empty'])} empty")
+            tl.mark(
+                "dashboards checked",
+                f"{report['with_data']} panel queries return data "
+                f"here, {report['cluster_only']} read what only a cluster has "
+                f"(kube-state-metrics, cAdvisor, CoreDNS, Tempo), {len(report['empty'])} empty",
+            )
     except (TimeoutError, subprocess.CalledProcessError) as exc:
         tl.mark("scenario stopped", str(exc))
     finally:
-        summary = {"ok": bool(result.get("ok")), "timeline": tl.steps,
-                   "run_id": result.get("run", {}).get("id"),
-                   "alert": result.get("alert"), "ports": ports.__dict__,
-                   "dashboards": result.get("dashboards")}
+        summary = {
+            "ok": bool(result.get("ok")),
+            "timeline": tl.steps,
+            "run_id": result.get("run", {}).get("id"),
+            "alert": result.get("alert"),
+            "ports": ports.__dict__,
+            "dashboards": result.get("dashboards"),
+        }
         (work / "summary.json").write_text(json.dumps(summary, indent=2))
     p = ports
     if result.get("alert"):
         print("\nThe same alert in a cluster (vigil-remediator simulate, playbooks/):")
         print(_simulate_cluster(result["alert"]))
-    print(f"""
+    print(
+        f"""
 Where to look:
   The console (anomalies, charts):  http://127.0.0.1:{p.detector}/
   The console (runs, playbooks):    http://127.0.0.1:{p.remediator}/
@@ -496,7 +644,8 @@ Where to look:
   Remediation runs (audit):         http://127.0.0.1:{p.remediator}/api/v1/runs
   The shop (faults: POST /admin/fault {{"latency_s": 2}}): http://127.0.0.1:{p.shop}/admin/state
 Result: {"every step happened" if result.get("ok") else "NOT every step happened"}""",
-          flush=True)
+        flush=True,
+    )
     if os.environ.get("DEMO_EXIT") == "1":
         return 0 if result.get("ok") else 1
     print("Running until Ctrl-C (or `make stop` from another terminal).", flush=True)

@@ -44,8 +44,11 @@ def normal_gauges(rng: random.Random) -> dict[str, float]:
     n = int(REQUESTS_PER_S * WINDOW_S)
     lat = sorted(max(0.01, rng.gauss(BASE_LATENCY_S, LATENCY_SD_S)) for _ in range(n))
     errors = sum(1 for _ in range(n) if rng.random() < BASE_ERROR_RATIO)
-    return {"demo_latency_p99_seconds": lat[int(0.99 * n)], "demo_error_ratio": errors / n,
-            "demo_memory_bytes": BASE_MEMORY + rng.gauss(0, 2e5)}
+    return {
+        "demo_latency_p99_seconds": lat[int(0.99 * n)],
+        "demo_error_ratio": errors / n,
+        "demo_memory_bytes": BASE_MEMORY + rng.gauss(0, 2e5),
+    }
 
 
 @dataclass
@@ -60,19 +63,27 @@ class Shop:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.requests = Counter("demo_requests", "Checkout requests served, by HTTP code.",
-                                ["code"], registry=r)
-        self.duration = Histogram("demo_request_duration_seconds", "Checkout latency.",
-                                  buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5), registry=r)
-        self.p99 = Gauge("demo_latency_p99_seconds", "p99 checkout latency over the last "
-                         "15 s.", registry=r)
-        self.errors = Gauge("demo_error_ratio", "Share of checkouts that failed over the "
-                            "last 15 s.", registry=r)
+        self.requests = Counter(
+            "demo_requests", "Checkout requests served, by HTTP code.", ["code"], registry=r
+        )
+        self.duration = Histogram(
+            "demo_request_duration_seconds",
+            "Checkout latency.",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
+            registry=r,
+        )
+        self.p99 = Gauge(
+            "demo_latency_p99_seconds", "p99 checkout latency over the last 15 s.", registry=r
+        )
+        self.errors = Gauge(
+            "demo_error_ratio", "Share of checkouts that failed over the last 15 s.", registry=r
+        )
         self.mem = Gauge("demo_memory_bytes", "Working set of the shop.", registry=r)
 
     def serve_one(self, now: float) -> None:
-        latency = max(0.01, self.rng.gauss(BASE_LATENCY_S, LATENCY_SD_S)) + \
-            self.latency_s * self.rng.uniform(0.8, 1.2)
+        latency = max(
+            0.01, self.rng.gauss(BASE_LATENCY_S, LATENCY_SD_S)
+        ) + self.latency_s * self.rng.uniform(0.8, 1.2)
         failed = self.rng.random() < max(BASE_ERROR_RATIO, self.error_ratio)
         self.requests.labels("500" if failed else "200").inc()
         self.duration.observe(latency)
@@ -108,11 +119,11 @@ def build_app(shop: Shop | None = None) -> web.Application:
             doc = await request.json()
             shop.latency_s = float(doc.get("latency_s", shop.latency_s))
             shop.error_ratio = float(doc.get("error_ratio", shop.error_ratio))
-            shop.memory_growth = float(doc.get("memory_growth_bytes_per_s",
-                                               shop.memory_growth))
+            shop.memory_growth = float(doc.get("memory_growth_bytes_per_s", shop.memory_growth))
         except (ValueError, TypeError, AttributeError) as exc:
-            return web.json_response({"error": f"expected a JSON object of numbers: {exc}"},
-                                     status=400)
+            return web.json_response(
+                {"error": f"expected a JSON object of numbers: {exc}"}, status=400
+            )
         return web.json_response(state(shop))
 
     async def restart(request: web.Request) -> web.Response:
@@ -149,8 +160,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def state(shop: Shop) -> dict[str, float]:
-    return {"latency_s": shop.latency_s, "error_ratio": shop.error_ratio,
-            "memory_growth_bytes_per_s": shop.memory_growth, "memory_bytes": shop.memory}
+    return {
+        "latency_s": shop.latency_s,
+        "error_ratio": shop.error_ratio,
+        "memory_growth_bytes_per_s": shop.memory_growth,
+        "memory_bytes": shop.memory,
+    }
 
 
 def main() -> None:

@@ -49,11 +49,26 @@ STEP_SIG = (
 
 
 @njit(cache=True, nogil=True)
-def _event(n_ev: int, i: int, s: int, kind: int, lv: int, since: np.ndarray,
-           peak: np.ndarray, base_exp: np.ndarray, base_lo: np.ndarray, base_hi: np.ndarray,
-           ev_index: np.ndarray, ev_kind: np.ndarray, ev_level: np.ndarray,
-           ev_since: np.ndarray, ev_peak: np.ndarray, ev_exp: np.ndarray, ev_lo: np.ndarray,
-           ev_hi: np.ndarray) -> int:
+def _event(
+    n_ev: int,
+    i: int,
+    s: int,
+    kind: int,
+    lv: int,
+    since: np.ndarray,
+    peak: np.ndarray,
+    base_exp: np.ndarray,
+    base_lo: np.ndarray,
+    base_hi: np.ndarray,
+    ev_index: np.ndarray,
+    ev_kind: np.ndarray,
+    ev_level: np.ndarray,
+    ev_since: np.ndarray,
+    ev_peak: np.ndarray,
+    ev_exp: np.ndarray,
+    ev_lo: np.ndarray,
+    ev_hi: np.ndarray,
+) -> int:
     """Write event ``n_ev`` (sample ``i`` of series ``s``) with the run's start, peak and
     band as they are now; the next event's index."""
     ev_index[n_ev] = i
@@ -68,17 +83,41 @@ def _event(n_ev: int, i: int, s: int, kind: int, lv: int, since: np.ndarray,
 
 
 @njit(STEP_SIG, cache=True, nogil=True)
-def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray,
-         lower: np.ndarray, upper: np.ndarray, rule_of: np.ndarray,
-         thresholds: np.ndarray, for_samples: np.ndarray, for_ms: np.ndarray,
-         normal_below: np.ndarray, resolve_samples: np.ndarray, resolve_ms: np.ndarray,
-         state: np.ndarray, level: np.ndarray, since: np.ndarray, run: np.ndarray,
-         normal_since: np.ndarray, peak: np.ndarray,
-         ev_index: np.ndarray, ev_kind: np.ndarray, ev_level: np.ndarray,
-         ev_since: np.ndarray, ev_peak: np.ndarray, expected: np.ndarray,
-         base_exp: np.ndarray, base_lo: np.ndarray, base_hi: np.ndarray,
-         ev_exp: np.ndarray, ev_lo: np.ndarray, ev_hi: np.ndarray, prev_ts: np.ndarray,
-         run_from: np.ndarray) -> int:
+def step(
+    slots: np.ndarray,
+    ts: np.ndarray,
+    score: np.ndarray,
+    value: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    rule_of: np.ndarray,
+    thresholds: np.ndarray,
+    for_samples: np.ndarray,
+    for_ms: np.ndarray,
+    normal_below: np.ndarray,
+    resolve_samples: np.ndarray,
+    resolve_ms: np.ndarray,
+    state: np.ndarray,
+    level: np.ndarray,
+    since: np.ndarray,
+    run: np.ndarray,
+    normal_since: np.ndarray,
+    peak: np.ndarray,
+    ev_index: np.ndarray,
+    ev_kind: np.ndarray,
+    ev_level: np.ndarray,
+    ev_since: np.ndarray,
+    ev_peak: np.ndarray,
+    expected: np.ndarray,
+    base_exp: np.ndarray,
+    base_lo: np.ndarray,
+    base_hi: np.ndarray,
+    ev_exp: np.ndarray,
+    ev_lo: np.ndarray,
+    ev_hi: np.ndarray,
+    prev_ts: np.ndarray,
+    run_from: np.ndarray,
+) -> int:
     """Advance the alert state of each sample's series; return the number of events.
 
     ``thresholds[r]`` holds rule r's ascending severity thresholds, padded with +inf.
@@ -120,18 +159,52 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                     peak[s] = x
                 if lv > level[s]:
                     level[s] = lv
-                    n_ev = _event(n_ev, i, s, EV_ESCALATE, lv, since, peak,
-                                  base_exp, base_lo, base_hi, ev_index, ev_kind, ev_level,
-                                  ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
+                    n_ev = _event(
+                        n_ev,
+                        i,
+                        s,
+                        EV_ESCALATE,
+                        lv,
+                        since,
+                        peak,
+                        base_exp,
+                        base_lo,
+                        base_hi,
+                        ev_index,
+                        ev_kind,
+                        ev_level,
+                        ev_since,
+                        ev_peak,
+                        ev_exp,
+                        ev_lo,
+                        ev_hi,
+                    )
             elif x < normal_below[r]:
                 if normal_since[s] == NEVER:
                     normal_since[s] = t - span
                     run[s] = 0
                 run[s] += 1
                 if run[s] >= resolve_samples[r] and t - normal_since[s] >= resolve_ms[r]:
-                    n_ev = _event(n_ev, i, s, EV_RESOLVE, level[s], since, peak,
-                                  base_exp, base_lo, base_hi, ev_index, ev_kind, ev_level,
-                                  ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
+                    n_ev = _event(
+                        n_ev,
+                        i,
+                        s,
+                        EV_RESOLVE,
+                        level[s],
+                        since,
+                        peak,
+                        base_exp,
+                        base_lo,
+                        base_hi,
+                        ev_index,
+                        ev_kind,
+                        ev_level,
+                        ev_since,
+                        ev_peak,
+                        ev_exp,
+                        ev_lo,
+                        ev_hi,
+                    )
                     state[s] = NORMAL
                     level[s] = 0
                     run[s] = 0
@@ -160,13 +233,31 @@ def step(slots: np.ndarray, ts: np.ndarray, score: np.ndarray, value: np.ndarray
                 state[s] = FIRING
                 run[s] = 0
                 normal_since[s] = NEVER
-                n_ev = _event(n_ev, i, s, EV_FIRE, level[s], since, peak,
-                              base_exp, base_lo, base_hi, ev_index, ev_kind, ev_level,
-                              ev_since, ev_peak, ev_exp, ev_lo, ev_hi)
+                n_ev = _event(
+                    n_ev,
+                    i,
+                    s,
+                    EV_FIRE,
+                    level[s],
+                    since,
+                    peak,
+                    base_exp,
+                    base_lo,
+                    base_hi,
+                    ev_index,
+                    ev_kind,
+                    ev_level,
+                    ev_since,
+                    ev_peak,
+                    ev_exp,
+                    ev_lo,
+                    ev_hi,
+                )
         elif state[s] == PENDING and (
-                x >= normal_below[r]
-                or value[i] < 0.5 * (expected[i] + lower[i])
-                or value[i] > 0.5 * (expected[i] + upper[i])):
+            x >= normal_below[r]
+            or value[i] < 0.5 * (expected[i] + lower[i])
+            or value[i] > 0.5 * (expected[i] + upper[i])
+        ):
             # pending-side hysteresis: a sample that has not come back (it scores at least
             # ``normal_below``, or lies in the outer half of its band, between the edge
             # and the midpoint to the expected value) neither counts as anomalous nor

@@ -77,19 +77,32 @@ class Links:
         name = dict(labels).get("__name__", "")
         inner = wording.matchers(labels)[1:-1]
         if self.grafana_url is not None:
-            query = urlencode({"orgId": "1", "var-metric": name, "var-selector": inner,
-                               "from": str(start), "to": str(end)})
+            query = urlencode(
+                {
+                    "orgId": "1",
+                    "var-metric": name,
+                    "var-selector": inner,
+                    "from": str(start),
+                    "to": str(end),
+                }
+            )
             return f"{self.grafana_url.rstrip('/')}/d/{self.dashboard_uid}/vigil-anomaly?{query}"
         if self.prometheus_url is None:
             return None
         band = wording.matchers([("metric_name", name), *labels])
         exprs = [wording.selector(labels)] + [
-            f"vigil_anomaly_{kind}{band}" for kind in ("expected", "lower", "upper")]
+            f"vigil_anomaly_{kind}{band}" for kind in ("expected", "lower", "upper")
+        ]
         params: dict[str, str] = {}
         for i, expr in enumerate(exprs):
-            params.update({f"g{i}.expr": expr, f"g{i}.tab": "0",
-                           f"g{i}.range_input": f"{max(60, (end - start) // 60000)}m",
-                           f"g{i}.end_input": wording.iso(end)[:19].replace("T", " ")})
+            params.update(
+                {
+                    f"g{i}.expr": expr,
+                    f"g{i}.tab": "0",
+                    f"g{i}.range_input": f"{max(60, (end - start) // 60000)}m",
+                    f"g{i}.end_input": wording.iso(end)[:19].replace("T", " "),
+                }
+            )
         return f"{self.prometheus_url.rstrip('/')}/graph?{urlencode(params)}"
 
     def runbook(self, alertname: str) -> str:
@@ -132,8 +145,7 @@ class Alert:
         return self.resolved_ms is None
 
     def worst(self) -> list[Member]:
-        return sorted(self.members.values(), key=lambda m: (-m.peak, -m.reading.score,
-                                                             m.slot))
+        return sorted(self.members.values(), key=lambda m: (-m.peak, -m.reading.score, m.slot))
 
 
 def resolution(ev: AlertEvent) -> str:
@@ -172,14 +184,22 @@ def render_template(text: str, fields: Mapping[str, str], labels: Mapping[str, s
         if name.startswith("labels."):
             return labels.get(name[7:], "")
         return fields.get(name, "")
+
     return TEMPLATE_FIELD.sub(one, text)
 
 
 class AlertBook:
     """The active alerts, keyed by rule and series (or group)."""
 
-    def __init__(self, rules: Sequence[AlertRule], *, info: SeriesInfo, links: Links,
-                 related_window_s: float = 900.0, max_related: int = 5) -> None:
+    def __init__(
+        self,
+        rules: Sequence[AlertRule],
+        *,
+        info: SeriesInfo,
+        links: Links,
+        related_window_s: float = 900.0,
+        max_related: int = 5,
+    ) -> None:
         self.rules = tuple(rules)
         self.info = info
         self.links = links
@@ -200,8 +220,9 @@ class AlertBook:
         group = [(name, as_dict.get(name, "")) for name in rule.by]
         return (rule_index, tuple(group)), group
 
-    def apply(self, events: Iterable[AlertEvent], rule_of: Callable[[int], int],
-              now_ms: int) -> list[Alert]:
+    def apply(
+        self, events: Iterable[AlertEvent], rule_of: Callable[[int], int], now_ms: int
+    ) -> list[Alert]:
         """Apply lifecycle events; return the alerts that changed (to send now)."""
         changed: dict[tuple[Any, ...], Alert] = {}
         for ev in events:
@@ -221,16 +242,21 @@ class AlertBook:
         key, group = self._key(rule_index, labels)
         alert = self.alerts.get(key)
         if alert is None:
-            alert = self.alerts[key] = Alert(key=key, rule_index=rule_index,
-                                             rule=self.rules[rule_index], group=group,
-                                             starts_ms=ev.since_ms)
+            alert = self.alerts[key] = Alert(
+                key=key,
+                rule_index=rule_index,
+                rule=self.rules[rule_index],
+                group=group,
+                starts_ms=ev.since_ms,
+            )
         if alert.trace is None and ev.trace is not None:
             alert.trace = ev.trace
         reading = Reading(ev.ts_ms, ev.value, ev.expected, ev.lower, ev.upper, ev.score)
         member = alert.members.get(ev.slot)
         if member is None:
-            alert.members[ev.slot] = Member(ev.slot, labels, ev.level, ev.since_ms, ev.peak,
-                                            reading)
+            alert.members[ev.slot] = Member(
+                ev.slot, labels, ev.level, ev.since_ms, ev.peak, reading
+            )
             for pair in labels:
                 if pair[0] in RELATED_LABELS and pair not in alert.pairs:
                     alert.pairs.add(pair)
@@ -238,8 +264,14 @@ class AlertBook:
         else:
             member.level = max(member.level, ev.level)
             member.peak = max(member.peak, ev.peak)
-            member.reading = Reading(ev.ts_ms, ev.value, member.reading.expected,
-                                     member.reading.lower, member.reading.upper, ev.score)
+            member.reading = Reading(
+                ev.ts_ms,
+                ev.value,
+                member.reading.expected,
+                member.reading.lower,
+                member.reading.upper,
+                ev.score,
+            )
         self._by_slot[ev.slot] = key
         alert.starts_ms = min(alert.starts_ms, ev.since_ms)
         if ev.level > alert.level:
@@ -259,8 +291,9 @@ class AlertBook:
             alert.resolution = resolution(ev)
             if member is not None:
                 alert.members[ev.slot] = member  # keep the last words for the resolve
-                member.reading = Reading(ev.ts_ms, ev.value, ev.expected, ev.lower,
-                                         ev.upper, ev.score)
+                member.reading = Reading(
+                    ev.ts_ms, ev.value, ev.expected, ev.lower, ev.upper, ev.score
+                )
             del self.alerts[key]  # type: ignore[arg-type]  # key is not None here
             self.recent.append(alert)
         return alert
@@ -301,8 +334,9 @@ class AlertBook:
         for member in alert.members.values():
             now = self.info.reading(member.slot)
             was = member.reading
-            member.reading = Reading(now.ts_ms, now.value, was.expected, was.lower,
-                                     was.upper, now.score)
+            member.reading = Reading(
+                now.ts_ms, now.value, was.expected, was.lower, was.upper, now.score
+            )
 
     # --- rendering -----------------------------------------------------------------
     def labels(self, alert: Alert) -> dict[str, str]:
@@ -318,8 +352,7 @@ class AlertBook:
 
     def related(self, alert: Alert, now_ms: int) -> list[str]:
         """Other anomalies sharing namespace/service/pod/node/... in the window, ranked."""
-        mine = {(k, v) for m in alert.members.values() for k, v in m.labels
-                if k in RELATED_LABELS}
+        mine = {(k, v) for m in alert.members.values() for k, v in m.labels if k in RELATED_LABELS}
         ranked = []
         candidates: dict[int, Alert] = {}
         for pair in mine:
@@ -327,8 +360,10 @@ class AlertBook:
             for other in list(entries.values())[-RELATED_SCAN:]:
                 candidates[id(other)] = other
         for other in candidates.values():
-            if other.key == alert.key or abs(other.starts_ms - alert.starts_ms) \
-                    > self.related_window_ms:
+            if (
+                other.key == alert.key
+                or abs(other.starts_ms - alert.starts_ms) > self.related_window_ms
+            ):
                 continue
             for m in other.members.values():
                 shared = mine & {(k, v) for k, v in m.labels if k in RELATED_LABELS}
@@ -338,8 +373,10 @@ class AlertBook:
         out = []
         for _, _, m, other in ranked[: self.max_related]:
             state = "firing" if other.is_firing else "resolved"
-            out.append(f"{wording.selector(m.labels)} score {wording.score(m.peak)} since "
-                       f"{wording.iso(m.since_ms)} ({state})")
+            out.append(
+                f"{wording.selector(m.labels)} score {wording.score(m.peak)} since "
+                f"{wording.iso(m.since_ms)} ({state})"
+            )
         return out
 
     def _fields(self, alert: Alert, member: Member, now_ms: int) -> dict[str, str]:
@@ -356,15 +393,19 @@ class AlertBook:
         return {
             "alertname": alert.rule.name,
             "severity": alert.rule.severities[max(1, alert.level) - 1].severity,
-            "value": fmt(r.value), "expected": fmt(r.expected), "lower": fmt(r.lower),
-            "upper": fmt(r.upper), "band": f"{fmt(r.lower)}–{fmt(r.upper)}",
-            "direction": direction, "score": wording.score(member.peak),
+            "value": fmt(r.value),
+            "expected": fmt(r.expected),
+            "lower": fmt(r.lower),
+            "upper": fmt(r.upper),
+            "band": f"{fmt(r.lower)}–{fmt(r.upper)}",
+            "direction": direction,
+            "score": wording.score(member.peak),
             "since": wording.iso(member.since_ms),
             "duration": wording.format_duration(max(now_ms, r.ts_ms) - member.since_ms),
-            "series": wording.selector(member.labels), "metric": metric,
+            "series": wording.selector(member.labels),
+            "metric": metric,
             "what": wording.what(member.labels, rate=rate),
-            "context": "" if weekly is None else " " + wording.time_of_week(r.ts_ms,
-                                                                            weekly=weekly),
+            "context": "" if weekly is None else " " + wording.time_of_week(r.ts_ms, weekly=weekly),
             "detector": kind,
             "members": str(len(alert.members)),
             "worst": wording.selector(member.labels),
@@ -377,31 +418,43 @@ class AlertBook:
         labels = dict(member.labels)
         _, settings = self.info.detector_of(member.slot)
         ann = {
-            "value": f["value"], "expected": f["expected"], "lower": f["lower"],
-            "upper": f["upper"], "direction": f["direction"], "score": f["score"],
-            "anomalous_since": f["since"], "detector": f["detector"],
+            "value": f["value"],
+            "expected": f["expected"],
+            "lower": f["lower"],
+            "upper": f["upper"],
+            "direction": f["direction"],
+            "score": f["score"],
+            "anomalous_since": f["since"],
+            "detector": f["detector"],
             "detector_settings": json.dumps(settings, sort_keys=True, separators=(",", ":")),
             "series": f["series"],
         }
         state = "was" if not alert.is_firing else "is"
         if alert.rule.by is None:
-            ann["summary"] = (f"{f['what']} {state} {f['value']}, expected {f['band']}"
-                              f"{f['context']}, anomalous for {f['duration']}")
+            ann["summary"] = (
+                f"{f['what']} {state} {f['value']}, expected {f['band']}"
+                f"{f['context']}, anomalous for {f['duration']}"
+            )
             ann["description"] = (
                 f"{f['what']} {state} {f['value']}, {f['direction']} the expected band "
                 f"{f['band']}{f['context']} (expected {f['expected']}). Anomaly score "
                 f"{f['score']} (one normal sample in {_rarity(member.peak)} scores "
                 f"as high); anomalous since {f['since']} ({f['duration']}), detector "
-                f"{f['detector']}.")
+                f"{f['detector']}."
+            )
         else:
             group = ", ".join(f"{k}={v}" for k, v in alert.group if v) or "all series"
-            ann["summary"] = (f"{len(alert.members)} anomalous series in {group}; worst: "
-                              f"{f['what']} {state} {f['value']}, expected {f['band']}")
+            ann["summary"] = (
+                f"{len(alert.members)} anomalous series in {group}; worst: "
+                f"{f['what']} {state} {f['value']}, expected {f['band']}"
+            )
             ann["description"] = ann["summary"] + f", anomalous for {f['duration']}."
             listed = [(m, self._fields(alert, m, now_ms)) for m in worst[: alert.rule.max_listed]]
             ann["members"] = "\n".join(
                 f"{wording.selector(m.labels)}: {mf['value']} (expected {mf['band']}), score "
-                f"{wording.score(m.peak)}" for m, mf in listed)
+                f"{wording.score(m.peak)}"
+                for m, mf in listed
+            )
         if alert.resolution and not alert.is_firing:
             ann["resolution"] = alert.resolution
             ann["summary"] += f"; resolved: {alert.resolution}"
@@ -409,8 +462,11 @@ class AlertBook:
         related = self.related(alert, now_ms)
         if related:
             ann["related"] = "\n".join(related)
-        ann["runbook_url"] = (render_template(alert.rule.runbook_url, f, labels)
-                              if alert.rule.runbook_url else self.links.runbook(alert.rule.name))
+        ann["runbook_url"] = (
+            render_template(alert.rule.runbook_url, f, labels)
+            if alert.rule.runbook_url
+            else self.links.runbook(alert.rule.name)
+        )
         dashboard = self.links.dashboard(member.labels, since_ms=alert.starts_ms, now_ms=now_ms)
         if dashboard is not None:
             ann["dashboard_url"] = dashboard
@@ -425,19 +481,26 @@ class AlertBook:
     def render(self, alert: Alert, *, now_ms: int, resend_s: float) -> list[dict[str, Any]]:
         """Alertmanager v2 JSON for the alert (and for label sets it retired)."""
         starts = min(alert.starts_ms, now_ms)
-        ends = alert.resolved_ms if alert.resolved_ms is not None \
+        ends = (
+            alert.resolved_ms
+            if alert.resolved_ms is not None
             else now_ms + int(4 * resend_s * 1000)
+        )
         ends = max(ends, starts + 1)
         member = alert.worst()[0]
         body = {
             "labels": self.labels(alert),
             "annotations": self.annotations(alert, now_ms),
-            "startsAt": wording.iso(starts), "endsAt": wording.iso(ends),
-            "generatorURL": self.links.generator(wording.selector(member.labels),
-                                                 since_ms=starts, now_ms=now_ms),
+            "startsAt": wording.iso(starts),
+            "endsAt": wording.iso(ends),
+            "generatorURL": self.links.generator(
+                wording.selector(member.labels), since_ms=starts, now_ms=now_ms
+            ),
         }
-        out = [{**body, "labels": old, "endsAt": wording.iso(max(now_ms, starts + 1))}
-               for old in alert.retired]
+        out = [
+            {**body, "labels": old, "endsAt": wording.iso(max(now_ms, starts + 1))}
+            for old in alert.retired
+        ]
         alert.retired.clear()
         out.append(body)
         return out

@@ -51,10 +51,16 @@ class _Entry:
 class AlertmanagerClient:
     """One Alertmanager: the alerts waiting for it, and the loop that posts them."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, url: str, cfg: AlertingConfig,
-                 metrics: AlertMetrics,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        url: str,
+        cfg: AlertingConfig,
+        metrics: AlertMetrics,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.session = session
         self.tracer = tracer
         self.url = url.rstrip("/") + "/api/v2/alerts"
@@ -74,8 +80,9 @@ class AlertmanagerClient:
     def n_pending(self) -> int:
         return len(self._pending)
 
-    def offer(self, payloads: Sequence[Payload], created: float,
-              traces: Sequence[SpanContext | None] = ()) -> None:
+    def offer(
+        self, payloads: Sequence[Payload], created: float, traces: Sequence[SpanContext | None] = ()
+    ) -> None:
         """Queue the latest version of each alert; ``traces`` (one per payload, when
         traced) joins the POST that delivers it to the trace that made the news."""
         for i, payload in enumerate(payloads):
@@ -90,8 +97,12 @@ class AlertmanagerClient:
             self._pending.popitem(last=False)
         if overflow > 0:
             self.metrics.dropped.labels(self.name).inc(overflow)
-            log.warning("alert queue for %s is full (%d); dropped the %d oldest updates",
-                        self.name, self.cfg.max_pending, overflow)
+            log.warning(
+                "alert queue for %s is full (%d); dropped the %d oldest updates",
+                self.name,
+                self.cfg.max_pending,
+                overflow,
+            )
         self.metrics.pending.labels(self.name).set(len(self._pending))
         if self._pending:
             self._drained.clear()
@@ -120,8 +131,7 @@ class AlertmanagerClient:
                     if self._pending.get(key) is entry:  # not replaced while in flight
                         del self._pending[key]
                     if ok:
-                        self.metrics.delivery_seconds.labels(self.name).observe(
-                            now - entry.created)
+                        self.metrics.delivery_seconds.labels(self.name).observe(now - entry.created)
                 self.metrics.sent.labels(self.name).inc(sum(accepted))
                 self.metrics.pending.labels(self.name).set(len(self._pending))
                 self.delivered.set()
@@ -134,8 +144,11 @@ class AlertmanagerClient:
         if self.tracer is None or not traces:
             return await self._post(payloads)
         with self.tracer.start_as_current_span(
-                "alertmanager.post", context=telemetry.parent_of(traces[0]),
-                links=telemetry.links_to(traces[1:]), kind=SpanKind.CLIENT) as span:
+            "alertmanager.post",
+            context=telemetry.parent_of(traces[0]),
+            links=telemetry.links_to(traces[1:]),
+            kind=SpanKind.CLIENT,
+        ) as span:
             span.set_attribute("server.address", self.name)
             span.set_attribute("vigil.alerts", len(payloads))
             accepted = await self._post(payloads)
@@ -148,14 +161,13 @@ class AlertmanagerClient:
         start = time.perf_counter()
         try:
             async with self.session.post(
-                    self.url, json=alerts,
-                    timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s)) as resp:
+                self.url, json=alerts, timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s)
+            ) as resp:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.metrics.send_failures.labels(self.name).inc()
-            log.warning("alertmanager %s unreachable (%s); retrying", self.name,
-                        tls.explain(exc))
+            log.warning("alertmanager %s unreachable (%s); retrying", self.name, tls.explain(exc))
             return None
         finally:
             self.metrics.post_seconds.labels(self.name).observe(time.perf_counter() - start)
@@ -171,8 +183,13 @@ class AlertmanagerClient:
                     accepted += one
                 return accepted
             self.metrics.rejected.labels(self.name).inc()
-            log.error("alertmanager %s refused alert %s: %s %s", self.name,
-                      alerts[0].get("labels"), status, text[:500])
+            log.error(
+                "alertmanager %s refused alert %s: %s %s",
+                self.name,
+                alerts[0].get("labels"),
+                status,
+                text[:500],
+            )
             return [False]
         self.metrics.send_failures.labels(self.name).inc()
         log.warning("alertmanager %s answered %s; retrying", self.name, status)
@@ -191,10 +208,18 @@ class Enricher(Protocol):
 class AlertDispatcher:
     """Lifecycle events → the book → every Alertmanager; re-sends; enrichment."""
 
-    def __init__(self, *, book: AlertBook, clients: Sequence[AlertmanagerClient],
-                 cfg: AlertingConfig, metrics: AlertMetrics, rule_of: Callable[[int], int],
-                 clock: Callable[[], float] = time.time,
-                 enrichers: Sequence[Enricher] = (), tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        book: AlertBook,
+        clients: Sequence[AlertmanagerClient],
+        cfg: AlertingConfig,
+        metrics: AlertMetrics,
+        rule_of: Callable[[int], int],
+        clock: Callable[[], float] = time.time,
+        enrichers: Sequence[Enricher] = (),
+        tracer: Tracer | None = None,
+    ) -> None:
         self.book = book
         self.tracer = tracer
         self.clients = list(clients)
@@ -224,8 +249,9 @@ class AlertDispatcher:
                 task.add_done_callback(self._tasks.discard)
         self.metrics.firing.set(len(self.book.alerts))
 
-    def _trace_changes(self, events: list[AlertEvent],
-                       changed: Sequence[Alert]) -> dict[int, SpanContext]:
+    def _trace_changes(
+        self, events: list[AlertEvent], changed: Sequence[Alert]
+    ) -> dict[int, SpanContext]:
         """An ``alert`` span per alert changed by traced events, child of the detect span
         that decided it; returns id(alert) -> that span's context (for the POST)."""
         assert self.tracer is not None
@@ -236,7 +262,8 @@ class AlertDispatcher:
             if ev is None or ev.trace is None:
                 continue
             with self.tracer.start_as_current_span(
-                    "alert", context=telemetry.parent_of(ev.trace)) as span:
+                "alert", context=telemetry.parent_of(ev.trace)
+            ) as span:
                 span.set_attribute("vigil.alertname", alert.rule.name)
                 span.set_attribute("vigil.event", ev.kind.value)
                 span.set_attribute("vigil.level", ev.level)
@@ -245,8 +272,9 @@ class AlertDispatcher:
                 out[id(alert)] = span.get_span_context()
         return out
 
-    def _send(self, alerts: Sequence[Alert], created: float,
-              traces: dict[int, SpanContext] | None = None) -> None:
+    def _send(
+        self, alerts: Sequence[Alert], created: float, traces: dict[int, SpanContext] | None = None
+    ) -> None:
         if not alerts:
             return
         now = self.now_ms()
@@ -285,16 +313,19 @@ class AlertDispatcher:
                 return await enricher(alert)
         except (EnrichmentError, TimeoutError) as exc:
             self.metrics.enrich_failures.labels(enricher.name).inc()
-            log.warning("enrichment %s of alert %s failed (%s); sent without it",
-                        enricher.name, alert.rule.name, str(exc) or "out of time")
+            log.warning(
+                "enrichment %s of alert %s failed (%s); sent without it",
+                enricher.name,
+                alert.rule.name,
+                str(exc) or "out of time",
+            )
             return {}
         except Exception:  # an enricher bug must not stop the alert: count, log, go on
             self.metrics.enrich_failures.labels(enricher.name).inc()
             log.exception("enrichment %s crashed; the alert went without it", enricher.name)
             return {}
         finally:
-            self.metrics.enrich_seconds.labels(enricher.name).observe(
-                time.perf_counter() - start)
+            self.metrics.enrich_seconds.labels(enricher.name).observe(time.perf_counter() - start)
 
     async def flush(self, timeout_s: float) -> bool:
         """Give every Alertmanager up to ``timeout_s`` to accept what is queued (at
@@ -307,10 +338,15 @@ class AlertDispatcher:
         except TimeoutError:
             for client in self.clients:
                 if client.n_pending:
-                    log.warning("%d alert updates for %s not delivered within "
-                                "alerting.flush_timeout_s (%.1f s) at shutdown; firing alerts "
-                                "are re-sent from the checkpoint at start, resolves expire at "
-                                "their endsAt", client.n_pending, client.name, timeout_s)
+                    log.warning(
+                        "%d alert updates for %s not delivered within "
+                        "alerting.flush_timeout_s (%.1f s) at shutdown; firing alerts "
+                        "are re-sent from the checkpoint at start, resolves expire at "
+                        "their endsAt",
+                        client.n_pending,
+                        client.name,
+                        timeout_s,
+                    )
             return False
         return True
 

@@ -33,8 +33,11 @@ class RolloutEnricher:
         found = await self.finder.recent_changes(labels, anomaly_start_ms=alert.starts_ms)
         if not found:
             return {}
-        return {"recent_changes": "\n".join(
-            rollouts.describe(c, anomaly_start_ms=alert.starts_ms) for c in found[:MAX_CHANGES])}
+        return {
+            "recent_changes": "\n".join(
+                rollouts.describe(c, anomaly_start_ms=alert.starts_ms) for c in found[:MAX_CHANGES]
+            )
+        }
 
 
 class LogEnricher:
@@ -44,16 +47,17 @@ class LogEnricher:
 
     def __init__(self, session: aiohttp.ClientSession, cfg: LokiEnrichment) -> None:
         assert cfg.url is not None
-        self.fetcher = loki.LogFetcher(session, url=cfg.url, limit=cfg.limit,
-                                       line_filter=cfg.line_filter, tenant=cfg.tenant)
+        self.fetcher = loki.LogFetcher(
+            session, url=cfg.url, limit=cfg.limit, line_filter=cfg.line_filter, tenant=cfg.tenant
+        )
         self.budget_s = cfg.budget_s
 
     async def __call__(self, alert: Alert) -> dict[str, str]:
         member = alert.worst()[0]
         end_ms = max(alert.starts_ms, member.reading.ts_ms) + 60_000
-        lines = await self.fetcher.error_lines(dict(member.labels),
-                                               start_ms=alert.starts_ms - LOG_LOOKBACK_MS,
-                                               end_ms=end_ms)
+        lines = await self.fetcher.error_lines(
+            dict(member.labels), start_ms=alert.starts_ms - LOG_LOOKBACK_MS, end_ms=end_ms
+        )
         if not lines:
             return {}
         return {"logs": "\n".join(f"{wording.iso(line.ts_ms)} {line.line}" for line in lines)}

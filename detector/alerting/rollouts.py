@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 
 WorkloadKind = Literal["deployment", "statefulset", "daemonset"]
 _KIND_OF_OWNER: Mapping[str, WorkloadKind] = {
-    "Deployment": "deployment", "StatefulSet": "statefulset", "DaemonSet": "daemonset"}
+    "Deployment": "deployment",
+    "StatefulSet": "statefulset",
+    "DaemonSet": "daemonset",
+}
 _OWNER_OF_KIND = {kind: owner for owner, kind in _KIND_OF_OWNER.items()}
 _REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 _T = TypeVar("_T")
@@ -75,12 +78,20 @@ class _Listing:
 class ChangeFinder:
     """Finds recent rollouts through the Kubernetes API; lists are cached per namespace."""
 
-    def __init__(self, api: client.ApiClient, *, window_s: float = 1800.0,
-                 cache_ttl_s: float = 10.0, request_timeout_s: float = 2.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        window_s: float = 1800.0,
+        cache_ttl_s: float = 10.0,
+        request_timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if window_s <= 0 or cache_ttl_s < 0 or request_timeout_s <= 0:
-            raise ValueError(f"ChangeFinder: window_s={window_s}, cache_ttl_s={cache_ttl_s}, "
-                             f"request_timeout_s={request_timeout_s}; use positive values")
+            raise ValueError(
+                f"ChangeFinder: window_s={window_s}, cache_ttl_s={cache_ttl_s}, "
+                f"request_timeout_s={request_timeout_s}; use positive values"
+            )
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._window_ms = round(window_s * 1000)
@@ -90,8 +101,9 @@ class ChangeFinder:
         self._cache: dict[tuple[str, str], _Listing] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def recent_changes(self, labels: Mapping[str, str], *,
-                             anomaly_start_ms: int) -> list[Change]:
+    async def recent_changes(
+        self, labels: Mapping[str, str], *, anomaly_start_ms: int
+    ) -> list[Change]:
         """Rollouts of the series' workload begun in the window before the anomaly, newest first.
 
         Returns ``[]`` when the labels carry no namespace or no workload can be found (no pod
@@ -105,16 +117,26 @@ class ChangeFinder:
         resource = "replicasets" if kind == "deployment" else "controllerrevisions"
         listing = await self._list(namespace, resource)
         earliest_ms = anomaly_start_ms - self._window_ms
-        found = [Change(kind=kind, namespace=namespace, name=name, started_ms=r.started_ms,
-                        images=r.images, revision=r.revision)
-                 for r in listing.items
-                 if r.owner is not None and r.owner[0] == _OWNER_OF_KIND[kind]
-                 and (r.owner[2] == uid if uid else r.owner[1] == name)
-                 and earliest_ms <= r.started_ms <= anomaly_start_ms]
+        found = [
+            Change(
+                kind=kind,
+                namespace=namespace,
+                name=name,
+                started_ms=r.started_ms,
+                images=r.images,
+                revision=r.revision,
+            )
+            for r in listing.items
+            if r.owner is not None
+            and r.owner[0] == _OWNER_OF_KIND[kind]
+            and (r.owner[2] == uid if uid else r.owner[1] == name)
+            and earliest_ms <= r.started_ms <= anomaly_start_ms
+        ]
         return sorted(found, key=lambda c: c.started_ms, reverse=True)
 
-    async def _workload(self, namespace: str,
-                        labels: Mapping[str, str]) -> tuple[WorkloadKind, str, str] | None:
+    async def _workload(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> tuple[WorkloadKind, str, str] | None:
         """(kind, name, uid or "") of the workload; None when there is none to blame."""
         pod = labels.get("pod", "")
         if pod:
@@ -138,27 +160,38 @@ class ChangeFinder:
             found = next((rs for rs in listing.items if rs.name == name), None)
         return None if found is None else found.owner
 
-    async def _list(self, namespace: str, resource: str, *,
-                    replacing: _Listing | None = None) -> _Listing:
+    async def _list(
+        self, namespace: str, resource: str, *, replacing: _Listing | None = None
+    ) -> _Listing:
         """The cached list of ``resource`` in ``namespace``; one call for concurrent askers."""
         key = (namespace, resource)
         async with self._locks.setdefault(key, asyncio.Lock()):
             cached = self._cache.get(key)
-            if (cached is not None and cached is not replacing
-                    and self._clock() - cached.fetched_at_s < self._ttl_s):
+            if (
+                cached is not None
+                and cached is not replacing
+                and self._clock() - cached.fetched_at_s < self._ttl_s
+            ):
                 return cached
-            call = (self._apps.list_namespaced_replica_set if resource == "replicasets"
-                    else self._apps.list_namespaced_controller_revision)
+            call = (
+                self._apps.list_namespaced_replica_set
+                if resource == "replicasets"
+                else self._apps.list_namespaced_controller_revision
+            )
             where = f"list {resource} in namespace {namespace}"
             doc = await self._get(where, call, namespace)
             if doc is None:
-                raise EnrichmentError(f"{where}: HTTP 404; the API server does not serve apps/v1 "
-                                      f"{resource}, which needs Kubernetes 1.9 or later")
+                raise EnrichmentError(
+                    f"{where}: HTTP 404; the API server does not serve apps/v1 "
+                    f"{resource}, which needs Kubernetes 1.9 or later"
+                )
             items = _mapping(doc, where).get("items") or []
             if not isinstance(items, list):
                 raise EnrichmentError(f"{where}: items is {type(items).__name__}, not a list")
-            listing = _Listing(self._clock(), tuple(
-                _revision(item, f"{where}: items[{i}]") for i, item in enumerate(items)))
+            listing = _Listing(
+                self._clock(),
+                tuple(_revision(item, f"{where}: items[{i}]") for i, item in enumerate(items)),
+            )
             self._cache[key] = listing
             return listing
 
@@ -167,22 +200,27 @@ class ChangeFinder:
         log.debug("kubernetes: %s", where)
         try:
             async with asyncio.timeout(self._timeout_s):
-                resp = await call(*args, _preload_content=False,
-                                  _request_timeout=self._timeout_s)
+                resp = await call(*args, _preload_content=False, _request_timeout=self._timeout_s)
                 async with resp:
                     status, body = resp.status, await resp.read()
         except TimeoutError as exc:
-            raise EnrichmentError(f"{where}: no answer from the Kubernetes API within "
-                                  f"{self._timeout_s} s; check the API server") from exc
-        except (aiohttp.ClientError, OSError, OpenApiException, ConfigException,
-                ValueError) as exc:
-            raise EnrichmentError(f"{where}: Kubernetes API request failed ({exc!r}); check "
-                                  "the API address and credentials") from exc
+            raise EnrichmentError(
+                f"{where}: no answer from the Kubernetes API within "
+                f"{self._timeout_s} s; check the API server"
+            ) from exc
+        except (aiohttp.ClientError, OSError, OpenApiException, ConfigException, ValueError) as exc:
+            raise EnrichmentError(
+                f"{where}: Kubernetes API request failed ({exc!r}); check "
+                "the API address and credentials"
+            ) from exc
         if status == 404:
             return None
         if not 200 <= status < 300:
-            hint = ("grant the detector get on pods, list on replicasets and controllerrevisions"
-                    if status in (401, 403) else "check the API server")
+            hint = (
+                "grant the detector get on pods, list on replicasets and controllerrevisions"
+                if status in (401, 403)
+                else "check the API server"
+            )
             raise EnrichmentError(f"{where}: HTTP {status} {body[:200]!r}; {hint}")
         try:
             return json.loads(body)
@@ -194,8 +232,10 @@ def describe(change: Change, *, anomaly_start_ms: int) -> str:
     """Plain words for an alert, e.g. ``started 3 min after rollout of deployment/x to image y``."""
     delta_ms = anomaly_start_ms - change.started_ms
     relation = "after" if delta_ms >= 0 else "before"
-    text = (f"started {_duration(abs(delta_ms) // 1000)} {relation} rollout of "
-            f"{change.kind}/{change.name}")
+    text = (
+        f"started {_duration(abs(delta_ms) // 1000)} {relation} rollout of "
+        f"{change.kind}/{change.name}"
+    )
     if change.images:
         noun = "image" if len(change.images) == 1 else "images"
         text += f" to {noun} {', '.join(change.images)}"
@@ -211,28 +251,38 @@ def _duration(seconds: int) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
-async def build_api_client(*, kubeconfig: Path | None,
-                           context: str | None = None) -> client.ApiClient:
+async def build_api_client(
+    *, kubeconfig: Path | None, context: str | None = None
+) -> client.ApiClient:
     """An ApiClient from ``kubeconfig`` (and ``context``), else from the pod's service account."""
     cfg = client.Configuration()
     if kubeconfig is None:
         if context is not None:
-            raise EnrichmentError(f"Kubernetes context {context!r} given without a kubeconfig; "
-                                  "pass the kubeconfig that defines it, or drop the context")
+            raise EnrichmentError(
+                f"Kubernetes context {context!r} given without a kubeconfig; "
+                "pass the kubeconfig that defines it, or drop the context"
+            )
         try:  # reads the token and CA files: off the loop
             await asyncio.to_thread(config.load_incluster_config, client_configuration=cfg)
         except (ConfigException, OSError) as exc:
-            raise EnrichmentError(f"no kubeconfig given and no in-cluster service account "
-                                  f"({exc}); pass a kubeconfig file or run in a pod") from exc
+            raise EnrichmentError(
+                f"no kubeconfig given and no in-cluster service account "
+                f"({exc}); pass a kubeconfig file or run in a pod"
+            ) from exc
     elif not await asyncio.to_thread(kubeconfig.is_file):  # the loader takes a missing file as {}
         raise EnrichmentError(f"kubeconfig {kubeconfig} does not exist; fix the path")
     else:
         try:
-            await config.load_kube_config(config_file=str(kubeconfig), context=context,
-                                          client_configuration=cfg, persist_config=False)
+            await config.load_kube_config(
+                config_file=str(kubeconfig),
+                context=context,
+                client_configuration=cfg,
+                persist_config=False,
+            )
         except (ConfigException, yaml.YAMLError, OSError, ValueError, KeyError, TypeError) as exc:
-            raise EnrichmentError(f"kubeconfig {kubeconfig}: {exc}; fix the file or choose "
-                                  "another context") from exc
+            raise EnrichmentError(
+                f"kubeconfig {kubeconfig}: {exc}; fix the file or choose another context"
+            ) from exc
     return client.ApiClient(configuration=cfg)
 
 
@@ -252,9 +302,11 @@ def _field(obj: Mapping[str, Any], key: str, want: type[_T], where: str) -> _T |
 def _owner(obj: Mapping[str, Any], where: str) -> tuple[str, str, str] | None:
     """The controlling ownerReference's (kind, name, uid); malformed references are skipped."""
     meta = _field(obj, "metadata", dict, where) or {}
-    refs = [r for r in _field(meta, "ownerReferences", list, where) or []
-            if isinstance(r, dict) and isinstance(r.get("kind"), str)
-            and isinstance(r.get("name"), str)]
+    refs = [
+        r
+        for r in _field(meta, "ownerReferences", list, where) or []
+        if isinstance(r, dict) and isinstance(r.get("kind"), str) and isinstance(r.get("name"), str)
+    ]
     ref = next((r for r in refs if r.get("controller") is True), refs[0] if refs else None)
     if ref is None:
         return None
@@ -285,8 +337,13 @@ def _revision(item: Any, where: str) -> _Revision:
     for key in ("spec", "template", "spec"):
         node = _field(node, key, dict, where) or {}
     containers = _field(node, "containers", list, where) or []
-    images = tuple(c["image"] for c in containers
-                   if isinstance(c, dict) and isinstance(c.get("image"), str))
-    return _Revision(name=_field(meta, "name", str, where) or "", owner=_owner(obj, where),
-                     started_ms=round(started.timestamp() * 1000), images=images,
-                     revision=revision)
+    images = tuple(
+        c["image"] for c in containers if isinstance(c, dict) and isinstance(c.get("image"), str)
+    )
+    return _Revision(
+        name=_field(meta, "name", str, where) or "",
+        owner=_owner(obj, where),
+        started_ms=round(started.timestamp() * 1000),
+        images=images,
+        revision=revision,
+    )

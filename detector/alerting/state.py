@@ -36,8 +36,11 @@ class EventKind(enum.Enum):
     RECONFIGURED = "reconfigured"  # a config reload changed or removed its alert rule
 
 
-_KINDS = {_state_kernel.EV_FIRE: EventKind.FIRE, _state_kernel.EV_ESCALATE: EventKind.ESCALATE,
-          _state_kernel.EV_RESOLVE: EventKind.RESOLVE}
+_KINDS = {
+    _state_kernel.EV_FIRE: EventKind.FIRE,
+    _state_kernel.EV_ESCALATE: EventKind.ESCALATE,
+    _state_kernel.EV_RESOLVE: EventKind.RESOLVE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +141,25 @@ class AlertTables(Protocol):
 class AlertState:
     """The kernel's rule tables and the calls that advance or sweep the state."""
 
-    def __init__(self, rules: Sequence[AlertRule], *, stale_intervals: float = 5.0,
-                 stale_min_s: float = 60.0) -> None:
+    def __init__(
+        self, rules: Sequence[AlertRule], *, stale_intervals: float = 5.0, stale_min_s: float = 60.0
+    ) -> None:
         self.tables = build_rule_tables(rules)
         self.n_rules = len(rules)
         self.stale_intervals = stale_intervals
         self.stale_min_ms = stale_min_s * 1000.0
 
-    def step(self, p: AlertTables, slots: NDArray[np.int32], ts: NDArray[np.int64],
-             score: NDArray[np.float64], value: NDArray[np.float64],
-             expected: NDArray[np.float64], lower: NDArray[np.float64],
-             upper: NDArray[np.float64]) -> list[AlertEvent]:
+    def step(
+        self,
+        p: AlertTables,
+        slots: NDArray[np.int32],
+        ts: NDArray[np.int64],
+        score: NDArray[np.float64],
+        value: NDArray[np.float64],
+        expected: NDArray[np.float64],
+        lower: NDArray[np.float64],
+        upper: NDArray[np.float64],
+    ) -> list[AlertEvent]:
         """Advance the state with one batch's scores; the events it caused, in order."""
         n = int(slots.shape[0])
         if n == 0 or self.n_rules == 0:
@@ -162,24 +173,61 @@ class AlertState:
         ev_lo = np.empty(n, dtype=np.float64)
         ev_hi = np.empty(n, dtype=np.float64)
         t = self.tables
-        n_ev = _state_kernel.step(slots, ts, score, value, lower, upper, p.al_rule, t.thresholds,
-                               t.for_samples, t.for_ms, t.normal_below, t.resolve_samples,
-                               t.resolve_ms,
-                               p.al_state, p.al_level, p.al_since, p.al_run,
-                               p.al_normal_since, p.al_peak, ev_index, ev_kind, ev_level,
-                               ev_since, ev_peak, expected, p.al_base_exp, p.al_base_lo,
-                               p.al_base_hi, ev_exp, ev_lo, ev_hi, p.al_prev_ts,
-                               p.al_run_from)
+        n_ev = _state_kernel.step(
+            slots,
+            ts,
+            score,
+            value,
+            lower,
+            upper,
+            p.al_rule,
+            t.thresholds,
+            t.for_samples,
+            t.for_ms,
+            t.normal_below,
+            t.resolve_samples,
+            t.resolve_ms,
+            p.al_state,
+            p.al_level,
+            p.al_since,
+            p.al_run,
+            p.al_normal_since,
+            p.al_peak,
+            ev_index,
+            ev_kind,
+            ev_level,
+            ev_since,
+            ev_peak,
+            expected,
+            p.al_base_exp,
+            p.al_base_lo,
+            p.al_base_hi,
+            ev_exp,
+            ev_lo,
+            ev_hi,
+            p.al_prev_ts,
+            p.al_run_from,
+        )
         events = []
         for e in range(int(n_ev)):
             i = int(ev_index[e])
             s = int(slots[i])
             since = int(ev_since[e])
-            events.append(AlertEvent(
-                slot=s, kind=_KINDS[int(ev_kind[e])], level=int(ev_level[e]),
-                ts_ms=int(ts[i]), since_ms=since if since != NEVER else int(ts[i]),
-                score=float(score[i]), value=float(value[i]), expected=float(ev_exp[e]),
-                lower=float(ev_lo[e]), upper=float(ev_hi[e]), peak=float(ev_peak[e])))
+            events.append(
+                AlertEvent(
+                    slot=s,
+                    kind=_KINDS[int(ev_kind[e])],
+                    level=int(ev_level[e]),
+                    ts_ms=int(ts[i]),
+                    since_ms=since if since != NEVER else int(ts[i]),
+                    score=float(score[i]),
+                    value=float(value[i]),
+                    expected=float(ev_exp[e]),
+                    lower=float(ev_lo[e]),
+                    upper=float(ev_hi[e]),
+                    peak=float(ev_peak[e]),
+                )
+            )
         return events
 
     def latest(self, p: AlertTables, s: int, kind: EventKind, ts_ms: int) -> AlertEvent:
@@ -189,11 +237,18 @@ class AlertState:
     def _latest(self, p: AlertTables, s: int, kind: EventKind, ts_ms: int) -> AlertEvent:
         since = int(p.al_since[s])
         return AlertEvent(
-            slot=s, kind=kind, level=int(p.al_level[s]), ts_ms=ts_ms,
-            since_ms=since if since != NEVER else ts_ms, score=float(p.last_score[s]),
-            value=float(p.last_input[s]), expected=float(p.al_base_exp[s]),
-            lower=float(p.al_base_lo[s]), upper=float(p.al_base_hi[s]),
-            peak=float(p.al_peak[s]))
+            slot=s,
+            kind=kind,
+            level=int(p.al_level[s]),
+            ts_ms=ts_ms,
+            since_ms=since if since != NEVER else ts_ms,
+            score=float(p.last_score[s]),
+            value=float(p.last_input[s]),
+            expected=float(p.al_base_exp[s]),
+            lower=float(p.al_base_lo[s]),
+            upper=float(p.al_base_hi[s]),
+            peak=float(p.al_peak[s]),
+        )
 
     def sweep(self, p: AlertTables, n: int, now_ms: int) -> list[AlertEvent]:
         """Resolve firing series that went stale or silent (STALE events); forget the
@@ -216,5 +271,7 @@ class AlertState:
 
     def firing(self, p: AlertTables, n: int, now_ms: int) -> list[AlertEvent]:
         """A RESTORED event for every series firing now (after a checkpoint restore)."""
-        return [self._latest(p, s, EventKind.RESTORED, now_ms)
-                for s in np.flatnonzero(p.al_state[:n] == FIRING).tolist()]
+        return [
+            self._latest(p, s, EventKind.RESTORED, now_ms)
+            for s in np.flatnonzero(p.al_state[:n] == FIRING).tolist()
+        ]

@@ -10,8 +10,16 @@ import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-IDENTITY_LABELS = ("namespace", "service", "deployment", "pod", "container", "node",
-                   "instance", "job")
+IDENTITY_LABELS = (
+    "namespace",
+    "service",
+    "deployment",
+    "pod",
+    "container",
+    "node",
+    "instance",
+    "job",
+)
 
 
 def _sig(x: float, digits: int = 3) -> str:
@@ -38,8 +46,7 @@ def _scaled(x: float, steps: Iterable[tuple[float, str]], digits: int = 3) -> st
     return _sig(x, digits)
 
 
-_BYTES = ((1024.0**4, "TiB"), (1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB"),
-          (0.0, "B"))
+_BYTES = ((1024.0**4, "TiB"), (1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB"), (0.0, "B"))
 _SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (0.0, ""))
 
 
@@ -129,8 +136,11 @@ def setting_duration(s: float) -> str:
 
 def iso(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, as Alertmanager takes it."""
-    return datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds") \
+    return (
+        datetime.fromtimestamp(ms / 1000.0, UTC)
+        .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
+    )
 
 
 def time_of_week(ms: int, *, weekly: bool) -> str:

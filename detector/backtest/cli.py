@@ -58,37 +58,77 @@ Exit codes: 0 report written, 1 a problem running it, 2 usage.
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    b = sub.add_parser("backtest", help="replay a config over history: what would it have "
-                       "paged on?", description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--config", type=Path, required=True, metavar="FILE",
-                   help="the detector config to try")
-    b.add_argument("--prometheus", required=True, metavar="URL",
-                   help="Prometheus (or a compatible API) holding the history")
-    b.add_argument("--range", dest="range_", default="7d", metavar="DURATION",
-                   help="how much history, e.g. 7d, 36h (default 7d)")
-    b.add_argument("--end", metavar="TIME", help="end of the range: unix seconds or "
-                   "RFC 3339 (default: now)")
-    b.add_argument("--match", default=source.DEFAULT_MATCH, metavar="SELECTOR",
-                   help='PromQL series selector, e.g. \'http_request_duration_seconds'
-                   '{job="api"}\' (default: every series; the config\'s rules decide '
-                   "which are tracked)")
-    b.add_argument("--step", default="1m", metavar="DURATION",
-                   help="sample spacing, ideally the scrape interval (default 1m, "
-                   "at least 5s)")
-    b.add_argument("--warmup", default=DEFAULT_WARMUP, metavar="DURATION",
-                   help="history learned before the range, not counted (default 6h, "
-                   "the warm start's; 0: start cold)")
-    b.add_argument("--out", type=Path, metavar="DIR",
-                   help="write backtest.json and one SVG chart per top series here")
-    b.add_argument("--compare", type=Path, metavar="OTHER_CONFIG",
-                   help="a second config to run over the same history, side by side")
-    b.add_argument("--top", type=int, default=10, metavar="N",
-                   help="series listed in the table (default 10)")
-    b.add_argument("--charts", type=int, default=5, metavar="N",
-                   help="series charted per config with --out (default 5)")
-    b.add_argument("--timeout", default="60s", metavar="DURATION",
-                   help="per range query (default 60s)")
+    b = sub.add_parser(
+        "backtest",
+        help="replay a config over history: what would it have paged on?",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="the detector config to try"
+    )
+    b.add_argument(
+        "--prometheus",
+        required=True,
+        metavar="URL",
+        help="Prometheus (or a compatible API) holding the history",
+    )
+    b.add_argument(
+        "--range",
+        dest="range_",
+        default="7d",
+        metavar="DURATION",
+        help="how much history, e.g. 7d, 36h (default 7d)",
+    )
+    b.add_argument(
+        "--end", metavar="TIME", help="end of the range: unix seconds or RFC 3339 (default: now)"
+    )
+    b.add_argument(
+        "--match",
+        default=source.DEFAULT_MATCH,
+        metavar="SELECTOR",
+        help="PromQL series selector, e.g. 'http_request_duration_seconds"
+        "{job=\"api\"}' (default: every series; the config's rules decide "
+        "which are tracked)",
+    )
+    b.add_argument(
+        "--step",
+        default="1m",
+        metavar="DURATION",
+        help="sample spacing, ideally the scrape interval (default 1m, at least 5s)",
+    )
+    b.add_argument(
+        "--warmup",
+        default=DEFAULT_WARMUP,
+        metavar="DURATION",
+        help="history learned before the range, not counted (default 6h, "
+        "the warm start's; 0: start cold)",
+    )
+    b.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write backtest.json and one SVG chart per top series here",
+    )
+    b.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OTHER_CONFIG",
+        help="a second config to run over the same history, side by side",
+    )
+    b.add_argument(
+        "--top", type=int, default=10, metavar="N", help="series listed in the table (default 10)"
+    )
+    b.add_argument(
+        "--charts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="series charted per config with --out (default 5)",
+    )
+    b.add_argument(
+        "--timeout", default="60s", metavar="DURATION", help="per range query (default 60s)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,21 +161,29 @@ def parse_options(args: argparse.Namespace, *, now_s: float) -> Options:
     if args.top < 1 or args.charts < 0:
         raise ConfigError("--top must be 1 or more and --charts 0 or more")
     try:
-        grid = span.build_span(end_s=span.parse_end(args.end, now_s=now_s),
-                               range_s=_seconds(args.range_, "--range"),
-                               step_s=_seconds(args.step, "--step"),
-                               lead_s=_seconds(args.warmup, "--warmup"))
+        grid = span.build_span(
+            end_s=span.parse_end(args.end, now_s=now_s),
+            range_s=_seconds(args.range_, "--range"),
+            step_s=_seconds(args.step, "--step"),
+            lead_s=_seconds(args.warmup, "--warmup"),
+        )
     except span.SpanError as exc:
         raise ConfigError(str(exc)) from None
     timeout_s = _seconds(args.timeout, "--timeout")
     if timeout_s <= 0:
         raise ConfigError("--timeout must be positive")
     if not args.prometheus.startswith(("http://", "https://")):
-        raise ConfigError(f"--prometheus {args.prometheus!r}: expected an http:// or "
-                          "https:// URL")
-    return Options(configs=tuple(configs), prometheus=args.prometheus, span=grid,
-                   selector=source.check_selector(args.match), out=args.out, top=args.top,
-                   charts=args.charts, timeout_s=timeout_s)
+        raise ConfigError(f"--prometheus {args.prometheus!r}: expected an http:// or https:// URL")
+    return Options(
+        configs=tuple(configs),
+        prometheus=args.prometheus,
+        span=grid,
+        selector=source.check_selector(args.match),
+        out=args.out,
+        top=args.top,
+        charts=args.charts,
+        timeout_s=timeout_s,
+    )
 
 
 class Reader(Protocol):
@@ -162,34 +210,56 @@ class _Config:
             self.events.clear()
 
 
-def _build(name: str, cfg: DetectorConfig, *, grid: span.Span,
-           on_readings: Callable[[Readings], None] | None = None) -> _Config:
+def _build(
+    name: str,
+    cfg: DetectorConfig,
+    *,
+    grid: span.Span,
+    on_readings: Callable[[Readings], None] | None = None,
+) -> _Config:
     events: list[AlertEvent] = []
     replay = Replay(cfg, on_events=events.extend, on_readings=on_readings)
-    return _Config(name=name, cfg=cfg, replay=replay, events=events,
-                   tally=tally.Tally(cfg.alerts, start_ms=grid.start_ms, end_ms=grid.end_ms,
-                                     labels_of=replay.labels_of, rule_of=replay.rule_of))
+    return _Config(
+        name=name,
+        cfg=cfg,
+        replay=replay,
+        events=events,
+        tally=tally.Tally(
+            cfg.alerts,
+            start_ms=grid.start_ms,
+            end_ms=grid.end_ms,
+            labels_of=replay.labels_of,
+            rule_of=replay.rule_of,
+        ),
+    )
 
 
-def _stream(reader: Reader, query: str, *, grid: span.Span,
-            feed: Callable[[list[SeriesBlock], NDArray[np.int64]], None],
-            progress: Progress | None = None) -> int:
+def _stream(
+    reader: Reader,
+    query: str,
+    *,
+    grid: span.Span,
+    feed: Callable[[list[SeriesBlock], NDArray[np.int64]], None],
+    progress: Progress | None = None,
+) -> int:
     """Read ``query`` chunk by chunk and ``feed`` each; the largest series count seen."""
     index, n_series, most = 0, 0, 0
     while (chunk := span.next_chunk(grid, index=index, n_series=n_series)) is not None:
         blocks = reader.read(query, chunk, step_ms=grid.step_ms)
         n_series = len(blocks)
         most = max(most, n_series)
-        feed(blocks, grid.first_ms + np.arange(chunk.index, chunk.index + chunk.n_points,
-                                               dtype=np.int64) * grid.step_ms)
+        feed(
+            blocks,
+            grid.first_ms
+            + np.arange(chunk.index, chunk.index + chunk.n_points, dtype=np.int64) * grid.step_ms,
+        )
         index += chunk.n_points
         if progress is not None:
             progress.update(chunk.end_ms - grid.first_ms, f"{n_series} series")
     return most
 
 
-def first_pass(opts: Options, reader: Reader, progress: Progress
-               ) -> tuple[list[_Config], int]:
+def first_pass(opts: Options, reader: Reader, progress: Progress) -> tuple[list[_Config], int]:
     runs = [_build(name, cfg, grid=opts.span) for name, cfg in opts.configs]
 
     def feed(blocks: list[SeriesBlock], grid_ms: NDArray[np.int64]) -> None:
@@ -204,8 +274,9 @@ def first_pass(opts: Options, reader: Reader, progress: Progress
     return runs, most
 
 
-def chart_series(opts: Options, reader: Reader, *, name: str, cfg: DetectorConfig,
-                 labels: Labels) -> tuple[chart.Trace, tally.Outcome]:
+def chart_series(
+    opts: Options, reader: Reader, *, name: str, cfg: DetectorConfig, labels: Labels
+) -> tuple[chart.Trace, tally.Outcome]:
     """Replay one series alone and keep its trace (the second pass)."""
     grid = opts.span
     trace = chart.Trace(start_ms=grid.start_ms, end_ms=grid.end_ms)
@@ -225,80 +296,111 @@ def chart_series(opts: Options, reader: Reader, *, name: str, cfg: DetectorConfi
     return trace, run.tally.outcome()
 
 
-def _write_charts(opts: Options, reader: Reader, *, k: int, run: _Config,
-                  outcome: tally.Outcome, err: TextIO
-                  ) -> list[tuple[tally.SeriesPages, str]]:
+def _write_charts(
+    opts: Options, reader: Reader, *, k: int, run: _Config, outcome: tally.Outcome, err: TextIO
+) -> list[tuple[tally.SeriesPages, str]]:
     assert opts.out is not None
     written = []
-    for rank, top in enumerate([s for s in outcome.top if s.pages][:opts.charts], start=1):
+    for rank, top in enumerate([s for s in outcome.top if s.pages][: opts.charts], start=1):
         try:
-            trace, alone = chart_series(opts, reader, name=run.name, cfg=run.cfg,
-                                        labels=top.series)
+            trace, alone = chart_series(opts, reader, name=run.name, cfg=run.cfg, labels=top.series)
         except ConfigError as exc:  # its exact selector would not parse: no chart
-            err.write(f"vigil-detector backtest: warning: no chart for "
-                      f"{escaping.clip(escaping.series_text(top.series), 80)}: "
-                      f"{escaping.printable(str(exc))}\n")
+            err.write(
+                f"vigil-detector backtest: warning: no chart for "
+                f"{escaping.clip(escaping.series_text(top.series), 80)}: "
+                f"{escaping.printable(str(exc))}\n"
+            )
             continue
-        pages = [p for p in alone.pages
-                 if p.series == top.series and p.rule_index == top.rule_index]
+        pages = [
+            p for p in alone.pages if p.series == top.series and p.rule_index == top.rule_index
+        ]
         counted = sum(1 for p in pages if not p.before_range)
         if counted != top.pages:
-            err.write(f"vigil-detector backtest: warning: replayed alone, "
-                      f"{escaping.clip(escaping.series_text(top.series), 80)} paged "
-                      f"{counted} times, not {top.pages}\n")
+            err.write(
+                f"vigil-detector backtest: warning: replayed alone, "
+                f"{escaping.clip(escaping.series_text(top.series), 80)} paged "
+                f"{counted} times, not {top.pages}\n"
+            )
         rule = run.cfg.alerts[top.rule_index]
         svg = chart.render_svg(
-            trace, labels=top.series, pages=pages,
+            trace,
+            labels=top.series,
+            pages=pages,
             thresholds=chart.thresholds_of([lv.score for lv in rule.severities]),
             subtitle=f"{run.name}: rule {top.rule}, {top.pages} "
-                     f"page{'' if top.pages == 1 else 's'}")
+            f"page{'' if top.pages == 1 else 's'}",
+        )
         file_name = f"config{k + 1}-series{rank:02d}.svg"  # never a label in a path
         (opts.out / file_name).write_text(svg, encoding="utf-8")
         written.append((top, file_name))
     return written
 
 
-def run(opts: Options, *, stdout: TextIO, stderr: TextIO, reader: Reader | None = None,
-        monotonic: Callable[[], float] = time.monotonic) -> int:
+def run(
+    opts: Options,
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    reader: Reader | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> int:
     t0 = monotonic()
     if reader is None:
-        reader = source.RangeReader(opts.prometheus, timeout_s=opts.timeout_s,
-                                    outgoing_tls=opts.configs[0][1].outgoing_tls)
+        reader = source.RangeReader(
+            opts.prometheus, timeout_s=opts.timeout_s, outgoing_tls=opts.configs[0][1].outgoing_tls
+        )
     if opts.out is not None:
         opts.out.mkdir(parents=True, exist_ok=True)
     grid = opts.span
-    progress = Progress(stderr, total_ms=grid.end_ms - grid.first_ms, label="backtest",
-                        monotonic=monotonic)
+    progress = Progress(
+        stderr, total_ms=grid.end_ms - grid.first_ms, label="backtest", monotonic=monotonic
+    )
     runs, most = first_pass(opts, reader, progress)
-    progress.close(f"{runs[0].replay.counts.series_seen} series, "
-                   f"{reader.queries} queries")
+    progress.close(f"{runs[0].replay.counts.series_seen} series, {reader.queries} queries")
     if most == 0:
-        stderr.write(f"vigil-detector backtest: no series matched "
-                     f"{escaping.printable(opts.selector)} between "
-                     f"{render.iso(grid.first_ms)} and {render.iso(grid.end_ms)}\n")
+        stderr.write(
+            f"vigil-detector backtest: no series matched "
+            f"{escaping.printable(opts.selector)} between "
+            f"{render.iso(grid.first_ms)} and {render.iso(grid.end_ms)}\n"
+        )
         return EXIT_PROBLEM
     reports = []
     outcomes = [r.tally.outcome() for r in runs]
     for k, (r, outcome) in enumerate(zip(runs, outcomes, strict=True)):
-        charts = (_write_charts(opts, reader, k=k, run=r, outcome=outcome, err=stderr)
-                  if opts.out is not None and opts.charts else [])
-        reports.append(render.Run(config=r.name, counts=r.replay.counts, outcome=outcome,
-                                  charts=tuple(charts)))
+        charts = (
+            _write_charts(opts, reader, k=k, run=r, outcome=outcome, err=stderr)
+            if opts.out is not None and opts.charts
+            else []
+        )
+        reports.append(
+            render.Run(config=r.name, counts=r.replay.counts, outcome=outcome, charts=tuple(charts))
+        )
     comparison = tally.compare(outcomes[0], outcomes[1]) if len(outcomes) == 2 else None
-    setup = render.Setup(span=grid, selector=opts.selector, prometheus=opts.prometheus,
-                         queries=reader.queries, seconds=monotonic() - t0)
+    setup = render.Setup(
+        span=grid,
+        selector=opts.selector,
+        prometheus=opts.prometheus,
+        queries=reader.queries,
+        seconds=monotonic() - t0,
+    )
     stdout.write(render.table(setup, reports, comparison, top=opts.top))
     if opts.out is not None:
         doc = render.document(setup, reports, comparison, top=opts.top)
-        (opts.out / "backtest.json").write_text(json.dumps(doc, indent=1) + "\n",
-                                                encoding="ascii")
-        stdout.write(f"wrote {escaping.printable(str(opts.out / 'backtest.json'))} and "
-                     f"{sum(len(r.charts) for r in reports)} charts\n")
+        (opts.out / "backtest.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="ascii")
+        stdout.write(
+            f"wrote {escaping.printable(str(opts.out / 'backtest.json'))} and "
+            f"{sum(len(r.charts) for r in reports)} charts\n"
+        )
     return EXIT_OK
 
 
-def main(args: argparse.Namespace, *, now_s: float | None = None,
-         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    args: argparse.Namespace,
+    *,
+    now_s: float | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """The subcommand's entry: parse, run, map errors to exit codes."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
@@ -312,8 +414,9 @@ def main(args: argparse.Namespace, *, now_s: float | None = None,
         err.write(f"vigil-detector backtest: {escaping.printable(str(exc))}\n")
         return EXIT_PROBLEM
     except OSError as exc:
-        err.write(f"vigil-detector backtest: cannot write the report: "
-                  f"{escaping.printable(str(exc))}\n")
+        err.write(
+            f"vigil-detector backtest: cannot write the report: {escaping.printable(str(exc))}\n"
+        )
         return EXIT_PROBLEM
 
 

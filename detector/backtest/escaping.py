@@ -61,8 +61,10 @@ def xml_text(text: str) -> str:
 
 
 def _quote(value: str) -> str:
-    inner = "".join('\\"' if c == '"' else "\\\\" if c == "\\" else _escape(c) if _unsafe(c)
-                    else c for c in value)
+    inner = "".join(
+        '\\"' if c == '"' else "\\\\" if c == "\\" else _escape(c) if _unsafe(c) else c
+        for c in value
+    )
     return '"' + inner + '"'
 
 

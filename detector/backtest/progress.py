@@ -15,9 +15,16 @@ BAR = 30
 
 
 class Progress:
-    def __init__(self, stream: TextIO, *, total_ms: int, label: str,
-                 is_tty: bool | None = None, every_s: float = 10.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        total_ms: int,
+        label: str,
+        is_tty: bool | None = None,
+        every_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream
         self.total_ms = max(1, total_ms)
         self.label = label
@@ -32,8 +39,10 @@ class Progress:
         frac = min(1.0, max(0.0, done_ms / self.total_ms))
         days = done_ms / 86_400_000
         total_days = self.total_ms / 86_400_000
-        return (f"{self.label}: {frac:4.0%} ({days:.1f} of {total_days:.1f} days, "
-                f"{self.monotonic() - self._t0:.0f}s){' ' + detail if detail else ''}")
+        return (
+            f"{self.label}: {frac:4.0%} ({days:.1f} of {total_days:.1f} days, "
+            f"{self.monotonic() - self._t0:.0f}s){' ' + detail if detail else ''}"
+        )
 
     def update(self, done_ms: int, detail: str = "") -> None:
         """``done_ms`` of the range has been replayed."""
@@ -41,8 +50,9 @@ class Progress:
         if self.is_tty:
             frac = min(1.0, max(0.0, done_ms / self.total_ms))
             full = round(frac * BAR)
-            self.stream.write(f"\r[{'#' * full}{'.' * (BAR - full)}] "
-                              f"{self._text(done_ms, detail)}\x1b[K")
+            self.stream.write(
+                f"\r[{'#' * full}{'.' * (BAR - full)}] {self._text(done_ms, detail)}\x1b[K"
+            )
             self.stream.flush()
             self._drawn = True
         elif now - self._last >= self.every_s:

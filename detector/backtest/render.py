@@ -64,9 +64,12 @@ def _dur(seconds: float) -> str:
 def resolution_text(p: Page) -> str:
     if p.resolution is Resolution.ADOPTED and p.adopted_after_s is not None:
         return f"adopted {_dur(p.adopted_after_s)}"
-    return {Resolution.BACK_IN_BAND: "back in band", Resolution.ADOPTED: "adopted",
-            Resolution.STALE: "went silent",
-            Resolution.FIRING_AT_END: "firing at end"}[p.resolution]
+    return {
+        Resolution.BACK_IN_BAND: "back in band",
+        Resolution.ADOPTED: "adopted",
+        Resolution.STALE: "went silent",
+        Resolution.FIRING_AT_END: "firing at end",
+    }[p.resolution]
 
 
 def score_text(x: float) -> str:
@@ -88,22 +91,35 @@ def _val(x: float) -> str:
 # --- JSON ---------------------------------------------------------------------------
 def page_doc(p: Page, *, end_ms: int) -> dict[str, Any]:
     return {
-        "rule": p.rule, "series": dict(p.series), "severity": p.severity,
-        "anomaly_since": iso(p.since_ms), "fired": iso(p.fired_ms), "ended": iso(p.ended_ms),
+        "rule": p.rule,
+        "series": dict(p.series),
+        "severity": p.severity,
+        "anomaly_since": iso(p.since_ms),
+        "fired": iso(p.fired_ms),
+        "ended": iso(p.ended_ms),
         "firing_s": p.firing_s(start_ms=p.fired_ms, end_ms=end_ms),
         "resolution": p.resolution.value,
         "adopted_after_s": _finite(p.adopted_after_s),
         "peak_score": _finite(p.peak_score),
-        "fired_on": {"score": _finite(p.score), "value": _finite(p.value),
-                     "expected": _finite(p.expected), "lower": _finite(p.lower),
-                     "upper": _finite(p.upper)},
+        "fired_on": {
+            "score": _finite(p.score),
+            "value": _finite(p.value),
+            "expected": _finite(p.expected),
+            "lower": _finite(p.lower),
+            "upper": _finite(p.upper),
+        },
         "before_range": p.before_range,
     }
 
 
 def series_doc(s: SeriesPages) -> dict[str, Any]:
-    return {"rule": s.rule, "series": dict(s.series), "pages": s.pages,
-            "firing_s": s.firing_s, "peak_score": _finite(s.peak_score)}
+    return {
+        "rule": s.rule,
+        "series": dict(s.series),
+        "pages": s.pages,
+        "firing_s": s.firing_s,
+        "peak_score": _finite(s.peak_score),
+    }
 
 
 def run_doc(run: Run, *, span: Span, top: int) -> dict[str, Any]:
@@ -111,29 +127,47 @@ def run_doc(run: Run, *, span: Span, top: int) -> dict[str, Any]:
     c = run.counts
     return {
         "config": run.config,
-        "series": {"read": c.series_seen, "tracked": c.series_tracked,
-                   "untracked": c.series_untracked, "refused": c.series_refused},
+        "series": {
+            "read": c.series_seen,
+            "tracked": c.series_tracked,
+            "untracked": c.series_untracked,
+            "refused": c.series_refused,
+        },
         "samples": c.samples,
         "pages": o.n_pages,
-        "rules": [{"rule": r.name, "pages": r.pages, "notifications": r.notifications,
-                   "series_paged": r.series_paged, "pages_per_day": r.per_day}
-                  for r in o.rules],
+        "rules": [
+            {
+                "rule": r.name,
+                "pages": r.pages,
+                "notifications": r.notifications,
+                "series_paged": r.series_paged,
+                "pages_per_day": r.per_day,
+            }
+            for r in o.rules
+        ],
         "top_series": [series_doc(s) for s in o.top[:top]],
-        "charts": [{"series": dict(s.series), "rule": s.rule, "file": name}
-                   for s, name in run.charts],
+        "charts": [
+            {"series": dict(s.series), "rule": s.rule, "file": name} for s, name in run.charts
+        ],
         "alerts": [page_doc(p, end_ms=span.end_ms) for p in o.pages],
     }
 
 
-def document(setup: Setup, runs: Sequence[Run], comparison: Comparison | None, *,
-             top: int) -> dict[str, Any]:
+def document(
+    setup: Setup, runs: Sequence[Run], comparison: Comparison | None, *, top: int
+) -> dict[str, Any]:
     span = setup.span
     doc: dict[str, Any] = {
-        "range": {"start": iso(span.start_ms), "end": iso(span.end_ms),
-                  "step_s": span.step_ms / 1000,
-                  "warmup_s": (span.start_ms - span.first_ms) / 1000},
-        "selector": setup.selector, "prometheus": setup.prometheus,
-        "queries": setup.queries, "seconds": round(setup.seconds, 2),
+        "range": {
+            "start": iso(span.start_ms),
+            "end": iso(span.end_ms),
+            "step_s": span.step_ms / 1000,
+            "warmup_s": (span.start_ms - span.first_ms) / 1000,
+        },
+        "selector": setup.selector,
+        "prometheus": setup.prometheus,
+        "queries": setup.queries,
+        "seconds": round(setup.seconds, 2),
         "runs": [run_doc(r, span=span, top=top) for r in runs],
     }
     if comparison is not None:
@@ -158,22 +192,24 @@ def _safe(text: str, width: int = SERIES_WIDTH) -> str:
 
 def run_table(run: Run, *, span: Span, top: int) -> list[str]:
     o, c = run.outcome, run.counts
-    lines = [f"config {_safe(run.config)}: {o.n_pages} page{'' if o.n_pages == 1 else 's'}",
-             f"  series: {c.series_seen} read, {c.series_tracked} tracked, "
-             f"{c.series_untracked} untracked, {c.series_refused} refused; "
-             f"{c.samples:,} samples"]
+    lines = [
+        f"config {_safe(run.config)}: {o.n_pages} page{'' if o.n_pages == 1 else 's'}",
+        f"  series: {c.series_seen} read, {c.series_tracked} tracked, "
+        f"{c.series_untracked} untracked, {c.series_refused} refused; "
+        f"{c.samples:,} samples",
+    ]
     if o.rules:
         lines.append("")
         names = [_safe(r.name, 24) for r in o.rules]
         lines.append(f"  {'pages per day (UTC)':<20}" + "".join(f"{n:>26}" for n in names))
         days = list(o.rules[0].per_day)
         for day in days:
-            lines.append(f"  {day:<20}" + "".join(f"{r.per_day.get(day, 0):>26}"
-                                                   for r in o.rules))
+            lines.append(f"  {day:<20}" + "".join(f"{r.per_day.get(day, 0):>26}" for r in o.rules))
         lines.append(f"  {'total':<20}" + "".join(f"{r.pages:>26}" for r in o.rules))
         if any(r.notifications != r.pages for r in o.rules):
-            lines.append(f"  {'notifications (by)':<20}" + "".join(
-                f"{r.notifications:>26}" for r in o.rules))
+            lines.append(
+                f"  {'notifications (by)':<20}" + "".join(f"{r.notifications:>26}" for r in o.rules)
+            )
     paged = [s for s in o.top if s.pages]
     lines.append("")
     if not paged:
@@ -182,31 +218,39 @@ def run_table(run: Run, *, span: Span, top: int) -> list[str]:
     lines.append(f"  top series by pages ({min(top, len(paged))} of {len(paged)})")
     lines.append(f"  {'pages':>5}  {'firing':>8}  {'peak score':>10}  series")
     for s in paged[:top]:
-        lines.append(f"  {s.pages:>5}  {_dur(s.firing_s):>8}  {score_text(s.peak_score):>10}  "
-                     f"{_series(s.series)}")
+        lines.append(
+            f"  {s.pages:>5}  {_dur(s.firing_s):>8}  {score_text(s.peak_score):>10}  "
+            f"{_series(s.series)}"
+        )
     counted = [p for p in o.pages if not p.before_range]
     lines.append("")
     shown = counted[:MAX_PAGES_SHOWN]
     lines.append(f"  alerts ({len(shown)} of {len(counted)}; all in the JSON)")
-    lines.append(f"  {'fired (UTC)':<11}  {'for':>7}  {'severity':<8}  {'peak':>10}  "
-                 f"{'resolved':<13}  {'value vs band when it fired':<30}  series")
+    lines.append(
+        f"  {'fired (UTC)':<11}  {'for':>7}  {'severity':<8}  {'peak':>10}  "
+        f"{'resolved':<13}  {'value vs band when it fired':<30}  series"
+    )
     for p in shown:
         firing = p.firing_s(start_ms=p.fired_ms, end_ms=span.end_ms)
         why = f"{_val(p.value)} vs [{_val(p.lower)}, {_val(p.upper)}]"
-        lines.append(f"  {_short(p.fired_ms):<11}  {_dur(firing):>7}  "
-                     f"{_safe(p.severity, 8):<8}  {score_text(p.peak_score):>10}  "
-                     f"{resolution_text(p):<13}  {why:<30}  {_series(p.series, 56)}")
+        lines.append(
+            f"  {_short(p.fired_ms):<11}  {_dur(firing):>7}  "
+            f"{_safe(p.severity, 8):<8}  {score_text(p.peak_score):>10}  "
+            f"{resolution_text(p):<13}  {why:<30}  {_series(p.series, 56)}"
+        )
     return lines
 
 
-def table(setup: Setup, runs: Sequence[Run], comparison: Comparison | None, *,
-          top: int) -> str:
+def table(setup: Setup, runs: Sequence[Run], comparison: Comparison | None, *, top: int) -> str:
     span = setup.span
     warm = span.start_ms - span.first_ms
-    lines = [f"backtest {_short(span.start_ms)} .. {_short(span.end_ms)} UTC "
-             f"({_dur((span.end_ms - span.start_ms + span.step_ms) / 1000)} at "
-             f"{_dur(span.step_ms / 1000)}, warm-up {_dur(warm / 1000)}) of "
-             f"{_safe(setup.selector)}: {setup.queries} queries, {setup.seconds:.1f}s", ""]
+    lines = [
+        f"backtest {_short(span.start_ms)} .. {_short(span.end_ms)} UTC "
+        f"({_dur((span.end_ms - span.start_ms + span.step_ms) / 1000)} at "
+        f"{_dur(span.step_ms / 1000)}, warm-up {_dur(warm / 1000)}) of "
+        f"{_safe(setup.selector)}: {setup.queries} queries, {setup.seconds:.1f}s",
+        "",
+    ]
     for run in runs:
         lines.extend(run_table(run, span=span, top=top))
         lines.append("")

@@ -71,18 +71,27 @@ class Replay:
     few series: the charts).
     """
 
-    def __init__(self, cfg: DetectorConfig, *,
-                 on_events: Callable[[list[AlertEvent]], None],
-                 on_readings: Callable[[Readings], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        *,
+        on_events: Callable[[list[AlertEvent]], None],
+        on_readings: Callable[[Readings], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.registry = SeriesRegistry(cfg)
-        self.ingestor = Ingestor(self.registry,
-                                 max_decompressed_bytes=cfg.limits.max_decompressed_bytes)
+        self.ingestor = Ingestor(
+            self.registry, max_decompressed_bytes=cfg.limits.max_decompressed_bytes
+        )
         self.pipeline = Pipeline(
             build_metrics(CollectorRegistry()),
-            alerts=AlertState(cfg.alerts, stale_intervals=cfg.alerting.stale_intervals,
-                              stale_min_s=cfg.alerting.stale_min_s),
-            on_events=on_events)
+            alerts=AlertState(
+                cfg.alerts,
+                stale_intervals=cfg.alerting.stale_intervals,
+                stale_min_s=cfg.alerting.stale_min_s,
+            ),
+            on_events=on_events,
+        )
         self.on_readings = on_readings
         self.counts = ReplayCounts()
         self._slot: dict[Labels, int] = {}
@@ -101,8 +110,9 @@ class Replay:
     # --- registration --------------------------------------------------------------
     def _ingest(self, labels: Sequence[Labels]) -> None:
         """Register new label sets in one remote-write request (no samples)."""
-        body = encode.compress(encode.encode_v1(
-            [encode.Series(labels=list(one)) for one in labels]))
+        body = encode.compress(
+            encode.encode_v1([encode.Series(labels=list(one)) for one in labels])
+        )
         ingested = self.ingestor.ingest(body, 1)
         self.pipeline.process([ingested.batch])  # creates the slots, applies no sample
         for spec in ingested.batch.new_slots:
@@ -115,7 +125,7 @@ class Replay:
 
     def _register(self, labels: Sequence[Labels]) -> None:
         for lo in range(0, len(labels), REGISTER_BATCH):
-            part = labels[lo:lo + REGISTER_BATCH]
+            part = labels[lo : lo + REGISTER_BATCH]
             try:
                 self._ingest(part)
             except (DecodeError, UnicodeEncodeError):
@@ -142,11 +152,13 @@ class Replay:
         parts = [(self._slot[b.labels], b) for b in blocks if b.ts_ms.shape[0]]
         parts = [(slot, b) for slot, b in parts if slot >= 0]
         if parts:
-            slots = np.concatenate([np.full(b.ts_ms.shape[0], slot, dtype=np.int32)
-                                    for slot, b in parts])
+            slots = np.concatenate(
+                [np.full(b.ts_ms.shape[0], slot, dtype=np.int32) for slot, b in parts]
+            )
             ts = np.concatenate([b.ts_ms for _, b in parts])
-            bits = np.concatenate([np.ascontiguousarray(b.values, dtype=np.float64)
-                                   .view(np.uint64) for _, b in parts])
+            bits = np.concatenate(
+                [np.ascontiguousarray(b.values, dtype=np.float64).view(np.uint64) for _, b in parts]
+            )
             order = np.lexsort((slots, ts))
             slots, ts, bits = slots[order], ts[order], bits[order]
         else:
@@ -163,15 +175,26 @@ class Replay:
             lo, hi = cut[k], cut[k + 1]
             if hi > lo:
                 batch_slots = np.ascontiguousarray(slots[lo:hi])
-                p.process([Batch(slots=batch_slots, ts=np.ascontiguousarray(ts[lo:hi]),
-                                 bits=np.ascontiguousarray(bits[lo:hi]))])
+                p.process(
+                    [
+                        Batch(
+                            slots=batch_slots,
+                            ts=np.ascontiguousarray(ts[lo:hi]),
+                            bits=np.ascontiguousarray(bits[lo:hi]),
+                        )
+                    ]
+                )
                 if self.on_readings is not None:
-                    self.on_readings(Readings(
-                        slots=batch_slots, ts_ms=ts[lo:hi].copy(),
-                        seen=p.last_input[batch_slots].copy(),
-                        score=p.last_score[batch_slots].copy(),
-                        lower=p.last_lower[batch_slots].copy(),
-                        upper=p.last_upper[batch_slots].copy()))
+                    self.on_readings(
+                        Readings(
+                            slots=batch_slots,
+                            ts_ms=ts[lo:hi].copy(),
+                            seen=p.last_input[batch_slots].copy(),
+                            score=p.last_score[batch_slots].copy(),
+                            lower=p.last_lower[batch_slots].copy(),
+                            upper=p.last_upper[batch_slots].copy(),
+                        )
+                    )
 
     def finish(self, now_ms: int) -> None:
         """The last sweep, one step after the grid's end."""

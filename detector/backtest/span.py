@@ -67,8 +67,9 @@ def parse_end(text: str | None, *, now_s: float) -> float:
         try:
             stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
-            raise SpanError(f"--end {text!r}: expected unix seconds or RFC 3339, e.g. "
-                            "2026-12-07T12:00:00Z") from None
+            raise SpanError(
+                f"--end {text!r}: expected unix seconds or RFC 3339, e.g. 2026-12-07T12:00:00Z"
+            ) from None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=UTC)
         value = stamp.timestamp()
@@ -81,8 +82,10 @@ def build_span(*, end_s: float, range_s: float, step_s: float, lead_s: float) ->
     """The grid of ``range_s`` before ``end_s`` (exclusive), on step multiples;
     SpanError when a value is out of bounds."""
     if not (math.isfinite(step_s) and step_s >= MIN_STEP_S):
-        raise SpanError(f"--step {step_s:g}s: must be at least {MIN_STEP_S:g}s (finer than "
-                        "any sane scrape interval)")
+        raise SpanError(
+            f"--step {step_s:g}s: must be at least {MIN_STEP_S:g}s (finer than "
+            "any sane scrape interval)"
+        )
     if step_s != int(step_s):
         raise SpanError(f"--step {step_s:g}s: must be whole seconds (range queries are)")
     if not (math.isfinite(range_s) and range_s >= step_s):
@@ -99,8 +102,12 @@ def build_span(*, end_s: float, range_s: float, step_s: float, lead_s: float) ->
     return Span(first_ms=first_ms, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
 
 
-def chunk_points(n_series: int, *, sample_budget: int = DEFAULT_SAMPLE_BUDGET,
-                 max_points: int = MAX_POINTS_PER_QUERY) -> int:
+def chunk_points(
+    n_series: int,
+    *,
+    sample_budget: int = DEFAULT_SAMPLE_BUDGET,
+    max_points: int = MAX_POINTS_PER_QUERY,
+) -> int:
     """Grid points for the next query when the last one held ``n_series`` series (0:
     nothing seen yet, read a short first chunk)."""
     if n_series <= 0:
@@ -108,14 +115,20 @@ def chunk_points(n_series: int, *, sample_budget: int = DEFAULT_SAMPLE_BUDGET,
     return max(1, min(max_points, sample_budget // n_series))
 
 
-def next_chunk(span: Span, *, index: int, n_series: int,
-               sample_budget: int = DEFAULT_SAMPLE_BUDGET,
-               max_points: int = MAX_POINTS_PER_QUERY) -> Chunk | None:
+def next_chunk(
+    span: Span,
+    *,
+    index: int,
+    n_series: int,
+    sample_budget: int = DEFAULT_SAMPLE_BUDGET,
+    max_points: int = MAX_POINTS_PER_QUERY,
+) -> Chunk | None:
     """The chunk starting at grid point ``index``, or None past the end."""
     if index >= span.n_points:
         return None
-    n = min(chunk_points(n_series, sample_budget=sample_budget, max_points=max_points),
-            span.n_points - index)
+    n = min(
+        chunk_points(n_series, sample_budget=sample_budget, max_points=max_points),
+        span.n_points - index,
+    )
     start = span.first_ms + index * span.step_ms
-    return Chunk(index=index, n_points=n, start_ms=start,
-                 end_ms=start + (n - 1) * span.step_ms)
+    return Chunk(index=index, n_points=n, start_ms=start, end_ms=start + (n - 1) * span.step_ms)

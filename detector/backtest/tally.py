@@ -107,8 +107,9 @@ class Outcome:
 def days_of(start_ms: int, end_ms: int) -> list[str]:
     """The UTC days that [start_ms, end_ms] touches, as YYYY-MM-DD."""
     first, last = start_ms // DAY_MS, end_ms // DAY_MS
-    return [datetime.fromtimestamp(d * 86_400, UTC).strftime("%Y-%m-%d")
-            for d in range(first, last + 1)]
+    return [
+        datetime.fromtimestamp(d * 86_400, UTC).strftime("%Y-%m-%d") for d in range(first, last + 1)
+    ]
 
 
 def _day(ts_ms: int) -> str:
@@ -118,8 +119,15 @@ def _day(ts_ms: int) -> str:
 class Tally:
     """Collects one config's events; ``outcome`` sums them up."""
 
-    def __init__(self, rules: Sequence[AlertRule], *, start_ms: int, end_ms: int,
-                 labels_of: Callable[[int], Labels], rule_of: Callable[[int], int]) -> None:
+    def __init__(
+        self,
+        rules: Sequence[AlertRule],
+        *,
+        start_ms: int,
+        end_ms: int,
+        labels_of: Callable[[int], Labels],
+        rule_of: Callable[[int], int],
+    ) -> None:
         self.rules = tuple(rules)
         self.start_ms = start_ms
         self.end_ms = end_ms
@@ -159,15 +167,32 @@ class Tally:
             elif ev.kind in (EventKind.RESOLVE, EventKind.STALE):
                 held = self._open.pop(ev.slot, None)
                 if held is not None:
-                    how = (Resolution.STALE if ev.kind is EventKind.STALE else
-                           Resolution.ADOPTED if ev.adopted_after_s is not None else
-                           Resolution.BACK_IN_BAND)
-                    self._close(ev.slot, held, ended_ms=ev.ts_ms, how=how,
-                                peak=max(held.peak, ev.peak),
-                                adopted_after_s=ev.adopted_after_s)
+                    how = (
+                        Resolution.STALE
+                        if ev.kind is EventKind.STALE
+                        else Resolution.ADOPTED
+                        if ev.adopted_after_s is not None
+                        else Resolution.BACK_IN_BAND
+                    )
+                    self._close(
+                        ev.slot,
+                        held,
+                        ended_ms=ev.ts_ms,
+                        how=how,
+                        peak=max(held.peak, ev.peak),
+                        adopted_after_s=ev.adopted_after_s,
+                    )
 
-    def _close(self, slot: int, held: _Open, *, ended_ms: int | None, how: Resolution,
-               peak: float, adopted_after_s: float | None = None) -> None:
+    def _close(
+        self,
+        slot: int,
+        held: _Open,
+        *,
+        ended_ms: int | None,
+        how: Resolution,
+        peak: float,
+        adopted_after_s: float | None = None,
+    ) -> None:
         labels = self.labels_of(slot)
         group = self._group(held.rule, labels)
         if group is not None:
@@ -178,27 +203,50 @@ class Tally:
         if ended_ms is not None and ended_ms < self.start_ms:
             return  # over before the range began: part of the warm-up
         rule = self.rules[held.rule]
-        self.pages.append(Page(
-            rule=rule.name, series=labels, since_ms=fire.since_ms, fired_ms=fire.ts_ms,
-            ended_ms=ended_ms, resolution=how,
-            severity=rule.severities[min(held.level, len(rule.severities)) - 1].severity,
-            peak_score=peak, score=fire.score, value=fire.value, expected=fire.expected,
-            lower=fire.lower, upper=fire.upper, adopted_after_s=adopted_after_s,
-            before_range=fire.ts_ms < self.start_ms, rule_index=held.rule))
+        self.pages.append(
+            Page(
+                rule=rule.name,
+                series=labels,
+                since_ms=fire.since_ms,
+                fired_ms=fire.ts_ms,
+                ended_ms=ended_ms,
+                resolution=how,
+                severity=rule.severities[min(held.level, len(rule.severities)) - 1].severity,
+                peak_score=peak,
+                score=fire.score,
+                value=fire.value,
+                expected=fire.expected,
+                lower=fire.lower,
+                upper=fire.upper,
+                adopted_after_s=adopted_after_s,
+                before_range=fire.ts_ms < self.start_ms,
+                rule_index=held.rule,
+            )
+        )
 
     def outcome(self) -> Outcome:
         """Close the alerts still firing and sum up. Call once, after the last events."""
         for slot, held in list(self._open.items()):
-            self._close(slot, held, ended_ms=None, how=Resolution.FIRING_AT_END,
-                        peak=held.peak)
+            self._close(slot, held, ended_ms=None, how=Resolution.FIRING_AT_END, peak=held.peak)
         self._open.clear()
         pages = tuple(sorted(self.pages, key=lambda p: (p.fired_ms, p.rule, p.series)))
-        return summarise(pages, self.rules, start_ms=self.start_ms, end_ms=self.end_ms,
-                         notifications=self._notifications)
+        return summarise(
+            pages,
+            self.rules,
+            start_ms=self.start_ms,
+            end_ms=self.end_ms,
+            notifications=self._notifications,
+        )
 
 
-def summarise(pages: Sequence[Page], rules: Sequence[AlertRule], *, start_ms: int,
-              end_ms: int, notifications: Counter[int] | None = None) -> Outcome:
+def summarise(
+    pages: Sequence[Page],
+    rules: Sequence[AlertRule],
+    *,
+    start_ms: int,
+    end_ms: int,
+    notifications: Counter[int] | None = None,
+) -> Outcome:
     """Per-rule figures and the series ranked by pages (then time firing, then peak)."""
     counted = [p for p in pages if not p.before_range]
     figures = []
@@ -207,21 +255,30 @@ def summarise(pages: Sequence[Page], rules: Sequence[AlertRule], *, start_ms: in
         per_day = dict.fromkeys(days_of(start_ms, end_ms), 0)
         for p in mine:
             per_day[_day(p.fired_ms)] = per_day.get(_day(p.fired_ms), 0) + 1
-        figures.append(RuleFigures(
-            name=rule.name, pages=len(mine),
-            notifications=len(mine) if notifications is None else notifications[index],
-            series_paged=len({p.series for p in mine}), per_day=per_day))
+        figures.append(
+            RuleFigures(
+                name=rule.name,
+                pages=len(mine),
+                notifications=len(mine) if notifications is None else notifications[index],
+                series_paged=len({p.series for p in mine}),
+                per_day=per_day,
+            )
+        )
     by_series: dict[tuple[int, Labels], list[Page]] = {}
     for p in pages:
         by_series.setdefault((p.rule_index, p.series), []).append(p)
-    top = [SeriesPages(series=series, rule=mine[0].rule, rule_index=index,
-                       pages=sum(1 for p in mine if not p.before_range),
-                       firing_s=sum(p.firing_s(start_ms=start_ms, end_ms=end_ms)
-                                    for p in mine),
-                       peak_score=max(p.peak_score for p in mine))
-           for (index, series), mine in by_series.items()]
-    top.sort(key=lambda s: (-s.pages, -s.firing_s, -_finite(s.peak_score), s.rule_index,
-                            s.series))
+    top = [
+        SeriesPages(
+            series=series,
+            rule=mine[0].rule,
+            rule_index=index,
+            pages=sum(1 for p in mine if not p.before_range),
+            firing_s=sum(p.firing_s(start_ms=start_ms, end_ms=end_ms) for p in mine),
+            peak_score=max(p.peak_score for p in mine),
+        )
+        for (index, series), mine in by_series.items()
+    ]
+    top.sort(key=lambda s: (-s.pages, -s.firing_s, -_finite(s.peak_score), s.rule_index, s.series))
     return Outcome(pages=tuple(pages), rules=tuple(figures), top=tuple(top))
 
 
@@ -243,6 +300,7 @@ class Comparison:
 
 def compare(a: Outcome, b: Outcome) -> Comparison:
     """Series (any rule) with counted pages under ``a`` only, ``b`` only, and both."""
+
     def paged(o: Outcome) -> dict[Labels, SeriesPages]:
         out: dict[Labels, SeriesPages] = {}
         for s in o.top:
@@ -261,5 +319,8 @@ def compare(a: Outcome, b: Outcome) -> Comparison:
     return Comparison(
         only_a=tuple(s for k, s in pa.items() if k not in pb),
         only_b=tuple(s for k, s in pb.items() if k not in pa),
-        both=sum(1 for k in pa if k in pb), pages_a=a.n_pages, pages_b=b.n_pages,
-        per_rule={n: (rules_a.get(n, 0), rules_b.get(n, 0)) for n in names})
+        both=sum(1 for k in pa if k in pb),
+        pages_a=a.n_pages,
+        pages_b=b.n_pages,
+        per_rule={n: (rules_a.get(n, 0), rules_b.get(n, 0)) for n in names},
+    )

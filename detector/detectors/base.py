@@ -29,8 +29,7 @@ class Scores:
         return cls(*(np.empty(n, dtype=np.float64) for _ in range(4)))
 
     def take(self, index: NDArray[np.intp]) -> Scores:
-        return Scores(self.score[index], self.expected[index], self.lower[index],
-                      self.upper[index])
+        return Scores(self.score[index], self.expected[index], self.lower[index], self.upper[index])
 
     def put(self, index: NDArray[np.intp], part: Scores) -> None:
         self.score[index] = part.score
@@ -56,8 +55,13 @@ class Family(Protocol):
     def bytes_per_series(self) -> int:
         """State bytes per series."""
 
-    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
-                    values: NDArray[np.float64], out: Scores) -> None:
+    def score_learn(
+        self,
+        slots: NDArray[np.int32],
+        ts_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        out: Scores,
+    ) -> None:
         """Score each sample against the state before it, then learn it."""
 
 
@@ -94,14 +98,23 @@ class TableFamily:
         for arr in self.arrays().values():
             arr[slot] = 0
 
-    def check(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
-              values: NDArray[np.float64], out: Scores) -> None:
+    def check(
+        self,
+        slots: NDArray[np.int32],
+        ts_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        out: Scores,
+    ) -> None:
         """ValueError (naming the family) unless the arrays fit each other and the table."""
         n = slots.shape[0]
         if ts_ms.shape[0] != n or values.shape[0] != n or out.score.shape[0] != n:
-            raise ValueError(f"{self.KIND}: {n} slots, {ts_ms.shape[0]} timestamps, "
-                             f"{values.shape[0]} values and {out.score.shape[0]} outputs "
-                             "must have one length")
+            raise ValueError(
+                f"{self.KIND}: {n} slots, {ts_ms.shape[0]} timestamps, "
+                f"{values.shape[0]} values and {out.score.shape[0]} outputs "
+                "must have one length"
+            )
         if n and int(slots.max()) >= self.capacity:
-            raise ValueError(f"{self.KIND}: slot {int(slots.max())} is beyond the table "
-                             f"({self.capacity}); call ensure() first")
+            raise ValueError(
+                f"{self.KIND}: slot {int(slots.max())} is beyond the table "
+                f"({self.capacity}); call ensure() first"
+            )

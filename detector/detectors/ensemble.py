@@ -67,13 +67,14 @@ class EnsembleFamily(TableFamily):
     def configure(self, slot: int) -> None:
         super().configure(slot)
         self.state[slot, k.S_ADOPT_T] = _NEVER
-        self.htot[slot, self.n_signals:2 * self.n_signals] = 1.0
+        self.htot[slot, self.n_signals : 2 * self.n_signals] = 1.0
 
     def adopted_at(self, row: int) -> float | None:
         """When the series last adopted a lasting deviation as its new level (epoch ms),
         or None if it never did."""
         t = float(self.state[row, k.S_ADOPT_T])
         return None if t <= _NEVER else t
+
     def set_period(self, row: int, period_ms: float) -> None:
         """Give one series its own seasonal period (detected from its history); its
         profile starts over. Without a seasonal profile there is nothing to set."""
@@ -90,12 +91,26 @@ class EnsembleFamily(TableFamily):
         period = float(self.state[row, k.S_PERIOD])
         return period if period > 0 else self.params.season_period_s * 1000.0
 
-    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
-                    values: NDArray[np.float64], out: Scores) -> None:
+    def score_learn(
+        self,
+        slots: NDArray[np.int32],
+        ts_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        out: Scores,
+    ) -> None:
         self.check(slots, ts_ms, values, out)
         k.ensemble_score_learn(
             np.ascontiguousarray(slots, dtype=np.int32),
             np.ascontiguousarray(ts_ms, dtype=np.int64),
             np.ascontiguousarray(values, dtype=np.float64),
-            self.state, self.season, self.visits, self.hist, self.htot,
-            self.vector, out.score, out.expected, out.lower, out.upper)
+            self.state,
+            self.season,
+            self.visits,
+            self.hist,
+            self.htot,
+            self.vector,
+            out.score,
+            out.expected,
+            out.lower,
+            out.upper,
+        )

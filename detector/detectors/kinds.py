@@ -11,8 +11,7 @@ from detector.detectors.ensemble import EnsembleFamily
 from detector.detectors.robust import RobustFamily
 from detector.detectors.spot import SpotFamily
 
-KINDS: Mapping[str, Any] = {"robust": RobustFamily, "ensemble": EnsembleFamily,
-                             "spot": SpotFamily}
+KINDS: Mapping[str, Any] = {"robust": RobustFamily, "ensemble": EnsembleFamily, "spot": SpotFamily}
 
 
 def build_family(params: DetectorParams, capacity: int = 1024) -> Family:

@@ -37,11 +37,22 @@ class RobustFamily(TableFamily):
         self.state = np.zeros((0, k.N_STATE), dtype=np.float64)
         self.ensure(capacity)
 
-    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
-                    values: NDArray[np.float64], out: Scores) -> None:
+    def score_learn(
+        self,
+        slots: NDArray[np.int32],
+        ts_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        out: Scores,
+    ) -> None:
         """The robust level does not depend on time; ``ts_ms`` is only checked."""
         self.check(slots, ts_ms, values, out)
-        k.robust_score_learn(np.ascontiguousarray(slots, dtype=np.int32),
-                             np.ascontiguousarray(values, dtype=np.float64),
-                             self.state, self.vector, out.score, out.expected, out.lower,
-                             out.upper)
+        k.robust_score_learn(
+            np.ascontiguousarray(slots, dtype=np.int32),
+            np.ascontiguousarray(values, dtype=np.float64),
+            self.state,
+            self.vector,
+            out.score,
+            out.expected,
+            out.lower,
+            out.upper,
+        )

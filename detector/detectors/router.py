@@ -78,15 +78,21 @@ class DetectorSet:
             return None
         return float(getattr(self.params[f], "adopt_after_s", 0.0))
 
-    def score_learn(self, slots: NDArray[np.int32], ts_ms: NDArray[np.int64],
-                    values: NDArray[np.float64], out: Scores) -> None:
+    def score_learn(
+        self,
+        slots: NDArray[np.int32],
+        ts_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        out: Scores,
+    ) -> None:
         rows = self.row_of[slots]
         if len(self.families) == 1:
             start = time.perf_counter()
             self.families[0].score_learn(rows, ts_ms, values, out)
             if self.on_scored is not None:
-                self.on_scored(self.params[0].kind, int(slots.shape[0]),
-                               time.perf_counter() - start)
+                self.on_scored(
+                    self.params[0].kind, int(slots.shape[0]), time.perf_counter() - start
+                )
             return
         fams = self.family_of[slots]
         for f, family in enumerate(self.families):
@@ -98,5 +104,6 @@ class DetectorSet:
             family.score_learn(rows[index], ts_ms[index], values[index], part)
             out.put(index, part)
             if self.on_scored is not None:
-                self.on_scored(self.params[f].kind, int(index.shape[0]),
-                               time.perf_counter() - start)
+                self.on_scored(
+                    self.params[f].kind, int(index.shape[0]), time.perf_counter() - start
+                )

@@ -20,9 +20,16 @@ ROUTE_SIG = types.int64(_i32, _i32, _i64, _u64, _i32, _i64, _u64, _i64)
 
 
 @njit(ROUTE_SIG, cache=True, nogil=True)
-def route(series_values: np.ndarray, smp_series: np.ndarray, smp_ts: np.ndarray,
-          smp_bits: np.ndarray, out_slots: np.ndarray, out_ts: np.ndarray,
-          out_bits: np.ndarray, by_marker: np.ndarray) -> int:
+def route(
+    series_values: np.ndarray,
+    smp_series: np.ndarray,
+    smp_ts: np.ndarray,
+    smp_bits: np.ndarray,
+    out_slots: np.ndarray,
+    out_ts: np.ndarray,
+    out_bits: np.ndarray,
+    by_marker: np.ndarray,
+) -> int:
     """Copy the samples whose series has a slot; return how many were copied.
 
     ``series_values[s]`` is series ``s``'s slot, or a negative marker ``m`` whose samples

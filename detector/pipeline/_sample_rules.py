@@ -26,21 +26,36 @@ _u64 = types.Array(types.uint64, 1, "C")
 _f64 = types.Array(types.float64, 1, "C")
 _u8 = types.Array(types.uint8, 1, "C")
 
-TRACK_SIG = types.void(_i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _f64, _i64, _f64, _i64,
-                       _f64, _f64, _u8, _i64)
+TRACK_SIG = types.void(
+    _i32, _i64, _u64, _i64, _f64, _i64, _u8, _u8, _f64, _i64, _f64, _i64, _f64, _f64, _u8, _i64
+)
 INTERVAL_ALPHA = 0.1  # weight of a new gap in a series' typical sampling interval
 RUN_DECAY = 0.999  # per sample: how fast the memory of a long run of equal values fades
 NEVER = np.iinfo(np.int64).min
-RECORD_SIG = types.int64(_i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64,
-                         types.float64)
+RECORD_SIG = types.int64(
+    _i32, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, _f64, types.float64
+)
 
 
 @njit(TRACK_SIG, cache=True, nogil=True)
-def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarray,
-          last_value: np.ndarray, n_samples: np.ndarray, stale: np.ndarray,
-          is_counter: np.ndarray, rate_prev: np.ndarray, rate_prev_ts: np.ndarray,
-          interval_ms: np.ndarray, run_same: np.ndarray, run_max: np.ndarray,
-          out_values: np.ndarray, keep: np.ndarray, counters: np.ndarray) -> None:
+def track(
+    slots: np.ndarray,
+    ts: np.ndarray,
+    bits: np.ndarray,
+    last_ts: np.ndarray,
+    last_value: np.ndarray,
+    n_samples: np.ndarray,
+    stale: np.ndarray,
+    is_counter: np.ndarray,
+    rate_prev: np.ndarray,
+    rate_prev_ts: np.ndarray,
+    interval_ms: np.ndarray,
+    run_same: np.ndarray,
+    run_max: np.ndarray,
+    out_values: np.ndarray,
+    keep: np.ndarray,
+    counters: np.ndarray,
+) -> None:
     """Apply the sample rules in order; mark in ``keep`` the samples the detectors score.
 
     ``out_values[i]`` is what the detectors see: the value, or for a counter series its
@@ -71,8 +86,11 @@ def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarr
         x = values[i]
         if previous_ts != NEVER and not stale[s]:
             gap = float(ts[i] - previous_ts)
-            interval_ms[s] = gap if interval_ms[s] == 0.0 else (
-                interval_ms[s] + INTERVAL_ALPHA * (gap - interval_ms[s]))
+            interval_ms[s] = (
+                gap
+                if interval_ms[s] == 0.0
+                else (interval_ms[s] + INTERVAL_ALPHA * (gap - interval_ms[s]))
+            )
         run_max[s] *= RUN_DECAY
         if n_samples[s] > 0 and x == last_value[s]:
             run_same[s] += 1
@@ -96,10 +114,20 @@ def track(slots: np.ndarray, ts: np.ndarray, bits: np.ndarray, last_ts: np.ndarr
 
 
 @njit(RECORD_SIG, cache=True, nogil=True)
-def record(slots: np.ndarray, inputs: np.ndarray, score: np.ndarray, expected: np.ndarray,
-           lower: np.ndarray, upper: np.ndarray, last_input: np.ndarray,
-           last_score: np.ndarray, last_expected: np.ndarray, last_lower: np.ndarray,
-           last_upper: np.ndarray, threshold: float) -> int:
+def record(
+    slots: np.ndarray,
+    inputs: np.ndarray,
+    score: np.ndarray,
+    expected: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    last_input: np.ndarray,
+    last_score: np.ndarray,
+    last_expected: np.ndarray,
+    last_lower: np.ndarray,
+    last_upper: np.ndarray,
+    threshold: float,
+) -> int:
     """Keep the latest input (value or rate) and outputs per series; return how many
     samples scored >= threshold."""
     hits = 0

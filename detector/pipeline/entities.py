@@ -78,12 +78,14 @@ class HalfSpaceTrees:
         from river import anomaly  # imported only when configured: river is heavy
 
         m = rule.model
-        self.model = anomaly.HalfSpaceTrees(n_trees=m.n_trees, height=m.height,
-                                            window_size=m.window_size, seed=m.seed)
+        self.model = anomaly.HalfSpaceTrees(
+            n_trees=m.n_trees, height=m.height, window_size=m.window_size, seed=m.seed
+        )
 
     def score_learn(self, x: np.ndarray) -> float:
-        features = {str(i): float((v + DEVIATION_CAP) / (2 * DEVIATION_CAP))
-                    for i, v in enumerate(x)}
+        features = {
+            str(i): float((v + DEVIATION_CAP) / (2 * DEVIATION_CAP)) for i, v in enumerate(x)
+        }
         raw = float(self.model.score_one(features))
         self.model.learn_one(features)
         return raw * 10.0
@@ -200,12 +202,10 @@ class EntityTracker:
                 entity.evaluated_ms = now_ms
                 self._score(entity, rule, p, slots)
                 done += 1
-            self.snapshot = tuple(self._view(e) for e in self._entities.values()
-                                  if e.evaluations)
+            self.snapshot = tuple(self._view(e) for e in self._entities.values() if e.evaluations)
             return done
 
-    def _score(self, entity: Entity, rule: EntityRule, p: Pipeline,
-               slots: np.ndarray) -> None:
+    def _score(self, entity: Entity, rule: EntityRule, p: Pipeline, slots: np.ndarray) -> None:
         half_band = p.last_upper[slots] - p.last_expected[slots]
         deviation = (p.last_input[slots] - p.last_expected[slots]) / half_band
         deviation = np.where(np.isfinite(deviation), deviation, 0.0)
@@ -218,17 +218,22 @@ class EntityTracker:
         if entity.evaluations <= rule.warmup_evaluations:
             entity.score = 0.0
             return
-        tail = tail_probability(self.hist, self.htot, entity.row, 0, raw, CALIBRATION_DECAY,
-                                0.0)
+        tail = tail_probability(self.hist, self.htot, entity.row, 0, raw, CALIBRATION_DECAY, 0.0)
         entity.score = 1.0 - min(1.0, tail)
 
     def _view(self, e: Entity) -> EntityView:
         rule = self.rules[e.rule]
-        return EntityView(rule=rule.name, labels=dict(zip(rule.by, e.key, strict=True)),
-                          members=tuple(e.members), score=e.score, raw=e.raw, top=e.top,
-                          evaluations=e.evaluations, evaluated_ms=e.evaluated_ms)
+        return EntityView(
+            rule=rule.name,
+            labels=dict(zip(rule.by, e.key, strict=True)),
+            members=tuple(e.members),
+            score=e.score,
+            raw=e.raw,
+            top=e.top,
+            evaluations=e.evaluations,
+            evaluated_ms=e.evaluated_ms,
+        )
 
     @property
     def n_entities(self) -> int:
         return len(self._entities)
-

@@ -85,8 +85,14 @@ class TrackView:
 class History:
     """Ring buffers of the recently anomalous series. Writer: the detector worker."""
 
-    def __init__(self, *, max_series: int = 200, samples_per_series: int = 720,
-                 record_after_s: float = 600.0, keep_s: float = 6 * 3600.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_series: int = 200,
+        samples_per_series: int = 720,
+        record_after_s: float = 600.0,
+        keep_s: float = 6 * 3600.0,
+    ) -> None:
         self.max_series = max_series
         self.samples_per_series = samples_per_series
         self.record_after_ms = int(record_after_s * 1000)
@@ -100,8 +106,14 @@ class History:
         return len(self._tracks)
 
     # --- the worker thread ------------------------------------------------------------
-    def record(self, slots: NDArray[np.int32], ts: NDArray[np.int64],
-               values: NDArray[np.float64], out: Scores, state: NDArray[np.uint8]) -> None:
+    def record(
+        self,
+        slots: NDArray[np.int32],
+        ts: NDArray[np.int64],
+        values: NDArray[np.float64],
+        out: Scores,
+        state: NDArray[np.uint8],
+    ) -> None:
         """Keep the samples of series in an anomaly (``state``: the alert state per slot
         after the batch) or with a track. Called once per processed batch."""
         n = int(slots.shape[0])
@@ -124,16 +136,19 @@ class History:
         idx, sel = idx[order], sel[order]
         uniq, starts = np.unique(sel, return_index=True)
         ends = np.append(starts[1:], sel.shape[0])
-        rows = np.stack([values[idx], out.expected[idx], out.lower[idx], out.upper[idx],
-                         out.score[idx]])
+        rows = np.stack(
+            [values[idx], out.expected[idx], out.lower[idx], out.upper[idx], out.score[idx]]
+        )
         sel_ts = ts[idx]
         with self._lock:
             for slot, a, b in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
-                self._record_one(int(slot), sel_ts[a:b], rows[:, a:b],
-                                 is_active=bool(state[slot] != NORMAL))
+                self._record_one(
+                    int(slot), sel_ts[a:b], rows[:, a:b], is_active=bool(state[slot] != NORMAL)
+                )
 
-    def _record_one(self, slot: int, ts: NDArray[np.int64], rows: NDArray[np.float64], *,
-                    is_active: bool) -> None:
+    def _record_one(
+        self, slot: int, ts: NDArray[np.int64], rows: NDArray[np.float64], *, is_active: bool
+    ) -> None:
         track = self._tracks.get(slot)
         if track is None:
             if not is_active:
@@ -158,9 +173,13 @@ class History:
                 return None
             self._drop(min(quiet, key=lambda t: t.last_ms).slot)
         cap = self.samples_per_series
-        track = Track(slot=slot, ts=np.zeros(cap, dtype=np.int64),
-                      data=np.full((len(FIELDS), cap), np.nan), last_active_ms=ts_ms,
-                      last_ms=ts_ms)
+        track = Track(
+            slot=slot,
+            ts=np.zeros(cap, dtype=np.int64),
+            data=np.full((len(FIELDS), cap), np.nan),
+            last_active_ms=ts_ms,
+            last_ms=ts_ms,
+        )
         self._tracks[slot] = track
         if self._on.shape[0] <= slot:
             grown = np.zeros(max(slot + 1, 2 * self._on.shape[0], 1024), dtype=np.uint8)
@@ -195,8 +214,7 @@ class History:
                     continue
                 track.level = max(track.level, ev.level)
                 track.peak = max(track.peak, ev.peak)
-                if ev.kind in ENDS and track.stretches \
-                        and track.stretches[-1][1] is None:
+                if ev.kind in ENDS and track.stretches and track.stretches[-1][1] is None:
                     track.stretches[-1][1] = ev.ts_ms
                     track.is_active = False
 
@@ -205,8 +223,11 @@ class History:
         """Every track, newest anomaly first, after dropping those quiet past ``keep_s``
         (samples only; ``history`` has them)."""
         with self._lock:
-            for t in [t for t in self._tracks.values()
-                      if not t.is_active and now_ms - t.last_active_ms > self.keep_ms]:
+            for t in [
+                t
+                for t in self._tracks.values()
+                if not t.is_active and now_ms - t.last_active_ms > self.keep_ms
+            ]:
                 self._drop(t.slot)
             views = [self._view(t, samples=False) for t in self._tracks.values()]
         views.sort(key=lambda v: -v.last_active_ms)
@@ -224,7 +245,14 @@ class History:
             ts, data = t.ordered()
         else:
             ts, data = np.zeros(0, np.int64), np.zeros((len(FIELDS), 0))
-        return TrackView(slot=t.slot, ts=ts, data=data,
-                         stretches=tuple((int(s[0] or 0), s[1]) for s in t.stretches),
-                         is_active=t.is_active, level=t.level, peak=t.peak,
-                         last_active_ms=t.last_active_ms, last_ms=t.last_ms)
+        return TrackView(
+            slot=t.slot,
+            ts=ts,
+            data=data,
+            stretches=tuple((int(s[0] or 0), s[1]) for s in t.stretches),
+            is_active=t.is_active,
+            level=t.level,
+            peak=t.peak,
+            last_active_ms=t.last_active_ms,
+            last_ms=t.last_ms,
+        )

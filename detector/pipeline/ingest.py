@@ -43,16 +43,30 @@ class Ingested:
 
 def slot_specs(registry: SeriesRegistry, first: int, *, warm: bool = False) -> list[SlotSpec]:
     """How the slots from ``first`` on (just created) are to be watched."""
-    return [SlotSpec(slot, registry.rule_of(slot).detector, registry.is_counter(slot), warm,
-                     registry.alert_rule_of(slot), registry.generation)
-            for slot in range(first, registry.n_tracked)]
+    return [
+        SlotSpec(
+            slot,
+            registry.rule_of(slot).detector,
+            registry.is_counter(slot),
+            warm,
+            registry.alert_rule_of(slot),
+            registry.generation,
+        )
+        for slot in range(first, registry.n_tracked)
+    ]
 
 
 class Ingestor:
     """Decodes requests and resolves their series under one lock (one registry writer)."""
 
-    def __init__(self, registry: SeriesRegistry, *, max_decompressed_bytes: int,
-                 warm_start: bool = False, clock: stages.StageClock = stages.OFF) -> None:
+    def __init__(
+        self,
+        registry: SeriesRegistry,
+        *,
+        max_decompressed_bytes: int,
+        warm_start: bool = False,
+        clock: stages.StageClock = stages.OFF,
+    ) -> None:
         self.registry = registry
         self.stages = clock
         self.warm_start = warm_start
@@ -72,7 +86,8 @@ class Ingestor:
             decoder = self._local.decoder = decode.Decoder(
                 max_series=limits.max_series_per_request,
                 max_labels=limits.max_series_per_request * limits.max_labels_per_series,
-                max_samples=limits.max_samples_per_request)
+                max_samples=limits.max_samples_per_request,
+            )
         return decoder
 
     def _scratch(self, need: int) -> NDArray[np.uint8] | None:
@@ -88,8 +103,11 @@ class Ingestor:
     def _decode(self, body: bytes, version: int) -> decode.DecodedRequest:
         if not body:
             raise DecodeError("empty body: expected a snappy-compressed protobuf message")
-        raw = decode.decompress(body, max_decompressed_bytes=self.max_decompressed_bytes,
-                                into=self._scratch(decode.snappy_length(body)))
+        raw = decode.decompress(
+            body,
+            max_decompressed_bytes=self.max_decompressed_bytes,
+            into=self._scratch(decode.snappy_length(body)),
+        )
         self.stages.lap(stages.DECOMPRESS)
         req = self._decoder().decode(raw, version)
         self.stages.lap(stages.SCAN)
@@ -123,16 +141,20 @@ class Ingestor:
         self.stages.lap(stages.RESOLVE)
         return self._route(req, res, new_slots)
 
-    def _route(self, req: decode.DecodedRequest, res: Resolution,
-               new_slots: list[SlotSpec]) -> Ingested:
+    def _route(
+        self, req: decode.DecodedRequest, res: Resolution, new_slots: list[SlotSpec]
+    ) -> Ingested:
         # the one copy of the samples: out of the decoder's reused arrays, into the batch
         n = req.n_samples
         slots = np.empty(n, dtype=np.int32)
         ts = np.empty(n, dtype=np.int64)
         bits = np.empty(n, dtype=np.uint64)
         by_marker = np.zeros(1 - min(UNTRACKED, OVER_LIMIT), dtype=np.int64)
-        k = int(_route.route(res.values, req.smp_series, req.smp_ts, req.smp_bits, slots, ts,
-                             bits, by_marker))
+        k = int(
+            _route.route(
+                res.values, req.smp_series, req.smp_ts, req.smp_bits, slots, ts, bits, by_marker
+            )
+        )
         batch = Batch(slots=slots[:k], ts=ts[:k], bits=bits[:k], new_slots=new_slots)
         ingested = Ingested(
             batch=batch,

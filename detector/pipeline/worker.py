@@ -102,8 +102,9 @@ class SampleQueue:
     waits for a first batch or when enough samples are queued.
     """
 
-    def __init__(self, max_samples: int, *, batch_samples: int = BATCH_SAMPLES,
-                 linger_s: float = LINGER_S) -> None:
+    def __init__(
+        self, max_samples: int, *, batch_samples: int = BATCH_SAMPLES, linger_s: float = LINGER_S
+    ) -> None:
         self.max_samples = max_samples
         self.batch_samples = batch_samples
         self.linger_s = linger_s
@@ -131,8 +132,12 @@ class SampleQueue:
         with self._cond:
             if self._closed:
                 return False
-            if (self._samples + batch.n_samples > self.max_samples and not batch.new_slots
-                    and not batch.warmed and batch.reconfigure is None):
+            if (
+                self._samples + batch.n_samples > self.max_samples
+                and not batch.new_slots
+                and not batch.warmed
+                and batch.reconfigure is None
+            ):
                 return False
             self._items.append(batch)
             self._samples += batch.n_samples
@@ -198,8 +203,9 @@ SLOT_TABLES: tuple[tuple[str, type, float | int], ...] = (
 )
 ALERT_NAMES = frozenset(name for name, _, _ in ALERT_TABLES)
 # what a checkpoint keeps; the others are set again when the slot is re-created
-CHECKPOINTED = tuple(name for name, _, _ in SLOT_TABLES
-                     if name not in ("is_counter", "warming", "al_rule"))
+CHECKPOINTED = tuple(
+    name for name, _, _ in SLOT_TABLES if name not in ("is_counter", "warming", "al_rule")
+)
 
 
 class Pipeline:
@@ -235,11 +241,17 @@ class Pipeline:
     al_base_lo: NDArray[np.float64]
     al_base_hi: NDArray[np.float64]
 
-    def __init__(self, metrics: IngestMetrics, capacity: int = 1024, *,
-                 alerts: AlertState | None = None,
-                 on_events: Callable[[list[AlertEvent]], None] | None = None,
-                 history: History | None = None, tracer: Tracer | None = None,
-                 clock: stages.StageClock = stages.OFF) -> None:
+    def __init__(
+        self,
+        metrics: IngestMetrics,
+        capacity: int = 1024,
+        *,
+        alerts: AlertState | None = None,
+        on_events: Callable[[list[AlertEvent]], None] | None = None,
+        history: History | None = None,
+        tracer: Tracer | None = None,
+        clock: stages.StageClock = stages.OFF,
+    ) -> None:
         """``alerts`` advances each series' alert state after scoring; ``on_events`` gets
         the transitions (on the worker thread); ``history`` keeps the recent samples of
         the series in or just after an anomaly (the console's charts); with ``tracer``,
@@ -280,8 +292,9 @@ class Pipeline:
         for name, _, fill in SLOT_TABLES:
             getattr(self, name)[slot] = fill
 
-    def _segments(self, batch: Batch) -> list[tuple[NDArray[np.int32], NDArray[np.int64],
-                                                        NDArray[np.uint64]]]:
+    def _segments(
+        self, batch: Batch
+    ) -> list[tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.uint64]]]:
         """The samples of ``batch`` to apply now, in order.
 
         Live samples of series still warming up are held back; a history batch is followed
@@ -297,7 +310,8 @@ class Pipeline:
                     count = self._held_count.get(slot, 0)
                     if count + int(sel.sum()) > MAX_HELD_SAMPLES:
                         self.metrics.samples_dropped.labels("warm_start_backlog").inc(
-                            int(sel.sum()))
+                            int(sel.sum())
+                        )
                         continue
                     self._held.setdefault(slot, []).append((ts[sel], bits[sel]))
                     self._held_count[slot] = count + int(sel.sum())
@@ -321,8 +335,8 @@ class Pipeline:
             self._process(batches)
             return
         with self.tracer.start_as_current_span(
-                "detect", context=telemetry.parent_of(traced[0]),
-                links=telemetry.links_to(traced[1:])) as span:
+            "detect", context=telemetry.parent_of(traced[0]), links=telemetry.links_to(traced[1:])
+        ) as span:
             span.set_attribute("vigil.batches", len(batches))
             span.set_attribute("vigil.samples", sum(b.n_samples for b in batches))
             self._trace = span.get_span_context()
@@ -363,9 +377,24 @@ class Pipeline:
         keep = np.empty(n, dtype=np.uint8)
         counters = np.zeros(3, dtype=np.int64)
         values = np.empty(n, dtype=np.float64)
-        _sample_rules.track(slots, ts, bits, self.last_ts, self.last_value, self.n_samples,
-                     self.stale, self.is_counter, self.rate_prev, self.rate_prev_ts,
-                     self.interval_ms, self.run_same, self.run_max, values, keep, counters)
+        _sample_rules.track(
+            slots,
+            ts,
+            bits,
+            self.last_ts,
+            self.last_value,
+            self.n_samples,
+            self.stale,
+            self.is_counter,
+            self.rate_prev,
+            self.rate_prev_ts,
+            self.interval_ms,
+            self.run_same,
+            self.run_max,
+            values,
+            keep,
+            counters,
+        )
         if np.count_nonzero(keep) == n:  # the usual case: no copies
             k_slots, k_ts, k_values = slots, ts, values
         else:
@@ -373,14 +402,25 @@ class Pipeline:
             k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
         out = Scores.empty(int(k_slots.shape[0]))
         self.detectors.score_learn(k_slots, k_ts, k_values, out)
-        hits = _sample_rules.record(k_slots, k_values, out.score, out.expected, out.lower,
-                                    out.upper, self.last_input, self.last_score,
-                                    self.last_expected, self.last_lower, self.last_upper,
-                                    REPORT_THRESHOLD)
+        hits = _sample_rules.record(
+            k_slots,
+            k_values,
+            out.score,
+            out.expected,
+            out.lower,
+            out.upper,
+            self.last_input,
+            self.last_score,
+            self.last_expected,
+            self.last_lower,
+            self.last_upper,
+            REPORT_THRESHOLD,
+        )
         self.stages.lap(stages.DETECT)
         if self.alerts is not None:
-            events = self.alerts.step(self, k_slots, k_ts, out.score, k_values, out.expected,
-                                      out.lower, out.upper)
+            events = self.alerts.step(
+                self, k_slots, k_ts, out.score, k_values, out.expected, out.lower, out.upper
+            )
             history = self.history
 
             def record_history() -> None:
@@ -395,28 +435,31 @@ class Pipeline:
         m = self.metrics
         m.samples_accepted.inc(int(counters[_sample_rules.C_ACCEPTED]))
         if counters[_sample_rules.C_OUT_OF_ORDER]:
-            m.samples_dropped.labels("out_of_order").inc(int(counters[_sample_rules.C_OUT_OF_ORDER]))
+            m.samples_dropped.labels("out_of_order").inc(
+                int(counters[_sample_rules.C_OUT_OF_ORDER])
+            )
         if hits:
             m.anomalous_samples.inc(hits)
         self.stages.lap(stages.HISTORY_METRICS)
 
-
     def _count_scored(self, kind: str, n: int, seconds: float) -> None:
         children = self._scored.get(kind)
         if children is None:  # labels() hashes and locks: once per family, not per batch
-            children = self._scored[kind] = (self.metrics.detector_samples.labels(kind),
-                                             self.metrics.detector_seconds.labels(kind))
+            children = self._scored[kind] = (
+                self.metrics.detector_samples.labels(kind),
+                self.metrics.detector_seconds.labels(kind),
+            )
         children[0].inc(n)
         children[1].inc(seconds)
 
-    def _emit(self, events: list[AlertEvent],
-              before_send: Callable[[], None] | None = None) -> None:
+    def _emit(
+        self, events: list[AlertEvent], before_send: Callable[[], None] | None = None
+    ) -> None:
         """Record the events (history), run ``before_send``, then hand them on."""
         if events and self._trace is not None:  # inside a traced detect span
             events = [dataclasses.replace(e, trace=self._trace) for e in events]
         if events:  # why each resolve happened: read once per resolving series
-            events = [self._resolution(e) if e.kind is EventKind.RESOLVE else e
-                      for e in events]
+            events = [self._resolution(e) if e.kind is EventKind.RESOLVE else e for e in events]
         if events and self.history is not None:
             self.history.observe(events)
         if before_send is not None:
@@ -439,8 +482,9 @@ class Pipeline:
         events = []
         if self.alerts is not None:
             for s in np.flatnonzero(changed & (self.al_state[:n] == FIRING)).tolist():
-                events.append(self.alerts.latest(self, s, EventKind.RECONFIGURED,
-                                                 int(self.last_ts[s])))
+                events.append(
+                    self.alerts.latest(self, s, EventKind.RECONFIGURED, int(self.last_ts[s]))
+                )
         for name, _, fill in ALERT_TABLES:
             getattr(self, name)[:n][changed] = fill
         self.al_rule[:n] = new_rule
@@ -477,9 +521,13 @@ class Pipeline:
             self._emit(self.alerts.firing(self, self.capacity, now_ms))
 
 
-def run_worker(queue: SampleQueue, pipeline: Pipeline, *,
-               on_idle: Callable[[], None] | None = None,
-               perf_counter: Callable[[], float] = time.perf_counter) -> None:
+def run_worker(
+    queue: SampleQueue,
+    pipeline: Pipeline,
+    *,
+    on_idle: Callable[[], None] | None = None,
+    perf_counter: Callable[[], float] = time.perf_counter,
+) -> None:
     """Drain ``queue`` into ``pipeline`` until the queue is closed and empty.
 
     The only broad ``except`` of the detector worker: a batch that fails is logged,
@@ -499,8 +547,7 @@ def run_worker(queue: SampleQueue, pipeline: Pipeline, *,
             pipeline.process(batches)
         except Exception:
             pipeline.metrics.worker_errors.inc()
-            log.exception("detector worker failed on %d batches; they are dropped",
-                          len(batches))
+            log.exception("detector worker failed on %d batches; they are dropped", len(batches))
         finally:
             queue.done(batches)
         pipeline.metrics.detect_seconds.observe(perf_counter() - start)

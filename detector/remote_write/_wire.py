@@ -43,9 +43,26 @@ _i64 = types.Array(types.int64, 1, "C")
 _u8r = types.Array(types.uint8, 1, "C", readonly=True)
 # buf, version, sym_off, sym_len, lab_off, lab_len, lab_noff, lab_nlen, lab_voff, lab_vlen,
 # ser_first, ser_count, ser_key_off, ser_key_len, smp_series, smp_ts, smp_bits, info
-SCAN_SIG = types.void(_u8r, types.int64, _i32, _i32, _i32, _i32, _i32, _i32, _i32, _i32,
-                      _i32, _i32, _i32, _i32, _i32, _i64, types.Array(types.uint64, 1, "C"),
-                      _i64)
+SCAN_SIG = types.void(
+    _u8r,
+    types.int64,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i32,
+    _i64,
+    types.Array(types.uint64, 1, "C"),
+    _i64,
+)
 # buf, lab_off, lab_len, ser_first, ser_count, which, lab_noff, lab_nlen, lab_voff,
 # lab_vlen, info
 PARSE_SIG = types.void(_u8r, _i32, _i32, _i32, _i32, _i64, _i32, _i32, _i32, _i32, _i64)
@@ -163,11 +180,24 @@ def _sample(buf: np.ndarray, pos: int, end: int) -> tuple[int, int, int, int]:
 
 @njit(SCAN_SIG, cache=True, nogil=True)
 def scan(  # noqa: C901 (one numba pass over the wire format, see its docstring)
-    buf: np.ndarray, version: int, sym_off: np.ndarray, sym_len: np.ndarray,
-    lab_off: np.ndarray, lab_len: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray,
-    lab_voff: np.ndarray, lab_vlen: np.ndarray, ser_first: np.ndarray, ser_count: np.ndarray,
-    ser_key_off: np.ndarray, ser_key_len: np.ndarray, smp_series: np.ndarray,
-    smp_ts: np.ndarray, smp_bits: np.ndarray, info: np.ndarray,
+    buf: np.ndarray,
+    version: int,
+    sym_off: np.ndarray,
+    sym_len: np.ndarray,
+    lab_off: np.ndarray,
+    lab_len: np.ndarray,
+    lab_noff: np.ndarray,
+    lab_nlen: np.ndarray,
+    lab_voff: np.ndarray,
+    lab_vlen: np.ndarray,
+    ser_first: np.ndarray,
+    ser_count: np.ndarray,
+    ser_key_off: np.ndarray,
+    ser_key_len: np.ndarray,
+    smp_series: np.ndarray,
+    smp_ts: np.ndarray,
+    smp_bits: np.ndarray,
+    info: np.ndarray,
 ) -> None:
     """Scan a whole request. ``version`` 1 = prometheus.WriteRequest, 2 = io.prometheus.write.v2.
 
@@ -305,8 +335,11 @@ def scan(  # noqa: C901 (one numba pass over the wire format, see its docstring)
                             break
                         if n_lab < cap_lab:
                             if n_lab > first and not _less(
-                                buf, lab_noff[n_lab - 1], lab_nlen[n_lab - 1],
-                                sym_off[pending], sym_len[pending]
+                                buf,
+                                lab_noff[n_lab - 1],
+                                lab_nlen[n_lab - 1],
+                                sym_off[pending],
+                                sym_len[pending],
                             ):
                                 err = E_UNSORTED
                                 where = start
@@ -382,9 +415,17 @@ def scan(  # noqa: C901 (one numba pass over the wire format, see its docstring)
 
 @njit(PARSE_SIG, cache=True, nogil=True)
 def parse_labels(
-    buf: np.ndarray, lab_off: np.ndarray, lab_len: np.ndarray, ser_first: np.ndarray,
-    ser_count: np.ndarray, which: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray,
-    lab_voff: np.ndarray, lab_vlen: np.ndarray, info: np.ndarray,
+    buf: np.ndarray,
+    lab_off: np.ndarray,
+    lab_len: np.ndarray,
+    ser_first: np.ndarray,
+    ser_count: np.ndarray,
+    which: np.ndarray,
+    lab_noff: np.ndarray,
+    lab_nlen: np.ndarray,
+    lab_voff: np.ndarray,
+    lab_vlen: np.ndarray,
+    info: np.ndarray,
 ) -> None:
     """Parse the 1.0 ``Label`` messages of series ``which``: name and value spans.
 

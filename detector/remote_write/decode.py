@@ -82,8 +82,9 @@ def snappy_length(body: bytes) -> int:
     raise DecodeError("invalid snappy block: the length header is truncated or too long")
 
 
-def decompress(body: bytes, *, max_decompressed_bytes: int,
-               into: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
+def decompress(
+    body: bytes, *, max_decompressed_bytes: int, into: NDArray[np.uint8] | None = None
+) -> NDArray[np.uint8]:
     """Snappy block -> bytes, refusing before any work if the header announces too much.
 
     With ``into`` (a scratch buffer the caller reuses) a block that fits is decompressed
@@ -99,7 +100,7 @@ def decompress(body: bytes, *, max_decompressed_bytes: int,
     try:
         if into is not None and announced <= into.shape[0]:
             out = into[:announced]
-            out = out[:cramjam.snappy.decompress_raw_into(body, out.data)]
+            out = out[: cramjam.snappy.decompress_raw_into(body, out.data)]
         else:
             out = np.frombuffer(memoryview(cramjam.snappy.decompress_raw(body)), dtype=np.uint8)
     except Exception as exc:  # cramjam raises its own DecompressionError (not exported)
@@ -186,13 +187,22 @@ class Decoder:
     copy what they keep.
     """
 
-    def __init__(self, *, initial: int = 4096, max_series: int | None = None,
-                 max_labels: int | None = None, max_samples: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        initial: int = 4096,
+        max_series: int | None = None,
+        max_labels: int | None = None,
+        max_samples: int | None = None,
+    ) -> None:
         # a request's arrays take up to ~24 bytes per wire byte (a sample can be 2 bytes),
         # and they are kept for the next request: past these counts it is refused first
-        self._max = {"ser": max_series, "lab": max_labels,
-                     "sym": None if max_labels is None else 2 * max_labels,
-                     "smp": max_samples}
+        self._max = {
+            "ser": max_series,
+            "lab": max_labels,
+            "sym": None if max_labels is None else 2 * max_labels,
+            "smp": max_samples,
+        }
         self._info = np.zeros(_wire.INFO_LEN, dtype=np.int64)
         self._arrays: dict[str, NDArray[np.int32]] = {}
         self._cap = {"sym": 0, "lab": 0, "ser": 0}
@@ -210,10 +220,26 @@ class Decoder:
 
     def _scan(self, buf: NDArray[np.uint8], version: int) -> None:
         a = self._arrays
-        _wire.scan(buf, version, a["sym_off"], a["sym_len"], a["lab_off"], a["lab_len"],
-                   a["lab_noff"], a["lab_nlen"], a["lab_voff"], a["lab_vlen"], a["ser_first"],
-                   a["ser_count"], a["ser_key_off"], a["ser_key_len"], self._smp_series,
-                   self._smp_ts, self._smp_bits, self._info)
+        _wire.scan(
+            buf,
+            version,
+            a["sym_off"],
+            a["sym_len"],
+            a["lab_off"],
+            a["lab_len"],
+            a["lab_noff"],
+            a["lab_nlen"],
+            a["lab_voff"],
+            a["lab_vlen"],
+            a["ser_first"],
+            a["ser_count"],
+            a["ser_key_off"],
+            a["ser_key_len"],
+            self._smp_series,
+            self._smp_ts,
+            self._smp_bits,
+            self._info,
+        )
 
     def decode(self, buf: NDArray[np.uint8], version: int) -> DecodedRequest:
         """Decode decompressed protobuf bytes of the given protocol version (1 or 2)."""
@@ -224,8 +250,11 @@ class Decoder:
         info = self._info
         self._scan(buf, version)
         _raise_for(info, version)
-        need = {"sym": int(info[_wire.I_SYMBOLS]), "lab": int(info[_wire.I_LABELS]),
-                "ser": int(info[_wire.I_SERIES])}
+        need = {
+            "sym": int(info[_wire.I_SYMBOLS]),
+            "lab": int(info[_wire.I_LABELS]),
+            "ser": int(info[_wire.I_SERIES]),
+        }
         n_smp = int(info[_wire.I_SAMPLES])
         self._check_counts({**need, "smp": n_smp})
         short = [kind for kind, n in need.items() if n > self._cap[kind]]
@@ -242,29 +271,39 @@ class Decoder:
         a = self._arrays
         n_lab, n_ser = need["lab"], need["ser"]
         return DecodedRequest(
-            version=version, buf=buf,
-            lab_off=a["lab_off"][:n_lab], lab_len=a["lab_len"][:n_lab],
-            lab_noff=a["lab_noff"][:n_lab], lab_nlen=a["lab_nlen"][:n_lab],
-            lab_voff=a["lab_voff"][:n_lab], lab_vlen=a["lab_vlen"][:n_lab],
-            ser_first=a["ser_first"][:n_ser], ser_count=a["ser_count"][:n_ser],
-            ser_key_off=a["ser_key_off"][:n_ser], ser_key_len=a["ser_key_len"][:n_ser],
-            smp_series=self._smp_series[:n_smp], smp_ts=self._smp_ts[:n_smp],
+            version=version,
+            buf=buf,
+            lab_off=a["lab_off"][:n_lab],
+            lab_len=a["lab_len"][:n_lab],
+            lab_noff=a["lab_noff"][:n_lab],
+            lab_nlen=a["lab_nlen"][:n_lab],
+            lab_voff=a["lab_voff"][:n_lab],
+            lab_vlen=a["lab_vlen"][:n_lab],
+            ser_first=a["ser_first"][:n_ser],
+            ser_count=a["ser_count"][:n_ser],
+            ser_key_off=a["ser_key_off"][:n_ser],
+            ser_key_len=a["ser_key_len"][:n_ser],
+            smp_series=self._smp_series[:n_smp],
+            smp_ts=self._smp_ts[:n_smp],
             smp_bits=self._smp_bits[:n_smp],
-            n_histograms=int(info[_wire.I_HIST]), n_exemplars=int(info[_wire.I_EXEMPLARS]),
+            n_histograms=int(info[_wire.I_HIST]),
+            n_exemplars=int(info[_wire.I_EXEMPLARS]),
             n_metadata=int(info[_wire.I_META]),
         )
 
     def _check_counts(self, counts: dict[str, int]) -> None:
-        for kind, what, limit in (("ser", "series", "limits.max_series_per_request"),
-                                  ("smp", "samples", "limits.max_samples_per_request"),
-                                  ("lab", "labels", "limits.max_series_per_request times "
-                                   "limits.max_labels_per_series"),
-                                  ("sym", "symbols", "twice the labels limit")):
+        for kind, what, limit in (
+            ("ser", "series", "limits.max_series_per_request"),
+            ("smp", "samples", "limits.max_samples_per_request"),
+            ("lab", "labels", "limits.max_series_per_request times limits.max_labels_per_series"),
+            ("sym", "symbols", "twice the labels limit"),
+        ):
             most = self._max[kind]
             if most is not None and counts[kind] > most:
                 raise TooLargeError(
                     f"request holds {counts[kind]} {what}, over the limit of {most} ({limit}); "
-                    "send smaller batches (queue_config.max_samples_per_send)")
+                    "send smaller batches (queue_config.max_samples_per_send)"
+                )
 
 
 def parse_labels(req: DecodedRequest, which: NDArray[np.int64]) -> None:
@@ -275,17 +314,31 @@ def parse_labels(req: DecodedRequest, which: NDArray[np.int64]) -> None:
     if req.version != 1 or which.shape[0] == 0:
         return
     info = np.zeros(_wire.INFO_LEN, dtype=np.int64)
-    _wire.parse_labels(req.buf, req.lab_off, req.lab_len, req.ser_first, req.ser_count,
-                       np.ascontiguousarray(which, dtype=np.int64), req.lab_noff,
-                       req.lab_nlen, req.lab_voff, req.lab_vlen, info)
+    _wire.parse_labels(
+        req.buf,
+        req.lab_off,
+        req.lab_len,
+        req.ser_first,
+        req.ser_count,
+        np.ascontiguousarray(which, dtype=np.int64),
+        req.lab_noff,
+        req.lab_nlen,
+        req.lab_voff,
+        req.lab_vlen,
+        info,
+    )
     _raise_for(info, 1)
 
 
 def decode_request(buf: NDArray[np.uint8], version: int) -> DecodedRequest:
     """Decode a whole request into arrays of its own, every label parsed (tests, tools)."""
     req = Decoder(initial=16).decode(buf, version)
-    fields = {name: getattr(req, name).copy() if isinstance(getattr(req, name), np.ndarray)
-              and name != "buf" else getattr(req, name) for name in req.__dataclass_fields__}
+    fields = {
+        name: getattr(req, name).copy()
+        if isinstance(getattr(req, name), np.ndarray) and name != "buf"
+        else getattr(req, name)
+        for name in req.__dataclass_fields__
+    }
     own = DecodedRequest(**fields)
     parse_labels(own, np.arange(own.n_series, dtype=np.int64))
     return own

@@ -49,8 +49,10 @@ def _sample(ts_ms: int, value: float) -> bytes:
 
 def label_fields(labels: Labels) -> bytes:
     """The ``Label`` fields (field 1) of a 1.0 ``TimeSeries``, in the given order."""
-    return b"".join(delimited(1, delimited(1, name.encode()) + delimited(2, value.encode()))
-                    for name, value in labels)
+    return b"".join(
+        delimited(1, delimited(1, name.encode()) + delimited(2, value.encode()))
+        for name, value in labels
+    )
 
 
 def encode_v1(series: Iterable[Series], *, n_metadata: int = 0) -> bytes:

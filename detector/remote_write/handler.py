@@ -43,11 +43,19 @@ class DecodeThreadBusyError(Exception):
 class WriteHandler:
     """Holds what the handler needs; built once in ``build_app``."""
 
-    def __init__(self, *, ingestor: Ingestor, queue: SampleQueue, metrics: IngestMetrics,
-                 executor: Executor, token: str | None, max_body_bytes: int,
-                 on_new_slots: Callable[[list[int]], None] | None = None,
-                 tracer: Tracer | None = None,
-                 clock: stages.StageClock = stages.OFF) -> None:
+    def __init__(
+        self,
+        *,
+        ingestor: Ingestor,
+        queue: SampleQueue,
+        metrics: IngestMetrics,
+        executor: Executor,
+        token: str | None,
+        max_body_bytes: int,
+        on_new_slots: Callable[[list[int]], None] | None = None,
+        tracer: Tracer | None = None,
+        clock: stages.StageClock = stages.OFF,
+    ) -> None:
         self.ingestor = ingestor
         self.stages = clock
         self.tracer = tracer
@@ -74,16 +82,16 @@ class WriteHandler:
         if self.tracer is None:  # traces off: nothing else is paid
             return await self._handle_write(request, None)
         with self.tracer.start_as_current_span(
-                "remote_write", context=telemetry.remote_parent(request.headers),
-                kind=SpanKind.SERVER) as span:
+            "remote_write", context=telemetry.remote_parent(request.headers), kind=SpanKind.SERVER
+        ) as span:
             ctx = span.get_span_context()
-            response = await self._handle_write(request, ctx if ctx.trace_flags.sampled
-                                                else None)
+            response = await self._handle_write(request, ctx if ctx.trace_flags.sampled else None)
             span.set_attribute("http.response.status_code", response.status)
             return response
 
-    async def _handle_write(self, request: web.Request,
-                            trace: SpanContext | None) -> web.StreamResponse:
+    async def _handle_write(
+        self, request: web.Request, trace: SpanContext | None
+    ) -> web.StreamResponse:
         """The request; a sampled ``trace`` goes with its samples to the detectors, so
         an alert they raise joins this request's trace."""
         self.stages.lap(stages.RECEIVE)  # aiohttp and the loop since the last lap
@@ -91,23 +99,37 @@ class WriteHandler:
         version = 0
         try:
             if not self.authorized(request):
-                return self._reply(version, 401, "missing or wrong bearer token",
-                                   {"WWW-Authenticate": bearer.CHALLENGE})
-            version = decode.parse_content_type(request.headers.get("Content-Type"),
-                                                request.headers.get("Content-Encoding"))
+                return self._reply(
+                    version,
+                    401,
+                    "missing or wrong bearer token",
+                    {"WWW-Authenticate": bearer.CHALLENGE},
+                )
+            version = decode.parse_content_type(
+                request.headers.get("Content-Type"), request.headers.get("Content-Encoding")
+            )
             if self.overloaded:  # counted as a 503 in vigil_remote_write_requests_total
-                return self._reply(version, 503, "overloaded: the detector's event loop is "
-                                   "running late (limits.max_loop_lag_s); retry later",
-                                   {"Retry-After": "1"})
+                return self._reply(
+                    version,
+                    503,
+                    "overloaded: the detector's event loop is "
+                    "running late (limits.max_loop_lag_s); retry later",
+                    {"Retry-After": "1"},
+                )
             if (request.content_length or 0) > self.max_body_bytes:
-                raise TooLargeError(f"body of {request.content_length} bytes is over the "
-                                    f"limit of {self.max_body_bytes} (limits.max_body_bytes)")
+                raise TooLargeError(
+                    f"body of {request.content_length} bytes is over the "
+                    f"limit of {self.max_body_bytes} (limits.max_body_bytes)"
+                )
             body = await request.read()
             self.stages.lap(stages.RECEIVE)
             result = await self._ingest(body, version)
         except web.HTTPRequestEntityTooLarge:
-            return self._reply(version, 413, f"body is over the limit of {self.max_body_bytes} "
-                                             "bytes (limits.max_body_bytes)")
+            return self._reply(
+                version,
+                413,
+                f"body is over the limit of {self.max_body_bytes} bytes (limits.max_body_bytes)",
+            )
         except UnsupportedError as exc:
             return self._reply(version, 415, str(exc))
         except TooLargeError as exc:
@@ -116,31 +138,41 @@ class WriteHandler:
             log.debug("refused remote-write request: %s", exc)
             return self._reply(version, 400, str(exc))
         except DecodeThreadBusyError:
-            return self._reply(version, 503, "too many requests with new series are waiting "
-                               "to be decoded; retry later", {"Retry-After": "1"})
+            return self._reply(
+                version,
+                503,
+                "too many requests with new series are waiting to be decoded; retry later",
+                {"Retry-After": "1"},
+            )
         finally:
             self.metrics.request_seconds.observe(time.perf_counter() - start)
         self._count(result)
         self.stages.lap(stages.HISTORY_METRICS)
         if trace is not None and result.batch.n_samples:
-            result = dataclasses.replace(result, batch=dataclasses.replace(result.batch,
-                                                                           trace=trace))
+            result = dataclasses.replace(
+                result, batch=dataclasses.replace(result.batch, trace=trace)
+            )
         if not self.queue.offer(result.batch):
             self.metrics.samples_dropped.labels("queue_full").inc(result.batch.n_samples)
-            return self._reply(version, 503, "detector queue is full; retry later",
-                               {"Retry-After": "1"})
+            return self._reply(
+                version, 503, "detector queue is full; retry later", {"Retry-After": "1"}
+            )
         self.stages.lap(stages.ROUTE)
         self.metrics.queue_samples.set(self.queue.depth)
         if self.on_new_slots is not None and result.batch.new_slots:
             self.on_new_slots([spec.slot for spec in result.batch.new_slots])
-        written = (result.n_samples - result.n_over_limit, result.n_histograms,
-                   result.n_exemplars)
+        written = (result.n_samples - result.n_over_limit, result.n_histograms, result.n_exemplars)
         if version == 2 and result.n_over_limit:
             # 2.0 forbids a 2xx when something was not written; a 400 with the counts says
             # what was, and the sender does not retry
-            return self._reply(version, 400, f"{result.n_over_limit} samples of series over "
-                               "the series limit were not written (limits.max_series or a "
-                               "rule's max_series)", written=written)
+            return self._reply(
+                version,
+                400,
+                f"{result.n_over_limit} samples of series over "
+                "the series limit were not written (limits.max_series or a "
+                "rule's max_series)",
+                written=written,
+            )
         return self._reply(version, 204, "", written=written)
 
     async def _ingest(self, body: bytes, version: int) -> Ingested:
@@ -157,8 +189,9 @@ class WriteHandler:
             self._thread_backlog += 1
             try:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self.executor, self.ingestor.ingest, body,
-                                                    version)
+                result = await loop.run_in_executor(
+                    self.executor, self.ingestor.ingest, body, version
+                )
             finally:
                 self._thread_backlog -= 1
             self.stages.lap(stages.RECEIVE)  # the loop's own work while it waited
@@ -187,14 +220,20 @@ class WriteHandler:
         if result.new_over_limit:
             m.series_dropped.labels("series_limit").inc(result.new_over_limit)
 
-    def _reply(self, version: int, status: int, reason: str,
-               headers: dict[str, str] | None = None,
-               written: tuple[int, int, int] = (0, 0, 0)) -> web.Response:
+    def _reply(
+        self,
+        version: int,
+        status: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        written: tuple[int, int, int] = (0, 0, 0),
+    ) -> web.Response:
         """A response; 2.0 always carries the -Written headers, on errors too."""
         child = self._requests.get((version, status))
         if child is None:
             child = self._requests[version, status] = self.metrics.requests.labels(
-                str(version), str(status))
+                str(version), str(status)
+            )
         child.inc()
         self.stages.lap(stages.HISTORY_METRICS)
         headers = dict(headers or {})

@@ -34,12 +34,14 @@ _w64r = types.Array(types.int64, 2, "A", readonly=True, aligned=False)
 _w64 = types.Array(types.int64, 2, "A", aligned=False)
 # keys, keys_w, key_off, key_len, ht, entry_off, entry_len, entry_hash, entry_value, arena,
 # arena_w, out_hash, out_value, probe
-LOOKUP_SIG = types.int64(_u8r, _w64r, _i32, _i32, _i64, _i64, _i32, _i64, _i32, _u8, _w64, _i64,
-                         _i32, _i64)
+LOOKUP_SIG = types.int64(
+    _u8r, _w64r, _i32, _i32, _i64, _i64, _i32, _i64, _i32, _u8, _w64, _i64, _i32, _i64
+)
 # keys, key_off, key_len, key_hash, which, values, ht, entry_off, entry_len, entry_value,
 # entry_hash, arena, n_entries, arena_used
-INSERT_SIG = types.int64(_u8r, _i32, _i32, _i64, _i64, _i32, _i64, _i64, _i32, _i32, _i64,
-                         _u8, types.int64, types.int64)
+INSERT_SIG = types.int64(
+    _u8r, _i32, _i32, _i64, _i64, _i32, _i64, _i64, _i32, _i32, _i64, _u8, types.int64, types.int64
+)
 REHASH_SIG = types.void(_i64, types.int64, _i64)
 # buf, lab_noff, lab_nlen, lab_voff, lab_vlen, ser_first, ser_count, which, out, key_off,
 # key_len
@@ -65,8 +67,15 @@ def words(arr: np.ndarray) -> np.ndarray:
 
 
 @njit(inline="always")
-def _same(keys: np.ndarray, keys_w: np.ndarray, off: int, arena: np.ndarray,
-          arena_w: np.ndarray, a: int, n: int) -> bool:
+def _same(
+    keys: np.ndarray,
+    keys_w: np.ndarray,
+    off: int,
+    arena: np.ndarray,
+    arena_w: np.ndarray,
+    a: int,
+    n: int,
+) -> bool:
     """``keys[off:off+n] == arena[a:a+n]``, a word at a time while both sides have one.
 
     No early exit: a lookup of a known key (the steady state) compares every byte anyway,
@@ -85,11 +94,22 @@ def _same(keys: np.ndarray, keys_w: np.ndarray, off: int, arena: np.ndarray,
 
 
 @njit(LOOKUP_SIG, cache=True, nogil=True)
-def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: np.ndarray,
-           ht: np.ndarray, entry_off: np.ndarray, entry_len: np.ndarray,
-           entry_hash: np.ndarray, entry_value: np.ndarray, arena: np.ndarray,
-           arena_w: np.ndarray, out_hash: np.ndarray, out_value: np.ndarray,
-           probe: np.ndarray) -> int:
+def lookup(
+    keys: np.ndarray,
+    keys_w: np.ndarray,
+    key_off: np.ndarray,
+    key_len: np.ndarray,
+    ht: np.ndarray,
+    entry_off: np.ndarray,
+    entry_len: np.ndarray,
+    entry_hash: np.ndarray,
+    entry_value: np.ndarray,
+    arena: np.ndarray,
+    arena_w: np.ndarray,
+    out_hash: np.ndarray,
+    out_value: np.ndarray,
+    probe: np.ndarray,
+) -> int:
     """For each key ``keys[key_off[j]:+key_len[j]]``, its hash and value (UNKNOWN if absent).
 
     ``keys_w`` and ``arena_w`` are ``words()`` views of ``keys`` and ``arena``; ``probe``
@@ -183,8 +203,12 @@ def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: n
         # a fingerprint match is almost always the key; if not, probe on
         while ht[i] >= 0:
             e = ht[i] & _ENTRY_MASK
-            if ((ht[i] >> 32) == fp and entry_hash[e] == h and entry_len[e] == n
-                    and _same(keys, keys_w, off, arena, arena_w, entry_off[e], n)):
+            if (
+                (ht[i] >> 32) == fp
+                and entry_hash[e] == h
+                and entry_len[e] == n
+                and _same(keys, keys_w, off, arena, arena_w, entry_off[e], n)
+            ):
                 out_value[j] = entry_value[e]
                 break
             i = (i + 1) & mask
@@ -192,10 +216,22 @@ def lookup(keys: np.ndarray, keys_w: np.ndarray, key_off: np.ndarray, key_len: n
 
 
 @njit(INSERT_SIG, cache=True, nogil=True)
-def insert(keys: np.ndarray, key_off: np.ndarray, key_len: np.ndarray, key_hash: np.ndarray,
-           which: np.ndarray, values: np.ndarray, ht: np.ndarray, entry_off: np.ndarray,
-           entry_len: np.ndarray, entry_value: np.ndarray, entry_hash: np.ndarray,
-           arena: np.ndarray, n_entries: int, arena_used: int) -> int:
+def insert(
+    keys: np.ndarray,
+    key_off: np.ndarray,
+    key_len: np.ndarray,
+    key_hash: np.ndarray,
+    which: np.ndarray,
+    values: np.ndarray,
+    ht: np.ndarray,
+    entry_off: np.ndarray,
+    entry_len: np.ndarray,
+    entry_value: np.ndarray,
+    entry_hash: np.ndarray,
+    arena: np.ndarray,
+    n_entries: int,
+    arena_used: int,
+) -> int:
     """Add keys ``which[m]`` with value ``values[m]``; return the new arena use.
 
     The caller has checked that none is present, that they are distinct, and that the
@@ -234,10 +270,19 @@ def rehash(entry_hash: np.ndarray, n_entries: int, ht: np.ndarray) -> None:
 
 
 @njit(CANON_SIG, cache=True, nogil=True)
-def canonical(buf: np.ndarray, lab_noff: np.ndarray, lab_nlen: np.ndarray,
-              lab_voff: np.ndarray, lab_vlen: np.ndarray, ser_first: np.ndarray,
-              ser_count: np.ndarray, which: np.ndarray, out: np.ndarray, key_off: np.ndarray,
-              key_len: np.ndarray) -> int:
+def canonical(
+    buf: np.ndarray,
+    lab_noff: np.ndarray,
+    lab_nlen: np.ndarray,
+    lab_voff: np.ndarray,
+    lab_vlen: np.ndarray,
+    ser_first: np.ndarray,
+    ser_count: np.ndarray,
+    which: np.ndarray,
+    out: np.ndarray,
+    key_off: np.ndarray,
+    key_len: np.ndarray,
+) -> int:
     """Write the canonical key of series ``which[j]`` to ``out``; return bytes used.
 
     The caller sizes ``out`` as the label bytes plus 10 per name and per value.

@@ -66,7 +66,7 @@ def decode_canonical(key: bytes) -> Labels:
             if b < 0x80:
                 break
             shift += 7
-        parts.append(key[pos:pos + n].decode("utf-8"))
+        parts.append(key[pos : pos + n].decode("utf-8"))
         pos += n
         if len(parts) == 2:
             out.append((parts[0], parts[1]))
@@ -92,22 +92,42 @@ class ByteIndex:
     def key(self, entry: int) -> bytes:
         """The stored bytes of entry ``entry``."""
         off = int(self._off[entry])
-        return self._arena[off:off + int(self._len[entry])].tobytes()
+        return self._arena[off : off + int(self._len[entry])].tobytes()
 
-    def lookup(self, keys: NDArray[np.uint8], key_off: NDArray[np.int32],
-               key_len: NDArray[np.int32]) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    def lookup(
+        self, keys: NDArray[np.uint8], key_off: NDArray[np.int32], key_len: NDArray[np.int32]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
         """(hashes, values) of the keys; values are UNKNOWN where absent."""
         n = key_off.shape[0]
         hashes = np.empty(n, dtype=np.int64)
         values = np.empty(n, dtype=np.int32)
-        _index.lookup(keys, _index.words(keys), key_off, key_len, self._ht, self._off,
-                      self._len, self._hash, self._value, self._arena,
-                      _index.words(self._arena), hashes, values, np.empty(n, dtype=np.int64))
+        _index.lookup(
+            keys,
+            _index.words(keys),
+            key_off,
+            key_len,
+            self._ht,
+            self._off,
+            self._len,
+            self._hash,
+            self._value,
+            self._arena,
+            _index.words(self._arena),
+            hashes,
+            values,
+            np.empty(n, dtype=np.int64),
+        )
         return hashes, values
 
-    def insert(self, keys: NDArray[np.uint8], key_off: NDArray[np.int32],
-               key_len: NDArray[np.int32], hashes: NDArray[np.int64], which: NDArray[np.int64],
-               values: NDArray[np.int32]) -> int:
+    def insert(
+        self,
+        keys: NDArray[np.uint8],
+        key_off: NDArray[np.int32],
+        key_len: NDArray[np.int32],
+        hashes: NDArray[np.int64],
+        which: NDArray[np.int64],
+        values: NDArray[np.int32],
+    ) -> int:
         """Add keys ``which`` (absent and distinct) with ``values``; return how many fit."""
         room = max(0, self.max_entries - self.n_entries)
         if which.shape[0] > room:
@@ -134,22 +154,43 @@ class ByteIndex:
             while self._arena_used + bytes_needed > size:
                 size *= 2
             self._arena = np.resize(self._arena, size)
-        self._arena_used = int(_index.insert(
-            keys, key_off, key_len, hashes, np.ascontiguousarray(which, dtype=np.int64),
-            np.ascontiguousarray(values, dtype=np.int32), self._ht, self._off, self._len,
-            self._value, self._hash, self._arena, self.n_entries, self._arena_used))
+        self._arena_used = int(
+            _index.insert(
+                keys,
+                key_off,
+                key_len,
+                hashes,
+                np.ascontiguousarray(which, dtype=np.int64),
+                np.ascontiguousarray(values, dtype=np.int32),
+                self._ht,
+                self._off,
+                self._len,
+                self._value,
+                self._hash,
+                self._arena,
+                self.n_entries,
+                self._arena_used,
+            )
+        )
         self.n_entries = need
         return k
 
-    def rebuilt(self, values: NDArray[np.int32], keep: NDArray[np.bool_],
-                max_entries: int) -> tuple[ByteIndex, NDArray[np.int64]]:
+    def rebuilt(
+        self, values: NDArray[np.int32], keep: NDArray[np.bool_], max_entries: int
+    ) -> tuple[ByteIndex, NDArray[np.int64]]:
         """A new index of the entries where ``keep``, in order, with ``values`` (one per
         entry), and each old entry's number in it (-1: left out)."""
         n = self.n_entries
         out = ByteIndex(max(max_entries, int(np.count_nonzero(keep[:n]))))
         which = np.flatnonzero(keep[:n]).astype(np.int64)
-        out.insert(self._arena, self._off[:n].astype(np.int32), self._len[:n],
-                   self._hash[:n], which, values[which].astype(np.int32))
+        out.insert(
+            self._arena,
+            self._off[:n].astype(np.int32),
+            self._len[:n],
+            self._hash[:n],
+            which,
+            values[which].astype(np.int32),
+        )
         renumber = np.full(n, -1, dtype=np.int64)
         renumber[which] = np.arange(which.shape[0], dtype=np.int64)
         return out, renumber
@@ -157,7 +198,7 @@ class ByteIndex:
     @property
     def values(self) -> NDArray[np.int32]:
         """The value of each entry (a view)."""
-        return self._value[:self.n_entries]
+        return self._value[: self.n_entries]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,19 +255,28 @@ class ReloadDraft:
         for slot in range(len(self.new_rule), n):
             old = int(registry.slot_rule[slot])
             labels = dict(registry.labels_of(slot))
-            index = next((i for i, sel in enumerate(self.selectors)
-                          if sel is None or sel.matches(labels)), -1)
+            index = next(
+                (i for i, sel in enumerate(self.selectors) if sel is None or sel.matches(labels)),
+                -1,
+            )
             rule = rules[index] if index >= 0 else None
             counter = alert = 0
             if rule is not None:
                 counter = int(_counter(rule, labels.get("__name__", "")))
-                alert = next((a for a, sel in enumerate(self.alert_selectors)
-                              if sel is None or sel.matches(labels)), -1)
+                alert = next(
+                    (
+                        a
+                        for a, sel in enumerate(self.alert_selectors)
+                        if sel is None or sel.matches(labels)
+                    ),
+                    -1,
+                )
             limit = rule.max_series if rule is not None else None
             if limit is not None:
                 if old == RETIRED:  # a live series goes first: its state is worth more
-                    for column, value in zip(self.comebacks, (slot, index, counter, alert),
-                                             strict=True):
+                    for column, value in zip(
+                        self.comebacks, (slot, index, counter, alert), strict=True
+                    ):
                         column.append(value)
                     rule = None
                 elif self.rule_series[index] >= limit:
@@ -244,12 +294,14 @@ class ReloadDraft:
             self.rule_series[index] += 1
             if old == RETIRED:  # retired by an earlier reload, tracked again
                 self.retracked.append(slot)
-            elif rule.detector != registry.rules[old].detector \
-                    or counter != int(registry.slot_counter[slot]):
+            elif rule.detector != registry.rules[old].detector or counter != int(
+                registry.slot_counter[slot]
+            ):
                 self.reset.append(slot)
 
-    def finish(self) -> tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.int16],
-                              NDArray[np.int32]]:
+    def finish(
+        self,
+    ) -> tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.int16], NDArray[np.int32]]:
         """The decisions as arrays (rule, counter and alert rule per slot, and the slots
         tracked again), once the retired slots whose rule has a ``max_series`` are tracked
         again as far as it has room after every live slot: a series that kept learning is
@@ -266,7 +318,7 @@ class ReloadDraft:
         for index in np.unique(rule).tolist():
             limit = self.cfg.series[index].max_series
             assert limit is not None
-            mine = np.flatnonzero(rule == index)[:max(0, limit - self.rule_series[index])]
+            mine = np.flatnonzero(rule == index)[: max(0, limit - self.rule_series[index])]
             take[mine] = True
             self.rule_series[index] += int(mine.shape[0])
         new_rule[slot[take]] = rule[take]
@@ -291,8 +343,7 @@ class SeriesRegistry:
         self.limits = cfg.limits
         self.rules: tuple[SeriesRule, ...] = cfg.series
         self._selectors: tuple[Selector | None, ...] = tuple(r.selector() for r in self.rules)
-        self._alert_selectors: tuple[Selector | None, ...] = tuple(
-            r.selector() for r in cfg.alerts)
+        self._alert_selectors: tuple[Selector | None, ...] = tuple(r.selector() for r in cfg.alerts)
         self.rule_series = [0] * len(self.rules)
         self.n_tracked = 0
         self.slot_rule = np.empty(1024, dtype=np.int32)
@@ -365,14 +416,16 @@ class SeriesRegistry:
         counts = (0, 0, 0)
         forgotten: set[int] = set()
         if new.shape[0]:
-            counts = self._admit(req, unknown, new, values, keys, key_off, key_len,
-                                 canon_hashes, forgotten)
+            counts = self._admit(
+                req, unknown, new, values, keys, key_off, key_len, canon_hashes, forgotten
+            )
         if req.version == 1:
             self._remember_wire_keys(req, unknown, values, wire_hashes, forgotten)
         return Resolution(values, *counts)
 
-    def _canonical_keys(self, req: DecodedRequest, which: NDArray[np.int64]
-                        ) -> tuple[NDArray[np.uint8], NDArray[np.int32], NDArray[np.int32]]:
+    def _canonical_keys(
+        self, req: DecodedRequest, which: NDArray[np.int64]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.int32], NDArray[np.int32]]:
         # a bound over the whole request: 1.0 Label messages hold their name and value
         # (the spans of unparsed series are stale), 2.0 spans are all filled by the scan
         if req.version == 1:
@@ -384,10 +437,19 @@ class SeriesRegistry:
             self._canon_buf = np.empty(max(bound, 2 * self._canon_buf.shape[0]), np.uint8)
         key_off = np.empty(which.shape[0], dtype=np.int32)
         key_len = np.empty(which.shape[0], dtype=np.int32)
-        _index.canonical(req.buf, req.lab_noff, req.lab_nlen, req.lab_voff, req.lab_vlen,
-                         req.ser_first, req.ser_count,
-                         np.ascontiguousarray(which, dtype=np.int64), self._canon_buf,
-                         key_off, key_len)
+        _index.canonical(
+            req.buf,
+            req.lab_noff,
+            req.lab_nlen,
+            req.lab_voff,
+            req.lab_vlen,
+            req.ser_first,
+            req.ser_count,
+            np.ascontiguousarray(which, dtype=np.int64),
+            self._canon_buf,
+            key_off,
+            key_len,
+        )
         return self._canon_buf, key_off, key_len
 
     def _check(self, req: DecodedRequest, series: int) -> Labels:
@@ -398,12 +460,12 @@ class SeriesRegistry:
                 f"{self.limits.max_labels_per_series} (limits.max_labels_per_series)"
             )
         first = int(req.ser_first[series])
-        if int(req.lab_nlen[first:first + count].max()) > self.limits.max_label_name_bytes:
+        if int(req.lab_nlen[first : first + count].max()) > self.limits.max_label_name_bytes:
             raise DecodeError(
                 f"series {series}: a label name is over "
                 f"{self.limits.max_label_name_bytes} bytes (limits.max_label_name_bytes)"
             )
-        if int(req.lab_vlen[first:first + count].max()) > self.limits.max_label_value_bytes:
+        if int(req.lab_vlen[first : first + count].max()) > self.limits.max_label_value_bytes:
             raise DecodeError(
                 f"series {series}: a label value is over "
                 f"{self.limits.max_label_value_bytes} bytes (limits.max_label_value_bytes)"
@@ -421,8 +483,12 @@ class SeriesRegistry:
                 if index not in self._limit_logged:
                     self._limit_logged.add(index)
                     which = f"rule {rule.name!r} max_series" if full_rule else "limits.max_series"
-                    log.warning("series limit reached (%s); new series of rule %r are dropped "
-                                "and counted in vigil_series_dropped_total", which, rule.name)
+                    log.warning(
+                        "series limit reached (%s); new series of rule %r are dropped "
+                        "and counted in vigil_series_dropped_total",
+                        which,
+                        rule.name,
+                    )
                 return OVER_LIMIT
             slot = self.n_tracked
             self.n_tracked += 1
@@ -433,17 +499,30 @@ class SeriesRegistry:
                 self.slot_alert = np.resize(self.slot_alert, self.slot_rule.shape[0])
             self.slot_rule[slot] = index
             self.slot_alert[slot] = next(
-                (a for a, sel in enumerate(self._alert_selectors)
-                 if sel is None or sel.matches(as_dict)), -1)
+                (
+                    a
+                    for a, sel in enumerate(self._alert_selectors)
+                    if sel is None or sel.matches(as_dict)
+                ),
+                -1,
+            )
             self.slot_counter[slot] = _counter(rule, as_dict.get("__name__", ""))
             self.rule_series[index] += 1
             return slot
         return UNTRACKED
 
-    def _admit(self, req: DecodedRequest, unknown: NDArray[np.int64], new: NDArray[np.intp],
-               values: NDArray[np.int32], keys: NDArray[np.uint8], key_off: NDArray[np.int32],
-               key_len: NDArray[np.int32], hashes: NDArray[np.int64],
-               forgotten: set[int]) -> tuple[int, int, int]:
+    def _admit(
+        self,
+        req: DecodedRequest,
+        unknown: NDArray[np.int64],
+        new: NDArray[np.intp],
+        values: NDArray[np.int32],
+        keys: NDArray[np.uint8],
+        key_off: NDArray[np.int32],
+        key_len: NDArray[np.int32],
+        hashes: NDArray[np.int64],
+        forgotten: set[int],
+    ) -> tuple[int, int, int]:
         """Decide new label sets (positions ``new`` of ``unknown``) and index them.
 
         Series that are not remembered (the ignored-series bound is reached) are added to
@@ -477,17 +556,27 @@ class SeriesRegistry:
             new_values.append(value)
         if which:
             first_entry = self.canonical.n_entries
-            added = self.canonical.insert(keys, key_off, key_len, hashes,
-                                          np.array(which, dtype=np.int64),
-                                          np.array(new_values, dtype=np.int32))
+            added = self.canonical.insert(
+                keys,
+                key_off,
+                key_len,
+                hashes,
+                np.array(which, dtype=np.int64),
+                np.array(new_values, dtype=np.int32),
+            )
             for m, value in enumerate(new_values[:added]):
                 if value >= 0:
                     self.slot_entry[value] = first_entry + m
         return tracked, untracked, over
 
-    def _remember_wire_keys(self, req: DecodedRequest, unknown: NDArray[np.int64],
-                            values: NDArray[np.int32], hashes: NDArray[np.int64],
-                            forgotten: set[int]) -> None:
+    def _remember_wire_keys(
+        self,
+        req: DecodedRequest,
+        unknown: NDArray[np.int64],
+        values: NDArray[np.int32],
+        hashes: NDArray[np.int64],
+        forgotten: set[int],
+    ) -> None:
         """Add the wire keys of series just resolved through their labels."""
         data = req.buf
         seen: set[bytes] = set()
@@ -497,15 +586,14 @@ class SeriesRegistry:
             if n < 0:
                 continue
             off = int(req.ser_key_off[s])
-            key = data[off:off + n].tobytes()
+            key = data[off : off + n].tobytes()
             if key in seen or s in forgotten:
                 continue
             seen.add(key)
             which.append(s)
         if which:
             idx = np.array(which, dtype=np.int64)
-            self.wire.insert(req.buf, req.ser_key_off, req.ser_key_len, hashes, idx,
-                             values[idx])
+            self.wire.insert(req.buf, req.ser_key_off, req.ser_key_len, hashes, idx, values[idx])
 
     def select(self, selectors: Sequence[Selector]) -> Iterator[int]:
         """Slots of tracked series matching any of ``selectors`` (all when none given)."""
@@ -528,8 +616,7 @@ class SeriesRegistry:
         draft.decide(self, self.n_tracked)
         return draft
 
-    def reconfigure(self, cfg: DetectorConfig, draft: ReloadDraft | None = None
-                    ) -> Reassignment:
+    def reconfigure(self, cfg: DetectorConfig, draft: ReloadDraft | None = None) -> Reassignment:
         """Re-decide every tracked series under ``cfg`` (a config reload); the caller holds
         the ingest lock.
 
@@ -585,11 +672,19 @@ class SeriesRegistry:
         self.n_ignored = 0
         self._limit_logged.clear()
         self.generation += 1
-        return Reassignment(self.generation, cfg.series, new_rule, new_counter, new_alert,
-                            tuple(draft.reset), tuple(draft.retired), draft.over,
-                            tuple(draft.retracked))
+        return Reassignment(
+            self.generation,
+            cfg.series,
+            new_rule,
+            new_counter,
+            new_alert,
+            tuple(draft.reset),
+            tuple(draft.retired),
+            draft.over,
+            tuple(draft.retracked),
+        )
 
     def apply_alert_rules(self, slot_alert: NDArray[np.int16]) -> None:
         """Give the first ``len(slot_alert)`` slots their alert rules from a reload (the
         caller holds the ingest lock; slots created since have theirs already)."""
-        self.slot_alert[:slot_alert.shape[0]] = slot_alert
+        self.slot_alert[: slot_alert.shape[0]] = slot_alert

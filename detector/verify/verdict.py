@@ -71,17 +71,32 @@ class VerifyQuery(_Model):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     query: str = Field(min_length=1, max_length=4096, description="PromQL returning one series")
     direction: Direction = Field("up_is_bad", description="which way is worse")
-    min_relative_change: float = Field(0.1, ge=0.0, description="worse by at least this share of the baseline median")
-    min_absolute_change: float = Field(0.0, ge=0.0, description="and by at least this much, in the query's unit")
+    min_relative_change: float = Field(
+        0.1, ge=0.0, description="worse by at least this share of the baseline median"
+    )
+    min_absolute_change: float = Field(
+        0.0, ge=0.0, description="and by at least this much, in the query's unit"
+    )
 
 
 class Thresholds(_Model):
     """How strong each piece of evidence must be."""
 
-    alpha: float = Field(0.01, gt=0.0, lt=1.0, description="Mann-Whitney p-value below which the shift is not noise")
-    min_effect: float = Field(0.33, ge=0.0, le=1.0, description="Cliff's delta toward worse (0.33: a medium effect)")
-    score_above: float = Field(0.999, gt=0.0, lt=1.0, description="an observed sample scoring this or more is anomalous")
-    min_anomalous_share: float = Field(0.2, gt=0.0, le=1.0, description="share of observed samples that must be anomalous on the bad side")
+    alpha: float = Field(
+        0.01, gt=0.0, lt=1.0, description="Mann-Whitney p-value below which the shift is not noise"
+    )
+    min_effect: float = Field(
+        0.33, ge=0.0, le=1.0, description="Cliff's delta toward worse (0.33: a medium effect)"
+    )
+    score_above: float = Field(
+        0.999, gt=0.0, lt=1.0, description="an observed sample scoring this or more is anomalous"
+    )
+    min_anomalous_share: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="share of observed samples that must be anomalous on the bad side",
+    )
     min_baseline_samples: int = Field(20, ge=5, description="fewer: inconclusive")
     min_observed_samples: int = Field(8, ge=3, description="fewer: inconclusive")
 
@@ -92,14 +107,24 @@ def standard_queries() -> tuple[VerifyQuery, ...]:
     errs = '{__name__=~".+_requests_total", code=~"5..", $selector}'
     hist = '{__name__=~".+_request_duration_seconds_bucket", $selector}'
     return (
-        VerifyQuery(name="error_ratio", query=f"(sum(rate({errs}[2m])) or vector(0)) / "
-                    f"sum(rate({reqs}[2m]))", min_relative_change=0.5,
-                    min_absolute_change=0.005),
-        VerifyQuery(name="latency_p99", query="histogram_quantile(0.99, sum by (le) "
-                    f"(rate({hist}[2m])))", min_relative_change=0.2,
-                    min_absolute_change=0.005),
-        VerifyQuery(name="cpu", query="sum(rate(process_cpu_seconds_total{$selector}[2m]))",
-                    min_relative_change=0.5, min_absolute_change=0.01),
+        VerifyQuery(
+            name="error_ratio",
+            query=f"(sum(rate({errs}[2m])) or vector(0)) / sum(rate({reqs}[2m]))",
+            min_relative_change=0.5,
+            min_absolute_change=0.005,
+        ),
+        VerifyQuery(
+            name="latency_p99",
+            query=f"histogram_quantile(0.99, sum by (le) (rate({hist}[2m])))",
+            min_relative_change=0.2,
+            min_absolute_change=0.005,
+        ),
+        VerifyQuery(
+            name="cpu",
+            query="sum(rate(process_cpu_seconds_total{$selector}[2m]))",
+            min_relative_change=0.5,
+            min_absolute_change=0.01,
+        ),
     )
 
 
@@ -117,14 +142,31 @@ def _inner(selector: str) -> str:
 class VerifyRequest(_Model):
     """What to verify, over which windows, with which thresholds."""
 
-    queries: tuple[VerifyQuery, ...] = Field((), max_length=50, description="none: the standard queries (needs selector or canary)")
-    selector: str | None = Field(None, description="label matchers of the changed workload, for $selector")
-    change_time: float | None = Field(None, description="unix seconds (or RFC 3339 in specs); none: now - observe_s")
-    baseline_s: Seconds = Field(1800.0, gt=0.0, le=7 * 86400.0, description="window before the change")
+    queries: tuple[VerifyQuery, ...] = Field(
+        (), max_length=50, description="none: the standard queries (needs selector or canary)"
+    )
+    selector: str | None = Field(
+        None, description="label matchers of the changed workload, for $selector"
+    )
+    change_time: float | None = Field(
+        None, description="unix seconds (or RFC 3339 in specs); none: now - observe_s"
+    )
+    baseline_s: Seconds = Field(
+        1800.0, gt=0.0, le=7 * 86400.0, description="window before the change"
+    )
     observe_s: Seconds = Field(900.0, gt=0.0, le=86400.0, description="window after the change")
-    skip_s: Seconds = Field(0.0, ge=0.0, description="seconds after the change left out (the rollout settling)")
-    step_s: Seconds = Field(15.0, ge=MIN_STEP_S, le=3600.0, description="resolution of the range queries; a window may span at most MAX_POINTS_PER_QUERY steps")
-    canary: str | None = Field(None, description="label matchers of the canary (side by side with baseline_selector)")
+    skip_s: Seconds = Field(
+        0.0, ge=0.0, description="seconds after the change left out (the rollout settling)"
+    )
+    step_s: Seconds = Field(
+        15.0,
+        ge=MIN_STEP_S,
+        le=3600.0,
+        description="resolution of the range queries; a window may span at most MAX_POINTS_PER_QUERY steps",
+    )
+    canary: str | None = Field(
+        None, description="label matchers of the canary (side by side with baseline_selector)"
+    )
     baseline_selector: str | None = Field(None, description="label matchers of the stable version")
     thresholds: Thresholds = Thresholds()
 
@@ -135,8 +177,10 @@ class VerifyRequest(_Model):
             try:
                 stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError as exc:
-                raise ValueError(f"change_time {value!r}: expected unix seconds or RFC 3339 "
-                                 "(2026-11-27T10:00:00Z)") from exc
+                raise ValueError(
+                    f"change_time {value!r}: expected unix seconds or RFC 3339 "
+                    "(2026-11-27T10:00:00Z)"
+                ) from exc
             if stamp.tzinfo is None:
                 stamp = stamp.replace(tzinfo=UTC)
             return stamp.timestamp()
@@ -155,20 +199,26 @@ class VerifyRequest(_Model):
             raise ValueError("canary and baseline_selector go together (side by side)")
         uses = any("$selector" in q.query for q in self.effective_queries())
         if uses and self.selector is None and self.canary is None:
-            raise ValueError("the queries use $selector: give selector (or canary and "
-                             "baseline_selector)")
+            raise ValueError(
+                "the queries use $selector: give selector (or canary and baseline_selector)"
+            )
         if self.canary is not None and not uses:
-            raise ValueError("canary mode compares each query filled with the canary's and "
-                             "the baseline's selector: the queries must use $selector")
+            raise ValueError(
+                "canary mode compares each query filled with the canary's and "
+                "the baseline's selector: the queries must use $selector"
+            )
         longest_s = max(self.observe_s, 0.0 if self.canary is not None else self.baseline_s)
         if longest_s / self.step_s + 1 > MAX_POINTS_PER_QUERY:
-            raise ValueError(f"a {longest_s:g} s window at step_s {self.step_s:g} is "
-                             f"{longest_s / self.step_s + 1:.0f} points per query, more than "
-                             f"{MAX_POINTS_PER_QUERY}: raise step_s to at least "
-                             f"{math.ceil(longest_s / (MAX_POINTS_PER_QUERY - 1))} or shorten the window")
+            raise ValueError(
+                f"a {longest_s:g} s window at step_s {self.step_s:g} is "
+                f"{longest_s / self.step_s + 1:.0f} points per query, more than "
+                f"{MAX_POINTS_PER_QUERY}: raise step_s to at least "
+                f"{math.ceil(longest_s / (MAX_POINTS_PER_QUERY - 1))} or shorten the window"
+            )
         if self.skip_s >= self.observe_s:
-            raise ValueError(f"skip_s ({self.skip_s}) leaves nothing of observe_s "
-                             f"({self.observe_s})")
+            raise ValueError(
+                f"skip_s ({self.skip_s}) leaves nothing of observe_s ({self.observe_s})"
+            )
         names = [q.name for q in self.effective_queries()]
         if len(set(names)) != len(names):
             raise ValueError(f"query names must be unique: {names}")
@@ -199,10 +249,15 @@ def plan(req: VerifyRequest, *, now_s: float) -> list[tuple[VerifyQuery, Window,
     out = []
     for q in req.effective_queries():
         if req.canary is not None and req.baseline_selector is not None:
-            base = Window(q.query.replace("$selector", req.baseline_selector),
-                          observed_from, observed_to, req.step_s)
-            seen = Window(q.query.replace("$selector", req.canary),
-                          observed_from, observed_to, req.step_s)
+            base = Window(
+                q.query.replace("$selector", req.baseline_selector),
+                observed_from,
+                observed_to,
+                req.step_s,
+            )
+            seen = Window(
+                q.query.replace("$selector", req.canary), observed_from, observed_to, req.step_s
+            )
         else:
             text = q.query.replace("$selector", req.selector or "")
             base = Window(text, change - req.baseline_s, change - req.step_s, req.step_s)
@@ -237,9 +292,13 @@ class Judgement:
 VERIFY_DETECTOR = EnsembleParams(season_bins=0, warmup_samples=10, tail_index=0.0)
 
 
-def score_against(baseline_ts: NDArray[np.int64], baseline: NDArray[np.float64],
-                  observed_ts: NDArray[np.int64], observed: NDArray[np.float64],
-                  params: EnsembleParams = VERIFY_DETECTOR) -> Scores:
+def score_against(
+    baseline_ts: NDArray[np.int64],
+    baseline: NDArray[np.float64],
+    observed_ts: NDArray[np.int64],
+    observed: NDArray[np.float64],
+    params: EnsembleParams = VERIFY_DETECTOR,
+) -> Scores:
     """Each observed sample scored against the state learned from the baseline only: one
     series per observed sample, each fed the whole baseline, then that sample."""
     m, n = int(observed.shape[0]), int(baseline.shape[0])
@@ -250,35 +309,53 @@ def score_against(baseline_ts: NDArray[np.int64], baseline: NDArray[np.float64],
     ts = np.repeat(baseline_ts, m)
     values = np.repeat(baseline, m)
     learned = Scores.empty(m * n)
-    detectors.score_learn(slots, np.ascontiguousarray(ts), np.ascontiguousarray(values),
-                          learned)
+    detectors.score_learn(slots, np.ascontiguousarray(ts), np.ascontiguousarray(values), learned)
     last = int(baseline_ts[-1]) if n else 0
     when = np.maximum(observed_ts, last + 1).astype(np.int64)
     out = Scores.empty(m)
-    detectors.score_learn(np.arange(m, dtype=np.int32), when,
-                          np.ascontiguousarray(observed, dtype=np.float64), out)
+    detectors.score_learn(
+        np.arange(m, dtype=np.int32), when, np.ascontiguousarray(observed, dtype=np.float64), out
+    )
     return out
 
 
-def judge(q: VerifyQuery, th: Thresholds, *, base: Window, seen: Window,
-          baseline_ts: NDArray[np.int64], baseline: NDArray[np.float64],
-          observed_ts: NDArray[np.int64], observed: NDArray[np.float64]) -> Judgement:
+def judge(
+    q: VerifyQuery,
+    th: Thresholds,
+    *,
+    base: Window,
+    seen: Window,
+    baseline_ts: NDArray[np.int64],
+    baseline: NDArray[np.float64],
+    observed_ts: NDArray[np.int64],
+    observed: NDArray[np.float64],
+) -> Judgement:
     """The verdict of one query from its two sample sets (non-finite samples dropped)."""
     keep_b, keep_o = np.isfinite(baseline), np.isfinite(observed)
     baseline_ts, baseline = baseline_ts[keep_b], baseline[keep_b]
     observed_ts, observed = observed_ts[keep_o], observed[keep_o]
     nb, no = int(baseline.shape[0]), int(observed.shape[0])
-    facts: dict[str, Any] = {"name": q.name, "baseline_query": base.query,
-                             "observed_query": seen.query, "n_baseline": nb, "n_observed": no}
+    facts: dict[str, Any] = {
+        "name": q.name,
+        "baseline_query": base.query,
+        "observed_query": seen.query,
+        "n_baseline": nb,
+        "n_observed": no,
+    }
     short = []
     if nb < th.min_baseline_samples:
         short.append(f"{nb} baseline samples, fewer than {th.min_baseline_samples}")
     if no < th.min_observed_samples:
         short.append(f"{no} observed samples, fewer than {th.min_observed_samples}")
     if short:
-        return Judgement(verdict="inconclusive", reasons=(
-            *short, "widen the windows, lower step_s, or check that the query returns data"),
-            **facts)
+        return Judgement(
+            verdict="inconclusive",
+            reasons=(
+                *short,
+                "widen the windows, lower step_s, or check that the query returns data",
+            ),
+            **facts,
+        )
     b_med, o_med = float(np.median(baseline)), float(np.median(observed))
     sign = -1.0 if q.direction == "down_is_bad" else 1.0
     change = o_med - b_med
@@ -291,18 +368,27 @@ def judge(q: VerifyQuery, th: Thresholds, *, base: Window, seen: Window,
     effect = abs(delta) if q.direction == "both" else sign * delta
     scored = score_against(baseline_ts, baseline, observed_ts, observed)
     high = scored.score >= th.score_above
-    side = {"up_is_bad": observed > scored.expected, "down_is_bad": observed < scored.expected,
-            "both": np.ones(no, dtype=np.bool_)}[q.direction]
+    side = {
+        "up_is_bad": observed > scored.expected,
+        "down_is_bad": observed < scored.expected,
+        "both": np.ones(no, dtype=np.bool_),
+    }[q.direction]
     share = float(np.mean(high & side))
     material = worse >= q.min_absolute_change and relative >= q.min_relative_change
     significant = p < th.alpha and effect >= th.min_effect
     anomalous = share >= th.min_anomalous_share
-    said = (f"median {_num(b_med)} -> {_num(o_med)} ({_pct(relative)} toward worse; "
-            f"needs {_pct(q.min_relative_change)} and {_num(q.min_absolute_change)})")
-    test_said = (f"Mann-Whitney p={p:.2g} (alpha {th.alpha}), Cliff's delta {effect:+.2f} "
-                 f"toward worse (needs {th.min_effect})")
-    det_said = (f"{share:.0%} of observed samples anomalous (score >= {th.score_above}) on "
-                f"the bad side (needs {th.min_anomalous_share:.0%})")
+    said = (
+        f"median {_num(b_med)} -> {_num(o_med)} ({_pct(relative)} toward worse; "
+        f"needs {_pct(q.min_relative_change)} and {_num(q.min_absolute_change)})"
+    )
+    test_said = (
+        f"Mann-Whitney p={p:.2g} (alpha {th.alpha}), Cliff's delta {effect:+.2f} "
+        f"toward worse (needs {th.min_effect})"
+    )
+    det_said = (
+        f"{share:.0%} of observed samples anomalous (score >= {th.score_above}) on "
+        f"the bad side (needs {th.min_anomalous_share:.0%})"
+    )
     verdict: Verdict
     reasons: tuple[str, ...]
     if not material:
@@ -311,21 +397,38 @@ def judge(q: VerifyQuery, th: Thresholds, *, base: Window, seen: Window,
         verdict, reasons = "fail", (f"worse: {said}", test_said, det_said)
     elif significant or anomalous:
         verdict = "inconclusive"
-        reasons = (f"material: {said}", test_said + ("" if significant else ": could be noise"),
-                   det_said + ("" if anomalous else ": within what the baseline showed"),
-                   "the test and the detector disagree; observe longer or look closer")
+        reasons = (
+            f"material: {said}",
+            test_said + ("" if significant else ": could be noise"),
+            det_said + ("" if anomalous else ": within what the baseline showed"),
+            "the test and the detector disagree; observe longer or look closer",
+        )
     else:
         verdict, reasons = "pass", (f"within noise: {said}", test_said, det_said)
-    return Judgement(verdict=verdict, reasons=reasons, baseline_median=b_med,
-                     observed_median=o_med, relative_change=relative, p_value=p,
-                     effect=effect, anomalous_share=share, **facts)
+    return Judgement(
+        verdict=verdict,
+        reasons=reasons,
+        baseline_median=b_med,
+        observed_median=o_med,
+        relative_change=relative,
+        p_value=p,
+        effect=effect,
+        anomalous_share=share,
+        **facts,
+    )
 
 
 def unjudged(q: VerifyQuery, *, base: Window, seen: Window, reason: str) -> Judgement:
     """A query that could not be judged (Prometheus error, several series...)."""
-    return Judgement(name=q.name, verdict="inconclusive", reasons=(reason,),
-                     baseline_query=base.query, observed_query=seen.query, n_baseline=0,
-                     n_observed=0)
+    return Judgement(
+        name=q.name,
+        verdict="inconclusive",
+        reasons=(reason,),
+        baseline_query=base.query,
+        observed_query=seen.query,
+        n_baseline=0,
+        n_observed=0,
+    )
 
 
 def overall(judgements: Sequence[Judgement]) -> Verdict:
@@ -334,15 +437,19 @@ def overall(judgements: Sequence[Judgement]) -> Verdict:
     return max((j.verdict for j in judgements), key=lambda v: _RANK[v])
 
 
-def report(req: VerifyRequest, judgements: Sequence[Judgement], *,
-           now_s: float) -> dict[str, Any]:
+def report(req: VerifyRequest, judgements: Sequence[Judgement], *, now_s: float) -> dict[str, Any]:
     """The JSON document the API returns and ``--json`` prints."""
     change = req.change_time if req.change_time is not None else now_s - req.observe_s
     return {
-        "verdict": overall(judgements), "mode": req.mode,
+        "verdict": overall(judgements),
+        "mode": req.mode,
         "change_time": datetime.fromtimestamp(change, UTC).isoformat(),
-        "windows": {"baseline_s": req.baseline_s, "observe_s": req.observe_s,
-                    "skip_s": req.skip_s, "step_s": req.step_s},
+        "windows": {
+            "baseline_s": req.baseline_s,
+            "observe_s": req.observe_s,
+            "skip_s": req.skip_s,
+            "step_s": req.step_s,
+        },
         "thresholds": req.thresholds.model_dump(),
         "queries": [_clean(asdict(j)) for j in judgements],
     }
@@ -350,11 +457,12 @@ def report(req: VerifyRequest, judgements: Sequence[Judgement], *,
 
 def render_text(doc: dict[str, Any]) -> str:
     """The report for people: the verdict first, then each query's reasons."""
-    lines = [f"verdict: {doc['verdict'].upper()} ({doc['mode']}, change at "
-             f"{doc['change_time']})"]
+    lines = [f"verdict: {doc['verdict'].upper()} ({doc['mode']}, change at {doc['change_time']})"]
     for q in doc["queries"]:
-        lines.append(f"  {q['verdict']:<12} {q['name']}  [{q['n_baseline']} baseline, "
-                     f"{q['n_observed']} observed samples]")
+        lines.append(
+            f"  {q['verdict']:<12} {q['name']}  [{q['n_baseline']} baseline, "
+            f"{q['n_observed']} observed samples]"
+        )
         lines += [f"      {reason}" for reason in q["reasons"]]
     return "\n".join(lines) + "\n"
 

@@ -18,8 +18,9 @@ MIN_CORRELATION = 0.3
 MIN_POINTS = 64
 
 
-def detect_period(ts_ms: NDArray[np.int64], values: NDArray[np.float64],
-                  candidates_s: Sequence[float]) -> float | None:
+def detect_period(
+    ts_ms: NDArray[np.int64], values: NDArray[np.float64], candidates_s: Sequence[float]
+) -> float | None:
     """The candidate period (in seconds) the series repeats best, or None."""
     finite = np.isfinite(values)
     ts, x = ts_ms[finite], values[finite]

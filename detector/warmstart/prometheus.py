@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 def selector_of(labels: Labels) -> str:
     """An exact PromQL selector for one label set."""
+
     def quote(value: str) -> str:
         return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -53,15 +54,26 @@ def parse_matrix(result: Sequence[dict[str, object]]) -> tuple[np.ndarray, np.nd
 class WarmStarter:
     """Fetches the history of new series and queues it for the detector worker."""
 
-    def __init__(self, *, cfg: WarmStartConfig, prometheus_url: str, queue: SampleQueue,
-                 labels_of: Callable[[int], Labels], metrics: IngestMetrics,
-                 outgoing_tls: tls.OutgoingTLS | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cfg: WarmStartConfig,
+        prometheus_url: str,
+        queue: SampleQueue,
+        labels_of: Callable[[int], Labels],
+        metrics: IngestMetrics,
+        outgoing_tls: tls.OutgoingTLS | None = None,
+    ) -> None:
         self.cfg = cfg
         self.queue = queue
         self.labels_of = labels_of
         self.metrics = metrics
-        self.client = PrometheusConnect(url=prometheus_url, session=tls.build_requests_session(
-            outgoing_tls or tls.OutgoingTLS(), error=ConfigError))
+        self.client = PrometheusConnect(
+            url=prometheus_url,
+            session=tls.build_requests_session(
+                outgoing_tls or tls.OutgoingTLS(), error=ConfigError
+            ),
+        )
         self._todo: asyncio.Queue[int] = asyncio.Queue()
         self.backlog = 0
 
@@ -75,8 +87,9 @@ class WarmStarter:
             self.backlog += 1
             self._todo.put_nowait(slot)
 
-    def _release(self, slot: int, ts: np.ndarray | None = None,
-                 bits: np.ndarray | None = None) -> None:
+    def _release(
+        self, slot: int, ts: np.ndarray | None = None, bits: np.ndarray | None = None
+    ) -> None:
         ts = np.empty(0, np.int64) if ts is None else ts
         bits = np.empty(0, np.uint64) if bits is None else bits
         periods: list[tuple[int, float]] = []
@@ -85,8 +98,15 @@ class WarmStarter:
             if period_s is not None:
                 periods.append((slot, period_s * 1000.0))
                 self.metrics.periods_detected.inc()
-        self.queue.offer(Batch(slots=np.full(ts.shape[0], slot, dtype=np.int32), ts=ts,
-                               bits=bits, warmed=(slot,), periods=periods))
+        self.queue.offer(
+            Batch(
+                slots=np.full(ts.shape[0], slot, dtype=np.int32),
+                ts=ts,
+                bits=bits,
+                warmed=(slot,),
+                periods=periods,
+            )
+        )
 
     def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
         hours = max(1, math.ceil(self.cfg.history_s / 3600))
@@ -96,8 +116,9 @@ class WarmStarter:
 
     async def _one(self, slot: int) -> None:
         try:
-            ts, bits = await asyncio.wait_for(asyncio.to_thread(self._fetch, slot),
-                                              self.cfg.timeout_s + 1)
+            ts, bits = await asyncio.wait_for(
+                asyncio.to_thread(self._fetch, slot), self.cfg.timeout_s + 1
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed query must release the held samples

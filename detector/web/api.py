@@ -42,15 +42,21 @@ def _number(value: float) -> float | None:
 STATES = ("all", "anomalous", "stuck", "absent")
 
 
-def list_series(request: web.Request, registry: SeriesRegistry, pipeline: Pipeline, *,
-                presence_rules: PresenceConfig, now_ms: int) -> web.Response:
+def list_series(
+    request: web.Request,
+    registry: SeriesRegistry,
+    pipeline: Pipeline,
+    *,
+    presence_rules: PresenceConfig,
+    now_ms: int,
+) -> web.Response:
     """``match[]`` selectors, ``limit``, and ``state``: all, anomalous (latest score at or
     above 0.999), stuck or absent."""
     state = request.query.get("state", "all")
     if state not in STATES:
         return web.json_response(
-            {"status": "error", "error": f"state must be one of {', '.join(STATES)}"},
-            status=400)
+            {"status": "error", "error": f"state must be one of {', '.join(STATES)}"}, status=400
+        )
     try:
         selectors = [parse_selector(text) for text in request.query.getall("match[]", [])]
         limit = int(request.query.get("limit", DEFAULT_LIMIT))
@@ -58,19 +64,24 @@ def list_series(request: web.Request, registry: SeriesRegistry, pipeline: Pipeli
         return web.json_response({"status": "error", "error": str(exc)}, status=400)
     except ValueError:
         return web.json_response(
-            {"status": "error", "error": "limit must be a whole number"}, status=400)
+            {"status": "error", "error": "limit must be a whole number"}, status=400
+        )
     if not 1 <= limit <= MAX_LIMIT:
         return web.json_response(
-            {"status": "error", "error": f"limit must be between 1 and {MAX_LIMIT}"},
-            status=400)
+            {"status": "error", "error": f"limit must be between 1 and {MAX_LIMIT}"}, status=400
+        )
     data: list[dict[str, Any]] = []
     total = 0
     p = pipeline
     n = min(registry.n_tracked, p.capacity)
     stuck = presence.stuck(p, n, presence_rules)
     absent = presence.absent(p, n, now_ms, presence_rules)
-    wanted = {"all": None, "stuck": stuck, "absent": absent,
-              "anomalous": p.last_score[:n] >= ANOMALOUS}[state]
+    wanted = {
+        "all": None,
+        "stuck": stuck,
+        "absent": absent,
+        "anomalous": p.last_score[:n] >= ANOMALOUS,
+    }[state]
     for slot in registry.select(selectors):
         if slot >= n or (wanted is not None and not wanted[slot]):
             continue
@@ -78,26 +89,29 @@ def list_series(request: web.Request, registry: SeriesRegistry, pipeline: Pipeli
         if len(data) >= limit:
             continue
         seen = int(p.n_samples[slot]) + int(p.stale[slot]) > 0
-        data.append({
-            "labels": dict(registry.labels_of(slot)),
-            "rule": registry.rule_of(slot).name,
-            # for a counter, score, expected value and band are about its per-second rate
-            "detected_as": "rate" if registry.is_counter(slot) else "value",
-            "last_timestamp_ms": int(p.last_ts[slot]) if seen else None,
-            "last_value": format_value(float(p.last_value[slot])) if seen else None,
-            "samples": int(p.n_samples[slot]) if seen else 0,
-            "stale": bool(p.stale[slot]) if seen else False,
-            "score": _number(float(p.last_score[slot])) if seen else None,
-            "expected": _number(float(p.last_expected[slot])) if seen else None,
-            "lower": _number(float(p.last_lower[slot])) if seen else None,
-            "upper": _number(float(p.last_upper[slot])) if seen else None,
-            "interval_s": float(p.interval_ms[slot]) / 1000.0 if seen else None,
-            "unchanged_samples": int(p.run_same[slot]),
-            "stuck": bool(stuck[slot]),
-            "absent": bool(absent[slot]),
-        })
-    return web.json_response({"status": "success", "total": total, "truncated": total > limit,
-                              "data": data})
+        data.append(
+            {
+                "labels": dict(registry.labels_of(slot)),
+                "rule": registry.rule_of(slot).name,
+                # for a counter, score, expected value and band are about its per-second rate
+                "detected_as": "rate" if registry.is_counter(slot) else "value",
+                "last_timestamp_ms": int(p.last_ts[slot]) if seen else None,
+                "last_value": format_value(float(p.last_value[slot])) if seen else None,
+                "samples": int(p.n_samples[slot]) if seen else 0,
+                "stale": bool(p.stale[slot]) if seen else False,
+                "score": _number(float(p.last_score[slot])) if seen else None,
+                "expected": _number(float(p.last_expected[slot])) if seen else None,
+                "lower": _number(float(p.last_lower[slot])) if seen else None,
+                "upper": _number(float(p.last_upper[slot])) if seen else None,
+                "interval_s": float(p.interval_ms[slot]) / 1000.0 if seen else None,
+                "unchanged_samples": int(p.run_same[slot]),
+                "stuck": bool(stuck[slot]),
+                "absent": bool(absent[slot]),
+            }
+        )
+    return web.json_response(
+        {"status": "success", "total": total, "truncated": total > limit, "data": data}
+    )
 
 
 def list_entities(request: web.Request, tracker: EntityTracker | None) -> web.Response:
@@ -108,16 +122,27 @@ def list_entities(request: web.Request, tracker: EntityTracker | None) -> web.Re
     except ValueError:
         return web.json_response(
             {"status": "error", "error": "limit must be a whole number, min_score a number"},
-            status=400)
+            status=400,
+        )
     if not 1 <= limit <= MAX_LIMIT:
         return web.json_response(
-            {"status": "error", "error": f"limit must be between 1 and {MAX_LIMIT}"},
-            status=400)
+            {"status": "error", "error": f"limit must be between 1 and {MAX_LIMIT}"}, status=400
+        )
     views = [] if tracker is None else [v for v in tracker.snapshot if v.score >= min_score]
     views.sort(key=lambda v: v.score, reverse=True)
-    data = [{"rule": v.rule, "labels": v.labels, "members": list(v.members), "score": v.score,
-             "raw": v.raw, "top": v.top, "evaluations": v.evaluations,
-             "evaluated_ms": v.evaluated_ms} for v in views[:limit]]
+    data = [
+        {
+            "rule": v.rule,
+            "labels": v.labels,
+            "members": list(v.members),
+            "score": v.score,
+            "raw": v.raw,
+            "top": v.top,
+            "evaluations": v.evaluations,
+            "evaluated_ms": v.evaluated_ms,
+        }
+        for v in views[:limit]
+    ]
     return web.json_response({"status": "success", "total": len(views), "data": data})
 
 
@@ -126,15 +151,24 @@ def list_anomalies(request: web.Request, book: AlertBook, *, now_ms: int) -> web
     out = []
     for alert in sorted(book.firing(), key=lambda a: a.starts_ms):
         book.refresh(alert)
-        out.append({
-            "labels": book.labels(alert),
-            "annotations": book.annotations(alert, now_ms),
-            "startsAt": wording.iso(min(alert.starts_ms, now_ms)),
-            "members": [{"series": wording.selector(m.labels), "since": wording.iso(m.since_ms),
-                         "score": _number(m.reading.score), "peak": _number(m.peak),
-                         "value": _number(m.reading.value),
-                         "expected": _number(m.reading.expected),
-                         "lower": _number(m.reading.lower), "upper": _number(m.reading.upper)}
-                        for m in alert.worst()],
-        })
+        out.append(
+            {
+                "labels": book.labels(alert),
+                "annotations": book.annotations(alert, now_ms),
+                "startsAt": wording.iso(min(alert.starts_ms, now_ms)),
+                "members": [
+                    {
+                        "series": wording.selector(m.labels),
+                        "since": wording.iso(m.since_ms),
+                        "score": _number(m.reading.score),
+                        "peak": _number(m.peak),
+                        "value": _number(m.reading.value),
+                        "expected": _number(m.reading.expected),
+                        "lower": _number(m.reading.lower),
+                        "upper": _number(m.reading.upper),
+                    }
+                    for m in alert.worst()
+                ],
+            }
+        )
     return web.json_response({"status": "success", "data": out})

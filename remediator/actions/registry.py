@@ -62,11 +62,11 @@ Outcome = Executed | DryRun | Skipped | Failed
 class Services(Protocol):
     """The clients an action may use; built by the app, faked in tests."""
 
-    async def alertmanager(self, method: str, path: str,
-                           body: Any = None) -> tuple[int, Any]: ...
+    async def alertmanager(self, method: str, path: str, body: Any = None) -> tuple[int, Any]: ...
     async def prometheus_query(self, query: str) -> list[dict[str, Any]]: ...
-    async def http(self, method: str, url: str, *, headers: Mapping[str, str],
-                   body: Any, timeout_s: float) -> tuple[int, str]: ...
+    async def http(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: Any, timeout_s: float
+    ) -> tuple[int, str]: ...
     async def detector(self, method: str, path: str, body: Any = None) -> tuple[int, Any]: ...
     def secret(self, name: str) -> str: ...
     def url_allowed(self, url: str) -> bool: ...
@@ -92,8 +92,10 @@ class ActionContext:
     def cluster(self) -> Kube:
         """The Kubernetes client; ActionPermanentError when none is configured."""
         if self.kube is None:
-            raise ActionPermanentError("no Kubernetes cluster is configured (--kubeconfig, or "
-                                       "run in a pod with a service account)")
+            raise ActionPermanentError(
+                "no Kubernetes cluster is configured (--kubeconfig, or "
+                "run in a pod with a service account)"
+            )
         return self.kube
 
 
@@ -121,20 +123,39 @@ class ActionSpec:
         return self.templates.get(path, Context.TEXT)
 
 
-def action(name: str, *, params: type[BaseModel], mutates: bool,
-           describe: Callable[[Any], dict[str, Any]], inverse: str | None = None,
-           dry_run: DryRunStyle = DryRunStyle.DESCRIBE, needs_cluster: bool = False,
-           rbac: tuple[RbacRule, ...] = (), templates: Mapping[str, Context] | None = None
-           ) -> Callable[[ActionFunc], ActionFunc]:
+def action(
+    name: str,
+    *,
+    params: type[BaseModel],
+    mutates: bool,
+    describe: Callable[[Any], dict[str, Any]],
+    inverse: str | None = None,
+    dry_run: DryRunStyle = DryRunStyle.DESCRIBE,
+    needs_cluster: bool = False,
+    rbac: tuple[RbacRule, ...] = (),
+    templates: Mapping[str, Context] | None = None,
+) -> Callable[[ActionFunc], ActionFunc]:
     """Declare an action; the registry collects it. Attaches an ActionSpec, nothing else.
     ``templates`` declares the context of each param that reaches a query, URL or matcher
     (e.g. ``{"query": Context.PROMQL}``), so a label value is escaped for it."""
 
     def mark(func: ActionFunc) -> ActionFunc:
-        setattr(func, ACTION_ATTR, ActionSpec(name=name, params=params, mutates=mutates,
-                                              dry_run=dry_run, func=func, describe=describe,
-                                              inverse=inverse, needs_cluster=needs_cluster,
-                                              rbac=rbac, templates=dict(templates or {})))
+        setattr(
+            func,
+            ACTION_ATTR,
+            ActionSpec(
+                name=name,
+                params=params,
+                mutates=mutates,
+                dry_run=dry_run,
+                func=func,
+                describe=describe,
+                inverse=inverse,
+                needs_cluster=needs_cluster,
+                rbac=rbac,
+                templates=dict(templates or {}),
+            ),
+        )
         return func
 
     return mark
@@ -155,8 +176,12 @@ class ActionRegistry:
 
     @classmethod
     def collect(cls, *modules: ModuleType) -> ActionRegistry:
-        specs = [getattr(obj, ACTION_ATTR) for module in modules for obj in vars(module).values()
-                 if callable(obj) and hasattr(obj, ACTION_ATTR)]
+        specs = [
+            getattr(obj, ACTION_ATTR)
+            for module in modules
+            for obj in vars(module).values()
+            if callable(obj) and hasattr(obj, ACTION_ATTR)
+        ]
         return cls(specs)
 
     def get(self, name: str) -> ActionSpec | None:

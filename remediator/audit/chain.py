@@ -36,28 +36,46 @@ RUN_KIND = "run"  # EventKind.RUN: a snapshot of a run row after a write
 PRUNED = "audit_pruned"  # note: rows before a checkpoint were deleted by retention
 CHAINED = "audit_chained"  # note: rows written before schema 4 were chained at migration
 FLAG_PREFIX = "flag "  # note names of flag changes (AuditLog.set_flag)
-HINT = ("a row of the events table was edited, deleted or inserted outside the remediator "
-        "(or the file is damaged); restore the database from a copy you trust and compare")
+HINT = (
+    "a row of the events table was edited, deleted or inserted outside the remediator "
+    "(or the file is damaged); restore the database from a copy you trust and compare"
+)
 
 
 def canonical(value: Any) -> bytes:
     """The one byte form that is hashed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
-def event_hash(prev_hash: str, *, event_id: int, run_id: str | None, ts_ms: int, kind: str,
-               name: str, verdict: str | None, detail: Any) -> str:
-    fields = {"id": event_id, "run_id": run_id, "ts_ms": ts_ms, "kind": kind, "name": name,
-              "verdict": verdict, "detail": detail}
+def event_hash(
+    prev_hash: str,
+    *,
+    event_id: int,
+    run_id: str | None,
+    ts_ms: int,
+    kind: str,
+    name: str,
+    verdict: str | None,
+    detail: Any,
+) -> str:
+    fields = {
+        "id": event_id,
+        "run_id": run_id,
+        "ts_ms": ts_ms,
+        "kind": kind,
+        "name": name,
+        "verdict": verdict,
+        "detail": detail,
+    }
     return hashlib.sha256(prev_hash.encode("ascii") + canonical(fields)).hexdigest()
 
 
 def row_digest(row: Mapping[str, Any]) -> str:
     """Digest of a run row. NULL columns are left out, so a later migration that adds a
     nullable column does not change the digest of the rows already written."""
-    return hashlib.sha256(canonical({k: v for k, v in row.items()
-                                     if v is not None})).hexdigest()
+    return hashlib.sha256(canonical({k: v for k, v in row.items() if v is not None})).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +124,22 @@ class ChainReport:
         if self.broken is not None:
             b = self.broken
             where = f"event {b.event_id}" if b.event_id is not None else "chain"
-            return (f"chain BROKEN at {where}: {b.what}\n  expected: {b.expected}\n"
-                    f"  found:    {b.found}\n  hint: {b.hint}")
+            return (
+                f"chain BROKEN at {where}: {b.what}\n  expected: {b.expected}\n"
+                f"  found:    {b.found}\n  hint: {b.hint}"
+            )
         text = f"{self.events} events verified, chain intact (head {self.head_hash})"
         if self.base.through_id:
-            text += (f"; events up to id {self.base.through_id} were deleted by retention "
-                     f"(checkpoint hash {self.base.hash}, pruned at {self.base.pruned_ms} ms)")
+            text += (
+                f"; events up to id {self.base.through_id} were deleted by retention "
+                f"(checkpoint hash {self.base.hash}, pruned at {self.base.pruned_ms} ms)"
+            )
         if self.migrated_through is not None:
-            text += (f"; events up to id {self.migrated_through} were written before the "
-                     "chain existed and were chained when the database was migrated, not "
-                     "when written")
+            text += (
+                f"; events up to id {self.migrated_through} were written before the "
+                "chain existed and were chained when the database was migrated, not "
+                "when written"
+            )
         return text
 
 
@@ -150,44 +174,74 @@ class Walk:
 
     def _link(self, row: ChainRow) -> Break | None:
         if row.id < 1:
-            return Break(row.id, "an event before the start of the chain",
-                         "the first event has id 1", f"event {row.id} ({row.kind} {row.name!r})",
-                         "a row was inserted before the first event")
+            return Break(
+                row.id,
+                "an event before the start of the chain",
+                "the first event has id 1",
+                f"event {row.id} ({row.kind} {row.name!r})",
+                "a row was inserted before the first event",
+            )
         if row.id <= self.base.through_id:
-            return Break(row.id, "an event at or before the prune checkpoint",
-                         f"no events with id <= {self.base.through_id}",
-                         f"event {row.id} ({row.kind} {row.name!r})",
-                         "a row was inserted after retention deleted that range")
+            return Break(
+                row.id,
+                "an event at or before the prune checkpoint",
+                f"no events with id <= {self.base.through_id}",
+                f"event {row.id} ({row.kind} {row.name!r})",
+                "a row was inserted after retention deleted that range",
+            )
         if row.prev_hash is None or row.hash is None:
-            return Break(row.id, "an event without prev_hash/hash",
-                         "every event written by the remediator is chained",
-                         f"prev_hash={row.prev_hash!r}, hash={row.hash!r}",
-                         "the row was inserted directly into the database")
+            return Break(
+                row.id,
+                "an event without prev_hash/hash",
+                "every event written by the remediator is chained",
+                f"prev_hash={row.prev_hash!r}, hash={row.hash!r}",
+                "the row was inserted directly into the database",
+            )
         if row.prev_hash != self.prev_hash:
-            before = "the prune checkpoint" if self.prev_id == self.base.through_id \
-                and self.base.through_id else (f"event {self.prev_id}" if self.prev_id
-                                               else "the start of the chain")
+            before = (
+                "the prune checkpoint"
+                if self.prev_id == self.base.through_id and self.base.through_id
+                else (f"event {self.prev_id}" if self.prev_id else "the start of the chain")
+            )
             if row.id != self.prev_id + 1:
-                hint = (f"ids {self.prev_id + 1}..{row.id - 1} are missing: rows were "
-                        "deleted (retention never deletes without a checkpoint)")
+                hint = (
+                    f"ids {self.prev_id + 1}..{row.id - 1} are missing: rows were "
+                    "deleted (retention never deletes without a checkpoint)"
+                )
             else:
-                hint = (f"a row was inserted or replaced before event {row.id}, or "
-                        f"{before} was edited")
-            return Break(row.id, f"prev_hash does not match {before}",
-                         f"prev_hash {self.prev_hash}", f"prev_hash {row.prev_hash}", hint)
+                hint = (
+                    f"a row was inserted or replaced before event {row.id}, or {before} was edited"
+                )
+            return Break(
+                row.id,
+                f"prev_hash does not match {before}",
+                f"prev_hash {self.prev_hash}",
+                f"prev_hash {row.prev_hash}",
+                hint,
+            )
         try:
             detail = json.loads(row.detail)
         except ValueError:
             detail = row.detail
-        want = event_hash(row.prev_hash, event_id=row.id, run_id=row.run_id, ts_ms=row.ts_ms,
-                          kind=row.kind, name=row.name, verdict=row.verdict, detail=detail)
+        want = event_hash(
+            row.prev_hash,
+            event_id=row.id,
+            run_id=row.run_id,
+            ts_ms=row.ts_ms,
+            kind=row.kind,
+            name=row.name,
+            verdict=row.verdict,
+            detail=detail,
+        )
         if want != row.hash:
-            return Break(row.id, f"its fields do not hash to its stored hash ({row.kind} "
-                         f"{row.name!r}, verdict {row.verdict!r})",
-                         f"hash {want} (recomputed from the row's fields)",
-                         f"hash {row.hash}",
-                         "the row was edited after it was written (a verdict, detail, "
-                         "time or run changed)")
+            return Break(
+                row.id,
+                f"its fields do not hash to its stored hash ({row.kind} "
+                f"{row.name!r}, verdict {row.verdict!r})",
+                f"hash {want} (recomputed from the row's fields)",
+                f"hash {row.hash}",
+                "the row was edited after it was written (a verdict, detail, time or run changed)",
+            )
         return None
 
     def _remember(self, row: ChainRow) -> None:
@@ -198,12 +252,15 @@ class Walk:
         if not isinstance(detail, dict):
             return
         if row.kind == RUN_KIND and row.run_id is not None:
-            self.runs[row.run_id] = (row.id, str(detail.get("row_sha256")),
-                                     str(detail.get("state")))
+            self.runs[row.run_id] = (
+                row.id,
+                str(detail.get("row_sha256")),
+                str(detail.get("state")),
+            )
         elif row.kind == "note" and row.run_id is None:
             if row.name.startswith(FLAG_PREFIX):
                 value = detail.get("value")
-                name = row.name[len(FLAG_PREFIX):]
+                name = row.name[len(FLAG_PREFIX) :]
                 if value is None:
                     self.flags.pop(name, None)
                 else:
@@ -214,53 +271,76 @@ class Walk:
                 if row.name == CHAINED:
                     self.migrated_through = int(detail.get("chained_through_id", 0))
                 else:
-                    self.checkpoint = (row.id, int(detail.get("through_id", 0)),
-                                       str(detail.get("head_hash")))
+                    self.checkpoint = (
+                        row.id,
+                        int(detail.get("through_id", 0)),
+                        str(detail.get("head_hash")),
+                    )
 
-    def finish(self, *, runs: Mapping[str, tuple[str, str]],
-               flags: Mapping[str, str]) -> ChainReport:
+    def finish(
+        self, *, runs: Mapping[str, tuple[str, str]], flags: Mapping[str, str]
+    ) -> ChainReport:
         """``runs``: every run row, id -> (row digest, state); ``flags``: the flags table."""
         if self.broken is None:
             self.broken = self._tables(runs, flags)
-        return ChainReport(events=self.events,
-                           head_id=self.prev_id if self.events else None,
-                           head_hash=self.prev_hash, base=self.base,
-                           migrated_through=self.migrated_through, broken=self.broken)
+        return ChainReport(
+            events=self.events,
+            head_id=self.prev_id if self.events else None,
+            head_hash=self.prev_hash,
+            base=self.base,
+            migrated_through=self.migrated_through,
+            broken=self.broken,
+        )
 
-    def _tables(self, runs: Mapping[str, tuple[str, str]],
-                flags: Mapping[str, str]) -> Break | None:
+    def _tables(
+        self, runs: Mapping[str, tuple[str, str]], flags: Mapping[str, str]
+    ) -> Break | None:
         base = self.base
         recorded = self.checkpoint[1:] if self.checkpoint else (0, GENESIS)
         if (base.through_id, base.hash) != recorded and (base.through_id or self.checkpoint):
-            return Break(self.checkpoint[0] if self.checkpoint else None,
-                         "the prune checkpoint differs from the last chained audit_pruned note",
-                         f"through id {recorded[0]}, hash {recorded[1]}",
-                         f"through id {base.through_id}, hash {base.hash}",
-                         "the chain_base table was edited, or events were deleted and a "
-                         "checkpoint forged to hide it")
+            return Break(
+                self.checkpoint[0] if self.checkpoint else None,
+                "the prune checkpoint differs from the last chained audit_pruned note",
+                f"through id {recorded[0]}, hash {recorded[1]}",
+                f"through id {base.through_id}, hash {base.hash}",
+                "the chain_base table was edited, or events were deleted and a "
+                "checkpoint forged to hide it",
+            )
         for run_id in sorted(set(runs) | set(self.runs)):
             if run_id not in runs:
                 event_id = self.runs[run_id][0]
-                return Break(event_id, f"run {run_id} has chained records but no row",
-                             f"a row for run {run_id} (state {self.runs[run_id][2]})",
-                             "no row", "the run row was deleted outside the remediator")
+                return Break(
+                    event_id,
+                    f"run {run_id} has chained records but no row",
+                    f"a row for run {run_id} (state {self.runs[run_id][2]})",
+                    "no row",
+                    "the run row was deleted outside the remediator",
+                )
             digest, state = runs[run_id]
             if run_id not in self.runs:
-                return Break(None, f"run {run_id} has a row but no chained record",
-                             "a `run` event for every run row",
-                             f"run {run_id} (state {state}) with none",
-                             "the run row was inserted directly into the database")
+                return Break(
+                    None,
+                    f"run {run_id} has a row but no chained record",
+                    "a `run` event for every run row",
+                    f"run {run_id} (state {state}) with none",
+                    "the run row was inserted directly into the database",
+                )
             event_id, want, recorded_state = self.runs[run_id]
             if digest != want:
-                return Break(event_id, f"run {run_id}'s row differs from its last chained "
-                             "record", f"row digest {want} (state {recorded_state})",
-                             f"row digest {digest} (state {state})",
-                             "the run row (state, outcome, plan, ...) was edited outside "
-                             "the remediator")
+                return Break(
+                    event_id,
+                    f"run {run_id}'s row differs from its last chained record",
+                    f"row digest {want} (state {recorded_state})",
+                    f"row digest {digest} (state {state})",
+                    "the run row (state, outcome, plan, ...) was edited outside the remediator",
+                )
         if dict(flags) != self.flags:
-            return Break(self.flags_from, "the flags table differs from the chained flag "
-                         "changes", json.dumps(self.flags, sort_keys=True),
-                         json.dumps(dict(flags), sort_keys=True),
-                         "a flag (the kill switch `paused`, a `breaker:`) was set or cleared "
-                         "outside the remediator")
+            return Break(
+                self.flags_from,
+                "the flags table differs from the chained flag changes",
+                json.dumps(self.flags, sort_keys=True),
+                json.dumps(dict(flags), sort_keys=True),
+                "a flag (the kill switch `paused`, a `breaker:`) was set or cleared "
+                "outside the remediator",
+            )
         return None

@@ -63,8 +63,9 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.iterdir()
-                          if p.suffix in (".yaml", ".yml") and p.is_file())
+            out += sorted(
+                p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+            )
         else:
             out.append(path)
     return out
@@ -85,8 +86,9 @@ def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
     return data
 
 
-def strings_in(value: Any, loc: tuple[str | int, ...] = ()
-             ) -> Iterator[tuple[tuple[str | int, ...], str]]:
+def strings_in(
+    value: Any, loc: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Every string in nested dicts and lists, with its location."""
     if isinstance(value, str):
         yield loc, value
@@ -121,8 +123,13 @@ def check_step(step: Step, registry: ActionRegistry) -> list[tuple[tuple[str | i
     return out
 
 
-def _check(playbook: Playbook, data: Any, lines: dict[yamlsrc.Loc, int], source: str,
-           registry: ActionRegistry) -> list[str]:
+def _check(
+    playbook: Playbook,
+    data: Any,
+    lines: dict[yamlsrc.Loc, int],
+    source: str,
+    registry: ActionRegistry,
+) -> list[str]:
     problems = []
 
     def add(loc: tuple[str | int, ...], message: str) -> None:
@@ -149,8 +156,9 @@ def _check(playbook: Playbook, data: Any, lines: dict[yamlsrc.Loc, int], source:
     return problems
 
 
-def _raw_step_problems(data: Any, lines: dict[yamlsrc.Loc, int], source: str,
-                       registry: ActionRegistry) -> list[str]:
+def _raw_step_problems(
+    data: Any, lines: dict[yamlsrc.Loc, int], source: str, registry: ActionRegistry
+) -> list[str]:
     """The action problems of the steps of a playbook whose schema failed elsewhere."""
     spec = data.get("spec") if isinstance(data, dict) else None
     out = []
@@ -161,8 +169,10 @@ def _raw_step_problems(data: Any, lines: dict[yamlsrc.Loc, int], source: str,
                 step = Step.model_validate(item)
             except pydantic.ValidationError:
                 continue  # reported with the playbook's own problems
-            out += [yamlsrc.problem(source, data, ("spec", key, i, *loc), lines, message)
-                    for loc, message in check_step(step, registry)]
+            out += [
+                yamlsrc.problem(source, data, ("spec", key, i, *loc), lines, message)
+                for loc, message in check_step(step, registry)
+            ]
     return out
 
 
@@ -190,17 +200,30 @@ def load_catalog(paths: Iterable[Path], registry: ActionRegistry) -> Catalog:
         except yamlsrc.YamlSourceError as exc:
             # the steps that are valid steps get their action checks too: every problem
             # of the file in one pass, not the next batch after the first is fixed
-            problems += exc.problems + [p for p in _raw_step_problems(
-                data, lines, source, registry) if p not in exc.problems]
+            problems += exc.problems + [
+                p
+                for p in _raw_step_problems(data, lines, source, registry)
+                if p not in exc.problems
+            ]
             continue
         own = _check(playbook, data, lines, source, registry)
         name = playbook.name
         if path.stem != name:
-            own.append(yamlsrc.problem(source, data, ("metadata", "name"), lines,
-                                       f"the file must be named {name}.yaml"))
+            own.append(
+                yamlsrc.problem(
+                    source, data, ("metadata", "name"), lines, f"the file must be named {name}.yaml"
+                )
+            )
         if name in seen:
-            own.append(yamlsrc.problem(source, data, ("metadata", "name"), lines,
-                                       f"{name!r} is already defined in {seen[name]}"))
+            own.append(
+                yamlsrc.problem(
+                    source,
+                    data,
+                    ("metadata", "name"),
+                    lines,
+                    f"{name!r} is already defined in {seen[name]}",
+                )
+            )
         if own:
             problems += own
             continue

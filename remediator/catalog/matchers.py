@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$', re.S)
+_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +45,21 @@ class Matcher:
 
     def to_silence(self) -> dict[str, object]:
         """The matcher as Alertmanager's v2 silence API takes it."""
-        return {"name": self.name, "value": self.value, "isRegex": self.op in ("=~", "!~"),
-                "isEqual": self.op in ("=", "=~")}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "isRegex": self.op in ("=~", "!~"),
+            "isEqual": self.op in ("=", "=~"),
+        }
 
 
 def parse_matcher(text: str) -> Matcher:
     """``name op value``; ValueError saying what is wrong."""
     m = _MATCHER.match(text)
     if m is None:
-        raise ValueError(f"matcher {text!r}: expected name=value, name!=value, name=~regex "
-                         "or name!~regex")
+        raise ValueError(
+            f"matcher {text!r}: expected name=value, name!=value, name=~regex or name!~regex"
+        )
     name, op, raw = m.groups()
     value = raw
     if raw.startswith('"'):

@@ -20,8 +20,19 @@ NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 STEP_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PERSON_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"  # approvers: users and groups
-GUARD_NAMES = ("kill_switch", "namespace", "freeze", "silence", "cooldown", "rate",
-               "rate:global", "concurrency", "blast_radius", "precondition", "circuit_breaker")
+GUARD_NAMES = (
+    "kill_switch",
+    "namespace",
+    "freeze",
+    "silence",
+    "cooldown",
+    "rate",
+    "rate:global",
+    "concurrency",
+    "blast_radius",
+    "precondition",
+    "circuit_breaker",
+)
 
 
 class _Model(BaseModel):
@@ -45,7 +56,9 @@ class Match(_Model):
     """Which alerts start this playbook: every matcher must hold on the alert's labels."""
 
     labels: dict[str, str] = Field(default_factory=dict, description="label: exact value")
-    matchers: tuple[str, ...] = Field((), description='Alertmanager-style: severity=~"warning|critical"')
+    matchers: tuple[str, ...] = Field(
+        (), description='Alertmanager-style: severity=~"warning|critical"'
+    )
     status: Literal["firing", "resolved", "any"] = "firing"
 
     @field_validator("labels")
@@ -66,8 +79,10 @@ class Match(_Model):
     @model_validator(mode="after")
     def _something(self) -> Match:
         if not self.labels and not self.matchers:
-            raise ValueError("match needs at least one label or matcher; a playbook that "
-                             "matches every alert is refused")
+            raise ValueError(
+                "match needs at least one label or matcher; a playbook that "
+                "matches every alert is refused"
+            )
         return self
 
     def compiled(self) -> tuple[Matcher, ...]:
@@ -86,14 +101,20 @@ class RateLimit(_Model):
 
 
 class BlastRadius(_Model):
-    max_targets: int | None = Field(None, ge=1, description="targets acted on at once by this playbook")
-    max_percent: float | None = Field(None, gt=0, le=100, description="of a workload's replicas or the cluster's nodes")
+    max_targets: int | None = Field(
+        None, ge=1, description="targets acted on at once by this playbook"
+    )
+    max_percent: float | None = Field(
+        None, gt=0, le=100, description="of a workload's replicas or the cluster's nodes"
+    )
 
 
 class Precondition(_Model):
     """A PromQL query that must return at least one sample (e.g. `ready / desired >= 0.8`)."""
 
-    query: str = Field(min_length=1, description="template over the alert, e.g. {{ labels.namespace }}")
+    query: str = Field(
+        min_length=1, description="template over the alert, e.g. {{ labels.namespace }}"
+    )
     description: str = ""
 
 
@@ -112,7 +133,11 @@ class FreezeWindow(_Model):
 
 
 class CircuitBreaker(_Model):
-    failures: int = Field(3, ge=1, description="failed verifications or failed steps (within window_s) that trip the playbook to shadow")
+    failures: int = Field(
+        3,
+        ge=1,
+        description="failed verifications or failed steps (within window_s) that trip the playbook to shadow",
+    )
     window_s: Seconds = Field(86400.0, gt=0)
 
 
@@ -120,8 +145,12 @@ class ErrorBudget(_Model):
     """Act automatically only while an SLO's remaining error budget is above a floor;
     below it (or when it cannot be read) the run waits for an approval instead."""
 
-    slo: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="the SLO's sloth_id, e.g. demo-shop-availability")
-    min_remaining: float = Field(0.25, ge=0.0, le=1.0, description="share of the 30-day budget that must remain")
+    slo: str = Field(
+        pattern=r"^[A-Za-z0-9_.:-]+$", description="the SLO's sloth_id, e.g. demo-shop-availability"
+    )
+    min_remaining: float = Field(
+        0.25, ge=0.0, le=1.0, description="share of the 30-day budget that must remain"
+    )
 
 
 class Guards(_Model):
@@ -132,7 +161,9 @@ class Guards(_Model):
     max_concurrent: int = Field(1, ge=1, le=100)
     blast_radius: BlastRadius = BlastRadius()
     preconditions: tuple[Precondition, ...] = ()
-    respect_silences: bool = Field(True, description="refuse while an Alertmanager silence matches the alert")
+    respect_silences: bool = Field(
+        True, description="refuse while an Alertmanager silence matches the alert"
+    )
     freeze: tuple[FreezeWindow, ...] = ()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     approval_ttl_s: Seconds = Field(1800.0, gt=0, description="an approval expires after this")
@@ -141,8 +172,14 @@ class Guards(_Model):
 
 class Step(_Model):
     name: str = Field(pattern=STEP_NAME)
-    action: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", description="e.g. alertmanager.silence or notify")
-    params: dict[str, Any] = Field(default_factory=dict, description="validated by the action's model; strings may be templates")
+    action: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$",
+        description="e.g. alertmanager.silence or notify",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="validated by the action's model; strings may be templates",
+    )
     retries: int = Field(2, ge=0, le=10, description="retries of temporary faults")
     timeout_s: Seconds = Field(30.0, gt=0, le=3600)
 
@@ -160,15 +197,19 @@ class Escalate(_Model):
     enabled: bool = True
     severity: str = "critical"
     labels: dict[str, str] = Field(default_factory=dict)
-    on_refused: tuple[str, ...] = Field((), description="guards whose refusal escalates too, e.g. [cooldown]: act once, then escalate")
+    on_refused: tuple[str, ...] = Field(
+        (),
+        description="guards whose refusal escalates too, e.g. [cooldown]: act once, then escalate",
+    )
 
     @field_validator("on_refused")
     @classmethod
     def _guard_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             if name not in GUARD_NAMES and not name.startswith("label:"):
-                raise ValueError(f"{name!r} is not a guard; known: {', '.join(GUARD_NAMES)}, "
-                                 "label:<name>")
+                raise ValueError(
+                    f"{name!r} is not a guard; known: {', '.join(GUARD_NAMES)}, label:<name>"
+                )
         return value
 
 
@@ -176,7 +217,9 @@ class Approvers(_Model):
     """Who may approve or reject this playbook's runs: a listed user, or a member of a
     listed group (groups: ``auth.groups`` in the remediator config, or the users file)."""
 
-    users: tuple[str, ...] = Field((), description="user names of auth.users_file or the trusted proxy header")
+    users: tuple[str, ...] = Field(
+        (), description="user names of auth.users_file or the trusted proxy header"
+    )
     groups: tuple[str, ...] = Field((), description="group names")
 
     @field_validator("users", "groups")
@@ -184,15 +227,19 @@ class Approvers(_Model):
     def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             if not re.fullmatch(PERSON_NAME, name):
-                raise ValueError(f"{name!r} is not a user or group name (letters, digits, "
-                                 ". _ @ + -, at most 128)")
+                raise ValueError(
+                    f"{name!r} is not a user or group name (letters, digits, "
+                    ". _ @ + -, at most 128)"
+                )
         return value
 
     @model_validator(mode="after")
     def _someone(self) -> Approvers:
         if not self.users and not self.groups:
-            raise ValueError("approvers needs at least one user or group; leave it out to "
-                             "let anyone with an approver credential decide")
+            raise ValueError(
+                "approvers needs at least one user or group; leave it out to "
+                "let anyone with an approver credential decide"
+            )
         return self
 
 
@@ -204,9 +251,14 @@ class Spec(_Model):
     # that failed, adding a false "at least 1 item" error to every invalid step
     steps: tuple[Step, ...] = Field(json_schema_extra={"minItems": 1})
     verify: tuple[Verify, ...] = ()
-    undo: Literal["auto", "none"] | tuple[Step, ...] = Field("auto", description="auto: the inverse of each executed step, newest first")
+    undo: Literal["auto", "none"] | tuple[Step, ...] = Field(
+        "auto", description="auto: the inverse of each executed step, newest first"
+    )
     escalate: Escalate = Escalate()
-    approvers: Approvers | None = Field(None, description="who may approve or reject its runs; none: anyone with an approver credential (docs/approvals.md)")
+    approvers: Approvers | None = Field(
+        None,
+        description="who may approve or reject its runs; none: anyone with an approver credential (docs/approvals.md)",
+    )
 
     @field_validator("steps")
     @classmethod

@@ -48,19 +48,28 @@ def escape(value: str, quote: str, *, kind: Kind = Kind.QUERY) -> str:
     if _has_surrogates(value):
         raise TemplateError(f"{_short(value)} is not valid Unicode text")
     if kind is Kind.VIGIL_QUERY and SELECTOR_VAR in value:
-        raise TemplateError(f"{_short(value)} contains {SELECTOR_VAR}, which the detector "
-                            "would replace")
+        raise TemplateError(
+            f"{_short(value)} contains {SELECTOR_VAR}, which the detector would replace"
+        )
     if quote == "`":  # a raw string has no escapes (and Go drops its CRs); promql-parser,
         # unlike Prometheus, reads backslash escapes in it, so the two would disagree
         if "`" in value or "\r" in value or "\\" in value:
-            raise TemplateError(f"{_short(value)} cannot be written in a backtick string "
-                                "(it holds a backtick, a backslash or a carriage return); "
-                                "use \"...\"")
+            raise TemplateError(
+                f"{_short(value)} cannot be written in a backtick string "
+                "(it holds a backtick, a backslash or a carriage return); "
+                'use "..."'
+            )
         return value
     if "\ufffd" in value and kind is Kind.SELECTOR:
         raise TemplateError(f"{_short(value)} holds U+FFFD, which a selector cannot carry")
-    table = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", quote: "\\" + quote,
-             "\ufffd": "\\ufffd"}  # Prometheus' lexer reads a raw U+FFFD as bad UTF-8
+    table = {
+        "\\": "\\\\",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+        quote: "\\" + quote,
+        "\ufffd": "\\ufffd",
+    }  # Prometheus' lexer reads a raw U+FFFD as bad UTF-8
     return "".join(table.get(c, c) for c in value)
 
 
@@ -107,9 +116,11 @@ def _lex(literals: Sequence[str], kind: Kind) -> tuple[list[_Slot], list[str]]:
             break
         if state in ("", "#"):
             where = "a comment" if state == "#" else "a string literal"
-            raise ValueError(f"template #{i + 1} stands {'in' if state else 'outside'} "
-                             f"{where}; a template may only stand inside a quoted label "
-                             'value, e.g. pod="{{ labels.pod }}"')
+            raise ValueError(
+                f"template #{i + 1} stands {'in' if state else 'outside'} "
+                f"{where}; a template may only stand inside a quoted label "
+                'value, e.g. pod="{{ labels.pod }}"'
+            )
         if escaped:
             raise ValueError(f"template #{i + 1} follows a backslash inside a string literal")
         slots.append(_Slot(state))
@@ -148,11 +159,15 @@ def _parse(text: str, kind: Kind) -> Any:
         inner = text.strip()
         text = inner if inner.startswith("{") and inner.endswith("}") else "{" + inner + "}"
     expr = promql_parser.parse(text)
-    if kind is Kind.SELECTOR and not (isinstance(expr, promql_parser.VectorSelector)
-                                      and expr.name is None and expr.offset is None
-                                      and expr.at is None):
-        raise ValueError("a selector is a list of label matchers, e.g. "
-                         'namespace="shop", job="checkout"')
+    if kind is Kind.SELECTOR and not (
+        isinstance(expr, promql_parser.VectorSelector)
+        and expr.name is None
+        and expr.offset is None
+        and expr.at is None
+    ):
+        raise ValueError(
+            'a selector is a list of label matchers, e.g. namespace="shop", job="checkout"'
+        )
     return expr
 
 
@@ -164,9 +179,12 @@ def shape(expr: Any, fill: Callable[[str], str] = lambda s: s) -> tuple[Any, ...
     p = promql_parser
 
     def matchers(ms: Any) -> tuple[Any, ...]:
-        return (tuple((m.name, str(m.op), fill(m.value)) for m in ms.matchers),
-                tuple(tuple((m.name, str(m.op), fill(m.value)) for m in group)
-                      for group in ms.or_matchers))
+        return (
+            tuple((m.name, str(m.op), fill(m.value)) for m in ms.matchers),
+            tuple(
+                tuple((m.name, str(m.op), fill(m.value)) for m in group) for group in ms.or_matchers
+            ),
+        )
 
     def walk(e: Any) -> tuple[Any, ...]:
         if isinstance(e, p.VectorSelector):
@@ -185,8 +203,7 @@ def shape(expr: Any, fill: Callable[[str], str] = lambda s: s) -> tuple[Any, ...
         if isinstance(e, p.ParenExpr):
             return ("paren", walk(e.expr))
         if isinstance(e, p.SubqueryExpr):
-            return ("subquery", walk(e.expr), str(e.offset), _at(e.at), str(e.range),
-                    str(e.step))
+            return ("subquery", walk(e.expr), str(e.offset), _at(e.at), str(e.range), str(e.step))
         if isinstance(e, p.NumberLiteral):
             return ("number", repr(e.val))
         if isinstance(e, p.StringLiteral):
@@ -216,8 +233,10 @@ def _regex_slots(expr: Any) -> tuple[set[int], set[int]]:
         if isinstance(e, promql_parser.VectorSelector):
             groups = [e.matchers.matchers, *e.matchers.or_matchers]
             for m in (m for g in groups for m in g):
-                if str(m.op) in ("=~", "!~") or m.op in (promql_parser.MatchOp.Re,
-                                                         promql_parser.MatchOp.NotRe):
+                if str(m.op) in ("=~", "!~") or m.op in (
+                    promql_parser.MatchOp.Re,
+                    promql_parser.MatchOp.NotRe,
+                ):
                     found.update(slots(m.value))
         elif isinstance(e, promql_parser.Call) and e.func.name == "label_replace":
             args = list(e.args)  # (vector, dst, replacement, src, regex)
@@ -255,31 +274,51 @@ class QueryTemplate:
             what = "selector" if kind is Kind.SELECTOR else "PromQL"
             raise ValueError(f"not valid {what}: {exc}") from exc
         regex, replacement = _regex_slots(tree)
-        selectors = placeholders.join(literals, placeholders.placeholders(len(slots))
-                                      ).count(SELECTOR_VAR)
-        return cls(tuple(literals), kind, tuple(slots), tuple(parsed), frozenset(regex),
-                   frozenset(replacement), tree, selectors)
+        selectors = placeholders.join(literals, placeholders.placeholders(len(slots))).count(
+            SELECTOR_VAR
+        )
+        return cls(
+            tuple(literals),
+            kind,
+            tuple(slots),
+            tuple(parsed),
+            frozenset(regex),
+            frozenset(replacement),
+            tree,
+            selectors,
+        )
 
     def render(self, values: Sequence[str]) -> str:
         """The query with ``values`` escaped in; TemplateError if any value would change
         the query's structure or could not be written in its literal."""
-        wanted = [quote_meta(v) if i in self.regex else v.replace("$", "$$")
-                  if i in self.replacement else v for i, v in enumerate(values)]
-        escaped = [escape(v, slot.quote, kind=self.kind)
-                   for v, slot in zip(wanted, self.slots, strict=True)]
+        wanted = [
+            quote_meta(v)
+            if i in self.regex
+            else v.replace("$", "$$")
+            if i in self.replacement
+            else v
+            for i, v in enumerate(values)
+        ]
+        escaped = [
+            escape(v, slot.quote, kind=self.kind)
+            for v, slot in zip(wanted, self.slots, strict=True)
+        ]
         try:
             got = shape(_parse(placeholders.join(self.parsed_literals, escaped), self.kind))
         except ValueError as exc:
-            raise TemplateError(f"the rendered query is not valid PromQL ({exc}); "
-                                "refused") from exc
+            raise TemplateError(f"the rendered query is not valid PromQL ({exc}); refused") from exc
         if got != shape(self.tree, lambda text: placeholders.fill(text, wanted)):
-            raise TemplateError("a label value would change the query's structure (it does "
-                                "not stay inside its string literal); refused")
+            raise TemplateError(
+                "a label value would change the query's structure (it does "
+                "not stay inside its string literal); refused"
+            )
         text = placeholders.join(self.literals, escaped)
         if self.kind is Kind.VIGIL_QUERY and text.count(SELECTOR_VAR) != self.selectors:
             # e.g. "$sel" + "ector" from two labels
-            raise TemplateError(f"label values would write {SELECTOR_VAR}, which the "
-                                "detector would replace; refused")
+            raise TemplateError(
+                f"label values would write {SELECTOR_VAR}, which the "
+                "detector would replace; refused"
+            )
         return text
 
 

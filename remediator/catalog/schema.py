@@ -26,9 +26,11 @@ SCHEMA_ID = "https://vigil.dev/schemas/playbook/v1.json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TEMPLATE = "Template"
 TEMPLATE_SCHEMA: dict[str, Any] = {
-    "type": "string", "pattern": r"\{\{.*\}\}",
+    "type": "string",
+    "pattern": r"\{\{.*\}\}",
     "description": "a template over the alert ({{ labels.namespace }}, {{ run.id }}), "
-                   "rendered and type-checked when a run is planned"}
+    "rendered and type-checked when a run is planned",
+}
 
 
 def _params_def(action: str) -> str:
@@ -63,8 +65,9 @@ def _allow_template(schema: dict[str, Any]) -> dict[str, Any]:
         if any(_plain_string(b) for b in schema["anyOf"]):
             return schema
         return {**schema, "anyOf": [*schema["anyOf"], template]}
-    keep: dict[str, Any] = {k: schema[k] for k in ("default", "description", "title")
-                            if k in schema}
+    keep: dict[str, Any] = {
+        k: schema[k] for k in ("default", "description", "title") if k in schema
+    }
     rest = {k: v for k, v in schema.items() if k not in keep}
     return {**keep, "anyOf": [rest, template]}
 
@@ -78,8 +81,11 @@ def _describe(name: str, spec: ActionSpec) -> str:
     """What an editor shows for an action: its doc, what it changes, its dry run."""
     doc = _summary(spec.func.__doc__) or _summary(spec.params.__doc__)
     effect = "changes things" if spec.mutates else "changes nothing"
-    dry = "a server-side dry run" if spec.dry_run is DryRunStyle.SERVER \
+    dry = (
+        "a server-side dry run"
+        if spec.dry_run is DryRunStyle.SERVER
         else "described, not sent, in a dry run"
+    )
     cluster = "; needs a Kubernetes cluster" if spec.needs_cluster else ""
     undo = f"; undone by {spec.inverse}" if spec.inverse else ""
     return f"{doc + '. ' if doc else ''}{name}: {effect}; {dry}{cluster}{undo}"
@@ -105,19 +111,27 @@ def playbook_schema(registry: ActionRegistry) -> dict[str, Any]:
         assert spec is not None
         ref = refs[(spec.params, "validation")]["$ref"].rsplit("/", 1)[1]
         # one definition per action (two actions may share a params model)
-        defs[_params_def(name)] = {"$ref": f"#/$defs/{ref}",
-                                   "description": f"the params of {name}"}
+        defs[_params_def(name)] = {"$ref": f"#/$defs/{ref}", "description": f"the params of {name}"}
     defs[TEMPLATE] = TEMPLATE_SCHEMA
     step = defs["Step"]
     step["properties"]["action"] = {
         "description": step["properties"]["action"].get("description", "the action"),
-        "oneOf": [{"const": name, "description": _describe(name, spec)}
-                  for name, spec in specs.items() if spec is not None]}
+        "oneOf": [
+            {"const": name, "description": _describe(name, spec)}
+            for name, spec in specs.items()
+            if spec is not None
+        ],
+    }
     step["properties"]["params"] = {
-        "type": "object", "description": step["properties"]["params"].get("description", ""),
-        "default": {}}
+        "type": "object",
+        "description": step["properties"]["params"].get("description", ""),
+        "default": {},
+    }
     step["allOf"] = [
-        {"if": {"properties": {"action": {"const": name}}, "required": ["action"]},
-         "then": {"properties": {"params": {"$ref": f"#/$defs/{_params_def(name)}"}}}}
-        for name in names]
+        {
+            "if": {"properties": {"action": {"const": name}}, "required": ["action"]},
+            "then": {"properties": {"params": {"$ref": f"#/$defs/{_params_def(name)}"}}},
+        }
+        for name in names
+    ]
     return {"$schema": DIALECT, "$id": SCHEMA_ID, **root, "$defs": defs}

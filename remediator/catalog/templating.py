@@ -27,19 +27,23 @@ from remediator.catalog import matchers, placeholders, promql, urls
 from remediator.errors import TemplateError
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_NAME = re.compile(r"^(labels|annotations)\.([A-Za-z_][A-Za-z0-9_]*)$|"
-                   r"^(alert)\.(fingerprint|startsAt|status|generatorURL)$|^(run)\.(id|url)$|"
-                   r"^(target)\.(kind|namespace|name|pod|node)$")
+_NAME = re.compile(
+    r"^(labels|annotations)\.([A-Za-z_][A-Za-z0-9_]*)$|"
+    r"^(alert)\.(fingerprint|startsAt|status|generatorURL)$|^(run)\.(id|url)$|"
+    r"^(target)\.(kind|namespace|name|pod|node)$"
+)
 
 
 def check(text: str) -> None:
     """Refuse a template naming something that can never exist; ValueError with the reason."""
     for expr in _TEMPLATE.findall(text):
         if not _NAME.match(expr):
-            raise ValueError(f"template {{{{ {expr} }}}}: only labels.<name>, "
-                             "annotations.<name>, alert.fingerprint|startsAt|status|"
-                             "generatorURL, run.id|url and target.kind|namespace|name|pod|"
-                             "node can be used")
+            raise ValueError(
+                f"template {{{{ {expr} }}}}: only labels.<name>, "
+                "annotations.<name>, alert.fingerprint|startsAt|status|"
+                "generatorURL, run.id|url and target.kind|namespace|name|pod|"
+                "node can be used"
+            )
     rest = _TEMPLATE.sub("", text)
     if "{{" in rest or "}}" in rest:
         raise ValueError(f"template {text!r}: unbalanced {{{{ }}}}")
@@ -85,15 +89,20 @@ def render_tree(value: Any, scope: Mapping[str, Mapping[str, str]]) -> Any:
     return value
 
 
-def scope_of(alert: Any, *, run_id: str = "", run_url: str = "",
-             target: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+def scope_of(
+    alert: Any, *, run_id: str = "", run_url: str = "", target: Mapping[str, str] | None = None
+) -> dict[str, dict[str, str]]:
     """The names a template may use, for one alert (a ``webhook.Alert``), run and target."""
     return {
         "target": dict(target or {}),
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
-        "alert": {"fingerprint": str(alert.fingerprint), "startsAt": alert.starts_at,
-                  "status": alert.status, "generatorURL": alert.generator_url},
+        "alert": {
+            "fingerprint": str(alert.fingerprint),
+            "startsAt": alert.starts_at,
+            "status": alert.status,
+            "generatorURL": alert.generator_url,
+        },
         "run": {"id": run_id, "url": run_url},
     }
 
@@ -110,8 +119,11 @@ class Context(StrEnum):
     MATCHER = "matcher"  # an Alertmanager matcher, name="value"
 
 
-_KINDS = {Context.PROMQL: promql.Kind.QUERY, Context.VIGIL_QUERY: promql.Kind.VIGIL_QUERY,
-          Context.PROMQL_SELECTOR: promql.Kind.SELECTOR}
+_KINDS = {
+    Context.PROMQL: promql.Kind.QUERY,
+    Context.VIGIL_QUERY: promql.Kind.VIGIL_QUERY,
+    Context.PROMQL_SELECTOR: promql.Kind.SELECTOR,
+}
 Renderer = Callable[[Sequence[str]], str]
 
 
@@ -120,7 +132,7 @@ def split(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     names the templates use."""
     literals, names, pos = [], [], 0
     for match in _TEMPLATE.finditer(text):
-        literals.append(text[pos:match.start()])
+        literals.append(text[pos : match.start()])
         names.append(match.group(1))
         pos = match.end()
     literals.append(text[pos:])
@@ -171,15 +183,18 @@ def render_as(text: str, scope: Mapping[str, Mapping[str, str]], context: Contex
     return _render_in(context, literals, names, [_lookup(name, scope) for name in names])
 
 
-def _render_in(context: Context, literals: tuple[str, ...], names: Sequence[str],
-               values: Sequence[str]) -> str:
+def _render_in(
+    context: Context, literals: tuple[str, ...], names: Sequence[str], values: Sequence[str]
+) -> str:
     """``values`` (those of the templates ``names``) rendered between ``literals`` for
     ``context`` (not TEXT); TemplateError saying why they cannot be."""
     if context in _KINDS or context is Context.MATCHER:
         for name, value in zip(names, values, strict=True):
             if not value:  # `pod=""` selects every series (or alert) without a pod label
-                raise TemplateError(f"{{{{ {name} }}}} is empty: an empty value would "
-                                    "match everything that lacks the label; refused")
+                raise TemplateError(
+                    f"{{{{ {name} }}}} is empty: an empty value would "
+                    "match everything that lacks the label; refused"
+                )
     try:
         renderer = _compile(literals, context)
     except ValueError as exc:
@@ -187,8 +202,12 @@ def _render_in(context: Context, literals: tuple[str, ...], names: Sequence[str]
     return renderer(values)
 
 
-def render_params(value: Any, scope: Mapping[str, Mapping[str, str]],
-                  contexts: Mapping[str, Context], path: str = "") -> Any:
+def render_params(
+    value: Any,
+    scope: Mapping[str, Mapping[str, str]],
+    contexts: Mapping[str, Context],
+    path: str = "",
+) -> Any:
     """``render_tree`` where the string at each declared path (``query``,
     ``queries[].query``: dict keys joined by dots, ``[]`` for any list item) is rendered
     in its context, every other string as text. TemplateError naming the path."""
@@ -203,8 +222,10 @@ def render_params(value: Any, scope: Mapping[str, Mapping[str, str]],
         except TemplateError as exc:
             raise TemplateError(f"params.{path}: {exc}") from exc
     if isinstance(value, dict):
-        return {k: render_params(v, scope, contexts, f"{path}.{k}" if path else str(k))
-                for k, v in value.items()}
+        return {
+            k: render_params(v, scope, contexts, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [render_params(v, scope, contexts, f"{path}[]") for v in value]
     return value
@@ -238,11 +259,13 @@ def _compile_matcher(literals: Sequence[str]) -> Renderer:
             if escaped:
                 raise ValueError(f"template #{i + 1} follows a backslash")
             quoted.append(inside)
-    base = matchers.parse_matcher(placeholders.join(literals,
-                                                    placeholders.placeholders(len(quoted))))
+    base = matchers.parse_matcher(
+        placeholders.join(literals, placeholders.placeholders(len(quoted)))
+    )
     if placeholders.PATTERN.search(base.name):
-        raise ValueError("a template may only stand in the matcher's value, e.g. "
-                         'pod="{{ labels.pod }}"')
+        raise ValueError(
+            'a template may only stand in the matcher\'s value, e.g. pod="{{ labels.pod }}"'
+        )
     regex = base.op in ("=~", "!~")
 
     def render_matcher(values: Sequence[str]) -> str:
@@ -259,11 +282,11 @@ def _compile_matcher(literals: Sequence[str]) -> Renderer:
         try:
             got = matchers.parse_matcher(text)
         except ValueError as exc:
-            raise TemplateError(f"the rendered matcher does not parse ({exc}); "
-                                "refused") from exc
+            raise TemplateError(f"the rendered matcher does not parse ({exc}); refused") from exc
         if (got.name, got.op, got.value) != (base.name, base.op, expected):
-            raise TemplateError("a label value would change the matcher (it does not stay "
-                                "its value); refused")
+            raise TemplateError(
+                "a label value would change the matcher (it does not stay its value); refused"
+            )
         return text
 
     return render_matcher

@@ -21,11 +21,16 @@ from urllib.parse import quote, unquote
 from remediator.catalog import placeholders
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)"
-                  r"(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?$", re.S)
-_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-                   r"|\[[0-9A-Fa-f:.]+\])$")
+_URL = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)"
+    r"(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?$",
+    re.S,
+)
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+    r"|\[[0-9A-Fa-f:.]+\])$"
+)
 # nothing that a client or server could read as a separator, nor any whitespace
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\\"<>^`{|}]")
 _DOTS = (".", "..")
@@ -76,8 +81,9 @@ def parse(url: str) -> HttpUrl:
     """An absolute http(s) URL; UrlError saying what is wrong. Userinfo, backslashes,
     whitespace and control characters are refused rather than interpreted."""
     if _FORBIDDEN.search(url):
-        raise UrlError(f"{url!r}: contains whitespace, a control character or one of "
-                       '\\ " < > ^ ` { | }')
+        raise UrlError(
+            f'{url!r}: contains whitespace, a control character or one of \\ " < > ^ ` {{ | }}'
+        )
     m = _URL.match(url)
     if m is None:
         raise UrlError(f"{url!r}: not an absolute URL (scheme://host/path)")
@@ -90,7 +96,7 @@ def parse(url: str) -> HttpUrl:
     host, port_text = authority, ""
     if authority.startswith("["):
         close = authority.find("]")
-        host, rest = authority[:close + 1], authority[close + 1:]
+        host, rest = authority[: close + 1], authority[close + 1 :]
         if rest and not rest.startswith(":"):
             raise UrlError(f"{url!r}: bad authority {authority!r}")
         port_text = rest[1:]
@@ -100,16 +106,16 @@ def parse(url: str) -> HttpUrl:
         raise UrlError(f"{url!r}: bad host {host!r}")
     if port_text == "" and authority.endswith(":"):
         raise UrlError(f"{url!r}: empty port")
-    if port_text and not (port_text.isascii() and port_text.isdigit()
-                          and 0 < int(port_text) < 65536):
+    if port_text and not (
+        port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536
+    ):
         raise UrlError(f"{url!r}: bad port {port_text!r}")
     port = int(port_text) if port_text else DEFAULT_PORTS[scheme]
     path = m["path"]
     if path and not path.startswith("/"):
         raise UrlError(f"{url!r}: the path must start with /")
     segments = resolve_dots(path.split("/")[1:]) if path else ()
-    return HttpUrl(scheme, host.lower().rstrip("."), port, segments, m["query"],
-                   m["fragment"])
+    return HttpUrl(scheme, host.lower().rstrip("."), port, segments, m["query"], m["fragment"])
 
 
 def _comparable(segments: tuple[str, ...]) -> tuple[str, ...]:
@@ -126,15 +132,16 @@ def is_under(url: HttpUrl, prefix: HttpUrl) -> bool:
     if want and want[-1] == "":
         want = want[:-1]
     got = _comparable(url.segments)
-    return got[:len(want)] == want
+    return got[: len(want)] == want
 
 
 def hides_dots(url: HttpUrl) -> bool:
     """Whether a path segment (dot segments already resolved) holds a dot segment that a
     server may still see: decoded more than once (``%252e%252e``), with ``%2F`` or ``\\``
     read as a separator (``..%2F``), or with a path parameter cut off (``..;x``)."""
-    return any(piece in _DOTS for seg in url.segments
-               for piece in re.split(r"[/\\;]", _decode_all(seg)))
+    return any(
+        piece in _DOTS for seg in url.segments for piece in re.split(r"[/\\;]", _decode_all(seg))
+    )
 
 
 def allowed(url: str, prefixes: Iterable[str]) -> bool:
@@ -202,20 +209,23 @@ def _component(prefix: str, i: int) -> str:
     userinfo, host or port, which a template may never set."""
     m = _SCHEME.match(prefix)
     if m is None:
-        raise UrlError(f"template #{i + 1} stands in the URL's scheme; the scheme, host and "
-                       "port must be written out in the playbook")
-    rest = prefix[m.end():]
+        raise UrlError(
+            f"template #{i + 1} stands in the URL's scheme; the scheme, host and "
+            "port must be written out in the playbook"
+        )
+    rest = prefix[m.end() :]
     cut = re.search(r"[/?#]", rest)
     if cut is None:
-        raise UrlError(f"template #{i + 1} stands in the URL's host, port or userinfo; only "
-                       "path segments, query and fragment may come from a template")
-    after = rest[cut.start():]
+        raise UrlError(
+            f"template #{i + 1} stands in the URL's host, port or userinfo; only "
+            "path segments, query and fragment may come from a template"
+        )
+    after = rest[cut.start() :]
     return "fragment" if "#" in after else "query" if "?" in after else "path"
 
 
 def _pieces(url: HttpUrl) -> tuple[Any, ...]:
-    query = None if url.query is None else tuple(tuple(p.split("=")) for p in
-                                                 url.query.split("&"))
+    query = None if url.query is None else tuple(tuple(p.split("=")) for p in url.query.split("&"))
     return url.segments, query, url.fragment
 
 
@@ -243,23 +253,27 @@ class UrlTemplate:
         """The URL with each value percent-encoded for its component; UrlError for a
         value that cannot be (a dot segment, ``?`` or ``#`` in a path segment) or that
         would move the URL off the template's scheme, host, port or path."""
-        encoded = [encode_path_segment(v) if c == "path" else encode_query(v)
-                   for v, c in zip(values, self.components, strict=True)]
+        encoded = [
+            encode_path_segment(v) if c == "path" else encode_query(v)
+            for v, c in zip(values, self.components, strict=True)
+        ]
         text = placeholders.join(self.literals, encoded)
         got = parse(text)
-        if (got.scheme, got.host, got.port) != (self.base.scheme, self.base.host,
-                                                self.base.port):
-            raise UrlError(f"{text!r} leaves {self.base.scheme}://{self.base.host}:"
-                           f"{self.base.port}")
+        if (got.scheme, got.host, got.port) != (self.base.scheme, self.base.host, self.base.port):
+            raise UrlError(
+                f"{text!r} leaves {self.base.scheme}://{self.base.host}:{self.base.port}"
+            )
 
         def expand(piece: str) -> str:
             parts = placeholders.PATTERN.split(piece)  # literal, slot number, literal, ...
-            return "".join(values[int(p)] if k % 2 else unquote(p)
-                           for k, p in enumerate(parts))
+            return "".join(values[int(p)] if k % 2 else unquote(p) for k, p in enumerate(parts))
 
         want, have = _pieces(self.base), _pieces(got)
-        shape_ok = (len(want[0]) == len(have[0]) and (want[1] is None) == (have[1] is None)
-                    and (want[2] is None) == (have[2] is None))
+        shape_ok = (
+            len(want[0]) == len(have[0])
+            and (want[1] is None) == (have[1] is None)
+            and (want[2] is None) == (have[2] is None)
+        )
         if shape_ok and want[1] is not None and have[1] is not None:
             shape_ok = [len(p) for p in want[1]] == [len(p) for p in have[1]]
         if not shape_ok:
@@ -269,8 +283,11 @@ class UrlTemplate:
                 raise UrlError(f"{text!r}: a template leaves a path segment empty")
         pairs = list(zip(want[0], have[0], strict=True))
         if want[1] is not None and have[1] is not None:
-            pairs += [(a, b) for pa, pb in zip(want[1], have[1], strict=True)
-                      for a, b in zip(pa, pb, strict=True)]
+            pairs += [
+                (a, b)
+                for pa, pb in zip(want[1], have[1], strict=True)
+                for a, b in zip(pa, pb, strict=True)
+            ]
         if want[2] is not None and have[2] is not None:
             pairs.append((want[2], have[2]))
         for tpl, seg in pairs:

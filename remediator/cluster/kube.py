@@ -37,9 +37,11 @@ PatchType = Literal["merge", "json", "strategic"]
 # name goes into a URL path, so a label value such as ``../../etc`` or ``a/b`` (they come
 # from alerts) can never reach another endpoint
 OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-CONTENT_TYPES = {"merge": "application/merge-patch+json",
-                 "json": "application/json-patch+json",
-                 "strategic": "application/strategic-merge-patch+json"}
+CONTENT_TYPES = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,9 @@ class Resource:
     plural: str
     namespaced: bool = True
 
-    def path(self, namespace: str | None, name: str | None = None,
-             subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None, name: str | None = None, subresource: str | None = None
+    ) -> str:
         """The API path; a namespaced kind without a namespace lists every namespace.
         ActionPermanentError, before any request, when a name is not a Kubernetes name."""
         for what, value in (("namespace", namespace), ("name", name)):
@@ -58,9 +61,9 @@ class Resource:
                 shown = value if len(value) <= 80 else value[:80] + "..."
                 raise ActionPermanentError(
                     f"{self.plural}: {what} {shown!r} is not a Kubernetes name (lower-case "
-                    "letters, digits, '-' and '.', at most 253); refused before any request")
-        base = f"/api/{self.version}" if not self.group else \
-            f"/apis/{self.group}/{self.version}"
+                    "letters, digits, '-' and '.', at most 253); refused before any request"
+                )
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
         if self.namespaced and namespace:
             base += f"/namespaces/{namespace}"
         elif self.namespaced and name is not None:
@@ -116,8 +119,12 @@ class Invalid(KubeError):
     """422: the object or patch is not valid."""
 
 
-_ERRORS: dict[int, type[KubeError]] = {409: Conflict, 404: NotFound, 429: TooManyRequests,
-                                       422: Invalid}
+_ERRORS: dict[int, type[KubeError]] = {
+    409: Conflict,
+    404: NotFound,
+    429: TooManyRequests,
+    422: Invalid,
+}
 
 
 class Kube:
@@ -127,18 +134,31 @@ class Kube:
         self.api = api
         self.timeout_s = timeout_s
 
-    async def request(self, method: str, path: str, *, query: dict[str, str] | None = None,
-                      body: Any = None, content_type: str = "application/json",
-                      what: str = "") -> Obj:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        what: str = "",
+    ) -> Obj:
         """One API call; the decoded JSON answer, or the KubeError it deserves."""
         what = what or f"{method} {path}"
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
             async with asyncio.timeout(self.timeout_s):
                 resp = await self.api.call_api(
-                    path, method, query_params=list((query or {}).items()),
-                    header_params=headers, body=body, auth_settings=["BearerToken"],
-                    _preload_content=False, _request_timeout=self.timeout_s)
+                    path,
+                    method,
+                    query_params=list((query or {}).items()),
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=self.timeout_s,
+                )
                 async with resp:
                     status, raw = resp.status, await resp.read()
         except TimeoutError as exc:
@@ -146,12 +166,16 @@ class Kube:
                 raise ActionPermanentError(
                     f"{what}: no answer from the Kubernetes API within {self.timeout_s:g} s; "
                     "the change may or may not have been applied, so it is not retried "
-                    "(check the object)") from exc
-            raise ActionTemporaryError(f"{what}: no answer from the Kubernetes API within "
-                                       f"{self.timeout_s:g} s", delay_s=1.0) from exc
+                    "(check the object)"
+                ) from exc
+            raise ActionTemporaryError(
+                f"{what}: no answer from the Kubernetes API within {self.timeout_s:g} s",
+                delay_s=1.0,
+            ) from exc
         except (aiohttp.ClientError, OSError, OpenApiException) as exc:
-            raise ActionTemporaryError(f"{what}: Kubernetes API unreachable ({exc!r})",
-                                       delay_s=1.0) from exc
+            raise ActionTemporaryError(
+                f"{what}: Kubernetes API unreachable ({exc!r})", delay_s=1.0
+            ) from exc
         try:
             doc = json.loads(raw) if raw else {}
         except ValueError:
@@ -163,9 +187,12 @@ class Kube:
         if status >= 500:
             raise ActionTemporaryError(f"{what}: HTTP {status} {message}", delay_s=2.0)
         if status in (401, 403):
-            raise KubeError(f"{what}: HTTP {status} {message}; grant the remediator's service "
-                            "account this verb (see `vigil-remediator rbac`)", status=status,
-                            reason=reason)
+            raise KubeError(
+                f"{what}: HTTP {status} {message}; grant the remediator's service "
+                "account this verb (see `vigil-remediator rbac`)",
+                status=status,
+                reason=reason,
+            )
         cls = _ERRORS.get(status, KubeError)
         raise cls(f"{what}: HTTP {status} {reason}: {message}", status=status, reason=reason)
 
@@ -176,66 +203,127 @@ class Kube:
             query["dryRun"] = "All"
         return query
 
-    async def get(self, kind: str, namespace: str | None, name: str, *,
-                  subresource: str | None = None) -> Obj:
+    async def get(
+        self, kind: str, namespace: str | None, name: str, *, subresource: str | None = None
+    ) -> Obj:
         path = RESOURCES[kind].path(namespace, name, subresource)
         return await self.request("GET", path, what=f"get {kind} {namespace}/{name}")
 
-    async def list(self, kind: str, namespace: str | None, *, label_selector: str = "",
-                   field_selector: str = "") -> list[Obj]:
-        query = {k: v for k, v in (("labelSelector", label_selector),
-                                   ("fieldSelector", field_selector)) if v}
-        doc = await self.request("GET", RESOURCES[kind].path(namespace), query=query,
-                                 what=f"list {kind} in {namespace or 'the cluster'}")
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> list[Obj]:
+        query = {
+            k: v
+            for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector))
+            if v
+        }
+        doc = await self.request(
+            "GET",
+            RESOURCES[kind].path(namespace),
+            query=query,
+            what=f"list {kind} in {namespace or 'the cluster'}",
+        )
         items = doc.get("items") or []
         return [i for i in items if isinstance(i, dict)]
 
-    async def create(self, kind: str, namespace: str | None, body: Obj, *,
-                     dry_run: bool = False) -> Obj:
-        return await self.request("POST", RESOURCES[kind].path(namespace), body=body,
-                                  query=self._query(dry_run),
-                                  what=f"create {kind} in {namespace}")
+    async def create(
+        self, kind: str, namespace: str | None, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
+        return await self.request(
+            "POST",
+            RESOURCES[kind].path(namespace),
+            body=body,
+            query=self._query(dry_run),
+            what=f"create {kind} in {namespace}",
+        )
 
-    async def replace(self, kind: str, namespace: str | None, name: str, body: Obj, *,
-                      dry_run: bool = False, subresource: str | None = None) -> Obj:
-        return await self.request("PUT", RESOURCES[kind].path(namespace, name, subresource),
-                                  body=body, query=self._query(dry_run),
-                                  what=f"replace {kind} {namespace}/{name}")
+    async def replace(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        body: Obj,
+        *,
+        dry_run: bool = False,
+        subresource: str | None = None,
+    ) -> Obj:
+        return await self.request(
+            "PUT",
+            RESOURCES[kind].path(namespace, name, subresource),
+            body=body,
+            query=self._query(dry_run),
+            what=f"replace {kind} {namespace}/{name}",
+        )
 
-    async def patch(self, kind: str, namespace: str | None, name: str, body: Any, *,
-                    patch: PatchType = "merge", dry_run: bool = False,
-                    subresource: str | None = None) -> Obj:
-        return await self.request("PATCH", RESOURCES[kind].path(namespace, name, subresource),
-                                  body=body, query=self._query(dry_run),
-                                  content_type=CONTENT_TYPES[patch],
-                                  what=f"patch {kind} {namespace}/{name}")
+    async def patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        patch: PatchType = "merge",
+        dry_run: bool = False,
+        subresource: str | None = None,
+    ) -> Obj:
+        return await self.request(
+            "PATCH",
+            RESOURCES[kind].path(namespace, name, subresource),
+            body=body,
+            query=self._query(dry_run),
+            content_type=CONTENT_TYPES[patch],
+            what=f"patch {kind} {namespace}/{name}",
+        )
 
-    async def delete(self, kind: str, namespace: str | None, name: str, *,
-                     dry_run: bool = False, resource_version: str | None = None,
-                     uid: str | None = None) -> Obj:
-        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1",
-                     "propagationPolicy": "Background"}
+    async def delete(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        dry_run: bool = False,
+        resource_version: str | None = None,
+        uid: str | None = None,
+    ) -> Obj:
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         pre = {k: v for k, v in (("resourceVersion", resource_version), ("uid", uid)) if v}
         if pre:
             body["preconditions"] = pre
         if dry_run:
             body["dryRun"] = ["All"]
-        return await self.request("DELETE", RESOURCES[kind].path(namespace, name), body=body,
-                                  query=self._query(dry_run),
-                                  what=f"delete {kind} {namespace}/{name}")
+        return await self.request(
+            "DELETE",
+            RESOURCES[kind].path(namespace, name),
+            body=body,
+            query=self._query(dry_run),
+            what=f"delete {kind} {namespace}/{name}",
+        )
 
     async def evict(self, namespace: str, name: str, *, dry_run: bool = False) -> Obj:
-        body: Obj = {"apiVersion": "policy/v1", "kind": "Eviction",
-                     "metadata": {"name": name, "namespace": namespace}}
+        body: Obj = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
         if dry_run:
             body["deleteOptions"] = {"dryRun": ["All"]}
-        return await self.request("POST", RESOURCES["pod"].path(namespace, name, "eviction"),
-                                  body=body, query=self._query(dry_run),
-                                  what=f"evict pod {namespace}/{name}")
+        return await self.request(
+            "POST",
+            RESOURCES["pod"].path(namespace, name, "eviction"),
+            body=body,
+            query=self._query(dry_run),
+            what=f"evict pod {namespace}/{name}",
+        )
 
 
-async def build_api_client(*, kubeconfig: Path | None, context: str | None = None,
-                           host: str | None = None) -> client.ApiClient:
+async def build_api_client(
+    *, kubeconfig: Path | None, context: str | None = None, host: str | None = None
+) -> client.ApiClient:
     """An ApiClient from a kubeconfig file, the in-cluster service account, or (tests) a
     plain ``host`` URL. ConfigError saying what to do when none works."""
     cfg = client.Configuration()
@@ -246,13 +334,20 @@ async def build_api_client(*, kubeconfig: Path | None, context: str | None = Non
         if kubeconfig is not None:
             if not await asyncio.to_thread(kubeconfig.is_file):
                 raise ConfigError(f"--kubeconfig {kubeconfig}: no such file")
-            await config.load_kube_config(config_file=str(kubeconfig), context=context,
-                                          client_configuration=cfg, persist_config=False)
+            await config.load_kube_config(
+                config_file=str(kubeconfig),
+                context=context,
+                client_configuration=cfg,
+                persist_config=False,
+            )
         else:
             # the library leaves this one unannotated
             config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=cfg)
+                client_configuration=cfg
+            )
     except (ConfigException, OSError, ValueError) as exc:
-        raise ConfigError(f"Kubernetes configuration: {exc}; give --kubeconfig FILE, or run "
-                          "in a pod with a service account") from exc
+        raise ConfigError(
+            f"Kubernetes configuration: {exc}; give --kubeconfig FILE, or run "
+            "in a pod with a service account"
+        ) from exc
     return client.ApiClient(configuration=cfg)

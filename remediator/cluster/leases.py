@@ -45,8 +45,9 @@ def target_lease_name(key: str) -> str:
 class LeaseLock:
     """One named Lease in one namespace."""
 
-    def __init__(self, kube: Kube, *, namespace: str, name: str,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, kube: Kube, *, namespace: str, name: str, clock: Callable[[], float] = time.time
+    ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
@@ -70,18 +71,28 @@ class LeaseLock:
             return None
         return str(who)
 
-    async def acquire(self, identity: str, *, duration_s: float,
-                      annotations: dict[str, str] | None = None) -> bool:
+    async def acquire(
+        self, identity: str, *, duration_s: float, annotations: dict[str, str] | None = None
+    ) -> bool:
         """Take or renew the lease for ``identity``; False when someone else holds it."""
         now = self.clock()
         lease = await self.read()
-        spec = {"holderIdentity": identity, "leaseDurationSeconds": max(1, round(duration_s)),
-                "renewTime": _micro(now)}
+        spec = {
+            "holderIdentity": identity,
+            "leaseDurationSeconds": max(1, round(duration_s)),
+            "renewTime": _micro(now),
+        }
         if lease is None:
-            body: Obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                         "metadata": {"name": self.name, "namespace": self.namespace,
-                                      "annotations": annotations or {}},
-                         "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0}}
+            body: Obj = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "annotations": annotations or {},
+                },
+                "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0},
+            }
             try:
                 await self.kube.create("lease", self.namespace, body)
             except Conflict:
@@ -100,8 +111,12 @@ class LeaseLock:
         meta = dict(lease["metadata"])
         if annotations:
             meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
-                "spec": {**spec, "leaseTransitions": transitions}}
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": meta,
+            "spec": {**spec, "leaseTransitions": transitions},
+        }
         try:
             await self.kube.replace("lease", self.namespace, self.name, body)
         except Conflict:
@@ -114,8 +129,12 @@ class LeaseLock:
         if lease is None or lease.get("spec", {}).get("holderIdentity") != identity:
             return
         body = dict(lease)
-        body["spec"] = {**lease.get("spec", {}), "holderIdentity": None,
-                        "leaseDurationSeconds": 1, "renewTime": _micro(self.clock() - 3600)}
+        body["spec"] = {
+            **lease.get("spec", {}),
+            "holderIdentity": None,
+            "leaseDurationSeconds": 1,
+            "renewTime": _micro(self.clock() - 3600),
+        }
         try:
             await self.kube.replace("lease", self.namespace, self.name, body)
         except Conflict:
@@ -125,9 +144,16 @@ class LeaseLock:
 class LeaderElector:
     """Keeps trying to lead; ``is_leader`` says whether this replica may act now."""
 
-    def __init__(self, lock: LeaseLock, *, identity: str, duration_s: float = 15.0,
-                 retry_s: float = 2.0, on_change: Callable[[bool], Awaitable[None]] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        lock: LeaseLock,
+        *,
+        identity: str,
+        duration_s: float = 15.0,
+        retry_s: float = 2.0,
+        on_change: Callable[[bool], Awaitable[None]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.lock = lock
         self.identity = identity
         self.duration_s = duration_s
@@ -142,8 +168,11 @@ class LeaderElector:
         if leading == self.is_leader:
             return
         self.is_leader = leading
-        log.warning("this replica (%s) %s the leader", self.identity,
-                    "is now" if leading else "is no longer")
+        log.warning(
+            "this replica (%s) %s the leader",
+            self.identity,
+            "is now" if leading else "is no longer",
+        )
         self.changed.set()
         if self.on_change is not None:
             await self.on_change(leading)

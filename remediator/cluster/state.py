@@ -30,8 +30,14 @@ def run_key(playbook: str, fingerprint: str, starts_at: str) -> str:
 
 
 class ClusterState:
-    def __init__(self, kube: Kube, *, namespace: str, name: str = "vigil-remediator-state",
-                 max_runs: int = 2000) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        namespace: str,
+        name: str = "vigil-remediator-state",
+        max_runs: int = 2000,
+    ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
@@ -58,32 +64,47 @@ class ClusterState:
             runs = doc["runs"]
             if len(runs) > self.max_runs:
                 keep = sorted(runs.items(), key=lambda kv: kv[1].get("created_ms", 0))
-                doc["runs"] = dict(keep[-self.max_runs:])
-            data = {"runs": json.dumps(doc["runs"], sort_keys=True),
-                    "flags": json.dumps(doc["flags"], sort_keys=True)}
+                doc["runs"] = dict(keep[-self.max_runs :])
+            data = {
+                "runs": json.dumps(doc["runs"], sort_keys=True),
+                "flags": json.dumps(doc["flags"], sort_keys=True),
+            }
             try:
                 if obj is None:
-                    await self.kube.create("configmap", self.namespace, {
-                        "apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": self.name, "namespace": self.namespace,
-                                     "labels": {"app.kubernetes.io/name": "vigil-remediator"}},
-                        "data": data})
+                    await self.kube.create(
+                        "configmap",
+                        self.namespace,
+                        {
+                            "apiVersion": "v1",
+                            "kind": "ConfigMap",
+                            "metadata": {
+                                "name": self.name,
+                                "namespace": self.namespace,
+                                "labels": {"app.kubernetes.io/name": "vigil-remediator"},
+                            },
+                            "data": data,
+                        },
+                    )
                 else:
                     body = {**obj, "data": data}
                     await self.kube.replace("configmap", self.namespace, self.name, body)
                 return True
             except Conflict:
                 continue
-        raise Conflict(f"configmap {self.namespace}/{self.name}: still changing after "
-                       f"{ATTEMPTS} attempts", status=409)
+        raise Conflict(
+            f"configmap {self.namespace}/{self.name}: still changing after {ATTEMPTS} attempts",
+            status=409,
+        )
 
     async def claim(self, key: str, record: dict[str, Any]) -> bool:
         """Record a new run for ``key``; False when a run for it exists already."""
+
         def change(doc: dict[str, Any]) -> bool:
             if key in doc["runs"]:
                 return False
             doc["runs"][key] = record
             return True
+
         return await self._update(change)
 
     async def update(self, key: str, fields: dict[str, Any]) -> None:
@@ -92,6 +113,7 @@ class ClusterState:
                 return False
             doc["runs"][key] = {**doc["runs"][key], **fields}
             return True
+
         await self._update(change)
 
     async def set_flag(self, name: str, value: str | None) -> None:
@@ -103,6 +125,7 @@ class ClusterState:
             else:
                 doc["flags"][name] = value
             return True
+
         await self._update(change)
 
 
@@ -114,5 +137,7 @@ def _decode(obj: Obj | None) -> dict[str, Any]:
     except ValueError:
         log.error("the shared state ConfigMap is not valid JSON; starting it afresh")
         runs, flags = {}, {}
-    return {"runs": runs if isinstance(runs, dict) else {},
-            "flags": flags if isinstance(flags, dict) else {}}
+    return {
+        "runs": runs if isinstance(runs, dict) else {},
+        "flags": flags if isinstance(flags, dict) else {},
+    }

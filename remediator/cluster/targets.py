@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 
 from remediator.cluster.kube import Kube, NotFound, Obj
 
-WORKLOAD_KINDS = {"Deployment": "deployment", "StatefulSet": "statefulset",
-                  "DaemonSet": "daemonset", "Job": "job", "ReplicaSet": "replicaset"}
+WORKLOAD_KINDS = {
+    "Deployment": "deployment",
+    "StatefulSet": "statefulset",
+    "DaemonSet": "daemonset",
+    "Job": "job",
+    "ReplicaSet": "replicaset",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +36,24 @@ class NameRule:
 
 
 DNS1123_LABEL = NameRule(
-    "DNS-1123 label", re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"), 63,
-    "lower-case letters, digits and '-', starting and ending with a letter or digit")
+    "DNS-1123 label",
+    re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"),
+    63,
+    "lower-case letters, digits and '-', starting and ending with a letter or digit",
+)
 DNS1123_SUBDOMAIN = NameRule(
     "DNS-1123 subdomain",
-    re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"), 253,
+    re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"),
+    253,
     "lower-case letters, digits, '-' and '.', each dot-separated part starting and ending "
-    "with a letter or digit")
+    "with a letter or digit",
+)
 DNS1035_LABEL = NameRule(
-    "DNS-1035 label", re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?"), 63,
-    "lower-case letters, digits and '-', starting with a letter and ending with a letter "
-    "or digit")
+    "DNS-1035 label",
+    re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?"),
+    63,
+    "lower-case letters, digits and '-', starting with a letter and ending with a letter or digit",
+)
 
 # the alert labels that name a Kubernetes object, and the format the API server gives
 # that object's name. A label outside it names nothing that can exist: refused at intake
@@ -117,13 +129,24 @@ class Target:
 
     def identity(self) -> dict[str, object]:
         """What a plan records of its target: an approval is bound to this exact object."""
-        return {"kind": self.kind, "namespace": self.namespace, "name": self.name,
-                "uid": self.uid, "generation": self.generation, "chain": list(self.chain)}
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "generation": self.generation,
+            "chain": list(self.chain),
+        }
 
     def scope(self) -> dict[str, str]:
         """What templates may name: ``{{ target.kind }}``, ``{{ target.name }}``, ..."""
-        return {"kind": self.kind, "namespace": self.namespace or "", "name": self.name,
-                "pod": self.pod or "", "node": self.node or ""}
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace or "",
+            "name": self.name,
+            "pod": self.pod or "",
+            "node": self.node or "",
+        }
 
 
 def _controller(obj: Obj) -> tuple[str, str] | None:
@@ -133,16 +156,23 @@ def _controller(obj: Obj) -> tuple[str, str] | None:
     return None
 
 
-def _target(kind: str, obj: Obj, chain: list[str], *, pod: str | None = None,
-            node: str | None = None) -> Target:
+def _target(
+    kind: str, obj: Obj, chain: list[str], *, pod: str | None = None, node: str | None = None
+) -> Target:
     meta = obj.get("metadata", {})
     replicas = obj.get("spec", {}).get("replicas")
-    return Target(kind=kind, namespace=meta.get("namespace"), name=str(meta.get("name", "")),
-                  uid=str(meta.get("uid", "")),
-                  resource_version=str(meta.get("resourceVersion", "")),
-                  generation=int(meta.get("generation") or 0), pod=pod, node=node,
-                  replicas=int(replicas) if isinstance(replicas, int) else None,
-                  chain=tuple(chain))
+    return Target(
+        kind=kind,
+        namespace=meta.get("namespace"),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        generation=int(meta.get("generation") or 0),
+        pod=pod,
+        node=node,
+        replicas=int(replicas) if isinstance(replicas, int) else None,
+        chain=tuple(chain),
+    )
 
 
 async def resolve(kube: Kube, labels: Mapping[str, str]) -> Target | None:

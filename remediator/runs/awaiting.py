@@ -36,8 +36,19 @@ log = logging.getLogger(__name__)
 ALERTNAME = "VigilRemediationAwaitingApproval"
 SEVERITY = "warning"
 # the alert's labels that name where it happened: copied for routing and grouping
-CONTEXT_LABELS = ("cluster", "namespace", "service", "job", "instance", "deployment",
-                  "statefulset", "daemonset", "pod", "node", "team")
+CONTEXT_LABELS = (
+    "cluster",
+    "namespace",
+    "service",
+    "job",
+    "instance",
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "pod",
+    "node",
+    "team",
+)
 LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_LABEL_VALUE = 256
 MAX_TEXT = 2000
@@ -49,9 +60,11 @@ def am_text(value: object, limit: int = MAX_TEXT, *, newlines: bool = False) -> 
     control and format characters (bidi overrides, zero-width ones; newlines too unless
     ``newlines``) as U+FFFD, at most ``limit`` characters (an ellipsis marks a cut)."""
     # category C: control, format, surrogate (not UTF-8 at all), private use, unassigned
-    text = "".join(c if not unicodedata.category(c).startswith("C") or
-                   (newlines and c == "\n") else "\ufffd" for c in str(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    text = "".join(
+        c if not unicodedata.category(c).startswith("C") or (newlines and c == "\n") else "\ufffd"
+        for c in str(value)
+    )
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def am_labels(pairs: Mapping[str, str]) -> dict[str, str]:
@@ -69,19 +82,31 @@ def am_labels(pairs: Mapping[str, str]) -> dict[str, str]:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds") \
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
+    )
 
 
-def notice_labels(*, run_id: str, playbook: str, alert_labels: Mapping[str, str],
-                  extra: Mapping[str, str]) -> dict[str, str]:
+def notice_labels(
+    *, run_id: str, playbook: str, alert_labels: Mapping[str, str], extra: Mapping[str, str]
+) -> dict[str, str]:
     """The labels of a run's awaiting-approval alert: the same for its announce and its
     resolve (Alertmanager identifies an alert by them). ``extra``: the playbook's
     ``escalate.labels`` (routing it chose); the run's own labels win over both."""
     context = {k: alert_labels[k] for k in CONTEXT_LABELS if k in alert_labels}
-    return am_labels({**context, **extra, "alertname": ALERTNAME, "severity": SEVERITY,
-                      "playbook": playbook, "run_id": run_id,
-                      "original_alertname": alert_labels.get("alertname", "")})
+    return am_labels(
+        {
+            **context,
+            **extra,
+            "alertname": ALERTNAME,
+            "severity": SEVERITY,
+            "playbook": playbook,
+            "run_id": run_id,
+            "original_alertname": alert_labels.get("alertname", ""),
+        }
+    )
 
 
 def plan_summary(plan: Sequence[PlannedStep], target: str | None) -> str:
@@ -97,55 +122,105 @@ def plan_summary(plan: Sequence[PlannedStep], target: str | None) -> str:
 def who_decides(approvers: Approvers | None) -> str:
     if approvers is None:
         return "anyone with an approver credential"
-    parts = [f"users {', '.join(approvers.users)}" if approvers.users else "",
-             f"groups {', '.join(approvers.groups)}" if approvers.groups else ""]
+    parts = [
+        f"users {', '.join(approvers.users)}" if approvers.users else "",
+        f"groups {', '.join(approvers.groups)}" if approvers.groups else "",
+    ]
     return "; ".join(p for p in parts if p)
 
 
-def awaiting_alert(*, labels: dict[str, str], playbook: str, alertname: str,
-                   summary: str, plan_hash: str, console_url: str, run_url: str,
-                   approvers: str, now_ms: int, expires_ms: int) -> dict[str, Any]:
+def awaiting_alert(
+    *,
+    labels: dict[str, str],
+    playbook: str,
+    alertname: str,
+    summary: str,
+    plan_hash: str,
+    console_url: str,
+    run_url: str,
+    approvers: str,
+    now_ms: int,
+    expires_ms: int,
+) -> dict[str, Any]:
     """The alert Alertmanager holds while the run waits (``endsAt``: the expiry)."""
     annotations = {
-        "summary": am_text(f"Playbook {playbook} waits for an approval to act on "
-                           f"{alertname or 'an alert'} (expires {_iso(expires_ms)})", 500),
+        "summary": am_text(
+            f"Playbook {playbook} waits for an approval to act on "
+            f"{alertname or 'an alert'} (expires {_iso(expires_ms)})",
+            500,
+        ),
         "description": am_text(summary, newlines=True),
-        "console_url": am_text(console_url, 1000), "run_url": am_text(run_url, 1000),
-        "plan_hash": plan_hash, "approvers": am_text(approvers, 500),
-        "expires_at": _iso(expires_ms)}
-    return {"labels": labels, "annotations": annotations, "startsAt": _iso(now_ms),
-            "endsAt": _iso(expires_ms), "generatorURL": am_text(console_url, 1000)}
+        "console_url": am_text(console_url, 1000),
+        "run_url": am_text(run_url, 1000),
+        "plan_hash": plan_hash,
+        "approvers": am_text(approvers, 500),
+        "expires_at": _iso(expires_ms),
+    }
+    return {
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": _iso(now_ms),
+        "endsAt": _iso(expires_ms),
+        "generatorURL": am_text(console_url, 1000),
+    }
 
 
 def resolved_alert(labels: dict[str, str], *, now_ms: int, outcome: str) -> dict[str, Any]:
     """The same alert, ended now (Alertmanager resolves it)."""
-    return {"labels": labels, "annotations": {"resolution": am_text(outcome, 500)},
-            "startsAt": _iso(now_ms), "endsAt": _iso(now_ms)}
+    return {
+        "labels": labels,
+        "annotations": {"resolution": am_text(outcome, 500)},
+        "startsAt": _iso(now_ms),
+        "endsAt": _iso(now_ms),
+    }
 
 
 class ApprovalNotice:
     """Posts a run's awaiting-approval alert and its resolve; records both in the run."""
 
-    def __init__(self, *, services: Services, journal: Journal, clock: Callable[[], float],
-                 console_url: Callable[[str], str], run_url: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        *,
+        services: Services,
+        journal: Journal,
+        clock: Callable[[], float],
+        console_url: Callable[[str], str],
+        run_url: Callable[[str], str],
+    ) -> None:
         self.services = services
         self.journal = journal
         self.clock = clock
         self.console_url = console_url
         self.run_url = run_url
 
-    async def announce(self, run_id: str, *, playbook: str, alert_labels: Mapping[str, str],
-                       extra: Mapping[str, str], plan: Sequence[PlannedStep],
-                       target: str | None, plan_hash: str, approvers: Approvers | None,
-                       expires_ms: int) -> None:
-        labels = notice_labels(run_id=run_id, playbook=playbook, alert_labels=alert_labels,
-                               extra=extra)
+    async def announce(
+        self,
+        run_id: str,
+        *,
+        playbook: str,
+        alert_labels: Mapping[str, str],
+        extra: Mapping[str, str],
+        plan: Sequence[PlannedStep],
+        target: str | None,
+        plan_hash: str,
+        approvers: Approvers | None,
+        expires_ms: int,
+    ) -> None:
+        labels = notice_labels(
+            run_id=run_id, playbook=playbook, alert_labels=alert_labels, extra=extra
+        )
         body = awaiting_alert(
-            labels=labels, playbook=playbook, alertname=alert_labels.get("alertname", ""),
-            summary=plan_summary(plan, target), plan_hash=plan_hash,
-            console_url=self.console_url(run_id), run_url=self.run_url(run_id),
-            approvers=who_decides(approvers), now_ms=int(self.clock() * 1000),
-            expires_ms=expires_ms)
+            labels=labels,
+            playbook=playbook,
+            alertname=alert_labels.get("alertname", ""),
+            summary=plan_summary(plan, target),
+            plan_hash=plan_hash,
+            console_url=self.console_url(run_id),
+            run_url=self.run_url(run_id),
+            approvers=who_decides(approvers),
+            now_ms=int(self.clock() * 1000),
+            expires_ms=expires_ms,
+        )
         await self._post(run_id, "announced", body)
 
     async def resolve(self, run_id: str, *, outcome: str) -> None:
@@ -154,14 +229,21 @@ class ApprovalNotice:
         them); nothing when it was never announced or is resolved already."""
         events = await self.journal.audit.run(lambda db: db.events(run_id))
         names = [e.name for e in events if e.kind is EventKind.APPROVAL]
-        announced = [e for e in events if e.kind is EventKind.APPROVAL
-                     and e.name == "notice_announced" and isinstance(e.detail.get("labels"),
-                                                                     dict)]
+        announced = [
+            e
+            for e in events
+            if e.kind is EventKind.APPROVAL
+            and e.name == "notice_announced"
+            and isinstance(e.detail.get("labels"), dict)
+        ]
         if not announced or "notice_resolved" in names:
             return
         labels = {str(k): str(v) for k, v in announced[-1].detail["labels"].items()}
-        await self._post(run_id, "resolved", resolved_alert(
-            labels, now_ms=int(self.clock() * 1000), outcome=outcome))
+        await self._post(
+            run_id,
+            "resolved",
+            resolved_alert(labels, now_ms=int(self.clock() * 1000), outcome=outcome),
+        )
 
     async def _post(self, run_id: str, what: str, alert: dict[str, Any]) -> None:
         try:
@@ -169,10 +251,19 @@ class ApprovalNotice:
         except ActionError as exc:
             status, doc = None, str(exc)
         verdict = "ok" if status == 200 else "failed"
-        detail: dict[str, Any] = {"alertname": ALERTNAME, "status": status,
-                                  "labels": alert["labels"], "endsAt": alert["endsAt"]}
+        detail: dict[str, Any] = {
+            "alertname": ALERTNAME,
+            "status": status,
+            "labels": alert["labels"],
+            "endsAt": alert["endsAt"],
+        }
         if verdict == "failed":
             detail["error"] = str(doc)[:500]
-            log.warning("run %s: could not post %s %s to Alertmanager: %s", run_id, ALERTNAME,
-                        what, detail["error"])
+            log.warning(
+                "run %s: could not post %s %s to Alertmanager: %s",
+                run_id,
+                ALERTNAME,
+                what,
+                detail["error"],
+            )
         await self.journal.event(run_id, EventKind.APPROVAL, f"notice_{what}", verdict, detail)

@@ -20,8 +20,15 @@ log = logging.getLogger(__name__)
 
 
 class Breakers:
-    def __init__(self, *, audit: AuditThread, journal: Journal, shared: SharedRuns,
-                 metrics: RemediatorMetrics, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        audit: AuditThread,
+        journal: Journal,
+        shared: SharedRuns,
+        metrics: RemediatorMetrics,
+        clock: Callable[[], float],
+    ) -> None:
         self.audit = audit
         self.journal = journal
         self.shared = shared
@@ -38,18 +45,27 @@ class Breakers:
     async def trip(self, run_id: str, pb: Playbook) -> None:
         """Trip the playbook's breaker if its recent failures reach the limit."""
         cb = pb.spec.guards.circuit_breaker
-        failures = await self.audit.run(lambda db: db.count_failed_verifications(
-            pb.name, since_ms=self.now_ms() - int(cb.window_s * 1000)))
+        failures = await self.audit.run(
+            lambda db: db.count_failed_verifications(
+                pb.name, since_ms=self.now_ms() - int(cb.window_s * 1000)
+            )
+        )
         if failures >= cb.failures:
-            await self.audit.run(lambda db: db.set_flag(f"breaker:{pb.name}", "tripped",
-                                                        now_ms=self.now_ms()))
+            await self.audit.run(
+                lambda db: db.set_flag(f"breaker:{pb.name}", "tripped", now_ms=self.now_ms())
+            )
             if self.cluster is not None:  # every replica's runs of it go to shadow
                 try:
                     await self.cluster.set_flag(f"breaker:{pb.name}", "tripped")
                 except ActionError as exc:
                     log.warning("breaker of %s not shared: %s", pb.name, exc)
-            await self.journal.event(run_id, EventKind.NOTE, "circuit_breaker", "tripped",
-                                     {"failures": failures, "window_s": cb.window_s})
+            await self.journal.event(
+                run_id,
+                EventKind.NOTE,
+                "circuit_breaker",
+                "tripped",
+                {"failures": failures, "window_s": cb.window_s},
+            )
             self.metrics.breakers.labels(pb.name).inc()
 
     async def reset(self, playbook: str, *, by: str, claimed: str | None = None) -> bool:
@@ -64,10 +80,19 @@ class Breakers:
         await self.audit.run(lambda db: db.set_flag(name, None, now_ms=self.now_ms()))
         if self.cluster is not None:
             await self.cluster.set_flag(name, None)
-        await self.audit.run(lambda db: db.add_event(
-            None, kind=EventKind.NOTE, name="circuit_breaker", verdict="reset",
-            detail={"playbook": playbook, "by": by,
-                    **({"claimed": claimed} if claimed is not None else {})},
-            now_ms=self.now_ms()))
+        await self.audit.run(
+            lambda db: db.add_event(
+                None,
+                kind=EventKind.NOTE,
+                name="circuit_breaker",
+                verdict="reset",
+                detail={
+                    "playbook": playbook,
+                    "by": by,
+                    **({"claimed": claimed} if claimed is not None else {}),
+                },
+                now_ms=self.now_ms(),
+            )
+        )
         log.warning("circuit breaker of %s reset by %s", playbook, by)
         return True

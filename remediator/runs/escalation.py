@@ -22,9 +22,16 @@ from remediator.webhook import Alert
 
 
 class Escalator:
-    def __init__(self, *, services: Services, journal: Journal, metrics: RemediatorMetrics,
-                 spans: Spans, clock: Callable[[], float],
-                 run_url: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        *,
+        services: Services,
+        journal: Journal,
+        metrics: RemediatorMetrics,
+        spans: Spans,
+        clock: Callable[[], float],
+        run_url: Callable[[str], str],
+    ) -> None:
         self.services = services
         self.journal = journal
         self.metrics = metrics
@@ -32,8 +39,9 @@ class Escalator:
         self.clock = clock
         self.run_url = run_url
 
-    async def escalate(self, run_id: str, pb: Playbook, alert: Alert, reason: str, *,
-                       dry_run: bool = False) -> None:
+    async def escalate(
+        self, run_id: str, pb: Playbook, alert: Alert, reason: str, *, dry_run: bool = False
+    ) -> None:
         """Post VigilRemediationFailed to Alertmanager, or, for a dry run or a playbook in
         ``dryRun``/``shadow`` mode, only record what would have been posted (verdict
         ``dry_run``, detail ``would_send``)."""
@@ -41,21 +49,36 @@ class Escalator:
         if not esc.enabled:
             return
         reason = self.services.redact(reason)  # it goes to Alertmanager and the trace
-        params = EscalateParams(alertname="VigilRemediationFailed", severity=esc.severity,
-                                labels={**esc.labels, "playbook": pb.name},
-                                summary=f"Playbook {pb.name} could not fix "
-                                        f"{alert.labels.get('alertname', 'an alert')}: {reason}")
-        body = [escalation_alert(params, alert=alert, run_id=run_id,
-                                 run_url=self.run_url(run_id),
-                                 now=datetime.fromtimestamp(self.clock(), UTC))]
+        params = EscalateParams(
+            alertname="VigilRemediationFailed",
+            severity=esc.severity,
+            labels={**esc.labels, "playbook": pb.name},
+            summary=f"Playbook {pb.name} could not fix "
+            f"{alert.labels.get('alertname', 'an alert')}: {reason}",
+        )
+        body = [
+            escalation_alert(
+                params,
+                alert=alert,
+                run_id=run_id,
+                run_url=self.run_url(run_id),
+                now=datetime.fromtimestamp(self.clock(), UTC),
+            )
+        ]
         trace_id = current_trace_id()
         if trace_id is not None:  # on-call opens the run's trace from the escalation
             body[0].setdefault("annotations", {})["trace_id"] = trace_id
         if dry_run or pb.spec.mode in (Mode.DRY_RUN, Mode.SHADOW):
-            await self.journal.event(run_id, EventKind.ESCALATE, "VigilRemediationFailed",
-                                     "dry_run", {"reason": reason, "would_send": {
-                                         "method": "POST", "path": "/api/v2/alerts",
-                                         "body": body}})
+            await self.journal.event(
+                run_id,
+                EventKind.ESCALATE,
+                "VigilRemediationFailed",
+                "dry_run",
+                {
+                    "reason": reason,
+                    "would_send": {"method": "POST", "path": "/api/v2/alerts", "body": body},
+                },
+            )
             return  # not counted in vigil_escalations_total: nothing was sent
         with self.spans.span("escalate", reason=reason):
             try:
@@ -64,6 +87,7 @@ class Escalator:
                 detail: dict[str, Any] = {"status": status, "reason": reason}
             except ActionError as exc:
                 verdict, detail = "failed", {"error": str(exc), "reason": reason}
-        await self.journal.event(run_id, EventKind.ESCALATE, "VigilRemediationFailed",
-                                 verdict, detail)
+        await self.journal.event(
+            run_id, EventKind.ESCALATE, "VigilRemediationFailed", verdict, detail
+        )
         self.metrics.escalations.labels(pb.name, verdict).inc()

@@ -38,12 +38,20 @@ class OutsideFacts:
     budget: float | None
 
 
-def read_facts(db: AuditLog, *, pb: Playbook, key: str | None, now_ms: int,
-               limits: guards.GlobalLimits, shared_flags: dict[str, Any] | None = None,
-               silences: tuple[str, ...] = (),
-               preconditions: tuple[Precondition, ...] = (),
-               targets_total: int | None = None, budget: float | None = None,
-               exclude_run: str | None = None) -> guards.Facts:
+def read_facts(
+    db: AuditLog,
+    *,
+    pb: Playbook,
+    key: str | None,
+    now_ms: int,
+    limits: guards.GlobalLimits,
+    shared_flags: dict[str, Any] | None = None,
+    silences: tuple[str, ...] = (),
+    preconditions: tuple[Precondition, ...] = (),
+    targets_total: int | None = None,
+    budget: float | None = None,
+    exclude_run: str | None = None,
+) -> guards.Facts:
     """The guards' facts from the audit log (and, with several replicas, the shared
     flags); the network facts are passed in. Runs on the audit thread. Runs waiting for
     an approval count as in progress (an approval makes them act); ``exclude_run`` is the
@@ -55,20 +63,22 @@ def read_facts(db: AuditLog, *, pb: Playbook, key: str | None, now_ms: int,
         now_ms=now_ms,
         # several replicas: the shared flag is the kill switch (set and cleared through
         # any replica); one replica: its own audit log
-        paused=("paused" in shared_flags) if shared_flags is not None
+        paused=("paused" in shared_flags)
+        if shared_flags is not None
         else db.get_flag("paused") is not None,
         breaker_tripped=db.get_flag(f"breaker:{pb.name}") is not None
         or f"breaker:{pb.name}" in (shared_flags or {}),
-        executed_playbook=db.count_executed(since_ms=now_ms - int(rate_s * 1000),
-                                            playbook=pb.name),
+        executed_playbook=db.count_executed(since_ms=now_ms - int(rate_s * 1000), playbook=pb.name),
         executed_all=db.count_executed(since_ms=now_ms - int(global_s * 1000)),
         active_playbook=db.count_active(playbook=pb.name, now_ms=now_ms, exclude=exclude_run),
         active_all=db.count_active(now_ms=now_ms, exclude=exclude_run),
         last_on_target_ms=db.last_executed_on_target(key, playbook=pb.name) if key else None,
-        silences=silences, preconditions=preconditions,
-        targets_in_flight=db.count_active(playbook=pb.name, now_ms=now_ms,
-                                          exclude=exclude_run),
-        targets_total=targets_total, budget_remaining=budget)
+        silences=silences,
+        preconditions=preconditions,
+        targets_in_flight=db.count_active(playbook=pb.name, now_ms=now_ms, exclude=exclude_run),
+        targets_total=targets_total,
+        budget_remaining=budget,
+    )
 
 
 class FactSource:
@@ -82,13 +92,17 @@ class FactSource:
     async def gather(self, pb: Playbook, alert: Alert, scope: Scope) -> OutsideFacts:
         g = pb.spec.guards
         muted = await self.silences(alert) if g.respect_silences else ()
-        pre = [await self.precondition(p.query, scope, p.description or p.query)
-               for p in g.preconditions]
+        pre = [
+            await self.precondition(p.query, scope, p.description or p.query)
+            for p in g.preconditions
+        ]
         pre += unrenderable_verifications(pb, scope)
-        return OutsideFacts(silences=muted, preconditions=tuple(pre),
-                            shared_flags=await self.shared.flags()
-                            if self.shared is not None else None,
-                            budget=await self.budget_remaining(pb))
+        return OutsideFacts(
+            silences=muted,
+            preconditions=tuple(pre),
+            shared_flags=await self.shared.flags() if self.shared is not None else None,
+            budget=await self.budget_remaining(pb),
+        )
 
     async def silences(self, alert: Alert) -> tuple[str, ...]:
         """Active Alertmanager silences whose matchers all hold for the alert's labels."""
@@ -100,8 +114,7 @@ class FactSource:
             return (f"(unknown: Alertmanager answered {status})",)
         return silences.muting(doc, alert.labels)
 
-    async def precondition(self, template: str, scope: Scope,
-                           what: str) -> Precondition:
+    async def precondition(self, template: str, scope: Scope, what: str) -> Precondition:
         """(what, holds, detail); a query that cannot be rendered safely never holds."""
         try:
             query = render_precondition(template, scope)

@@ -15,9 +15,20 @@ from datetime import UTC, datetime
 from remediator.catalog.playbook import FreezeWindow, Guards, RateLimit
 
 # every guard a verdict can name (metrics export a 0 for each before one refuses)
-GUARD_NAMES = ("kill_switch", "namespace", "freeze", "silence", "cooldown", "rate",
-               "rate:global", "concurrency", "circuit_breaker", "blast_radius", "precondition",
-               "error_budget")
+GUARD_NAMES = (
+    "kill_switch",
+    "namespace",
+    "freeze",
+    "silence",
+    "cooldown",
+    "rate",
+    "rate:global",
+    "concurrency",
+    "circuit_breaker",
+    "blast_radius",
+    "precondition",
+    "error_budget",
+)
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -99,61 +110,111 @@ def label_verdicts(guards: Guards, labels: Mapping[str, str]) -> list[Verdict]:
     out: list[Verdict] = []
     ns = labels.get("namespace", "")
     why = _allow_deny(ns, guards.namespaces.allow, guards.namespaces.deny)
-    out.append(Verdict("namespace", why is None,
-                       f"namespace {ns!r} {why}" if why else f"namespace {ns!r} allowed"))
+    out.append(
+        Verdict(
+            "namespace",
+            why is None,
+            f"namespace {ns!r} {why}" if why else f"namespace {ns!r} allowed",
+        )
+    )
     for name, rule in sorted(guards.labels.items()):
         value = labels.get(name, "")
         why = _allow_deny(value, rule.allow, rule.deny)
-        out.append(Verdict(f"label:{name}", why is None,
-                           f"label {name}={value!r} {why}" if why
-                           else f"label {name}={value!r} allowed"))
+        out.append(
+            Verdict(
+                f"label:{name}",
+                why is None,
+                f"label {name}={value!r} {why}" if why else f"label {name}={value!r} allowed",
+            )
+        )
     return out
 
 
-def evaluate(guards: Guards, *, labels: Mapping[str, str], facts: Facts, limits: GlobalLimits,
-             target: str | None) -> list[Verdict]:
+def evaluate(
+    guards: Guards,
+    *,
+    labels: Mapping[str, str],
+    facts: Facts,
+    limits: GlobalLimits,
+    target: str | None,
+) -> list[Verdict]:
     """Every guard's verdict, in a fixed order; the run may act only if all allow."""
     out: list[Verdict] = []
 
     def add(name: str, refusal: str | None, ok: str, *, shadow: bool = False) -> None:
         out.append(Verdict(name, refusal is None, refusal or ok, shadow))
 
-    add("kill_switch", "the remediator is paused (POST /api/v1/resume to resume)"
-        if facts.paused else None, "not paused")
+    add(
+        "kill_switch",
+        "the remediator is paused (POST /api/v1/resume to resume)" if facts.paused else None,
+        "not paused",
+    )
     out.extend(label_verdicts(guards, labels))
     frozen = [w for w in (*guards.freeze, *limits.freeze) if in_window(w, facts.now_ms)]
-    add("freeze", f"freeze window {frozen[0].start}–{frozen[0].end} (UTC) holds"
-        + (f": {frozen[0].reason}" if frozen[0].reason else "") if frozen else None,
-        "no freeze window holds")
-    add("silence", f"silenced by {', '.join(facts.silences)}"
-        if guards.respect_silences and facts.silences else None,
-        "no matching silence" if guards.respect_silences else "silences not consulted")
+    add(
+        "freeze",
+        f"freeze window {frozen[0].start}–{frozen[0].end} (UTC) holds"
+        + (f": {frozen[0].reason}" if frozen[0].reason else "")
+        if frozen
+        else None,
+        "no freeze window holds",
+    )
+    add(
+        "silence",
+        f"silenced by {', '.join(facts.silences)}"
+        if guards.respect_silences and facts.silences
+        else None,
+        "no matching silence" if guards.respect_silences else "silences not consulted",
+    )
     if target is not None and facts.last_on_target_ms is not None:
         ago_s = (facts.now_ms - facts.last_on_target_ms) / 1000.0
-        add("cooldown", f"{target} was acted on {ago_s:.0f} s ago (cooldown "
-            f"{guards.cooldown_s:.0f} s)" if ago_s < guards.cooldown_s else None,
-            f"last action on {target} {ago_s:.0f} s ago")
+        add(
+            "cooldown",
+            f"{target} was acted on {ago_s:.0f} s ago (cooldown {guards.cooldown_s:.0f} s)"
+            if ago_s < guards.cooldown_s
+            else None,
+            f"last action on {target} {ago_s:.0f} s ago",
+        )
     else:
         add("cooldown", None, "no earlier action on this target")
     if guards.rate is not None:
-        add("rate", f"{facts.executed_playbook} runs in the last {guards.rate.window_s:.0f} s "
+        add(
+            "rate",
+            f"{facts.executed_playbook} runs in the last {guards.rate.window_s:.0f} s "
             f"(limit {guards.rate.max_runs})"
-            if facts.executed_playbook >= guards.rate.max_runs else None,
-            f"{facts.executed_playbook} of {guards.rate.max_runs} runs in the window")
+            if facts.executed_playbook >= guards.rate.max_runs
+            else None,
+            f"{facts.executed_playbook} of {guards.rate.max_runs} runs in the window",
+        )
     if limits.rate is not None:
-        add("rate:global", f"{facts.executed_all} runs of all playbooks in the last "
+        add(
+            "rate:global",
+            f"{facts.executed_all} runs of all playbooks in the last "
             f"{limits.rate.window_s:.0f} s (limit {limits.rate.max_runs})"
-            if facts.executed_all >= limits.rate.max_runs else None,
-            f"{facts.executed_all} of {limits.rate.max_runs} runs overall")
-    add("concurrency", f"{facts.active_playbook} runs of this playbook in progress (max "
-        f"{guards.max_concurrent})" if facts.active_playbook >= guards.max_concurrent else
-        f"{facts.active_all} runs in progress overall (max {limits.max_concurrent})"
-        if facts.active_all >= limits.max_concurrent else None, "below the concurrency limits")
+            if facts.executed_all >= limits.rate.max_runs
+            else None,
+            f"{facts.executed_all} of {limits.rate.max_runs} runs overall",
+        )
+    add(
+        "concurrency",
+        f"{facts.active_playbook} runs of this playbook in progress (max {guards.max_concurrent})"
+        if facts.active_playbook >= guards.max_concurrent
+        else f"{facts.active_all} runs in progress overall (max {limits.max_concurrent})"
+        if facts.active_all >= limits.max_concurrent
+        else None,
+        "below the concurrency limits",
+    )
     out.append(_blast_radius(guards, facts))
     for what, holds, detail in facts.preconditions:
         add("precondition", None if holds else f"{what}: {detail}", f"{what}: {detail}")
-    add("circuit_breaker", None, "tripped: the playbook runs in shadow mode until reset"
-        if facts.breaker_tripped else "closed", shadow=facts.breaker_tripped)
+    add(
+        "circuit_breaker",
+        None,
+        "tripped: the playbook runs in shadow mode until reset"
+        if facts.breaker_tripped
+        else "closed",
+        shadow=facts.breaker_tripped,
+    )
     if guards.error_budget is not None:
         out.append(_budget(guards, facts))
     return out
@@ -164,13 +225,23 @@ def _budget(guards: Guards, facts: Facts) -> Verdict:
     slo, floor = guards.error_budget.slo, guards.error_budget.min_remaining
     left = facts.budget_remaining
     if left is None:
-        return Verdict("error_budget", True, f"the error budget of SLO {slo} cannot be read: "
-                       "approval required", approval=True)
+        return Verdict(
+            "error_budget",
+            True,
+            f"the error budget of SLO {slo} cannot be read: approval required",
+            approval=True,
+        )
     if left < floor:
-        return Verdict("error_budget", True, f"{left:.0%} of SLO {slo}'s error budget remains "
-                       f"(floor {floor:.0%}): approval required", approval=True)
-    return Verdict("error_budget", True, f"{left:.0%} of SLO {slo}'s error budget remains "
-                   f"(floor {floor:.0%})")
+        return Verdict(
+            "error_budget",
+            True,
+            f"{left:.0%} of SLO {slo}'s error budget remains "
+            f"(floor {floor:.0%}): approval required",
+            approval=True,
+        )
+    return Verdict(
+        "error_budget", True, f"{left:.0%} of SLO {slo}'s error budget remains (floor {floor:.0%})"
+    )
 
 
 def needs_approval(verdicts: Sequence[Verdict]) -> bool:
@@ -182,13 +253,20 @@ def _blast_radius(guards: Guards, facts: Facts) -> Verdict:
     radius = guards.blast_radius
     after = facts.targets_in_flight + 1
     if radius.max_targets is not None and after > radius.max_targets:
-        return Verdict("blast_radius", False, f"{facts.targets_in_flight} targets already "
-                       f"being acted on (max {radius.max_targets})")
+        return Verdict(
+            "blast_radius",
+            False,
+            f"{facts.targets_in_flight} targets already being acted on (max {radius.max_targets})",
+        )
     if radius.max_percent is not None and facts.targets_total:
         share = 100.0 * after / facts.targets_total
         if share > radius.max_percent:
-            return Verdict("blast_radius", False, f"{after} of {facts.targets_total} "
-                           f"({share:.0f}%) would be affected (max {radius.max_percent:.0f}%)")
+            return Verdict(
+                "blast_radius",
+                False,
+                f"{after} of {facts.targets_total} "
+                f"({share:.0f}%) would be affected (max {radius.max_percent:.0f}%)",
+            )
     return Verdict("blast_radius", True, f"{after} target(s) affected")
 
 

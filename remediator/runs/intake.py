@@ -26,10 +26,19 @@ StartFunc = Callable[[str, Entry, Alert, float], Awaitable[None]]
 
 
 class Intake:
-    def __init__(self, *, audit: AuditThread, catalog: Callable[[], Catalog],
-                 journal: Journal, shared: SharedRuns, metrics: RemediatorMetrics,
-                 clock: Callable[[], float], start: StartFunc,
-                 spawn: Callable[[Awaitable[None]], None], leading: bool) -> None:
+    def __init__(
+        self,
+        *,
+        audit: AuditThread,
+        catalog: Callable[[], Catalog],
+        journal: Journal,
+        shared: SharedRuns,
+        metrics: RemediatorMetrics,
+        clock: Callable[[], float],
+        start: StartFunc,
+        spawn: Callable[[Awaitable[None]], None],
+        leading: bool,
+    ) -> None:
         self.audit = audit
         self.catalog = catalog
         self.journal = journal
@@ -40,8 +49,9 @@ class Intake:
         self.spawn = spawn
         self.leading = leading
 
-    async def handle(self, notification_id: int, notification: Notification,
-                     received: float) -> None:
+    async def handle(
+        self, notification_id: int, notification: Notification, received: float
+    ) -> None:
         """Create (at most once, ever) the runs a notification calls for and start them."""
         if not self.leading:
             return  # recorded; replayed if this replica becomes the leader
@@ -50,12 +60,17 @@ class Intake:
             for entry in catalog.matching(dict(alert.labels), alert.status):
                 pb = entry.playbook
                 fields: dict[str, Any] = {
-                    "playbook": pb.name, "fingerprint": str(alert.fingerprint),
-                    "starts_at": alert.starts_at, "alertname": alert.labels.get("alertname", ""),
-                    "alert": alert.to_json(), "mode": pb.spec.mode.value,
+                    "playbook": pb.name,
+                    "fingerprint": str(alert.fingerprint),
+                    "starts_at": alert.starts_at,
+                    "alertname": alert.labels.get("alertname", ""),
+                    "alert": alert.to_json(),
+                    "mode": pb.spec.mode.value,
                     "notification_id": notification_id,
                     "target": targets.target_of(alert.labels),
-                    "now_ms": int(self.clock() * 1000), "trace_id": current_trace_id()}
+                    "now_ms": int(self.clock() * 1000),
+                    "trace_id": current_trace_id(),
+                }
                 run = await self.audit.run(functools.partial(AuditLog.create_run, **fields))
                 if run is None:
                     self.metrics.duplicates.labels(pb.name).inc()

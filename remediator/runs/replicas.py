@@ -32,8 +32,15 @@ log = logging.getLogger(__name__)
 
 
 class SharedRuns:
-    def __init__(self, *, shared: ClusterState | None, audit: AuditThread, identity: str,
-                 metrics: RemediatorMetrics, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        shared: ClusterState | None,
+        audit: AuditThread,
+        identity: str,
+        metrics: RemediatorMetrics,
+        clock: Callable[[], float],
+    ) -> None:
         self.shared = shared
         self.audit = audit
         self.identity = identity
@@ -49,11 +56,17 @@ class SharedRuns:
         if self.shared is None:
             return None
         key = run_key(pb.name, str(alert.fingerprint), alert.starts_at)
-        record = {"run_id": run_id, "replica": self.identity, "playbook": pb.name,
-                  "mode": pb.spec.mode.value,
-                  "fingerprint": str(alert.fingerprint), "starts_at": alert.starts_at,
-                  "alert": alert.to_json(), "created_ms": self.now_ms(),
-                  "state": RunState.PLANNED.value}
+        record = {
+            "run_id": run_id,
+            "replica": self.identity,
+            "playbook": pb.name,
+            "mode": pb.spec.mode.value,
+            "fingerprint": str(alert.fingerprint),
+            "starts_at": alert.starts_at,
+            "alert": alert.to_json(),
+            "created_ms": self.now_ms(),
+            "state": RunState.PLANNED.value,
+        }
         try:
             claimed = await self.shared.claim(key, record)
         except ActionError as exc:
@@ -71,9 +84,10 @@ class SharedRuns:
         if run is None:
             return
         try:
-            await self.shared.update(run_key(pb_name, run.fingerprint, run.starts_at),
-                                     {"state": state.value, "executed_ms": run.executed_ms,
-                                      "target": run.target})
+            await self.shared.update(
+                run_key(pb_name, run.fingerprint, run.starts_at),
+                {"state": state.value, "executed_ms": run.executed_ms, "target": run.target},
+            )
         except ActionError as exc:
             log.warning("run %s: could not share its state %s: %s", run_id, state.value, exc)
 
@@ -95,9 +109,19 @@ HandleFunc = Callable[[int, Notification, float], Awaitable[None]]
 class Takeover:
     """What a replica does when it becomes the leader."""
 
-    def __init__(self, *, shared: ClusterState | None, audit: AuditThread, identity: str,
-                 catalog: Callable[[], Catalog], journal: Journal, escalator: Escalator,
-                 handle: HandleFunc, clock: Callable[[], float], replay_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        shared: ClusterState | None,
+        audit: AuditThread,
+        identity: str,
+        catalog: Callable[[], Catalog],
+        journal: Journal,
+        escalator: Escalator,
+        handle: HandleFunc,
+        clock: Callable[[], float],
+        replay_s: float,
+    ) -> None:
         self.shared = shared
         self.audit = audit
         self.identity = identity
@@ -118,18 +142,26 @@ class Takeover:
             return 0
         doc = await self.shared.load()
         for name, value in doc["flags"].items():
-            await self.audit.run(functools.partial(AuditLog.set_flag, name=name,
-                                                   value=str(value), now_ms=self.now_ms()))
+            await self.audit.run(
+                functools.partial(
+                    AuditLog.set_flag, name=name, value=str(value), now_ms=self.now_ms()
+                )
+            )
         imported = 0
         for key, rec in sorted(doc["runs"].items(), key=lambda kv: kv[1].get("created_ms", 0)):
             if rec.get("replica") == self.identity:
                 continue
             fields: dict[str, Any] = {
-                "playbook": rec["playbook"], "fingerprint": rec["fingerprint"],
-                "starts_at": rec["starts_at"], "alertname": rec.get("alert", {}).get(
-                    "labels", {}).get("alertname", ""), "alert": rec.get("alert", {}),
-                "mode": rec.get("mode", "auto"), "notification_id": None,
-                "target": rec.get("target"), "now_ms": int(rec.get("created_ms", 0))}
+                "playbook": rec["playbook"],
+                "fingerprint": rec["fingerprint"],
+                "starts_at": rec["starts_at"],
+                "alertname": rec.get("alert", {}).get("labels", {}).get("alertname", ""),
+                "alert": rec.get("alert", {}),
+                "mode": rec.get("mode", "auto"),
+                "notification_id": None,
+                "target": rec.get("target"),
+                "now_ms": int(rec.get("created_ms", 0)),
+            }
             run = await self.audit.run(functools.partial(AuditLog.create_run, **fields))
             if run is None:
                 continue
@@ -146,20 +178,36 @@ class Takeover:
             await self.audit.run(lambda db: db.mark_executing(run_id, now_ms=when))
         state = RunState(shared_state)
         if state in TERMINAL_STATES:
-            await self.audit.run(lambda db: db.set_state(
-                run_id, state, now_ms=self.now_ms(), outcome=f"done by {origin}"))
+            await self.audit.run(
+                lambda db: db.set_state(
+                    run_id, state, now_ms=self.now_ms(), outcome=f"done by {origin}"
+                )
+            )
             return
         # the leader that owned it stopped mid-run: never repeat, escalate
-        await self.journal.event(run_id, EventKind.NOTE, "interrupted", "interrupted",
-                                 {"origin": origin, "state": state.value})
+        await self.journal.event(
+            run_id,
+            EventKind.NOTE,
+            "interrupted",
+            "interrupted",
+            {"origin": origin, "state": state.value},
+        )
         entry = self.catalog().by_name(str(rec["playbook"]))
         if entry is not None and rec.get("alert"):
             await self.escalator.escalate(
-                run_id, entry.playbook, alert_from_json(rec["alert"]),
-                f"{origin} was interrupted while {state.value}; not repeated")
-        await self.audit.run(lambda db: db.set_state(
-            run_id, RunState.INTERRUPTED, now_ms=self.now_ms(),
-            outcome=f"{origin} was interrupted while {state.value}; not repeated"))
+                run_id,
+                entry.playbook,
+                alert_from_json(rec["alert"]),
+                f"{origin} was interrupted while {state.value}; not repeated",
+            )
+        await self.audit.run(
+            lambda db: db.set_state(
+                run_id,
+                RunState.INTERRUPTED,
+                now_ms=self.now_ms(),
+                outcome=f"{origin} was interrupted while {state.value}; not repeated",
+            )
+        )
         if self.shared is not None:
             await self.shared.update(key, {"state": RunState.INTERRUPTED.value})
 
@@ -168,8 +216,11 @@ class Takeover:
         since = self.now_ms() - int(self.replay_s * 1000)
         for note in await self.audit.run(lambda db: db.notifications_since(since)):
             if not note.is_replayable:  # over audit.max_stored_body_bytes, stored truncated
-                log.warning("notification %d not replayed: its %s-byte body was stored "
-                            "truncated", note.id, note.size_bytes)
+                log.warning(
+                    "notification %d not replayed: its %s-byte body was stored truncated",
+                    note.id,
+                    note.size_bytes,
+                )
                 continue
             try:
                 parsed = parse_notification(note.body.encode())

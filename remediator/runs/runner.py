@@ -51,14 +51,25 @@ log = logging.getLogger(__name__)
 class Runner:
     """Turns notifications into runs and carries each run through to its end."""
 
-    def __init__(self, *, audit: AuditThread, catalog: Callable[[], Catalog],
-                 registry: ActionRegistry, services: Services, metrics: RemediatorMetrics,
-                 limits: guards.GlobalLimits, external_url: str,
-                 clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 kube: Kube | None = None, shared: ClusterState | None = None,
-                 identity: str = "vigil-remediator", lock_namespace: str | None = None,
-                 replay_s: float = 900.0, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        audit: AuditThread,
+        catalog: Callable[[], Catalog],
+        registry: ActionRegistry,
+        services: Services,
+        metrics: RemediatorMetrics,
+        limits: guards.GlobalLimits,
+        external_url: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        kube: Kube | None = None,
+        shared: ClusterState | None = None,
+        identity: str = "vigil-remediator",
+        lock_namespace: str | None = None,
+        replay_s: float = 900.0,
+        tracer: Tracer | None = None,
+    ) -> None:
         """``shared`` (with ``kube``) makes this replica one of several: runs are claimed in
         the cluster before they act, and only the leader (``leading``) starts runs.
         ``tracer`` (None: off) traces each run: its guards, actions, verification, undo
@@ -71,41 +82,109 @@ class Runner:
         self.external_url = external_url.rstrip("/")
         self.tasks: set[asyncio.Task[None]] = set()
         self.spans = Spans(tracer)
-        self.replicas = SharedRuns(shared=shared, audit=audit, identity=identity,
-                                   metrics=metrics, clock=clock)
-        self.journal = Journal(audit=audit, redact=services.redact, metrics=metrics,
-                               clock=clock, share=self.replicas.share)
-        self.escalator = Escalator(services=services, journal=self.journal, metrics=metrics,
-                                   spans=self.spans, clock=clock, run_url=self.run_url)
-        self.breakers = Breakers(audit=audit, journal=self.journal, shared=self.replicas,
-                                 metrics=metrics, clock=clock)
-        self.notice = ApprovalNotice(services=services, journal=self.journal, clock=clock,
-                                     console_url=self.console_url, run_url=self.run_url)
-        self.decider = Decider(audit=audit, journal=self.journal, escalator=self.escalator,
-                               facts=FactSource(services=services, shared=self.replicas),
-                               shared=self.replicas, registry=registry, kube=kube,
-                               limits=limits, metrics=metrics, spans=self.spans, clock=clock,
-                               run_url=self.run_url, notice=self.notice)
+        self.replicas = SharedRuns(
+            shared=shared, audit=audit, identity=identity, metrics=metrics, clock=clock
+        )
+        self.journal = Journal(
+            audit=audit,
+            redact=services.redact,
+            metrics=metrics,
+            clock=clock,
+            share=self.replicas.share,
+        )
+        self.escalator = Escalator(
+            services=services,
+            journal=self.journal,
+            metrics=metrics,
+            spans=self.spans,
+            clock=clock,
+            run_url=self.run_url,
+        )
+        self.breakers = Breakers(
+            audit=audit, journal=self.journal, shared=self.replicas, metrics=metrics, clock=clock
+        )
+        self.notice = ApprovalNotice(
+            services=services,
+            journal=self.journal,
+            clock=clock,
+            console_url=self.console_url,
+            run_url=self.run_url,
+        )
+        self.decider = Decider(
+            audit=audit,
+            journal=self.journal,
+            escalator=self.escalator,
+            facts=FactSource(services=services, shared=self.replicas),
+            shared=self.replicas,
+            registry=registry,
+            kube=kube,
+            limits=limits,
+            metrics=metrics,
+            spans=self.spans,
+            clock=clock,
+            run_url=self.run_url,
+            notice=self.notice,
+        )
         self.executor = Executor(
-            audit=audit, journal=self.journal, registry=registry, services=services,
-            kube=kube, lock_namespace=lock_namespace,
-            verifier=Verifier(services=services, journal=self.journal, metrics=metrics,
-                              spans=self.spans, clock=clock, sleep=sleep),
-            escalator=self.escalator, breakers=self.breakers, metrics=metrics,
-            spans=self.spans, clock=clock, sleep=sleep, run_url=self.run_url)
-        self.approvals = Approvals(audit=audit, catalog=catalog, registry=registry,
-                                   journal=self.journal, decider=self.decider,
-                                   shared=self.replicas, limits=limits, clock=clock,
-                                   run_url=self.run_url, act=self._act_approved,
-                                   spawn=self.spawn, notice=self.notice)
+            audit=audit,
+            journal=self.journal,
+            registry=registry,
+            services=services,
+            kube=kube,
+            lock_namespace=lock_namespace,
+            verifier=Verifier(
+                services=services,
+                journal=self.journal,
+                metrics=metrics,
+                spans=self.spans,
+                clock=clock,
+                sleep=sleep,
+            ),
+            escalator=self.escalator,
+            breakers=self.breakers,
+            metrics=metrics,
+            spans=self.spans,
+            clock=clock,
+            sleep=sleep,
+            run_url=self.run_url,
+        )
+        self.approvals = Approvals(
+            audit=audit,
+            catalog=catalog,
+            registry=registry,
+            journal=self.journal,
+            decider=self.decider,
+            shared=self.replicas,
+            limits=limits,
+            clock=clock,
+            run_url=self.run_url,
+            act=self._act_approved,
+            spawn=self.spawn,
+            notice=self.notice,
+        )
         # a lone replica always leads
-        self.intake = Intake(audit=audit, catalog=catalog, journal=self.journal,
-                             shared=self.replicas, metrics=metrics, clock=clock,
-                             start=self.execute, spawn=self.spawn, leading=shared is None)
-        self.takeover = Takeover(shared=shared, audit=audit, identity=identity,
-                                 catalog=catalog, journal=self.journal,
-                                 escalator=self.escalator, handle=self.handle, clock=clock,
-                                 replay_s=replay_s)
+        self.intake = Intake(
+            audit=audit,
+            catalog=catalog,
+            journal=self.journal,
+            shared=self.replicas,
+            metrics=metrics,
+            clock=clock,
+            start=self.execute,
+            spawn=self.spawn,
+            leading=shared is None,
+        )
+        self.takeover = Takeover(
+            shared=shared,
+            audit=audit,
+            identity=identity,
+            catalog=catalog,
+            journal=self.journal,
+            escalator=self.escalator,
+            handle=self.handle,
+            clock=clock,
+            replay_s=replay_s,
+        )
 
     @property
     def leading(self) -> bool:
@@ -138,8 +217,9 @@ class Runner:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def handle(self, notification_id: int, notification: Notification,
-                     received: float) -> None:
+    async def handle(
+        self, notification_id: int, notification: Notification, received: float
+    ) -> None:
         """Create (at most once, ever) the runs a notification calls for and start them."""
         await self.intake.handle(notification_id, notification, received)
 
@@ -147,13 +227,26 @@ class Runner:
         """One run, from its decision to its end: the task root."""
         pb = entry.playbook
         try:
-            with self.spans.span("run", links=detector_links(alert), run_id=run_id,
-                                 playbook=pb.name, fingerprint=str(alert.fingerprint),
-                                 alertname=alert.labels.get("alertname")):
+            with self.spans.span(
+                "run",
+                links=detector_links(alert),
+                run_id=run_id,
+                playbook=pb.name,
+                fingerprint=str(alert.fingerprint),
+                alertname=alert.labels.get("alertname"),
+            ):
                 go = await self.decider.start(run_id, pb, alert)
                 if go is not None:
-                    await self.executor.act(run_id, pb, alert, go.plan, dry_run=go.dry_run,
-                                            received=received, started=True, target=go.target)
+                    await self.executor.act(
+                        run_id,
+                        pb,
+                        alert,
+                        go.plan,
+                        dry_run=go.dry_run,
+                        received=received,
+                        started=True,
+                        target=go.target,
+                    )
         except AuditError:
             log.exception("run %s: the audit log failed; the run stops here", run_id)
             self.metrics.errors.labels("audit").inc()
@@ -161,25 +254,38 @@ class Runner:
             log.exception("run %s of %s failed unexpectedly", run_id, pb.name)
             self.metrics.errors.labels("runner").inc()
             try:
-                await self.journal.event(run_id, EventKind.NOTE, "error", "failed",
-                                         {"error": f"{type(exc).__name__}: {exc}"})
+                await self.journal.event(
+                    run_id,
+                    EventKind.NOTE,
+                    "error",
+                    "failed",
+                    {"error": f"{type(exc).__name__}: {exc}"},
+                )
                 await self.escalator.escalate(run_id, pb, alert, f"unexpected error: {exc}")
-                await self.journal.finish(run_id, pb.name, RunState.ESCALATED,
-                                          f"unexpected error: {exc}")
+                await self.journal.finish(
+                    run_id, pb.name, RunState.ESCALATED, f"unexpected error: {exc}"
+                )
             except Exception:
                 log.exception("run %s: could not record its failure", run_id)
 
-    async def _act_approved(self, run_id: str, pb: Playbook, alert: Alert,
-                            plan: list[PlannedStep], target: Target | None) -> None:
-        await self.executor.act(run_id, pb, alert, plan, dry_run=False, started=True,
-                                target=target)
+    async def _act_approved(
+        self,
+        run_id: str,
+        pb: Playbook,
+        alert: Alert,
+        plan: list[PlannedStep],
+        target: Target | None,
+    ) -> None:
+        await self.executor.act(run_id, pb, alert, plan, dry_run=False, started=True, target=target)
 
-    async def approve(self, run_id: str, *, plan_hash_seen: str, who: Identity,
-                      claimed: str | None = None) -> dict[str, Any]:
+    async def approve(
+        self, run_id: str, *, plan_hash_seen: str, who: Identity, claimed: str | None = None
+    ) -> dict[str, Any]:
         """Approve a waiting run (``approval.Approvals.approve``); ApprovalError if not,
         ApproverError when ``who`` is not one of its playbook's approvers."""
-        return await self.approvals.approve(run_id, plan_hash_seen=plan_hash_seen, who=who,
-                                            claimed=claimed)
+        return await self.approvals.approve(
+            run_id, plan_hash_seen=plan_hash_seen, who=who, claimed=claimed
+        )
 
     async def reject(self, run_id: str, *, who: Identity, reason: str) -> dict[str, Any]:
         """Reject a waiting run (``approval.Approvals.reject``)."""
@@ -191,11 +297,11 @@ class Runner:
 
     async def recover(self) -> int:
         """At start: runs a crash interrupted are marked so and escalated, never repeated."""
-        return await recovery.recover(audit=self.audit, catalog=self.catalog,
-                                      journal=self.journal, escalator=self.escalator)
+        return await recovery.recover(
+            audit=self.audit, catalog=self.catalog, journal=self.journal, escalator=self.escalator
+        )
 
-    async def reset_breaker(self, playbook: str, *, by: str,
-                            claimed: str | None = None) -> bool:
+    async def reset_breaker(self, playbook: str, *, by: str, claimed: str | None = None) -> bool:
         """Close a playbook's circuit breaker; False when it was not tripped."""
         return await self.breakers.reset(playbook, by=by, claimed=claimed)
 

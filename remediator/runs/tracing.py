@@ -18,13 +18,17 @@ class Spans:
     def __init__(self, tracer: Tracer | None) -> None:
         self.tracer = tracer
 
-    def span(self, name: str, *, links: list[trace.Link] | None = None,
-             **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
+    def span(
+        self, name: str, *, links: list[trace.Link] | None = None, **attributes: Any
+    ) -> contextlib.AbstractContextManager[Span | None]:
         """A child span of the current one, or nothing when traces are off."""
         if self.tracer is None:
             return contextlib.nullcontext()
-        return self.tracer.start_as_current_span(name, links=links, attributes={
-            f"vigil.{k}": v for k, v in attributes.items() if v is not None})
+        return self.tracer.start_as_current_span(
+            name,
+            links=links,
+            attributes={f"vigil.{k}": v for k, v in attributes.items() if v is not None},
+        )
 
 
 def current_trace_id() -> str | None:

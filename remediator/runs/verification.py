@@ -17,9 +17,16 @@ from remediator.runs.tracing import Spans
 
 
 class Verifier:
-    def __init__(self, *, services: Services, journal: Journal, metrics: RemediatorMetrics,
-                 spans: Spans, clock: Callable[[], float],
-                 sleep: Callable[[float], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        *,
+        services: Services,
+        journal: Journal,
+        metrics: RemediatorMetrics,
+        spans: Spans,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
         self.services = services
         self.journal = journal
         self.metrics = metrics
@@ -42,8 +49,13 @@ class Verifier:
                 query = templating.render_as(check.query, scope, templating.Context.PROMQL)
             except TemplateError as exc:
                 what = check.description or check.query
-                await self.journal.event(run_id, EventKind.VERIFY, what, "failed",
-                                         {"query": check.query, "detail": f"refused: {exc}"})
+                await self.journal.event(
+                    run_id,
+                    EventKind.VERIFY,
+                    what,
+                    "failed",
+                    {"query": check.query, "detail": f"refused: {exc}"},
+                )
                 self.metrics.verifications.labels(pb.name, "failed").inc()
                 return False, f"{what} cannot be checked: {exc}"
             deadline = self.clock() + check.within_s
@@ -54,18 +66,28 @@ class Verifier:
                 except ActionError as exc:
                     result, detail = [], f"query failed: {exc}"
                 if result:
-                    await self.journal.event(run_id, EventKind.VERIFY,
-                                             check.description or query, "ok",
-                                             {"query": query, "detail": detail})
+                    await self.journal.event(
+                        run_id,
+                        EventKind.VERIFY,
+                        check.description or query,
+                        "ok",
+                        {"query": query, "detail": detail},
+                    )
                     self.metrics.verifications.labels(pb.name, "ok").inc()
                     break
                 if self.clock() + check.interval_s > deadline:
-                    await self.journal.event(run_id, EventKind.VERIFY,
-                                             check.description or query, "failed",
-                                             {"query": query, "detail": detail,
-                                              "within_s": check.within_s})
+                    await self.journal.event(
+                        run_id,
+                        EventKind.VERIFY,
+                        check.description or query,
+                        "failed",
+                        {"query": query, "detail": detail, "within_s": check.within_s},
+                    )
                     self.metrics.verifications.labels(pb.name, "failed").inc()
-                    return False, f"{check.description or query} did not hold within " \
-                                  f"{check.within_s:.0f} s ({detail})"
+                    return (
+                        False,
+                        f"{check.description or query} did not hold within "
+                        f"{check.within_s:.0f} s ({detail})",
+                    )
                 await self.sleep(check.interval_s)
         return True, "verified"

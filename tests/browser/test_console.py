@@ -64,19 +64,52 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     (tmp / "remediator.yaml").write_text(f"auth: {{admin_token_file: {tmp / 'admin-token'}}}\n")
     am_cfg = _am_config(tmp / "am.yml", f"{rem}/webhook")
     with alertmanager("am", tmp, am_cfg) as (am, _):
-        rem_argv = [sys.executable, "-m", "remediator", "serve", "--listen",
-                    f"127.0.0.1:{rem_port}", "--playbooks", str(HERE / "playbooks"),
-                    "--config", str(tmp / "remediator.yaml"), "--alertmanager", am,
-                    "--state-dir", str(tmp / "remediator"), "--detector-url", det]
+        rem_argv = [
+            sys.executable,
+            "-m",
+            "remediator",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{rem_port}",
+            "--playbooks",
+            str(HERE / "playbooks"),
+            "--config",
+            str(tmp / "remediator.yaml"),
+            "--alertmanager",
+            am,
+            "--state-dir",
+            str(tmp / "remediator"),
+            "--detector-url",
+            det,
+        ]
         (tmp / "detector.yaml").write_text(ONE_SECOND_RULE)  # shifted() samples every second
-        det_argv = [sys.executable, "-m", "detector", "serve", "--listen",
-                    f"127.0.0.1:{det_port}", "--alertmanager", am, "--remediator-url", rem,
-                    "--config", str(tmp / "detector.yaml")]
-        with process("remediator", rem_argv, tmp, ready_url=f"{rem}/readyz"), \
-                process("detector", det_argv, tmp, ready_url=f"{det}/readyz"):
+        det_argv = [
+            sys.executable,
+            "-m",
+            "detector",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{det_port}",
+            "--alertmanager",
+            am,
+            "--remediator-url",
+            rem,
+            "--config",
+            str(tmp / "detector.yaml"),
+        ]
+        with (
+            process("remediator", rem_argv, tmp, ready_url=f"{rem}/readyz"),
+            process("detector", det_argv, tmp, ready_url=f"{det}/readyz"),
+        ):
             now = int(time.time() * 1000)
-            series = shifted("checkout_latency_seconds", end_ms=now, n_normal=340,
-                             n_shift=12, namespace="shop", service="checkout")
+            series = shifted(
+                "checkout_latency_seconds",
+                end_ms=now,
+                n_normal=340,
+                n_shift=12,
+                namespace="shop",
+                service="checkout",
+            )
             # as Prometheus sends it: the backlog first, then the recent samples
             write(det_port, [dataclasses.replace(series, samples=series.samples[:300])])
             write(det_port, [dataclasses.replace(series, samples=series.samples[300:])])
@@ -91,13 +124,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             fingerprints = anomaly["alert"]["fingerprints"]
 
             def runs() -> list[dict[str, Any]]:
-                return [r for fp in fingerprints
-                        for r in get_json(f"{rem}/api/v1/runs?fingerprint={fp}")["data"]]
+                return [
+                    r
+                    for fp in fingerprints
+                    for r in get_json(f"{rem}/api/v1/runs?fingerprint={fp}")["data"]
+                ]
 
-            wait_until("the remediator has a run for the alert", lambda: bool(runs()),
-                       timeout_s=60)
-            yield {"det": det, "rem": rem, "am": am, "anomaly": anomaly,
-                   "fingerprints": fingerprints, "run": runs()[0]}
+            wait_until("the remediator has a run for the alert", lambda: bool(runs()), timeout_s=60)
+            yield {
+                "det": det,
+                "rem": rem,
+                "am": am,
+                "anomaly": anomaly,
+                "fingerprints": fingerprints,
+                "run": runs()[0],
+            }
 
 
 @pytest.fixture
@@ -115,10 +156,22 @@ async def page() -> AsyncIterator[Any]:
         outside: list[str] = []
         p.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
         # (the browser logs the approval refused for want of the token, which is expected)
-        p.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-             if msg.type == "error" and "status of 401" not in msg.text else None)
-        p.on("request", lambda req: outside.append(req.url)
-             if not req.url.startswith(("http://127.0.0.1:", "data:")) else None)
+        p.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console {msg.type}: {msg.text}")
+                if msg.type == "error" and "status of 401" not in msg.text
+                else None
+            ),
+        )
+        p.on(
+            "request",
+            lambda req: (
+                outside.append(req.url)
+                if not req.url.startswith(("http://127.0.0.1:", "data:"))
+                else None
+            ),
+        )
         try:
             yield p
         finally:
@@ -141,14 +194,16 @@ def _record(name: str, figures: dict[str, Any]) -> None:
 
 
 async def _weight(page: Any) -> dict[str, Any]:
-    return dict(await page.evaluate("""() => {
+    return dict(
+        await page.evaluate("""() => {
         const nav = performance.getEntriesByType("navigation")[0];
         const res = performance.getEntriesByType("resource");
         const bytes = res.reduce((s, r) => s + r.encodedBodySize, nav.encodedBodySize);
         return {requests: res.length + 1, bytes,
                 dom_content_loaded_ms: Math.round(nav.domContentLoadedEventEnd),
                 load_ms: Math.round(nav.loadEventEnd)};
-    }"""))
+    }""")
+    )
 
 
 async def test_the_anomaly_chart_shows_the_injected_shift_and_links_to_its_run(stack, page):
@@ -184,8 +239,7 @@ async def test_the_anomaly_chart_shows_the_injected_shift_and_links_to_its_run(s
     _record("anomalies", {**await _weight(page), "chart_visible_ms": round(chart_ms)})
 
     await card.get_by_role("link", name="Runs that followed").click()
-    await page.wait_for_url(
-        f"{stack['rem']}/#runs?fingerprint={','.join(stack['fingerprints'])}")
+    await page.wait_for_url(f"{stack['rem']}/#runs?fingerprint={','.join(stack['fingerprints'])}")
     run = page.locator(f"#runs tbody tr[data-run='{stack['run']['id']}']")
     await run.wait_for()
     text = await run.text_content()
@@ -217,9 +271,13 @@ async def test_a_run_is_approved_in_the_console_with_the_admin_token(stack, page
     assert await page.evaluate("sessionStorage.getItem('vigil-admin-token')") == TOKEN
     await page.focus("#approve-by")
     await page.keyboard.press("Enter")  # submits the approval form
-    await _until("the approved run acts", lambda: get_json(
-        f"{rem}/api/v1/runs/{run['id']}")["state"] not in (
-            "waiting_approval", "approved", "running", "verifying"))
+    await _until(
+        "the approved run acts",
+        lambda: (
+            get_json(f"{rem}/api/v1/runs/{run['id']}")["state"]
+            not in ("waiting_approval", "approved", "running", "verifying")
+        ),
+    )
     assert get_json(f"{rem}/api/v1/runs/{run['id']}")["state"] == "succeeded"
     await page.reload()
     await page.locator("#timeline li[data-kind=approval]", has_text="on-call").wait_for()
@@ -264,15 +322,24 @@ async def test_the_main_controls_work_from_the_keyboard(stack, page):
     order = []
     for _ in range(8):
         await page.keyboard.press("Tab")
-        order.append(await page.evaluate("""() => {
+        order.append(
+            await page.evaluate("""() => {
             const e = document.activeElement;
             const style = getComputedStyle(e);
             return [e.tagName, e.id || e.textContent.trim().slice(0, 30),
                     style.outlineStyle !== "none" && style.outlineWidth !== "0px"];
-        }"""))
+        }""")
+        )
     names = [name for _, name, _ in order]
-    assert names[:7] == ["Skip to the anomalies", "Anomalies", "nav-runs", "nav-playbooks",
-                         "refresh", "auto", "filter"]
+    assert names[:7] == [
+        "Skip to the anomalies",
+        "Anomalies",
+        "nav-runs",
+        "nav-playbooks",
+        "refresh",
+        "auto",
+        "filter",
+    ]
     assert all(visible for *_, visible in order), order  # focus is always visible
     # the skip link moves focus to the content
     await page.goto(stack["det"] + "/")

@@ -10,10 +10,12 @@ from detector.detectors.base import Scores
 from detector.detectors.kinds import KINDS, build_family
 from tests import reference
 
-PARAMS = {"robust": RobustParams(),
-          "ensemble": EnsembleParams(season_min_visits=2),
-          # a small ring so the 2,000-sample reference stream wraps it many times
-          "spot": SpotParams(peaks=16, min_peaks=8)}
+PARAMS = {
+    "robust": RobustParams(),
+    "ensemble": EnsembleParams(season_min_visits=2),
+    # a small ring so the 2,000-sample reference stream wraps it many times
+    "spot": SpotParams(peaks=16, min_peaks=8),
+}
 STEP_MS = 300_000  # 5 minutes: the seasonal profile sees each bin several times
 
 
@@ -124,9 +126,11 @@ def test_matches_the_python_reference(kind):
 
 # the ensemble allocates only the state and tables of its signals that are on; each
 # combination is checked against the reference, whole and in pieces
-ENSEMBLE_SIGNALS = [EnsembleParams(season_min_visits=2),
-                    EnsembleParams(season_bins=0),
-                    EnsembleParams(season_bins=0, adopt_after_s=0)]
+ENSEMBLE_SIGNALS = [
+    EnsembleParams(season_min_visits=2),
+    EnsembleParams(season_bins=0),
+    EnsembleParams(season_bins=0, adopt_after_s=0),
+]
 
 
 @pytest.mark.parametrize("params", ENSEMBLE_SIGNALS, ids=["seasonal", "core", "never-adopt"])

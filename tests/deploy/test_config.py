@@ -57,17 +57,26 @@ def alert_rules() -> list[dict[str, Any]]:
 
 def playbook_match(path: Path) -> tuple[dict[str, str], tuple[Matcher, ...]]:
     match = load(path)["spec"]["match"]
-    return (dict(match.get("labels") or {}),
-            tuple(parse_matcher(m) for m in match.get("matchers") or ()))
+    return (
+        dict(match.get("labels") or {}),
+        tuple(parse_matcher(m) for m in match.get("matchers") or ()),
+    )
 
 
 def test_the_files_are_there() -> None:
-    assert {p.name for p in RULE_FILES} >= {"vigil.yaml", "kubernetes.yaml", "node.yaml",
-                                            "blackbox.yaml", "demo.yaml", "recording.yaml"}
+    assert {p.name for p in RULE_FILES} >= {
+        "vigil.yaml",
+        "kubernetes.yaml",
+        "node.yaml",
+        "blackbox.yaml",
+        "demo.yaml",
+        "recording.yaml",
+    }
     assert TEST_FILES and PLAYBOOKS
 
 
 # --- promtool: rules -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
 def test_promtool_check_rules(path: Path) -> None:
@@ -103,8 +112,9 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
         for check in case.get("alert_rule_test") or []:
             name = check["alertname"]
             if name not in names:
-                problems.append(f"{path.name}: {case.get('name')}: no rule {name} in "
-                                f"{[p.name for p in loaded]}")
+                problems.append(
+                    f"{path.name}: {case.get('name')}: no rule {name} in {[p.name for p in loaded]}"
+                )
             (fires if check.get("exp_alerts") else quiet).add(name)
     assert not problems, "\n".join(problems)
     assert not defined - fires, f"alerts without a case that fires: {sorted(defined - fires)}"
@@ -118,7 +128,8 @@ def test_every_firing_case_asserts_all_labels_and_annotations() -> None:
                 where = f"{path.name}: {case.get('name')}: {check['alertname']}"
                 assert "severity" in alert.get("exp_labels", {}), where
                 assert {"summary", "description", "runbook"} <= set(
-                    alert.get("exp_annotations", {})), where
+                    alert.get("exp_annotations", {})
+                ), where
 
 
 def test_every_recording_rule_is_tested() -> None:
@@ -158,18 +169,26 @@ def test_the_alerts_carry_the_labels_their_playbooks_read() -> None:
         wanted = set(re.findall(r"\{\{\s*labels\.(\w+)\s*\}\}", text))
         labels, matchers = playbook_match(path)
         for name, seen in fired_labels.items():
-            if not all(m.matches({**labels, "alertname": name}) for m in matchers
-                       if m.name == "alertname") or labels.get("alertname", name) != name:
+            if (
+                not all(
+                    m.matches({**labels, "alertname": name})
+                    for m in matchers
+                    if m.name == "alertname"
+                )
+                or labels.get("alertname", name) != name
+            ):
                 continue
             checked += 1
             assert wanted <= seen, f"{path.name} reads {sorted(wanted - seen)} of {name}"
             if "target." in text:
-                assert seen & {"pod", "deployment", "statefulset", "daemonset", "node"}, \
+                assert seen & {"pod", "deployment", "statefulset", "daemonset", "node"}, (
                     f"{path.name}: {name} has no label to resolve a target from"
+                )
     assert checked >= 8  # every Kubernetes and probe alert a shipped playbook takes
 
 
 # --- the remote-write selection, run through Prometheus's relabelling semantics ----------
+
 
 def _go_replacement(template: str) -> str:
     return re.sub(r"\$\{?(\w+)\}?", r"\\g<\1>", template)
@@ -183,8 +202,7 @@ def relabel(labels: Mapping[str, str], configs: list[dict[str, Any]]) -> dict[st
     for cfg in configs:
         action = cfg.get("action", "replace")
         regex = re.compile(f"(?:{cfg.get('regex', '(.*)')})\\Z")
-        value = cfg.get("separator", ";").join(lb.get(n, "") for n in
-                                                   cfg.get("source_labels", []))
+        value = cfg.get("separator", ";").join(lb.get(n, "") for n in cfg.get("source_labels", []))
         if action == "keep" and not regex.match(value):
             return None
         if action == "drop" and regex.match(value):
@@ -267,12 +285,16 @@ def test_remote_write_drops(text: str) -> None:
 
 
 def test_remote_write_strips_cadvisor_churn_labels() -> None:
-    got = relabel(series(
-        'container_memory_working_set_bytes{namespace="shop", pod="a-1", container="app", '
-        'id="/kubepods/pod1/c0ffee", name="k8s_app_a-1_shop_0", image="shop/a:1.4"}'),
-        render.remote_write_relabel())
-    assert got == series('container_memory_working_set_bytes{namespace="shop", pod="a-1", '
-                         'container="app"}')
+    got = relabel(
+        series(
+            'container_memory_working_set_bytes{namespace="shop", pod="a-1", container="app", '
+            'id="/kubepods/pod1/c0ffee", name="k8s_app_a-1_shop_0", image="shop/a:1.4"}'
+        ),
+        render.remote_write_relabel(),
+    )
+    assert got == series(
+        'container_memory_working_set_bytes{namespace="shop", pod="a-1", container="app"}'
+    )
 
 
 def test_remote_write_section_for_both_forms() -> None:
@@ -282,11 +304,24 @@ def test_remote_write_section_for_both_forms() -> None:
     entry = entry[0]
     assert entry["queue_config"]["batch_send_deadline"] == "5s"
     assert entry["queue_config"]["max_samples_per_send"] == 2000
-    assert set(entry) <= {"name", "url", "remote_timeout", "queue_config", "metadata_config",
-                          "write_relabel_configs"}
+    assert set(entry) <= {
+        "name",
+        "url",
+        "remote_timeout",
+        "queue_config",
+        "metadata_config",
+        "write_relabel_configs",
+    }
     for cfg in entry["write_relabel_configs"]:
-        assert set(cfg) <= {"source_labels", "separator", "target_label", "regex", "modulus",
-                            "replacement", "action"}, cfg
+        assert set(cfg) <= {
+            "source_labels",
+            "separator",
+            "target_label",
+            "regex",
+            "modulus",
+            "replacement",
+            "action",
+        }, cfg
 
 
 def test_shards_partition_the_series_and_keep_a_pod_together() -> None:
@@ -294,47 +329,68 @@ def test_shards_partition_the_series_and_keep_a_pod_together() -> None:
     entries = render.remote_write([f"http://d-{k}:9420/api/v1/write" for k in range(shards)])
     assert [e["name"] for e in entries] == ["vigil-0", "vigil-1", "vigil-2"]
     samples = [series(t) for t in KEPT]
-    samples += [series(f'container_cpu_usage_seconds_total{{namespace="ns{i % 7}", '
-                       f'pod="p-{i}", container="app"}}') for i in range(60)]
-    samples += [series(f'http_requests_total{{namespace="ns{i % 7}", pod="p-{i}", '
-                       f'code="200"}}') for i in range(60)]
-    samples += [series(f'node_load1{{job="node", instance="node-{i}:9100"}}')
-                for i in range(30)]
+    samples += [
+        series(
+            f'container_cpu_usage_seconds_total{{namespace="ns{i % 7}", '
+            f'pod="p-{i}", container="app"}}'
+        )
+        for i in range(60)
+    ]
+    samples += [
+        series(f'http_requests_total{{namespace="ns{i % 7}", pod="p-{i}", code="200"}}')
+        for i in range(60)
+    ]
+    samples += [series(f'node_load1{{job="node", instance="node-{i}:9100"}}') for i in range(30)]
     where: dict[str, int] = {}
     for labels in samples:
-        kept = [k for k, e in enumerate(entries)
-                if relabel(labels, e["write_relabel_configs"]) is not None]
+        kept = [
+            k
+            for k, e in enumerate(entries)
+            if relabel(labels, e["write_relabel_configs"]) is not None
+        ]
         assert len(kept) == 1, (labels, kept)
         got = relabel(labels, entries[kept[0]]["write_relabel_configs"])
         assert got is not None and not any(n.startswith("__tmp") for n in got), got
         if "pod" in labels:  # one pod's series meet on one shard
-            key = f'{labels["namespace"]}/{labels["pod"]}'
+            key = f"{labels['namespace']}/{labels['pod']}"
             assert where.setdefault(key, kept[0]) == kept[0], key
-    counts = [sum(1 for labels in samples
-                  if relabel(labels, e["write_relabel_configs"]) is not None) for e in entries]
+    counts = [
+        sum(1 for labels in samples if relabel(labels, e["write_relabel_configs"]) is not None)
+        for e in entries
+    ]
     assert min(counts) > len(samples) / shards / 2, counts
 
 
 # --- promtool: a Prometheus config made of these files ---------------------------------
+
 
 @pytest.mark.parametrize("detectors", [1, 3])
 def test_promtool_check_config(tmp_path: Path, detectors: int) -> None:
     token = tmp_path / "vigil-token"
     token.write_text("s3cret\n")
     text = render.render_prometheus(
-        scrape_targets={"node": ["127.0.0.1:9100"], "demo-shop": ["127.0.0.1:8080"],
-                        "vigil-detector": ["127.0.0.1:9420"]},
-        extra_scrape_configs=[{
-            "job_name": "blackbox", "metrics_path": "/probe", "params": {"module": ["http_2xx"]},
-            "static_configs": [{"targets": ["http://127.0.0.1:8080/healthz"]}],
-            "relabel_configs": [
-                {"source_labels": ["__address__"], "target_label": "__param_target"},
-                {"source_labels": ["__param_target"], "target_label": "instance"},
-                {"target_label": "__address__", "replacement": "127.0.0.1:9115"}]}],
+        scrape_targets={
+            "node": ["127.0.0.1:9100"],
+            "demo-shop": ["127.0.0.1:8080"],
+            "vigil-detector": ["127.0.0.1:9420"],
+        },
+        extra_scrape_configs=[
+            {
+                "job_name": "blackbox",
+                "metrics_path": "/probe",
+                "params": {"module": ["http_2xx"]},
+                "static_configs": [{"targets": ["http://127.0.0.1:8080/healthz"]}],
+                "relabel_configs": [
+                    {"source_labels": ["__address__"], "target_label": "__param_target"},
+                    {"source_labels": ["__param_target"], "target_label": "instance"},
+                    {"target_label": "__address__", "replacement": "127.0.0.1:9115"},
+                ],
+            }
+        ],
         alertmanagers=["127.0.0.1:9093"],
-        remote_write_urls=[f"http://127.0.0.1:{9420 + k}/api/v1/write"
-                           for k in range(detectors)],
-        bearer_token_file=token)
+        remote_write_urls=[f"http://127.0.0.1:{9420 + k}/api/v1/write" for k in range(detectors)],
+        bearer_token_file=token,
+    )
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
     done = run(tool("promtool"), "check", "config", str(path))
@@ -347,13 +403,15 @@ def test_promtool_check_config(tmp_path: Path, detectors: int) -> None:
 
 # --- amtool: the routing tree ----------------------------------------------------------
 
+
 def test_amtool_check_config() -> None:
     done = run(tool("amtool"), "check-config", str(ALERTMANAGER))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_render_alertmanager_changes_only_the_remediator_url_and_secret_paths(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     secrets = tmp_path / "secrets"
     url = "http://127.0.0.1:9421/webhook"
     text = render.render_alertmanager(remediator_url=url, secrets_dir=secrets)
@@ -390,8 +448,14 @@ def test_render_alertmanager_refuses_a_url_that_is_not_http(tmp_path: Path) -> N
 
 
 def routes(labels: Mapping[str, str], config: Path = ALERTMANAGER) -> set[str]:
-    done = run(tool("amtool"), "config", "routes", "test", f"--config.file={config}",
-               *(f"{k}={v}" for k, v in labels.items()))
+    done = run(
+        tool("amtool"),
+        "config",
+        "routes",
+        "test",
+        f"--config.file={config}",
+        *(f"{k}={v}" for k, v in labels.items()),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return set(done.stdout.strip().split(","))
 
@@ -408,8 +472,9 @@ def playbook_alertnames() -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("rule", alert_rules(),
-                         ids=lambda r: f'{r["alert"]}-{r["labels"]["severity"]}')
+@pytest.mark.parametrize(
+    "rule", alert_rules(), ids=lambda r: f"{r['alert']}-{r['labels']['severity']}"
+)
 def test_every_alert_we_ship_reaches_its_receivers(rule: dict[str, Any]) -> None:
     """By severity (critical pages, warning to Slack, info by e-mail), and to the
     remediator as well when a playbook reacts to it."""
@@ -420,38 +485,86 @@ def test_every_alert_we_ship_reaches_its_receivers(rule: dict[str, Any]) -> None
     assert routes(labels) == expected
 
 
-@pytest.mark.parametrize(("labels", "expected"), [
-    # VigilAnomaly: to the remediator and to the team, paged when critical
-    ({"alertname": "VigilAnomaly", "severity": "warning", "namespace": "shop",
-      "service": "checkout", "metric_name": "http_request_errors_total"},
-     {REMEDIATOR, "team-slack"}),
-    ({"alertname": "VigilAnomaly", "severity": "critical", "namespace": "shop",
-      "service": "checkout"}, {REMEDIATOR, "pagerduty"}),
-    ({"alertname": "VigilRemediationFailed", "severity": "critical",
-      "playbook": "node-drain", "node": "node-3"}, {"pagerduty"}),
-    ({"alertname": "VigilRemediationFailed", "severity": "warning",
-      "playbook": "evicted-pods-cleanup"}, {"team-slack"}),
-    # a run waiting for a person: to the team, never back to the remediator
-    ({"alertname": "VigilRemediationAwaitingApproval", "severity": "warning",
-      "playbook": "node-drain", "run_id": "01JX", "original_alertname": "KubeNodeNotReady",
-      "node": "node-3"}, {"team-slack"}),
-    # the playbooks' own escalations
-    ({"alertname": "VigilCertificateNeedsRenewal", "severity": "critical", "team": "security"},
-     {"pagerduty"}),
-    ({"alertname": "VigilHpaMaximumTooLow", "severity": "warning"}, {"team-slack"}),
-    # anything we know nothing about lands in Slack
-    ({"alertname": "SomethingElse"}, {"team-slack"}),
-])
-def test_alert_classes_reach_the_intended_receivers(labels: dict[str, str],
-                                                    expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        # VigilAnomaly: to the remediator and to the team, paged when critical
+        (
+            {
+                "alertname": "VigilAnomaly",
+                "severity": "warning",
+                "namespace": "shop",
+                "service": "checkout",
+                "metric_name": "http_request_errors_total",
+            },
+            {REMEDIATOR, "team-slack"},
+        ),
+        (
+            {
+                "alertname": "VigilAnomaly",
+                "severity": "critical",
+                "namespace": "shop",
+                "service": "checkout",
+            },
+            {REMEDIATOR, "pagerduty"},
+        ),
+        (
+            {
+                "alertname": "VigilRemediationFailed",
+                "severity": "critical",
+                "playbook": "node-drain",
+                "node": "node-3",
+            },
+            {"pagerduty"},
+        ),
+        (
+            {
+                "alertname": "VigilRemediationFailed",
+                "severity": "warning",
+                "playbook": "evicted-pods-cleanup",
+            },
+            {"team-slack"},
+        ),
+        # a run waiting for a person: to the team, never back to the remediator
+        (
+            {
+                "alertname": "VigilRemediationAwaitingApproval",
+                "severity": "warning",
+                "playbook": "node-drain",
+                "run_id": "01JX",
+                "original_alertname": "KubeNodeNotReady",
+                "node": "node-3",
+            },
+            {"team-slack"},
+        ),
+        # the playbooks' own escalations
+        (
+            {
+                "alertname": "VigilCertificateNeedsRenewal",
+                "severity": "critical",
+                "team": "security",
+            },
+            {"pagerduty"},
+        ),
+        ({"alertname": "VigilHpaMaximumTooLow", "severity": "warning"}, {"team-slack"}),
+        # anything we know nothing about lands in Slack
+        ({"alertname": "SomethingElse"}, {"team-slack"}),
+    ],
+)
+def test_alert_classes_reach_the_intended_receivers(
+    labels: dict[str, str], expected: set[str]
+) -> None:
     assert routes(labels) == expected
 
 
 def test_each_waiting_run_is_a_notification_of_its_own() -> None:
     """VigilRemediationAwaitingApproval (remediator/runs/awaiting.py) has its own route,
     grouped by run: two runs waiting in one service are two decisions, not one message."""
-    (route,) = (r for r in load(ALERTMANAGER)["route"]["routes"]
-                if r.get("matchers") == ['alertname="VigilRemediationAwaitingApproval"'])
+    (route,) = (
+        r
+        for r in load(ALERTMANAGER)["route"]["routes"]
+        if r.get("matchers") == ['alertname="VigilRemediationAwaitingApproval"']
+    )
     assert route["receiver"] == "team-slack" and "continue" not in route
     assert route["group_by"] == ["alertname", "run_id"]
 
@@ -478,8 +591,9 @@ def _representatives(path: Path) -> list[dict[str, str]]:
     return sets
 
 
-@pytest.mark.parametrize("path", PLAYBOOKS + LOCAL_PLAYBOOKS,
-                         ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize(
+    "path", PLAYBOOKS + LOCAL_PLAYBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix()
+)
 def test_what_each_playbook_reacts_to_reaches_the_remediator(path: Path) -> None:
     for labels in _representatives(path):
         assert REMEDIATOR in routes(labels), (path.name, labels)
@@ -499,4 +613,5 @@ def test_remediator_receiver_settings() -> None:
     assert hook["url"] == "http://vigil-remediator:9421/webhook"
     assert hook["max_alerts"] == 100 and hook["send_resolved"] is False
     assert hook["http_config"]["authorization"]["credentials_file"].endswith(
-        "/vigil-remediator-token")
+        "/vigil-remediator-token"
+    )

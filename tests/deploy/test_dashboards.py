@@ -22,8 +22,13 @@ def test_dashboards_are_generated_and_up_to_date():
 
 
 # what the tests put where a dashboard has a variable (Grafana's "All" is ".+")
-VALUES = {"metric": "http_requests_total", "selector": 'job="api", namespace="shop"',
-          "service": ".+", "instance": ".+", "job": ".+"}
+VALUES = {
+    "metric": "http_requests_total",
+    "selector": 'job="api", namespace="shop"',
+    "service": ".+",
+    "instance": ".+",
+    "job": ".+",
+}
 
 
 def _docs() -> list[dict]:
@@ -36,12 +41,21 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path):
         assert doc["uid"] and len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
         exprs += [q.expr for q in dashboards.prometheus_queries(doc, VALUES)]
     assert all("$" not in e for e in exprs), [e for e in exprs if "$" in e]
-    rules = {"groups": [{"name": "dashboards", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboards",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump(rules))
-    done = subprocess.run([require("promtool"), "check", "rules", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [require("promtool"), "check", "rules", str(path)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(exprs) >= 80
 
@@ -52,8 +66,7 @@ def test_every_panel_reads_a_datasource_its_dashboard_defines():
         for panel in doc["panels"]:
             if panel["type"] == "text":
                 continue
-            uses = {t["datasource"]["uid"] for t in panel["targets"]} | \
-                {panel["datasource"]["uid"]}
+            uses = {t["datasource"]["uid"] for t in panel["targets"]} | {panel["datasource"]["uid"]}
             assert {u.strip("${}") for u in uses} <= defined, (doc["uid"], panel["title"])
             for target in panel["targets"]:
                 kind = target["datasource"]["type"]
@@ -68,8 +81,9 @@ def test_every_panel_reads_a_datasource_its_dashboard_defines():
 def test_logs_traces_and_dependencies_dashboards_exist():
     uids = {d["uid"]: d for d in _docs()}
     assert {"loki"} <= {p["datasource"]["type"] for p in uids["vigil-logs"]["panels"]}
-    assert {"tempo", "prometheus"} <= {p["datasource"]["type"]
-                                       for p in uids["vigil-traces"]["panels"]}
+    assert {"tempo", "prometheus"} <= {
+        p["datasource"]["type"] for p in uids["vigil-traces"]["panels"]
+    }
     assert "nodeGraph" in {p["type"] for p in uids["vigil-dependencies"]["panels"]}
 
 
@@ -77,13 +91,11 @@ def test_queries_reading_cluster_only_sources_are_recognised():
     def q(expr: str) -> dashboards.PanelQuery:
         return dashboards.PanelQuery("d", "p", "A", expr)
 
-    assert q("sum by (phase) (kube_pod_status_phase)").cluster_source() == \
-        "kube-state-metrics"
-    assert q("(kube_deployment_spec_replicas - x) > 0").cluster_source() == \
-        "kube-state-metrics"
+    assert q("sum by (phase) (kube_pod_status_phase)").cluster_source() == "kube-state-metrics"
+    assert q("(kube_deployment_spec_replicas - x) > 0").cluster_source() == "kube-state-metrics"
     assert q('rate(container_cpu_usage_seconds_total{container!=""}[5m])').cluster_source()
     assert q('sum(up{job="container_x"})').cluster_source() is None  # a label value
-    assert q('sum by (container) (rate(demo_requests_total[5m]))').cluster_source() is None
+    assert q("sum by (container) (rate(demo_requests_total[5m]))").cluster_source() is None
 
 
 def test_the_alert_dashboard_link_fills_the_anomaly_dashboards_variables():

@@ -19,19 +19,22 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "deploy/config/slos").glob("*.yaml"))
 RULES = ROOT / "deploy/config/rules/slo.yaml"
 TESTS = ROOT / "deploy/config/tests/slo_test.yaml"
-REGENERATE = "vigil-detector slo generate deploy/config/slos/*.yaml --out " \
-    "deploy/config/rules/slo.yaml"
+REGENERATE = (
+    "vigil-detector slo generate deploy/config/slos/*.yaml --out deploy/config/rules/slo.yaml"
+)
 # where the metrics an SLI reads are defined
-METRIC_SOURCES = [ROOT / "detector/metrics.py", ROOT / "remediator/metrics.py",
-                  ROOT / "deploy/local/shop.py"]
+METRIC_SOURCES = [
+    ROOT / "detector/metrics.py",
+    ROOT / "remediator/metrics.py",
+    ROOT / "deploy/local/shop.py",
+]
 
 
 def promtool(*argv: str) -> subprocess.CompletedProcess[str]:
     path = shutil.which("promtool")
     if path is None:
         raise RuntimeError("promtool is not installed; `make test` installs it with apt-get")
-    return subprocess.run([path, *argv], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([path, *argv], capture_output=True, text=True, timeout=120, check=False)
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -51,8 +54,9 @@ def test_the_specs_are_the_expected_slos() -> None:
 
 
 def test_the_generated_rules_are_up_to_date() -> None:
-    assert RULES.read_text(encoding="utf-8") == slo.render(slo.load_specs(SPECS)), \
+    assert RULES.read_text(encoding="utf-8") == slo.render(slo.load_specs(SPECS)), (
         f"deploy/config/rules/slo.yaml is stale: run {REGENERATE}"
+    )
 
 
 def test_the_slis_read_metrics_that_exist() -> None:
@@ -96,8 +100,9 @@ def test_every_page_and_ticket_alert_has_a_firing_and_a_quiet_case() -> None:
     assert defined - quiet == set()
 
 
-@pytest.mark.parametrize("rule", alert_rules(),
-                         ids=lambda r: f'{r["alert"]}-{r["labels"]["sloth_severity"]}')
+@pytest.mark.parametrize(
+    "rule", alert_rules(), ids=lambda r: f"{r['alert']}-{r['labels']['sloth_severity']}"
+)
 def test_page_is_critical_and_ticket_a_warning(rule: dict[str, Any]) -> None:
     variant = rule["labels"]["sloth_severity"]
     assert rule["labels"]["severity"] == {"page": "critical", "ticket": "warning"}[variant]

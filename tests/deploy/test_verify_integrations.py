@@ -43,10 +43,14 @@ def test_the_analysis_template_posts_a_valid_request_and_reads_the_verdict():
     assert headers["Content-Type"] == "application/json"
     assert headers["Authorization"] == "Bearer {{args.detector-token}}"
     token = next(a for a in doc["spec"]["args"] if a["name"] == "detector-token")
-    assert token["valueFrom"]["secretKeyRef"] == {"name": "vigil-detector-token",
-                                                  "key": "token"}
-    sample = {"app": "shop", "namespace": "shop", "canary-hash": "6d9f7c",
-              "stable-hash": "5b8c4a", "observe-seconds": args["observe-seconds"]}
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "vigil-detector-token", "key": "token"}
+    sample = {
+        "app": "shop",
+        "namespace": "shop",
+        "canary-hash": "6d9f7c",
+        "stable-hash": "5b8c4a",
+        "observe-seconds": args["observe-seconds"],
+    }
     body = yaml.safe_dump(web["jsonBody"])
     used = set(re.findall(r"\{\{args\.([\w-]+)\}\}", body))
     assert used <= set(args), used - set(args)
@@ -56,8 +60,10 @@ def test_the_analysis_template_posts_a_valid_request_and_reads_the_verdict():
     assert req.mode == "canary" and req.observe_s == 600
     assert req.canary == 'namespace="shop", pod=~"shop-6d9f7c-.*"'
     # the conditions name the report's field and its values
-    for cond, outcome in ((metric["successCondition"], "pass"),
-                          (metric["failureCondition"], "fail")):
+    for cond, outcome in (
+        (metric["successCondition"], "pass"),
+        (metric["failureCondition"], "fail"),
+    ):
         assert cond == f'result.verdict == "{outcome}"'
     assert set(verdict.EXIT_CODES) == {"pass", "fail", "inconclusive"}
 
@@ -66,8 +72,10 @@ def test_the_job_is_a_valid_job_whose_arguments_the_cli_parses():
     job, policy = yaml.safe_load_all((VERIFY / "job.yaml").read_text())
     for obj in (job, policy):
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-    assert policy["spec"]["podSelector"]["matchLabels"] == \
-        job["spec"]["template"]["metadata"]["labels"]
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"]
+        == job["spec"]["template"]["metadata"]["labels"]
+    )
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["vigil-detector"]
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -82,9 +90,11 @@ def test_the_ci_examples_command_lines_parse(path: Path):
     text = path.read_text()
     yaml.safe_load(text)
     (block,) = re.findall(r"vigil-detector verify\n(.*?)--json", text, re.S)
-    block = (block.replace('"$CHANGE_TIME"', "1795773600")
-             .replace('"$PROMETHEUS_URL"', "http://prom:9090")
-             .replace('"${{ secrets.PROMETHEUS_URL }}"', "http://prom:9090"))
+    block = (
+        block.replace('"$CHANGE_TIME"', "1795773600")
+        .replace('"$PROMETHEUS_URL"', "http://prom:9090")
+        .replace('"${{ secrets.PROMETHEUS_URL }}"', "http://prom:9090")
+    )
     argv = ["verify", *shlex.split(block)]
     req = _cli_request(argv)
     assert req.selector == 'namespace="shop", job="shop"' and req.baseline_s == 1800

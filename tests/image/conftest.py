@@ -48,9 +48,14 @@ path-exclude /usr/share/info/*
 path-exclude /usr/share/lintian/*
 path-exclude /usr/share/linda/*
 """
-RECIPE = {"suite": "bookworm", "variant": "minbase", "include": ["python3"], "mirror": MIRROR,
-          "dpkg": SLIM_DPKG,
-          "env": "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+RECIPE = {
+    "suite": "bookworm",
+    "variant": "minbase",
+    "include": ["python3"],
+    "mirror": MIRROR,
+    "dpkg": SLIM_DPKG,
+    "env": "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
 BASE_KEY = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
 # the host's trust store, handed to pip in the build as a secret (a TLS-intercepting
 # proxy's CA reaches pip that way; nothing of it lands in the image)
@@ -60,8 +65,10 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 def buildah(*args: str, timeout: float = 120) -> str:
     done = subprocess.run([*BUILDAH, *args], capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise AssertionError(f"buildah {' '.join(args)} exited {done.returncode}:\n"
-                             f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"buildah {' '.join(args)} exited {done.returncode}:\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done.stdout
 
 
@@ -76,9 +83,11 @@ def _names(kind: str) -> list[tuple[str, str]]:
 
 def _remove_leftovers(keep_base: str) -> None:
     """Containers and images of earlier runs: test images, bases of other recipes."""
-    doomed = {i for i, n in _names("images")
-              if n.startswith(IMAGE_REPO + ":") or (n.startswith(BASE_REPO + ":")
-                                                    and n != keep_base)}
+    doomed = {
+        i
+        for i, n in _names("images")
+        if n.startswith(IMAGE_REPO + ":") or (n.startswith(BASE_REPO + ":") and n != keep_base)
+    }
     doomed_names = {n for i, n in _names("images") if i in doomed}
     for cid, image in _names("containers"):
         if image in doomed_names or image.startswith(IMAGE_REPO + ":"):
@@ -111,8 +120,9 @@ def measured(request: pytest.FixtureRequest) -> Iterator[Measured]:
         (CACHE / "last-run.json").write_text(json.dumps(m.values, indent=2) + "\n")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
-                            config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     m = config.stash.get(MEASURED, None)
     if m is not None and m.values:
         terminalreporter.section("container image (tests/image)")
@@ -124,28 +134,47 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
 def buildah_ready() -> None:
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"{' and '.join(missing)} missing: `make debs` installs them "
-                    "(apt-get install buildah debootstrap)")
+        pytest.fail(
+            f"{' and '.join(missing)} missing: `make debs` installs them "
+            "(apt-get install buildah debootstrap)"
+        )
     for path in (STORAGE, CACHE, Path(tempfile.gettempdir()), Path("/var/tmp")):
         free = _free_gib(path)
         if free < MIN_FREE_GIB:
-            pytest.fail(f"image build needs {MIN_FREE_GIB:.0f} GiB free on the filesystem of "
-                        f"{path}, it has {free:.1f} GiB: free space there (buildah storage "
-                        f"{STORAGE}, base cache {CACHE}) and run the suite again")
+            pytest.fail(
+                f"image build needs {MIN_FREE_GIB:.0f} GiB free on the filesystem of "
+                f"{path}, it has {free:.1f} GiB: free space there (buildah storage "
+                f"{STORAGE}, base cache {CACHE}) and run the suite again"
+            )
 
 
 def _debootstrap(tarball: Path) -> None:
     rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE))
     try:
         done = subprocess.run(
-            ["debootstrap", f"--variant={RECIPE['variant']}",
-             f"--include={','.join(RECIPE['include'])}", str(RECIPE["suite"]), str(rootfs),
-             MIRROR], capture_output=True, text=True, timeout=900)
+            [
+                "debootstrap",
+                f"--variant={RECIPE['variant']}",
+                f"--include={','.join(RECIPE['include'])}",
+                str(RECIPE["suite"]),
+                str(rootfs),
+                MIRROR,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert done.returncode == 0, f"debootstrap failed:\n{done.stdout[-3000:]}{done.stderr}"
         (rootfs / "etc/dpkg/dpkg.cfg.d/01-slim").write_text(SLIM_DPKG)
-        for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin",
-                        "var/lib/apt/lists/*", "usr/share/man/*", "usr/share/info/*",
-                        "usr/share/groff/*", "usr/share/lintian/*"):
+        for pattern in (
+            "var/cache/apt/archives/*.deb",
+            "var/cache/apt/*.bin",
+            "var/lib/apt/lists/*",
+            "usr/share/man/*",
+            "usr/share/info/*",
+            "usr/share/groff/*",
+            "usr/share/lintian/*",
+        ):
             for path in rootfs.glob(pattern):
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
@@ -155,8 +184,11 @@ def _debootstrap(tarball: Path) -> None:
             if path.is_file() and path.name != "copyright":
                 path.unlink()
         partial = tarball.with_suffix(".partial")
-        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."],
-                       check=True, timeout=300)
+        subprocess.run(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."],
+            check=True,
+            timeout=300,
+        )
         partial.rename(tarball)
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
@@ -198,9 +230,21 @@ def image(base_image: str, measured: Measured) -> Iterator[str]:
     secret = ["--secret", f"id=ca-bundle,src={CA_BUNDLE}"] if CA_BUNDLE.exists() else []
     started = time.monotonic()
     try:
-        buildah("build", "--isolation", "chroot", "--quiet", "-f", str(ROOT / "Containerfile"),
-                "--build-arg", f"BASE_IMAGE={base_image}", *secret, "-t", name, str(ROOT),
-                timeout=1500)
+        buildah(
+            "build",
+            "--isolation",
+            "chroot",
+            "--quiet",
+            "-f",
+            str(ROOT / "Containerfile"),
+            "--build-arg",
+            f"BASE_IMAGE={base_image}",
+            *secret,
+            "-t",
+            name,
+            str(ROOT),
+            timeout=1500,
+        )
         measured.values["build_seconds"] = round(time.monotonic() - started)
         yield name
     finally:

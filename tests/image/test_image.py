@@ -35,8 +35,8 @@ UID = 10001
 # measured 2.2 s here, and 15 s when the kernels compile at start; a busy machine
 # stretches both, so the cache comparison below is what tells them apart
 READY_WITHIN_S = 20.0
-MAX_PUSHED_MB = 400     # what a node pulls: compressed layers, base included
-MAX_UNPACKED_MB = 650   # on disk once pulled; a compiler or the test extras would pass it
+MAX_PUSHED_MB = 400  # what a node pulls: compressed layers, base included
+MAX_UNPACKED_MB = 650  # on disk once pulled; a compiler or the test extras would pass it
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION = __version__  # pyproject.toml reads it from servicekit/version.py
 
@@ -60,15 +60,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_until_ready(ctr: str, argv: list[str], port: int, log: Path,
-                      volumes: tuple[str, ...] = ()) -> float:
+def serve_until_ready(
+    ctr: str, argv: list[str], port: int, log: Path, volumes: tuple[str, ...] = ()
+) -> float:
     """Start ``serve`` in the container, poll /readyz, stop it; seconds until ready."""
     flags = [f"--volume={v}" for v in volumes]
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*BUILDAH, "run", "--isolation", "chroot", *flags, ctr, "--",
-                                 *argv], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [*BUILDAH, "run", "--isolation", "chroot", *flags, ctr, "--", *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def ready() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"{argv[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -93,8 +98,9 @@ def serve_until_ready(ctr: str, argv: list[str], port: int, log: Path,
                 continue
 
 
-def test_build_context_is_only_what_the_image_is_built_from(base_image: str,
-                                                            tmp_path: Path) -> None:
+def test_build_context_is_only_what_the_image_is_built_from(
+    base_image: str, tmp_path: Path
+) -> None:
     """.containerignore (buildah, podman) and .dockerignore (docker) agree and keep the
     tests, benches, data, .venv, .git and every cache out of the context."""
     ignore = (ROOT / ".containerignore").read_text()
@@ -111,8 +117,14 @@ def test_build_context_is_only_what_the_image_is_built_from(base_image: str,
         buildah("rm", ctr)
         buildah("rmi", name)
     assert {f.split("/")[0] for f in files} == {
-        "pyproject.toml", "README.md", "detector", "remediator", "servicekit", "playbooks",
-        "deploy"}
+        "pyproject.toml",
+        "README.md",
+        "detector",
+        "remediator",
+        "servicekit",
+        "playbooks",
+        "deploy",
+    }
     assert [f for f in files if f.startswith("deploy/")] == ["deploy/image/vigil-detector"]
     assert not [f for f in files if "__pycache__" in f or re.search(r"\.(pyc|nbi|nbc)$", f)]
     assert "detector/app.py" in files and "playbooks/node-drain.yaml" in files
@@ -124,8 +136,7 @@ def test_containerfile_defaults() -> None:
     assert re.search(rf"^ARG VERSION={re.escape(VERSION)}$", text, re.M)
     assert not re.search(r"^HEALTHCHECK", text, re.M)
     # the default command listens on 0.0.0.0, so it needs the token (fail closed)
-    assert re.search(r'^CMD \["vigil-detector", "serve", "--listen", "0\.0\.0\.0:9420"', text,
-                     re.M)
+    assert re.search(r'^CMD \["vigil-detector", "serve", "--listen", "0\.0\.0\.0:9420"', text, re.M)
     assert "VIGIL_DETECTOR_TOKEN" in text
 
 
@@ -143,25 +154,33 @@ def test_image_metadata(image: str) -> None:
     assert "Healthcheck" not in config
 
 
-def test_both_programs_run_as_the_fixed_non_root_user_without_a_compiler(
-        container: str) -> None:
+def test_both_programs_run_as_the_fixed_non_root_user_without_a_compiler(container: str) -> None:
     assert run(container, "id", "-u").strip() == str(UID)
     assert "usage: vigil-detector" in run(container, "vigil-detector", "--help")
     checked = run(container, "vigil-remediator", "check", "/app/playbooks")
     shipped = sorted(p.name for p in (ROOT / "playbooks").glob("*.yaml"))
     assert sorted(re.findall(r"/app/playbooks/(\S+\.yaml): ok", checked)) == shipped
     # the runtime stage: no compiler, no pip, and nothing of the sources but the wheel's
-    found = run(container, "sh", "-c", "for t in cc gcc c++ ld pip pip3; do command -v $t; "
-                "done; ls -d /src /wheels /app/tests 2>/dev/null; true")
+    found = run(
+        container,
+        "sh",
+        "-c",
+        "for t in cc gcc c++ ld pip pip3; do command -v $t; "
+        "done; ls -d /src /wheels /app/tests 2>/dev/null; true",
+    )
     assert found.strip() == ""
     # the read-only root: the code is root's, only the volume paths are the user's
     owned = run(container, "sh", "-c", f"find / -xdev -user {UID} -prune 2>/dev/null; true")
-    assert sorted(owned.split()) == ["/var/cache/numba", "/var/lib/vigil",
-                                     "/var/lib/vigil-remediator"]
+    assert sorted(owned.split()) == [
+        "/var/cache/numba",
+        "/var/lib/vigil",
+        "/var/lib/vigil-remediator",
+    ]
 
 
 def test_detector_is_ready_from_the_kernels_compiled_at_build_time(
-        container: str, tmp_path: Path, measured: Measured) -> None:
+    container: str, tmp_path: Path, measured: Measured
+) -> None:
     """An empty volume at NUMBA_CACHE_DIR, as in a new pod: seeded, nothing compiled."""
     cache = tmp_path / "numba-cache"
     cache.mkdir()
@@ -171,16 +190,33 @@ def test_detector_is_ready_from_the_kernels_compiled_at_build_time(
     os.chown(state, UID, UID)
     port = free_port()
     ready = serve_until_ready(
-        container, ["vigil-detector", "serve", "--listen", f"127.0.0.1:{port}",
-                    "--state-dir", "/var/lib/vigil"], port, tmp_path / "detector.log",
-        volumes=(f"{cache}:/var/cache/numba", f"{state}:/var/lib/vigil"))
+        container,
+        [
+            "vigil-detector",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            "/var/lib/vigil",
+        ],
+        port,
+        tmp_path / "detector.log",
+        volumes=(f"{cache}:/var/cache/numba", f"{state}:/var/lib/vigil"),
+    )
     measured.values["detector_ready_seconds"] = round(ready, 1)
     assert ready < READY_WITHIN_S, f"/readyz took {ready:.1f} s"
-    baked = run(container, "sh", "-c", "cd /opt/vigil/numba-cache && find . -type f | sort "
-                "| xargs md5sum")
+    baked = run(
+        container, "sh", "-c", "cd /opt/vigil/numba-cache && find . -type f | sort | xargs md5sum"
+    )
     assert baked.count(".nbi") >= 10, baked
-    after = subprocess.run("find . -type f | sort | xargs md5sum", shell=True, cwd=cache,
-                           capture_output=True, text=True, check=True).stdout
+    after = subprocess.run(
+        "find . -type f | sort | xargs md5sum",
+        shell=True,
+        cwd=cache,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     # a kernel compiled at start would add files or rewrite an index
     assert after == baked
 
@@ -191,23 +227,37 @@ def test_remediator_is_ready(container: str, tmp_path: Path, measured: Measured)
     os.chown(state, UID, UID)
     port = free_port()
     ready = serve_until_ready(
-        container, ["vigil-remediator", "serve", "--listen", f"127.0.0.1:{port}",
-                    "--playbooks", "/app/playbooks", "--state-dir",
-                    "/var/lib/vigil-remediator"], port, tmp_path / "remediator.log",
-        volumes=(f"{state}:/var/lib/vigil-remediator",))
+        container,
+        [
+            "vigil-remediator",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--playbooks",
+            "/app/playbooks",
+            "--state-dir",
+            "/var/lib/vigil-remediator",
+        ],
+        port,
+        tmp_path / "remediator.log",
+        volumes=(f"{state}:/var/lib/vigil-remediator",),
+    )
     measured.values["remediator_ready_seconds"] = round(ready, 1)
     assert (state / "audit.db").exists()
 
 
-def test_image_size(image: str, container: str, base_image: str, tmp_path: Path,
-                    measured: Measured) -> None:
+def test_image_size(
+    image: str, container: str, base_image: str, tmp_path: Path, measured: Measured
+) -> None:
     archive = tmp_path / "image.tar"
     buildah("push", "--quiet", image, f"oci-archive:{archive}", timeout=600)
     with tarfile.open(archive) as tar:
+
         def member(name: str) -> bytes:
             f = tar.extractfile(name)
             assert f is not None, name
             return f.read()
+
         index = json.loads(member("index.json"))
         digest = index["manifests"][0]["digest"].split(":")[1]
         manifest = json.loads(member(f"blobs/sha256/{digest}"))
@@ -215,12 +265,21 @@ def test_image_size(image: str, container: str, base_image: str, tmp_path: Path,
     pushed_mb = sum(layers) / 1e6
     mount = buildah("mount", container).strip()
     try:
-        unpacked_mb = int(subprocess.run(["du", "-sbx", mount], capture_output=True, text=True,
-                                         check=True).stdout.split()[0]) / 1e6
+        unpacked_mb = (
+            int(
+                subprocess.run(
+                    ["du", "-sbx", mount], capture_output=True, text=True, check=True
+                ).stdout.split()[0]
+            )
+            / 1e6
+        )
     finally:
         buildah("umount", container)
-    measured.values.update(pushed_mb=round(pushed_mb), unpacked_mb=round(unpacked_mb),
-                           pushed_vigil_layer_mb=round(layers[-1] / 1e6))
+    measured.values.update(
+        pushed_mb=round(pushed_mb),
+        unpacked_mb=round(unpacked_mb),
+        pushed_vigil_layer_mb=round(layers[-1] / 1e6),
+    )
     assert len(layers) == 2, "one layer on top of the base"
     assert pushed_mb < MAX_PUSHED_MB
     assert unpacked_mb < MAX_UNPACKED_MB

@@ -41,8 +41,13 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60.0,
-               interval_s: float = 0.2, log: Path | None = None) -> None:
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    timeout_s: float = 60.0,
+    interval_s: float = 0.2,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -53,20 +58,34 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60.0,
 
 
 @contextlib.contextmanager
-def process(name: str, argv: list[str], workdir: Path, ready_url: str | None = None,
-            timeout_s: float = 90.0,
-            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    ready_url: str | None = None,
+    timeout_s: float = 90.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env={**os.environ, **(env or {})},
+        )
     try:
         if ready_url is not None:
+
             def ready() -> bool:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
-                                       f"{log.read_text(errors='replace')[-3000:]}")
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode}:\n"
+                        f"{log.read_text(errors='replace')[-3000:]}"
+                    )
                 return http_ok(ready_url)
+
             wait_until(f"{name} ready at {ready_url}", ready, timeout_s, log=log)
         yield proc
     finally:

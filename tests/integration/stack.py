@@ -19,8 +19,11 @@ import numpy as np
 from detector.remote_write import encode
 from tests.integration.procs import free_port, process, require
 
-V1 = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-      "X-Prometheus-Remote-Write-Version": "0.1.0"}
+V1 = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
 
 
 class Webhook:
@@ -85,23 +88,37 @@ receivers:
 
 
 @contextlib.contextmanager
-def alertmanager(name: str, workdir: Path, config: Path, *, port: int | None = None,
-                 cluster_port: int | None = None,
-                 peers: tuple[int, ...] = ()) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def alertmanager(
+    name: str,
+    workdir: Path,
+    config: Path,
+    *,
+    port: int | None = None,
+    cluster_port: int | None = None,
+    peers: tuple[int, ...] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real Alertmanager on loopback; gossip off unless ``cluster_port`` is given."""
     port = port or free_port()
     data = workdir / name
     data.mkdir(exist_ok=True)
-    argv = [require("prometheus-alertmanager"), f"--config.file={config}",
-            f"--storage.path={data}", f"--web.listen-address=127.0.0.1:{port}",
-            f"--web.external-url=http://127.0.0.1:{port}/"]
+    argv = [
+        require("prometheus-alertmanager"),
+        f"--config.file={config}",
+        f"--storage.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url=http://127.0.0.1:{port}/",
+    ]
     if cluster_port is None:
         argv.append("--cluster.listen-address=")
     else:
-        argv += [f"--cluster.listen-address=127.0.0.1:{cluster_port}",
-                 f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
-                 "--cluster.settle-timeout=2s", "--cluster.peer-timeout=3s",
-                 "--cluster.gossip-interval=100ms", "--cluster.pushpull-interval=1s"]
+        argv += [
+            f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+            f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
+            "--cluster.settle-timeout=2s",
+            "--cluster.peer-timeout=3s",
+            "--cluster.gossip-interval=100ms",
+            "--cluster.pushpull-interval=1s",
+        ]
         argv += [f"--cluster.peer=127.0.0.1:{p}" for p in peers]
     url = f"http://127.0.0.1:{port}"
     with process(name, argv, workdir, ready_url=f"{url}/-/ready") as proc:
@@ -121,8 +138,9 @@ def get_json(url: str) -> dict:
 def write(vigil_port: int, series: list[encode.Series]) -> None:
     """POST one remote-write 1.0 request; raise unless it was accepted."""
     body = encode.compress(encode.encode_v1(series))
-    req = urllib.request.Request(f"http://127.0.0.1:{vigil_port}/api/v1/write", data=body,
-                                 headers=V1, method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{vigil_port}/api/v1/write", data=body, headers=V1, method="POST"
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 204, resp.status
 
@@ -137,18 +155,28 @@ ONE_SECOND_RULE = """alerts:
 """
 
 
-def shifted(name: str, *, end_ms: int, n_normal: int = 300, n_shift: int = 8,
-            n_after: int = 0, seed: int = 7, step_ms: int = 1000,
-            **labels: str) -> encode.Series:
+def shifted(
+    name: str,
+    *,
+    end_ms: int,
+    n_normal: int = 300,
+    n_shift: int = 8,
+    n_after: int = 0,
+    seed: int = 7,
+    step_ms: int = 1000,
+    **labels: str,
+) -> encode.Series:
     """Noise around 1.0, a shift of 10 sigmas for ``n_shift`` samples, noise again;
     the last sample at ``end_ms``."""
     rng = np.random.default_rng(seed)
     n = n_normal + n_shift + n_after
     values = 1.0 + 0.1 * rng.standard_normal(n)
-    values[n_normal:n_normal + n_shift] += 1.0
+    values[n_normal : n_normal + n_shift] += 1.0
     start = end_ms - (n - 1) * step_ms
-    return encode.Series(labels=tuple(sorted([("__name__", name), *labels.items()])),
-                         samples=[(start + i * step_ms, float(v)) for i, v in enumerate(values)])
+    return encode.Series(
+        labels=tuple(sorted([("__name__", name), *labels.items()])),
+        samples=[(start + i * step_ms, float(v)) for i, v in enumerate(values)],
+    )
 
 
 def ms(iso: str) -> int:

@@ -71,19 +71,30 @@ receivers:
 
 def _post_alert(am: str, **labels: str) -> None:
     now = datetime.now(UTC)
-    body = [{"labels": {"alertname": "DiskFull", **labels},
-             "startsAt": now.isoformat().replace("+00:00", "Z"),
-             "endsAt": (now + timedelta(minutes=10)).isoformat().replace("+00:00", "Z")}]
-    req = urllib.request.Request(f"{am}/api/v2/alerts", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    body = [
+        {
+            "labels": {"alertname": "DiskFull", **labels},
+            "startsAt": now.isoformat().replace("+00:00", "Z"),
+            "endsAt": (now + timedelta(minutes=10)).isoformat().replace("+00:00", "Z"),
+        }
+    ]
+    req = urllib.request.Request(
+        f"{am}/api/v2/alerts",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.status == 200
 
 
 def _post(url: str, token: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": f"Bearer {token}"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.load(resp)
@@ -92,15 +103,25 @@ def _post(url: str, token: str, body: dict) -> tuple[int, dict]:
 
 
 def _team_heard(hook: Webhook, run_id: str, status: str, timeout_s: float) -> list[dict]:
-    return hook.wait_for(lambda n: n["status"] == status and any(
-        a["labels"].get("run_id") == run_id and a["labels"]["alertname"] == AWAITING
-        for a in n["alerts"]), timeout_s)
+    return hook.wait_for(
+        lambda n: (
+            n["status"] == status
+            and any(
+                a["labels"].get("run_id") == run_id and a["labels"]["alertname"] == AWAITING
+                for a in n["alerts"]
+            )
+        ),
+        timeout_s,
+    )
 
 
 def _awaiting_in_am(am: str) -> dict[str, dict]:
     """The active awaiting-approval alerts in Alertmanager, by run id."""
-    return {a["labels"]["run_id"]: a for a in am_alerts(am)
-            if a["labels"]["alertname"] == AWAITING and a["status"]["state"] == "active"}
+    return {
+        a["labels"]["run_id"]: a
+        for a in am_alerts(am)
+        if a["labels"]["alertname"] == AWAITING and a["status"]["state"] == "active"
+    }
 
 
 def test_a_waiting_run_is_announced_decided_by_its_approver_and_resolved(tmp_path):
@@ -109,34 +130,59 @@ def test_a_waiting_run_is_announced_decided_by_its_approver_and_resolved(tmp_pat
     book = tmp_path / "playbooks"
     book.mkdir()
     (book / "silence-disk-full.yaml").write_text(PLAYBOOK)
-    (tmp_path / "users.yaml").write_text("users:\n" + "".join(
-        f"  {name}:\n    token_sha256: {hashlib.sha256(token.encode()).hexdigest()}\n"
-        for name, token in TOKENS.items()))
+    (tmp_path / "users.yaml").write_text(
+        "users:\n"
+        + "".join(
+            f"  {name}:\n    token_sha256: {hashlib.sha256(token.encode()).hexdigest()}\n"
+            for name, token in TOKENS.items()
+        )
+    )
     (tmp_path / "admin.token").write_text("admin-token-55d1\n")
     (tmp_path / "remediator.yaml").write_text(
         f"auth:\n  users_file: {tmp_path / 'users.yaml'}\n"
-        f"  admin_token_file: {tmp_path / 'admin.token'}\n")
+        f"  admin_token_file: {tmp_path / 'admin.token'}\n"
+    )
     with Webhook() as team:
         cfg = _am_config(tmp_path / "am.yml", f"{rem}/webhook", team.url)
-        with alertmanager("am", tmp_path, cfg) as (am, _), process(
-                "remediator", [sys.executable, "-m", "remediator", "serve", "--listen",
-                               f"127.0.0.1:{port}", "--playbooks", str(book),
-                               "--alertmanager", am, "--config",
-                               str(tmp_path / "remediator.yaml"),
-                               "--state-dir", str(tmp_path / "state")],
-                tmp_path, ready_url=f"{rem}/readyz", timeout_s=60):
+        with (
+            alertmanager("am", tmp_path, cfg) as (am, _),
+            process(
+                "remediator",
+                [
+                    sys.executable,
+                    "-m",
+                    "remediator",
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--playbooks",
+                    str(book),
+                    "--alertmanager",
+                    am,
+                    "--config",
+                    str(tmp_path / "remediator.yaml"),
+                    "--state-dir",
+                    str(tmp_path / "state"),
+                ],
+                tmp_path,
+                ready_url=f"{rem}/readyz",
+                timeout_s=60,
+            ),
+        ):
             _post_alert(am, instance="db-1:9100")
             _post_alert(am, instance="db-2:9100")
 
             def waiting() -> dict[str, dict]:
                 runs = get_json(f"{rem}/api/v1/runs")["data"]
                 return {r["fingerprint"]: r for r in runs if r["state"] == "waiting_approval"}
-            wait_until("two runs wait for approval", lambda: len(waiting()) == 2,
-                       timeout_s=30)
+
+            wait_until("two runs wait for approval", lambda: len(waiting()) == 2, timeout_s=30)
             one, two = sorted(waiting().values(), key=lambda r: r["id"])
-            wait_until("both are announced in Alertmanager",
-                       lambda: {one["id"], two["id"]} <= set(_awaiting_in_am(am)),
-                       timeout_s=30)
+            wait_until(
+                "both are announced in Alertmanager",
+                lambda: {one["id"], two["id"]} <= set(_awaiting_in_am(am)),
+                timeout_s=30,
+            )
             shown = _awaiting_in_am(am)[one["id"]]
             assert shown["labels"]["playbook"] == "silence-disk-full"
             assert shown["labels"]["original_alertname"] == "DiskFull"
@@ -149,30 +195,49 @@ def test_a_waiting_run_is_announced_decided_by_its_approver_and_resolved(tmp_pat
             assert _team_heard(team, one["id"], "firing", 30), "the team was not told"
 
             # carol has a token, but the playbook names alice: 403, and the run waits
-            status, doc = _post(f"{rem}/api/v1/runs/{one['id']}/approve", TOKENS["carol"],
-                                {"plan_hash": one["plan_hash"], "by": "alice"})
+            status, doc = _post(
+                f"{rem}/api/v1/runs/{one['id']}/approve",
+                TOKENS["carol"],
+                {"plan_hash": one["plan_hash"], "by": "alice"},
+            )
             assert status == 403
-            assert "carol may not approve or reject runs of playbook silence-disk-full" \
-                in doc["error"]
-            status, doc = _post(f"{rem}/api/v1/runs/{one['id']}/approve", "admin-token-55d1",
-                                {"plan_hash": one["plan_hash"]})
+            assert (
+                "carol may not approve or reject runs of playbook silence-disk-full" in doc["error"]
+            )
+            status, doc = _post(
+                f"{rem}/api/v1/runs/{one['id']}/approve",
+                "admin-token-55d1",
+                {"plan_hash": one["plan_hash"]},
+            )
             assert status == 403 and "the shared admin token names nobody" in doc["error"]
             run = get_json(f"{rem}/api/v1/runs/{one['id']}")
             assert run["state"] == "waiting_approval"
-            forbidden = [e["detail"]["by"] for e in run["events"]
-                         if (e["kind"], e["name"]) == ("approval", "forbidden")]
+            forbidden = [
+                e["detail"]["by"]
+                for e in run["events"]
+                if (e["kind"], e["name"]) == ("approval", "forbidden")
+            ]
             assert forbidden == ["carol", "admin-token"]
 
-            status, doc = _post(f"{rem}/api/v1/runs/{one['id']}/approve", TOKENS["alice"],
-                                {"plan_hash": one["plan_hash"]})
+            status, doc = _post(
+                f"{rem}/api/v1/runs/{one['id']}/approve",
+                TOKENS["alice"],
+                {"plan_hash": one["plan_hash"]},
+            )
             assert (status, doc["by"]) == (200, "alice")
-            status, doc = _post(f"{rem}/api/v1/runs/{two['id']}/reject", TOKENS["alice"],
-                                {"reason": "db-2 is being replaced"})
+            status, doc = _post(
+                f"{rem}/api/v1/runs/{two['id']}/reject",
+                TOKENS["alice"],
+                {"reason": "db-2 is being replaced"},
+            )
             assert (status, doc["outcome"]) == (200, "rejected by alice: db-2 is being replaced")
 
             for run_id in (one["id"], two["id"]):
                 assert _team_heard(team, run_id, "resolved", 30), f"{run_id} not resolved"
             assert not {one["id"], two["id"]} & set(_awaiting_in_am(am))
-            wait_until("the approved run succeeded", lambda: get_json(
-                f"{rem}/api/v1/runs/{one['id']}")["state"] == "succeeded", timeout_s=30)
+            wait_until(
+                "the approved run succeeded",
+                lambda: get_json(f"{rem}/api/v1/runs/{one['id']}")["state"] == "succeeded",
+                timeout_s=30,
+            )
             assert get_json(f"{rem}/api/v1/runs/{two['id']}")["state"] == "refused"

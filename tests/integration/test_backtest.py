@@ -26,8 +26,11 @@ pytestmark = pytest.mark.integration
 
 CHECKOUT = {"__name__": "bt_request_latency_seconds", "job": "checkout"}
 QUIET = {"__name__": "bt_queue_depth", "job": "worker"}
-HOSTILE = {"__name__": "bt_request_latency_seconds", "job": "<script>alert(1)</script>",
-           "team": history.HOSTILE_TEAM}
+HOSTILE = {
+    "__name__": "bt_request_latency_seconds",
+    "job": "<script>alert(1)</script>",
+    "team": history.HOSTILE_TEAM,
+}
 TERMINAL_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -39,8 +42,11 @@ def _backfill(tmp: Path) -> Path:
     source = tmp / "history.om"
     source.write_text(history.openmetrics(), encoding="utf-8")
     tsdb = tmp / "tsdb"
-    subprocess.run([require("promtool"), "tsdb", "create-blocks-from", "openmetrics",
-                    str(source), str(tsdb)], check=True, capture_output=True)
+    subprocess.run(
+        [require("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+        check=True,
+        capture_output=True,
+    )
     return tsdb
 
 
@@ -52,28 +58,85 @@ def test_the_incident_pages_and_the_quiet_week_does_not(tmp_path: Path):
     (tmp_path / "patient.yaml").write_text("alerts:\n  - for_s: 1h\n")
     out = tmp_path / "out"
     url = f"http://127.0.0.1:{port}"
-    with process("prometheus", [require("prometheus"),
-                                f"--config.file={tmp_path / 'prometheus.yml'}",
-                                f"--storage.tsdb.path={tsdb}",
-                                "--storage.tsdb.retention.time=100y",
-                                f"--web.listen-address=127.0.0.1:{port}"], tmp_path,
-                 ready_url=f"{url}/-/ready"):
+    with process(
+        "prometheus",
+        [
+            require("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tsdb}",
+            "--storage.tsdb.retention.time=100y",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp_path,
+        ready_url=f"{url}/-/ready",
+    ):
         done = subprocess.run(
-            [sys.executable, "-m", "detector", "backtest", "--config",
-             str(tmp_path / "vigil.yaml"), "--prometheus", url, "--range", "7d",
-             "--end", _iso(history.END_S), "--match", '{__name__=~"bt_.*"}', "--step", "1m",
-             "--out", str(out), "--compare", str(tmp_path / "patient.yaml")],
-            capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "detector",
+                "backtest",
+                "--config",
+                str(tmp_path / "vigil.yaml"),
+                "--prometheus",
+                url,
+                "--range",
+                "7d",
+                "--end",
+                _iso(history.END_S),
+                "--match",
+                '{__name__=~"bt_.*"}',
+                "--step",
+                "1m",
+                "--out",
+                str(out),
+                "--compare",
+                str(tmp_path / "patient.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         refused = subprocess.run(
-            [sys.executable, "-m", "detector", "backtest", "--config",
-             str(tmp_path / "vigil.yaml"), "--prometheus", url, "--end",
-             _iso(history.END_S), "--match", "sum(bt_queue_depth)"],
-            capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "detector",
+                "backtest",
+                "--config",
+                str(tmp_path / "vigil.yaml"),
+                "--prometheus",
+                url,
+                "--end",
+                _iso(history.END_S),
+                "--match",
+                "sum(bt_queue_depth)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         empty = subprocess.run(
-            [sys.executable, "-m", "detector", "backtest", "--config",
-             str(tmp_path / "vigil.yaml"), "--prometheus", url, "--end",
-             _iso(history.END_S), "--match", "no_such_metric", "--range", "1h"],
-            capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "detector",
+                "backtest",
+                "--config",
+                str(tmp_path / "vigil.yaml"),
+                "--prometheus",
+                url,
+                "--end",
+                _iso(history.END_S),
+                "--match",
+                "no_such_metric",
+                "--range",
+                "1h",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
     assert refused.returncode == 2 and "not a series selector" in refused.stderr
     assert empty.returncode == 1 and "no series matched" in empty.stderr
@@ -82,8 +145,10 @@ def test_the_incident_pages_and_the_quiet_week_does_not(tmp_path: Path):
     first, patient = doc["runs"]
     assert first["series"] == {"read": 3, "tracked": 3, "untracked": 0, "refused": 0}
     paged = {json.dumps(a["series"], sort_keys=True): a for a in first["alerts"]}
-    assert set(paged) == {json.dumps(CHECKOUT, sort_keys=True),
-                          json.dumps(HOSTILE, sort_keys=True)}  # not the quiet series
+    assert set(paged) == {
+        json.dumps(CHECKOUT, sort_keys=True),
+        json.dumps(HOSTILE, sort_keys=True),
+    }  # not the quiet series
     incident = paged[json.dumps(CHECKOUT, sort_keys=True)]
     start_s, end_s = history.INCIDENT_START_S, history.INCIDENT_START_S + history.INCIDENT_S
     assert incident["fired"] == _iso(start_s)  # for_s 60 at 1m: its first sample

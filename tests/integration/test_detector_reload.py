@@ -47,8 +47,11 @@ VERSIONS = [
 def _metrics(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line and not line.startswith("#")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 class Sender(threading.Thread):
@@ -64,13 +67,20 @@ class Sender(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             ts = self.t0_ms + self.rounds * 1000
-            series = [encode.Series(labels=(("__name__", "x"), ("i", str(i)), ("job", job)),
-                                    samples=[(ts, 1.0 + (self.rounds % 7) * 0.01)])
-                      for job in ("api", "db")
-                      for i in range(self.first, self.first + N_SERIES)]
+            series = [
+                encode.Series(
+                    labels=(("__name__", "x"), ("i", str(i)), ("job", job)),
+                    samples=[(ts, 1.0 + (self.rounds % 7) * 0.01)],
+                )
+                for job in ("api", "db")
+                for i in range(self.first, self.first + N_SERIES)
+            ]
             req = urllib.request.Request(
-                f"http://127.0.0.1:{self.port}/api/v1/write", method="POST", headers=V1,
-                data=encode.compress(encode.encode_v1(series)))
+                f"http://127.0.0.1:{self.port}/api/v1/write",
+                method="POST",
+                headers=V1,
+                data=encode.compress(encode.encode_v1(series)),
+            )
             try:
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     self.statuses.append(resp.status)
@@ -84,11 +94,13 @@ def test_reloads_under_load_drop_nothing(tmp_path: Path) -> None:
     cfg = tmp_path / "detector.yaml"
     cfg.write_text(VERSIONS[0][0])
     argv = vigil_detector_argv(port, "--config", str(cfg))
-    with process("vigil", argv, tmp_path, ready_url=f"http://127.0.0.1:{port}/readyz",
-                 timeout_s=180) as proc:
+    with process(
+        "vigil", argv, tmp_path, ready_url=f"http://127.0.0.1:{port}/readyz", timeout_s=180
+    ) as proc:
         log = tmp_path / "vigil.log"
-        wait_until("the ready line", lambda: "ready on http://127.0.0.1" in log.read_text(),
-                   log=log)
+        wait_until(
+            "the ready line", lambda: "ready on http://127.0.0.1" in log.read_text(), log=log
+        )
         t0_ms = int(time.time() * 1000) - 3_600_000
         senders = [Sender(port, t0_ms, k * N_SERIES) for k in range(N_SENDERS)]
         for sender in senders:
@@ -101,12 +113,19 @@ def test_reloads_under_load_drop_nothing(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGHUP)
             result = "success" if accepted else "failure"
             done[result] += 1
-            wait_until(f"reload {result} #{int(done[result])}",
-                       lambda r=result: _metrics(port).get(
-                           f'vigil_config_reloads_total{{result="{r}"}}') == done[r], log=log)
+            wait_until(
+                f"reload {result} #{int(done[result])}",
+                lambda r=result: (
+                    _metrics(port).get(f'vigil_config_reloads_total{{result="{r}"}}') == done[r]
+                ),
+                log=log,
+            )
             assert _metrics(port)["vigil_config_last_reload_successful"] == float(accepted)
-            wait_until("load after the reload",
-                       lambda b=rounds_before: min(s.rounds for s in senders) >= b + 10, log=log)
+            wait_until(
+                "load after the reload",
+                lambda b=rounds_before: min(s.rounds for s in senders) >= b + 10,
+                log=log,
+            )
         for sender in senders:
             sender.stop.set()
             sender.join(timeout=30)
@@ -114,13 +133,16 @@ def test_reloads_under_load_drop_nothing(tmp_path: Path) -> None:
         sent = sum(s.rounds for s in senders) * 2 * N_SERIES
         m = _metrics(port)
         assert m["vigil_samples_received_total"] == sent
-        wait_until("every sample applied",
-                   lambda: _metrics(port)["vigil_samples_accepted_total"] == sent, log=log)
+        wait_until(
+            "every sample applied",
+            lambda: _metrics(port)["vigil_samples_accepted_total"] == sent,
+            log=log,
+        )
         # api's detector never changed: it learned every round; db's changed once
-        assert m['vigil_series_state_reset_total{reason="config_changed"}'] == \
-            N_SENDERS * N_SERIES
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/series?limit=1000",
-                                    timeout=5) as resp:
+        assert m['vigil_series_state_reset_total{reason="config_changed"}'] == N_SENDERS * N_SERIES
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/v1/series?limit=1000", timeout=5
+        ) as resp:
             data = json.load(resp)["data"]
         rounds = {str(i): s.rounds for s in senders for i in range(s.first, s.first + N_SERIES)}
         api = {x["labels"]["i"]: x["samples"] for x in data if x["labels"]["job"] == "api"}

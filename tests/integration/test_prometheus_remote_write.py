@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def _vigil_series(port: int) -> list[dict]:
-    url = f"http://127.0.0.1:{port}/api/v1/series?limit=100000&match[]=" + \
-        urllib.request.quote('{job="node"}')
+    url = f"http://127.0.0.1:{port}/api/v1/series?limit=100000&match[]=" + urllib.request.quote(
+        '{job="node"}'
+    )
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.load(resp)["data"]
 
@@ -43,16 +44,32 @@ remote_write:
       min_backoff: 100ms
       max_backoff: 1s
 """)
-    with process("node_exporter", [node_bin, f"--web.listen-address=127.0.0.1:{node_port}",
-                                   "--no-collector.systemd"], tmp_path,
-                 ready_url=f"http://127.0.0.1:{node_port}/metrics"), \
-         process("vigil", vigil_detector_argv(vigil_port, "--state-dir",
-                                              str(tmp_path / "vigil")), tmp_path,
-                 ready_url=f"http://127.0.0.1:{vigil_port}/readyz", timeout_s=180), \
-         process("prometheus", [prom_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path,
-                 ready_url=f"http://127.0.0.1:{prom_port}/-/ready"):
+    with (
+        process(
+            "node_exporter",
+            [node_bin, f"--web.listen-address=127.0.0.1:{node_port}", "--no-collector.systemd"],
+            tmp_path,
+            ready_url=f"http://127.0.0.1:{node_port}/metrics",
+        ),
+        process(
+            "vigil",
+            vigil_detector_argv(vigil_port, "--state-dir", str(tmp_path / "vigil")),
+            tmp_path,
+            ready_url=f"http://127.0.0.1:{vigil_port}/readyz",
+            timeout_s=180,
+        ),
+        process(
+            "prometheus",
+            [
+                prom_bin,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            tmp_path,
+            ready_url=f"http://127.0.0.1:{prom_port}/-/ready",
+        ),
+    ):
 
         def enough() -> bool:
             data = _vigil_series(vigil_port)

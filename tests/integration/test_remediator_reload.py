@@ -36,9 +36,20 @@ def test_sighup_reloads_config_and_playbooks_or_keeps_the_last_good(tmp_path):
     shutil.copy(PLAYBOOKS / "silence-disk-flapping.yaml", book)
     config = tmp_path / "remediator.yaml"
     config.write_text("guards: {max_concurrent: 5}\n")
-    argv = [sys.executable, "-m", "remediator", "serve", "--listen", f"127.0.0.1:{port}",
-            "--playbooks", str(book), "--config", str(config),
-            "--state-dir", str(tmp_path / "state")]
+    argv = [
+        sys.executable,
+        "-m",
+        "remediator",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--playbooks",
+        str(book),
+        "--config",
+        str(config),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     with process("remediator", argv, tmp_path, ready_url=f"{url}/readyz") as proc:
         assert _metric(url, "vigil_config_last_reload_successful") == 1
         first = _metric(url, "vigil_config_last_reload_success_timestamp_seconds")
@@ -47,17 +58,25 @@ def test_sighup_reloads_config_and_playbooks_or_keeps_the_last_good(tmp_path):
         config.write_text("guards: {max_concurrent: 0}\n")  # below the minimum of 1
         shutil.copy(PLAYBOOKS / "check-noisy.yaml", book)
         proc.send_signal(signal.SIGHUP)
-        wait_until("the bad reload is counted", lambda: _metric(
-            url, "vigil_config_last_reload_successful") == 0, timeout_s=20)
+        wait_until(
+            "the bad reload is counted",
+            lambda: _metric(url, "vigil_config_last_reload_successful") == 0,
+            timeout_s=20,
+        )
         log = (tmp_path / "remediator.log").read_text()
-        assert f"reload: {config}:1: guards.max_concurrent: Input should be greater than " \
-               "or equal to 1" in log
+        assert (
+            f"reload: {config}:1: guards.max_concurrent: Input should be greater than "
+            "or equal to 1" in log
+        )
         assert [p["name"] for p in get_json(f"{url}/api/v1/playbooks")["loaded"]] == names
 
         config.write_text("guards: {max_concurrent: 3}\n")
         proc.send_signal(signal.SIGHUP)
-        wait_until("the good reload", lambda: _metric(
-            url, "vigil_config_last_reload_successful") == 1, timeout_s=20)
+        wait_until(
+            "the good reload",
+            lambda: _metric(url, "vigil_config_last_reload_successful") == 1,
+            timeout_s=20,
+        )
         assert _metric(url, "vigil_config_last_reload_success_timestamp_seconds") >= first
         loaded = {p["name"] for p in get_json(f"{url}/api/v1/playbooks")["loaded"]}
         assert loaded == {*names, "check-noisy"}
@@ -84,14 +103,33 @@ spec:
 
 
 def _post_webhook(url: str, i: int) -> int:
-    alert = {"status": "firing", "labels": {"alertname": "UnderLoad", "instance": f"h-{i}"},
-             "annotations": {}, "startsAt": "2026-11-27T10:00:00Z",
-             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": f"{i:016x}"}
-    body = {"version": "4", "receiver": "vigil", "status": "firing", "alerts": [alert],
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-            "externalURL": "", "groupKey": str(i), "truncatedAlerts": 0}
-    req = urllib.request.Request(f"{url}/webhook", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "UnderLoad", "instance": f"h-{i}"},
+        "annotations": {},
+        "startsAt": "2026-11-27T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": f"{i:016x}",
+    }
+    body = {
+        "version": "4",
+        "receiver": "vigil",
+        "status": "firing",
+        "alerts": [alert],
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "",
+        "groupKey": str(i),
+        "truncatedAlerts": 0,
+    }
+    req = urllib.request.Request(
+        f"{url}/webhook",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return int(resp.status)
 
@@ -105,9 +143,20 @@ def test_bad_and_good_reloads_under_webhook_load_drop_nothing(tmp_path):
     config = tmp_path / "remediator.yaml"
     good = "guards: {max_concurrent: 200, rate: {max_runs: 10000, window_s: 1h}}\n"
     config.write_text(good)
-    argv = [sys.executable, "-m", "remediator", "serve", "--listen", f"127.0.0.1:{port}",
-            "--playbooks", str(book), "--config", str(config),
-            "--state-dir", str(tmp_path / "state")]
+    argv = [
+        sys.executable,
+        "-m",
+        "remediator",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--playbooks",
+        str(book),
+        "--config",
+        str(config),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     n = 150
     with process("remediator", argv, tmp_path, ready_url=f"{url}/readyz") as proc:
         with ThreadPoolExecutor(4) as pool:
@@ -119,14 +168,21 @@ def test_bad_and_good_reloads_under_webhook_load_drop_nothing(tmp_path):
                 proc.send_signal(signal.SIGHUP)
                 reloads += 1
                 want = 0 if bad else 1
-                wait_until(f"reload {reloads} counted", lambda w=want: _metric(
-                    url, "vigil_config_last_reload_successful") == w, timeout_s=20)
+                wait_until(
+                    f"reload {reloads} counted",
+                    lambda w=want: _metric(url, "vigil_config_last_reload_successful") == w,
+                    timeout_s=20,
+                )
             statuses = [f.result() for f in posted]
         assert statuses == [200] * n
         assert reloads >= 2, "the webhooks were done before two reloads"
 
         def runs() -> list[dict]:
             return get_json(f"{url}/api/v1/runs?limit=1000")["data"]
-        wait_until("every notification ran", lambda: len(runs()) == n and all(
-            r["state"] == "dry_run" for r in runs()), timeout_s=60)
+
+        wait_until(
+            "every notification ran",
+            lambda: len(runs()) == n and all(r["state"] == "dry_run" for r in runs()),
+            timeout_s=60,
+        )
         assert proc.poll() is None

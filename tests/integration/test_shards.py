@@ -37,8 +37,13 @@ pytestmark = pytest.mark.integration
 
 SHARDS = 2
 # (namespace, pod) of the scrape jobs that stand for pods; one more job has neither label
-PODS = [("shop", "web-0"), ("shop", "web-1"), ("shop", "web-2"), ("cart", "api-0"),
-        ("cart", "api-1")]
+PODS = [
+    ("shop", "web-0"),
+    ("shop", "web-1"),
+    ("shop", "web-2"),
+    ("cart", "api-0"),
+    ("cart", "api-1"),
+]
 
 
 def hashmod(value: str, modulus: int) -> int:
@@ -73,14 +78,24 @@ def prometheus_metric(port: int, name: str) -> dict[str, float]:
 
 
 def prometheus_config(node_port: int, urls: list[str], reference_url: str) -> str:
-    jobs = [{"job_name": f"pod-{ns}-{pod}",
-             "static_configs": [{"targets": [f"127.0.0.1:{node_port}"],
-                                 "labels": {"namespace": ns, "pod": pod}}]}
-            for ns, pod in PODS]
-    text = render.render_prometheus(scrape_targets={"node": [f"127.0.0.1:{node_port}"]},
-                                    alertmanagers=[], remote_write_urls=urls, rule_files=[],
-                                    extra_scrape_configs=jobs, scrape_interval="1s",
-                                    evaluation_interval="1s")
+    jobs = [
+        {
+            "job_name": f"pod-{ns}-{pod}",
+            "static_configs": [
+                {"targets": [f"127.0.0.1:{node_port}"], "labels": {"namespace": ns, "pod": pod}}
+            ],
+        }
+        for ns, pod in PODS
+    ]
+    text = render.render_prometheus(
+        scrape_targets={"node": [f"127.0.0.1:{node_port}"]},
+        alertmanagers=[],
+        remote_write_urls=urls,
+        rule_files=[],
+        extra_scrape_configs=jobs,
+        scrape_interval="1s",
+        evaluation_interval="1s",
+    )
     doc = yaml.safe_load(text)
     reference = render.remote_write([reference_url])[0]
     reference["name"] = "reference"
@@ -96,50 +111,83 @@ def test_two_shards_split_every_series_once_and_lose_nothing(tmp_path: Path) -> 
     ref_port = free_port()
     urls = [f"http://127.0.0.1:{p}/api/v1/write" for p in ports]
     config = tmp_path / "prometheus.yml"
-    config.write_text(prometheus_config(node_port, urls,
-                                        f"http://127.0.0.1:{ref_port}/api/v1/write"))
+    config.write_text(
+        prometheus_config(node_port, urls, f"http://127.0.0.1:{ref_port}/api/v1/write")
+    )
     entries = yaml.safe_load(config.read_text())["remote_write"]
     assert [e["url"] for e in entries[:SHARDS]] == urls
-    assert [r["modulus"] for e in entries[:SHARDS] for r in e["write_relabel_configs"]
-            if r.get("action") == "hashmod"] == [SHARDS] * SHARDS
+    assert [
+        r["modulus"]
+        for e in entries[:SHARDS]
+        for r in e["write_relabel_configs"]
+        if r.get("action") == "hashmod"
+    ] == [SHARDS] * SHARDS
 
     def detector(i: int, port: int) -> contextlib.AbstractContextManager[Any]:
-        return process(f"shard-{i}", vigil_detector_argv(port, "--state-dir",
-                                                         str(tmp_path / f"state-{i}")),
-                       tmp_path, ready_url=f"http://127.0.0.1:{port}/readyz", timeout_s=240)
+        return process(
+            f"shard-{i}",
+            vigil_detector_argv(port, "--state-dir", str(tmp_path / f"state-{i}")),
+            tmp_path,
+            ready_url=f"http://127.0.0.1:{port}/readyz",
+            timeout_s=240,
+        )
 
     with contextlib.ExitStack() as stack:
         exporter = contextlib.ExitStack()
         stack.enter_context(exporter)
-        exporter.enter_context(process(
-            "node_exporter", [require("prometheus-node-exporter"),
-                              f"--web.listen-address=127.0.0.1:{node_port}",
-                              "--no-collector.systemd"],
-            tmp_path, ready_url=f"http://127.0.0.1:{node_port}/metrics"))
+        exporter.enter_context(
+            process(
+                "node_exporter",
+                [
+                    require("prometheus-node-exporter"),
+                    f"--web.listen-address=127.0.0.1:{node_port}",
+                    "--no-collector.systemd",
+                ],
+                tmp_path,
+                ready_url=f"http://127.0.0.1:{node_port}/metrics",
+            )
+        )
         stack.enter_context(detector(9, ref_port))
         stack.enter_context(detector(0, ports[0]))
         shard1 = contextlib.ExitStack()
         shard1.enter_context(detector(1, ports[1]))
-        stack.enter_context(process(
-            "prometheus", [require("prometheus"), f"--config.file={config}",
-                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                           f"--web.listen-address=127.0.0.1:{prom_port}"],
-            tmp_path, ready_url=f"http://127.0.0.1:{prom_port}/-/ready"))
+        stack.enter_context(
+            process(
+                "prometheus",
+                [
+                    require("prometheus"),
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                tmp_path,
+                ready_url=f"http://127.0.0.1:{prom_port}/-/ready",
+            )
+        )
 
         def every_job_arrived() -> bool:
             jobs = {dict(k).get("job") for k in series(ref_port)}
             return jobs >= {"node", *(f"pod-{ns}-{pod}" for ns, pod in PODS)}
 
-        wait_until("every job's series reach the reference", every_job_arrived,
-                   timeout_s=120, interval_s=0.5)
+        wait_until(
+            "every job's series reach the reference",
+            every_job_arrived,
+            timeout_s=120,
+            interval_s=0.5,
+        )
 
         # --- the split: each series on exactly the shard its key hashes to -------------
         def split_complete() -> bool:
             ref = set(series(ref_port))
             held = [set(series(p)) for p in ports]
             return set().union(*held) == ref
-        wait_until("the shards hold every series the reference holds", split_complete,
-                   timeout_s=60, interval_s=0.5)
+
+        wait_until(
+            "the shards hold every series the reference holds",
+            split_complete,
+            timeout_s=60,
+            interval_s=0.5,
+        )
         reference = series(ref_port)
         held = [series(p) for p in ports]
         assert not set(held[0]) & set(held[1]), "a series reached both shards"
@@ -157,7 +205,8 @@ def test_two_shards_split_every_series_once_and_lose_nothing(tmp_path: Path) -> 
         assert all(len(on) == 1 for on in pods_on.values()), pods_on
         # what the detectors hold, Prometheus stored
         url = f"http://127.0.0.1:{prom_port}/api/v1/series?" + urllib.parse.urlencode(
-            {"match[]": '{__name__=~"node_.+"}'})
+            {"match[]": '{__name__=~"node_.+"}'}
+        )
         with urllib.request.urlopen(url, timeout=10) as resp:
             stored = {tuple(sorted(d.items())) for d in json.load(resp)["data"]}
         assert set(reference) <= stored
@@ -166,14 +215,16 @@ def test_two_shards_split_every_series_once_and_lose_nothing(tmp_path: Path) -> 
         shard1.close()
         retried = prometheus_metric(prom_port, "prometheus_remote_storage_samples_retried_total")
         failed_before = prometheus_metric(
-            prom_port, "prometheus_remote_storage_samples_failed_total")
+            prom_port, "prometheus_remote_storage_samples_failed_total"
+        )
 
         def retrying() -> bool:
-            now = prometheus_metric(prom_port,
-                                    "prometheus_remote_storage_samples_retried_total")
+            now = prometheus_metric(prom_port, "prometheus_remote_storage_samples_retried_total")
             return now.get("vigil-1", 0) > retried.get("vigil-1", 0) + 100
-        wait_until("Prometheus retries the stopped shard's samples", retrying,
-                   timeout_s=60, interval_s=0.5)
+
+        wait_until(
+            "Prometheus retries the stopped shard's samples", retrying, timeout_s=60, interval_s=0.5
+        )
         shard1.enter_context(detector(1, ports[1]))
         # then freeze the input: with node_exporter gone Prometheus scrapes nothing more
         # (it sends the staleness markers), so the restarted shard and the reference can
@@ -188,18 +239,27 @@ def test_two_shards_split_every_series_once_and_lose_nothing(tmp_path: Path) -> 
             back = series(ports[1])
             # the reference's series of shard 1 (node_exporter may have added some)
             want = {k for k in ref if hashmod(shard_key(dict(k)), SHARDS) == 1}
-            mismatch[:] = [f"{len(want - set(back))} series missing, "
-                           f"{len(set(back) - want)} unexpected"] \
-                if set(back) != want else [
+            mismatch[:] = (
+                [f"{len(want - set(back))} series missing, {len(set(back) - want)} unexpected"]
+                if set(back) != want
+                else [
                     f"{dict(k).get('__name__')}: ts {back[k]['last_timestamp_ms']} vs "
                     f"{ref[k]['last_timestamp_ms']}, samples {back[k]['samples']} vs "
-                    f"{ref[k]['samples']}" for k in back
+                    f"{ref[k]['samples']}"
+                    for k in back
                     if (back[k]["last_timestamp_ms"], back[k]["samples"])
-                    != (ref[k]["last_timestamp_ms"], ref[k]["samples"])]
+                    != (ref[k]["last_timestamp_ms"], ref[k]["samples"])
+                ]
+            )
             return not mismatch
+
         try:
-            wait_until("shard 1 back with every sample the reference has", caught_up,
-                       timeout_s=180, interval_s=0.5)
+            wait_until(
+                "shard 1 back with every sample the reference has",
+                caught_up,
+                timeout_s=180,
+                interval_s=0.5,
+            )
         except TimeoutError:
             pytest.fail(f"{len(mismatch)} series differ, e.g. {mismatch[:5]}")
         failed = prometheus_metric(prom_port, "prometheus_remote_storage_samples_failed_total")

@@ -39,8 +39,13 @@ NORMAL = Release(requests=50, error_ratio=0.002, latency_s=0.2, latency_sd=0.03,
 BAD = Release(requests=50, error_ratio=0.08, latency_s=0.7, latency_sd=0.1, cpu=0.1)
 NOISY = Release(requests=12, error_ratio=0.01, latency_s=0.25, latency_sd=0.2, cpu=0.1)
 # job -> (before the change, after it)
-JOBS = {"good": (NORMAL, NORMAL), "bad": (NORMAL, BAD), "noisy": (NOISY, NOISY),
-        "stable": (NORMAL, NORMAL), "canary": (NORMAL, BAD)}
+JOBS = {
+    "good": (NORMAL, NORMAL),
+    "bad": (NORMAL, BAD),
+    "noisy": (NOISY, NOISY),
+    "stable": (NORMAL, NORMAL),
+    "canary": (NORMAL, BAD),
+}
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,12 @@ def _openmetrics(start_s: int, change_s: int, end_s: int) -> str:
         lines += [f'shop_requests_total{{code="{code}",job="{job}"}} {s}' for s in samples]
     lines.append("# TYPE shop_request_duration_seconds histogram")
     for (job, bound), samples in buckets.items():
-        lines += [f'shop_request_duration_seconds_bucket{{job="{job}",le="{bound}"}} {s}'
-                  for s in samples]
+        lines += [
+            f'shop_request_duration_seconds_bucket{{job="{job}",le="{bound}"}} {s}' for s in samples
+        ]
     for job in JOBS:
         lines += [f'shop_request_duration_seconds_sum{{job="{job}"}} {s}' for s in sums[job]]
-        lines += [f'shop_request_duration_seconds_count{{job="{job}"}} {s}'
-                  for s in counts[job]]
+        lines += [f'shop_request_duration_seconds_count{{job="{job}"}} {s}' for s in counts[job]]
     lines.append("# TYPE process_cpu_seconds counter")
     for job in JOBS:
         lines += [f'process_cpu_seconds_total{{job="{job}"}} {s}' for s in cpu[job]]
@@ -106,22 +111,57 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     start_s, change_s, end_s = now_s - 3 * 3600, now_s - 5400, now_s - 3600
     (tmp / "history.om").write_text(_openmetrics(start_s, change_s, end_s))
     tsdb = tmp / "tsdb"
-    subprocess.run([require("promtool"), "tsdb", "create-blocks-from", "openmetrics",
-                    str(tmp / "history.om"), str(tsdb)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            require("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(tmp / "history.om"),
+            str(tsdb),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (tmp / "prometheus.yml").write_text("global: {}\n")
     port = free_port()
-    with process("prometheus", [require("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
-                                f"--storage.tsdb.path={tsdb}",
-                                f"--web.listen-address=127.0.0.1:{port}"], tmp,
-                 ready_url=f"http://127.0.0.1:{port}/-/ready"):
+    with process(
+        "prometheus",
+        [
+            require("prometheus"),
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp,
+        ready_url=f"http://127.0.0.1:{port}/-/ready",
+    ):
         yield History(f"http://127.0.0.1:{port}", change_s)
 
 
 def verify_cli(history: History, *args: str) -> tuple[int, dict]:
     done = subprocess.run(
-        [sys.executable, "-m", "detector", "verify", "--prometheus", history.prometheus,
-         "--change-time", str(history.change_s), "--baseline", "30m", "--observe", "20m",
-         "--json", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "detector",
+            "verify",
+            "--prometheus",
+            history.prometheus,
+            "--change-time",
+            str(history.change_s),
+            "--baseline",
+            "30m",
+            "--observe",
+            "20m",
+            "--json",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode in (0, 1, 2), done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -155,8 +195,9 @@ def test_a_noisy_release_is_not_failed_for_its_noise(history: History):
 
 
 def test_a_canary_is_judged_beside_its_stable_version(history: History):
-    code, doc = verify_cli(history, "--canary", 'job="canary"', "--baseline-selector",
-                           'job="stable"')
+    code, doc = verify_cli(
+        history, "--canary", 'job="canary"', "--baseline-selector", 'job="stable"'
+    )
     assert (code, doc["mode"], doc["verdict"]) == (1, "canary", "fail"), doc
     latency = next(q for q in doc["queries"] if q["name"] == "latency_p99")
     assert 'job="canary"' in latency["observed_query"]
@@ -171,11 +212,29 @@ def test_too_little_data_is_inconclusive_with_what_to_do(history: History):
 
 def test_explicit_queries_and_the_human_report(history: History):
     done = subprocess.run(
-        [sys.executable, "-m", "detector", "verify", "--prometheus", history.prometheus,
-         "--change-time", str(history.change_s), "--baseline", "30m", "--observe", "20m",
-         "--query", 'throughput:down=sum(rate(shop_requests_total{job="bad"}[2m]))',
-         "--query", 'errors=sum(rate(shop_requests_total{job="bad",code="500"}[2m]))'],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "detector",
+            "verify",
+            "--prometheus",
+            history.prometheus,
+            "--change-time",
+            str(history.change_s),
+            "--baseline",
+            "30m",
+            "--observe",
+            "20m",
+            "--query",
+            'throughput:down=sum(rate(shop_requests_total{job="bad"}[2m]))',
+            "--query",
+            'errors=sum(rate(shop_requests_total{job="bad",code="500"}[2m]))',
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.startswith("verdict: FAIL (before_after, change at ")
     assert "  pass         throughput" in done.stdout
@@ -190,19 +249,35 @@ def test_a_query_returning_several_series_is_inconclusive(history: History):
 
 def test_the_api_judges_the_same(history: History, tmp_path: Path):
     port = free_port()
-    with process("vigil", vigil_detector_argv(port, "--prometheus", history.prometheus),
-                 tmp_path, ready_url=f"http://127.0.0.1:{port}/readyz", timeout_s=180):
-        body = json.dumps({"selector": 'job="bad"', "change_time": history.change_s,
-                           "baseline_s": 1800, "observe_s": 1200}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/verify", data=body,
-                                     headers={"Content-Type": "application/json"},
-                                     method="POST")
+    with process(
+        "vigil",
+        vigil_detector_argv(port, "--prometheus", history.prometheus),
+        tmp_path,
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+        timeout_s=180,
+    ):
+        body = json.dumps(
+            {
+                "selector": 'job="bad"',
+                "change_time": history.change_s,
+                "baseline_s": 1800,
+                "observe_s": 1200,
+            }
+        ).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/verify",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             doc = json.load(resp)
-        bad = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/verify",
-                                     data=b'{"selector": "job=", "observe_s": -1}',
-                                     headers={"Content-Type": "application/json"},
-                                     method="POST")
+        bad = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/verify",
+            data=b'{"selector": "job=", "observe_s": -1}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(bad, timeout=10)
     assert doc["verdict"] == "fail" and verdicts(doc)["latency_p99"] == "fail"

@@ -35,8 +35,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--namespace", action="append", default=[])
-    parser.add_argument("--deployment", action="append", default=[],
-                        help="NAMESPACE/NAME:REPLICAS, seeded with its ReplicaSet and pods")
+    parser.add_argument(
+        "--deployment",
+        action="append",
+        default=[],
+        help="NAMESPACE/NAME:REPLICAS, seeded with its ReplicaSet and pods",
+    )
     parser.add_argument("--kubeconfig", type=Path)
     args = parser.parse_args()
     double = ApiServerDouble()

@@ -109,16 +109,21 @@ async def _body(request: web.Request) -> Any:
 class ApiServerDouble(Seeder):
     """State and HTTP face of the double. ``await double.serve()`` style use::
 
-        async with double.serve() as url:
-            client = ApiClient(Configuration(host=url))
+    async with double.serve() as url:
+        client = ApiClient(Configuration(host=url))
     """
 
-    def __init__(self, *, kubernetes_version: str = "1.32",
-                 default_field_validation: str = "Strict",
-                 clock: Callable[[], datetime] | None = None,
-                 first_resource_version: int = 1000, history_limit: int = 1000,
-                 namespaces: tuple[str, ...] = ("default", "kube-system"),
-                 default_service_accounts: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        kubernetes_version: str = "1.32",
+        default_field_validation: str = "Strict",
+        clock: Callable[[], datetime] | None = None,
+        first_resource_version: int = 1000,
+        history_limit: int = 1000,
+        namespaces: tuple[str, ...] = ("default", "kube-system"),
+        default_service_accounts: bool = True,
+    ) -> None:
         self.kubernetes_version = kubernetes_version
         self.clock = clock or (lambda: datetime.now(UTC))
         self.store = Store(first_resource_version, history_limit)
@@ -149,26 +154,47 @@ class ApiServerDouble(Seeder):
             out.setdefault((r.group, res), set()).add(r.verb)
         return out
 
-    def inject_error(self, code: int, reason: str, message: str, *, verb: str | None = None,
-                     resource: str | None = None, subresource: str | None = None,
-                     name: str | None = None, times: int = 1) -> None:
+    def inject_error(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        *,
+        verb: str | None = None,
+        resource: str | None = None,
+        subresource: str | None = None,
+        name: str | None = None,
+        times: int = 1,
+    ) -> None:
         """Answer the next ``times`` matching requests with this Status; nothing is
         applied (the request is logged)."""
-        self._faults.append(_Fault(verb, resource, subresource, name,
-                                   ApiError(code, reason, message), times))
+        self._faults.append(
+            _Fault(verb, resource, subresource, name, ApiError(code, reason, message), times)
+        )
 
-    def inject_delay(self, delay_s: float, *, verb: str | None = None,
-                     resource: str | None = None, subresource: str | None = None,
-                     name: str | None = None, times: int = 1) -> None:
+    def inject_delay(
+        self,
+        delay_s: float,
+        *,
+        verb: str | None = None,
+        resource: str | None = None,
+        subresource: str | None = None,
+        name: str | None = None,
+        times: int = 1,
+    ) -> None:
         """Handle the next ``times`` matching requests as usual (a write is applied), then
         hold their answers ``delay_s``: a slow API server the client may give up on."""
         self._faults.append(_Fault(verb, resource, subresource, name, None, times, delay_s))
 
     def _fault(self, rec: RequestRecord) -> _Fault | None:
         for f in self._faults:
-            if f.times > 0 and f.verb in (None, rec.verb) and \
-                    f.resource in (None, rec.resource) and \
-                    f.subresource in (None, rec.subresource) and f.name in (None, rec.name):
+            if (
+                f.times > 0
+                and f.verb in (None, rec.verb)
+                and f.resource in (None, rec.resource)
+                and f.subresource in (None, rec.subresource)
+                and f.name in (None, rec.name)
+            ):
                 f.times -= 1
                 return f
         return None
@@ -243,16 +269,23 @@ class ApiServerDouble(Seeder):
 
     def _resolve(self, group: str, version: str, rest: list[str]) -> _Route:
         namespace = ""
-        if rest[0] == "namespaces" and len(rest) >= 3 and not (
-                len(rest) == 3 and rest[2] in ("status", "finalize")):
+        if (
+            rest[0] == "namespaces"
+            and len(rest) >= 3
+            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
             namespace, rest = rest[1], rest[2:]
         if len(rest) > 3:
             raise _not_found()
         rt = BY_PATH.get((group, version, rest[0]))
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
-        if rt is None or (sub and sub not in rt.subresources) or \
-                (not rt.namespaced and namespace) or (rt.namespaced and name and not namespace):
+        if (
+            rt is None
+            or (sub and sub not in rt.subresources)
+            or (not rt.namespaced and namespace)
+            or (rt.namespaced and name and not namespace)
+        ):
             raise _not_found()
         return _Route(rt, namespace, name, sub)
 
@@ -267,14 +300,25 @@ class ApiServerDouble(Seeder):
             return web.Response(status=404, text="404 page not found\n")
         r = self._resolve(*parsed)
         watch = method == "GET" and not r.name and q.get("watch", "") in _TRUE
-        verb = {"GET": "watch" if watch else ("get" if r.name else "list"), "POST": "create",
-                "PUT": "update", "PATCH": "patch",
-                "DELETE": "delete" if r.name else "deletecollection"}.get(method, method.lower())
+        verb = {
+            "GET": "watch" if watch else ("get" if r.name else "list"),
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete" if r.name else "deletecollection",
+        }.get(method, method.lower())
         body = await _body(request) if method in ("POST", "PUT", "PATCH", "DELETE") else None
         options = body if method == "DELETE" and isinstance(body, dict) else None
-        rec = RequestRecord(verb, r.rt.group, r.rt.version, r.rt.plural, r.subresource,
-                            r.namespace, r.name, "All" in q.getall("dryRun", [])
-                            or "All" in ((options or {}).get("dryRun") or []))
+        rec = RequestRecord(
+            verb,
+            r.rt.group,
+            r.rt.version,
+            r.rt.plural,
+            r.subresource,
+            r.namespace,
+            r.name,
+            "All" in q.getall("dryRun", []) or "All" in ((options or {}).get("dryRun") or []),
+        )
         self.requests.append(rec)
         if (fault := self._fault(rec)) is not None:
             request[_DELAY] = fault.delay_s
@@ -285,19 +329,35 @@ class ApiServerDouble(Seeder):
         status, out, warnings = self._call(request, r, verb, body, options)
         headers: CIMultiDict[str] = CIMultiDict()
         for w in warnings:
-            headers.add("Warning", f'299 - {json.dumps(w)}')
+            headers.add("Warning", f"299 - {json.dumps(w)}")
         return web.json_response(out, status=status, headers=headers)
 
-    def _call(self, request: web.Request, r: _Route, verb: str, body: Any,
-              options: dict[str, Any] | None) -> tuple[int, Obj, list[str]]:
-        q, rest, rt, ns, name, sub = request.query, self.rest, r.rt, r.namespace, r.name, \
-            r.subresource
+    def _call(
+        self, request: web.Request, r: _Route, verb: str, body: Any, options: dict[str, Any] | None
+    ) -> tuple[int, Obj, list[str]]:
+        q, rest, rt, ns, name, sub = (
+            request.query,
+            self.rest,
+            r.rt,
+            r.namespace,
+            r.name,
+            r.subresource,
+        )
         fv = self.admission.field_validation(q.get("fieldValidation"))
         ctype = request.headers.get("Content-Type", "application/json")
         if verb == "list":
-            return 200, rest.list_collection(
-                rt, ns, q.get("labelSelector", ""), q.get("fieldSelector", ""),
-                _int(q, "limit"), q.get("continue", "")), []
+            return (
+                200,
+                rest.list_collection(
+                    rt,
+                    ns,
+                    q.get("labelSelector", ""),
+                    q.get("fieldSelector", ""),
+                    _int(q, "limit"),
+                    q.get("continue", ""),
+                ),
+                [],
+            )
         if verb == "get":
             if sub == "scale":
                 return 200, rest.get_scale(rt, ns, name), []
@@ -315,15 +375,32 @@ class ApiServerDouble(Seeder):
             if sub == "scale":
                 obj, warnings = (
                     rest.update_scale(rt, ns, name, body, dry_run=dry_run, field_validation=fv)
-                    if verb == "update" else
-                    rest.patch_scale(rt, ns, name, ctype, body, dry_run=dry_run,
-                                     field_validation=fv))
+                    if verb == "update"
+                    else rest.patch_scale(
+                        rt, ns, name, ctype, body, dry_run=dry_run, field_validation=fv
+                    )
+                )
             elif verb == "update":
-                obj, warnings = rest.update(rt, ns, name, body, subresource=sub or None,
-                                            dry_run=dry_run, field_validation=fv)
+                obj, warnings = rest.update(
+                    rt,
+                    ns,
+                    name,
+                    body,
+                    subresource=sub or None,
+                    dry_run=dry_run,
+                    field_validation=fv,
+                )
             else:
-                obj, warnings = rest.patch(rt, ns, name, ctype, body, subresource=sub or None,
-                                           dry_run=dry_run, field_validation=fv)
+                obj, warnings = rest.patch(
+                    rt,
+                    ns,
+                    name,
+                    ctype,
+                    body,
+                    subresource=sub or None,
+                    dry_run=dry_run,
+                    field_validation=fv,
+                )
             return 200, obj, warnings
         if verb == "delete" and not sub:
             opts = dict(options or {})
@@ -351,8 +428,11 @@ class ApiServerDouble(Seeder):
                 return None
             now, before = match(e.obj), match(e.old)
             if e.type == "MODIFIED":
-                kind = {(True, True): "MODIFIED", (True, False): "ADDED",
-                        (False, True): "DELETED"}.get((now, before))
+                kind = {
+                    (True, True): "MODIFIED",
+                    (True, False): "ADDED",
+                    (False, True): "DELETED",
+                }.get((now, before))
                 return (kind, e.obj) if kind else None
             return (e.type, e.obj) if now else None
 
@@ -361,14 +441,20 @@ class ApiServerDouble(Seeder):
             backlog: list[tuple[str, Obj]] = []
             error: ApiError | None = None
             if rv in ("", "0"):
-                backlog = [("ADDED", {"kind": r.rt.kind, "apiVersion": r.rt.api_version, **o})
-                           for o in self.store.select(r.rt, r.namespace or None) if match(o)]
+                backlog = [
+                    ("ADDED", {"kind": r.rt.kind, "apiVersion": r.rt.api_version, **o})
+                    for o in self.store.select(r.rt, r.namespace or None)
+                    if match(o)
+                ]
             else:
                 if not rv.isdigit():
                     raise bad_request(f'invalid resource version "{rv}"')
                 try:
-                    backlog = [t for e in self.store.events_since(int(rv))
-                               if (t := translate(e)) is not None]
+                    backlog = [
+                        t
+                        for e in self.store.events_since(int(rv))
+                        if (t := translate(e)) is not None
+                    ]
                 except ApiError as e:
                     error = e
             resp = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -388,9 +474,13 @@ class ApiServerDouble(Seeder):
         finally:
             self.store.unsubscribe(queue)
 
-    async def _stream(self, resp: web.StreamResponse, queue: asyncio.Queue[Event | None],
-                      translate: Callable[[Event], tuple[str, Obj] | None],
-                      deadline: float | None) -> None:
+    async def _stream(
+        self,
+        resp: web.StreamResponse,
+        queue: asyncio.Queue[Event | None],
+        translate: Callable[[Event], tuple[str, Obj] | None],
+        deadline: float | None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             remaining = None if deadline is None else deadline - loop.time()

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
-_PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1,
-                   "failureThreshold": 3}
+_PROBE_DEFAULTS = {
+    "timeoutSeconds": 1,
+    "periodSeconds": 10,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
 _DEFAULT_TOLERATIONS = [
-    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-     "tolerationSeconds": 300},
-    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-     "tolerationSeconds": 300},
+    {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
 ]
 
 
@@ -159,9 +171,14 @@ def job_selector(obj: dict[str, Any], uid: str) -> None:
     name = (obj.get("metadata") or {}).get("name", "")
     spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
     labels = _d(_d(_d(spec, "template"), "metadata"), "labels")
-    labels.update({"batch.kubernetes.io/controller-uid": uid,
-                   "batch.kubernetes.io/job-name": name, "controller-uid": uid,
-                   "job-name": name})
+    labels.update(
+        {
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "job-name": name,
+        }
+    )
 
 
 def _namespace(obj: dict[str, Any]) -> None:
@@ -175,9 +192,16 @@ def _hpa(obj: dict[str, Any]) -> None:
     _d(obj, "spec").setdefault("minReplicas", 1)
 
 
-_BY_KIND = {"Pod": _pod, "Deployment": _deployment, "StatefulSet": _statefulset,
-            "DaemonSet": _daemonset, "ReplicaSet": _replicaset, "Job": _job,
-            "Namespace": _namespace, "HorizontalPodAutoscaler": _hpa}
+_BY_KIND = {
+    "Pod": _pod,
+    "Deployment": _deployment,
+    "StatefulSet": _statefulset,
+    "DaemonSet": _daemonset,
+    "ReplicaSet": _replicaset,
+    "Job": _job,
+    "Namespace": _namespace,
+    "HorizontalPodAutoscaler": _hpa,
+}
 
 
 def apply_defaults(obj: dict[str, Any]) -> None:

@@ -32,8 +32,10 @@ from tests.kube.status import bad_request, internal, success, too_many_requests
 from tests.kube.store import Obj
 
 PDBS = BY_KEY[("policy", "poddisruptionbudgets")]
-_CONTROLLERS = {"ReplicaSet": BY_KEY[("apps", "replicasets")],
-                "StatefulSet": BY_KEY[("apps", "statefulsets")]}
+_CONTROLLERS = {
+    "ReplicaSet": BY_KEY[("apps", "replicasets")],
+    "StatefulSet": BY_KEY[("apps", "statefulsets")],
+}
 
 
 def _labels(obj: Obj) -> dict[str, str]:
@@ -59,8 +61,9 @@ def pdb_status(rest: Rest, pdb: Obj) -> dict[str, Any]:
     pods = [p for p in rest.store.select(PODS, ns) if selector_matches(selector, _labels(p))]
     expected, seen, uncontrolled = 0, set(), 0
     for pod in pods:
-        ref = next((r for r in pod["metadata"].get("ownerReferences") or []
-                    if r.get("controller")), None)
+        ref = next(
+            (r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")), None
+        )
         rt = _CONTROLLERS.get(ref["kind"]) if ref else None
         owner = rest.store.get(rt, ns, ref["name"]) if rt and ref else None
         if owner is None or owner["metadata"]["uid"] != ref["uid"]:  # type: ignore[index]
@@ -78,13 +81,18 @@ def pdb_status(rest: Rest, pdb: Obj) -> dict[str, Any]:
         desired = 0
     desired = max(0, desired)
     healthy = sum(1 for p in pods if is_ready(p) and not p["metadata"].get("deletionTimestamp"))
-    return {"observedGeneration": pdb["metadata"].get("generation", 1),
-            "disruptionsAllowed": max(0, healthy - desired), "currentHealthy": healthy,
-            "desiredHealthy": desired, "expectedPods": expected}
+    return {
+        "observedGeneration": pdb["metadata"].get("generation", 1),
+        "disruptionsAllowed": max(0, healthy - desired),
+        "currentHealthy": healthy,
+        "desiredHealthy": desired,
+        "expectedPods": expected,
+    }
 
 
-def evict(rest: Rest, ns: str, name: str, body: Any, *, dry_run: bool,
-          field_validation: str) -> Obj:
+def evict(
+    rest: Rest, ns: str, name: str, body: Any, *, dry_run: bool, field_validation: str
+) -> Obj:
     eviction, _ = rest.admission.decode("Eviction", "policy/v1", body, field_validation)
     if (eviction.get("metadata") or {}).get("name") not in (None, name):
         raise bad_request("name in URL does not match name in Eviction object")
@@ -94,26 +102,37 @@ def evict(rest: Rest, ns: str, name: str, body: Any, *, dry_run: bool,
     phase = (pod.get("status") or {}).get("phase")
     if phase in ("Pending", "Succeeded", "Failed") or pod["metadata"].get("deletionTimestamp"):
         return _delete(rest, ns, name, options, dry_run)
-    pdbs = [b for b in rest.store.select(PDBS, ns)
-            if selector_matches((b.get("spec") or {}).get("selector"), _labels(pod))]
+    pdbs = [
+        b
+        for b in rest.store.select(PDBS, ns)
+        if selector_matches((b.get("spec") or {}).get("selector"), _labels(pod))
+    ]
     if not pdbs:
         return _delete(rest, ns, name, options, dry_run)
     if len(pdbs) > 1:
-        raise internal("This pod has more than one PodDisruptionBudget, which the eviction "
-                       "subresource does not support.")
+        raise internal(
+            "This pod has more than one PodDisruptionBudget, which the eviction "
+            "subresource does not support."
+        )
     pdb = pdbs[0]
     status = pdb_status(rest, pdb)
     policy = (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
-    if not is_ready(pod) and (policy == "AlwaysAllow" or (
-            status["currentHealthy"] >= status["desiredHealthy"] > 0)):
+    if not is_ready(pod) and (
+        policy == "AlwaysAllow" or (status["currentHealthy"] >= status["desiredHealthy"] > 0)
+    ):
         return _delete(rest, ns, name, options, dry_run)
     if status["disruptionsAllowed"] <= 0:
         raise too_many_requests(
             "Cannot evict pod as it would violate the pod's disruption budget.",
-            [{"reason": "DisruptionBudget",
-              "message": f"The disruption budget {pdb['metadata']['name']} needs "
-                         f"{status['desiredHealthy']} healthy pods and has "
-                         f"{status['currentHealthy']} currently"}])
+            [
+                {
+                    "reason": "DisruptionBudget",
+                    "message": f"The disruption budget {pdb['metadata']['name']} needs "
+                    f"{status['desiredHealthy']} healthy pods and has "
+                    f"{status['currentHealthy']} currently",
+                }
+            ],
+        )
     return _delete(rest, ns, name, options, dry_run)
 
 

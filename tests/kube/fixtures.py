@@ -79,14 +79,18 @@ async def _default_service_account(core: client.CoreV1Api, ns: str) -> None:
     async with asyncio.timeout(60):
         while True:
             accounts = await core.list_namespaced_service_account(
-                ns, field_selector="metadata.name=default")
+                ns, field_selector="metadata.name=default"
+            )
             if accounts.items:
                 return
             async with watch.Watch() as w:
-                async for _ in w.stream(core.list_namespaced_service_account, ns,
-                                        field_selector="metadata.name=default",
-                                        resource_version=accounts.metadata.resource_version,
-                                        timeout_seconds=10):
+                async for _ in w.stream(
+                    core.list_namespaced_service_account,
+                    ns,
+                    field_selector="metadata.name=default",
+                    resource_version=accounts.metadata.resource_version,
+                    timeout_seconds=10,
+                ):
                     break
 
 

@@ -39,6 +39,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 # --- JSON patch --------------------------------------------------------------------------
 
+
 def json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
     if not isinstance(ops, list):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
@@ -53,14 +54,17 @@ def json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
         except jsonpatch.InvalidJsonPatch as e:
             raise bad_request(str(e)) from e
         except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as e:
-            raise unprocessable(f"{op['op']} operation does not apply: doc is missing path: "
-                                f"{op['path']!r}: missing value") from e
+            raise unprocessable(
+                f"{op['op']} operation does not apply: doc is missing path: "
+                f"{op['path']!r}: missing value"
+            ) from e
     if not isinstance(out, dict):
         raise bad_request("patched object is not a JSON object")
     return out
 
 
 # --- JSON merge patch ----------------------------------------------------------------------
+
 
 def merge_patch(doc: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
@@ -94,8 +98,9 @@ class _Smp:
             return "replace", key
         return "", key
 
-    def merge_map(self, schema: sch.Schema | None, original: dict[str, Any] | None,
-                  patch: dict[str, Any]) -> dict[str, Any]:
+    def merge_map(
+        self, schema: sch.Schema | None, original: dict[str, Any] | None, patch: dict[str, Any]
+    ) -> dict[str, Any]:
         if _DIRECTIVE in patch:
             directive = patch.pop(_DIRECTIVE)
             if directive == "replace":
@@ -109,7 +114,7 @@ class _Smp:
         for key, pv in list(patch.items()):
             delete_list = key.startswith(_DELETE_PRIMITIVE)
             if delete_list:
-                key = key[len(_DELETE_PRIMITIVE):]
+                key = key[len(_DELETE_PRIMITIVE) :]
             if pv is None:
                 original.pop(key, None)
                 continue
@@ -122,8 +127,11 @@ class _Smp:
             if isinstance(ov, dict) and isinstance(pv, dict):
                 original[key] = pv if strategy == "replace" else self.merge_map(prop, ov, pv)
             elif isinstance(ov, list) and isinstance(pv, list):
-                original[key] = (self.merge_slice(prop, ov, pv, merge_key, delete_list)
-                                 if strategy == "merge" else pv)
+                original[key] = (
+                    self.merge_slice(prop, ov, pv, merge_key, delete_list)
+                    if strategy == "merge"
+                    else pv
+                )
             else:
                 original[key] = pv
         return original
@@ -135,18 +143,22 @@ class _Smp:
         if not isinstance(keep, list):
             raise bad_request("doesn't match the retainKeys format")
         for k, v in patch.items():
-            if v is not None and not k.startswith(("$deleteFromPrimitiveList", "$setElement")) \
-                    and k not in keep:
+            if (
+                v is not None
+                and not k.startswith(("$deleteFromPrimitiveList", "$setElement"))
+                and k not in keep
+            ):
                 raise bad_request("doesn't match the retainKeys format")
         for k in list(original):
             if k not in keep:
                 del original[k]
 
-    def set_element_order(self, schema: sch.Schema | None, original: dict[str, Any],
-                          patch: dict[str, Any]) -> None:
+    def set_element_order(
+        self, schema: sch.Schema | None, original: dict[str, Any], patch: dict[str, Any]
+    ) -> None:
         for key in [k for k in patch if k.startswith(_SET_ORDER)]:
             order = patch.pop(key)
-            field = key[len(_SET_ORDER):]
+            field = key[len(_SET_ORDER) :]
             if not isinstance(order, list):
                 raise bad_request("invalid type for $setElementOrder list")
             orig_list, patch_list = original.get(field), patch.get(field)
@@ -159,15 +171,23 @@ class _Smp:
             elif orig_list is None:
                 merged = list(patch_list)
             else:
-                merged = (self.merge_slice(prop, orig_list, patch_list, merge_key, False)
-                          if strategy == "merge" else patch_list)
+                merged = (
+                    self.merge_slice(prop, orig_list, patch_list, merge_key, False)
+                    if strategy == "merge"
+                    else patch_list
+                )
             in_order, server_only = _partition(merged, order, merge_key)
-            original[field] = _normalize(in_order, server_only, order, orig_list or [],
-                                         merge_key)
+            original[field] = _normalize(in_order, server_only, order, orig_list or [], merge_key)
             patch.pop(field, None)
 
-    def merge_slice(self, prop: sch.Schema | None, original: list[Any], patch: list[Any],
-                    merge_key: str | None, delete_list: bool) -> list[Any]:
+    def merge_slice(
+        self,
+        prop: sch.Schema | None,
+        original: list[Any],
+        patch: list[Any],
+        merge_key: str | None,
+        delete_list: bool,
+    ) -> list[Any]:
         if not original and not patch:
             return original
         kinds = {type(x).__name__ for x in original + patch if x is not None}
@@ -203,8 +223,9 @@ class _Smp:
         return _normalize(in_patch, server_only, patch, original, merge_key)
 
 
-def _special_elements(original: list[Any], patch: list[Any],
-                      merge_key: str) -> tuple[list[Any], list[Any]]:
+def _special_elements(
+    original: list[Any], patch: list[Any], merge_key: str
+) -> tuple[list[Any], list[Any]]:
     plain: list[Any] = []
     replace = False
     for item in patch:
@@ -238,15 +259,21 @@ def _index(items: list[Any], item: Any, merge_key: str | None) -> int:
     return -1
 
 
-def _partition(merged: list[Any], by: list[Any],
-               merge_key: str | None) -> tuple[list[Any], list[Any]]:
+def _partition(
+    merged: list[Any], by: list[Any], merge_key: str | None
+) -> tuple[list[Any], list[Any]]:
     present = [x for x in merged if _index(by, x, merge_key) >= 0]
     absent = [x for x in merged if _index(by, x, merge_key) < 0]
     return present, absent
 
 
-def _normalize(patch_items: list[Any], server_only: list[Any], patch_order: list[Any],
-               server_order: list[Any], merge_key: str | None) -> list[Any]:
+def _normalize(
+    patch_items: list[Any],
+    server_only: list[Any],
+    patch_order: list[Any],
+    server_order: list[Any],
+    merge_key: str | None,
+) -> list[Any]:
     """``normalizeElementOrder``: patch items in patch order, server-only items in live
     order, interleaved by their position in the live list (``mergeSortedSlice``)."""
     right = sorted(patch_items, key=lambda x: _index(patch_order, x, merge_key))
@@ -272,17 +299,20 @@ def _normalize(patch_items: list[Any], server_only: list[Any], patch_order: list
     return out
 
 
-def strategic_merge_patch(version: str, kind: str, api_version: str, doc: dict[str, Any],
-                          patch: Any) -> dict[str, Any]:
+def strategic_merge_patch(
+    version: str, kind: str, api_version: str, doc: dict[str, Any], patch: Any
+) -> dict[str, Any]:
     if not isinstance(patch, dict):
         raise bad_request("invalid JSON document: a strategic merge patch must be an object")
-    root = sch.kind_schema(version, kind, api_version) \
-        if sch.has_schema(version, kind, api_version) else None
+    root = (
+        sch.kind_schema(version, kind, api_version)
+        if sch.has_schema(version, kind, api_version)
+        else None
+    )
     return _Smp(version).merge_map(root, copy.deepcopy(doc), copy.deepcopy(patch))
 
 
-def apply_patch(version: str, content_type: str, doc: dict[str, Any],
-                patch: Any) -> dict[str, Any]:
+def apply_patch(version: str, content_type: str, doc: dict[str, Any], patch: Any) -> dict[str, Any]:
     """Apply a patch body by its media type; raise the real server's errors."""
     media = content_type.split(";")[0].strip().lower()
     if media == JSON_PATCH:
@@ -293,9 +323,13 @@ def apply_patch(version: str, content_type: str, doc: dict[str, Any],
             raise bad_request("patched object is not a JSON object")
         return out
     if media == STRATEGIC_PATCH:
-        return strategic_merge_patch(version, doc.get("kind", ""), doc.get("apiVersion", ""),
-                                     doc, patch)
+        return strategic_merge_patch(
+            version, doc.get("kind", ""), doc.get("apiVersion", ""), doc, patch
+        )
     if media == APPLY_PATCH:
-        raise ApiError(415, "UnsupportedMediaType", "server-side apply is not implemented by "
-                       "the Kubernetes API double (tests/kube)")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            "server-side apply is not implemented by the Kubernetes API double (tests/kube)",
+        )
     raise unsupported_media_type()

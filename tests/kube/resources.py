@@ -53,40 +53,134 @@ _S = frozenset({"status"})
 _SS = frozenset({"status", "scale"})
 
 RESOURCES: tuple[ResourceType, ...] = (
-    _rt("", "v1", "pods", "Pod", subresources=frozenset({"status", "eviction"}),
-        fields=_META_FIELDS | {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-                               "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
-                               "status.podIP", "status.nominatedNodeName"},
-        short_names=("po",)),
-    _rt("", "v1", "nodes", "Node", namespaced=False, subresources=_S,
-        fields=frozenset({"metadata.name", "spec.unschedulable"}), short_names=("no",)),
-    _rt("", "v1", "namespaces", "Namespace", namespaced=False, subresources=_S,
-        fields=frozenset({"metadata.name", "status.phase"}), short_names=("ns",)),
+    _rt(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        subresources=frozenset({"status", "eviction"}),
+        fields=_META_FIELDS
+        | {
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        },
+        short_names=("po",),
+    ),
+    _rt(
+        "",
+        "v1",
+        "nodes",
+        "Node",
+        namespaced=False,
+        subresources=_S,
+        fields=frozenset({"metadata.name", "spec.unschedulable"}),
+        short_names=("no",),
+    ),
+    _rt(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        subresources=_S,
+        fields=frozenset({"metadata.name", "status.phase"}),
+        short_names=("ns",),
+    ),
     _rt("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     _rt("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
-    _rt("", "v1", "events", "Event",
-        fields=_META_FIELDS | {"involvedObject.kind", "involvedObject.namespace",
-                               "involvedObject.name", "involvedObject.uid",
-                               "involvedObject.apiVersion", "involvedObject.resourceVersion",
-                               "involvedObject.fieldPath", "reason", "reportingComponent",
-                               "source", "type"},
-        short_names=("ev",)),
-    _rt("apps", "v1", "deployments", "Deployment", subresources=_SS, generation=True,
-        short_names=("deploy",)),
-    _rt("apps", "v1", "statefulsets", "StatefulSet", subresources=_SS, generation=True,
-        short_names=("sts",)),
-    _rt("apps", "v1", "daemonsets", "DaemonSet", subresources=_S, generation=True,
-        short_names=("ds",)),
-    _rt("apps", "v1", "replicasets", "ReplicaSet", subresources=_SS, generation=True,
-        fields=_META_FIELDS | {"status.replicas"}, short_names=("rs",)),
+    _rt(
+        "",
+        "v1",
+        "events",
+        "Event",
+        fields=_META_FIELDS
+        | {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        },
+        short_names=("ev",),
+    ),
+    _rt(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        subresources=_SS,
+        generation=True,
+        short_names=("deploy",),
+    ),
+    _rt(
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        subresources=_SS,
+        generation=True,
+        short_names=("sts",),
+    ),
+    _rt(
+        "apps",
+        "v1",
+        "daemonsets",
+        "DaemonSet",
+        subresources=_S,
+        generation=True,
+        short_names=("ds",),
+    ),
+    _rt(
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        subresources=_SS,
+        generation=True,
+        fields=_META_FIELDS | {"status.replicas"},
+        short_names=("rs",),
+    ),
     _rt("apps", "v1", "controllerrevisions", "ControllerRevision"),
-    _rt("batch", "v1", "jobs", "Job", subresources=_S, generation=True,
-        fields=_META_FIELDS | {"status.successful"}),
-    _rt("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", subresources=_S,
-        generation=True, short_names=("pdb",)),
+    _rt(
+        "batch",
+        "v1",
+        "jobs",
+        "Job",
+        subresources=_S,
+        generation=True,
+        fields=_META_FIELDS | {"status.successful"},
+    ),
+    _rt(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        subresources=_S,
+        generation=True,
+        short_names=("pdb",),
+    ),
     _rt("coordination.k8s.io", "v1", "leases", "Lease"),
-    _rt("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
-        subresources=_S, generation=True, short_names=("hpa",)),
+    _rt(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        subresources=_S,
+        generation=True,
+        short_names=("hpa",),
+    ),
 )
 
 BY_PATH: dict[tuple[str, str, str], ResourceType] = {
@@ -103,17 +197,41 @@ _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 def _resource_entry(r: ResourceType, sub: str | None = None) -> dict[str, Any]:
     if sub is None:
-        return {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                "kind": r.kind, "verbs": _VERBS, "shortNames": list(r.short_names)}
+        return {
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": _VERBS,
+            "shortNames": list(r.short_names),
+        }
     if sub == "scale":
-        return {"name": f"{r.plural}/scale", "singularName": "", "namespaced": r.namespaced,
-                "group": "autoscaling", "version": "v1", "kind": "Scale",
-                "verbs": ["get", "patch", "update"]}
+        return {
+            "name": f"{r.plural}/scale",
+            "singularName": "",
+            "namespaced": r.namespaced,
+            "group": "autoscaling",
+            "version": "v1",
+            "kind": "Scale",
+            "verbs": ["get", "patch", "update"],
+        }
     if sub == "eviction":
-        return {"name": f"{r.plural}/eviction", "singularName": "", "namespaced": True,
-                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}
-    return {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": ["get", "patch", "update"]}
+        return {
+            "name": f"{r.plural}/eviction",
+            "singularName": "",
+            "namespaced": True,
+            "group": "policy",
+            "version": "v1",
+            "kind": "Eviction",
+            "verbs": ["create"],
+        }
+    return {
+        "name": f"{r.plural}/{sub}",
+        "singularName": "",
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": ["get", "patch", "update"],
+    }
 
 
 def resource_list(group: str, version: str) -> dict[str, Any] | None:
@@ -127,14 +245,17 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
     if not entries:
         return None
     gv = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-            "resources": entries}
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": entries}
 
 
 def api_versions(server_address: str) -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                            "serverAddress": server_address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
 
 
 def api_group_list() -> dict[str, Any]:
@@ -158,7 +279,14 @@ def api_group(name: str) -> dict[str, Any] | None:
 
 def version_info(kubernetes_version: str) -> dict[str, str]:
     major, minor = kubernetes_version.split(".")[:2]
-    return {"major": major, "minor": minor, "gitVersion": f"v{major}.{minor}.0",
-            "gitCommit": "0" * 40, "gitTreeState": "clean",
-            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23.4", "compiler": "gc",
-            "platform": "linux/amd64"}
+    return {
+        "major": major,
+        "minor": minor,
+        "gitVersion": f"v{major}.{minor}.0",
+        "gitCommit": "0" * 40,
+        "gitTreeState": "clean",
+        "buildDate": "2025-01-01T00:00:00Z",
+        "goVersion": "go1.23.4",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }

@@ -73,8 +73,9 @@ def _qos(spec: dict[str, Any]) -> str:
     for r in res:
         limits = r.get("limits") or {}
         requests = {**limits, **(r.get("requests") or {})}
-        if any(limits.get(k) is None or requests.get(k) != limits.get(k)
-               for k in ("cpu", "memory")):
+        if any(
+            limits.get(k) is None or requests.get(k) != limits.get(k) for k in ("cpu", "memory")
+        ):
             return "Burstable"
     return "Guaranteed"
 
@@ -92,8 +93,9 @@ def _spec_changed(rt: ResourceType, old: Obj, new: Obj) -> bool:
     if old.get("spec") != new.get("spec"):
         return True
     if rt.kind == "Deployment":
-        return bool((old["metadata"].get("annotations") or {})
-                    != (new["metadata"].get("annotations") or {}))
+        return bool(
+            (old["metadata"].get("annotations") or {}) != (new["metadata"].get("annotations") or {})
+        )
     return False
 
 
@@ -104,8 +106,7 @@ def _without_rv(obj: Obj) -> Obj:
 
 
 class Rest:
-    def __init__(self, store: Store, admission: Admission,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, admission: Admission, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.admission = admission
         self.clock = clock
@@ -123,12 +124,22 @@ class Rest:
             raise not_found(rt, name)
         return obj
 
-    def list_collection(self, rt: ResourceType, ns: str | None, label_selector: str = "",
-             field_selector: str = "", limit: int = 0, cont: str = "") -> Obj:
+    def list_collection(
+        self,
+        rt: ResourceType,
+        ns: str | None,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        cont: str = "",
+    ) -> Obj:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, rt)
-        items = [o for o in self.store.select(rt, ns or None)
-                 if labels_match(labels, o) and fields_match(fields, o)]
+        items = [
+            o
+            for o in self.store.select(rt, ns or None)
+            if labels_match(labels, o) and fields_match(fields, o)
+        ]
         meta: dict[str, Any] = {"resourceVersion": self.store.resource_version}
         if cont:
             after = _decode_continue(cont)
@@ -136,25 +147,39 @@ class Rest:
         if limit and len(items) > limit:
             last = items[limit - 1]
             meta["continue"] = base64.urlsafe_b64encode(
-                json.dumps([ns_of(last), name_of(last)]).encode()).decode()
+                json.dumps([ns_of(last), name_of(last)]).encode()
+            ).decode()
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         for o in items:  # typed list items carry no kind/apiVersion on the wire
             o.pop("kind", None)
             o.pop("apiVersion", None)
-        return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta,
-                "items": items}
+        return {
+            "kind": f"{rt.kind}List",
+            "apiVersion": rt.api_version,
+            "metadata": meta,
+            "items": items,
+        }
 
     # --- create ----------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, ns: str, body: Any, *, dry_run: bool = False,
-               field_validation: str = "Strict") -> tuple[Obj, list[str]]:
+    def create(
+        self,
+        rt: ResourceType,
+        ns: str,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+    ) -> tuple[Obj, list[str]]:
         obj, warnings = self.admission.decode(rt.kind, rt.api_version, body, field_validation)
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
             if meta.get("namespace") not in (None, "", ns):
-                raise bad_request("the namespace of the provided object does not match the "
-                                  "namespace sent on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the "
+                    "namespace sent on the request"
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
@@ -185,38 +210,60 @@ class Rest:
         stored = self.store.put(rt, obj, None)
         if rt.kind == "Namespace" and self.service_account_controller:
             # what the serviceaccounts controller does at once on a real cluster
-            self.create(BY_KEY[("", "serviceaccounts")], meta["name"],
-                        {"metadata": {"name": "default"}})
+            self.create(
+                BY_KEY[("", "serviceaccounts")], meta["name"], {"metadata": {"name": "default"}}
+            )
         return stored, warnings
 
     # --- update / patch --------------------------------------------------------------------
 
-    def update(self, rt: ResourceType, ns: str, name: str, body: Any, *,
-               subresource: str | None = None, dry_run: bool = False,
-               field_validation: str = "Strict") -> tuple[Obj, list[str]]:
+    def update(
+        self,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+    ) -> tuple[Obj, list[str]]:
         new, warnings = self.admission.decode(rt.kind, rt.api_version, body, field_validation)
         meta = new.setdefault("metadata", {})
         if meta.get("name") != name:
-            raise bad_request(f"the name of the object ({meta.get('name', '')}) does not match "
-                              f"the name on the URL ({name})")
+            raise bad_request(
+                f"the name of the object ({meta.get('name', '')}) does not match "
+                f"the name on the URL ({name})"
+            )
         if rt.namespaced and meta.get("namespace") not in (None, "", ns):
-            raise bad_request("the namespace of the provided object does not match the "
-                              "namespace sent on the request")
+            raise bad_request(
+                "the namespace of the provided object does not match the "
+                "namespace sent on the request"
+            )
         old = self.get(rt, ns, name)
         self._preconditions(rt, old, meta)
         return self._write(rt, old, new, subresource, dry_run), warnings
 
-    def patch(self, rt: ResourceType, ns: str, name: str, content_type: str, body: Any, *,
-              subresource: str | None = None, dry_run: bool = False,
-              field_validation: str = "Strict") -> tuple[Obj, list[str]]:
+    def patch(
+        self,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        content_type: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+    ) -> tuple[Obj, list[str]]:
         old = self.get(rt, ns, name)
         patched = patching.apply_patch(self.schema_version, content_type, old, body)
-        new, warnings = self.admission.decode(rt.kind, rt.api_version, patched,
-                                              field_validation, prefix=False)
+        new, warnings = self.admission.decode(
+            rt.kind, rt.api_version, patched, field_validation, prefix=False
+        )
         meta = new.setdefault("metadata", {})
         if meta.get("name") != name or (rt.namespaced and meta.get("namespace") != ns):
-            raise bad_request("metadata.name and metadata.namespace cannot be changed by a "
-                              "patch")
+            raise bad_request("metadata.name and metadata.namespace cannot be changed by a patch")
         self._preconditions(rt, old, meta)
         return self._write(rt, old, new, subresource, dry_run), warnings
 
@@ -225,11 +272,16 @@ class Rest:
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise stale(rt, name_of(old))
         if uid and uid != old["metadata"]["uid"]:
-            raise conflict(rt, name_of(old), f"Precondition failed: UID in precondition: {uid}, "
-                                             f"UID in object meta: {old['metadata']['uid']}")
+            raise conflict(
+                rt,
+                name_of(old),
+                f"Precondition failed: UID in precondition: {uid}, "
+                f"UID in object meta: {old['metadata']['uid']}",
+            )
 
-    def _write(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None,
-               dry_run: bool) -> Obj:
+    def _write(
+        self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None, dry_run: bool
+    ) -> Obj:
         if subresource == "status":
             status = new.get("status")
             new = copy.deepcopy(old)
@@ -240,8 +292,13 @@ class Rest:
             else:
                 new.pop("status", None)
         meta, old_meta = new["metadata"], old["metadata"]
-        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                    "generation"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ):
             if key in old_meta:
                 meta[key] = old_meta[key]
             else:
@@ -264,8 +321,15 @@ class Rest:
 
     # --- delete ----------------------------------------------------------------------------
 
-    def delete(self, rt: ResourceType, ns: str, name: str, options: dict[str, Any], *,
-               dry_run: bool = False) -> tuple[int, Obj]:
+    def delete(
+        self,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        options: dict[str, Any],
+        *,
+        dry_run: bool = False,
+    ) -> tuple[int, Obj]:
         obj = self.get(rt, ns, name)
         policy = options.get("propagationPolicy")
         if policy not in (None, "Orphan", "Background", "Foreground"):
@@ -274,14 +338,20 @@ class Rest:
         meta = obj["metadata"]
         if pre.get("uid") and pre["uid"] != meta["uid"]:
             raise delete_precondition_failed(
-                rt, name, f"the UID in the precondition ({pre['uid']}) does not match the UID "
-                          f"in record ({meta['uid']}). The object might have been deleted and "
-                          f"then recreated")
+                rt,
+                name,
+                f"the UID in the precondition ({pre['uid']}) does not match the UID "
+                f"in record ({meta['uid']}). The object might have been deleted and "
+                f"then recreated",
+            )
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
             raise delete_precondition_failed(
-                rt, name, f"the ResourceVersion in the precondition ({pre['resourceVersion']}) "
-                          f"does not match the ResourceVersion in record "
-                          f"({meta['resourceVersion']}). The object might have been modified")
+                rt,
+                name,
+                f"the ResourceVersion in the precondition ({pre['resourceVersion']}) "
+                f"does not match the ResourceVersion in record "
+                f"({meta['resourceVersion']}). The object might have been modified",
+            )
         now = self.clock()
         if meta.get("finalizers"):
             if not meta.get("deletionTimestamp"):
@@ -295,8 +365,11 @@ class Rest:
             if grace is None:
                 grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             phase = (obj.get("status") or {}).get("phase")
-            if (obj.get("spec") or {}).get("nodeName") and grace and \
-                    phase not in ("Succeeded", "Failed"):
+            if (
+                (obj.get("spec") or {}).get("nodeName")
+                and grace
+                and phase not in ("Succeeded", "Failed")
+            ):
                 meta["deletionTimestamp"] = timestamp(now + timedelta(seconds=int(grace)))
                 meta["deletionGracePeriodSeconds"] = int(grace)
         if rt.kind == "Namespace":
@@ -310,8 +383,12 @@ class Rest:
             gone = self.store.remove(rt, obj)
         if rt.kind in ("Pod", "Namespace"):
             return 200, gone
-        details = {"name": name, **({"group": rt.group} if rt.group else {}),
-                   "kind": rt.plural, "uid": meta["uid"]}
+        details = {
+            "name": name,
+            **({"group": rt.group} if rt.group else {}),
+            "kind": rt.plural,
+            "uid": meta["uid"],
+        }
         return 200, success(details=details)
 
     def _empty_namespace(self, ns: str) -> None:
@@ -324,43 +401,74 @@ class Rest:
 
     def scale_of(self, rt: ResourceType, obj: Obj) -> Obj:
         meta = obj["metadata"]
-        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                                  "creationTimestamp") if k in meta},
-                "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 0))},
-                "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0)),
-                           "selector": selector_string((obj.get("spec") or {}).get("selector"))}}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
+            "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 0))},
+            "status": {
+                "replicas": int((obj.get("status") or {}).get("replicas", 0)),
+                "selector": selector_string((obj.get("spec") or {}).get("selector")),
+            },
+        }
 
     def get_scale(self, rt: ResourceType, ns: str, name: str) -> Obj:
         return self.scale_of(rt, self.get(rt, ns, name))
 
-    def update_scale(self, rt: ResourceType, ns: str, name: str, body: Any, *,
-                     dry_run: bool = False, field_validation: str = "Strict",
-                     prefix: bool = True) -> tuple[Obj, list[str]]:
-        scale, warnings = self.admission.decode("Scale", "autoscaling/v1", body,
-                                                field_validation, prefix=prefix)
+    def update_scale(
+        self,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+        prefix: bool = True,
+    ) -> tuple[Obj, list[str]]:
+        scale, warnings = self.admission.decode(
+            "Scale", "autoscaling/v1", body, field_validation, prefix=prefix
+        )
         meta = scale.setdefault("metadata", {})
         if meta.get("name") not in (None, name):
-            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the "
-                              f"name on the URL ({name})")
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the "
+                f"name on the URL ({name})"
+            )
         old = self.get(rt, ns, name)
         self._preconditions(rt, old, meta)
         replicas = int((scale.get("spec") or {}).get("replicas") or 0)
         if replicas < 0:
-            raise invalid("Scale", "autoscaling", name, [
-                _invalid_field("spec.replicas", replicas, "must be greater than or equal to 0")])
+            raise invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                [_invalid_field("spec.replicas", replicas, "must be greater than or equal to 0")],
+            )
         new = copy.deepcopy(old)
         new.setdefault("spec", {})["replicas"] = replicas
         return self.scale_of(rt, self._write(rt, old, new, None, dry_run)), warnings
 
-    def patch_scale(self, rt: ResourceType, ns: str, name: str, content_type: str, body: Any,
-                    *, dry_run: bool = False,
-                    field_validation: str = "Strict") -> tuple[Obj, list[str]]:
+    def patch_scale(
+        self,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        content_type: str,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+    ) -> tuple[Obj, list[str]]:
         current = self.get_scale(rt, ns, name)
         patched = patching.apply_patch(self.schema_version, content_type, current, body)
-        return self.update_scale(rt, ns, name, patched, dry_run=dry_run,
-                                 field_validation=field_validation, prefix=False)
-
+        return self.update_scale(
+            rt, ns, name, patched, dry_run=dry_run, field_validation=field_validation, prefix=False
+        )
 
 
 def _decode_continue(token: str) -> tuple[str, str]:
@@ -372,8 +480,9 @@ def _decode_continue(token: str) -> tuple[str, str]:
 
 
 def _required_name() -> FieldError:
-    return FieldError("metadata.name", "FieldValueRequired",
-                      "Required value: name or generateName is required")
+    return FieldError(
+        "metadata.name", "FieldValueRequired", "Required value: name or generateName is required"
+    )
 
 
 def _invalid_field(field: str, value: Any, why: str) -> FieldError:
@@ -381,6 +490,8 @@ def _invalid_field(field: str, value: Any, why: str) -> FieldError:
 
 
 def _unsupported_policy(policy: Any) -> FieldError:
-    return FieldError("propagationPolicy", "FieldValueNotSupported",
-                      f'Unsupported value: "{policy}": supported values: "Foreground", '
-                      f'"Background", "Orphan"')
+    return FieldError(
+        "propagationPolicy",
+        "FieldValueNotSupported",
+        f'Unsupported value: "{policy}": supported values: "Foreground", "Background", "Orphan"',
+    )

@@ -41,8 +41,10 @@ def schema_version(kubernetes_version: str) -> str:
     want = _vtuple(kubernetes_version)
     found = [v for v in kv.all_versions() if _vtuple(v) <= want]
     if not found or want > _vtuple(kv.latest_version()):
-        raise ValueError(f"kubernetes-validate {kv.__version__} has no schemas for "
-                         f"Kubernetes {kubernetes_version}")
+        raise ValueError(
+            f"kubernetes-validate {kv.__version__} has no schemas for "
+            f"Kubernetes {kubernetes_version}"
+        )
     return str(found[-1])
 
 
@@ -72,6 +74,7 @@ def _validator(version: str, kind: str, api_version: str) -> jsonschema.Validato
 
 
 # --- walking the schema ----------------------------------------------------------------
+
 
 def resolve(version: str, schema: Schema | None) -> Schema:
     """Follow ``$ref`` to the definition (keeps nothing of the referring wrapper)."""
@@ -128,8 +131,7 @@ def _is_leaf(s: Schema) -> bool:
     return "oneOf" in s or "anyOf" in s
 
 
-def prune_unknown(version: str, schema: Schema | None, value: Any,
-                  path: str = "") -> list[str]:
+def prune_unknown(version: str, schema: Schema | None, value: Any, path: str = "") -> list[str]:
     """Delete fields the schema does not know from ``value`` in place; return their paths."""
     s = resolve(version, schema)
     dropped: list[str] = []
@@ -154,6 +156,7 @@ def prune_unknown(version: str, schema: Schema | None, value: Any,
 
 
 # --- validation --------------------------------------------------------------------------
+
 
 def _path(parts: Iterable[Any]) -> str:
     out = ""
@@ -201,7 +204,8 @@ def check(version: str, obj: dict[str, Any]) -> SchemaErrors:
                 expected = "/".join(t for t in expected if t != "null")
             out.type_errors.append(
                 f"json: cannot unmarshal {_json_type(e.instance)} into Go struct field "
-                f"{kind}.{path} of type {expected}")
+                f"{kind}.{path} of type {expected}"
+            )
         elif e.validator == "required" and isinstance(e.instance, dict):
             for name in e.validator_value:
                 if name not in e.instance:
@@ -209,13 +213,21 @@ def check(version: str, obj: dict[str, Any]) -> SchemaErrors:
                     out.fields.append(FieldError(sub, "FieldValueRequired", "Required value"))
         elif e.validator == "enum":
             supported = ", ".join(json.dumps(v) for v in e.validator_value if v is not None)
-            out.fields.append(FieldError(
-                path, "FieldValueNotSupported",
-                f"Unsupported value: {json.dumps(e.instance)}: supported values: {supported}"))
+            out.fields.append(
+                FieldError(
+                    path,
+                    "FieldValueNotSupported",
+                    f"Unsupported value: {json.dumps(e.instance)}: supported values: {supported}",
+                )
+            )
         else:
-            out.fields.append(FieldError(path, "FieldValueInvalid",
-                                         f"Invalid value: {json.dumps(e.instance)}: "
-                                         f"{e.message}"))
+            out.fields.append(
+                FieldError(
+                    path,
+                    "FieldValueInvalid",
+                    f"Invalid value: {json.dumps(e.instance)}: {e.message}",
+                )
+            )
     return out
 
 

@@ -19,8 +19,10 @@ from tests.kube.resources import ResourceType
 from tests.kube.status import ApiError, bad_request
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]")
-_QUALIFIED = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                        r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+_QUALIFIED = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
+)
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -87,7 +89,7 @@ def parse_label_selector(selector: str) -> list[Requirement]:  # noqa: C901 (one
             i += 1
         key = s[start:i]
         if not key:
-            raise _error(s, f"found '{s[i:i + 1]}', expected: identifier")
+            raise _error(s, f"found '{s[i : i + 1]}', expected: identifier")
         if not _QUALIFIED.match(key):
             raise _error(s, f"invalid label key {key!r}")
         ws()
@@ -109,8 +111,9 @@ def parse_label_selector(selector: str) -> list[Requirement]:  # noqa: C901 (one
             ws()
             value = word(", \t")
             if not re.fullmatch(r"-?\d+", value):
-                raise _error(s, f"for 'Gt', 'Lt' operators, the value must be an integer: "
-                                f"{value!r}")
+                raise _error(
+                    s, f"for 'Gt', 'Lt' operators, the value must be an integer: {value!r}"
+                )
             reqs.append(Requirement(key, op, (value,)))
         else:
             op = word(" \t(")
@@ -142,6 +145,7 @@ def labels_match(reqs: list[Requirement], obj: dict[str, Any]) -> bool:
 
 
 # --- field selectors -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FieldRequirement:
@@ -183,7 +187,7 @@ def parse_field_selector(selector: str, rt: ResourceType) -> list[FieldRequireme
             raise bad_request(f"invalid selector: '{selector}'; can't understand '{term}'")
         field, op, value = m.group(1).strip(), m.group(2), _unescape(m.group(3))
         if field not in rt.fields:
-            raise bad_request(f'field label not supported: {field}')
+            raise bad_request(f"field label not supported: {field}")
         out.append(FieldRequirement(field, op == "!=", value))
     return out
 
@@ -207,6 +211,7 @@ def fields_match(reqs: list[FieldRequirement], obj: dict[str, Any]) -> bool:
 
 
 # --- metav1.LabelSelector ---------------------------------------------------------------
+
 
 def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
     """Structured selector; ``None`` selects nothing, ``{}`` selects everything."""
@@ -239,7 +244,11 @@ def selector_string(selector: dict[str, Any] | None) -> str:
     for expr in selector.get("matchExpressions") or []:
         key, op = expr["key"], expr["operator"]
         values = ",".join(sorted(expr.get("values") or []))
-        text = {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
-                "Exists": key, "DoesNotExist": f"!{key}"}[op]
+        text = {
+            "In": f"{key} in ({values})",
+            "NotIn": f"{key} notin ({values})",
+            "Exists": key,
+            "DoesNotExist": f"!{key}",
+        }[op]
         reqs.append((key, text))
     return ",".join(t for _, t in sorted(reqs, key=lambda r: r[0]))

@@ -22,8 +22,9 @@ class FieldError:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -32,9 +33,14 @@ class ApiError(Exception):
         self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                               "status": "Failure", "message": self.message,
-                               "reason": self.reason}
+        out: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+        }
         if self.details:
             out["details"] = self.details
         out["code"] = self.code
@@ -42,8 +48,12 @@ class ApiError(Exception):
 
 
 def success(code: int = 200, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                           "status": "Success"}
+    out: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+    }
     if details:
         out["details"] = details
     if code != 200:
@@ -61,19 +71,22 @@ def _details(rt: ResourceType, name: str, **extra: Any) -> dict[str, Any]:
 
 
 def not_found(rt: ResourceType, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{rt.group_resource} "{name}" not found',
-                    _details(rt, name))
+    return ApiError(404, "NotFound", f'{rt.group_resource} "{name}" not found', _details(rt, name))
 
 
 def already_exists(rt: ResourceType, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{rt.group_resource} "{name}" already exists',
-                    _details(rt, name))
+    return ApiError(
+        409, "AlreadyExists", f'{rt.group_resource} "{name}" already exists', _details(rt, name)
+    )
 
 
 def conflict(rt: ResourceType, name: str, why: str) -> ApiError:
-    return ApiError(409, "Conflict",
-                    f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}',
-                    _details(rt, name))
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}',
+        _details(rt, name),
+    )
 
 
 def delete_precondition_failed(rt: ResourceType, name: str, why: str) -> ApiError:
@@ -82,12 +95,17 @@ def delete_precondition_failed(rt: ResourceType, name: str, why: str) -> ApiErro
     if rt.group:
         details["group"] = rt.group
     details["kind"] = rt.kind
-    return ApiError(409, "Conflict",
-                    f'Operation cannot be fulfilled on {rt.group_kind} "{name}": {why}', details)
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {rt.group_kind} "{name}": {why}',
+        details,
+    )
 
 
-STALE = ("the object has been modified; please apply your changes to the latest version "
-         "and try again")
+STALE = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
 
 
 def stale(rt: ResourceType, name: str) -> ApiError:
@@ -98,16 +116,20 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the "
-                       "requested resource") -> ApiError:
+def method_not_allowed(
+    message: str = "the server does not allow this method on the requested resource",
+) -> ApiError:
     return ApiError(405, "MethodNotAllowed", message)
 
 
 def unsupported_media_type() -> ApiError:
-    return ApiError(415, "UnsupportedMediaType",
-                    'the body of the request was in an unknown format - accepted media types '
-                    'include: application/json-patch+json, application/merge-patch+json, '
-                    'application/apply-patch+yaml, application/strategic-merge-patch+json')
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types "
+        "include: application/json-patch+json, application/merge-patch+json, "
+        "application/apply-patch+yaml, application/strategic-merge-patch+json",
+    )
 
 
 def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiError:
@@ -119,17 +141,20 @@ def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiEr
     if group:
         details["group"] = group
     details["kind"] = kind
-    details["causes"] = [{"reason": e.reason, "message": e.detail, "field": e.field}
-                         for e in errors]
+    details["causes"] = [
+        {"reason": e.reason, "message": e.detail, "field": e.field} for e in errors
+    ]
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {joined}', details)
 
 
 def unprocessable(server_message: str) -> ApiError:
     """What a failing JSON patch gets (``errors.NewGenericServerResponse(422, ...)``)."""
-    return ApiError(422, "Invalid",
-                    "the server rejected our request due to an error in our request",
-                    {"causes": [{"reason": "UnexpectedServerResponse",
-                                 "message": server_message}]})
+    return ApiError(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request",
+        {"causes": [{"reason": "UnexpectedServerResponse", "message": server_message}]},
+    )
 
 
 def too_many_requests(message: str, causes: list[dict[str, str]]) -> ApiError:
@@ -141,5 +166,9 @@ def expired(message: str) -> ApiError:
 
 
 def internal(message: str) -> ApiError:
-    return ApiError(500, "InternalError", f"Internal error occurred: {message}",
-                    {"causes": [{"message": message}]})
+    return ApiError(
+        500,
+        "InternalError",
+        f"Internal error occurred: {message}",
+        {"causes": [{"message": message}]},
+    )

@@ -81,8 +81,16 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(rv)
         key = (ns_of(obj) if rt.namespaced else "", name_of(obj))
         self._objects.setdefault(rt.key, {})[key] = obj
-        self._record(Event(rv, "MODIFIED" if old is not None else "ADDED", rt.key, key[0],
-                           copy.deepcopy(obj), copy.deepcopy(old)))
+        self._record(
+            Event(
+                rv,
+                "MODIFIED" if old is not None else "ADDED",
+                rt.key,
+                key[0],
+                copy.deepcopy(obj),
+                copy.deepcopy(old),
+            )
+        )
         return copy.deepcopy(obj)
 
     def remove(self, rt: ResourceType, obj: Obj) -> Obj:

@@ -28,10 +28,16 @@ async def _kube(kube_double) -> Kube:
 
 
 def _ctx(kube: Kube, *, dry_run: bool = False) -> ActionContext:
-    return ActionContext(run_id="0000000000001-abcd", run_url="http://vigil/run",
-                         dry_run=dry_run, services=FakeServices(), alert=None, kube=kube,
-                         log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-                         clock=lambda: 1_795_734_000.0)
+    return ActionContext(
+        run_id="0000000000001-abcd",
+        run_url="http://vigil/run",
+        dry_run=dry_run,
+        services=FakeServices(),
+        alert=None,
+        kube=kube,
+        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
+        clock=lambda: 1_795_734_000.0,
+    )
 
 
 async def test_rollout_restart_dry_run_changes_nothing_then_restarts(kube_double):
@@ -47,8 +53,10 @@ async def test_rollout_restart_dry_run_changes_nothing_then_restarts(kube_double
     out = await k8s.rollout_restart(_ctx(kube), params)
     assert isinstance(out, Executed)
     after = d.get("Deployment", NS, "web")
-    assert after["spec"]["template"]["metadata"]["annotations"][k8s.RESTARTED_AT] == \
-        "2026-11-26T23:00:00+00:00"
+    assert (
+        after["spec"]["template"]["metadata"]["annotations"][k8s.RESTARTED_AT]
+        == "2026-11-26T23:00:00+00:00"
+    )
     assert after["metadata"]["generation"] > before["metadata"]["generation"]
 
 
@@ -56,10 +64,12 @@ async def test_scale_is_bounded_retries_a_conflict_and_its_inverse_restores(kube
     kube = await _kube(kube_double)
     d = kube_double.double
     d.seed_deployment("api", NS, replicas=3)
-    d.inject_error(409, "Conflict", "the object has been modified", verb="patch",
-                   subresource="scale")
-    out = await k8s.scale(_ctx(kube), k8s.ScaleParams(namespace=NS, name="api", delta=9,
-                                                      max_replicas=8))
+    d.inject_error(
+        409, "Conflict", "the object has been modified", verb="patch", subresource="scale"
+    )
+    out = await k8s.scale(
+        _ctx(kube), k8s.ScaleParams(namespace=NS, name="api", delta=9, max_replicas=8)
+    )
     assert isinstance(out, Executed) and out.detail == {"from": 3, "to": 8}
     assert d.get("Deployment", NS, "api")["spec"]["replicas"] == 8
     name, params = out.inverse
@@ -73,9 +83,11 @@ async def test_rollout_undo_goes_back_one_revision_and_forward_again(kube_double
     d = kube_double.double
     d.seed_deployment("checkout", NS, images=["shop/checkout:1.4.1", "shop/checkout:1.4.2"])
     image = lambda: d.get("Deployment", NS, "checkout")["spec"]["template"]["spec"][  # noqa: E731
-        "containers"][0]["image"]
-    dry = await k8s.rollout_undo(_ctx(kube, dry_run=True),
-                                 k8s.UndoParams(namespace=NS, name="checkout"))
+        "containers"
+    ][0]["image"]
+    dry = await k8s.rollout_undo(
+        _ctx(kube, dry_run=True), k8s.UndoParams(namespace=NS, name="checkout")
+    )
     assert isinstance(dry, DryRun) and image() == "shop/checkout:1.4.2"
     out = await k8s.rollout_undo(_ctx(kube), k8s.UndoParams(namespace=NS, name="checkout"))
     assert isinstance(out, Executed) and out.detail == {"from_revision": 2, "to_revision": 1}
@@ -104,11 +116,13 @@ async def test_delete_pod_dry_run_and_real(kube_double):
     kube = await _kube(kube_double)
     d = kube_double.double
     pod = d.seed_deployment("cache", NS, replicas=1).pods[0]["metadata"]["name"]
-    assert isinstance(await k8s.delete_pod(_ctx(kube, dry_run=True),
-                                           k8s.PodRef(namespace=NS, name=pod)), DryRun)
+    assert isinstance(
+        await k8s.delete_pod(_ctx(kube, dry_run=True), k8s.PodRef(namespace=NS, name=pod)), DryRun
+    )
     assert d.get("Pod", NS, pod) is not None
-    assert isinstance(await k8s.delete_pod(_ctx(kube), k8s.PodRef(namespace=NS, name=pod)),
-                      Executed)
+    assert isinstance(
+        await k8s.delete_pod(_ctx(kube), k8s.PodRef(namespace=NS, name=pod)), Executed
+    )
     assert d.get("Pod", NS, pod) is None
 
 
@@ -133,12 +147,20 @@ async def test_drain_skips_daemonset_and_mirror_pods_and_reports_budget_blocks(k
     web = d.seed_deployment("web", NS, replicas=2, node="node-3").pods
     db = d.seed_deployment("db", NS, replicas=1, node="node-3").pods
     d.seed_pdb("db", NS, match_labels={"app": "db"}, min_available=1)
-    ds = d.create({"apiVersion": "apps/v1", "kind": "DaemonSet",
-                   "metadata": {"name": "agent", "namespace": NS},
-                   "spec": {"selector": {"matchLabels": {"app": "agent"}},
-                            "template": {"metadata": {"labels": {"app": "agent"}},
-                                         "spec": {"containers": [{"name": "a",
-                                                                  "image": "agent:1"}]}}}})
+    ds = d.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": NS},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{"name": "a", "image": "agent:1"}]},
+                },
+            },
+        }
+    )
     d.seed_pod("agent-x1", NS, labels={"app": "agent"}, node="node-3", owner=ds)
     slept = []
     now = [1_795_734_000.0]
@@ -149,8 +171,7 @@ async def test_drain_skips_daemonset_and_mirror_pods_and_reports_budget_blocks(k
 
     ctx = _ctx(kube)
     ctx = ActionContext(**{**ctx.__dict__, "sleep": sleep, "clock": lambda: now[0]})
-    out = await k8s.drain(ctx, k8s.DrainParams(node="node-3", timeout_s=12,
-                                               retry_interval_s=5))
+    out = await k8s.drain(ctx, k8s.DrainParams(node="node-3", timeout_s=12, retry_interval_s=5))
     assert isinstance(out, Failed) and "1 pods blocked by disruption budgets" in out.error
     assert d.get("Node", None, "node-3")["spec"]["unschedulable"] is True
     names = {p["metadata"]["name"] for p in d.objects("Pod", NS)}
@@ -163,18 +184,28 @@ async def test_run_job_is_labelled_with_the_run_and_annotate_restores(kube_doubl
     kube = await _kube(kube_double)
     d = kube_double.double
     d.seed_deployment("web", NS)
-    spec = {"template": {"spec": {"restartPolicy": "Never", "containers": [
-        {"name": "fix", "image": "busybox:1.36", "command": ["true"]}]}}}
-    out = await k8s.run_job(_ctx(kube), k8s.RunJobParams(namespace=NS, name_prefix="vacuum",
-                                                         spec=spec))
+    spec = {
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "fix", "image": "busybox:1.36", "command": ["true"]}],
+            }
+        }
+    }
+    out = await k8s.run_job(
+        _ctx(kube), k8s.RunJobParams(namespace=NS, name_prefix="vacuum", spec=spec)
+    )
     assert isinstance(out, Executed)
     [job] = d.objects("Job", NS)
     assert job["metadata"]["labels"][k8s.RUN_LABEL] == "0000000000001.abcd"
     assert job["metadata"]["name"].startswith("vacuum-")
-    out = await k8s.annotate(_ctx(kube), k8s.AnnotateParams(
-        namespace=NS, name="web", annotations={"vigil.dev/note": "restarted"}))
-    assert d.get("Deployment", NS, "web")["metadata"]["annotations"]["vigil.dev/note"] == \
-        "restarted"
+    out = await k8s.annotate(
+        _ctx(kube),
+        k8s.AnnotateParams(namespace=NS, name="web", annotations={"vigil.dev/note": "restarted"}),
+    )
+    assert (
+        d.get("Deployment", NS, "web")["metadata"]["annotations"]["vigil.dev/note"] == "restarted"
+    )
     await k8s.annotate(_ctx(kube), k8s.AnnotateParams(**out.inverse[1]))
     assert "vigil.dev/note" not in d.get("Deployment", NS, "web")["metadata"]["annotations"]
 
@@ -200,8 +231,7 @@ async def test_the_printed_rbac_covers_every_request_the_actions_made(kube_doubl
     kube = await _kube(kube_double)
     d = kube_double.double
     d.seed_node("node-9")
-    seeded = d.seed_deployment("web", NS, replicas=2, node="node-9",
-                               images=["web:1", "web:2"])
+    seeded = d.seed_deployment("web", NS, replicas=2, node="node-9", images=["web:1", "web:2"])
     await targets.resolve(kube, {"namespace": NS, "pod": seeded.pods[0]["metadata"]["name"]})
     ctx = _ctx(kube)
     await k8s.rollout_restart(ctx, k8s.WorkloadRef(namespace=NS, name="web"))
@@ -211,10 +241,16 @@ async def test_the_printed_rbac_covers_every_request_the_actions_made(kube_doubl
     await k8s.drain(ctx, k8s.DrainParams(node="node-9"))
     await k8s.uncordon(ctx, k8s.NodeRef(node="node-9"))
     registry = build_registry()
-    objects = rbac.render(load_catalog([ROOT / "playbooks"], registry), registry,
-                          namespace="vigil", namespaces=(NS,))
+    objects = rbac.render(
+        load_catalog([ROOT / "playbooks"], registry), registry, namespace="vigil", namespaces=(NS,)
+    )
     for r in d.requests:  # each where it was made: a Role's namespace, or cluster-wide
         resource = f"{r.resource}/{r.subresource}" if r.subresource else r.resource
-        assert rbac.allows(objects, group=r.group, resource=resource, verb=r.verb,
-                           namespace=r.namespace or None, name=r.name), \
-            f"{r.verb} {r.group}/{resource} in {r.namespace or 'the cluster'} is not granted"
+        assert rbac.allows(
+            objects,
+            group=r.group,
+            resource=resource,
+            verb=r.verb,
+            namespace=r.namespace or None,
+            name=r.name,
+        ), f"{r.verb} {r.group}/{resource} in {r.namespace or 'the cluster'} is not granted"

@@ -26,28 +26,41 @@ from tests.unit.remediator.test_app import notification
 pytestmark = pytest.mark.kube
 NS = "shop"
 REGISTRY = build_registry()
-JOB_SPEC = {"template": {"spec": {"restartPolicy": "Never", "containers": [
-    {"name": "fix", "image": "busybox:1.36", "command": ["true"]}]}}}
+JOB_SPEC = {
+    "template": {
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "fix", "image": "busybox:1.36", "command": ["true"]}],
+        }
+    }
+}
 
 # Valid params per action (several where the way it sends differs). Keyed by action name.
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "http.request": [
-        {"url": "https://hooks.example/tickets", "json": {"title": "disk"},
-         "headers": {"Authorization": {"secret": "ticket-token"}, "X-Source": "vigil"}},
+        {
+            "url": "https://hooks.example/tickets",
+            "json": {"title": "disk"},
+            "headers": {"Authorization": {"secret": "ticket-token"}, "X-Source": "vigil"},
+        },
         {"url": "https://hooks.example/tickets/7", "method": "DELETE"},
         {"url": "https://hooks.example/ping", "method": "GET"},
     ],
     "alertmanager.silence": [{"matchers": ['alertname="DiskFlapping"'], "duration_s": 600}],
     "alertmanager.expire_silence": [{"silence_id": "4f1c-77"}],
     "alertmanager.escalate": [{"summary": "could not fix it", "labels": {"team": "db"}}],
-    "notify": [{"url": {"secret": "slack-webhook"}, "text": "restarting web"},
-               {"url": "https://hooks.example/chat", "text": "restarting web"}],
+    "notify": [
+        {"url": {"secret": "slack-webhook"}, "text": "restarting web"},
+        {"url": "https://hooks.example/chat", "text": "restarting web"},
+    ],
     "promql.check": [{"query": "up == 1"}, {"query": "up == 0", "expect": "empty"}],
     "wait": [{"seconds": 30}],
     "vigil.verify": [{"selector": 'job="web"'}],
     "kubernetes.rollout_restart": [{"namespace": NS, "name": "web"}],
-    "kubernetes.scale": [{"namespace": NS, "name": "web", "delta": 1},
-                         {"namespace": NS, "name": "web", "replicas": 1}],
+    "kubernetes.scale": [
+        {"namespace": NS, "name": "web", "delta": 1},
+        {"namespace": NS, "name": "web", "replicas": 1},
+    ],
     "kubernetes.rollout_undo": [{"namespace": NS, "name": "web"}],
     "kubernetes.delete_pod": [{"namespace": NS, "name": "victim"}],
     "kubernetes.evict_pod": [{"namespace": NS, "name": "victim"}],
@@ -55,12 +68,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "kubernetes.uncordon": [{"node": "node-2"}],
     "kubernetes.drain": [{"node": "node-1"}],
     "kubernetes.run_job": [{"namespace": NS, "name_prefix": "vacuum", "spec": JOB_SPEC}],
-    "kubernetes.delete_job": [{"namespace": NS, "name": "old-job"},
-                              {"namespace": NS, "name": "never-was"}],
-    "kubernetes.annotate": [{"namespace": NS, "name": "web",
-                             "annotations": {"vigil.dev/note": "restarted"}},
-                            {"kind": "node", "name": "node-1",
-                             "annotations": {"vigil.dev/note": None}}],
+    "kubernetes.delete_job": [
+        {"namespace": NS, "name": "old-job"},
+        {"namespace": NS, "name": "never-was"},
+    ],
+    "kubernetes.annotate": [
+        {"namespace": NS, "name": "web", "annotations": {"vigil.dev/note": "restarted"}},
+        {"kind": "node", "name": "node-1", "annotations": {"vigil.dev/note": None}},
+    ],
 }
 
 # Calls that only read. The detector's POST /api/v1/verify judges a change from Prometheus
@@ -108,8 +123,9 @@ class RecordingServices:
         return self.redactor.text(text)
 
     def sends(self) -> list[tuple[str, ...]]:
-        return [c for c in self.calls if c[0] != "secret"
-                and not any(c[:len(r)] == r for r in READS)]
+        return [
+            c for c in self.calls if c[0] != "secret" and not any(c[: len(r)] == r for r in READS)
+        ]
 
 
 def _seed(d) -> None:
@@ -118,8 +134,14 @@ def _seed(d) -> None:
     d.seed_node("node-2", unschedulable=True)
     d.seed_deployment("web", NS, images=["shop/web:1.0", "shop/web:1.1"])
     d.seed_pod("victim", NS, node="node-1")
-    d.create({"apiVersion": "batch/v1", "kind": "Job",
-              "metadata": {"name": "old-job", "namespace": NS}, "spec": JOB_SPEC})
+    d.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "old-job", "namespace": NS},
+            "spec": JOB_SPEC,
+        }
+    )
 
 
 def _snapshot(d) -> dict[str, Any]:
@@ -127,8 +149,9 @@ def _snapshot(d) -> dict[str, Any]:
 
 
 def test_every_registered_action_has_an_example():
-    assert sorted(EXAMPLES) == REGISTRY.names(), \
+    assert sorted(EXAMPLES) == REGISTRY.names(), (
         "add valid example params for the new action to EXAMPLES, so its dry run is proven"
+    )
     for name, examples in EXAMPLES.items():
         spec = REGISTRY.get(name)
         assert spec is not None and examples
@@ -151,10 +174,17 @@ async def test_a_dry_run_sends_no_change(name, kube_double):
 
     for example in EXAMPLES.get(name, []):
         services = RecordingServices()
-        ctx = ActionContext(run_id="0000000000001-abcd", run_url="http://vigil/run",
-                            dry_run=True, services=services, alert=alert, kube=kube,
-                            log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-                            clock=lambda: 1_795_734_000.0, sleep=sleep)
+        ctx = ActionContext(
+            run_id="0000000000001-abcd",
+            run_url="http://vigil/run",
+            dry_run=True,
+            services=services,
+            alert=alert,
+            kube=kube,
+            log=logging.LoggerAdapter(logging.getLogger("test"), {}),
+            clock=lambda: 1_795_734_000.0,
+            sleep=sleep,
+        )
         before = _snapshot(d)
         d.clear_requests()
         outcome = await spec.func(ctx, spec.params.model_validate(example))

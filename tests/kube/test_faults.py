@@ -61,9 +61,16 @@ async def _start(aiohttp_client, tmp_path: Path, kube_double):
     async def kube() -> Kube:
         return Kube(await kube_double.api_client(), timeout_s=KUBE_TIMEOUT_S)
 
-    app = build_app(RemediatorConfig(), playbook_dirs=[book], state_dir=tmp_path / "state",
-                    services=fake, clock=clock, sleep=clock.sleep, kube=kube,
-                    external_url="http://vigil")
+    app = build_app(
+        RemediatorConfig(),
+        playbook_dirs=[book],
+        state_dir=tmp_path / "state",
+        services=fake,
+        clock=clock,
+        sleep=clock.sleep,
+        kube=kube,
+        external_url="http://vigil",
+    )
     client = await aiohttp_client(app)
     st = app[STATE]
     await st.ready.wait()
@@ -75,8 +82,9 @@ async def _events(client, run_id):
 
 
 def _scale_patches(d, name="worker"):
-    return [r for r in d.requests if r.subresource == "scale" and r.verb == "patch"
-            and r.name == name]
+    return [
+        r for r in d.requests if r.subresource == "scale" and r.verb == "patch" and r.name == name
+    ]
 
 
 async def _no_answer_held(d):
@@ -85,13 +93,15 @@ async def _no_answer_held(d):
         await d.none_held.wait()
 
 
-async def test_5xx_is_retried_with_doubling_delays_then_the_step_acts(aiohttp_client,
-                                                                      tmp_path, kube_double):
+async def test_5xx_is_retried_with_doubling_delays_then_the_step_acts(
+    aiohttp_client, tmp_path, kube_double
+):
     d = kube_double.double
     d.seed_namespace(NS)
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
-    d.inject_error(503, "ServiceUnavailable", "etcd leader changed", verb="patch",
-                   subresource="scale", times=2)
+    d.inject_error(
+        503, "ServiceUnavailable", "etcd leader changed", verb="patch", subresource="scale", times=2
+    )
     client, st, _fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.SUCCEEDED)
@@ -106,13 +116,20 @@ async def test_5xx_is_retried_with_doubling_delays_then_the_step_acts(aiohttp_cl
     assert attempts == [0, 1, 2]
 
 
-async def test_5xx_past_the_retries_fails_the_run_and_changes_nothing(aiohttp_client,
-                                                                      tmp_path, kube_double):
+async def test_5xx_past_the_retries_fails_the_run_and_changes_nothing(
+    aiohttp_client, tmp_path, kube_double
+):
     d = kube_double.double
     d.seed_namespace(NS)
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
-    d.inject_error(500, "InternalError", "etcdserver: request timed out", verb="patch",
-                   subresource="scale", times=100)
+    d.inject_error(
+        500,
+        "InternalError",
+        "etcdserver: request timed out",
+        verb="patch",
+        subresource="scale",
+        times=100,
+    )
     client, st, fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.FAILED)
@@ -138,8 +155,9 @@ async def test_a_read_that_times_out_is_retried(aiohttp_client, tmp_path, kube_d
     events = await _events(client, run.id)
     answers = [(e["verdict"], e["detail"]) for e in events if e["kind"] == "action_response"]
     assert [v for v, _ in answers] == ["failed", "executed"]
-    assert f"no answer from the Kubernetes API within {KUBE_TIMEOUT_S:g} s" in \
-        answers[0][1]["error"]
+    assert (
+        f"no answer from the Kubernetes API within {KUBE_TIMEOUT_S:g} s" in answers[0][1]["error"]
+    )
     assert clock.delays[0] == 1.0
     assert d.get("Deployment", NS, "worker")["spec"]["replicas"] == 5
     await _no_answer_held(d)
@@ -164,14 +182,21 @@ async def test_a_write_that_times_out_is_not_repeated(aiohttp_client, tmp_path, 
     await _no_answer_held(d)
 
 
-async def test_a_conflict_that_persists_gives_up_after_a_few_fresh_reads(aiohttp_client,
-                                                                         tmp_path, kube_double):
+async def test_a_conflict_that_persists_gives_up_after_a_few_fresh_reads(
+    aiohttp_client, tmp_path, kube_double
+):
     d = kube_double.double
     d.seed_namespace(NS)
     pod = d.seed_deployment("worker", NS, replicas=3).pods[0]["metadata"]["name"]
-    d.inject_error(409, "Conflict", "the object has been modified; please apply your "
-                   "changes to the latest version and try again", verb="patch",
-                   subresource="scale", times=100)
+    d.inject_error(
+        409,
+        "Conflict",
+        "the object has been modified; please apply your "
+        "changes to the latest version and try again",
+        verb="patch",
+        subresource="scale",
+        times=100,
+    )
     client, st, _fake, clock = await _start(aiohttp_client, tmp_path, kube_double)
     await client.post("/webhook", json=notification("QueueBacklog", namespace=NS, pod=pod))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.FAILED)
@@ -182,26 +207,38 @@ async def test_a_conflict_that_persists_gives_up_after_a_few_fresh_reads(aiohttp
     assert d.get("Deployment", NS, "worker")["spec"]["replicas"] == 3
 
 
-async def test_repeated_api_failures_trip_the_circuit_breaker(aiohttp_client, tmp_path,
-                                                             kube_double):
+async def test_repeated_api_failures_trip_the_circuit_breaker(
+    aiohttp_client, tmp_path, kube_double
+):
     d = kube_double.double
     d.seed_namespace(NS)
-    pods = {name: d.seed_deployment(name, NS, replicas=3).pods[0]["metadata"]["name"]
-            for name in ("w-a", "w-b", "w-c")}
-    d.inject_error(503, "ServiceUnavailable", "apiserver overloaded", verb="patch",
-                   subresource="scale", times=100)
+    pods = {
+        name: d.seed_deployment(name, NS, replicas=3).pods[0]["metadata"]["name"]
+        for name in ("w-a", "w-b", "w-c")
+    }
+    d.inject_error(
+        503,
+        "ServiceUnavailable",
+        "apiserver overloaded",
+        verb="patch",
+        subresource="scale",
+        times=100,
+    )
     client, st, _fake, _clock = await _start(aiohttp_client, tmp_path, kube_double)
     for i, name in enumerate(("w-a", "w-b")):
-        await client.post("/webhook", json=notification(
-            "QueueBacklog", fingerprint=f"f{i}", namespace=NS, pod=pods[name]))
-        await settle(st, lambda runs, n=i + 1: len(runs) == n
-                     and runs[0].state == RunState.FAILED)
+        await client.post(
+            "/webhook",
+            json=notification("QueueBacklog", fingerprint=f"f{i}", namespace=NS, pod=pods[name]),
+        )
+        await settle(st, lambda runs, n=i + 1: len(runs) == n and runs[0].state == RunState.FAILED)
     runs = await st.audit.run(lambda db: db.list_runs())
     tripping = await _events(client, runs[0].id)
     [note] = [e for e in tripping if e["kind"] == "note" and e["name"] == "circuit_breaker"]
     assert note["verdict"] == "tripped" and note["detail"]["failures"] == 2
-    await client.post("/webhook", json=notification("QueueBacklog", fingerprint="f2",
-                                                    namespace=NS, pod=pods["w-c"]))
+    await client.post(
+        "/webhook",
+        json=notification("QueueBacklog", fingerprint="f2", namespace=NS, pod=pods["w-c"]),
+    )
     runs = await settle(st, lambda runs: len(runs) == 3 and runs[0].state == RunState.SHADOW)
     assert "circuit breaker" in runs[0].outcome
     assert _scale_patches(d, "w-c") == []  # nothing was sent for the third

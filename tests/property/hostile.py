@@ -34,22 +34,39 @@ ROOT = Path(__file__).resolve().parents[2]
 class UnexpectedError(AssertionError):
     """A parser answered a hostile input with something other than its typed refusal."""
 
-    def __init__(self, target: str, data: bytes, exc: BaseException | None,
-                 detail: str = "") -> None:
-        super().__init__(f"{target}: {detail or type(exc).__name__ + ': ' + str(exc)[:300]} "
-                         f"(input of {len(data)} bytes: {data[:120]!r})")
+    def __init__(
+        self, target: str, data: bytes, exc: BaseException | None, detail: str = ""
+    ) -> None:
+        super().__init__(
+            f"{target}: {detail or type(exc).__name__ + ': ' + str(exc)[:300]} "
+            f"(input of {len(data)} bytes: {data[:120]!r})"
+        )
         self.data = data
 
 
 # --------------------------------------------------------------------------- mutators
 
-INTERESTING = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",
-               b"\xff\xff\xff\xff\x0f", b"\x08", b"\x10", b"\x0a", b"\x12", b"\x22", b"\x2a",
-               b"\x0b", b"\x0c")  # tags of fields 1-5 as varint, length-delimited, groups
+INTERESTING = (
+    b"\x00",
+    b"\xff",
+    b"\x7f",
+    b"\x80",
+    b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",
+    b"\xff\xff\xff\xff\x0f",
+    b"\x08",
+    b"\x10",
+    b"\x0a",
+    b"\x12",
+    b"\x22",
+    b"\x2a",
+    b"\x0b",
+    b"\x0c",
+)  # tags of fields 1-5 as varint, length-delimited, groups
 
 
-def mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes],
-                 extra: tuple[bytes, ...] = INTERESTING) -> bytes:
+def mutate_bytes(
+    rng: random.Random, data: bytes, corpus: list[bytes], extra: tuple[bytes, ...] = INTERESTING
+) -> bytes:
     """One to four byte-level mutations: flips, sets, inserts, deletes, duplicated or
     spliced ranges, truncation and tokens that mean something to the format."""
     buf = bytearray(data)
@@ -66,31 +83,32 @@ def mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes],
             buf[rng.randrange(n)] = rng.randrange(256)
         elif kind == 3:  # delete a range
             a = rng.randrange(n)
-            del buf[a:a + rng.randint(1, 16)]
+            del buf[a : a + rng.randint(1, 16)]
         elif kind == 4:  # duplicate a range in place
             a = rng.randrange(n)
             b = min(n, a + rng.randint(1, 64))
             buf[b:b] = buf[a:b]
         elif kind == 5:  # truncate
-            del buf[rng.randrange(n):]
+            del buf[rng.randrange(n) :]
         elif kind == 6:  # splice from another corpus entry
             other = rng.choice(corpus)
             if other:
                 a = rng.randrange(len(other))
                 at = rng.randrange(n)
-                buf[at:] = other[a:a + rng.randint(1, 256)] + buf[at:]
+                buf[at:] = other[a : a + rng.randint(1, 256)] + buf[at:]
         elif kind == 7:  # copy a range over another place
             a, at = rng.randrange(n), rng.randrange(n)
-            chunk = bytes(buf[a:a + rng.randint(1, 32)])
-            buf[at:at + len(chunk)] = chunk
+            chunk = bytes(buf[a : a + rng.randint(1, 32)])
+            buf[at : at + len(chunk)] = chunk
         else:  # overwrite with an interesting token
             chunk = rng.choice(extra)
             at = rng.randrange(n)
-            buf[at:at + len(chunk)] = chunk
+            buf[at : at + len(chunk)] = chunk
     return bytes(buf)
 
 
 # --------------------------------------------------------------------------- remote write
+
 
 def _decompressed_sample(name: str) -> bytes:
     body = (SAMPLES_DIR / name).read_bytes()
@@ -103,19 +121,47 @@ SAMPLES_DIR = ROOT / "tests" / "fixtures" / "samples"
 def _generated_series(rng: random.Random) -> list[encode.Series]:
     out = []
     for i in range(rng.randint(1, 6)):
-        picks = (rng.choice(("job", "instance", "le", "a", "zz", "é", "x" * 40))
-                 for _ in range(rng.randint(0, 5)))
+        picks = (
+            rng.choice(("job", "instance", "le", "a", "zz", "é", "x" * 40))
+            for _ in range(rng.randint(0, 5))
+        )
         names = sorted({"__name__", *picks}, key=str.encode)
-        labels = [(n, f"{'v' * rng.choice((0, 1, 3, 90))}{i}" if n != "__name__" else f"m{i}")
-                  for n in names]
-        samples = [(rng.randint(-(1 << 40), 1 << 45),
-                    struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0])
-                   for _ in range(rng.randint(0, 3))]
+        labels = [
+            (n, f"{'v' * rng.choice((0, 1, 3, 90))}{i}" if n != "__name__" else f"m{i}")
+            for n in names
+        ]
+        samples = [
+            (
+                rng.randint(-(1 << 40), 1 << 45),
+                struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0],
+            )
+            for _ in range(rng.randint(0, 3))
+        ]
         # a series may end in a field cut short after its tag, or in an unknown field
-        extra = rng.choice((b"", b"", b"", b"\x08", b"\x10", b"\x0a", b"\x12\x05", b"\x09\x00",
-                            b"\x30\x01", b"\x3a\x00", b"\x0b"))
-        out.append(encode.Series(labels=labels, samples=samples, n_exemplars=rng.randint(0, 1),
-                                 n_histograms=rng.randint(0, 1), extra=extra))
+        extra = rng.choice(
+            (
+                b"",
+                b"",
+                b"",
+                b"\x08",
+                b"\x10",
+                b"\x0a",
+                b"\x12\x05",
+                b"\x09\x00",
+                b"\x30\x01",
+                b"\x3a\x00",
+                b"\x0b",
+            )
+        )
+        out.append(
+            encode.Series(
+                labels=labels,
+                samples=samples,
+                n_exemplars=rng.randint(0, 1),
+                n_histograms=rng.randint(0, 1),
+                extra=extra,
+            )
+        )
     return out
 
 
@@ -124,8 +170,11 @@ def remote_write_corpus(seed: int = 1) -> list[tuple[int, bytes]]:
     at message boundaries where possible) and generated 1.0 and 2.0 requests."""
     rng = random.Random(seed)
     out: list[tuple[int, bytes]] = []
-    for name in ("rw_data_1.snappy.bin", "rw_metadata_1.snappy.bin",
-                 "rw_stale_markers_example.snappy.bin"):
+    for name in (
+        "rw_data_1.snappy.bin",
+        "rw_metadata_1.snappy.bin",
+        "rw_stale_markers_example.snappy.bin",
+    ):
         raw = _decompressed_sample(name)
         out += [(1, raw[:2000]), (1, raw[:6000])]
         # a whole prefix of messages, so the seed itself decodes
@@ -153,14 +202,22 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     return n, pos
 
 
-TIGHT_LIMITS = Limits(max_series=40, max_ignored_series=100, max_body_bytes=1 << 16,
-                      max_decompressed_bytes=1 << 14, max_labels_per_series=4,
-                      max_label_name_bytes=16, max_label_value_bytes=64)
+TIGHT_LIMITS = Limits(
+    max_series=40,
+    max_ignored_series=100,
+    max_body_bytes=1 << 16,
+    max_decompressed_bytes=1 << 14,
+    max_labels_per_series=4,
+    max_label_name_bytes=16,
+    max_label_value_bytes=64,
+)
 
 
 def tight_config() -> DetectorConfig:
-    return DetectorConfig(limits=TIGHT_LIMITS, series=(
-        SeriesRule(name="jobs", match='{job=~".+"}', max_series=5), SeriesRule(name="all")))
+    return DetectorConfig(
+        limits=TIGHT_LIMITS,
+        series=(SeriesRule(name="jobs", match='{job=~".+"}', max_series=5), SeriesRule(name="all")),
+    )
 
 
 class RemoteWriteTarget:
@@ -175,8 +232,10 @@ class RemoteWriteTarget:
     def __init__(self) -> None:
         self.ingestors = [
             Ingestor(SeriesRegistry(DetectorConfig()), max_decompressed_bytes=1 << 20),
-            Ingestor(SeriesRegistry(tight_config()),
-                     max_decompressed_bytes=TIGHT_LIMITS.max_decompressed_bytes),
+            Ingestor(
+                SeriesRegistry(tight_config()),
+                max_decompressed_bytes=TIGHT_LIMITS.max_decompressed_bytes,
+            ),
         ]
         self.outcomes: dict[str, int] = {}
 
@@ -215,22 +274,37 @@ def remote_write_inputs(rng: random.Random, n: int) -> Iterator[tuple[bytes, int
 
 # --------------------------------------------------------------------------- webhook
 
+
 def webhook_corpus() -> list[Any]:
     """Webhook documents: the carried samples, and the alert of Alertmanager's API sample."""
-    docs = [json.loads((SAMPLES_DIR / f"webhook_0{i}.json").read_text())["body"]
-            for i in (1, 2)]
+    docs = [json.loads((SAMPLES_DIR / f"webhook_0{i}.json").read_text())["body"] for i in (1, 2)]
     return docs
 
 
 JSON_VALUES: tuple[Callable[[random.Random], Any], ...] = (
-    lambda r: None, lambda r: True, lambda r: 0, lambda r: -1, lambda r: 1.5e308,
-    lambda r: float("nan"), lambda r: 10 ** r.randint(18, 40), lambda r: "",
-    lambda r: "firing", lambda r: "resolved", lambda r: "4", lambda r: [], lambda r: {},
-    lambda r: "\ud800", lambda r: "\u202e\x00\uffff\U0001f600",
+    lambda r: None,
+    lambda r: True,
+    lambda r: 0,
+    lambda r: -1,
+    lambda r: 1.5e308,
+    lambda r: float("nan"),
+    lambda r: 10 ** r.randint(18, 40),
+    lambda r: "",
+    lambda r: "firing",
+    lambda r: "resolved",
+    lambda r: "4",
+    lambda r: [],
+    lambda r: {},
+    lambda r: "\ud800",
+    lambda r: "\u202e\x00\uffff\U0001f600",
     lambda r: "x" * r.choice((64, 65, 5000)),
-    lambda r: "0001-01-01T00:00:00Z", lambda r: "9999-12-31T23:59:59.999999999+14:00",
-    lambda r: "2026-13-40T25:61:61Z", lambda r: [{}] * r.randint(1, 30),
-    lambda r: {"a": "b"}, lambda r: {"": ""}, lambda r: {"k": 1},
+    lambda r: "0001-01-01T00:00:00Z",
+    lambda r: "9999-12-31T23:59:59.999999999+14:00",
+    lambda r: "2026-13-40T25:61:61Z",
+    lambda r: [{}] * r.randint(1, 30),
+    lambda r: {"a": "b"},
+    lambda r: {"": ""},
+    lambda r: {"k": 1},
 )
 
 
@@ -269,8 +343,9 @@ def mutate_json(rng: random.Random, doc: Any) -> Any:
         elif kind == 1 and isinstance(parent[key], list) and parent[key]:
             parent[key] = parent[key] * rng.choice((2, 50, 1001))
         elif kind == 2 and isinstance(parent, dict):
-            parent[rng.choice(("extra", "", "alerts", "version", "\x00", "labels"))] = \
-                rng.choice(JSON_VALUES)(rng)
+            parent[rng.choice(("extra", "", "alerts", "version", "\x00", "labels"))] = rng.choice(
+                JSON_VALUES
+            )(rng)
         else:
             parent[key] = rng.choice(JSON_VALUES)(rng)
     return doc
@@ -288,12 +363,32 @@ def webhook_inputs(rng: random.Random, n: int) -> Iterator[bytes]:
             yield json.dumps(doc, ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
         elif kind < 0.9:
             base = json.dumps(mutate_json(rng, rng.choice(docs))).encode()
-            yield mutate_bytes(rng, base, texts, (b"{", b"}", b"[", b"]", b'"', b",", b":",
-                                                  b"null", b"\\u0000", b"\\ud800", b"1e999",
-                                                  b"\xff", b"\xc3"))
+            yield mutate_bytes(
+                rng,
+                base,
+                texts,
+                (
+                    b"{",
+                    b"}",
+                    b"[",
+                    b"]",
+                    b'"',
+                    b",",
+                    b":",
+                    b"null",
+                    b"\\u0000",
+                    b"\\ud800",
+                    b"1e999",
+                    b"\xff",
+                    b"\xc3",
+                ),
+            )
         elif kind < 0.95:
-            yield (b'{"version": "4", "status": "firing", "alerts": '
-                   + _nest(rng, rng.choice((10, 500, 5000, 100_000))).encode() + b"}")
+            yield (
+                b'{"version": "4", "status": "firing", "alerts": '
+                + _nest(rng, rng.choice((10, 500, 5000, 100_000))).encode()
+                + b"}"
+            )
         else:
             yield rng.randbytes(rng.randrange(0, 100))
 
@@ -311,8 +406,9 @@ class WebhookTarget:
         try:
             note = parse_notification(body, max_alerts=self.max_alerts)
             if len(note.alerts) > self.max_alerts:
-                raise UnexpectedError(self.name, body, None,
-                                      f"{len(note.alerts)} alerts accepted over the limit")
+                raise UnexpectedError(
+                    self.name, body, None, f"{len(note.alerts)} alerts accepted over the limit"
+                )
             # what was accepted must be writable as UTF-8 (audit, logs, the Kubernetes API)
             json.dumps([a.to_json() for a in note.alerts], ensure_ascii=False).encode()
             key = "ok"
@@ -333,19 +429,67 @@ PROBLEM = re.compile(r"^(?P<file>[^\n]+?):(?P<line>[1-9][0-9]*): (?P<path>[^\n]+
 
 def playbook_corpus() -> list[str]:
     """Every playbook in the repository: shipped, fixtures (valid and invalid), tests."""
-    files = sorted({*ROOT.glob("playbooks/*.yaml"), *ROOT.glob("tests/fixtures/playbooks/*/*.yaml"),
-                    *ROOT.glob("tests/unit/remediator/playbooks/*.yaml"),
-                    *ROOT.glob("tests/integration/playbooks/*.yaml")})
+    files = sorted(
+        {
+            *ROOT.glob("playbooks/*.yaml"),
+            *ROOT.glob("tests/fixtures/playbooks/*/*.yaml"),
+            *ROOT.glob("tests/unit/remediator/playbooks/*.yaml"),
+            *ROOT.glob("tests/integration/playbooks/*.yaml"),
+        }
+    )
     # comments cost the scanner time and the loader nothing: the mutations add their own
-    return ["\n".join(line for line in f.read_text(encoding="utf-8").split("\n")
-                      if not line.lstrip().startswith("#")) for f in files]
+    return [
+        "\n".join(
+            line
+            for line in f.read_text(encoding="utf-8").split("\n")
+            if not line.lstrip().startswith("#")
+        )
+        for f in files
+    ]
 
 
-YAML_TOKENS = tuple(t.encode() for t in (
-    "&a ", "*a", "<<: *a\n", "!!binary ", "!!python/object:os.system ", "!!set ", "? ", ": ",
-    "- ", "{", "}", "[", "]", "|", ">-", "'", '"', "#", "\t", "\n", "\n  ", "---\n", "...\n",
-    "%YAML 1.1\n", "~", "null", "true", "1e999", "0x1F", "2024-01-01", "\\u0000", "{{",
-    "}}", "{{ labels.pod }}", "\u00e9", "\ufeff", "\x00"))
+YAML_TOKENS = tuple(
+    t.encode()
+    for t in (
+        "&a ",
+        "*a",
+        "<<: *a\n",
+        "!!binary ",
+        "!!python/object:os.system ",
+        "!!set ",
+        "? ",
+        ": ",
+        "- ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "|",
+        ">-",
+        "'",
+        '"',
+        "#",
+        "\t",
+        "\n",
+        "\n  ",
+        "---\n",
+        "...\n",
+        "%YAML 1.1\n",
+        "~",
+        "null",
+        "true",
+        "1e999",
+        "0x1F",
+        "2024-01-01",
+        "\\u0000",
+        "{{",
+        "}}",
+        "{{ labels.pod }}",
+        "\u00e9",
+        "\ufeff",
+        "\x00",
+    )
+)
 
 
 def mutate_yaml(rng: random.Random, text: str, corpus: list[str]) -> str:
@@ -363,11 +507,14 @@ def mutate_yaml(rng: random.Random, text: str, corpus: list[str]) -> str:
                 j = rng.randrange(len(lines))
                 lines[i], lines[j] = lines[j], lines[i]
             elif kind == 3:
-                lines[i] = " " * rng.choice((1, 2, 4)) + lines[i] if rng.random() < 0.5 \
+                lines[i] = (
+                    " " * rng.choice((1, 2, 4)) + lines[i]
+                    if rng.random() < 0.5
                     else lines[i].lstrip()
+                )
             else:
                 other = rng.choice(corpus).split("\n")
-                lines[i:i] = other[rng.randrange(len(other)):][: rng.randint(1, 6)]
+                lines[i:i] = other[rng.randrange(len(other)) :][: rng.randint(1, 6)]
         return "\n".join(lines)
     raw = mutate_bytes(rng, text.encode(), [c.encode() for c in corpus], YAML_TOKENS)
     return raw.decode("utf-8", "replace")
@@ -375,8 +522,8 @@ def mutate_yaml(rng: random.Random, text: str, corpus: list[str]) -> str:
 
 def _bomb(rng: random.Random) -> str:
     width = rng.randint(2, 10)
-    rows = [f'l0: &l0 [{", ".join(["lol"] * width)}]']
-    rows += [f'l{i}: &l{i} [{", ".join([f"*l{i - 1}"] * width)}]' for i in range(1, 12)]
+    rows = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    rows += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, 12)]
     return "\n".join(rows) + "\nspec: {steps: *l11}\n"
 
 
@@ -423,8 +570,12 @@ class PlaybookTarget:
         for problem in catalog.problems:
             match = PROBLEM.match(problem)
             if match is None or match["file"] != str(path):
-                raise UnexpectedError(self.name, data, None, f"problem not shaped "
-                                      f"file:line: path: message: {problem!r}")
+                raise UnexpectedError(
+                    self.name,
+                    data,
+                    None,
+                    f"problem not shaped file:line: path: message: {problem!r}",
+                )
         if catalog.problems and catalog.entries:
             raise UnexpectedError(self.name, data, None, "one file both loaded and refused")
         key = "problems" if catalog.problems else "loaded"

@@ -29,21 +29,28 @@ def _mutations(rng: random.Random, seeds: list[bytes]):
         else:  # splice two bodies
             other = rng.choice(seeds)
             cut = rng.randrange(len(raw))
-            yield encode.compress(bytes(raw[:cut]) + other[rng.randrange(len(other)):])
+            yield encode.compress(bytes(raw[:cut]) + other[rng.randrange(len(other)) :])
 
 
 async def test_fuzzed_bodies_never_get_5xx(aiohttp_client):
     client, rt = await start(aiohttp_client)
     from detector.remote_write import decode
 
-    sample = decode.decompress((SAMPLES / "rw_data_1.snappy.bin").read_bytes(),
-                               max_decompressed_bytes=1 << 24).tobytes()
+    sample = decode.decompress(
+        (SAMPLES / "rw_data_1.snappy.bin").read_bytes(), max_decompressed_bytes=1 << 24
+    ).tobytes()
     seeds = [
         sample[:4000],
-        encode.encode_v1([encode.Series(labels=[("__name__", "a"), ("j", "b")],
-                                        samples=[(1, 1.0)])]),
-        encode.encode_v2([encode.Series(labels=[("__name__", "a"), ("j", "b")],
-                                        samples=[(1, 1.0)], n_histograms=1)]),
+        encode.encode_v1(
+            [encode.Series(labels=[("__name__", "a"), ("j", "b")], samples=[(1, 1.0)])]
+        ),
+        encode.encode_v2(
+            [
+                encode.Series(
+                    labels=[("__name__", "a"), ("j", "b")], samples=[(1, 1.0)], n_histograms=1
+                )
+            ]
+        ),
     ]
     rng = random.Random(20261127)
     statuses: dict[int, int] = {}

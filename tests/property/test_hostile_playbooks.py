@@ -60,11 +60,33 @@ def test_mutated_playbooks_give_only_located_problems():
 
 documents = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["apiVersion", "kind", "metadata", "name", "spec", "match", "steps",
-                         "action", "params", "mode", "guards", "undo", "verify", "x"]),
-        inner, max_size=4),
-    max_leaves=16)
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "apiVersion",
+                    "kind",
+                    "metadata",
+                    "name",
+                    "spec",
+                    "match",
+                    "steps",
+                    "action",
+                    "params",
+                    "mode",
+                    "guards",
+                    "undo",
+                    "verify",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=16,
+)
 
 
 @given(documents)
@@ -77,23 +99,35 @@ def test_generated_documents_give_only_located_problems(doc):
 
 
 def _bomb(levels: int, width: int = 10) -> str:
-    rows = [f'a0: &a0 [{", ".join(["lol"] * width)}]']
-    rows += [f'a{i}: &a{i} [{", ".join([f"*a{i - 1}"] * width)}]' for i in range(1, levels)]
+    rows = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    rows += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
     return "\n".join(rows) + f"\nspec: {{steps: *a{levels - 1}}}\n"
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("billion-laughs", _bomb(9), "aliases make the document hold more than 100000 values"),
-    ("recursive-alias", "spec: &a {steps: [*a]}\n", "deeper than 64 levels"),
-    ("alias-chain", "a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 80))
-     + "spec: *a79\n", "deeper than 64 levels"),
-    ("deep-flow", "spec: " + "[" * 5000 + "]" * 5000 + "\n", "deeper than 64 levels"),
-    ("deep-block", "".join("  " * i + f"k{i}:\n" for i in range(300)), "deeper than 64 levels"),
-    ("control-character", "apiVersion: vigil/v1\nkind: Play\x04book\n",
-     "unacceptable character #x0004"),
-])
-def test_hostile_yaml_is_refused_quickly_with_a_located_problem(tmp_path: Path, name, text,
-                                                               message):
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("billion-laughs", _bomb(9), "aliases make the document hold more than 100000 values"),
+        ("recursive-alias", "spec: &a {steps: [*a]}\n", "deeper than 64 levels"),
+        (
+            "alias-chain",
+            "a0: &a0 [1]\n"
+            + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 80))
+            + "spec: *a79\n",
+            "deeper than 64 levels",
+        ),
+        ("deep-flow", "spec: " + "[" * 5000 + "]" * 5000 + "\n", "deeper than 64 levels"),
+        ("deep-block", "".join("  " * i + f"k{i}:\n" for i in range(300)), "deeper than 64 levels"),
+        (
+            "control-character",
+            "apiVersion: vigil/v1\nkind: Play\x04book\n",
+            "unacceptable character #x0004",
+        ),
+    ],
+)
+def test_hostile_yaml_is_refused_quickly_with_a_located_problem(
+    tmp_path: Path, name, text, message
+):
     """Regression: these raised RecursionError or ReaderError out of the loader, or (the
     bomb) walked 10^9 values."""
     path = tmp_path / "hostile.yaml"
@@ -122,15 +156,17 @@ def test_the_control_character_is_reported_on_its_line():
         yamlsrc.compose("a: 1\nb: 2\nc: x\x07\n", source="f.yaml")
     assert info.value.problems == [
         "f.yaml:3: (root): invalid YAML: unacceptable character #x0007: special characters "
-        "are not allowed"]
+        "are not allowed"
+    ]
 
 
 def test_anchors_within_the_bounds_still_load(tmp_path: Path):
     text = (hostile.ROOT / "tests/fixtures/playbooks/valid/notify-anomaly.yaml").read_text()
     first = "          Authorization: {secret: runbook-token}\n          X-Vigil"
     text = text.replace(first, first.replace("Authorization: ", "Authorization: &token "))
-    text = text.replace("          Authorization: {secret: runbook-token}\n", "          "
-                        "Authorization: *token\n")
+    text = text.replace(
+        "          Authorization: {secret: runbook-token}\n", "          Authorization: *token\n"
+    )
     assert text.count("*token") == 1
     path = tmp_path / "notify-anomaly.yaml"
     path.write_text(text)

@@ -39,9 +39,14 @@ def test_mutated_and_random_bodies_raise_only_decode_error():
 
 
 @pytest.mark.timeout(120, method="thread")  # a scan that loops never returns to Python
-@pytest.mark.parametrize(("tail", "message"), [
-    (b"\x08", "truncated or over-long varint"), (b"\x08\x80", "truncated or over-long varint"),
-    (b"\x10", "known field has the wrong wire type")])
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        (b"\x08", "truncated or over-long varint"),
+        (b"\x08\x80", "truncated or over-long varint"),
+        (b"\x10", "known field has the wrong wire type"),
+    ],
+)
 def test_a_v2_series_ending_in_a_bare_varint_tag_is_a_decode_error(tail, message):
     """Regression (bench/fuzz.py): a 2.0 series whose last bytes were the tag of a label-ref
     varint (field 1, wire type 0) with no value made the wire scan loop forever, on the
@@ -67,8 +72,9 @@ def _limits_broken(sent: list[encode.Series], limits: Limits) -> str | None:
 @given(st.lists(series(), min_size=1, max_size=8), st.sampled_from([1, 2]))
 def test_label_limits_refuse_exactly_the_requests_that_break_them(sent, version):
     limits = Limits(max_labels_per_series=3, max_label_name_bytes=8, max_label_value_bytes=12)
-    ingestor = Ingestor(SeriesRegistry(DetectorConfig(limits=limits)),
-                        max_decompressed_bytes=1 << 20)
+    ingestor = Ingestor(
+        SeriesRegistry(DetectorConfig(limits=limits)), max_decompressed_bytes=1 << 20
+    )
     raw = encode.encode_v1(sent) if version == 1 else encode.encode_v2(sent)
     broken = _limits_broken(sent, limits)
     if broken is None:
@@ -84,10 +90,11 @@ def test_label_limits_refuse_exactly_the_requests_that_break_them(sent, version)
 def test_series_limits_count_new_series_beyond_them_as_over_limit():
     cfg = hostile.tight_config()
     ingestor = Ingestor(SeriesRegistry(cfg), max_decompressed_bytes=1 << 20)
-    sent = [encode.Series(labels=[("__name__", f"m{i}"), ("job", "a")], samples=[(1, 1.0)])
-            for i in range(30)]
-    sent += [encode.Series(labels=[("__name__", f"n{i}")], samples=[(1, 1.0)])
-             for i in range(60)]
+    sent = [
+        encode.Series(labels=[("__name__", f"m{i}"), ("job", "a")], samples=[(1, 1.0)])
+        for i in range(30)
+    ]
+    sent += [encode.Series(labels=[("__name__", f"n{i}")], samples=[(1, 1.0)]) for i in range(60)]
     result = ingestor.ingest(encode.compress(encode.encode_v1(sent)), 1)
     rule_max = cfg.series[0].max_series
     assert rule_max is not None
@@ -96,18 +103,30 @@ def test_series_limits_count_new_series_beyond_them_as_over_limit():
     assert result.n_over_limit == 90 - cfg.limits.max_series
 
 
-@pytest.mark.parametrize(("what", "raw", "version"), [
-    ("series", encode.delimited(1, encode.label_fields([("a", "b")])) * 200, 1),
-    ("samples", encode.delimited(1, encode.label_fields([("a", "b")])
-                                 + encode.delimited(2, b"") * 300), 1),
-    ("labels", encode.delimited(1, encode.label_fields([(f"l{i:03}", "") for i in range(150)])), 1),
-    ("symbols", encode.delimited(4, b"") * 500, 2),
-])
+@pytest.mark.parametrize(
+    ("what", "raw", "version"),
+    [
+        ("series", encode.delimited(1, encode.label_fields([("a", "b")])) * 200, 1),
+        (
+            "samples",
+            encode.delimited(1, encode.label_fields([("a", "b")]) + encode.delimited(2, b"") * 300),
+            1,
+        ),
+        (
+            "labels",
+            encode.delimited(1, encode.label_fields([(f"l{i:03}", "") for i in range(150)])),
+            1,
+        ),
+        ("symbols", encode.delimited(4, b"") * 500, 2),
+    ],
+)
 def test_counts_per_request_are_413_before_the_arrays_grow(what, raw, version):
-    limits = Limits(max_series_per_request=100, max_samples_per_request=100,
-                    max_labels_per_series=1)
-    ingestor = Ingestor(SeriesRegistry(DetectorConfig(limits=limits)),
-                        max_decompressed_bytes=1 << 20)
+    limits = Limits(
+        max_series_per_request=100, max_samples_per_request=100, max_labels_per_series=1
+    )
+    ingestor = Ingestor(
+        SeriesRegistry(DetectorConfig(limits=limits)), max_decompressed_bytes=1 << 20
+    )
     with pytest.raises(TooLargeError, match=f"request holds [0-9]+ {what}, over the limit"):
         ingestor.ingest(encode.compress(raw), version)
 
@@ -136,14 +155,22 @@ def test_a_body_announcing_a_huge_size_is_refused_before_any_work(announced):
     assert peak < 1 << 20 and took < 1.0
 
 
-@pytest.mark.parametrize(("name", "raw", "version"), [
-    # the densest encodings: a sample in 2 bytes, a label in 2, a series in 7, a symbol in 2
-    ("samples", encode.delimited(1, encode.label_fields([("a", "b")])
-                                 + b"\x12\x00" * ((4 << 20) // 2 - 16)), 1),
-    ("series", encode.delimited(1, encode.label_fields([("a", "b")])) * ((4 << 20) // 9), 1),
-    ("labels", encode.delimited(1, b"\x0a\x00" * ((4 << 20) // 2 - 8)), 1),
-    ("symbols", b"\x22\x00" * ((4 << 20) // 2), 2),
-])
+@pytest.mark.parametrize(
+    ("name", "raw", "version"),
+    [
+        # the densest encodings: a sample in 2 bytes, a label in 2, a series in 7, a symbol in 2
+        (
+            "samples",
+            encode.delimited(
+                1, encode.label_fields([("a", "b")]) + b"\x12\x00" * ((4 << 20) // 2 - 16)
+            ),
+            1,
+        ),
+        ("series", encode.delimited(1, encode.label_fields([("a", "b")])) * ((4 << 20) // 9), 1),
+        ("labels", encode.delimited(1, b"\x0a\x00" * ((4 << 20) // 2 - 8)), 1),
+        ("symbols", b"\x22\x00" * ((4 << 20) // 2), 2),
+    ],
+)
 def test_dense_bodies_cost_a_bounded_multiple_of_their_size(name, raw, version):
     """4 MiB of the densest items a request can hold: refused or decoded quickly, with
     tracemalloc's peak under 16 times the decompressed size (without the per-request counts

@@ -35,15 +35,57 @@ REGISTRY = build_registry()
 CATALOG = load_catalog([ROOT / "playbooks"], REGISTRY)
 ONE = re.compile(r"^\{\{\s*(labels|annotations|target|alert|run)\.(\w+)\s*\}\}$")
 
-FRAGMENTS = ('"', "'", "`", "\\", "\\\\", "\n", "\r", "\t", "\x00", "../", "..", ".", "%2e%2e",
-             "%2E.", "%252e", "%2F", "/", "?", "#", "&", "=", "+", "@", ":", "{", "}", "(",
-             ")", "[", "]", "|", ".*", "$selector", '"} or vector(1) or up{a="', "'}",
-             " or ", "# ", "ü", "☃", "\u2028", "\ufffd", "\U0001f600", "\ud800", "%", "%zz")
+FRAGMENTS = (
+    '"',
+    "'",
+    "`",
+    "\\",
+    "\\\\",
+    "\n",
+    "\r",
+    "\t",
+    "\x00",
+    "../",
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E.",
+    "%252e",
+    "%2F",
+    "/",
+    "?",
+    "#",
+    "&",
+    "=",
+    "+",
+    "@",
+    ":",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "|",
+    ".*",
+    "$selector",
+    '"} or vector(1) or up{a="',
+    "'}",
+    " or ",
+    "# ",
+    "ü",
+    "☃",
+    "\u2028",
+    "\ufffd",
+    "\U0001f600",
+    "\ud800",
+    "%",
+    "%zz",
+)
 hostile = st.one_of(
     st.text(max_size=40),
     st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=4), max_size=12).map("".join),
-    st.builds(lambda s, n: s * n, st.sampled_from((*FRAGMENTS, "a")),
-              st.integers(500, 5000)),
+    st.builds(lambda s, n: s * n, st.sampled_from((*FRAGMENTS, "a")), st.integers(500, 5000)),
 )
 
 
@@ -58,8 +100,13 @@ def shipped_templates() -> list[tuple[str, str, Context]]:
             assert action is not None
             for loc, text in strings_in(step.params):
                 if "{{" in text:
-                    out.append((f"{entry.playbook.name}/{step.name}/{param_path(loc)}", text,
-                                action.context(param_path(loc))))
+                    out.append(
+                        (
+                            f"{entry.playbook.name}/{step.name}/{param_path(loc)}",
+                            text,
+                            action.context(param_path(loc)),
+                        )
+                    )
         for pre in spec.guards.preconditions:
             out.append((f"{entry.playbook.name}/precondition", pre.query, Context.PROMQL))
         for check in spec.verify:
@@ -88,8 +135,9 @@ def _nodes(query: str) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]
         kind = type(e).__name__
         if isinstance(e, promql_parser.VectorSelector):
             groups = [e.matchers.matchers, *e.matchers.or_matchers]
-            structure.append((kind, e.name, len(groups),
-                              tuple((m.name, str(m.op)) for g in groups for m in g)))
+            structure.append(
+                (kind, e.name, len(groups), tuple((m.name, str(m.op)) for g in groups for m in g))
+            )
             matchers.extend((m.name, str(m.op), m.value) for g in groups for m in g)
         elif isinstance(e, promql_parser.Call):
             structure.append((kind, e.func.name, len(e.args)))
@@ -117,11 +165,11 @@ def _is_regex(op: str) -> bool:
     return op in ("MatchOp.Re", "MatchOp.NotRe", "=~", "!~")
 
 
-def assert_query_kept(template: str, out: str, context: Context,
-                      values: dict[str, str]) -> None:
+def assert_query_kept(template: str, out: str, context: Context, values: dict[str, str]) -> None:
     literals, names = split(template)
-    placeholder = "".join(literals[0] + "".join(
-        f"vigilvalue{i}" + lit for i, lit in enumerate(literals[1:])))
+    placeholder = "".join(
+        literals[0] + "".join(f"vigilvalue{i}" + lit for i, lit in enumerate(literals[1:]))
+    )
     want, want_m = _parse_query(placeholder, context)
     got, got_m = _parse_query(out, context)
     assert got == want, (template, out)
@@ -144,12 +192,12 @@ def assert_query_kept(template: str, out: str, context: Context,
 
 def assert_url_kept(template: str, out: str, values: dict[str, str]) -> None:
     literals, names = split(template)
-    base = urls.parse("".join(literals[0] + "".join(
-        f"vigilvalue{i}" + lit for i, lit in enumerate(literals[1:]))))
+    base = urls.parse(
+        "".join(literals[0] + "".join(f"vigilvalue{i}" + lit for i, lit in enumerate(literals[1:])))
+    )
     got = urls.parse(out)
     assert (got.scheme, got.host, got.port) == (base.scheme, base.host, base.port)
-    fixed = urls.parse(literals[0].rsplit("/", 1)[0] + "/") if "?" not in literals[0] \
-        else base
+    fixed = urls.parse(literals[0].rsplit("/", 1)[0] + "/") if "?" not in literals[0] else base
     assert urls.is_under(got, fixed)
     assert len(got.segments) == len(base.segments)
     for tseg, gseg in zip(base.segments, got.segments, strict=True):
@@ -168,8 +216,9 @@ def assert_url_kept(template: str, out: str, values: dict[str, str]) -> None:
 
 def assert_matcher_kept(template: str, out: str, values: dict[str, str]) -> None:
     literals, names = split(template)
-    base = parse_matcher("".join(literals[0] + "".join(
-        f"vigilvalue{i}" + lit for i, lit in enumerate(literals[1:]))))
+    base = parse_matcher(
+        "".join(literals[0] + "".join(f"vigilvalue{i}" + lit for i, lit in enumerate(literals[1:])))
+    )
     got = parse_matcher(out)
     assert (got.name, got.op) == (base.name, base.op)
     m = re.fullmatch(r"vigilvalue(\d+)", base.value)
@@ -184,8 +233,10 @@ def assert_matcher_kept(template: str, out: str, values: dict[str, str]) -> None
 def check_render(template: str, context: Context, values: dict[str, str]) -> str | None:
     """Render with every name set to its drawn value; None when refused."""
     names = {n.split(".")[1] for n in split(template)[1]}
-    scope = {kind: {n: values[n] for n in names} for kind in
-             ("labels", "annotations", "target", "alert", "run")}
+    scope = {
+        kind: {n: values[n] for n in names}
+        for kind in ("labels", "annotations", "target", "alert", "run")
+    }
     try:
         out = render_as(template, scope, context)
     except TemplateError:
@@ -240,8 +291,14 @@ def test_no_context_lets_a_value_leave_it(case: tuple[Context, str], v: str, w: 
     check_render(template, context, {"v": v, "w": w})
 
 
-@given(st.sampled_from(CONTEXT_TEMPLATES), st.text(alphabet=st.characters(
-    codec="utf-8", exclude_characters="`\r\ufffd"), min_size=1, max_size=30))
+@given(
+    st.sampled_from(CONTEXT_TEMPLATES),
+    st.text(
+        alphabet=st.characters(codec="utf-8", exclude_characters="`\r\ufffd"),
+        min_size=1,
+        max_size=30,
+    ),
+)
 def test_ordinary_values_are_escaped_not_refused(case: tuple[Context, str], v: str) -> None:
     """Refusal is for what cannot be written safely: a PromQL literal or matcher takes
     any text (a backtick string anything without a backtick, backslash or CR; a selector anything

@@ -37,22 +37,40 @@ def test_mutated_documents_raise_only_webhook_error():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 alerts = st.fixed_dictionaries(
-    {"status": st.sampled_from(["firing", "resolved"]) | json_values,
-     "labels": st.dictionaries(st.text(max_size=10), st.text(max_size=10)) | json_values,
-     "startsAt": st.sampled_from(["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123+02:00",
-                                  "yesterday", ""]) | st.text(max_size=30),
-     "fingerprint": st.text(min_size=1, max_size=70)},
-    optional={"annotations": st.dictionaries(st.text(max_size=5), st.text(max_size=5))
-              | json_values, "endsAt": st.text(max_size=30), "generatorURL": json_values})
+    {
+        "status": st.sampled_from(["firing", "resolved"]) | json_values,
+        "labels": st.dictionaries(st.text(max_size=10), st.text(max_size=10)) | json_values,
+        "startsAt": st.sampled_from(
+            ["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123+02:00", "yesterday", ""]
+        )
+        | st.text(max_size=30),
+        "fingerprint": st.text(min_size=1, max_size=70),
+    },
+    optional={
+        "annotations": st.dictionaries(st.text(max_size=5), st.text(max_size=5)) | json_values,
+        "endsAt": st.text(max_size=30),
+        "generatorURL": json_values,
+    },
+)
 notifications = st.fixed_dictionaries(
-    {"version": st.sampled_from(["4", "3", 4]), "status": st.sampled_from(["firing", "x"]),
-     "alerts": st.lists(alerts, max_size=5) | json_values},
-    optional={"receiver": json_values, "groupKey": json_values,
-              "truncatedAlerts": st.integers() | json_values, "extra": json_values})
+    {
+        "version": st.sampled_from(["4", "3", 4]),
+        "status": st.sampled_from(["firing", "x"]),
+        "alerts": st.lists(alerts, max_size=5) | json_values,
+    },
+    optional={
+        "receiver": json_values,
+        "groupKey": json_values,
+        "truncatedAlerts": st.integers() | json_values,
+        "extra": json_values,
+    },
+)
 
 
 @given(notifications)
@@ -66,15 +84,31 @@ def test_generated_notifications_parse_or_raise_webhook_error(doc):
     assert all(a.labels and a.fingerprint for a in note.alerts)
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"version": "4", "alerts": ' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}",
-    b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": ' + b"9" * 5000
-    + b"}",
-    b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": 1e999}',
-    b"\xff\xfe{}", b"", b"null", b'"\\ud800"',
-], ids=["deep-array", "deep-object", "5000-digit-int", "inf", "utf16-bom", "empty", "null",
-        "lone-surrogate"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"version": "4", "alerts": ' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}",
+        b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": '
+        + b"9" * 5000
+        + b"}",
+        b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": 1e999}',
+        b"\xff\xfe{}",
+        b"",
+        b"null",
+        b'"\\ud800"',
+    ],
+    ids=[
+        "deep-array",
+        "deep-object",
+        "5000-digit-int",
+        "inf",
+        "utf16-bom",
+        "empty",
+        "null",
+        "lone-surrogate",
+    ],
+)
 def test_deep_nesting_and_huge_numbers_are_webhook_errors(body):
     """Regression: deep nesting raised RecursionError and a 5000-digit integer ValueError,
     which the handler answered with 500."""
@@ -97,8 +131,7 @@ def test_a_lone_surrogate_is_a_webhook_error_and_a_pair_is_text():
 
 
 def test_deep_and_wide_bodies_stay_within_a_memory_bound():
-    wide = json.dumps({"version": "4", "status": "firing",
-                       "alerts": [{}] * 1_000_000}).encode()
+    wide = json.dumps({"version": "4", "status": "firing", "alerts": [{}] * 1_000_000}).encode()
     deep = b"[" * (4 << 20)
     for body in (wide, deep):
         tracemalloc.start()
@@ -115,6 +148,7 @@ def test_deep_and_wide_bodies_stay_within_a_memory_bound():
 
 # ---------------------------------------------------------------------------- over HTTP
 
+
 async def test_malformed_webhooks_get_4xx_never_5xx(aiohttp_client, tmp_path):
     cfg = RemediatorConfig(max_alerts_per_webhook=50, max_body_bytes=64 << 10)
     client, st, _, _ = await start(aiohttp_client, tmp_path, cfg=cfg)
@@ -123,8 +157,9 @@ async def test_malformed_webhooks_get_4xx_never_5xx(aiohttp_client, tmp_path):
     bodies += [b"[" * 60_000, b'{"version": "4", "truncatedAlerts": ' + b"9" * 5000 + b"}"]
     statuses: dict[int, int] = {}
     for body in bodies:
-        resp = await client.post("/webhook", data=body,
-                                 headers={"Content-Type": "application/json"})
+        resp = await client.post(
+            "/webhook", data=body, headers={"Content-Type": "application/json"}
+        )
         statuses[resp.status] = statuses.get(resp.status, 0) + 1
         if resp.status == 400:
             assert "error" in await resp.json()

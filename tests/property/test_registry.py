@@ -20,11 +20,15 @@ def test_reused_decoder_matches_a_fresh_decode(batches):
         version = 1 + i % 2
         got = _decode_with(decoder, sent, version)
         decode.parse_labels(got, np.arange(got.n_series, dtype=np.int64))
-        fresh = decode.decode_request(np.frombuffer(
-            encode.encode_v1(sent) if version == 1 else encode.encode_v2(sent), np.uint8),
-            version)
-        assert [got.labels(s) for s in range(got.n_series)] == \
-               [fresh.labels(s) for s in range(fresh.n_series)]
+        fresh = decode.decode_request(
+            np.frombuffer(
+                encode.encode_v1(sent) if version == 1 else encode.encode_v2(sent), np.uint8
+            ),
+            version,
+        )
+        assert [got.labels(s) for s in range(got.n_series)] == [
+            fresh.labels(s) for s in range(fresh.n_series)
+        ]
         assert got.smp_ts.tolist() == fresh.smp_ts.tolist()
         assert got.smp_bits.tolist() == fresh.smp_bits.tolist()
 

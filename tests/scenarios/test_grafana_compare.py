@@ -27,8 +27,7 @@ def test_for_holds_pending_then_fires_and_resolves_at_first_inactive_evaluation(
     # run 2..5: pending at 2 and 3, firing from 4 (4 - 2 = 2 min), inactive at 6;
     # run 9..9 never lasts 2 min; run 12..19 fires from 14 and is firing at the end
     assert periods == [Firing(int(grid[4]), int(grid[6])), Firing(int(grid[14]), None)]
-    assert promrules.firing_periods(active, grid, for_s=0)[0] == Firing(int(grid[2]),
-                                                                        int(grid[6]))
+    assert promrules.firing_periods(active, grid, for_s=0)[0] == Firing(int(grid[2]), int(grid[6]))
 
 
 def test_firing_mask_holds_between_evaluations():
@@ -44,7 +43,8 @@ def _rules(text, tmp_path):
 
 
 def test_passes_follow_what_each_rule_reads(tmp_path):
-    groups = _rules("""groups:
+    groups = _rules(
+        """groups:
 - name: a
   rules:
   - record: c:x4
@@ -56,37 +56,52 @@ def test_passes_follow_what_each_rule_reads(tmp_path):
   - alert: High
     expr: c:x4 > 1
     for: 5m
-""", tmp_path)
+""",
+        tmp_path,
+    )
     passes = promrules.backfill_passes(groups)
     assert [[p.rule.name for p in ps] for ps in passes] == [["c:x2", "c:label"], ["c:x4"]]
 
 
 def test_cycle_and_bad_rules_are_clear_errors(tmp_path):
-    cycle = _rules("""groups:
+    cycle = _rules(
+        """groups:
 - name: a
   rules:
   - {record: "a:x", expr: "b:x"}
   - {record: "b:x", expr: "a:x + 1"}
-""", tmp_path)
+""",
+        tmp_path,
+    )
     with pytest.raises(promrules.RulesError, match="cycle: a:x -> b:x -> a:x"):
         promrules.backfill_passes(cycle)
     with pytest.raises(promrules.RulesError, match=r"rules.yml:4: .*exactly one of"):
-        _rules("""groups:
+        _rules(
+            """groups:
 - name: a
   rules:
   - record: a:x
     alert: A
     expr: x
-""", tmp_path)
+""",
+            tmp_path,
+        )
 
 
 def test_gauges_are_fed_one_sample_a_minute_and_markers_as_nan():
     ts = T0 + 15_000 * np.arange(16, dtype=np.int64)
     stale = np.zeros(16, dtype=np.bool_)
     stale[8] = True  # the scrape at minute 2 failed
-    s = Series(family="spike", metric="svc_gauge", anomalous=False, ts_ms=ts,
-               values=np.arange(16, dtype=np.float64), stale=stale, anomaly=None,
-               lasting=False)
+    s = Series(
+        family="spike",
+        metric="svc_gauge",
+        anomalous=False,
+        ts_ms=ts,
+        values=np.arange(16, dtype=np.float64),
+        stale=stale,
+        anomaly=None,
+        lasting=False,
+    )
     minutes, values = grafana_compare.per_minute(s)
     assert minutes.tolist() == [T0, T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN]
     assert values[[0, 1, 3]].tolist() == [0.0, 4.0, 12.0] and np.isnan(values[2])
@@ -94,13 +109,26 @@ def test_gauges_are_fed_one_sample_a_minute_and_markers_as_nan():
 
 def test_openmetrics_is_written_a_file_per_block(tmp_path):
     ts = T0 + np.array([0, 7_199_999, 7_200_000, 3 * 7_200_000], dtype=np.int64)
-    files = promrules.write_openmetrics(tmp_path, {("c_total", "counter"): [
-        promrules.OmSeries(labels={"a": 'q"\\'}, ts_ms=ts, values=np.array([1, 2, 3, np.nan]))]})
+    files = promrules.write_openmetrics(
+        tmp_path,
+        {
+            ("c_total", "counter"): [
+                promrules.OmSeries(
+                    labels={"a": 'q"\\'}, ts_ms=ts, values=np.array([1, 2, 3, np.nan])
+                )
+            ]
+        },
+    )
     assert [f.read_text().splitlines() for f in files] == [
-        ["# TYPE c counter", 'c_total{a="q\\"\\\\"} 1.0 1704067200.000',
-         'c_total{a="q\\"\\\\"} 2.0 1704074399.999', "# EOF"],
+        [
+            "# TYPE c counter",
+            'c_total{a="q\\"\\\\"} 1.0 1704067200.000',
+            'c_total{a="q\\"\\\\"} 2.0 1704074399.999',
+            "# EOF",
+        ],
         ["# TYPE c counter", 'c_total{a="q\\"\\\\"} 3.0 1704074400.000', "# EOF"],
-        ["# TYPE c counter", 'c_total{a="q\\"\\\\"} NaN 1704088800.000', "# EOF"]]
+        ["# TYPE c counter", 'c_total{a="q\\"\\\\"} NaN 1704088800.000', "# EOF"],
+    ]
     with pytest.raises(promrules.RulesError, match="must end in _total"):
         promrules.write_openmetrics(tmp_path, {("c", "counter"): []})
 
@@ -136,8 +164,10 @@ def test_alert_over_backfilled_history_fires_when_worked_out_by_hand(tmp_path):
     n = 6 * 60
     ts = _grid(n)
     x = np.where(np.arange(n) >= 180, 10.0, 0.0)
-    om = promrules.write_openmetrics(tmp_path / "om", {("x", "gauge"): [
-        promrules.OmSeries(labels={"job": "t"}, ts_ms=ts, values=x)]})
+    om = promrules.write_openmetrics(
+        tmp_path / "om",
+        {("x", "gauge"): [promrules.OmSeries(labels={"job": "t"}, ts_ms=ts, values=x)]},
+    )
     assert len(om) == 3  # 6 hours from midnight: three 2-hour blocks
     groups = _rules(SHIFT_RULES, tmp_path)
     end = int(ts[-1])
@@ -158,17 +188,22 @@ def test_series_are_opted_in_once_per_strategy_and_counters_through_their_rate()
     families, tagging = grafana_compare.build_input(series, ["adaptive", "robust"])
     gauges = families[("svc_gauge", "gauge")]
     assert [dict(g.labels) for g in gauges] == [
-        {"anomaly_name": f"spike/{v}/{k}", "anomaly_type": "resource",
-         "anomaly_strategy": st} for k, v in ((0, "clean"), (1, "anomalous"))
-        for st in ("adaptive", "robust")]
+        {"anomaly_name": f"spike/{v}/{k}", "anomaly_type": "resource", "anomaly_strategy": st}
+        for k, v in ((0, "clean"), (1, "anomalous"))
+        for st in ("adaptive", "robust")
+    ]
     assert all(np.diff(g.ts_ms).min() == MIN for g in gauges)  # one sample a minute
     counters = families[("svc_errors_total", "counter")]
     assert [c.labels["scenario"] for c in counters] == [
-        "low_rate_errors_burst/clean/2", "low_rate_errors_burst/anomalous/3"]
+        "low_rate_errors_burst/clean/2",
+        "low_rate_errors_burst/anomalous/3",
+    ]
     assert counters[0].ts_ms.shape == series[2].ts_ms.shape  # raw, at 15 s
     (group,) = tagging
     assert [(r.record, r.labels) for r in group.rules] == [
         ("scenario:svc_errors:rate5m", {"anomaly_strategy": "adaptive"}),
-        ("scenario:svc_errors:rate5m", {"anomaly_strategy": "robust"})]
-    assert group.rules[0].expr.startswith("label_replace(rate(svc_errors_total[5m]), "
-                                          '"anomaly_name", "$1", "scenario", "(.+)")')
+        ("scenario:svc_errors:rate5m", {"anomaly_strategy": "robust"}),
+    ]
+    assert group.rules[0].expr.startswith(
+        'label_replace(rate(svc_errors_total[5m]), "anomaly_name", "$1", "scenario", "(.+)")'
+    )

@@ -91,8 +91,9 @@ def test_series_run_together_are_measured_as_if_alone(shifts):
     for field in ("firing", "scored", "banded", "inband"):
         assert np.array_equal(getattr(traces[k], field), getattr(alone[j], field)), field
     for field in ("score", "seen", "lower", "upper"):
-        assert np.array_equal(getattr(traces[k].outputs, field),
-                              getattr(alone[j].outputs, field), equal_nan=True), field
+        assert np.array_equal(
+            getattr(traces[k].outputs, field), getattr(alone[j].outputs, field), equal_nan=True
+        ), field
     assert traces[k].fires_ms == alone[j].fires_ms
 
 
@@ -114,10 +115,8 @@ def test_a_staleness_marker_reaches_the_service_and_its_figures_are_stable():
 def test_the_clean_and_anomalous_twins_differ_only_from_the_anomaly_on(shifts):
     series, traces = shifts
     for fam in ("shift_up_lasting", "spike"):
-        (c, tc), (a, ta) = [(s, t) for s, t in zip(series, traces, strict=True)
-                            if s.family == fam]
+        (c, tc), (a, ta) = [(s, t) for s, t in zip(series, traces, strict=True) if s.family == fam]
         before = a.ts_ms < a.anomaly[0]
-        assert np.array_equal(tc.outputs.score[before], ta.outputs.score[before],
-                              equal_nan=True)
+        assert np.array_equal(tc.outputs.score[before], ta.outputs.score[before], equal_nan=True)
         assert np.array_equal(tc.firing[before], ta.firing[before])
         assert sd.FAMILIES[fam].metric == c.metric == a.metric

@@ -29,8 +29,13 @@ RUNBOOKS = ROOT / "docs" / "runbooks"
 PLAYBOOKS = ROOT / "playbooks"
 DOCS = ROOT / "docs"
 
-SECTIONS = ("## What it means", "## How to confirm", "## What Vigil does", "## What to do",
-            "## How to silence safely")
+SECTIONS = (
+    "## What it means",
+    "## How to confirm",
+    "## What Vigil does",
+    "## What to do",
+    "## How to silence safely",
+)
 # posted by the detector and the remediator themselves, not by Prometheus rules
 VIGIL_POSTED = ("VigilAnomaly", "VigilRemediationFailed")
 # the detector serves this one at /runbooks/VigilAnomaly (detector/web/runbooks/); it keeps
@@ -60,14 +65,12 @@ ALERTNAMES = sorted({rule["alert"] for _, rule in RULE_ALERTS})
 
 def _escalation_alertnames() -> list[str]:
     """The alertnames the shipped playbooks post with alertmanager.escalate."""
-    default = build_registry().get("alertmanager.escalate").params.model_fields[
-        "alertname"].default
+    default = build_registry().get("alertmanager.escalate").params.model_fields["alertname"].default
     names = set()
     for path in sorted(PLAYBOOKS.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         spec = doc["spec"]
-        steps = list(spec["steps"]) + (spec["undo"] if isinstance(spec.get("undo"), list)
-                                       else [])
+        steps = list(spec["steps"]) + (spec["undo"] if isinstance(spec.get("undo"), list) else [])
         for step in steps:
             if step["action"] == "alertmanager.escalate":
                 names.add((step.get("params") or {}).get("alertname", default))
@@ -102,8 +105,9 @@ def test_the_rule_files_define_alerts():
 
 @pytest.mark.parametrize("alertname", ALL_RUNBOOK_ALERTS)
 def test_every_alert_has_a_runbook(alertname):
-    assert (RUNBOOKS / f"{alertname}.md").is_file(), \
+    assert (RUNBOOKS / f"{alertname}.md").is_file(), (
         f"docs/runbooks/{alertname}.md is missing (write it: see docs/runbooks/ for the form)"
+    )
 
 
 def test_every_rule_points_at_its_runbook():
@@ -119,8 +123,9 @@ def test_every_rule_points_at_its_runbook():
                 if not re.search(rf"/{re.escape(name)}(\.md)?$", link):
                     problems.append(f"{path.name}: {name}: {link} does not name its runbook")
             elif link != f"docs/runbooks/{name}.md":
-                problems.append(f"{path.name}: {name}: runbook {link!r} is not "
-                                f"docs/runbooks/{name}.md")
+                problems.append(
+                    f"{path.name}: {name}: runbook {link!r} is not docs/runbooks/{name}.md"
+                )
             elif not (ROOT / link).is_file():
                 problems.append(f"{path.name}: {name}: {link} does not exist")
     assert not problems, "\n".join(problems)
@@ -131,8 +136,9 @@ async def test_the_detector_serves_the_runbook_every_rendered_rule_links_to(aioh
     from detector.app import build_app
     from detector.config import DetectorConfig
 
-    client = await aiohttp_client(build_app(DetectorConfig(), runbooks_dir=RUNBOOKS,
-                                            external_url="http://vigil.example:9420"))
+    client = await aiohttp_client(
+        build_app(DetectorConfig(), runbooks_dir=RUNBOOKS, external_url="http://vigil.example:9420")
+    )
     base = "http://vigil.example:9420/runbooks"
     seen = 0
     for path in render.rule_files():
@@ -145,8 +151,9 @@ async def test_the_detector_serves_the_runbook_every_rendered_rule_links_to(aioh
                 assert url == f"{base}/{rule['alert']}"
                 served = await client.get(url.removeprefix("http://vigil.example:9420"))
                 assert served.status == 200, url
-                assert await served.text() == \
-                    (RUNBOOKS / f"{rule['alert']}.md").read_text(encoding="utf-8")
+                assert await served.text() == (RUNBOOKS / f"{rule['alert']}.md").read_text(
+                    encoding="utf-8"
+                )
                 seen += 1
     assert seen >= 20
     assert (await client.get("/runbooks/NoSuchAlert")).status == 404
@@ -158,8 +165,11 @@ def test_vigil_anomaly_runbook_is_the_one_the_detector_serves():
 
 
 def test_no_runbook_for_an_alert_we_do_not_ship():
-    stray = sorted(p.stem for p in RUNBOOKS.glob("*.md")
-                   if p.stem not in ALL_RUNBOOK_ALERTS and p.name != "README.md")
+    stray = sorted(
+        p.stem
+        for p in RUNBOOKS.glob("*.md")
+        if p.stem not in ALL_RUNBOOK_ALERTS and p.name != "README.md"
+    )
     assert not stray, f"runbooks for alerts nothing defines or posts: {stray}"
 
 
@@ -175,8 +185,9 @@ def test_runbook_has_the_five_sections(alertname):
     text = path.read_text(encoding="utf-8")
     assert text.startswith(f"# {alertname}"), f"{path.name}: the title names the alert"
     headings = [line.strip() for line in text.splitlines() if line.startswith("## ")]
-    assert tuple(h for h in headings if h in SECTIONS) == SECTIONS, \
+    assert tuple(h for h in headings if h in SECTIONS) == SECTIONS, (
         f"{path.name}: sections {headings}, expected {list(SECTIONS)} in this order"
+    )
     for heading, body in _sections(text).items():
         if heading in SECTIONS:
             assert body.strip(), f"{path.name}: {heading} is empty"
@@ -204,13 +215,16 @@ def test_silencing_advice_is_narrow(alertname):
     for command in commands:
         args = command.split("amtool silence add", 1)[1]
         args = re.sub(r"""--[a-z.-]+(=|\s+)('[^']*'|"[^"]*"|\S+)""", " ", args)
-        names = {name for name, _ in re.findall(
-            r"""['"]?([A-Za-z_][A-Za-z0-9_]*)(=~|!~|!=|=)""", args)}
-        assert "alertname" in names and len(names) >= 2, \
+        names = {
+            name for name, _ in re.findall(r"""['"]?([A-Za-z_][A-Za-z0-9_]*)(=~|!~|!=|=)""", args)
+        }
+        assert "alertname" in names and len(names) >= 2, (
             f"{path.name}: {command.strip()!r} must match the alertname and more"
+        )
         assert "--comment" in command, f"{path.name}: a silence needs a --comment"
-        assert "--duration" in command or "--expires" in command, \
+        assert "--duration" in command or "--expires" in command, (
             f"{path.name}: a silence needs an expiry"
+        )
 
 
 def test_playbooks_doc_mentions_every_playbook_and_action():
@@ -225,34 +239,56 @@ def test_playbooks_doc_describes_every_schema_field():
     from remediator.catalog import playbook as schema
 
     text = (DOCS / "playbooks.md").read_text(encoding="utf-8")
-    models = (schema.Metadata, schema.Match, schema.Spec, schema.Guards, schema.Step,
-              schema.Verify, schema.Escalate, schema.RateLimit, schema.BlastRadius,
-              schema.Precondition, schema.FreezeWindow, schema.CircuitBreaker,
-              schema.AllowDeny)
-    missing = sorted({f"{m.__name__}.{f}" for m in models for f in m.model_fields
-                      if not re.search(rf"`[^`\n]*\b{f}\b", text)})
+    models = (
+        schema.Metadata,
+        schema.Match,
+        schema.Spec,
+        schema.Guards,
+        schema.Step,
+        schema.Verify,
+        schema.Escalate,
+        schema.RateLimit,
+        schema.BlastRadius,
+        schema.Precondition,
+        schema.FreezeWindow,
+        schema.CircuitBreaker,
+        schema.AllowDeny,
+    )
+    missing = sorted(
+        {
+            f"{m.__name__}.{f}"
+            for m in models
+            for f in m.model_fields
+            if not re.search(rf"`[^`\n]*\b{f}\b", text)
+        }
+    )
     assert not missing, f"docs/playbooks.md does not describe {missing}"
 
 
 def test_playbooks_doc_examples_are_the_shipped_playbooks(tmp_path):
     text = (DOCS / "playbooks.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
-              if b.startswith("apiVersion: vigil/v1")]
+    blocks = [
+        b
+        for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+        if b.startswith("apiVersion: vigil/v1")
+    ]
     assert len(blocks) >= 2, "docs/playbooks.md shows two complete playbooks"
     for block in blocks:
         name = yaml.safe_load(block)["metadata"]["name"]
         shipped = PLAYBOOKS / f"{name}.yaml"
         assert shipped.is_file(), f"the example {name} is not a shipped playbook"
-        assert block == shipped.read_text(encoding="utf-8"), \
+        assert block == shipped.read_text(encoding="utf-8"), (
             f"the example {name} differs from playbooks/{name}.yaml: copy it again"
+        )
         path = tmp_path / f"{name}.yaml"
         path.write_text(block)
         catalog = load_catalog([path], build_registry())
         assert catalog.ok, catalog.problems
 
 
-@pytest.mark.parametrize("name", ["instrumentation", "architecture", "playbooks",
-                                  "troubleshooting"])
+@pytest.mark.parametrize(
+    "name", ["instrumentation", "architecture", "playbooks", "troubleshooting"]
+)
 def test_operator_docs_exist(name):
     text = (DOCS / f"{name}.md").read_text(encoding="utf-8")
     assert text.startswith("# ") and len(text) > 2000
@@ -261,11 +297,17 @@ def test_operator_docs_exist(name):
 def test_docs_refer_only_to_files_that_exist():
     """Paths like `deploy/cluster/...` or `docs/...` written in the docs exist."""
     problems = []
-    pattern = re.compile(r"`((?:deploy|docs|playbooks|remediator|detector|tests)/"
-                         r"[A-Za-z0-9_./<>*-]+)`")
-    for path in [*(DOCS / n for n in ("instrumentation.md", "architecture.md",
-                                      "playbooks.md", "troubleshooting.md")),
-                 *sorted(RUNBOOKS.glob("*.md"))]:
+    pattern = re.compile(
+        r"`((?:deploy|docs|playbooks|remediator|detector|tests)/"
+        r"[A-Za-z0-9_./<>*-]+)`"
+    )
+    for path in [
+        *(
+            DOCS / n
+            for n in ("instrumentation.md", "architecture.md", "playbooks.md", "troubleshooting.md")
+        ),
+        *sorted(RUNBOOKS.glob("*.md")),
+    ]:
         for ref in pattern.findall(path.read_text(encoding="utf-8")):
             if any(c in ref for c in "<>*"):
                 continue
@@ -289,16 +331,22 @@ def test_instrumentation_example_serves_its_metrics():
 
     async def run() -> str:
         async with TestClient(TestServer(app)) as client:
-            order = {"payment_method": "card", "currency": "EUR", "total_cents": 1299,
-                     "items": ["a", "b"]}
+            order = {
+                "payment_method": "card",
+                "currency": "EUR",
+                "total_cents": 1299,
+                "items": ["a", "b"],
+            }
             assert (await client.post("/checkout", json=order)).status == 200
             return await (await client.get("/metrics")).text()
 
     body = asyncio.run(run())
-    for line in ('shop_orders_total{outcome="ok",payment_method="card"} 1.0',
-                 'shop_revenue_cents_total{currency="EUR"} 1299.0',
-                 'shop_requests_total{code="200",route="/checkout"} 1.0',
-                 "shop_cart_items_count 1.0"):
+    for line in (
+        'shop_orders_total{outcome="ok",payment_method="card"} 1.0',
+        'shop_revenue_cents_total{currency="EUR"} 1299.0',
+        'shop_requests_total{code="200",route="/checkout"} 1.0',
+        "shop_cart_items_count 1.0",
+    ):
         assert line in body, line
 
 
@@ -308,10 +356,15 @@ def test_detectors_md_documents_every_knob_with_its_default(tmp_path):
     from detector.config import EnsembleParams, RobustParams, SpotParams, load_config
 
     text = (DOCS / "detectors.md").read_text(encoding="utf-8")
-    rows = {m.group(1): m.group(2) for m in
-            re.finditer(r"^\| `((?:ensemble|robust|spot)\.\w+)` \| ([^|]*) \|", text, re.M)}
-    for kind, model in (("ensemble", EnsembleParams), ("robust", RobustParams),
-                        ("spot", SpotParams)):
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `((?:ensemble|robust|spot)\.\w+)` \| ([^|]*) \|", text, re.M)
+    }
+    for kind, model in (
+        ("ensemble", EnsembleParams),
+        ("robust", RobustParams),
+        ("spot", SpotParams),
+    ):
         for name, field in model.model_fields.items():
             if name == "kind":
                 continue
@@ -319,14 +372,14 @@ def test_detectors_md_documents_every_knob_with_its_default(tmp_path):
             assert key in rows, f"docs/detectors.md: the knob table lacks `{key}`"
             default = field.default
             shown = rows[key].strip()
-            assert (shown == "inf" if default == math.inf else float(shown) == default), \
+            assert shown == "inf" if default == math.inf else float(shown) == default, (
                 f"docs/detectors.md: `{key}` says {shown}, the default is {default}"
+            )
     example = re.search(r"## Choosing a detector.*?```yaml\n(.*?)```", text, re.S)
     assert example is not None
     path = tmp_path / "detector.yaml"
     path.write_text(example.group(1))
-    assert [r.detector.kind for r in load_config(path).series] == \
-        ["ensemble", "robust", "ensemble"]
+    assert [r.detector.kind for r in load_config(path).series] == ["ensemble", "robust", "ensemble"]
 
 
 def test_observability_md_lists_every_metric_vigil_exports(tmp_path):
@@ -340,8 +393,12 @@ def test_observability_md_lists_every_metric_vigil_exports(tmp_path):
     build_alert_metrics(detector)
     build_checkpoint_metrics(detector)
     build_remediator_metrics(remediator)
-    names = {m.name for reg in (detector, remediator) for m in reg.collect()
-             if m.name.startswith("vigil_")}
+    names = {
+        m.name
+        for reg in (detector, remediator)
+        for m in reg.collect()
+        if m.name.startswith("vigil_")
+    }
     assert len(names) > 60
     text = (DOCS / "observability.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"vigil_[a-z_]+", text))

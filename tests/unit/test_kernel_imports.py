@@ -32,9 +32,12 @@ def _module(path: Path) -> str:
 
 
 def _kernels() -> dict[str, Path]:
-    return {_module(p): p for package in ("detector", "remediator", "servicekit")
-            for p in (ROOT / package).rglob("*.py")
-            if any(m == "numba" or m.startswith("numba.") for m in _imports(p))}
+    return {
+        _module(p): p
+        for package in ("detector", "remediator", "servicekit")
+        for p in (ROOT / package).rglob("*.py")
+        if any(m == "numba" or m.startswith("numba.") for m in _imports(p))
+    }
 
 
 def test_kernels_import_numpy_numba_math_and_other_kernels_only() -> None:
@@ -46,4 +49,5 @@ def test_kernels_import_numpy_numba_math_and_other_kernels_only() -> None:
             top = module.split(".")[0]
             assert top in ALLOWED or module in kernels or module in packages, (
                 f"{path.relative_to(ROOT)} (a numba kernel) imports {module}: kernels use "
-                "numpy, numba and math only")
+                "numpy, numba and math only"
+            )

@@ -22,9 +22,11 @@ ADMIN = "adm-SECRET-77d0"
 MARKER = "webhook-body-MARKER-5e1b"
 
 # a process, a shell or code from text: none of them belongs in either service
-FORBIDDEN = re.compile(r"shell\s*=\s*True|\bos\.(system|popen|exec\w*|spawn\w*)\b|"
-                       r"\bsubprocess\b|create_subprocess_\w+|\bimport pty\b|"
-                       r"(?<![\w.])(eval|exec)\(")
+FORBIDDEN = re.compile(
+    r"shell\s*=\s*True|\bos\.(system|popen|exec\w*|spawn\w*)\b|"
+    r"\bsubprocess\b|create_subprocess_\w+|\bimport pty\b|"
+    r"(?<![\w.])(eval|exec)\("
+)
 ALLOWED: dict[str, str] = {}  # "path:line": why (none today)
 
 
@@ -40,9 +42,15 @@ def test_no_shell_or_subprocess_in_either_package():
 
 
 def test_the_forbidden_pattern_catches_what_it_should():
-    for line in ("subprocess.run(['ls'])", "os.system('x')", "x = os.popen('y')",
-                 "Popen(a, shell=True)", "await asyncio.create_subprocess_exec('x')",
-                 "eval(text)", "exec(code)"):
+    for line in (
+        "subprocess.run(['ls'])",
+        "os.system('x')",
+        "x = os.popen('y')",
+        "Popen(a, shell=True)",
+        "await asyncio.create_subprocess_exec('x')",
+        "eval(text)",
+        "exec(code)",
+    ):
         assert FORBIDDEN.search(line), line
     for line in ("executor.submit(f)", "self.execute(run)", "retrieval(x)"):
         assert not FORBIDDEN.search(line), line
@@ -55,8 +63,11 @@ def test_every_token_comparison_is_constant_time():
     for package in ("detector", "remediator", "servicekit"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if re.search(r"(token|authorization|Authorization)\S*\s*[!=]=|"
-                             r"[!=]=\s*\S*(token|Authorization)", line):
+                if re.search(
+                    r"(token|authorization|Authorization)\S*\s*[!=]=|"
+                    r"[!=]=\s*\S*(token|Authorization)",
+                    line,
+                ):
                     offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
     assert "hmac.compare_digest" in (ROOT / "servicekit/bearer.py").read_text()
@@ -72,8 +83,10 @@ def test_every_authorization_header_is_parsed_by_servicekit_bearer():
             for n, line in enumerate(text.splitlines(), 1):
                 if re.search(r"headers\.get\([\"']Authorization", line):
                     reads += 1
-                    if "bearer.is_authorized(" not in line \
-                            and "bearer.parse_credential(" not in line:
+                    if (
+                        "bearer.is_authorized(" not in line
+                        and "bearer.parse_credential(" not in line
+                    ):
                         offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
     # the detector's WriteHandler, the remediator's _authorized, and its _decider (whose
@@ -94,32 +107,38 @@ async def test_the_detector_never_logs_its_token(aiohttp_client, caplog):
     statuses = []
     for auth in (f"Bearer {TOKEN}", f"Bearer {WRONG}", "", f"Basic {WRONG}"):
         headers = {**V1, **({"Authorization": auth} if auth else {})}
-        statuses.append((await client.post("/api/v1/write", data=payload,
-                                           headers=headers)).status)
-        resp = await client.post("/api/v1/verify", data=b"{}", headers={
-            "Content-Type": "application/json", **({"Authorization": auth} if auth else {})})
+        statuses.append((await client.post("/api/v1/write", data=payload, headers=headers)).status)
+        resp = await client.post(
+            "/api/v1/verify",
+            data=b"{}",
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": auth} if auth else {}),
+            },
+        )
         statuses.append(resp.status)
     assert statuses == [204, 503, 401, 401, 401, 401, 401, 401]  # 503: no --prometheus
     _assert_never_logged(caplog, TOKEN, WRONG)
 
 
-async def test_the_remediator_never_logs_tokens_or_webhook_bodies(aiohttp_client, tmp_path,
-                                                                 caplog):
+async def test_the_remediator_never_logs_tokens_or_webhook_bodies(aiohttp_client, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    client, st, _fake, _clock = await start_remediator(aiohttp_client, tmp_path, admin=ADMIN,
-                                                     cfg=RemediatorConfig())
+    client, st, _fake, _clock = await start_remediator(
+        aiohttp_client, tmp_path, admin=ADMIN, cfg=RemediatorConfig()
+    )
     st.token = TOKEN
     note = notification()
     note["alerts"][0]["annotations"]["summary"] = MARKER
     for auth in (f"Bearer {TOKEN}", f"Bearer {WRONG}", ""):
-        await client.post("/webhook", json=note,
-                          headers={"Authorization": auth} if auth else {})
+        await client.post("/webhook", json=note, headers={"Authorization": auth} if auth else {})
     for auth in (f"Bearer {ADMIN}", f"Bearer {WRONG}"):
         await client.post("/api/v1/pause", headers={"Authorization": auth})
         await client.post("/api/v1/resume", headers={"Authorization": auth})
-    await client.post("/webhook", data=b'{"broken": "' + MARKER.encode(),
-                      headers={"Authorization": f"Bearer {TOKEN}",
-                               "Content-Type": "application/json"})
+    await client.post(
+        "/webhook",
+        data=b'{"broken": "' + MARKER.encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     _assert_never_logged(caplog, TOKEN, WRONG, ADMIN, MARKER)
 
 
@@ -142,8 +161,9 @@ def test_every_test_security_md_cites_exists() -> None:
     root = Path(__file__).resolve().parents[2]
     text = (root / "SECURITY.md").read_text()
     sources = {p: p.read_text() for p in (root / "tests").rglob("*.py")}
-    defined = set().union(*(re.findall(r"^\s*(?:async )?def (test_\w+)", src, re.M)
-                            for src in sources.values()))
+    defined = set().union(
+        *(re.findall(r"^\s*(?:async )?def (test_\w+)", src, re.M) for src in sources.values())
+    )
     cited = 0
     for span in re.findall(r"`([^`]+)`", text):
         for ref in re.findall(r"(tests/[\w/]+\.py)(?:::(test_\w+))?", span):

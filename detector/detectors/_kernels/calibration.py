@@ -38,8 +38,9 @@ def bin_of(z: float) -> int:
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
-                     decay: float, tail_index: float) -> float:
+def tail_probability(
+    hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: float, tail_index: float
+) -> float:
     """Empirical tail probability of ``z`` for signal k of series s, then learn z.
 
     Within the history it is a ratio of weights (no logarithm on the common path); beyond
@@ -108,8 +109,7 @@ def tail_probability(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: floa
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def take_back(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float,
-              amount: float) -> None:
+def take_back(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, amount: float) -> None:
     """Take back ``amount`` (at most 1) of the weight that the last ``tail_probability``
     call for signal k of series s learned for ``z`` (the same divisor g is still current,
     so the stored bin loses exactly ``amount`` of true weight)."""
@@ -136,7 +136,7 @@ def _bin_edges() -> tuple[np.ndarray, np.ndarray]:
             y = 2.0 ** (octave + 1)
         else:  # a x^2 + b x + c = f, the root in [1, 2)
             x = (-b + math.sqrt(b * b - 4.0 * a * (c - f))) / (2.0 * a)
-            y = x * 2.0 ** octave
+            y = x * 2.0**octave
         lo[j] = y - 1.0
     lo[HIST_BINS] = math.inf
     return lo, np.log2(1.0 + lo)
@@ -163,8 +163,9 @@ def gaussian_z(log10_p: float) -> float:
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
-def threshold_z(hist: np.ndarray, htot: np.ndarray, s: int, k: int, t: float,
-                tail_index: float, gauss_z: float) -> float:
+def threshold_z(
+    hist: np.ndarray, htot: np.ndarray, s: int, k: int, t: float, tail_index: float, gauss_z: float
+) -> float:
     """The smallest z that ``tail_probability`` (with the state as it is now) would call
     at most ``t``: every z at or beyond it is that rare, every z below it is not.
 
@@ -225,7 +226,7 @@ def threshold_z(hist: np.ndarray, htot: np.ndarray, s: int, k: int, t: float,
         # c - tail_index * (log2(1 + z) - edge) * log10(2) <= lt
         need = edge + (c - lt) / (tail_index * _LOG10_2)
         if need < BIN_LOG2[j + 1]:
-            zb = max(BIN_LO[j], 2.0 ** need - 1.0)
+            zb = max(BIN_LO[j], 2.0**need - 1.0)
             break
     if young:
         return max(zb, lg_z)

@@ -58,9 +58,27 @@ from detector.detectors._kernels.tail import score_from_probability
 # has (``state_columns``). S_PERIOD: the series' own seasonal period in whole ms (0: the
 # family's). The run: its side (+1/-1, 0 none), start time, samples, and its mean deviation
 # from the level (S_RUN_D1) and from the seasonal expectation (S_RUN_E3).
-(S_N, S_M1, S_V1, S_RUN_SIDE, S_RUN_SINCE, S_RUN_N, S_RUN_D1, S_RUN_V1, S_ADOPTIONS,
- S_ADOPT_T, S_STREAK, S_ONSET_Z1,
- S_L, S_SV, S_PERIOD, S_LAST_T, S_RUN_E3, S_RUN_V3, S_ONSET_Z3) = range(19)
+(
+    S_N,
+    S_M1,
+    S_V1,
+    S_RUN_SIDE,
+    S_RUN_SINCE,
+    S_RUN_N,
+    S_RUN_D1,
+    S_RUN_V1,
+    S_ADOPTIONS,
+    S_ADOPT_T,
+    S_STREAK,
+    S_ONSET_Z1,
+    S_L,
+    S_SV,
+    S_PERIOD,
+    S_LAST_T,
+    S_RUN_E3,
+    S_RUN_V3,
+    S_ONSET_Z3,
+) = range(19)
 N_CORE, N_SEASONAL = 12, 19
 N_STATE = N_SEASONAL
 _RUN_ALPHA = 0.05  # the run's mean deviation weighs about its last 20 samples
@@ -79,8 +97,21 @@ def state_columns(season_bins: int) -> int:
 
 
 # parameters, one vector for the family
-(P_ALPHA_FAST, P_ALPHA_SLOW, P_ALPHA_SEASON, P_CLIP, P_DECAY, P_BINS, P_PERIOD_MS,
- P_MIN_VISITS, P_BAND_P, P_WARMUP, P_ADOPT_MS, P_TAIL_INDEX, P_SEASON_SAMPLE_MS) = range(13)
+(
+    P_ALPHA_FAST,
+    P_ALPHA_SLOW,
+    P_ALPHA_SEASON,
+    P_CLIP,
+    P_DECAY,
+    P_BINS,
+    P_PERIOD_MS,
+    P_MIN_VISITS,
+    P_BAND_P,
+    P_WARMUP,
+    P_ADOPT_MS,
+    P_TAIL_INDEX,
+    P_SEASON_SAMPLE_MS,
+) = range(13)
 N_PARAMS = 13
 
 _f64 = types.Array(types.float64, 1, "C")
@@ -90,15 +121,25 @@ _i32 = types.Array(types.int32, 1, "C")
 _i64 = types.Array(types.int64, 1, "C")
 # slots, ts_ms, values, state, season, visits, hist, htot, params, score, expected, lower,
 # upper
-SIGNATURE = types.void(_i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64,
-                       _f64, _f64, _f64, _f64)
+SIGNATURE = types.void(
+    _i32, _i64, _f64, _f64_2, _f32_2, _f32_2, _f32_2, _f64_2, _f64, _f64, _f64, _f64, _f64
+)
 
 
 @njit(SIGNATURE, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def ensemble_score_learn(
-    slots: np.ndarray, ts_ms: np.ndarray, values: np.ndarray, state: np.ndarray,
-    season: np.ndarray, visits: np.ndarray, hist: np.ndarray, htot: np.ndarray,
-    params: np.ndarray, score: np.ndarray, expected: np.ndarray, lower: np.ndarray,
+    slots: np.ndarray,
+    ts_ms: np.ndarray,
+    values: np.ndarray,
+    state: np.ndarray,
+    season: np.ndarray,
+    visits: np.ndarray,
+    hist: np.ndarray,
+    htot: np.ndarray,
+    params: np.ndarray,
+    score: np.ndarray,
+    expected: np.ndarray,
+    lower: np.ndarray,
     upper: np.ndarray,
 ) -> None:
     """Score then learn ``values[i]`` (at ``ts_ms[i]``) for series ``slots[i]``, in order."""
@@ -291,8 +332,7 @@ def ensemble_score_learn(
                 if visits[s, b] == 0:
                     season[s, b] = resid
                 else:
-                    season[s, b] += max(sa * f, f / (visits[s, b] + f)) * (
-                        resid - season[s, b])
+                    season[s, b] += max(sa * f, f / (visits[s, b] + f)) * (resid - season[s, b])
                 visits[s, b] += f
                 st[S_SV] = (1.0 - b1) * (st[S_SV] + b1 * e3 * e3)
             # learn the fast level from a clipped residual

@@ -33,8 +33,14 @@ MAD_TO_SIGMA = math.sqrt(math.pi / 2.0)
 
 @njit(SIGNATURE, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def robust_score_learn(
-    slots: np.ndarray, values: np.ndarray, state: np.ndarray, params: np.ndarray,
-    score: np.ndarray, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+    slots: np.ndarray,
+    values: np.ndarray,
+    state: np.ndarray,
+    params: np.ndarray,
+    score: np.ndarray,
+    expected: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
 ) -> None:
     """Score then learn ``values[i]`` for series ``slots[i]``, in order.
 

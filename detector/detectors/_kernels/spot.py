@@ -53,8 +53,19 @@ S_TAIL = 5
 T_RATE, T_COUNT, T_MEAN, T_MEAN2 = range(4)  # T_MEAN(2): moments of the excesses
 TAIL_FIELDS = 4
 N_STATE = S_TAIL + 2 * TAIL_FIELDS
-(P_ALPHA, P_CLIP, P_WARMUP, P_T, P_PEAKS, P_MIN_PEAKS, P_RATE_ALPHA, P_RISK, P_ADOPT,
- P_MIN_SCALE, P_PROTECT_RISK) = range(11)
+(
+    P_ALPHA,
+    P_CLIP,
+    P_WARMUP,
+    P_T,
+    P_PEAKS,
+    P_MIN_PEAKS,
+    P_RATE_ALPHA,
+    P_RISK,
+    P_ADOPT,
+    P_MIN_SCALE,
+    P_PROTECT_RISK,
+) = range(11)
 N_PARAMS = 11
 
 GAMMA_MIN = 0.0
@@ -118,8 +129,14 @@ def alarm_threshold(t: float, rate: float, g: float, sg: float, q: float) -> flo
 
 @njit(SIGNATURE, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def spot_score_learn(
-    slots: np.ndarray, values: np.ndarray, state: np.ndarray, params: np.ndarray,
-    score: np.ndarray, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+    slots: np.ndarray,
+    values: np.ndarray,
+    state: np.ndarray,
+    params: np.ndarray,
+    score: np.ndarray,
+    expected: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
 ) -> None:
     """Score then learn ``values[i]`` for series ``slots[i]``, in order."""
     alpha = params[P_ALPHA]
@@ -147,14 +164,12 @@ def spot_score_learn(
         zq_up = zq_dn = zp_up = zp_dn = np.inf  # an uncalibrated tail: no band, no alarm
         if cal_up:
             o = S_TAIL
-            g_up, sg_up = gpd_fit(min(st[o + T_COUNT], k_peaks), st[o + T_MEAN],
-                                  st[o + T_MEAN2])
+            g_up, sg_up = gpd_fit(min(st[o + T_COUNT], k_peaks), st[o + T_MEAN], st[o + T_MEAN2])
             zq_up = alarm_threshold(t, st[o + T_RATE], g_up, sg_up, q)
             zp_up = alarm_threshold(t, st[o + T_RATE], g_up, sg_up, qp)
         if cal_dn:
             o = S_TAIL + TAIL_FIELDS
-            g_dn, sg_dn = gpd_fit(min(st[o + T_COUNT], k_peaks), st[o + T_MEAN],
-                                  st[o + T_MEAN2])
+            g_dn, sg_dn = gpd_fit(min(st[o + T_COUNT], k_peaks), st[o + T_MEAN], st[o + T_MEAN2])
             zq_dn = alarm_threshold(t, st[o + T_RATE], g_dn, sg_dn, q)
             zp_dn = alarm_threshold(t, st[o + T_RATE], g_dn, sg_dn, qp)
         if st[S_N] == 0:
@@ -182,8 +197,9 @@ def spot_score_learn(
         # 1. score
         if warm and (cal_up if up else cal_dn):
             o = S_TAIL if up else S_TAIL + TAIL_FIELDS
-            lp = _LOG10_2 + log10_side_tail(yz, t, st[o + T_RATE], g_up if up else g_dn,
-                                            sg_up if up else sg_dn)
+            lp = _LOG10_2 + log10_side_tail(
+                yz, t, st[o + T_RATE], g_up if up else g_dn, sg_up if up else sg_dn
+            )
             score[i] = score_from_log10_tail(min(lp, 0.0))
         else:  # warming up, or this side's tail is not calibrated yet (DSPOT's init)
             score[i] = 0.0

@@ -21,7 +21,7 @@ _KNEE = 1e-6
 def score_from_log10_tail(log10_p: float) -> float:
     """Score of a sample whose tail probability is 10**log10_p."""
     if log10_p > -6.0:
-        return 1.0 - 10.0 ** log10_p
+        return 1.0 - 10.0**log10_p
     return 1.0 - _KNEE / (1.0 + (-6.0 - log10_p))
 
 

@@ -5,8 +5,9 @@ from bench import calibration
 
 
 def test_the_calibration_bench_ends_with_its_figures(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["calibration.py", "--series", "20", "--samples",
-                                      "3000", "--skip", "1000"])
+    monkeypatch.setattr(
+        sys, "argv", ["calibration.py", "--series", "20", "--samples", "3000", "--skip", "1000"]
+    )
     assert calibration.main() == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rates = figures["false_alarm_rate"]

@@ -10,15 +10,15 @@ from bench import nab, nabdetect
 from detector.config import AlertRule, SeverityLevel
 from detector.detectors.base import Scores
 
-RULE = AlertRule(severities=(SeverityLevel(severity="warning", score=0.99),),
-                 resolve_below=0.9)
+RULE = AlertRule(severities=(SeverityLevel(severity="warning", score=0.99),), resolve_below=0.9)
 
 
 def _scores(score):
     """Values inside their band: only the scores start and keep a run."""
     n = len(score)
-    return np.zeros(n), Scores(np.asarray(score, float), np.zeros(n), np.full(n, -1.0),
-                               np.full(n, 1.0))
+    return np.zeros(n), Scores(
+        np.asarray(score, float), np.zeros(n), np.full(n, -1.0), np.full(n, 1.0)
+    )
 
 
 def test_a_five_minute_row_that_starts_an_alert_carries_its_score_and_no_other():
@@ -45,9 +45,13 @@ def test_run_writes_alert_starts_by_default_and_raw_scores_on_request(tmp_path):
     rng = np.random.default_rng(3)
     values = np.concatenate([10 + rng.standard_normal(600), 40 + rng.standard_normal(50)])
     t0 = datetime(2020, 1, 1, tzinfo=UTC)
-    (data / "x.csv").write_text("timestamp,value\n" + "".join(
-        f"{(t0 + timedelta(minutes=5 * i)):%Y-%m-%d %H:%M:%S},{v}\n"
-        for i, v in enumerate(values)))
+    (data / "x.csv").write_text(
+        "timestamp,value\n"
+        + "".join(
+            f"{(t0 + timedelta(minutes=5 * i)):%Y-%m-%d %H:%M:%S},{v}\n"
+            for i, v in enumerate(values)
+        )
+    )
     nab.run("default", tmp_path / "data", tmp_path / "alerts")
     nab.run("default", tmp_path / "data", tmp_path / "raw", output="raw")
 

@@ -19,8 +19,9 @@ def _stamps(n=N):
 def _file(name, scores, window=None, weights=STANDARD):
     """Points of one file; ``window`` = (first row, last row) or None."""
     stamps = _stamps(len(scores))
-    windows = [] if window is None else [[stamps[window[0]] + ".000000",
-                                          stamps[window[1]] + ".000000"]]
+    windows = (
+        [] if window is None else [[stamps[window[0]] + ".000000", stamps[window[1]] + ".000000"]]
+    )
     return nab.file_points(name, stamps, scores, windows, weights)
 
 
@@ -111,12 +112,18 @@ def test_cv_command_prints_a_table_and_ends_with_its_figures(tmp_path, capsys):
         path = nab.result_file(tmp_path / "det", "det", f"{cat}/x.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
         scores = _spike(at, 0.95)
-        path.write_text("timestamp,value,anomaly_score\n" + "".join(
-            f"{s},1.0,{v}\n" for s, v in zip(stamps, scores, strict=True)))
+        path.write_text(
+            "timestamp,value,anomaly_score\n"
+            + "".join(f"{s},1.0,{v}\n" for s, v in zip(stamps, scores, strict=True))
+        )
         windows[f"{cat}/x.csv"] = [[stamps[at] + ".000000", stamps[at + 9] + ".000000"]]
     (tmp_path / "windows.json").write_text(json.dumps(windows))
-    assert nab.main(["cv", "--results", str(tmp_path / "det"),
-                     "--windows", str(tmp_path / "windows.json")]) == 0
+    assert (
+        nab.main(
+            ["cv", "--results", str(tmp_path / "det"), "--windows", str(tmp_path / "windows.json")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert any("leave-one-category-out" in line for line in out)
     figures = json.loads(out[-1])

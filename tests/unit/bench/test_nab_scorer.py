@@ -61,8 +61,11 @@ def test_earliest_detection_in_a_window_earns_full_credit_and_misses_cost():
     perfect = nab.sweep(points, 1, nab.PROFILES["standard"])
     assert perfect.raw == pytest.approx(1.0)
     assert perfect.normalised == pytest.approx(100.0)
-    nothing = nab.sweep(nab.file_points("f.csv", stamps, [0.0] * n, windows,
-                                        nab.PROFILES["standard"]), 1, nab.PROFILES["standard"])
+    nothing = nab.sweep(
+        nab.file_points("f.csv", stamps, [0.0] * n, windows, nab.PROFILES["standard"]),
+        1,
+        nab.PROFILES["standard"],
+    )
     assert nothing.raw == pytest.approx(-1.0)
     assert nothing.normalised == pytest.approx(0.0)
 

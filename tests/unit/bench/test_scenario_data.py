@@ -54,7 +54,7 @@ def test_the_labelled_interval_lies_where_the_anomaly_was_put(family):
     assert inside.any()
     assert anom.lasting == bool(inside[-1])
     if anom.lasting:
-        assert np.all(inside[np.argmax(inside):])
+        assert np.all(inside[np.argmax(inside) :])
     else:
         # ends well before the series does, starts after the baseline had time
         assert end + sd.MARGIN_S * 1000 - sd.STEP_MS <= anom.ts_ms[-1] + sd.STEP_MS
@@ -69,11 +69,23 @@ def test_the_labelled_interval_lies_where_the_anomaly_was_put(family):
         assert not np.array_equal(clean.values[inside], anom.values[inside])
 
 
-@pytest.mark.parametrize(("family", "minutes"), [
-    ("shift_up_short", 30), ("shift_down_short", 30), ("spike", 1), ("dip", 1),
-    ("variance_burst", 30), ("low_rate_errors_burst", 50), ("student_t_latency", 60),
-    ("lognormal_latency", 60), ("shift_up_lasting", 360), ("slow_drift", 720),
-    ("daily_night_at_day_level", 120), ("weekly_saturday_at_weekday_level", 360)])
+@pytest.mark.parametrize(
+    ("family", "minutes"),
+    [
+        ("shift_up_short", 30),
+        ("shift_down_short", 30),
+        ("spike", 1),
+        ("dip", 1),
+        ("variance_burst", 30),
+        ("low_rate_errors_burst", 50),
+        ("student_t_latency", 60),
+        ("lognormal_latency", 60),
+        ("shift_up_lasting", 360),
+        ("slow_drift", 720),
+        ("daily_night_at_day_level", 120),
+        ("weekly_saturday_at_weekday_level", 360),
+    ],
+)
 def test_intervals_have_their_documented_length(family, minutes):
     s = _gen(family, True)
     assert s.in_anomaly().sum() == minutes * 4  # 15 s scrapes
@@ -128,7 +140,6 @@ def test_restarting_counter_drops_to_near_zero_and_keeps_counting():
 
 def test_too_few_days_for_a_family_is_an_error():
     with pytest.raises(ValueError, match="at least 14 days"):
-        sd.generate("weekly_saturday_at_weekday_level", seed=1, index=0, days=7.0,
-                    anomalous=True)
+        sd.generate("weekly_saturday_at_weekday_level", seed=1, index=0, days=7.0, anomalous=True)
     with pytest.raises(ValueError, match="does not fit"):
         sd._place(np.random.default_rng(0), sd.Grid(np.arange(9000.0) * 15), 1800.0)

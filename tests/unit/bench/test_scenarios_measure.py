@@ -16,10 +16,21 @@ def _series(anomaly=None, lasting=False, metric="g", stale=()):
     ts = EPOCH_MS + np.arange(N, dtype=np.int64) * STEP_MS
     marks = np.zeros(N, dtype=np.bool_)
     marks[list(stale)] = True
-    interval = None if anomaly is None else (int(ts[anomaly[0]]) - STEP_MS // 2,
-                                             int(ts[anomaly[1] - 1]) + STEP_MS // 2)
-    return Series(family="f", metric=metric, anomalous=anomaly is not None, ts_ms=ts,
-                  values=np.full(N, 10.0), stale=marks, anomaly=interval, lasting=lasting)
+    interval = (
+        None
+        if anomaly is None
+        else (int(ts[anomaly[0]]) - STEP_MS // 2, int(ts[anomaly[1] - 1]) + STEP_MS // 2)
+    )
+    return Series(
+        family="f",
+        metric=metric,
+        anomalous=anomaly is not None,
+        ts_ms=ts,
+        values=np.full(N, 10.0),
+        stale=marks,
+        anomaly=interval,
+        lasting=lasting,
+    )
 
 
 def _trace(s, firing_at=(), fires=(), outside=()):
@@ -28,8 +39,13 @@ def _trace(s, firing_at=(), fires=(), outside=()):
     scored = scenarios.scored_mask(s)
     inband = scored.copy()
     inband[list(outside)] = False
-    return scenarios.Trace(scored=scored, firing=firing, banded=scored, inband=inband,
-                           fires_ms=tuple(int(s.ts_ms[i]) for i in fires))
+    return scenarios.Trace(
+        scored=scored,
+        firing=firing,
+        banded=scored,
+        inband=inband,
+        fires_ms=tuple(int(s.ts_ms[i]) for i in fires),
+    )
 
 
 def test_short_anomaly_delay_share_pages_and_resolve():
@@ -51,10 +67,8 @@ def test_an_anomaly_never_fired_on_is_missed():
 
 def test_a_lasting_anomaly_counts_whether_the_alert_still_fires_at_the_end():
     s = _series(anomaly=(10, N), lasting=True)
-    still = scenarios.measure(s, _trace(s, firing_at=range(12, N), fires=[12]),
-                              warmup_samples=0)
-    forgot = scenarios.measure(s, _trace(s, firing_at=range(12, 15), fires=[12]),
-                               warmup_samples=0)
+    still = scenarios.measure(s, _trace(s, firing_at=range(12, N), fires=[12]), warmup_samples=0)
+    forgot = scenarios.measure(s, _trace(s, firing_at=range(12, 15), fires=[12]), warmup_samples=0)
     assert still.firing_at_end and not forgot.firing_at_end
     assert still.anomaly_firing_share == pytest.approx(8 / 10)
     assert forgot.anomaly_firing_share == pytest.approx(3 / 10)
@@ -80,11 +94,9 @@ def test_summary_rates_false_pages_per_thousand_series_days():
     clean = []
     for pages in (0, 2):
         s = _series()
-        clean.append((s, scenarios.measure(s, _trace(s, fires=range(pages)),
-                                           warmup_samples=0)))
+        clean.append((s, scenarios.measure(s, _trace(s, fires=range(pages)), warmup_samples=0)))
     anom = _series(anomaly=(5, 10))
-    a = scenarios.measure(anom, _trace(anom, firing_at=range(6, 9), fires=[6]),
-                          warmup_samples=0)
+    a = scenarios.measure(anom, _trace(anom, firing_at=range(6, 9), fires=[6]), warmup_samples=0)
     r = scenarios.summarise(clean, [(anom, a)])
     days = 2 * N * STEP_MS / 86_400_000
     assert r["false_pages_per_1k_series_days"] == pytest.approx(1000 * 2 / days, rel=1e-3)

@@ -12,11 +12,16 @@ from detector.app import RUNTIME, Runtime, build_app
 from detector.config import AlertRule, DetectorConfig
 from detector.remote_write import decode, encode
 
-V1 = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-      "X-Prometheus-Remote-Write-Version": "0.1.0"}
-V2 = {"Content-Encoding": "snappy",
-      "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
-      "X-Prometheus-Remote-Write-Version": "2.0.0"}
+V1 = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
+V2 = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+    "X-Prometheus-Remote-Write-Version": "2.0.0",
+}
 
 
 # ``level_shift`` scrapes every second; the default rule's 60 s ``for`` would need a minute
@@ -36,8 +41,9 @@ def body(series, version=1) -> bytes:
 
 
 def series(name, ts, value, **labels):
-    return encode.Series(labels=tuple(sorted([("__name__", name), *labels.items()])),
-                         samples=[(ts, value)])
+    return encode.Series(
+        labels=tuple(sorted([("__name__", name), *labels.items()])), samples=[(ts, value)]
+    )
 
 
 async def start(aiohttp_client, cfg: DetectorConfig | None = None, **kwargs):
@@ -79,15 +85,29 @@ class FakeAlertmanager:
                 await self.received.wait()
 
 
-def level_shift(name: str, *, start_ms: int, n_normal: int, n_shift: int, step_ms: int = 1000,
-                seed: int = 7, shift: float = 10.0, **labels: str) -> list[encode.Series]:
+def level_shift(
+    name: str,
+    *,
+    start_ms: int,
+    n_normal: int,
+    n_shift: int,
+    step_ms: int = 1000,
+    seed: int = 7,
+    shift: float = 10.0,
+    **labels: str,
+) -> list[encode.Series]:
     """One series per request chunk: noise around 1.0, then a shift by ``shift`` sigmas."""
     rng = np.random.default_rng(seed)
-    values = np.concatenate([1.0 + 0.1 * rng.standard_normal(n_normal),
-                             1.0 + 0.1 * shift + 0.1 * rng.standard_normal(n_shift)])
+    values = np.concatenate(
+        [
+            1.0 + 0.1 * rng.standard_normal(n_normal),
+            1.0 + 0.1 * shift + 0.1 * rng.standard_normal(n_shift),
+        ]
+    )
     samples = [(start_ms + i * step_ms, float(v)) for i, v in enumerate(values)]
-    return [encode.Series(labels=tuple(sorted([("__name__", name), *labels.items()])),
-                          samples=samples)]
+    return [
+        encode.Series(labels=tuple(sorted([("__name__", name), *labels.items()])), samples=samples)
+    ]
 
 
 async def writeback_sink(aiohttp_server) -> tuple[str, list]:

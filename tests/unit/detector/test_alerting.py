@@ -86,12 +86,18 @@ async def am(aiohttp_server):
 @pytest.fixture
 async def make_client(am, registry):
     async with aiohttp.ClientSession() as session:
+
         def make(**cfg):
             sleeps = Sleeps()
-            client = AlertmanagerClient(session, url=str(am.server.make_url("/")),
-                                        cfg=AlertingConfig(**cfg),
-                                        metrics=build_alert_metrics(registry), sleep=sleeps)
+            client = AlertmanagerClient(
+                session,
+                url=str(am.server.make_url("/")),
+                cfg=AlertingConfig(**cfg),
+                metrics=build_alert_metrics(registry),
+                sleep=sleeps,
+            )
             return client, sleeps
+
         yield make
 
 
@@ -115,9 +121,12 @@ async def drained(client):
 
 
 def alert(name, version=1, **labels):
-    return {"labels": {"alertname": "VigilAnomaly", "series": name, **labels},
-            "annotations": {"version": str(version)},
-            "startsAt": "2024-06-01T11:54:00.000Z", "endsAt": "2024-06-01T12:02:00.000Z"}
+    return {
+        "labels": {"alertname": "VigilAnomaly", "series": name, **labels},
+        "annotations": {"version": str(version)},
+        "startsAt": "2024-06-01T11:54:00.000Z",
+        "endsAt": "2024-06-01T12:02:00.000Z",
+    }
 
 
 def metric(registry, name, client):
@@ -144,8 +153,7 @@ async def test_offers_are_posted_in_batches_of_at_most_max_batch(am, make_client
     assert metric(registry, "vigil_alert_send_failures_total", client) == 0  # 0 from start
 
 
-async def test_a_newer_version_of_an_alert_replaces_the_unsent_older_one(am, make_client,
-                                                                         registry):
+async def test_a_newer_version_of_an_alert_replaces_the_unsent_older_one(am, make_client, registry):
     client, _ = make_client()
     client.offer([alert("a", 1), alert("b", 1)], created=0.0)
     client.offer([alert("a", 2)], created=0.0)
@@ -171,8 +179,9 @@ async def test_an_update_made_while_the_older_version_is_in_flight_follows_it(am
 
 
 @pytest.mark.parametrize("status", [503, 500, 429])
-async def test_a_failing_alertmanager_is_retried_with_doubling_backoff(am, make_client,
-                                                                       registry, status):
+async def test_a_failing_alertmanager_is_retried_with_doubling_backoff(
+    am, make_client, registry, status
+):
     client, sleeps = make_client(retry_initial_s=0.5, retry_max_s=1.5)
     am.script = [status] * 4
     client.offer([alert("a")], created=0.0)
@@ -192,7 +201,8 @@ async def test_a_failing_alertmanager_is_retried_with_doubling_backoff(am, make_
 
 
 async def test_a_refused_connection_is_retried_until_the_alertmanager_is_back(
-        am, make_client, registry, aiohttp_server):
+    am, make_client, registry, aiohttp_server
+):
     client, sleeps = make_client()
     sleeps.hold = asyncio.Event()
     port = am.server.port
@@ -213,14 +223,14 @@ async def test_a_refused_connection_is_retried_until_the_alertmanager_is_back(
 
 
 async def test_a_refused_alert_is_picked_out_of_its_batch_counted_and_not_retried(
-        am, make_client, registry):
+    am, make_client, registry
+):
     client, sleeps = make_client(max_batch=10)
     good, bad, other = alert("a"), alert("b", poison="yes"), alert("c")
     client.offer([good, bad, other], created=0.0)
     async with running(client):
         await drained(client)
-        assert am.posts == [(400, [good, bad, other]), (200, [good]), (400, [bad]),
-                            (200, [other])]
+        assert am.posts == [(400, [good, bad, other]), (200, [good]), (400, [bad]), (200, [other])]
         assert metric(registry, "vigil_alerts_rejected_total", client) == 1
         assert metric(registry, "vigil_alerts_sent_total", client) == 2
         assert metric(registry, "vigil_alert_delivery_seconds_count", client) == 2
@@ -233,8 +243,7 @@ async def test_a_refused_alert_is_picked_out_of_its_batch_counted_and_not_retrie
     assert metric(registry, "vigil_alerts_rejected_total", client) == 1
 
 
-async def test_a_full_queue_drops_the_oldest_updates_and_counts_them(am, make_client,
-                                                                    registry):
+async def test_a_full_queue_drops_the_oldest_updates_and_counts_them(am, make_client, registry):
     client, _ = make_client(max_pending=3)
     client.offer([alert("a"), alert("b")], created=0.0)
     client.offer([alert("c"), alert("d"), alert("e")], created=0.0)
@@ -250,10 +259,18 @@ async def test_a_full_queue_drops_the_oldest_updates_and_counts_them(am, make_cl
 
 # --- AlertDispatcher ---------------------------------------------------------------
 
-CHECKOUT = [("__name__", "http_request_duration_seconds"), ("job", "api"),
-            ("namespace", "shop"), ("pod", "checkout-1")]
-CART = [("__name__", "http_request_duration_seconds"), ("job", "api"),
-        ("namespace", "shop"), ("pod", "cart-1")]
+CHECKOUT = [
+    ("__name__", "http_request_duration_seconds"),
+    ("job", "api"),
+    ("namespace", "shop"),
+    ("pod", "checkout-1"),
+]
+CART = [
+    ("__name__", "http_request_duration_seconds"),
+    ("job", "api"),
+    ("namespace", "shop"),
+    ("pod", "cart-1"),
+]
 
 
 class FakeInfo:
@@ -323,9 +340,19 @@ class FakeEnricher:
 
 
 def event(slot, kind=EventKind.FIRE, *, level=1, ts=NOW, value=2.3, score=0.99995):
-    return AlertEvent(slot=slot, kind=kind, level=level, ts_ms=ts, since_ms=NOW - 6 * MIN,
-                      score=score, value=value, expected=0.28, lower=0.21, upper=0.35,
-                      peak=score)
+    return AlertEvent(
+        slot=slot,
+        kind=kind,
+        level=level,
+        ts_ms=ts,
+        since_ms=NOW - 6 * MIN,
+        score=score,
+        value=value,
+        expected=0.28,
+        lower=0.21,
+        upper=0.35,
+        peak=score,
+    )
 
 
 @pytest.fixture
@@ -335,9 +362,14 @@ def dispatch(registry):
         book = AlertBook([AlertRule()], info=info, links=Links("http://vigil.example:9420"))
         client = RecordingClient()
         dispatcher = AlertDispatcher(
-            book=book, clients=[client], cfg=AlertingConfig(resend_s=30.0),
-            metrics=build_alert_metrics(registry), rule_of=lambda slot: 0,
-            clock=clock or Clock(NOW), enrichers=enrichers)
+            book=book,
+            clients=[client],
+            cfg=AlertingConfig(resend_s=30.0),
+            metrics=build_alert_metrics(registry),
+            rule_of=lambda slot: 0,
+            clock=clock or Clock(NOW),
+            enrichers=enrichers,
+        )
         return dispatcher, client, info
 
     return make
@@ -350,14 +382,17 @@ async def enrichment_done(dispatcher):
 
 
 def failures(registry, enricher):
-    return registry.get_sample_value("vigil_alert_enrichment_failures_total",
-                                     {"enricher": enricher})
+    return registry.get_sample_value(
+        "vigil_alert_enrichment_failures_total", {"enricher": enricher}
+    )
 
 
 async def test_a_slow_enricher_never_delays_the_alert_and_runs_out_of_its_budget(
-        dispatch, registry, caplog):
-    slow = FakeEnricher("rollouts", result={"rollouts": "checkout 3 min before"},
-                        hang=True, budget_s=0.05)
+    dispatch, registry, caplog
+):
+    slow = FakeEnricher(
+        "rollouts", result={"rollouts": "checkout 3 min before"}, hang=True, budget_s=0.05
+    )
     dispatcher, client, _ = dispatch(slow)
     dispatcher.handle_events([event(1)])
     (body,) = client.offers.get_nowait()  # offered at once, before any enrichment
@@ -367,8 +402,10 @@ async def test_a_slow_enricher_never_delays_the_alert_and_runs_out_of_its_budget
     assert slow.cancelled.is_set()
     assert client.offers.empty()  # nothing came, so nothing is sent again
     assert failures(registry, "rollouts") == 1
-    assert registry.get_sample_value("vigil_alert_enrichment_seconds_count",
-                                     {"enricher": "rollouts"}) == 1
+    assert (
+        registry.get_sample_value("vigil_alert_enrichment_seconds_count", {"enricher": "rollouts"})
+        == 1
+    )
     assert "enrichment rollouts of alert VigilAnomaly failed (out of time)" in caplog.text
 
 
@@ -382,8 +419,10 @@ async def test_an_enriched_alert_is_offered_again_with_its_context(dispatch, reg
     async with asyncio.timeout(WAIT_S):
         (second,) = await client.offers.get()
     assert second["labels"] == first["labels"]
-    assert second["annotations"] == {**first["annotations"],
-                                     "rollouts": "checkout rolled out 3 min before"}
+    assert second["annotations"] == {
+        **first["annotations"],
+        "rollouts": "checkout rolled out 3 min before",
+    }
     await enrichment_done(dispatcher)
     assert failures(registry, "logs") == 1
     assert failures(registry, "rollouts") is None
@@ -397,10 +436,10 @@ async def test_an_enriched_alert_is_offered_again_with_its_context(dispatch, reg
     assert fast.calls == failing.calls == 1
 
 
-@pytest.mark.parametrize("error", [EnrichmentError("kubernetes answered 403"),
-                                   ValueError("enricher bug")])
-async def test_a_failing_enricher_is_counted_and_the_alert_goes_without(dispatch, registry,
-                                                                        error):
+@pytest.mark.parametrize(
+    "error", [EnrichmentError("kubernetes answered 403"), ValueError("enricher bug")]
+)
+async def test_a_failing_enricher_is_counted_and_the_alert_goes_without(dispatch, registry, error):
     failing = FakeEnricher("rollouts", error=error)
     dispatcher, client, _ = dispatch(failing)
     dispatcher.handle_events([event(1)])
@@ -413,8 +452,7 @@ async def test_a_failing_enricher_is_counted_and_the_alert_goes_without(dispatch
     assert dispatcher.book.render(alert, now_ms=NOW, resend_s=30.0) == [body]
 
 
-async def test_resend_offers_firing_alerts_with_fresh_values_and_ends_ahead(dispatch,
-                                                                           registry):
+async def test_resend_offers_firing_alerts_with_fresh_values_and_ends_ahead(dispatch, registry):
     clock = Clock(NOW)
     dispatcher, client, info = dispatch(clock=clock)
     dispatcher.handle_events([event(1), event(2)])
@@ -428,8 +466,9 @@ async def test_resend_offers_firing_alerts_with_fresh_values_and_ends_ahead(disp
     assert resolved["endsAt"] == wording.iso(NOW)
 
     clock.t += 30.0
-    info.readings[1] = Reading(ts_ms=NOW + 30_000, value=4.2, expected=0.28, lower=0.21,
-                               upper=0.35, score=0.9999)
+    info.readings[1] = Reading(
+        ts_ms=NOW + 30_000, value=4.2, expected=0.28, lower=0.21, upper=0.35, score=0.9999
+    )
     dispatcher.resend()
     (body,) = client.offers.get_nowait()
     assert body["labels"]["pod"] == "checkout-1"
@@ -446,17 +485,27 @@ async def test_resend_offers_firing_alerts_with_fresh_values_and_ends_ahead(disp
 async def test_dispatched_alerts_reach_the_alertmanager(am, make_client, registry):
     client, _ = make_client()
     book = AlertBook([AlertRule()], info=FakeInfo(), links=Links("http://vigil.example:9420"))
-    dispatcher = AlertDispatcher(book=book, clients=[client], cfg=client.cfg,
-                                 metrics=client.metrics, rule_of=lambda slot: 0,
-                                 clock=Clock(NOW))
+    dispatcher = AlertDispatcher(
+        book=book,
+        clients=[client],
+        cfg=client.cfg,
+        metrics=client.metrics,
+        rule_of=lambda slot: 0,
+        clock=Clock(NOW),
+    )
     dispatcher.handle_events([event(1)])
     async with running(client):
         await drained(client)
     ((status, (body,)),) = am.posts
     assert status == 200
-    assert body["labels"] == {"metric_name": "http_request_duration_seconds", "job": "api",
-                              "namespace": "shop", "pod": "checkout-1",
-                              "alertname": "VigilAnomaly", "severity": "warning"}
+    assert body["labels"] == {
+        "metric_name": "http_request_duration_seconds",
+        "job": "api",
+        "namespace": "shop",
+        "pod": "checkout-1",
+        "alertname": "VigilAnomaly",
+        "severity": "warning",
+    }
     assert body["endsAt"] == wording.iso(NOW + 120_000)
     assert metric(registry, "vigil_alerts_sent_total", client) == 1
     await dispatcher.close()

@@ -22,10 +22,18 @@ GRAFANA = "https://grafana.example"
 LATENCY = "http_request_duration_seconds"
 SETTINGS = {"alpha_fast": 0.005, "season_bins": 48}
 
-CHECKOUT = [("__name__", LATENCY), ("instance", "10.1.2.3:8080"), ("job", "api"),
-            ("namespace", "shop"), ("pod", "checkout-1"), ("service", "checkout")]
-CHECKOUT_SELECTOR = (f'{LATENCY}{{instance="10.1.2.3:8080",job="api",namespace="shop",'
-                     'pod="checkout-1",service="checkout"}')
+CHECKOUT = [
+    ("__name__", LATENCY),
+    ("instance", "10.1.2.3:8080"),
+    ("job", "api"),
+    ("namespace", "shop"),
+    ("pod", "checkout-1"),
+    ("service", "checkout"),
+]
+CHECKOUT_SELECTOR = (
+    f'{LATENCY}{{instance="10.1.2.3:8080",job="api",namespace="shop",'
+    'pod="checkout-1",service="checkout"}'
+)
 CHECKOUT_WHAT = f"{LATENCY} (namespace=shop, service=checkout, pod=checkout-1)"
 
 
@@ -61,11 +69,33 @@ class FakeInfo:
         return self.weeklies[slot]
 
 
-def event(slot, kind=EventKind.FIRE, *, level=1, ts=NOW, since=SINCE, score=0.99995,
-          value=2.3, expected=0.28, lower=0.21, upper=0.35, peak=None):
-    return AlertEvent(slot=slot, kind=kind, level=level, ts_ms=ts, since_ms=since,
-                      score=score, value=value, expected=expected, lower=lower, upper=upper,
-                      peak=score if peak is None else peak)
+def event(
+    slot,
+    kind=EventKind.FIRE,
+    *,
+    level=1,
+    ts=NOW,
+    since=SINCE,
+    score=0.99995,
+    value=2.3,
+    expected=0.28,
+    lower=0.21,
+    upper=0.35,
+    peak=None,
+):
+    return AlertEvent(
+        slot=slot,
+        kind=kind,
+        level=level,
+        ts_ms=ts,
+        since_ms=since,
+        score=score,
+        value=value,
+        expected=expected,
+        lower=lower,
+        upper=upper,
+        peak=score if peak is None else peak,
+    )
 
 
 def first_rule(slot):
@@ -73,8 +103,12 @@ def first_rule(slot):
 
 
 def make_book(info, *rules, links=None, **kwargs):
-    return AlertBook(rules or (AlertRule(),), info=info,
-                     links=links or Links(EXTERNAL, prometheus_url=PROM), **kwargs)
+    return AlertBook(
+        rules or (AlertRule(),),
+        info=info,
+        links=links or Links(EXTERNAL, prometheus_url=PROM),
+        **kwargs,
+    )
 
 
 def apply(book, *events, now=NOW):
@@ -98,17 +132,34 @@ def info():
 
 
 def test_fire_gives_one_alert_labelled_with_the_sanitised_series_and_the_rule(info):
-    info.add(7, [("9lives", "yes"), ("__meta_kubernetes_pod_uid", "u-1"), ("__name__", LATENCY),
-                 ("code.class", "5xx"), ("empty", ""), ("job", "api"), ("namespace", "shop"),
-                 ("team", "web")])
+    info.add(
+        7,
+        [
+            ("9lives", "yes"),
+            ("__meta_kubernetes_pod_uid", "u-1"),
+            ("__name__", LATENCY),
+            ("code.class", "5xx"),
+            ("empty", ""),
+            ("job", "api"),
+            ("namespace", "shop"),
+            ("team", "web"),
+        ],
+    )
     book = make_book(info, AlertRule(labels={"team": "payments", "page": "yes"}))
     (alert,) = apply(book, event(7))
     assert book.firing() == [alert]
     body = render_one(book, alert)
     assert body["labels"] == {
-        "_9lives": "yes", "metric_name": LATENCY, "code_class": "5xx", "job": "api",
-        "namespace": "shop", "team": "payments", "page": "yes",
-        "alertname": "VigilAnomaly", "severity": "warning"}
+        "_9lives": "yes",
+        "metric_name": LATENCY,
+        "code_class": "5xx",
+        "job": "api",
+        "namespace": "shop",
+        "team": "payments",
+        "page": "yes",
+        "alertname": "VigilAnomaly",
+        "severity": "warning",
+    }
     assert body["startsAt"] == "2024-06-01T11:54:00.000Z"
     assert body["endsAt"] == wording.iso(NOW + int(4 * RESEND_S * 1000))
 
@@ -118,16 +169,22 @@ def test_annotations_give_values_with_units_and_plain_words(info):
     (alert,) = apply(book, event(1))
     ann = render_one(book, alert)["annotations"]
     expected = {
-        "value": "2.3 s", "expected": "280 ms", "lower": "210 ms", "upper": "350 ms",
-        "direction": "above", "score": "0.999950",
-        "anomalous_since": "2024-06-01T11:54:00.000Z", "detector": "ensemble",
+        "value": "2.3 s",
+        "expected": "280 ms",
+        "lower": "210 ms",
+        "upper": "350 ms",
+        "direction": "above",
+        "score": "0.999950",
+        "anomalous_since": "2024-06-01T11:54:00.000Z",
+        "detector": "ensemble",
         "detector_settings": '{"alpha_fast":0.005,"season_bins":48}',
         "series": CHECKOUT_SELECTOR,
         "summary": f"{CHECKOUT_WHAT} is 2.3 s, expected 210 ms–350 ms, anomalous for 6 min",
         "description": (
             f"{CHECKOUT_WHAT} is 2.3 s, above the expected band 210 ms–350 ms (expected "
             "280 ms). Anomaly score 0.999950 (one normal sample in 20,000 scores as high); "
-            "anomalous since 2024-06-01T11:54:00.000Z (6 min), detector ensemble."),
+            "anomalous since 2024-06-01T11:54:00.000Z (6 min), detector ensemble."
+        ),
         "runbook_url": f"{EXTERNAL}/runbooks/VigilAnomaly",
     }
     assert {k: ann.get(k) for k in expected} == expected
@@ -143,9 +200,11 @@ def test_summary_names_the_time_of_week_of_a_seasonal_series_below_its_band(info
     assert ann["direction"] == "below"
     assert ann["summary"] == (
         f"{LATENCY} (namespace=shop, service=cart, pod=checkout-1) is 100 ms, expected "
-        "210 ms–350 ms for a Saturday 12:00 UTC, anomalous for 6 min")
-    assert ", below the expected band 210 ms–350 ms for a Saturday 12:00 UTC (" \
-        in ann["description"]
+        "210 ms–350 ms for a Saturday 12:00 UTC, anomalous for 6 min"
+    )
+    assert (
+        ", below the expected band 210 ms–350 ms for a Saturday 12:00 UTC (" in ann["description"]
+    )
 
 
 def test_rate_series_are_worded_as_rates(info):
@@ -153,15 +212,20 @@ def test_rate_series_are_worded_as_rates(info):
     book = make_book(info)
     (alert,) = apply(book, event(3, value=3400.0, expected=1200.0, lower=900.0, upper=1500.0))
     ann = render_one(book, alert)["annotations"]
-    assert ann["summary"] == ("rate of http_requests_total (job=api) is 3.4k/s, expected "
-                              "900/s–1.5k/s, anomalous for 6 min")
+    assert ann["summary"] == (
+        "rate of http_requests_total (job=api) is 3.4k/s, expected "
+        "900/s–1.5k/s, anomalous for 6 min"
+    )
 
 
 def test_runbook_url_and_annotations_are_templates_of_fields_and_labels(info):
     rule = AlertRule(
         runbook_url="https://wiki.example/{labels.namespace}/{alertname}",
-        annotations={"owner": "team of {labels.namespace}: {value} vs {band}{labels.container}",
-                     "summary": "{labels.service} is slow: {value} ({severity})"})
+        annotations={
+            "owner": "team of {labels.namespace}: {value} vs {band}{labels.container}",
+            "summary": "{labels.service} is slow: {value} ({severity})",
+        },
+    )
     book = make_book(info, rule)
     (alert,) = apply(book, event(1))
     ann = render_one(book, alert)["annotations"]
@@ -173,8 +237,10 @@ def test_runbook_url_and_annotations_are_templates_of_fields_and_labels(info):
 def test_render_template_gives_nothing_for_an_unknown_label_or_field():
     fields = {"value": "2.3 s"}
     labels = {"namespace": "shop"}
-    assert render_template("{labels.nope}|{value}|{nope}|{labels.namespace}", fields,
-                           labels) == "|2.3 s||shop"
+    assert (
+        render_template("{labels.nope}|{value}|{nope}|{labels.namespace}", fields, labels)
+        == "|2.3 s||shop"
+    )
 
 
 def test_generator_url_is_a_prometheus_graph_of_the_exact_series(info):
@@ -185,8 +251,11 @@ def test_generator_url_is_a_prometheus_graph_of_the_exact_series(info):
     assert (parts.scheme, parts.netloc, parts.path) == ("http", "prom.example:9090", "/graph")
     assert "g0.expr=" + quote_plus(CHECKOUT_SELECTOR) in url
     assert "{" not in url and '"' not in url
-    assert parse_qs(parts.query) == {"g0.expr": [CHECKOUT_SELECTOR], "g0.tab": ["0"],
-                                     "g0.range_input": ["66m"]}  # 6 min anomaly + 1 h
+    assert parse_qs(parts.query) == {
+        "g0.expr": [CHECKOUT_SELECTOR],
+        "g0.tab": ["0"],
+        "g0.range_input": ["66m"],
+    }  # 6 min anomaly + 1 h
 
 
 def test_without_prometheus_the_generator_is_the_detectors_anomaly_list(info):
@@ -203,12 +272,20 @@ def test_dashboard_url_is_the_grafana_dashboard_when_grafana_is_configured(info)
     (alert,) = apply(book, event(1))
     parts = urlsplit(render_one(book, alert)["annotations"]["dashboard_url"])
     assert (parts.scheme, parts.netloc, parts.path) == (
-        "https", "grafana.example", "/d/vigil-anomaly/vigil-anomaly")
+        "https",
+        "grafana.example",
+        "/d/vigil-anomaly/vigil-anomaly",
+    )
     assert parse_qs(parts.query) == {
-        "orgId": ["1"], "var-metric": [LATENCY],
-        "var-selector": ['instance="10.1.2.3:8080",job="api",namespace="shop",'
-                         'pod="checkout-1",service="checkout"'],
-        "from": [str(SINCE - 3600_000)], "to": [str(NOW + 600_000)]}
+        "orgId": ["1"],
+        "var-metric": [LATENCY],
+        "var-selector": [
+            'instance="10.1.2.3:8080",job="api",namespace="shop",'
+            'pod="checkout-1",service="checkout"'
+        ],
+        "from": [str(SINCE - 3600_000)],
+        "to": [str(NOW + 600_000)],
+    }
 
 
 def test_dashboard_url_is_a_prometheus_graph_of_series_and_band_without_grafana(info):
@@ -219,8 +296,11 @@ def test_dashboard_url_is_a_prometheus_graph_of_series_and_band_without_grafana(
     query = parse_qs(parts.query)
     matchers = '{metric_name="' + LATENCY + '",' + CHECKOUT_SELECTOR.removeprefix(LATENCY)[1:]
     assert [query[f"g{i}.expr"] for i in range(4)] == [
-        [CHECKOUT_SELECTOR], [f"vigil_anomaly_expected{matchers}"],
-        [f"vigil_anomaly_lower{matchers}"], [f"vigil_anomaly_upper{matchers}"]]
+        [CHECKOUT_SELECTOR],
+        [f"vigil_anomaly_expected{matchers}"],
+        [f"vigil_anomaly_lower{matchers}"],
+        [f"vigil_anomaly_upper{matchers}"],
+    ]
     for i in range(4):
         assert query[f"g{i}.range_input"] == ["76m"]  # 1 h before, 6 min, 10 min after
         assert query[f"g{i}.end_input"] == ["2024-06-01 12:10:00"]
@@ -231,8 +311,9 @@ def test_escalation_resolves_the_warning_and_fires_the_critical(info):
     (alert,) = apply(book, event(1))
     render_one(book, alert)
     later = NOW + MIN
-    (same,) = apply(book, event(1, EventKind.ESCALATE, level=2, ts=later, score=0.9999991),
-                    now=later)
+    (same,) = apply(
+        book, event(1, EventKind.ESCALATE, level=2, ts=later, score=0.9999991), now=later
+    )
     assert same is alert
     old, new = book.render(alert, now_ms=later, resend_s=RESEND_S)
     assert old["labels"] == {**new["labels"], "severity": "warning"}
@@ -245,8 +326,10 @@ def test_escalation_resolves_the_warning_and_fires_the_critical(info):
     assert again["labels"]["severity"] == "critical"
 
 
-@pytest.mark.parametrize(("kind", "why"), [(EventKind.RESOLVE, "back inside its band"),
-                                            (EventKind.STALE, "series went stale")])
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [(EventKind.RESOLVE, "back inside its band"), (EventKind.STALE, "series went stale")],
+)
 def test_the_only_member_leaving_resolves_the_alert_now(info, kind, why):
     book = make_book(info)
     (alert,) = apply(book, event(1))
@@ -258,8 +341,8 @@ def test_the_only_member_leaving_resolves_the_alert_now(info, kind, why):
     assert body["startsAt"] == "2024-06-01T11:54:00.000Z"
     assert body["endsAt"] == wording.iso(later)
     assert body["annotations"]["summary"] == (
-        f"{CHECKOUT_WHAT} was 300 ms, expected 210 ms–350 ms, anomalous for 7 min; "
-        f"resolved: {why}")
+        f"{CHECKOUT_WHAT} was 300 ms, expected 210 ms–350 ms, anomalous for 7 min; resolved: {why}"
+    )
     assert body["annotations"]["resolution"] == why
     assert body["annotations"]["direction"] == "within"
 
@@ -267,8 +350,7 @@ def test_the_only_member_leaving_resolves_the_alert_now(info, kind, why):
 def test_a_resolve_after_adoption_says_the_new_level_was_adopted(info):
     book = make_book(info)
     (alert,) = apply(book, event(1))
-    resolve = dataclasses.replace(event(1, EventKind.RESOLVE, ts=NOW + MIN),
-                                  adopted_after_s=3600.0)
+    resolve = dataclasses.replace(event(1, EventKind.RESOLVE, ts=NOW + MIN), adopted_after_s=3600.0)
     apply(book, resolve, now=NOW + MIN)
     annotations = render_one(book, alert, now=NOW + MIN)["annotations"]
     assert annotations["resolution"] == "new level adopted after 1 h"
@@ -299,8 +381,14 @@ def test_start_never_follows_end_when_samples_are_in_the_future(info):
 
 
 def pod(slot, name, service="checkout"):
-    return slot, [("__name__", LATENCY), ("instance", f"10.1.2.{slot}:8080"), ("job", "api"),
-                  ("namespace", "shop"), ("pod", name), ("service", service)]
+    return slot, [
+        ("__name__", LATENCY),
+        ("instance", f"10.1.2.{slot}:8080"),
+        ("job", "api"),
+        ("namespace", "shop"),
+        ("pod", name),
+        ("service", service),
+    ]
 
 
 def pod_selector(slot, name, service="checkout"):
@@ -318,23 +406,35 @@ def grouped():
 
 
 def fire_group(book):
-    return apply(book, event(1, score=0.99991, value=1.9), event(2, score=0.99999, value=3.1),
-                 event(3, score=0.99995, value=2.6), event(4))
+    return apply(
+        book,
+        event(1, score=0.99991, value=1.9),
+        event(2, score=0.99999, value=3.1),
+        event(3, score=0.99995, value=2.6),
+        event(4),
+    )
 
 
 def test_aggregated_rule_gives_one_alert_per_group_listing_its_worst_series(grouped):
     checkout, cart = fire_group(grouped)
     assert len(checkout.members) == 3 and len(cart.members) == 1
     body = render_one(grouped, checkout)
-    assert body["labels"] == {"namespace": "shop", "service": "checkout", "team": "payments",
-                              "alertname": "VigilAnomaly", "severity": "warning"}
+    assert body["labels"] == {
+        "namespace": "shop",
+        "service": "checkout",
+        "team": "payments",
+        "alertname": "VigilAnomaly",
+        "severity": "warning",
+    }
     ann = body["annotations"]
     assert ann["members"] == (
         f"{pod_selector(2, 'p-2')}: 3.1 s (expected 210 ms–350 ms), score 0.999990\n"
-        f"{pod_selector(3, 'p-3')}: 2.6 s (expected 210 ms–350 ms), score 0.999950")
+        f"{pod_selector(3, 'p-3')}: 2.6 s (expected 210 ms–350 ms), score 0.999950"
+    )
     assert ann["summary"] == (
         f"3 anomalous series in namespace=shop, service=checkout; worst: {LATENCY} "
-        "(namespace=shop, service=checkout, pod=p-2) is 3.1 s, expected 210 ms–350 ms")
+        "(namespace=shop, service=checkout, pod=p-2) is 3.1 s, expected 210 ms–350 ms"
+    )
     assert ann["description"] == ann["summary"] + ", anomalous for 6 min."
     assert ann["series"] == pod_selector(2, "p-2")
     assert render_one(grouped, cart)["labels"]["service"] == "cart"
@@ -349,47 +449,82 @@ def test_aggregated_alert_fires_until_its_last_member_resolves(grouped):
     assert body["endsAt"] == wording.iso(later + int(4 * RESEND_S * 1000))
     assert body["annotations"]["summary"].startswith(
         "2 anomalous series in namespace=shop, service=checkout; worst: "
-        f"{LATENCY} (namespace=shop, service=checkout, pod=p-3) is 2.6 s")
-    (changed,) = apply(grouped, event(1, EventKind.RESOLVE, ts=later),
-                       event(3, EventKind.STALE, ts=later), now=later)
+        f"{LATENCY} (namespace=shop, service=checkout, pod=p-3) is 2.6 s"
+    )
+    (changed,) = apply(
+        grouped,
+        event(1, EventKind.RESOLVE, ts=later),
+        event(3, EventKind.STALE, ts=later),
+        now=later,
+    )
     assert changed is checkout and not checkout.is_firing
     body = render_one(grouped, checkout, now=later)
     assert body["endsAt"] == wording.iso(later)
     assert body["labels"]["service"] == "checkout"
-    assert [a.group for a in grouped.firing()] == [[("namespace", "shop"),
-                                                    ("service", "cart")]]
+    assert [a.group for a in grouped.firing()] == [[("namespace", "shop"), ("service", "cart")]]
 
 
 def test_related_anomalies_are_ranked_by_shared_labels_within_the_window():
     info = FakeInfo()
     info.add(1, CHECKOUT)  # the alert we read
-    memory = [("__name__", "container_memory_working_set_bytes"), ("container", "app"),
-              ("instance", "10.0.0.5:10250"), ("job", "kubelet"), ("namespace", "shop"),
-              ("node", "n-1"), ("pod", "checkout-1")]  # namespace, pod
-    cart = [("__name__", "http_requests_total"), ("instance", "10.1.9.9:8080"),
-            ("job", "cart"), ("namespace", "shop"), ("pod", "cart-1"),
-            ("service", "cart")]  # namespace
-    old = [("__name__", "up"), ("job", "api"), ("namespace", "shop"),
-           ("pod", "checkout-1")]  # close in labels, two hours earlier
-    elsewhere = [("__name__", "up"), ("instance", "10.9.9.9:8080"), ("job", "ledger"),
-                 ("namespace", "billing"), ("pod", "ledger-1"), ("service", "ledger")]
-    errors = [("__name__", "http_errors_total"), ("instance", "10.1.2.4:8080"),
-              ("job", "api"), ("namespace", "shop"), ("pod", "checkout-2"),
-              ("service", "checkout")]  # job, namespace, service; resolved
+    memory = [
+        ("__name__", "container_memory_working_set_bytes"),
+        ("container", "app"),
+        ("instance", "10.0.0.5:10250"),
+        ("job", "kubelet"),
+        ("namespace", "shop"),
+        ("node", "n-1"),
+        ("pod", "checkout-1"),
+    ]  # namespace, pod
+    cart = [
+        ("__name__", "http_requests_total"),
+        ("instance", "10.1.9.9:8080"),
+        ("job", "cart"),
+        ("namespace", "shop"),
+        ("pod", "cart-1"),
+        ("service", "cart"),
+    ]  # namespace
+    old = [
+        ("__name__", "up"),
+        ("job", "api"),
+        ("namespace", "shop"),
+        ("pod", "checkout-1"),
+    ]  # close in labels, two hours earlier
+    elsewhere = [
+        ("__name__", "up"),
+        ("instance", "10.9.9.9:8080"),
+        ("job", "ledger"),
+        ("namespace", "billing"),
+        ("pod", "ledger-1"),
+        ("service", "ledger"),
+    ]
+    errors = [
+        ("__name__", "http_errors_total"),
+        ("instance", "10.1.2.4:8080"),
+        ("job", "api"),
+        ("namespace", "shop"),
+        ("pod", "checkout-2"),
+        ("service", "checkout"),
+    ]  # job, namespace, service; resolved
     for slot, labels in ((2, memory), (3, cart), (4, old), (5, elsewhere), (6, errors)):
         info.add(slot, labels)
     book = make_book(info, related_window_s=900.0)
-    mine, *_ = apply(book, event(1), event(2, since=SINCE + 2 * MIN, peak=0.99999),
-                     event(3, since=SINCE - 10 * MIN, peak=0.999999),
-                     event(4, since=SINCE - 120 * MIN), event(5), event(6, since=SINCE + MIN))
+    mine, *_ = apply(
+        book,
+        event(1),
+        event(2, since=SINCE + 2 * MIN, peak=0.99999),
+        event(3, since=SINCE - 10 * MIN, peak=0.999999),
+        event(4, since=SINCE - 120 * MIN),
+        event(5),
+        event(6, since=SINCE + MIN),
+    )
     apply(book, event(6, EventKind.RESOLVE))
     lines = {
         "errors": f"{wording.selector(errors)} score 0.999950 since 2024-06-01T11:55:00.000Z "
-                  "(resolved)",
+        "(resolved)",
         "memory": f"{wording.selector(memory)} score 0.999990 since 2024-06-01T11:56:00.000Z "
-                  "(firing)",
-        "cart": f"{wording.selector(cart)} score 0.999999 since 2024-06-01T11:44:00.000Z "
-                "(firing)",
+        "(firing)",
+        "cart": f"{wording.selector(cart)} score 0.999999 since 2024-06-01T11:44:00.000Z (firing)",
     }
     ann = render_one(book, mine)["annotations"]
     assert ann["related"].split("\n") == [lines["errors"], lines["memory"], lines["cart"]]
@@ -405,8 +540,9 @@ def test_related_anomalies_are_ranked_by_shared_labels_within_the_window():
 def test_refresh_reads_the_latest_values_and_the_score_stays_the_runs_peak(info):
     book = make_book(info)
     (alert,) = apply(book, event(1))
-    info.readings[1] = Reading(ts_ms=NOW + MIN, value=4.2, expected=0.28, lower=0.21,
-                               upper=0.35, score=0.9991)
+    info.readings[1] = Reading(
+        ts_ms=NOW + MIN, value=4.2, expected=0.28, lower=0.21, upper=0.35, score=0.9991
+    )
     book.refresh(alert)
     ann = render_one(book, alert, now=NOW + MIN)["annotations"]
     assert (ann["value"], ann["score"]) == ("4.2 s", "0.999950")

@@ -12,8 +12,9 @@ from tests.unit.detector.apphelpers import V1, V2, body, series, start
 
 async def test_prometheus_sample_is_written_and_listed(aiohttp_client):
     client, rt = await start(aiohttp_client)
-    resp = await client.post("/api/v1/write", data=(SAMPLES / "rw_data_1.snappy.bin").read_bytes(),
-                             headers=V1)
+    resp = await client.post(
+        "/api/v1/write", data=(SAMPLES / "rw_data_1.snappy.bin").read_bytes(), headers=V1
+    )
     assert resp.status == 204
     await rt.wait_idle()
     resp = await client.get("/api/v1/series", params={"match[]": 'go_goroutines{job="node"}'})
@@ -30,8 +31,11 @@ async def test_prometheus_sample_is_written_and_listed(aiohttp_client):
 
 async def test_v2_answers_with_written_headers(aiohttp_client):
     client, _rt = await start(aiohttp_client)
-    s = [encode.Series(labels=[("__name__", "a")], samples=[(1, 1.0), (2, 2.0)],
-                       n_histograms=1, n_exemplars=3)]
+    s = [
+        encode.Series(
+            labels=[("__name__", "a")], samples=[(1, 1.0), (2, 2.0)], n_histograms=1, n_exemplars=3
+        )
+    ]
     resp = await client.post("/api/v1/write", data=body(s, 2), headers=V2)
     assert resp.status == 204
     assert resp.headers["X-Prometheus-Remote-Write-Samples-Written"] == "2"
@@ -52,11 +56,13 @@ async def test_malformed_body_is_400_with_reason(aiohttp_client):
 async def test_wrong_encoding_and_type_are_415(aiohttp_client):
     client, _ = await start(aiohttp_client)
     data = body([series("x", 1, 1.0)])
-    resp = await client.post("/api/v1/write", data=data,
-                             headers={**V1, "Content-Encoding": "gzip"})
+    resp = await client.post("/api/v1/write", data=data, headers={**V1, "Content-Encoding": "gzip"})
     assert resp.status == 415
-    resp = await client.post("/api/v1/write", data=data,
-                             headers={**V1, "Content-Type": "application/x-protobuf;proto=x.Y"})
+    resp = await client.post(
+        "/api/v1/write",
+        data=data,
+        headers={**V1, "Content-Type": "application/x-protobuf;proto=x.Y"},
+    )
     assert resp.status == 415
 
 
@@ -99,8 +105,7 @@ async def test_full_queue_answers_503_so_prometheus_retries(aiohttp_client):
 
 async def test_a_late_event_loop_sheds_writes_with_503_and_recovers(aiohttp_client):
     # a limit no loop can meet: the lag monitor's first tick turns shedding on
-    client, rt = await start(aiohttp_client, DetectorConfig(limits=Limits(
-        max_loop_lag_s=1e-9)))
+    client, rt = await start(aiohttp_client, DetectorConfig(limits=Limits(max_loop_lag_s=1e-9)))
     assert rt.writer is not None
     for _ in range(SHED_AFTER_LATE_TICKS):  # late ticks in a row (one every 100 ms)
         assert not rt.writer.overloaded
@@ -209,8 +214,10 @@ async def test_known_series_are_decoded_inline_and_new_ones_in_the_thread(aiohtt
 async def test_v2_over_limit_is_400_with_counts_and_v1_stays_204(aiohttp_client):
     cfg = DetectorConfig(limits=Limits(max_series=1))
     client, rt = await start(aiohttp_client, cfg)
-    s = [encode.Series(labels=[("__name__", "a")], samples=[(1, 1.0)]),
-         encode.Series(labels=[("__name__", "b")], samples=[(1, 1.0), (2, 2.0)])]
+    s = [
+        encode.Series(labels=[("__name__", "a")], samples=[(1, 1.0)]),
+        encode.Series(labels=[("__name__", "b")], samples=[(1, 1.0), (2, 2.0)]),
+    ]
     resp = await client.post("/api/v1/write", data=body(s, 2), headers=V2)
     assert resp.status == 400
     assert "not written" in await resp.text()
@@ -248,10 +255,15 @@ async def test_series_api_filters_stuck_and_absent_by_the_injected_clock(aiohttp
     t0 = int(now[0] * 1000)
     for i in range(40):
         ts = t0 + i * 15_000
-        data = body([series("flat", ts, 1.0 if i < 5 else 7.0),
-                     series("lively", ts, float(i % 7)),
-                     series("gone", ts, float(i % 5))] if i < 20 else
-                    [series("flat", ts, 7.0), series("lively", ts, float(i % 7))])
+        data = body(
+            [
+                series("flat", ts, 1.0 if i < 5 else 7.0),
+                series("lively", ts, float(i % 7)),
+                series("gone", ts, float(i % 5)),
+            ]
+            if i < 20
+            else [series("flat", ts, 7.0), series("lively", ts, float(i % 7))]
+        )
         assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
     await rt.wait_idle()
     now[0] = (t0 + 40 * 15_000) / 1000

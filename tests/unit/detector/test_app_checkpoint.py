@@ -63,8 +63,11 @@ async def test_checkpoints_are_written_every_interval_while_serving(aiohttp_clie
     assert manifest["series"] == 2
     assert len([p for p in (tmp_path / "checkpoints").iterdir()]) <= 2
     text = await (await client.get("/metrics")).text()
-    metrics = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-               for line in text.splitlines() if line and not line.startswith("#")}
+    metrics = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     assert metrics['vigil_checkpoints_written_total{reason="periodic"}'] >= 2
     assert metrics['vigil_checkpoints_written_total{reason="shutdown"}'] == 0
     assert metrics["vigil_checkpoint_series"] == 2
@@ -75,8 +78,7 @@ async def test_checkpoints_are_written_every_interval_while_serving(aiohttp_clie
 
 async def test_a_checkpoint_taken_under_load_holds_whole_batches(aiohttp_client, tmp_path):
     # ten requests at once keep the loop busy: that is the point, so no load shedding
-    cfg = config(checkpoint=CheckpointConfig(interval_s=0),
-                         limits=Limits(max_loop_lag_s=60.0))
+    cfg = config(checkpoint=CheckpointConfig(interval_s=0), limits=Limits(max_loop_lag_s=60.0))
     client, rt = await start(aiohttp_client, cfg, state_dir=tmp_path)
     names = [f"s{i}" for i in range(1000)]
     bodies = {}
@@ -87,8 +89,9 @@ async def test_a_checkpoint_taken_under_load_holds_whole_batches(aiohttp_client,
 
     await post(1)
     await rt.wait_idle()
-    bodies.update({t: body([series(name, t * 1000, float(t)) for name in names])
-                   for t in range(20, 90)})
+    bodies.update(
+        {t: body([series(name, t * 1000, float(t)) for name in names]) for t in range(20, 90)}
+    )
     seen = []
     for t in range(2, 9):
         writes = asyncio.gather(*(post(t * 10 + k) for k in range(10)))
@@ -98,8 +101,9 @@ async def test_a_checkpoint_taken_under_load_holds_whole_batches(aiohttp_client,
             n_samples, value, seen_value = npz["n_samples"], npz["last_value"], npz["last_input"]
         # each request updates every series: a batch half-applied would show two counts,
         # or a value the detectors have not seen yet
-        assert n_samples.shape == (1000,) and len(set(n_samples.tolist())) == 1, \
-            sorted(set(n_samples.tolist()))
+        assert n_samples.shape == (1000,) and len(set(n_samples.tolist())) == 1, sorted(
+            set(n_samples.tolist())
+        )
         assert np.array_equal(value, seen_value)
         seen.append(int(n_samples[0]))
     assert seen == sorted(seen) and seen[-1] > seen[0]
@@ -107,15 +111,20 @@ async def test_a_checkpoint_taken_under_load_holds_whole_batches(aiohttp_client,
 
 
 async def test_after_a_crash_firing_alerts_come_back_from_the_periodic_checkpoint(
-        aiohttp_client, aiohttp_server, tmp_path):
+    aiohttp_client, aiohttp_server, tmp_path
+):
     am = FakeAlertmanager()
     url = str((await aiohttp_server(am.app())).make_url(""))
-    cfg = config(checkpoint=CheckpointConfig(interval_s=0),
-                         alerting=AlertingConfig(stale_min_s=3600))
+    cfg = config(
+        checkpoint=CheckpointConfig(interval_s=0), alerting=AlertingConfig(stale_min_s=3600)
+    )
     client, rt = await start(aiohttp_client, cfg, alertmanagers=[url], state_dir=tmp_path)
     now = int(time.time() * 1000)
-    calm = [series(f"calm_{i}", now - 400_000 + k * 1000, 1.0 + 0.01 * (k % 7))
-            for i in range(5) for k in range(0, 300, 60)]
+    calm = [
+        series(f"calm_{i}", now - 400_000 + k * 1000, 1.0 + 0.01 * (k % 7))
+        for i in range(5)
+        for k in range(0, 300, 60)
+    ]
     shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8)
     await client.post("/api/v1/write", data=body(shifted + calm), headers=V1)
     [first] = await am.wait_for(_firing)
@@ -167,15 +176,16 @@ async def _fire_then_resolve(client, rt, am) -> None:
     shifted = level_shift("latency_seconds", start_ms=now - 400_000, n_normal=300, n_shift=8)
     await client.post("/api/v1/write", data=body(shifted), headers=V1)
     await am.wait_for(_firing)
-    calm = encode.Series(labels=(("__name__", "latency_seconds"),),
-                         samples=[(now - 400_000 + (308 + k) * 1000, 1.0) for k in range(60)])
+    calm = encode.Series(
+        labels=(("__name__", "latency_seconds"),),
+        samples=[(now - 400_000 + (308 + k) * 1000, 1.0) for k in range(60)],
+    )
     assert (await client.post("/api/v1/write", data=body([calm]), headers=V1)).status == 204
     async with asyncio.timeout(WAIT_S):
         await am.refused.wait()  # the resolve is queued for a retry
 
 
-async def test_a_queued_resolve_is_flushed_at_shutdown(aiohttp_client, aiohttp_server,
-                                                       tmp_path):
+async def test_a_queued_resolve_is_flushed_at_shutdown(aiohttp_client, aiohttp_server, tmp_path):
     am = FlakyAlertmanager(refusals=1)
     url = str((await aiohttp_server(am.app())).make_url(""))
     # the retry comes 1 s later: without the flush the client would be stopped before it
@@ -187,12 +197,14 @@ async def test_a_queued_resolve_is_flushed_at_shutdown(aiohttp_client, aiohttp_s
     assert (tmp_path / "CURRENT").exists()
 
 
-async def test_the_flush_gives_up_after_flush_timeout(aiohttp_client, aiohttp_server,
-                                                      tmp_path, caplog):
+async def test_the_flush_gives_up_after_flush_timeout(
+    aiohttp_client, aiohttp_server, tmp_path, caplog
+):
     am = FlakyAlertmanager(refusals=float("inf"))
     url = str((await aiohttp_server(am.app())).make_url(""))
-    cfg = config(alerting=AlertingConfig(retry_initial_s=0.05, retry_max_s=0.05,
-                                                 flush_timeout_s=0.3))
+    cfg = config(
+        alerting=AlertingConfig(retry_initial_s=0.05, retry_max_s=0.05, flush_timeout_s=0.3)
+    )
     client, rt = await start(aiohttp_client, cfg, alertmanagers=[url], state_dir=tmp_path)
     await _fire_then_resolve(client, rt, am)
     async with asyncio.timeout(WAIT_S):

@@ -17,14 +17,15 @@ LATENCY = (("__name__", "latency_seconds"), ("job", "api"))
 QUIET = (("__name__", "queue_depth"), ("job", "worker"))
 
 
-def history(days: float = 2.0, *, incident_at_h: float = 40.0, incident_min: int = 40,
-            seed: int = 3) -> tuple[span.Span, dict[tuple, tuple[np.ndarray, np.ndarray]]]:
+def history(
+    days: float = 2.0, *, incident_at_h: float = 40.0, incident_min: int = 40, seed: int = 3
+) -> tuple[span.Span, dict[tuple, tuple[np.ndarray, np.ndarray]]]:
     grid = span.build_span(end_s=END_S, range_s=days * 86400, step_s=60, lead_s=0)
     ts = grid.first_ms + np.arange(grid.n_points, dtype=np.int64) * STEP_MS
     rng = np.random.default_rng(seed)
     lat = 0.2 + rng.normal(0, 0.005, ts.shape[0])
     at = int(incident_at_h * 60)
-    lat[at:at + incident_min] += 0.25
+    lat[at : at + incident_min] += 0.25
     quiet = 50 + rng.normal(0, 1.0, ts.shape[0])
     return grid, {LATENCY: (ts, lat), QUIET: (ts, quiet)}
 
@@ -42,8 +43,13 @@ def blocks_of(data, lo_ms: int, hi_ms: int, only=None) -> list[SeriesBlock]:
 def replay(cfg, grid, data, *, chunk_points: int, only=None):
     events: list[AlertEvent] = []
     r = Replay(cfg, on_events=events.extend)
-    t = tally.Tally(cfg.alerts, start_ms=grid.start_ms, end_ms=grid.end_ms,
-                    labels_of=r.labels_of, rule_of=r.rule_of)
+    t = tally.Tally(
+        cfg.alerts,
+        start_ms=grid.start_ms,
+        end_ms=grid.end_ms,
+        labels_of=r.labels_of,
+        rule_of=r.rule_of,
+    )
     for index in range(0, grid.n_points, chunk_points):
         n = min(chunk_points, grid.n_points - index)
         grid_ms = grid.first_ms + np.arange(index, index + n, dtype=np.int64) * STEP_MS
@@ -86,8 +92,10 @@ def test_a_series_replayed_alone_gets_what_it_got_among_others():
 
 
 def test_series_rules_decide_what_is_tracked_and_bad_label_sets_are_refused():
-    cfg = DetectorConfig(series=(SeriesRule(name="lat", match='{__name__="latency_seconds"}'),),
-                         limits=Limits(max_label_value_bytes=16))
+    cfg = DetectorConfig(
+        series=(SeriesRule(name="lat", match='{__name__="latency_seconds"}'),),
+        limits=Limits(max_label_value_bytes=16),
+    )
     grid, data = history(days=0.5, incident_at_h=6.0)
     long_value = (("__name__", "latency_seconds"), ("job", "x" * 40))
     data[long_value] = data[LATENCY]
@@ -95,8 +103,11 @@ def test_series_rules_decide_what_is_tracked_and_bad_label_sets_are_refused():
     assert r.slot_of(QUIET) == UNTRACKED
     assert r.slot_of(long_value) == REFUSED
     assert r.slot_of(LATENCY) is not None and r.slot_of(LATENCY) >= 0
-    assert (r.counts.series_tracked, r.counts.series_untracked, r.counts.series_refused) \
-        == (1, 1, 1)
+    assert (r.counts.series_tracked, r.counts.series_untracked, r.counts.series_refused) == (
+        1,
+        1,
+        1,
+    )
     assert [p.series for p in out.pages] == [LATENCY]
 
 
@@ -115,9 +126,20 @@ def test_a_series_that_falls_silent_while_firing_resolves_as_stale():
 
 # --- tally, from events --------------------------------------------------------------
 def ev(kind, slot, ts_ms, *, level=1, peak=0.99995, adopted=None):
-    return AlertEvent(slot=slot, kind=kind, level=level, ts_ms=ts_ms, since_ms=ts_ms - 60_000,
-                      score=0.99995, value=9.0, expected=1.0, lower=0.5, upper=1.5, peak=peak,
-                      adopted_after_s=adopted)
+    return AlertEvent(
+        slot=slot,
+        kind=kind,
+        level=level,
+        ts_ms=ts_ms,
+        since_ms=ts_ms - 60_000,
+        score=0.99995,
+        value=9.0,
+        expected=1.0,
+        lower=0.5,
+        upper=1.5,
+        peak=peak,
+        adopted_after_s=adopted,
+    )
 
 
 def labels(pod: str, ns: str = "a") -> tuple:
@@ -125,34 +147,56 @@ def labels(pod: str, ns: str = "a") -> tuple:
 
 
 def make_tally(rules, slots):
-    return tally.Tally(rules, start_ms=10 * 86_400_000, end_ms=12 * 86_400_000 - 1,
-                       labels_of=lambda s: slots[s], rule_of=lambda s: 0)
+    return tally.Tally(
+        rules,
+        start_ms=10 * 86_400_000,
+        end_ms=12 * 86_400_000 - 1,
+        labels_of=lambda s: slots[s],
+        rule_of=lambda s: 0,
+    )
 
 
 def test_pages_carry_their_resolution_severity_and_peak():
     day = 86_400_000
     t = make_tally((AlertRule(),), {0: labels("p0"), 1: labels("p1"), 2: labels("p2")})
-    t.apply([ev(EventKind.FIRE, 0, 10 * day + 1000),
-             ev(EventKind.ESCALATE, 0, 10 * day + 2000, level=2, peak=0.9999999),
-             ev(EventKind.RESOLVE, 0, 10 * day + 9000, peak=0.9999999, adopted=3600.0),
-             ev(EventKind.FIRE, 1, 11 * day), ev(EventKind.STALE, 1, 11 * day + 5000),
-             ev(EventKind.FIRE, 2, 11 * day + 7000)])
+    t.apply(
+        [
+            ev(EventKind.FIRE, 0, 10 * day + 1000),
+            ev(EventKind.ESCALATE, 0, 10 * day + 2000, level=2, peak=0.9999999),
+            ev(EventKind.RESOLVE, 0, 10 * day + 9000, peak=0.9999999, adopted=3600.0),
+            ev(EventKind.FIRE, 1, 11 * day),
+            ev(EventKind.STALE, 1, 11 * day + 5000),
+            ev(EventKind.FIRE, 2, 11 * day + 7000),
+        ]
+    )
     out = t.outcome()
     first, second, third = out.pages
-    assert (first.resolution, first.severity, first.peak_score, first.adopted_after_s) == \
-        (tally.Resolution.ADOPTED, "critical", 0.9999999, 3600.0)
+    assert (first.resolution, first.severity, first.peak_score, first.adopted_after_s) == (
+        tally.Resolution.ADOPTED,
+        "critical",
+        0.9999999,
+        3600.0,
+    )
     assert second.resolution is tally.Resolution.STALE and second.severity == "warning"
     assert third.resolution is tally.Resolution.FIRING_AT_END and third.ended_ms is None
-    assert third.firing_s(start_ms=t.start_ms, end_ms=t.end_ms) == \
-        (12 * day - 1 - (11 * day + 7000)) / 1000
+    assert (
+        third.firing_s(start_ms=t.start_ms, end_ms=t.end_ms)
+        == (12 * day - 1 - (11 * day + 7000)) / 1000
+    )
     assert out.rules[0].per_day == {"1970-01-11": 1, "1970-01-12": 2}
 
 
 def test_alerts_of_the_warm_up_are_listed_but_not_counted():
     day = 86_400_000
     t = make_tally((AlertRule(),), {0: labels("p0"), 1: labels("p1")})
-    t.apply([ev(EventKind.FIRE, 0, 9 * day), ev(EventKind.RESOLVE, 0, 9 * day + 5000),
-             ev(EventKind.FIRE, 1, 9 * day + 10), ev(EventKind.RESOLVE, 1, 10 * day + 5000)])
+    t.apply(
+        [
+            ev(EventKind.FIRE, 0, 9 * day),
+            ev(EventKind.RESOLVE, 0, 9 * day + 5000),
+            ev(EventKind.FIRE, 1, 9 * day + 10),
+            ev(EventKind.RESOLVE, 1, 10 * day + 5000),
+        ]
+    )
     out = t.outcome()
     assert [(p.series, p.before_range) for p in out.pages] == [(labels("p1"), True)]
     assert out.n_pages == 0 and out.top[0].pages == 0
@@ -163,9 +207,16 @@ def test_a_by_rule_notifies_once_per_group_firing():
     rule = AlertRule(by=("namespace",))
     slots = {0: labels("p0"), 1: labels("p1"), 2: labels("p2", ns="b")}
     t = make_tally((rule,), slots)
-    t.apply([ev(EventKind.FIRE, 0, 10 * day), ev(EventKind.FIRE, 1, 10 * day + 10),
-             ev(EventKind.FIRE, 2, 10 * day + 20), ev(EventKind.RESOLVE, 0, 10 * day + 30),
-             ev(EventKind.RESOLVE, 1, 10 * day + 40), ev(EventKind.FIRE, 0, 10 * day + 50)])
+    t.apply(
+        [
+            ev(EventKind.FIRE, 0, 10 * day),
+            ev(EventKind.FIRE, 1, 10 * day + 10),
+            ev(EventKind.FIRE, 2, 10 * day + 20),
+            ev(EventKind.RESOLVE, 0, 10 * day + 30),
+            ev(EventKind.RESOLVE, 1, 10 * day + 40),
+            ev(EventKind.FIRE, 0, 10 * day + 50),
+        ]
+    )
     (figures,) = t.outcome().rules
     assert (figures.pages, figures.notifications, figures.series_paged) == (4, 3, 3)
 
@@ -190,8 +241,13 @@ def test_two_rules_of_one_name_are_counted_apart_and_once_each():
     day = 86_400_000
     rules = (AlertRule(match='{pod="p0"}'), AlertRule(match='{pod="p1"}'))
     slots = {0: labels("p0"), 1: labels("p1")}
-    t = tally.Tally(rules, start_ms=10 * day, end_ms=12 * day - 1,
-                    labels_of=lambda s: slots[s], rule_of=lambda s: s)
+    t = tally.Tally(
+        rules,
+        start_ms=10 * day,
+        end_ms=12 * day - 1,
+        labels_of=lambda s: slots[s],
+        rule_of=lambda s: s,
+    )
     t.apply([ev(EventKind.FIRE, 0, 10 * day), ev(EventKind.FIRE, 1, 10 * day + 5)])
     out = t.outcome()
     assert [r.pages for r in out.rules] == [1, 1] and out.n_pages == 2

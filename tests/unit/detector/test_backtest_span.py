@@ -22,14 +22,17 @@ def test_range_ends_before_end_on_step_multiples():
     assert exact.n_points == 1440 and exact.first_ms == exact.start_ms
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"step_s": 1}, "at least 5s"),
-    ({"step_s": 7.5}, "whole seconds"),
-    ({"range_s": 30}, "at least one step"),
-    ({"lead_s": -1}, "--warmup"),
-    ({"range_s": float("inf")}, "--range"),
-    ({"end_s": 100.0}, "before 1970"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"step_s": 1}, "at least 5s"),
+        ({"step_s": 7.5}, "whole seconds"),
+        ({"range_s": 30}, "at least one step"),
+        ({"lead_s": -1}, "--warmup"),
+        ({"range_s": float("inf")}, "--range"),
+        ({"end_s": 100.0}, "before 1970"),
+    ],
+)
 def test_bad_grids_name_the_flag(kwargs, message):
     args = {"end_s": END_S, "range_s": 86400.0, "step_s": 60.0, "lead_s": 0.0, **kwargs}
     with pytest.raises(span.SpanError, match=message):
@@ -40,9 +43,11 @@ def test_bad_grids_name_the_flag(kwargs, message):
 def test_chunks_cover_the_grid_once_within_the_limits(series_counts):
     grid = span.build_span(end_s=END_S, range_s=30 * 86400, step_s=15, lead_s=6 * 3600)
     index, seen, k = 0, [], 0
-    while (chunk := span.next_chunk(grid, index=index,
-                                    n_series=series_counts[min(k, len(series_counts) - 1)]
-                                    if k else 0)) is not None:
+    while (
+        chunk := span.next_chunk(
+            grid, index=index, n_series=series_counts[min(k, len(series_counts) - 1)] if k else 0
+        )
+    ) is not None:
         n_series = series_counts[min(k, len(series_counts) - 1)] if k else 0
         assert chunk.index == index
         assert 1 <= chunk.n_points <= MAX_POINTS_PER_QUERY
@@ -63,13 +68,16 @@ def test_chunk_size_follows_the_series_seen():
     assert span.chunk_points(10**9) == 1
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (None, 123.0),
-    ("1764547200", END_S),
-    ("2025-12-01T00:00:00Z", END_S),
-    ("2025-12-01T01:00:00+01:00", END_S),
-    ("2025-12-01T00:00:00", END_S),  # no zone: UTC
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, 123.0),
+        ("1764547200", END_S),
+        ("2025-12-01T00:00:00Z", END_S),
+        ("2025-12-01T01:00:00+01:00", END_S),
+        ("2025-12-01T00:00:00", END_S),  # no zone: UTC
+    ],
+)
 def test_end_takes_unix_seconds_or_rfc3339(text, expected):
     assert span.parse_end(text, now_s=123.0) == expected
 

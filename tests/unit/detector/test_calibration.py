@@ -15,7 +15,7 @@ DECAY = 0.9995
 def _tables(signals=1):
     hist = np.zeros((1, signals * c.HIST_BINS))
     htot = np.zeros((1, 3 * signals))
-    htot[0, signals:2 * signals] = 1.0  # the lazy-forgetting divisor starts at 1
+    htot[0, signals : 2 * signals] = 1.0  # the lazy-forgetting divisor starts at 1
     return hist, htot
 
 
@@ -71,7 +71,7 @@ def test_take_back_leaves_the_value_learned_at_the_remaining_weight(back):
     stored = hist[0, c.bin_of(9.0)] * g
     assert stored == pytest.approx(1.0 - back, abs=1e-12)
     assert htot[0, 2] * g == pytest.approx(hist[0].sum() * g)
-    assert htot[0, 0] == pytest.approx(sum(DECAY ** i for i in range(51)) - back, rel=1e-12)
+    assert htot[0, 0] == pytest.approx(sum(DECAY**i for i in range(51)) - back, rel=1e-12)
 
 
 def test_an_incident_does_not_teach_the_calibration_that_it_is_normal():
@@ -87,7 +87,8 @@ def test_an_incident_does_not_teach_the_calibration_that_it_is_normal():
     family = EnsembleFamily(EnsembleParams(season_bins=0), capacity=1)
     family.configure(0)
     out = Scores.empty(x.shape[0])
-    family.score_learn(np.zeros(x.shape[0], np.int32),
-                       np.arange(x.shape[0], dtype=np.int64) * 60_000, x, out)
+    family.score_learn(
+        np.zeros(x.shape[0], np.int32), np.arange(x.shape[0], dtype=np.int64) * 60_000, x, out
+    )
     assert out.score[1000:1003].min() >= 0.9999
     assert out.score[1500:1503].min() >= 0.9999

@@ -36,16 +36,18 @@ def test_check_exit_codes_and_every_problem_in_one_pass(tmp_path, capsys):
     bad.write_text(BAD)
     assert main(["check", str(bad)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert sorted(err[:-1]) == sorted([
-        f"{bad}:9: limits: Input should be a mapping (key: value)",
-        f"{bad}:3: series[0].detector: 'foo' is not one of 'robust', 'ensemble', 'spot'",
-        f"{bad}:5: series[1].detector.risk: Input should be a valid number, unable to parse "
-        "string as a number",
-        f"{bad}:7: alerts[0].for_s: '30m1h': units must go from largest to smallest, each "
-        "once (e.g. 1h30m, not 30m1h)",
-        f"{bad}:8: alerts[0].severities: thresholds must be strictly ascending",
-        f"{bad}:10: bogus: Extra inputs are not permitted",
-    ])
+    assert sorted(err[:-1]) == sorted(
+        [
+            f"{bad}:9: limits: Input should be a mapping (key: value)",
+            f"{bad}:3: series[0].detector: 'foo' is not one of 'robust', 'ensemble', 'spot'",
+            f"{bad}:5: series[1].detector.risk: Input should be a valid number, unable to parse "
+            "string as a number",
+            f"{bad}:7: alerts[0].for_s: '30m1h': units must go from largest to smallest, each "
+            "once (e.g. 1h30m, not 30m1h)",
+            f"{bad}:8: alerts[0].severities: thresholds must be strictly ascending",
+            f"{bad}:10: bogus: Extra inputs are not permitted",
+        ]
+    )
     assert err[-1] == f"vigil-detector check: 6 problems in {bad}"
     for line in err:  # no pydantic internals: class names, function names, error urls
         assert not re.search(r"Value error|_kind_of|errors\.pydantic|Params\b|\[type=", line)
@@ -73,7 +75,7 @@ def test_schema_is_2020_12_with_an_id_and_the_fields_editors_need(capsys):
 
 def _readme_config() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### Configuration"):]
+    section = text[text.index("### Configuration") :]
     return re.search(r"```yaml\n(.*?)```", section, flags=re.S).group(1)
 
 

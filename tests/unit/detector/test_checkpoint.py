@@ -38,10 +38,19 @@ class Detector:
 
     def feed(self, names: list[str], ts_ms: int, seed: int = 0) -> None:
         rng = np.random.default_rng(seed + ts_ms)
-        self.pipeline.process([self.ingest([
-            encode.Series(labels=(("__name__", name), ("job", "api")),
-                          samples=[(ts_ms, float(1.0 + 0.1 * rng.standard_normal()))])
-            for name in names])])
+        self.pipeline.process(
+            [
+                self.ingest(
+                    [
+                        encode.Series(
+                            labels=(("__name__", name), ("job", "api")),
+                            samples=[(ts_ms, float(1.0 + 0.1 * rng.standard_normal()))],
+                        )
+                        for name in names
+                    ]
+                )
+            ]
+        )
 
 
 NAMES = [f"m{i}" for i in range(20)]
@@ -59,8 +68,7 @@ def _table(d: Detector, name: str) -> np.ndarray:
 
 
 def _save(state_dir: Path, d: Detector, now_ms: int) -> Path:
-    return checkpoint.write(state_dir, checkpoint.snapshot(d.registry, d.pipeline,
-                                                           now_ms=now_ms))
+    return checkpoint.write(state_dir, checkpoint.snapshot(d.registry, d.pipeline, now_ms=now_ms))
 
 
 def test_a_restore_gives_back_every_table_and_family_row(tmp_path):
@@ -73,10 +81,12 @@ def test_a_restore_gives_back_every_table_and_family_row(tmp_path):
     for name in CHECKPOINTED:
         assert np.array_equal(_table(back, name), _table(d, name), equal_nan=True), name
     for name, arr in d.pipeline.detectors.families[0].arrays().items():
-        assert np.array_equal(back.pipeline.detectors.families[0].arrays()[name][:20],
-                              arr[:20], equal_nan=True), name
-    assert [back.registry.labels_of(s) for s in range(20)] == \
-        [d.registry.labels_of(s) for s in range(20)]
+        assert np.array_equal(
+            back.pipeline.detectors.families[0].arrays()[name][:20], arr[:20], equal_nan=True
+        ), name
+    assert [back.registry.labels_of(s) for s in range(20)] == [
+        d.registry.labels_of(s) for s in range(20)
+    ]
 
 
 def test_a_snapshot_leaves_out_slots_whose_batch_the_worker_has_not_reached(tmp_path):
@@ -114,7 +124,8 @@ def _truncate_npz_with_matching_checksum(where: Path) -> None:
     _truncate(where / "tables.npz")
     manifest = json.loads((where / "manifest.json").read_text())
     manifest["files"]["tables.npz"] = hashlib.sha256(
-        (where / "tables.npz").read_bytes()).hexdigest()
+        (where / "tables.npz").read_bytes()
+    ).hexdigest()
     (where / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -123,8 +134,7 @@ DAMAGE = {
     "flipped byte in series": (lambda w: _flip_byte(w / "series.jsonl"), "checksum"),
     "flipped byte in tables": (lambda w: _flip_byte(w / "tables.npz"), "checksum"),
     "truncated manifest": (lambda w: _truncate(w / "manifest.json"), "unreadable"),
-    "truncated tables, checksum rewritten": (_truncate_npz_with_matching_checksum,
-                                             "unreadable"),
+    "truncated tables, checksum rewritten": (_truncate_npz_with_matching_checksum, "unreadable"),
     "a newer version": (lambda w: _rewrite_manifest(w, version=99), "version"),
     "another format": (lambda w: _rewrite_manifest(w, format="something-else"), "version"),
     "missing directory": (lambda w: shutil.rmtree(w), "missing"),
@@ -208,8 +218,9 @@ def test_two_writes_in_one_millisecond_get_their_own_directories(tmp_path):
 
 def test_a_series_the_current_limits_refuse_is_left_out_alone(tmp_path):
     d = Detector()
-    wide = encode.Series(labels=(("__name__", "w"), *((f"l{i}", "v") for i in range(6))),
-                         samples=[(1000, 1.0)])
+    wide = encode.Series(
+        labels=(("__name__", "w"), *((f"l{i}", "v") for i in range(6))), samples=[(1000, 1.0)]
+    )
     narrow = encode.Series(labels=(("__name__", "n"),), samples=[(1000, 2.0)])
     d.pipeline.process([d.ingest([wide, narrow])])
     _save(tmp_path, d, 1000)

@@ -40,8 +40,7 @@ class Fresh:
     def __init__(self, cfg: DetectorConfig) -> None:
         self.registry = SeriesRegistry(cfg)
         self.ingestor = Ingestor(self.registry, max_decompressed_bytes=1 << 24)
-        self.pipeline = Pipeline(build_metrics(CollectorRegistry()),
-                                 alerts=AlertState(cfg.alerts))
+        self.pipeline = Pipeline(build_metrics(CollectorRegistry()), alerts=AlertState(cfg.alerts))
 
 
 def _saved() -> tuple[dict, list, dict[str, np.ndarray]]:
@@ -55,8 +54,9 @@ def _saved() -> tuple[dict, list, dict[str, np.ndarray]]:
 
 def _family_rows(d: Fresh, kind: str) -> dict[str, np.ndarray]:
     """The restored family arrays of the one series of ``kind``."""
-    [slot] = [s for s in range(d.registry.n_tracked)
-              if dict(d.registry.labels_of(s))["kind"] == kind]
+    [slot] = [
+        s for s in range(d.registry.n_tracked) if dict(d.registry.labels_of(s))["kind"] == kind
+    ]
     dets = d.pipeline.detectors
     f, row = int(dets.family_of[slot]), int(dets.row_of[slot])
     return {name: arr[row] for name, arr in dets.families[f].arrays().items()}
@@ -66,8 +66,9 @@ def _saved_rows(kind: str) -> dict[str, np.ndarray]:
     _manifest, entries, tables = _saved()
     [(_, family, row)] = [e for e in entries if dict(e[0])["kind"] == kind]
     prefix = f"f{family}_"
-    return {name[len(prefix):]: arr[row] for name, arr in tables.items()
-            if name.startswith(prefix)}
+    return {
+        name[len(prefix) :]: arr[row] for name, arr in tables.items() if name.startswith(prefix)
+    }
 
 
 def test_the_fixture_is_a_version_1_checkpoint():
@@ -92,8 +93,9 @@ def test_a_version_1_checkpoint_restores_what_every_family_learned(caplog):
         for name in CHECKPOINTED:
             if name not in tables:  # a table added since starts fresh, by design
                 continue
-            assert np.array_equal(getattr(d.pipeline, name)[slot], tables[name][old],
-                                  equal_nan=True), name
+            assert np.array_equal(
+                getattr(d.pipeline, name)[slot], tables[name][old], equal_nan=True
+            ), name
     assert "(format version 1)" in caplog.text
 
 
@@ -103,8 +105,7 @@ def test_changed_settings_start_fresh_and_are_reported_as_config_changed():
     assert (result.restored, result.reset) == (2, {"config_changed": 1})
 
 
-def test_a_changed_layout_without_migration_starts_fresh_logged_and_counted(monkeypatch,
-                                                                           caplog):
+def test_a_changed_layout_without_migration_starts_fresh_logged_and_counted(monkeypatch, caplog):
     monkeypatch.setattr(checkpoint, "LAYOUTS", {**checkpoint.LAYOUTS, "ensemble": 2})
     d = Fresh(_config())
     with caplog.at_level(logging.WARNING, logger="detector.checkpoint"):
@@ -133,8 +134,12 @@ def test_a_migration_carries_an_old_layout_over(monkeypatch):
         return {**tables, "state": tables["state"] + 1.0}
 
     d = Fresh(_config())
-    result = checkpoint.restore(V1, d.registry, d.pipeline, migrations={
-        ("spot", 1): (2, one_to_two), ("spot", 2): (3, two_to_three)})
+    result = checkpoint.restore(
+        V1,
+        d.registry,
+        d.pipeline,
+        migrations={("spot", 1): (2, one_to_two), ("spot", 2): (3, two_to_three)},
+    )
     assert (result.restored, result.migrated, result.reset) == (3, 1, {})
     assert calls == [1, 2]  # once per family, not per series
     saved = _saved_rows("spot")["state"]
@@ -144,8 +149,9 @@ def test_a_migration_carries_an_old_layout_over(monkeypatch):
 def test_a_broken_chain_is_no_migration(monkeypatch):
     monkeypatch.setattr(checkpoint, "LAYOUTS", {**checkpoint.LAYOUTS, "spot": 3})
     d = Fresh(_config())
-    result = checkpoint.restore(V1, d.registry, d.pipeline,
-                                migrations={("spot", 1): (2, lambda t: t)})
+    result = checkpoint.restore(
+        V1, d.registry, d.pipeline, migrations={("spot", 1): (2, lambda t: t)}
+    )
     assert result.reset == {"layout_changed": 1}
 
 
@@ -165,8 +171,7 @@ def test_new_checkpoints_record_each_familys_layout(tmp_path):
     assert checkpoint.restore(tmp_path, back.registry, back.pipeline).restored == 3
 
 
-@pytest.mark.parametrize("params", [RobustParams(), EnsembleParams(), SpotParams()],
-                         ids=KINDS)
+@pytest.mark.parametrize("params", [RobustParams(), EnsembleParams(), SpotParams()], ids=KINDS)
 def test_a_layout_number_changes_whenever_its_tables_do(params):
     """When this fails, a family's tables changed: bump checkpoint.LAYOUTS[kind], add a
     migration if the old state can be carried over, update layouts.json, and say in
@@ -175,10 +180,8 @@ def test_a_layout_number_changes_whenever_its_tables_do(params):
     family = build_family(params)
     family.ensure(1)
     family.configure(0)
-    tables = {name: [str(arr.dtype), list(arr.shape[1:])]
-              for name, arr in family.arrays().items()}
-    assert (checkpoint.LAYOUTS[params.kind], tables) == (recorded["layout"],
-                                                         recorded["tables"])
+    tables = {name: [str(arr.dtype), list(arr.shape[1:])] for name, arr in family.arrays().items()}
+    assert (checkpoint.LAYOUTS[params.kind], tables) == (recorded["layout"], recorded["tables"])
 
 
 async def test_the_app_counts_series_that_start_fresh(aiohttp_client, tmp_path, monkeypatch):

@@ -41,23 +41,30 @@ async def test_probes_under_both_names(aiohttp_client):
 
 
 async def test_startup_facts_name_rules_and_restored_series(aiohttp_client, tmp_path):
-    cfg = DetectorConfig(series=(SeriesRule(name="a", match='{job="a"}'),
-                                 SeriesRule(name="b")),
-                         alerts=(AlertRule(name="One"),))
-    client, rt = await start(aiohttp_client, cfg, state_dir=tmp_path,
-                             alertmanagers=["http://am:9093"])
+    cfg = DetectorConfig(
+        series=(SeriesRule(name="a", match='{job="a"}'), SeriesRule(name="b")),
+        alerts=(AlertRule(name="One"),),
+    )
+    client, rt = await start(
+        aiohttp_client, cfg, state_dir=tmp_path, alertmanagers=["http://am:9093"]
+    )
     rt.restored = 12
-    assert startup_facts(client.app) == ["2 series rules", "1 alert rule",
-                                         "12 series restored from checkpoint",
-                                         "alerts to 1 Alertmanager"]
+    assert startup_facts(client.app) == [
+        "2 series rules",
+        "1 alert rule",
+        "12 series restored from checkpoint",
+        "alerts to 1 Alertmanager",
+    ]
 
 
 def _numba_modules() -> set[str]:
     out = set()
     for path in (ROOT / "detector").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        if any(isinstance(n, ast.ImportFrom) and (n.module or "").startswith("numba")
-               for n in ast.walk(tree)):
+        if any(
+            isinstance(n, ast.ImportFrom) and (n.module or "").startswith("numba")
+            for n in ast.walk(tree)
+        ):
             parts = path.relative_to(ROOT).with_suffix("").parts
             out.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return out

@@ -64,12 +64,16 @@ def test_invalid_yaml_reports_line(tmp_path):
 
 def test_detector_kind_defaults_to_ensemble_and_unknown_kind_is_refused(tmp_path):
     path = tmp_path / "k.yaml"
-    path.write_text("series:\n  - name: a\n    detector: {alpha_fast: 0.05}\n"
-                    "  - name: b\n    detector: {kind: prophet}\n")
+    path.write_text(
+        "series:\n  - name: a\n    detector: {alpha_fast: 0.05}\n"
+        "  - name: b\n    detector: {kind: prophet}\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert f"{path}:5: series[1].detector: 'prophet' is not one of 'robust', 'ensemble', " \
+    assert (
+        f"{path}:5: series[1].detector: 'prophet' is not one of 'robust', 'ensemble', "
         "'spot'" in str(info.value)
+    )
     path.write_text("series:\n  - name: a\n    detector: {alpha_fast: 0.05}\n")
     assert load_config(path).series[0].detector.kind == "ensemble"
 
@@ -124,8 +128,9 @@ def test_halfspacetrees_without_river_is_a_config_error_saying_what_to_install(m
 
     assert EntityModel(kind="halfspacetrees").kind == "halfspacetrees"  # river is here
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "river" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "river" else real(name, *a)
+    )
     with pytest.raises(ValidationError, match=r"pip install 'vigil\[river\]'"):
         EntityModel(kind="halfspacetrees")
 
@@ -155,13 +160,16 @@ def test_every_seconds_field_takes_prometheus_durations(tmp_path):
 
 def test_bad_durations_are_reported_at_their_line_without_validator_internals(tmp_path):
     path = tmp_path / "d.yaml"
-    path.write_text("alerts:\n  - name: A\n    for_s: 30m1h\nalerting:\n  resend_s: 0s\n"
-                    "  timeout_s: 1.5h\n")
+    path.write_text(
+        "alerts:\n  - name: A\n    for_s: 30m1h\nalerting:\n  resend_s: 0s\n  timeout_s: 1.5h\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path)
     lines = str(err.value).splitlines()
-    assert lines[0] == (f"{path}:3: alerts[0].for_s: '30m1h': units must go from largest "
-                        "to smallest, each once (e.g. 1h30m, not 30m1h)")
+    assert lines[0] == (
+        f"{path}:3: alerts[0].for_s: '30m1h': units must go from largest "
+        "to smallest, each once (e.g. 1h30m, not 30m1h)"
+    )
     assert lines[1] == f"{path}:5: alerting.resend_s: Input should be greater than 0"
     assert lines[2].startswith(f"{path}:6: alerting.timeout_s: '1.5h' is not a duration")
     assert "Value error" not in str(err.value)

@@ -12,8 +12,12 @@ COLD = config(warm_start=WarmStartConfig(enabled=False))
 
 def test_fingerprint_is_alertmanagers():
     # the fingerprint Alertmanager 0.25 gave this alert (tests/fixtures/samples/webhook_01.json)
-    labels = {"alertname": "ResearchAlwaysFiring", "research": "stack",
-              "service": "research", "severity": "info"}
+    labels = {
+        "alertname": "ResearchAlwaysFiring",
+        "research": "stack",
+        "service": "research",
+        "severity": "info",
+    }
     assert fingerprint(labels) == "89d523e42551dcff"
 
 
@@ -35,17 +39,26 @@ async def test_page_and_assets_are_served_with_a_strict_policy(aiohttp_client):
     assert (await client.get("/console/..%2Fapp.py")).status == 404
 
 
-async def test_level_shift_shows_with_its_history_alert_and_links(aiohttp_client,
-                                                                  aiohttp_server):
+async def test_level_shift_shows_with_its_history_alert_and_links(aiohttp_client, aiohttp_server):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     am_url = str(server.make_url("")).rstrip("/")
-    client, _rt = await start(aiohttp_client, COLD, alertmanagers=[am_url],
-                             remediator_url="http://remediator.example:9421")
+    client, _rt = await start(
+        aiohttp_client,
+        COLD,
+        alertmanagers=[am_url],
+        remediator_url="http://remediator.example:9421",
+    )
     now = int(time.time() * 1000)
     start_ms = now - 400_000
-    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8,
-                          namespace="shop", service="checkout")
+    shifted = level_shift(
+        "latency_seconds",
+        start_ms=start_ms,
+        n_normal=300,
+        n_shift=8,
+        namespace="shop",
+        service="checkout",
+    )
     assert (await client.post("/api/v1/write", data=body(shifted), headers=V1)).status == 204
     await am.wait_for(lambda a: a["labels"].get("metric_name") == "latency_seconds")
     doc = await (await client.get("/api/v1/anomalies/recent")).json()
@@ -63,10 +76,12 @@ async def test_level_shift_shows_with_its_history_alert_and_links(aiohttp_client
     # one fingerprint per severity the alert went through, the current one last
     assert alert["fingerprints"][-1] == alert["fingerprint"]
     severities = {"warning", "critical"}
-    assert {fingerprint({**alert["labels"], "severity": s}) for s in severities} >= \
-        set(alert["fingerprints"])
-    assert links["runs"] == ("http://remediator.example:9421/#runs?fingerprint="
-                             + ",".join(alert["fingerprints"]))
+    assert {fingerprint({**alert["labels"], "severity": s}) for s in severities} >= set(
+        alert["fingerprints"]
+    )
+    assert links["runs"] == (
+        "http://remediator.example:9421/#runs?fingerprint=" + ",".join(alert["fingerprints"])
+    )
     assert links["alertmanager"].startswith(f"{am_url}/#/alerts?filter=%7B")
     assert links["runbook"].endswith("/runbooks/VigilAnomaly")
 
@@ -86,8 +101,7 @@ async def test_level_shift_shows_with_its_history_alert_and_links(aiohttp_client
     assert (await client.get("/api/v1/anomalies/x/history")).status == 404
 
 
-async def test_without_history_firing_alerts_are_still_listed(aiohttp_client,
-                                                              aiohttp_server):
+async def test_without_history_firing_alerts_are_still_listed(aiohttp_client, aiohttp_server):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     cfg = COLD.model_copy(update={"console": ConsoleConfig(history_series=0)})

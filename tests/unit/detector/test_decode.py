@@ -28,7 +28,7 @@ def test_real_prometheus_bodies_decode_exactly(name):
     assert other_nan == ref["n_other_nan"]
     for i, series in enumerate(ref["series"]):
         assert dict(req.labels(i)) == series["labels"]
-        (ts, value), = series["samples"]
+        ((ts, value),) = series["samples"]
         j = int(np.flatnonzero(req.smp_series == i)[0])
         assert int(req.smp_ts[j]) == ts
         if value == "StaleNaN":
@@ -46,11 +46,17 @@ def test_metadata_only_request_counts_metadata():
 
 
 def test_v2_request_resolves_symbols():
-    raw = encode.encode_v2([
-        encode.Series(labels=[("__name__", "up"), ("job", "a")], samples=[(5, 1.0), (6, STALE)],
-                      n_histograms=2, n_exemplars=1),
-        encode.Series(labels=[("__name__", "up"), ("job", "b")], samples=[(7, -np.inf)]),
-    ])
+    raw = encode.encode_v2(
+        [
+            encode.Series(
+                labels=[("__name__", "up"), ("job", "a")],
+                samples=[(5, 1.0), (6, STALE)],
+                n_histograms=2,
+                n_exemplars=1,
+            ),
+            encode.Series(labels=[("__name__", "up"), ("job", "b")], samples=[(7, -np.inf)]),
+        ]
+    )
     req = decode.decode_request(np.frombuffer(raw, np.uint8), 2)
     assert req.labels(0) == (("__name__", "up"), ("job", "a"))
     assert req.labels(1) == (("__name__", "up"), ("job", "b"))
@@ -61,16 +67,20 @@ def test_v2_request_resolves_symbols():
 
 
 def _v1(labels, samples=((1, 1.0),)):
-    return np.frombuffer(encode.encode_v1([encode.Series(labels=labels, samples=samples)]),
-                         np.uint8)
+    return np.frombuffer(
+        encode.encode_v1([encode.Series(labels=labels, samples=samples)]), np.uint8
+    )
 
 
-@pytest.mark.parametrize(("labels", "message"), [
-    ([("job", "a"), ("__name__", "x")], "not sorted"),
-    ([("a", "1"), ("a", "2")], "not sorted"),
-    ([("", "x")], "empty name"),
-    ([], "without labels"),
-])
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([("job", "a"), ("__name__", "x")], "not sorted"),
+        ([("a", "1"), ("a", "2")], "not sorted"),
+        ([("", "x")], "empty name"),
+        ([], "without labels"),
+    ],
+)
 def test_invalid_label_sets_are_decode_errors(labels, message):
     with pytest.raises(DecodeError, match=message):
         decode.decode_request(_v1(labels), 1)
@@ -118,23 +128,29 @@ def test_corrupt_snappy_is_decode_error():
         decode.decompress(body[: len(body) // 2], max_decompressed_bytes=1 << 20)
 
 
-@pytest.mark.parametrize(("ctype", "encoding", "version"), [
-    ("application/x-protobuf", "snappy", 1),
-    (None, "snappy", 1),
-    ("application/x-protobuf;proto=prometheus.WriteRequest", "snappy", 1),
-    ("application/x-protobuf; proto=io.prometheus.write.v2.Request", "snappy", 2),
-    ("application/x-protobuf;proto=io.prometheus.write.v2.Request", "SNAPPY", 2),
-])
+@pytest.mark.parametrize(
+    ("ctype", "encoding", "version"),
+    [
+        ("application/x-protobuf", "snappy", 1),
+        (None, "snappy", 1),
+        ("application/x-protobuf;proto=prometheus.WriteRequest", "snappy", 1),
+        ("application/x-protobuf; proto=io.prometheus.write.v2.Request", "snappy", 2),
+        ("application/x-protobuf;proto=io.prometheus.write.v2.Request", "SNAPPY", 2),
+    ],
+)
 def test_content_type_selects_version(ctype, encoding, version):
     assert decode.parse_content_type(ctype, encoding) == version
 
 
-@pytest.mark.parametrize(("ctype", "encoding"), [
-    ("application/x-protobuf", "gzip"),
-    ("application/x-protobuf", None),
-    ("application/json", "snappy"),
-    ("application/x-protobuf;proto=foo.Bar", "snappy"),
-])
+@pytest.mark.parametrize(
+    ("ctype", "encoding"),
+    [
+        ("application/x-protobuf", "gzip"),
+        ("application/x-protobuf", None),
+        ("application/json", "snappy"),
+        ("application/x-protobuf;proto=foo.Bar", "snappy"),
+    ],
+)
 def test_unsupported_content_is_415_material(ctype, encoding):
     with pytest.raises(UnsupportedError):
         decode.parse_content_type(ctype, encoding)

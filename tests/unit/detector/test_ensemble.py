@@ -78,7 +78,7 @@ def test_a_sample_on_a_bins_edge_is_in_that_bin_every_day():
     x = 10.0 * hour.astype(np.float64)  # a step at every hour, the same every day
     out = Scores.empty(x.shape[0])
     family.score_learn(np.zeros(x.shape[0], np.int32), t, x, out)
-    firsts = np.flatnonzero((t - t0) % 3_600_000 == 0)[24 * 3:]  # from day four on
+    firsts = np.flatnonzero((t - t0) % 3_600_000 == 0)[24 * 3 :]  # from day four on
     # nearer its own hour's value than the one before (the steps are 10 apart)
     assert np.abs(out.expected[firsts] - x[firsts]).max() < 5.0
 
@@ -86,10 +86,13 @@ def test_a_sample_on_a_bins_edge_is_in_that_bin_every_day():
 def test_the_time_of_day_bin_is_exact_for_any_timestamp():
     family = EnsembleFamily(EnsembleParams(season_bins=48, season_sample_s=0.001), capacity=1)
     family.configure(0)
-    t = np.array([-1, 0, 1_799_999, 1_800_000, 86_399_999, 86_400_000,
-                  1_396_310_400_000 + 36_000_000], dtype=np.int64)
-    family.score_learn(np.zeros(t.shape[0], np.int32), t, np.ones(t.shape[0]),
-                       Scores.empty(t.shape[0]))
+    t = np.array(
+        [-1, 0, 1_799_999, 1_800_000, 86_399_999, 86_400_000, 1_396_310_400_000 + 36_000_000],
+        dtype=np.int64,
+    )
+    family.score_learn(
+        np.zeros(t.shape[0], np.int32), t, np.ones(t.shape[0]), Scores.empty(t.shape[0])
+    )
     visited = np.flatnonzero(family.visits[0]).tolist()
     assert visited == [0, 1, 20, 47]  # -1 ms is the day's last bin; 10:00 starts bin 20
     assert family.visits[0, 0] == 3 and family.visits[0, 47] == 2
@@ -99,8 +102,11 @@ def _daily(step_ms: int, days: int, blip_day: int = -1):
     """A daily sine, plus 50 over the last five minutes of 10:00-10:30 on ``blip_day``."""
     t = np.arange(days * 86_400_000 // step_ms, dtype=np.int64) * step_ms
     x = 100.0 + 20.0 * np.sin(2 * np.pi * (t % 86_400_000) / 86_400_000)
-    blip = (t // 86_400_000 == blip_day) & (t % 86_400_000 >= 37_500_000) & (
-        t % 86_400_000 < 37_800_000)
+    blip = (
+        (t // 86_400_000 == blip_day)
+        & (t % 86_400_000 >= 37_500_000)
+        & (t % 86_400_000 < 37_800_000)
+    )
     return t, x + 50.0 * blip
 
 
@@ -179,7 +185,7 @@ def test_an_outlier_at_a_bins_first_visit_does_not_become_its_offset():
     x[first_of_bin_6] = 82.0
     _, out = _run(t, x)
     assert out.score[first_of_bin_6] >= 0.9999
-    after = out.score[first_of_bin_6 + 1:first_of_bin_6 + 20]
+    after = out.score[first_of_bin_6 + 1 : first_of_bin_6 + 20]
     assert (after < 0.999).all(), after
     # moved by at most the clip (3 sigmas), not by the 18 of the outlier
     assert abs(out.expected[first_of_bin_6 + 1] - 100.0) < 3.5

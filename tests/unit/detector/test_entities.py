@@ -13,22 +13,37 @@ LABELS = [
     (("__name__", "cpu"), ("namespace", "shop"), ("pod", "web-2")),
     (("__name__", "disk"), ("node", "n1")),  # no pod label: in no entity
 ]
-RULE = EntityRule(name="pods", by=("namespace", "pod"), warmup_evaluations=60,
-                  model=EntityModel(window_size=60))
+RULE = EntityRule(
+    name="pods", by=("namespace", "pod"), warmup_evaluations=60, model=EntityModel(window_size=60)
+)
 
 
 def _pipeline():
     p = Pipeline(build_metrics(CollectorRegistry()), capacity=8)
-    p.process([Batch(slots=np.empty(0, np.int32), ts=np.empty(0, np.int64),
-                     bits=np.empty(0, np.uint64),
-                     new_slots=[SlotSpec(s, RobustParams(alpha=0.05)) for s in range(4)])])
+    p.process(
+        [
+            Batch(
+                slots=np.empty(0, np.int32),
+                ts=np.empty(0, np.int64),
+                bits=np.empty(0, np.uint64),
+                new_slots=[SlotSpec(s, RobustParams(alpha=0.05)) for s in range(4)],
+            )
+        ]
+    )
     return p
 
 
 def _step(p, t, cpu, mem):
     values = np.array([cpu, mem, 1.0, 2.0])
-    p.process([Batch(slots=np.arange(4, dtype=np.int32), ts=np.full(4, t, np.int64),
-                     bits=values.view(np.uint64))])
+    p.process(
+        [
+            Batch(
+                slots=np.arange(4, dtype=np.int32),
+                ts=np.full(4, t, np.int64),
+                bits=values.view(np.uint64),
+            )
+        ]
+    )
 
 
 def test_membership_follows_the_by_labels():
@@ -63,11 +78,16 @@ def test_an_unusual_combination_stands_out_where_each_series_looks_normal():
 
 
 async def test_entities_api_lists_scored_entities(aiohttp_client):
-    cfg = DetectorConfig(series=(SeriesRule(name="all", detector=RobustParams()),),
-                         entities=(RULE,))
+    cfg = DetectorConfig(
+        series=(SeriesRule(name="all", detector=RobustParams()),), entities=(RULE,)
+    )
     client, rt = await start(aiohttp_client, cfg)
-    data = body([series("cpu", 1, 1.0, namespace="a", pod="p"),
-                 series("mem", 1, 2.0, namespace="a", pod="p")])
+    data = body(
+        [
+            series("cpu", 1, 1.0, namespace="a", pod="p"),
+            series("mem", 1, 2.0, namespace="a", pod="p"),
+        ]
+    )
     assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
     await rt.wait_idle()
     assert rt.entities is not None

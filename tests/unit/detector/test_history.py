@@ -8,8 +8,9 @@ from detector.pipeline.history import History
 
 
 def _scores(n, score=0.5):
-    return Scores(score=np.full(n, score), expected=np.ones(n), lower=np.zeros(n),
-                  upper=np.full(n, 2.0))
+    return Scores(
+        score=np.full(n, score), expected=np.ones(n), lower=np.zeros(n), upper=np.full(n, 2.0)
+    )
 
 
 def _batch(slots, ts):
@@ -19,8 +20,19 @@ def _batch(slots, ts):
 
 def _event(slot, kind, ts_ms, since_ms=0, level=1, peak=0.99999):
     nan = float("nan")
-    return AlertEvent(slot=slot, kind=kind, level=level, ts_ms=ts_ms, since_ms=since_ms,
-                      score=peak, value=nan, expected=nan, lower=nan, upper=nan, peak=peak)
+    return AlertEvent(
+        slot=slot,
+        kind=kind,
+        level=level,
+        ts_ms=ts_ms,
+        since_ms=since_ms,
+        score=peak,
+        value=nan,
+        expected=nan,
+        lower=nan,
+        upper=nan,
+        peak=peak,
+    )
 
 
 def test_series_in_normal_state_are_not_recorded():

@@ -13,9 +13,14 @@ from detector.series.registry import OVER_LIMIT, UNTRACKED, SeriesRegistry
 
 
 def _body(*series: tuple[str, int, float]) -> bytes:
-    return encode.compress(encode.encode_v1([
-        encode.Series(labels=[("__name__", name)], samples=[(ts, value)])
-        for name, ts, value in series]))
+    return encode.compress(
+        encode.encode_v1(
+            [
+                encode.Series(labels=[("__name__", name)], samples=[(ts, value)])
+                for name, ts, value in series
+            ]
+        )
+    )
 
 
 def test_route_copies_tracked_samples_in_order_and_counts_the_rest():
@@ -27,8 +32,7 @@ def test_route_copies_tracked_samples_in_order_and_counts_the_rest():
     out_ts = np.zeros(7, np.int64)
     out_bits = np.zeros(7, np.uint64)
     by_marker = np.zeros(4, np.int64)
-    k = _route.route(series_values, smp_series, ts, bits, out_slots, out_ts, out_bits,
-                     by_marker)
+    k = _route.route(series_values, smp_series, ts, bits, out_slots, out_ts, out_bits, by_marker)
     assert k == 4
     assert out_slots[:k].tolist() == [5, 7, 7, 5]
     assert out_ts[:k].tolist() == [10, 12, 14, 16]
@@ -51,8 +55,9 @@ def test_decompress_into_a_buffer_equals_fresh_memory():
 def test_corrupt_snappy_into_a_buffer_is_decode_error():
     body = encode.compress(bytes(range(256)) * 20)
     with pytest.raises(DecodeError):
-        decode.decompress(body[: len(body) // 2], max_decompressed_bytes=1 << 20,
-                          into=np.empty(1 << 14, np.uint8))
+        decode.decompress(
+            body[: len(body) // 2], max_decompressed_bytes=1 << 20, into=np.empty(1 << 14, np.uint8)
+        )
 
 
 def test_a_batch_outlives_the_next_request_on_the_same_thread():
@@ -71,8 +76,9 @@ def test_a_batch_outlives_the_next_request_on_the_same_thread():
 
 
 def test_untracked_and_over_limit_samples_are_counted_not_batched():
-    cfg = DetectorConfig(limits=Limits(max_series=1),
-                         series=(SeriesRule(name="only-a", match='{__name__=~"a|c"}'),))
+    cfg = DetectorConfig(
+        limits=Limits(max_series=1), series=(SeriesRule(name="only-a", match='{__name__=~"a|c"}'),)
+    )
     ingestor = Ingestor(SeriesRegistry(cfg), max_decompressed_bytes=1 << 20)
     got = ingestor.ingest(_body(("a", 1, 1.0), ("b", 1, 2.0), ("c", 1, 3.0)), 1)
     assert got.batch.slots.tolist() == [0]

@@ -10,10 +10,17 @@ from hypothesis import strategies as st
 from detector.alerting.state import ALERT_TABLES, FIRING, NORMAL, AlertState, EventKind
 from detector.config import AlertRule, SeverityLevel
 
-RULE = AlertRule(severities=(SeverityLevel(severity="warning", score=0.99),
-                             SeverityLevel(severity="critical", score=0.9999)),
-                 for_samples=3, for_s=0.0, resolve_below=0.9, resolve_samples=2,
-                 resolve_s=0.0)
+RULE = AlertRule(
+    severities=(
+        SeverityLevel(severity="warning", score=0.99),
+        SeverityLevel(severity="critical", score=0.9999),
+    ),
+    for_samples=3,
+    for_s=0.0,
+    resolve_below=0.9,
+    resolve_samples=2,
+    resolve_s=0.0,
+)
 
 
 class Tables:
@@ -35,8 +42,11 @@ def run(state, tables, slots, scores, ts=None, outside=None):
     bool per sample) puts them below it."""
     slots = np.asarray(slots, np.int32)
     scores = np.asarray(scores, np.float64)
-    ts = np.arange(1, len(slots) + 1, dtype=np.int64) * 1000 if ts is None else np.asarray(
-        ts, np.int64)
+    ts = (
+        np.arange(1, len(slots) + 1, dtype=np.int64) * 1000
+        if ts is None
+        else np.asarray(ts, np.int64)
+    )
     values = scores * 10
     out = np.zeros(len(slots), bool) if outside is None else np.asarray(outside, bool)
     lower, upper = values - 1 + 2 * out, values + 1
@@ -79,8 +89,16 @@ def test_a_pending_run_holds_until_the_series_has_come_back():
     for inner, fires in ((7.5, True), (8.5, False)):
         state, t = AlertState([RULE]), Tables(1)
         v = np.where(values == 7.5, inner, values)
-        ev = state.step(t, np.zeros(5, np.int32), np.arange(1, 6, dtype=np.int64) * 1000,
-                        scores, v, np.full(5, 10.0), np.full(5, 6.0), np.full(5, 14.0))
+        ev = state.step(
+            t,
+            np.zeros(5, np.int32),
+            np.arange(1, 6, dtype=np.int64) * 1000,
+            scores,
+            v,
+            np.full(5, 10.0),
+            np.full(5, 6.0),
+            np.full(5, 14.0),
+        )
         assert [(e.kind, e.ts_ms) for e in ev] == ([(EventKind.FIRE, 5000)] if fires else [])
 
 
@@ -94,10 +112,14 @@ def test_hysteresis_samples_between_normal_and_threshold_do_not_resolve():
 def test_a_value_outside_the_band_keeps_a_started_run_going():
     state, t = AlertState([RULE]), Tables(1)
     # a shift: the first sample scores high, the next ones fade but stay outside the band
-    ev = run(state, t, [0] * 9, [0.5, 0.995, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
-             outside=[0, 1, 1, 1, 1, 0, 0, 0, 0])
-    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 4000),
-                                               (EventKind.RESOLVE, 7000)]
+    ev = run(
+        state,
+        t,
+        [0] * 9,
+        [0.5, 0.995, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+        outside=[0, 1, 1, 1, 1, 0, 0, 0, 0],
+    )
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 4000), (EventKind.RESOLVE, 7000)]
     # outside the band alone never starts a run
     state, t = AlertState([RULE]), Tables(1)
     assert run(state, t, [0] * 5, [0.5] * 5, outside=[1] * 5) == []
@@ -116,13 +138,18 @@ def test_fires_at_the_highest_level_reached_while_pending():
 
 
 def test_for_seconds_and_resolve_seconds_are_both_required():
-    rule = RULE.model_copy(update={"for_samples": 1, "for_s": 10.0, "resolve_samples": 1,
-                                   "resolve_s": 5.0})
+    rule = RULE.model_copy(
+        update={"for_samples": 1, "for_s": 10.0, "resolve_samples": 1, "resolve_s": 5.0}
+    )
     state, t = AlertState([rule]), Tables(1)
-    ev = run(state, t, [0] * 8, [0.995] * 4 + [0.5] * 4,
-             ts=[0, 5000, 9000, 10000, 11000, 13000, 16000, 17000])
-    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 10000),
-                                               (EventKind.RESOLVE, 16000)]
+    ev = run(
+        state,
+        t,
+        [0] * 8,
+        [0.995] * 4 + [0.5] * 4,
+        ts=[0, 5000, 9000, 10000, 11000, 13000, 16000, 17000],
+    )
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 10000), (EventKind.RESOLVE, 16000)]
 
 
 DEFAULT = AlertRule()  # for_s 60 and resolve_s 120, one sample each
@@ -131,17 +158,17 @@ DEFAULT = AlertRule()  # for_s 60 and resolve_s 120, one sample each
 def test_default_for_fires_on_the_first_five_minute_sample_and_fourth_at_15_s():
     # a sample stands for the interval ending at it, as Prometheus's for: sees a series
     state, t = AlertState([DEFAULT]), Tables(1)
-    ev = run(state, t, [0] * 4, [0.5, 0.99999, 0.5, 0.5],
-             ts=[0, 300_000, 600_000, 900_000])
-    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, 300_000),
-                                               (EventKind.RESOLVE, 600_000)]
+    ev = run(state, t, [0] * 4, [0.5, 0.99999, 0.5, 0.5], ts=[0, 300_000, 600_000, 900_000])
+    assert [(e.kind, e.ts_ms) for e in ev] == [
+        (EventKind.FIRE, 300_000),
+        (EventKind.RESOLVE, 600_000),
+    ]
     state, t = AlertState([DEFAULT]), Tables(1)
     ts = [15_000 * k for k in range(16)]
     ev = run(state, t, [0] * 16, [0.5] + [0.99999] * 4 + [0.5] * 11, ts=ts)
     # 4th anomalous sample: 45 s since the first plus its own 15 s; resolved after 8
     # normal samples (105 s since the first plus 15 s)
-    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, ts[4]),
-                                               (EventKind.RESOLVE, ts[12])]
+    assert [(e.kind, e.ts_ms) for e in ev] == [(EventKind.FIRE, ts[4]), (EventKind.RESOLVE, ts[12])]
     assert ev[0].since_ms == ts[1]  # the alert still starts at its first anomalous sample
     state, t = AlertState([DEFAULT]), Tables(1)
     assert run(state, t, [0] * 5, [0.5] + [0.99999] * 3 + [0.5], ts=ts[:5]) == []
@@ -177,10 +204,13 @@ def test_sweep_resolves_stale_and_silent_firing_series():
     assert [e.slot for e in state.firing(t, 3, now_ms=110_000)] == [0]
 
 
-@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0.1, 0.95, 0.995, 0.99999,
-                                                                math.nan])),
-                max_size=80),
-       st.lists(st.integers(1, 79), max_size=5))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([0.1, 0.95, 0.995, 0.99999, math.nan])),
+        max_size=80,
+    ),
+    st.lists(st.integers(1, 79), max_size=5),
+)
 def test_feeding_in_pieces_gives_the_same_events_and_state(samples, cuts):
     slots = [s for s, _ in samples]
     scores = [x for _, x in samples]
@@ -193,8 +223,9 @@ def test_feeding_in_pieces_gives_the_same_events_and_state(samples, cuts):
     for a, b in itertools.pairwise(bounds):
         if b > a:
             got += run(piece_state, pieces, slots[a:b], scores[a:b], ts[a:b])
-    assert [(e.slot, e.kind, e.level, e.ts_ms) for e in got] == \
-        [(e.slot, e.kind, e.level, e.ts_ms) for e in expected]
+    assert [(e.slot, e.kind, e.level, e.ts_ms) for e in got] == [
+        (e.slot, e.kind, e.level, e.ts_ms) for e in expected
+    ]
     for name, _, _ in ALERT_TABLES:
         assert np.array_equal(getattr(whole, name), getattr(pieces, name), equal_nan=True), name
 

@@ -35,9 +35,25 @@ def test_too_little_history_detects_nothing():
 
 def test_a_history_batch_gives_its_series_its_own_period():
     p = Pipeline(build_metrics(CollectorRegistry()), capacity=2)
-    p.process([Batch(slots=np.empty(0, np.int32), ts=np.empty(0, np.int64),
-                     bits=np.empty(0, np.uint64), new_slots=[SlotSpec(0, EnsembleParams())])])
-    p.process([Batch(slots=np.zeros(1, np.int32), ts=np.ones(1, np.int64),
-                     bits=np.ones(1).view(np.uint64), periods=[(0, WEEK * 1000)])])
+    p.process(
+        [
+            Batch(
+                slots=np.empty(0, np.int32),
+                ts=np.empty(0, np.int64),
+                bits=np.empty(0, np.uint64),
+                new_slots=[SlotSpec(0, EnsembleParams())],
+            )
+        ]
+    )
+    p.process(
+        [
+            Batch(
+                slots=np.zeros(1, np.int32),
+                ts=np.ones(1, np.int64),
+                bits=np.ones(1).view(np.uint64),
+                periods=[(0, WEEK * 1000)],
+            )
+        ]
+    )
     family = p.detectors.families[0]
     assert family.state[p.detectors.row_of[0], k.S_PERIOD] == WEEK * 1000

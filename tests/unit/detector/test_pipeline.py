@@ -17,8 +17,12 @@ def _bits(values):
 
 
 def _batch(slots, ts, values, new=()):
-    return Batch(slots=np.array(slots, np.int32), ts=np.array(ts, np.int64),
-                 bits=_bits(values), new_slots=new)
+    return Batch(
+        slots=np.array(slots, np.int32),
+        ts=np.array(ts, np.int64),
+        bits=_bits(values),
+        new_slots=new,
+    )
 
 
 def _state(p, slot):
@@ -100,8 +104,12 @@ def test_warm_start_applies_history_before_the_held_live_samples():
     spec = SlotSpec(0, RobustParams(warmup_samples=5), warm=True)
     p.process([_batch([0, 0], [1000, 1001], [50.0, 51.0], new=[spec])])
     assert int(p.n_samples[0]) == 0  # held while the history is fetched
-    history = Batch(slots=np.zeros(4, np.int32), ts=np.array([10, 20, 30, 1000], np.int64),
-                    bits=_bits([10.0, 11.0, 12.0, 13.0]), warmed=(0,))
+    history = Batch(
+        slots=np.zeros(4, np.int32),
+        ts=np.array([10, 20, 30, 1000], np.int64),
+        bits=_bits([10.0, 11.0, 12.0, 13.0]),
+        warmed=(0,),
+    )
     p.process([history])
     # history, then the held samples; the held sample at 1000 collides with history: dropped
     assert int(p.n_samples[0]) == 5
@@ -114,8 +122,16 @@ def test_warm_start_applies_history_before_the_held_live_samples():
 def test_an_empty_history_just_releases_held_samples():
     p = _pipeline()
     p.process([_batch([0], [5], [1.0], new=[SlotSpec(0, RobustParams(), warm=True)])])
-    p.process([Batch(slots=np.zeros(0, np.int32), ts=np.zeros(0, np.int64),
-                     bits=np.zeros(0, np.uint64), warmed=(0,))])
+    p.process(
+        [
+            Batch(
+                slots=np.zeros(0, np.int32),
+                ts=np.zeros(0, np.int64),
+                bits=np.zeros(0, np.uint64),
+                warmed=(0,),
+            )
+        ]
+    )
     assert int(p.n_samples[0]) == 1
 
 
@@ -123,14 +139,27 @@ def _shift_events(params, *, n_shift, n_after):
     """The alert events of a level shift through the pipeline: 600 normal samples at 1 s,
     ``n_shift`` samples 50 sigmas up, then ``n_after`` back at the old level."""
     events = []
-    p = Pipeline(build_metrics(CollectorRegistry()), capacity=4,
-                 alerts=AlertState([AlertRule()]), on_events=events.extend)
+    p = Pipeline(
+        build_metrics(CollectorRegistry()),
+        capacity=4,
+        alerts=AlertState([AlertRule()]),
+        on_events=events.extend,
+    )
     rng = np.random.default_rng(7)
-    values = np.concatenate([10 + rng.normal(0, 1, 600), 60 + rng.normal(0, 1, n_shift),
-                             10 + rng.normal(0, 1, n_after)])
+    values = np.concatenate(
+        [10 + rng.normal(0, 1, 600), 60 + rng.normal(0, 1, n_shift), 10 + rng.normal(0, 1, n_after)]
+    )
     ts = np.arange(1, values.shape[0] + 1, dtype=np.int64) * 1000
-    p.process([_batch(np.zeros(values.shape[0], np.int32), ts, values,
-                      new=[SlotSpec(0, params, alert_rule=0)])])
+    p.process(
+        [
+            _batch(
+                np.zeros(values.shape[0], np.int32),
+                ts,
+                values,
+                new=[SlotSpec(0, params, alert_rule=0)],
+            )
+        ]
+    )
     return events
 
 

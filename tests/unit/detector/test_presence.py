@@ -8,24 +8,43 @@ from detector.metrics import build_metrics
 from detector.pipeline import presence
 from detector.pipeline.worker import Batch, Pipeline, SlotSpec
 
-RULES = PresenceConfig(warmup_samples=5, stuck_min_samples=10, stuck_factor=3.0,
-                       absent_intervals=5.0, absent_min_s=60.0)
+RULES = PresenceConfig(
+    warmup_samples=5,
+    stuck_min_samples=10,
+    stuck_factor=3.0,
+    absent_intervals=5.0,
+    absent_min_s=60.0,
+)
 STEP = 15_000
 STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 
 
 def _pipeline(n=2):
     p = Pipeline(build_metrics(CollectorRegistry()), capacity=4)
-    p.process([Batch(slots=np.empty(0, np.int32), ts=np.empty(0, np.int64),
-                     bits=np.empty(0, np.uint64),
-                     new_slots=[SlotSpec(s, RobustParams()) for s in range(n)])])
+    p.process(
+        [
+            Batch(
+                slots=np.empty(0, np.int32),
+                ts=np.empty(0, np.int64),
+                bits=np.empty(0, np.uint64),
+                new_slots=[SlotSpec(s, RobustParams()) for s in range(n)],
+            )
+        ]
+    )
     return p
 
 
 def _feed(p, slot, t0, values):
     ts = t0 + np.arange(len(values), dtype=np.int64) * STEP
-    p.process([Batch(slots=np.full(len(values), slot, np.int32), ts=ts,
-                     bits=np.array(values, dtype=np.float64).view(np.uint64))])
+    p.process(
+        [
+            Batch(
+                slots=np.full(len(values), slot, np.int32),
+                ts=ts,
+                bits=np.array(values, dtype=np.float64).view(np.uint64),
+            )
+        ]
+    )
     return int(ts[-1]) + STEP
 
 

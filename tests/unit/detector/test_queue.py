@@ -8,8 +8,9 @@ from detector.pipeline.worker import Batch, SampleQueue
 
 
 def _batch(n: int) -> Batch:
-    return Batch(slots=np.zeros(n, np.int32), ts=np.arange(n, dtype=np.int64),
-                 bits=np.zeros(n, np.uint64))
+    return Batch(
+        slots=np.zeros(n, np.int32), ts=np.arange(n, dtype=np.int64), bits=np.zeros(n, np.uint64)
+    )
 
 
 def _take_in_thread(q: SampleQueue) -> tuple[threading.Thread, list[list[Batch]]]:

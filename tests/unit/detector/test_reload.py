@@ -29,8 +29,10 @@ alerts:
 
 
 def _series(name: str, job: str, t0: int, n: int) -> encode.Series:
-    return encode.Series(labels=(("__name__", name), ("job", job)),
-                         samples=[(t0 + i * 1000, 1.0 + (i % 5) * 0.01) for i in range(n)])
+    return encode.Series(
+        labels=(("__name__", name), ("job", job)),
+        samples=[(t0 + i * 1000, 1.0 + (i % 5) * 0.01) for i in range(n)],
+    )
 
 
 async def _series_state(client) -> dict[str, dict]:
@@ -52,12 +54,12 @@ async def _started(aiohttp_client, tmp_path, text=GOOD, **kwargs):
     return client, rt, path
 
 
-async def test_a_bad_config_is_refused_whole_and_the_running_one_stays(aiohttp_client,
-                                                                       tmp_path):
+async def test_a_bad_config_is_refused_whole_and_the_running_one_stays(aiohttp_client, tmp_path):
     client, rt, path = await _started(aiohttp_client, tmp_path)
     running = rt.cfg
-    path.write_text(GOOD.replace("alpha: 0.05", "alpha: 5").replace("for_s: 3", "for_s: 30m1h")
-                    + "bogus: 1\n")
+    path.write_text(
+        GOOD.replace("alpha: 0.05", "alpha: 5").replace("for_s: 3", "for_s: 30m1h") + "bogus: 1\n"
+    )
     resp = await client.post("/-/reload")
     assert resp.status == 422
     doc = await resp.json()
@@ -86,17 +88,22 @@ async def test_a_bad_config_is_refused_whole_and_the_running_one_stays(aiohttp_c
 async def test_only_series_whose_detector_changed_start_fresh(aiohttp_client, tmp_path):
     client, rt, path = await _started(aiohttp_client, tmp_path)
     t0 = int(time.time() * 1000) - 100_000
-    await client.post("/api/v1/write", data=body([_series("x", "api", t0, 40),
-                                                  _series("x", "db", t0, 40)]), headers=V1)
+    await client.post(
+        "/api/v1/write",
+        data=body([_series("x", "api", t0, 40), _series("x", "db", t0, 40)]),
+        headers=V1,
+    )
     await rt.wait_idle()
     state = await _series_state(client)
     assert state["api"]["samples"] == state["db"]["samples"] == 40
     path.write_text(GOOD.replace("alpha: 0.05", "alpha: 0.1"))  # db's detector only
     doc = await (await client.post("/-/reload")).json()
     assert (doc["series_kept"], doc["series_reset"], doc["series_retired"]) == (1, 1, 0)
-    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 40_000, 5),
-                                                  _series("x", "db", t0 + 40_000, 5)]),
-                      headers=V1)
+    await client.post(
+        "/api/v1/write",
+        data=body([_series("x", "api", t0 + 40_000, 5), _series("x", "db", t0 + 40_000, 5)]),
+        headers=V1,
+    )
     await rt.wait_idle()
     state = await _series_state(client)
     assert state["api"]["samples"] == 45  # kept what it learned
@@ -109,17 +116,29 @@ async def test_only_series_whose_detector_changed_start_fresh(aiohttp_client, tm
 async def test_rules_decide_again_who_is_tracked(aiohttp_client, tmp_path):
     client, rt, path = await _started(aiohttp_client, tmp_path)
     t0 = int(time.time() * 1000) - 100_000
-    await client.post("/api/v1/write", data=body([
-        _series("x", "api", t0, 10), _series("x", "db", t0, 10),
-        _series("x", "cache", t0, 10)]), headers=V1)
+    await client.post(
+        "/api/v1/write",
+        data=body(
+            [_series("x", "api", t0, 10), _series("x", "db", t0, 10), _series("x", "cache", t0, 10)]
+        ),
+        headers=V1,
+    )
     await rt.wait_idle()
     assert set(await _series_state(client)) == {"api", "db"}  # cache matched no rule
     path.write_text(GOOD.replace("match: '{job=\"db\"}'", "match: '{job=\"cache\"}'"))
     doc = await (await client.post("/-/reload")).json()
     assert (doc["series_kept"], doc["series_reset"], doc["series_retired"]) == (1, 0, 1)
-    resp = await client.post("/api/v1/write", data=body([
-        _series("x", "api", t0 + 10_000, 3), _series("x", "db", t0 + 10_000, 3),
-        _series("x", "cache", t0 + 10_000, 3)]), headers=V1)
+    resp = await client.post(
+        "/api/v1/write",
+        data=body(
+            [
+                _series("x", "api", t0 + 10_000, 3),
+                _series("x", "db", t0 + 10_000, 3),
+                _series("x", "cache", t0 + 10_000, 3),
+            ]
+        ),
+        headers=V1,
+    )
     assert resp.status == 204
     await rt.wait_idle()
     state = await _series_state(client)
@@ -129,46 +148,50 @@ async def test_rules_decide_again_who_is_tracked(aiohttp_client, tmp_path):
     assert 'vigil_samples_dropped_total{reason="untracked"} 13.0' in metrics  # 10 + db's 3
 
 
-async def test_a_changed_alert_rule_resolves_what_it_fired(aiohttp_client, aiohttp_server,
-                                                           tmp_path):
+async def test_a_changed_alert_rule_resolves_what_it_fired(
+    aiohttp_client, aiohttp_server, tmp_path
+):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
     text = GOOD + "    match: '{job=\"api\"}'\n"
-    client, rt, path = await _started(aiohttp_client, tmp_path, text,
-                                      alertmanagers=[str(server.make_url(""))])
+    client, rt, path = await _started(
+        aiohttp_client, tmp_path, text, alertmanagers=[str(server.make_url(""))]
+    )
     start_ms = int(time.time() * 1000) - 400_000
-    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8,
-                          job="api")
+    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8, job="api")
     await client.post("/api/v1/write", data=body(shifted), headers=V1)
 
     def firing(alert) -> bool:
         return alert["labels"]["alertname"] == "Fast" and _ms(alert["endsAt"]) > time.time() * 1000
+
     [alert] = await am.wait_for(firing)
     path.write_text(text.replace("name: Fast", "name: Renamed"))
     resp = await client.post("/-/reload")
     assert resp.status == 200
-    resolved = await am.wait_for(lambda a: a["labels"] == alert["labels"]
-                                 and _ms(a["endsAt"]) <= time.time() * 1000)
-    assert resolved[-1]["annotations"]["resolution"] == \
-        "its alert rule changed in a config reload"
+    resolved = await am.wait_for(
+        lambda a: a["labels"] == alert["labels"] and _ms(a["endsAt"]) <= time.time() * 1000
+    )
+    assert resolved[-1]["annotations"]["resolution"] == "its alert rule changed in a config reload"
     assert rt.book is not None and rt.book.rules[0].name == "Renamed"
     assert rt.book.firing() == []
 
 
-async def test_an_unchanged_alert_keeps_firing_across_a_reload(aiohttp_client,
-                                                               aiohttp_server, tmp_path):
+async def test_an_unchanged_alert_keeps_firing_across_a_reload(
+    aiohttp_client, aiohttp_server, tmp_path
+):
     am = FakeAlertmanager()
     server = await aiohttp_server(am.app())
-    client, rt, path = await _started(aiohttp_client, tmp_path,
-                                      alertmanagers=[str(server.make_url(""))])
+    client, rt, path = await _started(
+        aiohttp_client, tmp_path, alertmanagers=[str(server.make_url(""))]
+    )
     start_ms = int(time.time() * 1000) - 400_000
-    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8,
-                          job="api")
+    shifted = level_shift("latency_seconds", start_ms=start_ms, n_normal=300, n_shift=8, job="api")
     await client.post("/api/v1/write", data=body(shifted), headers=V1)
     await am.wait_for(lambda a: a["labels"]["alertname"] == "Fast")
     # a rule inserted before it moves it to index 1; it is the same rule, so it stays
-    path.write_text(GOOD.replace("alerts:\n", "alerts:\n  - name: Other\n"
-                                 "    match: '{job=\"nothing\"}'\n"))
+    path.write_text(
+        GOOD.replace("alerts:\n", "alerts:\n  - name: Other\n    match: '{job=\"nothing\"}'\n")
+    )
     assert (await client.post("/-/reload")).status == 200
     await rt.wait_idle()
     [alert] = rt.book.firing()
@@ -191,9 +214,9 @@ def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-async def test_a_failure_inside_the_reload_is_reported_and_serving_goes_on(aiohttp_client,
-                                                                          tmp_path,
-                                                                          monkeypatch):
+async def test_a_failure_inside_the_reload_is_reported_and_serving_goes_on(
+    aiohttp_client, tmp_path, monkeypatch
+):
     client, rt, _path = await _started(aiohttp_client, tmp_path)
 
     def broken(cfg, draft=None):
@@ -207,21 +230,21 @@ async def test_a_failure_inside_the_reload_is_reported_and_serving_goes_on(aioht
     metrics = await (await client.get("/metrics")).text()
     assert "vigil_config_last_reload_successful 0.0" in metrics
     t0 = int(time.time() * 1000) - 10_000
-    resp = await client.post("/api/v1/write", data=body([_series("x", "api", t0, 3)]),
-                             headers=V1)
+    resp = await client.post("/api/v1/write", data=body([_series("x", "api", t0, 3)]), headers=V1)
     assert resp.status == 204
 
 
 def test_series_created_after_the_draft_are_decided_when_it_is_applied():
     def resolve(registry, *jobs):
-        raw = encode.encode_v1([encode.Series(labels=(("__name__", "x"), ("job", j)))
-                                for j in jobs])
+        raw = encode.encode_v1(
+            [encode.Series(labels=(("__name__", "x"), ("job", j))) for j in jobs]
+        )
         registry.resolve(decode.decode_request(np.frombuffer(raw, np.uint8), 1))
 
-    old = DetectorConfig.model_validate(yaml.safe_load(
-        GOOD.replace("match: '{job=\"db\"}'", "match: '{job=~\"db.*\"}'")))
-    new = DetectorConfig.model_validate(yaml.safe_load(GOOD.replace("alpha: 0.05",
-                                                                    "alpha: 0.1")))
+    old = DetectorConfig.model_validate(
+        yaml.safe_load(GOOD.replace("match: '{job=\"db\"}'", "match: '{job=~\"db.*\"}'"))
+    )
+    new = DetectorConfig.model_validate(yaml.safe_load(GOOD.replace("alpha: 0.05", "alpha: 0.1")))
     registry = SeriesRegistry(old)
     resolve(registry, "api", "db")
     draft = registry.draft_reconfigure(new)  # decides slots 0 and 1, changes nothing
@@ -235,20 +258,26 @@ def test_series_created_after_the_draft_are_decided_when_it_is_applied():
 
 
 async def test_a_retired_series_is_untracked_also_when_the_index_is_kept_in_place(
-        aiohttp_client, tmp_path):
+    aiohttp_client, tmp_path
+):
     client, rt, path = await _started(aiohttp_client, tmp_path)
     t0 = int(time.time() * 1000) - 100_000
-    await client.post("/api/v1/write", data=body([_series("x", "api", t0, 5),
-                                                  _series("x", "db", t0, 5)]), headers=V1)
+    await client.post(
+        "/api/v1/write",
+        data=body([_series("x", "api", t0, 5), _series("x", "db", t0, 5)]),
+        headers=V1,
+    )
     await rt.wait_idle()
     entries = rt.registry.canonical.n_entries
     path.write_text(GOOD.replace("match: '{job=\"db\"}'", "match: '{job=\"nothing\"}'"))
     doc = await (await client.post("/-/reload")).json()
     assert (doc["series_kept"], doc["series_retired"]) == (1, 1)
     assert rt.registry.canonical.n_entries == entries  # nothing to forget: kept in place
-    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 5000, 2),
-                                                  _series("x", "db", t0 + 5000, 2)]),
-                      headers=V1)
+    await client.post(
+        "/api/v1/write",
+        data=body([_series("x", "api", t0 + 5000, 2), _series("x", "db", t0 + 5000, 2)]),
+        headers=V1,
+    )
     await rt.wait_idle()
     assert set(await _series_state(client)) == {"api"}
     metrics = await (await client.get("/metrics")).text()
@@ -256,24 +285,27 @@ async def test_a_retired_series_is_untracked_also_when_the_index_is_kept_in_plac
 
 
 async def test_a_series_a_reload_stopped_tracking_is_tracked_again_by_a_later_one(
-        aiohttp_client, tmp_path):
+    aiohttp_client, tmp_path
+):
     client, rt, path = await _started(aiohttp_client, tmp_path)
     t0 = int(time.time() * 1000) - 100_000
     await client.post("/api/v1/write", data=body([_series("x", "api", t0, 10)]), headers=V1)
     await rt.wait_idle()
-    path.write_text(GOOD.replace("job=\"api\"", "job=\"nope\""))  # a mistaken edit
+    path.write_text(GOOD.replace('job="api"', 'job="nope"'))  # a mistaken edit
     doc = await (await client.post("/-/reload")).json()
     assert (doc["series_retired"], doc["series_tracked_again"]) == (1, 0)
-    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 10_000, 5)]),
-                      headers=V1)
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 10_000, 5)]), headers=V1)
     await rt.wait_idle()
     assert "api" not in await _series_state(client)
     path.write_text(GOOD)  # undone
     doc = await (await client.post("/-/reload")).json()
-    assert (doc["series_kept"], doc["series_reset"], doc["series_retired"],
-            doc["series_tracked_again"]) == (0, 0, 0, 1)
-    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 20_000, 5)]),
-                      headers=V1)
+    assert (
+        doc["series_kept"],
+        doc["series_reset"],
+        doc["series_retired"],
+        doc["series_tracked_again"],
+    ) == (0, 0, 0, 1)
+    await client.post("/api/v1/write", data=body([_series("x", "api", t0 + 20_000, 5)]), headers=V1)
     await rt.wait_idle()
     state = await _series_state(client)
     assert state["api"]["rule"] == "api"
@@ -290,20 +322,25 @@ def _registry_cfg(text: str) -> DetectorConfig:
 
 
 def _resolve(registry: SeriesRegistry, *jobs: str) -> list[int]:
-    raw = encode.encode_v1([encode.Series(labels=(("__name__", "x"), ("job", j)))
-                            for j in jobs])
+    raw = encode.encode_v1([encode.Series(labels=(("__name__", "x"), ("job", j))) for j in jobs])
     return registry.resolve(decode.decode_request(np.frombuffer(raw, np.uint8), 1)).values.tolist()
 
 
 def test_a_retired_series_comes_back_only_where_live_series_leave_room():
     limits = "limits: {max_series: 2}\n"
-    registry = SeriesRegistry(_registry_cfg(limits + """series:
+    registry = SeriesRegistry(
+        _registry_cfg(
+            limits
+            + """series:
   - {name: one, match: '{job="api1"}'}
   - {name: two, match: '{job="api2"}'}
-"""))
+"""
+        )
+    )
     assert _resolve(registry, "api1", "api2") == [0, 1]
-    registry.reconfigure(_registry_cfg(
-        limits + "series: [{name: two, match: '{job=~\"api[23]\"}'}]"))
+    registry.reconfigure(
+        _registry_cfg(limits + "series: [{name: two, match: '{job=~\"api[23]\"}'}]")
+    )
     assert registry.is_retired(0)
     # a retired series keeps its slot: the global max_series is still full
     assert _resolve(registry, "api1", "api3") == [-2, -3]
@@ -323,7 +360,7 @@ def test_a_retired_series_comes_back_only_where_live_series_leave_room():
 def test_a_retired_series_without_a_rule_limit_comes_back_in_the_draft():
     registry = SeriesRegistry(_registry_cfg(GOOD))
     assert _resolve(registry, "api", "db") == [0, 1]
-    registry.reconfigure(_registry_cfg(GOOD.replace("job=\"api\"", "job=\"nope\"")))
+    registry.reconfigure(_registry_cfg(GOOD.replace('job="api"', 'job="nope"')))
     new = _registry_cfg(GOOD.replace("alpha: 0.05", "alpha: 0.1"))
     draft = registry.draft_reconfigure(new)
     assert draft.retracked == [0] and draft.reset == [1]
@@ -332,12 +369,12 @@ def test_a_retired_series_without_a_rule_limit_comes_back_in_the_draft():
     assert _resolve(registry, "api", "db") == [0, 1]
 
 
-async def test_a_restart_only_change_is_reported_until_a_restart_applies_it(aiohttp_client,
-                                                                           tmp_path):
+async def test_a_restart_only_change_is_reported_until_a_restart_applies_it(
+    aiohttp_client, tmp_path
+):
     client, rt, path = await _started(aiohttp_client, tmp_path)
     running = rt.cfg.checkpoint.interval_s
-    path.write_text(GOOD.replace("alpha: 0.05", "alpha: 0.1")
-                    + "checkpoint: {interval_s: 123}\n")
+    path.write_text(GOOD.replace("alpha: 0.05", "alpha: 0.1") + "checkpoint: {interval_s: 123}\n")
     for _ in range(2):  # the running checkpoint task keeps its interval: said every time
         doc = await (await client.post("/-/reload")).json()
         assert doc["status"] == "success" and doc["restart_needed"] == ["checkpoint"]
@@ -360,8 +397,10 @@ def test_the_effective_config_keeps_restart_only_values_and_takes_the_rest():
     from detector.reconfig import effective
 
     running = _registry_cfg(GOOD + "limits: {max_body_bytes: 2048, max_series: 10}\n")
-    loaded = _registry_cfg(GOOD + "limits: {max_body_bytes: 4096, max_series: 20}\n"
-                           "console: {history_series: 5}\nentity_interval_s: 30\n")
+    loaded = _registry_cfg(
+        GOOD + "limits: {max_body_bytes: 4096, max_series: 20}\n"
+        "console: {history_series: 5}\nentity_interval_s: 30\n"
+    )
     cfg, pending = effective(running, loaded)
     assert pending == ("console", "limits.max_body_bytes")
     assert cfg.limits.max_body_bytes == 2048 and cfg.console == running.console

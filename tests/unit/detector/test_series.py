@@ -40,8 +40,7 @@ def test_same_series_twice_in_one_request_gets_one_slot():
 def test_rule_and_global_limits_drop_new_series():
     cfg = DetectorConfig(
         limits=Limits(max_series=3),
-        series=(SeriesRule(name="api", match='{job="api"}', max_series=1),
-                SeriesRule(name="rest")),
+        series=(SeriesRule(name="api", match='{job="api"}', max_series=1), SeriesRule(name="rest")),
     )
     reg = SeriesRegistry(cfg)
     res = reg.resolve(_req(*[_labels(f"m{i}", job="api") for i in range(3)]))
@@ -72,17 +71,20 @@ def test_one_series_one_slot_whatever_the_encoding():
     labels = _labels("x", job="a")
     assert reg.resolve(_req(labels)).values.tolist() == [0]
     raw2 = encode.encode_v2([encode.Series(labels=labels, samples=[(2, 1.0)])])
-    assert reg.resolve(decode.decode_request(np.frombuffer(raw2, np.uint8), 2)
-                       ).values.tolist() == [0]
+    assert reg.resolve(decode.decode_request(np.frombuffer(raw2, np.uint8), 2)).values.tolist() == [
+        0
+    ]
     # the same labels with an unknown field inside one Label message: other wire bytes
     odd = _v1_with_extra_label_field(labels)
-    assert reg.resolve(decode.decode_request(np.frombuffer(odd, np.uint8), 1)
-                       ).values.tolist() == [0]
+    assert reg.resolve(decode.decode_request(np.frombuffer(odd, np.uint8), 1)).values.tolist() == [
+        0
+    ]
     assert reg.n_tracked == 1
 
 
 def _v1_with_extra_label_field(labels):
     """Build a 1.0 body whose 'job' Label message carries an extra unknown varint field."""
+
     def delimited(n, payload):
         return encode.delimited(n, payload)
 
@@ -100,8 +102,9 @@ def test_series_with_interleaved_label_fields_still_resolve():
     reg = SeriesRegistry(DetectorConfig())
     labels = _labels("x", job="a")
     sample = encode.delimited(2, b"\x09" + b"\x00" * 8 + b"\x10\x05")
-    body = encode.delimited(1, encode.label_fields(labels[:1]) + sample
-                            + encode.label_fields(labels[1:]))
+    body = encode.delimited(
+        1, encode.label_fields(labels[:1]) + sample + encode.label_fields(labels[1:])
+    )
     req = decode.decode_request(np.frombuffer(body, np.uint8), 1)
     assert int(req.ser_key_len[0]) == -1
     assert reg.resolve(req).values.tolist() == [0]
@@ -112,7 +115,7 @@ def test_registry_grows_past_initial_capacity():
     reg = SeriesRegistry(DetectorConfig())
     sets = [_labels("m", i=str(i), pad="p" * 200) for i in range(5000)]
     for start in range(0, 5000, 1000):
-        reg.resolve(_req(*sets[start:start + 1000]))
+        reg.resolve(_req(*sets[start : start + 1000]))
     assert reg.resolve(_req(*sets[::7])).values.tolist() == list(range(0, 5000, 7))
 
 
@@ -132,16 +135,23 @@ def test_too_many_labels_is_refused():
 
 
 def test_counter_names_and_rule_transform_decide_rates():
-    cfg = DetectorConfig(series=(SeriesRule(name="raw", match='{job="raw"}', transform="none"),
-                                 SeriesRule(name="gauge_as_rate", match='{job="g"}',
-                                            transform="rate"),
-                                 SeriesRule(name="rest")))
+    cfg = DetectorConfig(
+        series=(
+            SeriesRule(name="raw", match='{job="raw"}', transform="none"),
+            SeriesRule(name="gauge_as_rate", match='{job="g"}', transform="rate"),
+            SeriesRule(name="rest"),
+        )
+    )
     reg = SeriesRegistry(cfg)
-    res = reg.resolve(_req(_labels("http_requests_total", job="api"),
-                           _labels("http_requests_total", job="raw"),
-                           _labels("temperature", job="g"),
-                           _labels("temperature", job="api"),
-                           _labels("rpc_duration_seconds_bucket", le="0.1")))
+    res = reg.resolve(
+        _req(
+            _labels("http_requests_total", job="api"),
+            _labels("http_requests_total", job="raw"),
+            _labels("temperature", job="g"),
+            _labels("temperature", job="api"),
+            _labels("rpc_duration_seconds_bucket", le="0.1"),
+        )
+    )
     assert [reg.is_counter(int(s)) for s in res.values] == [True, False, True, False, True]
 
 
@@ -157,17 +167,26 @@ def test_index_finds_every_key_through_long_probe_chains():
         hashes, values = index.lookup(keys, sub_off, sub_len)
         fresh = np.flatnonzero(values == UNKNOWN)
         # random bytes: a short key may repeat an earlier one; only new ones are added
-        _, first = np.unique([keys[o:o + n].tobytes() for o, n in zip(sub_off[fresh],
-                                                                      sub_len[fresh],
-                                                                      strict=True)],
-                             return_index=True)
+        _, first = np.unique(
+            [
+                keys[o : o + n].tobytes()
+                for o, n in zip(sub_off[fresh], sub_len[fresh], strict=True)
+            ],
+            return_index=True,
+        )
         which = fresh[np.sort(first)]
-        index.insert(keys, sub_off, sub_len, hashes, which.astype(np.int64),
-                     (part[which] + 1).astype(np.int32))
+        index.insert(
+            keys,
+            sub_off,
+            sub_len,
+            hashes,
+            which.astype(np.int64),
+            (part[which] + 1).astype(np.int32),
+        )
     stored_first: dict[bytes, int] = {}
     for o, n, v in zip(offsets[:1500], lengths[:1500], range(1, 1501), strict=True):
-        stored_first.setdefault(keys[o:o + n].tobytes(), v)
+        stored_first.setdefault(keys[o : o + n].tobytes(), v)
     _, values = index.lookup(keys, offsets, lengths)
     for j, (o, n) in enumerate(zip(offsets, lengths, strict=True)):
-        key = keys[o:o + n].tobytes()
+        key = keys[o : o + n].tobytes()
         assert values[j] == stored_first.get(key, UNKNOWN), j

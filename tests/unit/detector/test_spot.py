@@ -24,8 +24,11 @@ def _run(params, x):
 @pytest.mark.parametrize("noise", ["gauss", "student3", "lognormal"])
 def test_the_risk_is_about_the_false_alarm_rate_whatever_the_tail(risk, noise):
     rng = np.random.default_rng(1)
-    draw = {"gauss": lambda s: rng.normal(0, 1, s), "student3": lambda s: rng.standard_t(3, s),
-            "lognormal": lambda s: rng.lognormal(0, 1, s)}[noise]
+    draw = {
+        "gauss": lambda s: rng.normal(0, 1, s),
+        "student3": lambda s: rng.standard_t(3, s),
+        "lognormal": lambda s: rng.lognormal(0, 1, s),
+    }[noise]
     _, (score, _, _) = _run(SpotParams(risk=risk), 100 + draw((100, 4000)))
     rate = np.mean(score[:, 1000:] >= 1 - risk)
     assert risk / 5 < rate < 3 * risk, rate
@@ -106,8 +109,7 @@ def test_gpd_fit_recovers_an_exponential_and_a_pareto_tail():
     rng = np.random.default_rng(7)
     for gamma, sigma in ((0.0, 2.0), (0.3, 1.0)):
         u = rng.uniform(size=200_000)
-        e = sigma * rng.exponential(size=u.size) if gamma == 0 else sigma / gamma * (
-            u ** -gamma - 1)
+        e = sigma * rng.exponential(size=u.size) if gamma == 0 else sigma / gamma * (u**-gamma - 1)
         g, s = k.gpd_fit(float(e.size), float(e.mean()), float((e * e).mean()))
         assert g == pytest.approx(gamma, abs=0.03) and s == pytest.approx(sigma, rel=0.05)
 

@@ -57,14 +57,17 @@ def test_off_records_nothing():
 
 async def test_profiled_app_exports_every_stage_of_a_write(aiohttp_client):
     client, rt = await start(aiohttp_client, metrics=CollectorRegistry(), profile_stages=True)
-    resp = await client.post("/api/v1/write",
-                             data=(SAMPLES / "rw_data_1.snappy.bin").read_bytes(), headers=V1)
+    resp = await client.post(
+        "/api/v1/write", data=(SAMPLES / "rw_data_1.snappy.bin").read_bytes(), headers=V1
+    )
     assert resp.status == 204
     await rt.wait_idle()
     text = await (await client.get("/metrics")).text()
-    values = {line.split('stage="')[1].split('"')[0]: float(line.split()[-1])
-              for line in text.splitlines()
-              if line.startswith("vigil_profile_stage_cpu_seconds_total{")}
+    values = {
+        line.split('stage="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("vigil_profile_stage_cpu_seconds_total{")
+    }
     assert set(values) == set(stages.STAGES)
     # a first request decodes, resolves new series in the decode thread and detects
     for stage in ("decompress", "scan", "resolve", "detect"):

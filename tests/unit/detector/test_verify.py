@@ -16,14 +16,16 @@ TH = verdict.Thresholds()
 W = verdict.Window("x", 0.0, 1.0, 15.0)
 
 
-def judge(baseline, observed, q: verdict.VerifyQuery = Q,
-          th: verdict.Thresholds = TH) -> verdict.Judgement:
+def judge(
+    baseline, observed, q: verdict.VerifyQuery = Q, th: verdict.Thresholds = TH
+) -> verdict.Judgement:
     b = np.asarray(baseline, dtype=np.float64)
     o = np.asarray(observed, dtype=np.float64)
     bt = np.arange(b.shape[0], dtype=np.int64) * 15_000
     ot = (b.shape[0] + np.arange(o.shape[0], dtype=np.int64)) * 15_000
-    return verdict.judge(q, th, base=W, seen=W, baseline_ts=bt, baseline=b, observed_ts=ot,
-                        observed=o)
+    return verdict.judge(
+        q, th, base=W, seen=W, baseline_ts=bt, baseline=b, observed_ts=ot, observed=o
+    )
 
 
 @pytest.fixture
@@ -58,8 +60,12 @@ def test_a_small_change_is_not_material(rng):
     j = judge(0.2 + 0.002 * rng.standard_normal(120), 0.21 + 0.002 * rng.standard_normal(60))
     assert j.verdict == "pass"  # 5% worse, though significant: below min_relative_change
     strict = verdict.VerifyQuery(name="latency", query="x", min_relative_change=0.02)
-    assert judge(0.2 + 0.002 * rng.standard_normal(120),
-                 0.21 + 0.002 * rng.standard_normal(60), q=strict).verdict == "fail"
+    assert (
+        judge(
+            0.2 + 0.002 * rng.standard_normal(120), 0.21 + 0.002 * rng.standard_normal(60), q=strict
+        ).verdict
+        == "fail"
+    )
 
 
 def test_min_absolute_change_keeps_tiny_ratios_from_failing():
@@ -73,8 +79,7 @@ def test_when_test_and_detector_disagree_the_verdict_is_inconclusive(rng):
     # significant and material, but the detector must see a third of the samples as
     # anomalous: with the bar at 100% it cannot, so the evidence disagrees
     th = verdict.Thresholds(min_anomalous_share=1.0)
-    j = judge(0.2 + 0.02 * rng.standard_normal(120), 0.25 + 0.02 * rng.standard_normal(60),
-              th=th)
+    j = judge(0.2 + 0.02 * rng.standard_normal(120), 0.25 + 0.02 * rng.standard_normal(60), th=th)
     assert j.verdict == "inconclusive"
     assert any("disagree" in r for r in j.reasons)
 
@@ -91,8 +96,12 @@ def test_too_few_samples_are_inconclusive_and_non_finite_ones_do_not_count(rng):
 def test_observed_samples_are_scored_against_the_baseline_state_only():
     base = np.full(120, 10.0) + np.tile([0.1, -0.1], 60)
     observed = np.full(40, 20.0)
-    scores = verdict.score_against(np.arange(120, dtype=np.int64) * 1000, base,
-                                  np.arange(120, 160, dtype=np.int64) * 1000, observed)
+    scores = verdict.score_against(
+        np.arange(120, dtype=np.int64) * 1000,
+        base,
+        np.arange(120, 160, dtype=np.int64) * 1000,
+        observed,
+    )
     # learning the observed samples would adopt 20 as normal after ~30 of them; scored
     # against the baseline alone, every one of them stays extreme
     assert np.all(scores.score >= 0.999)
@@ -114,7 +123,7 @@ def test_requests_are_checked_with_reasons():
     with pytest.raises(ValidationError, match="leaves nothing"):
         verdict.VerifyRequest(selector='job="a"', skip_s=900, observe_s=900)
     with pytest.raises(ValidationError, match="selector"):
-        verdict.VerifyRequest(selector='job=')
+        verdict.VerifyRequest(selector="job=")
     with pytest.raises(ValidationError, match="must use \\$selector"):
         verdict.VerifyRequest(queries=(Q,), canary='job="c"', baseline_selector='job="s"')
     with pytest.raises(ValidationError, match="RFC 3339"):
@@ -124,14 +133,16 @@ def test_requests_are_checked_with_reasons():
 
 
 def test_plan_places_the_windows_around_the_change():
-    req = verdict.VerifyRequest(selector='job="a"', change_time=10_000, baseline_s=600,
-                               observe_s=300, skip_s=60, step_s=15)
+    req = verdict.VerifyRequest(
+        selector='job="a"', change_time=10_000, baseline_s=600, observe_s=300, skip_s=60, step_s=15
+    )
     (q, base, seen), *_ = verdict.plan(req, now_s=20_000)
     assert q.name == "error_ratio" and 'job="a"' in base.query and "$" not in base.query
     assert (base.start_s, base.end_s) == (9_400, 9_985)
     assert (seen.start_s, seen.end_s) == (10_060, 10_300)
-    canary = verdict.VerifyRequest(canary='job="c"', baseline_selector='job="s"',
-                                  change_time=10_000, observe_s=300)
+    canary = verdict.VerifyRequest(
+        canary='job="c"', baseline_selector='job="s"', change_time=10_000, observe_s=300
+    )
     (_, base, seen), *_ = verdict.plan(canary, now_s=10_200)  # observation still running
     assert 'job="s"' in base.query and 'job="c"' in seen.query
     assert (base.start_s, base.end_s) == (seen.start_s, seen.end_s) == (10_000, 10_200)
@@ -150,8 +161,9 @@ def test_the_report_renders_for_people_and_as_json(rng):
     assert zero["queries"][0]["relative_change"] == "inf"  # JSON has no Infinity
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("900", 900), ("15m", 900), ("2h", 7200),
-                                               ("1d", 86400), ("1h30m", 5400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("900", 900), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1h30m", 5400)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text, "--observe") == seconds
 
@@ -174,8 +186,7 @@ def test_cli_errors_exit_2_with_the_reason(capsys, tmp_path):
 
 
 def test_unreachable_prometheus_is_inconclusive(capsys):
-    code = main(["verify", "--prometheus", "http://127.0.0.1:9", "--selector", 'job="a"',
-                 "--json"])
+    code = main(["verify", "--prometheus", "http://127.0.0.1:9", "--selector", 'job="a"', "--json"])
     assert code == 2
     out = capsys.readouterr().out
     assert "Prometheus unreachable" in out

@@ -8,9 +8,16 @@ from detector.verify.verdict import VerifyRequest
 
 
 def test_windows_take_durations():
-    req = VerifyRequest.model_validate({
-        "selector": 'job="shop"', "change_time": "2026-12-07T14:00:00Z",
-        "baseline_s": "1h", "observe_s": "15m", "skip_s": "30s", "step_s": 15})
+    req = VerifyRequest.model_validate(
+        {
+            "selector": 'job="shop"',
+            "change_time": "2026-12-07T14:00:00Z",
+            "baseline_s": "1h",
+            "observe_s": "15m",
+            "skip_s": "30s",
+            "step_s": 15,
+        }
+    )
     assert (req.baseline_s, req.observe_s, req.skip_s, req.step_s) == (3600, 900, 30, 15)
 
 

@@ -9,8 +9,12 @@ def test_selector_quotes_values_exactly():
 
 
 def test_parse_matrix_sorts_and_keeps_special_values():
-    result = [{"metric": {"__name__": "x"},
-               "values": [[1700000001.5, "2"], [1700000000.25, "NaN"], [1700000002, "+Inf"]]}]
+    result = [
+        {
+            "metric": {"__name__": "x"},
+            "values": [[1700000001.5, "2"], [1700000000.25, "NaN"], [1700000002, "+Inf"]],
+        }
+    ]
     ts, bits = parse_matrix(result)
     assert ts.tolist() == [1700000000250, 1700000001500, 1700000002000]
     values = bits.view(np.float64)

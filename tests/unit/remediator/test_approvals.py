@@ -17,7 +17,8 @@ PLAYBOOK = "silence-noisy-disk"
 def approval_playbook(tmp_path, *guards: str):
     """silence-noisy-disk in approval mode, with no cooldown and these guard lines."""
     text = SOURCE.replace("mode: auto", "mode: approval").replace(
-        "    cooldown_s: 600\n", "".join(f"    {g}\n" for g in ("cooldown_s: 0", *guards)))
+        "    cooldown_s: 600\n", "".join(f"    {g}\n" for g in ("cooldown_s: 0", *guards))
+    )
     pb = tmp_path / "src" / f"{PLAYBOOK}.yaml"
     pb.parent.mkdir()
     pb.write_text(text)
@@ -28,16 +29,22 @@ async def wait_for_approval(client, st, fake, n):
     """``n`` alerts on distinct instances; returns the runs, oldest first."""
     for i in range(n):
         fake.query_results[f'up{{instance="db-{i}:9100"}} == 1'] = [{}]
-        await client.post("/webhook", json=notification(fingerprint=f"f{i}",
-                                                        instance=f"db-{i}:9100"))
-        await settle(st, lambda runs, i=i: len(runs) == i + 1 and runs[0].state not in (
-            RunState.PLANNED, RunState.RUNNING))
+        await client.post(
+            "/webhook", json=notification(fingerprint=f"f{i}", instance=f"db-{i}:9100")
+        )
+        await settle(
+            st,
+            lambda runs, i=i: (
+                len(runs) == i + 1 and runs[0].state not in (RunState.PLANNED, RunState.RUNNING)
+            ),
+        )
     return list(reversed(await st.audit.run(lambda db: db.list_runs())))
 
 
 async def approve(client, run, headers=ADMIN, **body):
-    return await client.post(f"/api/v1/runs/{run.id}/approve", headers=headers,
-                             json={"plan_hash": run.plan_hash, **body})
+    return await client.post(
+        f"/api/v1/runs/{run.id}/approve", headers=headers, json={"plan_hash": run.plan_hash, **body}
+    )
 
 
 async def get(st, run_id):
@@ -81,52 +88,85 @@ async def test_approvals_are_held_to_the_rate_limit(aiohttp_client, tmp_path):
     runs = await wait_for_approval(client, st, fake, 3)
     assert [r.state for r in runs] == [RunState.WAITING_APPROVAL] * 3
     assert (await approve(client, runs[0])).status == 200
-    await settle(st, lambda rs: next(r for r in rs if r.id == runs[0].id).state
-                 == RunState.SUCCEEDED)
+    await settle(
+        st, lambda rs: next(r for r in rs if r.id == runs[0].id).state == RunState.SUCCEEDED
+    )
     for run in runs[1:]:
         resp = await approve(client, run)
         assert resp.status == 409
-        assert "approval refused by rate: 1 runs in the last 3600 s (limit 1)" in \
-            (await resp.json())["error"]
+        assert (
+            "approval refused by rate: 1 runs in the last 3600 s (limit 1)"
+            in (await resp.json())["error"]
+        )
         assert (await get(st, run.id)).state == RunState.REFUSED
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 1
 
 
 async def _running_elsewhere(st, *, playbook=PLAYBOOK):
     """A run of ``playbook`` acting now (as one imported from another replica would)."""
+
     def add(db: AuditLog) -> None:
-        run = db.create_run(playbook=playbook, fingerprint="elsewhere", starts_at="x",
-                            alertname="DiskFlapping", alert={}, mode="auto",
-                            notification_id=None, target="instance/db-9:9100",
-                            now_ms=int(st.clock() * 1000))
+        run = db.create_run(
+            playbook=playbook,
+            fingerprint="elsewhere",
+            starts_at="x",
+            alertname="DiskFlapping",
+            alert={},
+            mode="auto",
+            notification_id=None,
+            target="instance/db-9:9100",
+            now_ms=int(st.clock() * 1000),
+        )
         assert run is not None
         db.mark_executing(run.id, now_ms=int(st.clock() * 1000))
+
     await st.audit.run(add)
 
 
-@pytest.mark.parametrize(("guard", "change", "reason"), [
-    ("max_concurrent: 1", "running", "concurrency: 1 runs of this playbook in progress (max 1)"),
-    ("blast_radius: {max_targets: 1}", "running",
-     "blast_radius: 1 targets already being acted on (max 1)"),
-    ("max_concurrent: 1", "silence", "silence: silenced by maint-1"),
-    ("max_concurrent: 1", "breaker",
-     "circuit_breaker: tripped: the playbook runs in shadow mode until reset"),
-])
+@pytest.mark.parametrize(
+    ("guard", "change", "reason"),
+    [
+        (
+            "max_concurrent: 1",
+            "running",
+            "concurrency: 1 runs of this playbook in progress (max 1)",
+        ),
+        (
+            "blast_radius: {max_targets: 1}",
+            "running",
+            "blast_radius: 1 targets already being acted on (max 1)",
+        ),
+        ("max_concurrent: 1", "silence", "silence: silenced by maint-1"),
+        (
+            "max_concurrent: 1",
+            "breaker",
+            "circuit_breaker: tripped: the playbook runs in shadow mode until reset",
+        ),
+    ],
+)
 async def test_a_guard_that_changed_while_waiting_refuses_the_approval(
-        aiohttp_client, tmp_path, guard, change, reason):
-    pb = approval_playbook(tmp_path, guard, *(("max_concurrent: 5",) if "blast" in guard
-                                              else ()))
+    aiohttp_client, tmp_path, guard, change, reason
+):
+    pb = approval_playbook(tmp_path, guard, *(("max_concurrent: 5",) if "blast" in guard else ()))
     client, st, fake, _ = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="adm")
     [run] = await wait_for_approval(client, st, fake, 1)
     assert run.state == RunState.WAITING_APPROVAL
     if change == "running":
         await _running_elsewhere(st)
     elif change == "silence":
-        fake.silences = [{"id": "maint-1", "status": {"state": "active"}, "matchers": [
-            {"name": "instance", "value": "db-.*", "isRegex": True, "isEqual": True}]}]
+        fake.silences = [
+            {
+                "id": "maint-1",
+                "status": {"state": "active"},
+                "matchers": [
+                    {"name": "instance", "value": "db-.*", "isRegex": True, "isEqual": True}
+                ],
+            }
+        ]
     else:
-        await st.audit.run(lambda db: db.set_flag(f"breaker:{PLAYBOOK}", "tripped",
-                                                  now_ms=int(st.clock() * 1000)))
+        await st.audit.run(
+            lambda db: db.set_flag(f"breaker:{PLAYBOOK}", "tripped", now_ms=int(st.clock() * 1000))
+        )
     resp = await approve(client, run)
     assert resp.status == 409 and f"approval refused by {reason}" in (await resp.json())["error"]
     run = await get(st, run.id)
@@ -134,20 +174,25 @@ async def test_a_guard_that_changed_while_waiting_refuses_the_approval(
     assert fake.count("alertmanager", "POST", "/api/v2/silences") == 0
 
 
-@pytest.mark.parametrize(("configured", "sent", "approver"), [
-    (None, {}, "admin-token"),
-    (None, {"X-Forwarded-User": "bob"}, "admin-token"),  # not configured: not trusted
-    ("X-Forwarded-User", {"X-Forwarded-User": "bob"}, "bob"),
-    ("X-Forwarded-User", {}, "admin-token"),
-    ("X-Remote-User", {"X-Forwarded-User": "bob"}, "admin-token"),
-    ("X-Forwarded-User", {"X-Forwarded-User": "bob\tby"}, "admin-token"),  # not a name
-])
-async def test_the_approver_is_who_the_credential_says(aiohttp_client, tmp_path, configured,
-                                                       sent, approver):
+@pytest.mark.parametrize(
+    ("configured", "sent", "approver"),
+    [
+        (None, {}, "admin-token"),
+        (None, {"X-Forwarded-User": "bob"}, "admin-token"),  # not configured: not trusted
+        ("X-Forwarded-User", {"X-Forwarded-User": "bob"}, "bob"),
+        ("X-Forwarded-User", {}, "admin-token"),
+        ("X-Remote-User", {"X-Forwarded-User": "bob"}, "admin-token"),
+        ("X-Forwarded-User", {"X-Forwarded-User": "bob\tby"}, "admin-token"),  # not a name
+    ],
+)
+async def test_the_approver_is_who_the_credential_says(
+    aiohttp_client, tmp_path, configured, sent, approver
+):
     cfg = RemediatorConfig(auth=AuthConfig(trusted_user_header=configured))
     pb = approval_playbook(tmp_path)
-    client, st, fake, _ = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="adm",
-                                      cfg=cfg)
+    client, st, fake, _ = await start(
+        aiohttp_client, tmp_path, playbooks=[pb], admin="adm", cfg=cfg
+    )
     [run] = await wait_for_approval(client, st, fake, 1)
     # the trusted header alone, without the admin token its proxy holds, is nothing
     assert (await approve(client, run, headers=sent, by="mallory")).status == 401
@@ -161,12 +206,14 @@ async def test_the_approver_is_who_the_credential_says(aiohttp_client, tmp_path,
     assert approved.detail == {"by": approver, "via": via, "claimed": "mallory"}
 
 
-async def test_breaker_reset_and_pause_record_the_credential_not_the_claim(aiohttp_client,
-                                                                          tmp_path):
+async def test_breaker_reset_and_pause_record_the_credential_not_the_claim(
+    aiohttp_client, tmp_path
+):
     cfg = RemediatorConfig(auth=AuthConfig(trusted_user_header="X-Forwarded-User"))
     client, st, _fake, _ = await start(aiohttp_client, tmp_path, admin="adm", cfg=cfg)
-    await st.audit.run(lambda db: db.set_flag(f"breaker:{PLAYBOOK}", "tripped",
-                                              now_ms=int(st.clock() * 1000)))
+    await st.audit.run(
+        lambda db: db.set_flag(f"breaker:{PLAYBOOK}", "tripped", now_ms=int(st.clock() * 1000))
+    )
     resp = await client.post(f"/api/v1/breakers/{PLAYBOOK}/reset?by=alice", headers=ADMIN)
     assert resp.status == 200
     notes = await st.audit.run(lambda db: db.events(None))
@@ -179,12 +226,19 @@ async def test_breaker_reset_and_pause_record_the_credential_not_the_claim(aioht
     assert (paused.verdict, paused.detail) == ("paused", {"by": "carol"})
 
 
-@pytest.mark.parametrize("labels", [
-    {"namespace": "../../etc"}, {"namespace": "Shop"}, {"pod": "web/1", "namespace": "shop"},
-    {"node": "node-4\n"}, {"deployment": "a" * 254, "namespace": "shop"},
-])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"namespace": "../../etc"},
+        {"namespace": "Shop"},
+        {"pod": "web/1", "namespace": "shop"},
+        {"node": "node-4\n"},
+        {"deployment": "a" * 254, "namespace": "shop"},
+    ],
+)
 async def test_a_target_label_that_is_no_kubernetes_name_is_refused_at_intake(
-        aiohttp_client, tmp_path, labels):
+    aiohttp_client, tmp_path, labels
+):
     client, st, fake, _ = await start(aiohttp_client, tmp_path)
     await client.post("/webhook", json=notification(**labels))
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.ESCALATED)
@@ -195,5 +249,6 @@ async def test_a_target_label_that_is_no_kubernetes_name_is_refused_at_intake(
     [escalation] = fake.bodies
     assert "is not a Kubernetes name" in escalation[0]["annotations"]["summary"]
     events = await st.audit.run(lambda db: db.events(run.id))
-    assert [(e.kind, e.name, e.verdict) for e in events if e.kind in (
-        "decision", "guard", "plan")] == [("decision", "target_labels", "refuse")]
+    assert [
+        (e.kind, e.name, e.verdict) for e in events if e.kind in ("decision", "guard", "plan")
+    ] == [("decision", "target_labels", "refuse")]

@@ -39,13 +39,27 @@ def log(db_path):
         yield opened
 
 
-def new_run(log: AuditLog, *, playbook: str = "restart-checkout", fingerprint: str = "fp1",
-            starts_at: str = "2024-01-01T00:00:00Z",
-            target: str | None = "deployment/shop/checkout", now_ms: int = T0,
-            mode: str = "auto") -> RunRecord:
-    run = log.create_run(playbook=playbook, fingerprint=fingerprint, starts_at=starts_at,
-                         alertname="HighLatency", alert=ALERT, mode=mode,
-                         notification_id=None, target=target, now_ms=now_ms)
+def new_run(
+    log: AuditLog,
+    *,
+    playbook: str = "restart-checkout",
+    fingerprint: str = "fp1",
+    starts_at: str = "2024-01-01T00:00:00Z",
+    target: str | None = "deployment/shop/checkout",
+    now_ms: int = T0,
+    mode: str = "auto",
+) -> RunRecord:
+    run = log.create_run(
+        playbook=playbook,
+        fingerprint=fingerprint,
+        starts_at=starts_at,
+        alertname="HighLatency",
+        alert=ALERT,
+        mode=mode,
+        notification_id=None,
+        target=target,
+        now_ms=now_ms,
+    )
     assert run is not None
     return run
 
@@ -81,8 +95,11 @@ def test_newer_schema_version_is_refused(db_path):
     with conn:
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
     conn.close()
-    with pytest.raises(AuditError, match=rf"{db_path}: schema version {SCHEMA_VERSION + 1} "
-                                         r"is newer than this remediator knows"):
+    with pytest.raises(
+        AuditError,
+        match=rf"{db_path}: schema version {SCHEMA_VERSION + 1} "
+        r"is newer than this remediator knows",
+    ):
         AuditLog.open(db_path)
 
 
@@ -109,21 +126,41 @@ def test_closed_log_raises_audit_error(db_path):
 
 
 def test_notification_round_trip(log):
-    nid = log.record_notification(received_ms=T0, receiver="vigil", status="firing",
-                                  group_key="{}:{alertname=\"X\"}", n_alerts=2, body='{"a":1}')
+    nid = log.record_notification(
+        received_ms=T0,
+        receiver="vigil",
+        status="firing",
+        group_key='{}:{alertname="X"}',
+        n_alerts=2,
+        body='{"a":1}',
+    )
     got = log.get_notification(nid)
     assert got is not None
     assert (got.id, got.received_ms, got.receiver, got.n_alerts, got.body) == (
-        nid, T0, "vigil", 2, '{"a":1}')
+        nid,
+        T0,
+        "vigil",
+        2,
+        '{"a":1}',
+    )
     assert log.get_notification(nid + 1) is None
 
 
 def test_create_run_starts_planned_with_sortable_id(log):
-    nid = log.record_notification(received_ms=T0, receiver="r", status="firing",
-                                  group_key="g", n_alerts=1, body="{}")
-    run = log.create_run(playbook="p", fingerprint="f", starts_at="s", alertname="A",
-                         alert=ALERT, mode=Mode.APPROVAL, notification_id=nid, target=None,
-                         now_ms=T0)
+    nid = log.record_notification(
+        received_ms=T0, receiver="r", status="firing", group_key="g", n_alerts=1, body="{}"
+    )
+    run = log.create_run(
+        playbook="p",
+        fingerprint="f",
+        starts_at="s",
+        alertname="A",
+        alert=ALERT,
+        mode=Mode.APPROVAL,
+        notification_id=nid,
+        target=None,
+        now_ms=T0,
+    )
     assert run is not None
     assert run.state is RunState.PLANNED and run.mode is Mode.APPROVAL
     assert run.id.startswith(f"{T0:013d}-")
@@ -139,35 +176,74 @@ def test_unknown_mode_is_refused(log):
 
 def test_notification_foreign_key_is_enforced(log):
     with pytest.raises(AuditError, match="FOREIGN KEY"):
-        log.create_run(playbook="p", fingerprint="f", starts_at="s", alertname="A", alert={},
-                       mode="auto", notification_id=999, target=None, now_ms=T0)
+        log.create_run(
+            playbook="p",
+            fingerprint="f",
+            starts_at="s",
+            alertname="A",
+            alert={},
+            mode="auto",
+            notification_id=999,
+            target=None,
+            now_ms=T0,
+        )
 
 
 def test_same_triple_is_deduplicated_even_after_reopen(db_path):
     with AuditLog.open(db_path) as log:
         first = new_run(log)
-        assert log.create_run(playbook=first.playbook, fingerprint="fp1",
-                              starts_at=first.starts_at, alertname="HighLatency", alert={},
-                              mode="auto", notification_id=None, target=None,
-                              now_ms=T0 + 5) is None
+        assert (
+            log.create_run(
+                playbook=first.playbook,
+                fingerprint="fp1",
+                starts_at=first.starts_at,
+                alertname="HighLatency",
+                alert={},
+                mode="auto",
+                notification_id=None,
+                target=None,
+                now_ms=T0 + 5,
+            )
+            is None
+        )
         other = new_run(log, starts_at="2024-01-02T00:00:00Z")  # fired again: a new run
         assert other.id != first.id
         new_run(log, playbook="another")  # another playbook on the same alert
     with AuditLog.open(db_path) as log:
-        assert log.create_run(playbook=first.playbook, fingerprint="fp1",
-                              starts_at=first.starts_at, alertname="HighLatency", alert={},
-                              mode="auto", notification_id=None, target=None,
-                              now_ms=T0 + 9) is None
+        assert (
+            log.create_run(
+                playbook=first.playbook,
+                fingerprint="fp1",
+                starts_at=first.starts_at,
+                alertname="HighLatency",
+                alert={},
+                mode="auto",
+                notification_id=None,
+                target=None,
+                now_ms=T0 + 9,
+            )
+            is None
+        )
         assert log.stats()["planned"] == 3
 
 
 def test_two_logs_on_one_file_create_one_run(db_path):
     with AuditLog.open(db_path) as a, AuditLog.open(db_path) as b:
         run = new_run(a)
-        assert b.create_run(playbook=run.playbook, fingerprint=run.fingerprint,
-                            starts_at=run.starts_at, alertname="HighLatency", alert=ALERT,
-                            mode="auto", notification_id=None, target=None,
-                            now_ms=T0 + 1) is None
+        assert (
+            b.create_run(
+                playbook=run.playbook,
+                fingerprint=run.fingerprint,
+                starts_at=run.starts_at,
+                alertname="HighLatency",
+                alert=ALERT,
+                mode="auto",
+                notification_id=None,
+                target=None,
+                now_ms=T0 + 1,
+            )
+            is None
+        )
         assert b.get_run(run.id) == run
 
 
@@ -179,9 +255,19 @@ def test_racing_logs_on_one_file_create_one_run(db_path):
     def create() -> None:
         with AuditLog.open(db_path) as own:
             barrier.wait(timeout=30)
-            results.append(own.create_run(
-                playbook="p", fingerprint="f", starts_at="s", alertname="A", alert={},
-                mode="auto", notification_id=None, target=None, now_ms=T0))
+            results.append(
+                own.create_run(
+                    playbook="p",
+                    fingerprint="f",
+                    starts_at="s",
+                    alertname="A",
+                    alert={},
+                    mode="auto",
+                    notification_id=None,
+                    target=None,
+                    now_ms=T0,
+                )
+            )
 
     threads = [threading.Thread(target=create) for _ in range(4)]
     for t in threads:
@@ -205,15 +291,28 @@ def test_plain_strings_from_untyped_callers(log):
 def test_events_keep_order_and_json(log):
     run = new_run(log)
     detail = {"z": 1, "a": [1, 2, {"b": None}], "s": "ü"}
-    ids = [log.add_event(run.id, kind=EventKind.GUARD, name="cooldown", verdict="allow",
-                         detail=detail, now_ms=T0 + 1),
-           log.add_event(run.id, kind=EventKind.ACTION_REQUEST, name="scale", now_ms=T0 + 1),
-           log.add_event(run.id, kind=EventKind.VERIFY, name="latency", verdict="ok",
-                         detail={"value": 0.25}, now_ms=T0 + 2)]
+    ids = [
+        log.add_event(
+            run.id,
+            kind=EventKind.GUARD,
+            name="cooldown",
+            verdict="allow",
+            detail=detail,
+            now_ms=T0 + 1,
+        ),
+        log.add_event(run.id, kind=EventKind.ACTION_REQUEST, name="scale", now_ms=T0 + 1),
+        log.add_event(
+            run.id,
+            kind=EventKind.VERIFY,
+            name="latency",
+            verdict="ok",
+            detail={"value": 0.25},
+            now_ms=T0 + 2,
+        ),
+    ]
     events = log.events(run.id)
     assert [e.id for e in events] == ids == sorted(ids)
-    assert [e.kind for e in events] == [EventKind.GUARD, EventKind.ACTION_REQUEST,
-                                        EventKind.VERIFY]
+    assert [e.kind for e in events] == [EventKind.GUARD, EventKind.ACTION_REQUEST, EventKind.VERIFY]
     assert events[0].detail == detail and events[0].verdict == "allow"
     assert events[1].detail == {} and events[1].verdict is None
     assert [e.ts_ms for e in events] == [T0 + 1, T0 + 1, T0 + 2]
@@ -224,8 +323,7 @@ def test_events_keep_order_and_json(log):
 def test_unstorable_detail_and_unknown_kind_are_audit_errors(log):
     run = new_run(log)
     with pytest.raises(AuditError, match="not storable"):
-        log.add_event(run.id, kind=EventKind.NOTE, name="x", detail={"x": object()},
-                      now_ms=T0)
+        log.add_event(run.id, kind=EventKind.NOTE, name="x", detail={"x": object()}, now_ms=T0)
     with pytest.raises(AuditError, match="unknown EventKind 'gossip'; use one of decision, "):
         log.add_event(run.id, kind="gossip", name="x", now_ms=T0)  # as an untyped caller
     with pytest.raises(AuditError, match="FOREIGN KEY"):
@@ -248,8 +346,11 @@ def test_state_transitions_update_timestamps_and_outcome(log):
     log.set_state(run.id, RunState.UNDONE, now_ms=T0 + 6)  # outcome kept when not given
     got = log.get_run(run.id)
     assert got is not None
-    assert (got.state, got.updated_ms, got.outcome) == (RunState.UNDONE, T0 + 6,
-                                                        "latency still high")
+    assert (got.state, got.updated_ms, got.outcome) == (
+        RunState.UNDONE,
+        T0 + 6,
+        "latency still high",
+    )
     assert got.created_ms == T0 and got.executed_ms == T0 + 3
 
 
@@ -270,15 +371,17 @@ def test_updates_of_a_missing_run_say_so(log):
         lambda: log.set_state("r-x", RunState.FAILED, now_ms=T0),
         lambda: log.set_plan("r-x", plan={}, plan_hash="h", now_ms=T0),
         lambda: log.set_target("r-x", None, now_ms=T0),
-        lambda: log.mark_executing("r-x", now_ms=T0)]
+        lambda: log.mark_executing("r-x", now_ms=T0),
+    ]
     for call in calls:
         with pytest.raises(AuditError, match="no run 'r-x'"):
             call()
     assert log.get_run("r-x") is None
 
 
-def waiting(log: AuditLog, *, fingerprint: str = "fp1",
-            playbook: str = "restart-checkout") -> RunRecord:
+def waiting(
+    log: AuditLog, *, fingerprint: str = "fp1", playbook: str = "restart-checkout"
+) -> RunRecord:
     run = new_run(log, mode="approval", fingerprint=fingerprint, playbook=playbook)
     log.set_plan(run.id, plan={"replicas": 3}, plan_hash="h1", now_ms=T0)
     log.request_approval(run.id, plan_hash="h1", expires_ms=T0 + 10 * MIN, now_ms=T0)
@@ -292,7 +395,10 @@ def test_approve_ok(log):
     assert got.approval_expires_ms == T0 + 10 * MIN
     approved = log.approve(run.id, plan_hash="h1", by="alice", now_ms=T0 + MIN)
     assert (approved.state, approved.approved_by, approved.approved_ms) == (
-        RunState.APPROVED, "alice", T0 + MIN)
+        RunState.APPROVED,
+        "alice",
+        T0 + MIN,
+    )
     assert log.events(run.id) == []  # the caller records the approval events it wants
     assert log.count_active() == 1
     log.set_state(run.id, RunState.RUNNING, now_ms=T0 + 2 * MIN)  # the runner does this first
@@ -358,8 +464,10 @@ def test_cooldown_per_target(log):
     c = new_run(log, fingerprint="d", target="deployment/shop/web")
     log.mark_executing(c.id, now_ms=T0 + 7 * MIN)
     assert log.last_executed_on_target("deployment/shop/checkout") == T0 + 5 * MIN
-    assert log.last_executed_on_target("deployment/shop/checkout",
-                                       playbook="restart-checkout") == T0 + 1
+    assert (
+        log.last_executed_on_target("deployment/shop/checkout", playbook="restart-checkout")
+        == T0 + 1
+    )
     assert log.last_executed_on_target("deployment/shop/web") == T0 + 7 * MIN
 
 
@@ -398,13 +506,19 @@ def test_active_count_by_state(log):
 def test_failed_verifications_window_per_playbook(log):
     a = new_run(log, fingerprint="a")
     b = new_run(log, fingerprint="b", playbook="other")
-    for ts, verdict in [(T0, "failed"), (T0 + MIN, "ok"), (T0 + 2 * MIN, "failed"),
-                        (T0 + 3 * MIN, "failed")]:
+    for ts, verdict in [
+        (T0, "failed"),
+        (T0 + MIN, "ok"),
+        (T0 + 2 * MIN, "failed"),
+        (T0 + 3 * MIN, "failed"),
+    ]:
         log.add_event(a.id, kind=EventKind.VERIFY, name="latency", verdict=verdict, now_ms=ts)
-    log.add_event(a.id, kind=EventKind.ACTION_RESPONSE, name="x", verdict="failed",
-                  now_ms=T0 + 3 * MIN)
-    log.add_event(b.id, kind=EventKind.VERIFY, name="latency", verdict="failed",
-                  now_ms=T0 + 3 * MIN)
+    log.add_event(
+        a.id, kind=EventKind.ACTION_RESPONSE, name="x", verdict="failed", now_ms=T0 + 3 * MIN
+    )
+    log.add_event(
+        b.id, kind=EventKind.VERIFY, name="latency", verdict="failed", now_ms=T0 + 3 * MIN
+    )
     assert log.count_failed_verifications("restart-checkout", since_ms=T0) == 3
     assert log.count_failed_verifications("restart-checkout", since_ms=T0 + MIN) == 2
     assert log.count_failed_verifications("other", since_ms=T0) == 1
@@ -429,8 +543,10 @@ def test_unfinished_runs_are_listed_after_a_crash(db_path):
 
 
 def test_list_runs_newest_first_with_pagination_and_filters(log):
-    ids = [new_run(log, fingerprint=f"f{i}", playbook="p1" if i % 2 else "p2",
-                   now_ms=T0 + i).id for i in range(7)]
+    ids = [
+        new_run(log, fingerprint=f"f{i}", playbook="p1" if i % 2 else "p2", now_ms=T0 + i).id
+        for i in range(7)
+    ]
     log.set_state(ids[3], RunState.REFUSED, now_ms=T0 + 10, outcome="cooldown")
     assert [r.id for r in log.list_runs()] == ids[::-1]
     page1 = log.list_runs(limit=3)
@@ -439,8 +555,9 @@ def test_list_runs_newest_first_with_pagination_and_filters(log):
     assert [r.id for r in page1 + page2 + page3] == ids[::-1]
     assert [r.id for r in log.list_runs(playbook="p1")] == [ids[5], ids[3], ids[1]]
     assert [r.id for r in log.list_runs(state=RunState.REFUSED)] == [ids[3]]
-    assert [r.id for r in log.list_runs(playbook="p1", state=RunState.PLANNED,
-                                        before_id=ids[5])] == [ids[1]]
+    assert [
+        r.id for r in log.list_runs(playbook="p1", state=RunState.PLANNED, before_id=ids[5])
+    ] == [ids[1]]
 
 
 def test_flags_set_replace_delete_and_audit(db_path):
@@ -456,7 +573,9 @@ def test_flags_set_replace_delete_and_audit(db_path):
         assert log.get_flag("paused") is None
         notes = log.events(None)
         assert [(e.name, e.detail["value"]) for e in notes][-2:] == [
-            ("flag breaker:restart-checkout", "closed"), ("flag paused", None)]
+            ("flag breaker:restart-checkout", "closed"),
+            ("flag paused", None),
+        ]
 
 
 def test_stats_counts_every_state(log):
@@ -484,8 +603,14 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_a_returned_write_survives_sigkill(db_path):
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(db_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(db_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     run_id = proc.stdout.strip()
     with AuditLog.open(db_path) as log:

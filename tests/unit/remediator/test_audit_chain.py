@@ -32,9 +32,17 @@ def db_path(tmp_path):
 
 def run(log, fp, *, now_ms, state=RunState.SUCCEEDED):
     """A run with a few events, left in ``state``."""
-    r = log.create_run(playbook="p", fingerprint=fp, starts_at="s", alertname="A",
-                       alert=ALERT, mode="auto", notification_id=None, target=None,
-                       now_ms=now_ms)
+    r = log.create_run(
+        playbook="p",
+        fingerprint=fp,
+        starts_at="s",
+        alertname="A",
+        alert=ALERT,
+        mode="auto",
+        notification_id=None,
+        target=None,
+        now_ms=now_ms,
+    )
     assert r is not None
     log.add_event(r.id, kind=EventKind.GUARD, name="cooldown", verdict="allow", now_ms=now_ms)
     if state is RunState.WAITING_APPROVAL:
@@ -70,8 +78,9 @@ def verify(db_path):
 def guard_event(db_path):
     conn = sqlite3.connect(db_path)
     try:
-        return conn.execute("SELECT id FROM events WHERE kind = 'guard' ORDER BY id"
-                            " LIMIT 1 OFFSET 1").fetchone()[0]
+        return conn.execute(
+            "SELECT id FROM events WHERE kind = 'guard' ORDER BY id LIMIT 1 OFFSET 1"
+        ).fetchone()[0]
     finally:
         conn.close()
 
@@ -91,8 +100,10 @@ def test_every_run_write_is_chained_but_not_listed(db_path):
     with AuditLog.open(db_path) as log:
         rid = run(log, "fp", now_ms=T0)
         assert [e.kind for e in log.events(rid)] == [EventKind.GUARD]
-        kinds = [r[0] for r in log._conn.execute(
-            "SELECT name FROM events WHERE kind = 'run' ORDER BY id")]
+        kinds = [
+            r[0]
+            for r in log._conn.execute("SELECT name FROM events WHERE kind = 'run' ORDER BY id")
+        ]
     assert kinds == ["created", "executing", "state"]
 
 
@@ -117,12 +128,24 @@ def test_a_deleted_event_is_found(db_path):
 def forge(db_path, event_id, prev_hash, *, verdict="approved"):
     """Insert an approval hashed correctly from ``prev_hash``; its hash."""
     detail = {"by": "mallory"}
-    digest = audit_chain.event_hash(prev_hash, event_id=event_id, run_id=None, ts_ms=T0,
-                                    kind="approval", name="approved", verdict=verdict,
-                                    detail=detail)
-    raw(db_path, ("INSERT INTO events (id, run_id, ts_ms, kind, name, verdict, detail,"
-                  " prev_hash, hash) VALUES (?, NULL, ?, 'approval', 'approved', ?, ?, ?, ?)",
-                  (event_id, T0, verdict, json.dumps(detail), prev_hash, digest)))
+    digest = audit_chain.event_hash(
+        prev_hash,
+        event_id=event_id,
+        run_id=None,
+        ts_ms=T0,
+        kind="approval",
+        name="approved",
+        verdict=verdict,
+        detail=detail,
+    )
+    raw(
+        db_path,
+        (
+            "INSERT INTO events (id, run_id, ts_ms, kind, name, verdict, detail,"
+            " prev_hash, hash) VALUES (?, NULL, ?, 'approval', 'approved', ?, ?, ?, ?)",
+            (event_id, T0, verdict, json.dumps(detail), prev_hash, digest),
+        ),
+    )
     return digest
 
 
@@ -153,8 +176,14 @@ def test_an_event_inserted_in_the_middle_is_found(db_path):
 
 def test_an_event_inserted_without_a_hash_is_found(db_path):
     populated(db_path)
-    raw(db_path, ("INSERT INTO events (run_id, ts_ms, kind, name, verdict, detail)"
-                  " VALUES (NULL, ?, 'note', 'forged', NULL, '{}')", (T0,)))
+    raw(
+        db_path,
+        (
+            "INSERT INTO events (run_id, ts_ms, kind, name, verdict, detail)"
+            " VALUES (NULL, ?, 'note', 'forged', NULL, '{}')",
+            (T0,),
+        ),
+    )
     broken = verify(db_path).broken
     assert broken is not None and "inserted directly" in broken.hint
 
@@ -183,8 +212,14 @@ def test_retention_deletes_old_terminal_runs_not_active_ones(db_path):
     now = T0 + 100 * DAY
     with AuditLog.open(db_path) as log:
         old = run(log, "old", now_ms=T0)
-        nid = log.record_notification(received_ms=T0, receiver="r", status="firing",
-                                      group_key="g", n_alerts=0, body='{"old": 1}')
+        nid = log.record_notification(
+            received_ms=T0,
+            receiver="r",
+            status="firing",
+            group_key="g",
+            n_alerts=0,
+            body='{"old": 1}',
+        )
         young = run(log, "young", now_ms=now - DAY)
         done = log.prune(now_ms=now, retention_s=90 * 86400, max_size_bytes=1 << 30)
         assert (done.runs, done.notifications) == (1, 1)
@@ -194,12 +229,10 @@ def test_retention_deletes_old_terminal_runs_not_active_ones(db_path):
         assert note.verdict == "age" and note.detail["runs"] == 1
     done = verify(db_path)
     assert done.broken is None and done.base.through_id == note.detail["through_id"] > 0
-    assert f"events up to id {done.base.through_id} were deleted by retention" \
-        in done.summary()
+    assert f"events up to id {done.base.through_id} were deleted by retention" in done.summary()
 
 
-@pytest.mark.parametrize("state", [RunState.WAITING_APPROVAL, RunState.RUNNING,
-                                   RunState.VERIFYING])
+@pytest.mark.parametrize("state", [RunState.WAITING_APPROVAL, RunState.RUNNING, RunState.VERIFYING])
 def test_retention_never_deletes_a_live_run_nor_what_follows_it(db_path, state):
     now = T0 + 100 * DAY
     with AuditLog.open(db_path) as log:
@@ -220,8 +253,10 @@ def test_pruning_twice_keeps_the_chain_verifiable(db_path):
         log.prune(now_ms=T0 + 95 * DAY, retention_s=90 * 86400, max_size_bytes=1 << 30)
         log.prune(now_ms=T0 + 98 * DAY, retention_s=90 * 86400, max_size_bytes=1 << 30)
         assert len(log.list_runs()) == 2
-        assert log.prune(now_ms=T0 + 98 * DAY, retention_s=90 * 86400,
-                         max_size_bytes=1 << 30).deleted == 0
+        assert (
+            log.prune(now_ms=T0 + 98 * DAY, retention_s=90 * 86400, max_size_bytes=1 << 30).deleted
+            == 0
+        )
     assert verify(db_path).broken is None
 
 
@@ -234,11 +269,15 @@ def test_a_forged_checkpoint_is_found(db_path):
         log.prune(now_ms=T0 + 91 * DAY, retention_s=90 * 86400, max_size_bytes=1 << 30)
         base = log._base(log._conn)
     conn = sqlite3.connect(db_path)
-    cut, cut_hash = conn.execute("SELECT id, hash FROM events WHERE id > ? ORDER BY id"
-                                 " LIMIT 1 OFFSET 3", (base.through_id,)).fetchone()
+    cut, cut_hash = conn.execute(
+        "SELECT id, hash FROM events WHERE id > ? ORDER BY id LIMIT 1 OFFSET 3", (base.through_id,)
+    ).fetchone()
     conn.close()
-    raw(db_path, ("DELETE FROM events WHERE id <= ?", (cut,)),
-        ("UPDATE chain_base SET through_id = ?, hash = ?", (cut, cut_hash)))
+    raw(
+        db_path,
+        ("DELETE FROM events WHERE id <= ?", (cut,)),
+        ("UPDATE chain_base SET through_id = ?, hash = ?", (cut, cut_hash)),
+    )
     broken = verify(db_path).broken
     assert broken is not None and "prune checkpoint" in broken.what
     assert broken.found == f"through id {cut}, hash {cut_hash}"
@@ -250,8 +289,9 @@ def test_the_size_cap_deletes_younger_data_down_to_the_last_hour(db_path):
         for hour in range(0, 10 * 24, 2):  # ten days, ~20 KB of events each time
             t = T0 + hour * 3_600_000
             rid = run(log, f"h{hour}", now_ms=t)
-            log.add_event(rid, kind=EventKind.NOTE, name="log", detail={"x": "y" * 20_000},
-                          now_ms=t)
+            log.add_event(
+                rid, kind=EventKind.NOTE, name="log", detail={"x": "y" * 20_000}, now_ms=t
+            )
         last_hour = run(log, "recent", now_ms=now - MIN)
         big = log.used_bytes()
         assert big > 2 << 20
@@ -279,19 +319,40 @@ def test_cut_point_stops_before_a_straddling_or_live_run():
 
 
 def body_of(n_alerts=1, annotation="x", **extra):
-    alerts = [{"status": "firing", "labels": {"alertname": "A", "i": str(i)},
-               "annotations": {"summary": annotation}, "startsAt": "2026-01-01T00:00:00Z",
-               "fingerprint": f"f{i}"} for i in range(n_alerts)]
-    return json.dumps({"version": "4", "receiver": "vigil", "status": "firing",
-                       "alerts": alerts, "groupKey": "g", **extra})
+    alerts = [
+        {
+            "status": "firing",
+            "labels": {"alertname": "A", "i": str(i)},
+            "annotations": {"summary": annotation},
+            "startsAt": "2026-01-01T00:00:00Z",
+            "fingerprint": f"f{i}",
+        }
+        for i in range(n_alerts)
+    ]
+    return json.dumps(
+        {
+            "version": "4",
+            "receiver": "vigil",
+            "status": "firing",
+            "alerts": alerts,
+            "groupKey": "g",
+            **extra,
+        }
+    )
 
 
 def record(log, body, *, at=T0, cap=retention.DEFAULT_MAX_STORED_BODY_BYTES):
     note = parse_notification(body.encode())
-    return log.record_notification(received_ms=at, receiver=note.receiver,
-                                   status=note.status, group_key=note.group_key,
-                                   n_alerts=len(note.alerts), body=body, alerts=note.alerts,
-                                   max_body_bytes=cap)
+    return log.record_notification(
+        received_ms=at,
+        receiver=note.receiver,
+        status=note.status,
+        group_key=note.group_key,
+        n_alerts=len(note.alerts),
+        body=body,
+        alerts=note.alerts,
+        max_body_bytes=cap,
+    )
 
 
 def test_a_repeated_body_is_stored_once(db_path):
@@ -315,8 +376,7 @@ def test_a_large_body_is_stored_reduced_and_still_replays(db_path):
         got = log.get_notification(record(log, body))
     assert (got.body_form, got.size_bytes, got.is_replayable) == ("reduced", len(body), True)
     assert len(got.body) < retention.DEFAULT_MAX_STORED_BODY_BYTES
-    assert parse_notification(got.body.encode()).alerts == parse_notification(
-        body.encode()).alerts
+    assert parse_notification(got.body.encode()).alerts == parse_notification(body.encode()).alerts
 
 
 def test_a_body_too_large_even_reduced_is_truncated_and_not_replayable(db_path):
@@ -336,13 +396,22 @@ def test_a_version_3_database_is_migrated_chained_and_capped(db_path):
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
     big = body_of(annotation="z" * 1_000_000)
-    conn.execute("INSERT INTO notifications (received_ms, receiver, status, group_key,"
-                 " n_alerts, body) VALUES (?, 'vigil', 'firing', 'g', 1, ?)", (T0, big))
-    conn.execute("INSERT INTO runs (id, playbook, fingerprint, starts_at, alertname, mode,"
-                 " state, created_ms, updated_ms, alert) VALUES ('r1', 'p', 'f', 's', 'A',"
-                 " 'auto', 'succeeded', ?, ?, '{}')", (T0, T0))
-    conn.execute("INSERT INTO events (run_id, ts_ms, kind, name, verdict, detail)"
-                 " VALUES ('r1', ?, 'guard', 'cooldown', 'allow', '{}')", (T0,))
+    conn.execute(
+        "INSERT INTO notifications (received_ms, receiver, status, group_key,"
+        " n_alerts, body) VALUES (?, 'vigil', 'firing', 'g', 1, ?)",
+        (T0, big),
+    )
+    conn.execute(
+        "INSERT INTO runs (id, playbook, fingerprint, starts_at, alertname, mode,"
+        " state, created_ms, updated_ms, alert) VALUES ('r1', 'p', 'f', 's', 'A',"
+        " 'auto', 'succeeded', ?, ?, '{}')",
+        (T0, T0),
+    )
+    conn.execute(
+        "INSERT INTO events (run_id, ts_ms, kind, name, verdict, detail)"
+        " VALUES ('r1', ?, 'guard', 'cooldown', 'allow', '{}')",
+        (T0,),
+    )
     conn.execute("INSERT INTO flags VALUES ('paused', 'yes', ?)", (T0,))
     conn.commit()
     conn.close()
@@ -393,14 +462,16 @@ async def test_five_1mb_webhooks_keep_the_database_bounded(aiohttp_client, tmp_p
     ids = set()
     for i in range(5):
         body = body_of(annotation=f"{i if distinct else 0}" + "x" * (1 << 20)).encode()
-        resp = await client.post("/webhook", data=io.BytesIO(body),
-                                 headers={"Content-Type": "application/json"})
+        resp = await client.post(
+            "/webhook", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
+        )
         assert resp.status == 200
         ids.add((await resp.json())["notification"])
     assert len(ids) == (5 if distinct else 1)
     grown = db_bytes(path) - before
-    assert grown < (5 if distinct else 1) * retention.DEFAULT_MAX_STORED_BODY_BYTES + (
-        256 << 10), grown
+    assert grown < (5 if distinct else 1) * retention.DEFAULT_MAX_STORED_BODY_BYTES + (256 << 10), (
+        grown
+    )
     notes = await st.audit.run(lambda db: db.notifications_since(0))
     assert sum(n.count for n in notes) == 5
     assert {n.body_form for n in notes} == {"truncated"}

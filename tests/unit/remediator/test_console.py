@@ -29,8 +29,13 @@ async def test_page_and_assets_are_served_with_a_strict_policy(aiohttp_client, t
 async def test_status_follows_the_kill_switch(aiohttp_client, tmp_path):
     client, *_ = await start(aiohttp_client, tmp_path, admin="s3cret")
     status = await (await client.get("/api/v1/status")).json()
-    assert status == {"paused": False, "paused_reason": None, "playbooks": 1, "problems": 0,
-                      "detector_url": None}
+    assert status == {
+        "paused": False,
+        "paused_reason": None,
+        "playbooks": 1,
+        "problems": 0,
+        "detector_url": None,
+    }
     auth = {"Authorization": "Bearer s3cret"}
     assert (await client.post("/api/v1/pause", headers=auth)).status == 200
     status = await (await client.get("/api/v1/status")).json()
@@ -40,8 +45,7 @@ async def test_status_follows_the_kill_switch(aiohttp_client, tmp_path):
 async def test_runs_can_be_listed_for_one_alert_fingerprint(aiohttp_client, tmp_path):
     client, st, *_ = await start(aiohttp_client, tmp_path)
     for fp, instance in (("aaaa", "db-1:9100"), ("bbbb", "db-2:9100")):
-        resp = await client.post("/webhook", json=notification(fingerprint=fp,
-                                                               instance=instance))
+        resp = await client.post("/webhook", json=notification(fingerprint=fp, instance=instance))
         assert resp.status == 200
     await drained(st)
     runs = (await (await client.get("/api/v1/runs?fingerprint=bbbb")).json())["data"]
@@ -50,7 +54,8 @@ async def test_runs_can_be_listed_for_one_alert_fingerprint(aiohttp_client, tmp_
 
 
 async def test_simulate_shows_the_plan_for_an_alert_a_body_or_a_recorded_request(
-        aiohttp_client, tmp_path):
+    aiohttp_client, tmp_path
+):
     client, *_ = await start(aiohttp_client, tmp_path, playbooks=sorted(VALID.glob("*.yaml")))
     recorded = (SAMPLES / "webhook_01.json").read_bytes()
     resp = await client.post("/api/v1/simulate", data=recorded, headers=JSON)

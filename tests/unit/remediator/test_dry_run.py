@@ -55,7 +55,7 @@ def _playbook(tmp_path: Path, text: str) -> Path:
 
 
 def _sends(fake) -> list[tuple[str, ...]]:
-    return [c for c in fake.calls if not any(c[:len(r)] == r for r in READS)]
+    return [c for c in fake.calls if not any(c[: len(r)] == r for r in READS)]
 
 
 async def _events(client, run_id):
@@ -63,8 +63,9 @@ async def _events(client, run_id):
 
 
 async def test_a_failing_dry_run_undoes_and_escalates_on_paper_only(aiohttp_client, tmp_path):
-    client, st, fake, _ = await start(aiohttp_client, tmp_path,
-                                      playbooks=[_playbook(tmp_path, TRIAL)])
+    client, st, fake, _ = await start(
+        aiohttp_client, tmp_path, playbooks=[_playbook(tmp_path, TRIAL)]
+    )
     await client.post("/webhook", json=notification())
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.FAILED)
     assert _sends(fake) == []
@@ -73,10 +74,14 @@ async def test_a_failing_dry_run_undoes_and_escalates_on_paper_only(aiohttp_clie
     responses = {e["name"]: e for e in events if e["kind"] == "action_response"}
     assert responses["tell"]["verdict"] == "dryrun"
     assert responses["tell"]["detail"]["would_send"] == {
-        "method": "POST", "url": "<secret chat>", "json": {"text": "disk on db-1:9100"}}
+        "method": "POST",
+        "url": "<secret chat>",
+        "json": {"text": "disk on db-1:9100"},
+    }
     assert responses["page"]["detail"]["would_send"]["path"] == "/api/v2/alerts"
     assert responses["ticket"]["detail"]["would_send"]["headers"] == {
-        "Authorization": "<secret tk>"}
+        "Authorization": "<secret tk>"
+    }
     assert responses["check"]["verdict"] == "failed"
     undo = [(e["name"], e["verdict"]) for e in events if e["kind"] == "undo"]
     assert undo == [("tell-undo", "dryrun"), ("unsilence", "dryrun")]
@@ -93,10 +98,12 @@ async def test_a_failing_dry_run_undoes_and_escalates_on_paper_only(aiohttp_clie
 
 
 async def test_a_dry_run_that_cannot_plan_escalates_on_paper_only(aiohttp_client, tmp_path):
-    broken = TRIAL.replace("text: 'disk on {{ labels.instance }}'",
-                           "text: '{{ labels.no_such_label }}'")
-    client, st, fake, _ = await start(aiohttp_client, tmp_path,
-                                      playbooks=[_playbook(tmp_path, broken)])
+    broken = TRIAL.replace(
+        "text: 'disk on {{ labels.instance }}'", "text: '{{ labels.no_such_label }}'"
+    )
+    client, st, fake, _ = await start(
+        aiohttp_client, tmp_path, playbooks=[_playbook(tmp_path, broken)]
+    )
     await client.post("/webhook", json=notification())
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.ESCALATED)
     assert _sends(fake) == []
@@ -105,9 +112,11 @@ async def test_a_dry_run_that_cannot_plan_escalates_on_paper_only(aiohttp_client
 
 
 async def test_a_shadow_playbook_refused_by_the_kill_switch_escalates_on_paper_only(
-        aiohttp_client, tmp_path):
-    client, st, fake, _ = await start(aiohttp_client, tmp_path, admin="a",
-                                      playbooks=[_playbook(tmp_path, SHADOW)])
+    aiohttp_client, tmp_path
+):
+    client, st, fake, _ = await start(
+        aiohttp_client, tmp_path, admin="a", playbooks=[_playbook(tmp_path, SHADOW)]
+    )
     await client.post("/api/v1/pause", headers={"Authorization": "Bearer a"})
     await client.post("/webhook", json=notification())
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.REFUSED)

@@ -61,12 +61,12 @@ def test_playbook_seconds_fields_take_durations(tmp_path: Path) -> None:
 
 def test_a_bad_duration_in_a_playbook_is_one_problem_line(tmp_path: Path) -> None:
     path = tmp_path / "silence-with-durations.yaml"
-    path.write_text(PLAYBOOK.replace("cooldown_s: 1h", "cooldown_s: 30m1h"),
-                    encoding="utf-8")
+    path.write_text(PLAYBOOK.replace("cooldown_s: 1h", "cooldown_s: 30m1h"), encoding="utf-8")
     catalog = load_catalog([tmp_path], build_registry())
     assert catalog.problems == (
         f"{path}:12: spec.guards.cooldown_s: '30m1h': units must go from largest to "
-        "smallest, each once (e.g. 1h30m, not 30m1h)",)
+        "smallest, each once (e.g. 1h30m, not 30m1h)",
+    )
 
 
 def test_a_bad_action_param_duration_is_reported(tmp_path: Path) -> None:
@@ -74,8 +74,9 @@ def test_a_bad_action_param_duration_is_reported(tmp_path: Path) -> None:
     path.write_text(PLAYBOOK.replace("seconds: 45s", "seconds: 2h"), encoding="utf-8")
     problems = load_catalog([tmp_path], build_registry()).problems
     assert len(problems) == 1
-    assert problems[0].endswith("spec.steps[1].params.seconds: Input should be less than "
-                                "or equal to 3600")
+    assert problems[0].endswith(
+        "spec.steps[1].params.seconds: Input should be less than or equal to 3600"
+    )
 
 
 def test_config_seconds_fields_take_durations(tmp_path: Path) -> None:
@@ -84,6 +85,9 @@ def test_config_seconds_fields_take_durations(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert (cfg.audit.retention_s, cfg.audit.prune_interval_s) == (90 * 86400.0, 3600.0)
     path.write_text("audit: {retention_s: 1.5d}\n", encoding="utf-8")
-    with pytest.raises(Exception, match=r"remediator.yaml:1: audit.retention_s: '1.5d' is "
-                       "not a duration"):
+    with pytest.raises(
+        Exception,
+        match=r"remediator.yaml:1: audit.retention_s: '1.5d' is "
+        "not a duration",
+    ):
         load_config(path)

@@ -9,5 +9,11 @@ def test_the_shipped_playbooks_are_valid():
     catalog = load_catalog([ROOT / "playbooks"], build_registry())
     assert catalog.problems == ()
     assert sorted(e.playbook.name for e in catalog.entries) == [
-        "cert-expiry-escalate", "crashloop-delete-pod", "evicted-pods-cleanup",
-        "hpa-maxed-scale-up", "memory-growth-restart", "node-drain", "rollback-bad-rollout"]
+        "cert-expiry-escalate",
+        "crashloop-delete-pod",
+        "evicted-pods-cleanup",
+        "hpa-maxed-scale-up",
+        "memory-growth-restart",
+        "node-drain",
+        "rollback-bad-rollout",
+    ]

@@ -11,8 +11,7 @@ from tests.unit.remediator.test_approvals import approval_playbook
 
 
 @pytest.mark.parametrize("ttl", [".inf", ".nan", "99999999999y", "9" * 40 + "y", "١٢m"])
-async def test_an_absurd_approval_ttl_refuses_the_playbook_at_load(aiohttp_client, tmp_path,
-                                                                    ttl):
+async def test_an_absurd_approval_ttl_refuses_the_playbook_at_load(aiohttp_client, tmp_path, ttl):
     pb = approval_playbook(tmp_path, "max_concurrent: 5", f"approval_ttl_s: {ttl}")
     _, st, _, _ = await start(aiohttp_client, tmp_path, playbooks=[pb], admin="adm")
     assert [e.playbook.name for e in st.catalog.entries] == []

@@ -43,8 +43,7 @@ class PrometheusDown(FakeServices):
         raise ActionTemporaryError(DOWN, delay_s=1.0)
 
 
-async def test_an_unreadable_precondition_refuses_the_run_and_says_why(aiohttp_client,
-                                                                      tmp_path):
+async def test_an_unreadable_precondition_refuses_the_run_and_says_why(aiohttp_client, tmp_path):
     book = tmp_path / "playbooks"
     book.mkdir()
     (book / "silence-if-replicas-ready.yaml").write_text(PRECONDITION_BOOK)
@@ -53,8 +52,9 @@ async def test_an_unreadable_precondition_refuses_the_run_and_says_why(aiohttp_c
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.REFUSED)
     assert fake.count("prometheus") == 1
     assert fake.count("alertmanager", "POST") == 0  # nothing was done
-    assert "replicas are ready: cannot evaluate" in run.outcome and "connection refused" in \
-        run.outcome
+    assert (
+        "replicas are ready: cannot evaluate" in run.outcome and "connection refused" in run.outcome
+    )
     doc = await (await client.get(f"/api/v1/runs/{run.id}")).json()
     [pre] = [e for e in doc["events"] if e["kind"] == "guard" and e["name"] == "precondition"]
     assert pre["verdict"] == "refuse" and DOWN in str(pre["detail"])

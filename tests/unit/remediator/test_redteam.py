@@ -46,34 +46,51 @@ def test_a_selector_variable_assembled_from_two_labels_is_refused() -> None:
 
 def test_a_selector_variable_completed_by_the_template_is_refused() -> None:
     with pytest.raises(TemplateError):
-        render_as('rate(x{pod="${{ labels.a }}", $selector}[5m])', scope(a="selector"),
-                  Context.VIGIL_QUERY)
+        render_as(
+            'rate(x{pod="${{ labels.a }}", $selector}[5m])',
+            scope(a="selector"),
+            Context.VIGIL_QUERY,
+        )
 
 
 # --- 2. label_replace's regex and replacement ---------------------------------------------
 def test_a_label_in_label_replace_regex_matches_only_itself() -> None:
-    query = render_as('label_replace(up, "dst", "$1", "pod", "{{ labels.pod }}")',
-                      scope(pod=".*"), Context.PROMQL)
+    query = render_as(
+        'label_replace(up, "dst", "$1", "pod", "{{ labels.pod }}")', scope(pod=".*"), Context.PROMQL
+    )
     assert query == 'label_replace(up, "dst", "$1", "pod", "\\\\.\\\\*")'
 
 
 def test_a_label_in_label_replace_replacement_expands_nothing() -> None:
-    query = render_as('label_replace(up, "dst", "{{ labels.pod }}", "pod", "(.*)")',
-                      scope(pod="$1${1}"), Context.PROMQL)
+    query = render_as(
+        'label_replace(up, "dst", "{{ labels.pod }}", "pod", "(.*)")',
+        scope(pod="$1${1}"),
+        Context.PROMQL,
+    )
     assert query == 'label_replace(up, "dst", "$$1$${1}", "pod", "(.*)")'
 
 
 # --- 3. dot segments a server sees -------------------------------------------------------
-@pytest.mark.parametrize("tail", ["/hook/..;/admin", "/hook/..;x/admin",
-                                  "/hook/..%2f..%2fadmin", "/hook/x%2F..%2F..%2Fadmin",
-                                  "/hook/..%5cadmin", "/hook/%252e%252e/admin",
-                                  "/hook/%2e%2e%2fadmin", "/hook/.%3B/../../admin"])
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "/hook/..;/admin",
+        "/hook/..;x/admin",
+        "/hook/..%2f..%2fadmin",
+        "/hook/x%2F..%2F..%2Fadmin",
+        "/hook/..%5cadmin",
+        "/hook/%252e%252e/admin",
+        "/hook/%2e%2e%2fadmin",
+        "/hook/.%3B/../../admin",
+    ],
+)
 def test_a_hidden_dot_segment_is_not_allowed(tail: str) -> None:
     assert not urls.allowed("https://h.example" + tail, ["https://h.example/hook/"])
 
 
-@pytest.mark.parametrize("tail", ["/hook/x", "/hook/a/../b", "/hook/...", "/hook/a;b",
-                                  "/hook/a%2Fb"])
+@pytest.mark.parametrize(
+    "tail", ["/hook/x", "/hook/a/../b", "/hook/...", "/hook/a;b", "/hook/a%2Fb"]
+)
 def test_plain_paths_stay_allowed(tail: str) -> None:
     assert urls.allowed("https://h.example" + tail, ["https://h.example/hook/"])
 
@@ -100,19 +117,30 @@ async def redirecting(aiohttp_server, tmp_path):
     (secrets / "key").write_text("k3y-s3cret")
     base = f"http://127.0.0.1:{server.port}"
     async with aiohttp.ClientSession() as session:
-        services = LiveServices(session, alertmanager_url=None, prometheus_url=None,
-                                secrets_dir=secrets, allowed_urls=(f"{base}/hook/",))
+        services = LiveServices(
+            session,
+            alertmanager_url=None,
+            prometheus_url=None,
+            secrets_dir=secrets,
+            allowed_urls=(f"{base}/hook/",),
+        )
         yield base, services, seen
 
 
 async def test_a_redirect_off_the_allow_list_is_not_followed(redirecting) -> None:
     base, services, seen = redirecting
     from tests.unit.remediator.test_injection import REGISTRY
+
     spec = REGISTRY.get("http.request")
     assert spec is not None
-    params = spec.params.model_validate({"method": "POST", "url": base + "/hook/x",
-                                         "headers": {"X-Api-Key": {"secret": "key"}},
-                                         "json": {"a": 1}})
+    params = spec.params.model_validate(
+        {
+            "method": "POST",
+            "url": base + "/hook/x",
+            "headers": {"X-Api-Key": {"secret": "key"}},
+            "json": {"a": 1},
+        }
+    )
     outcome = await http_request(context(services), params)
     assert isinstance(outcome, Failed) and "HTTP 307" in outcome.error
     assert seen == []
@@ -120,14 +148,23 @@ async def test_a_redirect_off_the_allow_list_is_not_followed(redirecting) -> Non
 
 # --- 5. a dry run interrupted by a restart ------------------------------------------------
 async def test_an_interrupted_dry_run_pages_nobody_after_its_playbook_went_live(
-        aiohttp_client, tmp_path) -> None:
+    aiohttp_client, tmp_path
+) -> None:
     """The run was a dry run (its playbook in dryRun then); the playbook is ``auto`` by the
     restart. Recovery records what it would have escalated, and sends nothing."""
     with AuditLog.open(tmp_path / "audit.db") as db:
         alert = notification()["alerts"][0]
-        run = db.create_run(playbook="silence-noisy-disk", fingerprint="f1",
-                            starts_at=alert["startsAt"], alertname="DiskFlapping", alert=alert,
-                            mode="dryRun", notification_id=None, target="x", now_ms=1)
+        run = db.create_run(
+            playbook="silence-noisy-disk",
+            fingerprint="f1",
+            starts_at=alert["startsAt"],
+            alertname="DiskFlapping",
+            alert=alert,
+            mode="dryRun",
+            notification_id=None,
+            target="x",
+            now_ms=1,
+        )
         db.set_state(run.id, RunState.RUNNING, now_ms=2)
     _client, st, fake, _clock = await start(aiohttp_client, tmp_path)
     [after] = await st.audit.run(lambda db: db.list_runs())
@@ -135,11 +172,14 @@ async def test_an_interrupted_dry_run_pages_nobody_after_its_playbook_went_live(
     assert fake.count("alertmanager", "POST", "/api/v2/alerts") == 0
 
 
-@pytest.mark.parametrize("context, template", [
-    (templating.Context.PROMQL, 'up{pod="{{ labels.pod }}"} == 0'),
-    (templating.Context.PROMQL_SELECTOR, 'pod="{{ labels.pod }}"'),
-    (templating.Context.MATCHER, 'pod="{{ labels.pod }}"'),
-])
+@pytest.mark.parametrize(
+    "context, template",
+    [
+        (templating.Context.PROMQL, 'up{pod="{{ labels.pod }}"} == 0'),
+        (templating.Context.PROMQL_SELECTOR, 'pod="{{ labels.pod }}"'),
+        (templating.Context.MATCHER, 'pod="{{ labels.pod }}"'),
+    ],
+)
 def test_an_empty_label_value_is_refused_where_it_would_match_everything(context, template):
     """Prometheus never sends an empty label, but whoever posts to Alertmanager can:
     `pod=""` would select every series (or silence every alert) without a pod label."""
@@ -156,6 +196,7 @@ def test_a_short_secret_does_not_eat_into_another_secrets_mask():
     r.register("webhook-url", "https://hooks.example.com/services/T111/B111/SLACKSECRET")
     r.register("pin", "ret")  # a (too) short secret that occurs inside "<secret ...>"
     r.register("numbers", "20261207")
-    out = r.text("POST https://hooks.example.com/services/T111/B111/SLACKSECRET failed; "
-                 "ret; 20261207")
+    out = r.text(
+        "POST https://hooks.example.com/services/T111/B111/SLACKSECRET failed; ret; 20261207"
+    )
     assert out == "POST <secret webhook-url> failed; <secret pin>; <secret numbers>"

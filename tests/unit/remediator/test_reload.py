@@ -17,9 +17,12 @@ from tests.unit.remediator.fakes import FakeServices
 from tests.unit.remediator.test_app import HERE, Clock, drained, notification, settle
 
 ADMIN = {"Authorization": "Bearer adm"}
-PLAYBOOK = (HERE / "playbooks" / "silence-noisy-disk.yaml").read_text().replace(
-    "cooldown_s: 600", "cooldown_s: 0\n    max_concurrent: 100").replace(
-    "max_runs: 5", "max_runs: 10000")
+PLAYBOOK = (
+    (HERE / "playbooks" / "silence-noisy-disk.yaml")
+    .read_text()
+    .replace("cooldown_s: 600", "cooldown_s: 0\n    max_concurrent: 100")
+    .replace("max_runs: 5", "max_runs: 10000")
+)
 GOOD = "guards:\n  max_concurrent: 500\n  rate: {max_runs: 10000, window_s: 1h}\n"
 
 
@@ -31,10 +34,18 @@ async def start(aiohttp_client, tmp_path, *, services=None, config=GOOD):
     path.write_text(config)
     metrics = CollectorRegistry()
     clock = Clock()
-    app = build_app(load_config(path), playbook_dirs=[book], state_dir=tmp_path,
-                    services=services or FakeServices(), admin_token="adm", clock=clock,
-                    sleep=clock.sleep, external_url="http://vigil:9421", metrics=metrics,
-                    load_config=lambda: load_config(path))
+    app = build_app(
+        load_config(path),
+        playbook_dirs=[book],
+        state_dir=tmp_path,
+        services=services or FakeServices(),
+        admin_token="adm",
+        clock=clock,
+        sleep=clock.sleep,
+        external_url="http://vigil:9421",
+        metrics=metrics,
+        load_config=lambda: load_config(path),
+    )
     client = await aiohttp_client(app)
     st = app[STATE]
     await st.ready.wait()
@@ -50,23 +61,26 @@ async def reload(client):
     return resp.status, await resp.json()
 
 
-async def test_a_bad_config_or_playbook_changes_nothing_and_says_where(aiohttp_client,
-                                                                      tmp_path, caplog):
+async def test_a_bad_config_or_playbook_changes_nothing_and_says_where(
+    aiohttp_client, tmp_path, caplog
+):
     client, st, book, path, metrics, clock = await start(aiohttp_client, tmp_path)
     assert gauge(metrics, "vigil_config_last_reload_successful") == 1
     started = gauge(metrics, "vigil_config_last_reload_success_timestamp_seconds")
     assert started == clock.now
     before_cfg, before_catalog = st.cfg, st.catalog
     path.write_text(GOOD + "guards_typo: 1\n")
-    (book / "broken.yaml").write_text("apiVersion: vigil/v1\nkind: Playbook\n"
-                                      "metadata: {name: broken}\nspec:\n  steps: []\n")
+    (book / "broken.yaml").write_text(
+        "apiVersion: vigil/v1\nkind: Playbook\nmetadata: {name: broken}\nspec:\n  steps: []\n"
+    )
     clock.now += 10
     with caplog.at_level(logging.ERROR, logger="remediator.app"):
         status, doc = await reload(client)
     assert status == 422 and doc["reloaded"] is False
     assert f"{path}:4: guards_typo: Extra inputs are not permitted" in doc["problems"]
-    assert any(p.startswith(f"{book / 'broken.yaml'}:") and "spec.match" in p
-               for p in doc["problems"])
+    assert any(
+        p.startswith(f"{book / 'broken.yaml'}:") and "spec.match" in p for p in doc["problems"]
+    )
     # every problem logged on its own line, as file:line: path: message
     logged = [r.getMessage() for r in caplog.records]
     for problem in doc["problems"]:
@@ -88,17 +102,19 @@ async def test_a_bad_config_or_playbook_changes_nothing_and_says_where(aiohttp_c
     assert metrics.get_sample_value("vigil_config_reloads_total", {"result": "success"}) == 1
 
 
-async def test_settings_only_a_restart_applies_stay_and_are_named(aiohttp_client, tmp_path,
-                                                                  caplog):
+async def test_settings_only_a_restart_applies_stay_and_are_named(aiohttp_client, tmp_path, caplog):
     client, st, _, path, _, _ = await start(aiohttp_client, tmp_path)
-    path.write_text(GOOD + "max_body_bytes: 2048\nmax_alerts_per_webhook: 3\n"
-                    "auth: {admin_token_file: /nowhere, groups: {sre: [alice]}}\n")
+    path.write_text(
+        GOOD + "max_body_bytes: 2048\nmax_alerts_per_webhook: 3\n"
+        "auth: {admin_token_file: /nowhere, groups: {sre: [alice]}}\n"
+    )
     with caplog.at_level(logging.WARNING, logger="remediator.app"):
         assert (await reload(client))[0] == 200
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == [
         "reload: auth.admin_token_file changed; it takes effect at the next restart",
-        "reload: max_body_bytes changed; it takes effect at the next restart"]
+        "reload: max_body_bytes changed; it takes effect at the next restart",
+    ]
     assert st.cfg.max_body_bytes == RemediatorConfig().max_body_bytes
     assert st.cfg.auth.admin_token_file is None
     assert st.cfg.max_alerts_per_webhook == 3 and st.cfg.auth.groups == {"sre": ("alice",)}
@@ -107,23 +123,24 @@ async def test_settings_only_a_restart_applies_stay_and_are_named(aiohttp_client
     assert (await client.post("/webhook", json=body)).status == 400  # 4 > 3, reloaded
 
 
-async def test_a_user_added_to_the_users_file_may_approve_after_a_reload(aiohttp_client,
-                                                                        tmp_path):
+async def test_a_user_added_to_the_users_file_may_approve_after_a_reload(aiohttp_client, tmp_path):
     users = tmp_path / "users.yaml"
     users.write_text("users: {}\n")
     client, st, _, _path, _, _ = await start(
-        aiohttp_client, tmp_path, config=GOOD + f"auth: {{users_file: {users}}}\n")
+        aiohttp_client, tmp_path, config=GOOD + f"auth: {{users_file: {users}}}\n"
+    )
     token = "dana-token-0042"
-    users.write_text(f"users:\n  dana:\n    token_sha256: "
-                     f"{hashlib.sha256(token.encode()).hexdigest()}\n")
+    users.write_text(
+        f"users:\n  dana:\n    token_sha256: {hashlib.sha256(token.encode()).hexdigest()}\n"
+    )
     assert st.users.entries == {}
     assert (await reload(client))[0] == 200
     assert set(st.users.entries) == {"dana"}
     users.write_text("users:\n  dana:\n    token_sha256: nope\n")
     status, doc = await reload(client)
     assert status == 422 and doc["problems"] == [
-        f"{users}:3: users.dana.token_sha256: String should match pattern "
-        "'^[0-9a-f]{64}$'"]
+        f"{users}:3: users.dana.token_sha256: String should match pattern '^[0-9a-f]{{64}}$'"
+    ]
     assert set(st.users.entries) == {"dana"}  # the last good file stays
 
 
@@ -141,8 +158,7 @@ class GatedProm(FakeServices):
         return [{"value": [0, "1"]}]
 
 
-async def test_a_run_in_flight_finishes_with_the_playbook_it_started_with(aiohttp_client,
-                                                                          tmp_path):
+async def test_a_run_in_flight_finishes_with_the_playbook_it_started_with(aiohttp_client, tmp_path):
     fake = GatedProm()
     client, st, book, _path, _, _ = await start(aiohttp_client, tmp_path, services=fake)
     assert (await client.post("/webhook", json=notification())).status == 200
@@ -155,8 +171,7 @@ async def test_a_run_in_flight_finishes_with_the_playbook_it_started_with(aiohtt
     assert run.state == RunState.SUCCEEDED
 
 
-async def test_webhooks_arriving_during_reloads_are_all_recorded_and_run(aiohttp_client,
-                                                                       tmp_path):
+async def test_webhooks_arriving_during_reloads_are_all_recorded_and_run(aiohttp_client, tmp_path):
     fake = FakeServices()
     client, st, book, path, metrics, _ = await start(aiohttp_client, tmp_path, services=fake)
     n = 60
@@ -171,8 +186,9 @@ async def test_webhooks_arriving_during_reloads_are_all_recorded_and_run(aiohttp
         statuses = []
         for i in range(n):
             seen.append(len(outcomes))
-            resp = await client.post("/webhook", json=notification(
-                fingerprint=f"f{i}", instance=f"db-{i}:9100"))
+            resp = await client.post(
+                "/webhook", json=notification(fingerprint=f"f{i}", instance=f"db-{i}:9100")
+            )
             statuses.append(resp.status)
         return statuses
 
@@ -181,7 +197,8 @@ async def test_webhooks_arriving_during_reloads_are_all_recorded_and_run(aiohttp
             path.write_text(variants[i % len(variants)])
             if i % 3 == 0:  # a good change to the playbook too
                 (book / "silence-noisy-disk.yaml").write_text(
-                    PLAYBOOK.replace("flapping disk", f"flapping disk (v{i})"))
+                    PLAYBOOK.replace("flapping disk", f"flapping disk (v{i})")
+                )
             status, _ = await (reload(client) if i % 2 else _direct(st))
             outcomes.append(status)
 
@@ -205,11 +222,19 @@ async def _direct(st):
 
 def test_restart_only_names_what_a_reload_does_not_apply():
     old = RemediatorConfig()
-    new = RemediatorConfig.model_validate({
-        "max_body_bytes": 4096, "external_url": "http://x", "http": {"allowed_urls": ["h"]},
-        "auth": {"trusted_user_header": "X-User", "bearer_token_file": "/t"}})
-    assert reloading.restart_only(old, new) == ["auth.bearer_token_file", "external_url",
-                                                "max_body_bytes"]
+    new = RemediatorConfig.model_validate(
+        {
+            "max_body_bytes": 4096,
+            "external_url": "http://x",
+            "http": {"allowed_urls": ["h"]},
+            "auth": {"trusted_user_header": "X-User", "bearer_token_file": "/t"},
+        }
+    )
+    assert reloading.restart_only(old, new) == [
+        "auth.bearer_token_file",
+        "external_url",
+        "max_body_bytes",
+    ]
     merged = reloading.effective(old, new)
     assert merged.http.allowed_urls == ("h",) and merged.auth.trusted_user_header == "X-User"
     assert merged.max_body_bytes == old.max_body_bytes and merged.external_url is None

@@ -26,9 +26,14 @@ def _step(retries: int) -> PlannedStep:
 
 
 def _ctx() -> ActionContext:
-    return ActionContext(run_id="r1", run_url="http://vigil/api/v1/runs/r1", dry_run=False,
-                         services=FakeServices(), alert=None,
-                         log=logging.LoggerAdapter(logging.getLogger("test"), {}))
+    return ActionContext(
+        run_id="r1",
+        run_url="http://vigil/api/v1/runs/r1",
+        dry_run=False,
+        services=FakeServices(),
+        alert=None,
+        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
+    )
 
 
 async def _attempt(step: PlannedStep, fails: int, delay_s: float):
@@ -46,8 +51,9 @@ async def _attempt(step: PlannedStep, fails: int, delay_s: float):
     async def sleep(s: float) -> None:
         slept.append(s)
 
-    outcome = await attempts(step, func, _ctx(), record=record,
-                             observe=lambda kind, s: None, sleep=sleep)
+    outcome = await attempts(
+        step, func, _ctx(), record=record, observe=lambda kind, s: None, sleep=sleep
+    )
     return outcome, calls, slept, recorded
 
 
@@ -70,13 +76,22 @@ async def test_retries_stop_at_the_step_limit_and_the_delay_at_its_cap():
 def test_only_active_silences_whose_matchers_all_hold_mute():
     labels = {"alertname": "HighLatency", "instance": "db-1:9100"}
     doc = [
-        {"id": "a", "status": {"state": "active"}, "matchers": [
-            {"name": "instance", "value": "db-.*", "isRegex": True}]},
+        {
+            "id": "a",
+            "status": {"state": "active"},
+            "matchers": [{"name": "instance", "value": "db-.*", "isRegex": True}],
+        },
         {"id": "b", "status": {"state": "expired"}, "matchers": []},
-        {"id": "c", "status": {"state": "active"}, "matchers": [
-            {"name": "instance", "value": "web-1", "isRegex": False}]},
-        {"id": "d", "status": {"state": "active"}, "matchers": [
-            {"name": "instance", "value": "(?P<x", "isRegex": True}]},  # Python cannot tell
+        {
+            "id": "c",
+            "status": {"state": "active"},
+            "matchers": [{"name": "instance", "value": "web-1", "isRegex": False}],
+        },
+        {
+            "id": "d",
+            "status": {"state": "active"},
+            "matchers": [{"name": "instance", "value": "(?P<x", "isRegex": True}],
+        },  # Python cannot tell
     ]
     assert silences.muting(doc, labels) == ("a", "d")
     assert silences.muting({"error": "not a list"}, labels) == ()

@@ -40,8 +40,7 @@ def _closed_port() -> int:
 
 def _echo_text(request: web.Request, body: bytes) -> str:
     """What an unhelpful server answers: the request back, as text and escaped."""
-    return (f"{request.method} {request.path_qs} {dict(request.headers)!r} {body!r} "
-            f"{request.url}")
+    return f"{request.method} {request.path_qs} {dict(request.headers)!r} {body!r} {request.url}"
 
 
 async def _peer(aiohttp_server, release: asyncio.Event):
@@ -50,6 +49,7 @@ async def _peer(aiohttp_server, release: asyncio.Event):
     async def echo(status: int):
         async def handle(request: web.Request) -> web.Response:
             return web.Response(status=status, text=_echo_text(request, await request.read()))
+
         return handle
 
     async def slow(request: web.Request) -> web.Response:
@@ -57,8 +57,9 @@ async def _peer(aiohttp_server, release: asyncio.Event):
         return web.Response(text="late")
 
     async def query(request: web.Request) -> web.Response:
-        return web.json_response({"status": "success",
-                                  "data": {"resultType": "vector", "result": []}})
+        return web.json_response(
+            {"status": "success", "data": {"resultType": "vector", "result": []}}
+        )
 
     async def silences(request: web.Request) -> web.Response:
         return web.json_response([])
@@ -94,49 +95,58 @@ def _playbooks(peer: str) -> dict[str, str]:
     header = "{Authorization: {secret: api-header}}"
     return {
         "refused": "    - {name: n, action: notify, retries: 1, "
-                   "params: {url: {secret: notify-refused}, text: hi}}",
+        "params: {url: {secret: notify-refused}, text: hi}}",
         "echo500": "    - {name: n, action: notify, retries: 0, "
-                   "params: {url: {secret: notify-echo}, text: hi}}",
+        "params: {url: {secret: notify-echo}, text: hi}}",
         "tls": "    - {name: n, action: notify, retries: 0, "
-               "params: {url: {secret: notify-tls}, text: hi}}",
+        "params: {url: {secret: notify-tls}, text: hi}}",
         "missing": "    - {name: n, action: notify, params: {url: {secret: no-such}, text: hi}}",
         "header500": f"    - {{name: h, action: http.request, retries: 0, "
-                     f"params: {{url: '{tickets}/500', headers: {header}}}}}",
+        f"params: {{url: '{tickets}/500', headers: {header}}}}}",
         "header401": f"    - {{name: h, action: http.request, "
-                     f"params: {{url: '{tickets}/401', headers: {header}}}}}",
+        f"params: {{url: '{tickets}/401', headers: {header}}}}}",
         "timeout": f"    - {{name: h, action: http.request, retries: 0, "
-                   f"params: {{url: '{tickets}/slow', headers: {header}, timeout_s: 0.3}}}}",
+        f"params: {{url: '{tickets}/slow', headers: {header}, timeout_s: 0.3}}}}",
         "detector": "    - {name: v, action: vigil.verify, retries: 0, "
-                    "params: {selector: 'job=\"web\"'}}",
+        "params: {selector: 'job=\"web\"'}}",
         "verifyfail": f"    - {{name: h, action: http.request, "
-                      f"params: {{url: '{tickets}/ok', headers: {header}}}}}",
+        f"params: {{url: '{tickets}/ok', headers: {header}}}}}",
     }
 
 
-def _write_setup(tmp_path: Path, peer: str, peer_port: int, *,
-                 silences: bool) -> tuple[Path, RemediatorConfig]:
+def _write_setup(
+    tmp_path: Path, peer: str, peer_port: int, *, silences: bool
+) -> tuple[Path, RemediatorConfig]:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     closed = _closed_port()
     (secrets / "notify-refused").write_text(
-        f"http://127.0.0.1:{closed}/services/T111/B111/CANARYrefused0123456789\n")
+        f"http://127.0.0.1:{closed}/services/T111/B111/CANARYrefused0123456789\n"
+    )
     (secrets / "notify-echo").write_text(f"{peer}/services/T222/B222/CANARYecho0123456789")
     (secrets / "notify-tls").write_text(
-        f"https://127.0.0.1:{peer_port}/services/T333/B333/CANARYtls0123456789")
+        f"https://127.0.0.1:{peer_port}/services/T333/B333/CANARYtls0123456789"
+    )
     (secrets / "api-header").write_text(HEADER)
     (tmp_path / "detector-token").write_text(DETECTOR_TOKEN)
     book = tmp_path / "playbooks"
     book.mkdir()
     for name, steps in _playbooks(peer).items():
-        verify = "  verify:\n    - {query: 'never_there == 1', within_s: 30, interval_s: 10}" \
-            if name == "verifyfail" else ""
-        (book / f"{name}.yaml").write_text(_playbook(name, steps, verify=verify,
-                                                     silences=silences))
-    cfg = RemediatorConfig.model_validate({
-        "secrets_dir": str(secrets), "http": {"allowed_urls": [f"{peer}/tickets/"]},
-        "detector": {"url": peer, "bearer_token_file": str(tmp_path / "detector-token")},
-        "guards": {"max_concurrent": 100, "rate": {"max_runs": 100, "window_s": 3600}},
-        "request_timeout_s": 5})
+        verify = (
+            "  verify:\n    - {query: 'never_there == 1', within_s: 30, interval_s: 10}"
+            if name == "verifyfail"
+            else ""
+        )
+        (book / f"{name}.yaml").write_text(_playbook(name, steps, verify=verify, silences=silences))
+    cfg = RemediatorConfig.model_validate(
+        {
+            "secrets_dir": str(secrets),
+            "http": {"allowed_urls": [f"{peer}/tickets/"]},
+            "detector": {"url": peer, "bearer_token_file": str(tmp_path / "detector-token")},
+            "guards": {"max_concurrent": 100, "rate": {"max_runs": 100, "window_s": 3600}},
+            "request_timeout_s": 5,
+        }
+    )
     return book, cfg
 
 
@@ -158,52 +168,74 @@ def _everything_logged(caplog) -> str:
 
 
 @pytest.mark.parametrize("alertmanager", ["answers-500", "down"])
-async def test_no_secret_appears_anywhere_whatever_fails(aiohttp_client, aiohttp_server,
-                                                         tmp_path, caplog, alertmanager):
+async def test_no_secret_appears_anywhere_whatever_fails(
+    aiohttp_client, aiohttp_server, tmp_path, caplog, alertmanager
+):
     caplog.set_level(logging.DEBUG)
     release = asyncio.Event()
     server = await _peer(aiohttp_server, release)
     peer = str(server.make_url("")).rstrip("/")
     # with Alertmanager down, the silences guard would refuse every run before it acts
-    book, cfg = _write_setup(tmp_path, peer, server.port,
-                             silences=alertmanager == "answers-500")
+    book, cfg = _write_setup(tmp_path, peer, server.port, silences=alertmanager == "answers-500")
     am = peer if alertmanager == "answers-500" else f"http://127.0.0.1:{_closed_port()}"
     clock = Clock()
-    app = build_app(cfg, playbook_dirs=[book], state_dir=tmp_path / "state",
-                    alertmanager_url=am, prometheus_url=peer, token=WEBHOOK_TOKEN,
-                    admin_token=ADMIN_TOKEN, clock=clock, sleep=clock.sleep,
-                    external_url="http://vigil:9421")
+    app = build_app(
+        cfg,
+        playbook_dirs=[book],
+        state_dir=tmp_path / "state",
+        alertmanager_url=am,
+        prometheus_url=peer,
+        token=WEBHOOK_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        clock=clock,
+        sleep=clock.sleep,
+        external_url="http://vigil:9421",
+    )
     client = await aiohttp_client(app)
     st = app[STATE]
     await st.ready.wait()
     names = list(_playbooks(peer))
-    alerts = [notification(name, fingerprint=f"f{i}")["alerts"][0]
-              for i, name in enumerate(names)]
+    alerts = [notification(name, fingerprint=f"f{i}")["alerts"][0] for i, name in enumerate(names)]
     hook = notification() | {"alerts": alerts}
-    resp = await client.post("/webhook", json=hook,
-                             headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    resp = await client.post(
+        "/webhook", json=hook, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+    )
     assert resp.status == 200, await resp.text()
-    runs = await settle(st, lambda runs: len(runs) == len(names)
-                        and all(r.state in TERMINAL for r in runs), timeout_s=30)
+    runs = await settle(
+        st,
+        lambda runs: len(runs) == len(names) and all(r.state in TERMINAL for r in runs),
+        timeout_s=30,
+    )
     release.set()
     by_name = {r.playbook: r for r in runs}
     assert by_name["verifyfail"].state.value == "escalated", by_name["verifyfail"]
-    assert all(by_name[n].state.value == "failed" for n in names if n != "verifyfail"), \
-        {n: (r.state.value, r.outcome) for n, r in by_name.items()}
+    assert all(by_name[n].state.value == "failed" for n in names if n != "verifyfail"), {
+        n: (r.state.value, r.outcome) for n, r in by_name.items()
+    }
     # the failures name their secrets, never show them
     assert "<secret notify-refused>" in by_name["refused"].outcome
     assert "HTTP 500" in by_name["echo500"].outcome
 
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     answers = []
-    for path in ["/api/v1/runs", "/metrics", "/api/v1/status", "/api/v1/playbooks",
-                 "/api/v1/report", "/", *(f"/api/v1/runs/{r.id}" for r in runs)]:
+    for path in [
+        "/api/v1/runs",
+        "/metrics",
+        "/api/v1/status",
+        "/api/v1/playbooks",
+        "/api/v1/report",
+        "/",
+        *(f"/api/v1/runs/{r.id}" for r in runs),
+    ]:
         got = await client.get(path, headers=admin)
         assert got.status == 200, path
         answers.append(f"{path}: {await got.text()}")
     api = "\n".join(answers)
     assert "would_send" not in api and "HTTP 401" in api  # the paths ran
-    for where, text in (("an API answer", api), ("a log record", _everything_logged(caplog)),
-                        ("the audit database", _everything_in_the_audit_db(st.audit_path))):
+    for where, text in (
+        ("an API answer", api),
+        ("a log record", _everything_logged(caplog)),
+        ("the audit database", _everything_in_the_audit_db(st.audit_path)),
+    ):
         at = text.find(CANARY)
-        assert at < 0, f"a secret in {where}: ...{text[max(0, at - 200):at + 100]}..."
+        assert at < 0, f"a secret in {where}: ...{text[max(0, at - 200) : at + 100]}..."

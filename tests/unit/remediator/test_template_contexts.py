@@ -15,8 +15,10 @@ from remediator.errors import TemplateError
 
 INJECT_DQ = 'x"} == 1 or vector(1) or up{a="'
 INJECT_SQ = "x'} == 1 or vector(1) or up{a='"
-CRASHLOOP_PRE = ('kube_pod_container_status_waiting_reason{namespace="{{ labels.namespace }}", '
-                 'pod="{{ labels.pod }}", reason="CrashLoopBackOff"} == 1')
+CRASHLOOP_PRE = (
+    'kube_pod_container_status_waiting_reason{namespace="{{ labels.namespace }}", '
+    'pod="{{ labels.pod }}", reason="CrashLoopBackOff"} == 1'
+)
 
 
 def scope(**labels: str) -> dict[str, dict[str, str]]:
@@ -37,10 +39,23 @@ def matcher_value(query: str, name: str) -> str:
 
 
 # --- PromQL -------------------------------------------------------------------------
-@pytest.mark.parametrize("value", [
-    INJECT_DQ, INJECT_SQ, 'a\\"b', "back\\slash\\", "line\nbreak\r\ttab", "quote'single",
-    "`tick`", "ünïcødé ☃ \u2028", "\x00\x7f", "\ufffd", "$selector", "x" * 5000,
-])  # "" is refused (test_redteam.py::test_an_empty_label_value_is_refused_where_...)
+@pytest.mark.parametrize(
+    "value",
+    [
+        INJECT_DQ,
+        INJECT_SQ,
+        'a\\"b',
+        "back\\slash\\",
+        "line\nbreak\r\ttab",
+        "quote'single",
+        "`tick`",
+        "ünïcødé ☃ \u2028",
+        "\x00\x7f",
+        "\ufffd",
+        "$selector",
+        "x" * 5000,
+    ],
+)  # "" is refused (test_redteam.py::test_an_empty_label_value_is_refused_where_...)
 def test_a_label_value_stays_the_matchers_value(value: str) -> None:
     query = render_as(CRASHLOOP_PRE, scope(namespace=value, pod="p"), Context.PROMQL)
     assert matcher_value(query, "namespace") == value
@@ -49,16 +64,18 @@ def test_a_label_value_stays_the_matchers_value(value: str) -> None:
 
 
 def test_the_injection_of_issue_21_is_escaped_not_executed() -> None:
-    query = render_as('up{instance="{{ labels.instance }}"} == 1',
-                      scope(instance=INJECT_DQ), Context.PROMQL)
+    query = render_as(
+        'up{instance="{{ labels.instance }}"} == 1', scope(instance=INJECT_DQ), Context.PROMQL
+    )
     assert query == 'up{instance="x\\"} == 1 or vector(1) or up{a=\\""} == 1'
     expr = promql_parser.parse(query)
     assert str(expr.op) == "==" and isinstance(expr.lhs, promql_parser.VectorSelector)
 
 
 def test_single_quoted_literals_escape_their_own_quote() -> None:
-    query = render_as("up{instance='{{ labels.instance }}'}", scope(instance=INJECT_SQ),
-                      Context.PROMQL)
+    query = render_as(
+        "up{instance='{{ labels.instance }}'}", scope(instance=INJECT_SQ), Context.PROMQL
+    )
     assert matcher_value(query, "instance") == INJECT_SQ
 
 
@@ -66,13 +83,14 @@ def test_single_quoted_literals_escape_their_own_quote() -> None:
 def test_a_backtick_string_refuses_what_it_cannot_hold(value: str) -> None:
     with pytest.raises(TemplateError, match="backtick"):
         render_as("up{instance=`{{ labels.i }}`}", scope(i=value), Context.PROMQL)
-    assert matcher_value(render_as("up{i=`{{ labels.i }}`}", scope(i='a"b\n'),
-                                   Context.PROMQL), "i") == 'a"b\n'
+    assert (
+        matcher_value(render_as("up{i=`{{ labels.i }}`}", scope(i='a"b\n'), Context.PROMQL), "i")
+        == 'a"b\n'
+    )
 
 
 def test_a_regex_matcher_matches_the_value_literally() -> None:
-    query = render_as('up{pod=~"{{ labels.pod }}-.*"}', scope(pod="web.1(x)|.*"),
-                      Context.PROMQL)
+    query = render_as('up{pod=~"{{ labels.pod }}-.*"}', scope(pod="web.1(x)|.*"), Context.PROMQL)
     assert matcher_value(query, "pod") == "web\\.1\\(x\\)\\|\\.\\*-.*"
 
 
@@ -81,17 +99,21 @@ def test_invalid_unicode_is_refused() -> None:
         render_as(CRASHLOOP_PRE, scope(namespace="\ud800", pod="p"), Context.PROMQL)
 
 
-@pytest.mark.parametrize("template,reason", [
-    ('up{a="x"} > {{ labels.v }}', "outside a string literal"),
-    ("{{ labels.v }}", "outside a string literal"),
-    ('up{a="x"} # {{ labels.v }}', "in a comment"),
-    ('up{a="x\\{{ labels.v }}"}', "follows a backslash"),
-    ('up{a="{{ labels.v }}"', "not valid PromQL"),
-    ("sum(up{a=\"x\"}", "not valid PromQL"),
-    ("up{a=\"x\"} +", "not valid PromQL"),
-])
-def test_check_refuses_query_templates_that_cannot_be_rendered_safely(template: str,
-                                                                       reason: str) -> None:
+@pytest.mark.parametrize(
+    "template,reason",
+    [
+        ('up{a="x"} > {{ labels.v }}', "outside a string literal"),
+        ("{{ labels.v }}", "outside a string literal"),
+        ('up{a="x"} # {{ labels.v }}', "in a comment"),
+        ('up{a="x\\{{ labels.v }}"}', "follows a backslash"),
+        ('up{a="{{ labels.v }}"', "not valid PromQL"),
+        ('sum(up{a="x"}', "not valid PromQL"),
+        ('up{a="x"} +', "not valid PromQL"),
+    ],
+)
+def test_check_refuses_query_templates_that_cannot_be_rendered_safely(
+    template: str, reason: str
+) -> None:
     with pytest.raises(ValueError, match=reason):
         check_as(template, Context.PROMQL)
     with pytest.raises(TemplateError, match=reason):
@@ -110,22 +132,27 @@ def test_structure_is_compared_on_the_tree_not_the_text() -> None:
 def test_vigil_queries_keep_selector_and_refuse_it_in_a_value() -> None:
     text = 'sum(rate(x{code=~"5..", a="{{ labels.a }}", $selector}[2m]))'
     check_as(text, Context.VIGIL_QUERY)
-    assert render_as(text, scope(a='q"'), Context.VIGIL_QUERY) == \
-        'sum(rate(x{code=~"5..", a="q\\"", $selector}[2m]))'
+    assert (
+        render_as(text, scope(a='q"'), Context.VIGIL_QUERY)
+        == 'sum(rate(x{code=~"5..", a="q\\"", $selector}[2m]))'
+    )
     with pytest.raises(TemplateError, match=r"\$selector"):
         render_as(text, scope(a="$selector"), Context.VIGIL_QUERY)
     with pytest.raises(ValueError, match="not valid PromQL"):
         check_as(text, Context.PROMQL)  # $selector is the detector's, not PromQL
 
 
-@pytest.mark.parametrize("template", ['namespace="{{ labels.ns }}", job="x"',
-                                      '{namespace="{{ labels.ns }}", job="x"}'])
+@pytest.mark.parametrize(
+    "template", ['namespace="{{ labels.ns }}", job="x"', '{namespace="{{ labels.ns }}", job="x"}']
+)
 def test_a_selector_keeps_each_value_in_its_matcher(template: str) -> None:
     out = render_as(template, scope(ns='shop", job=~".*'), Context.PROMQL_SELECTOR)
     inner = out.strip()
     expr = promql_parser.parse(inner if inner.startswith("{") else "{" + inner + "}")
     assert [(m.name, m.value) for m in expr.matchers.matchers] == [
-        ("namespace", 'shop", job=~".*'), ("job", "x")]
+        ("namespace", 'shop", job=~".*'),
+        ("job", "x"),
+    ]
 
 
 def test_a_selector_must_be_only_matchers() -> None:
@@ -162,8 +189,10 @@ def test_a_template_may_not_name_the_label_of_a_matcher() -> None:
 # --- URLs and params ----------------------------------------------------------------
 def test_a_url_value_is_one_path_segment() -> None:
     url = "http://127.0.0.1:8080/hook/services/{{ labels.service }}/status"
-    assert render_as(url, scope(service="a/b"), Context.URL) == \
-        "http://127.0.0.1:8080/hook/services/a%2Fb/status"
+    assert (
+        render_as(url, scope(service="a/b"), Context.URL)
+        == "http://127.0.0.1:8080/hook/services/a%2Fb/status"
+    )
     for hostile in ("../../../admin/users/delete?all=true&x=", "%2e%2e", ".."):
         with pytest.raises(TemplateError):
             render_as(url, scope(service=hostile), Context.URL)
@@ -172,22 +201,31 @@ def test_a_url_value_is_one_path_segment() -> None:
 
 
 def test_params_render_each_declared_path_in_its_context() -> None:
-    params = {"queries": [{"name": "{{ labels.m }}", "query": 'max(x{a="{{ labels.m }}"})'}],
-              "selector": 'ns="{{ labels.m }}"', "note": "{{ labels.m }}"}
+    params = {
+        "queries": [{"name": "{{ labels.m }}", "query": 'max(x{a="{{ labels.m }}"})'}],
+        "selector": 'ns="{{ labels.m }}"',
+        "note": "{{ labels.m }}",
+    }
     contexts = {"queries[].query": Context.VIGIL_QUERY, "selector": Context.PROMQL_SELECTOR}
     out = render_params(params, scope(m='a"b'), contexts)
-    assert out == {"queries": [{"name": 'a"b', "query": 'max(x{a="a\\"b"})'}],
-                   "selector": 'ns="a\\"b"', "note": 'a"b'}
+    assert out == {
+        "queries": [{"name": 'a"b', "query": 'max(x{a="a\\"b"})'}],
+        "selector": 'ns="a\\"b"',
+        "note": 'a"b',
+    }
     with pytest.raises(TemplateError, match=r"^params\.queries\[\]\.query: "):
         render_params(params, scope(m="$selector"), contexts)
     assert param_path(("queries", 0, "query")) == "queries[].query"
     assert param_path(("matchers", 2)) == "matchers[]"
 
 
-@pytest.mark.parametrize("params, contexts", [
-    ({"matchers": ['pod="{{ labels.pod }}"']}, {"matchers[]": Context.MATCHER}),
-    ({"query": 'up{pod="{{ labels.pod }}"} == 0'}, {"query": Context.PROMQL}),
-])
+@pytest.mark.parametrize(
+    "params, contexts",
+    [
+        ({"matchers": ['pod="{{ labels.pod }}"']}, {"matchers[]": Context.MATCHER}),
+        ({"query": 'up{pod="{{ labels.pod }}"} == 0'}, {"query": Context.PROMQL}),
+    ],
+)
 def test_step_params_refuse_an_empty_value_as_render_as_does(params, contexts) -> None:
     # alertmanager.silence with pod="" would silence every alert that has no pod label
     with pytest.raises(TemplateError, match=r"^params\..*is empty"):
@@ -195,13 +233,15 @@ def test_step_params_refuse_an_empty_value_as_render_as_does(params, contexts) -
     assert "web-1" in str(render_params(params, scope(pod="web-1"), contexts))
 
 
-@pytest.mark.parametrize("template,reason", [
-    ("(" * 50_000 + 'up{a="{{ labels.v }}"}' + ")" * 50_000, "nested more than 100"),
-    ('up{a="{{ labels.v }}"}' + " + x" * 5_000, "longer than 4000 characters"),
-    ('up{a="{{ labels.v }}"}' + "+x" * 1_900, "too many operators"),
-])
-def test_queries_that_would_crash_the_parser_are_refused_first(template: str,
-                                                               reason: str) -> None:
+@pytest.mark.parametrize(
+    "template,reason",
+    [
+        ("(" * 50_000 + 'up{a="{{ labels.v }}"}' + ")" * 50_000, "nested more than 100"),
+        ('up{a="{{ labels.v }}"}' + " + x" * 5_000, "longer than 4000 characters"),
+        ('up{a="{{ labels.v }}"}' + "+x" * 1_900, "too many operators"),
+    ],
+)
+def test_queries_that_would_crash_the_parser_are_refused_first(template: str, reason: str) -> None:
     # the Rust parser overflows its stack (and kills the process) on these
     with pytest.raises(ValueError, match=reason):
         check_as(template, Context.PROMQL)

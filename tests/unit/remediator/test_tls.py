@@ -37,25 +37,47 @@ def client_ctx(pki, *, cert=None, key=None):
 
 
 async def post_webhook(url, ctx, token):
-    async with aiohttp.ClientSession() as session, session.post(
-            url, ssl=ctx, json={"version": "4", "receiver": "vigil", "status": "firing",
-                                "alerts": [], "groupLabels": {}, "commonLabels": {},
-                                "commonAnnotations": {}, "externalURL": "http://am",
-                                "groupKey": "{}:{}", "truncatedAlerts": 0},
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url,
+            ssl=ctx,
+            json={
+                "version": "4",
+                "receiver": "vigil",
+                "status": "firing",
+                "alerts": [],
+                "groupLabels": {},
+                "commonLabels": {},
+                "commonAnnotations": {},
+                "externalURL": "http://am",
+                "groupKey": "{}:{}",
+                "truncatedAlerts": 0,
+            },
             headers={"Authorization": f"Bearer {token}"},
-            timeout=aiohttp.ClientTimeout(total=WAIT_S)) as resp:
+            timeout=aiohttp.ClientTimeout(total=WAIT_S),
+        ) as resp,
+    ):
         return resp.status
 
 
 async def test_mtls_webhook_needs_a_certificate_from_the_ca_and_the_token(
-        aiohttp_server, tmp_path, pki):
+    aiohttp_server, tmp_path, pki
+):
     cfg_path = tmp_path / "remediator.yaml"
-    cfg_path.write_text(f"tls:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
-                        f"  client_ca_file: {pki.ca}\n")
+    cfg_path.write_text(
+        f"tls:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
+        f"  client_ca_file: {pki.ca}\n"
+    )
     cfg = load_config(cfg_path)
     (tmp_path / "playbooks").mkdir()
-    app = build_app(cfg, playbook_dirs=[tmp_path / "playbooks"], state_dir=tmp_path,
-                    services=FakeServices(), token="s3cret")
+    app = build_app(
+        cfg,
+        playbook_dirs=[tmp_path / "playbooks"],
+        state_dir=tmp_path,
+        services=FakeServices(),
+        token="s3cret",
+    )
     server = await aiohttp_server(app, ssl=tls.build_server_context(cfg.tls, error=ConfigError))
     async with asyncio.timeout(WAIT_S):
         await app[STATE].ready.wait()
@@ -64,8 +86,9 @@ async def test_mtls_webhook_needs_a_certificate_from_the_ca_and_the_token(
     with pytest.raises(aiohttp.ClientError):
         await post_webhook(url, client_ctx(pki), "s3cret")  # no client certificate
     with pytest.raises(aiohttp.ClientError):
-        await post_webhook(url, client_ctx(pki, cert=pki.other_client_cert,
-                                           key=pki.other_client_key), "s3cret")
+        await post_webhook(
+            url, client_ctx(pki, cert=pki.other_client_cert, key=pki.other_client_key), "s3cret"
+        )
     signed = client_ctx(pki, cert=pki.client_cert, key=pki.client_key)
     assert await post_webhook(url, signed, "wrong") == 401  # mTLS does not replace the token
     assert await post_webhook(url, signed, "s3cret") == 200
@@ -73,34 +96,48 @@ async def test_mtls_webhook_needs_a_certificate_from_the_ca_and_the_token(
 
 def test_a_mismatched_key_is_a_config_error(pki):
     with pytest.raises(ConfigError, match="the key must match the certificate"):
-        tls.build_server_context(tls.ServerTLS(cert_file=pki.server_cert,
-                                               key_file=pki.client_key), error=ConfigError)
+        tls.build_server_context(
+            tls.ServerTLS(cert_file=pki.server_cert, key_file=pki.client_key), error=ConfigError
+        )
 
 
 @pytest.fixture
 async def https_peer(aiohttp_server, pki):
     """Alertmanager, Prometheus and a plain HTTP endpoint on HTTPS with our CA's cert."""
+
     async def silences(request):
         return web.json_response([])
 
     async def query(request):
-        return web.json_response({"status": "success", "data": {
-            "resultType": "vector", "result": [{"metric": {}, "value": [1, "1"]}]}})
+        return web.json_response(
+            {
+                "status": "success",
+                "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "1"]}]},
+            }
+        )
 
     app = web.Application()
     app.router.add_get("/api/v2/silences", silences)
     app.router.add_get("/api/v1/query", query)
-    ctx = tls.build_server_context(tls.ServerTLS(cert_file=pki.server_cert,
-                                                 key_file=pki.server_key), error=ConfigError)
+    ctx = tls.build_server_context(
+        tls.ServerTLS(cert_file=pki.server_cert, key_file=pki.server_key), error=ConfigError
+    )
     return await aiohttp_server(app, ssl=ctx)
 
 
 async def services_for(url, outgoing):
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-        ssl=tls.build_client_context(outgoing, error=ConfigError)))
-    return session, LiveServices(session, alertmanager_url=url, prometheus_url=url,
-                                 secrets_dir=None, allowed_urls=(url,), timeout_s=WAIT_S,
-                                 outgoing_tls=outgoing)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls.build_client_context(outgoing, error=ConfigError))
+    )
+    return session, LiveServices(
+        session,
+        alertmanager_url=url,
+        prometheus_url=url,
+        secrets_dir=None,
+        allowed_urls=(url,),
+        timeout_s=WAIT_S,
+        outgoing_tls=outgoing,
+    )
 
 
 async def test_every_outgoing_call_succeeds_with_the_configured_ca(https_peer, pki):
@@ -109,8 +146,9 @@ async def test_every_outgoing_call_succeeds_with_the_configured_ca(https_peer, p
     async with session:
         assert await services.alertmanager("GET", "/api/v2/silences") == (200, [])
         assert await services.prometheus_query("up") == [{"metric": {}, "value": [1, "1"]}]
-        status, _ = await services.http("GET", url + "/api/v2/silences", headers={},
-                                        body=None, timeout_s=WAIT_S)
+        status, _ = await services.http(
+            "GET", url + "/api/v2/silences", headers={}, body=None, timeout_s=WAIT_S
+        )
         assert status == 200
 
 
@@ -118,9 +156,11 @@ async def test_without_the_ca_every_outgoing_call_fails_naming_the_setting(https
     url = str(https_peer.make_url("")).rstrip("/")
     session, services = await services_for(url, tls.OutgoingTLS())
     async with session:
-        for call in (services.alertmanager("GET", "/api/v2/silences"),
-                     services.prometheus_query("up"),
-                     services.http("GET", url + "/", headers={}, body=None, timeout_s=WAIT_S)):
+        for call in (
+            services.alertmanager("GET", "/api/v2/silences"),
+            services.prometheus_query("up"),
+            services.http("GET", url + "/", headers={}, body=None, timeout_s=WAIT_S),
+        ):
             with pytest.raises(ActionError, match=r"set outgoing_tls\.ca_file"):
                 await call
 
@@ -129,8 +169,13 @@ def test_tokens_from_the_environment_win_over_files_and_are_never_printed(tmp_pa
     (tmp_path / "webhook").write_text("from-file\n")
     cfg = RemediatorConfig.model_validate({"auth": {"bearer_token_file": tmp_path / "webhook"}})
     assert read_tokens(cfg, {}) == Tokens(webhook="from-file", admin=None)
-    tokens = read_tokens(cfg, {"VIGIL_REMEDIATOR_WEBHOOK_TOKEN": "env-hook",
-                               "VIGIL_REMEDIATOR_ADMIN_TOKEN": " env-admin "})
+    tokens = read_tokens(
+        cfg,
+        {
+            "VIGIL_REMEDIATOR_WEBHOOK_TOKEN": "env-hook",
+            "VIGIL_REMEDIATOR_ADMIN_TOKEN": " env-admin ",
+        },
+    )
     assert (tokens.webhook, tokens.admin) == ("env-hook", "env-admin")
     assert "env-" not in repr(tokens) and "env-" not in str(tokens)
     missing = RemediatorConfig.model_validate({"auth": {"admin_token_file": tmp_path / "no"}})
@@ -147,10 +192,21 @@ def test_serve_hands_the_listener_context_to_run_app(tmp_path, pki, monkeypatch,
     monkeypatch.setenv("VIGIL_REMEDIATOR_ADMIN_TOKEN", "adm-from-env")
     (tmp_path / "playbooks").mkdir()
     cfg = tmp_path / "remediator.yaml"
-    cfg.write_text(f"tls:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
-                   f"  client_ca_file: {pki.ca}\noutgoing_tls:\n  ca_file: {pki.ca}\n")
-    argv = ["serve", "--config", str(cfg), "--listen", "127.0.0.1:9", "--playbooks",
-            str(tmp_path / "playbooks"), "--state-dir", str(tmp_path / "state")]
+    cfg.write_text(
+        f"tls:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
+        f"  client_ca_file: {pki.ca}\noutgoing_tls:\n  ca_file: {pki.ca}\n"
+    )
+    argv = [
+        "serve",
+        "--config",
+        str(cfg),
+        "--listen",
+        "127.0.0.1:9",
+        "--playbooks",
+        str(tmp_path / "playbooks"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     assert cli.main(argv) == 0
     ctx = seen["ssl_context"]
     assert isinstance(ctx, ssl.SSLContext) and ctx.verify_mode is ssl.CERT_REQUIRED

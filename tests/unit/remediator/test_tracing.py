@@ -22,22 +22,27 @@ async def _start(aiohttp_client, tmp_path, tracer):
     shutil.copy(HERE / "playbooks" / "silence-noisy-disk.yaml", book)
     fake, clock = FakeServices(), Clock()
     fake.query_results['up{instance="db-1:9100"} == 1'] = [{"value": [0, "1"]}]
-    app = build_app(RemediatorConfig(), playbook_dirs=[book], state_dir=tmp_path,
-                    services=fake, clock=clock, sleep=clock.sleep,
-                    external_url="http://vigil:9421", tracer=tracer)
+    app = build_app(
+        RemediatorConfig(),
+        playbook_dirs=[book],
+        state_dir=tmp_path,
+        services=fake,
+        clock=clock,
+        sleep=clock.sleep,
+        external_url="http://vigil:9421",
+        tracer=tracer,
+    )
     client = await aiohttp_client(app)
     st = app[STATE]
     await st.ready.wait()
     return client, st
 
 
-async def test_a_run_is_one_trace_from_webhook_to_verification(aiohttp_client, tmp_path,
-                                                               spans):
+async def test_a_run_is_one_trace_from_webhook_to_verification(aiohttp_client, tmp_path, spans):
     provider, exporter = spans
     client, st = await _start(aiohttp_client, tmp_path, provider.get_tracer("t"))
     note = notification()
-    note["alerts"][0]["annotations"]["traceparent"] = \
-        f"00-{DETECTOR_TRACE}-{DETECTOR_SPAN}-01"
+    note["alerts"][0]["annotations"]["traceparent"] = f"00-{DETECTOR_TRACE}-{DETECTOR_SPAN}-01"
     assert (await client.post("/webhook", json=note)).status == 200
     [run] = await settle(st, lambda runs: runs and runs[0].state == RunState.SUCCEEDED)
     await drained(st)
@@ -48,8 +53,11 @@ async def test_a_run_is_one_trace_from_webhook_to_verification(aiohttp_client, t
     assert {s.context.trace_id for s in got} == {trace_id}
     assert the_run.parent.span_id == webhook.context.span_id
     guards = [s for s in got if s.name.startswith("guard ")]
-    assert {s.name for s in guards} >= {"guard kill_switch", "guard cooldown",
-                                        "guard circuit_breaker"}
+    assert {s.name for s in guards} >= {
+        "guard kill_switch",
+        "guard cooldown",
+        "guard circuit_breaker",
+    }
     assert all(s.parent.span_id == the_run.context.span_id for s in guards)
     assert all(s.attributes["vigil.allow"] is True for s in guards)
     action = by_name["action alertmanager.silence"]

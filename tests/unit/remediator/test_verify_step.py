@@ -13,20 +13,38 @@ from tests.unit.remediator.fakes import FakeServices
 
 
 def ctx(fake: FakeServices) -> ActionContext:
-    return ActionContext(run_id="r-1", run_url="http://vigil/r-1", dry_run=False,
-                         services=fake, alert=None,
-                         log=logging.LoggerAdapter(logging.getLogger("test")))
+    return ActionContext(
+        run_id="r-1",
+        run_url="http://vigil/r-1",
+        dry_run=False,
+        services=fake,
+        alert=None,
+        log=logging.LoggerAdapter(logging.getLogger("test")),
+    )
 
 
 def report(verdict: str) -> dict:
-    return {"verdict": verdict, "mode": "before_after", "queries": [
-        {"name": "errors", "verdict": verdict, "reasons": ["median 0.001 -> 0.08"],
-         "p_value": 1e-9}]}
+    return {
+        "verdict": verdict,
+        "mode": "before_after",
+        "queries": [
+            {
+                "name": "errors",
+                "verdict": verdict,
+                "reasons": ["median 0.001 -> 0.08"],
+                "p_value": 1e-9,
+            }
+        ],
+    }
 
 
-PARAMS = VerifyParams.model_validate({
-    "queries": [{"name": "errors", "query": 'max({__name__="errors"})'}],
-    "change_time": "2026-11-27T10:00:00Z", "expect": "fail"})
+PARAMS = VerifyParams.model_validate(
+    {
+        "queries": [{"name": "errors", "query": 'max({__name__="errors"})'}],
+        "change_time": "2026-11-27T10:00:00Z",
+        "expect": "fail",
+    }
+)
 
 
 async def test_the_step_posts_the_request_and_passes_on_the_expected_verdict():
@@ -35,13 +53,22 @@ async def test_the_step_posts_the_request_and_passes_on_the_expected_verdict():
     outcome = await vigil_verify(ctx(fake), PARAMS)
     assert isinstance(outcome, Executed)
     assert outcome.detail["verdict"] == "fail"
-    assert outcome.detail["queries"] == [{"name": "errors", "verdict": "fail",
-                                          "reasons": ["median 0.001 -> 0.08"]}]
+    assert outcome.detail["queries"] == [
+        {"name": "errors", "verdict": "fail", "reasons": ["median 0.001 -> 0.08"]}
+    ]
     assert fake.calls == [("detector", "POST", "/api/v1/verify")]
-    assert fake.bodies == [{"baseline_s": 1800.0, "observe_s": 900.0, "skip_s": 0.0,
-                            "step_s": 15.0, "change_time": "2026-11-27T10:00:00Z",
-                            "queries": [{"name": "errors", "query": 'max({__name__="errors"})',
-                                         "direction": "up_is_bad"}]}]
+    assert fake.bodies == [
+        {
+            "baseline_s": 1800.0,
+            "observe_s": 900.0,
+            "skip_s": 0.0,
+            "step_s": 15.0,
+            "change_time": "2026-11-27T10:00:00Z",
+            "queries": [
+                {"name": "errors", "query": 'max({__name__="errors"})', "direction": "up_is_bad"}
+            ],
+        }
+    ]
 
 
 @pytest.mark.parametrize("verdict", ["pass", "inconclusive"])

@@ -20,17 +20,25 @@ def test_version_flag_prints_prog_and_version(capsys):
 
 
 def test_help_keeps_the_examples_as_written():
-    parser = argparse.ArgumentParser(prog="p", description="one\ntwo",
-                                     epilog="examples:\n  p serve \\\n      --x 1",
-                                     formatter_class=cli.HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="p",
+        description="one\ntwo",
+        epilog="examples:\n  p serve \\\n      --x 1",
+        formatter_class=cli.HelpFormatter,
+    )
     text = parser.format_help()
     assert "one\ntwo\n" in text and "examples:\n  p serve \\\n      --x 1" in text
 
 
-@pytest.mark.parametrize(("count", "noun", "text"), [
-    (1, "playbook", "1 playbook"), (0, "playbook", "0 playbooks"),
-    (3, "series rule", "3 series rules"), (2, "series", "2 series"),
-])
+@pytest.mark.parametrize(
+    ("count", "noun", "text"),
+    [
+        (1, "playbook", "1 playbook"),
+        (0, "playbook", "0 playbooks"),
+        (3, "series rule", "3 series rules"),
+        (2, "series", "2 series"),
+    ],
+)
 def test_plural(count, noun, text):
     assert cli.plural(count, noun) == text
 
@@ -38,10 +46,15 @@ def test_plural(count, noun, text):
 def test_ready_line_has_version_address_time_and_what_was_loaded():
     ticks = iter([100.0, 102.5])
     timer = cli.StartTimer(clock=lambda: next(ticks), age_s=lambda: 0.0)
-    line = timer.ready_line(prog="vigil-x", urls=["http://127.0.0.1:9420"],
-                            loaded=["2 series rules", "15 series restored from checkpoint"])
-    assert line == (f"vigil-x {__version__} ready on http://127.0.0.1:9420 in 2.50 s: "
-                    "2 series rules, 15 series restored from checkpoint")
+    line = timer.ready_line(
+        prog="vigil-x",
+        urls=["http://127.0.0.1:9420"],
+        loaded=["2 series rules", "15 series restored from checkpoint"],
+    )
+    assert line == (
+        f"vigil-x {__version__} ready on http://127.0.0.1:9420 in 2.50 s: "
+        "2 series rules, 15 series restored from checkpoint"
+    )
 
 
 async def test_probes_answer_under_both_names(aiohttp_client):
@@ -76,7 +89,8 @@ def test_process_age_reads_proc(tmp_path):
     (tmp_path / "self").mkdir()
     ticks = os.sysconf("SC_CLK_TCK")
     (tmp_path / "self" / "stat").write_text(
-        "42 (vigil (x) y) S " + " ".join(["0"] * 18) + f" {100 * ticks} 0 0\n")
+        "42 (vigil (x) y) S " + " ".join(["0"] * 18) + f" {100 * ticks} 0 0\n"
+    )
     (tmp_path / "uptime").write_text("103.25 400.0\n")
     assert cli.process_age_s(tmp_path) == pytest.approx(3.25)
     assert cli.process_age_s(tmp_path / "missing") == 0.0

@@ -15,8 +15,9 @@ def _own(tmp_path, **files):
 
 async def test_the_page_its_assets_and_the_shared_ones_are_served(aiohttp_client, tmp_path):
     app = web.Application()
-    console.add_asset_routes(app, own=_own(tmp_path, **{"index.html": "<p>hi</p>",
-                                                         "page.js": "export {};"}))
+    console.add_asset_routes(
+        app, own=_own(tmp_path, **{"index.html": "<p>hi</p>", "page.js": "export {};"})
+    )
     client = await aiohttp_client(app)
     index = await client.get("/")
     assert index.status == 200 and await index.text() == "<p>hi</p>"

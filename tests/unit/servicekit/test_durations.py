@@ -18,20 +18,49 @@ from servicekit.durations import (
 )
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90", 90.0), ("0.5", 0.5), ("3600", 3600.0), ("90s", 90.0), ("15m", 900.0),
-    ("1h30m", 5400.0), ("7d", 604800.0), ("1w", 604800.0), ("250ms", 0.25),
-    ("1y", 365 * 86400.0), ("2d3h4m5s6ms", 2 * 86400 + 3 * 3600 + 4 * 60 + 5.006),
-    (" 1h ", 3600.0), ("0s", 0.0),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("0.5", 0.5),
+        ("3600", 3600.0),
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("1h30m", 5400.0),
+        ("7d", 604800.0),
+        ("1w", 604800.0),
+        ("250ms", 0.25),
+        ("1y", 365 * 86400.0),
+        ("2d3h4m5s6ms", 2 * 86400 + 3 * 3600 + 4 * 60 + 5.006),
+        (" 1h ", 3600.0),
+        ("0s", 0.0),
+    ],
+)
 def test_parses_seconds_and_prometheus_syntax(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", [
-    "30m1h", "1hh", "-5", "", "   ", "1.5h", "nan", "inf", "-inf", "1e999", "h", "1x",
-    "1h 30m", "1H", "5mm", "1s1s",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "30m1h",
+        "1hh",
+        "-5",
+        "",
+        "   ",
+        "1.5h",
+        "nan",
+        "inf",
+        "-inf",
+        "1e999",
+        "h",
+        "1x",
+        "1h 30m",
+        "1H",
+        "5mm",
+        "1s1s",
+    ],
+)
 def test_rejects_what_is_not_a_duration(text):
     with pytest.raises(DurationError):
         parse_duration(text)
@@ -53,9 +82,16 @@ def test_format_then_parse_round_trips_whole_milliseconds(ms):
     assert re.fullmatch(JSON_PATTERN.replace("(?=.)", ""), text)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (5400, "1h30m"), (604800, "1w"), (0.25, "250ms"), (90061, "1d1h1m1s"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (5400, "1h30m"),
+        (604800, "1w"),
+        (0.25, "250ms"),
+        (90061, "1d1h1m1s"),
+    ],
+)
 def test_format_uses_the_largest_units(seconds, text):
     assert format_duration(seconds) == text
 
@@ -67,7 +103,9 @@ class _Model(BaseModel):
 
 def test_a_seconds_field_takes_numbers_and_durations_and_keeps_its_bounds():
     assert _Model(wait_s="1h30m", periods_s=("1d", 604800)).model_dump() == {
-        "wait_s": 5400.0, "periods_s": (86400.0, 604800.0)}
+        "wait_s": 5400.0,
+        "periods_s": (86400.0, 604800.0),
+    }
     assert _Model(wait_s=3).wait_s == 3.0
     with pytest.raises(ValidationError, match="greater than 0"):
         _Model(wait_s="0s")
@@ -86,11 +124,19 @@ def test_the_json_schema_offers_a_number_with_its_bounds_or_a_duration():
     json.dumps(prop)  # serialisable as is
 
 
-@pytest.mark.parametrize("value", [
-    "٣m",  # Arabic-Indic digit three: Python's \d takes it, Prometheus does not
-    "9" * 400 + "y",  # overflowed float(int) into a traceback
-    "99999999999y", "11y", "1e400", float("inf"), float("nan"), 10**30,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "٣m",  # Arabic-Indic digit three: Python's \d takes it, Prometheus does not
+        "9" * 400 + "y",  # overflowed float(int) into a traceback
+        "99999999999y",
+        "11y",
+        "1e400",
+        float("inf"),
+        float("nan"),
+        10**30,
+    ],
+)
 def test_absurd_durations_are_refused_with_a_clear_message(value):
     with pytest.raises(ValidationError) as info:
         TypeAdapter(Seconds).validate_python(value)

@@ -15,12 +15,17 @@ from servicekit import telemetry
 def test_traces_are_off_unless_an_endpoint_is_set():
     assert telemetry.tracer_provider_from_env({}, service_name="x") is None
     on = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
-    assert telemetry.tracer_provider_from_env({**on, "OTEL_SDK_DISABLED": "true"},
-                                              service_name="x") is None
-    assert telemetry.tracer_provider_from_env({**on, "OTEL_TRACES_EXPORTER": "none"},
-                                              service_name="x") is None
+    assert (
+        telemetry.tracer_provider_from_env({**on, "OTEL_SDK_DISABLED": "true"}, service_name="x")
+        is None
+    )
+    assert (
+        telemetry.tracer_provider_from_env({**on, "OTEL_TRACES_EXPORTER": "none"}, service_name="x")
+        is None
+    )
     provider = telemetry.tracer_provider_from_env(
-        {**on, "OTEL_SERVICE_NAME": "vigil-detector-7"}, service_name="x")
+        {**on, "OTEL_SERVICE_NAME": "vigil-detector-7"}, service_name="x"
+    )
     assert provider is not None
     assert provider.resource.attributes["service.name"] == "vigil-detector-7"
     assert "ParentBased" in provider.sampler.get_description()
@@ -28,11 +33,14 @@ def test_traces_are_off_unless_an_endpoint_is_set():
     provider.shutdown()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"OTEL_TRACES_SAMPLER_ARG": "half"}, "OTEL_TRACES_SAMPLER_ARG='half'"),
-    ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "expected a ratio in [0, 1]"),
-    ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER='sometimes': one of"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_TRACES_SAMPLER_ARG": "half"}, "OTEL_TRACES_SAMPLER_ARG='half'"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "expected a ratio in [0, 1]"),
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER='sometimes': one of"),
+    ],
+)
 def test_bad_sampler_settings_are_named(env, message):
     with pytest.raises(telemetry.TelemetryError, match=message.replace("[", r"\[")):
         telemetry.sampler_from_env(env)
@@ -59,9 +67,16 @@ def test_json_log_lines_carry_the_trace_and_the_context_fields(spans):
         log.removeHandler(handler)
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     trace_id, span_id = telemetry.hex_ids(span.get_span_context())
-    assert first == {"ts": first["ts"], "level": "WARNING", "logger": "test.telemetry",
-                     "msg": "alert X fired", "trace_id": trace_id, "span_id": span_id,
-                     "fingerprint": "abc", "series": "up"}
+    assert first == {
+        "ts": first["ts"],
+        "level": "WARNING",
+        "logger": "test.telemetry",
+        "msg": "alert X fired",
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "fingerprint": "abc",
+        "series": "up",
+    }
     assert "trace_id" not in second
 
 
@@ -70,7 +85,7 @@ def test_traceparent_values_are_read_and_malformed_ones_refused():
     assert telemetry.context_from_traceparent(f"00-xyz-{'1' * 16}-01") is None
     assert telemetry.context_from_traceparent("") is None
     ctx = telemetry.context_from_traceparent(
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-    assert ctx is not None and ctx.is_remote
-    assert telemetry.traceparent(ctx) == \
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    )
+    assert ctx is not None and ctx.is_remote
+    assert telemetry.traceparent(ctx) == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
