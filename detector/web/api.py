@@ -1,26 +1,34 @@
-"""GET /api/v1/series: the tracked series with their latest sample and score, as JSON.
+"""The detector's JSON API: /api/v1/series, /api/v1/entities, /api/v1/anomalies and
+POST /api/v1/verify.
 
-This module owns the JSON shape of the series listing. Values are strings formatted the
-way Prometheus's HTTP API formats them ("NaN", "+Inf"), since JSON has no NaN.
+This module owns these handlers and the JSON shape of their answers. Values of the series
+listing are strings formatted the way Prometheus's HTTP API formats them ("NaN", "+Inf"),
+since JSON has no NaN. The handlers reach the app's objects through ``RUNTIME``; the
+verdict itself is ``detector.verify``'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from detector.alerting import wording
 from detector.alerting.book import AlertBook
 from detector.config import PresenceConfig
-from detector.errors import SelectorError
+from detector.errors import SelectorError, UpstreamError
 from detector.pipeline import presence
 from detector.pipeline.entities import EntityTracker
 from detector.pipeline.worker import REPORT_THRESHOLD as ANOMALOUS
 from detector.pipeline.worker import Pipeline
+from detector.runtime import RUNTIME
 from detector.series.registry import SeriesRegistry
 from detector.series.selector import parse_selector
+from detector.verify import prometheus, verdict
+from servicekit import bearer, mediatype
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
@@ -172,3 +180,84 @@ def list_anomalies(request: web.Request, book: AlertBook, *, now_ms: int) -> web
             }
         )
     return web.json_response({"status": "success", "data": out})
+
+
+def unauthorized(request: web.Request) -> web.Response | None:
+    """A 401 when the request lacks the bearer token the remote-write endpoint takes;
+    None: authorized (or no token configured)."""
+    if request.app[RUNTIME].writer.authorized(request):
+        return None
+    return web.json_response(
+        {"error": "missing or wrong bearer token"},
+        status=401,
+        headers={"WWW-Authenticate": bearer.CHALLENGE},
+    )
+
+
+async def handle_series(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    # a thread: with a million series the listing takes seconds of Python, which must
+    # not hold up remote-write requests
+    return await asyncio.to_thread(
+        list_series,
+        request,
+        rt.registry,
+        rt.pipeline,
+        presence_rules=rt.cfg.presence,
+        now_ms=rt.now_ms(),
+    )
+
+
+async def handle_entities(request: web.Request) -> web.Response:
+    return list_entities(request, request.app[RUNTIME].entities)
+
+
+async def handle_anomalies(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return list_anomalies(request, rt.book, now_ms=rt.now_ms())
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    return [f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}" for e in exc.errors()]
+
+
+async def handle_verify(request: web.Request) -> web.Response:
+    """POST /api/v1/verify: did a remediation work? Range queries on --prometheus."""
+    rt = request.app[RUNTIME]
+    if (refused := unauthorized(request)) is not None:
+        return refused
+    if (problem := mediatype.json_problem(request.headers.get("Content-Type"))) is not None:
+        return web.json_response({"error": problem}, status=415)
+    if rt.prometheus_url is None:
+        return web.json_response(
+            {
+                "error": "this detector runs without --prometheus; "
+                "verification reads its range queries there"
+            },
+            status=503,
+        )
+    try:
+        req = verdict.VerifyRequest.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return web.json_response(
+            {"error": "invalid verification request", "problems": _problems(exc)}, status=400
+        )
+    try:
+        doc = await prometheus.run(
+            req,
+            prometheus_url=rt.prometheus_url,
+            now_s=rt.clock(),
+            outgoing_tls=rt.cfg.outgoing_tls,
+        )
+    except UpstreamError as exc:
+        return web.json_response({"error": str(exc)}, status=502)
+    return web.json_response(doc)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the remote-write endpoint and the JSON API on ``app``."""
+    app.router.add_post("/api/v1/write", app[RUNTIME].writer.handle_write)
+    app.router.add_get("/api/v1/series", handle_series)
+    app.router.add_get("/api/v1/entities", handle_entities)
+    app.router.add_get("/api/v1/anomalies", handle_anomalies)
+    app.router.add_post("/api/v1/verify", handle_verify)

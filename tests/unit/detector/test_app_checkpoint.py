@@ -55,10 +55,11 @@ async def test_checkpoints_are_written_every_interval_while_serving(aiohttp_clie
     data = body([series("x", 1000, 1.0), series("y", 1000, 2.0)])
     assert (await client.post("/api/v1/write", data=data, headers=V1)).status == 204
     await rt.wait_idle()
+    assert rt.checkpoints is not None
     for _ in range(2):  # the second one was certainly taken after the batch was applied
-        rt.checkpointed.clear()
+        rt.checkpoints.written.clear()
         async with asyncio.timeout(WAIT_S):
-            await rt.checkpointed.wait()
+            await rt.checkpoints.written.wait()
     manifest = json.loads((_current(tmp_path) / "manifest.json").read_text())
     assert manifest["series"] == 2
     assert len([p for p in (tmp_path / "checkpoints").iterdir()]) <= 2

@@ -189,7 +189,7 @@ async def test_the_app_counts_series_that_start_fresh(aiohttp_client, tmp_path, 
     state = tmp_path / "state"
     shutil.copytree(V1, state)
     client, rt = await start(aiohttp_client, _config(robust={"alpha": 0.3}), state_dir=state)
-    assert rt.restored == 1
+    assert rt.checkpoints is not None and rt.checkpoints.restored == 1
     metrics = await (await client.get("/metrics")).text()
     assert 'vigil_series_state_reset_total{reason="layout_changed"} 1.0' in metrics
     assert 'vigil_series_state_reset_total{reason="config_changed"} 1.0' in metrics

@@ -48,7 +48,8 @@ async def test_startup_facts_name_rules_and_restored_series(aiohttp_client, tmp_
     client, rt = await start(
         aiohttp_client, cfg, state_dir=tmp_path, alertmanagers=["http://am:9093"]
     )
-    rt.restored = 12
+    assert rt.checkpoints is not None
+    rt.checkpoints.restored = 12
     assert startup_facts(client.app) == [
         "2 series rules",
         "1 alert rule",
