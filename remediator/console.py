@@ -6,8 +6,8 @@ This module owns the console routes of the remediator: ``/`` and ``/console/<ass
 Content-Security-Policy), ``GET /api/v1/status`` (kill switch and catalog state, for the
 page's header) and ``POST /api/v1/simulate`` (``remediator.simulate`` over HTTP: an
 alert, a webhook body or a recorded webhook request in, the plan and guard verdicts out,
-no side effect). The runs, approvals and kill switch endpoints the page also calls stay in
-``remediator.app``.
+no side effect). The runs, approvals and kill switch endpoints the page also calls are
+in ``remediator.web``.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def test_every_authorization_header_is_parsed_by_servicekit_bearer():
                     ):
                         offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
-    # the detector's WriteHandler, the remediator's _authorized, and its _decider (whose
+    # the detector's WriteHandler, the remediator's access.authorized, and access.decider (whose
     # token is compared with the users file's hashes by remediator.identity)
     assert reads == 3
 

@@ -74,7 +74,7 @@ async def test_a_bad_config_or_playbook_changes_nothing_and_says_where(
         "apiVersion: vigil/v1\nkind: Playbook\nmetadata: {name: broken}\nspec:\n  steps: []\n"
     )
     clock.now += 10
-    with caplog.at_level(logging.ERROR, logger="remediator.app"):
+    with caplog.at_level(logging.ERROR, logger="remediator.runtime"):
         status, doc = await reload(client)
     assert status == 422 and doc["reloaded"] is False
     assert f"{path}:4: guards_typo: Extra inputs are not permitted" in doc["problems"]
@@ -108,7 +108,7 @@ async def test_settings_only_a_restart_applies_stay_and_are_named(aiohttp_client
         GOOD + "max_body_bytes: 2048\nmax_alerts_per_webhook: 3\n"
         "auth: {admin_token_file: /nowhere, groups: {sre: [alice]}}\n"
     )
-    with caplog.at_level(logging.WARNING, logger="remediator.app"):
+    with caplog.at_level(logging.WARNING, logger="remediator.runtime"):
         assert (await reload(client))[0] == 200
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == [
