@@ -60,6 +60,8 @@ from detector.series.registry import SeriesRegistry
 STALE_BITS = np.uint64(0x7FF0000000000002)  # Prometheus's staleness marker
 FAST = {"series_per_family": 8, "days": 7.0}
 YOUNG_MS = 6 * 3_600_000  # pages this early in a series are its baseline's, not its data's
+# issue 20's check of a lasting anomaly: still firing at its last sample 30-50 min in
+LASTING_CHECK_MS = 50 * 60_000
 FULL = {"series_per_family": 12, "days": 28.0}
 
 
@@ -299,6 +301,7 @@ class SeriesFigures:
     anomaly_firing_share: float  # share of the interval's scored samples firing
     anomaly_pages: int  # FIRE events inside the interval
     firing_at_end: bool  # firing after the series' last sample
+    firing_at_50m: bool  # firing at the last scored sample 50 min into the anomaly (lasting)
     resolve_after: float  # samples after the interval until not firing (short anomalies)
 
 
@@ -309,6 +312,7 @@ def measure(s: Series, t: Trace, *, warmup_samples: int) -> SeriesFigures:
     band_in = int(np.count_nonzero(t.inband[after_warmup]))
     inside = s.in_anomaly() & t.scored
     detected, delay, share, pages, resolve = False, np.nan, np.nan, 0, np.nan
+    at_50m = False
     if s.anomaly is not None:
         fired = t.firing[inside]
         detected = bool(fired.any())
@@ -318,6 +322,9 @@ def measure(s: Series, t: Trace, *, warmup_samples: int) -> SeriesFigures:
         if not s.lasting:
             after = t.firing[(s.ts_ms >= s.anomaly[1]) & t.scored]
             resolve = float(np.argmin(after)) if not after.all() else np.nan
+        else:  # the issue's check: still firing 30-50 min into a lasting anomaly
+            upto = np.flatnonzero(inside & (s.ts_ms <= s.anomaly[0] + LASTING_CHECK_MS))
+            at_50m = bool(upto.shape[0] and t.firing[upto[-1]])
     return SeriesFigures(
         pages=len(t.fires_ms),
         young_pages=sum(1 for f in t.fires_ms if f < s.ts_ms[0] + YOUNG_MS),
@@ -329,6 +336,7 @@ def measure(s: Series, t: Trace, *, warmup_samples: int) -> SeriesFigures:
         anomaly_firing_share=share,
         anomaly_pages=pages,
         firing_at_end=bool(t.firing[-1]),
+        firing_at_50m=at_50m,
         resolve_after=resolve,
     )
 
@@ -346,6 +354,7 @@ def summarise(
     band_n = sum(f.band_n for _, f in clean)
     delays = [f.delay for _, f in anomalous if f.detected]
     lasting = [f.firing_at_end for s, f in anomalous if s.lasting]
+    at_50m = [f.firing_at_50m for s, f in anomalous if s.lasting]
     return {
         "clean_series": len(clean),
         "series_days": round(days, 3),
@@ -369,6 +378,7 @@ def summarise(
         else None,
         "lasting": bool(lasting),
         "firing_at_end": float(np.mean(lasting)) if lasting else None,
+        "firing_at_50m": float(np.mean(at_50m)) if at_50m else None,
         "resolve_after_median": _nanmedian(
             [f.resolve_after for s, f in anomalous if not s.lasting]
         ),
@@ -412,7 +422,7 @@ def print_table(results: dict[str, dict[str, object]]) -> None:
     print(
         f"{'family':<33}|{'clean: pages/1k sd':>19}{'(<6h)':>6}{'firing':>8}{'band cov':>9} |"
         f"{'anomalous: found':>17}{'delay med':>10}{'max':>6}{'firing':>8}"
-        f"{'pages':>6}{'at end':>7}{'resolve':>8}"
+        f"{'pages':>6}{'@50m':>6}{'at end':>7}{'resolve':>8}"
     )
     for fam, r in results.items():
         print(
@@ -423,6 +433,7 @@ def print_table(results: dict[str, dict[str, object]]) -> None:
             f"{_cell(r['detected'], '.0%'):>17}{_cell(r['delay_median'], '.0f'):>10}"
             f"{_cell(r['delay_max'], '.0f'):>6}{_cell(r['anomaly_firing_share'], '.0%'):>8}"
             f"{_cell(r['pages_per_anomaly'], '.2f'):>6}"
+            f"{_cell(r['firing_at_50m'], '.0%'):>6}"
             f"{_cell(r['firing_at_end'], '.0%'):>7}"
             f"{_cell(r['resolve_after_median'], '.0f'):>8}"
         )

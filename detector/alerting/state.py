@@ -252,12 +252,18 @@ class AlertState:
 
     def sweep(self, p: AlertTables, n: int, now_ms: int) -> list[AlertEvent]:
         """Resolve firing series that went stale or silent (STALE events); forget the
-        pending run of those. Called by the worker between batches."""
+        pending run of those. Called by the worker between batches.
+
+        A staleness marker alone resolves nothing: the series must then stay without a
+        sample for ``stale_intervals`` of its usual interval (at least ``stale_min_s``),
+        as a series that simply stops does. One failed scrape in the middle of an incident
+        (Prometheus marks the series stale, the next scrape brings it back) would otherwise
+        resolve the alert and page again a minute later."""
         active = np.flatnonzero(p.al_state[:n] != NORMAL)
         if active.shape[0] == 0:
             return []
         limit = np.maximum(p.interval_ms[active] * self.stale_intervals, self.stale_min_ms)
-        silent = (p.stale[active] != 0) | (now_ms - p.last_ts[active] > limit)
+        silent = now_ms - p.last_ts[active] > limit  # last_ts: the last sample or marker
         events = []
         for s in active[silent].tolist():
             if p.al_state[s] == FIRING:

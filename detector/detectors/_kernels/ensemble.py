@@ -24,10 +24,13 @@ inside scores below it.
 
 *Anomalous samples teach nothing.* A sample outside the band (k min(p) <= band_p) enters
 no variance, no level, no profile and no calibration: the expectation holds and a lasting
-deviation keeps scoring. One exception: a single anomalous sample between normal ones is
-the series' own tail, and enters the calibration at half weight once the next sample is
-normal, once the calibration holds 100 samples' weight (without it a lumpy tail, such as a
-low-rate counter's, is never learned). The seasonal profile is the other exception: a bin
+deviation keeps scoring. Nor do the samples inside the band that continue a run (same
+side, still in the series' own outer 5%: ``_RUN_P``): they teach at a tenth of their weight,
+so the band cannot widen from the anomaly's side before adoption. One exception: a run the
+series came back from was its own tail, and its last extreme enters the calibration at
+half weight then, once the calibration holds 100 samples' weight (without it a lumpy tail,
+such as a low-rate counter's, is never learned). The seasonal profile is the other
+exception: a bin
 not yet in use learns an anomalous sample as a normal one (clipped; a bin never visited
 starts from the offset of the bin before it), so a young profile that flags a daily wave
 still converges; a bin
@@ -35,8 +38,8 @@ in use learns it at a tenth of a visit. A run stops when the series comes back, 
 deviation has lasted ``adopt_ms`` (a time, not a sample count): then the level and the
 profile's level move by the run's mean deviation, the series' adoption count goes up and
 its time is kept (``S_ADOPTIONS``, ``S_ADOPT_T``) for the alert's resolution to say so.
-A run ends at a normal sample on the other side of the expected value or within one
-sigma of it (a deviation hovering at the band's edge keeps its run).
+A run ends at a normal sample on the other side of the expected value or no longer in the
+series' outer 5% (a deviation hovering at the band's edge keeps its run).
 
 Non-finite values score NaN and leave the state unchanged. numpy and numba only.
 """
@@ -69,7 +72,7 @@ from detector.detectors._kernels.tail import score_from_probability
     S_RUN_V1,
     S_ADOPTIONS,
     S_ADOPT_T,
-    S_STREAK,
+    S_STREAK,  # anomalous samples in a row (kept in the checkpoint layout; not read)
     S_ONSET_Z1,
     S_L,
     S_SV,
@@ -87,8 +90,12 @@ _RUN_ALPHA = 0.05  # the run's mean deviation weighs about its last 20 samples
 # within the calibration's memory, a value is no longer beyond it), a run of them is not
 _ISOLATED_WEIGHT = 0.5
 _ISOLATED_MIN_WEIGHT = 100.0  # calibration weight (samples) before that applies
-# weight at which an anomalous sample teaches the seasonal profile (a share of a visit)
+# weight at which an anomalous sample teaches the seasonal profile (a share of a visit),
+# and at which a sample inside the band that continues a run teaches everything
 _FLAGGED_WEIGHT = 0.1
+# a run goes on while its samples stay in the series' own outer 5% on its side (the
+# signals' smallest tail probability, Bonferroni-scaled, at most _RUN_P), in the band or not
+_RUN_P = 0.05
 
 
 def state_columns(season_bins: int) -> int:
@@ -184,10 +191,8 @@ def ensemble_score_learn(
         k = 2.0 if seasonal_on else 1.0  # signals consulted
         t = band_p / k  # the tail probability at the band's edge, per signal
         centre = st[S_M1] + off
-        sigma = s1
         if seasonal_on and st[S_N] > 0:
             centre = st[S_L] + season[s, b]
-            sigma = ss
         if st[S_N] == 0:
             expected[i] = np.nan
             lower[i] = np.nan
@@ -307,16 +312,33 @@ def ensemble_score_learn(
                 st[S_ADOPT_T] = float(ts_ms[i])
                 st[S_RUN_SIDE] = 0.0
         else:
-            # the sample before was a single extreme: the tail (not while the calibration
-            # is young: a young variance's extremes would set the tail's edge, and a
-            # 10-sigma sample at sample 300 scored 0.986)
-            if st[S_STREAK] == 1.0 and htot[s, 0] >= _ISOLATED_MIN_WEIGHT:
+            # a sample inside the band that continues an open run (same side, still in the
+            # series' outer _RUN_P) is learned at _FLAGGED_WEIGHT only, so the band cannot
+            # widen from the anomaly's side and end a lasting deviation before adopt_ms
+            cw = 1.0
+            came_back = False
+            if st[S_RUN_SIDE] != 0.0 and (side != st[S_RUN_SIDE] or k * p > _RUN_P):
+                st[S_RUN_SIDE] = 0.0  # back: the run is over
+                came_back = True
+            elif st[S_RUN_SIDE] != 0.0:
+                cw = _FLAGGED_WEIGHT
+            # a run the series came back from was its own tail: its last extreme enters
+            # the calibration at half weight (not while the calibration is young: a young
+            # variance's extremes would set the tail's edge, and a 10-sigma sample at
+            # sample 300 scored 0.986; not while the run goes on: a shift hovering at the
+            # band's edge would teach the tail its own samples and widen the band)
+            if came_back and htot[s, 0] >= _ISOLATED_MIN_WEIGHT:
                 if st[S_ONSET_Z1] >= 0.0:
                     take_back(hist, htot, s, 0, st[S_ONSET_Z1], -_ISOLATED_WEIGHT)
                 if nbins > 0 and st[S_ONSET_Z3] >= 0.0:
                     take_back(hist, htot, s, 1, st[S_ONSET_Z3], -_ISOLATED_WEIGHT)
-            if st[S_RUN_SIDE] != 0.0 and (side != st[S_RUN_SIDE] or abs(dev) < sigma):
-                st[S_RUN_SIDE] = 0.0  # back: the run is over
+            if cw < 1.0:
+                if warm:
+                    take_back(hist, htot, s, 0, z1, 1.0 - cw)
+                    if seasonal_on:
+                        take_back(hist, htot, s, 1, z3, 1.0 - cw)
+                b1 *= cw
+                b2 *= cw
             if nbins > 0:  # learn the seasonal profile and the level under it
                 resid = x - st[S_L]
                 st[S_L] += b2 * (x - season[s, b] - st[S_L])
@@ -325,7 +347,7 @@ def ensemble_score_learn(
                 # day as 5-minute data, so the profile remembers days at any interval
                 f = 1.0
                 if st[S_N] > 0:
-                    f = min(1.0, max(0.0, (ts_ms[i] - st[S_LAST_T]) / season_sample))
+                    f = cw * min(1.0, max(0.0, (ts_ms[i] - st[S_LAST_T]) / season_sample))
                 # a young bin is the plain mean of its visits so far (a share f of a
                 # visit weighs f / (visits + f)): at a 15 s scrape its first sample alone
                 # would otherwise be its offset for days

@@ -126,8 +126,9 @@ def test_the_profile_learns_as_much_a_day_at_any_scrape_interval():
     fast, _ = _run(*_daily(15_000, 3))
     assert np.allclose(slow.visits[0], 18.0)
     # bin 0 also holds the series' first sample, a whole visit on its own; a sample
-    # outside the band of a bin in use counts a tenth of its share (a few at 15 s)
-    assert np.allclose(fast.visits[0, 1:], 18.0, atol=0.5)
+    # outside the band of a bin in use counts a tenth of its share, and so do the samples
+    # inside the band that continue its run (a few at 15 s, on this noise-free wave)
+    assert np.allclose(fast.visits[0, 1:], 18.0, atol=1.0)
     assert np.median(fast.visits[0, 1:]) == np.float32(18.000011)
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from detector.alerting.state import ALERT_TABLES, FIRING, NORMAL, AlertState, EventKind
 from detector.config import AlertRule, SeverityLevel
@@ -24,7 +25,28 @@ RULE = AlertRule(
 
 
 class Tables:
-    """The pipeline's per-slot arrays, as many as a test needs."""
+    """The pipeline's per-slot arrays, as many as a test needs (an ``AlertTables``)."""
+
+    al_rule: NDArray[np.int16]
+    al_state: NDArray[np.uint8]
+    al_level: NDArray[np.uint8]
+    al_since: NDArray[np.int64]
+    al_run: NDArray[np.int64]
+    al_normal_since: NDArray[np.int64]
+    al_run_from: NDArray[np.int64]
+    al_prev_ts: NDArray[np.int64]
+    al_peak: NDArray[np.float64]
+    al_base_exp: NDArray[np.float64]
+    al_base_lo: NDArray[np.float64]
+    al_base_hi: NDArray[np.float64]
+    last_ts: NDArray[np.int64]
+    stale: NDArray[np.uint8]
+    interval_ms: NDArray[np.float64]
+    last_input: NDArray[np.float64]
+    last_score: NDArray[np.float64]
+    last_expected: NDArray[np.float64]
+    last_lower: NDArray[np.float64]
+    last_upper: NDArray[np.float64]
 
     def __init__(self, n, rule_of=0):
         for name, dtype, fill in ALERT_TABLES:
@@ -196,12 +218,32 @@ def test_sweep_resolves_stale_and_silent_firing_series():
     run(state, t, [0, 1, 2] * 3, [0.995] * 9)
     assert list(t.al_state) == [FIRING] * 3
     t.last_ts[:] = 100_000
-    t.stale[1] = 1  # a staleness marker
+    t.stale[1] = 1  # a staleness marker at 100 s
     t.last_ts[2] = 80_000  # silent for 30 s > max(5 intervals, 10 s)
     ev = state.sweep(t, 3, now_ms=110_000)
-    assert sorted((e.slot, e.kind) for e in ev) == [(1, EventKind.STALE), (2, EventKind.STALE)]
+    assert [(e.slot, e.kind) for e in ev] == [(2, EventKind.STALE)]
+    # a marker alone is one failed scrape: it resolves once the silence after it lasts
+    assert list(t.al_state) == [FIRING, FIRING, NORMAL]
+    t.last_ts[0] = 110_000  # slot 0 keeps sending
+    ev = state.sweep(t, 3, now_ms=110_001)
+    assert [(e.slot, e.kind) for e in ev] == [(1, EventKind.STALE)]
     assert list(t.al_state) == [FIRING, NORMAL, NORMAL]
-    assert [e.slot for e in state.firing(t, 3, now_ms=110_000)] == [0]
+    assert [e.slot for e in state.firing(t, 3, now_ms=110_001)] == [0]
+
+
+def test_a_failed_scrape_keeps_a_firing_alert():
+    """A staleness marker followed by samples again within the silence limit (one failed
+    scrape during an incident) neither resolves nor pages again."""
+    state = AlertState([RULE], stale_intervals=5.0, stale_min_s=10.0)
+    t = Tables(1)
+    run(state, t, [0] * 3, [0.995] * 3)
+    assert t.al_state[0] == FIRING
+    t.last_ts[0] = 4_000  # the marker
+    t.stale[0] = 1
+    assert state.sweep(t, 1, now_ms=9_000) == []
+    t.stale[0] = 0
+    ev = run(state, t, [0], [0.995], ts=[5_000])
+    assert ev == [] and t.al_state[0] == FIRING
 
 
 @given(
