@@ -12,7 +12,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +23,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from detector.config import TOKEN_ENV, config_schema, load_config, read_bearer_token
 from detector.errors import ConfigError, UpstreamError
+from detector.fleet import cores, layout, supervisor
+from detector.fleet.partition import Partition
 from servicekit import cli, durations, exposure, telemetry, tls
 
 if TYPE_CHECKING:
@@ -83,6 +89,7 @@ KERNEL_GROUPS: tuple[tuple[str, str], ...] = (
     ("remote-write wire format", "detector.remote_write._wire"),
     ("series index", "detector.series._index"),
     ("request routing", "detector.pipeline._route"),
+    ("request split", "detector.remote_write._split"),
     ("series tracking", "detector.pipeline._sample_rules"),
     ("alert lifecycle", "detector.alerting._state_kernel"),
     ("tail probabilities", "detector.detectors._kernels.tail"),
@@ -293,6 +300,72 @@ def _slo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_serve_paths(args: argparse.Namespace) -> None:
+    """The URLs and folders ``serve`` was given exist in the form it needs."""
+    for url in [
+        *args.alertmanager,
+        *([args.prometheus] if args.prometheus else []),
+        *([args.remediator_url] if args.remediator_url else []),
+    ]:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
+    if args.runbooks is not None and not args.runbooks.is_dir():
+        raise ConfigError(
+            f"--runbooks {args.runbooks}: not a folder (give the folder "
+            "of <AlertName>.md files, e.g. docs/runbooks)"
+        )
+
+
+def _worker_of(args: argparse.Namespace, workers: int) -> tuple[Partition | None, Path | None]:
+    """Which worker this process is (None: the only one) and its state directory."""
+    if args.worker_index is None:
+        return None, args.state_dir
+    if args.fleet_dir is None:
+        raise ConfigError("--worker-index needs --fleet-dir (both set by --workers)")
+    if not 0 <= args.worker_index < workers:
+        raise ConfigError(f"--worker-index {args.worker_index}: not in 0..{workers - 1}")
+    state_dir = args.state_dir
+    if state_dir is not None:
+        state_dir = layout.worker_dir(state_dir, args.worker_index)
+        state_dir.mkdir(parents=True, exist_ok=True)
+    return Partition(args.worker_index, workers), state_dir
+
+
+def parse_workers(text: str) -> int:
+    """``--workers``: a whole number >= 1, or ``auto`` (the cores this process may use)."""
+    if text == "auto":
+        return cores.available_cores()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"--workers {text!r}: expected a whole number >= 1, or auto")
+    return int(text)
+
+
+def _supervise(workers: int, argv: list[str]) -> int:
+    """Run ``workers`` copies of this command as workers until stopped (``fleet``)."""
+    fleet_dir = Path(tempfile.mkdtemp(prefix="vigil-fleet-"))  # mode 0700: only this user
+
+    def worker_argv(index: int, restarts: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "detector",
+            *argv,
+            "--workers",
+            str(workers),
+            "--worker-index",
+            str(index),
+            "--fleet-dir",
+            str(fleet_dir),
+            "--worker-restarts",
+            str(restarts),
+        ]
+
+    try:
+        return asyncio.run(supervisor.Supervisor(workers=workers, argv=worker_argv).run())
+    finally:
+        shutil.rmtree(fleet_dir, ignore_errors=True)
+
+
 def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
     """The event loop ``serve`` runs on: uvloop (libuv; docs/ingestion.md has the figures)
     or the standard library's."""
@@ -388,6 +461,19 @@ def main(argv: list[str] | None = None) -> int:
         "vigil_profile_stage_cpu_seconds_total (bench/ingest.py --profile)",
     )
     serve.add_argument(
+        "--workers",
+        default="1",
+        metavar="N",
+        help="worker processes, each with its hash share of the series (the cluster's "
+        "hashmod of namespace;pod), all on the one --listen address; 'auto': the cores "
+        "this process may use (CPU affinity and cgroup quota). Default 1: one process, "
+        "no supervisor (docs/ingestion.md, Workers)",
+    )
+    # set by the supervisor of --workers N for each worker it starts
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--fleet-dir", type=Path, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
+    serve.add_argument(
         exposure.INSECURE_FLAG,
         action="store_true",
         help="start without a token on a non-loopback address: anyone who "
@@ -429,28 +515,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(config_schema(), indent=2, sort_keys=True, allow_nan=False))
             return 0
+        if args.worker_index is not None:
+            # the supervisor passes SIGHUP on: until the app reloads on it, it must not
+            # stop a worker that is still starting
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         telemetry.setup_logging(args.log_level)
         cfg = load_config(args.config)
-        load_kernels()
-        from detector.app import build_app, startup_facts
+        workers = parse_workers(args.workers)
+        supervising = workers > 1 and args.worker_index is None
 
         try:
             provider = telemetry.tracer_provider_from_env(os.environ, service_name="vigil-detector")
         except telemetry.TelemetryError as exc:
             raise ConfigError(str(exc)) from exc
         host, port = parse_listen(args.listen)
-        for url in [
-            *args.alertmanager,
-            *([args.prometheus] if args.prometheus else []),
-            *([args.remediator_url] if args.remediator_url else []),
-        ]:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"{url!r}: expected an http:// or https:// URL")
-        if args.runbooks is not None and not args.runbooks.is_dir():
-            raise ConfigError(
-                f"--runbooks {args.runbooks}: not a folder (give the folder "
-                "of <AlertName>.md files, e.g. docs/runbooks)"
-            )
+        _check_serve_paths(args)
         ssl_context = tls.build_server_context(cfg.tls, error=ConfigError)
         scheme = "https" if ssl_context is not None else "http"
         if cfg.outgoing_tls.insecure_skip_verify:
@@ -461,10 +540,23 @@ def main(argv: list[str] | None = None) -> int:
         _check_exposure(
             token, listen=args.listen, host=host, insecure_no_auth=args.insecure_no_auth
         )
+        if args.state_dir is not None and args.worker_index is None:
+            layout.check(args.state_dir, workers)
+        if supervising:
+            if provider is not None:
+                provider.shutdown()
+            return _supervise(workers, sys.argv[1:] if argv is None else argv)
+        load_kernels()
+        from detector.app import build_app, startup_facts
+        from detector.fleet import worker as fleet_worker
+
+        partition, state_dir = _worker_of(args, workers)
+        metrics = CollectorRegistry()
         app = build_app(
             cfg,
+            metrics=metrics,
             token=token,
-            state_dir=args.state_dir,
+            state_dir=state_dir,
             prometheus_url=args.prometheus,
             alertmanagers=args.alertmanager,
             external_url=args.external_url or f"{scheme}://{host}:{port}",
@@ -475,17 +567,39 @@ def main(argv: list[str] | None = None) -> int:
             config_path=args.config,
             reload_on_sighup=True,
         )
+        if partition is not None:
+            assert args.fleet_dir is not None
+            fleet_worker.install(
+                app,
+                partition=partition,
+                fleet_dir=args.fleet_dir,
+                registry=metrics,
+                restarts=args.worker_restarts,
+            )
     except ConfigError as exc:
         print(f"vigil-detector: {exc}", file=sys.stderr)
         return 2
     url = f"{scheme}://{host}:{port}"
 
-    def on_listening(_banner: str) -> None:  # aiohttp's "Running on" moment
-        log.info(
-            "%s", timer.ready_line(prog="vigil-detector", urls=[url], loaded=startup_facts(app))
-        )
+    def on_listening(_banner: str = "") -> None:  # aiohttp's "Running on" moment
+        facts = startup_facts(app)
+        if partition is not None:
+            facts.append(f"worker {partition.index} of {partition.workers}")
+        log.info("%s", timer.ready_line(prog="vigil-detector", urls=[url], loaded=facts))
 
     try:
+        if partition is not None:
+            assert args.fleet_dir is not None
+            fleet_worker.serve(
+                app,
+                host=host,
+                port=port,
+                http_path=fleet_worker.http_socket(args.fleet_dir, partition.index),
+                ssl_context=ssl_context,
+                loop=new_event_loop(args.event_loop),
+                on_listening=on_listening,
+            )
+            return 0
         # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled
         # gzip must get our 415, not a decompression error inside aiohttp
         web.run_app(

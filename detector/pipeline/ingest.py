@@ -8,6 +8,7 @@ routing of samples) and their outcome as a value the handler maps to a status co
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,8 @@ from detector.errors import DecodeError
 from detector.pipeline import _route
 from detector.pipeline.worker import Batch, SlotSpec
 from detector.remote_write import decode
-from detector.series.registry import OVER_LIMIT, UNTRACKED, Resolution, SeriesRegistry
+from detector.remote_write.split import Split
+from detector.series.registry import FOREIGN, OVER_LIMIT, UNTRACKED, Resolution, SeriesRegistry
 
 # decompressed bodies up to this size reuse a buffer of their thread instead of fresh
 # memory each (Prometheus's requests decompress to a few hundred KB)
@@ -39,6 +41,10 @@ class Ingested:
     new_tracked: int
     new_untracked: int
     new_over_limit: int
+    # serve --workers: the samples of other workers' series, to forward (n_samples leaves
+    # them out: their owner counts them)
+    forward: Split | None = None
+    n_foreign: int = 0
 
 
 def slot_specs(registry: SeriesRegistry, first: int, *, warm: bool = False) -> list[SlotSpec]:
@@ -73,6 +79,9 @@ class Ingestor:
         self.max_decompressed_bytes = max_decompressed_bytes
         self._lock = threading.Lock()
         self._local = threading.local()  # one Decoder (and its arrays) per thread
+        # serve --workers: cuts a request with other workers' series (registry values
+        # FOREIGN - owner) into their shares; set before the first request
+        self.split: Callable[[decode.DecodedRequest, NDArray[np.int32]], Split] | None = None
 
     @property
     def lock(self) -> threading.Lock:
@@ -100,27 +109,32 @@ class Ingestor:
             buf = self._local.scratch = np.empty(max(need, 1 << 20), dtype=np.uint8)
         return buf
 
-    def _decode(self, body: bytes, version: int) -> decode.DecodedRequest:
+    def _decode(self, body: bytes, version: int, compressed: bool) -> decode.DecodedRequest:
         if not body:
             raise DecodeError("empty body: expected a snappy-compressed protobuf message")
-        raw = decode.decompress(
-            body,
-            max_decompressed_bytes=self.max_decompressed_bytes,
-            into=self._scratch(decode.snappy_length(body)),
-        )
+        if compressed:
+            raw = decode.decompress(
+                body,
+                max_decompressed_bytes=self.max_decompressed_bytes,
+                into=self._scratch(decode.snappy_length(body)),
+            )
+        else:  # a share forwarded by another worker (serve --workers): already raw
+            raw = np.frombuffer(body, dtype=np.uint8)
         self.stages.lap(stages.DECOMPRESS)
         req = self._decoder().decode(raw, version)
         self.stages.lap(stages.SCAN)
         return req
 
-    def ingest_known(self, body: bytes, version: int) -> Ingested | None:
+    def ingest_known(
+        self, body: bytes, version: int, *, compressed: bool = True
+    ) -> Ingested | None:
         """The event loop's fast path: like ``ingest``, but None instead of slow work.
 
         None when the request has series not seen before (their labels are decoded and
         matched in Python) or when another thread holds the registry; the caller then
         runs ``ingest`` in a worker thread. Changes nothing when it returns None.
         """
-        req = self._decode(body, version)
+        req = self._decode(body, version, compressed)
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -130,10 +144,11 @@ class Ingestor:
         self.stages.lap(stages.RESOLVE)
         return None if known is None else self._route(req, known, [])
 
-    def ingest(self, body: bytes, version: int) -> Ingested:
-        """Decode a request and resolve its series; DecodeError if it cannot be accepted."""
+    def ingest(self, body: bytes, version: int, *, compressed: bool = True) -> Ingested:
+        """Decode a request and resolve its series; DecodeError if it cannot be accepted.
+        ``compressed`` False: ``body`` is raw protobuf (a share forwarded by a worker)."""
         self.stages.lap(stages.ROUTE)  # the hand-off to this thread
-        req = self._decode(body, version)
+        req = self._decode(body, version, compressed)
         with self._lock:
             res = self.registry.resolve(req)
             first_new = self.registry.n_tracked - res.new_tracked
@@ -149,16 +164,21 @@ class Ingestor:
         slots = np.empty(n, dtype=np.int32)
         ts = np.empty(n, dtype=np.int64)
         bits = np.empty(n, dtype=np.uint64)
-        by_marker = np.zeros(1 - min(UNTRACKED, OVER_LIMIT), dtype=np.int64)
+        by_marker = np.zeros(self.registry.n_markers, dtype=np.int64)
         k = int(
             _route.route(
                 res.values, req.smp_series, req.smp_ts, req.smp_bits, slots, ts, bits, by_marker
             )
         )
         batch = Batch(slots=slots[:k], ts=ts[:k], bits=bits[:k], new_slots=new_slots)
+        n_foreign = int(by_marker[-FOREIGN:].sum())
+        forward = None
+        if n_foreign:
+            assert self.split is not None, "FOREIGN values come only with a split"
+            forward = self.split(req, res.values)
         ingested = Ingested(
             batch=batch,
-            n_samples=n,
+            n_samples=n - n_foreign,
             n_untracked=int(by_marker[-UNTRACKED]),
             n_over_limit=int(by_marker[-OVER_LIMIT]),
             n_histograms=req.n_histograms,
@@ -167,6 +187,8 @@ class Ingestor:
             new_tracked=res.new_tracked,
             new_untracked=res.new_untracked,
             new_over_limit=res.new_over_limit,
+            forward=forward,
+            n_foreign=n_foreign,
         )
         self.stages.lap(stages.ROUTE)
         return ingested

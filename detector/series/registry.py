@@ -9,7 +9,7 @@ It must be used from one thread (the event loop); it knows nothing of detectors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 UNKNOWN = _index.UNKNOWN  # -1: not in the index yet
 UNTRACKED = -2  # known, matched no rule
 OVER_LIMIT = -3  # known, matched a rule whose series limit (or the global one) was full
+# known, tracked by another worker (serve --workers): FOREIGN - w for worker w
+FOREIGN = -4
 RETIRED = -1  # slot_rule of a slot whose series no rule tracks since a config reload
 RETIRED_RULE = SeriesRule(name="retired")  # what rule_of says of such a slot
 
 Labels = tuple[tuple[str, str], ...]
+# the worker that tracks a label set, or -1 for this one (``detector.fleet.partition``)
+OwnerOf = Callable[[Mapping[str, str]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +345,10 @@ class SeriesRegistry:
 
     def __init__(self, cfg: DetectorConfig) -> None:
         self.limits = cfg.limits
+        # serve --workers: a series another worker owns is remembered as FOREIGN - owner
+        # (counted with the ignored series), so its owner is computed once, not per request
+        self.owner_of: OwnerOf | None = None
+        self.workers = 1
         self.rules: tuple[SeriesRule, ...] = cfg.series
         self._selectors: tuple[Selector | None, ...] = tuple(r.selector() for r in self.rules)
         self._alert_selectors: tuple[Selector | None, ...] = tuple(r.selector() for r in cfg.alerts)
@@ -357,6 +365,17 @@ class SeriesRegistry:
         self.canonical = ByteIndex(known)
         self.wire = ByteIndex(2 * known)
         self._canon_buf = np.empty(1 << 16, dtype=np.uint8)
+
+    def partition(self, owner_of: OwnerOf, workers: int) -> None:
+        """Track only this worker's series of ``workers``; call before the first request."""
+        if self.canonical.n_entries:
+            raise RuntimeError("partition() after series were resolved")
+        self.owner_of, self.workers = owner_of, workers
+
+    @property
+    def n_markers(self) -> int:
+        """Length of a per-marker tally indexed by ``-value`` (see ``_route.route``)."""
+        return 1 - (FOREIGN - (self.workers - 1))
 
     def is_counter(self, slot: int) -> bool:
         """Whether the detectors should see this series as a rate (see SeriesRule.transform)."""
@@ -473,8 +492,13 @@ class SeriesRegistry:
         return req.labels(series)
 
     def _choose(self, labels: Labels) -> int:
-        """The value for a new label set: a fresh slot, UNTRACKED or OVER_LIMIT."""
+        """The value for a new label set: a fresh slot, UNTRACKED, OVER_LIMIT, or (another
+        worker's series that a rule tracks) FOREIGN - owner."""
         as_dict = dict(labels)
+        if self.owner_of is not None:
+            owner = self.owner_of(as_dict)
+            if owner >= 0 and any(s is None or s.matches(as_dict) for s in self._selectors):
+                return FOREIGN - owner
         for index, (rule, selector) in enumerate(zip(self.rules, self._selectors, strict=True)):
             if selector is not None and not selector.matches(as_dict):
                 continue
@@ -545,7 +569,7 @@ class SeriesRegistry:
                 tracked += 1
             elif value == UNTRACKED:
                 untracked += 1
-            else:
+            elif value == OVER_LIMIT:
                 over += 1
             if value < 0:
                 if self.n_ignored >= self.limits.max_ignored_series:

@@ -1,0 +1,65 @@
+"""A decoded request -> one uncompressed request per owner of its series (``--workers``).
+
+This module owns the ``Split`` value the receiving worker forwards: for each owner, the
+raw bytes of its ``TimeSeries`` messages as a request of the same protocol version (2.0:
+with the symbols table). The owner scans it like any body, minus the snappy step. Pure:
+no I/O, no registry; the kernel is ``_split``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.remote_write import _split
+from detector.remote_write.decode import DecodedRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One owner's share of a request: an uncompressed 1.0 or 2.0 request body."""
+
+    owner: int
+    body: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The shares of one request that go to other owners, in owner order."""
+
+    version: int
+    parts: tuple[Part, ...]
+
+
+def split_request(req: DecodedRequest, owner_of_series: NDArray[np.int32], n_owners: int) -> Split:
+    """Cut ``req`` by ``owner_of_series`` (one entry per series of ``req``: an owner in
+    ``0..n_owners-1``, or -1 for a series that stays); owners without series get no part.
+
+    Raises ValueError if the array does not match the request's series (a bug, not input:
+    ``req`` was scanned by ``Decoder.decode``).
+    """
+    owners = np.ascontiguousarray(owner_of_series, dtype=np.int32)
+    if owners.shape[0] != req.n_series:
+        raise ValueError(f"{owners.shape[0]} owners for a request of {req.n_series} series")
+    sizes = np.empty(n_owners, dtype=np.int64)
+    info = np.zeros(2, dtype=np.int64)
+    buf = req.buf
+    _split.sizes(buf, req.version, owners, n_owners, sizes, info)
+    if info[1] or info[0] != req.n_series:
+        raise ValueError(
+            f"split found {int(info[0])} series where the scan found {req.n_series}: "
+            "the body is not the one that was scanned"
+        )
+    offsets = np.zeros(n_owners + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), dtype=np.uint8)
+    _split.copy(buf, req.version, owners, offsets, out)
+    view = out.data
+    parts = tuple(
+        Part(w, view[int(offsets[w]) : int(offsets[w + 1])])
+        for w in range(n_owners)
+        if sizes[w] > 0
+    )
+    return Split(req.version, parts)
