@@ -154,7 +154,8 @@ class _Bodies:
         if ts.shape[0] != self.ts_bytes:
             raise RuntimeError("timestamp varint changed length")
         raw[where] = np.tile(ts, where.shape[0] // self.ts_bytes)
-        return bytes(cramjam.snappy.compress_raw(raw))
+        # an ndarray is a buffer; numpy's stubs do not declare __buffer__
+        return bytes(cramjam.snappy.compress_raw(raw))  # type: ignore[arg-type]
 
 
 def _cpu_self() -> float:
@@ -867,7 +868,7 @@ def main() -> None:
                 loader.wait(60)
             lines = _loader_lines(workdir / "loader.log")
             warm_info = next(x["warm"] for x in lines if "warm" in x)
-            load_info = next((x["load"] for x in lines if "load" in x), {})
+            load_info: dict[str, object] = next((x["load"] for x in lines if "load" in x), {})
             loaded_fig.update(_phase_figures(loaded, args.probes))
             loaded_fig["load"] = {**load_info, "warmup": warm_info}
             figures["loaded"] = loaded_fig

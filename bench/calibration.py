@@ -33,7 +33,7 @@ from detector.detectors.base import Scores
 from detector.detectors.kinds import build_family
 
 RATES = (1e-2, 1e-3, 1e-4)
-FAMILIES = {
+FAMILIES: dict[str, DetectorParams] = {
     "spot": SpotParams(),
     "robust": RobustParams(),
     "ensemble": EnsembleParams(season_bins=0),

@@ -13,6 +13,7 @@ The last line is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -231,15 +232,13 @@ def main() -> None:
     parser.add_argument("--million", type=int, default=1_000_000)
     parser.add_argument("--million-steps", type=int, default=20)
     args = parser.parse_args()
-    import river
-
     figures: dict[str, Any] = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "numpy": np.__version__,
-            "river": river.__version__,
+            "river": importlib.metadata.version("river"),
         },
         "series": args.series,
         "steps": args.steps,

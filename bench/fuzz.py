@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,7 @@ def _child(target: str, args: list[str]) -> None:
     from remediator.app import build_registry
     from tests.property import hostile
 
+    one: Callable[[bytes], None]
     if target == "remote_write":
         rw = hostile.RemoteWriteTarget()
 

@@ -75,8 +75,8 @@ def alert_starts(
     slot = _AlertSlot()
     # type: ignore: step reads only the al_* tables, not the pipeline's last-sample ones
     events = alerts.step(
-        slot,
-        np.zeros(ts_ms.shape[0], np.int32),  # type: ignore[arg-type]
+        slot,  # type: ignore[arg-type]
+        np.zeros(ts_ms.shape[0], np.int32),
         ts_ms,
         out.score,
         values,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.config import EnsembleParams, RobustParams, SpotParams
+from detector.config import DetectorParams, EnsembleParams, RobustParams, SpotParams
 from detector.detectors.base import Scores
 from detector.detectors.kinds import KINDS, build_family
 from tests import reference
 
-PARAMS = {
+PARAMS: dict[str, DetectorParams] = {
     "robust": RobustParams(),
     "ensemble": EnsembleParams(season_min_visits=2),
     # a small ring so the 2,000-sample reference stream wraps it many times
@@ -115,12 +115,14 @@ def test_matches_the_python_reference(kind):
     x[500] = np.nan
     x[900] += 40
     _, out = _run(kind, np.zeros(x.shape[0], np.int32), t, x)
-    if kind == "robust":
-        want = reference.robust(PARAMS[kind], x.tolist())
-    elif kind == "spot":
-        want = reference.spot(PARAMS[kind], x.tolist())
+    params = PARAMS[kind]
+    if isinstance(params, RobustParams):
+        want = reference.robust(params, x.tolist())
+    elif isinstance(params, SpotParams):
+        want = reference.spot(params, x.tolist())
     else:
-        want = reference.ensemble(PARAMS[kind], t.tolist(), x.tolist())
+        assert isinstance(params, EnsembleParams)
+        want = reference.ensemble(params, t.tolist(), x.tolist())
     np.testing.assert_allclose(out.score, np.array(want), rtol=1e-9, atol=1e-12)
 
 

@@ -1231,11 +1231,10 @@ def test_network_policies_deny_by_default_and_admit_only_the_stack() -> None:
                     assert namespace == "monitoring", ident(policy)
                     continue
                 assert namespace in allowed, ident(policy)
-                if allowed[namespace] is not None:
-                    assert (
-                        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
-                        in allowed[namespace]
-                    ), ident(policy)
+                if (names := allowed[namespace]) is not None:
+                    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in names, (
+                        ident(policy)
+                    )
     egress_ports = {
         p["port"]
         for policy in policies

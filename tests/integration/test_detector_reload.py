@@ -113,19 +113,17 @@ def test_reloads_under_load_drop_nothing(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGHUP)
             result = "success" if accepted else "failure"
             done[result] += 1
-            wait_until(
-                f"reload {result} #{int(done[result])}",
-                lambda r=result: (
-                    _metrics(port).get(f'vigil_config_reloads_total{{result="{r}"}}') == done[r]
-                ),
-                log=log,
-            )
+
+            def counted(r: str = result) -> bool:
+                return _metrics(port).get(f'vigil_config_reloads_total{{result="{r}"}}') == done[r]
+
+            wait_until(f"reload {result} #{int(done[result])}", counted, log=log)
             assert _metrics(port)["vigil_config_last_reload_successful"] == float(accepted)
-            wait_until(
-                "load after the reload",
-                lambda b=rounds_before: min(s.rounds for s in senders) >= b + 10,
-                log=log,
-            )
+
+            def sent_more(b: int = rounds_before) -> bool:
+                return min(s.rounds for s in senders) >= b + 10
+
+            wait_until("load after the reload", sent_more, log=log)
         for sender in senders:
             sender.stop.set()
             sender.join(timeout=30)

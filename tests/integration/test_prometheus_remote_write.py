@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _vigil_series(port: int) -> list[dict]:
-    url = f"http://127.0.0.1:{port}/api/v1/series?limit=100000&match[]=" + urllib.request.quote(
+    url = f"http://127.0.0.1:{port}/api/v1/series?limit=100000&match[]=" + urllib.parse.quote(
         '{job="node"}'
     )
     with urllib.request.urlopen(url, timeout=5) as resp:

@@ -77,7 +77,8 @@ def test_sighup_reloads_config_and_playbooks_or_keeps_the_last_good(tmp_path):
             lambda: _metric(url, "vigil_config_last_reload_successful") == 1,
             timeout_s=20,
         )
-        assert _metric(url, "vigil_config_last_reload_success_timestamp_seconds") >= first
+        again = _metric(url, "vigil_config_last_reload_success_timestamp_seconds")
+        assert first is not None and again is not None and again >= first
         loaded = {p["name"] for p in get_json(f"{url}/api/v1/playbooks")["loaded"]}
         assert loaded == {*names, "check-noisy"}
         assert proc.poll() is None  # SIGHUP did not stop it
@@ -168,11 +169,11 @@ def test_bad_and_good_reloads_under_webhook_load_drop_nothing(tmp_path):
                 proc.send_signal(signal.SIGHUP)
                 reloads += 1
                 want = 0 if bad else 1
-                wait_until(
-                    f"reload {reloads} counted",
-                    lambda w=want: _metric(url, "vigil_config_last_reload_successful") == w,
-                    timeout_s=20,
-                )
+
+                def counted(w: int = want) -> bool:
+                    return _metric(url, "vigil_config_last_reload_successful") == w
+
+                wait_until(f"reload {reloads} counted", counted, timeout_s=20)
             statuses = [f.result() for f in posted]
         assert statuses == [200] * n
         assert reloads >= 2, "the webhooks were done before two reloads"

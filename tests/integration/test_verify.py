@@ -79,8 +79,8 @@ def _openmetrics(start_s: int, change_s: int, end_s: int) -> str:
             cpu_s += rel.cpu * STEP_S * float(rng.uniform(0.9, 1.1))
             requests.setdefault((job, "200"), []).append(f"{ok} {t}")
             requests.setdefault((job, "500"), []).append(f"{err} {t}")
-            for i, bound in enumerate((*map(str, BUCKETS), "+Inf")):
-                buckets.setdefault((job, bound), []).append(f"{int(le[i])} {t}")
+            for i, edge in enumerate((*map(str, BUCKETS), "+Inf")):
+                buckets.setdefault((job, edge), []).append(f"{int(le[i])} {t}")
             sums.setdefault(job, []).append(f"{total_s:.4f} {t}")
             counts.setdefault(job, []).append(f"{int(le[-1])} {t}")
             cpu.setdefault(job, []).append(f"{cpu_s:.4f} {t}")
@@ -88,9 +88,9 @@ def _openmetrics(start_s: int, change_s: int, end_s: int) -> str:
     for (job, code), samples in requests.items():
         lines += [f'shop_requests_total{{code="{code}",job="{job}"}} {s}' for s in samples]
     lines.append("# TYPE shop_request_duration_seconds histogram")
-    for (job, bound), samples in buckets.items():
+    for (job, edge), samples in buckets.items():
         lines += [
-            f'shop_request_duration_seconds_bucket{{job="{job}",le="{bound}"}} {s}' for s in samples
+            f'shop_request_duration_seconds_bucket{{job="{job}",le="{edge}"}} {s}' for s in samples
         ]
     for job in JOBS:
         lines += [f'shop_request_duration_seconds_sum{{job="{job}"}} {s}' for s in sums[job]]

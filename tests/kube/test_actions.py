@@ -72,6 +72,7 @@ async def test_scale_is_bounded_retries_a_conflict_and_its_inverse_restores(kube
     )
     assert isinstance(out, Executed) and out.detail == {"from": 3, "to": 8}
     assert d.get("Deployment", NS, "api")["spec"]["replicas"] == 8
+    assert out.inverse is not None
     name, params = out.inverse
     back = await k8s.scale(_ctx(kube), k8s.ScaleParams(**params))
     assert name == "kubernetes.scale" and isinstance(back, Executed)
@@ -94,6 +95,7 @@ async def test_rollout_undo_goes_back_one_revision_and_forward_again(kube_double
     assert image() == "shop/checkout:1.4.1"
     template = d.get("Deployment", NS, "checkout")["spec"]["template"]
     assert "pod-template-hash" not in template["metadata"]["labels"]
+    assert out.inverse is not None
     _, params = out.inverse
     again = await k8s.rollout_undo(_ctx(kube), k8s.UndoParams(**params))
     assert isinstance(again, Executed) and image() == "shop/checkout:1.4.2"
@@ -133,6 +135,7 @@ async def test_cordon_undo_uncordons_only_what_it_cordoned(kube_double):
     d.seed_node("node-8", unschedulable=True)
     out = await k8s.cordon(_ctx(kube), k8s.NodeRef(node="node-7"))
     assert isinstance(out, Executed) and d.get("Node", None, "node-7")["spec"]["unschedulable"]
+    assert out.inverse is not None
     _, params = out.inverse
     await k8s.uncordon(_ctx(kube), k8s.NodeRef(**params))
     assert not d.get("Node", None, "node-7")["spec"].get("unschedulable", False)
@@ -206,6 +209,7 @@ async def test_run_job_is_labelled_with_the_run_and_annotate_restores(kube_doubl
     assert (
         d.get("Deployment", NS, "web")["metadata"]["annotations"]["vigil.dev/note"] == "restarted"
     )
+    assert isinstance(out, Executed) and out.inverse is not None
     await k8s.annotate(_ctx(kube), k8s.AnnotateParams(**out.inverse[1]))
     assert "vigil.dev/note" not in d.get("Deployment", NS, "web")["metadata"]["annotations"]
 
@@ -223,7 +227,8 @@ async def test_targets_resolve_pod_to_deployment_and_record_the_chain(kube_doubl
     node = await targets.resolve(kube, {"node": "node-1"})
     assert node is None  # no such node object
     d.seed_node("node-1")
-    assert (await targets.resolve(kube, {"node": "node-1"})).key == "node/-/node-1"
+    node = await targets.resolve(kube, {"node": "node-1"})
+    assert node is not None and node.key == "node/-/node-1"
     assert await targets.resolve(kube, {"namespace": NS, "pod": "gone-123"}) is None
 
 

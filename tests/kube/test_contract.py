@@ -26,6 +26,7 @@ READY_TIMEOUT_S = 180
 
 
 def status_body(e: ApiException) -> dict[str, Any]:
+    assert e.body is not None, f"{e.status} {e.reason}: no body"
     return dict(json.loads(e.body))
 
 
@@ -86,7 +87,7 @@ async def test_created_objects_carry_server_metadata_and_list_by_selectors(
     assert got.metadata.uid and got.metadata.resource_version.isdigit()
     assert got.metadata.creation_timestamp is not None and got.metadata.namespace == ns
 
-    async def names(**kw: str) -> list[str]:
+    async def names(**kw: Any) -> list[str]:
         out = await api.list_namespaced_config_map(ns, **kw)
         assert isinstance(out, client.V1ConfigMapList) and out.metadata.resource_version
         # a real cluster adds kube-root-ca.crt to every namespace
@@ -356,7 +357,10 @@ async def test_eviction_is_429_when_the_budget_forbids_it_and_deletes_when_allow
         "ev", ns, {"spec": {"minAvailable": 1}}, _content_type=MERGE
     )
     await pdb_settled(kube_api, policy, "ev")
-    resp = await api.create_namespaced_pod_eviction("ev-0", ns, eviction, _preload_content=False)
+    # typed as V1Eviction; with _preload_content=False it is the raw aiohttp response
+    resp: Any = await api.create_namespaced_pod_eviction(
+        "ev-0", ns, eviction, _preload_content=False
+    )
     assert resp.status == 201
     assert await resp.json() == {
         "kind": "Status",
@@ -514,7 +518,7 @@ async def test_watch_from_a_too_old_resource_version_is_410_gone(kube_api: KubeA
 # --- validation ----------------------------------------------------------------------------
 
 
-def raw_configmap(name: str, **extra: Any) -> dict[str, Any]:
+def raw_configmap(name: str, **extra: Any) -> Any:  # a dict, sent where a V1ConfigMap goes
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -562,7 +566,7 @@ async def test_unknown_field_without_field_validation_is_dropped_with_a_warning(
 async def test_deployment_without_an_image_is_422_invalid(kube_api: KubeApi) -> None:
     api, ns = await apps(kube_api), kube_api.namespace
     bad = deployment("noimg", sidecar=False)
-    bad.spec.template.spec.containers[0].image = None
+    bad.spec.template.spec.containers[0].image = None  # type: ignore[assignment]  # invalid on purpose
     body = await expect_error(422, api.create_namespaced_deployment(ns, bad))
     assert body["reason"] == "Invalid"
     assert body["message"] == (

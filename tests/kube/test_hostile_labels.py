@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from remediator.actions import basic
 from remediator.app import STATE, build_app, build_registry
 from remediator.audit.store import RunState
 from remediator.cluster.kube import Kube
@@ -147,6 +148,7 @@ def test_a_template_inside_a_label_value_is_not_expanded():
         run_id="r1",
         run_url="http://vigil/api/v1/runs/r1",
     )
+    assert isinstance(planned.params, basic.SilenceParams)
     assert planned.params.comment == "flapping {{ run.url }}"  # literal, not the run URL
 
 

@@ -15,6 +15,7 @@ The oracle here parses the output independently of ``remediator.catalog.promql``
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -250,7 +251,7 @@ def check_render(template: str, context: Context, values: dict[str, str]) -> str
     return out
 
 
-def _drawn(draw: st.DrawFn, names: set[str]) -> dict[str, str]:
+def _drawn(draw: Callable[[st.SearchStrategy[str]], str], names: set[str]) -> dict[str, str]:
     return {n: draw(hostile) for n in sorted(names)}
 
 

@@ -21,7 +21,9 @@ def test_unreleased_comes_first_and_releases_descend_below_the_current_version()
     assert names[0] == "Unreleased"
     versions = [tuple(int(x) for x in name.split(".")) for name in names[1:]]
     assert versions == sorted(versions, reverse=True)
-    current = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)\.(\d+)", __version__).groups())
+    release = re.match(r"(\d+)\.(\d+)\.(\d+)", __version__)
+    assert release is not None, __version__
+    current = tuple(int(x) for x in release.groups())
     assert all(v < current for v in versions)
 
 

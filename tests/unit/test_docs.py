@@ -65,7 +65,9 @@ ALERTNAMES = sorted({rule["alert"] for _, rule in RULE_ALERTS})
 
 def _escalation_alertnames() -> list[str]:
     """The alertnames the shipped playbooks post with alertmanager.escalate."""
-    default = build_registry().get("alertmanager.escalate").params.model_fields["alertname"].default
+    spec = build_registry().get("alertmanager.escalate")
+    assert spec is not None
+    default = spec.params.model_fields["alertname"].default
     names = set()
     for path in sorted(PLAYBOOKS.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))

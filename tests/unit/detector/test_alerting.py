@@ -4,6 +4,7 @@ records its delays, so no test waits for real."""
 
 import asyncio
 import contextlib
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -300,7 +301,7 @@ class RecordingClient:
     """Stands in for an AlertmanagerClient: each offer lands in a queue."""
 
     def __init__(self):
-        self.offers = asyncio.Queue()
+        self.offers: asyncio.Queue[Any] = asyncio.Queue()
 
     def offer(self, payloads, created, traces=()):
         self.offers.put_nowait(list(payloads))
@@ -363,7 +364,7 @@ def dispatch(registry):
         client = RecordingClient()
         dispatcher = AlertDispatcher(
             book=book,
-            clients=[client],
+            clients=[cast(AlertmanagerClient, client)],  # stands in for one
             cfg=AlertingConfig(resend_s=30.0),
             metrics=build_alert_metrics(registry),
             rule_of=lambda slot: 0,

@@ -82,7 +82,7 @@ async def test_a_checkpoint_taken_under_load_holds_whole_batches(aiohttp_client,
     cfg = config(checkpoint=CheckpointConfig(interval_s=0), limits=Limits(max_loop_lag_s=60.0))
     client, rt = await start(aiohttp_client, cfg, state_dir=tmp_path)
     names = [f"s{i}" for i in range(1000)]
-    bodies = {}
+    bodies: dict[int, bytes] = {}
 
     async def post(t: int) -> None:
         data = bodies.get(t) or body([series(name, t * 1000, float(t)) for name in names])

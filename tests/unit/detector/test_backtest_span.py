@@ -42,7 +42,8 @@ def test_bad_grids_name_the_flag(kwargs, message):
 @pytest.mark.parametrize("series_counts", [[0], [1], [3, 3, 3], [5000], [0, 200_000, 1]])
 def test_chunks_cover_the_grid_once_within_the_limits(series_counts):
     grid = span.build_span(end_s=END_S, range_s=30 * 86400, step_s=15, lead_s=6 * 3600)
-    index, seen, k = 0, [], 0
+    seen: list[int] = []
+    index, k = 0, 0
     while (
         chunk := span.next_chunk(
             grid, index=index, n_series=series_counts[min(k, len(series_counts) - 1)] if k else 0

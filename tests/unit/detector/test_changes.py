@@ -188,7 +188,7 @@ class FakeKube:
                 image="shop/agent:9",
             ),
         ]
-        self.requests = Counter()
+        self.requests: Counter[str] = Counter()
         self.status = {}  # path -> (status, body) to answer instead
         self.hang_on = None
         self.release = asyncio.Event()

@@ -76,7 +76,9 @@ def test_schema_is_2020_12_with_an_id_and_the_fields_editors_need(capsys):
 def _readme_config() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("### Configuration") :]
-    return re.search(r"```yaml\n(.*?)```", section, flags=re.S).group(1)
+    block = re.search(r"```yaml\n(.*?)```", section, flags=re.S)
+    assert block is not None, "README.md: no yaml block under ### Configuration"
+    return block.group(1)
 
 
 def test_the_readme_example_passes_schema_and_loader_and_bad_files_fail_both(capsys, tmp_path):

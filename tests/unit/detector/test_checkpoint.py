@@ -244,7 +244,8 @@ def test_a_snapshot_request_is_served_once_between_batches():
     assert requests.ask() is fut  # one pending request, however many ask
     requests.serve(take)
     requests.serve(take)
-    assert fut.result(timeout=0) == "snap" and taken == [1]
+    result: object = fut.result(timeout=0)  # what the fake ``take`` returned
+    assert result == "snap" and taken == [1]
 
 
 def test_a_failed_or_abandoned_snapshot_request_does_not_reach_the_worker():
@@ -268,6 +269,7 @@ def test_a_family_whose_tables_changed_shape_restores_as_fresh_state(tmp_path, m
     columns and spot's peaks did) keeps the series and their pipeline rows; their detector
     state starts fresh instead of being read into the wrong columns."""
     from detector.detectors._kernels import ensemble as kernel
+    from detector.detectors.ensemble import EnsembleFamily
 
     d = _fed(40)
     _save(tmp_path, d, 1000)
@@ -276,6 +278,7 @@ def test_a_family_whose_tables_changed_shape_restores_as_fresh_state(tmp_path, m
     result = checkpoint.restore(tmp_path, back.registry, back.pipeline)
     assert (result.series, result.restored, result.skipped) == (20, 0, ())
     family = back.pipeline.detectors.families[0]
+    assert isinstance(family, EnsembleFamily)
     assert family.state.shape[1] == kernel.N_STATE + 1
     assert not family.state[:20, kernel.S_N].any() and not family.hist[:20].any()
     for name in CHECKPOINTED:

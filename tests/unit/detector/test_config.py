@@ -1,6 +1,6 @@
 import pytest
 
-from detector.config import DetectorConfig, load_config
+from detector.config import DetectorConfig, EnsembleParams, RobustParams, load_config
 from detector.errors import ConfigError
 
 
@@ -22,6 +22,7 @@ def test_valid_file_loads(tmp_path):
     cfg = load_config(path)
     assert isinstance(cfg, DetectorConfig)
     assert cfg.limits.max_series == 10
+    assert isinstance(cfg.series[0].detector, RobustParams)
     assert cfg.series[0].detector.alpha == 0.1
 
 
@@ -154,6 +155,7 @@ def test_every_seconds_field_takes_prometheus_durations(tmp_path):
     assert (cfg.alerting.resend_s, cfg.alerting.related_window_s) == (60.0, 900.0)
     assert cfg.warm_start.history_s == 21600.0
     assert cfg.warm_start.period_candidates_s == (86400.0, 604800.0)
+    assert isinstance(cfg.series[0].detector, EnsembleParams)
     assert cfg.series[0].detector.season_period_s == 86400.0
     assert cfg.checkpoint.interval_s == 30.0
 

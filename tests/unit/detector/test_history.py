@@ -1,10 +1,11 @@
 """detector.pipeline.history: which samples are kept, for how long, and within what bounds."""
 
 import numpy as np
+from numpy.typing import NDArray
 
 from detector.alerting.state import FIRING, NORMAL, PENDING, AlertEvent, EventKind
 from detector.detectors.base import Scores
-from detector.pipeline.history import History
+from detector.pipeline.history import History, TrackView
 
 
 def _scores(n, score=0.5):
@@ -13,9 +14,15 @@ def _scores(n, score=0.5):
     )
 
 
-def _batch(slots, ts):
+def _batch(slots, ts) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]:
     slots = np.asarray(slots, dtype=np.int32)
     return slots, np.asarray(ts, dtype=np.int64), np.arange(len(slots), dtype=np.float64)
+
+
+def _track(h: History, slot: int) -> TrackView:
+    view = h.history(slot)
+    assert view is not None, f"series {slot} has no recorded history"
+    return view
 
 
 def _event(slot, kind, ts_ms, since_ms=0, level=1, peak=0.99999):
@@ -64,12 +71,12 @@ def test_ring_keeps_the_newest_samples_only():
         ts = [1000 * (start + i) for i in range(3)]
         slots, ts_a, _ = _batch([0, 0, 0], ts)
         h.record(slots, ts_a, ts_a.astype(np.float64), _scores(3), state)
-    got = h.history(0)
+    got = _track(h, 0)
     assert got.ts.tolist() == [1000 * i for i in range(13, 21)]
     assert got.data[0].tolist() == [1000.0 * i for i in range(13, 21)]
     big = np.arange(30, dtype=np.int64) * 1000 + 100_000  # a batch larger than the ring
     h.record(np.zeros(30, np.int32), big, big.astype(np.float64), _scores(30), state)
-    assert h.history(0).ts.tolist() == big[-8:].tolist()
+    assert _track(h, 0).ts.tolist() == big[-8:].tolist()
 
 
 def test_recording_goes_on_after_the_anomaly_for_the_window_then_stops():
@@ -80,7 +87,7 @@ def test_recording_goes_on_after_the_anomaly_for_the_window_then_stops():
         h.record(*_batch([0], [t]), _scores(1), firing)
     for t in range(3000, 12000, 1000):
         h.record(*_batch([0], [t]), _scores(1), normal)
-    kept = h.history(0).ts.tolist()
+    kept = _track(h, 0).ts.tolist()
     assert kept == list(range(1000, 9000, 1000))  # 5 s after the last anomalous sample
     assert h.tracks(now_ms=12_000)[0].is_active is False
 

@@ -1,8 +1,10 @@
 import numpy as np
+from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 
 from detector.config import EnsembleParams
 from detector.detectors._kernels import ensemble as k
+from detector.detectors.ensemble import EnsembleFamily
 from detector.metrics import build_metrics
 from detector.pipeline.worker import Batch, Pipeline, SlotSpec
 from detector.warmstart.periods import detect_period
@@ -11,7 +13,9 @@ DAY, WEEK = 86_400.0, 604_800.0
 CANDIDATES = (DAY, WEEK)
 
 
-def _history(days: float, step_s: float, shape, seed=0):
+def _history(
+    days: float, step_s: float, shape, seed=0
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     rng = np.random.default_rng(seed)
     ts = (np.arange(0, days * DAY, step_s) * 1000).astype(np.int64) + 1_700_000_000_000
     return ts, shape(ts / 1000.0) + rng.normal(0, 0.3, ts.shape[0])
@@ -56,4 +60,5 @@ def test_a_history_batch_gives_its_series_its_own_period():
         ]
     )
     family = p.detectors.families[0]
+    assert isinstance(family, EnsembleFamily)
     assert family.state[p.detectors.row_of[0], k.S_PERIOD] == WEEK * 1000

@@ -4,7 +4,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from detector.alerting import book
-from detector.alerting.state import AlertState, EventKind
+from detector.alerting.state import AlertEvent, AlertState, EventKind
 from detector.config import AlertRule, EnsembleParams, RobustParams
 from detector.metrics import build_metrics
 from detector.pipeline.worker import Batch, Pipeline, SampleQueue, SlotSpec
@@ -138,7 +138,7 @@ def test_an_empty_history_just_releases_held_samples():
 def _shift_events(params, *, n_shift, n_after):
     """The alert events of a level shift through the pipeline: 600 normal samples at 1 s,
     ``n_shift`` samples 50 sigmas up, then ``n_after`` back at the old level."""
-    events = []
+    events: list[AlertEvent] = []
     p = Pipeline(
         build_metrics(CollectorRegistry()),
         capacity=4,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -68,10 +69,10 @@ def problems(tmp_path: Path, text: str) -> list[str]:
     return [line.replace(str(path), "spec.yaml") for line in str(info.value).splitlines()]
 
 
-def rules_of(spec: slo.SLOSpec) -> list[dict[str, object]]:
+def rules_of(spec: slo.SLOSpec) -> list[dict[str, Any]]:
     (group,) = slo.generate(spec)["groups"]
     assert group["name"] == "slo-shop-requests-availability"
-    rules: list[dict[str, object]] = group["rules"]
+    rules: list[dict[str, Any]] = group["rules"]
     return rules
 
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import ssl
+from typing import Any
 
 import aiohttp
 import pytest
@@ -279,8 +280,8 @@ def test_serve_hands_the_listener_context_to_run_app(tmp_path, pki, monkeypatch)
     and the token from VIGIL_DETECTOR_TOKEN guards remote-write."""
     from detector import __main__ as cli
 
-    seen = {}
-    monkeypatch.setattr(cli.web, "run_app", lambda app, **kw: seen.update(app=app, **kw))
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(web, "run_app", lambda app, **kw: seen.update(app=app, **kw))
     monkeypatch.setenv("VIGIL_DETECTOR_TOKEN", "from-env")
     cfg = tmp_path / "detector.yaml"
     cfg.write_text(

@@ -9,7 +9,7 @@ def test_selector_quotes_values_exactly():
 
 
 def test_parse_matrix_sorts_and_keeps_special_values():
-    result = [
+    result: list[dict[str, object]] = [
         {
             "metric": {"__name__": "x"},
             "values": [[1700000001.5, "2"], [1700000000.25, "NaN"], [1700000002, "+Inf"]],

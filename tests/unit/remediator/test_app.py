@@ -269,6 +269,7 @@ async def test_a_run_interrupted_by_a_crash_is_escalated_not_repeated(aiohttp_cl
             target="x",
             now_ms=1,
         )
+        assert run is not None
         db.set_state(run.id, RunState.RUNNING, now_ms=2)
     client, st, fake, _clock = await start(aiohttp_client, tmp_path)
     [after] = await st.audit.run(lambda db: db.list_runs())

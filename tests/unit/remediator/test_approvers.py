@@ -5,6 +5,7 @@ playbook's ``approvers`` keep everyone else out (403, audited); rejecting is one
 
 import hashlib
 from datetime import datetime
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
@@ -14,6 +15,7 @@ from remediator.audit.store import RunState
 from remediator.config import AuthConfig, RemediatorConfig
 from remediator.errors import ConfigError, IdentityError
 from remediator.runs import awaiting
+from remediator.runtime import State
 from tests.unit.remediator.fakes import FakeServices
 from tests.unit.remediator.test_app import T0, drained, notification, start
 from tests.unit.remediator.test_approvals import (
@@ -97,7 +99,7 @@ def test_a_personal_token_names_its_user_and_groups(tmp_path):
 
 def test_the_trusted_header_counts_only_beside_the_admin_token(tmp_path):
     users = identity.load_users(None, {"sre": ("dave",)})
-    kw = {
+    kw: dict[str, Any] = {
         "users": users,
         "trusted_user_header": "X-Forwarded-User",
         "trusted_groups_header": "X-Forwarded-Groups",
@@ -123,7 +125,7 @@ def test_the_trusted_header_counts_only_beside_the_admin_token(tmp_path):
     ],
 )
 def test_a_trusted_header_sent_twice_is_refused_not_picked(tmp_path, headers):
-    kw = {
+    kw: dict[str, Any] = {
         "users": identity.load_users(None, {}),
         "trusted_user_header": "X-Forwarded-User",
         "trusted_groups_header": "X-Forwarded-Groups",
@@ -535,18 +537,20 @@ def test_hostile_values_become_valid_alertmanager_labels_and_text():
 class DecidedInFlight(FakeServices):
     """Someone rejects the run while its announcement is on its way to Alertmanager."""
 
-    st = None
+    st: State | None = None  # the app's, once it started
 
     async def alertmanager(self, method, path, body=None):
         answer = await super().alertmanager(method, path, body)
         if path == "/api/v2/alerts" and "expires_at" in body[0]["annotations"]:
             run_id = body[0]["labels"]["run_id"]
-            await self.st.audit.run(
+            st = self.st
+            assert st is not None and st.audit is not None
+            await st.audit.run(
                 lambda db: db.reject(
                     run_id,
                     by={"by": "alice", "via": "user-token"},
                     reason="fast",
-                    now_ms=int(self.st.clock() * 1000),
+                    now_ms=int(st.clock() * 1000),
                 )
             )
         return answer

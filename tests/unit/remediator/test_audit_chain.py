@@ -241,7 +241,8 @@ def test_retention_never_deletes_a_live_run_nor_what_follows_it(db_path, state):
         after = run(log, "after", now_ms=T0 + DAY)
         done = log.prune(now_ms=now, retention_s=90 * 86400, max_size_bytes=1 << 30)
         assert done.runs == 1 and log.get_run(before) is None
-        assert log.get_run(live).state is state and log.get_run(after) is not None
+        kept = log.get_run(live)
+        assert kept is not None and kept.state is state and log.get_run(after) is not None
         assert log.events(live)  # its events stay with it
     assert verify(db_path).broken is None
 
@@ -362,6 +363,7 @@ def test_a_repeated_body_is_stored_once(db_path):
         assert record(log, body, at=T0 + 5 * MIN) == first
         other = record(log, body_of(annotation="changed"), at=T0 + 6 * MIN)
         got = log.get_notification(first)
+        assert got is not None
         assert (got.count, got.received_ms, got.last_ms) == (2, T0, T0 + 5 * MIN)
         assert got.sha256 == hashlib.sha256(body.encode()).hexdigest()
         assert other != first
@@ -374,6 +376,7 @@ def test_a_large_body_is_stored_reduced_and_still_replays(db_path):
     body = body_of(3, commonAnnotations={"runbook": "r" * 100_000})
     with AuditLog.open(db_path) as log:
         got = log.get_notification(record(log, body))
+    assert got is not None
     assert (got.body_form, got.size_bytes, got.is_replayable) == ("reduced", len(body), True)
     assert len(got.body) < retention.DEFAULT_MAX_STORED_BODY_BYTES
     assert parse_notification(got.body.encode()).alerts == parse_notification(body.encode()).alerts
@@ -383,6 +386,7 @@ def test_a_body_too_large_even_reduced_is_truncated_and_not_replayable(db_path):
     body = body_of(annotation="é" * 200_000)
     with AuditLog.open(db_path) as log:
         got = log.get_notification(record(log, body, cap=4096))
+    assert got is not None
     assert (got.body_form, got.is_replayable) == ("truncated", False)
     assert got.size_bytes == len(body.encode()) and len(got.body.encode()) <= 4096
     assert got.sha256 == hashlib.sha256(body.encode()).hexdigest()

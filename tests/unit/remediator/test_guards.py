@@ -4,6 +4,7 @@ says why in words an operator can act on. Time is an argument (``Facts.now_ms``)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -413,7 +414,7 @@ def test_decide_on_hand_built_verdicts() -> None:
 
 def test_the_verdicts_depend_only_on_the_facts() -> None:
     g = Guards(freeze=(NIGHTLY,), cooldown_s=60)
-    facts = {"now_ms": at("Thu", "00:10"), "last_on_target_ms": at("Thu", "00:09")}
+    facts: dict[str, Any] = {"now_ms": at("Thu", "00:10"), "last_on_target_ms": at("Thu", "00:09")}
     assert verdicts(g, **facts) == verdicts(g, **facts)
     later = int(
         (datetime.fromtimestamp(facts["now_ms"] / 1000, UTC) + timedelta(hours=1)).timestamp()

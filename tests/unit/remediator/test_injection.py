@@ -187,6 +187,7 @@ def test_the_rollback_playbook_keeps_metric_name_inside_its_literals() -> None:
     [query] = confirm.request["verify"]["queries"]
     expr = promql_parser.parse(query["query"])
     assert isinstance(expr, promql_parser.AggregateExpr)
+    assert isinstance(expr.expr, promql_parser.VectorSelector)
     assert [(m.name, m.value) for m in expr.expr.matchers.matchers] == [
         ("__name__", 'http_errors"} or vector(1) or x{a="'),
         ("namespace", "shop"),

@@ -165,6 +165,7 @@ async def test_an_interrupted_dry_run_pages_nobody_after_its_playbook_went_live(
             target="x",
             now_ms=1,
         )
+        assert run is not None
         db.set_state(run.id, RunState.RUNNING, now_ms=2)
     _client, st, fake, _clock = await start(aiohttp_client, tmp_path)
     [after] = await st.audit.run(lambda db: db.list_runs())

@@ -17,7 +17,7 @@ from remediator import report, review
 from remediator.__main__ import main
 from remediator.audit import store as audit
 from remediator.audit.store import AuditLog, EventKind, RunState
-from remediator.errors import ConfigError
+from remediator.errors import AuditError, ConfigError
 from remediator.silences import parse_silences
 from remediator.webhook import parse_notification
 from tests.unit.remediator.fakes import FakeServices
@@ -99,7 +99,7 @@ class Recorder:
     ) -> dict:
         """A firing notification a minute in (Alertmanager's group_wait) and, when it ended,
         the resolved one a group_interval after."""
-        firing = alert(name, fp, start_ms, annotations=annotations, **labels)
+        firing = alert(name, fp, start_ms, end_ms=None, annotations=annotations, **labels)
         self.notify(start_ms + 30 * S, firing)
         if end_ms is not None:
             self.notify(
@@ -424,6 +424,7 @@ def test_score_suggestion_halves_the_episodes(db_path):
             key = (e.labels["service"], e.starts_at)
             peaks[key] = max(peaks.get(key, 0.0), e.peak_score)
     assert len(peaks) == 6
+    assert s.proposed is not None
     still = sum(p >= float(s.proposed) for p in peaks.values())
     assert still == s.episodes_after == 3 and still * 2 <= len(peaks)
     assert (
@@ -444,7 +445,8 @@ def test_score_suggestion_halves_the_episodes(db_path):
 )
 def test_score_threshold(peaks, expected):
     found = report.score_threshold(peaks)
-    assert found == (pytest.approx(expected[0]), expected[1]) if expected else found is None
+    want: object = (pytest.approx(expected[0]), expected[1]) if expected else None
+    assert found == want
     if found is not None:
         assert sum(p >= found[0] for p in peaks) == found[1] <= len(peaks) // 2
 
@@ -552,7 +554,7 @@ def test_the_episodes_of_a_version_1_database_are_back_filled(tmp_path):
     conn.commit()
     conn.close()
     with pytest.raises(
-        audit.AuditError,
+        AuditError,
         match="schema version 1, this remediator reads "
         f"version {audit.SCHEMA_VERSION}; start "
         "`vigil-remediator serve`",
@@ -593,7 +595,7 @@ def test_readonly_reads_while_the_service_writes(db_path):
         before = len(reader.episodes_since(0))
         Recorder(writer).episode("Late", "late", NOW - MIN, None, job="x")
         assert len(reader.episodes_since(0)) == before + 1
-        with pytest.raises(audit.AuditError, match="readonly"):
+        with pytest.raises(AuditError, match="readonly"):
             reader.set_flag("paused", "yes", now_ms=NOW)
 
 

@@ -11,12 +11,19 @@ import pytest
 import yaml
 
 from remediator.__main__ import main
+from remediator.actions.registry import ActionRegistry, ActionSpec
 from remediator.app import build_registry
 from remediator.catalog.schema import SCHEMA_ID, playbook_schema
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((ROOT / "playbooks").glob("*.yaml"))
 VALID = sorted((ROOT / "tests/fixtures/playbooks/valid").glob("*.yaml"))
+
+
+def _spec(registry: ActionRegistry, name: str) -> ActionSpec:
+    spec = registry.get(name)
+    assert spec is not None, name
+    return spec
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +106,7 @@ def test_the_schema_describes_every_action_with_its_defaults(schema):
         assert ref == f"#/$defs/params.{name}"
         target = schema["$defs"][f"params.{name}"]["$ref"].rsplit("/", 1)[1]
         spec = registry.get(name)
+        assert spec is not None
         assert set(schema["$defs"][target].get("properties", {})) == {
             f.alias or key for key, f in spec.params.model_fields.items()
         }  # YAML's names
@@ -164,7 +172,7 @@ def test_every_param_of_every_action_is_described(schema):
     missing = [
         f"{name}.{key}"
         for name in registry.names()
-        for key, field in registry.get(name).params.model_fields.items()
+        for key, field in _spec(registry, name).params.model_fields.items()
         if not field.description
     ]
     assert missing == []

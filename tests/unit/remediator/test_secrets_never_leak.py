@@ -151,7 +151,7 @@ def _write_setup(
 
 
 def _everything_in_the_audit_db(path: Path) -> str:
-    texts = []
+    texts: list[str] = []
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         assert "runs" in tables and "events" in tables

@@ -69,6 +69,7 @@ def test_the_injection_of_issue_21_is_escaped_not_executed() -> None:
     )
     assert query == 'up{instance="x\\"} == 1 or vector(1) or up{a=\\""} == 1'
     expr = promql_parser.parse(query)
+    assert isinstance(expr, promql_parser.BinaryExpr)
     assert str(expr.op) == "==" and isinstance(expr.lhs, promql_parser.VectorSelector)
 
 
@@ -149,6 +150,7 @@ def test_a_selector_keeps_each_value_in_its_matcher(template: str) -> None:
     out = render_as(template, scope(ns='shop", job=~".*'), Context.PROMQL_SELECTOR)
     inner = out.strip()
     expr = promql_parser.parse(inner if inner.startswith("{") else "{" + inner + "}")
+    assert isinstance(expr, promql_parser.VectorSelector)
     assert [(m.name, m.value) for m in expr.matchers.matchers] == [
         ("namespace", 'shop", job=~".*'),
         ("job", "x"),

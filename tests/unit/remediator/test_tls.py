@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Any
 
 import aiohttp
 import pytest
@@ -187,8 +188,8 @@ def test_tokens_from_the_environment_win_over_files_and_are_never_printed(tmp_pa
 def test_serve_hands_the_listener_context_to_run_app(tmp_path, pki, monkeypatch, capsys):
     from remediator import __main__ as cli
 
-    seen = {}
-    monkeypatch.setattr(cli.web, "run_app", lambda app, **kw: seen.update(app=app, **kw))
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(web, "run_app", lambda app, **kw: seen.update(app=app, **kw))
     monkeypatch.setenv("VIGIL_REMEDIATOR_ADMIN_TOKEN", "adm-from-env")
     (tmp_path / "playbooks").mkdir()
     cfg = tmp_path / "remediator.yaml"
