@@ -333,10 +333,13 @@ def ensemble_score_learn(
                 if nbins > 0 and st[S_ONSET_Z3] >= 0.0:
                     take_back(hist, htot, s, 1, st[S_ONSET_Z3], -_ISOLATED_WEIGHT)
             if cw < 1.0:
+                # and not at all by the calibration: the run's samples are not the
+                # series' own tail unless it comes back (above); a tenth of each would
+                # add up over an hour and move the band's edge outwards
                 if warm:
-                    take_back(hist, htot, s, 0, z1, 1.0 - cw)
+                    take_back(hist, htot, s, 0, z1, 1.0)
                     if seasonal_on:
-                        take_back(hist, htot, s, 1, z3, 1.0 - cw)
+                        take_back(hist, htot, s, 1, z3, 1.0)
                 b1 *= cw
                 b2 *= cw
             if nbins > 0:  # learn the seasonal profile and the level under it

@@ -128,7 +128,7 @@ def test_the_profile_learns_as_much_a_day_at_any_scrape_interval():
     # bin 0 also holds the series' first sample, a whole visit on its own; a sample
     # outside the band of a bin in use counts a tenth of its share, and so do the samples
     # inside the band that continue its run (a few at 15 s, on this noise-free wave)
-    assert np.allclose(fast.visits[0, 1:], 18.0, atol=1.0)
+    assert np.allclose(fast.visits[0, 1:], 18.0, atol=2.0)
     assert np.median(fast.visits[0, 1:]) == np.float32(18.000011)
 
 
@@ -190,3 +190,36 @@ def test_an_outlier_at_a_bins_first_visit_does_not_become_its_offset():
     assert (after < 0.999).all(), after
     # moved by at most the clip (3 sigmas), not by the 18 of the outlier
     assert abs(out.expected[first_of_bin_6 + 1] - 100.0) < 3.5
+
+
+def _longest_run(mask):
+    best = cur = 0
+    for m in mask:
+        cur = cur + 1 if m else 0
+        best = max(best, cur)
+    return best
+
+
+def test_a_moderate_lasting_shift_holds_its_band_until_adoption():
+    """+6 sigma at a 15 s scrape, with the default daily profile: noise puts some shifted
+    samples just inside the band. Those continue the run and teach (almost) nothing, so
+    the band does not widen towards the shift, and the score never stays below the band's
+    level for the 120 s that would resolve the default alert before the hour is up (it
+    did on two series of four, at about 40 minutes, when they were learned in full)."""
+    step = 15_000
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        family = EnsembleFamily(EnsembleParams(), capacity=1)
+        family.configure(0)
+        n0 = 2 * 86_400_000 // step
+        t0 = np.arange(n0, dtype=np.int64) * step
+        base = Scores.empty(n0)
+        family.score_learn(np.zeros(n0, np.int32), t0, 100 + rng.normal(0, 5, n0), base)
+        n1 = 55 * 60_000 // step  # the first 55 minutes, before adoption at the hour
+        t1 = n0 * step + np.arange(n1, dtype=np.int64) * step
+        out = Scores.empty(n1)
+        family.score_learn(np.zeros(n1, np.int32), t1, 130 + rng.normal(0, 5, n1), out)
+        assert out.upper.max() <= out.upper[0] + 5.0, seed  # a sigma at most (was 7+)
+        assert out.upper.max() < 130 - 2.5, seed  # still short of the shifted level
+        assert _longest_run(out.score < 0.999) < 120_000 // step, seed
+        assert family.state[0, k.S_RUN_SIDE] == 1.0, seed  # the run goes on
