@@ -22,7 +22,7 @@ from remediator.audit.store import (
 from remediator.catalog.playbook import Mode
 from remediator.errors import AuditError
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 T0 = 1_700_000_000_000
 MIN = 60_000
 ALERT = {"labels": {"alertname": "HighLatency", "namespace": "shop"}, "status": "firing"}

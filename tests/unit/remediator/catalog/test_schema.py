@@ -15,7 +15,7 @@ from remediator.actions.registry import ActionRegistry, ActionSpec
 from remediator.app import build_registry
 from remediator.catalog.schema import SCHEMA_ID, playbook_schema
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 SHIPPED = sorted((ROOT / "playbooks").glob("*.yaml"))
 VALID = sorted((ROOT / "tests/fixtures/playbooks/valid").glob("*.yaml"))
 
