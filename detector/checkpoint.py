@@ -56,6 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.config import DetectorParams
+from detector.detectors.router import DetectorSet
 from detector.errors import DecodeError, DetectorError
 from detector.pipeline import ingest
 from detector.pipeline.worker import CHECKPOINTED, Batch, Pipeline
@@ -533,12 +534,12 @@ def _apply(
                 if name in tables:  # a table added since the checkpoint starts fresh
                     getattr(pipeline, name)[new_slot] = tables[name][old_slot]
             f = int(dets.family_of[new_slot])
-            if (
-                json.dumps(dets.params[f].model_dump(mode="json"), sort_keys=True)
-                != saved_params[old_family]
+            if _params_json(dets.params[f]) != saved_params[old_family] and not _own_period(
+                dets, new_slot, loaded.manifest["families"][old_family], saved_params[old_family]
             ):
                 tally.fresh("config_changed", old_family)  # its detector settings changed
                 continue
+            f = int(dets.family_of[new_slot])
             if old_family not in current:
                 current[old_family] = _migrated(loaded, old_family, migrations)
             saved = current[old_family]
@@ -568,6 +569,25 @@ def _apply(
             LAYOUTS.get(kind, 1),
         )
     return tally
+
+
+def _params_json(params: DetectorParams) -> str:
+    return json.dumps(params.model_dump(mode="json"), sort_keys=True)
+
+
+def _own_period(dets: DetectorSet, slot: int, saved: Mapping[str, object], saved_json: str) -> bool:
+    """A series whose history gave it a longer period than its rule's (warm start moved
+    it to the family of its rule's parameters over that period) goes back to that family
+    before its state is restored; True if it did."""
+    period_s = saved.get("season_period_s")
+    if not isinstance(period_s, int | float):
+        return False
+    for_period = getattr(dets.families[int(dets.family_of[slot])], "params_for_period", None)
+    longer = for_period(float(period_s) * 1000.0) if for_period is not None else None
+    if longer is None or _params_json(longer) != saved_json:
+        return False
+    dets.configure(slot, longer)
+    return True
 
 
 def restore(

@@ -307,6 +307,18 @@ class WarmStartConfig(_Model):
     period_candidates_s: tuple[Seconds, ...] = Field(
         (86400.0, 604800.0), description="periods to try (daily, weekly)"
     )
+    period_history_s: Seconds = Field(
+        15 * 86400.0,
+        gt=0.0,
+        le=35 * 86400.0,
+        description="with detect_period: history read beyond history_s, one sample every period_step_s, so a week can be seen twice (Prometheus keeps 15 days by default)",
+    )
+    period_step_s: Seconds = Field(
+        300.0,
+        ge=1.0,
+        le=3600.0,
+        description="spacing of the samples of that longer history (a subquery's step; raw samples, not averages, so the noise learned is the series' own)",
+    )
 
 
 class EntityModel(_Model):

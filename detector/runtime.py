@@ -403,6 +403,7 @@ def build_runtime(
             labels_of=registry.labels_of,
             metrics=m,
             outgoing_tls=cfg.outgoing_tls,
+            is_counter=registry.is_counter,
         )
     entities = EntityTracker(cfg.entities, registry.labels_of) if cfg.entities else None
 

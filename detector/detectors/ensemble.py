@@ -43,6 +43,27 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     return v
 
 
+# the most bins a series' own period may give its profile: a week of 30-minute bins, about
+# 3 KB a series (the issue-20 budget with a weekly profile is 4 KiB)
+MAX_PERIOD_BINS = 336
+
+
+def params_for_period(params: EnsembleParams, period_ms: float) -> EnsembleParams | None:
+    """The parameters of a series whose history repeats with ``period_ms``, when that
+    period is a multiple (two or more) of the family's: the same bin width over the longer
+    period (a week of the default's 30-minute bins), so a weekday/weekend series gets a
+    weekly profile instead of a daily one stretched into 3.5-hour bins. None when the
+    period fits the family's own profile (``set_period`` then gives the series that period
+    with the family's bins) or the family has no profile."""
+    if params.season_bins == 0:
+        return None
+    ratio = period_ms / (params.season_period_s * 1000.0)
+    if ratio < 1.5:
+        return None
+    bins = min(MAX_PERIOD_BINS, max(params.season_bins, round(params.season_bins * ratio)))
+    return params.model_copy(update={"season_period_s": period_ms / 1000.0, "season_bins": bins})
+
+
 class EnsembleFamily(TableFamily):
     """Struct-of-arrays state of the ensemble detector for many series, one params set."""
 
@@ -74,6 +95,10 @@ class EnsembleFamily(TableFamily):
         or None if it never did."""
         t = float(self.state[row, k.S_ADOPT_T])
         return None if t <= _NEVER else t
+
+    def params_for_period(self, period_ms: float) -> EnsembleParams | None:
+        """See the module's ``params_for_period``."""
+        return params_for_period(self.params, period_ms)
 
     def set_period(self, row: int, period_ms: float) -> None:
         """Give one series its own seasonal period (detected from its history); its

@@ -51,8 +51,18 @@ class DetectorSet:
         self.row_of[slot] = row
 
     def set_period(self, slot: int, period_ms: float) -> bool:
-        """Give ``slot`` its own seasonal period if its family has a seasonal profile."""
+        """Give ``slot`` its own seasonal period if its family has a seasonal profile.
+
+        A period several times the family's (a week for a daily profile) moves the series,
+        with fresh state, to the family of the same parameters over that period
+        (``params_for_period``: a weekly profile of the same bin width), created on first
+        use; a shorter one stays in its family with its own period."""
         family = self.families[int(self.family_of[slot])]
+        for_period = getattr(family, "params_for_period", None)
+        longer = for_period(period_ms) if for_period is not None else None
+        if longer is not None:
+            self.configure(slot, longer)
+            return True
         set_period = getattr(family, "set_period", None)
         if set_period is None:
             return False

@@ -51,6 +51,31 @@ def parse_matrix(result: Sequence[dict[str, object]]) -> tuple[np.ndarray, np.nd
     return ts_arr, bits
 
 
+def history_query(selector: str, history_s: float) -> str:
+    """The recent history at full resolution: every sample of the last ``history_s``."""
+    return f"{selector}[{max(1, math.ceil(history_s / 3600))}h]"
+
+
+def period_history_query(selector: str, cfg: WarmStartConfig) -> str | None:
+    """The longer history a seasonal period is judged and learned from (a subquery: the
+    series' raw value every ``period_step_s``), or None when ``history_s`` already covers
+    ``period_history_s`` or periods are not detected."""
+    if not cfg.detect_period or cfg.period_history_s <= cfg.history_s:
+        return None
+    hours = max(1, math.ceil(cfg.period_history_s / 3600))
+    return f"{selector}[{hours}h:{max(1, round(cfg.period_step_s))}s]"
+
+
+def merge_history(
+    old_ts: np.ndarray, old_bits: np.ndarray, ts: np.ndarray, bits: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse longer history up to where the full-resolution one starts, then it."""
+    if ts.shape[0] == 0:
+        return old_ts, old_bits
+    keep = old_ts < ts[0]
+    return np.concatenate((old_ts[keep], ts)), np.concatenate((old_bits[keep], bits))
+
+
 class WarmStarter:
     """Fetches the history of new series and queues it for the detector worker."""
 
@@ -63,10 +88,12 @@ class WarmStarter:
         labels_of: Callable[[int], Labels],
         metrics: IngestMetrics,
         outgoing_tls: tls.OutgoingTLS | None = None,
+        is_counter: Callable[[int], bool] = lambda slot: False,
     ) -> None:
         self.cfg = cfg
         self.queue = queue
         self.labels_of = labels_of
+        self.is_counter = is_counter
         self.metrics = metrics
         self.client = PrometheusConnect(
             url=prometheus_url,
@@ -94,7 +121,12 @@ class WarmStarter:
         bits = np.empty(0, np.uint64) if bits is None else bits
         periods: list[tuple[int, float]] = []
         if self.cfg.detect_period and ts.shape[0]:
-            period_s = detect_period(ts, bits.view(np.float64), self.cfg.period_candidates_s)
+            period_s = detect_period(
+                ts,
+                bits.view(np.float64),
+                self.cfg.period_candidates_s,
+                counter=self.is_counter(slot),
+            )
             if period_s is not None:
                 periods.append((slot, period_s * 1000.0))
                 self.metrics.periods_detected.inc()
@@ -109,10 +141,19 @@ class WarmStarter:
         )
 
     def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
-        hours = max(1, math.ceil(self.cfg.history_s / 3600))
-        query = f"{selector_of(self.labels_of(slot))}[{hours}h]"
-        result = self.client.custom_query(query, timeout=self.cfg.timeout_s)
-        return parse_matrix(result)
+        selector = selector_of(self.labels_of(slot))
+        ts, bits = parse_matrix(
+            self.client.custom_query(
+                history_query(selector, self.cfg.history_s), timeout=self.cfg.timeout_s
+            )
+        )
+        longer = period_history_query(selector, self.cfg)
+        if longer is None:
+            return ts, bits
+        old_ts, old_bits = parse_matrix(
+            self.client.custom_query(longer, timeout=self.cfg.timeout_s)
+        )
+        return merge_history(old_ts, old_bits, ts, bits)
 
     async def _one(self, slot: int) -> None:
         try:

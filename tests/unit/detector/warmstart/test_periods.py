@@ -59,6 +59,10 @@ def test_a_history_batch_gives_its_series_its_own_period():
             )
         ]
     )
-    family = p.detectors.families[0]
+    # a week is seven of the family's days: the series moves to a weekly profile of the
+    # same 30-minute bins (its own family); a period that fits the family stays there
+    assert p.detectors.period_of(0) == WEEK * 1000
+    family = p.detectors.families[int(p.detectors.family_of[0])]
     assert isinstance(family, EnsembleFamily)
-    assert family.state[p.detectors.row_of[0], k.S_PERIOD] == WEEK * 1000
+    assert (family.params.season_period_s, family.params.season_bins) == (WEEK, 336)
+    assert family.state[p.detectors.row_of[0], k.S_PERIOD] == 0.0  # the family's own
