@@ -7,14 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from servicekit import metrics as servicekit_metrics
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -53,16 +48,11 @@ class IngestMetrics:
 
 
 def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
-    # process_* (CPU, resident memory, open files) and python_info, as every Prometheus
-    # client exports them: the overview dashboard and VigilDown's runbook read them
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-
-    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-        return Counter(name, doc, labels, registry=registry)
+    make = servicekit_metrics.with_process_metrics(registry)
+    counter = make.counter
 
     def hist(name: str, doc: str) -> Histogram:
-        return Histogram(name, doc, buckets=_LATENCY_BUCKETS, registry=registry)
+        return make.histogram(name, doc, buckets=_LATENCY_BUCKETS)
 
     return IngestMetrics(
         requests=counter(

@@ -47,7 +47,9 @@ class Sources:
 
 def add_routes(app: web.Application, src: Sources) -> None:
     """Register the console's page, assets, status and simulator on ``app``."""
-    shared_console.add_asset_routes(app, own=ASSETS)
+    shared_console.add_asset_routes(
+        app, own=ASSETS, page=shared_console.Page(title="Remediation", script="remediation.js")
+    )
 
     async def handle_status(request: web.Request) -> web.Response:
         audit = src.audit()

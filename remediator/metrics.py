@@ -6,14 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from servicekit import metrics as servicekit_metrics
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -41,19 +36,11 @@ class RemediatorMetrics:
 
 
 def build_metrics(registry: CollectorRegistry) -> RemediatorMetrics:
-    # process_* (CPU, resident memory, open files) and python_info, as every Prometheus
-    # client exports them: the dashboards and VigilDown's runbook read them
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-
-    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-        return Counter(name, doc, labels, registry=registry)
+    make = servicekit_metrics.with_process_metrics(registry)
+    counter, gauge = make.counter, make.gauge
 
     def hist(name: str, doc: str, labels: tuple[str, ...] = ()) -> Histogram:
-        return Histogram(name, doc, labels, buckets=_BUCKETS, registry=registry)
-
-    def gauge(name: str, doc: str) -> Gauge:
-        return Gauge(name, doc, registry=registry)
+        return make.histogram(name, doc, buckets=_BUCKETS, labels=labels)
 
     return RemediatorMetrics(
         webhooks=counter("vigil_webhook_requests", "Webhook requests by HTTP status.", ("code",)),

@@ -3,14 +3,18 @@ both consoles share.
 
 This module owns the two asset routes, ``/`` (the service's ``index.html``) and
 ``/console/<asset>``, the Content-Security-Policy and other headers every console
-response carries, and the shared assets in ``servicekit/console/`` (``console.css``,
-``dom.js``, ``favicon.svg``). A service names the directory of its own assets; the files
-are read once, when the routes are added. The service's JSON endpoints stay in the
-service; like all of servicekit this imports neither.
+response carries, the shared assets in ``servicekit/console/`` (``console.css``,
+``dom.js``, ``favicon.svg``) and the page around a service's markup (``Page``: the
+document head every console page has, with the service's title and module script). A
+service names the directory of its own assets; the files are read once, when the routes
+are added. The service's JSON endpoints stay in the service; like all of servicekit this
+imports neither.
 """
 
 from __future__ import annotations
 
+import html
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -34,8 +38,36 @@ SECURITY_HEADERS = {
 }
 
 
-def load_assets(own: Path) -> dict[str, tuple[bytes, str]]:
-    """Each asset's name -> (bytes, content type): the shared ones and those in ``own``.
+@dataclass(frozen=True)
+class Page:
+    """The head of a service's console page; its ``index.html`` holds only the markup
+    that goes inside ``<body>``."""
+
+    title: str  # after "Vigil · " in the browser's tab
+    script: str  # the page's module script: one of the service's own assets
+
+    def render(self, body: str) -> str:
+        return (
+            "<!doctype html>\n"
+            '<html lang="en">\n'
+            "<head>\n"
+            '<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>Vigil · {html.escape(self.title)}</title>\n"
+            '<link rel="icon" href="/console/favicon.svg" type="image/svg+xml">\n'
+            '<link rel="stylesheet" href="/console/console.css">\n'
+            f'<script type="module" src="/console/{html.escape(self.script)}"></script>\n'
+            "</head>\n"
+            "<body>\n"
+            f"{body}"
+            "</body>\n"
+            "</html>\n"
+        )
+
+
+def load_assets(own: Path, page: Page | None = None) -> dict[str, tuple[bytes, str]]:
+    """Each asset's name -> (bytes, content type): the shared ones and those in ``own``;
+    with ``page``, ``index.html`` is ``own``'s markup inside that page.
 
     A service's file may not shadow a shared one: that would be a fork of it again.
     """
@@ -50,12 +82,18 @@ def load_assets(own: Path) -> dict[str, tuple[bytes, str]]:
                     f"({SHARED_ASSETS / path.name}); rename one of them"
                 )
             assets[path.name] = (path.read_bytes(), CONTENT_TYPES[path.suffix])
+    if page is not None:
+        if page.script not in assets:
+            raise ValueError(f"{own}: the page's script {page.script!r} is not among its assets")
+        body = (own / "index.html").read_text(encoding="utf-8")
+        assets["index.html"] = (page.render(body).encode("utf-8"), CONTENT_TYPES[".html"])
     return assets
 
 
-def add_asset_routes(app: web.Application, *, own: Path) -> None:
-    """Serve ``own``'s ``index.html`` at ``/`` and every asset at ``/console/<name>``."""
-    assets = load_assets(own)  # a few kB, read once: the package's files do not change
+def add_asset_routes(app: web.Application, *, own: Path, page: Page | None = None) -> None:
+    """Serve ``own``'s ``index.html`` (inside ``page``, when given) at ``/`` and every
+    asset at ``/console/<name>``."""
+    assets = load_assets(own, page)  # a few kB, read once: the package's files do not change
 
     def asset(name: str) -> web.Response:
         found = assets.get(name)

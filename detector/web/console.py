@@ -275,7 +275,9 @@ def history(src: Sources, slot: int) -> dict[str, Any] | None:
 
 def add_routes(app: web.Application, src: Sources) -> None:
     """Register the console's page, assets and JSON endpoints on ``app``."""
-    shared_console.add_asset_routes(app, own=ASSETS)
+    shared_console.add_asset_routes(
+        app, own=ASSETS, page=shared_console.Page(title="Anomalies", script="anomalies.js")
+    )
 
     async def handle_recent(request: web.Request) -> web.Response:
         now = src.now_ms()

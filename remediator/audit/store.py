@@ -885,28 +885,23 @@ class AuditLog:
         """Approve the exact plan ``plan_hash``. Raises AuditError when the run does not exist,
         is not waiting, the plan changed, or the approval expired (the run then becomes
         ``expired`` and gets an ``approval``/``expired`` event, as in ``expire_approvals``)."""
-        refusal, approved = "", None
+        approved = None
         with self._write(f"approve run {run_id}") as db:
             run = self._must_exist(db, run_id, "approve")
-            expires = run.approval_expires_ms
-            if run.state is not RunState.WAITING_APPROVAL:
-                refusal = (
-                    f"it is {run.state.value}, not waiting for approval; only a run in "
-                    "waiting_approval can be approved"
-                )
-            elif expires is not None and now_ms >= expires:
-                self._expire(db, run_id, now_ms=now_ms)
-                refusal = (
-                    f"approval expired at {expires} ms (now {now_ms} ms); the run is now "
-                    "expired and will not act"
-                )
-            elif plan_hash != run.plan_hash:
+            refusal = self._undecidable(
+                db,
+                run,
+                "approved",
+                now_ms=now_ms,
+                expired=f" (now {now_ms} ms); the run is now expired and will not act",
+            )
+            if refusal is None and plan_hash != run.plan_hash:
                 refusal = (
                     f"the plan changed since approval was requested (requested for "
                     f"{run.plan_hash}, approval given for {plan_hash}); review the "
                     f"current plan and approve {run.plan_hash}"
                 )
-            else:
+            if refusal is None:
                 db.execute(
                     "UPDATE runs SET state = ?, approved_by = ?, approved_ms = ?,"
                     " updated_ms = ? WHERE id = ?",
@@ -923,19 +918,13 @@ class AuditLog:
         by <name>: <reason>`` and an ``approval``/``rejected`` event naming them (``by``:
         the identity's audit fields). ApprovalError when the run does not exist, is not
         waiting, or its approval already expired (it then becomes ``expired``)."""
-        refusal, rejected = "", None
+        rejected = None
         with self._write(f"reject run {run_id}") as db:
             run = self._must_exist(db, run_id, "reject")
-            expires = run.approval_expires_ms
-            if run.state is not RunState.WAITING_APPROVAL:
-                refusal = (
-                    f"it is {run.state.value}, not waiting for approval; only a run in "
-                    "waiting_approval can be rejected"
-                )
-            elif expires is not None and now_ms >= expires:
-                self._expire(db, run_id, now_ms=now_ms)
-                refusal = f"approval expired at {expires} ms; the run is expired already"
-            else:
+            refusal = self._undecidable(
+                db, run, "rejected", now_ms=now_ms, expired="; the run is expired already"
+            )
+            if refusal is None:
                 why = f"rejected by {by['by']}" + (f": {reason}" if reason else "")
                 db.execute(
                     "UPDATE runs SET state = ?, updated_ms = ?, outcome = ? WHERE id = ?",
@@ -955,6 +944,23 @@ class AuditLog:
         if rejected is None:
             raise ApprovalError(f"run {run_id}: cannot reject: {refusal}")
         return rejected
+
+    def _undecidable(
+        self, db: sqlite3.Connection, run: RunRecord, decided: str, *, now_ms: int, expired: str
+    ) -> str | None:
+        """Why a person cannot decide ``run`` now (it is not waiting, or its approval is past
+        its deadline, which expires it here); None when they can. ``decided`` and
+        ``expired`` finish the two sentences for approve or reject."""
+        expires = run.approval_expires_ms
+        if run.state is not RunState.WAITING_APPROVAL:
+            return (
+                f"it is {run.state.value}, not waiting for approval; only a run in "
+                f"waiting_approval can be {decided}"
+            )
+        if expires is not None and now_ms >= expires:
+            self._expire(db, run.id, now_ms=now_ms)
+            return f"approval expired at {expires} ms{expired}"
+        return None
 
     def _expire(self, db: sqlite3.Connection, run_id: str, *, now_ms: int) -> None:
         db.execute(

@@ -33,3 +33,21 @@ async def test_the_page_its_assets_and_the_shared_ones_are_served(aiohttp_client
 def test_a_service_asset_may_not_shadow_a_shared_one(tmp_path):
     with pytest.raises(ValueError, match=r"dom\.js: a console asset of that name is shared"):
         console.load_assets(_own(tmp_path, **{"dom.js": "// a fork"}))
+
+
+async def test_with_a_page_the_index_is_the_markup_inside_the_shared_head(aiohttp_client, tmp_path):
+    own = _own(tmp_path, **{"index.html": "<main>hi</main>\n", "page.js": "export {};"})
+    app = web.Application()
+    console.add_asset_routes(app, own=own, page=console.Page(title="A & B", script="page.js"))
+    text = await (await (await aiohttp_client(app)).get("/")).text()
+    assert text.startswith('<!doctype html>\n<html lang="en">\n<head>\n')
+    assert "<title>Vigil · A &amp; B</title>\n" in text
+    assert '<link rel="stylesheet" href="/console/console.css">\n' in text
+    assert '<script type="module" src="/console/page.js"></script>\n</head>\n' in text
+    assert text.endswith("<body>\n<main>hi</main>\n</body>\n</html>\n")
+
+
+def test_a_page_whose_script_is_not_an_asset_is_refused(tmp_path):
+    own = _own(tmp_path, **{"index.html": "<main></main>\n"})
+    with pytest.raises(ValueError, match=r"the page's script 'page\.js' is not among its assets"):
+        console.load_assets(own, console.Page(title="x", script="page.js"))
