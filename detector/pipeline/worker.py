@@ -363,13 +363,25 @@ class Pipeline:
             for slot, period_ms in batch.periods:
                 self.detectors.set_period(slot, period_ms)
         self.stages.lap(stages.RESOLVE)  # new series' state (nothing in the steady state)
+        # warm-start history (a batch that warms its series) teaches the detectors but
+        # never reaches the alert lifecycle: an old incident, or the first weekend of a
+        # history a weekly profile has not learned yet, must not page at start-up
+        warm_history: NDArray[np.bool_] | None = None
         if len(batches) == 1 and not self.n_warming and not batches[0].warmed:
             slots, ts, bits = batches[0].slots, batches[0].ts, batches[0].bits
         else:
-            segments = [seg for b in batches for seg in self._segments(b)]
+            segments: list[tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.uint64]]] = []
+            from_history: list[NDArray[np.bool_]] = []
+            for b in batches:
+                own, *held = self._segments(b)  # the batch's own samples, then held ones
+                segments.append(own)
+                from_history.append(np.full(own[0].shape[0], bool(b.warmed)))
+                segments.extend(held)
+                from_history.extend(np.zeros(seg[0].shape[0], np.bool_) for seg in held)
             slots = np.concatenate([seg[0] for seg in segments])
             ts = np.concatenate([seg[1] for seg in segments])
             bits = np.concatenate([seg[2] for seg in segments])
+            warm_history = np.concatenate(from_history)
         self.stages.lap(stages.ROUTE)
         n = int(slots.shape[0])
         if n == 0:
@@ -400,6 +412,8 @@ class Pipeline:
         else:
             mask = keep.view(np.bool_)
             k_slots, k_ts, k_values = slots[mask], ts[mask], values[mask]
+            if warm_history is not None:
+                warm_history = warm_history[mask]
         out = Scores.empty(int(k_slots.shape[0]))
         self.detectors.score_learn(k_slots, k_ts, k_values, out)
         hits = _sample_rules.record(
@@ -418,9 +432,22 @@ class Pipeline:
         )
         self.stages.lap(stages.DETECT)
         if self.alerts is not None:
-            events = self.alerts.step(
-                self, k_slots, k_ts, out.score, k_values, out.expected, out.lower, out.upper
-            )
+            if warm_history is None or not warm_history.any():
+                events = self.alerts.step(
+                    self, k_slots, k_ts, out.score, k_values, out.expected, out.lower, out.upper
+                )
+            else:
+                live = ~warm_history
+                events = self.alerts.step(
+                    self,
+                    k_slots[live],
+                    k_ts[live],
+                    out.score[live],
+                    k_values[live],
+                    out.expected[live],
+                    out.lower[live],
+                    out.upper[live],
+                )
             history = self.history
 
             def record_history() -> None:

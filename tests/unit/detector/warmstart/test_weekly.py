@@ -129,3 +129,53 @@ def test_a_checkpoint_brings_a_weekly_series_back_to_its_weekly_profile(tmp_path
         for name, arr in dets.families[f].arrays().items():
             got = bdets.families[bf].arrays()[name][int(bdets.row_of[slot])]
             assert np.array_equal(got, arr[int(dets.row_of[slot])], equal_nan=True), (slot, name)
+
+
+def test_warm_start_history_teaches_but_never_pages():
+    """An incident inside the history (or a weekend the profile has not learned yet) is
+    learned from, not paged for; the live samples after it page as usual."""
+    from prometheus_client import CollectorRegistry
+
+    from detector.alerting.state import AlertState, EventKind
+    from detector.config import DetectorConfig
+    from detector.metrics import build_metrics
+    from detector.pipeline.ingest import Ingestor
+    from detector.pipeline.worker import Batch, Pipeline
+    from detector.remote_write import encode
+    from detector.series.registry import SeriesRegistry
+
+    cfg = DetectorConfig()
+    events: list = []
+    pipeline = Pipeline(
+        build_metrics(CollectorRegistry()), alerts=AlertState(cfg.alerts), on_events=events.extend
+    )
+    ingestor = Ingestor(SeriesRegistry(cfg), max_decompressed_bytes=1 << 24, warm_start=True)
+    live_t0 = EPOCH_MONDAY_MS + 2 * 86_400_000
+    first = encode.Series(labels=(("__name__", "latency"),), samples=[(live_t0, 100.0)])
+    batch = ingestor.ingest(encode.compress(encode.encode_v1([first])), 1).batch
+    pipeline.process([batch])  # the first live sample is held while the history is read
+    slot = int(batch.slots[0])
+    rng = np.random.default_rng(5)
+    hist_ts = EPOCH_MONDAY_MS + np.arange(0, 2 * 86_400_000, 15_000, dtype=np.int64)
+    hist = 100 + rng.normal(0, 1, hist_ts.shape[0])
+    hist[-2000:-1000] += 40  # a four-hour incident, long over
+    pipeline.process(
+        [
+            Batch(
+                slots=np.full(hist_ts.shape[0], slot, np.int32),
+                ts=hist_ts,
+                bits=hist.view(np.uint64),
+                warmed=(slot,),
+            )
+        ]
+    )
+    assert [e for e in events if e.kind is EventKind.FIRE] == []
+    live_ts = live_t0 + 15_000 * np.arange(1, 40, dtype=np.int64)
+    live = np.full(live_ts.shape[0], 160.0)
+    for t, x in zip(live_ts, live, strict=True):
+        one = np.array([x])
+        pipeline.process(
+            [Batch(slots=np.array([slot], np.int32), ts=np.array([t]), bits=one.view(np.uint64))]
+        )
+    fires = [e for e in events if e.kind is EventKind.FIRE]
+    assert len(fires) == 1 and fires[0].ts_ms >= live_t0
