@@ -32,6 +32,7 @@ import json
 import os
 import pickle
 import platform
+import resource
 import shutil
 import struct
 import subprocess
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +101,26 @@ def build_bodies(n_series: int, rounds: int, start_ms: int) -> list[list[bytes]]
 # ---------------------------------------------------------------- load generator process
 
 
-async def _load(url: str, chunks: list[list[bytes]], rounds: range) -> dict[str, float]:
+@dataclass(frozen=True)
+class Placement:
+    """Where the receiver and the load generator run. The default: the receiver on CPU 0
+    (Go receivers with GOMAXPROCS=1), the loader on CPU 1. ``--workers N``: everything on
+    every core (GOMAXPROCS=N), the loader included, and Vigil's N-worker service."""
+
+    receiver_cpus: str = "0"
+    loader_cpus: str = "1"
+    gomaxprocs: int = 1
+    connections: int = CONNECTIONS
+    workers: int = 1
+
+
+async def _load(
+    url: str, chunks: list[list[bytes]], rounds: range, connections: int = CONNECTIONS
+) -> dict[str, float]:
     import aiohttp
 
     codes: dict[int, int] = {}
-    groups: list[list[list[bytes]]] = [[] for _ in range(min(CONNECTIONS, len(chunks)))]
+    groups: list[list[list[bytes]]] = [[] for _ in range(min(connections, len(chunks)))]
     for k, chunk in enumerate(chunks):
         groups[k % len(groups)].append(chunk)
 
@@ -126,13 +143,17 @@ async def _load(url: str, chunks: list[list[bytes]], rounds: range) -> dict[str,
     return {"wall_s": wall, "codes": {str(k): v for k, v in codes.items()}}  # type: ignore[dict-item]
 
 
-def run_loader(url: str, bodies_file: Path, first: int, last: int) -> dict[str, float]:
-    """Run the load generator in its own process pinned to CPU 1."""
+def run_loader(
+    url: str, bodies_file: Path, first: int, last: int, placement: Placement = Placement()
+) -> dict[str, float]:
+    """Run the load generator in its own process pinned to ``placement.loader_cpus``; its
+    result gains the loader's CPU seconds (``loader_cpu_s``)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
             "taskset",
             "-c",
-            "1",
+            placement.loader_cpus,
             sys.executable,
             __file__,
             "--loader",
@@ -140,37 +161,67 @@ def run_loader(url: str, bodies_file: Path, first: int, last: int) -> dict[str, 
             str(bodies_file),
             str(first),
             str(last),
+            str(placement.connections),
         ],
         check=True,
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["loader_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
 
 
 # ---------------------------------------------------------------------------- receivers
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a --workers supervisor's workers)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            out.extend(_tree(child))
+    return out
+
+
 def _cpu_s(pid: int) -> float:
-    """utime + stime of a process, all its threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """utime + stime of a process and its descendants, all their threads included."""
     tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for p in _tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak RSS of a process and its descendants, summed."""
+    total = 0.0
+    for p in _tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def receiver_argv(
-    name: str, port: int, workdir: Path, *, profile: bool = False, baseline_src: Path | None = None
+    name: str,
+    port: int,
+    workdir: Path,
+    *,
+    profile: bool = False,
+    baseline_src: Path | None = None,
+    placement: Placement = Placement(),
 ) -> tuple[list[str], str, str, dict[str, str]]:
     """argv, write URL, readiness URL, extra environment."""
     base = f"http://127.0.0.1:{port}"
-    if name in ("vigil", "vigil-asyncio", "vigil-baseline"):
+    gomaxprocs = {"GOMAXPROCS": str(placement.gomaxprocs)}
+    if name in ("vigil", "vigil-asyncio", "vigil-baseline", "vigil-workers"):
         env = {}
         if name == "vigil-baseline":
             if baseline_src is None:
@@ -193,6 +244,7 @@ def receiver_argv(
                 "--event-loop",
                 "asyncio" if name == "vigil-asyncio" else "uvloop",
                 *(["--profile-stages"] if profile else []),
+                *(["--workers", str(placement.workers)] if name == "vigil-workers" else []),
             ],
             f"{base}/api/v1/write",
             f"{base}/readyz",
@@ -209,7 +261,7 @@ def receiver_argv(
             ],
             f"{base}/api/v1/write",
             f"{base}/health",
-            {"GOMAXPROCS": "1"},
+            gomaxprocs,
         )
     if name == "prometheus":
         conf = workdir / "prom.yml"
@@ -225,7 +277,7 @@ def receiver_argv(
             ],
             f"{base}/api/v1/write",
             f"{base}/-/ready",
-            {"GOMAXPROCS": "1"},
+            gomaxprocs,
         )
     raise ValueError(name)
 
@@ -239,6 +291,7 @@ def measure(
     *,
     profile: bool = False,
     baseline_src: Path | None = None,
+    placement: Placement = Placement(),
 ) -> dict[str, Any]:
     """Send ``untimed`` rounds (first sight, then the detectors' warm-up), then time the
     rest."""
@@ -248,19 +301,20 @@ def measure(
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         workdir = Path(tmp)
         argv, url, ready, env = receiver_argv(
-            name, port, workdir, profile=profile, baseline_src=baseline_src
+            name, port, workdir, profile=profile, baseline_src=baseline_src, placement=placement
         )
+        cpus = placement.receiver_cpus
         with process(
-            name, ["taskset", "-c", "0", *argv], workdir, ready_url=ready, timeout_s=180, env=env
+            name, ["taskset", "-c", cpus, *argv], workdir, ready_url=ready, timeout_s=180, env=env
         ) as proc:
-            create = run_loader(url, bodies_file, 0, 1)  # first sight of every series
+            create = run_loader(url, bodies_file, 0, 1, placement)  # first sight of every series
             if untimed > 1:
-                run_loader(url, bodies_file, 1, untimed)
+                run_loader(url, bodies_file, 1, untimed, placement)
             base = url.replace("/api/v1/write", "")
             lag0 = _loop_lag_histogram(base) if vigil else None
             stages0 = _stage_seconds(base) if profile else None
             cpu0 = _cpu_s(proc.pid)
-            timed = run_loader(url, bodies_file, untimed, rounds)
+            timed = run_loader(url, bodies_file, untimed, rounds, placement)
             cpu1 = _cpu_s(proc.pid)
             samples = n_series * (rounds - untimed)
             result: dict[str, Any] = {
@@ -270,6 +324,7 @@ def measure(
                 "peak_rss_mb": _peak_rss_mb(proc.pid),
                 "create_s": create["wall_s"],
                 "codes": timed["codes"],
+                "loader_cpu_s_per_million": timed["loader_cpu_s"] / samples * 1e6,
             }
             if lag0 is not None:
                 # Vigil queues samples for its detector thread: count the time until the
@@ -282,6 +337,11 @@ def measure(
                 result["samples_per_s"] = samples / (timed["wall_s"] + drain_s)
                 result["cpu_s_per_million"] = (cpu1 - cpu0) / samples * 1e6
                 result.update(_loop_lag(lag0, _loop_lag_histogram(base)))
+                if placement.workers > 1 and name == "vigil-workers":
+                    result["requests_by_worker"] = _by_worker(
+                        base, "vigil_remote_write_requests_total"
+                    )
+                    result["shares_by_worker"] = _by_worker(base, "vigil_fleet_shares_sent_total")
             if stages0 is not None:
                 result["profile"] = _profile(stages0, _stage_seconds(base), cpu1 - cpu0, samples)
             return result
@@ -294,7 +354,7 @@ def _stage_seconds(base: str) -> dict[str, float]:
         for line in resp.read().decode().splitlines():
             if line.startswith("vigil_profile_stage_cpu_seconds_total{"):
                 stage = line.split('stage="')[1].split('"')[0]
-                out[stage] = float(line.split()[-1])
+                out[stage] = out.get(stage, 0.0) + float(line.split()[-1])  # every worker
     if not out:
         raise RuntimeError("no vigil_profile_stage_cpu_seconds_total: was --profile-stages on?")
     return out
@@ -323,11 +383,14 @@ def _vigil_accepted(base: str, expected: int) -> float:
     """Wait for the detector queue to drain; return samples accepted by the detectors."""
 
     def accepted() -> float:
+        total = 0.0
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("vigil_samples_accepted_total "):
-                    return float(line.split()[1])
-        return 0.0
+            for line in resp.read().decode().splitlines():  # one line a worker (--workers)
+                if line.startswith(
+                    ("vigil_samples_accepted_total ", "vigil_samples_accepted_total{")
+                ):
+                    total += float(line.split()[-1])
+        return total
 
     try:
         wait_until("vigil drained", lambda: accepted() >= expected, timeout_s=120, interval_s=0.01)
@@ -341,18 +404,29 @@ LagHistogram = tuple[list[tuple[float, float]], float, float]
 
 def _loop_lag_histogram(base: str) -> LagHistogram:
     """Vigil's event-loop lag histogram (a 100 ms timer): buckets, sum, count."""
-    buckets: list[tuple[float, float]] = []
+    by_le: dict[float, float] = {}
     total = count = 0.0
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
+        for line in resp.read().decode().splitlines():  # summed over workers (--workers)
             if line.startswith("vigil_event_loop_lag_seconds_bucket"):
-                le = line.split('le="')[1].split('"')[0]
-                buckets.append((float(le), float(line.split()[-1])))
+                le = float(line.split('le="')[1].split('"')[0])
+                by_le[le] = by_le.get(le, 0.0) + float(line.split()[-1])
             elif line.startswith("vigil_event_loop_lag_seconds_sum"):
-                total = float(line.split()[-1])
+                total += float(line.split()[-1])
             elif line.startswith("vigil_event_loop_lag_seconds_count"):
-                count = float(line.split()[-1])
-    return buckets, total, count
+                count += float(line.split()[-1])
+    return sorted(by_le.items()), total, count
+
+
+def _by_worker(base: str, name: str) -> dict[str, float]:
+    """A counter of a --workers service summed per worker."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + "{") and 'worker="' in line:
+                worker = line.split('worker="')[1].split('"')[0]
+                out[worker] = out.get(worker, 0.0) + float(line.split()[-1])
+    return out
 
 
 def _loop_lag(before: LagHistogram, after: LagHistogram) -> dict[str, float]:
@@ -373,8 +447,9 @@ def _loop_lag(before: LagHistogram, after: LagHistogram) -> dict[str, float]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--loader":
         url, path, first, last = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        connections = int(sys.argv[6]) if len(sys.argv) > 6 else CONNECTIONS
         chunks = pickle.loads(path.read_bytes())
-        result = asyncio.run(_load(url, chunks, range(first, last)))
+        result = asyncio.run(_load(url, chunks, range(first, last), connections))
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -382,7 +457,23 @@ def main() -> None:
     parser.add_argument(
         "--samples", type=int, default=1_500_000, help="timed samples per receiver and size"
     )
-    parser.add_argument("--only", default="vigil,victoriametrics,prometheus")
+    parser.add_argument(
+        "--only",
+        help="default vigil,victoriametrics,prometheus; with "
+        "--workers: vigil,vigil-workers,victoriametrics",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run Vigil's N-worker service (vigil-workers); every receiver and the "
+        "loader then share every core, Go receivers get GOMAXPROCS=N",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        help=f"loader connections (default {CONNECTIONS}; 8 with --workers)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -392,7 +483,20 @@ def main() -> None:
         "--baseline-src", type=Path, help="source tree of the Vigil that --only vigil-baseline runs"
     )
     args = parser.parse_args()
-    receivers = args.only.split(",")
+    placement = Placement(connections=args.connections or CONNECTIONS)
+    only = args.only or "vigil,victoriametrics,prometheus"
+    if args.workers > 1:
+        n_cpus = os.cpu_count() or 1
+        every = f"0-{n_cpus - 1}" if n_cpus > 1 else "0"
+        placement = Placement(
+            receiver_cpus=every,
+            loader_cpus=every,
+            gomaxprocs=args.workers,
+            connections=args.connections or 8,
+            workers=args.workers,
+        )
+        only = args.only or "vigil,vigil-workers,victoriametrics"
+    receivers = only.split(",")
     figures: dict[str, object] = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -400,6 +504,7 @@ def main() -> None:
             "python": platform.python_version(),
         },
         "series_per_request": SERIES_PER_REQUEST,
+        "placement": placement.__dict__,
         "labels_per_series": 10,
     }
     rows = []
@@ -429,6 +534,7 @@ def main() -> None:
                     untimed,
                     profile=args.profile,
                     baseline_src=args.baseline_src,
+                    placement=placement,
                 )
                 r = size[name]
                 rows.append(
@@ -443,11 +549,26 @@ def main() -> None:
                 print(
                     f"{n_series:>7} series  {name:<16} {r['samples_per_s']:>12,.0f} samples/s"
                     f"  {r['cpu_s_per_million']:6.2f} CPU s/M  {r['peak_rss_mb']:8.1f} MB peak"
+                    f"  loader {r['loader_cpu_s_per_million']:.2f} CPU s/M"
                     f"  codes={r['codes']}{lag}",
                     flush=True,
                 )
                 if "profile" in r:
                     print_profile(n_series, r["profile"])
+            if "vigil-workers" in size and "vigil" in size:
+                w, one = size["vigil-workers"], size["vigil"]
+                size["workers_vs_one"] = w["samples_per_s"] / one["samples_per_s"]
+                size["workers_vs_one_per_cpu"] = one["cpu_s_per_million"] / w["cpu_s_per_million"]
+                print(
+                    f"{n_series:>7} series  vigil {args.workers} workers / 1 worker: "
+                    f"{size['workers_vs_one']:.2f}x samples/s, "
+                    f"{size['workers_vs_one_per_cpu']:.2f}x samples per CPU-second",
+                    flush=True,
+                )
+                if "victoriametrics" in size:
+                    size["workers_vs_victoriametrics"] = (
+                        w["samples_per_s"] / size["victoriametrics"]["samples_per_s"]
+                    )
             for other in ("victoriametrics", "prometheus", "vigil-asyncio", "vigil-baseline"):
                 if "vigil" in size and other in size:
                     size[f"vigil_vs_{other}"] = (

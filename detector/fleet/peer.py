@@ -18,7 +18,9 @@ is answered 503 here, so the sender (Prometheus) retries the whole request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +34,8 @@ _REQUEST = struct.Struct("<IIB")
 _ANSWER = struct.Struct("<IHQQQH")
 ANSWER_TIMEOUT_S = 30.0
 
-Accept = Callable[[bytes, int], Awaitable[Outcome]]
+Accept = Callable[[bytearray, int], Awaitable[Outcome]]
+SEND_BUFFER_BYTES = 4 << 20  # a share (a few hundred KB) goes out in one write
 
 
 def encode_answer(ident: int, outcome: Outcome) -> bytes:
@@ -40,13 +43,22 @@ def encode_answer(ident: int, outcome: Outcome) -> bytes:
     return _ANSWER.pack(ident, outcome.status, *outcome.written, len(reason)) + reason
 
 
-class ShareServer(asyncio.Protocol):
-    """One connection from a peer; each share goes to ``accept`` in a task of its own."""
+class ShareServer(asyncio.BufferedProtocol):
+    """One connection from a peer; each share goes to ``accept`` in a task of its own.
+
+    A buffered protocol: the socket is read straight into the share's own buffer (the
+    header first, then exactly its payload), so a share is never copied on the way in.
+    """
 
     def __init__(self, accept: Accept, *, max_payload: int) -> None:
         self.accept = accept
         self.max_payload = max_payload
-        self.buf = bytearray()
+        self.header = bytearray(_REQUEST.size)
+        self.header_got = 0
+        self.payload: bytearray | None = None
+        self.payload_got = 0
+        self.ident = 0
+        self.version = 0
         self.transport: asyncio.Transport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -56,30 +68,41 @@ class ShareServer(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= _REQUEST.size:
-            length, ident, version = _REQUEST.unpack_from(self.buf)
-            if length > self.max_payload or version not in (1, 2):
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.payload is None:
+            return memoryview(self.header)[self.header_got :]
+        return memoryview(self.payload)[self.payload_got :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.payload is None:
+            self.header_got += nbytes
+            if self.header_got < _REQUEST.size:
+                return
+            length, self.ident, self.version = _REQUEST.unpack(self.header)
+            self.header_got = 0
+            if length > self.max_payload or self.version not in (1, 2):
                 log.error(
                     "bad frame from a peer worker (length %d, version %d); closing the link",
                     length,
-                    version,
+                    self.version,
                 )
-                self.buf.clear()
                 if self.transport is not None:
                     self.transport.close()
                 return
-            end = _REQUEST.size + length
-            if len(self.buf) < end:
+            self.payload = bytearray(length)
+            self.payload_got = 0
+            if length:
                 return
-            payload = bytes(self.buf[_REQUEST.size : end])
-            del self.buf[:end]
-            task = asyncio.ensure_future(self._serve(ident, payload, version))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        else:
+            self.payload_got += nbytes
+            if self.payload_got < len(self.payload):
+                return
+        payload, self.payload = self.payload, None
+        task = asyncio.ensure_future(self._serve(self.ident, payload, self.version))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    async def _serve(self, ident: int, payload: bytes, version: int) -> None:
+    async def _serve(self, ident: int, payload: bytearray, version: int) -> None:
         try:
             outcome = await self.accept(payload, version)
         except Exception:  # a bug: the share is refused with 503, the link stays up
@@ -122,6 +145,11 @@ class _ClientProtocol(asyncio.Protocol):
         self.on_lost()
 
 
+def _expire(future: asyncio.Future[Outcome], timeout_s: float) -> None:
+    if not future.done():
+        future.set_result(_down(f"no answer in {timeout_s:g} s"))
+
+
 def _down(why: str) -> Outcome:
     return Outcome(503, f"a worker that owns some of these series is down ({why}); retry", RETRY)
 
@@ -156,6 +184,10 @@ class ShareClient:
             except OSError as exc:
                 log.debug("peer worker at %s unreachable: %s", self.path, exc)
                 return None
+            sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+            if sock is not None:
+                with contextlib.suppress(OSError):  # the kernel caps it (wmem_max)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             self._protocol = protocol
             return protocol
 
@@ -165,14 +197,16 @@ class ShareClient:
             return _down("not listening")
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         ident = self._next_id
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
         protocol.pending[ident] = future
         protocol.transport.writelines([_REQUEST.pack(len(body), ident, version), body])
+        timer = loop.call_later(self.timeout_s, _expire, future, self.timeout_s)
         try:
-            return await asyncio.wait_for(future, self.timeout_s)
-        except TimeoutError:
+            return await future
+        finally:
+            timer.cancel()
             protocol.pending.pop(ident, None)
-            return _down(f"no answer in {self.timeout_s:g} s")
 
     def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:

@@ -121,7 +121,10 @@ class Fleet:
             if w != partition.index
         }
         self.sessions: dict[int, aiohttp.ClientSession] = {}
-        self.metrics: FleetMetrics | None = None
+        self.metrics = build_fleet_metrics(registry, partition)
+        # children looked up once: labels() hashes and locks
+        self._shares = [self.metrics.shares.labels(r) for r in ("accepted", "refused", "retry")]
+        self._share_bytes = self.metrics.share_bytes
 
     @property
     def peers(self) -> list[int]:
@@ -129,15 +132,18 @@ class Fleet:
 
     async def forward(self, split: Split) -> Sequence[Outcome]:
         """Send every share to its owner at once; one Outcome per share."""
-        m = self.metrics
-        outcomes = await asyncio.gather(
-            *(self.clients[p.owner].send(split.version, p.body) for p in split.parts)
-        )
-        if m is not None:
-            m.share_bytes.inc(sum(len(p.body) for p in split.parts))
-            for o in outcomes:
-                result = "accepted" if o.status < 300 else "retry" if o.status == 503 else "refused"
-                m.shares.labels(result).inc()
+        parts = split.parts
+        if len(parts) == 1:  # two workers: always one share
+            outcomes: Sequence[Outcome] = [
+                await self.clients[parts[0].owner].send(split.version, parts[0].body)
+            ]
+        else:
+            outcomes = await asyncio.gather(
+                *(self.clients[p.owner].send(split.version, p.body) for p in parts)
+            )
+        self._share_bytes.inc(sum(len(p.body) for p in parts))
+        for o in outcomes:
+            self._shares[0 if o.status < 300 else 2 if o.status == 503 else 1].inc()
         return outcomes
 
     async def read(self, worker: int, path_qs: str) -> tuple[int, bytes] | None:
@@ -204,7 +210,6 @@ def install(
     the app starts; ``registry`` is the one the app's metrics are in."""
     rt = app[RUNTIME]
     fleet = Fleet(partition=partition, fleet_dir=fleet_dir, registry=registry)
-    fleet.metrics = build_fleet_metrics(registry, partition)
     fleet.metrics.restarts.inc(restarts)
     rt.registry.partition(partition.foreign_owner, partition.workers)
     rt.ingestor.split = splitter(partition.workers)
@@ -226,7 +231,7 @@ def install(
         await asyncio.to_thread(path.unlink, missing_ok=True)  # left by a worker that died
         limits = rt.cfg.limits
 
-        async def accept(body: bytes, version: int) -> Outcome:
+        async def accept(body: bytearray, version: int) -> Outcome:
             return await rt.writer.accept(body, version, compressed=False, forwarded=True)
 
         loop = asyncio.get_running_loop()

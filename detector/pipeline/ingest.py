@@ -109,7 +109,9 @@ class Ingestor:
             buf = self._local.scratch = np.empty(max(need, 1 << 20), dtype=np.uint8)
         return buf
 
-    def _decode(self, body: bytes, version: int, compressed: bool) -> decode.DecodedRequest:
+    def _decode(
+        self, body: bytes | bytearray, version: int, compressed: bool
+    ) -> decode.DecodedRequest:
         if not body:
             raise DecodeError("empty body: expected a snappy-compressed protobuf message")
         if compressed:
@@ -126,7 +128,7 @@ class Ingestor:
         return req
 
     def ingest_known(
-        self, body: bytes, version: int, *, compressed: bool = True
+        self, body: bytes | bytearray, version: int, *, compressed: bool = True
     ) -> Ingested | None:
         """The event loop's fast path: like ``ingest``, but None instead of slow work.
 
@@ -144,7 +146,7 @@ class Ingestor:
         self.stages.lap(stages.RESOLVE)
         return None if known is None else self._route(req, known, [])
 
-    def ingest(self, body: bytes, version: int, *, compressed: bool = True) -> Ingested:
+    def ingest(self, body: bytes | bytearray, version: int, *, compressed: bool = True) -> Ingested:
         """Decode a request and resolve its series; DecodeError if it cannot be accepted.
         ``compressed`` False: ``body`` is raw protobuf (a share forwarded by a worker)."""
         self.stages.lap(stages.ROUTE)  # the hand-off to this thread

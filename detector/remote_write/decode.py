@@ -72,7 +72,7 @@ def parse_content_type(content_type: str | None, content_encoding: str | None) -
     )
 
 
-def snappy_length(body: bytes) -> int:
+def snappy_length(body: bytes | bytearray) -> int:
     """The decompressed length announced in a snappy block header (a leading varint)."""
     result = 0
     for i, b in enumerate(body[:10]):
@@ -83,7 +83,7 @@ def snappy_length(body: bytes) -> int:
 
 
 def decompress(
-    body: bytes, *, max_decompressed_bytes: int, into: NDArray[np.uint8] | None = None
+    body: bytes | bytearray, *, max_decompressed_bytes: int, into: NDArray[np.uint8] | None = None
 ) -> NDArray[np.uint8]:
     """Snappy block -> bytes, refusing before any work if the header announces too much.
 

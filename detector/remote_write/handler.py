@@ -166,7 +166,7 @@ class WriteHandler:
 
     async def accept(
         self,
-        body: bytes,
+        body: bytes | bytearray,
         version: int,
         *,
         trace: SpanContext | None = None,
@@ -231,7 +231,7 @@ class WriteHandler:
             )
         return Outcome(204, written=written)
 
-    async def _ingest(self, body: bytes, version: int, compressed: bool) -> Ingested:
+    async def _ingest(self, body: bytes | bytearray, version: int, compressed: bool) -> Ingested:
         """The steady state (small body, known series) runs inline: a few hundred µs of
         nogil kernels. Anything slower runs in the decode thread, so the event loop keeps
         serving other requests and /healthz meanwhile."""

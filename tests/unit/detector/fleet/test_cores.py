@@ -1,12 +1,7 @@
-"""detector.fleet.cores (serve --workers auto) on fake /proc and /sys trees, and
-detector.fleet.layout: the state directory per worker and the guard on changing N."""
+"""detector.fleet.cores: serve --workers auto, on fake /proc and /sys trees."""
 
 from pathlib import Path
 
-import pytest
-
-from detector.errors import ConfigError
-from detector.fleet import layout
 from detector.fleet.cores import available_cores, cgroup_quota
 
 
@@ -76,41 +71,3 @@ def test_the_host_path_missing_in_a_container_falls_back_to_the_mount_root(tmp_p
         },
     )
     assert available_cores(affinity=4, root=root) == 2
-
-
-def test_layout_records_n_and_refuses_another(tmp_path):
-    state = tmp_path / "state"
-    layout.check(state, 2)
-    assert (state / "workers").read_text() == "2\n"
-    layout.check(state, 2)  # the same N again
-    with pytest.raises(ConfigError, match=r"holds the checkpoints of 2 workers.*--workers 3"):
-        layout.check(state, 3)
-    with pytest.raises(ConfigError, match="Start with --workers 2"):
-        layout.check(state, 1)
-
-
-def test_layout_refuses_workers_on_a_single_process_checkpoint(tmp_path):
-    (tmp_path / "CURRENT").write_text("ckpt-1\n")
-    layout.check(tmp_path, 1)
-    with pytest.raises(ConfigError, match="checkpoints of 1 worker, "):
-        layout.check(tmp_path, 2)
-
-
-def test_layout_reads_worker_dirs_without_the_marker(tmp_path):
-    (tmp_path / "worker-0").mkdir()
-    (tmp_path / "worker-2").mkdir()
-    assert layout.recorded_workers(tmp_path) == 3
-    assert layout.worker_dir(tmp_path, 1) == tmp_path / "worker-1"
-
-
-def test_layout_names_a_damaged_marker(tmp_path):
-    (tmp_path / "workers").write_text("two\n")
-    with pytest.raises(ConfigError, match="workers: expected the number of workers"):
-        layout.check(tmp_path, 2)
-
-
-def test_an_empty_or_missing_state_dir_takes_any_n(tmp_path):
-    layout.check(tmp_path / "new", 4)
-    assert layout.recorded_workers(tmp_path / "new") == 4
-    layout.check(tmp_path / "other", 1)
-    assert not (tmp_path / "other").exists()
