@@ -28,8 +28,13 @@ The fast default (8 + 8 series a family, 7 days) takes ~11 s here and 0.5 GB; ``
 (12 + 12, 28 days) ~45 s and 1.6 GB (the series are generated up front).
 
 Prints a table and, as its last line, one JSON object with every figure.
+With ``--warm-start-days D`` every series is first warmed up as the service warms a new
+series from Prometheus: D days of the family's clean history, read as the warm start
+reads it (a raw sample every 5 minutes over ``period_history_s``, every sample of the
+last ``history_s``), its period detected from it, learned without alerting.
+
 Usage: python -m bench.scenarios [--series-per-family 8] [--days 7] [--seed 1]
-       [--families a,b] [--full]
+       [--families a,b] [--full] [--warm-start-days 15]
 """
 
 from __future__ import annotations
@@ -50,12 +55,13 @@ from prometheus_client import CollectorRegistry
 from bench import scenario_data
 from bench.scenario_data import FAMILIES, STEP_MS, Series
 from detector.alerting.state import FIRING, AlertEvent, AlertState, EventKind
-from detector.config import DetectorConfig
+from detector.config import DetectorConfig, WarmStartConfig
 from detector.metrics import build_metrics
 from detector.pipeline.ingest import Ingestor
 from detector.pipeline.worker import Batch, Pipeline
 from detector.remote_write import encode
 from detector.series.registry import SeriesRegistry
+from detector.warmstart.periods import detect_period
 
 STALE_BITS = np.uint64(0x7FF0000000000002)  # Prometheus's staleness marker
 FAST = {"series_per_family": 8, "days": 7.0}
@@ -101,6 +107,56 @@ def scored_mask(s: Series) -> NDArray[np.bool_]:
 
 
 CHUNK_MS = 86_400_000  # samples are merged into scrape rounds a day at a time
+WEEK_MS = 7 * 86_400_000
+
+
+def history_for(s: Series, *, seed: int, index: int, days: float) -> Series:
+    """The clean history of ``s`` for its warm start: the family's clean series over
+    ``days`` (whole weeks are generated, so weekdays keep their phase, and the last
+    ``days`` kept), ending one scrape before ``s`` starts. A counter's running total
+    starts over at the live series, as after a restart."""
+    weeks = int(np.ceil(days * 86_400_000 / WEEK_MS))
+    h = scenario_data.generate(
+        s.family, seed=seed + 10_007, index=index, days=weeks * 7.0, anomalous=False
+    )
+    shift = int(s.ts_ms[0]) - int(h.ts_ms[0]) - weeks * WEEK_MS  # same weekday phase
+    ts = h.ts_ms + shift
+    keep = ts >= int(s.ts_ms[0]) - round(days * 86_400_000)
+    return Series(
+        family=h.family,
+        metric=h.metric,
+        anomalous=False,
+        ts_ms=ts[keep],
+        values=h.values[keep],
+        stale=h.stale[keep],
+        anomaly=None,
+        lasting=False,
+    )
+
+
+def warm_history(
+    h: Series, live_start_ms: int, ws: WarmStartConfig
+) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:
+    """What the warm start would read of ``h`` (``detector.warmstart.prometheus``): its
+    raw value every ``period_step_s`` (the latest sample within Prometheus' 5-minute
+    lookback) over ``period_history_s``, then every sample of the last ``history_s``;
+    and how many samples the sparse part holds. Staleness markers are not returned by
+    range queries."""
+    ok = ~h.stale & (h.ts_ms < live_start_ms)
+    ts, x = h.ts_ms[ok], h.values[ok]
+    recent_from = live_start_ms - round(ws.history_s * 1000)
+    step = round(ws.period_step_s * 1000)
+    steps = np.arange(live_start_ms - round(ws.period_history_s * 1000), recent_from, step)
+    at = np.searchsorted(ts, steps, side="right") - 1
+    found = at >= 0
+    found[found] = ts[at[found]] > steps[found] - 300_000
+    older = np.unique(at[found])
+    recent = np.flatnonzero(ts >= recent_from)
+    if ws.period_history_s <= ws.history_s or not ws.detect_period:
+        older = older[:0]
+    older = older[ts[older] < recent_from]
+    pick = np.concatenate((older, recent))
+    return ts[pick], x[pick], int(older.shape[0])
 
 
 class ServicePath:
@@ -112,8 +168,9 @@ class ServicePath:
     at that round's time. ``run`` returns one ``Trace`` per series.
     """
 
-    def __init__(self, cfg: DetectorConfig) -> None:
+    def __init__(self, cfg: DetectorConfig, *, warm_start: bool = False) -> None:
         self.cfg = cfg
+        self.warm_start = warm_start
         self.events: list[AlertEvent] = []
         self.pipeline = Pipeline(
             build_metrics(CollectorRegistry()),
@@ -125,7 +182,9 @@ class ServicePath:
             on_events=self.events.extend,
         )
         self.ingestor = Ingestor(
-            SeriesRegistry(cfg), max_decompressed_bytes=cfg.limits.max_decompressed_bytes
+            SeriesRegistry(cfg),
+            max_decompressed_bytes=cfg.limits.max_decompressed_bytes,
+            warm_start=warm_start,
         )
 
     def _register(self, series: Sequence[Series]) -> NDArray[np.int32]:
@@ -155,10 +214,20 @@ class ServicePath:
         self.pipeline.process([ingested.batch])
         return ingested.batch.slots.copy()
 
-    def run(self, series: Sequence[Series], *, outputs: bool = False) -> list[Trace]:
+    def run(
+        self,
+        series: Sequence[Series],
+        *,
+        outputs: bool = False,
+        histories: Sequence[Series] | None = None,
+    ) -> list[Trace]:
         """Feed ``series`` (timestamps on one scrape grid) and trace what happened;
-        ``outputs`` keeps the detector's scores, inputs and bands too."""
+        ``outputs`` keeps the detector's scores, inputs and bands too. With
+        ``histories`` (one per series, built with ``warm_start=True``), each series is
+        warmed up first as the service warms it from Prometheus (``warm_history``)."""
         slot_of = self._register(series)
+        if histories is not None:
+            self._warm(series, histories, slot_of)
         sizes = [s.ts_ms.shape[0] for s in series]
         offset = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         total = int(offset[-1])
@@ -216,6 +285,35 @@ class ServicePath:
                 )
             )
         return traces
+
+    def _warm(
+        self, series: Sequence[Series], histories: Sequence[Series], slot_of: NDArray[np.int32]
+    ) -> None:
+        """One warm-start batch per series: what the service would read from Prometheus,
+        the period it would find in it, then the series' held first sample."""
+        if not self.warm_start:
+            raise ValueError("histories need a ServicePath built with warm_start=True")
+        ws = self.cfg.warm_start
+        for s, h, slot in zip(series, histories, slot_of.tolist(), strict=True):
+            ts, values, sparse = warm_history(h, int(s.ts_ms[0]), ws)
+            periods = []
+            if ws.detect_period:
+                period_s = detect_period(ts, values, ws.period_candidates_s, counter=s.is_counter)
+                if period_s is not None:
+                    periods.append((slot, period_s * 1000.0))
+            if s.is_counter:  # as the warm start: a counter learns the full-resolution part
+                ts, values = ts[sparse:], values[sparse:]
+            self.pipeline.process(
+                [
+                    Batch(
+                        slots=np.full(ts.shape[0], slot, dtype=np.int32),
+                        ts=ts,
+                        bits=values.view(np.uint64),
+                        warmed=(slot,),
+                        periods=periods,
+                    )
+                ]
+            )
 
     def _chunk(
         self,
@@ -397,12 +495,27 @@ def build_series(families: Sequence[str], *, n: int, days: float, seed: int) -> 
 
 
 def run_suite(
-    families: Sequence[str], *, n: int, days: float, seed: int, cfg: DetectorConfig | None = None
+    families: Sequence[str],
+    *,
+    n: int,
+    days: float,
+    seed: int,
+    cfg: DetectorConfig | None = None,
+    warm_days: float = 0.0,
 ) -> dict[str, dict[str, object]]:
-    """Generate, run through one ``ServicePath`` and summarise, per family."""
+    """Generate, run through one ``ServicePath`` and summarise, per family; with
+    ``warm_days``, every series is first warmed up from that much clean history."""
     cfg = cfg or DetectorConfig()
     series = build_series(families, n=n, days=days, seed=seed)
-    traces = ServicePath(cfg).run(series)
+    if warm_days > 0:
+        index = {fam: 0 for fam in families}
+        histories = []
+        for s in series:
+            histories.append(history_for(s, seed=seed, index=index[s.family], days=warm_days))
+            index[s.family] += 1
+        traces = ServicePath(cfg, warm_start=True).run(series, histories=histories)
+    else:
+        traces = ServicePath(cfg).run(series)
     warmup = cfg.series[0].detector.warmup_samples
     figures = [measure(s, t, warmup_samples=warmup) for s, t in zip(series, traces, strict=True)]
     out = {}
@@ -448,6 +561,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--families", help="comma-separated subset (default: all)")
     ap.add_argument(
+        "--warm-start-days",
+        type=float,
+        default=0.0,
+        help="warm every series up from this many days of clean history first, as the "
+        "service does with --prometheus (15 lets a week be seen twice); default: cold",
+    )
+    ap.add_argument(
         "--full",
         action="store_true",
         help=f"{FULL['series_per_family']} series a family, {FULL['days']:g} days",
@@ -461,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
     t0 = time.perf_counter()
-    results = run_suite(families, n=n, days=days, seed=args.seed)
+    results = run_suite(families, n=n, days=days, seed=args.seed, warm_days=args.warm_start_days)
     seconds = time.perf_counter() - t0
     print(
         f"default detector and alert rule; {n} clean + {n} anomalous series a family, "
@@ -479,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         "numpy": np.__version__,
         "numba": metadata.version("numba"),
         "cpu": platform.processor() or platform.machine(),
+        "warm_start_days": args.warm_start_days,
         "families": results,
         "rule": asdict(_rule_figures(DetectorConfig())),
     }

@@ -68,12 +68,14 @@ def period_history_query(selector: str, cfg: WarmStartConfig) -> str | None:
 
 def merge_history(
     old_ts: np.ndarray, old_bits: np.ndarray, ts: np.ndarray, bits: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The sparse longer history up to where the full-resolution one starts, then it."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The sparse longer history up to where the full-resolution one starts, then it; and
+    how many samples come from the sparse part."""
     if ts.shape[0] == 0:
-        return old_ts, old_bits
+        return old_ts, old_bits, int(old_ts.shape[0])
     keep = old_ts < ts[0]
-    return np.concatenate((old_ts[keep], ts)), np.concatenate((old_bits[keep], bits))
+    merged = (np.concatenate((old_ts[keep], ts)), np.concatenate((old_bits[keep], bits)))
+    return merged[0], merged[1], int(np.count_nonzero(keep))
 
 
 class WarmStarter:
@@ -115,21 +117,29 @@ class WarmStarter:
             self._todo.put_nowait(slot)
 
     def _release(
-        self, slot: int, ts: np.ndarray | None = None, bits: np.ndarray | None = None
+        self,
+        slot: int,
+        ts: np.ndarray | None = None,
+        bits: np.ndarray | None = None,
+        sparse: int = 0,
     ) -> None:
+        """Queue the history (the first ``sparse`` samples one every ``period_step_s``)
+        and the period found in it. A counter learns only the full-resolution part: its
+        rate between samples five minutes apart is a five-minute average, far smoother
+        than the rate between scrapes it will be scored on."""
         ts = np.empty(0, np.int64) if ts is None else ts
         bits = np.empty(0, np.uint64) if bits is None else bits
         periods: list[tuple[int, float]] = []
+        counter = self.is_counter(slot)
         if self.cfg.detect_period and ts.shape[0]:
             period_s = detect_period(
-                ts,
-                bits.view(np.float64),
-                self.cfg.period_candidates_s,
-                counter=self.is_counter(slot),
+                ts, bits.view(np.float64), self.cfg.period_candidates_s, counter=counter
             )
             if period_s is not None:
                 periods.append((slot, period_s * 1000.0))
                 self.metrics.periods_detected.inc()
+        if counter and sparse:
+            ts, bits = ts[sparse:], bits[sparse:]
         self.queue.offer(
             Batch(
                 slots=np.full(ts.shape[0], slot, dtype=np.int32),
@@ -140,7 +150,8 @@ class WarmStarter:
             )
         )
 
-    def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The series' history and how many of its first samples are the sparse part."""
         selector = selector_of(self.labels_of(slot))
         ts, bits = parse_matrix(
             self.client.custom_query(
@@ -149,16 +160,17 @@ class WarmStarter:
         )
         longer = period_history_query(selector, self.cfg)
         if longer is None:
-            return ts, bits
+            return ts, bits, 0
         old_ts, old_bits = parse_matrix(
             self.client.custom_query(longer, timeout=self.cfg.timeout_s)
         )
         return merge_history(old_ts, old_bits, ts, bits)
 
     async def _one(self, slot: int) -> None:
+        queries = 1 if period_history_query("{}", self.cfg) is None else 2
         try:
-            ts, bits = await asyncio.wait_for(
-                asyncio.to_thread(self._fetch, slot), self.cfg.timeout_s + 1
+            ts, bits, sparse = await asyncio.wait_for(
+                asyncio.to_thread(self._fetch, slot), queries * self.cfg.timeout_s + 1
             )
         except asyncio.CancelledError:
             raise
@@ -169,7 +181,7 @@ class WarmStarter:
             return
         self.metrics.warm_starts.labels("ok" if ts.shape[0] else "empty").inc()
         self.metrics.warm_start_samples.inc(int(ts.shape[0]))
-        self._release(slot, ts, bits)
+        self._release(slot, ts, bits, sparse)
 
     async def run(self) -> None:
         """Serve requests until cancelled, ``max_concurrent`` queries at a time."""

@@ -99,13 +99,13 @@ def test_the_longer_history_is_a_subquery_of_raw_samples_merged_before_the_recen
     assert period_history_query(sel, short) is None  # history_s covers it already
     old_ts = np.array([0, 300, 600, 900], np.int64)
     ts = np.array([700, 715], np.int64)
-    merged_ts, merged_bits = merge_history(
+    merged_ts, merged_bits, sparse = merge_history(
         old_ts, old_ts.astype(np.float64).view(np.uint64), ts, ts.astype(np.float64).view(np.uint64)
     )
-    assert merged_ts.tolist() == [0, 300, 600, 700, 715]
+    assert merged_ts.tolist() == [0, 300, 600, 700, 715] and sparse == 3
     assert merged_bits.view(np.float64).tolist() == [0, 300, 600, 700, 715]
     only_old = merge_history(old_ts, old_ts.view(np.uint64), ts[:0], ts[:0].view(np.uint64))
-    assert only_old[0].tolist() == old_ts.tolist()
+    assert only_old[0].tolist() == old_ts.tolist() and only_old[2] == 4
 
 
 @pytest.mark.parametrize("weekly_first", [True, False])
@@ -179,3 +179,33 @@ def test_warm_start_history_teaches_but_never_pages():
         )
     fires = [e for e in events if e.kind is EventKind.FIRE]
     assert len(fires) == 1 and fires[0].ts_ms >= live_t0
+
+
+@pytest.mark.parametrize("counter", [False, True])
+def test_a_counter_learns_only_the_full_resolution_history(counter):
+    """The period comes from the whole history either way; a counter's sparse part (its
+    rate between samples 5 minutes apart is a 5-minute average, much smoother than the
+    rate between scrapes) is not learned, a gauge's is."""
+    from prometheus_client import CollectorRegistry
+
+    from detector.metrics import build_metrics
+    from detector.pipeline.worker import SampleQueue
+    from detector.warmstart.prometheus import WarmStarter
+
+    queue = SampleQueue(max_samples=10_000_000)
+    starter = WarmStarter(
+        cfg=WarmStartConfig(),
+        prometheus_url="http://127.0.0.1:9",  # never queried here
+        queue=queue,
+        labels_of=lambda slot: (("__name__", "x_total" if counter else "x"),),
+        metrics=build_metrics(CollectorRegistry()),
+        is_counter=lambda slot: counter,
+    )
+    ts, rate = _traffic(15, 300, 0.35)
+    values = _running_total(np.maximum(rate, 0.0), 300.0, 10**9) if counter else rate
+    sparse = ts.shape[0] - 72  # the last 6 h at 5 minutes stand for the full-resolution part
+    starter._release(7, ts, values.view(np.uint64), sparse)
+    (batch,) = queue.take(0.0)
+    assert batch.periods == [(7, WEEK * 1000)]
+    assert batch.warmed == (7,)
+    assert batch.ts.tolist() == (ts[sparse:] if counter else ts).tolist()
