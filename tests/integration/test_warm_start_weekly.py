@@ -1,0 +1,221 @@
+"""Warm start finds a weekly period in 15 days of history read from the real Prometheus.
+
+Prometheus holds 15 days (backfilled by promtool) of two gauges: ``weekly`` follows a daily
+shape that drops to 35 % on the two weekend days, ``daily`` the same shape every day. The
+live samples fall on a Saturday noon of that history (the detector bins samples by their
+own timestamps, so the history's calendar is shifted to put "now" there). A weekend level
+is normal for the weekly series and an outage for the daily one; a weekday level is the
+reverse. The alerts say which profile judged them ("for a <day> HH:MM UTC" is a weekly
+one, "for HH:MM UTC" a daily one).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.remote_write import encode
+from tests.integration.procs import free_port, process, require, vigil_detector_argv, wait_until
+from tests.integration.stack import get_json, write
+
+pytestmark = pytest.mark.integration
+
+DAY_S = 86_400
+DAYS = 15
+STEP_S = 300  # the history's spacing, older than the last six hours
+RECENT_S = 6 * 3600  # warm_start.history_s: the part read at full resolution
+RECENT_STEP_S = 60
+WEEKLY = (("__name__", "vigil_shop_orders"), ("job", "weekly"))
+DAILY = (("__name__", "vigil_shop_orders"), ("job", "daily"))
+KINDS = ("fire", "resolve", "stale")
+
+
+def level(t: np.ndarray, *, noon_s: int, weekends: bool) -> np.ndarray:
+    """The noise-free value at ``t``: 20 at midnight to 100 at noon, where ``noon_s`` is
+    a Saturday noon; with ``weekends``, Saturdays and Sundays at 35 %."""
+    shape = 60.0 + 40.0 * np.cos(2 * np.pi * (t - noon_s) / DAY_S)
+    if not weekends:
+        return shape
+    weekday = np.floor((t - (noon_s - DAY_S // 2)) / DAY_S).astype(np.int64) % 7  # 0: Saturday
+    return np.where(weekday < 2, 0.35 * shape, shape)
+
+
+def history_times(noon_s: int) -> np.ndarray:
+    """Every five minutes for 15 days, every minute in the last six hours, up to a minute
+    before ``noon_s``."""
+    sparse = np.arange(noon_s - DAYS * DAY_S, noon_s - RECENT_S, STEP_S)
+    recent = np.arange(noon_s - RECENT_S, noon_s, RECENT_STEP_S)
+    return np.concatenate((sparse, recent)).astype(np.int64)
+
+
+def backfill(tmp: Path, noon_s: int) -> Path:
+    rng = np.random.default_rng(11)
+    t = history_times(noon_s)
+    lines = ["# HELP vigil_shop_orders Orders a minute.", "# TYPE vigil_shop_orders gauge"]
+    for labels, weekends in ((WEEKLY, True), (DAILY, False)):
+        values = level(t, noon_s=noon_s, weekends=weekends) + rng.normal(0.0, 1.5, t.shape)
+        job = dict(labels)["job"]
+        lines += [
+            f'vigil_shop_orders{{job="{job}"}} {v:.4f} {s}' for s, v in zip(t, values, strict=True)
+        ]
+    lines.append("# EOF")
+    source = tmp / "history.om"
+    source.write_text("\n".join(lines) + "\n")
+    tsdb = tmp / "tsdb"
+    subprocess.run(
+        [
+            require("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=24h",  # 16 blocks for Prometheus to open, not 180
+            str(source),
+            str(tsdb),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return tsdb
+
+
+def live(start_s: int, values: list[float]) -> list[encode.Series]:
+    """Both series, the same ``values`` a minute apart from ``start_s``."""
+    return [
+        encode.Series(
+            labels=list(labels),
+            samples=[((start_s + 60 * i) * 1000, v) for i, v in enumerate(values)],
+        )
+        for labels in (WEEKLY, DAILY)
+    ]
+
+
+def series_by_job(port: int) -> dict[str, dict]:
+    data = get_json(f"http://127.0.0.1:{port}/api/v1/series?match[]=vigil_shop_orders")["data"]
+    return {s["labels"]["job"]: s for s in data}
+
+
+def scored_up_to(port: int, ts_s: int) -> bool:
+    listed = series_by_job(port)
+    return len(listed) == 2 and all(s["last_timestamp_ms"] == ts_s * 1000 for s in listed.values())
+
+
+def firing_by_job(port: int) -> dict[str, dict]:
+    data = get_json(f"http://127.0.0.1:{port}/api/v1/anomalies")["data"]
+    return {a["labels"]["job"]: a for a in data}
+
+
+def metrics(port: int) -> dict[str, float]:
+    """/metrics as {sample name with its labels, as exposed: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    }
+
+
+def contexts(start_s: int, n: int, *, weekly: bool) -> set[str]:
+    """How an alert names the profile bin of any of ``n`` samples a minute apart."""
+    out = set()
+    for i in range(n):
+        t = datetime.fromtimestamp(start_s + 60 * i, UTC)
+        out.add(f"for a {t:%A %H:%M} UTC" if weekly else f"for {t:%H:%M} UTC")
+    return out
+
+
+def test_weekend_history_gives_a_weekly_profile(tmp_path: Path):
+    # "now" is a Saturday noon of the history; the live samples follow it, none of them
+    # ahead of the wall clock (the alert book never dates an alert in the future)
+    noon_s = (int(time.time()) - 660) // 60 * 60
+    tsdb = backfill(tmp_path, noon_s)
+    prom_port, vigil_port = free_port(), free_port()
+    (tmp_path / "prometheus.yml").write_text("global: {}\n")
+    # the live samples are sent minutes after their timestamps: silence is judged over an
+    # hour, so no alert goes stale and no series absent while the test reads them
+    (tmp_path / "vigil.yaml").write_text(
+        f"warm_start:\n  history_s: {RECENT_S}\n  period_history_s: {DAYS * DAY_S}\n"
+        "alerting:\n  stale_min_s: 3600\npresence:\n  absent_min_s: 3600\n"
+    )
+    with (
+        process(
+            "prometheus",
+            [
+                require("prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tsdb}",
+                # the history starts at the default retention's (15 days) edge
+                "--storage.tsdb.retention.time=30d",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            tmp_path,
+            ready_url=f"http://127.0.0.1:{prom_port}/-/ready",
+        ),
+        process(
+            "vigil",
+            vigil_detector_argv(
+                vigil_port,
+                "--config",
+                str(tmp_path / "vigil.yaml"),
+                "--prometheus",
+                f"http://127.0.0.1:{prom_port}",
+            ),
+            tmp_path,
+            ready_url=f"http://127.0.0.1:{vigil_port}/readyz",
+            timeout_s=180,
+        ),
+    ):
+        rng = np.random.default_rng(12)
+        # a Saturday at the weekend level: an outage for the daily series only
+        write(vigil_port, live(noon_s, list(35.0 + rng.normal(0.0, 1.5, 5))))
+        wait_until("the weekend samples scored", lambda: scored_up_to(vigil_port, noon_s + 240))
+        wait_until("the daily series pages", lambda: "daily" in firing_by_job(vigil_port))
+        weekend = series_by_job(vigil_port)
+        weekend_alerts = firing_by_job(vigil_port)
+        fired_on_weekend = metrics(vigil_port)['vigil_alert_events_total{kind="fire"}']
+
+        # the same Saturday at the weekday level: an outage for the weekly series only
+        write(vigil_port, live(noon_s + 300, list(100.0 + rng.normal(0.0, 1.5, 5))))
+        wait_until("the weekday samples scored", lambda: scored_up_to(vigil_port, noon_s + 540))
+        wait_until(
+            "the weekly series pages and the daily one recovers",
+            lambda: set(firing_by_job(vigil_port)) == {"weekly"},
+        )
+        weekday = series_by_job(vigil_port)
+        weekday_alerts = firing_by_job(vigil_port)
+        exposed = metrics(vigil_port)
+
+    # both histories were read whole: 15 days every five minutes (the subquery) joined to
+    # the last six hours every minute, without the overlap twice
+    history = weekday["weekly"]["samples"] - 10
+    most = (DAYS * DAY_S - RECENT_S) // STEP_S + RECENT_S // RECENT_STEP_S
+    assert DAYS * DAY_S // STEP_S < history <= most
+    assert weekday["daily"]["samples"] - 10 == history
+    assert exposed['vigil_warm_starts_total{result="ok"}'] == 2
+    assert exposed["vigil_warm_start_samples_total"] == 2 * history
+    # each series was given its own period (a week, and a day)
+    assert exposed["vigil_seasonal_periods_detected_total"] == 2
+
+    # on the weekend, the weekly profile expects the weekend level (a daily profile of the
+    # same history expects about 47 in a band of 7-87: the weekdays and weekends averaged)
+    assert 27 < weekend["weekly"]["expected"] < 43 and weekend["weekly"]["upper"] < 60
+    assert weekend["weekly"]["score"] < 0.999
+    assert 90 < weekend["daily"]["expected"] < 110 and weekend["daily"]["score"] >= 0.9999
+    assert "weekly" not in weekend_alerts and fired_on_weekend == 1
+    summary = weekend_alerts["daily"]["annotations"]["summary"]
+    assert any(c in summary for c in contexts(noon_s, 5, weekly=False)), summary
+
+    # weekday values on that Saturday: the weekly series pages, the daily one recovers
+    assert 27 < weekday["weekly"]["expected"] < 43 and weekday["weekly"]["upper"] < 60
+    assert weekday["weekly"]["score"] >= 0.9999
+    assert 90 < weekday["daily"]["expected"] < 110 and weekday["daily"]["score"] < 0.999
+    events = {k: exposed.get(f'vigil_alert_events_total{{kind="{k}"}}', 0.0) for k in KINDS}
+    assert events == {"fire": 2, "resolve": 1, "stale": 0}  # the daily one by normal samples
+    summary = weekday_alerts["weekly"]["annotations"]["summary"]
+    assert any(c in summary for c in contexts(noon_s + 300, 5, weekly=True)), summary
