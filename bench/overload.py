@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import build_bodies, run_loader  # noqa: E402
+from bench.ingest import _tree, build_bodies, run_loader  # noqa: E402
 from tests.integration.procs import free_port, process, require, wait_until  # noqa: E402
 
 SCRAPE_INTERVAL_S = 0.1
@@ -57,10 +57,17 @@ CFS_PERIOD_US = 10_000  # short periods: a throttled process stalls at most this
 # ---------------------------------------------------------------------------- exporter
 
 
-def serve_exporter(port: int, n_series: int) -> None:
-    """Serve ``n_series`` gauges whose values change on every scrape (child process)."""
+def serve_exporter(port: int, n_series: int, pods: bool = False) -> None:
+    """Serve ``n_series`` gauges whose values change on every scrape (child process).
+    ``pods``: each series also gets ``namespace`` and ``pod`` labels, 7 namespaces and 16
+    series a pod, so that ``--workers`` spreads them (its hashmod of namespace;pod)."""
+
+    def extra(i: int) -> str:
+        return f',namespace="ns-{i % 7}",pod="pod-{i // 16}"' if pods else ""
+
     names = [
-        f'vigil_bench_load{{job_slot="{i % 97}",instance_slot="{i}"}} ' for i in range(n_series)
+        f'vigil_bench_load{{job_slot="{i % 97}",instance_slot="{i}"{extra(i)}}} '
+        for i in range(n_series)
     ]
     state = {"scrape": 0}
 
@@ -169,7 +176,7 @@ class CpuQuota:
     of one CPU while applied. Without a writable cgroup v1 cpu controller it does nothing
     and says so in ``info``."""
 
-    def __init__(self, pid: int, share: float) -> None:
+    def __init__(self, pid: int, share: float, pids: list[int] | None = None) -> None:
         self.group = CGROUP_CPU / f"vigil-overload-{os.getpid()}"
         self.quota_us = max(1000, int(share * CFS_PERIOD_US))
         self.info: dict[str, object] = {
@@ -180,8 +187,9 @@ class CpuQuota:
         try:
             self.group.mkdir()
             (self.group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                (self.group / "tasks").write_text(tid)
+            for p in pids or [pid]:  # --workers: the supervisor and every worker
+                for tid in os.listdir(f"/proc/{p}/task"):
+                    (self.group / "tasks").write_text(tid)
             self.info["cgroup"] = True
         except OSError as exc:
             self.info["cgroup"] = False
@@ -318,6 +326,13 @@ def main() -> None:
     )
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serve --workers N (all on CPU 0); the exporter's series then get namespace "
+        "and pod labels, so the workers share them",
+    )
+    ap.add_argument(
         "--max-loop-lag-s",
         type=float,
         default=None,
@@ -348,8 +363,10 @@ def main() -> None:
         str(cfg),
         "--log-level",
         "WARNING",
+        *(["--workers", str(args.workers)] if args.workers > 1 else []),
     ]
     result: dict[str, object] = {
+        "workers": args.workers,
         "bench": "overload",
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
@@ -358,7 +375,8 @@ def main() -> None:
         ).stdout.split("\n")[0],
     }
     with process("vigil", vigil_argv, workdir, ready_url=f"{base}/readyz", timeout_s=180) as vigil:
-        quota = CpuQuota(vigil.pid, args.cpu_share)  # taskset execs the detector: same pid
+        # taskset execs the detector: same pid; with --workers, its workers too
+        quota = CpuQuota(vigil.pid, args.cpu_share, _tree(vigil.pid))
         exporter: subprocess.Popen[bytes] | None = None
         try:
             result["cpu_quota"] = quota.info
@@ -386,6 +404,7 @@ def main() -> None:
                     str(exp_port),
                     "--exporter-series",
                     str(n_series),
+                    *(["--exporter-pods"] if args.workers > 1 else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -439,7 +458,14 @@ def main() -> None:
     delta = {k: after_overload[k] - before[k] for k in after}
     since_prom = {k: after[k] - before_prom[k] for k in after}  # Prometheus started fresh
     p = drain["prometheus"]
-    vigil_took = since_prom["received"] - since_prom["dropped_queue_full"]
+    # --workers: a request one worker refused with 503 (its share did not fit) had the
+    # other worker's share accepted; Prometheus's retry sends that share again, and its
+    # owner drops the repeats as out of order (and Prometheus sends in order: no others)
+    vigil_took = (
+        since_prom["received"]
+        - since_prom["dropped_queue_full"]
+        - since_prom["dropped_out_of_order"]
+    )
     result.update(
         {
             "overload_s": args.seconds,
@@ -546,6 +572,6 @@ def _drain(base: str, prom_url: str, timeout_s: float) -> dict[str, Any]:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--exporter-port":
-        serve_exporter(int(sys.argv[2]), int(sys.argv[4]))
+        serve_exporter(int(sys.argv[2]), int(sys.argv[4]), "--exporter-pods" in sys.argv)
     else:
         main()

@@ -516,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(config_schema(), indent=2, sort_keys=True, allow_nan=False))
             return 0
         if args.worker_index is not None:
+            cores.pin_worker(args.worker_index, parse_workers(args.workers))
             # the supervisor passes SIGHUP on: until the app reloads on it, it must not
             # stop a worker that is still starting
             signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -84,3 +85,27 @@ def available_cores(*, affinity: int | None = None, root: Path = Path("/")) -> i
     quota = cgroup_quota(root)
     cores = affinity if quota == math.inf else min(affinity, math.floor(quota + 1e-9))
     return max(1, cores)
+
+
+def pin_worker(
+    index: int,
+    workers: int,
+    *,
+    affinity: set[int] | None = None,
+    set_affinity: Callable[[int, set[int]], None] = os.sched_setaffinity,
+) -> int | None:
+    """Pin worker ``index`` (this process, and the threads it starts) to one CPU of its
+    affinity mask when there is exactly one CPU per worker; the CPU, or None (not pinned).
+
+    Measured on 2 cores (docs/ingestion.md, Workers): unpinned, the two workers' event
+    loops and detector threads migrate between the cores, each switch evicting the other
+    process's caches, and the same work took 1.33 CPU-s per 1M samples; pinned, 1.05.
+    With more CPUs than workers (a CPU quota without a cpuset) nothing is pinned: those
+    CPUs are shared with others, and the scheduler places the workers better than a guess.
+    """
+    cpus = sorted(os.sched_getaffinity(0) if affinity is None else affinity)
+    if len(cpus) != workers:
+        return None
+    cpu = cpus[index % len(cpus)]
+    set_affinity(0, {cpu})
+    return cpu

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from detector.fleet.cores import available_cores, cgroup_quota
+from detector.fleet.cores import available_cores, cgroup_quota, pin_worker
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -71,3 +71,16 @@ def test_the_host_path_missing_in_a_container_falls_back_to_the_mount_root(tmp_p
         },
     )
     assert available_cores(affinity=4, root=root) == 2
+
+
+def test_a_worker_is_pinned_only_with_one_cpu_per_worker():
+    calls: list[set[int]] = []
+
+    def record(pid: int, cpus: set[int]) -> None:
+        calls.append(cpus)
+
+    assert pin_worker(1, 2, affinity={4, 6}, set_affinity=record) == 6
+    assert pin_worker(0, 2, affinity={4, 6}, set_affinity=record) == 4
+    assert calls == [{6}, {4}]
+    assert pin_worker(0, 2, affinity={0, 1, 2, 3}, set_affinity=record) is None
+    assert calls == [{6}, {4}]
