@@ -9,9 +9,9 @@ by asking the peers over a second Unix socket where every worker serves its own 
 (``merge``). ``serve`` runs the app like ``web.run_app``, but binds the public address
 with SO_REUSEPORT, so every worker listens on it and the kernel spreads connections.
 
-Per worker, not fanned out: the console (/ and its data), /runbooks, POST /-/reload
-(each worker reloads on its own SIGHUP; the supervisor forwards one to every worker),
-POST /api/v1/verify (the same answer from any worker).
+POST /-/reload is passed on to every worker too (as SIGHUP is, by the supervisor): 200
+when all reloaded, else the first refusal. Per worker, not fanned out: the console (/ and
+its data), /runbooks, POST /api/v1/verify (the same answer from any worker).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 LIST_PATHS = ("/api/v1/series", "/api/v1/entities", "/api/v1/anomalies")
 FAN_OUT_PATHS = frozenset(("/metrics", *probes.READY_PATHS, *LIST_PATHS))
+RELOAD_PATH = "/-/reload"
 PEER_READ_TIMEOUT_S = 10.0
 DEFAULT_LIST_LIMIT = 1000  # detector.web.api's default
 
@@ -146,16 +147,51 @@ class Fleet:
             self._shares[0 if o.status < 300 else 2 if o.status == 503 else 1].inc()
         return outcomes
 
-    async def read(self, worker: int, path_qs: str) -> tuple[int, bytes] | None:
-        """GET ``path_qs`` of one peer's own app; None if it does not answer."""
+    async def read(
+        self, worker: int, path_qs: str, *, method: str = "GET", headers: Mapping[str, str] = {}
+    ) -> tuple[int, bytes] | None:
+        """``path_qs`` of one peer's own app; None if it does not answer."""
         session = self.sessions.get(worker)
         if session is None:
             return None
         try:
-            async with session.get(f"http://worker-{worker}{path_qs}") as resp:
+            async with session.request(
+                method, f"http://worker-{worker}{path_qs}", headers=headers
+            ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError):
             return None
+
+    async def reload_all(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """POST /-/reload on this worker and then on every peer (same token)."""
+        local = await handler(request)
+        if local.status != 200:  # a bad token or a refused file: the same everywhere
+            return local
+        auth = {"Authorization": request.headers.get("Authorization", "")}
+        answers = await asyncio.gather(
+            *(self.read(w, RELOAD_PATH, method="POST", headers=auth) for w in self.peers)
+        )
+        for worker, answer in zip(self.peers, answers, strict=True):
+            if answer is None:
+                return web.json_response(
+                    {
+                        "ok": False,
+                        "problems": [
+                            f"worker {worker} did not answer the reload (restarting?); "
+                            "it reads the config when it starts"
+                        ],
+                    },
+                    status=503,
+                )
+            if answer[0] != 200:
+                return web.Response(
+                    status=answer[0], body=answer[1], content_type="application/json"
+                )
+        return local
 
     async def read_all(self, path_qs: str) -> dict[int, tuple[int, bytes] | None]:
         answers = await asyncio.gather(*(self.read(w, path_qs) for w in self.peers))
@@ -219,7 +255,11 @@ def install(
     async def fan_out(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.method != "GET" or request.path not in FAN_OUT_PATHS or _via_unix(request):
+        if _via_unix(request):
+            return await handler(request)
+        if request.method == "POST" and request.path == RELOAD_PATH:
+            return await fleet.reload_all(request, handler)
+        if request.method != "GET" or request.path not in FAN_OUT_PATHS:
             return await handler(request)
         return await fleet.answer(request, handler)
 

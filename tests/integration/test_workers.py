@@ -7,7 +7,7 @@ both, each POST on a new connection so the kernel spreads them over the two work
 - every series is on exactly the worker Prometheus' hashmod of ``namespace;pod`` names,
   and the two together hold exactly the reference's series with the same sample counts;
 - the service answers as one: /metrics sums to the reference's accepted samples with a
-  ``worker`` label, /-/ready is 200, a malformed body is a 400;
+  ``worker`` label, /-/ready is 200, POST /-/reload reloads both, a malformed body is a 400;
 - a worker killed with SIGKILL (after its checkpoint) is restarted by the supervisor and
   restores its series; requests sent while it is down get 503 and are retried, and at the
   end the counts still equal the reference's: nothing lost, nothing counted twice.
@@ -188,6 +188,11 @@ def test_two_workers_split_by_hashmod_answer_as_one_and_lose_nothing(services) -
     assert metric(fleet, "vigil_fleet_worker_up") == {"0": 1.0, "1": 1.0}
     with urllib.request.urlopen(f"http://127.0.0.1:{fleet}/-/ready", timeout=10) as resp:
         assert resp.status == 200
+    # POST /-/reload reaches one worker, which passes it on to the other
+    reload = urllib.request.Request(f"http://127.0.0.1:{fleet}/-/reload", method="POST")
+    with urllib.request.urlopen(reload, timeout=30) as resp:
+        assert resp.status == 200
+    assert metric(fleet, "vigil_config_reloads_total") == {"0": 1.0, "1": 1.0}
 
     # a checkpoint of worker 1 newer than the last round, then SIGKILL
     marker = max(metric(fleet, "vigil_checkpoints_written_total").get("1", 0.0), 0.0)
