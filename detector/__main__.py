@@ -344,7 +344,7 @@ def _supervise(workers: int, argv: list[str]) -> int:
     """Run ``workers`` copies of this command as workers until stopped (``fleet``)."""
     fleet_dir = Path(tempfile.mkdtemp(prefix="vigil-fleet-"))  # mode 0700: only this user
 
-    def worker_argv(index: int, restarts: int) -> list[str]:
+    def worker_argv(index: int, restarts: int, lifeline: int) -> list[str]:
         return [
             sys.executable,
             "-m",
@@ -358,6 +358,8 @@ def _supervise(workers: int, argv: list[str]) -> int:
             str(fleet_dir),
             "--worker-restarts",
             str(restarts),
+            "--supervisor-fd",
+            str(lifeline),
         ]
 
     try:
@@ -473,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--fleet-dir", type=Path, help=argparse.SUPPRESS)
     serve.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
         exposure.INSECURE_FLAG,
         action="store_true",
@@ -599,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                 ssl_context=ssl_context,
                 loop=new_event_loop(args.event_loop),
                 on_listening=on_listening,
+                lifeline=args.supervisor_fd,
             )
             return 0
         # auto_decompress=False: remote-write bodies are snappy, and a body mislabelled

@@ -95,7 +95,7 @@ def merge_list(
         data.sort(key=lambda a: str(a.get("startsAt", "")))
     elif path.endswith("/entities"):
         data.sort(key=lambda e: float(e.get("score") or 0.0), reverse=True)
-    if "total" in docs[0][1] if docs else False:
+    if any("total" in doc for _, doc in docs):
         total = sum(int(doc.get("total", 0)) for _, doc in docs)
         out["total"] = total
         if path.endswith("/series"):

@@ -8,7 +8,8 @@ its exit status, and counted: the restarted worker exports the count as
 ``vigil_fleet_worker_restarts_total``. A worker that exits with status 2 (a usage or
 configuration error, which a restart cannot fix) stops the service with status 2.
 SIGHUP goes to every worker (each reloads its config); SIGTERM or SIGINT stops them all
-(SIGKILL after ``STOP_TIMEOUT_S``) and the supervisor exits 0.
+(SIGKILL after ``STOP_TIMEOUT_S``) and the supervisor exits 0. A supervisor that dies
+without stopping them (SIGKILL) closes the pipe each worker watches, and they stop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -60,14 +62,15 @@ def describe_exit(returncode: int) -> str:
 
 
 class Supervisor:
-    """Keeps ``workers`` worker processes running; ``argv(i, restarts)`` is worker i's
-    command line."""
+    """Keeps ``workers`` worker processes running; ``argv(i, restarts, lifeline)`` is
+    worker i's command line, ``lifeline`` the file descriptor of a pipe the supervisor
+    holds open until it exits: a worker that reads end of file from it is orphaned."""
 
     def __init__(
         self,
         *,
         workers: int,
-        argv: Callable[[int, int], Sequence[str]],
+        argv: Callable[[int, int, int], Sequence[str]],
         backoff: Backoff = Backoff(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -79,6 +82,7 @@ class Supervisor:
         self.restarts = [0] * workers
         self.stopping = asyncio.Event()
         self.exit_code = 0
+        self.lifeline: tuple[int, int] | None = None  # (read end for workers, write end)
 
     def signal_all(self, sig: signal.Signals) -> None:
         for proc in self.procs.values():
@@ -90,7 +94,11 @@ class Supervisor:
         failures = 0
         while not self.stopping.is_set():
             started = self.clock()
-            proc = await asyncio.create_subprocess_exec(*self.argv(index, self.restarts[index]))
+            assert self.lifeline is not None
+            read_end = self.lifeline[0]
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv(index, self.restarts[index], read_end), pass_fds=(read_end,)
+            )
             self.procs[index] = proc
             if self.stopping.is_set():  # stopped while it was starting
                 proc.send_signal(signal.SIGTERM)
@@ -124,6 +132,7 @@ class Supervisor:
     async def run(self) -> int:
         """Until SIGTERM/SIGINT (exit 0) or a worker's usage error (exit 2)."""
         loop = asyncio.get_running_loop()
+        self.lifeline = os.pipe()  # not inheritable: only pass_fds hands the read end on
         loop.add_signal_handler(signal.SIGHUP, self.signal_all, signal.SIGHUP)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -138,4 +147,6 @@ class Supervisor:
             await asyncio.wait(pending)
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        for fd in self.lifeline:
+            os.close(fd)
         return self.exit_code

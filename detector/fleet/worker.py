@@ -29,7 +29,13 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 from detector.fleet import merge, peer
 from detector.fleet.partition import Partition
@@ -213,7 +219,8 @@ class Fleet:
             }
             texts[me] = generate_latest(self.registry).decode("utf-8")
             return web.Response(
-                text=merge.merge_metrics(texts), content_type="text/plain", charset="utf-8"
+                body=merge.merge_metrics(texts).encode("utf-8"),
+                headers={"Content-Type": CONTENT_TYPE_LATEST},
             )
         local = await handler(request)
         body = local.body if isinstance(local, web.Response) else b""
@@ -309,9 +316,11 @@ def serve(
     ssl_context: ssl.SSLContext | None,
     loop: asyncio.AbstractEventLoop,
     on_listening: Callable[[], None],
+    lifeline: int | None = None,
 ) -> None:
-    """Run ``app`` until SIGTERM or SIGINT: on ``host:port`` with SO_REUSEPORT (every
-    worker binds it) and on the Unix socket ``http_path`` for the peers."""
+    """Run ``app`` until SIGTERM or SIGINT, or until the pipe ``lifeline`` (from the
+    supervisor) closes: on ``host:port`` with SO_REUSEPORT (every worker binds it) and on
+    the Unix socket ``http_path`` for the peers."""
 
     async def main() -> None:
         runner = web.AppRunner(
@@ -325,6 +334,15 @@ def serve(
             stop = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
+            if lifeline is not None:
+                # the supervisor holds the pipe's other end: end of file means it is gone
+                # (even killed with SIGKILL), and nothing would restart or stop us any more
+                def orphaned() -> None:
+                    log.error("the supervisor is gone; this worker stops")
+                    loop.remove_reader(lifeline)
+                    stop.set()
+
+                loop.add_reader(lifeline, orphaned)
             await stop.wait()
         finally:
             await runner.cleanup()

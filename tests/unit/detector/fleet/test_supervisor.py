@@ -1,6 +1,7 @@
 """detector.fleet.supervisor: restart policy, restarts, signals, stop."""
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -34,7 +35,7 @@ async def test_supervisor_restarts_a_dead_worker_and_stops_on_sigterm(tmp_path):
     )
     sup = Supervisor(
         workers=2,
-        argv=lambda i, k: [sys.executable, "-c", script, str(i), str(k), str(marks)],
+        argv=lambda i, k, fd: [sys.executable, "-c", script, str(i), str(k), str(marks)],
         backoff=Backoff(initial_s=0.01),
     )
 
@@ -59,10 +60,40 @@ async def test_supervisor_restarts_a_dead_worker_and_stops_on_sigterm(tmp_path):
 async def test_a_worker_usage_error_stops_the_service_with_2():
     sup = Supervisor(
         workers=2,
-        argv=lambda i, k: [
+        argv=lambda i, k, fd: [
             sys.executable,
             "-c",
             f"import sys, time; sys.exit(2 if {i} else 0) if {i} else time.sleep(30)",
         ],
     )
     assert await asyncio.wait_for(sup.run(), 30) == 2
+
+
+async def test_workers_get_a_lifeline_that_ends_when_the_supervisor_closes_it(tmp_path):
+    out = tmp_path / "eof"
+    # the worker blocks reading the pipe and records when it sees end of file
+    script = (
+        "import os, sys, pathlib\n"
+        "fd = int(sys.argv[1])\n"
+        "pathlib.Path(sys.argv[2] + '.started').touch()\n"
+        "while os.read(fd, 1): pass\n"
+        "pathlib.Path(sys.argv[2]).touch()\n"
+    )
+    sup = Supervisor(
+        workers=1, argv=lambda i, k, fd: [sys.executable, "-c", script, str(fd), str(out)]
+    )
+    run = asyncio.ensure_future(sup.run())
+    await asyncio.to_thread(
+        wait_until,
+        "worker started",
+        (tmp_path / "eof.started").exists,
+        timeout_s=20,
+        interval_s=0.01,
+    )
+    assert not out.exists()
+    assert sup.lifeline is not None
+    os.close(sup.lifeline[1])  # what the kernel does when the supervisor dies
+    await asyncio.to_thread(wait_until, "worker saw EOF", out.exists, timeout_s=20, interval_s=0.01)
+    sup.lifeline = (sup.lifeline[0], os.open(os.devnull, os.O_RDONLY))  # run() closes both
+    sup.stopping.set()
+    assert await asyncio.wait_for(run, 20) == 0
