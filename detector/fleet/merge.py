@@ -1,9 +1,11 @@
-"""One answer from every worker's answer: /metrics, the readiness probe and the JSON lists.
+"""One answer from every worker's answer: /metrics, the readiness probe, the JSON lists
+and the console's recent anomalies.
 
 Pure functions over what the workers answered (``None``: the worker did not answer).
 Metrics keep every worker's series apart with a ``worker`` label; the JSON lists are
 concatenated, re-sorted and cut to the request's ``limit``, and each series says which
-worker holds it.
+worker holds it. The console's chart ids are slots, one numbering per worker: merged,
+id ``slot * workers + worker`` names both, and ``history_target`` reads it back.
 """
 
 from __future__ import annotations
@@ -115,3 +117,40 @@ def as_texts(answers: Sequence[tuple[int, bytes] | None]) -> dict[int, str | Non
         w: (a[1].decode("utf-8", "replace") if a is not None and a[0] == 200 else None)
         for w, a in enumerate(answers)
     }
+
+
+def merge_recent(
+    answers: Mapping[int, tuple[int, bytes] | None], *, workers: int, me: int
+) -> tuple[int, dict[str, Any]]:
+    """GET /api/v1/anomalies/recent of every worker: the series with a chart, newest
+    first, then the alert members without one; chart ids made unique over the workers."""
+    charts: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
+    head: dict[str, Any] = {}
+    for worker, answer in sorted(answers.items()):
+        if answer is None:
+            return 503, {
+                "status": "error",
+                "error": f"worker {worker} is not answering (starting or restarting); retry",
+            }
+        status, body = answer
+        doc = json.loads(body)
+        if status != 200:
+            return status, doc
+        if worker == me or not head:
+            head = {k: v for k, v in doc.items() if k != "data"}
+        for item in doc.get("data", []):
+            if item.get("id") is None:
+                others.append(item)
+            else:
+                charts.append({**item, "id": int(item["id"]) * workers + worker})
+    charts.sort(key=lambda a: int(a.get("last_ms") or 0), reverse=True)
+    return 200, {**head, "status": "success", "data": charts + others}
+
+
+def history_target(text: str, workers: int) -> tuple[int, int] | None:
+    """A merged chart id -> (worker, its slot there); None if it is not one."""
+    if not text.isdigit():
+        return None
+    merged = int(text)
+    return merged % workers, merged // workers

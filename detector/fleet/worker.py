@@ -10,8 +10,9 @@ by asking the peers over a second Unix socket where every worker serves its own 
 with SO_REUSEPORT, so every worker listens on it and the kernel spreads connections.
 
 POST /-/reload is passed on to every worker too (as SIGHUP is, by the supervisor): 200
-when all reloaded, else the first refusal. Per worker, not fanned out: the console (/ and
-its data), /runbooks, POST /api/v1/verify (the same answer from any worker).
+when all reloaded, else the first refusal. The console's data (recent anomalies and each
+one's chart) comes from every worker too. Per worker, not fanned out: /runbooks, POST
+/api/v1/verify (the same answer from any worker), /healthz.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ from servicekit import probes
 log = logging.getLogger(__name__)
 
 LIST_PATHS = ("/api/v1/series", "/api/v1/entities", "/api/v1/anomalies")
-FAN_OUT_PATHS = frozenset(("/metrics", *probes.READY_PATHS, *LIST_PATHS))
 RELOAD_PATH = "/-/reload"
+RECENT_PATH = "/api/v1/anomalies/recent"
+FAN_OUT_PATHS = frozenset(("/metrics", *probes.READY_PATHS, *LIST_PATHS, RECENT_PATH))
+HISTORY_PREFIX, HISTORY_SUFFIX = "/api/v1/anomalies/", "/history"
 PEER_READ_TIMEOUT_S = 10.0
 DEFAULT_LIST_LIMIT = 1000  # detector.web.api's default
 
@@ -168,6 +171,32 @@ class Fleet:
         except (aiohttp.ClientError, OSError, TimeoutError):
             return None
 
+    async def history(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """A chart of the merged recent list: from the worker its id names."""
+        text = request.path[len(HISTORY_PREFIX) : -len(HISTORY_SUFFIX)]
+        target = merge.history_target(text, self.partition.workers)
+        if target is None:
+            return await handler(request)  # its own 404 for an id that is not a number
+        worker, slot = target
+        if worker == self.partition.index:
+            answer = await self.read_self(f"{HISTORY_PREFIX}{slot}{HISTORY_SUFFIX}")
+        else:
+            answer = await self.read(worker, f"{HISTORY_PREFIX}{slot}{HISTORY_SUFFIX}")
+        if answer is None:
+            return web.json_response(
+                {"status": "error", "error": f"worker {worker} is not answering; retry"},
+                status=503,
+            )
+        return web.Response(status=answer[0], body=answer[1], content_type="application/json")
+
+    async def read_self(self, path_qs: str) -> tuple[int, bytes] | None:
+        """``path_qs`` of this worker's own app, through its peer socket (no fan-out)."""
+        return await self.read(self.partition.index, path_qs)
+
     async def reload_all(
         self,
         request: web.Request,
@@ -236,6 +265,11 @@ class Fleet:
                 }
             )
             return web.Response(status=status, text=text)
+        if path == RECENT_PATH:
+            status, doc = merge.merge_recent(
+                {me: mine, **peers}, workers=self.partition.workers, me=me
+            )
+            return web.json_response(doc, status=status)
         limit = merge.parse_limit(request.query, DEFAULT_LIST_LIMIT)
         status, doc = merge.merge_list(path, {me: mine, **peers}, limit=limit)
         return web.json_response(doc, status=status)
@@ -266,7 +300,11 @@ def install(
             return await handler(request)
         if request.method == "POST" and request.path == RELOAD_PATH:
             return await fleet.reload_all(request, handler)
-        if request.method != "GET" or request.path not in FAN_OUT_PATHS:
+        path = request.path
+        if request.method == "GET" and path.startswith(HISTORY_PREFIX):
+            if path.endswith(HISTORY_SUFFIX):
+                return await fleet.history(request, handler)
+        if request.method != "GET" or path not in FAN_OUT_PATHS:
             return await handler(request)
         return await fleet.answer(request, handler)
 
@@ -287,7 +325,7 @@ def install(
             str(path),
         )
         timeout = aiohttp.ClientTimeout(total=PEER_READ_TIMEOUT_S)
-        for w in fleet.peers:
+        for w in range(partition.workers):  # itself too: a chart it holds (Fleet.history)
             fleet.sessions[w] = aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(path=str(http_socket(fleet_dir, w))),
                 timeout=timeout,

@@ -188,6 +188,11 @@ def test_two_workers_split_by_hashmod_answer_as_one_and_lose_nothing(services) -
     assert metric(fleet, "vigil_fleet_worker_up") == {"0": 1.0, "1": 1.0}
     with urllib.request.urlopen(f"http://127.0.0.1:{fleet}/-/ready", timeout=10) as resp:
         assert resp.status == 200
+    # the console's data: the recent list of both; a chart id names its worker (id % 2)
+    assert get_json(fleet, "/api/v1/anomalies/recent")["status"] == "success"
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        get_json(fleet, "/api/v1/anomalies/1/history")
+    assert missing.value.code == 404 and b"series '0'" in missing.value.read()
     # POST /-/reload reaches one worker, which passes it on to the other
     reload = urllib.request.Request(f"http://127.0.0.1:{fleet}/-/reload", method="POST")
     with urllib.request.urlopen(reload, timeout=30) as resp:

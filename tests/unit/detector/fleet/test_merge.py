@@ -58,3 +58,29 @@ def test_entities_sort_by_score_and_anomalies_by_start():
     a1 = b'{"status": "success", "data": [{"startsAt": "2026-01-01T00:00:00Z"}]}'
     _, doc = merge.merge_list("/api/v1/anomalies", {0: (200, a0), 1: (200, a1)}, limit=1)
     assert [a["startsAt"][:10] for a in doc["data"]] == ["2026-01-01", "2026-01-02"]
+
+
+def test_recent_anomalies_get_ids_that_name_their_worker():
+    a = json.dumps(
+        {
+            "status": "success",
+            "now_ms": 5,
+            "remediator_url": None,
+            "data": [{"id": 7, "last_ms": 10}, {"id": None, "last_ms": None}],
+        }
+    ).encode()
+    b = json.dumps(
+        {
+            "status": "success",
+            "now_ms": 6,
+            "remediator_url": None,
+            "data": [{"id": 7, "last_ms": 20}],
+        }
+    ).encode()
+    status, doc = merge.merge_recent({0: (200, a), 1: (200, b)}, workers=2, me=0)
+    assert status == 200 and doc["now_ms"] == 5
+    assert [d["id"] for d in doc["data"]] == [15, 14, None]  # newest chart first
+    assert merge.history_target("15", 2) == (1, 7)
+    assert merge.history_target("14", 2) == (0, 7)
+    assert merge.history_target("x", 2) is None
+    assert merge.merge_recent({0: (200, a), 1: None}, workers=2, me=0)[0] == 503
