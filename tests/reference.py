@@ -127,7 +127,9 @@ class _Calibration:
         self.total -= amount
 
 
-def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> list[float]:
+def ensemble(  # noqa: C901 (a line-by-line mirror of the kernel, which has the same shape)
+    params: EnsembleParams, ts_ms: list[int], values: list[float]
+) -> list[float]:
     q = params
     band_p = math.erfc(q.band_sigmas / math.sqrt(2.0))
     n = 0
@@ -137,7 +139,7 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
     last_t = 0.0
     cal = [_Calibration() for _ in range(2)]
     run_side = run_since = run_n = run_d1 = run_e3 = 0.0
-    streak = 0
+    back = 0  # samples in a row back from the open run
     onset: list[tuple[_Calibration, float]] = []
     out = []
     for t, x in zip(ts_ms, values, strict=True):
@@ -157,7 +159,7 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
             m1 = level = x
         # the level watches the value less its bin's offset, once the bin has one
         off = season[b] if q.season_bins and visits[b] > 0 else 0.0
-        centre, sigma = (level + season[b], ss) if seasonal_on else (m1 + off, s1)
+        centre = level + season[b] if seasonal_on else m1 + off
         d1 = x - off - m1
         z1 = abs(d1) / s1 if s1 > 0 else (0.0 if d1 == 0 else 50.0)
         warm = n >= q.warmup_samples
@@ -176,6 +178,7 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
         dev = x - centre
         side = 1.0 if dev > 0 else -1.0
         if anomalous:  # learns nothing; a run that lasts adopt_after_s is adopted
+            back = 0
             onset = [(c, c.last_z) for c in used]
             for c in used:
                 c.take_back(1.0)
@@ -210,19 +213,36 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 sv = max(sv, run_v3)
                 run_side = 0.0
         else:
-            # a single extreme between normal samples: learned at half weight, once the
-            # calibration holds 100 samples' weight
-            if streak == 1 and cal[0].total >= 100.0:
+            # a run ends at the second sample in a row back (the other side, or out of the
+            # series' outer 5%); until then its samples inside the band teach a tenth
+            # and the calibration nothing
+            cw, came_back = 1.0, False
+            if run_side != 0:
+                back = back + 1 if side != run_side or lp + math.log10(k) > math.log10(0.05) else 0
+                if back >= 2:
+                    run_side, back, came_back = 0.0, 0, True
+                else:
+                    cw = 0.1
+            # a run the series came back from: its last extreme is the series' own tail,
+            # learned at half weight once the calibration holds 100 samples' weight
+            if came_back and cal[0].total >= 100.0:
                 for c, z in onset:
                     c.add(z, 0.5)
-            if run_side != 0 and (side != run_side or abs(dev) < sigma):
-                run_side = 0.0
+            if cw < 1.0:
+                for c in used:
+                    c.take_back(1.0)
+                b1 *= cw
+                b2 *= cw
             if q.season_bins:
                 resid = x - level
                 level += b2 * (x - season[b] - level)
                 # a visit, or the share dt / season_sample_s of one for a sample that
                 # follows the previous one sooner
-                f = 1.0 if n == 0 else min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
+                f = (
+                    1.0
+                    if n == 0
+                    else cw * min(1.0, max(0.0, (t - last_t) / (q.season_sample_s * 1e3)))
+                )
                 # a young bin is the plain mean of its visits so far
                 season[b] = f32(
                     resid
@@ -236,7 +256,6 @@ def ensemble(params: EnsembleParams, ts_ms: list[int], values: list[float]) -> l
                 d1 = math.copysign(q.clip_sigmas * s1, d1)
             m1 += b1 * d1
             v1 = (1 - b1) * (v1 + b1 * d1 * d1)
-        streak = streak + 1 if anomalous else 0
         last_t = t if n == 0 else max(last_t, t)
         n += 1
     return out

@@ -38,8 +38,9 @@ in use learns it at a tenth of a visit. A run stops when the series comes back, 
 deviation has lasted ``adopt_ms`` (a time, not a sample count): then the level and the
 profile's level move by the run's mean deviation, the series' adoption count goes up and
 its time is kept (``S_ADOPTIONS``, ``S_ADOPT_T``) for the alert's resolution to say so.
-A run ends at a normal sample on the other side of the expected value or no longer in the
-series' outer 5% (a deviation hovering at the band's edge keeps its run).
+A run ends at the second sample in a row that has come back: on the other side of the
+expected value, or no longer in the series' outer 5% (a deviation hovering at the band's
+edge keeps its run, and one noisy sample of a shifted series does not restart its hour).
 
 Non-finite values score NaN and leave the state unchanged. numpy and numba only.
 """
@@ -72,7 +73,7 @@ from detector.detectors._kernels.tail import score_from_probability
     S_RUN_V1,
     S_ADOPTIONS,
     S_ADOPT_T,
-    S_STREAK,  # anomalous samples in a row (kept in the checkpoint layout; not read)
+    S_BACK,  # samples in a row back from the open run (this column held a streak before)
     S_ONSET_Z1,
     S_L,
     S_SV,
@@ -96,6 +97,11 @@ _FLAGGED_WEIGHT = 0.1
 # a run goes on while its samples stay in the series' own outer 5% on its side (the
 # signals' smallest tail probability, Bonferroni-scaled, at most _RUN_P), in the band or not
 _RUN_P = 0.05
+# samples in a row back from a run (on the other side, or out of the outer 5%) that end it:
+# one is noise on a shifted series (a -6 sigma shift with a 3-sigma sample back towards the
+# old level ended its run four minutes before adoption and restarted the hour), two in a
+# row are rare (p ~ 1e-7 a pair for that shift)
+_BACK_SAMPLES = 2.0
 
 
 def state_columns(season_bins: int) -> int:
@@ -281,6 +287,7 @@ def ensemble_score_learn(
                 else:
                     season[s, b] += _FLAGGED_WEIGHT * sa * f * (resid - season[s, b])
                 visits[s, b] += f if not seasonal_on else _FLAGGED_WEIGHT * f
+            st[S_BACK] = 0.0
             if st[S_RUN_SIDE] != side:  # a new run
                 st[S_RUN_SIDE] = side
                 st[S_RUN_SINCE] = float(ts_ms[i])
@@ -317,11 +324,17 @@ def ensemble_score_learn(
             # widen from the anomaly's side and end a lasting deviation before adopt_ms
             cw = 1.0
             came_back = False
-            if st[S_RUN_SIDE] != 0.0 and (side != st[S_RUN_SIDE] or k * p > _RUN_P):
-                st[S_RUN_SIDE] = 0.0  # back: the run is over
-                came_back = True
-            elif st[S_RUN_SIDE] != 0.0:
-                cw = _FLAGGED_WEIGHT
+            if st[S_RUN_SIDE] != 0.0:
+                if side != st[S_RUN_SIDE] or k * p > _RUN_P:
+                    st[S_BACK] += 1.0
+                else:
+                    st[S_BACK] = 0.0
+                if st[S_BACK] >= _BACK_SAMPLES:
+                    st[S_RUN_SIDE] = 0.0  # back: the run is over
+                    st[S_BACK] = 0.0
+                    came_back = True
+                else:
+                    cw = _FLAGGED_WEIGHT
             # a run the series came back from was its own tail: its last extreme enters
             # the calibration at half weight (not while the calibration is young: a young
             # variance's extremes would set the tail's edge, and a 10-sigma sample at
@@ -365,7 +378,6 @@ def ensemble_score_learn(
                 d1 = clip * s1 * (1.0 if d1 > 0.0 else -1.0)
             st[S_M1] += b1 * d1
             st[S_V1] = (1.0 - b1) * (st[S_V1] + b1 * d1 * d1)
-        st[S_STREAK] = st[S_STREAK] + 1.0 if anomalous else 0.0
         if nbins > 0:
             st[S_LAST_T] = ts_ms[i] if st[S_N] == 0 else max(st[S_LAST_T], float(ts_ms[i]))
         st[S_N] += 1.0

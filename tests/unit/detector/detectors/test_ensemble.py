@@ -124,7 +124,9 @@ def test_the_profile_learns_as_much_a_day_at_any_scrape_interval():
     so the 'daily' profile remembered only the last five minutes of the bin's visit)."""
     slow, _ = _run(*_daily(300_000, 3))
     fast, _ = _run(*_daily(15_000, 3))
-    assert np.allclose(slow.visits[0], 18.0)
+    # on this noise-free wave a few samples open runs; the samples that continue one
+    # count a tenth of a visit (at most one visit in eighteen here)
+    assert np.allclose(slow.visits[0], 18.0, atol=1.0)
     # bin 0 also holds the series' first sample, a whole visit on its own; a sample
     # outside the band of a bin in use counts a tenth of its share, and so do the samples
     # inside the band that continue its run (a few at 15 s, on this noise-free wave)
