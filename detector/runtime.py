@@ -310,7 +310,12 @@ class TableFacts:
         return self.registry.is_counter(slot)
 
     def detector_of(self, slot: int) -> tuple[str, dict[str, Any]]:
-        params = self.registry.rule_of(slot).detector
+        """The settings the series is scored with: its rule's, or those of the family its
+        history moved it to (a weekly profile; ``DetectorSet.set_period``)."""
+        dets = self.pipeline.detectors
+        family_of = dets.family_of  # the worker may grow it: read the reference once
+        f = int(family_of[slot]) if slot < family_of.shape[0] else -1
+        params = dets.params[f] if f >= 0 else self.registry.rule_of(slot).detector
         return params.kind, params.model_dump(mode="json", exclude={"kind"})
 
     def reading(self, slot: int) -> Reading:

@@ -73,7 +73,12 @@ class DetectorSet:
         """The seasonal period (ms) of ``slot``'s detector, or None if it has none."""
         f = int(self.family_of[slot]) if slot < self.family_of.shape[0] else -1
         period_of = getattr(self.families[f], "period_of", None) if f >= 0 else None
-        return None if period_of is None else period_of(int(self.row_of[slot]))
+        if period_of is None:
+            return None
+        try:  # read from the event loop while the worker may be moving the slot
+            return float(period_of(int(self.row_of[slot])))
+        except IndexError:
+            return None
 
     def adopted_after_s(self, slot: int, since_ms: int) -> float | None:
         """``adopt_after_s`` of ``slot``'s detector if it adopted a new level at or after

@@ -361,7 +361,10 @@ class Pipeline:
                     self.warming[spec.slot] = 1
                     self.n_warming += 1
             for slot, period_ms in batch.periods:
-                self.detectors.set_period(slot, period_ms)
+                # only for a series still warming: one a reload reset meanwhile has live
+                # state that a period (fresh profile, maybe another family) would wipe
+                if slot < self.warming.shape[0] and self.warming[slot]:
+                    self.detectors.set_period(slot, period_ms)
         self.stages.lap(stages.RESOLVE)  # new series' state (nothing in the steady state)
         # warm-start history (a batch that warms its series) teaches the detectors but
         # never reaches the alert lifecycle: an old incident, or the first weekend of a

@@ -24,6 +24,7 @@ from detector.pipeline.worker import Batch, SampleQueue
 from detector.series.registry import Labels
 from detector.warmstart.periods import detect_period
 from servicekit import tls
+from servicekit.durations import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,18 @@ def selector_of(labels: Labels) -> str:
     return "{" + ", ".join(f'{name}="{quote(value)}"' for name, value in labels) + "}"
 
 
-def parse_matrix(result: Sequence[dict[str, object]]) -> tuple[np.ndarray, np.ndarray]:
-    """The samples of a range-vector answer for one series: (ts_ms, value bits), in order."""
+def parse_matrix(
+    result: Sequence[dict[str, object]], labels: Labels | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of a range-vector answer for one series: (ts_ms, value bits), in order.
+    With ``labels``, only the answer's series with exactly that label set: a selector
+    pins the labels it names, so Prometheus also returns series with more labels."""
     ts: list[int] = []
     values: list[float] = []
+    wanted = None if labels is None else dict(labels)
     for series in result:
+        if wanted is not None and series.get("metric") != wanted:
+            continue
         for stamp, text in series.get("values", []):  # type: ignore[attr-defined]
             ts.append(round(float(stamp) * 1000))
             values.append(float(text))
@@ -76,6 +84,24 @@ def merge_history(
     keep = old_ts < ts[0]
     merged = (np.concatenate((old_ts[keep], ts)), np.concatenate((old_bits[keep], bits)))
     return merged[0], merged[1], int(np.count_nonzero(keep))
+
+
+def prepare_history(
+    ts: np.ndarray, bits: np.ndarray, sparse: int, *, counter: bool, cfg: WarmStartConfig
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """What a warm start learns of a history whose first ``sparse`` samples are one every
+    ``period_step_s``, and the seasonal period (ms) it repeats with, if any. A counter
+    learns only the full-resolution part: its rate between samples five minutes apart is
+    a five-minute average, far smoother than the rate between scrapes it is scored on."""
+    period_ms = None
+    if cfg.detect_period and ts.shape[0]:
+        period_s = detect_period(
+            ts, bits.view(np.float64), cfg.period_candidates_s, counter=counter
+        )
+        period_ms = None if period_s is None else period_s * 1000.0
+    if counter and sparse:
+        ts, bits = ts[sparse:], bits[sparse:]
+    return ts, bits, period_ms
 
 
 class WarmStarter:
@@ -121,25 +147,15 @@ class WarmStarter:
         slot: int,
         ts: np.ndarray | None = None,
         bits: np.ndarray | None = None,
-        sparse: int = 0,
+        period_ms: float | None = None,
     ) -> None:
-        """Queue the history (the first ``sparse`` samples one every ``period_step_s``)
-        and the period found in it. A counter learns only the full-resolution part: its
-        rate between samples five minutes apart is a five-minute average, far smoother
-        than the rate between scrapes it will be scored on."""
+        """Queue the history to learn and the period found in it (none: the held live
+        samples are just released)."""
         ts = np.empty(0, np.int64) if ts is None else ts
         bits = np.empty(0, np.uint64) if bits is None else bits
-        periods: list[tuple[int, float]] = []
-        counter = self.is_counter(slot)
-        if self.cfg.detect_period and ts.shape[0]:
-            period_s = detect_period(
-                ts, bits.view(np.float64), self.cfg.period_candidates_s, counter=counter
-            )
-            if period_s is not None:
-                periods.append((slot, period_s * 1000.0))
-                self.metrics.periods_detected.inc()
-        if counter and sparse:
-            ts, bits = ts[sparse:], bits[sparse:]
+        periods = [] if period_ms is None else [(slot, period_ms)]
+        if period_ms is not None:
+            self.metrics.periods_detected.inc()
         self.queue.offer(
             Batch(
                 slots=np.full(ts.shape[0], slot, dtype=np.int32),
@@ -150,26 +166,41 @@ class WarmStarter:
             )
         )
 
-    def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """The series' history and how many of its first samples are the sparse part."""
-        selector = selector_of(self.labels_of(slot))
+    def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """In a thread: the series' history to learn and its period (queries, parsing and
+        period detection stay off the event loop)."""
+        labels = self.labels_of(slot)
+        selector = selector_of(labels)
         ts, bits = parse_matrix(
             self.client.custom_query(
                 history_query(selector, self.cfg.history_s), timeout=self.cfg.timeout_s
-            )
+            ),
+            labels,
         )
+        sparse = 0
         longer = period_history_query(selector, self.cfg)
-        if longer is None:
-            return ts, bits, 0
-        old_ts, old_bits = parse_matrix(
-            self.client.custom_query(longer, timeout=self.cfg.timeout_s)
-        )
-        return merge_history(old_ts, old_bits, ts, bits)
+        if longer is not None:
+            try:
+                old_ts, old_bits = parse_matrix(
+                    self.client.custom_query(longer, timeout=self.cfg.timeout_s), labels
+                )
+            except Exception as exc:  # the recent history is still worth learning
+                log.warning(
+                    "warm start of series %s: the %s history for its seasonal period "
+                    "could not be read (%s); learning the last %s without it",
+                    slot,
+                    format_duration(self.cfg.period_history_s),
+                    tls.explain(exc),
+                    format_duration(self.cfg.history_s),
+                )
+            else:
+                ts, bits, sparse = merge_history(old_ts, old_bits, ts, bits)
+        return prepare_history(ts, bits, sparse, counter=self.is_counter(slot), cfg=self.cfg)
 
     async def _one(self, slot: int) -> None:
         queries = 1 if period_history_query("{}", self.cfg) is None else 2
         try:
-            ts, bits, sparse = await asyncio.wait_for(
+            ts, bits, period_ms = await asyncio.wait_for(
                 asyncio.to_thread(self._fetch, slot), queries * self.cfg.timeout_s + 1
             )
         except asyncio.CancelledError:
@@ -181,7 +212,7 @@ class WarmStarter:
             return
         self.metrics.warm_starts.labels("ok" if ts.shape[0] else "empty").inc()
         self.metrics.warm_start_samples.inc(int(ts.shape[0]))
-        self._release(slot, ts, bits, sparse)
+        self._release(slot, ts, bits, period_ms)
 
     async def run(self) -> None:
         """Serve requests until cancelled, ``max_concurrent`` queries at a time."""

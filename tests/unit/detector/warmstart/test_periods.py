@@ -45,7 +45,7 @@ def test_a_history_batch_gives_its_series_its_own_period():
                 slots=np.empty(0, np.int32),
                 ts=np.empty(0, np.int64),
                 bits=np.empty(0, np.uint64),
-                new_slots=[SlotSpec(0, EnsembleParams())],
+                new_slots=[SlotSpec(0, EnsembleParams(), warm=True)],
             )
         ]
     )
@@ -55,6 +55,7 @@ def test_a_history_batch_gives_its_series_its_own_period():
                 slots=np.zeros(1, np.int32),
                 ts=np.ones(1, np.int64),
                 bits=np.ones(1).view(np.uint64),
+                warmed=(0,),
                 periods=[(0, WEEK * 1000)],
             )
         ]
@@ -66,3 +67,21 @@ def test_a_history_batch_gives_its_series_its_own_period():
     assert isinstance(family, EnsembleFamily)
     assert (family.params.season_period_s, family.params.season_bins) == (WEEK, 336)
     assert family.state[p.detectors.row_of[0], k.S_PERIOD] == 0.0  # the family's own
+
+
+def test_a_period_for_a_series_no_longer_warming_is_ignored():
+    """A reload reset the series (fresh, not warming) before its warm start answered:
+    the late period would wipe what it has learned live since, so it is dropped."""
+    p = Pipeline(build_metrics(CollectorRegistry()), capacity=2)
+    spec = SlotSpec(0, EnsembleParams())
+    empty = (np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.uint64))
+    p.process([Batch(*empty, new_slots=[spec])])
+    ts = np.arange(1, 101, dtype=np.int64) * 15_000
+    values = 5.0 + np.sin(np.arange(100.0))
+    p.process([Batch(np.zeros(100, np.int32), ts, values.view(np.uint64))])
+    family = p.detectors.families[0]
+    assert isinstance(family, EnsembleFamily)
+    learned = family.state[p.detectors.row_of[0]].copy()
+    p.process([Batch(*empty, warmed=(0,), periods=[(0, WEEK * 1000)])])
+    assert len(p.detectors.families) == 1 and p.detectors.period_of(0) == DAY * 1000
+    assert np.array_equal(family.state[p.detectors.row_of[0]], learned, equal_nan=True)

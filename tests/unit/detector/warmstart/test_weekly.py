@@ -186,26 +186,60 @@ def test_a_counter_learns_only_the_full_resolution_history(counter):
     """The period comes from the whole history either way; a counter's sparse part (its
     rate between samples 5 minutes apart is a 5-minute average, much smoother than the
     rate between scrapes) is not learned, a gauge's is."""
-    from prometheus_client import CollectorRegistry
+    from detector.warmstart.prometheus import prepare_history
 
-    from detector.metrics import build_metrics
-    from detector.pipeline.worker import SampleQueue
-    from detector.warmstart.prometheus import WarmStarter
-
-    queue = SampleQueue(max_samples=10_000_000)
-    starter = WarmStarter(
-        cfg=WarmStartConfig(),
-        prometheus_url="http://127.0.0.1:9",  # never queried here
-        queue=queue,
-        labels_of=lambda slot: (("__name__", "x_total" if counter else "x"),),
-        metrics=build_metrics(CollectorRegistry()),
-        is_counter=lambda slot: counter,
-    )
     ts, rate = _traffic(15, 300, 0.35)
     values = _running_total(np.maximum(rate, 0.0), 300.0, 10**9) if counter else rate
     sparse = ts.shape[0] - 72  # the last 6 h at 5 minutes stand for the full-resolution part
-    starter._release(7, ts, values.view(np.uint64), sparse)
-    (batch,) = queue.take(0.0)
-    assert batch.periods == [(7, WEEK * 1000)]
-    assert batch.warmed == (7,)
-    assert batch.ts.tolist() == (ts[sparse:] if counter else ts).tolist()
+    kept_ts, kept_bits, period_ms = prepare_history(
+        ts, values.view(np.uint64), sparse, counter=counter, cfg=WarmStartConfig()
+    )
+    assert period_ms == WEEK * 1000
+    assert kept_ts.tolist() == (ts[sparse:] if counter else ts).tolist()
+    assert kept_bits.tolist() == values.view(np.uint64)[-kept_ts.shape[0] :].tolist()
+
+
+def test_one_day_long_incident_does_not_make_a_daily_series_weekly():
+    """A day at three times the traffic lowers the correlation a day apart on both of its
+    neighbours and a week apart only once; its day has no twin a week later, so the
+    whole-day check refuses the week (it used to pass, and then paged every week)."""
+    for seed in range(5):
+        ts, x = _traffic(15, 300, 1.0, seed=seed)
+        day = (ts - ts[0]) // 86_400_000
+        x = np.where(day == 5, 3.0 * x, x)
+        assert detect_period(ts, x, (DAY, WEEK)) == DAY, seed
+    assert detect_period(*_traffic(15, 300, 0.35), (DAY, WEEK)) == WEEK
+
+
+def test_a_constant_or_dense_history_is_cheap_and_periodless():
+    n = 15 * 86_400  # a sample a second for 15 days
+    ts = EPOCH_MONDAY_MS + np.arange(n, dtype=np.int64) * 1000
+    assert detect_period(ts, np.full(n, 1e6), (DAY, WEEK)) is None
+    assert detect_period(ts, np.full(n, 5.0), (DAY, WEEK)) is None
+    assert correlations(ts, np.sin(np.arange(n) / 8000.0), (DAY, WEEK))  # a 20k-point grid
+
+
+def test_only_the_exact_series_is_learned_from_an_answer():
+    from detector.warmstart.prometheus import parse_matrix
+
+    result: list[dict[str, object]] = [
+        {"metric": {"__name__": "x", "a": "1", "b": "2"}, "values": [[1, "9"], [2, "9"]]},
+        {"metric": {"__name__": "x", "a": "1"}, "values": [[1, "1"], [3, "3"]]},
+    ]
+    ts, bits = parse_matrix(result, (("__name__", "x"), ("a", "1")))
+    assert ts.tolist() == [1000, 3000] and bits.view(np.float64).tolist() == [1.0, 3.0]
+    assert parse_matrix(result)[0].shape[0] == 4
+
+
+def test_an_alert_names_the_weekly_settings_a_series_is_scored_with():
+    from detector.runtime import TableFacts
+
+    d = Detector()
+    d.feed(["a", "b"], 1000)
+    facts = TableFacts(d.registry, d.pipeline)
+    assert facts.detector_of(0)[1]["season_bins"] == 48
+    d.pipeline.detectors.set_period(0, WEEK * 1000)
+    kind, settings = facts.detector_of(0)
+    assert kind == "ensemble"
+    assert (settings["season_bins"], settings["season_period_s"]) == (336, WEEK)
+    assert facts.detector_of(1)[1]["season_bins"] == 48
