@@ -45,7 +45,7 @@ from detector.remote_write.handler import Outcome
 from detector.remote_write.split import Split, split_request
 from detector.runtime import RUNTIME
 from detector.series.registry import FOREIGN
-from servicekit import probes
+from servicekit import bearer, probes
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,10 @@ class Fleet:
         local = await handler(request)
         if local.status != 200:  # a bad token or a refused file: the same everywhere
             return local
-        auth = {"Authorization": request.headers.get("Authorization", "")}
+        # the token this worker just accepted, passed on as a clean header (parsed by
+        # servicekit.bearer like every incoming one)
+        token = bearer.parse_credential(request.headers.get("Authorization"))
+        auth = {} if token is None else {"Authorization": f"Bearer {token}"}
         answers = await asyncio.gather(
             *(self.read(w, RELOAD_PATH, method="POST", headers=auth) for w in self.peers)
         )
