@@ -40,6 +40,7 @@ Usage: python -m bench.scenarios [--series-per-family 8] [--days 7] [--seed 1]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -483,10 +484,23 @@ def summarise(
     }
 
 
-def build_series(families: Sequence[str], *, n: int, days: float, seed: int) -> list[Series]:
+def thinned(s: Series, every: int) -> Series:
+    """``s`` as a slower scrape sees it: every ``every``-th sample (4: a 60 s scrape)."""
+    if every == 1:
+        return s
+    keep = np.arange(0, s.ts_ms.shape[0], every)
+    return dataclasses.replace(s, ts_ms=s.ts_ms[keep], values=s.values[keep], stale=s.stale[keep])
+
+
+def build_series(
+    families: Sequence[str], *, n: int, days: float, seed: int, thin: int = 1
+) -> list[Series]:
     return [
-        scenario_data.generate(
-            f, seed=seed, index=i, days=max(days, FAMILIES[f].min_days), anomalous=a
+        thinned(
+            scenario_data.generate(
+                f, seed=seed, index=i, days=max(days, FAMILIES[f].min_days), anomalous=a
+            ),
+            thin,
         )
         for f in families
         for a in (False, True)
@@ -502,11 +516,13 @@ def run_suite(
     seed: int,
     cfg: DetectorConfig | None = None,
     warm_days: float = 0.0,
+    thin: int = 1,
 ) -> dict[str, dict[str, object]]:
     """Generate, run through one ``ServicePath`` and summarise, per family; with
-    ``warm_days``, every series is first warmed up from that much clean history."""
+    ``warm_days``, every series is first warmed up from that much clean history; with
+    ``thin``, every series is scraped that many times less often."""
     cfg = cfg or DetectorConfig()
-    series = build_series(families, n=n, days=days, seed=seed)
+    series = build_series(families, n=n, days=days, seed=seed, thin=thin)
     if warm_days > 0:
         index = {fam: 0 for fam in families}
         histories = []
@@ -561,6 +577,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--families", help="comma-separated subset (default: all)")
     ap.add_argument(
+        "--thin",
+        type=int,
+        default=1,
+        help="keep every N-th sample: a scrape N times slower than 15 s (4: 60 s)",
+    )
+    ap.add_argument(
+        "--for-s",
+        type=float,
+        help="the default alert rule's for_s instead of its default (60)",
+    )
+    ap.add_argument(
         "--warm-start-days",
         type=float,
         default=0.0,
@@ -577,15 +604,29 @@ def main(argv: list[str] | None = None) -> int:
     n = int(args.series_per_family or preset["series_per_family"])
     days = float(args.days or preset["days"])
     families = args.families.split(",") if args.families else list(FAMILIES)
+    if args.thin < 1:
+        ap.error(f"--thin {args.thin}: keep every N-th sample, N >= 1")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         ap.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
     t0 = time.perf_counter()
-    results = run_suite(families, n=n, days=days, seed=args.seed, warm_days=args.warm_start_days)
+    cfg = DetectorConfig()
+    if args.for_s is not None:
+        rule = cfg.alerts[0].model_copy(update={"for_s": args.for_s})
+        cfg = cfg.model_copy(update={"alerts": (rule, *cfg.alerts[1:])})
+    results = run_suite(
+        families,
+        n=n,
+        days=days,
+        seed=args.seed,
+        cfg=cfg,
+        warm_days=args.warm_start_days,
+        thin=args.thin,
+    )
     seconds = time.perf_counter() - t0
     print(
         f"default detector and alert rule; {n} clean + {n} anomalous series a family, "
-        f"{days:g} days (a family needing more gets its min_days) at 15 s, seed "
+        f"{days:g} days (a family needing more gets its min_days) at {15 * args.thin} s, seed "
         f"{args.seed}; {seconds:.0f} s"
     )
     for fam in families:
@@ -600,8 +641,9 @@ def main(argv: list[str] | None = None) -> int:
         "numba": metadata.version("numba"),
         "cpu": platform.processor() or platform.machine(),
         "warm_start_days": args.warm_start_days,
+        "scrape_s": STEP_MS * args.thin / 1000,
         "families": results,
-        "rule": asdict(_rule_figures(DetectorConfig())),
+        "rule": asdict(_rule_figures(cfg)),
     }
     print(json.dumps(figures))
     return 0
