@@ -155,12 +155,12 @@ def parse_duration(text: str, flag: str) -> float:
 
 
 def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    v = sub.add_parser(
+    v = cli.command(
+        sub,
         "verify",
         help="judge a deployment: pass (0), fail (1) or inconclusive (2)",
         description=VERIFY_DESCRIPTION,
         epilog=VERIFY_EPILOG,
-        formatter_class=cli.HelpFormatter,
     )
     v.add_argument("--prometheus", required=True, metavar="URL")
     v.add_argument("--spec", type=Path, help="YAML/JSON request (flags override it)")
@@ -380,20 +380,13 @@ def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
 
 def main(argv: list[str] | None = None) -> int:
     timer = cli.StartTimer()
-    parser = argparse.ArgumentParser(
-        prog="vigil-detector",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=cli.HelpFormatter,
-    )
-    cli.add_version_flag(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser(
+    parser, sub = cli.program("vigil-detector", description=DESCRIPTION, epilog=EPILOG)
+    serve = cli.command(
+        sub,
         "serve",
         help="receive remote-write and run the detectors",
         description=SERVE_DESCRIPTION,
         epilog=SERVE_EPILOG,
-        formatter_class=cli.HelpFormatter,
     )
     serve.add_argument(
         "--config",
@@ -483,11 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         "can reach it may write samples and run verifications (logged as a "
         "WARNING)",
     )
-    check = sub.add_parser(
+    check = cli.command(
+        sub,
         "check",
         help="validate a config file: exit 0 valid, 1 problems "
         "(each as file:line: path: message), 2 usage",
-        formatter_class=cli.HelpFormatter,
     )
     check.add_argument("config", type=Path, metavar="FILE")
     sub.add_parser(

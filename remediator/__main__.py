@@ -203,20 +203,13 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     timer = cli.StartTimer()
-    parser = argparse.ArgumentParser(
-        prog="vigil-remediator",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=cli.HelpFormatter,
-    )
-    cli.add_version_flag(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser(
+    parser, sub = cli.program("vigil-remediator", description=DESCRIPTION, epilog=EPILOG)
+    serve = cli.command(
+        sub,
         "serve",
         help="receive Alertmanager webhooks and run playbooks",
         description=SERVE_DESCRIPTION,
         epilog=SERVE_EPILOG,
-        formatter_class=cli.HelpFormatter,
     )
     serve.add_argument("--config", type=Path)
     serve.add_argument("--listen", default=DEFAULT_LISTEN)

@@ -35,6 +35,32 @@ def add_version_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def program(
+    prog: str, *, description: str, epilog: str
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    """A program's parser (user-written help, ``--version``) and its required COMMAND."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter
+    )
+    add_version_flag(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, sub
+
+
+def command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A COMMAND whose help keeps the lines it was written with."""
+    return sub.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=HelpFormatter
+    )
+
+
 def plural(count: int, noun: str) -> str:
     """``plural(1, "playbook")`` -> ``1 playbook``; ``plural(3, "series rule")`` ->
     ``3 series rules``; ``series`` stays ``series``."""
