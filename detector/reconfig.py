@@ -120,10 +120,14 @@ def reconfigure(
     alerts: AlertState,
     changed: NDArray[np.bool_],
     on_applied: Callable[[], None],
+    warm: bool = False,
 ) -> Reconfigure:
-    """The worker's part of a reload (see ``pipeline.worker.Reconfigure``)."""
+    """The worker's part of a reload (see ``pipeline.worker.Reconfigure``). With ``warm``,
+    the series that start fresh hold their live samples until a warm start (requested by
+    the caller once the worker applied the reload) brings their history back: a reload
+    that changes a detector no longer leaves its series cold, or a weekly one daily."""
 
-    def spec(slot: int) -> SlotSpec:
+    def spec(slot: int, *, warm_up: bool = False) -> SlotSpec:
         if slot >= plan.slot_rule.shape[0]:
             raise IndexError(f"slot {slot} was created after reload {plan.generation}")
         index = int(plan.slot_rule[slot])
@@ -133,7 +137,7 @@ def reconfigure(
             slot,
             params,
             bool(plan.slot_counter[slot]),
-            False,
+            warm_up and index >= 0,
             int(plan.slot_alert[slot]) if index >= 0 else -1,
             plan.generation,
         )
@@ -147,7 +151,7 @@ def reconfigure(
     return Reconfigure(
         generation=plan.generation,
         alerts=alerts,
-        reset=[spec(slot) for slot in fresh],
+        reset=[spec(slot, warm_up=warm) for slot in fresh],
         alert_rule=alert_rule,
         alert_changed=changed,
         respec=spec,

@@ -202,6 +202,8 @@ class Runtime:
             with self.ingestor.lock:
                 self.registry.apply_alert_rules(plan.slot_alert)
             reconfig.follow(self.book, new, plan)
+            if self.warm is not None:  # the fresh series hold their samples meanwhile
+                self.warm.request(sorted(plan.reset + plan.retracked))
             applied.set()
 
         def reassign() -> Reassignment:  # the decode thread, between two requests
@@ -220,7 +222,11 @@ class Runtime:
                     loop.call_soon_threadsafe(follow, plan)
 
                 rc = reconfig.reconfigure(
-                    plan, alerts=alerts, changed=changed, on_applied=on_applied
+                    plan,
+                    alerts=alerts,
+                    changed=changed,
+                    on_applied=on_applied,
+                    warm=self.warm is not None,
                 )
                 # in the lock: a request resolved after this queues its batch after it
                 self.queue.offer(

@@ -532,6 +532,9 @@ class Pipeline:
                     self.n_warming -= 1
                 self._held.pop(spec.slot, None)
                 self._held_count.pop(spec.slot, None)
+                if spec.warm:  # fresh, and warmed up again from its history
+                    self.warming[spec.slot] = 1
+                    self.n_warming += 1
         if rc.alerts is not None:
             self.alerts = rc.alerts
         self.generation = rc.generation

@@ -85,3 +85,46 @@ def test_a_period_for_a_series_no_longer_warming_is_ignored():
     p.process([Batch(*empty, warmed=(0,), periods=[(0, WEEK * 1000)])])
     assert len(p.detectors.families) == 1 and p.detectors.period_of(0) == DAY * 1000
     assert np.array_equal(family.state[p.detectors.row_of[0]], learned, equal_nan=True)
+
+
+def test_a_series_a_reload_resets_is_warmed_up_again():
+    """A reload that changes a series' detector gives it fresh state; with warm starts on,
+    its live samples are held until its history (and period) arrives, as for a new series,
+    so it is neither cold nor back on the daily profile if its history is weekly."""
+    import numpy as np
+
+    from detector.pipeline.worker import Reconfigure
+
+    p = Pipeline(build_metrics(CollectorRegistry()), capacity=2)
+    empty = (np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.uint64))
+    p.process([Batch(*empty, new_slots=[SlotSpec(0, EnsembleParams())])])
+    ts = np.arange(1, 41, dtype=np.int64) * 15_000
+    p.process([Batch(np.zeros(40, np.int32), ts, np.full(40, 5.0).view(np.uint64))])
+    assert int(p.n_samples[0]) == 40
+    fresh = SlotSpec(0, EnsembleParams(alpha_fast=0.01), warm=True)
+    rc = Reconfigure(
+        generation=1,
+        alerts=None,
+        reset=[fresh],
+        alert_rule=np.full(1, -1, np.int16),
+        alert_changed=np.zeros(1, np.bool_),
+        respec=lambda slot: fresh,
+    )
+    p.process([Batch(*empty, reconfigure=rc)])
+    live = np.arange(41, 45, dtype=np.int64) * 15_000
+    p.process([Batch(np.zeros(4, np.int32), live, np.full(4, 5.0).view(np.uint64))])
+    assert int(p.n_samples[0]) == 0  # held while its history is read
+    history = np.arange(-100, 0, dtype=np.int64) * 300_000 + int(live[0])
+    p.process(
+        [
+            Batch(
+                np.zeros(100, np.int32),
+                history,
+                np.full(100, 5.0).view(np.uint64),
+                warmed=(0,),
+                periods=[(0, WEEK * 1000)],
+            )
+        ]
+    )
+    assert int(p.n_samples[0]) == 104  # the history, then the held live samples
+    assert p.detectors.period_of(0) == WEEK * 1000
