@@ -26,12 +26,12 @@ async def test_supervisor_restarts_a_dead_worker_and_stops_on_sigterm(tmp_path):
     marks.mkdir()
     # a worker that records (index, restarts) and then dies at once the first time
     script = (
-        "import sys, pathlib, time, signal\n"
+        "import sys, pathlib, signal\n"
         "i, k = sys.argv[1], sys.argv[2]\n"
         "signal.signal(signal.SIGHUP, lambda *a: pathlib.Path(sys.argv[3], f'hup-{i}').touch())\n"
         "pathlib.Path(sys.argv[3], f'{i}-{k}').touch()\n"
         "if k == '0' and i == '1': sys.exit(7)\n"
-        "while True: time.sleep(0.05)\n"
+        "while True: signal.pause()\n"
     )
     sup = Supervisor(
         workers=2,
@@ -63,7 +63,7 @@ async def test_a_worker_usage_error_stops_the_service_with_2():
         argv=lambda i, k, fd: [
             sys.executable,
             "-c",
-            f"import sys, time; sys.exit(2 if {i} else 0) if {i} else time.sleep(30)",
+            f"import sys, signal; sys.exit(2 if {i} else 0) if {i} else signal.pause()",
         ],
     )
     assert await asyncio.wait_for(sup.run(), 30) == 2
