@@ -62,7 +62,7 @@ from detector.pipeline.ingest import Ingestor
 from detector.pipeline.worker import Batch, Pipeline
 from detector.remote_write import encode
 from detector.series.registry import SeriesRegistry
-from detector.warmstart.periods import detect_period
+from detector.warmstart.prometheus import prepare_history
 
 STALE_BITS = np.uint64(0x7FF0000000000002)  # Prometheus's staleness marker
 FAST = {"series_per_family": 8, "days": 7.0}
@@ -297,21 +297,18 @@ class ServicePath:
         ws = self.cfg.warm_start
         for s, h, slot in zip(series, histories, slot_of.tolist(), strict=True):
             ts, values, sparse = warm_history(h, int(s.ts_ms[0]), ws)
-            periods = []
-            if ws.detect_period:
-                period_s = detect_period(ts, values, ws.period_candidates_s, counter=s.is_counter)
-                if period_s is not None:
-                    periods.append((slot, period_s * 1000.0))
-            if s.is_counter:  # as the warm start: a counter learns the full-resolution part
-                ts, values = ts[sparse:], values[sparse:]
+            # what the warm start learns of it and the period it finds: the service's own
+            learn_ts, bits, period_ms = prepare_history(
+                ts, values.view(np.uint64), sparse, counter=s.is_counter, cfg=ws
+            )
             self.pipeline.process(
                 [
                     Batch(
-                        slots=np.full(ts.shape[0], slot, dtype=np.int32),
-                        ts=ts,
-                        bits=values.view(np.uint64),
+                        slots=np.full(learn_ts.shape[0], slot, dtype=np.int32),
+                        ts=learn_ts,
+                        bits=bits,
                         warmed=(slot,),
-                        periods=periods,
+                        periods=[] if period_ms is None else [(slot, period_ms)],
                     )
                 ]
             )

@@ -582,8 +582,7 @@ def _own_period(dets: DetectorSet, slot: int, saved: Mapping[str, object], saved
     period_s = saved.get("season_period_s")
     if not isinstance(period_s, int | float):
         return False
-    for_period = getattr(dets.families[int(dets.family_of[slot])], "params_for_period", None)
-    longer = for_period(float(period_s) * 1000.0) if for_period is not None else None
+    longer = dets.params_for_period(slot, float(period_s) * 1000.0)
     if longer is None or _params_json(longer) != saved_json:
         return False
     dets.configure(slot, longer)

@@ -57,17 +57,22 @@ class DetectorSet:
         with fresh state, to the family of the same parameters over that period
         (``params_for_period``: a weekly profile of the same bin width), created on first
         use; a shorter one stays in its family with its own period."""
-        family = self.families[int(self.family_of[slot])]
-        for_period = getattr(family, "params_for_period", None)
-        longer = for_period(period_ms) if for_period is not None else None
+        longer = self.params_for_period(slot, period_ms)
         if longer is not None:
             self.configure(slot, longer)
             return True
-        set_period = getattr(family, "set_period", None)
+        set_period = getattr(self.families[int(self.family_of[slot])], "set_period", None)
         if set_period is None:
             return False
         set_period(int(self.row_of[slot]), period_ms)
         return True
+
+    def params_for_period(self, slot: int, period_ms: float) -> DetectorParams | None:
+        """The parameters ``slot`` moves to for a period several times its family's (see
+        ``set_period``), or None when the period fits its family or it has no profile."""
+        family = self.families[int(self.family_of[slot])]
+        for_period = getattr(family, "params_for_period", None)
+        return None if for_period is None else for_period(period_ms)
 
     def period_of(self, slot: int) -> float | None:
         """The seasonal period (ms) of ``slot``'s detector, or None if it has none."""

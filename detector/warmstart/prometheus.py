@@ -64,11 +64,16 @@ def history_query(selector: str, history_s: float) -> str:
     return f"{selector}[{max(1, math.ceil(history_s / 3600))}h]"
 
 
+def reads_period_history(cfg: WarmStartConfig) -> bool:
+    """Whether a warm start reads the longer history too (a second query)."""
+    return cfg.detect_period and cfg.period_history_s > cfg.history_s
+
+
 def period_history_query(selector: str, cfg: WarmStartConfig) -> str | None:
     """The longer history a seasonal period is judged and learned from (a subquery: the
     series' raw value every ``period_step_s``), or None when ``history_s`` already covers
     ``period_history_s`` or periods are not detected."""
-    if not cfg.detect_period or cfg.period_history_s <= cfg.history_s:
+    if not reads_period_history(cfg):
         return None
     hours = max(1, math.ceil(cfg.period_history_s / 3600))
     return f"{selector}[{hours}h:{max(1, round(cfg.period_step_s))}s]"
@@ -198,7 +203,7 @@ class WarmStarter:
         return prepare_history(ts, bits, sparse, counter=self.is_counter(slot), cfg=self.cfg)
 
     async def _one(self, slot: int) -> None:
-        queries = 1 if period_history_query("{}", self.cfg) is None else 2
+        queries = 2 if reads_period_history(self.cfg) else 1
         try:
             ts, bits, period_ms = await asyncio.wait_for(
                 asyncio.to_thread(self._fetch, slot), queries * self.cfg.timeout_s + 1
