@@ -62,8 +62,9 @@ def longest_ms(cfg: WarmStartConfig) -> float:
 
 
 def span_needed_ms(cfg: WarmStartConfig) -> int:
-    """How far back a history must go for the longest candidate to be judged."""
-    return round(2 * longest_ms(cfg)) + SPAN_MARGIN_MS
+    """How far back a history must go for the longest candidate to be judged: twice
+    that period (``periods.correlations``)."""
+    return round(2 * longest_ms(cfg))
 
 
 def is_enabled(cfg: WarmStartConfig) -> bool:
@@ -228,7 +229,8 @@ class ReChecker:
         self.read = read
         self.span_needed = span_needed_ms(cfg)
         self.schedule = Schedule(
-            interval_ms=round(cfg.recheck_interval_s * 1000), span_ms=self.span_needed
+            interval_ms=round(cfg.recheck_interval_s * 1000),
+            span_ms=self.span_needed + SPAN_MARGIN_MS,
         )
         self._last_query_s = -float("inf")
 
