@@ -264,8 +264,10 @@ class ReChecker:
         now = self.now_ms()
         due = self.schedule.pick(now, BATCH)
         if not due:
+            # a series scheduled meanwhile is due an interval from its read at the soonest
+            idle = min(IDLE_S, self.cfg.recheck_interval_s)
             nxt = self.schedule.next_due_ms()
-            return IDLE_S if nxt is None else min(IDLE_S, max(1.0, (nxt - now) / 1000.0))
+            return idle if nxt is None else min(idle, max(1.0, (nxt - now) / 1000.0))
         longest = longest_ms(self.cfg)
         for slot in due:
             if not self.series.is_candidate(slot, longest):

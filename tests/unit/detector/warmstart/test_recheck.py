@@ -87,7 +87,7 @@ def test_judge_moves_only_a_longer_period_that_moves_the_series():
 
 def test_the_recheck_is_on_by_default_and_off_when_it_could_never_see_a_week_twice():
     assert recheck.is_enabled(WarmStartConfig())
-    assert WarmStartConfig(recheck_interval_s="12h").recheck_interval_s == 43_200.0  # type: ignore[arg-type]
+    assert WarmStartConfig(recheck_interval_s="12h").recheck_interval_s == 43_200.0
     assert not recheck.is_enabled(WarmStartConfig(recheck_interval_s=0))
     assert not recheck.is_enabled(WarmStartConfig(detect_period=False))
     assert not recheck.is_enabled(WarmStartConfig(enabled=False))
@@ -155,7 +155,7 @@ def _checker(answers, *, n=3, candidates=None, busy=lambda: False, rate=2.0):
 
     checker = recheck.ReChecker(
         cfg=WarmStartConfig(recheck_per_s=rate),
-        client=None,  # type: ignore[arg-type]  # the stand-in read never uses it
+        client=None,  # the stand-in read never uses it
         queue=FakeQueue(),  # type: ignore[arg-type]
         series=FakeSeries(n, set(range(n)) if candidates is None else candidates),
         metrics=build_metrics(registry),
@@ -178,7 +178,7 @@ def test_a_weekly_history_queues_a_move_and_a_daily_one_is_looked_at_a_day_later
     checker.schedule.add_unknown(3, T0)
     wait = asyncio.run(checker.step())
     assert wait == 0.0 and reads == [0, 1, 2]
-    moves = [b for b in checker.queue.batches if b.move is not None]  # type: ignore[attr-defined]
+    moves = [b for b in checker.queue.batches if b.move is not None]
     assert [b.move for b in moves] == [(0, WEEK_MS)]
     assert moves[0].slots.tolist() == [0, 0] and moves[0].ts.tolist() == [T0 - 15 * DAY_MS, T0]
     assert _count(registry, "vigil_seasonal_rechecks_total", result="moved") == 1
@@ -200,7 +200,7 @@ def test_a_failed_read_is_logged_counted_and_tried_again_an_interval_later(caplo
     assert "seasonal re-check of series 0 failed" in caplog.text and "1d" in caplog.text
     assert _count(registry, "vigil_seasonal_rechecks_total", result="error") == 1
     assert checker.schedule.due[0] == T0 + DAY_MS
-    assert checker.queue.batches == []  # type: ignore[attr-defined]
+    assert checker.queue.batches == []
 
 
 def test_a_pass_that_fails_unexpectedly_does_not_end_the_task_or_lose_the_schedule(caplog):
@@ -216,7 +216,7 @@ def test_a_pass_that_fails_unexpectedly_does_not_end_the_task_or_lose_the_schedu
             raise asyncio.CancelledError
         return 7.0
 
-    checker.step = step  # type: ignore[method-assign]
+    checker.step = step
     with caplog.at_level(logging.ERROR), pytest.raises(asyncio.CancelledError):
         asyncio.run(checker.run())
     assert "seasonal re-check pass failed" in caplog.text
