@@ -447,7 +447,12 @@ class _ReCheck:
         """What ``read_history`` would return at ``now_ms``: the series' history so far
         in Prometheus, read as the two queries read it, and its period."""
         s, h = self.by_slot[slot]
-        stored = s if h is None else _joined(h, s)
+        # only what the queries can reach: period_history_s back, and Prometheus' 5-minute
+        # lookback before its first step (the rest would be masked out at a higher cost)
+        lo = now_ms - round(self.ws.period_history_s * 1000) - 300_000
+        stored = _window(s, lo, now_ms)
+        if h is not None:
+            stored = _joined(_window(h, lo, now_ms), stored)
         ts, values, sparse = warm_history(stored, now_ms, self.ws)
         first, last = (int(ts[0]), int(ts[-1])) if ts.shape[0] else (None, None)
         learn_ts, bits, period_ms = prepare_history(
@@ -473,6 +478,14 @@ class _ReCheck:
                 self.schedule.later(slot, now_ms)
             else:
                 self.schedule.after_read(slot, now_ms, history)
+
+
+def _window(s: Series, lo_ms: int, hi_ms: int) -> Series:
+    """The samples of ``s`` in [lo_ms, hi_ms)."""
+    i0, i1 = (int(i) for i in np.searchsorted(s.ts_ms, [lo_ms, hi_ms]))
+    return dataclasses.replace(
+        s, ts_ms=s.ts_ms[i0:i1], values=s.values[i0:i1], stale=s.stale[i0:i1]
+    )
 
 
 def _joined(h: Series, s: Series) -> Series:

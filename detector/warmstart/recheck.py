@@ -110,20 +110,21 @@ class Schedule:
         self.span_ms = span_ms
         self.due = np.full(0, NEVER_MS, dtype=np.int64)
 
-    def _at(self, slot: int, due_ms: int) -> None:
-        if slot >= self.due.shape[0]:
-            grown = np.full(max(slot + 1, 2 * self.due.shape[0], 1024), NEVER_MS, np.int64)
+    def _grow(self, n: int) -> None:
+        if n > self.due.shape[0]:
+            grown = np.full(max(n, 2 * self.due.shape[0], 1024), NEVER_MS, np.int64)
             grown[: self.due.shape[0]] = self.due
             self.due = grown
+
+    def _at(self, slot: int, due_ms: int) -> None:
+        self._grow(slot + 1)
         self.due[slot] = due_ms
 
     def add_unknown(self, n: int, now_ms: int) -> None:
         """Slots below ``n`` not scheduled yet (restored from a checkpoint: how far back
         their history goes is unknown) are due now."""
-        if n <= 0:
-            return
-        self._at(n - 1, int(self.due[n - 1]) if n <= self.due.shape[0] else NEVER_MS)
-        head = self.due[:n]
+        self._grow(n)
+        head = self.due[: max(n, 0)]
         head[head == NEVER_MS] = now_ms
 
     def after_read(self, slot: int, now_ms: int, history: SeriesHistory | None) -> None:
@@ -143,11 +144,8 @@ class Schedule:
     def pick(self, now_ms: int, limit: int) -> list[int]:
         """Up to ``limit`` slots due at ``now_ms``, the longest due first."""
         due = np.flatnonzero(self.due <= now_ms)
-        if due.shape[0] > limit:
-            due = due[np.argsort(self.due[due], kind="stable")[:limit]]
-        else:
-            due = due[np.argsort(self.due[due], kind="stable")]
-        return [int(s) for s in due]
+        first = np.argsort(self.due[due], kind="stable")[:limit]
+        return [int(s) for s in due[first]]
 
     def next_due_ms(self) -> int | None:
         """The earliest due time, or None when nothing is scheduled."""
