@@ -314,6 +314,13 @@ class ReChecker:
         if verdict == "moved":
             assert history.period_ms is not None
             self.metrics.periods_detected.labels(period_label(history.period_ms)).inc()
+            log.info(
+                "seasonal re-check: series %s repeats every %s over its last %s; moving it "
+                "to that profile",
+                slot,
+                format_duration(history.period_ms / 1000.0),
+                format_duration(history.span_ms / 1000.0),
+            )
             self.queue.offer(move_batch(slot, history))
             self.schedule.later(slot, self.now_ms())  # if the worker refuses it
         else:

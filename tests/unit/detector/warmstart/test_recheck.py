@@ -171,13 +171,15 @@ def _count(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-def test_a_weekly_history_queues_a_move_and_a_daily_one_is_looked_at_a_day_later():
+def test_a_weekly_history_queues_a_move_and_a_daily_one_is_looked_at_a_day_later(caplog):
     weekly = _history(T0 - 15 * DAY_MS, T0, WEEK_MS)
     daily = _history(T0 - 15 * DAY_MS, T0, DAY_MS)
     checker, time, registry, reads = _checker({0: weekly, 1: daily, 2: daily})
     checker.schedule.add_unknown(3, T0)
-    wait = asyncio.run(checker.step())
+    with caplog.at_level(logging.INFO, logger="detector.warmstart.recheck"):
+        wait = asyncio.run(checker.step())
     assert wait == 0.0 and reads == [0, 1, 2]
+    assert "series 0 repeats every 1w over its last 2w1d" in caplog.text
     moves = [b for b in checker.queue.batches if b.move is not None]
     assert [b.move for b in moves] == [(0, WEEK_MS)]
     assert moves[0].slots.tolist() == [0, 0] and moves[0].ts.tolist() == [T0 - 15 * DAY_MS, T0]
