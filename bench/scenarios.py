@@ -25,7 +25,8 @@ resolved and paged again), for lasting anomalies the share still firing at the s
 last sample, and for short ones the median samples from the anomaly's end until the alert resolves.
 
 The fast default (8 + 8 series a family, 7 days) takes ~11 s here and 0.5 GB; ``--full``
-(12 + 12, 28 days) ~45 s and 1.6 GB (the series are generated up front).
+(12 + 12, 28 days) ~75 s (~47 s with ``--no-recheck``) and 1.6 GB (the series are
+generated up front).
 
 Prints a table and, as its last line, one JSON object with every figure.
 With ``--warm-start-days D`` every series is first warmed up as the service warms a new
