@@ -426,3 +426,63 @@ def test_a_checkpoint_after_moves_restores_every_series_from_its_own_row(tmp_pat
         for name, arr in dets.families[f].arrays().items():
             got = bdets.families[bf].arrays()[name][int(bdets.row_of[slot])]
             assert np.array_equal(got, arr[int(dets.row_of[slot])], equal_nan=True), (slot, name)
+
+
+# ---------------------------------------------------------------- warm start -> schedule
+
+
+class StubPrometheus:
+    """Answers the warm start's two queries from one series' samples (or fails)."""
+
+    def __init__(self, labels, ts_s: np.ndarray, values: np.ndarray, fail: bool = False):
+        self.metric = dict(labels)
+        self.ts_s, self.values, self.fail = ts_s, values, fail
+        self.queries: list[str] = []
+
+    def custom_query(self, query: str, timeout: float):
+        self.queries.append(query)
+        if self.fail:
+            raise ConnectionError("connection refused")
+        pairs = [[float(t), repr(float(v))] for t, v in zip(self.ts_s, self.values, strict=True)]
+        return [{"metric": self.metric, "values": pairs}]
+
+
+def _starter(client, *, max_backlog: int = 10):
+    from detector.pipeline.worker import SampleQueue
+    from detector.warmstart.prometheus import WarmStarter
+
+    heard: list = []
+    registry = CollectorRegistry()
+    starter = WarmStarter(
+        cfg=WarmStartConfig(max_backlog=max_backlog),
+        prometheus_url="http://127.0.0.1:9",  # never reached: the stub answers
+        queue=SampleQueue(1 << 20),
+        labels_of=lambda slot: (("__name__", "orders"),),
+        metrics=build_metrics(registry),
+        on_read=lambda slot, history: heard.append((slot, history)),
+    )
+    starter.client = client
+    return starter, heard, registry
+
+
+def test_each_warm_start_tells_the_schedule_how_far_back_the_history_goes():
+    labels = (("__name__", "orders"),)
+    ts_s = (T0 - 3 * DAY_MS) / 1000 + 300.0 * np.arange(864)  # three days every 5 min
+    ok = StubPrometheus(labels, ts_s, 50.0 + 10.0 * np.sin(2 * np.pi * ts_s / 86_400))
+    starter, heard, registry = _starter(ok)
+    asyncio.run(starter._one(4))
+    assert len(ok.queries) == 2  # the recent history and the 15-day subquery
+    slot, history = heard[0]
+    assert slot == 4 and history.first_ms == T0 - 3 * DAY_MS and history.period_ms == DAY_MS
+    assert _count(registry, "vigil_warm_starts_total", result="ok") == 1
+
+    failing = StubPrometheus(labels, ts_s, ts_s, fail=True)
+    starter, heard, registry = _starter(failing)
+    asyncio.run(starter._one(5))
+    assert heard == [(5, None)]
+    assert _count(registry, "vigil_warm_starts_total", result="error") == 1
+
+    starter, heard, registry = _starter(ok, max_backlog=0)
+    starter.request([6])  # no room: it starts cold, its history unknown
+    assert heard == [(6, None)]
+    assert _count(registry, "vigil_warm_starts_total", result="skipped") == 1
