@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,13 +32,43 @@ from servicekit.durations import format_duration
 log = logging.getLogger(__name__)
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but for the quote and backslash
+
+
+def promql_string(text: str) -> str:
+    """``text`` as a PromQL double-quoted string that reads back as exactly ``text``.
+    Hostile input stays a string: the quote, the backslash and anything outside printable
+    ASCII are escaped (Prometheus's lexer rejects a raw newline, and a raw U+FFFD as an
+    invalid rune; ``\\u``/``\\U`` escapes read back as any code point)."""
+    if _PLAIN.fullmatch(text):
+        return f'"{text}"'
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
 def selector_of(labels: Labels) -> str:
-    """An exact PromQL selector for one label set."""
+    """An exact PromQL selector for one label set. A label name that is not a PromQL
+    identifier (possible over remote write) is quoted, as Prometheus 3 reads UTF-8 names;
+    an older Prometheus rejects the query instead of reading a name such as
+    ``__name__=~".+",x!`` as matchers of its own."""
 
-    def quote(value: str) -> str:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def name_of(name: str) -> str:
+        return name if _NAME.fullmatch(name) else promql_string(name)
 
-    return "{" + ", ".join(f'{name}="{quote(value)}"' for name, value in labels) + "}"
+    return "{" + ", ".join(f"{name_of(n)}={promql_string(v)}" for n, v in labels) + "}"
 
 
 def parse_matrix(
@@ -48,7 +79,8 @@ def parse_matrix(
     pins the labels it names, so Prometheus also returns series with more labels."""
     ts: list[int] = []
     values: list[float] = []
-    wanted = None if labels is None else dict(labels)
+    # Prometheus keeps no label with an empty value: such a label means "absent"
+    wanted = None if labels is None else {name: value for name, value in labels if value}
     for series in result:
         if wanted is not None and series.get("metric") != wanted:
             continue
