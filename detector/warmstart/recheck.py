@@ -11,7 +11,9 @@ each one's history with the warm start's own queries and period detection
 for the detector worker (``Batch.move``: the worker gives the series fresh state in the
 weekly family, learns the history without alerting, keeps its alert state). It never
 writes the detector's tables; a failed query is logged, counted and tried again an
-interval later.
+interval later. Reads that fail in a row (Prometheus down or slow) end the pass and back
+off, doubling up to ``BACKOFF_MAX_S``, and are logged at 1, 2, 4, 8, ... in a row: an
+outage of hours costs a few dozen queries and log lines, not two a second.
 
 When a series is looked at: a warm start tells the schedule how far back its history
 goes (``Schedule.after_read``); a week can be told from a day once the history spans two
@@ -52,6 +54,7 @@ SPAN_MARGIN_MS = 3_600_000  # beyond two periods: late scrapes, a partial first 
 BATCH = 64  # due series picked per pass of the schedule
 IDLE_S = 60.0  # the longest wait between passes
 BUSY_S = 5.0  # the wait while warm starts are waiting (they hold live samples)
+BACKOFF_MAX_S = 600.0  # the longest wait after reads that failed in a row
 
 Verdict = Literal["moved", "kept", "short"]
 
@@ -231,6 +234,7 @@ class ReChecker:
             span_ms=self.span_needed + SPAN_MARGIN_MS,
         )
         self._last_query_s = -float("inf")
+        self.failures = 0  # reads failed in a row
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -277,8 +281,14 @@ class ReChecker:
             if wait_s > 0:
                 await self.sleep(wait_s)
             self._last_query_s = self.clock()
-            await self.check(slot)
+            if await self.check(slot) is None:
+                return self.backoff_s()  # the rest stay due
         return 0.0
+
+    def backoff_s(self) -> float:
+        """The wait after the latest of ``failures`` reads failed in a row."""
+        step = 1.0 / self.cfg.recheck_per_s
+        return min(BACKOFF_MAX_S, step * 2.0 ** min(self.failures, 32))
 
     async def check(self, slot: int) -> Verdict | None:
         """Read ``slot``'s history and judge it; queue the move if it repeats weekly.
@@ -299,15 +309,23 @@ class ReChecker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning(
-                "seasonal re-check of series %s failed: %s; trying again in %s",
-                slot,
-                tls.explain(exc),
-                format_duration(self.cfg.recheck_interval_s),
-            )
+            self.failures += 1
+            if self.failures & (self.failures - 1) == 0:  # 1, 2, 4, 8, ... in a row
+                log.warning(
+                    "seasonal re-check of series %s failed (%d in a row): %s; trying it "
+                    "again in %s, the next series in %s",
+                    slot,
+                    self.failures,
+                    tls.explain(exc),
+                    format_duration(self.cfg.recheck_interval_s),
+                    format_duration(self.backoff_s()),
+                )
             self.metrics.rechecks.labels("error").inc()
             self.schedule.later(slot, self.now_ms())
             return None
+        if self.failures:
+            log.info("seasonal re-check: reading again after %d failed reads", self.failures)
+            self.failures = 0
         moves = history.period_ms is not None and self.series.is_candidate(slot, history.period_ms)
         verdict = judge(history, moves=moves, span_needed=self.span_needed)
         self.metrics.rechecks.labels(verdict).inc()

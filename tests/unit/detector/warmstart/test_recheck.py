@@ -486,3 +486,30 @@ def test_each_warm_start_tells_the_schedule_how_far_back_the_history_goes():
     starter.request([6])  # no room: it starts cold, its history unknown
     assert heard == [(6, None)]
     assert _count(registry, "vigil_warm_starts_total", result="skipped") == 1
+
+
+def test_prometheus_down_for_hours_backs_off_and_logs_a_few_lines(caplog):
+    # before: every due series was tried at recheck_per_s, two failed queries and two
+    # warnings a second for as long as Prometheus was down
+    n = 5000
+    down = ConnectionError("connection refused")
+    daily = _history(T0 - 15 * DAY_MS, T0, DAY_MS)
+    answers: dict[int, object] = dict.fromkeys(range(n), down)
+    checker, time, registry, reads = _checker(answers, n=n)
+    checker.schedule.add_unknown(n, T0)
+    with caplog.at_level(logging.WARNING, logger="detector.warmstart.recheck"):
+        while time.t < T0 / 1000 + 10 * 3600:  # ten hours down
+            asyncio.run(time.sleep(asyncio.run(checker.step())))
+    failed = len(reads)
+    assert 50 < failed < 80  # 10 h at 600 s once backed off
+    assert _count(registry, "vigil_seasonal_rechecks_total", result="error") == failed
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert 1 <= len(warnings) <= 8 and "(1 in a row)" in warnings[0].getMessage()
+    assert max(time.sleeps) == recheck.BACKOFF_MAX_S
+    # only the series tried meanwhile wait an interval; the others are still due
+    assert int((checker.schedule.due[:n] > time.t * 1000).sum()) == failed
+    answers.update(dict.fromkeys(range(n), daily))  # Prometheus is back
+    with caplog.at_level(logging.INFO, logger="detector.warmstart.recheck"):
+        assert asyncio.run(checker.step()) == 0.0
+    assert f"reading again after {failed} failed reads" in caplog.text
+    assert checker.failures == 0 and len(reads) == failed + recheck.BATCH
