@@ -513,3 +513,34 @@ def test_prometheus_down_for_hours_backs_off_and_logs_a_few_lines(caplog):
         assert asyncio.run(checker.step()) == 0.0
     assert f"reading again after {failed} failed reads" in caplog.text
     assert checker.failures == 0 and len(reads) == failed + recheck.BATCH
+
+
+def test_a_pass_skips_many_series_that_cannot_move_and_reads_at_most_a_batch():
+    # before: 64 looked at per pass, each pass a scan and sort of everything due: a
+    # million restored weekly series took 15,625 passes (~140 s of event loop)
+    n = 3 * recheck.SCAN
+    daily = _history(T0 - 15 * DAY_MS, T0, DAY_MS)
+    candidates = set(range(0, n, 20))  # one in 20 still daily
+    checker, _time, _registry, reads = _checker(
+        dict.fromkeys(range(n), daily), n=n, candidates=candidates
+    )
+    checker.schedule.add_unknown(n, T0)
+    assert asyncio.run(checker.step()) == 0.0
+    assert reads == sorted(candidates)[: recheck.BATCH]  # lowest slots first, at one due time
+    looked_at = int((checker.schedule.due[:n] > T0).sum())
+    assert recheck.BATCH < looked_at <= recheck.SCAN
+    passes = 1
+    while asyncio.run(checker.step()) == 0.0:
+        passes += 1
+    assert sorted(reads) == sorted(candidates) and passes <= len(candidates) // recheck.BATCH + 2
+
+
+def test_pick_is_a_partial_sort_that_keeps_the_order():
+    s = _schedule()
+    rng = np.random.default_rng(3)
+    due = rng.integers(0, 50, 5000)
+    for slot, t in enumerate(due.tolist()):
+        s._at(slot, t)
+    expected = sorted(range(5000), key=lambda slot: (due[slot], slot))
+    assert s.pick(49, 100) == expected[:100]
+    assert s.pick(10, 10_000) == [x for x in expected if due[x] <= 10]
