@@ -146,6 +146,64 @@ def run_loader(
     return result
 
 
+class LoaderPhases:
+    """The load generator over rounds ``first..pause`` (untimed), paused until
+    ``resume``, then ``pause..last`` (timed), in one process over the same connections.
+    ``resume`` returns the timed part's result, with ``loader_cpu_s`` as ``run_loader``."""
+
+    def __init__(
+        self, url: str, bodies_file: Path, first: int, pause: int, last: int, placement: Placement
+    ) -> None:
+        self.argv = [
+            "taskset",
+            "-c",
+            placement.loader_cpus,
+            sys.executable,
+            __file__,
+            "--loader",
+            url,
+            str(bodies_file),
+            str(first),
+            str(last),
+            str(placement.connections),
+            str(pause),
+        ]
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> LoaderPhases:
+        self.before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        return self
+
+    def wait_paused(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the load generator exited early ({self.proc.wait()})")
+        warm: dict[str, Any] = json.loads(line)
+        return warm
+
+    def resume(self) -> dict[str, Any]:
+        assert self.proc is not None
+        out, _ = self.proc.communicate("go\n")
+        if self.proc.returncode:
+            raise RuntimeError(f"the load generator failed ({self.proc.returncode})")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        result["loader_cpu_s"] = result.pop("cpu_s")
+        result["loader_process_cpu_s"] = (after.ru_utime + after.ru_stime) - (
+            self.before.ru_utime + self.before.ru_stime
+        )
+        return result
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 # ---------------------------------------------------------------------------- receivers
 
 
@@ -281,14 +339,18 @@ def measure(
             name, ["taskset", "-c", cpus, *argv], workdir, ready_url=ready, timeout_s=180, env=env
         ) as proc:
             create = run_loader(url, bodies_file, 0, 1, placement)  # first sight of every series
-            if untimed > 1:
-                run_loader(url, bodies_file, 1, untimed, placement)
             base = url.replace("/api/v1/write", "")
-            lag0 = _loop_lag_histogram(base) if vigil else None
-            stages0 = _stage_seconds(base) if profile else None
-            cpu0 = _cpu_s(proc.pid)
-            timed = run_loader(url, bodies_file, untimed, rounds, placement)
-            cpu1 = _cpu_s(proc.pid)
+            # the warm-up and the timed rounds over the same connections: with --workers,
+            # the kernel spreads connections over the workers, and fresh ones for the timed
+            # part would make a worker see another worker's series for the first time
+            # there (a label parse each, in Python), which is not the steady state
+            with LoaderPhases(url, bodies_file, 1, untimed, rounds, placement) as loader:
+                loader.wait_paused()
+                lag0 = _loop_lag_histogram(base) if vigil else None
+                stages0 = _stage_seconds(base) if profile else None
+                cpu0 = _cpu_s(proc.pid)
+                timed = loader.resume()
+                cpu1 = _cpu_s(proc.pid)
             samples = n_series * (rounds - untimed)
             result: dict[str, Any] = {
                 "samples": samples,
@@ -421,10 +483,25 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--loader":
         url, path, first, last = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
         connections = int(sys.argv[6]) if len(sys.argv) > 6 else CONNECTIONS
+        # with a 7th argument: rounds first..pause untimed, then a line on stdout, a line
+        # from stdin, and pause..last timed, over the same connections
+        pause = int(sys.argv[7]) if len(sys.argv) > 7 else None
         chunks = pickle.loads(path.read_bytes())
-        done = loadgen.load(url, chunks, range(first, last), connections)
-        codes = {str(k): v for k, v in sorted(done.codes.items())}
-        print(json.dumps({"wall_s": done.wall_s, "cpu_s": done.cpu_s, "codes": codes}))
+
+        def report(done: loadgen.LoadResult) -> None:
+            codes = {str(k): v for k, v in sorted(done.codes.items())}
+            print(json.dumps({"wall_s": done.wall_s, "cpu_s": done.cpu_s, "codes": codes}))
+            sys.stdout.flush()
+
+        def wait_for_go(_: int, done: loadgen.LoadResult) -> None:
+            report(done)
+            sys.stdin.readline()
+
+        if pause is None:
+            report(loadgen.load(url, chunks, [range(first, last)], connections)[-1])
+        else:
+            phases = [range(first, pause), range(pause, last)]
+            report(loadgen.load(url, chunks, phases, connections, wait_for_go)[-1])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")

@@ -215,9 +215,10 @@ def _tune(sock: socket.socket) -> None:
 class _Loop:
     """One thread, one selector, every connection."""
 
-    def __init__(self, connect: Connect | None, retry_after_s: float) -> None:
+    def __init__(self, connect: Connect | None, retry_after_s: float, keep_open: bool) -> None:
         self.sel = selectors.DefaultSelector()
         self.connect = connect
+        self.keep_open = keep_open
         self.retry_after_s = retry_after_s
         self.codes: dict[int, int] = {}
         self.waiting: list[_Conn] = []  # retries due later
@@ -234,7 +235,15 @@ class _Loop:
             conn.reader = ResponseReader()
             self.sel.register(conn.sock, selectors.EVENT_READ, conn)
         conn.view = memoryview(conn.requests[conn.next])
-        self.push(conn)
+        try:
+            self.push(conn)
+        except (BrokenPipeError, ConnectionResetError):
+            # an idle keep-alive connection the server closed since the last run: a
+            # fresh one for this request (nothing of it was sent)
+            if self.connect is None:
+                raise LoadError("the receiver closed a keep-alive connection") from None
+            self.drop(conn)
+            self.start(conn)
 
     def push(self, conn: _Conn) -> None:
         assert conn.view is not None and conn.sock is not None
@@ -268,7 +277,10 @@ class _Loop:
         if conn.next < len(conn.requests):
             self.start(conn)
             return
-        self.drop(conn)
+        if self.keep_open and conn.sock is not None:
+            self.sel.unregister(conn.sock)  # for the next run (``run(keep_open=True)``)
+        else:
+            self.drop(conn)
         self.active -= 1
 
     def readable(self, conn: _Conn) -> None:
@@ -299,14 +311,13 @@ class _Loop:
 
     def run(self, conns: list[_Conn]) -> None:
         for conn in conns:
-            if conn.requests:
-                assert conn.sock is not None
+            if not conn.requests:
+                continue
+            if conn.sock is not None:  # None: closed by the server after an earlier run
                 _tune(conn.sock)
                 self.sel.register(conn.sock, selectors.EVENT_READ, conn)
-                self.active += 1
-                self.start(conn)
-            elif conn.sock is not None:
-                conn.sock.close()
+            self.active += 1
+            self.start(conn)
         while self.active:
             timeout = None
             if self.waiting:
@@ -321,18 +332,19 @@ class _Loop:
                     self.readable(conn)
             if self.waiting:
                 self.retry_due()
-        self.sel.close()
 
 
 def run(
-    socks: Sequence[socket.socket],
+    socks: list[socket.socket | None],
     requests: Sequence[Sequence[bytes]],
     *,
     connect: Connect | None = None,
     retry_after_s: float = RETRY_AFTER_S,
+    keep_open: bool = False,
 ) -> LoadResult:
-    """Send ``requests[i]`` in order over ``socks[i]``, one in flight per socket, and
-    close the sockets.
+    """Send ``requests[i]`` in order over ``socks[i]``, one in flight per socket, then
+    close the sockets, or with ``keep_open`` leave them open in ``socks`` for another run
+    (None where the server closed one: the next run reopens it).
 
     ``connect`` opens a fresh socket when the server closed one (``Connection: close``);
     without it such a close is a LoadError. Returns the wall and CPU seconds from the
@@ -340,14 +352,17 @@ def run(
     """
     if len(socks) != len(requests):
         raise ValueError(f"{len(socks)} sockets for {len(requests)} request lists")
-    loop = _Loop(connect, retry_after_s)
+    loop = _Loop(connect, retry_after_s, keep_open)
     conns = [_Conn(s, r) for s, r in zip(socks, requests, strict=True)]
     cpu0, t0 = time.process_time(), time.perf_counter()
     try:
         loop.run(conns)
     finally:
-        for conn in conns:
-            if conn.sock is not None:
+        loop.sel.close()
+        for k, conn in enumerate(conns):
+            if keep_open:
+                socks[k] = conn.sock
+            elif conn.sock is not None:
                 conn.sock.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return LoadResult(wall_s=wall, cpu_s=cpu, codes=loop.codes, requests=loop.n_requests)
@@ -367,17 +382,41 @@ def groups_of(
 
 
 def load(
-    url: str, chunks: Sequence[Sequence[bytes]], rounds: range, connections: int
-) -> LoadResult:
-    """bench/ingest.py's load: ``chunks[k][r]`` for every round in ``rounds``, over
-    ``connections`` keep-alive connections to ``url``. Requests are built and connections
-    opened before the clock starts."""
+    url: str,
+    chunks: Sequence[Sequence[bytes]],
+    phases: Sequence[range],
+    connections: int,
+    between: Callable[[int, LoadResult], None] | None = None,
+) -> list[LoadResult]:
+    """bench/ingest.py's load: ``chunks[k][r]`` for every round of each phase in turn,
+    over the same ``connections`` keep-alive connections to ``url`` (a receiver that
+    spreads connections over workers keeps each chunk on one worker throughout).
+    ``between(i, result)`` runs after phase i but the last (the caller starts its clock
+    there). Requests are built and connections opened before the first phase."""
     target = Target.parse(url)
-    per_conn = [
-        [build_request(target, body) for body in g] for g in groups_of(chunks, rounds, connections)
+    per_phase = [
+        [
+            [build_request(target, body) for body in g]
+            for g in groups_of(chunks, rounds, connections)
+        ]
+        for rounds in phases
     ]
 
     def connect() -> socket.socket:
         return socket.create_connection((target.host, target.port))
 
-    return run([connect() for _ in per_conn], per_conn, connect=connect)
+    n = min(connections, len(chunks))
+    socks: list[socket.socket | None] = [connect() for _ in range(n)]
+    results = []
+    try:
+        for i, requests in enumerate(per_phase):
+            if not requests:  # no chunks
+                requests = [[] for _ in range(n)]
+            results.append(run(socks, requests, connect=connect, keep_open=True))
+            if between is not None and i < len(per_phase) - 1:
+                between(i, results[-1])
+    finally:
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+    return results

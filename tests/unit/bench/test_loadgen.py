@@ -167,6 +167,38 @@ def test_several_connections_each_send_their_own_list():
     assert result.codes == {204: 15}
 
 
+def test_keep_open_runs_again_over_the_same_connection(pair):
+    client, server_end = pair
+    server = Server(server_end, lambda i, body: (NO_CONTENT, False))
+    socks: list[socket.socket | None] = [client]
+    first = loadgen.run(socks, [[loadgen.build_request(TARGET, b"one")]], keep_open=True)
+    assert socks == [client] and client.fileno() >= 0
+    second = loadgen.run(socks, [[loadgen.build_request(TARGET, b"two")]])
+    server.join()
+    assert [r[2] for r in server.requests] == [b"one", b"two"]  # one connection
+    assert first.codes == second.codes == {204: 1}
+    assert client.fileno() == -1  # closed after the last run
+
+
+def test_keep_open_reopens_a_connection_the_server_closed(pair):
+    client, server_end = pair
+    close = NO_CONTENT[:-2] + b"Connection: close\r\n\r\n"
+    servers = [Server(server_end, lambda i, body: (close, True))]
+
+    def connect() -> socket.socket:
+        a, b = socket.socketpair()
+        servers.append(Server(b, lambda i, body: (NO_CONTENT, False)))
+        return a
+
+    socks: list[socket.socket | None] = [client]
+    loadgen.run(socks, [[loadgen.build_request(TARGET, b"one")]], connect=connect, keep_open=True)
+    assert socks == [None]
+    loadgen.run(socks, [[loadgen.build_request(TARGET, b"two")]], connect=connect)
+    for s in servers:
+        s.join()
+    assert [[r[2] for r in s.requests] for s in servers] == [[b"one"], [b"two"]]
+
+
 def test_a_close_before_the_answer_is_an_error(pair):
     client, server_end = pair
     server = Server(server_end, lambda i, body: (b"", True))
