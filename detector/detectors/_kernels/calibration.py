@@ -29,9 +29,13 @@ def bin_of(z: float) -> int:
     """Histogram bin of z: log2(1 + z) spread over the bins, z up to ~53.
 
     log2 comes from the float's exponent plus a quadratic in its mantissa (within 0.005
-    of the true value, monotone, no transcendental call).
+    of the true value, monotone, no transcendental call). An infinite or NaN z (a value
+    beyond the float range of its deviation) is in the top bin: ``int`` of either is the
+    most negative int64, an index that wrote into the next series' row.
     """
-    m, e = math.frexp(1.0 + z)
+    if not z < 1e300:
+        return HIST_BINS - 1
+    m, e = math.frexp(1.0 + max(z, 0.0))
     x = 2.0 * m  # 1 + z = x * 2**(e - 1), x in [1, 2)
     log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
     return min(int(log2 * _BIN_SCALE), HIST_BINS - 1)
