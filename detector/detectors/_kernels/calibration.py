@@ -73,7 +73,13 @@ def tail_probability(
         below = 0.0
         for j in range(b):
             below += hist[s, base + j]
-        ge = max(0.0, htot[s, 2 * n + k] - below) * g
+        # never less than the upper half's weight, summed as a z there sums it: the stored
+        # sum drifts from its bins by rounding, and drifted below them it made a z in bin
+        # 7 rarer than one in bin 8 (a band cannot be the level set of such a score)
+        upper = 0.0
+        for j in range(HIST_BINS - 1, HIST_BINS // 2 - 1, -1):
+            upper += hist[s, base + j]
+        ge = max(max(0.0, htot[s, 2 * n + k] - below), upper) * g
     else:
         ge = 0.0
         for j in range(HIST_BINS - 1, b - 1, -1):
@@ -207,6 +213,7 @@ def threshold_z(
     last_in = -1
     first_in = HIST_BINS
     upper = 0.0
+    half = 0.0  # the upper half's weight (bins 8 to 15), once the loop has passed it
     for j in range(HIST_BINS - 1, -1, -1):
         h = hist[s, base + j]
         acc += h * g
@@ -214,12 +221,13 @@ def threshold_z(
             top = j
         upper += h
         if j >= HIST_BINS // 2:
+            half = upper
             ge = upper * g
         else:
             below = 0.0
             for i in range(j):
                 below += hist[s, base + i]
-            ge = max(0.0, htot[s, 2 * n + k] - below) * g
+            ge = max(max(0.0, htot[s, 2 * n + k] - below), half) * g
         if ge >= 1.0 - 1e-6:
             if last_in < 0:
                 last_in = j
@@ -241,11 +249,11 @@ def threshold_z(
             ge = 0.0
             for i in range(HIST_BINS - 1, j - 1, -1):
                 ge += hist[s, base + i]
-        else:
+        else:  # j below the upper half: the loop above passed it
             below = 0.0
             for i in range(j):
                 below += hist[s, base + i]
-            ge = max(0.0, htot[s, 2 * n + k] - below)
+            ge = max(max(0.0, htot[s, 2 * n + k] - below), half)
         ge *= g
         c = math.log10((ge + 1.0) / (tot + 2.0))
         if c <= lt:  # already that rare at the bin's lower edge

@@ -133,3 +133,25 @@ def test_on_every_shape_a_value_outside_the_band_scores_at_or_above_its_level(st
         disagreements += [(i, int(s)) for s in np.flatnonzero(wrong)]
     assert checked > 0.9 * n_series * n
     assert disagreements == []
+
+
+@pytest.mark.parametrize("tail_index", [0.0, 2.0])
+def test_a_stored_sum_drifted_below_its_bins_keeps_the_score_monotone(tail_index):
+    """Bin 7 empty, bin 8 holding 3 samples, the stored sum 1e-3 below the bins: a z in
+    bin 7 (the stored sum less the bins below: 2.999) scored rarer than one in bin 8 (the
+    bins from the top: 3), and at a level between the two the band (its edge past bin 8)
+    called a value in bin 7 inside while its score said outside."""
+    hist = np.zeros((1, c.HIST_BINS), dtype=np.float32)
+    hist[0, :9] = [500, 300, 100, 50, 20, 10, 5, 0, 3]
+    true = float(hist[0].astype(np.float64).sum())
+    htot = np.array([[true, 1.0, true - 1e-3]])
+    t = (4.0 - 0.5e-3) / (true + 2.0)
+    thr = c.threshold_z(hist, htot, 0, 0, t, tail_index, c.gaussian_z(math.log10(t)))
+    zs = np.concatenate([c.BIN_LO[1:-1], c.BIN_LO[1:-1] * 1.01, [thr, np.nextafter(thr, 0.0)]])
+    ps = [
+        c.tail_probability(hist.copy(), htot.copy(), 0, 0, float(z), DECAY, tail_index) for z in zs
+    ]
+    order = np.argsort(zs)
+    assert np.all(np.diff(np.array(ps)[order]) <= 0.0)  # rarer the further out
+    for z, p in zip(zs, ps, strict=True):
+        assert (p <= t) == (z >= thr), (z, thr, p, t)
