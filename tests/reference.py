@@ -82,8 +82,9 @@ class _Calibration:
         log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
         width = math.log2(math.exp(4.0)) / self.BINS  # bin width in log2(1 + z)
         b = min(int(log2 / width), self.BINS - 1)
-        if b < self.BINS // 2:
-            ge = max(0.0, self.stored - sum(self.hist[:b])) * self.scale
+        if b < self.BINS // 2:  # at least the upper half's weight, summed from the top
+            upper = sum(reversed(self.hist[self.BINS // 2 :]))
+            ge = max(max(0.0, self.stored - sum(self.hist[:b])), upper) * self.scale
         else:
             ge = sum(reversed(self.hist[b:])) * self.scale  # from the top, as the kernel
         lp = math.log10((ge + 1.0) / (self.total + 2.0))
