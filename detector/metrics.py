@@ -158,8 +158,7 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
         rechecks=counter(
             "vigil_seasonal_rechecks",
             "Re-checks of the seasonal period of live series on a daily profile, by result "
-            "(weekly: moved to a weekly profile, kept, short: too little history to tell, "
-            "error).",
+            "(moved: to a weekly profile, kept, short: too little history to tell, error).",
             ("result",),
         ),
         period_moves=counter(
