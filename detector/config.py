@@ -329,7 +329,7 @@ class WarmStartConfig(_Model):
         2.0,
         gt=0.0,
         le=100.0,
-        description="re-check queries a second at most, one at a time, none while warm starts wait",
+        description="re-check queries a second at most, one at a time; while warm starts wait, one a minute",
     )
 
 

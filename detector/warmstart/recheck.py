@@ -7,7 +7,7 @@ This module owns the schedule (``Schedule``: when each series is looked at next;
 times passed in) and ``ReChecker``, the event-loop task that picks the due series, reads
 each one's history with the warm start's own queries and period detection
 (``prometheus.read_history``, in a thread, one query at a time, at most
-``warm_start.recheck_per_s`` a second, none while warm starts wait) and queues a move
+``warm_start.recheck_per_s`` a second; while warm starts wait, one a minute) and queues a move
 for the detector worker (``Batch.move``: the worker gives the series fresh state in the
 weekly family, learns the history without alerting, keeps its alert state). It never
 writes the detector's tables; a failed query is logged, counted and tried again an
@@ -55,6 +55,7 @@ BATCH = 64  # due series read per pass of the schedule
 SCAN = 4096  # due series looked at per pass (most may be weekly already: no read)
 IDLE_S = 60.0  # the longest wait between passes
 BUSY_S = 5.0  # the wait while warm starts are waiting (they hold live samples)
+STARVED_S = 60.0  # warm starts waiting without end still let one read through this often
 BACKOFF_MAX_S = 600.0  # the longest wait after reads that failed in a row
 
 Verdict = Literal["moved", "kept", "short"]
@@ -243,6 +244,7 @@ class ReChecker:
         )
         self._last_query_s = -float("inf")
         self.failures = 0  # reads failed in a row
+        self._giving_way_since: float | None = None  # warm starts waiting since (clock)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -270,7 +272,7 @@ class ReChecker:
         """One pass: look at up to ``SCAN`` due series and re-check up to ``BATCH`` of
         them, paced; the seconds to wait before the next pass. Series that cannot move
         cost no query and no pacing: a million restored weekly series take ~250 passes."""
-        if self.busy():
+        if self._gives_way():
             return BUSY_S
         now = self.now_ms()
         due = self.schedule.pick(now, SCAN)
@@ -287,9 +289,9 @@ class ReChecker:
                 continue
             if read == BATCH:
                 return 0.0  # the rest stay due
-            read += 1
-            if self.busy():
+            if read and self._gives_way():
                 return BUSY_S  # the rest stay due
+            read += 1
             wait_s = self._last_query_s + 1.0 / self.cfg.recheck_per_s - self.clock()
             if wait_s > 0:
                 await self.sleep(wait_s)
@@ -297,6 +299,20 @@ class ReChecker:
             if await self.check(slot) is None:
                 return self.backoff_s()  # the rest stay due
         return 0.0
+
+    def _gives_way(self) -> bool:
+        """Warm starts are waiting: give way, but after ``STARVED_S`` of giving way let
+        one read through (under new series without end, one re-check a minute)."""
+        if not self.busy():
+            self._giving_way_since = None
+            return False
+        now = self.clock()
+        if self._giving_way_since is None:
+            self._giving_way_since = now
+        elif now - self._giving_way_since >= STARVED_S:
+            self._giving_way_since = now
+            return False
+        return True
 
     def backoff_s(self) -> float:
         """The wait after the latest of ``failures`` reads failed in a row."""

@@ -544,3 +544,14 @@ def test_pick_is_a_partial_sort_that_keeps_the_order():
     expected = sorted(range(5000), key=lambda slot: (due[slot], slot))
     assert s.pick(49, 100) == expected[:100]
     assert s.pick(10, 10_000) == [x for x in expected if due[x] <= 10]
+
+
+def test_warm_starts_waiting_without_end_still_let_one_recheck_a_minute_through():
+    # before: a cluster whose new series keep the warm start busy re-checked nothing, ever
+    daily = _history(T0 - 15 * DAY_MS, T0, DAY_MS)
+    checker, time, _registry, reads = _checker(dict.fromkeys(range(100), daily), n=100)
+    checker.schedule.add_unknown(100, T0)
+    checker.busy = lambda: True
+    while time.t < T0 / 1000 + 600:  # ten minutes of warm starts waiting
+        asyncio.run(time.sleep(asyncio.run(checker.step())))
+    assert 9 <= len(reads) <= 11
