@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,12 +113,6 @@ class EnsembleParams(_Model):
         3600.0,
         ge=0.0,
         description="a deviation lasting this long becomes the new normal (0: never); until then anomalous samples teach the detector nothing",
-    )
-    window_alpha: float = Field(
-        float(os.environ.get("VIGIL_WA", "0.1")),
-        ge=0.0,
-        lt=1.0,
-        description="weight of a sample in the window signal, an EWMA of the clipped level deviation (0: off)",
     )
 
 

@@ -40,7 +40,6 @@ def params_vector(p: EnsembleParams) -> NDArray[np.float64]:
     v[k.P_ADOPT_MS] = p.adopt_after_s * 1000.0
     v[k.P_TAIL_INDEX] = p.tail_index
     v[k.P_SEASON_SAMPLE_MS] = p.season_sample_s * 1000.0
-    v[k.P_WINDOW_ALPHA] = p.window_alpha
     return v
 
 
@@ -80,7 +79,7 @@ class EnsembleFamily(TableFamily):
         self.season = np.zeros((0, params.season_bins), dtype=np.float32)
         self.visits = np.zeros((0, params.season_bins), dtype=np.float32)
         # calibration only for the signals that are on: level, seasonal
-        self.n_signals = 1 + (params.season_bins > 0) + (params.window_alpha > 0)
+        self.n_signals = 1 + (params.season_bins > 0)
         self.hist = np.zeros((0, self.n_signals * HIST_BINS), dtype=np.float32)
         # per signal: total weight; its lazy-forgetting divisor; the sum of its stored bins
         self.htot = np.zeros((0, 3 * self.n_signals), dtype=np.float64)

@@ -55,7 +55,7 @@ from numba import njit, types
 from detector.detectors._kernels import SAFE_FASTMATH
 from detector.detectors._kernels.calibration import gaussian_z, take_back, threshold_z
 from detector.detectors._kernels.calibration import tail_probability as tail_p
-from detector.detectors._kernels.tail import log10_two_sided_tail, score_from_probability
+from detector.detectors._kernels.tail import score_from_probability
 
 # per-series scalar state, one row of ``state`` per slot: the columns every series needs,
 # then those of the seasonal signal; a family allocates only the columns of the signals it
@@ -75,7 +75,6 @@ from detector.detectors._kernels.tail import log10_two_sided_tail, score_from_pr
     S_ADOPT_T,
     S_BACK,  # samples in a row back from the open run (this column held a streak before)
     S_ONSET_Z1,
-    S_W,  # the window: EWMA of the clipped signed level deviation in sigmas
     S_L,
     S_SV,
     S_PERIOD,
@@ -83,9 +82,8 @@ from detector.detectors._kernels.tail import log10_two_sided_tail, score_from_pr
     S_RUN_E3,
     S_RUN_V3,
     S_ONSET_Z3,
-) = range(20)
-S_WPEAK, S_WLEN = 20, 21
-N_CORE, N_SEASONAL = 22, 22
+) = range(19)
+N_CORE, N_SEASONAL = 12, 19
 N_STATE = N_SEASONAL
 _RUN_ALPHA = 0.05  # the run's mean deviation weighs about its last 20 samples
 # weight at which a single anomalous sample between normal ones enters the calibration
@@ -104,12 +102,6 @@ _RUN_P = 0.05
 # old level ended its run four minutes before adoption and restarted the hour), two in a
 # row are rare (p ~ 1e-7 a pair for that shift)
 _BACK_SAMPLES = 2.0
-import os as _os
-RESET_W = _os.environ.get('VIGIL_RESETW', '1') == '1'
-WFLOOR = _os.environ.get('VIGIL_WFLOOR', '1') == '1'
-WMULT = _os.environ.get('VIGIL_WMULT', '1') == '1'
-WPEAK = _os.environ.get('VIGIL_WPEAK', '1') == '1'
-WMODE = int(_os.environ.get('VIGIL_WMODE', '2'))
 
 
 def state_columns(season_bins: int) -> int:
@@ -132,9 +124,8 @@ def state_columns(season_bins: int) -> int:
     P_ADOPT_MS,
     P_TAIL_INDEX,
     P_SEASON_SAMPLE_MS,
-    P_WINDOW_ALPHA,
-) = range(14)
-N_PARAMS = 14
+) = range(13)
+N_PARAMS = 13
 
 _f64 = types.Array(types.float64, 1, "C")
 _f64_2 = types.Array(types.float64, 2, "C")
@@ -182,16 +173,6 @@ def ensemble_score_learn(
     # the Gaussian z of the band's level per signal, with one signal and with two
     gauss_z1 = gaussian_z(math.log10(band_p))
     gauss_z2 = gaussian_z(math.log10(band_p / 2.0))
-    gauss_z3 = gaussian_z(math.log10(band_p / 3.0))
-    wa = params[P_WINDOW_ALPHA]
-    use_w = wa > 0.0
-    wk = 2 if nbins > 0 else 1  # the window's calibration (after level and seasonal)
-    # the EWMA of unit-variance independent values has this standard deviation
-    wsd = math.sqrt(wa / (2.0 - wa)) if use_w else 1.0
-    # the window's rarity counted once per window of samples it averages
-    wm = (2.0 - wa) / wa if (use_w and WMULT) else 1.0
-    gauss_zw2 = gaussian_z(math.log10(band_p / 2.0 / wm))
-    gauss_zw3 = gaussian_z(math.log10(band_p / 3.0 / wm))
     for i in range(slots.shape[0]):
         s = slots[i]
         x = values[i]
@@ -213,7 +194,7 @@ def ensemble_score_learn(
         s1 = math.sqrt(st[S_V1])
         ss = math.sqrt(st[S_SV]) if nbins > 0 else 0.0
         warm = st[S_N] >= warmup  # before, levels learn but nothing is scored or calibrated
-        k = (2.0 if seasonal_on else 1.0) + (1.0 if use_w else 0.0)  # signals consulted
+        k = 2.0 if seasonal_on else 1.0  # signals consulted
         t = band_p / k  # the tail probability at the band's edge, per signal
         centre = st[S_M1] + off
         if seasonal_on and st[S_N] > 0:
@@ -227,7 +208,7 @@ def ensemble_score_learn(
             if warm:  # where the score reaches the band's level, signal by signal
                 lo = -math.inf
                 hi = math.inf
-                gz = gauss_z1 if k == 1.0 else (gauss_z2 if k == 2.0 else gauss_z3)
+                gz = gauss_z2 if seasonal_on else gauss_z1
                 z = threshold_z(hist, htot, s, 0, t, tail_index, gz)
                 if s1 > 0.0 or z <= 50.0:  # a flat level: any change is z = 50
                     lo = off + st[S_M1] - z * s1
@@ -237,33 +218,6 @@ def ensemble_score_learn(
                     if ss > 0.0 or z <= 50.0:
                         lo = max(lo, centre - z * ss)
                         hi = min(hi, centre + z * ss)
-                if use_w:
-                    # the values whose clipped deviation u keeps the window under its
-                    # level: |(1 - wa) w + wa u| < zw * wsd, u = clip(d1 / s1, +-clip)
-                    gzw = gauss_zw3 if seasonal_on else gauss_zw2
-                    z = threshold_z(hist, htot, s, wk, t / wm, tail_index, gzw)
-                    if WFLOOR:
-                        z = max(z, gzw)
-                    keep = (1.0 - wa) * st[S_W]
-                    ul = (-z * wsd - keep) / wa
-                    uh = (z * wsd - keep) / wa
-                    if WMODE == 2:
-                        # a value across the expected level restarts the window: only
-                        # |wa u| < z wsd binds there, so u = 0 (the level) is always in
-                        if st[S_W] > 0.0:
-                            ul = -z * wsd / wa
-                            uh = max(0.0, uh)
-                        elif st[S_W] < 0.0:
-                            uh = z * wsd / wa
-                            ul = min(0.0, ul)
-                    if ul > clip or uh < -clip or (s1 == 0.0 and (ul > 0.0 or uh < 0.0)):
-                        lo = math.inf  # no value brings the window back: empty
-                        hi = -math.inf
-                    elif s1 > 0.0:
-                        if ul > -clip:
-                            lo = max(lo, off + st[S_M1] + ul * s1)
-                        if uh < clip:
-                            hi = min(hi, off + st[S_M1] + uh * s1)
                 lower[i] = lo
                 upper[i] = hi
             else:  # not scored yet: no band
@@ -297,35 +251,6 @@ def ensemble_score_learn(
                 else:
                     z3 = 0.0 if e3 == 0.0 else 50.0
                 p = min(p, tail_p(hist, htot, s, 1, z3, decay, tail_index))
-        # 3. window
-        zw = 0.0
-        if use_w:
-            if s1 > 0.0:
-                u = d1 / s1
-            else:
-                u = 0.0 if d1 == 0.0 else (50.0 if d1 > 0.0 else -50.0)
-            u = min(clip, max(-clip, u))
-            if WMODE == 2 and u * st[S_W] <= 0.0:
-                st[S_W] = 0.0  # a crossing of the expected level restarts the window
-                if WPEAK and st[S_WLEN] != 0.0 and warm:
-                    # the ended excursion enters the calibration: its peak, once per sample
-                    # (one that went beyond the band: once, at half weight)
-                    amt = st[S_WLEN] if st[S_WLEN] > 0.0 else _ISOLATED_WEIGHT
-                    take_back(hist, htot, s, wk, st[S_WPEAK], -amt)
-                st[S_WPEAK] = 0.0
-                st[S_WLEN] = 0.0
-            st[S_W] = (1.0 - wa) * st[S_W] + wa * u
-            zw = abs(st[S_W]) / wsd
-            if warm:
-                pw = tail_p(hist, htot, s, wk, zw, decay, tail_index)
-                if WPEAK:  # learned when its excursion ends, as the excursion's peak
-                    take_back(hist, htot, s, wk, zw, 1.0)
-                    st[S_WPEAK] = max(st[S_WPEAK], zw)
-                    if st[S_WLEN] >= 0.0:
-                        st[S_WLEN] += 1.0
-                if WFLOOR:  # never rarer than the Gaussian tail of zw
-                    pw = max(pw, 10.0 ** log10_two_sided_tail(zw))
-                p = min(p, wm * pw)
         anomalous = warm and p <= t  # outside the band
         score[i] = score_from_probability(k * p) if warm else 0.0
         dev = x - centre
@@ -339,10 +264,6 @@ def ensemble_score_learn(
                 st[S_ONSET_Z3] = z3 if seasonal_on else -1.0
             if seasonal_on:
                 take_back(hist, htot, s, 1, z3, 1.0)
-            if use_w and not WPEAK:
-                take_back(hist, htot, s, wk, zw, 1.0)
-            if use_w:
-                st[S_WLEN] = -1.0  # this excursion is no longer the series' own tail
             if nbins > 0 and st[S_N] > 0:
                 # the profile (not the level under it) learns it: a bin not yet in use
                 # (fewer than season_min_visits) has no expectation of its own to keep and
@@ -396,7 +317,6 @@ def ensemble_score_learn(
                     st[S_SV] = max(st[S_SV], st[S_RUN_V3])
                 st[S_ADOPTIONS] += 1.0
                 st[S_ADOPT_T] = float(ts_ms[i])
-                st[S_W] = 0.0  # the window's memory is of the old level
                 st[S_RUN_SIDE] = 0.0
         else:
             # a sample inside the band that continues an open run (same side, still in the
@@ -413,8 +333,6 @@ def ensemble_score_learn(
                     st[S_RUN_SIDE] = 0.0  # back: the run is over
                     st[S_BACK] = 0.0
                     came_back = True
-                    if use_w and RESET_W:
-                        st[S_W] = 0.0  # and the window forgets it
                 else:
                     cw = _FLAGGED_WEIGHT
             # a run the series came back from was its own tail: its last extreme enters
@@ -435,8 +353,6 @@ def ensemble_score_learn(
                     take_back(hist, htot, s, 0, z1, 1.0)
                     if seasonal_on:
                         take_back(hist, htot, s, 1, z3, 1.0)
-                    if use_w and not WPEAK:
-                        take_back(hist, htot, s, wk, zw, 1.0)
                 b1 *= cw
                 b2 *= cw
             if nbins > 0:  # learn the seasonal profile and the level under it
