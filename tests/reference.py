@@ -137,7 +137,7 @@ class _Calibration:
         the Gaussian tail's slope (1 + z)(z + 1/z) at the edge's z, when steeper."""
         if top + 1 >= self.BINS:
             return tail_index
-        w_hi = sum(self.hist[5:])
+        w_hi = max(0.0, self.stored - sum(self.hist[:5]))
         w_lo = w_hi + self.hist[4]
         if w_lo * self.scale < 20.0 or w_hi > 0.2 * w_lo:
             return tail_index

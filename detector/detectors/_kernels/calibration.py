@@ -67,11 +67,12 @@ def tail_index_of(
     if top + 1 >= HIST_BINS:
         return tail_index
     base = k * HIST_BINS
-    w_hi = 0.0
-    for j in range(_LIGHT_HI, HIST_BINS):
-        w_hi += hist[s, base + j]
-    w_lo = w_hi + hist[s, base + _LIGHT_LO]
     n = htot.shape[1] // 3
+    below = 0.0  # the stored weight under bin _LIGHT_HI, from the low end (fewer bins)
+    for j in range(_LIGHT_HI):
+        below += hist[s, base + j]
+    w_hi = max(0.0, htot[s, 2 * n + k] - below)
+    w_lo = w_hi + hist[s, base + _LIGHT_LO]
     if w_lo * htot[s, n + k] < _LIGHT_MIN_WEIGHT or w_hi > _LIGHT_RATIO * w_lo:
         return tail_index
     return max(tail_index, GAUSS_INDEX[top + 1])
