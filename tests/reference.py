@@ -134,7 +134,8 @@ class _Calibration:
     def index_beyond(self, top: int, tail_index: float) -> float:
         """The power law's index beyond the edge: tail_index, or for a light tail (weight
         from z = 2.49 at most 0.2 of that from z = 1.72, at least 20 samples' weight there)
-        the Gaussian tail's slope (1 + z)(z + 1/z) at the edge's z, when steeper."""
+        the Gaussian tail's slope (1 + z)(z + 1/z) at the edge's z, at most 15, when
+        steeper."""
         if top + 1 >= self.BINS:
             return tail_index
         w_hi = max(0.0, self.stored - sum(self.hist[:5]))
@@ -142,7 +143,7 @@ class _Calibration:
         if w_lo * self.scale < 20.0 or w_hi > 0.2 * w_lo:
             return tail_index
         z = _bin_floor(top + 1, self.BINS)
-        return max(tail_index, (1.0 + z) * (z + 1.0 / z))
+        return max(tail_index, min((1.0 + z) * (z + 1.0 / z), 15.0))
 
     def add(self, z: float, amount: float) -> None:
         """Learn z (no forgetting step) at ``amount`` of a sample's weight."""

@@ -4,8 +4,8 @@ given that signal's own recent history?
 A forgetting histogram per (series, signal) over log2(1 + z) gives the share of past
 values at least as extreme; beyond everything seen, a power-law tail from the edge of
 the largest values (or the Gaussian tail of z) keeps ordering them. Its index is
-``tail_index``, or for a light-tailed signal the Gaussian tail's own slope at the edge
-(``tail_index_of``).
+``tail_index``, or for a light-tailed signal the Gaussian tail's own slope at the edge,
+at most 15 (``tail_index_of``).
 numpy and numba only.
 """
 
@@ -48,6 +48,11 @@ def bin_of(z: float) -> int:
 _LIGHT_RATIO = 0.2
 _LIGHT_MIN_WEIGHT = 20.0
 _LIGHT_LO, _LIGHT_HI = 4, 5
+# the light tail's index at most: 15 takes a 6-sigma sample past the alert rule's 0.9999
+# from the usual edges (z 3.5-4.7); the Gaussian's own 17-29 there also turned the weekly
+# scenario's Sunday-midnight profile mismatch (4-5 sigma, once a week, older than the
+# calibration's memory) into three pages instead of one (warm, --full)
+_LIGHT_MAX_INDEX = 15.0
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
@@ -56,13 +61,14 @@ def tail_index_of(
 ) -> float:
     """The index of the power law beyond the history's edge (bin ``top`` the highest with
     a sample's weight at or above it): ``tail_index``, or for a light-tailed signal the
-    Gaussian tail's own slope d ln P / d ln(1 + z) at the edge, when that is steeper.
+    Gaussian tail's own slope d ln P / d ln(1 + z) at the edge (at most _LIGHT_MAX_INDEX),
+    when that is steeper.
 
     The Gaussian tail steepens beyond any point, so a power law with its slope at the edge
     stays heavier than the Gaussian decay from the edge's own empirical probability: a
-    light-tailed series' sample six sigmas out is as rare as a light tail makes it (issue
-    20: with index 10 it scored 0.9997-0.9999, under the alert rule's 0.9999), and never
-    rarer than that decay. Cheap: a sum over the upper bins and a table lookup.
+    light-tailed series' sample six sigmas out is rare enough to page (issue 20: with
+    index 10 it scored 0.9997-0.9999, under the alert rule's 0.9999), and never rarer than
+    that decay. Cheap: a sum over the low bins and a table lookup.
     """
     if top + 1 >= HIST_BINS:
         return tail_index
@@ -75,7 +81,7 @@ def tail_index_of(
     w_lo = w_hi + hist[s, base + _LIGHT_LO]
     if w_lo * htot[s, n + k] < _LIGHT_MIN_WEIGHT or w_hi > _LIGHT_RATIO * w_lo:
         return tail_index
-    return max(tail_index, GAUSS_INDEX[top + 1])
+    return max(tail_index, min(GAUSS_INDEX[top + 1], _LIGHT_MAX_INDEX))
 
 
 @njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
