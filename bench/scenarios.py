@@ -25,16 +25,28 @@ resolved and paged again), for lasting anomalies the share still firing at the s
 last sample, and for short ones the median samples from the anomaly's end until the alert resolves.
 
 The fast default (8 + 8 series a family, 7 days) takes ~11 s here and 0.5 GB; ``--full``
-(12 + 12, 28 days) ~45 s and 1.6 GB (the series are generated up front).
+(12 + 12, 28 days) ~75 s (~47 s with ``--no-recheck``) and 1.6 GB (the series are
+generated up front).
 
 Prints a table and, as its last line, one JSON object with every figure.
 With ``--warm-start-days D`` every series is first warmed up as the service warms a new
 series from Prometheus: D days of the family's clean history, read as the warm start
 reads it (a raw sample every 5 minutes over ``period_history_s``, every sample of the
-last ``history_s``), its period detected from it, learned without alerting.
+last ``history_s``), its period detected from it, learned without alerting. Without it,
+each series starts as a new deployment does with ``--prometheus``: its warm start finds
+no history.
+
+The seasonal re-check (``detector.warmstart.recheck``) runs as the service runs it by
+default: the service's own schedule (``Schedule``: due when the history spans two weeks
+and an hour, then every ``recheck_interval_s``), the series' history so far in
+Prometheus (its warm-start history, then its own samples before that moment) read as
+the two queries read it, its period and the move judged as the service judges them, and
+a move applied by the worker as ``Batch.move``. Every due series is checked at its scrape
+round (the service paces them at ``recheck_per_s``, 2 a second: these 400 series within
+a few minutes). ``--no-recheck`` turns it off.
 
 Usage: python -m bench.scenarios [--series-per-family 8] [--days 7] [--seed 1]
-       [--families a,b] [--full] [--warm-start-days 15]
+       [--families a,b] [--full] [--warm-start-days 15] [--no-recheck]
 """
 
 from __future__ import annotations
@@ -62,7 +74,8 @@ from detector.pipeline.ingest import Ingestor
 from detector.pipeline.worker import Batch, Pipeline
 from detector.remote_write import encode
 from detector.series.registry import SeriesRegistry
-from detector.warmstart.prometheus import prepare_history
+from detector.warmstart import recheck
+from detector.warmstart.prometheus import SeriesHistory, prepare_history
 
 STALE_BITS = np.uint64(0x7FF0000000000002)  # Prometheus's staleness marker
 FAST = {"series_per_family": 8, "days": 7.0}
@@ -169,9 +182,16 @@ class ServicePath:
     at that round's time. ``run`` returns one ``Trace`` per series.
     """
 
-    def __init__(self, cfg: DetectorConfig, *, warm_start: bool = False) -> None:
+    def __init__(
+        self, cfg: DetectorConfig, *, warm_start: bool = False, recheck: bool = True
+    ) -> None:
+        """``recheck``: the seasonal re-check of series on a daily profile, as the service
+        runs it with ``--prometheus`` (when ``cfg.warm_start`` enables it)."""
         self.cfg = cfg
         self.warm_start = warm_start
+        self.recheck = recheck and _recheck_on(cfg)
+        self.rechecks: dict[str, int] = {"moved": 0, "kept": 0, "short": 0}
+        self._schedule: _ReCheck | None = None
         self.events: list[AlertEvent] = []
         self.pipeline = Pipeline(
             build_metrics(CollectorRegistry()),
@@ -229,6 +249,8 @@ class ServicePath:
         slot_of = self._register(series)
         if histories is not None:
             self._warm(series, histories, slot_of)
+        if self.recheck:
+            self._schedule = _ReCheck(self, series, histories, slot_of)
         sizes = [s.ts_ms.shape[0] for s in series]
         offset = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         total = int(offset[-1])
@@ -347,11 +369,16 @@ class ServicePath:
         slots = np.ascontiguousarray(slot_of[owner[order]])
         bounds = np.flatnonzero(np.diff(rounds)) + 1
         p = self.pipeline
+        due = None if self._schedule is None else self._schedule.next_due_ms()
         for lo, hi in zip(
             np.concatenate(([0], bounds)).tolist(),
             np.concatenate((bounds, [ts.shape[0]])).tolist(),
             strict=True,
         ):
+            if due is not None and int(ts[lo]) >= due:
+                assert self._schedule is not None
+                self._schedule.run_due(int(ts[lo]))
+                due = self._schedule.next_due_ms()
             p.process([Batch(slots=slots[lo:hi], ts=ts[lo:hi], bits=bits[lo:hi])])
             p.sweep(int(ts[hi - 1]) + 1000)  # the worker sweeps right after a batch
             self._read(slots[lo:hi], where[lo:hi], firing, banded, inband, out)
@@ -378,6 +405,98 @@ class ServicePath:
             out["seen"][where] = seen
             out["lower"][where] = lo
             out["upper"][where] = hi
+
+
+def _recheck_on(cfg: DetectorConfig) -> bool:
+    return recheck.is_enabled(cfg.warm_start)
+
+
+class _ReCheck:
+    """The service's seasonal re-check over the suite's series (see the module doc): its
+    schedule, fed as its warm starts would feed it, and its verdicts and moves."""
+
+    def __init__(
+        self,
+        path: ServicePath,
+        series: Sequence[Series],
+        histories: Sequence[Series] | None,
+        slot_of: NDArray[np.int32],
+    ) -> None:
+        ws = path.cfg.warm_start
+        self.path = path
+        self.ws = ws
+        self.span_needed = recheck.span_needed_ms(ws)
+        self.schedule = recheck.Schedule(
+            interval_ms=round(ws.recheck_interval_s * 1000),
+            span_ms=self.span_needed + recheck.SPAN_MARGIN_MS,
+        )
+        self.live = recheck.LiveSeries(path.ingestor.registry, path.pipeline)
+        self.by_slot: dict[int, tuple[Series, Series | None]] = {}
+        for k, (s, slot) in enumerate(zip(series, slot_of.tolist(), strict=True)):
+            h = None if histories is None else histories[k]
+            self.by_slot[slot] = (s, h)
+            start = int(s.ts_ms[0])
+            read = self.read(slot, start) if h is not None else None
+            empty = SeriesHistory(np.empty(0, np.int64), np.empty(0, np.uint64), None, None, None)
+            # a new deployment's warm start finds no history: its history starts now
+            self.schedule.after_read(slot, start, read if read is not None else empty)
+
+    def next_due_ms(self) -> int | None:
+        return self.schedule.next_due_ms()
+
+    def read(self, slot: int, now_ms: int) -> SeriesHistory:
+        """What ``read_history`` would return at ``now_ms``: the series' history so far
+        in Prometheus, read as the two queries read it, and its period."""
+        s, h = self.by_slot[slot]
+        # only what the queries can reach: period_history_s back, and Prometheus' 5-minute
+        # lookback before its first step (the rest would be masked out at a higher cost)
+        lo = now_ms - round(self.ws.period_history_s * 1000) - 300_000
+        stored = _window(s, lo, now_ms)
+        if h is not None:
+            stored = _joined(_window(h, lo, now_ms), stored)
+        ts, values, sparse = warm_history(stored, now_ms, self.ws)
+        first, last = (int(ts[0]), int(ts[-1])) if ts.shape[0] else (None, None)
+        learn_ts, bits, period_ms = prepare_history(
+            ts, values.view(np.uint64), sparse, counter=s.is_counter, cfg=self.ws
+        )
+        return SeriesHistory(learn_ts, bits, period_ms, first, last)
+
+    def run_due(self, now_ms: int) -> None:
+        """Re-check every series due at ``now_ms`` as ``ReChecker.step`` and ``check`` do."""
+        longest = recheck.longest_ms(self.ws)
+        for slot in self.schedule.pick(now_ms, len(self.by_slot)):
+            if not self.live.is_candidate(slot, longest):
+                self.schedule.later(slot, now_ms)
+                continue
+            history = self.read(slot, now_ms)
+            moves = history.period_ms is not None and self.live.is_candidate(
+                slot, history.period_ms
+            )
+            verdict = recheck.judge(history, moves=moves, span_needed=self.span_needed)
+            self.path.rechecks[verdict] += 1
+            if verdict == "moved":
+                self.path.pipeline.process([recheck.move_batch(slot, history)])
+                self.schedule.later(slot, now_ms)
+            else:
+                self.schedule.after_read(slot, now_ms, history)
+
+
+def _window(s: Series, lo_ms: int, hi_ms: int) -> Series:
+    """The samples of ``s`` in [lo_ms, hi_ms)."""
+    i0, i1 = (int(i) for i in np.searchsorted(s.ts_ms, [lo_ms, hi_ms]))
+    return dataclasses.replace(
+        s, ts_ms=s.ts_ms[i0:i1], values=s.values[i0:i1], stale=s.stale[i0:i1]
+    )
+
+
+def _joined(h: Series, s: Series) -> Series:
+    """A series' history followed by its live samples: what Prometheus holds of it."""
+    return dataclasses.replace(
+        s,
+        ts_ms=np.concatenate((h.ts_ms, s.ts_ms)),
+        values=np.concatenate((h.values, s.values)),
+        stale=np.concatenate((h.stale, s.stale)),
+    )
 
 
 # ------------------------------------------------------------------------- measuring
@@ -514,10 +633,13 @@ def run_suite(
     cfg: DetectorConfig | None = None,
     warm_days: float = 0.0,
     thin: int = 1,
+    recheck: bool = True,
+    rechecks: dict[str, int] | None = None,
 ) -> dict[str, dict[str, object]]:
     """Generate, run through one ``ServicePath`` and summarise, per family; with
     ``warm_days``, every series is first warmed up from that much clean history; with
-    ``thin``, every series is scraped that many times less often."""
+    ``thin``, every series is scraped that many times less often; ``recheck`` runs the
+    service's seasonal re-check (its verdicts are counted into ``rechecks``)."""
     cfg = cfg or DetectorConfig()
     series = build_series(families, n=n, days=days, seed=seed, thin=thin)
     if warm_days > 0:
@@ -526,9 +648,13 @@ def run_suite(
         for s in series:
             histories.append(history_for(s, seed=seed, index=index[s.family], days=warm_days))
             index[s.family] += 1
-        traces = ServicePath(cfg, warm_start=True).run(series, histories=histories)
+        path = ServicePath(cfg, warm_start=True, recheck=recheck)
+        traces = path.run(series, histories=histories)
     else:
-        traces = ServicePath(cfg).run(series)
+        path = ServicePath(cfg, recheck=recheck)
+        traces = path.run(series)
+    if rechecks is not None:
+        rechecks.update(path.rechecks)
     warmup = cfg.series[0].detector.warmup_samples
     figures = [measure(s, t, warmup_samples=warmup) for s, t in zip(series, traces, strict=True)]
     out = {}
@@ -592,6 +718,12 @@ def main(argv: list[str] | None = None) -> int:
         "service does with --prometheus (15 lets a week be seen twice); default: cold",
     )
     ap.add_argument(
+        "--no-recheck",
+        action="store_true",
+        help="without the seasonal re-check of series on a daily profile (the service "
+        "runs it by default with --prometheus)",
+    )
+    ap.add_argument(
         "--full",
         action="store_true",
         help=f"{FULL['series_per_family']} series a family, {FULL['days']:g} days",
@@ -611,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.for_s is not None:
         rule = cfg.alerts[0].model_copy(update={"for_s": args.for_s})
         cfg = cfg.model_copy(update={"alerts": (rule, *cfg.alerts[1:])})
+    rechecks: dict[str, int] = {}
     results = run_suite(
         families,
         n=n,
@@ -619,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg=cfg,
         warm_days=args.warm_start_days,
         thin=args.thin,
+        recheck=not args.no_recheck,
+        rechecks=rechecks,
     )
     seconds = time.perf_counter() - t0
     print(
@@ -626,6 +761,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{days:g} days (a family needing more gets its min_days) at {15 * args.thin} s, seed "
         f"{args.seed}; {seconds:.0f} s"
     )
+    if args.no_recheck:
+        print("  seasonal re-check: off")
+    else:
+        print(f"  seasonal re-checks: {rechecks}")
     for fam in families:
         print(f"  {fam}: {FAMILIES[fam].what}")
     print_table(results)
@@ -638,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         "numba": metadata.version("numba"),
         "cpu": platform.processor() or platform.machine(),
         "warm_start_days": args.warm_start_days,
+        "recheck": not args.no_recheck,
+        "rechecks": rechecks,
         "scrape_s": STEP_MS * args.thin / 1000,
         "families": results,
         "rule": asdict(_rule_figures(cfg)),

@@ -220,7 +220,11 @@ async def _warm_start_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     assert rt.warm is not None
     async with _running(rt.warm.run()):
-        yield
+        if rt.rechecker is None:
+            yield
+        else:  # the seasonal re-check reads through the warm start's client
+            async with _running(rt.rechecker.run()):
+                yield
 
 
 async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:

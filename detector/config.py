@@ -319,6 +319,18 @@ class WarmStartConfig(_Model):
         le=3600.0,
         description="spacing of the samples of that longer history (a subquery's step; raw samples, not averages, so the noise learned is the series' own)",
     )
+    recheck_interval_s: Seconds = Field(
+        86400.0,
+        ge=0.0,
+        le=35 * 86400.0,
+        description="with detect_period: how often a live series still on a daily profile has its period judged again from its history in Prometheus, and moves to a weekly profile once that history repeats weekly (a week shows once the history spans two; a day apart, a move lands within a day of that); 0: never",
+    )
+    recheck_per_s: float = Field(
+        2.0,
+        gt=0.0,
+        le=100.0,
+        description="re-check queries a second at most, one at a time, none while warm starts wait",
+    )
 
 
 class EntityModel(_Model):

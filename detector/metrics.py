@@ -45,6 +45,8 @@ class IngestMetrics:
     absent_series: Gauge
     warm_start_samples: Counter
     periods_detected: Counter
+    rechecks: Counter
+    period_moves: Counter
 
 
 def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
@@ -149,7 +151,22 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
         ),
         periods_detected=counter(
             "vigil_seasonal_periods_detected",
-            "Series given their own seasonal period from their warm-start history.",
+            "Series given their own seasonal period from their history, by period (daily, "
+            "weekly, other): at warm start, or a weekly one found by a re-check.",
+            ("period",),
+        ),
+        rechecks=counter(
+            "vigil_seasonal_rechecks",
+            "Re-checks of the seasonal period of live series on a daily profile, by result "
+            "(weekly: moved to a weekly profile, kept, short: too little history to tell, "
+            "error).",
+            ("result",),
+        ),
+        period_moves=counter(
+            "vigil_seasonal_moves",
+            "Live series moved to a longer period's profile by the detector worker after a "
+            "re-check, by result (moved; refused: warming, or moved or reconfigured meanwhile).",
+            ("result",),
         ),
         ingest_path=counter(
             "vigil_remote_write_ingest_path",

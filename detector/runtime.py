@@ -52,6 +52,7 @@ from detector.pipeline.ingest import Ingestor
 from detector.pipeline.worker import Batch, Pipeline, SampleQueue
 from detector.remote_write.handler import WriteHandler
 from detector.series.registry import Reassignment, SeriesRegistry
+from detector.warmstart import recheck
 from detector.warmstart.prometheus import WarmStarter
 from detector.writeback import WriteBack
 from servicekit import tls
@@ -100,6 +101,8 @@ class Runtime:
     dispatcher: AlertDispatcher | None = None
     writeback: WriteBack | None = None
     enrichment: tuple[Any, Any] = (None, None)  # (HTTP session, Kubernetes client)
+    # None: no seasonal re-checks (no warm starts, or warm_start.recheck_interval_s 0)
+    rechecker: recheck.ReChecker | None = None
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -405,6 +408,7 @@ def build_runtime(
     sm.reload_success_time.set(clock())
     m.queue_capacity.set(cfg.limits.queue_max_samples)
     warm_starter = None
+    rechecker = None
     if warm:
         assert prometheus_url is not None
         warm_starter = WarmStarter(
@@ -416,6 +420,24 @@ def build_runtime(
             outgoing_tls=cfg.outgoing_tls,
             is_counter=registry.is_counter,
         )
+        if recheck.is_enabled(cfg.warm_start):
+            starter = warm_starter
+            rechecker = recheck.ReChecker(
+                cfg=cfg.warm_start,
+                client=starter.client,
+                queue=queue,
+                series=recheck.LiveSeries(registry, pipeline),
+                metrics=m,
+                clock=clock,
+                busy=lambda: starter.backlog > 0,
+            )
+            warm_starter.on_read = rechecker.after_warm_start
+        elif cfg.warm_start.recheck_interval_s > 0 and cfg.warm_start.detect_period:
+            log.warning(
+                "warm_start: series on a daily profile are not re-checked for a weekly "
+                "period: the history read (period_history_s, or history_s) must cover "
+                "twice the longest of period_candidates_s"
+            )
     entities = EntityTracker(cfg.entities, registry.labels_of) if cfg.entities else None
 
     def on_new_slots(slots: list[int]) -> None:
@@ -460,6 +482,7 @@ def build_runtime(
         writeback_token=_writeback_token(cfg),
         tracer=tracer,
         warm=warm_starter,
+        rechecker=rechecker,
         entities=entities,
         checkpoints=checkpoints,
         config_path=config_path,

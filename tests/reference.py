@@ -105,7 +105,7 @@ class _Calibration:
         if b < self.BINS // 2:
             ge = max(0.0, self.stored - sum(self.hist[:b])) * self.scale
         else:
-            ge = sum(self.hist[b:]) * self.scale
+            ge = sum(reversed(self.hist[b:])) * self.scale  # from the top, as the kernel
         lp = math.log10((ge + 1.0) / (self.total + 2.0))
         if ge < 1.0 - 1e-6:  # beyond the history: extrapolate
             gauss = _log10_two_sided(z)
@@ -124,8 +124,7 @@ class _Calibration:
             self.hist = [f32(h * self.scale) for h in self.hist]
             self.stored *= self.scale
             self.scale = 1.0
-        self.hist[b] = f32(self.hist[b] + 1.0 / self.scale)
-        self.stored += 1.0 / self.scale
+        self._put(b, 1.0 / self.scale)
         self.total = self.total * decay + 1.0
         self.last_bin = b
         self.last_z = z
@@ -151,15 +150,17 @@ class _Calibration:
         x = 2.0 * m
         log2 = (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
         b = min(int(log2 / (math.log2(math.exp(4.0)) / self.BINS)), self.BINS - 1)
-        self.hist[b] = f32(self.hist[b] + amount / self.scale)
-        self.stored += amount / self.scale
+        self._put(b, amount / self.scale)
         self.total += amount
 
     def take_back(self, amount: float) -> None:
         """Learn the last value at 1 - amount of its weight instead."""
-        self.hist[self.last_bin] = f32(self.hist[self.last_bin] - amount / self.scale)
-        self.stored -= amount / self.scale
+        self._put(self.last_bin, -amount / self.scale)
         self.total -= amount
+
+    def _put(self, b: int, stored_amount: float) -> None:
+        self.hist[b] = f32(self.hist[b] + stored_amount)
+        self.stored += stored_amount
 
 
 def ensemble(  # noqa: C901 (a line-by-line mirror of the kernel, which has the same shape)

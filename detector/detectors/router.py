@@ -2,7 +2,10 @@
 
 This module owns the mapping slot -> (family, row in that family's tables). Series that
 share a parameter set share one family instance, so one kernel call covers them all;
-a batch is split by family only when several are in use. One writer: the detector worker.
+a batch is split by family only when several are in use. A slot given fresh state again
+(a reload's reset) keeps its row; one that moves to another family (a weekly period, a
+reload that changed its parameters) frees its old row for the next slot that family
+takes, so moves and resets do not grow the tables. One writer: the detector worker.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ class DetectorSet:
     def __init__(self) -> None:
         self.families: list[Family] = []
         self.params: list[DetectorParams] = []
-        self.sizes: list[int] = []
+        self.sizes: list[int] = []  # rows in use or free, per family
+        self.free: list[list[int]] = []  # per family: rows no slot holds any more
         self._index: dict[DetectorParams, int] = {}
         self.family_of = np.full(1024, -1, dtype=np.int16)
         self.row_of = np.zeros(1024, dtype=np.int32)
@@ -30,7 +34,9 @@ class DetectorSet:
         self.on_scored: Callable[[str, int, float], None] | None = None
 
     def configure(self, slot: int, params: DetectorParams) -> None:
-        """Give ``slot`` fresh state in the family for ``params`` (created on first use)."""
+        """Give ``slot`` fresh state in the family for ``params`` (created on first use):
+        in its own row if it is in that family already; otherwise its old row (if any) is
+        freed and it takes a free row of the new family, or a new one."""
         f = self._index.get(params)
         if f is None:
             f = len(self.families)
@@ -38,17 +44,31 @@ class DetectorSet:
             self.families.append(build_family(params))
             self.params.append(params)
             self.sizes.append(0)
+            self.free.append([])
         if slot >= self.family_of.shape[0]:
             size = max(slot + 1, 2 * self.family_of.shape[0])
             family_of = np.full(size, -1, dtype=np.int16)
             family_of[: self.family_of.shape[0]] = self.family_of
             self.family_of = family_of
             self.row_of = np.resize(self.row_of, size)
-        row = self.sizes[f]
-        self.sizes[f] += 1
+        old = int(self.family_of[slot])
+        if old == f:
+            self.families[f].configure(int(self.row_of[slot]))
+            return
+        if old >= 0:
+            self.free[old].append(int(self.row_of[slot]))
+        if self.free[f]:
+            row = self.free[f].pop()
+        else:
+            row = self.sizes[f]
+            self.sizes[f] += 1
         self.families[f].configure(row)
-        self.family_of[slot] = f
         self.row_of[slot] = row
+        self.family_of[slot] = f
+
+    def rows_in_use(self, f: int) -> int:
+        """Rows of family ``f`` that a slot holds."""
+        return self.sizes[f] - len(self.free[f])
 
     def set_period(self, slot: int, period_ms: float) -> bool:
         """Give ``slot`` its own seasonal period if its family has a seasonal profile.

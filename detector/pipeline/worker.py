@@ -79,6 +79,9 @@ class Batch:
     new_slots: Sequence[SlotSpec] = field(default=())
     warmed: Sequence[int] = field(default=())  # history batch: these slots' warm start is done
     periods: Sequence[tuple[int, float]] = field(default=())  # (slot, seasonal period ms)
+    # a re-check found that a live series repeats with a longer period than its family's:
+    # (slot, period ms); the batch's samples are its history (``Pipeline._move``)
+    move: tuple[int, float] | None = None
     trace: SpanContext | None = None  # the sampled request span its samples came with
     reconfigure: Reconfigure | None = None  # a config reload, applied before the rest
 
@@ -137,6 +140,7 @@ class SampleQueue:
                 and not batch.new_slots
                 and not batch.warmed
                 and batch.reconfigure is None
+                and batch.move is None
             ):
                 return False
             self._items.append(batch)
@@ -331,8 +335,9 @@ class Pipeline:
     def process(self, batches: Sequence[Batch]) -> None:
         """Apply batches in order: new slots first, then one kernel pass over all samples."""
         traced = [b.trace for b in batches if b.trace is not None] if self.tracer else []
+        run = self._process_moves if any(b.move is not None for b in batches) else self._process
         if self.tracer is None or not traced:
-            self._process(batches)
+            run(batches)
             return
         with self.tracer.start_as_current_span(
             "detect", context=telemetry.parent_of(traced[0]), links=telemetry.links_to(traced[1:])
@@ -341,9 +346,26 @@ class Pipeline:
             span.set_attribute("vigil.samples", sum(b.n_samples for b in batches))
             self._trace = span.get_span_context()
             try:
-                self._process(batches)
+                run(batches)
             finally:
                 self._trace = None
+
+    def _process_moves(self, batches: Sequence[Batch]) -> None:
+        """``batches`` with moves among them: each move after the batches before it and
+        before those after it (it starts the series' sample rules over), its history
+        learned as a warm start's is (never reaching the alert lifecycle)."""
+        start = 0
+        for i, batch in enumerate(batches):
+            if batch.move is None:
+                continue
+            if i > start:
+                self._process(batches[start:i])
+            start = i + 1
+            history = self._move(batch)
+            if history is not None:
+                self._process([history])
+        if start < len(batches):
+            self._process(batches[start:])
 
     def _process(self, batches: Sequence[Batch]) -> None:
         for batch in batches:
@@ -456,7 +478,18 @@ class Pipeline:
             def record_history() -> None:
                 assert history is not None
                 self.stages.lap(stages.ALERTS)
-                history.record(k_slots, k_ts, k_values, out, self.al_state)
+                if warm_history is None or not warm_history.any():
+                    history.record(k_slots, k_ts, k_values, out, self.al_state)
+                else:  # the charts show live samples: a firing series' history that a
+                    # move relearns would put weeks-old samples behind its latest
+                    live = ~warm_history
+                    history.record(
+                        k_slots[live],
+                        k_ts[live],
+                        k_values[live],
+                        out.take(np.flatnonzero(live)),
+                        self.al_state,
+                    )
                 self.stages.lap(stages.HISTORY_METRICS)
 
             # the console's history holds these samples before anyone hears of the alert
@@ -501,6 +534,43 @@ class Pipeline:
         """The resolve, marked when the detector adopted the new level during the run."""
         after_s = self.detectors.adopted_after_s(ev.slot, ev.since_ms)
         return ev if after_s is None else dataclasses.replace(ev, adopted_after_s=after_s)
+
+    def _move(self, batch: Batch) -> Batch | None:
+        """Move a live series to the family of the longer period its re-check found
+        (``detector.warmstart.recheck``), before its history (the batch's samples) is
+        learned; the batch to learn, or None. Its detector state starts fresh in that
+        family and its sample rules start over (the history is older than its last live
+        sample); its alert state is kept, and the history never reaches the alert
+        lifecycle, so a firing alert stays firing and the move pages nobody. History
+        after its last live sample is left out: those samples still come live, and must
+        reach the alert lifecycle. Refused (None, counted) for a series that is warming
+        up (its warm start decides its period), not configured, or whose family no
+        longer has a shorter profile (moved already, or a reload changed its detector
+        since the re-check read its history)."""
+        assert batch.move is not None
+        slot, period_ms = batch.move
+        dets = self.detectors
+        longer = None
+        if slot < self.capacity and not self.warming[slot] and dets.family_of.shape[0] > slot:
+            if int(dets.family_of[slot]) >= 0:
+                longer = dets.params_for_period(slot, period_ms)
+        if longer is None:
+            self.metrics.period_moves.labels("refused").inc()
+            return None
+        last_live = int(self.last_ts[slot])
+        dets.configure(slot, longer)
+        for name, _, fill in SLOT_TABLES:
+            if name not in ALERT_NAMES and name not in ("is_counter", "warming"):
+                getattr(self, name)[slot] = fill
+        self.metrics.period_moves.labels("moved").inc()
+        if last_live == _sample_rules.NEVER:
+            return Batch(slots=batch.slots, ts=batch.ts, bits=batch.bits, warmed=(slot,))
+        keep = batch.ts <= last_live
+        # learned as a warm start's history (``warmed`` of a series not warming releases
+        # nothing): it teaches the detector, never the alert lifecycle
+        return Batch(
+            slots=batch.slots[keep], ts=batch.ts[keep], bits=batch.bits[keep], warmed=(slot,)
+        )
 
     def _reconfigure(self, rc: Reconfigure) -> None:
         """Apply a config reload (see Reconfigure). Worker thread only."""

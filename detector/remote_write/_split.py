@@ -1,14 +1,14 @@
 """numba pass that cuts a remote-write request into one request per owner, as raw bytes.
 
 This module owns the byte layout of a split request. It walks the top-level fields of a
-request that ``_wire.scan`` has already validated, and copies each ``TimeSeries`` field
-(1.0: field 1; 2.0: field 5), byte for byte, into the request of the owner its series
-index names. A 2.0 request's other top-level fields (the symbols table, field 4, and any
-unknown field) are copied in front of every owner's series, since the label refs of the
-series point into that table; a 1.0 request's other fields (metadata, field 3) are left
-to the receiver, which has counted them. Protobuf repeated fields may be split by other
-fields, so "the other fields, then the series in their order" is the same message for
-the owner's series. Nothing is decoded or re-encoded. numpy and numba only.
+request that ``_wire.scan`` has already validated, once, and copies each ``TimeSeries``
+field (1.0: field 1; 2.0: field 5), byte for byte, into the request of the owner its
+series index names. A 2.0 request's other top-level fields (the symbols table, field 4,
+and any unknown field) are copied into every owner's request where they stand, since the
+label refs of the series point into that table; a 1.0 request's other fields (metadata,
+field 3) are left to the receiver, which has counted them. Protobuf repeated fields may
+be split by other fields, so the kept fields in their order are the same message for the
+owner's series. Nothing is decoded or re-encoded. numpy and numba only.
 """
 
 from __future__ import annotations
@@ -73,31 +73,55 @@ def _put(out: np.ndarray, at: int, buf: np.ndarray, start: int, stop: int) -> in
     return at + n
 
 
-# buf, version, owner_of_series, n_owners, sizes (out), info (out: series seen, error)
-SIZES_SIG = types.void(_u8r, types.int64, _i32, types.int64, _i64, _i64)
-# buf, version, owner_of_series, offsets (n_owners + 1), out
-COPY_SIG = types.void(_u8r, types.int64, _i32, _i64, _u8)
+# owner_of_series, series per owner (out)
+COUNT_SIG = types.void(_i32, _i64)
 
 
-@njit(SIZES_SIG, cache=True, nogil=True)
-def sizes(
+@njit(COUNT_SIG, cache=True, nogil=True)
+def count(owner_of_series: np.ndarray, counts: np.ndarray) -> None:
+    """Series per owner; owners outside ``0..len(counts)-1`` (-1: it stays) are not counted."""
+    n = counts.shape[0]
+    for w in range(n):
+        counts[w] = 0
+    for k in range(owner_of_series.shape[0]):
+        w = owner_of_series[k]
+        if 0 <= w < n:
+            counts[w] += 1
+
+
+# buf, version, owner_of_series, region_of_owner, region bytes, out, used (out), info (out)
+SPLIT_SIG = types.void(_u8r, types.int64, _i32, _i64, types.int64, _u8, _i64, _i64)
+
+
+@njit(SPLIT_SIG, cache=True, nogil=True)
+def split(
     buf: np.ndarray,
     version: int,
     owner_of_series: np.ndarray,
-    n_owners: int,
-    out_sizes: np.ndarray,
+    region_of_owner: np.ndarray,
+    region: int,
+    out: np.ndarray,
+    used: np.ndarray,
     info: np.ndarray,
 ) -> None:
-    """Bytes of each owner's request (0: none of its series); ``owner_of_series[k]`` is the
-    owner of the k-th series, -1 for series that stay. ``info`` = (series seen, error)."""
+    """One pass: each owner's request into its own region of ``out``.
+
+    ``owner_of_series[k]`` is the owner of the k-th series (-1: it stays);
+    ``region_of_owner[w]`` the region of owner w (-1: none of its series are here), each
+    ``region`` bytes long (the body's length bounds any owner's request), at
+    ``out[r * region:]``; ``used[r]`` gets the bytes written there. A 2.0 request's other
+    fields go to every region where they stand, between the series. ``info`` = (series
+    seen, error); an error leaves ``used`` unspecified.
+    """
     end = buf.shape[0]
     series_field = 1 if version == 1 else 5
-    shared = 0  # 2.0: bytes of the non-series fields, in front of every owner's series
+    n_regions = used.shape[0]
+    for r in range(n_regions):
+        used[r] = r * region  # a cursor first, the length at the end
+    n_owners = region_of_owner.shape[0]
+    info[1] = 0
     pos = 0
     k = 0
-    for w in range(n_owners):
-        out_sizes[w] = 0
-    info[1] = 0
     while pos < end:
         field, wire, stop = _next_field(buf, pos, end)
         if stop < 0:
@@ -106,52 +130,14 @@ def sizes(
         if field == series_field and wire == 2:
             if k < owner_of_series.shape[0]:
                 w = owner_of_series[k]
-                if 0 <= w < n_owners:
-                    out_sizes[w] += stop - pos
+                if 0 <= w < n_owners and region_of_owner[w] >= 0:
+                    r = region_of_owner[w]
+                    used[r] = _put(out, used[r], buf, pos, stop)
             k += 1
         elif version == 2:
-            shared += stop - pos
+            for r in range(n_regions):
+                used[r] = _put(out, used[r], buf, pos, stop)
         pos = stop
     info[0] = k
-    for w in range(n_owners):
-        if out_sizes[w] > 0:
-            out_sizes[w] += shared
-
-
-@njit(COPY_SIG, cache=True, nogil=True)
-def copy(
-    buf: np.ndarray,
-    version: int,
-    owner_of_series: np.ndarray,
-    offsets: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Write each owner's request at ``out[offsets[w]:offsets[w + 1]]`` (sized by ``sizes``)."""
-    end = buf.shape[0]
-    n_owners = offsets.shape[0] - 1
-    series_field = 1 if version == 1 else 5
-    cursor = offsets[:n_owners].copy()
-    if version == 2:  # the shared fields first, for every owner with series
-        pos = 0
-        while pos < end:
-            field, wire, stop = _next_field(buf, pos, end)
-            if stop < 0:
-                break
-            if not (field == series_field and wire == 2):
-                for w in range(n_owners):
-                    if offsets[w + 1] > offsets[w]:
-                        cursor[w] = _put(out, cursor[w], buf, pos, stop)
-            pos = stop
-    pos = 0
-    k = 0
-    while pos < end:
-        field, wire, stop = _next_field(buf, pos, end)
-        if stop < 0:
-            break
-        if field == series_field and wire == 2:
-            if k < owner_of_series.shape[0]:
-                w = owner_of_series[k]
-                if 0 <= w < n_owners:
-                    cursor[w] = _put(out, cursor[w], buf, pos, stop)
-            k += 1
-        pos = stop
+    for r in range(n_regions):
+        used[r] -= r * region

@@ -43,23 +43,28 @@ def split_request(req: DecodedRequest, owner_of_series: NDArray[np.int32], n_own
     owners = np.ascontiguousarray(owner_of_series, dtype=np.int32)
     if owners.shape[0] != req.n_series:
         raise ValueError(f"{owners.shape[0]} owners for a request of {req.n_series} series")
-    sizes = np.empty(n_owners, dtype=np.int64)
-    info = np.zeros(2, dtype=np.int64)
+    # a region per owner with series here, each as long as the body (which bounds any
+    # owner's request): one pass, no sizing pass before it
+    counts = np.empty(n_owners, dtype=np.int64)
+    _split.count(owners, counts)
+    present = [w for w, n in enumerate(counts.tolist()) if n]
+    region_of = np.full(n_owners, -1, dtype=np.int64)
+    for r, w in enumerate(present):
+        region_of[w] = r
+    n_regions = len(present)
     buf = req.buf
-    _split.sizes(buf, req.version, owners, n_owners, sizes, info)
+    region = int(buf.shape[0])
+    out = np.empty(n_regions * region, dtype=np.uint8)
+    used = np.empty(n_regions, dtype=np.int64)
+    info = np.zeros(2, dtype=np.int64)
+    _split.split(buf, req.version, owners, region_of, region, out, used, info)
     if info[1] or info[0] != req.n_series:
         raise ValueError(
             f"split found {int(info[0])} series where the scan found {req.n_series}: "
             "the body is not the one that was scanned"
         )
-    offsets = np.zeros(n_owners + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    out = np.empty(int(offsets[-1]), dtype=np.uint8)
-    _split.copy(buf, req.version, owners, offsets, out)
     view = out.data
-    parts = tuple(
-        Part(w, view[int(offsets[w]) : int(offsets[w + 1])])
-        for w in range(n_owners)
-        if sizes[w] > 0
+    return Split(
+        req.version,
+        tuple(Part(w, view[r * region : r * region + int(used[r])]) for r, w in enumerate(present)),
     )
-    return Split(req.version, parts)

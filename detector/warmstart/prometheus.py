@@ -2,9 +2,10 @@
 live samples, so it is scored from its first sample instead of after a warm-up.
 
 This module owns the queries (prometheus-api-client, a blocking client, run in threads
-with a timeout and bounded concurrency) and turning their answers into history batches.
-The pipeline holds the series' live samples meanwhile (``SlotSpec.warm``) and applies
-them right after the history; a failed or empty query just releases them.
+with a timeout and bounded concurrency) and turning their answers into history batches
+(``read_history``, which the seasonal re-check of live series, ``recheck``, reads through
+too). The pipeline holds the series' live samples meanwhile (``SlotSpec.warm``) and
+applies them right after the history; a failed or empty query just releases them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from prometheus_api_client import PrometheusConnect
@@ -109,6 +111,71 @@ def prepare_history(
     return ts, bits, period_ms
 
 
+def period_label(period_ms: float) -> str:
+    """The ``period`` label of ``vigil_seasonal_periods_detected_total``: daily, weekly or
+    other (a configured candidate that is neither)."""
+    if abs(period_ms - 86_400_000.0) < 1.0:
+        return "daily"
+    if abs(period_ms - 604_800_000.0) < 1.0:
+        return "weekly"
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesHistory:
+    """A series' history as read from Prometheus: what to learn of it (``ts``, value
+    ``bits``), the seasonal period (ms) it repeats with, and the span it covers (first
+    and last timestamp read, before a counter's sparse part is dropped; None when
+    nothing was read)."""
+
+    ts: np.ndarray
+    bits: np.ndarray
+    period_ms: float | None
+    first_ms: int | None
+    last_ms: int | None
+
+    @property
+    def span_ms(self) -> int:
+        if self.first_ms is None or self.last_ms is None:
+            return 0
+        return self.last_ms - self.first_ms
+
+
+def read_history(
+    client: PrometheusConnect, labels: Labels, cfg: WarmStartConfig, *, counter: bool, what: str
+) -> SeriesHistory:
+    """Blocking (run it in a thread): one series' history, read by the warm start's one
+    or two queries, and its seasonal period. A failure of the longer history's query is
+    logged (as ``what``'s, e.g. "warm start of series 12") and leaves the recent history;
+    a failure of the recent one raises."""
+    selector = selector_of(labels)
+    ts, bits = parse_matrix(
+        client.custom_query(history_query(selector, cfg.history_s), timeout=cfg.timeout_s),
+        labels,
+    )
+    sparse = 0
+    longer = period_history_query(selector, cfg)
+    if longer is not None:
+        try:
+            old_ts, old_bits = parse_matrix(
+                client.custom_query(longer, timeout=cfg.timeout_s), labels
+            )
+        except Exception as exc:  # the recent history is still worth learning
+            log.warning(
+                "%s: the %s history for its seasonal period could not be read (%s); "
+                "using the last %s without it",
+                what,
+                format_duration(cfg.period_history_s),
+                tls.explain(exc),
+                format_duration(cfg.history_s),
+            )
+        else:
+            ts, bits, sparse = merge_history(old_ts, old_bits, ts, bits)
+    first, last = (int(ts[0]), int(ts[-1])) if ts.shape[0] else (None, None)
+    learn_ts, learn_bits, period_ms = prepare_history(ts, bits, sparse, counter=counter, cfg=cfg)
+    return SeriesHistory(learn_ts, learn_bits, period_ms, first, last)
+
+
 class WarmStarter:
     """Fetches the history of new series and queues it for the detector worker."""
 
@@ -122,8 +189,12 @@ class WarmStarter:
         metrics: IngestMetrics,
         outgoing_tls: tls.OutgoingTLS | None = None,
         is_counter: Callable[[int], bool] = lambda slot: False,
+        on_read: Callable[[int, SeriesHistory | None], None] | None = None,
     ) -> None:
+        """``on_read`` hears, on the event loop, of each warm start's history (None: the
+        query failed or the series was skipped); the seasonal re-check schedules by it."""
         self.cfg = cfg
+        self.on_read = on_read
         self.queue = queue
         self.labels_of = labels_of
         self.is_counter = is_counter
@@ -143,6 +214,7 @@ class WarmStarter:
             if self.backlog >= self.cfg.max_backlog:
                 self.metrics.warm_starts.labels("skipped").inc()
                 self._release(slot)
+                self._heard(slot, None)
                 continue
             self.backlog += 1
             self._todo.put_nowait(slot)
@@ -160,7 +232,7 @@ class WarmStarter:
         bits = np.empty(0, np.uint64) if bits is None else bits
         periods = [] if period_ms is None else [(slot, period_ms)]
         if period_ms is not None:
-            self.metrics.periods_detected.inc()
+            self.metrics.periods_detected.labels(period_label(period_ms)).inc()
         self.queue.offer(
             Batch(
                 slots=np.full(ts.shape[0], slot, dtype=np.int32),
@@ -171,42 +243,23 @@ class WarmStarter:
             )
         )
 
-    def _fetch(self, slot: int) -> tuple[np.ndarray, np.ndarray, float | None]:
-        """In a thread: the series' history to learn and its period (queries, parsing and
-        period detection stay off the event loop)."""
-        labels = self.labels_of(slot)
-        selector = selector_of(labels)
-        ts, bits = parse_matrix(
-            self.client.custom_query(
-                history_query(selector, self.cfg.history_s), timeout=self.cfg.timeout_s
-            ),
-            labels,
-        )
-        sparse = 0
-        longer = period_history_query(selector, self.cfg)
-        if longer is not None:
-            try:
-                old_ts, old_bits = parse_matrix(
-                    self.client.custom_query(longer, timeout=self.cfg.timeout_s), labels
-                )
-            except Exception as exc:  # the recent history is still worth learning
-                log.warning(
-                    "warm start of series %s: the %s history for its seasonal period "
-                    "could not be read (%s); learning the last %s without it",
-                    slot,
-                    format_duration(self.cfg.period_history_s),
-                    tls.explain(exc),
-                    format_duration(self.cfg.history_s),
-                )
-            else:
-                ts, bits, sparse = merge_history(old_ts, old_bits, ts, bits)
-        return prepare_history(ts, bits, sparse, counter=self.is_counter(slot), cfg=self.cfg)
+    def _heard(self, slot: int, history: SeriesHistory | None) -> None:
+        if self.on_read is not None:
+            self.on_read(slot, history)
 
     async def _one(self, slot: int) -> None:
         queries = 2 if reads_period_history(self.cfg) else 1
         try:
-            ts, bits, period_ms = await asyncio.wait_for(
-                asyncio.to_thread(self._fetch, slot), queries * self.cfg.timeout_s + 1
+            history = await asyncio.wait_for(
+                asyncio.to_thread(
+                    read_history,
+                    self.client,
+                    self.labels_of(slot),
+                    self.cfg,
+                    counter=self.is_counter(slot),
+                    what=f"warm start of series {slot}",
+                ),
+                queries * self.cfg.timeout_s + 1,
             )
         except asyncio.CancelledError:
             raise
@@ -214,10 +267,13 @@ class WarmStarter:
             log.warning("warm start of series %s failed: %s", slot, tls.explain(exc))
             self.metrics.warm_starts.labels("error").inc()
             self._release(slot)
+            self._heard(slot, None)
             return
+        ts = history.ts
         self.metrics.warm_starts.labels("ok" if ts.shape[0] else "empty").inc()
         self.metrics.warm_start_samples.inc(int(ts.shape[0]))
-        self._release(slot, ts, bits, period_ms)
+        self._release(slot, ts, history.bits, history.period_ms)
+        self._heard(slot, history)
 
     async def run(self) -> None:
         """Serve requests until cancelled, ``max_concurrent`` queries at a time."""

@@ -7,6 +7,12 @@ own timestamps, so the history's calendar is shifted to put "now" there). A week
 is normal for the weekly series and an outage for the daily one; a weekday level is the
 reverse. The alerts say which profile judged them ("for a <day> HH:MM UTC" is a weekly
 one, "for HH:MM UTC" a daily one).
+
+The second test starts the detector before Prometheus: the warm starts fail, both series
+start cold on the daily profile and the weekly one pages; once Prometheus is up, the
+seasonal re-check reads their history, moves the weekly series to its weekly profile and
+keeps the daily one, and the firing alert goes on (not resolved, not paged again), now
+judged by the weekly profile.
 """
 
 from __future__ import annotations
@@ -200,7 +206,8 @@ def test_weekend_history_gives_a_weekly_profile(tmp_path: Path):
     assert exposed['vigil_warm_starts_total{result="ok"}'] == 2
     assert exposed["vigil_warm_start_samples_total"] == 2 * history
     # each series was given its own period (a week, and a day)
-    assert exposed["vigil_seasonal_periods_detected_total"] == 2
+    assert exposed['vigil_seasonal_periods_detected_total{period="weekly"}'] == 1
+    assert exposed['vigil_seasonal_periods_detected_total{period="daily"}'] == 1
 
     # on the weekend, the weekly profile expects the weekend level (a daily profile of the
     # same history expects about 47 in a band of 7-87: the weekdays and weekends averaged)
@@ -219,3 +226,120 @@ def test_weekend_history_gives_a_weekly_profile(tmp_path: Path):
     assert events == {"fire": 2, "resolve": 1, "stale": 0}  # the daily one by normal samples
     summary = weekday_alerts["weekly"]["annotations"]["summary"]
     assert any(c in summary for c in contexts(noon_s + 300, 5, weekly=True)), summary
+
+
+def at_15s(labels: tuple[tuple[str, str], ...], start_s: int, values) -> encode.Series:
+    """One series' ``values`` 15 s apart from ``start_s``."""
+    return encode.Series(
+        labels=list(labels),
+        samples=[((start_s + 15 * i) * 1000, float(v)) for i, v in enumerate(values)],
+    )
+
+
+def test_a_cold_series_is_rechecked_and_moved_keeping_its_alert(tmp_path: Path):
+    # a Saturday noon of the history; 60 live samples 15 s apart, none ahead of the clock
+    noon_s = (int(time.time()) - 1200) // 60 * 60
+    tsdb = backfill(tmp_path, noon_s)
+    prom_port, vigil_port = free_port(), free_port()
+    (tmp_path / "prometheus.yml").write_text("global: {}\n")
+    (tmp_path / "vigil.yaml").write_text(
+        f"warm_start:\n  history_s: {RECENT_S}\n  period_history_s: {DAYS * DAY_S}\n"
+        "  timeout_s: 5\n  recheck_interval_s: 2s\n"
+        "alerting:\n  stale_min_s: 3600\npresence:\n  absent_min_s: 3600\n"
+    )
+    prometheus = [
+        require("prometheus"),
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tsdb}",
+        "--storage.tsdb.retention.time=30d",
+        f"--web.listen-address=127.0.0.1:{prom_port}",
+    ]
+    rng = np.random.default_rng(13)
+    with process(
+        "vigil",
+        vigil_detector_argv(
+            vigil_port,
+            "--config",
+            str(tmp_path / "vigil.yaml"),
+            "--prometheus",
+            f"http://127.0.0.1:{prom_port}",  # not up yet: the warm starts fail
+        ),
+        tmp_path,
+        ready_url=f"http://127.0.0.1:{vigil_port}/readyz",
+        timeout_s=180,
+    ):
+        # cold: 40 samples at the Saturday level each, learned by a daily profile
+        write(
+            vigil_port,
+            [
+                at_15s(WEEKLY, noon_s, 35.0 + rng.normal(0.0, 1.5, 40)),
+                at_15s(DAILY, noon_s, 100.0 + rng.normal(0.0, 1.5, 40)),
+            ],
+        )
+        wait_until(
+            "both warm starts failed",
+            lambda: metrics(vigil_port).get('vigil_warm_starts_total{result="error"}') == 2,
+        )
+        # the weekly series at its weekday level on a Saturday: an outage, paged
+        shift_s = noon_s + 15 * 40
+        for i in range(8):
+            write(
+                vigil_port,
+                [
+                    at_15s(WEEKLY, shift_s + 15 * i, [100.0 + rng.normal(0.0, 1.5)]),
+                    at_15s(DAILY, shift_s + 15 * i, [100.0 + rng.normal(0.0, 1.5)]),
+                ],
+            )
+        wait_until("the weekly series pages", lambda: "weekly" in firing_by_job(vigil_port))
+        before = firing_by_job(vigil_port)["weekly"]
+        assert any(
+            c in before["annotations"]["summary"] for c in contexts(shift_s, 8, weekly=False)
+        ), before["annotations"]["summary"]  # judged by the daily profile
+        assert metrics(vigil_port).get('vigil_seasonal_moves_total{result="moved"}', 0) == 0
+
+        with process(
+            "prometheus",
+            prometheus,
+            tmp_path,
+            ready_url=f"http://127.0.0.1:{prom_port}/-/ready",
+        ):
+            wait_until(
+                "the re-check moves the weekly series",
+                lambda: metrics(vigil_port).get('vigil_seasonal_moves_total{result="moved"}') == 1,
+                timeout_s=90,
+                log=tmp_path / "vigil.log",
+            )
+            wait_until(
+                "the re-check keeps the daily series",
+                lambda: (
+                    metrics(vigil_port).get('vigil_seasonal_rechecks_total{result="kept"}', 0) >= 1
+                ),
+                timeout_s=30,
+            )
+            moved = metrics(vigil_port)
+            after_s = shift_s + 15 * 8
+            write(
+                vigil_port,
+                [
+                    at_15s(WEEKLY, after_s, 100.0 + rng.normal(0.0, 1.5, 4)),
+                    at_15s(DAILY, after_s, 100.0 + rng.normal(0.0, 1.5, 4)),
+                ],
+            )
+            wait_until("the last samples scored", lambda: scored_up_to(vigil_port, after_s + 45))
+            firing = firing_by_job(vigil_port)
+            listed = series_by_job(vigil_port)
+            exposed = metrics(vigil_port)
+
+    assert moved['vigil_seasonal_rechecks_total{result="moved"}'] == 1
+    assert moved['vigil_seasonal_periods_detected_total{period="weekly"}'] == 1
+    assert moved.get('vigil_seasonal_moves_total{result="refused"}', 0) == 0
+    # the alert went on through the move: still firing since the same time, never resolved
+    # nor paged again, and now judged by the weekly profile (a Saturday noon is 35)
+    assert set(firing) == {"weekly"}
+    assert firing["weekly"]["startsAt"] == before["startsAt"]
+    events = {k: exposed.get(f'vigil_alert_events_total{{kind="{k}"}}', 0.0) for k in KINDS}
+    assert events == {"fire": 1, "resolve": 0, "stale": 0}
+    summary = firing["weekly"]["annotations"]["summary"]
+    assert any(c in summary for c in contexts(after_s, 4, weekly=True)), summary
+    assert 27 < listed["weekly"]["expected"] < 43 and listed["weekly"]["score"] >= 0.9999
+    assert listed["daily"]["score"] < 0.999

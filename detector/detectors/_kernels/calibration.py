@@ -39,6 +39,12 @@ def bin_of(z: float) -> int:
     return min(int(log2 * _BIN_SCALE), HIST_BINS - 1)
 
 
+# without reassociation: the band (``threshold_z``) adds the float32 bins in the order the
+# score (``tail_probability``) adds them, so the two agree on the weight at or beyond
+# every bin to the last bit
+_IN_ORDER = {"nsz", "arcp", "contract", "afn"}
+
+
 # A light tail: the weight at or beyond bin _LIGHT_HI (z >= 2.49) is at most _LIGHT_RATIO of
 # that at or beyond bin _LIGHT_LO (z >= 1.72), with at least _LIGHT_MIN_WEIGHT samples' weight
 # there. A Gaussian's ratio is 0.15; a Student t(3) standardised by its standard deviation
@@ -55,7 +61,7 @@ _LIGHT_LO, _LIGHT_HI = 4, 5
 _LIGHT_MAX_INDEX = 15.0
 
 
-@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_IN_ORDER)
 def tail_index_of(
     hist: np.ndarray, htot: np.ndarray, s: int, k: int, top: int, tail_index: float
 ) -> float:
@@ -84,7 +90,7 @@ def tail_index_of(
     return max(tail_index, min(GAUSS_INDEX[top + 1], _LIGHT_MAX_INDEX))
 
 
-@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_IN_ORDER)
 def tail_probability(
     hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, decay: float, tail_index: float
 ) -> float:
@@ -113,7 +119,7 @@ def tail_probability(
         ge = max(0.0, htot[s, 2 * n + k] - below) * g
     else:
         ge = 0.0
-        for j in range(b, HIST_BINS):
+        for j in range(HIST_BINS - 1, b - 1, -1):
             ge += hist[s, base + j]
         ge *= g
     p = (ge + 1.0) / (htot[s, k] + 2.0)
@@ -171,10 +177,12 @@ def take_back(hist: np.ndarray, htot: np.ndarray, s: int, k: int, z: float, amou
 
 def _bin_edges() -> tuple[np.ndarray, np.ndarray]:
     """The smallest z of each bin (``bin_of`` inverted: the quadratic in the mantissa
-    solved per octave) and the exact log2(1 + z) there."""
+    solved per octave, then moved by a few ulps to where the compiled ``bin_of`` itself
+    changes bin, so a z on an edge is in the bin the edge opens) and the exact
+    log2(1 + z) there."""
     a, b, c = -0.34484843, 2.02466578, -1.67981735
     lo = np.zeros(HIST_BINS + 1)
-    for j in range(1, HIST_BINS + 1):
+    for j in range(1, HIST_BINS):
         u = j / _BIN_SCALE
         octave = math.floor(u)
         f = u - octave
@@ -184,7 +192,12 @@ def _bin_edges() -> tuple[np.ndarray, np.ndarray]:
         else:  # a x^2 + b x + c = f, the root in [1, 2)
             x = (-b + math.sqrt(b * b - 4.0 * a * (c - f))) / (2.0 * a)
             y = x * 2.0**octave
-        lo[j] = y - 1.0
+        z = y - 1.0
+        while bin_of(z) < j:
+            z = float(np.nextafter(z, math.inf))
+        while bin_of(float(np.nextafter(z, -math.inf))) >= j:
+            z = float(np.nextafter(z, -math.inf))
+        lo[j] = z
     lo[HIST_BINS] = math.inf
     return lo, np.log2(1.0 + lo)
 
@@ -211,7 +224,7 @@ def gaussian_z(log10_p: float) -> float:
     return z
 
 
-@njit(cache=True, nogil=True, fastmath=SAFE_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_IN_ORDER)
 def threshold_z(
     hist: np.ndarray, htot: np.ndarray, s: int, k: int, t: float, tail_index: float, gauss_z: float
 ) -> float:
@@ -229,46 +242,59 @@ def threshold_z(
     g = htot[s, n + k]
     tot = htot[s, k]
     lt = math.log10(t)
-    # the weight at or beyond each bin's lower edge, from the top; `top`: the highest bin
-    # with at least one sample's weight at or above it (as tail_probability finds it)
+    # the weight at or beyond each bin with the very sums tail_probability takes: from the
+    # top for the upper bins, the stored sum less the bins below for the lower ones. The
+    # history is the bins with at least one sample's weight at or beyond (allowing for
+    # rounding); within it the probability is a ratio that falls bin by bin, so the
+    # threshold is the lower edge of the lowest bin whose ratio is at most t.
+    top = -1  # the highest bin with a sample's weight at or above it, as tail_probability
     acc = 0.0
-    top = -1
-    first_in = HIST_BINS  # the first bin within the history whose probability is <= t
-    last_in = -1  # the highest bin still within the history
+    last_in = -1
+    first_in = HIST_BINS
+    upper = 0.0
     for j in range(HIST_BINS - 1, -1, -1):
-        acc += hist[s, base + j] * g
+        h = hist[s, base + j]
+        acc += h * g
         if top < 0 and acc >= 1.0:
             top = j
-        if acc >= 1.0 - 1e-6:
+        upper += h
+        if j >= HIST_BINS // 2:
+            ge = upper * g
+        else:
+            below = 0.0
+            for i in range(j):
+                below += hist[s, base + i]
+            ge = max(0.0, htot[s, 2 * n + k] - below) * g
+        if ge >= 1.0 - 1e-6:
             if last_in < 0:
                 last_in = j
-            if (acc + 1.0) / (tot + 2.0) <= t:
+            if (ge + 1.0) / (tot + 2.0) <= t:
                 first_in = j
             elif top >= 0:
-                break  # below this bin every probability is larger still
+                break  # not that rare, nor is any bin below (and `top` is found)
     if first_in < HIST_BINS:
         return BIN_LO[first_in]
     # beyond the history (bins above last_in): per bin, a constant share of the weight,
-    # then a power law from the edge of the largest values (or the Gaussian bounds)
-    lg_z = -1.0
+    # then a power law from the edge of the largest values (or the Gaussian bounds, which
+    # apply beyond the history only)
     young = tail_index > 0.0 and top >= 0 and tot < _TRUSTED_WEIGHT
     gauss_only = tail_index <= 0.0 or top < 0
-    if young or gauss_only:
-        lg_z = gauss_z
     edge = (top + 1) / _BIN_SCALE
     if not gauss_only:
         tail_index = tail_index_of(hist, htot, s, k, top, tail_index)
     zb = math.inf
-    ge_above = 0.0  # weight at or beyond the bin above, summed from the top
-    for j in range(HIST_BINS - 1, last_in, -1):
-        ge_above += hist[s, base + j] * g
-    ge = ge_above
-    start = last_in + 1
-    # walk up from the first bin beyond the history; ge of bin j is the weight from j up
-    for j in range(start, HIST_BINS):
-        if j > start:
-            ge -= hist[s, base + j - 1] * g
-        c = math.log10((max(ge, 0.0) + 1.0) / (tot + 2.0))
+    for j in range(last_in + 1, HIST_BINS):
+        if j >= HIST_BINS // 2:
+            ge = 0.0
+            for i in range(HIST_BINS - 1, j - 1, -1):
+                ge += hist[s, base + i]
+        else:
+            below = 0.0
+            for i in range(j):
+                below += hist[s, base + i]
+            ge = max(0.0, htot[s, 2 * n + k] - below)
+        ge *= g
+        c = math.log10((ge + 1.0) / (tot + 2.0))
         if c <= lt:  # already that rare at the bin's lower edge
             zb = BIN_LO[j]
             break
@@ -280,7 +306,7 @@ def threshold_z(
             zb = max(BIN_LO[j], 2.0**need - 1.0)
             break
     if young:
-        return max(zb, lg_z)
+        return max(zb, gauss_z)
     if gauss_only:
-        return min(zb, lg_z)
+        return min(zb, max(gauss_z, BIN_LO[last_in + 1]))
     return zb

@@ -82,6 +82,56 @@ def test_split_request_gives_each_owner_its_series_bytes(version):
         assert got.smp_value.tolist() == [float(part.owner)] * len(mine)
 
 
+def _top_fields(raw: bytes) -> list[tuple[int, bytes]]:
+    """(field number, bytes) of each top-level field of a protobuf message."""
+    out, pos = [], 0
+    while pos < len(raw):
+        start = pos
+        tag = 0
+        for shift in range(0, 64, 7):
+            tag |= (raw[pos] & 0x7F) << shift
+            pos += 1
+            if raw[pos - 1] < 0x80:
+                break
+        assert tag & 7 == 2, "only length-delimited fields here"
+        n = 0
+        for shift in range(0, 64, 7):
+            n |= (raw[pos] & 0x7F) << shift
+            pos += 1
+            if raw[pos - 1] < 0x80:
+                break
+        pos += n
+        out.append((tag >> 3, raw[start:pos]))
+    return out
+
+
+def test_split_request_v2_symbols_between_series_go_to_every_owner():
+    """Protobuf lets a repeated field stand anywhere: symbols after some of the series
+    still reach each owner, and each part decodes to exactly its series."""
+    pods = _pods_by_owner(2)
+    series = [_series(pods[w][j], 100 + j, float(w)) for j in range(3) for w in range(2)]
+    fields = _top_fields(encode.encode_v2(series))
+    symbols = [b for f, b in fields if f == 4]
+    rows = [b for f, b in fields if f == 5]
+    raw = b"".join(symbols[:2] + rows[:3] + symbols[2:] + rows[3:])
+    req = decode.decode_request(np.frombuffer(raw, dtype=np.uint8), 2)
+    owners = np.array([-1, 1] * 3, dtype=np.int32)  # series alternate owners 0 and 1
+    split = split_request(req, owners, 2)
+    assert [p.owner for p in split.parts] == [1]
+    got = decode.decode_request(np.frombuffer(bytes(split.parts[0].body), dtype=np.uint8), 2)
+    mine = [s for s in series if dict(s.labels)["pod"] in pods[1]]
+    assert [got.labels(i) for i in range(got.n_series)] == [tuple(s.labels) for s in mine]
+    assert got.smp_value.tolist() == [1.0] * 3
+
+
+def test_split_request_gives_no_part_to_owners_without_series():
+    raw = encode.encode_v1([_series("a", 1), _series("b", 1)])
+    req = decode.decode_request(np.frombuffer(raw, dtype=np.uint8), 1)
+    assert split_request(req, np.array([-1, -1], np.int32), 4).parts == ()
+    split = split_request(req, np.array([3, 3], np.int32), 4)
+    assert [p.owner for p in split.parts] == [3] and bytes(split.parts[0].body) == raw
+
+
 def test_split_request_refuses_an_owner_array_of_the_wrong_length():
     raw = encode.encode_v1([_series("a", 1)])
     req = decode.decode_request(np.frombuffer(raw, dtype=np.uint8), 1)
