@@ -61,6 +61,26 @@ def robust(params: RobustParams, values: list[float]) -> list[float]:
     return out
 
 
+def _approx_log2(y: float) -> float:
+    """log2(y) as the kernels approximate it: the exponent plus a quadratic in the mantissa."""
+    m, e = math.frexp(y)
+    x = 2.0 * m
+    return (e - 1) + (-0.34484843 * x + 2.02466578) * x - 1.67981735
+
+
+def _bin_floor(j: int, bins: int) -> float:
+    """The smallest z of calibration bin j (bisection on the approximate log2)."""
+    target = j * math.log2(math.exp(4.0)) / bins
+    lo, hi = 0.0, 2.0 ** (target + 1.0)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _approx_log2(1.0 + mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 class _Calibration:
     """Empirical tail of one signal: a forgetting histogram over log2(1 + z), its bins
     stored as float32 like the ensemble's table (their sum is kept in float64)."""
@@ -96,7 +116,8 @@ class _Calibration:
                 lp = min(lp, gauss)
             else:
                 edge = (max(tops) + 1) * width
-                lp -= tail_index * max(0.0, math.log2(1.0 + z) - edge) * math.log10(2.0)
+                index = self.index_beyond(max(tops), tail_index)
+                lp -= index * max(0.0, math.log2(1.0 + z) - edge) * math.log10(2.0)
                 if self.total < 100.0:  # a young history: no rarer than Gaussian
                     lp = max(lp, gauss)
         self.scale *= decay
@@ -109,6 +130,20 @@ class _Calibration:
         self.last_bin = b
         self.last_z = z
         return lp
+
+    def index_beyond(self, top: int, tail_index: float) -> float:
+        """The power law's index beyond the edge: tail_index, or for a light tail (weight
+        from z = 2.49 at most 0.2 of that from z = 1.72, at least 20 samples' weight there)
+        the Gaussian tail's slope (1 + z)(z + 1/z) at the edge's z, at most 15, when
+        steeper."""
+        if top + 1 >= self.BINS:
+            return tail_index
+        w_hi = max(0.0, self.stored - sum(self.hist[:5]))
+        w_lo = w_hi + self.hist[4]
+        if w_lo * self.scale < 20.0 or w_hi > 0.2 * w_lo:
+            return tail_index
+        z = _bin_floor(top + 1, self.BINS)
+        return max(tail_index, min((1.0 + z) * (z + 1.0 / z), 15.0))
 
     def add(self, z: float, amount: float) -> None:
         """Learn z (no forgetting step) at ``amount`` of a sample's weight."""

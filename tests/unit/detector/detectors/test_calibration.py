@@ -92,3 +92,64 @@ def test_an_incident_does_not_teach_the_calibration_that_it_is_normal():
     )
     assert out.score[1000:1003].min() >= 0.9999
     assert out.score[1500:1503].min() >= 0.9999
+
+
+def _index_of(tables, tail_index=10.0):
+    hist, htot = tables
+    g = htot[0, 1]
+    top = max(j for j in range(c.HIST_BINS) if hist[0, j:].sum() * g >= 1.0)
+    return top, c.tail_index_of(hist, htot, 0, 0, top, tail_index)
+
+
+def test_beyond_a_light_tailed_history_the_tail_falls_as_a_gaussian_ones_does():
+    """Issue 20's detection delay: on a Gaussian series a 6-sigma sample scored
+    0.9997-0.9999 (the power law with index 10 from the edge of the largest values is
+    heavier than the Gaussian tail just there), under the alert rule's 0.9999. A light
+    tail now falls from its edge at the Gaussian tail's own slope there."""
+    tables = _learned(np.abs(np.random.default_rng(7).normal(0, 1, 4000)))
+    top, index = _index_of(tables)
+    edge_z = c.BIN_LO[top + 1]
+    gaussian_slope = (1 + edge_z) * (edge_z + 1 / edge_z)
+    assert index == pytest.approx(min(gaussian_slope, 15.0)) and index > 10.0
+    # two signals (Bonferroni): a 6-sigma sample now scores above the rule's 0.9999
+    assert 2 * 10 ** _lp(tables, 6.0) < 1e-4
+    # and never rarer than the Gaussian decay from the edge's empirical probability
+    at_edge = _lp(tables, edge_z)
+    for z in (edge_z + 0.5, 6.0, 8.0):
+        assert _lp(tables, z) >= at_edge + log10_two_sided_tail(z) - log10_two_sided_tail(edge_z)
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda r: r.standard_t(3, 4000) / math.sqrt(3.0),  # Student t(3), standardised
+        lambda r: np.exp(0.3 * r.normal(0, 1, 4000)),  # the scenario suite's lognormal
+        lambda r: r.poisson(1.0, 4000).astype(float),  # a low-rate counter's rate
+    ],
+)
+def test_a_heavier_tail_keeps_the_power_law(draw):
+    x = draw(np.random.default_rng(8))
+    tables = _learned(np.abs((x - x.mean()) / x.std()))
+    assert _index_of(tables)[1] == 10.0
+
+
+def test_a_short_history_keeps_the_power_law():
+    """Fewer than 20 samples' weight beyond z = 1.72: the ratio is too noisy to judge."""
+    tables = _learned(np.abs(np.random.default_rng(9).normal(0, 1, 150)))
+    hist, htot = tables
+    assert hist[0, 4:].sum() * htot[0, 1] < 20.0
+    assert _index_of(tables)[1] == 10.0
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_the_threshold_inverts_the_light_tail(seed):
+    """The band stays the score's level set: threshold_z is where tail_probability first
+    reaches t, for the light tail's index as for the power law's."""
+    rng = np.random.default_rng(seed)
+    z = np.abs(rng.normal(0, 1, 4000) if seed == 7 else rng.standard_t(3, 4000))
+    hist, htot = _learned(z)
+    for t in (1e-3 / 2, 1e-3 / 3, 1e-6):
+        gz = c.gaussian_z(math.log10(t))
+        zt = c.threshold_z(hist, htot, 0, 0, t, 10.0, gz)
+        assert 10 ** _lp((hist, htot), zt * (1 + 1e-9)) <= t * (1 + 1e-9)
+        assert 10 ** _lp((hist, htot), zt * (1 - 1e-6)) > t

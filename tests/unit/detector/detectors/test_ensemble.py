@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from detector.config import EnsembleParams
 from detector.detectors._kernels import ensemble as k
@@ -225,3 +226,30 @@ def test_a_moderate_lasting_shift_holds_its_band_until_adoption():
         assert out.upper.max() < 130 - 2.5, seed  # still short of the shifted level
         assert _longest_run(out.score < 0.999) < 120_000 // step, seed
         assert family.state[0, k.S_RUN_SIDE] == 1.0, seed  # the run goes on
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "student_t"])
+def test_the_band_is_the_scores_level_set(noise):
+    """A value outside [lower, upper] scores at least the band's level, one inside below it
+    (the calibration's tail beyond its history, light or heavy, is what both invert)."""
+    from detector.detectors.ensemble import band_probability
+
+    rng = np.random.default_rng(21)
+    n = 4 * 1440  # four days a minute apart: the daily profile is in use from day two
+    t = np.arange(n, dtype=np.int64) * 60_000
+    day = np.sin(2 * np.pi * (t % 86_400_000) / 86_400_000)
+    e = rng.normal(0, 1, n) if noise == "gaussian" else rng.standard_t(3, n)
+    x = 100 + 10 * day + e
+    x[3000:3003] += 9.0  # a few samples out, so both sides of the edge are seen
+    x[4000:4200] -= 4.0
+    family = EnsembleFamily(EnsembleParams(), capacity=1)
+    family.configure(0)
+    out = _feed(family, x)
+    level = 1.0 - band_probability(EnsembleParams().band_sigmas)
+    ok = np.isfinite(out.lower) & np.isfinite(out.upper)
+    width = out.upper - out.lower
+    # away from the edges by more than rounding
+    clear = ok & (np.minimum(np.abs(x - out.lower), np.abs(x - out.upper)) > 1e-9 * width)
+    outside = (x < out.lower) | (x > out.upper)
+    assert clear.sum() > 0.9 * n and outside[clear].sum() >= 5
+    assert np.array_equal(outside[clear], out.score[clear] >= level)
