@@ -361,9 +361,15 @@ class Pipeline:
             if i > start:
                 self._process(batches[start:i])
             start = i + 1
+            slot = batch.move[0]
+            last_live = int(self.last_ts[slot]) if slot < self.capacity else _sample_rules.NEVER
             history = self._move(batch)
             if history is not None:
                 self._process([history])
+                # its last sample is still the last live one: a history that ends earlier
+                # (read from a store that lags) made a firing series look silent to the
+                # sweep, which resolved it, and its next live sample paged again
+                self.last_ts[slot] = max(int(self.last_ts[slot]), last_live)
         if start < len(batches):
             self._process(batches[start:])
 

@@ -555,3 +555,20 @@ def test_warm_starts_waiting_without_end_still_let_one_recheck_a_minute_through(
     while time.t < T0 / 1000 + 600:  # ten minutes of warm starts waiting
         asyncio.run(time.sleep(asyncio.run(checker.step())))
     assert 9 <= len(reads) <= 11
+
+
+def test_a_move_whose_history_ends_early_leaves_a_firing_alert_firing():
+    # the history read from a store that lags the live samples (an hour here) ended the
+    # series' last sample an hour back: the next sweep resolved the alert as stale and
+    # the next live sample paged again
+    p, events, _registry, last = _firing_pipeline()
+    n_events = len(events)
+    ts, x = _weekly_history(last - 3_600_000)
+    p.process([Batch(np.zeros(ts.shape[0], np.int32), ts, x.view(np.uint64), move=(0, WEEK_MS))])
+    assert p.last_ts[0] == last
+    p.sweep(last + 60_000)
+    assert p.al_state[0] == FIRING and len(events) == n_events
+    more = last + 15_000 * np.arange(1, 9, dtype=np.int64)
+    p.process([Batch(np.zeros(8, np.int32), more, np.full(8, 160.0).view(np.uint64))])
+    assert p.al_state[0] == FIRING
+    assert len([e for e in events if e.kind is EventKind.FIRE]) == 1
