@@ -323,6 +323,7 @@ class ReChecker:
         """Read ``slot``'s history and judge it; queue the move if it repeats weekly.
         None: the read failed (logged, counted, tried again an interval later)."""
         queries = 2 if reads_period_history(self.cfg) else 1
+        budget_s = queries * self.cfg.timeout_s + 1
         try:
             history = await asyncio.wait_for(
                 asyncio.to_thread(
@@ -333,19 +334,25 @@ class ReChecker:
                     counter=self.series.is_counter(slot),
                     what=f"seasonal re-check of series {slot}",
                 ),
-                queries * self.cfg.timeout_s + 1,
+                budget_s,
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.failures += 1
             if self.failures & (self.failures - 1) == 0:  # 1, 2, 4, 8, ... in a row
+                why = (  # a bare TimeoutError says nothing
+                    f"no answer within {format_duration(budget_s)} "
+                    f"({queries} x warm_start.timeout_s + 1 s)"
+                    if isinstance(exc, TimeoutError)
+                    else tls.explain(exc)
+                )
                 log.warning(
                     "seasonal re-check of series %s failed (%d in a row): %s; trying it "
                     "again in %s, the next series in %s",
                     slot,
                     self.failures,
-                    tls.explain(exc),
+                    why,
                     format_duration(self.cfg.recheck_interval_s),
                     format_duration(self.backoff_s()),
                 )

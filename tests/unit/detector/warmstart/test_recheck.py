@@ -572,3 +572,11 @@ def test_a_move_whose_history_ends_early_leaves_a_firing_alert_firing():
     p.process([Batch(np.zeros(8, np.int32), more, np.full(8, 160.0).view(np.uint64))])
     assert p.al_state[0] == FIRING
     assert len([e for e in events if e.kind is EventKind.FIRE]) == 1
+
+
+def test_a_read_that_times_out_says_how_long_it_waited(caplog):
+    checker, _time, _registry, _reads = _checker({0: TimeoutError()}, n=1)
+    with caplog.at_level(logging.WARNING, logger="detector.warmstart.recheck"):
+        assert asyncio.run(checker.check(0)) is None
+    # before: "failed: TimeoutError: ; trying it again"
+    assert "no answer within 21s (2 x warm_start.timeout_s + 1 s)" in caplog.text
