@@ -25,10 +25,24 @@ is on CPU 0. A paced stream of 2,000-sample requests costs Vigil more per sample
 bench/ingest.py's flood (which lets the worker take many requests per pass): on the 2-core
 machine it saturates near 800k samples/s, so the default 500k/s is ~60% of that.
 
+``--workers N`` (N > 1) measures ``vigil-detector serve --workers N`` instead, placed as
+``bench/ingest.py --workers`` places it: Vigil on every core (worker i pinned to CPU i by
+the service), and this process, the proxy, Alertmanager and the load generator on every
+core beside it. Each probe series gets a ``namespace`` and ``pod`` of its own (so no two
+probes' alerts relate), chosen so probe i is owned by worker i mod N (the fleet's hashmod
+of ``namespace;pod``, detector/fleet/partition.py), and its decisive request goes over a
+connection the kernel gave to worker (i div N) mod N: a kept-alive connection per worker,
+each found out by looking up which worker's process holds the accepted socket
+(/proc/net/tcp, /proc/<pid>/fd). So every owner receives its probes both directly
+("local") and forwarded by the other worker over the share socket ("forwarded", one more
+hop), and the figures say so: overall, per owner, per route and per (receiver, owner).
+The alert is timed when it reaches the proxy, whichever worker sends it (each posts its
+own). The probe labels are the same with one worker (every probe owned and received by 0).
+
 Prints a summary (and Vigil's own histograms per phase: delivery, detector batch,
 event-loop lag) and, as its last line, one JSON object with every figure.
 Usage: python bench/alert_latency.py [--quick] [--probes 1000] [--series 10000]
-       [--load-rate 500000]
+       [--load-rate 500000] [--workers 1]
 """
 
 from __future__ import annotations
@@ -50,7 +64,7 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -67,9 +81,11 @@ from bench.ingest import (  # noqa: E402
     HEADERS,
     WARMUP_ROUNDS,
     _cpu_s,
+    _tree,
     build_bodies,
 )
 from detector.config import EnsembleParams  # noqa: E402
+from detector.fleet.partition import hashmod, shard_key  # noqa: E402
 from detector.remote_write import encode  # noqa: E402
 from tests.integration.procs import (  # noqa: E402
     free_port,
@@ -373,11 +389,45 @@ class RecordingProxy:
 # ------------------------------------------------------------------------- probes
 
 
-def _probe_labels(phase: str, i: int) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted([("__name__", PROBE_METRIC), ("phase", phase), ("probe", str(i))]))
+def probe_owner(i: int, workers: int) -> int:
+    """The worker that owns probe ``i``'s series: the owners take turns."""
+    return i % workers
 
 
-def send_history(vigil_port: int, probes: list[tuple[str, int]], end_ms: int) -> None:
+def probe_receiver(i: int, workers: int) -> int:
+    """The worker whose connection carries probe ``i``'s decisive request: with the
+    owners taking turns, every (receiver, owner) pair comes round once in N x N probes."""
+    return (i // workers) % workers
+
+
+def probe_shard(phase: str, i: int, workers: int) -> tuple[str, str]:
+    """``namespace`` and ``pod`` of probe ``i``: its own (no other probe's alert shares a
+    related label), and hashing to worker ``probe_owner(i, workers)``."""
+    namespace = f"latency-{phase}-{i}"
+    want = probe_owner(i, workers)
+    for salt in range(64 * workers):
+        pod = f"probe-{phase}-{i}-{salt}"
+        if hashmod(shard_key({"namespace": namespace, "pod": pod}), workers) == want:
+            return namespace, pod
+    raise RuntimeError(f"no pod name of probe {phase}/{i} hashes to worker {want}")
+
+
+def _probe_labels(phase: str, i: int, workers: int) -> tuple[tuple[str, str], ...]:
+    namespace, pod = probe_shard(phase, i, workers)
+    return tuple(
+        sorted(
+            [
+                ("__name__", PROBE_METRIC),
+                ("phase", phase),
+                ("probe", str(i)),
+                ("namespace", namespace),
+                ("pod", pod),
+            ]
+        )
+    )
+
+
+def send_history(vigil_port: int, probes: list[tuple[str, int]], end_ms: int, workers: int) -> None:
     """HISTORY_SAMPLES of noise (1.0, sigma 0.1, 1 s apart, the last at ``end_ms``)."""
     for k in range(0, len(probes), HISTORY_SERIES_PER_REQUEST):
         series = []
@@ -387,7 +437,7 @@ def send_history(vigil_port: int, probes: list[tuple[str, int]], end_ms: int) ->
             start = end_ms - (HISTORY_SAMPLES - 1) * 1000
             series.append(
                 encode.Series(
-                    labels=_probe_labels(phase, i),
+                    labels=_probe_labels(phase, i, workers),
                     samples=[(start + j * 1000, float(v)) for j, v in enumerate(values)],
                 )
             )
@@ -424,12 +474,90 @@ class PhaseResult:
     latencies_ms: list[float] = field(default_factory=list)
     acks_ms: list[float] = field(default_factory=list)  # t0 -> HTTP 204 (queued)
     missed: list[int] = field(default_factory=list)
+    # per probe answered: (receiver, owner, latency ms); per probe missed: (receiver, owner)
+    routed: list[tuple[int, int, float]] = field(default_factory=list)
+    missed_routes: list[tuple[int, int]] = field(default_factory=list)
     wall_s: float = 0.0
     aborted: bool = False
 
 
+@dataclass
+class Fleet:
+    """The service's worker processes: ``pids[w]`` is worker w (one process: ``[pid]``)."""
+
+    vigil_port: int
+    pids: list[int]
+
+    @classmethod
+    def find(cls, vigil_port: int, pid: int, workers: int) -> Fleet:
+        if workers == 1:
+            return cls(vigil_port, [pid])
+        found: dict[int, int] = {}
+        for p in _tree(pid):
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+                if b"--worker-index" in argv:
+                    found[int(argv[argv.index(b"--worker-index") + 1])] = p
+        if sorted(found) != list(range(workers)):
+            raise RuntimeError(
+                f"found workers {sorted(found)} under pid {pid}, not 0..{workers - 1}"
+            )
+        return cls(vigil_port, [found[w] for w in range(workers)])
+
+    def receiver_of(self, conn: http.client.HTTPConnection) -> int:
+        """The worker holding the server end of ``conn`` (after one exchange on it, so the
+        worker has accepted it): /proc/net/tcp gives the socket's inode, the workers'
+        /proc/<pid>/fd who holds it."""
+        assert conn.sock is not None
+        client_port = conn.sock.getsockname()[1]
+        inode = ""
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            parts = line.split()
+            local, remote = parts[1], parts[2]
+            if (
+                int(local.split(":")[1], 16) == self.vigil_port
+                and int(remote.split(":")[1], 16) == client_port
+            ):
+                inode = parts[9]
+                break
+        if not inode or inode == "0":
+            raise RuntimeError(f"no accepted socket for client port {client_port}")
+        target = f"socket:[{inode}]"
+        for w, p in enumerate(self.pids):
+            for fd in Path(f"/proc/{p}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        return w
+        raise RuntimeError(f"no worker holds the socket of client port {client_port}")
+
+    def connections(self) -> dict[int, http.client.HTTPConnection]:
+        """A kept-alive connection to each worker (the kernel spreads new connections over
+        the workers' SO_REUSEPORT listeners: open until each has one)."""
+        out: dict[int, http.client.HTTPConnection] = {}
+        spare: list[http.client.HTTPConnection] = []
+        try:
+            for _ in range(64 * len(self.pids)):
+                if len(out) == len(self.pids):
+                    return out
+                conn = http.client.HTTPConnection("127.0.0.1", self.vigil_port, timeout=30)
+                conn.request("GET", "/healthz")  # answered by the worker reached
+                resp = conn.getresponse()
+                resp.read()
+                w = self.receiver_of(conn) if len(self.pids) > 1 else 0
+                if w in out:
+                    spare.append(conn)
+                else:
+                    out[w] = conn
+        finally:
+            for conn in spare:
+                conn.close()
+        for conn in out.values():
+            conn.close()
+        raise RuntimeError(f"could not reach every worker: got {sorted(out)}")
+
+
 def run_probes(
-    vigil_port: int,
+    fleet: Fleet,
     proxy: RecordingProxy,
     phase: str,
     n: int,
@@ -441,15 +569,18 @@ def run_probes(
     """The decisive samples (timestamp ``ts_ms``) of probes ``first`` .. ``first + n - 1``
     of ``phase``, one at a time (see the module docstring). Gives up after
     MAX_MISSES_IN_A_ROW misses in a row: something is broken, not slow."""
-    conn = http.client.HTTPConnection("127.0.0.1", vigil_port, timeout=30)
+    workers = len(fleet.pids)
+    conns = fleet.connections()
     out = PhaseResult()
     in_a_row = 0
     t_phase = time.perf_counter()
     try:
         for i in range(first, first + n):
+            owner, receiver = probe_owner(i, workers), probe_receiver(i, workers)
+            conn = conns[receiver]
             body = encode.compress(
                 encode.encode_v1(
-                    [encode.Series(labels=_probe_labels(phase, i), samples=[(ts_ms, 2.0)])]
+                    [encode.Series(labels=_probe_labels(phase, i, workers), samples=[(ts_ms, 2.0)])]
                 )
             )  # 10 sigmas up
             t0 = time.perf_counter()
@@ -462,6 +593,7 @@ def run_probes(
             t1 = proxy.wait_for((phase, str(i)), t0, timeout_s)
             if t1 is None:
                 out.missed.append(i)
+                out.missed_routes.append((receiver, owner))
                 in_a_row += 1
                 if in_a_row >= MAX_MISSES_IN_A_ROW:
                     out.aborted = True
@@ -470,9 +602,11 @@ def run_probes(
                 in_a_row = 0
                 out.latencies_ms.append(1000 * (t1 - t0))
                 out.acks_ms.append(1000 * (t_ack - t0))
+                out.routed.append((receiver, owner, 1000 * (t1 - t0)))
             time.sleep(rng.uniform(0.01, 0.05))  # not in step with the load's rounds
     finally:
-        conn.close()
+        for conn in conns.values():
+            conn.close()
     out.wall_s = time.perf_counter() - t_phase
     return out
 
@@ -673,6 +807,28 @@ def _phase_metrics(vigil_port: int, pid: int, into: dict) -> Iterator[None]:
     }
 
 
+def route_figures(res: PhaseResult) -> dict[str, dict]:
+    """The latencies split by owner, by route (``local``: the owner received the request;
+    ``forwarded``: another worker did and passed the share on) and by (receiver, owner)."""
+
+    def split(key: Callable[[int, int], str]) -> dict[str, dict[str, float]]:
+        groups: dict[str, list[float]] = {}
+        misses: dict[str, int] = {}
+        for receiver, owner, ms in res.routed:
+            groups.setdefault(key(receiver, owner), []).append(ms)
+        for receiver, owner in res.missed_routes:
+            k = key(receiver, owner)
+            groups.setdefault(k, [])
+            misses[k] = misses.get(k, 0) + 1
+        return {k: {**_dist(v), "missed": misses.get(k, 0)} for k, v in sorted(groups.items())}
+
+    return {
+        "by_owner": split(lambda r, o: f"worker-{o}"),
+        "by_route": split(lambda r, o: "local" if r == o else "forwarded"),
+        "by_receiver_owner": split(lambda r, o: f"received-{r}-owned-{o}"),
+    }
+
+
 def _phase_figures(res: PhaseResult, n: int) -> dict:
     return {
         "probes": n,
@@ -683,10 +839,11 @@ def _phase_figures(res: PhaseResult, n: int) -> dict:
         "wall_s": res.wall_s,
         "latency_ms": _dist(res.latencies_ms),
         "ack_ms": _dist(res.acks_ms),
+        **route_figures(res),
     }
 
 
-def _print_phase(name: str, fig: dict) -> None:
+def _print_phase(name: str, fig: dict, workers: int) -> None:
     lat, ack, v = fig["latency_ms"], fig["ack_ms"], fig["vigil"]
     if lat["n"]:
         print(
@@ -697,6 +854,18 @@ def _print_phase(name: str, fig: dict) -> None:
         )
     else:
         print(f"{name:<7} probes {fig['sent']}, missed {fig['missed']}: no alert arrived")
+    if workers > 1:
+        for group in ("by_owner", "by_route", "by_receiver_owner"):
+            print(
+                f"{'':<7} "
+                + "; ".join(
+                    f"{k} n={d['n']} p50 {d['p50']:.2f} p99 {d['p99']:.2f} max {d['max']:.2f}"
+                    + (f" missed {d['missed']}" if d["missed"] else "")
+                    if d["n"]
+                    else f"{k} n=0 missed {d['missed']}"
+                    for k, d in fig[group].items()
+                )
+            )
     if fig["aborted_after_misses"]:
         print(
             f"{'':<7} ABORTED after {MAX_MISSES_IN_A_ROW} misses in a row "
@@ -711,7 +880,7 @@ def _print_phase(name: str, fig: dict) -> None:
                 f"{h['p99_le_ms']:g} max<={h['max_le_ms']:g}"
             )
     busy = fig.get("cores_busy", {})
-    if "cpu0" in busy:
+    if "cpu0" in busy and workers == 1:
         others = max(0.0, busy["cpu0"] - v["cpu_fraction"])
         print(
             f"{'':<7} cores busy: "
@@ -720,8 +889,11 @@ def _print_phase(name: str, fig: dict) -> None:
             f"; on cpu0, not Vigil: {100 * others:.0f}%"
             + (": another process competed with Vigil)" if others > 0.05 else ")")
         )
+    if workers > 1:
+        print(f"{'':<7} cores busy: " + ", ".join(f"{k} {100 * x:.0f}%" for k, x in busy.items()))
     print(
-        f"{'':<7} Vigil: CPU {100 * v['cpu_fraction']:.0f}% of core 0, "
+        f"{'':<7} Vigil: CPU {100 * v['cpu_fraction']:.0f}% of "
+        f"{'core 0' if workers == 1 else 'one core (all workers)'}, "
         f"{v['samples_accepted_per_s']:,.0f} samples/s; " + "; ".join(parts)
     )
 
@@ -744,12 +916,26 @@ def main() -> None:
         help="a probe whose alert takes longer counts as missed",
     )
     parser.add_argument("--quick", action="store_true", help="50 probes per phase")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serve --workers N; N > 1 puts Vigil, the loader and this process on every core",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.quick:
         args.probes = min(args.probes, 50)
-    if (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {1})  # us, the proxy and Alertmanager (inherited): CPU 1
+    if args.workers < 1:
+        parser.error("--workers: at least 1")
+    n_cpus = os.cpu_count() or 1
+    every = f"0-{n_cpus - 1}" if n_cpus > 1 else "0"
+    if args.workers > 1:  # as bench/ingest.py --workers: everything on every core
+        vigil_cpus, loader_cpus = every, every
+    else:
+        vigil_cpus, loader_cpus = "0", "1" if n_cpus >= 2 else "0"
+        if n_cpus >= 2:
+            os.sched_setaffinity(0, {1})  # us, the proxy and Alertmanager (inherited): CPU 1
     rng = random.Random(args.seed)
     figures: dict = {
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), **_versions()},
@@ -758,6 +944,8 @@ def main() -> None:
         "timeout_ms": args.timeout_ms,
         "load_series": args.series,
         "load_rate_target": args.load_rate,
+        "workers": args.workers,
+        "placement": {"vigil_cpus": vigil_cpus, "loader_cpus": loader_cpus},
         "loadavg_at_start": os.getloadavg()[0],
     }
     timeout_s = args.timeout_ms / 1000
@@ -774,7 +962,7 @@ def main() -> None:
                 [
                     "taskset",
                     "-c",
-                    "0",
+                    vigil_cpus,
                     *vigil_detector_argv(
                         vigil_port,
                         "--config",
@@ -783,6 +971,7 @@ def main() -> None:
                         proxy.url,
                         "--log-level",
                         "WARNING",
+                        *(["--workers", str(args.workers)] if args.workers > 1 else []),
                     ),
                 ],
                 workdir,
@@ -790,6 +979,7 @@ def main() -> None:
                 timeout_s=180,
             ) as vigil,
         ):
+            fleet = Fleet.find(vigil_port, vigil.pid, args.workers)
             end_ms = history_end(int(time.time() * 1000))
             decisive_ms = end_ms + 1000
             probes = [
@@ -798,7 +988,7 @@ def main() -> None:
                 for i in range(2 * WARM_PROBES if phase == "warmup" else args.probes)
             ]
             t = time.perf_counter()
-            send_history(vigil_port, probes, end_ms)
+            send_history(vigil_port, probes, end_ms, args.workers)
             figures["history_s"] = time.perf_counter() - t
             figures["history"] = settle_history(
                 vigil_port, proxy, len(probes) * HISTORY_SAMPLES, len(probes)
@@ -811,22 +1001,20 @@ def main() -> None:
                 flush=True,
             )
             # idle: no other traffic
-            run_probes(vigil_port, proxy, "warmup", WARM_PROBES, timeout_s, rng, decisive_ms)
+            run_probes(fleet, proxy, "warmup", WARM_PROBES, timeout_s, rng, decisive_ms)
             idle_fig: dict = {}
             with _phase_metrics(vigil_port, vigil.pid, idle_fig):
-                idle = run_probes(
-                    vigil_port, proxy, "idle", args.probes, timeout_s, rng, decisive_ms
-                )
+                idle = run_probes(fleet, proxy, "idle", args.probes, timeout_s, rng, decisive_ms)
             idle_fig.update(_phase_figures(idle, args.probes))
             figures["idle"] = idle_fig
-            _print_phase("idle", idle_fig)
+            _print_phase("idle", idle_fig, args.workers)
 
             # loaded: the ingest benchmark's bodies at a steady rate from CPU 1
             url = f"http://127.0.0.1:{vigil_port}/api/v1/write"
             loader_argv = [
                 "taskset",
                 "-c",
-                "1",
+                loader_cpus,
                 sys.executable,
                 __file__,
                 "--loader",
@@ -846,7 +1034,7 @@ def main() -> None:
                 )
                 time.sleep(SETTLE_S)
                 run_probes(
-                    vigil_port,
+                    fleet,
                     proxy,
                     "warmup",
                     WARM_PROBES,
@@ -857,7 +1045,7 @@ def main() -> None:
                 )
                 with _phase_metrics(vigil_port, vigil.pid, loaded_fig):
                     loaded = run_probes(
-                        vigil_port, proxy, "loaded", args.probes, timeout_s, rng, decisive_ms
+                        fleet, proxy, "loaded", args.probes, timeout_s, rng, decisive_ms
                     )
                 if loader.poll() is not None:
                     raise RuntimeError(
@@ -883,14 +1071,14 @@ def main() -> None:
         f"{'':<7} load: {load.get('samples_per_s', 0):,.0f} samples/s achieved of "
         f"{args.load_rate:,.0f} target ({args.series:,} series, codes "
         f"{load.get('codes')}, loader CPU {100 * load.get('loader_cpu_fraction', 0):.0f}% "
-        f"of core 1, fell behind {load.get('late_s', 0):.2f} s)"
+        f"of a core, fell behind {load.get('late_s', 0):.2f} s)"
     )
     if not figures["load_rate_achieved"]:
         print(
             f"{'':<7} WARNING: the load rate was not reached: Vigil (or the loader) is "
             "saturated; the loaded figures are for the rate achieved"
         )
-    _print_phase("loaded", loaded_fig)
+    _print_phase("loaded", loaded_fig, args.workers)
     i_lat, l_lat = figures["idle"]["latency_ms"], loaded_fig["latency_ms"]
     if i_lat["n"] and l_lat["n"]:
         figures["loaded_vs_idle_p50"] = l_lat["p50"] / i_lat["p50"]
