@@ -424,7 +424,12 @@ def build_runtime(
             starter = warm_starter
             rechecker = recheck.ReChecker(
                 cfg=cfg.warm_start,
-                client=starter.client,
+                client=recheck.build_client(
+                    prometheus_url,
+                    tls.build_requests_session(
+                        cfg.outgoing_tls or tls.OutgoingTLS(), error=ConfigError
+                    ),
+                ),
                 queue=queue,
                 series=recheck.LiveSeries(registry, pipeline),
                 metrics=m,

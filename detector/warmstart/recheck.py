@@ -32,7 +32,9 @@ from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 import numpy as np
+import requests
 from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
 
 from detector.config import WarmStartConfig
 from detector.metrics import IngestMetrics
@@ -59,6 +61,15 @@ STARVED_S = 60.0  # warm starts waiting without end still let one read through t
 BACKOFF_MAX_S = 600.0  # the longest wait after reads that failed in a row
 
 Verdict = Literal["moved", "kept", "short"]
+
+
+def build_client(url: str, session: requests.Session) -> PrometheusConnect:
+    """The re-check's own client: no retries within a read. prometheus-api-client retries
+    a query 3 times (and on 5xx), so a read outlived its ``wait_for`` budget in a thread
+    that went on querying while the next read started (not one at a time any more), and
+    a Prometheus answering 503 got each query four times. The re-check retries a series
+    an interval later and backs off (``ReChecker``)."""
+    return PrometheusConnect(url=url, session=session, retry=Retry(total=0))
 
 
 def longest_ms(cfg: WarmStartConfig) -> float:

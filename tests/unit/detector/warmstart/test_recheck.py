@@ -580,3 +580,51 @@ def test_a_read_that_times_out_says_how_long_it_waited(caplog):
         assert asyncio.run(checker.check(0)) is None
     # before: "failed: TimeoutError: ; trying it again"
     assert "no answer within 21s (2 x warm_start.timeout_s + 1 s)" in caplog.text
+
+
+def test_the_rechecks_client_asks_once_per_query_where_the_default_asks_four_times():
+    # an overloaded Prometheus answers 503: prometheus-api-client's default retries sent
+    # each query four times (and a read could outlive its budget, still querying)
+    import http.server
+    import threading
+
+    import requests
+    from prometheus_api_client import PrometheusConnect
+
+    from detector.warmstart.prometheus import read_history
+
+    hits: list[str] = []
+
+    class Overloaded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Overloaded)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    cfg = WarmStartConfig(timeout_s=5)
+    labels = (("__name__", "orders"),)
+    try:
+        with requests.Session() as session:
+            client = recheck.build_client(url, session)
+            with pytest.raises(Exception, match="503"):
+                read_history(client, labels, cfg, counter=False, what="re-check")
+        assert len(hits) == 1
+        hits.clear()
+        with requests.Session() as session:
+            default = PrometheusConnect(url=url, session=session)
+            session.adapters[url].max_retries.backoff_factor = 0  # type: ignore[attr-defined]
+            with pytest.raises(Exception):  # noqa: B017 - what it raises differs by version
+                read_history(default, labels, cfg, counter=False, what="warm start")
+        assert len(hits) == 4
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
