@@ -46,6 +46,7 @@ class IngestMetrics:
     warm_start_samples: Counter
     periods_detected: Counter
     rechecks: Counter
+    recheck_lag: Gauge
     period_moves: Counter
 
 
@@ -160,6 +161,13 @@ def build_metrics(registry: CollectorRegistry) -> IngestMetrics:
             "Re-checks of the seasonal period of live series on a daily profile, by result "
             "(moved: to a weekly profile, kept, short: too little history to tell, error).",
             ("result",),
+        ),
+        recheck_lag=Gauge(
+            "vigil_seasonal_recheck_lag_seconds",
+            "How long the series longest due for a seasonal re-check has waited past its due "
+            "time (0: none waiting). Growing past recheck_interval_s: more daily series than "
+            "recheck_per_s can re-check in an interval.",
+            registry=registry,
         ),
         period_moves=counter(
             "vigil_seasonal_moves",

@@ -170,6 +170,11 @@ class Schedule:
         first = np.argsort(self.due[due], kind="stable")
         return [int(s) for s in due[first]]
 
+    def lag_s(self, now_ms: int) -> float:
+        """Seconds the longest-waiting due slot is past its due time (0: none due)."""
+        first = self.next_due_ms()
+        return 0.0 if first is None or first >= now_ms else (now_ms - first) / 1000.0
+
     def next_due_ms(self) -> int | None:
         """The earliest due time, or None when nothing is scheduled."""
         if self.due.shape[0] == 0:
@@ -286,6 +291,7 @@ class ReChecker:
         if self._gives_way():
             return BUSY_S
         now = self.now_ms()
+        self.metrics.recheck_lag.set(self.schedule.lag_s(now))
         due = self.schedule.pick(now, SCAN)
         if not due:
             # a series scheduled meanwhile is due an interval from its read at the soonest

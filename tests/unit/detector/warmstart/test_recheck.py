@@ -628,3 +628,23 @@ def test_the_rechecks_client_asks_once_per_query_where_the_default_asks_four_tim
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_the_lag_gauge_says_how_long_the_longest_waiting_series_is_overdue():
+    """More due series than the rate reads in time: the lag shows it, then clears."""
+    daily = _history(T0 - 15 * DAY_MS, T0, DAY_MS)
+    checker, time, registry, reads = _checker(dict.fromkeys(range(200), daily), n=200)
+    checker.schedule.add_unknown(200, T0 - 3_600_000)  # due an hour ago
+    asyncio.run(checker.step())
+    assert _count(registry, "vigil_seasonal_recheck_lag_seconds") == pytest.approx(3600.0)
+    # one pass reads a batch (half a second apart): the rest still wait, longer now
+    assert len(reads) == recheck.BATCH
+    asyncio.run(checker.step())
+    assert _count(registry, "vigil_seasonal_recheck_lag_seconds") == pytest.approx(
+        3600.0 + recheck.BATCH * 0.5, abs=1.0
+    )
+    while len(reads) < 200:
+        asyncio.run(checker.step())
+    asyncio.run(checker.step())
+    assert _count(registry, "vigil_seasonal_recheck_lag_seconds") == 0.0
+    assert time.t > T0 / 1000
