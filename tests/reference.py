@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from detector.config import EnsembleParams, RobustParams, SpotParams
+from detector.detectors._kernels import MAX_SCORED
 
 MAD_TO_SIGMA = math.sqrt(math.pi / 2.0)
 
@@ -41,7 +42,7 @@ def robust(params: RobustParams, values: list[float]) -> list[float]:
     out = []
     for x in values:
         sigma = max(scale * MAD_TO_SIGMA, params.min_scale + 1e-9 * abs(level))
-        if not math.isfinite(x):
+        if not abs(x) <= MAX_SCORED:  # NaN, +-inf or beyond what is scored
             out.append(math.nan)
             continue
         p = 0.0 if n < params.warmup_samples else _score_from_z(abs(x - level) / sigma)
@@ -180,7 +181,7 @@ def ensemble(  # noqa: C901 (a line-by-line mirror of the kernel, which has the 
     onset: list[tuple[_Calibration, float]] = []
     out = []
     for t, x in zip(ts_ms, values, strict=True):
-        if not math.isfinite(x):
+        if not abs(x) <= MAX_SCORED:  # NaN, +-inf or beyond what is scored
             out.append(math.nan)
             continue
         b = 0
@@ -352,7 +353,7 @@ def spot(params: SpotParams, values: list[float]) -> list[float]:
     tails = (_Tail(q.peaks), _Tail(q.peaks))  # upper, lower
     out = []
     for x in values:
-        if not math.isfinite(x):
+        if not abs(x) <= MAX_SCORED:  # NaN, +-inf or beyond what is scored
             out.append(math.nan)
             continue
         if n == 0:

@@ -52,7 +52,7 @@ import math
 import numpy as np
 from numba import njit, types
 
-from detector.detectors._kernels import SAFE_FASTMATH
+from detector.detectors._kernels import MAX_SCORED, SAFE_FASTMATH
 from detector.detectors._kernels.calibration import gaussian_z, take_back, threshold_z
 from detector.detectors._kernels.calibration import tail_probability as tail_p
 from detector.detectors._kernels.tail import score_from_probability
@@ -223,7 +223,7 @@ def ensemble_score_learn(
             else:  # not scored yet: no band
                 lower[i] = np.nan
                 upper[i] = np.nan
-        if not math.isfinite(x):
+        if not abs(x) <= MAX_SCORED:  # NaN, +-inf or too large to square
             score[i] = np.nan
             continue
         if st[S_N] == 0:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit, types
 
-from detector.detectors._kernels import SAFE_FASTMATH
+from detector.detectors._kernels import MAX_SCORED, SAFE_FASTMATH
 from detector.detectors._kernels.tail import score_from_z
 
 _f64 = types.Array(types.float64, 1, "C")
@@ -65,7 +65,7 @@ def robust_score_learn(
             expected[i] = st[S_LEVEL]
             lower[i] = st[S_LEVEL] - band * sigma
             upper[i] = st[S_LEVEL] + band * sigma
-        if not math.isfinite(x):
+        if not abs(x) <= MAX_SCORED:  # NaN, +-inf or too large to square
             score[i] = np.nan
             continue
         if st[S_N] < warmup:

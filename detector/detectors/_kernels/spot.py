@@ -44,7 +44,7 @@ import math
 import numpy as np
 from numba import njit, types
 
-from detector.detectors._kernels import SAFE_FASTMATH
+from detector.detectors._kernels import MAX_SCORED, SAFE_FASTMATH
 from detector.detectors._kernels.tail import score_from_log10_tail
 
 # per-series scalars; then, per tail (0: upper, 1: lower), TAIL_FIELDS more from S_TAIL
@@ -180,7 +180,7 @@ def spot_score_learn(
             expected[i] = st[S_LEVEL]
             lower[i] = st[S_LEVEL] - zq_dn * sigma if cal_dn else np.nan
             upper[i] = st[S_LEVEL] + zq_up * sigma if cal_up else np.nan
-        if not math.isfinite(x):
+        if not abs(x) <= MAX_SCORED:  # NaN, +-inf or too large to square
             score[i] = np.nan
             continue
         if st[S_N] == 0:
