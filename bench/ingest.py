@@ -118,27 +118,34 @@ def run_loader(
     result gains the loader's CPU seconds (``loader_cpu_s``)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            placement.loader_cpus,
-            sys.executable,
-            __file__,
-            "--loader",
-            url,
-            str(bodies_file),
-            str(first),
-            str(last),
-            str(placement.connections),
-        ],
+        _loader_argv(url, bodies_file, first, last, placement),
         check=True,
         capture_output=True,
         text=True,
     )
+    return _loader_result(out.stdout, before)
+
+
+def _loader_argv(
+    url: str,
+    bodies_file: Path,
+    first: int,
+    last: int,
+    placement: Placement,
+    pause: int | None = None,
+) -> list[str]:
+    """The load generator's command line, pinned to ``placement.loader_cpus``."""
+    argv = ["taskset", "-c", placement.loader_cpus, sys.executable, __file__, "--loader"]
+    argv += [url, str(bodies_file), str(first), str(last), str(placement.connections)]
+    return argv if pause is None else [*argv, str(pause)]
+
+
+def _loader_result(stdout: str, before: resource.struct_rusage) -> dict[str, Any]:
+    """The loader's last JSON line, with its CPU while it sent (what competes with the
+    receiver: ``loader_cpu_s``) and its whole process's (start-up, reading and framing
+    the bodies, before the clock starts: ``loader_process_cpu_s``)."""
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    # the loader's CPU while it sent (what competes with the receiver), and its whole
-    # process's (start-up, reading and framing the bodies: before the clock starts)
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     result["loader_cpu_s"] = result.pop("cpu_s")
     result["loader_process_cpu_s"] = (after.ru_utime + after.ru_stime) - (
         before.ru_utime + before.ru_stime
@@ -154,20 +161,7 @@ class LoaderPhases:
     def __init__(
         self, url: str, bodies_file: Path, first: int, pause: int, last: int, placement: Placement
     ) -> None:
-        self.argv = [
-            "taskset",
-            "-c",
-            placement.loader_cpus,
-            sys.executable,
-            __file__,
-            "--loader",
-            url,
-            str(bodies_file),
-            str(first),
-            str(last),
-            str(placement.connections),
-            str(pause),
-        ]
+        self.argv = _loader_argv(url, bodies_file, first, last, placement, pause)
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> LoaderPhases:
@@ -190,13 +184,7 @@ class LoaderPhases:
         out, _ = self.proc.communicate("go\n")
         if self.proc.returncode:
             raise RuntimeError(f"the load generator failed ({self.proc.returncode})")
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-        result["loader_cpu_s"] = result.pop("cpu_s")
-        result["loader_process_cpu_s"] = (after.ru_utime + after.ru_stime) - (
-            self.before.ru_utime + self.before.ru_stime
-        )
-        return result
+        return _loader_result(out, self.before)
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

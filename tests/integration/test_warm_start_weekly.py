@@ -136,13 +136,25 @@ def contexts(start_s: int, n: int, *, weekly: bool) -> set[str]:
     return out
 
 
+def _prometheus_argv(tmp_path: Path, tsdb: Path, port: int) -> list[str]:
+    """A Prometheus serving the backfilled TSDB (an empty config: nothing scraped)."""
+    (tmp_path / "prometheus.yml").write_text("global: {}\n")
+    return [
+        require("prometheus"),
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tsdb}",
+        # the history starts at the default retention's (15 days) edge
+        "--storage.tsdb.retention.time=30d",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+
+
 def test_weekend_history_gives_a_weekly_profile(tmp_path: Path):
     # "now" is a Saturday noon of the history; the live samples follow it, none of them
     # ahead of the wall clock (the alert book never dates an alert in the future)
     noon_s = (int(time.time()) - 660) // 60 * 60
     tsdb = backfill(tmp_path, noon_s)
     prom_port, vigil_port = free_port(), free_port()
-    (tmp_path / "prometheus.yml").write_text("global: {}\n")
     # the live samples are sent minutes after their timestamps: silence is judged over an
     # hour, so no alert goes stale and no series absent while the test reads them
     (tmp_path / "vigil.yaml").write_text(
@@ -152,14 +164,7 @@ def test_weekend_history_gives_a_weekly_profile(tmp_path: Path):
     with (
         process(
             "prometheus",
-            [
-                require("prometheus"),
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tsdb}",
-                # the history starts at the default retention's (15 days) edge
-                "--storage.tsdb.retention.time=30d",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
+            _prometheus_argv(tmp_path, tsdb, prom_port),
             tmp_path,
             ready_url=f"http://127.0.0.1:{prom_port}/-/ready",
         ),
@@ -241,19 +246,12 @@ def test_a_cold_series_is_rechecked_and_moved_keeping_its_alert(tmp_path: Path):
     noon_s = (int(time.time()) - 1200) // 60 * 60
     tsdb = backfill(tmp_path, noon_s)
     prom_port, vigil_port = free_port(), free_port()
-    (tmp_path / "prometheus.yml").write_text("global: {}\n")
     (tmp_path / "vigil.yaml").write_text(
         f"warm_start:\n  history_s: {RECENT_S}\n  period_history_s: {DAYS * DAY_S}\n"
         "  timeout_s: 5\n  recheck_interval_s: 2s\n"
         "alerting:\n  stale_min_s: 3600\npresence:\n  absent_min_s: 3600\n"
     )
-    prometheus = [
-        require("prometheus"),
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tsdb}",
-        "--storage.tsdb.retention.time=30d",
-        f"--web.listen-address=127.0.0.1:{prom_port}",
-    ]
+    prometheus = _prometheus_argv(tmp_path, tsdb, prom_port)
     rng = np.random.default_rng(13)
     with process(
         "vigil",
