@@ -22,10 +22,11 @@ benchmark's bodies (bench/ingest.py: 10k series x 10 labels, 2,000 series per re
 timestamps rewritten each round) as a steady stream at a fixed rate, after the detectors'
 warm-up rounds; it frames them as bench/loadgen.py does (raw keep-alive sockets, one
 selector: ~0.6 ms of CPU a request, 0.37 of it the re-compression, 15% of a core at
-500k samples/s, where the aiohttp client it replaced took ~0.85 ms, 21%). This process, the proxy and Alertmanager run on CPU 1 too, so only Vigil
-is on CPU 0. A paced stream of 2,000-sample requests costs Vigil more per sample than
-bench/ingest.py's flood (which lets the worker take many requests per pass): on the 2-core
-machine it saturates near 800k samples/s, so the default 500k/s is ~60% of that.
+500k samples/s, where the aiohttp client it replaced took ~0.85 ms, 21%). This process,
+the proxy and Alertmanager run on CPU 1 too, so only Vigil is on CPU 0. A paced stream
+of 2,000-sample requests costs Vigil more per sample than bench/ingest.py's flood (which
+lets the worker take many requests per pass): on the 2-core machine it saturates near
+800k samples/s, so the default 500k/s is ~60% of that.
 
 ``--workers N`` (N > 1) measures ``vigil-detector serve --workers N`` instead, placed as
 ``bench/ingest.py --workers`` places it: Vigil on every core (worker i pinned to CPU i by
