@@ -1,5 +1,10 @@
 """numba kernels of the detector families; they import numpy and numba only."""
 
+from detector.detectors._kernels import _cache
+
+# before any kernel below is compiled or read from its cache
+_cache.install()
+
 SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 # The largest magnitude a family scores or learns. Beyond it a value is treated as a
