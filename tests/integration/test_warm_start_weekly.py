@@ -136,6 +136,17 @@ def contexts(start_s: int, n: int, *, weekly: bool) -> set[str]:
     return out
 
 
+def _vigil_config(tmp_path: Path, warm_start_extra: str = "") -> None:
+    """vigil.yaml: the warm start reads the backfilled history (plus ``warm_start_extra``
+    keys). The live samples are sent minutes after their timestamps: silence is judged
+    over an hour, so no alert goes stale and no series absent while a test reads them."""
+    (tmp_path / "vigil.yaml").write_text(
+        f"warm_start:\n  history_s: {RECENT_S}\n  period_history_s: {DAYS * DAY_S}\n"
+        + warm_start_extra
+        + "alerting:\n  stale_min_s: 3600\npresence:\n  absent_min_s: 3600\n"
+    )
+
+
 def _prometheus_argv(tmp_path: Path, tsdb: Path, port: int) -> list[str]:
     """A Prometheus serving the backfilled TSDB (an empty config: nothing scraped)."""
     (tmp_path / "prometheus.yml").write_text("global: {}\n")
@@ -155,12 +166,7 @@ def test_weekend_history_gives_a_weekly_profile(tmp_path: Path):
     noon_s = (int(time.time()) - 660) // 60 * 60
     tsdb = backfill(tmp_path, noon_s)
     prom_port, vigil_port = free_port(), free_port()
-    # the live samples are sent minutes after their timestamps: silence is judged over an
-    # hour, so no alert goes stale and no series absent while the test reads them
-    (tmp_path / "vigil.yaml").write_text(
-        f"warm_start:\n  history_s: {RECENT_S}\n  period_history_s: {DAYS * DAY_S}\n"
-        "alerting:\n  stale_min_s: 3600\npresence:\n  absent_min_s: 3600\n"
-    )
+    _vigil_config(tmp_path)
     with (
         process(
             "prometheus",
@@ -246,11 +252,7 @@ def test_a_cold_series_is_rechecked_and_moved_keeping_its_alert(tmp_path: Path):
     noon_s = (int(time.time()) - 1200) // 60 * 60
     tsdb = backfill(tmp_path, noon_s)
     prom_port, vigil_port = free_port(), free_port()
-    (tmp_path / "vigil.yaml").write_text(
-        f"warm_start:\n  history_s: {RECENT_S}\n  period_history_s: {DAYS * DAY_S}\n"
-        "  timeout_s: 5\n  recheck_interval_s: 2s\n"
-        "alerting:\n  stale_min_s: 3600\npresence:\n  absent_min_s: 3600\n"
-    )
+    _vigil_config(tmp_path, "  timeout_s: 5\n  recheck_interval_s: 2s\n")
     prometheus = _prometheus_argv(tmp_path, tsdb, prom_port)
     rng = np.random.default_rng(13)
     with process(
